@@ -1,0 +1,316 @@
+package cachestore
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+)
+
+// Fill is one blob being written. Exactly one leader writes it; any number of
+// readers follow the growing temp file. A reader never receives the last byte
+// before the leader has verified the whole blob (Commit), so no client ever
+// completes a wrong or short file.
+type Fill struct {
+	s   *Store
+	key string
+
+	// Owned by the leader only.
+	h    hash.Hash
+	file *os.File
+
+	mu        sync.Mutex // guards the fields below
+	info      FillInfo
+	started   bool
+	tmpPath   string
+	written   int64
+	done      bool
+	err       error         // why the fill failed, once done
+	digest    Digest        // the committed digest, once done without error
+	finalPath string        // where the bytes are, once committed
+	changed   chan struct{} // closed and replaced on every change
+}
+
+// FillInfo is what the leader knows when the first byte is about to arrive.
+type FillInfo struct {
+	Algo string // the hash to compute: sha256, sha512 or sha1
+	Size int64  // -1 when unknown
+	// Meta carries whatever the leader's caller wants readers to see (for
+	// the proxy: the upstream's response headers).
+	Meta map[string]string
+}
+
+// BeginFill returns the fill in progress for key, or a new one. leader is
+// true for the caller that created it: it must call Start and then Commit
+// or Abort. The others are readers.
+func (s *Store) BeginFill(key string) (f *Fill, leader bool) {
+	s.fillsMu.Lock()
+	defer s.fillsMu.Unlock()
+	if f, ok := s.fills[key]; ok {
+		return f, false
+	}
+	f = &Fill{s: s, key: key, changed: make(chan struct{})}
+	s.fills[key] = f
+	return f, true
+}
+
+// Start opens the temp file; readers may follow from now on.
+func (f *Fill) Start(info FillInfo) error {
+	if _, ok := hexLen[info.Algo]; !ok {
+		err := fmt.Errorf("start fill %s: hash algorithm %q is not supported", f.key, info.Algo)
+		f.Abort(err)
+		return err
+	}
+	if err := f.s.Room(info.Size); err != nil {
+		f.Abort(err)
+		return err
+	}
+	file, err := os.CreateTemp(filepath.Join(f.s.dir, "tmp"), "fill-*")
+	if err != nil {
+		err = fmt.Errorf("start fill %s: %w", f.key, err)
+		f.Abort(err)
+		return err
+	}
+	f.file = file
+	f.h = newHash(info.Algo)
+	f.mu.Lock()
+	f.info, f.started, f.tmpPath = info, true, file.Name()
+	f.notifyLocked()
+	f.mu.Unlock()
+	return nil
+}
+
+// Write appends p to the blob. A failed write (a full disk, say) aborts the
+// fill and returns the error; readers see it too.
+func (f *Fill) Write(p []byte) (int, error) {
+	n, err := f.file.Write(p)
+	f.h.Write(p[:n])
+	f.mu.Lock()
+	f.written += int64(n)
+	f.notifyLocked()
+	f.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("write fill %s: %w", f.key, err)
+		f.Abort(err)
+		return n, err
+	}
+	return n, nil
+}
+
+// Commit verifies what was written against want (want.Hex empty: accept what
+// it hashes to, in want.Algo or the fill's algorithm) and wantSize (-1: any),
+// then makes it a blob. On a mismatch the fill is aborted with an error
+// wrapping ErrDigestMismatch or ErrSizeMismatch.
+func (f *Fill) Commit(want Digest, wantSize int64) (Digest, error) {
+	f.mu.Lock()
+	written, algo := f.written, f.info.Algo
+	f.mu.Unlock()
+	if wantSize >= 0 && written != wantSize {
+		err := fmt.Errorf("fill %s: %w: expected %d bytes, got %d", f.key, ErrSizeMismatch, wantSize, written)
+		f.Abort(err)
+		return Digest{}, err
+	}
+	got := Digest{Algo: algo, Hex: hex.EncodeToString(f.h.Sum(nil))}
+	if want.Hex != "" && want != got {
+		err := fmt.Errorf("fill %s: %w: expected %s, got %s", f.key, ErrDigestMismatch, want, got)
+		f.Abort(err)
+		return Digest{}, err
+	}
+	if err := f.persist(got, written); err != nil {
+		err = fmt.Errorf("store blob %s: %w", got, err)
+		f.Abort(err)
+		return Digest{}, err
+	}
+	f.s.fillsMu.Lock()
+	delete(f.s.fills, f.key)
+	f.s.fillsMu.Unlock()
+	f.mu.Lock()
+	f.done, f.digest, f.finalPath = true, got, f.s.blobPath(got)
+	f.notifyLocked()
+	f.mu.Unlock()
+	return got, nil
+}
+
+// persist fsyncs the temp file, renames it into place and indexes it: the
+// index is written last, so a crash in between leaves either nothing or a
+// verified file that recovery adopts.
+func (f *Fill) persist(d Digest, size int64) error {
+	if err := f.file.Sync(); err != nil {
+		return fmt.Errorf("fsync: %w", err)
+	}
+	if err := f.file.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	final := f.s.blobPath(d)
+	if err := os.MkdirAll(filepath.Dir(final), 0o750); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	// Under f.mu so that a reader opening the file now finds it by one name
+	// or the other.
+	err := os.Rename(f.tmpPath, final)
+	f.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("rename into place: %w", err)
+	}
+	if dir, err := os.Open(filepath.Dir(final)); err == nil {
+		_ = dir.Sync()
+		dir.Close()
+	}
+	bi, err := f.s.Stat(d)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	now := f.s.now()
+	if errors.Is(err, ErrNotFound) {
+		bi = BlobInfo{Digest: d, Added: now}
+	}
+	bi.Size, bi.LastUsed = size, now
+	return f.s.putBlob(bi)
+}
+
+// Abort ends the fill with err: the temp file goes, readers get err.
+// Aborting a finished fill does nothing.
+func (f *Fill) Abort(err error) {
+	f.mu.Lock()
+	if f.done {
+		f.mu.Unlock()
+		return
+	}
+	f.done, f.err = true, err
+	tmp := f.tmpPath
+	f.notifyLocked()
+	f.mu.Unlock()
+	if f.file != nil {
+		f.file.Close()
+	}
+	if tmp != "" {
+		_ = os.Remove(tmp)
+	}
+	f.s.fillsMu.Lock()
+	if f.s.fills[f.key] == f {
+		delete(f.s.fills, f.key)
+	}
+	f.s.fillsMu.Unlock()
+}
+
+func (f *Fill) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// Wait blocks until the leader has started (or the fill has failed) and
+// returns what the leader knows.
+func (f *Fill) Wait(ctx context.Context) (FillInfo, error) {
+	for {
+		f.mu.Lock()
+		started, done, err, info, ch := f.started, f.done, f.err, f.info, f.changed
+		f.mu.Unlock()
+		if done && err != nil {
+			return info, err
+		}
+		if started {
+			return info, nil
+		}
+		select {
+		case <-ctx.Done():
+			return info, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Result blocks until the fill ends and returns the blob's digest or why it failed.
+func (f *Fill) Result(ctx context.Context) (Digest, error) {
+	for {
+		f.mu.Lock()
+		done, err, d, ch := f.done, f.err, f.digest, f.changed
+		f.mu.Unlock()
+		if done {
+			return d, err
+		}
+		select {
+		case <-ctx.Done():
+			return Digest{}, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// NewReader returns a reader of the blob from offset off on, following the
+// file as it grows. Reads block until bytes arrive or ctx ends; the last
+// byte is held back until the blob is verified; a failed fill makes Read
+// return its error.
+func (f *Fill) NewReader(ctx context.Context, off int64) (io.ReadCloser, error) {
+	if _, err := f.Wait(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done && f.err != nil {
+		return nil, f.err
+	}
+	name := f.tmpPath
+	if f.done {
+		name = f.finalPath
+	}
+	file, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("follow fill %s: %w", f.key, err)
+	}
+	return &fillReader{f: f, ctx: ctx, file: file, off: off}, nil
+}
+
+type fillReader struct {
+	f    *Fill
+	ctx  context.Context
+	file *os.File
+	off  int64
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		r.f.mu.Lock()
+		done, err, written, ch := r.f.done, r.f.err, r.f.written, r.f.changed
+		r.f.mu.Unlock()
+		if done && err != nil {
+			return 0, err
+		}
+		avail := written
+		if !done {
+			avail-- // the last byte waits for verification
+		}
+		if r.off < avail {
+			n := int64(len(p))
+			if n > avail-r.off {
+				n = avail - r.off
+			}
+			m, rerr := r.file.ReadAt(p[:n], r.off)
+			r.off += int64(m)
+			if m > 0 {
+				return m, nil
+			}
+			if rerr != nil && rerr != io.EOF {
+				return 0, fmt.Errorf("read fill %s: %w", r.f.key, rerr)
+			}
+		}
+		if done && r.off >= written {
+			return 0, io.EOF
+		}
+		select {
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (r *fillReader) Close() error { return r.file.Close() }

@@ -1,0 +1,458 @@
+package cachestore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"golang.org/x/sys/unix"
+)
+
+// Sentinel errors; callers test them with errors.Is.
+var (
+	ErrNotFound       = errors.New("not in cache")
+	ErrDigestMismatch = errors.New("digest mismatch")
+	ErrSizeMismatch   = errors.New("size mismatch")
+	ErrNoSpace        = errors.New("not enough free disk space")
+)
+
+// Config is what Open needs.
+type Config struct {
+	Dir string
+	// MinFreeBytes is the free space a fill must leave on the cache's file
+	// system; below it the caller passes bytes through instead of storing them.
+	MinFreeBytes int64
+	Logger       *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Store is the blob store and its index. It is safe for concurrent use.
+type Store struct {
+	dir          string
+	minFreeBytes int64
+	db           *badger.DB
+	log          *slog.Logger
+	now          func() time.Time
+
+	fillsMu sync.Mutex       // guards fills
+	fills   map[string]*Fill // in-progress fills by key
+}
+
+// BlobInfo is what the index says of a stored blob.
+type BlobInfo struct {
+	Digest   Digest    `json:"-"`
+	Size     int64     `json:"size"`
+	Added    time.Time `json:"added"`
+	LastUsed time.Time `json:"last_used"`
+	Hits     int64     `json:"hits"`
+}
+
+// Known is a fact learnt from repository metadata: the URL must hash to Digest.
+type Known struct {
+	Digest Digest `json:"digest"`
+	Size   int64  `json:"size"` // -1 when the metadata did not say
+	// Name is the metadata's own name for the file (for example
+	// "main/binary-amd64/Packages.xz"), kept for index files so that a
+	// by-hash URL can be parsed as what it is.
+	Name string `json:"name,omitempty"`
+}
+
+// Cached is a URL cached by URL: its bytes are the blob Digest (sha256
+// computed on arrival), revalidated upstream with the validators.
+type Cached struct {
+	Digest       Digest    `json:"digest"`
+	Size         int64     `json:"size"`
+	ETag         string    `json:"etag,omitempty"`
+	LastModified string    `json:"last_modified,omitempty"`
+	ContentType  string    `json:"content_type,omitempty"`
+	Fetched      time.Time `json:"fetched"`
+}
+
+const (
+	prefixBlob   = "b/"
+	prefixKnown  = "k/"
+	prefixCached = "c/"
+)
+
+// Open opens (creating if need be) the store in cfg.Dir and recovers from
+// whatever a crash left behind.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("open cache: no cache directory given")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	for _, sub := range []string{"blobs", "tmp", "index"} {
+		if err := os.MkdirAll(filepath.Join(cfg.Dir, sub), 0o750); err != nil {
+			return nil, fmt.Errorf("open cache: create %s: %w", filepath.Join(cfg.Dir, sub), err)
+		}
+	}
+	db, err := badger.Open(badgerOptions(filepath.Join(cfg.Dir, "index"), cfg.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("open cache index in %s (is another warren using this cache directory?): %w", cfg.Dir, err)
+	}
+	s := &Store{
+		dir:          cfg.Dir,
+		minFreeBytes: cfg.MinFreeBytes,
+		db:           db,
+		log:          cfg.Logger,
+		now:          cfg.Now,
+		fills:        map[string]*Fill{},
+	}
+	if err := s.recover(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// badgerOptions is a profile for a small daemon: Badger's defaults reserve
+// some 86 MiB of heap, this one idles near 40 MB RSS for the whole process.
+func badgerOptions(dir string, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(dir).
+		WithLogger(badgerLogger{log}).
+		WithMemTableSize(8 << 20).
+		WithNumMemtables(2).
+		WithNumLevelZeroTables(2).
+		WithNumLevelZeroTablesStall(4).
+		WithBlockCacheSize(4 << 20).
+		WithIndexCacheSize(4 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithBaseTableSize(2 << 20).
+		WithNumCompactors(2).
+		WithNumVersionsToKeep(1).
+		WithCompression(options.None).
+		WithValueThreshold(1 << 10)
+}
+
+// Close closes the index. Fills still running are aborted.
+func (s *Store) Close() error {
+	s.fillsMu.Lock()
+	fills := make([]*Fill, 0, len(s.fills))
+	for _, f := range s.fills {
+		fills = append(fills, f)
+	}
+	s.fillsMu.Unlock()
+	for _, f := range fills {
+		f.Abort(errors.New("cache is closing"))
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close cache index: %w", err)
+	}
+	return nil
+}
+
+// Run does the index's housekeeping (value-log GC) until ctx ends.
+func (s *Store) Run(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// Dir is the cache directory.
+func (s *Store) Dir() string { return s.dir }
+
+func (s *Store) blobPath(d Digest) string {
+	return filepath.Join(s.dir, "blobs", d.Algo, d.Hex[:2], d.Hex)
+}
+
+// Known returns what metadata said the URL hashes to.
+func (s *Store) Known(url string) (Known, error) {
+	var k Known
+	err := s.get(prefixKnown+url, &k)
+	return k, err
+}
+
+// PutKnown records URL -> digest facts in one batch.
+func (s *Store) PutKnown(facts map[string]Known) error {
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for url, k := range facts {
+		if err := k.Digest.Validate(); err != nil {
+			return fmt.Errorf("record hash of %s: %w", url, err)
+		}
+		b, err := json.Marshal(k)
+		if err != nil {
+			return fmt.Errorf("record hash of %s: %w", url, err)
+		}
+		if err := wb.Set([]byte(prefixKnown+url), b); err != nil {
+			return fmt.Errorf("record hash of %s: %w", url, err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("record %d hashes: %w", len(facts), err)
+	}
+	return nil
+}
+
+// Cached returns the URL cache's entry for url.
+func (s *Store) Cached(url string) (Cached, error) {
+	var c Cached
+	err := s.get(prefixCached+url, &c)
+	return c, err
+}
+
+// PutCached records that url is cached as c.Digest.
+func (s *Store) PutCached(url string, c Cached) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("record cached %s: %w", url, err)
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixCached+url), b) }); err != nil {
+		return fmt.Errorf("record cached %s: %w", url, err)
+	}
+	return nil
+}
+
+// Stat returns the index's record of a blob, or ErrNotFound.
+func (s *Store) Stat(d Digest) (BlobInfo, error) {
+	var bi BlobInfo
+	if err := d.Validate(); err != nil {
+		return bi, err
+	}
+	err := s.get(prefixBlob+d.String(), &bi)
+	bi.Digest = d
+	return bi, err
+}
+
+// OpenBlob opens a stored blob for reading and counts the use. A blob whose
+// file is missing or whose size differs from the index is dropped and
+// reported as ErrNotFound: it is never served.
+func (s *Store) OpenBlob(d Digest) (*os.File, BlobInfo, error) {
+	bi, err := s.Stat(d)
+	if err != nil {
+		return nil, bi, err
+	}
+	f, err := os.Open(s.blobPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("blob file missing; dropping it from the index", slog.String("digest", d.String()))
+		s.dropBlob(d)
+		return nil, bi, ErrNotFound
+	}
+	if err != nil {
+		return nil, bi, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, bi, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	if st.Size() != bi.Size {
+		f.Close()
+		s.log.Warn("blob size differs from the index; removing it",
+			slog.String("digest", d.String()), slog.Int64("index_size", bi.Size), slog.Int64("file_size", st.Size()))
+		s.dropBlob(d)
+		return nil, bi, ErrNotFound
+	}
+	bi.Hits++
+	bi.LastUsed = s.now()
+	if err := s.putBlob(bi); err != nil {
+		s.log.Warn("could not count a blob use", slog.String("digest", d.String()), slog.Any("err", err))
+	}
+	return f, bi, nil
+}
+
+func (s *Store) putBlob(bi BlobInfo) error {
+	b, err := json.Marshal(bi)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixBlob+bi.Digest.String()), b) })
+}
+
+func (s *Store) dropBlob(d Digest) {
+	_ = os.Remove(s.blobPath(d))
+	_ = s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + d.String())) })
+}
+
+// Room checks that size more bytes fit on the cache's file system while
+// leaving MinFreeBytes free; it returns ErrNoSpace otherwise.
+func (s *Store) Room(size int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return fmt.Errorf("check free space in %s: %w", s.dir, err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	if size < 0 {
+		size = 0
+	}
+	if free-size < s.minFreeBytes {
+		return fmt.Errorf("%w in %s: %d bytes free, %d needed plus %d kept free", ErrNoSpace, s.dir, free, size, s.minFreeBytes)
+	}
+	return nil
+}
+
+func (s *Store) get(key string, v any) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get([]byte(key))
+		if err != nil {
+			return err
+		}
+		return it.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+	})
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("read index key %q: %w", key, err)
+	}
+	return nil
+}
+
+// recover removes what a crash left: temp files of fills, index entries
+// whose blob is gone or of the wrong size, URL-cache entries without a blob;
+// and indexes blob files that were renamed into place but not yet indexed
+// (they were verified before the rename).
+func (s *Store) recover() error {
+	tmp := filepath.Join(s.dir, "tmp")
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return fmt.Errorf("recover: read %s: %w", tmp, err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(tmp, e.Name())); err != nil {
+			return fmt.Errorf("recover: remove leftover temp file: %w", err)
+		}
+	}
+	if len(entries) > 0 {
+		s.log.Info("removed temp files of interrupted fills", slog.Int("count", len(entries)))
+	}
+
+	indexed := map[string]int64{}
+	var drop [][]byte
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixBlob)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			key := string(it.Item().Key())
+			d, err := ParseDigest(strings.TrimPrefix(key, prefixBlob))
+			var bi BlobInfo
+			if err == nil {
+				err = it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &bi) })
+			}
+			if err != nil {
+				drop = append(drop, []byte(key))
+				continue
+			}
+			st, err := os.Stat(s.blobPath(d))
+			if err != nil || st.Size() != bi.Size {
+				drop = append(drop, []byte(key))
+				_ = os.Remove(s.blobPath(d))
+				continue
+			}
+			indexed[d.String()] = bi.Size
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recover: scan blob index: %w", err)
+	}
+
+	adopted := 0
+	blobs := filepath.Join(s.dir, "blobs")
+	err = filepath.WalkDir(blobs, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(blobs, p)
+		parts := strings.Split(rel, string(filepath.Separator))
+		if len(parts) != 3 {
+			return nil
+		}
+		d := Digest{Algo: parts[0], Hex: parts[2]}
+		if d.Validate() != nil || parts[1] != d.Hex[:2] {
+			return nil
+		}
+		if _, ok := indexed[d.String()]; ok {
+			return nil
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		now := s.now()
+		if err := s.putBlob(BlobInfo{Digest: d, Size: info.Size(), Added: info.ModTime(), LastUsed: now}); err != nil {
+			return err
+		}
+		indexed[d.String()] = info.Size()
+		adopted++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recover: scan blob files: %w", err)
+	}
+
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixCached)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var c Cached
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &c) }); err != nil {
+				drop = append(drop, it.Item().KeyCopy(nil))
+				continue
+			}
+			if _, ok := indexed[c.Digest.String()]; !ok {
+				drop = append(drop, it.Item().KeyCopy(nil))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("recover: scan url cache: %w", err)
+	}
+	if len(drop) > 0 {
+		wb := s.db.NewWriteBatch()
+		defer wb.Cancel()
+		for _, k := range drop {
+			if err := wb.Delete(k); err != nil {
+				return fmt.Errorf("recover: drop stale entry: %w", err)
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			return fmt.Errorf("recover: drop stale entries: %w", err)
+		}
+	}
+	if len(drop) > 0 || adopted > 0 {
+		s.log.Info("recovered cache index", slog.Int("dropped_entries", len(drop)), slog.Int("adopted_blobs", adopted))
+	}
+	return nil
+}
+
+// badgerLogger sends Badger's chatter to slog, most of it at debug level.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.log.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), slog.String("component", "badger"))
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), slog.String("component", "badger"))
+}
+func (l badgerLogger) Infof(f string, a ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)), slog.String("component", "badger"))
+}
+func (l badgerLogger) Debugf(f string, a ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)), slog.String("component", "badger"))
+}

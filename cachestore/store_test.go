@@ -1,0 +1,340 @@
+package cachestore
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func openStore(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func sha(b []byte) Digest {
+	s := sha256.Sum256(b)
+	return Digest{Algo: "sha256", Hex: hex.EncodeToString(s[:])}
+}
+
+// fill stores b under its digest through a fill, as the proxy does.
+func fill(t *testing.T, s *Store, b []byte) Digest {
+	t.Helper()
+	f, leader := s.BeginFill("test:" + sha(b).String())
+	if !leader {
+		t.Fatal("not leader of a fresh fill")
+	}
+	if err := f.Start(FillInfo{Algo: "sha256", Size: int64(len(b))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.Commit(sha(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestDigest(t *testing.T) {
+	tests := []struct {
+		in      string
+		wantErr string
+	}{
+		{"sha256:" + strings.Repeat("a", 64), ""},
+		{"SHA512:" + strings.Repeat("A", 128), ""},
+		{"sha1:" + strings.Repeat("0", 40), ""},
+		{"md5:" + strings.Repeat("0", 32), "not supported"},
+		{"sha256:" + strings.Repeat("a", 63), "64 hex digits"},
+		{"sha256:" + strings.Repeat("g", 64), "not lowercase hex"},
+		{"nocolon", "want <algo>:<hex>"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			_, err := ParseDigest(tt.in)
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("ParseDigest(%q) err = %v, want %q", tt.in, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestFillCommitAndOpen(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	body := []byte("hello, warren")
+	d := fill(t, s, body)
+	f, bi, err := s.OpenBlob(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	got, _ := io.ReadAll(f)
+	if !bytes.Equal(got, body) || bi.Size != int64(len(body)) || bi.Hits != 1 {
+		t.Fatalf("got %q, info %+v", got, bi)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir(), "blobs", "sha256", d.Hex[:2], d.Hex)); err != nil {
+		t.Fatalf("blob not at its content address: %v", err)
+	}
+}
+
+func TestFillRejectsWrongBytes(t *testing.T) {
+	tests := []struct {
+		name     string
+		wantSize int64
+		want     Digest
+		wantErr  error
+	}{
+		{"wrong digest", 5, sha([]byte("other")), ErrDigestMismatch},
+		{"short body", 6, sha([]byte("hello")), ErrSizeMismatch},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t, t.TempDir())
+			f, _ := s.BeginFill("k")
+			if err := f.Start(FillInfo{Algo: "sha256", Size: tt.wantSize}); err != nil {
+				t.Fatal(err)
+			}
+			r, err := f.NewReader(t.Context(), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			f.Write([]byte("hello"))
+			if _, err := f.Commit(tt.want, tt.wantSize); !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Commit err = %v, want %v", err, tt.wantErr)
+			}
+			got, err := io.ReadAll(r)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("reader err = %v, want %v", err, tt.wantErr)
+			}
+			if len(got) > 0 {
+				t.Fatalf("reader passed on %q of a rejected blob", got)
+			}
+			if _, err := s.Stat(sha([]byte("hello"))); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("rejected bytes are indexed: %v", err)
+			}
+			if left, _ := os.ReadDir(filepath.Join(s.Dir(), "tmp")); len(left) != 0 {
+				t.Fatalf("temp files left: %v", left)
+			}
+		})
+	}
+}
+
+// The last byte is held back until Commit: a reader cannot finish a blob
+// that is not yet verified.
+func TestFillReaderHoldsBackLastByte(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	body := []byte("abcdef")
+	f, _ := s.BeginFill("k")
+	if err := f.Start(FillInfo{Algo: "sha256", Size: 6}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	r, err := f.NewReader(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 10)
+	n, err := r.Read(buf)
+	if err != nil || n != 5 {
+		t.Fatalf("read before commit = %d, %v; want 5 bytes", n, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Millisecond)
+	defer cancel()
+	r2, _ := f.NewReader(ctx, 5)
+	if _, err := r2.Read(buf); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("last byte came before commit: err = %v", err)
+	}
+	r2.Close()
+	if _, err := f.Commit(sha(body), 6); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil || string(rest) != "f" {
+		t.Fatalf("after commit: %q, %v", rest, err)
+	}
+}
+
+func TestFillFollowers(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	body := bytes.Repeat([]byte("0123456789"), 100000)
+	f, leader := s.BeginFill("k")
+	if !leader {
+		t.Fatal("not leader")
+	}
+	if _, leader2 := s.BeginFill("k"); leader2 {
+		t.Fatal("second BeginFill for the same key became leader")
+	}
+	var wg sync.WaitGroup
+	results := make([][]byte, 8)
+	errs := make([]error, 8)
+	for i := range results {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := f.NewReader(t.Context(), 0)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer r.Close()
+			results[i], errs[i] = io.ReadAll(r)
+		}()
+	}
+	if err := f.Start(FillInfo{Algo: "sha256", Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	for off := 0; off < len(body); off += 4096 {
+		end := min(off+4096, len(body))
+		if _, err := f.Write(body[off:end]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.Commit(sha(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	for i := range results {
+		if errs[i] != nil || !bytes.Equal(results[i], body) {
+			t.Fatalf("follower %d: %d bytes, err %v", i, len(results[i]), errs[i])
+		}
+	}
+	// A reader that arrives after the commit reads the final file.
+	r, err := f.NewReader(t.Context(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(r)
+	r.Close()
+	if !bytes.Equal(got, body[10:]) {
+		t.Fatalf("late reader got %d bytes", len(got))
+	}
+}
+
+func TestRoomRefusesBelowMinFree(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir(), MinFreeBytes: 1 << 62})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, _ := s.BeginFill("k")
+	if err := f.Start(FillInfo{Algo: "sha256", Size: 10}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Start err = %v, want ErrNoSpace", err)
+	}
+	if _, err := f.NewReader(t.Context(), 0); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("reader err = %v, want ErrNoSpace", err)
+	}
+}
+
+func TestRecover(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := fill(t, s, []byte("good blob"))
+	gone := fill(t, s, []byte("blob whose file vanishes"))
+	grown := fill(t, s, []byte("blob whose file changes size"))
+	if err := s.PutCached("http://x/gone", Cached{Digest: gone, Size: 24}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutCached("http://x/good", Cached{Digest: good, Size: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What a crash can leave: a temp file, a blob renamed but never indexed;
+	// and what an operator can do: delete or damage blob files.
+	os.WriteFile(filepath.Join(dir, "tmp", "fill-123"), []byte("partial"), 0o600)
+	orphanBody := []byte("renamed but not indexed")
+	orphan := sha(orphanBody)
+	os.MkdirAll(filepath.Join(dir, "blobs", "sha256", orphan.Hex[:2]), 0o750)
+	os.WriteFile(filepath.Join(dir, "blobs", "sha256", orphan.Hex[:2], orphan.Hex), orphanBody, 0o600)
+	os.Remove(filepath.Join(dir, "blobs", "sha256", gone.Hex[:2], gone.Hex))
+	os.WriteFile(filepath.Join(dir, "blobs", "sha256", grown.Hex[:2], grown.Hex), []byte("x"), 0o600)
+
+	s = openStore(t, dir)
+	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
+		t.Errorf("temp files survived recovery: %v", left)
+	}
+	for _, d := range []Digest{gone, grown} {
+		if _, err := s.Stat(d); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s still indexed: %v", d, err)
+		}
+		if _, _, err := s.OpenBlob(d); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s served after recovery: %v", d, err)
+		}
+	}
+	if _, err := s.Cached("http://x/gone"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("url cache entry of a missing blob survived: %v", err)
+	}
+	if _, err := s.Cached("http://x/good"); err != nil {
+		t.Errorf("good url cache entry lost: %v", err)
+	}
+	for _, d := range []Digest{good, orphan} {
+		f, _, err := s.OpenBlob(d)
+		if err != nil {
+			t.Errorf("%s not served after recovery: %v", d, err)
+			continue
+		}
+		f.Close()
+	}
+}
+
+// A blob whose file changes size while the daemon runs is not served.
+func TestOpenBlobSizeCheck(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	d := fill(t, s, []byte("twelve bytes"))
+	os.WriteFile(s.blobPath(d), []byte("short"), 0o600)
+	if _, _, err := s.OpenBlob(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("OpenBlob err = %v, want ErrNotFound", err)
+	}
+}
+
+func TestKnownRoundTrip(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	d := sha([]byte("x"))
+	if err := s.PutKnown(map[string]Known{"http://h/p.deb": {Digest: d, Size: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.Known("http://h/p.deb")
+	if err != nil || k.Digest != d || k.Size != 1 {
+		t.Fatalf("Known = %+v, %v", k, err)
+	}
+	if _, err := s.Known("http://h/other.deb"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown url err = %v", err)
+	}
+	if err := s.PutKnown(map[string]Known{"http://h/bad": {Digest: Digest{Algo: "md5", Hex: "00"}}}); err == nil {
+		t.Fatal("PutKnown accepted an md5 digest")
+	}
+}
+
+func TestSecondOpenFailsClearly(t *testing.T) {
+	dir := t.TempDir()
+	openStore(t, dir)
+	if _, err := Open(Config{Dir: dir}); err == nil || !strings.Contains(err.Error(), "another warren") {
+		t.Fatalf("second Open err = %v", err)
+	}
+}

@@ -1,0 +1,178 @@
+package debian
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		path string
+		want Kind
+	}{
+		{"/debian/dists/bookworm/InRelease", KindRelease},
+		{"/debian/dists/bookworm/Release", KindRelease},
+		{"/debian/dists/bookworm/Release.gpg", KindReleaseSignature},
+		{"/debian/dists/bookworm/main/binary-amd64/Packages.xz", KindIndex},
+		{"/debian/dists/bookworm/main/source/Sources.gz", KindIndex},
+		{"/debian/dists/bookworm/main/i18n/Translation-en.bz2", KindIndex},
+		{"/debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/9a2c7e2b3f0d4c5e6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b", KindByHash},
+		{"/debian/dists/bookworm/main/binary-amd64/by-hash/SHA256/short", KindIndex},
+		{"/debian/dists/bookworm/main/binary-amd64/by-hash/MD5Sum/0ed6d4c8891eb86358b94bb35d9e4da4", KindIndex},
+		{"/debian/pool/main/h/hello/hello_2.10-3_amd64.deb", KindPackage},
+		{"/debian/pool/main/d/debian-installer/foo_1_amd64.udeb", KindPackage},
+		{"/debian-debug/pool/main/h/hello/hello-dbgsym_2.10_amd64.ddeb", KindPackage},
+		{"/debian/pool/main/h/hello/hello_2.10-3.dsc", KindOther},
+		{"/flat/Release", KindRelease},
+		{"/flat/Packages.gz", KindIndex},
+		{"/flat/README", KindOther},
+		{"/", KindOther},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			if got := Classify(tt.path); got != tt.want {
+				t.Errorf("Classify(%q) = %v, want %v", tt.path, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRepoRoot(t *testing.T) {
+	tests := map[string]string{
+		"/debian/dists/bookworm/main/binary-amd64/Packages.xz": "/debian/",
+		"/dists/stable/Release":                                "/",
+		"/flat/repo/Packages.gz":                               "/flat/repo/",
+	}
+	for in, want := range tests {
+		if got := RepoRoot(in); got != want {
+			t.Errorf("RepoRoot(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestParseReleaseGolden(t *testing.T) {
+	f, err := os.Open("testdata/InRelease")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rel, err := ParseRelease(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Suite != "stable" || rel.Codename != "bookworm" || !rel.AcquireByHash {
+		t.Errorf("header fields = %+v", rel)
+	}
+	if len(rel.Files) != 5 {
+		t.Fatalf("got %d SHA256 entries, want 5 (MD5Sum section must be ignored): %+v", len(rel.Files), rel.Files)
+	}
+	want := FileEntry{Path: "main/binary-amd64/Packages.xz", Size: 1576820, SHA256: "9a2c7e2b3f0d4c5e6a7b8c9d0e1f2a3b4c5d6e7f8091a2b3c4d5e6f708192a3b"}
+	if rel.Files[4] != want {
+		t.Errorf("last entry = %+v, want %+v", rel.Files[4], want)
+	}
+}
+
+func TestParseReleaseErrors(t *testing.T) {
+	good := strings.Repeat("a", 64)
+	tests := []struct {
+		name, in, wantErr string
+	}{
+		{"bad hex", "SHA256:\n zz 1 main/Packages\n", "not a SHA256"},
+		{"bad size", "SHA256:\n " + good + " -1 main/Packages\n", "non-negative"},
+		{"too few fields", "SHA256:\n " + good + " 1\n", "want"},
+		{"escaping path", "SHA256:\n " + good + " 1 ../../etc/passwd\n", "clean relative path"},
+		{"absolute path", "SHA256:\n " + good + " 1 /etc/passwd\n", "clean relative path"},
+		{"not a field", "Origin Debian\n", "neither a field"},
+		{"long line", "Origin: " + strings.Repeat("x", maxLine+1) + "\n", "too long"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseRelease(strings.NewReader(tt.in))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParseReleaseUnsignedAndEscaped(t *testing.T) {
+	good := strings.Repeat("b", 64)
+	in := "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nSuite: x\n- -dash: escaped\nSHA256:\n " + good + " 7 main/Packages\n-----BEGIN PGP SIGNATURE-----\n\nxx\n-----END PGP SIGNATURE-----\n"
+	rel, err := ParseRelease(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rel.Files) != 1 || rel.Files[0].Size != 7 || rel.Suite != "x" {
+		t.Fatalf("got %+v", rel)
+	}
+}
+
+func TestParsePackagesCompressed(t *testing.T) {
+	want := []Package{
+		{Filename: "pool/main/h/hello/hello_2.10-3_amd64.deb", Size: 53604, SHA256: "3c3d5b5aa6b0c6d2b6f4c05fe9b6e5cbd2f1bbdd0d1ffb9fe7a51a36a3b0e8c1"},
+		{Filename: "pool/main/h/hello-traditional/hello-traditional_2.10-6_amd64.deb", Size: 61048, SHA256: "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"},
+	}
+	for _, name := range []string{"Packages", "Packages.gz", "Packages.xz", "Packages.bz2"} {
+		t.Run(name, func(t *testing.T) {
+			f, err := os.Open(filepath.Join("testdata", name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			r, err := Decompress(name, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			var got []Package
+			if err := ParsePackages(r, func(p Package) error { got = append(got, p); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func TestParsePackagesErrors(t *testing.T) {
+	sha := strings.Repeat("c", 64)
+	tests := []struct {
+		name, in, wantErr string
+	}{
+		{"bad sha", "Filename: a.deb\nSize: 1\nSHA256: nothex\n", "64-digit hex"},
+		{"no size", "Filename: a.deb\nSHA256: " + sha + "\n", "no Size"},
+		{"no filename", "Size: 1\nSHA256: " + sha + "\n", "no Filename"},
+		{"bad size", "Filename: a.deb\nSize: big\nSHA256: " + sha + "\n", "non-negative"},
+		{"dotdot", "Filename: ../x.deb\nSize: 1\nSHA256: " + sha + "\n", "clean relative path"},
+		{"garbage line", "Package: a\nthis is not a field\n", "neither a field"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ParsePackages(strings.NewReader(tt.in), func(Package) error { return nil })
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestParsePackagesCallbackError(t *testing.T) {
+	stop := errors.New("stop")
+	in := "Filename: a.deb\nSize: 1\nSHA256: " + strings.Repeat("d", 64) + "\n"
+	if err := ParsePackages(strings.NewReader(in), func(Package) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("err = %v, want the callback's", err)
+	}
+}
+
+func TestDecompressCorrupt(t *testing.T) {
+	for _, name := range []string{"Packages.gz", "Packages.xz"} {
+		if _, err := Decompress(name, strings.NewReader("not compressed at all")); err == nil {
+			t.Errorf("%s: no error for a corrupt stream", name)
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package debian
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Package is what a Packages paragraph says about one .deb.
+type Package struct {
+	Filename string // relative to the archive root
+	Size     int64
+	SHA256   string // lowercase hex
+}
+
+// ParsePackages streams a (decompressed) Packages file and calls fn for every
+// paragraph that names a file with a SHA256. Paragraphs without SHA256 (very
+// old archives) are skipped. A malformed paragraph stops the parse with an
+// error naming its line; fn's error stops it too and is returned as is.
+func ParsePackages(r io.Reader, fn func(Package) error) error {
+	sc := newLineScanner(r)
+	var (
+		cur       Package
+		haveSize  bool
+		startLine int
+		lineNo    int
+	)
+	flush := func() error {
+		defer func() { cur, haveSize, startLine = Package{}, false, 0 }()
+		if cur.Filename == "" && cur.SHA256 == "" && !haveSize {
+			return nil
+		}
+		if cur.Filename == "" {
+			return fmt.Errorf("packages paragraph at line %d: no Filename field", startLine)
+		}
+		if cur.SHA256 == "" {
+			return nil
+		}
+		if !haveSize {
+			return fmt.Errorf("packages paragraph at line %d (%s): no Size field", startLine, clip(cur.Filename))
+		}
+		return fn(cur)
+	}
+	for sc.Scan() {
+		lineNo++
+		line := sc.Text()
+		if strings.TrimSpace(line) == "" {
+			if err := flush(); err != nil {
+				return err
+			}
+			continue
+		}
+		if startLine == 0 {
+			startLine = lineNo
+		}
+		if line[0] == ' ' || line[0] == '\t' || line[0] == '#' {
+			continue // continuation (Description) or comment
+		}
+		key, val, ok := strings.Cut(line, ":")
+		if !ok {
+			return fmt.Errorf("packages line %d: %q is neither a field nor a continuation line", lineNo, clip(line))
+		}
+		val = strings.TrimSpace(val)
+		switch key {
+		case "Filename":
+			if err := checkRelPath(val); err != nil {
+				return fmt.Errorf("packages line %d: Filename: %w", lineNo, err)
+			}
+			cur.Filename = val
+		case "Size":
+			n, err := strconv.ParseInt(val, 10, 64)
+			if err != nil || n < 0 {
+				return fmt.Errorf("packages line %d: Size %q is not a non-negative integer", lineNo, clip(val))
+			}
+			cur.Size, haveSize = n, true
+		case "SHA256":
+			if !isSHA256Hex(val) {
+				return fmt.Errorf("packages line %d: SHA256 %q is not a 64-digit hex digest", lineNo, clip(val))
+			}
+			cur.SHA256 = strings.ToLower(val)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read packages after line %d: %w", lineNo, err)
+	}
+	return flush()
+}
