@@ -102,6 +102,14 @@ func (f *Fill) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Digest is the hash of what the leader has written so far.
+func (f *Fill) Digest() Digest {
+	f.mu.Lock()
+	algo := f.info.Algo
+	f.mu.Unlock()
+	return Digest{Algo: algo, Hex: hex.EncodeToString(f.h.Sum(nil))}
+}
+
 // Commit verifies what was written against want (want.Hex empty: accept what
 // it hashes to, in want.Algo or the fill's algorithm) and wantSize (-1: any),
 // then makes it a blob. On a mismatch the fill is aborted with an error

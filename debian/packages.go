@@ -64,6 +64,8 @@ func ParsePackages(r io.Reader, fn func(Package) error) error {
 		val = strings.TrimSpace(val)
 		switch key {
 		case "Filename":
+			// Flat repositories made with "apt-ftparchive packages ." say ./x.deb.
+			val = strings.TrimPrefix(val, "./")
 			if err := checkRelPath(val); err != nil {
 				return fmt.Errorf("packages line %d: Filename: %w", lineNo, err)
 			}

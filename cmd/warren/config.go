@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+	"gopkg.in/yaml.v3"
+)
+
+const defaultConfigFile = "/etc/warren/warren.yaml"
+
+// config is every setting, by its config-file key. Precedence: flag, then
+// WARREN_* environment variable, then the file, then the default.
+type config struct {
+	Listen       string   `yaml:"listen"`
+	CacheDir     string   `yaml:"cache_dir"`
+	LogLevel     string   `yaml:"log_level"`
+	AllowClients []string `yaml:"allow_clients"`
+	ConnectPorts []int    `yaml:"connect_ports"`
+	IndexTTL     duration `yaml:"index_ttl"`
+	NegativeTTL  duration `yaml:"negative_ttl"`
+	DiskMinFree  string   `yaml:"disk_min_free"`
+
+	logLevel     slog.Level
+	allowClients []netip.Prefix
+	diskMinFree  sizeOrPercent
+}
+
+func defaults() config {
+	return config{
+		Listen:       ":3142",
+		CacheDir:     "/var/cache/warren",
+		LogLevel:     "info",
+		ConnectPorts: []int{443},
+		IndexTTL:     duration{5 * time.Second},
+		NegativeTTL:  duration{30 * time.Second},
+		DiskMinFree:  "1GB",
+	}
+}
+
+func settingFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML config file (default " + defaultConfigFile + " if it exists)", EnvVars: []string{"WARREN_CONFIG"}},
+		&cli.StringFlag{Name: "listen", Usage: "address:port to serve on (default :3142)", EnvVars: []string{"WARREN_LISTEN"}},
+		&cli.StringFlag{Name: "cache-dir", Usage: "where blobs and the index live (default /var/cache/warren)", EnvVars: []string{"WARREN_CACHE_DIR"}},
+		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (default info)", EnvVars: []string{"WARREN_LOG_LEVEL"}},
+		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
+		&cli.IntSliceFlag{Name: "connect-port", Usage: "port CONNECT may tunnel to, repeatable (default 443)", EnvVars: []string{"WARREN_CONNECT_PORTS"}},
+		&cli.StringFlag{Name: "index-ttl", Usage: "how long Release/Packages are served before asking upstream again (default 5s)", EnvVars: []string{"WARREN_INDEX_TTL"}},
+		&cli.StringFlag{Name: "negative-ttl", Usage: "how long an upstream 404 is remembered, 0 for not at all (default 30s)", EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
+		&cli.StringFlag{Name: "disk-min-free", Usage: "free space fills must leave, e.g. 5GB or 10% (default 1GB)", EnvVars: []string{"WARREN_DISK_MIN_FREE"}},
+	}
+}
+
+// loadConfig merges defaults, the config file, environment and flags, and
+// checks every value.
+func loadConfig(c *cli.Context) (config, error) {
+	cfg := defaults()
+	path, explicit := c.String("config"), c.IsSet("config")
+	if !explicit {
+		path = defaultConfigFile
+	}
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := decodeYAML(b, &cfg); err != nil {
+			return cfg, fmt.Errorf("config file %s: %w", path, err)
+		}
+	case explicit || !errors.Is(err, fs.ErrNotExist):
+		return cfg, fmt.Errorf("read config file: %w", err)
+	}
+	str := func(flag string, dst *string) {
+		if c.IsSet(flag) {
+			*dst = c.String(flag)
+		}
+	}
+	str("listen", &cfg.Listen)
+	str("cache-dir", &cfg.CacheDir)
+	str("log-level", &cfg.LogLevel)
+	str("disk-min-free", &cfg.DiskMinFree)
+	if c.IsSet("allow-client") {
+		cfg.AllowClients = c.StringSlice("allow-client")
+	}
+	if c.IsSet("connect-port") {
+		cfg.ConnectPorts = c.IntSlice("connect-port")
+	}
+	for flag, dst := range map[string]*duration{"index-ttl": &cfg.IndexTTL, "negative-ttl": &cfg.NegativeTTL} {
+		if c.IsSet(flag) {
+			d, err := time.ParseDuration(c.String(flag))
+			if err != nil {
+				return cfg, fmt.Errorf("--%s %q: want a duration such as 5s or 2m", flag, c.String(flag))
+			}
+			dst.Duration = d
+		}
+	}
+	return cfg, cfg.check()
+}
+
+func decodeYAML(b []byte, cfg *config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true) // a misspelt key is an error, not a silent default
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return err
+	}
+	return nil
+}
+
+func (cfg *config) check() error {
+	if cfg.Listen == "" {
+		return errors.New("listen: empty address")
+	}
+	if cfg.CacheDir == "" {
+		return errors.New("cache_dir: empty path")
+	}
+	if err := cfg.logLevel.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("log_level %q: want debug, info, warn or error", cfg.LogLevel)
+	}
+	cfg.allowClients = nil
+	for _, s := range cfg.AllowClients {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return fmt.Errorf("allow_clients %q: want a CIDR such as 10.0.0.0/8 or an address", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		cfg.allowClients = append(cfg.allowClients, p.Masked())
+	}
+	for _, p := range cfg.ConnectPorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("connect_ports: %d is not a TCP port", p)
+		}
+	}
+	if cfg.IndexTTL.Duration < 0 || cfg.NegativeTTL.Duration < 0 {
+		return errors.New("index_ttl and negative_ttl must not be negative")
+	}
+	if cfg.IndexTTL.Duration == 0 {
+		cfg.IndexTTL.Duration = time.Nanosecond // 0 means: always revalidate
+	}
+	v, err := parseSizeOrPercent(cfg.DiskMinFree)
+	if err != nil {
+		return fmt.Errorf("disk_min_free: %w", err)
+	}
+	cfg.diskMinFree = v
+	return nil
+}
+
+// duration reads "5s" from YAML.
+type duration struct{ time.Duration }
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration such as 5s or 2m", n.Line, n.Value)
+	}
+	d.Duration = v
+	return nil
+}
+
+// sizeOrPercent is "5GB" or "10%" (of the file system holding the cache).
+type sizeOrPercent struct {
+	bytes_  int64
+	percent float64
+}
+
+func parseSizeOrPercent(s string) (sizeOrPercent, error) {
+	s = strings.TrimSpace(s)
+	if p, ok := strings.CutSuffix(s, "%"); ok {
+		f, err := strconv.ParseFloat(p, 64)
+		if err != nil || f < 0 || f > 100 {
+			return sizeOrPercent{}, fmt.Errorf("%q: want a percentage from 0%% to 100%%", s)
+		}
+		return sizeOrPercent{percent: f}, nil
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil {
+		return sizeOrPercent{}, fmt.Errorf("%q: want a size such as 5GB or 500MiB, or a percentage such as 10%%", s)
+	}
+	return sizeOrPercent{bytes_: int64(n)}, nil
+}
+
+// bytes resolves a percentage against the file system holding dir.
+func (v sizeOrPercent) bytes(dir string) (int64, error) {
+	if v.percent == 0 {
+		return v.bytes_, nil
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return 0, fmt.Errorf("create cache directory %s: %w", dir, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("size of the file system holding %s: %w", dir, err)
+	}
+	return int64(float64(int64(st.Blocks)*st.Bsize) * v.percent / 100), nil
+}

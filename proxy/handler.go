@@ -1,0 +1,406 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/debian"
+)
+
+// plan is what the URL says about how to serve it.
+type plan struct {
+	url  string // upstream URL; the index key
+	kind debian.Kind
+	// digest is set when metadata (or the by-hash path) says what the bytes
+	// must hash to: the blob is filled by digest and verified.
+	digest cachestore.Digest
+	size   int64 // -1 when unknown
+	// meta is the metadata to parse as the bytes pass: metaRelease or
+	// metaPackages; metaName is its name as the repository knows it (which
+	// says its compression).
+	meta     string
+	metaName string
+}
+
+const (
+	metaRelease  = "release"
+	metaPackages = "packages"
+)
+
+// serveCache serves a GET or HEAD for target: the whole story of a request.
+func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL) {
+	start := s.now()
+	rw := &respWriter{ResponseWriter: w}
+	p := s.plan(target)
+	outcome, err := s.serve(rw, r, p)
+	if err != nil {
+		outcome = "error"
+		s.stats.Errors.Add(1)
+		s.fail(rw, r, p, err)
+	}
+	s.log.Info("request",
+		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind.String()),
+		slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
+		slog.Duration("took", s.now().Sub(start)), slog.String("client", r.RemoteAddr))
+	if err != nil && rw.wrote {
+		// Headers and part of the body are out: the only honest thing left
+		// is to break the connection, so the client never takes a short or
+		// wrong file for a whole one.
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (s *Server) plan(u *url.URL) plan {
+	p := plan{url: u.String(), kind: debian.Classify(u.Path), size: -1}
+	switch p.kind {
+	case debian.KindByHash:
+		p.digest = cachestore.Digest{Algo: "sha256", Hex: debian.ByHashDigest(u.Path)}
+		if k, err := s.store.Known(p.url); err == nil && k.Digest == p.digest {
+			p.size = k.Size
+			if debian.IsPackagesIndex(k.Name) {
+				p.meta, p.metaName = metaPackages, k.Name
+			}
+		}
+	case debian.KindPackage:
+		if k, err := s.store.Known(p.url); err == nil {
+			p.digest, p.size = k.Digest, k.Size
+		}
+	case debian.KindRelease:
+		p.meta, p.metaName = metaRelease, path.Base(u.Path)
+	case debian.KindIndex:
+		if debian.IsPackagesIndex(u.Path) {
+			p.meta, p.metaName = metaPackages, path.Base(u.Path)
+		}
+	}
+	return p
+}
+
+// serve returns the outcome for the log, or an error for fail to answer.
+func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
+	if !p.digest.IsZero() {
+		return s.serveDigest(w, r, p)
+	}
+	return s.serveURL(w, r, p)
+}
+
+// serveDigest serves an artifact whose digest is known: from the store, or
+// through the one fill for that digest, verified before its last byte.
+func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, error) {
+	for {
+		f, bi, err := s.store.OpenBlob(p.digest)
+		if err == nil {
+			defer f.Close()
+			s.serveFile(w, r, f, bi.Added, "", contentType(p))
+			return "hit", nil
+		}
+		if !errors.Is(err, cachestore.ErrNotFound) {
+			return "", err
+		}
+		if r.Method == http.MethodHead {
+			return "pass", s.passThrough(w, r, p, 0)
+		}
+		if s.negative(p.url) {
+			return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
+		}
+		fill, leader := s.store.BeginFill("digest:" + p.digest.String())
+		if leader {
+			s.startFill(fill, r, p, nil)
+		}
+		err = s.serveFill(w, r, fill, p)
+		if errors.Is(err, errAlreadyStored) {
+			continue // another flight stored it between our look and our fill
+		}
+		if errors.Is(err, cachestore.ErrNoSpace) && !w.wrote {
+			s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
+			return "pass", s.passThrough(w, r, p, 0)
+		}
+		return "miss", err
+	}
+}
+
+// serveURL serves a file cached by URL (index files, and anything whose
+// hash no metadata gave): fresh copies from the store, otherwise one
+// revalidating flight per URL; the last good copy when upstream is down.
+func (s *Server) serveURL(w *respWriter, r *http.Request, p plan) (string, error) {
+	c, err := s.store.Cached(p.url)
+	have := err == nil
+	if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
+		return "", err
+	}
+	if have && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
+		if ok := s.serveCached(w, r, p, c); ok {
+			return "hit", nil
+		}
+		have = false
+	}
+	if r.Method == http.MethodHead && !have {
+		return "pass", s.passThrough(w, r, p, 0)
+	}
+	if s.negative(p.url) {
+		return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
+	}
+	fill, leader := s.store.BeginFill("url:" + p.url)
+	if leader {
+		var prev *cachestore.Cached
+		if have {
+			prev = &c
+		}
+		s.startFill(fill, r, p, prev)
+	}
+	err = s.serveFill(w, r, fill, p)
+	switch {
+	case err == nil:
+		return "miss", nil
+	case errors.Is(err, errNotModified):
+		if c, cerr := s.store.Cached(p.url); cerr == nil && s.serveCached(w, r, p, c) {
+			return "revalidated", nil
+		}
+		return "", fmt.Errorf("serve %s: revalidated copy vanished from the cache", p.url)
+	case have && !w.wrote && isUpstreamDown(err):
+		s.log.Warn("upstream unavailable; serving the last good copy (offline mode)",
+			slog.String("url", p.url), slog.Time("fetched", c.Fetched), slog.Any("err", err))
+		if s.serveCached(w, r, p, c) {
+			return "stale", nil
+		}
+		return "", err
+	case errors.Is(err, cachestore.ErrNoSpace) && !w.wrote:
+		s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
+		return "pass", s.passThrough(w, r, p, 0)
+	}
+	return "miss", err
+}
+
+// serveCached serves a URL-cache entry; false when its blob is gone.
+func (s *Server) serveCached(w *respWriter, r *http.Request, p plan, c cachestore.Cached) bool {
+	f, bi, err := s.store.OpenBlob(c.Digest)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	mod := bi.Added
+	if t, err := http.ParseTime(c.LastModified); err == nil {
+		mod = t
+	}
+	ct := c.ContentType
+	if ct == "" {
+		ct = contentType(p)
+	}
+	s.serveFile(w, r, f, mod, c.ETag, ct)
+	return true
+}
+
+// serveFile serves a stored blob with Range, HEAD and conditional requests;
+// http.ServeContent on an *os.File takes the kernel's sendfile path.
+func (s *Server) serveFile(w *respWriter, r *http.Request, f *os.File, mod time.Time, etag, ctype string) {
+	h := w.Header()
+	h.Set("Content-Type", ctype)
+	h.Set("X-Cache", "HIT from warren")
+	if etag != "" {
+		h.Set("ETag", etag)
+	}
+	w.source = &s.stats.BytesCache
+	s.stats.Hits.Add(1)
+	http.ServeContent(w, r, "", mod, f)
+}
+
+// serveFill streams a fill to the client as it grows, from the client's
+// Range offset when it asked for one. Until the first byte is written, an
+// error is the caller's to answer; after it, the caller breaks the connection.
+func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p plan) error {
+	info, err := fill.Wait(r.Context())
+	if err != nil {
+		return err
+	}
+	s.stats.Misses.Add(1)
+	size := info.Size
+	h := w.Header()
+	for _, k := range []string{"Content-Type", "Last-Modified", "ETag"} {
+		if v := info.Meta[k]; v != "" {
+			h.Set(k, v)
+		}
+	}
+	if h.Get("Content-Type") == "" {
+		h.Set("Content-Type", contentType(p))
+	}
+	h.Set("X-Cache", "MISS from warren")
+	off, n, status := int64(0), size, http.StatusOK
+	if size >= 0 {
+		h.Set("Accept-Ranges", "bytes")
+		if start, length, ok := parseRange(r.Header.Get("Range"), size); ok {
+			off, n, status = start, length, http.StatusPartialContent
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
+		}
+		h.Set("Content-Length", strconv.FormatInt(n, 10))
+	}
+	rd, err := fill.NewReader(r.Context(), off)
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	var src io.Reader = rd
+	if n >= 0 {
+		src = io.LimitReader(rd, n)
+	}
+	w.source = &s.stats.BytesUpstream
+	copied, err := s.copyBuf(w, src)
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, cachestore.ErrNoSpace) {
+		s.log.Warn("cache disk filled up during a fill; continuing this client from upstream without storing",
+			slog.String("url", p.url), slog.Int64("offset", off+copied))
+		return s.resumeFromUpstream(w, r, p, off+copied, n-copied)
+	}
+	return err
+}
+
+func (s *Server) copyBuf(dst io.Writer, src io.Reader) (int64, error) {
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	return io.CopyBuffer(dst, src, *bp)
+}
+
+// fail answers an error that happened before any byte was written; after
+// that it only logs, and serveCache breaks the connection.
+func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
+	var (
+		code = http.StatusInternalServerError
+		msg  = err.Error()
+		st   *upstreamStatusError
+		fe   *upstreamFetchError
+	)
+	switch {
+	case r.Context().Err() != nil:
+		s.log.Debug("client went away", slog.String("url", p.url), slog.Any("err", err))
+		return
+	case errors.As(err, &st):
+		code = st.code
+		if code >= 500 {
+			code = http.StatusBadGateway
+		}
+	case errors.As(err, &fe):
+		code = http.StatusBadGateway
+		if fe.timeout() {
+			code = http.StatusGatewayTimeout
+		}
+	case errors.Is(err, cachestore.ErrDigestMismatch), errors.Is(err, cachestore.ErrSizeMismatch):
+		code = http.StatusBadGateway
+		msg = "upstream sent a file that does not match the repository metadata: " + msg
+	}
+	if w.wrote {
+		s.log.Error("transfer aborted", slog.String("url", p.url), slog.Any("err", err))
+		return
+	}
+	if code >= 500 {
+		s.log.Warn("request failed", slog.String("url", p.url), slog.Int("status", code), slog.Any("err", err))
+	}
+	http.Error(w, "warren: "+msg, code)
+}
+
+func contentType(p plan) string {
+	switch {
+	case p.kind == debian.KindPackage:
+		return "application/vnd.debian.binary-package"
+	case strings.HasSuffix(p.url, ".gz"):
+		return "application/gzip"
+	case strings.HasSuffix(p.url, ".xz"):
+		return "application/x-xz"
+	case p.kind == debian.KindRelease, p.kind == debian.KindReleaseSignature, p.kind == debian.KindIndex:
+		return "text/plain; charset=utf-8"
+	}
+	return "application/octet-stream"
+}
+
+// parseRange understands one byte range ("bytes=a-b", "bytes=a-",
+// "bytes=-n"). Anything else is ignored and the whole file is sent, as
+// RFC 9110 allows.
+func parseRange(h string, size int64) (start, length int64, ok bool) {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || strings.Contains(spec, ",") {
+		return 0, 0, false
+	}
+	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	if !found {
+		return 0, 0, false
+	}
+	if a == "" {
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, 0, false
+		}
+		n = min(n, size)
+		return size - n, n, n > 0
+	}
+	start, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || start < 0 || start >= size {
+		return 0, 0, false
+	}
+	end := size - 1
+	if b != "" {
+		e, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || e < start {
+			return 0, 0, false
+		}
+		end = min(e, size-1)
+	}
+	return start, end - start + 1, true
+}
+
+// respWriter remembers what went out, and keeps io.ReaderFrom so that
+// ServeContent's copy from an *os.File still becomes sendfile.
+type respWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	wrote  bool
+	source interface{ Add(int64) int64 } // which byte counter this response feeds
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.count(int64(n))
+	return n, err
+}
+
+func (w *respWriter) ReadFrom(r io.Reader) (int64, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	n, err := w.ResponseWriter.(io.ReaderFrom).ReadFrom(r)
+	w.count(n)
+	return n, err
+}
+
+func (w *respWriter) count(n int64) {
+	w.bytes += n
+	if w.source != nil {
+		w.source.Add(n)
+	}
+}
+
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

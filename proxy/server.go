@@ -1,0 +1,330 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/elazarl/goproxy"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// Store is what the proxy needs of the cache.
+type Store interface {
+	Known(url string) (cachestore.Known, error)
+	PutKnown(facts map[string]cachestore.Known) error
+	Cached(url string) (cachestore.Cached, error)
+	PutCached(url string, c cachestore.Cached) error
+	Stat(d cachestore.Digest) (cachestore.BlobInfo, error)
+	OpenBlob(d cachestore.Digest) (*os.File, cachestore.BlobInfo, error)
+	BeginFill(key string) (*cachestore.Fill, bool)
+}
+
+var _ Store = (*cachestore.Store)(nil)
+
+// Config holds the proxy's settings.
+type Config struct {
+	// AllowClients are the networks that may use the proxy. Empty means
+	// loopback and the subnets of this machine's interfaces.
+	AllowClients []netip.Prefix
+	// ConnectPorts are the ports CONNECT may tunnel to (default 443).
+	ConnectPorts []int
+	// IndexTTL is how long a URL-cached file (Release, Packages, ...) is
+	// served without asking upstream again (default 5s).
+	IndexTTL time.Duration
+	// NegativeTTL is how long a 404 from upstream is remembered (0: not at all).
+	NegativeTTL time.Duration
+	// StallTimeout aborts an upstream transfer that sends nothing for this
+	// long (default 60s).
+	StallTimeout time.Duration
+	// Transport reaches upstream; nil builds one with timeouts and no proxy.
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+	Now       func() time.Time
+}
+
+// Server is the proxy. Close stops its fills.
+type Server struct {
+	cfg   Config
+	store Store
+	log   *slog.Logger
+	now   func() time.Time
+	up    *http.Client
+	gp    *goproxy.ProxyHttpServer
+	// via marks our own upstream requests, so that a request that comes
+	// back to us (a loop) is refused instead of multiplied.
+	via string
+
+	ctx    context.Context // parent of every fill; no client owns it
+	cancel context.CancelFunc
+	fills  sync.WaitGroup
+
+	negMu sync.Mutex           // guards neg
+	neg   map[string]time.Time // URL -> until when upstream's 404 stands
+
+	bufs sync.Pool // copy buffers
+
+	stats Stats
+}
+
+// Stats are running totals, read with Snapshot.
+type Stats struct {
+	Requests      atomic.Int64
+	Hits          atomic.Int64
+	Misses        atomic.Int64
+	Errors        atomic.Int64
+	BytesCache    atomic.Int64
+	BytesUpstream atomic.Int64
+	Mismatches    atomic.Int64
+}
+
+// New builds the proxy.
+func New(cfg Config, store Store) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if len(cfg.ConnectPorts) == 0 {
+		cfg.ConnectPorts = []int{443}
+	}
+	if cfg.IndexTTL == 0 {
+		cfg.IndexTTL = 5 * time.Second
+	}
+	if cfg.StallTimeout == 0 {
+		cfg.StallTimeout = 60 * time.Second
+	}
+	if len(cfg.AllowClients) == 0 {
+		nets, err := LocalNetworks()
+		if err != nil {
+			return nil, err
+		}
+		cfg.AllowClients = nets
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = newTransport()
+	}
+	var tok [6]byte
+	_, _ = rand.Read(tok[:])
+	s := &Server{
+		cfg:   cfg,
+		store: store,
+		log:   cfg.Logger,
+		now:   cfg.Now,
+		up:    &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		via:   "1.1 warren-" + hex.EncodeToString(tok[:]),
+		neg:   map[string]time.Time{},
+		bufs:  sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.gp = s.newGoproxy(tr)
+	return s, nil
+}
+
+func newTransport() *http.Transport {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 nil, // never follow HTTP_PROXY: we are the proxy
+		DialContext:           d.DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   8,
+		DisableCompression:    true, // store the bytes exactly as upstream sends them
+	}
+}
+
+// newGoproxy builds the pass-through half: CONNECT tunnels and requests the
+// cache does not take (other methods).
+func (s *Server) newGoproxy(tr http.RoundTripper) *goproxy.ProxyHttpServer {
+	gp := goproxy.NewProxyHttpServer()
+	gp.Logger = slogPrintf{s.log}
+	if t, ok := tr.(*http.Transport); ok {
+		gp.Tr = t
+	}
+	d := &net.Dialer{Timeout: 10 * time.Second}
+	gp.ConnectDial = func(network, addr string) (net.Conn, error) { return d.Dial(network, addr) }
+	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+		r.Header.Add("Via", s.via)
+		return r, nil
+	})
+	return gp
+}
+
+// Close stops every fill and waits for them.
+func (s *Server) Close() error {
+	s.cancel()
+	s.fills.Wait()
+	return nil
+}
+
+// Snapshot returns the running totals.
+func (s *Server) Snapshot() map[string]int64 {
+	return map[string]int64{
+		"requests":       s.stats.Requests.Load(),
+		"hits":           s.stats.Hits.Load(),
+		"misses":         s.stats.Misses.Load(),
+		"errors":         s.stats.Errors.Load(),
+		"bytes_cache":    s.stats.BytesCache.Load(),
+		"bytes_upstream": s.stats.BytesUpstream.Load(),
+		"mismatches":     s.stats.Mismatches.Load(),
+	}
+}
+
+// ServeHTTP routes: access control, loops, CONNECT, then the cache for
+// GET/HEAD (proxy style or apt-cacher-ng style), goproxy for the rest.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.stats.Requests.Add(1)
+	if err := s.allowed(r); err != nil {
+		s.log.Warn("refused client", slog.String("remote", r.RemoteAddr), slog.Any("err", err))
+		http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
+		return
+	}
+	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.via) }) {
+		http.Error(w, "warren: request loop: this request already passed through this warren", http.StatusLoopDetected)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		if err := s.connectAllowed(r.Host); err != nil {
+			http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
+			return
+		}
+		s.gp.ServeHTTP(w, r)
+		return
+	}
+	target, err := targetURL(r)
+	if err != nil {
+		http.Error(w, "warren: "+err.Error(), http.StatusNotFound)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		if !r.URL.IsAbs() {
+			http.Error(w, "warren: only GET and HEAD are served for apt-cacher-ng style requests", http.StatusMethodNotAllowed)
+			return
+		}
+		s.gp.ServeHTTP(w, r)
+		return
+	}
+	if target.Scheme != "http" {
+		http.Error(w, "warren: only http:// URLs are proxied in the clear; use CONNECT for https", http.StatusBadRequest)
+		return
+	}
+	s.serveCache(w, r, target)
+}
+
+// targetURL is the upstream URL a request names: the absolute request URI
+// of a proxy request, or http://<first path segment>/<rest> for
+// apt-cacher-ng style requests (GET /deb.debian.org/debian/...).
+func targetURL(r *http.Request) (*url.URL, error) {
+	if r.URL.IsAbs() {
+		u := *r.URL
+		u.Host = strings.ToLower(u.Host)
+		u.Fragment = ""
+		return &u, nil
+	}
+	p := strings.TrimPrefix(r.URL.Path, "/")
+	host, rest, _ := strings.Cut(p, "/")
+	if host == "" || !(strings.ContainsAny(host, ".:") || host == "localhost") {
+		return nil, fmt.Errorf("%q is neither a proxy request nor /<upstream host>/<path> (apt-cacher-ng style)", r.URL.Path)
+	}
+	u := &url.URL{Scheme: "http", Host: strings.ToLower(host), Path: "/" + rest, RawQuery: r.URL.RawQuery}
+	return u, nil
+}
+
+func (s *Server) allowed(r *http.Request) error {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return fmt.Errorf("cannot tell the client's address from %q", r.RemoteAddr)
+	}
+	a := ap.Addr().Unmap()
+	for _, p := range s.cfg.AllowClients {
+		if p.Contains(a) {
+			return nil
+		}
+	}
+	return fmt.Errorf("client %s is not in allow_clients; add its network to allow_clients in the config", a)
+}
+
+func (s *Server) connectAllowed(hostport string) error {
+	_, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("CONNECT target %q is not host:port", hostport)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || !slices.Contains(s.cfg.ConnectPorts, n) {
+		return fmt.Errorf("CONNECT to port %s is not allowed (connect_ports: %v)", port, s.cfg.ConnectPorts)
+	}
+	return nil
+}
+
+// LocalNetworks returns loopback and the subnets of this machine's interfaces:
+// the default allow_clients.
+func LocalNetworks() ([]netip.Prefix, error) {
+	nets := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list interface addresses for allow_clients: %w", err)
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		p, err := netip.ParsePrefix(ipn.String())
+		if err != nil {
+			continue
+		}
+		nets = append(nets, p.Masked())
+	}
+	return nets, nil
+}
+
+// negative remembers an upstream 404 for NegativeTTL.
+func (s *Server) negative(u string) bool {
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	until, ok := s.neg[u]
+	if ok && s.now().After(until) {
+		delete(s.neg, u)
+		return false
+	}
+	return ok
+}
+
+func (s *Server) rememberNotFound(u string) {
+	if s.cfg.NegativeTTL <= 0 {
+		return
+	}
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	if len(s.neg) > 10000 { // bound memory; a stale miss only costs a request
+		clear(s.neg)
+	}
+	s.neg[u] = s.now().Add(s.cfg.NegativeTTL)
+}
+
+// slogPrintf adapts goproxy's Printf logger.
+type slogPrintf struct{ log *slog.Logger }
+
+func (l slogPrintf) Printf(format string, v ...any) {
+	l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)), slog.String("component", "goproxy"))
+}
+
+var errAlreadyStored = errors.New("blob was stored meanwhile")

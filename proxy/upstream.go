@@ -1,0 +1,305 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// errNotModified ends a revalidating fill whose copy is still good.
+var errNotModified = errors.New("not modified")
+
+// upstreamStatusError is an upstream answer that is not the file.
+type upstreamStatusError struct {
+	code   int
+	status string
+	url    string
+}
+
+func (e *upstreamStatusError) Error() string {
+	return fmt.Sprintf("upstream answered %s for %s", e.status, e.url)
+}
+
+// upstreamFetchError is upstream not answering at all, or breaking off.
+type upstreamFetchError struct {
+	url string
+	err error
+}
+
+func (e *upstreamFetchError) Error() string {
+	return fmt.Sprintf("upstream unreachable for %s: %v", e.url, e.err)
+}
+
+func (e *upstreamFetchError) Unwrap() error { return e.err }
+
+func (e *upstreamFetchError) timeout() bool {
+	var ne net.Error
+	return errors.Is(e.err, context.DeadlineExceeded) || errors.As(e.err, &ne) && ne.Timeout()
+}
+
+// isUpstreamDown says whether err means upstream could not give an answer,
+// which is when a cached copy is served instead (offline mode).
+func isUpstreamDown(err error) bool {
+	var fe *upstreamFetchError
+	var st *upstreamStatusError
+	return errors.As(err, &fe) || errors.As(err, &st) && st.code >= 500
+}
+
+// startFill runs the fill on the server's context, not the client's: a
+// client that goes away does not cancel the download the others wait for.
+func (s *Server) startFill(f *cachestore.Fill, r *http.Request, p plan, prev *cachestore.Cached) {
+	ua := r.Header.Get("User-Agent")
+	s.fills.Add(1)
+	go func() {
+		defer s.fills.Done()
+		s.runFill(s.ctx, f, ua, p, prev)
+	}()
+}
+
+// runFill fetches p.url into f: verify against p.digest (or compute sha256
+// for the URL cache), parse metadata as it passes, record what it learnt
+// before the last byte is released, commit.
+func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p plan, prev *cachestore.Cached) {
+	// Check the store again inside the flight: a fill that just finished
+	// may have stored what we are about to fetch.
+	if !p.digest.IsZero() {
+		if _, err := s.store.Stat(p.digest); err == nil {
+			f.Abort(errAlreadyStored)
+			return
+		}
+	} else if c, err := s.store.Cached(p.url); err == nil && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
+		f.Abort(errNotModified)
+		return
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
+	if err != nil {
+		f.Abort(fmt.Errorf("build upstream request for %s: %w", p.url, err))
+		return
+	}
+	s.setUpstreamHeaders(req, ua)
+	if prev != nil {
+		if prev.ETag != "" {
+			req.Header.Set("If-None-Match", prev.ETag)
+		}
+		if prev.LastModified != "" {
+			req.Header.Set("If-Modified-Since", prev.LastModified)
+		}
+	}
+	resp, err := s.up.Do(req)
+	if err != nil {
+		f.Abort(&upstreamFetchError{url: p.url, err: err})
+		return
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotModified && prev != nil:
+		c := *prev
+		c.Fetched = s.now()
+		if v := resp.Header.Get("ETag"); v != "" {
+			c.ETag = v
+		}
+		if v := resp.Header.Get("Last-Modified"); v != "" {
+			c.LastModified = v
+		}
+		if err := s.store.PutCached(p.url, c); err != nil {
+			s.log.Warn("could not record revalidation", slog.String("url", p.url), slog.Any("err", err))
+		}
+		f.Abort(errNotModified)
+		return
+	case resp.StatusCode != http.StatusOK:
+		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
+			s.rememberNotFound(p.url)
+		}
+		f.Abort(&upstreamStatusError{code: resp.StatusCode, status: resp.Status, url: p.url})
+		return
+	}
+
+	size := resp.ContentLength
+	if p.size >= 0 {
+		if size >= 0 && size != p.size {
+			s.log.Error("upstream length differs from the repository metadata; not storing",
+				slog.String("url", p.url), slog.Int64("expected", p.size), slog.Int64("upstream", size))
+			s.stats.Mismatches.Add(1)
+			f.Abort(fmt.Errorf("%w: metadata says %d bytes, upstream sends %d for %s", cachestore.ErrSizeMismatch, p.size, size, p.url))
+			return
+		}
+		size = p.size
+	}
+	algo := p.digest.Algo
+	if algo == "" {
+		algo = "sha256"
+	}
+	meta := map[string]string{}
+	for _, k := range []string{"Content-Type", "Last-Modified", "ETag"} {
+		if v := resp.Header.Get(k); v != "" {
+			meta[k] = v
+		}
+	}
+	if err := f.Start(cachestore.FillInfo{Algo: algo, Size: size, Meta: meta}); err != nil {
+		return // Start aborted the fill; its readers have the reason
+	}
+
+	var parser *metaParser
+	if p.meta != "" {
+		parser = s.startParser(p)
+		defer parser.abort()
+	}
+	// A stalled upstream must not hold every waiting client forever.
+	stall := time.AfterFunc(s.cfg.StallTimeout, cancel)
+	defer stall.Stop()
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	buf := *bp
+	var written int64
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			stall.Reset(s.cfg.StallTimeout)
+			if _, err := f.Write(buf[:n]); err != nil {
+				s.log.Warn("could not write to the cache; fill abandoned", slog.String("url", p.url), slog.Any("err", err))
+				return
+			}
+			written += int64(n)
+			if parser != nil {
+				parser.write(buf[:n])
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			if ctx.Err() != nil && s.ctx.Err() == nil {
+				rerr = fmt.Errorf("no data for %s: %w", s.cfg.StallTimeout, context.DeadlineExceeded)
+			}
+			s.log.Warn("upstream transfer broke off; nothing stored",
+				slog.String("url", p.url), slog.Int64("received", written), slog.Int64("expected", size), slog.Any("err", rerr))
+			f.Abort(&upstreamFetchError{url: p.url, err: fmt.Errorf("body broke off after %d bytes: %w", written, rerr)})
+			return
+		}
+	}
+	if size >= 0 && written != size {
+		s.log.Warn("upstream body has the wrong length; nothing stored",
+			slog.String("url", p.url), slog.Int64("received", written), slog.Int64("expected", size))
+		f.Abort(fmt.Errorf("%w: expected %d bytes from %s, got %d", cachestore.ErrSizeMismatch, size, p.url, written))
+		return
+	}
+	got := f.Digest()
+	if !p.digest.IsZero() && got != p.digest {
+		s.stats.Mismatches.Add(1)
+		s.log.Error("upstream sent bytes that do not match the repository metadata; nothing stored",
+			slog.String("url", p.url), slog.String("expected", p.digest.String()), slog.String("actual", got.String()))
+		f.Abort(fmt.Errorf("%w: %s: expected %s, got %s", cachestore.ErrDigestMismatch, p.url, p.digest, got))
+		return
+	}
+	// Record what the metadata says before the last byte goes to the
+	// clients: apt asks for the artifacts as soon as it has the index.
+	if parser != nil {
+		s.recordFacts(p, got, parser.finish(), parser.facts)
+	}
+	d, err := f.Commit(p.digest, size)
+	if err != nil {
+		s.log.Error("could not store a fill", slog.String("url", p.url), slog.Any("err", err))
+		return
+	}
+	if p.digest.IsZero() {
+		c := cachestore.Cached{
+			Digest: d, Size: written, ETag: meta["ETag"], LastModified: meta["Last-Modified"],
+			ContentType: meta["Content-Type"], Fetched: s.now(),
+		}
+		if err := s.store.PutCached(p.url, c); err != nil {
+			s.log.Warn("could not record a cached URL", slog.String("url", p.url), slog.Any("err", err))
+		}
+	}
+	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", d.String()), slog.Int64("bytes", written))
+}
+
+func (s *Server) setUpstreamHeaders(req *http.Request, ua string) {
+	if ua != "" {
+		req.Header.Set("User-Agent", ua)
+	}
+	req.Header.Set("Via", s.via)
+}
+
+// passThrough answers the client straight from upstream, storing nothing:
+// for HEAD on a miss and when the disk is full.
+func (s *Server) passThrough(w *respWriter, r *http.Request, p plan, off int64) error {
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.url, nil)
+	if err != nil {
+		return fmt.Errorf("build upstream request for %s: %w", p.url, err)
+	}
+	s.setUpstreamHeaders(req, r.Header.Get("User-Agent"))
+	for _, k := range []string{"Range", "If-Range", "If-Modified-Since", "If-None-Match", "Accept"} {
+		if v := r.Header.Get(k); v != "" {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := s.up.Do(req)
+	if err != nil {
+		return &upstreamFetchError{url: p.url, err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return &upstreamStatusError{code: resp.StatusCode, status: resp.Status, url: p.url}
+	}
+	for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Last-Modified", "ETag", "Accept-Ranges"} {
+		if v := resp.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.Header().Set("X-Cache", "MISS from warren (not stored)")
+	w.WriteHeader(resp.StatusCode)
+	w.source = &s.stats.BytesUpstream
+	_, err = s.copyBuf(w, resp.Body)
+	if err != nil {
+		return &upstreamFetchError{url: p.url, err: err}
+	}
+	return nil
+}
+
+// resumeFromUpstream continues a response whose fill failed for want of
+// disk: the rest of the bytes, from off on, come straight from upstream.
+func (s *Server) resumeFromUpstream(w *respWriter, r *http.Request, p plan, off, n int64) error {
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, p.url, nil)
+	if err != nil {
+		return fmt.Errorf("build upstream request for %s: %w", p.url, err)
+	}
+	s.setUpstreamHeaders(req, r.Header.Get("User-Agent"))
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	resp, err := s.up.Do(req)
+	if err != nil {
+		return &upstreamFetchError{url: p.url, err: err}
+	}
+	defer resp.Body.Close()
+	var body io.Reader = resp.Body
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK: // upstream ignores Range: skip what the client has
+		if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+			return &upstreamFetchError{url: p.url, err: err}
+		}
+	default:
+		return &upstreamStatusError{code: resp.StatusCode, status: resp.Status, url: p.url}
+	}
+	if n >= 0 {
+		body = io.LimitReader(body, n)
+	}
+	got, err := s.copyBuf(w, body)
+	if err == nil && n >= 0 && got != n {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return &upstreamFetchError{url: p.url, err: err}
+	}
+	return nil
+}
