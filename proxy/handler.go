@@ -44,6 +44,7 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.
 	rw := &respWriter{ResponseWriter: w}
 	p := s.plan(target)
 	outcome, err := s.serve(rw, r, p)
+	midBody := rw.wrote
 	if err != nil {
 		outcome = "error"
 		s.stats.Errors.Add(1)
@@ -53,7 +54,7 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.
 		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind.String()),
 		slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
 		slog.Duration("took", s.now().Sub(start)), slog.String("client", r.RemoteAddr))
-	if err != nil && rw.wrote {
+	if err != nil && midBody {
 		// Headers and part of the body are out: the only honest thing left
 		// is to break the connection, so the client never takes a short or
 		// wrong file for a whole one.

@@ -128,10 +128,12 @@ func New(cfg Config, store Store) (*Server, error) {
 		store: store,
 		log:   cfg.Logger,
 		now:   cfg.Now,
-		up:    &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		via:   "1.1 warren-" + hex.EncodeToString(tok[:]),
-		neg:   map[string]time.Time{},
-		bufs:  sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
+		// Redirects are followed: the bytes are verified whatever mirror
+		// ends up sending them.
+		up:   &http.Client{Transport: tr},
+		via:  "1.1 warren-" + hex.EncodeToString(tok[:]),
+		neg:  map[string]time.Time{},
+		bufs: sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.gp = s.newGoproxy(tr)
@@ -172,6 +174,9 @@ func (s *Server) newGoproxy(tr http.RoundTripper) *goproxy.ProxyHttpServer {
 func (s *Server) Close() error {
 	s.cancel()
 	s.fills.Wait()
+	if t, ok := s.up.Transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
 	return nil
 }
 

@@ -110,7 +110,7 @@ func loadConfig(c *cli.Context) (config, error) {
 
 func decodeYAML(b []byte, cfg *config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true) // a misspelt key is an error, not a silent default
+	dec.KnownFields(true)                                              // a misspelt key is an error, not a silent default
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
 		return err
 	}

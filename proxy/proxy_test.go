@@ -1,0 +1,773 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// clock is a settable time source.
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+type harness struct {
+	t      *testing.T
+	up     *upstream
+	store  *cachestore.Store
+	px     *Server
+	front  *httptest.Server
+	client *http.Client
+	clock  *clock
+	dir    string
+}
+
+type harnessOpt func(*Config, *cachestore.Config)
+
+func newHarness(t *testing.T, up *upstream, opts ...harnessOpt) *harness {
+	t.Helper()
+	h := &harness{t: t, up: up, clock: newClock(), dir: t.TempDir()}
+	h.start(opts...)
+	return h
+}
+
+func (h *harness) start(opts ...harnessOpt) {
+	t := h.t
+	cfg := Config{IndexTTL: 5 * time.Second, NegativeTTL: 30 * time.Second, Now: h.clock.now}
+	scfg := cachestore.Config{Dir: h.dir}
+	for _, o := range opts {
+		o(&cfg, &scfg)
+	}
+	store, err := cachestore.Open(scfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := New(cfg, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	front := httptest.NewServer(px)
+	pu, _ := url.Parse(front.URL)
+	h.store, h.px, h.front = store, px, front
+	h.client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}}
+	t.Cleanup(h.stop)
+}
+
+func (h *harness) stop() {
+	if h.front == nil {
+		return
+	}
+	h.client.CloseIdleConnections()
+	h.front.Close()
+	h.px.Close()
+	h.store.Close()
+	h.front = nil
+}
+
+func (h *harness) get(rawURL string, hdr ...string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(h.t.Context(), http.MethodGet, rawURL, nil)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp, body, err
+}
+
+func (h *harness) mustGet(rawURL string, wantStatus int, hdr ...string) (*http.Response, []byte) {
+	h.t.Helper()
+	resp, body, err := h.get(rawURL, hdr...)
+	if err != nil {
+		h.t.Fatalf("GET %s: %v", rawURL, err)
+	}
+	if resp.StatusCode != wantStatus {
+		h.t.Fatalf("GET %s: status %d, want %d; body %q", rawURL, resp.StatusCode, wantStatus, clipBody(body))
+	}
+	return resp, body
+}
+
+// learn fetches the metadata as apt does, so the .deb's hash is known.
+func (h *harness) learn() {
+	h.t.Helper()
+	h.mustGet(h.up.URL+releasePath, 200)
+	h.mustGet(h.up.URL+packagesPath, 200)
+	k, err := h.store.Known(h.up.debURL)
+	if err != nil || k.Digest.Hex != sha256hex(h.up.deb) {
+		h.t.Fatalf("hash of the deb not learnt from Packages: %+v, %v", k, err)
+	}
+}
+
+func clipBody(b []byte) []byte {
+	if len(b) > 200 {
+		return b[:200]
+	}
+	return b
+}
+
+func TestHitAndMiss(t *testing.T) {
+	up := newUpstream(t, 1<<20)
+	h := newHarness(t, up)
+	h.learn()
+	resp, body := h.mustGet(up.debURL, 200)
+	if !bytes.Equal(body, up.deb) || !strings.HasPrefix(resp.Header.Get("X-Cache"), "MISS") {
+		t.Fatalf("first GET: %d bytes, X-Cache %q", len(body), resp.Header.Get("X-Cache"))
+	}
+	resp, body = h.mustGet(up.debURL, 200)
+	if !bytes.Equal(body, up.deb) || !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") {
+		t.Fatalf("second GET: %d bytes, X-Cache %q", len(body), resp.Header.Get("X-Cache"))
+	}
+	if resp.ContentLength != int64(len(up.deb)) || resp.Header.Get("Last-Modified") == "" {
+		t.Fatalf("hit headers: length %d, Last-Modified %q", resp.ContentLength, resp.Header.Get("Last-Modified"))
+	}
+	if n := up.count(debPath); n != 1 {
+		t.Fatalf("upstream served the deb %d times, want 1", n)
+	}
+	if _, err := os.Stat(filepath.Join(h.dir, "blobs", "sha256", sha256hex(up.deb)[:2], sha256hex(up.deb))); err != nil {
+		t.Fatalf("deb not stored by digest: %v", err)
+	}
+}
+
+// apt-cacher-ng style: the upstream host is the first path segment.
+func TestDirectStyleRequest(t *testing.T) {
+	up := newUpstream(t, 4096)
+	h := newHarness(t, up)
+	host := strings.TrimPrefix(up.URL, "http://")
+	resp, err := http.Get(h.front.URL + "/" + host + debPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Equal(body, up.deb) {
+		t.Fatalf("direct request: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	resp, err = http.Get(h.front.URL + "/not-a-host/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("path without a host: %d, want 404", resp.StatusCode)
+	}
+}
+
+func TestRangeAndHead(t *testing.T) {
+	up := newUpstream(t, 100000)
+	tests := []struct {
+		name      string
+		warm      bool // already cached
+		rng       string
+		wantStart int
+		wantEnd   int // inclusive
+	}{
+		{"miss, bounded range", false, "bytes=100-199", 100, 199},
+		{"miss, open range", false, "bytes=99000-", 99000, 99999},
+		{"hit, bounded range", true, "bytes=100-199", 100, 199},
+		{"hit, suffix range", true, "bytes=-10", 99990, 99999},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, up)
+			h.learn()
+			if tt.warm {
+				h.mustGet(up.debURL, 200)
+			}
+			resp, body := h.mustGet(up.debURL, http.StatusPartialContent, "Range", tt.rng)
+			if !bytes.Equal(body, up.deb[tt.wantStart:tt.wantEnd+1]) {
+				t.Fatalf("range body: %d bytes, wrong content", len(body))
+			}
+			want := "bytes " + strconv.Itoa(tt.wantStart) + "-" + strconv.Itoa(tt.wantEnd) + "/100000"
+			if got := resp.Header.Get("Content-Range"); got != want {
+				t.Fatalf("Content-Range %q, want %q", got, want)
+			}
+		})
+	}
+	t.Run("head", func(t *testing.T) {
+		h := newHarness(t, up)
+		h.learn()
+		for _, warm := range []bool{false, true} {
+			if warm {
+				h.mustGet(up.debURL, 200)
+			}
+			req, _ := http.NewRequest(http.MethodHead, up.debURL, nil)
+			resp, err := h.client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.ContentLength != 100000 {
+				t.Fatalf("HEAD (cached %v): %d, length %d", warm, resp.StatusCode, resp.ContentLength)
+			}
+		}
+	})
+}
+
+func TestRevalidation(t *testing.T) {
+	up := newUpstream(t, 1000)
+	h := newHarness(t, up)
+	h.mustGet(up.URL+releasePath, 200)
+	h.mustGet(up.URL+releasePath, 200) // within IndexTTL: no upstream request
+	if n := up.count(releasePath); n != 1 {
+		t.Fatalf("upstream GETs of Release within the TTL: %d, want 1", n)
+	}
+	h.clock.advance(6 * time.Second)
+	resp, body := h.mustGet(up.URL+releasePath, 200)
+	up.mu.Lock()
+	conds := up.conds[releasePath]
+	up.mu.Unlock()
+	if conds != 1 || up.count(releasePath) != 1 {
+		t.Fatalf("after the TTL: %d conditional (304) and %d full GETs, want 1 and 1", conds, up.count(releasePath))
+	}
+	if !bytes.Equal(body, up.files[releasePath]) || resp.Header.Get("X-Cache") == "" {
+		t.Fatalf("revalidated body differs")
+	}
+	// A changed file upstream is fetched anew after the TTL.
+	up.modAt = up.modAt.Add(time.Hour)
+	up.mu.Lock()
+	up.files[releasePath] = append([]byte("Label: changed\n"), up.files[releasePath]...)
+	up.mu.Unlock()
+	h.clock.advance(6 * time.Second)
+	_, body = h.mustGet(up.URL+releasePath, 200)
+	if !bytes.HasPrefix(body, []byte("Label: changed")) {
+		t.Fatalf("changed Release not fetched: %q", clipBody(body))
+	}
+}
+
+func TestOfflineServesLastGoodCopy(t *testing.T) {
+	up := newUpstream(t, 1000)
+	h := newHarness(t, up)
+	_, want := h.mustGet(up.URL+releasePath, 200)
+	up.Close()
+	h.clock.advance(time.Minute)
+	resp, body := h.mustGet(up.URL+releasePath, 200)
+	if !bytes.Equal(body, want) {
+		t.Fatalf("offline body differs")
+	}
+	if !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") {
+		t.Fatalf("X-Cache %q", resp.Header.Get("X-Cache"))
+	}
+	// Nothing cached and upstream down: a clear 502.
+	resp, body = h.mustGet(up.debURL, http.StatusBadGateway)
+	if !strings.Contains(string(body), "upstream unreachable") {
+		t.Fatalf("502 body %q", body)
+	}
+	_ = resp
+}
+
+func TestUpstreamErrors(t *testing.T) {
+	up := newUpstream(t, 1000)
+	up.hook("/debian/pool/main/b/broken_1.deb", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "overloaded", http.StatusServiceUnavailable)
+	})
+	h := newHarness(t, up)
+	_, body := h.mustGet(up.URL+"/debian/pool/main/b/broken_1.deb", http.StatusBadGateway)
+	if !strings.Contains(string(body), "503") {
+		t.Fatalf("502 body does not say what upstream answered: %q", body)
+	}
+	missing := up.URL + "/debian/pool/main/m/missing_1.deb"
+	h.mustGet(missing, http.StatusNotFound)
+	h.mustGet(missing, http.StatusNotFound)
+	// Remembered: only the first 404 reached upstream.
+	up.hook("/debian/pool/main/m/missing_1.deb", func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	h.mustGet(missing, http.StatusNotFound)
+	if n := up.count("/debian/pool/main/m/missing_1.deb"); n != 0 {
+		t.Fatalf("negative cache: upstream asked %d more times", n)
+	}
+	h.clock.advance(time.Minute)
+	h.mustGet(missing, http.StatusNotFound)
+	if n := up.count("/debian/pool/main/m/missing_1.deb"); n != 1 {
+		t.Fatalf("after the negative TTL upstream was asked %d times, want 1", n)
+	}
+}
+
+// A body shorter than its Content-Length: the client's response is broken
+// off (never a complete short file) and nothing is stored.
+func TestTruncatedUpstreamBody(t *testing.T) {
+	for _, known := range []bool{true, false} {
+		t.Run("hash known "+strconv.FormatBool(known), func(t *testing.T) {
+			up := newUpstream(t, 50000)
+			h := newHarness(t, up)
+			if known {
+				h.learn()
+			}
+			up.hook(debPath, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Length", "50000")
+				w.WriteHeader(200)
+				w.Write(up.deb[:20000])
+				panic(http.ErrAbortHandler)
+			})
+			// Either the response breaks off or, when the fill failed before
+			// the client's turn came, it is an error status: never a 200.
+			resp, body, err := h.get(up.debURL)
+			if err == nil && resp.StatusCode == http.StatusOK {
+				t.Fatalf("client got a complete response of %d bytes from a truncated upstream", len(body))
+			}
+			up.hook(debPath, nil)
+			up.mu.Lock()
+			delete(up.hooks, debPath)
+			up.mu.Unlock()
+			_, body = h.mustGet(up.debURL, 200)
+			if !bytes.Equal(body, up.deb) {
+				t.Fatal("after the truncated try, the right bytes were not served")
+			}
+			if n := up.count(debPath); n != 2 {
+				t.Fatalf("upstream GETs %d, want 2 (the truncated body must not be cached)", n)
+			}
+		})
+	}
+}
+
+// Bytes that do not hash to what Packages says: the client's response is
+// broken off, nothing is stored, the mismatch is counted.
+func TestWrongDigestFromUpstream(t *testing.T) {
+	up := newUpstream(t, 50000)
+	h := newHarness(t, up)
+	h.learn()
+	evil := bytes.Clone(up.deb)
+	evil[len(evil)-1] ^= 0xff // only the last byte differs: it must still not reach the client
+	up.hook(debPath, func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", up.modAt, bytes.NewReader(evil))
+	})
+	resp, body, err := h.get(up.debURL)
+	if err == nil && resp.StatusCode == http.StatusOK {
+		t.Fatalf("client got a complete wrong file (%d bytes)", len(body))
+	}
+	if len(body) >= len(evil) {
+		t.Fatalf("client got all %d bytes of a wrong file", len(body))
+	}
+	if h.px.Snapshot()["mismatches"] != 1 {
+		t.Fatalf("mismatches = %d, want 1", h.px.Snapshot()["mismatches"])
+	}
+	if _, err := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(evil)}); !errors.Is(err, cachestore.ErrNotFound) {
+		t.Fatalf("wrong bytes stored: %v", err)
+	}
+	if _, err := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(up.deb)}); !errors.Is(err, cachestore.ErrNotFound) {
+		t.Fatalf("wrong bytes stored under the right digest: %v", err)
+	}
+}
+
+// gatedDeb makes upstream send the first half of the deb, then wait for
+// the gate; it counts the requests that reached it.
+func gatedDeb(up *upstream, gate <-chan struct{}, reached chan<- struct{}) {
+	up.hook(debPath, func(w http.ResponseWriter, r *http.Request) {
+		reached <- struct{}{}
+		w.Header().Set("Content-Length", strconv.Itoa(len(up.deb)))
+		w.WriteHeader(200)
+		half := len(up.deb) / 2
+		w.Write(up.deb[:half])
+		w.(http.Flusher).Flush()
+		select {
+		case <-gate:
+		case <-r.Context().Done():
+			return
+		}
+		w.Write(up.deb[half:])
+	})
+}
+
+// 20 clients at once: one upstream fetch, and every client gets bytes while
+// it is still running.
+func TestConcurrentClientsShareOneFill(t *testing.T) {
+	up := newUpstream(t, 2<<20)
+	h := newHarness(t, up)
+	h.learn()
+	gate := make(chan struct{})
+	reached := make(chan struct{}, 100)
+	gatedDeb(up, gate, reached)
+
+	const n = 20
+	streaming := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := h.client.Get(up.debURL)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			first := make([]byte, 1000)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				errs <- err
+				return
+			}
+			streaming <- struct{}{}
+			rest, err := io.ReadAll(resp.Body)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(append(first, rest...), up.deb) {
+				errs <- errors.New("wrong body")
+			}
+		}()
+	}
+	deadline := time.After(20 * time.Second)
+	for range n {
+		select {
+		case <-streaming:
+		case err := <-errs:
+			t.Fatal(err)
+		case <-deadline:
+			t.Fatal("not every client received bytes while the fill was running")
+		}
+	}
+	close(gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := len(reached); got != 1 {
+		t.Fatalf("upstream got %d requests for the deb, want 1", got)
+	}
+}
+
+// The client that started a fill goes away: the fill goes on for the others
+// and is stored.
+func TestClientCancelDoesNotCancelFill(t *testing.T) {
+	up := newUpstream(t, 1<<20)
+	h := newHarness(t, up)
+	h.learn()
+	gate := make(chan struct{})
+	reached := make(chan struct{}, 10)
+	gatedDeb(up, gate, reached)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, up.debURL, nil)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	// A second client joins the same fill.
+	second := make(chan []byte, 1)
+	go func() {
+		resp, err := h.client.Get(up.debURL)
+		if err != nil {
+			second <- nil
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		second <- b
+	}()
+	cancel()
+	resp.Body.Close()
+	close(gate)
+	select {
+	case b := <-second:
+		if !bytes.Equal(b, up.deb) {
+			t.Fatalf("second client got %d bytes, want the whole deb", len(b))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("second client never finished")
+	}
+	resp2, body := h.mustGet(up.debURL, 200)
+	if !bytes.Equal(body, up.deb) || !strings.HasPrefix(resp2.Header.Get("X-Cache"), "HIT") {
+		t.Fatalf("after the fill: X-Cache %q", resp2.Header.Get("X-Cache"))
+	}
+	if len(reached) != 1 {
+		t.Fatalf("upstream requests: %d, want 1", len(reached))
+	}
+}
+
+// The only client goes away mid-fill: the fill still completes and stores.
+func TestLoneClientCancelStillStores(t *testing.T) {
+	up := newUpstream(t, 1<<20)
+	h := newHarness(t, up)
+	h.learn()
+	gate := make(chan struct{})
+	reached := make(chan struct{}, 10)
+	gatedDeb(up, gate, reached)
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, up.debURL, nil)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadFull(resp.Body, make([]byte, 100))
+	cancel()
+	resp.Body.Close()
+	// Join the fill (or find it done) and wait for its result.
+	f, leader := h.store.BeginFill("digest:sha256:" + sha256hex(up.deb))
+	if leader {
+		f.Abort(errors.New("test: the fill had already ended"))
+		t.Fatal("the fill ended when its only client went away")
+	}
+	close(gate)
+	if _, err := f.Result(t.Context()); err != nil {
+		t.Fatalf("fill failed after its client left: %v", err)
+	}
+	_, body := h.mustGet(up.debURL, 200)
+	if !bytes.Equal(body, up.deb) || len(reached) != 1 {
+		t.Fatalf("after the fill: %d bytes, %d upstream requests", len(body), len(reached))
+	}
+}
+
+func TestRestartRecovery(t *testing.T) {
+	up := newUpstream(t, 30000)
+	h := newHarness(t, up)
+	h.learn()
+	h.mustGet(up.debURL, 200)
+	h.stop()
+	// A damaged blob (wrong size) and a crash's temp file.
+	blob := filepath.Join(h.dir, "blobs", "sha256", sha256hex(up.deb)[:2], sha256hex(up.deb))
+	if err := os.WriteFile(blob, up.deb[:100], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(h.dir, "tmp", "fill-crash"), []byte("half"), 0o600)
+	h.start()
+	_, body := h.mustGet(up.debURL, 200)
+	if !bytes.Equal(body, up.deb) {
+		t.Fatalf("after restart: served %d bytes, want the whole right deb", len(body))
+	}
+	if n := up.count(debPath); n != 2 {
+		t.Fatalf("upstream GETs %d, want 2 (damaged blob refetched)", n)
+	}
+	if left, _ := os.ReadDir(filepath.Join(h.dir, "tmp")); len(left) != 0 {
+		t.Fatalf("temp files left after restart: %v", left)
+	}
+	// Known facts survive a restart.
+	if _, err := h.store.Known(up.debURL); err != nil {
+		t.Fatalf("learnt hash lost in restart: %v", err)
+	}
+}
+
+func TestByHashIndexIsParsed(t *testing.T) {
+	up := newUpstream(t, 1000)
+	h := newHarness(t, up)
+	h.mustGet(up.URL+releasePath, 200)
+	byHash := ""
+	for p := range up.files {
+		if strings.Contains(p, "/by-hash/") {
+			byHash = p
+		}
+	}
+	resp, _ := h.mustGet(up.URL+byHash, 200)
+	if !strings.HasPrefix(resp.Header.Get("X-Cache"), "MISS") {
+		t.Fatalf("X-Cache %q", resp.Header.Get("X-Cache"))
+	}
+	if _, err := h.store.Known(up.debURL); err != nil {
+		t.Fatalf("Packages fetched by hash was not parsed: %v", err)
+	}
+	// by-hash files are immutable: no revalidation, ever.
+	h.clock.advance(time.Hour)
+	resp, _ = h.mustGet(up.URL+byHash, 200)
+	if !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") || up.count(byHash) != 1 {
+		t.Fatalf("by-hash refetched: X-Cache %q, %d GETs", resp.Header.Get("X-Cache"), up.count(byHash))
+	}
+}
+
+// A Packages file that does not match its Release (or is malformed) teaches
+// nothing: its debs stay unknown and are only cached by URL.
+func TestBadIndexRecordsNothing(t *testing.T) {
+	tests := []struct {
+		name string
+		body func(up *upstream) []byte
+	}{
+		{"not gzip", func(*upstream) []byte { return []byte("Filename: x\n") }},
+		{"does not match Release", func(up *upstream) []byte {
+			b := bytes.Clone(up.files[packagesPath])
+			b[len(b)-1] ^= 1
+			return b
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, 1000)
+			h := newHarness(t, up)
+			h.mustGet(up.URL+releasePath, 200)
+			up.mu.Lock()
+			up.files[packagesPath] = tt.body(up)
+			up.mu.Unlock()
+			_, body := h.mustGet(up.URL+packagesPath, 200)
+			if !bytes.Equal(body, up.files[packagesPath]) {
+				t.Fatal("the index itself must still be served as upstream sent it")
+			}
+			if _, err := h.store.Known(up.debURL); !errors.Is(err, cachestore.ErrNotFound) {
+				t.Fatalf("hash learnt from a bad index: %v", err)
+			}
+		})
+	}
+}
+
+func TestAccessControl(t *testing.T) {
+	up := newUpstream(t, 1000)
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+		c.AllowClients = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	_, body := h.mustGet(up.debURL, http.StatusForbidden)
+	if !strings.Contains(string(body), "allow_clients") {
+		t.Fatalf("403 body does not say why: %q", body)
+	}
+	if up.count(debPath) != 0 {
+		t.Fatal("a refused client's request reached upstream")
+	}
+}
+
+func TestConnectPolicy(t *testing.T) {
+	tlsUp := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secret") }))
+	defer tlsUp.Close()
+	_, portStr, _ := net.SplitHostPort(tlsUp.Listener.Addr().String())
+	port, _ := strconv.Atoi(portStr)
+	up := newUpstream(t, 10)
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) { c.ConnectPorts = []int{port} })
+
+	// Allowed port: tunnelled end to end.
+	tr := &http.Transport{Proxy: http.ProxyURL(mustURL(h.front.URL)), TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(tlsUp.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "secret" {
+		t.Fatalf("tunnelled body %q", b)
+	}
+
+	// Any other port: 403 with the reason.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.front.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n")
+	r, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(r.Body)
+	if r.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "connect_ports") {
+		t.Fatalf("CONNECT to :22 -> %d %q", r.StatusCode, body)
+	}
+}
+
+// A request that loops back to this warren is refused, not multiplied.
+func TestLoopDetected(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up)
+	self := strings.TrimPrefix(h.front.URL, "http://")
+	resp, err := http.Get(h.front.URL + "/" + self + "/" + self + "/x.deb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 500 {
+		t.Fatalf("looping request: %d", resp.StatusCode)
+	}
+}
+
+func mustURL(s string) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return u
+}
+
+// No room on the disk: the client is still served, straight from upstream,
+// and nothing is stored.
+func TestDiskFullPassesThrough(t *testing.T) {
+	up := newUpstream(t, 50000)
+	h := newHarness(t, up)
+	h.learn()
+	h.stop()
+	h.start(func(_ *Config, s *cachestore.Config) { s.MinFreeBytes = 1 << 62 })
+	resp, body := h.mustGet(up.debURL, 200)
+	if !bytes.Equal(body, up.deb) {
+		t.Fatalf("disk full: %d bytes served", len(body))
+	}
+	if !strings.Contains(resp.Header.Get("X-Cache"), "not stored") {
+		t.Fatalf("X-Cache %q", resp.Header.Get("X-Cache"))
+	}
+	if _, err := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(up.deb)}); !errors.Is(err, cachestore.ErrNotFound) {
+		t.Fatalf("stored despite a full disk: %v", err)
+	}
+	if left, _ := os.ReadDir(filepath.Join(h.dir, "tmp")); len(left) != 0 {
+		t.Fatalf("half-written files left: %v", left)
+	}
+}
+
+// The disk fills up in the middle of a fill (a real, small tmpfs): the
+// client still gets every byte, from upstream, and no temp file remains.
+func TestDiskFillsUpMidTransfer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "warren-test", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount tmpfs: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	up := newUpstream(t, 3<<20)
+	// Chunked, no length, hash unknown: the free-space check before the
+	// fill cannot see it coming, so the write itself hits ENOSPC.
+	up.hook(debPath, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Range") != "" {
+			http.ServeContent(w, r, "", up.modAt, bytes.NewReader(up.deb))
+			return
+		}
+		for off := 0; off < len(up.deb); off += 64 << 10 {
+			w.Write(up.deb[off:min(off+64<<10, len(up.deb))])
+			w.(http.Flusher).Flush()
+		}
+	})
+	h := &harness{t: t, up: up, clock: newClock(), dir: dir}
+	h.start()
+	resp, body := h.mustGet(up.debURL, 200)
+	if !bytes.Equal(body, up.deb) {
+		t.Fatalf("served %d bytes, want all %d", len(body), len(up.deb))
+	}
+	if resp.Header.Get("X-Cache") != "MISS from warren" {
+		t.Fatalf("X-Cache %q: the request did not start as a fill", resp.Header.Get("X-Cache"))
+	}
+	if n := up.count(debPath); n != 2 {
+		t.Fatalf("upstream requests %d, want 2 (the fill, then the resumed rest)", n)
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
+		t.Fatalf("half-written files left: %v", left)
+	}
+}
