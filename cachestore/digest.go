@@ -23,7 +23,7 @@ var hexLen = map[string]int{"sha256": 64, "sha512": 128, "sha1": 40}
 func ParseDigest(s string) (Digest, error) {
 	algo, h, ok := strings.Cut(s, ":")
 	if !ok {
-		return Digest{}, fmt.Errorf("digest %q: want <algo>:<hex>, e.g. sha256:ab12...", s)
+		return Digest{}, fmt.Errorf("digest %q: want <algo>:<hex> (for example sha256:<64 hex digits>)", s)
 	}
 	d := Digest{Algo: strings.ToLower(algo), Hex: strings.ToLower(h)}
 	return d, d.Validate()

@@ -24,16 +24,15 @@ type Fill struct {
 	h    hash.Hash
 	file *os.File
 
-	mu        sync.Mutex // guards the fields below
-	info      FillInfo
-	started   bool
-	tmpPath   string
-	written   int64
-	done      bool
-	err       error         // why the fill failed, once done
-	digest    Digest        // the committed digest, once done without error
-	finalPath string        // where the bytes are, once committed
-	changed   chan struct{} // closed and replaced on every change
+	mu      sync.Mutex // guards the fields below
+	info    FillInfo
+	started bool
+	path    string // where the bytes are: the temp file, then the blob once renamed
+	written int64
+	done    bool
+	err     error         // why the fill failed, once done
+	digest  Digest        // the committed digest, once done without error
+	changed chan struct{} // closed and replaced on every change
 }
 
 // FillInfo is what the leader knows when the first byte is about to arrive.
@@ -79,7 +78,7 @@ func (f *Fill) Start(info FillInfo) error {
 	f.file = file
 	f.h = newHash(info.Algo)
 	f.mu.Lock()
-	f.info, f.started, f.tmpPath = info, true, file.Name()
+	f.info, f.started, f.path = info, true, file.Name()
 	f.notifyLocked()
 	f.mu.Unlock()
 	return nil
@@ -138,7 +137,7 @@ func (f *Fill) Commit(want Digest, wantSize int64) (Digest, error) {
 	delete(f.s.fills, f.key)
 	f.s.fillsMu.Unlock()
 	f.mu.Lock()
-	f.done, f.digest, f.finalPath = true, got, f.s.blobPath(got)
+	f.done, f.digest = true, got
 	f.notifyLocked()
 	f.mu.Unlock()
 	return got, nil
@@ -159,9 +158,12 @@ func (f *Fill) persist(d Digest, size int64) error {
 		return err
 	}
 	f.mu.Lock()
-	// Under f.mu so that a reader opening the file now finds it by one name
-	// or the other.
-	err := os.Rename(f.tmpPath, final)
+	// Under f.mu, with path, so that a reader opening the file now finds it
+	// by one name or the other.
+	err := os.Rename(f.path, final)
+	if err == nil {
+		f.path = final
+	}
 	f.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("rename into place: %w", err)
@@ -191,14 +193,16 @@ func (f *Fill) Abort(err error) {
 		return
 	}
 	f.done, f.err = true, err
-	tmp := f.tmpPath
+	leftover := f.path
 	f.notifyLocked()
 	f.mu.Unlock()
 	if f.file != nil {
 		f.file.Close()
 	}
-	if tmp != "" {
-		_ = os.Remove(tmp)
+	// Only a temp file goes: a blob already renamed into place is verified
+	// and may be another fill's too; recovery indexes it on the next start.
+	if leftover != "" && filepath.Dir(leftover) == filepath.Join(f.s.dir, "tmp") {
+		_ = os.Remove(leftover)
 	}
 	f.s.fillsMu.Lock()
 	if f.s.fills[f.key] == f {
@@ -263,11 +267,7 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (io.ReadCloser, error) 
 	if f.done && f.err != nil {
 		return nil, f.err
 	}
-	name := f.tmpPath
-	if f.done {
-		name = f.finalPath
-	}
-	file, err := os.Open(name)
+	file, err := os.Open(f.path)
 	if err != nil {
 		return nil, fmt.Errorf("follow fill %s: %w", f.key, err)
 	}

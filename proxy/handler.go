@@ -52,7 +52,7 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.
 	}
 	s.log.Info("request",
 		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind.String()),
-		slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
+		slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
 		slog.Duration("took", s.now().Sub(start)), slog.String("client", r.RemoteAddr))
 	if err != nil && midBody {
 		// Headers and part of the body are out: the only honest thing left
@@ -122,7 +122,7 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 		if errors.Is(err, errAlreadyStored) {
 			continue // another flight stored it between our look and our fill
 		}
-		if errors.Is(err, cachestore.ErrNoSpace) && !w.wrote {
+		if isNoSpace(err) && !w.wrote {
 			s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
 			return "pass", s.passThrough(w, r, p, 0)
 		}
@@ -175,7 +175,7 @@ func (s *Server) serveURL(w *respWriter, r *http.Request, p plan) (string, error
 			return "stale", nil
 		}
 		return "", err
-	case errors.Is(err, cachestore.ErrNoSpace) && !w.wrote:
+	case isNoSpace(err) && !w.wrote:
 		s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
 		return "pass", s.passThrough(w, r, p, 0)
 	}
@@ -249,25 +249,43 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 		return err
 	}
 	defer rd.Close()
-	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
+		w.WriteHeader(status)
 		return nil
 	}
 	var src io.Reader = rd
 	if n >= 0 {
 		src = io.LimitReader(rd, n)
 	}
+	// The status goes out with the first bytes, not before: a fill that
+	// fails before then gets a proper error status instead of a cut
+	// connection (which clients retry).
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	first, err := io.ReadAtLeast(src, *bp, 1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	w.WriteHeader(status)
 	w.source = &s.stats.BytesUpstream
-	copied, err := s.copyBuf(w, src)
+	if _, err := w.Write((*bp)[:first]); err != nil {
+		return err
+	}
+	rest, err := io.CopyBuffer(w, src, *bp)
 	if err == nil {
 		return nil
 	}
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, cachestore.ErrNoSpace) {
+	copied := int64(first) + rest
+	if isNoSpace(err) {
 		s.log.Warn("cache disk filled up during a fill; continuing this client from upstream without storing",
 			slog.String("url", p.url), slog.Int64("offset", off+copied))
 		return s.resumeFromUpstream(w, r, p, off+copied, n-copied)
 	}
 	return err
+}
+
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, cachestore.ErrNoSpace)
 }
 
 func (s *Server) copyBuf(dst io.Writer, src io.Reader) (int64, error) {

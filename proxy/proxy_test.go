@@ -41,7 +41,7 @@ func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	up     *upstream
 	store  *cachestore.Store
 	px     *Server
@@ -53,7 +53,7 @@ type harness struct {
 
 type harnessOpt func(*Config, *cachestore.Config)
 
-func newHarness(t *testing.T, up *upstream, opts ...harnessOpt) *harness {
+func newHarness(t testing.TB, up *upstream, opts ...harnessOpt) *harness {
 	t.Helper()
 	h := &harness{t: t, up: up, clock: newClock(), dir: t.TempDir()}
 	h.start(opts...)

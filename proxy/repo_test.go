@@ -50,7 +50,7 @@ func randomBytes(n int, seed uint64) []byte {
 	return b
 }
 
-func newUpstream(t *testing.T, debSize int) *upstream {
+func newUpstream(t testing.TB, debSize int) *upstream {
 	t.Helper()
 	u := &upstream{
 		files: map[string][]byte{}, hooks: map[string]http.HandlerFunc{},

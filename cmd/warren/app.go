@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
+	"gopkg.in/yaml.v3"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/proxy"
@@ -25,7 +26,7 @@ func newApp() *cli.App {
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{fmt.Errorf("%w (see 'warren --help')", err)}
 		},
-		Commands: []*cli.Command{serveCommand()},
+		Commands: []*cli.Command{serveCommand(), configCommand()},
 		CommandNotFound: func(c *cli.Context, name string) {
 			// urfave only prints here; the error comes from Action below.
 		},
@@ -56,6 +57,33 @@ func serveCommand() *cli.Command {
 			}
 			return serve(c.Context, cfg)
 		},
+	}
+}
+
+func configCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "config",
+		Usage: "inspect warren's settings",
+		Subcommands: []*cli.Command{{
+			Name:  "check",
+			Usage: "check the settings (file, WARREN_* environment, flags) and print the result",
+			Flags: settingFlags(),
+			OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+				return usageError{fmt.Errorf("config check: %w (see 'warren config check --help')", err)}
+			},
+			Action: func(c *cli.Context) error {
+				cfg, err := loadConfig(c)
+				if err != nil {
+					return usageError{err}
+				}
+				out, err := yaml.Marshal(cfg)
+				if err != nil {
+					return fmt.Errorf("print config: %w", err)
+				}
+				_, err = c.App.Writer.Write(out)
+				return err
+			},
+		}},
 	}
 }
 

@@ -158,8 +158,10 @@ func (cfg *config) check() error {
 	return nil
 }
 
-// duration reads "5s" from YAML.
+// duration reads and writes "5s" in YAML.
 type duration struct{ time.Duration }
+
+func (d duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)

@@ -1,0 +1,66 @@
+# warren: the README's two commands are `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+BIN := bin/warren
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+CACHE_DIR ?= /var/cache/warren
+LISTEN ?= :3142
+ARGS ?=
+FUZZTIME ?= 15s
+# Debian packages the end-to-end tests drive: apt-ftparchive, dpkg-deb, gpg, xz.
+TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates
+
+.PHONY: all build run test test-deps check-go lint vet fuzz bench clean
+
+all: build
+
+check-go:
+	@command -v $(GO) >/dev/null || { echo "warren needs Go (1.24 or newer) on PATH, e.g. /usr/local/go/bin" >&2; exit 1; }
+
+build: check-go
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/warren
+
+# Build and run the daemon in the foreground. Point apt at it with
+#   echo 'Acquire::http::Proxy "http://127.0.0.1:3142";' > /etc/apt/apt.conf.d/30warren
+run: build
+	./$(BIN) serve --listen $(LISTEN) --cache-dir $(CACHE_DIR) $(ARGS)
+
+# Everything CI runs: install the test tools, lint, then every test with the
+# race detector, the real apt-get end to end included.
+test: test-deps lint
+	WARREN_E2E=1 $(GO) test -race -count=1 -timeout 20m ./...
+
+test-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TEST_DEBS) >/dev/null; \
+	else \
+		echo "make test: not root or no apt-get; assuming $(TEST_DEBS) are installed" >&2; \
+	fi
+
+vet: check-go
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted" >&2; exit 1; fi
+	$(GO) vet ./...
+
+lint: vet
+	$(GO) run $(STATICCHECK) ./...
+
+# Run each fuzzer for FUZZTIME; failures land in testdata/fuzz/ to commit.
+fuzz: check-go
+	@for pkg in ./debian; do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
+			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
+
+# Hit throughput (20 MB, MB/s), small-file hits (req/s), daemon RSS.
+bench: check-go
+	$(GO) test -run '^$$' -bench . -benchtime 3s ./proxy
+	$(GO) test -run '^$$' -bench DaemonRSS -benchtime 1x ./cmd/warren
+
+clean:
+	rm -rf bin dist

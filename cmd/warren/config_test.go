@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runApp runs warren with args and returns what it printed and its error.
+func runApp(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out bytes.Buffer
+	app := newApp()
+	app.Writer, app.ErrWriter = &out, &out
+	err := app.Run(append([]string{"warren"}, args...))
+	return out.String(), err
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "warren.yaml")
+	os.WriteFile(file, []byte("listen: 127.0.0.1:4000\ncache_dir: /from/file\nindex_ttl: 9s\nallow_clients: [10.0.0.0/8]\n"), 0o644)
+	tests := []struct {
+		name  string
+		env   map[string]string
+		args  []string
+		wants []string
+	}{
+		{"defaults", nil, []string{"--config", filepath.Join(dir, "empty.yaml")}, []string{"listen: :3142", "cache_dir: /var/cache/warren", "index_ttl: 5s"}},
+		{"file", nil, []string{"--config", file}, []string{"listen: 127.0.0.1:4000", "cache_dir: /from/file", "index_ttl: 9s", "- 10.0.0.0/8"}},
+		{"env over file", map[string]string{"WARREN_CACHE_DIR": "/from/env"}, []string{"--config", file}, []string{"cache_dir: /from/env", "listen: 127.0.0.1:4000"}},
+		{"flag over env", map[string]string{"WARREN_CACHE_DIR": "/from/env"}, []string{"--config", file, "--cache-dir", "/from/flag", "--index-ttl", "1m"}, []string{"cache_dir: /from/flag", "index_ttl: 1m0s"}},
+		{"config file from env", map[string]string{"WARREN_CONFIG": file}, nil, []string{"listen: 127.0.0.1:4000"}},
+	}
+	os.WriteFile(filepath.Join(dir, "empty.yaml"), nil, 0o644)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			out, err := runApp(t, append([]string{"config", "check"}, tt.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.wants {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
+	}
+}
+
+// Every mistake is a usage error (exit 2) that says what was wrong.
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"unknown flag", []string{"serve", "--no-such-flag"}, "flag provided but not defined"},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+		{"missing config file", []string{"config", "check", "--config", filepath.Join(dir, "nope.yaml")}, "no such file"},
+		{"misspelt key", []string{"config", "check", "--config", write("typo.yaml", "cache_dri: /x\n")}, "field cache_dri not found"},
+		{"not yaml", []string{"config", "check", "--config", write("bad.yaml", "listen: [\n")}, "config file"},
+		{"bad duration in file", []string{"config", "check", "--config", write("dur.yaml", "index_ttl: soon\n")}, "not a duration"},
+		{"bad duration flag", []string{"config", "check", "--index-ttl", "soon"}, "want a duration"},
+		{"bad cidr", []string{"config", "check", "--allow-client", "10.0.0.0/33"}, "allow_clients"},
+		{"bad port", []string{"config", "check", "--connect-port", "70000"}, "not a TCP port"},
+		{"bad log level", []string{"config", "check", "--log-level", "loud"}, "log_level"},
+		{"bad size", []string{"config", "check", "--disk-min-free", "lots"}, "disk_min_free"},
+		{"serve with an argument", []string{"serve", "extra"}, "no arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := runApp(t, tt.args...)
+			var ue usageError
+			if !errors.As(err, &ue) {
+				t.Fatalf("err = %v (%T), want a usage error", err, err)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %q, want it to mention %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestSizeOrPercent(t *testing.T) {
+	tests := []struct {
+		in      string
+		bytes   int64
+		percent float64
+		bad     bool
+	}{
+		{"5GB", 5_000_000_000, 0, false},
+		{"500MiB", 500 << 20, 0, false},
+		{"10%", 0, 10, false},
+		{"101%", 0, 0, true},
+		{"many", 0, 0, true},
+	}
+	for _, tt := range tests {
+		v, err := parseSizeOrPercent(tt.in)
+		if (err != nil) != tt.bad || !tt.bad && (v.bytes_ != tt.bytes || v.percent != tt.percent) {
+			t.Errorf("parseSizeOrPercent(%q) = %+v, %v", tt.in, v, err)
+		}
+	}
+	v, _ := parseSizeOrPercent("50%")
+	n, err := v.bytes(t.TempDir())
+	if err != nil || n <= 0 {
+		t.Errorf("50%% of the temp dir's file system = %d, %v", n, err)
+	}
+}

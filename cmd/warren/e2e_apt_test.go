@@ -1,0 +1,340 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// requireTools skips when a tool is missing, unless WARREN_E2E=1 (set by
+// `make test`, which installs them): then a missing tool fails the test.
+func requireTools(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("WARREN_E2E") == "1" {
+				t.Fatalf("%s not found; `make test` installs it (apt-get install apt-utils gnupg dpkg-dev)", tool)
+			}
+			t.Skipf("%s not found (run `make test` to install the end-to-end tools)", tool)
+		}
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// warrenBinary builds the real binary once per test run.
+func warrenBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "warren-e2e-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "warren")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// startWarren runs the binary and returns its proxy URL once it logs that
+// it is serving.
+func startWarren(t testing.TB, args ...string) (string, *exec.Cmd, *syncBuffer) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	args = append([]string{"serve", "--listen", addr}, args...)
+	cmd := exec.Command(warrenBinary(t), args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			logs.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "warren serving") {
+				once.Do(func() { close(ready) })
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("warren log:\n%s", logs.String())
+		}
+	})
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("warren did not start:\n%s", logs.String())
+	}
+	return "http://" + addr, cmd, logs
+}
+
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) WriteString(x string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.WriteString(x)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// aptRepo is a gpg-signed apt repository on disk.
+type aptRepo struct {
+	root    string
+	keyring string
+	debs    map[string]string // pool path -> sha256
+}
+
+// buildAptRepo makes a repository with a ~20 MB incompressible package and
+// a small one, signed with a throwaway key.
+func buildAptRepo(t *testing.T, base string) aptRepo {
+	t.Helper()
+	repo := aptRepo{root: filepath.Join(base, "repo"), keyring: filepath.Join(base, "keyring.gpg"), debs: map[string]string{}}
+	pool := filepath.Join(repo.root, "pool", "main")
+	os.MkdirAll(pool, 0o755)
+	for i, p := range []struct {
+		name string
+		size int
+	}{{"warren-e2e-big", 20 << 20}, {"warren-e2e-small", 4096}} {
+		pkg := filepath.Join(base, "build", p.name)
+		os.MkdirAll(filepath.Join(pkg, "DEBIAN"), 0o755)
+		os.MkdirAll(filepath.Join(pkg, "usr", "share", p.name), 0o755)
+		control := fmt.Sprintf("Package: %s\nVersion: 1.0\nArchitecture: all\nMaintainer: warren tests <tests@warren.invalid>\nDescription: warren end-to-end test payload\n", p.name)
+		os.WriteFile(filepath.Join(pkg, "DEBIAN", "control"), []byte(control), 0o644)
+		r := rand.New(rand.NewPCG(uint64(i+1), 42))
+		payload := make([]byte, p.size)
+		for j := range payload {
+			payload[j] = byte(r.UintN(256))
+		}
+		os.WriteFile(filepath.Join(pkg, "usr", "share", p.name, "payload.bin"), payload, 0o644)
+		deb := filepath.Join(pool, p.name+"_1.0_all.deb")
+		run(t, base, nil, "dpkg-deb", "--root-owner-group", "-Znone", "--build", pkg, deb)
+		b, _ := os.ReadFile(deb)
+		sum := sha256.Sum256(b)
+		repo.debs["pool/main/"+p.name+"_1.0_all.deb"] = hex.EncodeToString(sum[:])
+	}
+	arch := strings.TrimSpace(run(t, base, nil, "dpkg", "--print-architecture"))
+	bin := filepath.Join(repo.root, "dists", "stable", "main", "binary-"+arch)
+	os.MkdirAll(bin, 0o755)
+	pkgs := run(t, repo.root, nil, "apt-ftparchive", "packages", "pool")
+	os.WriteFile(filepath.Join(bin, "Packages"), []byte(pkgs), 0o644)
+	run(t, bin, nil, "sh", "-c", "gzip -9nk Packages && xz -k Packages")
+	rel := run(t, repo.root, nil, "apt-ftparchive",
+		"-o", "APT::FTPArchive::Release::Suite=stable", "-o", "APT::FTPArchive::Release::Codename=stable",
+		"-o", "APT::FTPArchive::Release::Architectures="+arch, "-o", "APT::FTPArchive::Release::Components=main",
+		"release", "dists/stable")
+	os.WriteFile(filepath.Join(repo.root, "dists", "stable", "Release"), []byte(rel), 0o644)
+
+	gnupg := filepath.Join(base, "gnupg")
+	os.MkdirAll(gnupg, 0o700)
+	env := []string{"GNUPGHOME=" + gnupg}
+	t.Cleanup(func() { exec.Command("gpgconf", "--kill", "gpg-agent").Run() })
+	t.Setenv("GNUPGHOME", gnupg) // for the cleanup above
+	run(t, base, env, "gpg", "--batch", "--passphrase", "", "--quick-gen-key", "warren e2e <e2e@warren.invalid>", "ed25519", "sign", "never")
+	dists := filepath.Join(repo.root, "dists", "stable")
+	run(t, dists, env, "gpg", "--batch", "--yes", "--clearsign", "-o", "InRelease", "Release")
+	run(t, dists, env, "gpg", "--batch", "--yes", "--armor", "--detach-sign", "-o", "Release.gpg", "Release")
+	run(t, base, env, "gpg", "--batch", "--yes", "--output", repo.keyring, "--export", "e2e@warren.invalid")
+	return repo
+}
+
+// countingServer serves dir and counts GETs per path: the real upstream.
+type countingServer struct {
+	*httptest.Server
+	mu   sync.Mutex // guards gets
+	gets map[string]int
+}
+
+func serveDir(t *testing.T, dir string) *countingServer {
+	cs := &countingServer{gets: map[string]int{}}
+	fs := http.FileServer(http.Dir(dir))
+	cs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cs.mu.Lock()
+		cs.gets[r.URL.Path]++
+		cs.mu.Unlock()
+		fs.ServeHTTP(w, r)
+	}))
+	t.Cleanup(cs.Close)
+	return cs
+}
+
+func (cs *countingServer) count(path string) int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.gets[path]
+}
+
+// aptClient is apt-get with private state: the system's apt is never touched.
+type aptClient struct {
+	t    *testing.T
+	dir  string
+	env  []string
+	opts []string
+}
+
+func newAptClient(t *testing.T, base, name, sourcesLine, proxyURL string) *aptClient {
+	dir := filepath.Join(base, name)
+	for _, d := range []string{"apt.conf.d", "preferences.d", "trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "log", "dl"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	conf := filepath.Join(dir, "apt.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("Dir::Etc::Main \"/dev/null\";\nDir::Etc::Parts %q;\n", filepath.Join(dir, "apt.conf.d"))), 0o644)
+	os.WriteFile(filepath.Join(dir, "sources.list"), []byte(sourcesLine+"\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "status"), nil, 0o644)
+	c := &aptClient{t: t, dir: dir, env: []string{"APT_CONFIG=" + conf}}
+	c.opts = []string{
+		"-o", "Dir::Etc::SourceList=" + filepath.Join(dir, "sources.list"),
+		"-o", "Dir::Etc::SourceParts=-",
+		"-o", "Dir::Etc::Preferences=" + filepath.Join(dir, "preferences"),
+		"-o", "Dir::Etc::PreferencesParts=" + filepath.Join(dir, "preferences.d"),
+		"-o", "Dir::Etc::Trusted=" + filepath.Join(dir, "trusted.gpg"),
+		"-o", "Dir::Etc::TrustedParts=" + filepath.Join(dir, "trusted.gpg.d"),
+		"-o", "Dir::State=" + filepath.Join(dir, "state"),
+		"-o", "Dir::State::status=" + filepath.Join(dir, "status"),
+		"-o", "Dir::Cache=" + filepath.Join(dir, "cache"),
+		"-o", "Dir::Log=" + filepath.Join(dir, "log"),
+		"-o", "APT::Sandbox::User=root",
+		"-o", "Acquire::Languages=none",
+		"-o", "Acquire::Retries=0",
+	}
+	if proxyURL != "" {
+		c.opts = append(c.opts, "-o", "Acquire::http::Proxy="+proxyURL)
+	}
+	return c
+}
+
+func (c *aptClient) run(args ...string) string {
+	c.t.Helper()
+	return run(c.t, filepath.Join(c.dir, "dl"), c.env, "apt-get", append(c.opts, args...)...)
+}
+
+func sha256File(t *testing.T, path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// TestAptThroughWarren drives the real apt-get through the real warren
+// binary: the second client, with fresh state, gets every .deb from the
+// cache and upstream sees no second GET of any .deb.
+func TestAptThroughWarren(t *testing.T) {
+	requireTools(t, "apt-get", "apt-ftparchive", "dpkg-deb", "gpg", "xz", "gzip")
+	base := t.TempDir()
+	repo := buildAptRepo(t, base)
+	up := serveDir(t, repo.root)
+	proxyURL, _, logs := startWarren(t, "--cache-dir", filepath.Join(base, "cache"), "--log-level", "debug")
+	sources := fmt.Sprintf("deb [signed-by=%s] %s/ stable main", repo.keyring, up.URL)
+
+	// First machine: update, then download both packages.
+	first := newAptClient(t, base, "client1", sources, proxyURL)
+	first.run("update")
+	first.run("download", "warren-e2e-big", "warren-e2e-small")
+	for pool, sum := range repo.debs {
+		if got := sha256File(t, filepath.Join(first.dir, "dl", filepath.Base(pool))); got != sum {
+			t.Fatalf("client1 %s: sha256 %s, want %s", pool, got, sum)
+		}
+		if n := up.count("/" + pool); n != 1 {
+			t.Fatalf("after client1, upstream GETs of %s = %d, want 1", pool, n)
+		}
+	}
+
+	// Second machine, fresh state: update, install (download-only) and download.
+	second := newAptClient(t, base, "client2", sources, proxyURL)
+	second.run("update")
+	second.run("install", "-y", "--download-only", "warren-e2e-big")
+	second.run("download", "warren-e2e-small")
+	checks := map[string]string{
+		filepath.Join(second.dir, "cache", "archives", "warren-e2e-big_1.0_all.deb"): repo.debs["pool/main/warren-e2e-big_1.0_all.deb"],
+		filepath.Join(second.dir, "dl", "warren-e2e-small_1.0_all.deb"):              repo.debs["pool/main/warren-e2e-small_1.0_all.deb"],
+	}
+	for path, sum := range checks {
+		if got := sha256File(t, path); got != sum {
+			t.Fatalf("client2 %s: sha256 %s, want %s", path, got, sum)
+		}
+	}
+	for pool := range repo.debs {
+		if n := up.count("/" + pool); n != 1 {
+			t.Fatalf("after client2, upstream GETs of %s = %d, want still 1 (a cache hit)", pool, n)
+		}
+		// Served by the digest learnt from Packages, not merely by URL.
+		hit := fmt.Sprintf("url=%s/%s kind=package hash_known=true outcome=hit", up.URL, pool)
+		if !strings.Contains(logs.String(), hit) {
+			t.Fatalf("warren's log has no line with %q", hit)
+		}
+	}
+}
+
+// TestAptWithoutWarrenBaseline checks the test's own repository with apt
+// and no proxy, so a failure above is warren's and not the fixture's.
+func TestAptWithoutWarrenBaseline(t *testing.T) {
+	requireTools(t, "apt-get", "apt-ftparchive", "dpkg-deb", "gpg", "xz", "gzip")
+	base := t.TempDir()
+	repo := buildAptRepo(t, base)
+	up := serveDir(t, repo.root)
+	c := newAptClient(t, base, "direct", fmt.Sprintf("deb [signed-by=%s] %s/ stable main", repo.keyring, up.URL), "")
+	c.run("update")
+	c.run("download", "warren-e2e-small")
+	if n := up.count("/pool/main/warren-e2e-small_1.0_all.deb"); n != 1 {
+		t.Fatalf("direct apt-get download: upstream GETs %d, want 1", n)
+	}
+}
