@@ -1,7 +1,10 @@
 package debian
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -123,7 +126,7 @@ func TestParsePackagesCompressed(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			r, err := Decompress(name, f)
+			r, err := Decompress(name, f, MaxIndexBytes)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -171,8 +174,28 @@ func TestParsePackagesCallbackError(t *testing.T) {
 
 func TestDecompressCorrupt(t *testing.T) {
 	for _, name := range []string{"Packages.gz", "Packages.xz"} {
-		if _, err := Decompress(name, strings.NewReader("not compressed at all")); err == nil {
+		if _, err := Decompress(name, strings.NewReader("not compressed at all"), MaxIndexBytes); err == nil {
 			t.Errorf("%s: no error for a corrupt stream", name)
+		}
+	}
+}
+
+func TestDecompressLimit(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(make([]byte, 1<<20))
+	zw.Close()
+	for _, tt := range []struct {
+		limit   int64
+		wantErr bool
+	}{{1 << 20, false}, {1<<20 - 1, true}} {
+		r, err := Decompress("Packages.gz", bytes.NewReader(gz.Bytes()), tt.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, r)
+		if tt.wantErr != errors.Is(err, ErrTooLarge) {
+			t.Errorf("limit %d: read %d bytes, err %v", tt.limit, n, err)
 		}
 	}
 }

@@ -44,7 +44,7 @@ func FuzzDecompressPackages(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, name string, data []byte) {
-		r, err := Decompress(name, bytes.NewReader(data))
+		r, err := Decompress(name, bytes.NewReader(data), 4<<20) // small, to keep fuzzing fast
 		if err != nil {
 			return
 		}

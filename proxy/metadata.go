@@ -81,7 +81,7 @@ func parseMeta(p plan, r io.Reader, facts map[string]cachestore.Known) error {
 		}
 		return nil
 	case metaPackages:
-		zr, err := debian.Decompress(p.metaName, r)
+		zr, err := debian.Decompress(p.metaName, r, debian.MaxIndexBytes)
 		if err != nil {
 			return err
 		}
