@@ -271,6 +271,11 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	if _, err := w.Write((*bp)[:first]); err != nil {
 		return err
 	}
+	// Push the status line out now: were the connection cut while it still
+	// sat in a buffer, the client would see no response and silently retry.
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		return err
+	}
 	rest, err := io.CopyBuffer(w, src, *bp)
 	if err == nil {
 		return nil
