@@ -87,9 +87,11 @@ func ByHashDigest(p string) string {
 // IsPackagesIndex reports whether p names a binary Packages index, plain or
 // compressed, whose entries give .deb hashes.
 func IsPackagesIndex(p string) bool {
-	base := path.Base(p)
-	name, _ := splitCompression(base)
-	return name == "Packages"
+	switch path.Base(p) {
+	case "Packages", "Packages.gz", "Packages.xz", "Packages.bz2", "Packages.zst":
+		return true
+	}
+	return false
 }
 
 // RepoRoot returns the archive root of an index URL path: the part before

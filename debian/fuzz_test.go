@@ -36,19 +36,3 @@ func FuzzParsePackages(f *testing.F) {
 		})
 	})
 }
-
-func FuzzDecompressPackages(f *testing.F) {
-	for _, name := range []string{"Packages.gz", "Packages.xz", "Packages.bz2"} {
-		if b, err := os.ReadFile("testdata/" + name); err == nil {
-			f.Add(name, b)
-		}
-	}
-	f.Fuzz(func(t *testing.T, name string, data []byte) {
-		r, err := Decompress(name, bytes.NewReader(data), 4<<20) // small, to keep fuzzing fast
-		if err != nil {
-			return
-		}
-		defer r.Close()
-		_ = ParsePackages(r, func(Package) error { return nil })
-	})
-}

@@ -81,7 +81,7 @@ func parseMeta(p plan, r io.Reader, facts map[string]cachestore.Known) error {
 		}
 		return nil
 	case metaPackages:
-		zr, err := debian.Decompress(p.metaName, r, debian.MaxIndexBytes)
+		zr, err := decompress(p.metaName, r, maxIndexBytes)
 		if err != nil {
 			return err
 		}

@@ -1,4 +1,4 @@
-package debian
+package proxy
 
 import (
 	"compress/bzip2"
@@ -6,35 +6,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
+	"path"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
 
-var compressions = []string{".gz", ".xz", ".bz2", ".zst"}
+// maxIndexBytes bounds a decompressed index. Debian's largest Packages file
+// and Fedora's largest primary.xml are well under 1 GiB; more than this is
+// a decompression bomb, not metadata.
+const maxIndexBytes = 1 << 30
 
-func splitCompression(base string) (name, ext string) {
-	for _, ext := range compressions {
-		if strings.HasSuffix(base, ext) {
-			return strings.TrimSuffix(base, ext), ext
-		}
-	}
-	return base, ""
-}
+// errTooLarge is returned when decompressed data passes its limit.
+var errTooLarge = errors.New("decompressed data exceeds the limit")
 
-// MaxIndexBytes bounds a decompressed index. Debian's largest Packages file
-// is under 100 MB; more than this is a decompression bomb, not metadata.
-const MaxIndexBytes = 1 << 30
-
-// ErrTooLarge is returned when decompressed data passes its limit.
-var ErrTooLarge = errors.New("decompressed data exceeds the limit")
-
-// Decompress wraps r according to the compression the file name's extension
+// decompress wraps r according to the compression the file name's extension
 // says (.gz, .xz, .bz2, .zst or none); reading more than maxBytes of
-// decompressed data fails with ErrTooLarge.
-func Decompress(name string, r io.Reader, maxBytes int64) (io.ReadCloser, error) {
-	zr, err := decompress(name, r)
+// decompressed data fails with errTooLarge.
+func decompress(name string, r io.Reader, maxBytes int64) (io.ReadCloser, error) {
+	zr, err := decompressor(name, r)
 	if err != nil {
 		return nil, err
 	}
@@ -53,7 +43,7 @@ func (l *limitedReadCloser) Read(p []byte) (int, error) {
 		var one [1]byte
 		n, err := l.rc.Read(one[:])
 		if n > 0 {
-			return 0, fmt.Errorf("%s: %w", l.name, ErrTooLarge)
+			return 0, fmt.Errorf("%s: %w", l.name, errTooLarge)
 		}
 		return 0, err
 	}
@@ -67,9 +57,8 @@ func (l *limitedReadCloser) Read(p []byte) (int, error) {
 
 func (l *limitedReadCloser) Close() error { return l.rc.Close() }
 
-func decompress(name string, r io.Reader) (io.ReadCloser, error) {
-	_, ext := splitCompression(name)
-	switch ext {
+func decompressor(name string, r io.Reader) (io.ReadCloser, error) {
+	switch path.Ext(name) {
 	case ".gz":
 		zr, err := gzip.NewReader(r)
 		if err != nil {

@@ -1,0 +1,84 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/warren-cache/warren/debian"
+)
+
+func TestDecompress(t *testing.T) {
+	want, err := os.ReadFile("testdata/Packages")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"Packages", "Packages.gz", "Packages.xz", "Packages.bz2"} {
+		t.Run(name, func(t *testing.T) {
+			f, err := os.Open("testdata/" + name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			r, err := decompress(name, f, maxIndexBytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			got, err := io.ReadAll(r)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("decompressed %d bytes, err %v; want the plain file", len(got), err)
+			}
+		})
+	}
+}
+
+func TestDecompressCorrupt(t *testing.T) {
+	for _, name := range []string{"Packages.gz", "Packages.xz"} {
+		if _, err := decompress(name, strings.NewReader("not compressed at all"), maxIndexBytes); err == nil {
+			t.Errorf("%s: no error for a corrupt stream", name)
+		}
+	}
+}
+
+func TestDecompressLimit(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(make([]byte, 1<<20))
+	zw.Close()
+	for _, tt := range []struct {
+		limit   int64
+		wantErr bool
+	}{{1 << 20, false}, {1<<20 - 1, true}} {
+		r, err := decompress("Packages.gz", bytes.NewReader(gz.Bytes()), tt.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, r)
+		if tt.wantErr != errors.Is(err, errTooLarge) {
+			t.Errorf("limit %d: read %d bytes, err %v", tt.limit, n, err)
+		}
+	}
+}
+
+// FuzzDecompressPackages feeds compressed garbage through the decompressors
+// and the Packages parser: errors are fine, panics and hangs are not.
+func FuzzDecompressPackages(f *testing.F) {
+	for _, name := range []string{"Packages.gz", "Packages.xz", "Packages.bz2"} {
+		if b, err := os.ReadFile("testdata/" + name); err == nil {
+			f.Add(name, b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, name string, data []byte) {
+		r, err := decompress(name, bytes.NewReader(data), 4<<20) // small, to keep fuzzing fast
+		if err != nil {
+			return
+		}
+		defer r.Close()
+		_ = debian.ParsePackages(r, func(debian.Package) error { return nil })
+	})
+}
