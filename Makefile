@@ -10,8 +10,10 @@ CACHE_DIR ?= /var/cache/warren
 LISTEN ?= :3142
 ARGS ?=
 FUZZTIME ?= 15s
-# Debian packages the end-to-end tests drive: apt-ftparchive, dpkg-deb, gpg, xz.
-TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates
+# Debian packages the end-to-end tests drive: apt-ftparchive, dpkg-deb, gpg, xz,
+# dnf with its download plugin, createrepo_c, rpmbuild.
+TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates \
+	dnf dnf-plugins-core createrepo-c rpm
 
 .PHONY: all build run test test-deps check-go lint vet fuzz bench clean
 

@@ -16,12 +16,15 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/rpm"
 )
 
 // plan is what the URL says about how to serve it.
 type plan struct {
 	url  string // upstream URL; the index key
-	kind debian.Kind
+	kind string // what the ecosystem calls it, for the log
+	// passThrough: never cache (mirror lists, metalinks).
+	passThrough bool
 	// digest is set when metadata (or the by-hash path) says what the bytes
 	// must hash to: the blob is filled by digest and verified.
 	digest cachestore.Digest
@@ -36,6 +39,8 @@ type plan struct {
 const (
 	metaRelease  = "release"
 	metaPackages = "packages"
+	metaRepomd   = "repomd"
+	metaPrimary  = "primary"
 )
 
 // serveCache serves a GET or HEAD for target: the whole story of a request.
@@ -51,7 +56,7 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.
 		s.fail(rw, r, p, err)
 	}
 	s.log.Info("request",
-		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind.String()),
+		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind),
 		slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
 		slog.Duration("took", s.now().Sub(start)), slog.String("client", r.RemoteAddr))
 	if err != nil && midBody {
@@ -63,20 +68,28 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.
 }
 
 func (s *Server) plan(u *url.URL) plan {
-	p := plan{url: u.String(), kind: debian.Classify(u.Path), size: -1}
-	switch p.kind {
+	p := plan{url: u.String(), kind: "other", size: -1}
+	if k := debian.Classify(u.Path); k != debian.KindOther {
+		s.planDebian(&p, u, k)
+	} else if k := rpm.Classify(u.Host, u.Path); k != rpm.KindOther {
+		s.planRPM(&p, u, k)
+	}
+	return p
+}
+
+func (s *Server) planDebian(p *plan, u *url.URL, k debian.Kind) {
+	p.kind = k.String()
+	switch k {
 	case debian.KindByHash:
 		p.digest = cachestore.Digest{Algo: "sha256", Hex: debian.ByHashDigest(u.Path)}
-		if k, err := s.store.Known(p.url); err == nil && k.Digest == p.digest {
-			p.size = k.Size
-			if debian.IsPackagesIndex(k.Name) {
-				p.meta, p.metaName = metaPackages, k.Name
+		if known, err := s.store.Known(p.url); err == nil && known.Digest == p.digest {
+			p.size = known.Size
+			if debian.IsPackagesIndex(known.Name) {
+				p.meta, p.metaName = metaPackages, known.Name
 			}
 		}
 	case debian.KindPackage:
-		if k, err := s.store.Known(p.url); err == nil {
-			p.digest, p.size = k.Digest, k.Size
-		}
+		s.useKnown(p)
 	case debian.KindRelease:
 		p.meta, p.metaName = metaRelease, path.Base(u.Path)
 	case debian.KindIndex:
@@ -84,11 +97,38 @@ func (s *Server) plan(u *url.URL) plan {
 			p.meta, p.metaName = metaPackages, path.Base(u.Path)
 		}
 	}
-	return p
+}
+
+func (s *Server) planRPM(p *plan, u *url.URL, k rpm.Kind) {
+	p.kind = k.String()
+	switch k {
+	case rpm.KindPackage:
+		s.useKnown(p)
+	case rpm.KindRepomd:
+		p.meta, p.metaName = metaRepomd, path.Base(u.Path)
+	case rpm.KindMetadata:
+		// Named by their checksum, listed in repomd.xml: immutable once known.
+		s.useKnown(p)
+		if rpm.IsPrimary(u.Path) {
+			p.meta, p.metaName = metaPrimary, path.Base(u.Path)
+		}
+	case rpm.KindMirrorList:
+		p.passThrough = true
+	}
+}
+
+// useKnown takes the digest metadata recorded for the URL, if any.
+func (s *Server) useKnown(p *plan) {
+	if k, err := s.store.Known(p.url); err == nil {
+		p.digest, p.size = k.Digest, k.Size
+	}
 }
 
 // serve returns the outcome for the log, or an error for fail to answer.
 func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
+	if p.passThrough {
+		return "pass", s.passThrough(w, r, p, 0)
+	}
 	if !p.digest.IsZero() {
 		return s.serveDigest(w, r, p)
 	}
@@ -338,13 +378,17 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 
 func contentType(p plan) string {
 	switch {
-	case p.kind == debian.KindPackage:
+	case p.kind == debian.KindPackage.String():
 		return "application/vnd.debian.binary-package"
+	case p.kind == rpm.KindPackage.String():
+		return "application/x-rpm"
 	case strings.HasSuffix(p.url, ".gz"):
 		return "application/gzip"
 	case strings.HasSuffix(p.url, ".xz"):
 		return "application/x-xz"
-	case p.kind == debian.KindRelease, p.kind == debian.KindReleaseSignature, p.kind == debian.KindIndex:
+	case strings.HasSuffix(p.url, ".xml"):
+		return "text/xml"
+	case p.kind != "other":
 		return "text/plain; charset=utf-8"
 	}
 	return "application/octet-stream"

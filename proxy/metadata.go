@@ -7,9 +7,11 @@ import (
 	"log/slog"
 	"net/url"
 	"path"
+	"strings"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/rpm"
 )
 
 // metaParser parses repository metadata as its bytes pass through a fill:
@@ -91,6 +93,31 @@ func parseMeta(p plan, r io.Reader, facts map[string]cachestore.Known) error {
 			facts[root+pkg.Filename] = cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: pkg.SHA256}, Size: pkg.Size}
 			return nil
 		})
+	case metaRepomd:
+		data, err := rpm.ParseRepomd(r)
+		if err != nil {
+			return err
+		}
+		base := origin + rpm.RepoBase(u.Path)
+		for _, d := range data {
+			facts[base+d.Href] = cachestore.Known{Digest: cachestore.Digest{Algo: d.Checksum.Algo, Hex: d.Checksum.Hex}, Size: d.Size, Name: d.Type}
+		}
+		return nil
+	case metaPrimary:
+		zr, err := decompress(p.metaName, r, maxIndexBytes)
+		if err != nil {
+			return err
+		}
+		defer zr.Close()
+		root := origin + rpm.RepoBase(u.Path)
+		return rpm.ParsePrimary(zr, func(pkg rpm.Package) error {
+			base := root
+			if pkg.Base != "" {
+				base = strings.TrimSuffix(pkg.Base, "/") + "/"
+			}
+			facts[base+pkg.Href] = cachestore.Known{Digest: cachestore.Digest{Algo: pkg.Checksum.Algo, Hex: pkg.Checksum.Hex}, Size: pkg.Size}
+			return nil
+		})
 	}
 	return fmt.Errorf("no parser for metadata kind %q", p.meta)
 }
@@ -104,8 +131,9 @@ func (s *Server) recordFacts(p plan, got cachestore.Digest, parseErr error, fact
 			slog.String("url", p.url), slog.Any("err", parseErr))
 		return
 	}
-	if p.meta == metaPackages && p.digest.IsZero() {
-		if k, err := s.store.Known(p.url); err == nil && k.Digest != got {
+	// An index fetched by URL must be the one its parent metadata names.
+	if p.digest.IsZero() {
+		if k, err := s.store.Known(p.url); err == nil && k.Digest.Algo == got.Algo && k.Digest != got {
 			s.log.Warn("index does not match its Release (mirror mid-sync?); its hashes are not recorded",
 				slog.String("url", p.url), slog.String("release_says", k.Digest.String()), slog.String("actual", got.String()))
 			return

@@ -26,7 +26,7 @@ func requireTools(t testing.TB, tools ...string) {
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("WARREN_E2E") == "1" {
-				t.Fatalf("%s not found; `make test` installs it (apt-get install apt-utils gnupg dpkg-dev)", tool)
+				t.Fatalf("%s not found; `make test` installs it (see TEST_DEBS in the Makefile)", tool)
 			}
 			t.Skipf("%s not found (run `make test` to install the end-to-end tools)", tool)
 		}

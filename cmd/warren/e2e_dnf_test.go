@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// buildRPMRepo makes two small rpms with rpmbuild and a repository with
+// createrepo_c; it returns the repository root and each rpm's sha256.
+func buildRPMRepo(t *testing.T, base string) (string, map[string]string) {
+	t.Helper()
+	top := filepath.Join(base, "rpmbuild")
+	repo := filepath.Join(base, "rpmrepo")
+	os.MkdirAll(filepath.Join(repo, "Packages"), 0o755)
+	sums := map[string]string{}
+	for i, name := range []string{"warren-e2e-hello", "warren-e2e-world"} {
+		payload := filepath.Join(base, name+".bin")
+		r := rand.New(rand.NewPCG(uint64(i+10), 7))
+		b := make([]byte, 256<<10)
+		for j := range b {
+			b[j] = byte(r.UintN(256))
+		}
+		os.WriteFile(payload, b, 0o644)
+		spec := filepath.Join(base, name+".spec")
+		os.WriteFile(spec, []byte(fmt.Sprintf(`Name: %s
+Version: 1.0
+Release: 1
+Summary: warren end-to-end test package
+License: MIT
+BuildArch: noarch
+AutoReqProv: no
+%%description
+warren end-to-end test package.
+%%install
+mkdir -p %%{buildroot}/usr/share/%s
+cp %s %%{buildroot}/usr/share/%s/payload.bin
+%%files
+/usr/share/%s/payload.bin
+`, name, name, payload, name, name)), 0o644)
+		run(t, base, nil, "rpmbuild", "--define", "_topdir "+top, "--define", "__gpg /usr/bin/gpg", "--nodeps", "-bb", spec)
+		rpmFile := filepath.Join(top, "RPMS", "noarch", name+"-1.0-1.noarch.rpm")
+		dst := filepath.Join(repo, "Packages", filepath.Base(rpmFile))
+		if err := os.Rename(rpmFile, dst); err != nil {
+			t.Fatal(err)
+		}
+		sums["/Packages/"+filepath.Base(rpmFile)] = sha256File(t, dst)
+	}
+	run(t, base, nil, "createrepo_c", repo)
+	return repo, sums
+}
+
+// dnfClient is dnf with private state: config, repos, cache and installroot
+// are all under dir, so the host's dnf state is never touched.
+func dnfRun(t *testing.T, base, name, repoURL, proxyURL string, args ...string) string {
+	t.Helper()
+	dir := filepath.Join(base, name)
+	for _, d := range []string{"repos.d", "cache", "root", "dl"} {
+		os.MkdirAll(filepath.Join(dir, d), 0o755)
+	}
+	conf := filepath.Join(dir, "dnf.conf")
+	os.WriteFile(conf, []byte("[main]\ngpgcheck=0\nkeepcache=0\ninstall_weak_deps=0\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "repos.d", "e2e.repo"), []byte(fmt.Sprintf(
+		"[warren-e2e]\nname=warren e2e\nbaseurl=%s/\nenabled=1\ngpgcheck=0\nrepo_gpgcheck=0\nmetadata_expire=0\n", repoURL)), 0o644)
+	full := []string{
+		"-c", conf, "--installroot=" + filepath.Join(dir, "root"), "--releasever=12",
+		"--setopt=reposdir=" + filepath.Join(dir, "repos.d"),
+		"--setopt=cachedir=" + filepath.Join(dir, "cache"),
+		"--disableplugin=local,generate_completion_cache",
+		"--setopt=proxy=" + proxyURL, "-y",
+	}
+	return run(t, dir, nil, "dnf", append(full, args...)...)
+}
+
+// TestDnfThroughWarren drives the real dnf through the real warren binary:
+// a second client with fresh state gets both rpms from the cache.
+func TestDnfThroughWarren(t *testing.T) {
+	requireTools(t, "dnf", "createrepo_c", "rpmbuild")
+	base := t.TempDir()
+	t.Setenv("GNUPGHOME", filepath.Join(base, "gnupg"))
+	t.Cleanup(func() { run(t, base, nil, "gpgconf", "--kill", "gpg-agent") })
+	repo, sums := buildRPMRepo(t, base)
+	up := serveDir(t, repo)
+	proxyURL, _, logs := startWarren(t, "--cache-dir", filepath.Join(base, "cache"), "--log-level", "debug")
+
+	for _, client := range []string{"dnf1", "dnf2"} {
+		dl := filepath.Join(base, client, "dl")
+		dnfRun(t, base, client, up.URL, proxyURL, "download", "--destdir="+dl, "warren-e2e-hello", "warren-e2e-world")
+		for path, sum := range sums {
+			if got := sha256File(t, filepath.Join(dl, filepath.Base(path))); got != sum {
+				t.Fatalf("%s %s: sha256 %s, want %s", client, path, got, sum)
+			}
+			if n := up.count(path); n != 1 {
+				t.Fatalf("after %s, upstream GETs of %s = %d, want 1", client, path, n)
+			}
+		}
+	}
+	for path := range sums {
+		hit := fmt.Sprintf("url=%s%s kind=rpm-package hash_known=true outcome=hit", up.URL, path)
+		if !strings.Contains(logs.String(), hit) {
+			t.Fatalf("warren's log has no line with %q", hit)
+		}
+	}
+}
