@@ -66,6 +66,9 @@ type Known struct {
 	// "main/binary-amd64/Packages.xz"), kept for index files so that a
 	// by-hash URL can be parsed as what it is.
 	Name string `json:"name,omitempty"`
+	// Source is where upstream serves the bytes, when that is not the URL
+	// the fact is recorded under (a NuGet package's content src).
+	Source string `json:"source,omitempty"`
 }
 
 // Cached is a URL cached by URL: its bytes are the blob Digest (sha256

@@ -45,9 +45,13 @@ const (
 
 // serveCache serves a GET or HEAD for target: the whole story of a request.
 func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL) {
+	s.servePlan(w, r, s.plan(target))
+}
+
+// servePlan serves a request as p says, answers errors and logs it once.
+func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 	start := s.now()
 	rw := &respWriter{ResponseWriter: w}
-	p := s.plan(target)
 	outcome, err := s.serve(rw, r, p)
 	midBody := rw.wrote
 	if err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/elazarl/goproxy"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/chocolatey"
 )
 
 // Store is what the proxy needs of the cache.
@@ -52,6 +53,10 @@ type Config struct {
 	// StallTimeout aborts an upstream transfer that sends nothing for this
 	// long (default 60s).
 	StallTimeout time.Duration
+	// ChocolateyFeeds maps a feed name to its upstream NuGet v2 base URL;
+	// "" is the default feed at /chocolatey/api/v2/, others are served at
+	// /chocolatey/<name>/api/v2/.
+	ChocolateyFeeds map[string]string
 	// Transport reaches upstream; nil builds one with timeouts and no proxy.
 	Transport http.RoundTripper
 	Logger    *slog.Logger
@@ -110,6 +115,18 @@ func New(cfg Config, store Store) (*Server, error) {
 	if cfg.StallTimeout == 0 {
 		cfg.StallTimeout = 60 * time.Second
 	}
+	feeds := map[string]string{}
+	for name, u := range cfg.ChocolateyFeeds {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return nil, fmt.Errorf("chocolatey feed %q: upstream %q is not an http(s) URL", name, u)
+		}
+		if name != "" && !chocolatey.ValidID(name) {
+			return nil, fmt.Errorf("chocolatey feed name %q: use letters, digits, '.', '-', '_'", name)
+		}
+		feeds[name] = strings.TrimSuffix(u, "/") + "/"
+	}
+	cfg.ChocolateyFeeds = feeds
 	if len(cfg.AllowClients) == 0 {
 		nets, err := LocalNetworks()
 		if err != nil {
@@ -204,6 +221,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.via) }) {
 		http.Error(w, "warren: request loop: this request already passed through this warren", http.StatusLoopDetected)
+		return
+	}
+	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, chocoPrefix) {
+		s.serveChocolatey(w, r)
 		return
 	}
 	if r.Method == http.MethodConnect {

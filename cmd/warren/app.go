@@ -104,11 +104,12 @@ func serve(ctx context.Context, cfg config) error {
 	}
 	defer store.Close()
 	px, err := proxy.New(proxy.Config{
-		AllowClients: cfg.allowClients,
-		ConnectPorts: cfg.ConnectPorts,
-		IndexTTL:     cfg.IndexTTL.Duration,
-		NegativeTTL:  cfg.NegativeTTL.Duration,
-		Logger:       log,
+		AllowClients:    cfg.allowClients,
+		ConnectPorts:    cfg.ConnectPorts,
+		IndexTTL:        cfg.IndexTTL.Duration,
+		NegativeTTL:     cfg.NegativeTTL.Duration,
+		ChocolateyFeeds: cfg.chocolateyFeeds(),
+		Logger:          log,
 	}, store)
 	if err != nil {
 		return err

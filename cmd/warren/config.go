@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -17,6 +18,8 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
+
+	"github.com/warren-cache/warren/chocolatey"
 )
 
 const defaultConfigFile = "/etc/warren/warren.yaml"
@@ -32,14 +35,22 @@ type config struct {
 	IndexTTL     duration `yaml:"index_ttl"`
 	NegativeTTL  duration `yaml:"negative_ttl"`
 	DiskMinFree  string   `yaml:"disk_min_free"`
+	Chocolatey   struct {
+		// Upstream is the default feed's NuGet v2 URL, served at /chocolatey/api/v2/.
+		Upstream string `yaml:"upstream"`
+		// Feeds are more named feeds, served at /chocolatey/<name>/api/v2/.
+		Feeds map[string]string `yaml:"feeds"`
+	} `yaml:"chocolatey"`
 
 	logLevel     slog.Level
 	allowClients []netip.Prefix
 	diskMinFree  sizeOrPercent
 }
 
+const defaultChocolateyUpstream = "https://community.chocolatey.org/api/v2/"
+
 func defaults() config {
-	return config{
+	cfg := config{
 		Listen:       ":3142",
 		CacheDir:     "/var/cache/warren",
 		LogLevel:     "info",
@@ -48,6 +59,8 @@ func defaults() config {
 		NegativeTTL:  duration{30 * time.Second},
 		DiskMinFree:  "1GB",
 	}
+	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
+	return cfg
 }
 
 func settingFlags() []cli.Flag {
@@ -60,6 +73,7 @@ func settingFlags() []cli.Flag {
 		&cli.IntSliceFlag{Name: "connect-port", Usage: "port CONNECT may tunnel to, repeatable (default 443)", EnvVars: []string{"WARREN_CONNECT_PORTS"}},
 		&cli.StringFlag{Name: "index-ttl", Usage: "how long Release/Packages are served before asking upstream again (default 5s)", EnvVars: []string{"WARREN_INDEX_TTL"}},
 		&cli.StringFlag{Name: "negative-ttl", Usage: "how long an upstream 404 is remembered, 0 for not at all (default 30s)", EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
+		&cli.StringFlag{Name: "chocolatey-upstream", Usage: "NuGet v2 feed behind /chocolatey/api/v2/ (default " + defaultChocolateyUpstream + ")", EnvVars: []string{"WARREN_CHOCOLATEY_UPSTREAM"}},
 		&cli.StringFlag{Name: "disk-min-free", Usage: "free space fills must leave, e.g. 5GB or 10% (default 1GB)", EnvVars: []string{"WARREN_DISK_MIN_FREE"}},
 	}
 }
@@ -90,6 +104,7 @@ func loadConfig(c *cli.Context) (config, error) {
 	str("cache-dir", &cfg.CacheDir)
 	str("log-level", &cfg.LogLevel)
 	str("disk-min-free", &cfg.DiskMinFree)
+	str("chocolatey-upstream", &cfg.Chocolatey.Upstream)
 	if c.IsSet("allow-client") {
 		cfg.AllowClients = c.StringSlice("allow-client")
 	}
@@ -155,7 +170,28 @@ func (cfg *config) check() error {
 		return fmt.Errorf("disk_min_free: %w", err)
 	}
 	cfg.diskMinFree = v
+	for name, u := range cfg.chocolateyFeeds() {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			if name == "" {
+				return fmt.Errorf("chocolatey.upstream %q: want an http(s) URL such as %s", u, defaultChocolateyUpstream)
+			}
+			return fmt.Errorf("chocolatey.feeds.%s %q: want an http(s) URL", name, u)
+		}
+		if name != "" && !chocolatey.ValidID(name) {
+			return fmt.Errorf("chocolatey.feeds: feed name %q: use letters, digits, '.', '-', '_'", name)
+		}
+	}
 	return nil
+}
+
+// chocolateyFeeds is the default feed ("") and the named ones.
+func (cfg *config) chocolateyFeeds() map[string]string {
+	feeds := map[string]string{"": cfg.Chocolatey.Upstream}
+	for name, u := range cfg.Chocolatey.Feeds {
+		feeds[name] = u
+	}
+	return feeds
 }
 
 // duration reads and writes "5s" in YAML.

@@ -21,6 +21,11 @@ func runApp(t *testing.T, args ...string) (string, error) {
 
 func TestConfigPrecedence(t *testing.T) {
 	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
 	file := filepath.Join(dir, "warren.yaml")
 	os.WriteFile(file, []byte("listen: 127.0.0.1:4000\ncache_dir: /from/file\nindex_ttl: 9s\nallow_clients: [10.0.0.0/8]\n"), 0o644)
 	tests := []struct {
@@ -34,6 +39,8 @@ func TestConfigPrecedence(t *testing.T) {
 		{"env over file", map[string]string{"WARREN_CACHE_DIR": "/from/env"}, []string{"--config", file}, []string{"cache_dir: /from/env", "listen: 127.0.0.1:4000"}},
 		{"flag over env", map[string]string{"WARREN_CACHE_DIR": "/from/env"}, []string{"--config", file, "--cache-dir", "/from/flag", "--index-ttl", "1m"}, []string{"cache_dir: /from/flag", "index_ttl: 1m0s"}},
 		{"config file from env", map[string]string{"WARREN_CONFIG": file}, nil, []string{"listen: 127.0.0.1:4000"}},
+		{"chocolatey feeds", nil, []string{"--config", write("choco.yaml", "chocolatey:\n  upstream: http://proget:8624/nuget/choco/\n  feeds:\n    internal: http://proget:8624/nuget/internal/\n")},
+			[]string{"upstream: http://proget:8624/nuget/choco/", "internal: http://proget:8624/nuget/internal/"}},
 	}
 	os.WriteFile(filepath.Join(dir, "empty.yaml"), nil, 0o644)
 	for _, tt := range tests {
@@ -79,6 +86,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad log level", []string{"config", "check", "--log-level", "loud"}, "log_level"},
 		{"bad size", []string{"config", "check", "--disk-min-free", "lots"}, "disk_min_free"},
 		{"serve with an argument", []string{"serve", "extra"}, "no arguments"},
+		{"bad chocolatey upstream", []string{"config", "check", "--chocolatey-upstream", "ftp://x/"}, "chocolatey.upstream"},
+		{"bad feed name", []string{"config", "check", "--config", write("feed.yaml", "chocolatey:\n  feeds:\n    ../x: http://proget/nuget/\n")}, "feed name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

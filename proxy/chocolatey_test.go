@@ -1,0 +1,321 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/sha512"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// nugetFeed is a real HTTP server speaking NuGet v2 OData the way the
+// Chocolatey community repository does: absolute links on its own base,
+// Id in the properties, a download URL that redirects to a CDN path.
+type nugetFeed struct {
+	*httptest.Server
+	mu    sync.Mutex // guards pkgs, gets
+	pkgs  map[string][]byte // "id/version" -> nupkg bytes
+	gets  map[string]int    // path -> requests
+	order []string          // versions of "tool", newest first
+}
+
+func newNugetFeed(t *testing.T) *nugetFeed {
+	f := &nugetFeed{pkgs: map[string][]byte{}, gets: map[string]int{}}
+	f.pkgs["tool/2.0.0"] = randomBytes(80000, 21)
+	f.pkgs["tool/1.0.0"] = randomBytes(60000, 22)
+	f.order = []string{"2.0.0", "1.0.0"}
+	f.Server = httptest.NewServer(http.HandlerFunc(f.serve))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *nugetFeed) base() string { return f.URL + "/api/v2/" }
+
+func (f *nugetFeed) count(path string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.gets[path]
+}
+
+func (f *nugetFeed) entry(id, version string, root bool) string {
+	f.mu.Lock()
+	body := f.pkgs[id+"/"+version]
+	f.mu.Unlock()
+	sum := sha512.Sum512(body)
+	ns := ""
+	if root {
+		ns = fmt.Sprintf(` xml:base="%s" xmlns="http://www.w3.org/2005/Atom" xmlns:d="http://schemas.microsoft.com/ado/2007/08/dataservices" xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"`, f.base())
+	}
+	return fmt.Sprintf(`<entry%s>
+    <id>%sPackages(Id='%s',Version='%s')</id>
+    <title type="text">The Tool</title>
+    <link rel="edit-media" title="V2FeedPackage" href="Packages(Id='%s',Version='%s')/$value" />
+    <content type="application/zip" src="%spackage/%s/%s" />
+    <m:properties>
+      <d:Id>%s</d:Id>
+      <d:Version>%s</d:Version>
+      <d:PackageHash>%s</d:PackageHash>
+      <d:PackageHashAlgorithm>SHA512</d:PackageHashAlgorithm>
+      <d:PackageSize m:type="Edm.Int64">%d</d:PackageSize>
+    </m:properties>
+  </entry>`, ns, f.base(), id, version, id, version, f.base(), id, version, id, version,
+		base64.StdEncoding.EncodeToString(sum[:]), len(body))
+}
+
+func (f *nugetFeed) page(title string, entries []string, next string) string {
+	link := ""
+	if next != "" {
+		link = fmt.Sprintf(`<link rel="next" href="%s%s" />`, f.base(), strings.ReplaceAll(next, "&", "&amp;"))
+	}
+	return fmt.Sprintf(`<?xml version="1.0" encoding="utf-8"?>
+<feed xml:base="%s" xmlns="http://www.w3.org/2005/Atom" xmlns:d="http://schemas.microsoft.com/ado/2007/08/dataservices" xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata">
+  <id>%s%s</id>
+  <title type="text">%s</title>
+  <link rel="self" title="%s" href="%s" />
+  %s
+  %s
+</feed>`, f.base(), f.base(), title, title, title, title, strings.Join(entries, "\n  "), link)
+}
+
+var (
+	reByID     = regexp.MustCompile(`^/api/v2/Packages\(Id='([^']+)',Version='([^']+)'\)$`)
+	rePackage  = regexp.MustCompile(`^/api/v2/package/([^/]+)/([^/]+)$`)
+	reCDN      = regexp.MustCompile(`^/cdn/([^/]+?)\.([0-9][0-9.]*)\.nupkg$`)
+	atomHeader = "application/atom+xml;type=feed;charset=utf-8"
+)
+
+func (f *nugetFeed) serve(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.gets[r.URL.Path]++
+	f.mu.Unlock()
+	q := r.URL.Query()
+	switch p := r.URL.Path; {
+	case p == "/api/v2/" || p == "/api/v2":
+		w.Header().Set("Content-Type", "application/xml;charset=utf-8")
+		fmt.Fprintf(w, `<?xml version="1.0" encoding="utf-8"?><service xml:base="%s" xmlns="http://www.w3.org/2007/app" xmlns:atom="http://www.w3.org/2005/Atom"><workspace><atom:title>Default</atom:title><collection href="Packages"><atom:title>Packages</atom:title></collection></workspace></service>`, f.base())
+	case p == "/api/v2/$metadata":
+		w.Header().Set("Content-Type", "application/xml;charset=utf-8")
+		io.WriteString(w, `<?xml version="1.0" encoding="utf-8"?><edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx"><edmx:DataServices/></edmx:Edmx>`)
+	case p == "/api/v2/Packages()" && strings.Contains(q.Get("$filter"), "IsLatestVersion"):
+		w.Header().Set("Content-Type", atomHeader)
+		io.WriteString(w, f.page("Packages", []string{f.entry("tool", f.order[0], false)}, ""))
+	case p == "/api/v2/FindPackagesById()":
+		w.Header().Set("Content-Type", atomHeader)
+		if q.Get("$skiptoken") == "" {
+			io.WriteString(w, f.page("FindPackagesById", []string{f.entry("tool", "2.0.0", false)}, "FindPackagesById()?id='tool'&semVerLevel=2.0.0&$skiptoken='tool','2.0.0'"))
+		} else {
+			io.WriteString(w, f.page("FindPackagesById", []string{f.entry("tool", "1.0.0", false)}, ""))
+		}
+	case p == "/api/v2/Search()":
+		w.Header().Set("Content-Type", atomHeader)
+		io.WriteString(w, f.page("Search", []string{f.entry("tool", f.order[0], false)}, ""))
+	case reByID.MatchString(p):
+		m := reByID.FindStringSubmatch(p)
+		if _, ok := f.pkgs[m[1]+"/"+m[2]]; !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/atom+xml;type=entry;charset=utf-8")
+		io.WriteString(w, `<?xml version="1.0" encoding="utf-8"?>`+f.entry(m[1], m[2], true))
+	case rePackage.MatchString(p):
+		m := rePackage.FindStringSubmatch(p)
+		http.Redirect(w, r, "/cdn/"+m[1]+"."+m[2]+".nupkg", http.StatusFound)
+	case reCDN.MatchString(p):
+		m := reCDN.FindStringSubmatch(p)
+		f.mu.Lock()
+		body, ok := f.pkgs[m[1]+"/"+m[2]]
+		f.mu.Unlock()
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/zip")
+		w.Write(body)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// chocoClient makes exactly the requests choco 2.x makes for
+// `choco install tool` (from its source: service document, $metadata, the
+// latest-version filter, FindPackagesById, the package's entry, its content
+// src) and `choco search tool` (Search()).
+type chocoClient struct {
+	t    *testing.T
+	base string // the feed as choco is told: http://warren/chocolatey/api/v2/
+	hc   *http.Client
+}
+
+func (c *chocoClient) get(u string) (*http.Response, []byte) {
+	c.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("User-Agent", "Chocolatey Command Line/2.2.2")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatalf("GET %s: %v", u, err)
+	}
+	return resp, b
+}
+
+var reSrc = regexp.MustCompile(`<content type="application/zip" src="([^"]+)"`)
+var reNext = regexp.MustCompile(`<link rel="next" href="([^"]+)"`)
+
+// install runs choco's calls and returns the downloaded package.
+func (c *chocoClient) install(upstream string) []byte {
+	c.t.Helper()
+	pages := []string{
+		"",
+		"$metadata",
+		"Packages()?$filter=(tolower(Id)%20eq%20'tool')%20and%20IsLatestVersion&semVerLevel=2.0.0",
+		"FindPackagesById()?id='tool'&semVerLevel=2.0.0",
+		"Search()?$filter=IsLatestVersion&searchTerm='tool'&targetFramework=''&includePrerelease=false&$skip=0&$top=30&semVerLevel=2.0.0",
+	}
+	var findPage []byte
+	for _, p := range pages {
+		resp, body := c.get(c.base + p)
+		if resp.StatusCode != 200 {
+			c.t.Fatalf("%s: status %d: %s", p, resp.StatusCode, body)
+		}
+		if strings.Contains(string(body), upstream) {
+			c.t.Fatalf("%s: answer still names the upstream %s:\n%s", p, upstream, body)
+		}
+		if strings.HasPrefix(p, "FindPackagesById") {
+			findPage = body
+		}
+	}
+	// Paging: the next link points here and leads to the older version.
+	next := reNext.FindSubmatch(findPage)
+	if next == nil || !strings.HasPrefix(string(next[1]), c.base) {
+		c.t.Fatalf("next link not rewritten to the feed: %q", next)
+	}
+	_, page2 := c.get(strings.ReplaceAll(string(next[1]), "&amp;", "&"))
+	if !strings.Contains(string(page2), "1.0.0") {
+		c.t.Fatalf("second page lacks 1.0.0:\n%s", page2)
+	}
+	_, entry := c.get(c.base + "Packages(Id='tool',Version='2.0.0')")
+	src := reSrc.FindSubmatch(entry)
+	if src == nil || !strings.HasPrefix(string(src[1]), c.base) {
+		c.t.Fatalf("content src not rewritten to the feed: %q\n%s", src, entry)
+	}
+	resp, nupkg := c.get(string(src[1]))
+	if resp.StatusCode != 200 {
+		c.t.Fatalf("download: status %d: %s", resp.StatusCode, nupkg)
+	}
+	return nupkg
+}
+
+func newChocoHarness(t *testing.T, feed *nugetFeed) *harness {
+	return newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+		c.ChocolateyFeeds = map[string]string{"": feed.base(), "internal": feed.base()}
+	})
+}
+
+func TestChocolateyFeed(t *testing.T) {
+	feed := newNugetFeed(t)
+	h := newChocoHarness(t, feed)
+	for _, base := range []string{h.front.URL + "/chocolatey/api/v2/", h.front.URL + "/chocolatey/internal/api/v2/"} {
+		c := &chocoClient{t: t, base: base, hc: &http.Client{}}
+		for i := range 2 {
+			got := c.install(feed.URL)
+			if !bytes.Equal(got, feed.pkgs["tool/2.0.0"]) {
+				t.Fatalf("%s run %d: downloaded %d bytes, not the package", base, i, len(got))
+			}
+		}
+	}
+	// Both feeds name the same bytes: one blob, one upstream download.
+	if n := feed.count("/cdn/tool.2.0.0.nupkg"); n != 1 {
+		t.Fatalf("upstream downloads of the nupkg: %d, want 1", n)
+	}
+}
+
+func TestChocolateyDownloadWithoutMetadataFirst(t *testing.T) {
+	feed := newNugetFeed(t)
+	h := newChocoHarness(t, feed)
+	c := &chocoClient{t: t, base: h.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+	for range 2 {
+		resp, body := c.get(c.base + "package/tool/1.0.0")
+		if resp.StatusCode != 200 || !bytes.Equal(body, feed.pkgs["tool/1.0.0"]) {
+			t.Fatalf("status %d, %d bytes", resp.StatusCode, len(body))
+		}
+	}
+	if n := feed.count("/cdn/tool.1.0.0.nupkg"); n != 1 {
+		t.Fatalf("upstream downloads %d, want 1", n)
+	}
+	if k, err := h.store.Known(chocoKey("", "tool", "1.0.0")); err != nil || k.Digest.Algo != "sha512" {
+		t.Fatalf("hash not learnt: %+v %v", k, err)
+	}
+}
+
+func TestChocolateyWrongHash(t *testing.T) {
+	feed := newNugetFeed(t)
+	h := newChocoHarness(t, feed)
+	c := &chocoClient{t: t, base: h.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+	c.get(c.base + "Packages(Id='tool',Version='2.0.0')") // learn the hash
+	feed.mu.Lock()
+	good := feed.pkgs["tool/2.0.0"]
+	bad := bytes.Clone(good)
+	bad[100] ^= 1
+	feed.pkgs["tool/2.0.0"] = bad
+	feed.mu.Unlock()
+	req, _ := http.NewRequest(http.MethodGet, c.base+"package/tool/2.0.0", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		body, rerr := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if rerr == nil && resp.StatusCode == 200 {
+			t.Fatalf("a package that fails its PackageHash was served whole (%d bytes)", len(body))
+		}
+	}
+	sum := sha512.Sum512(bad)
+	if _, err := h.store.Stat(cachestore.Digest{Algo: "sha512", Hex: fmt.Sprintf("%x", sum)}); err == nil {
+		t.Fatal("bad package stored")
+	}
+}
+
+func TestChocolateyBadRequests(t *testing.T) {
+	feed := newNugetFeed(t)
+	h := newChocoHarness(t, feed)
+	tests := []struct {
+		path string
+		want int
+	}{
+		{"/chocolatey/api/v2/package/..%2f..%2fetc/1.0", http.StatusBadRequest},
+		{"/chocolatey/api/v2/package/tool/1.0;rm", http.StatusBadRequest},
+		{"/chocolatey/nosuchfeed/api/v2/", http.StatusNotFound},
+		{"/chocolatey/api/v3/index.json", http.StatusNotFound},
+		{"/chocolatey/api/v2/package/nosuch/1.0.0", http.StatusNotFound},
+	}
+	for _, tt := range tests {
+		resp, err := http.Get(h.front.URL + tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("%s: %d %q, want %d", tt.path, resp.StatusCode, body, tt.want)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPut, h.front.URL+"/chocolatey/api/v2/package", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("PUT: %d", resp.StatusCode)
+	}
+}
