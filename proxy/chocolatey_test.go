@@ -21,7 +21,7 @@ import (
 // Id in the properties, a download URL that redirects to a CDN path.
 type nugetFeed struct {
 	*httptest.Server
-	mu    sync.Mutex // guards pkgs, gets
+	mu    sync.Mutex        // guards pkgs, gets
 	pkgs  map[string][]byte // "id/version" -> nupkg bytes
 	gets  map[string]int    // path -> requests
 	order []string          // versions of "tool", newest first

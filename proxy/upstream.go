@@ -202,24 +202,25 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p p
 		f.Abort(fmt.Errorf("%w: %s: expected %s, got %s", cachestore.ErrDigestMismatch, p.url, p.digest, got))
 		return
 	}
-	// Record what the metadata says before the last byte goes to the
-	// clients: apt asks for the artifacts as soon as it has the index.
+	// Record what the metadata says, and the URL-cache entry, before the
+	// last byte goes to the clients: apt asks for the artifacts as soon as
+	// it has the index, and a client that has the file may ask again at once.
 	if parser != nil {
 		s.recordFacts(p, got, parser.finish(), parser.facts)
 	}
-	d, err := f.Commit(p.digest, size)
-	if err != nil {
-		s.log.Error("could not store a fill", slog.String("url", p.url), slog.Any("err", err))
-		return
-	}
 	if p.digest.IsZero() {
 		c := cachestore.Cached{
-			Digest: d, Size: written, ETag: meta["ETag"], LastModified: meta["Last-Modified"],
+			Digest: got, Size: written, ETag: meta["ETag"], LastModified: meta["Last-Modified"],
 			ContentType: meta["Content-Type"], Fetched: s.now(),
 		}
 		if err := s.store.PutCached(p.url, c); err != nil {
 			s.log.Warn("could not record a cached URL", slog.String("url", p.url), slog.Any("err", err))
 		}
+	}
+	d, err := f.Commit(got, size)
+	if err != nil {
+		s.log.Error("could not store a fill", slog.String("url", p.url), slog.Any("err", err))
+		return
 	}
 	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", d.String()), slog.Int64("bytes", written))
 }
