@@ -11,9 +11,9 @@ LISTEN ?= :3142
 ARGS ?=
 FUZZTIME ?= 15s
 # Debian packages the end-to-end tests drive: apt-ftparchive, dpkg-deb, gpg, xz,
-# dnf with its download plugin, createrepo_c, rpmbuild.
+# dnf with its download plugin, createrepo_c, rpmbuild, and NuGet.exe on mono.
 TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates \
-	dnf dnf-plugins-core createrepo-c rpm
+	dnf dnf-plugins-core createrepo-c rpm nuget
 
 .PHONY: all build run test test-deps check-go lint vet fuzz bench clean
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"archive/zip"
 	"bytes"
 	"crypto/sha512"
 	"encoding/base64"
@@ -8,6 +9,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -317,5 +321,65 @@ func TestChocolateyBadRequests(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Errorf("PUT: %d", resp.StatusCode)
+	}
+}
+
+// makeNupkg builds a real package: an OPC zip with a nuspec, as NuGet.exe
+// (System.IO.Packaging) requires.
+func makeNupkg(t *testing.T, id, version string, payload []byte) []byte {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	files := []struct{ name, body string }{
+		{"[Content_Types].xml", `<?xml version="1.0" encoding="utf-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml" /><Default Extension="nuspec" ContentType="application/octet" /><Default Extension="bin" ContentType="application/octet" /></Types>`},
+		{"_rels/.rels", `<?xml version="1.0" encoding="utf-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Type="http://schemas.microsoft.com/packaging/2010/07/manifest" Target="/` + id + `.nuspec" Id="R0" /></Relationships>`},
+		{id + ".nuspec", `<?xml version="1.0" encoding="utf-8"?><package xmlns="http://schemas.microsoft.com/packaging/2010/07/nuspec.xsd"><metadata><id>` + id + `</id><version>` + version + `</version><authors>warren</authors><description>warren test package</description></metadata></package>`},
+		{"tools/payload.bin", string(payload)},
+	}
+	for _, f := range files {
+		w, err := zw.Create(f.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, f.body)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestNuGetExeThroughFeed drives Debian's real NuGet.exe 2.8.7 (on mono)
+// against warren's feed: it resolves, downloads and unpacks the package,
+// and a second install with a fresh output directory is a cache hit.
+func TestNuGetExeThroughFeed(t *testing.T) {
+	if _, err := exec.LookPath("nuget"); err != nil {
+		if os.Getenv("WARREN_E2E") == "1" {
+			t.Fatal("nuget not found; `make test` installs Debian's nuget package")
+		}
+		t.Skip("nuget (Debian's NuGet.exe on mono) not installed")
+	}
+	feed := newNugetFeed(t)
+	payload := randomBytes(200000, 33)
+	feed.mu.Lock()
+	feed.pkgs["tool/2.0.0"] = makeNupkg(t, "tool", "2.0.0", payload)
+	feed.mu.Unlock()
+	h := newChocoHarness(t, feed)
+	home := t.TempDir()
+	for i := range 2 {
+		out := filepath.Join(t.TempDir(), "packages")
+		cmd := exec.CommandContext(t.Context(), "nuget", "install", "tool", "-Version", "2.0.0",
+			"-Source", h.front.URL+"/chocolatey/api/v2/", "-OutputDirectory", out, "-NonInteractive", "-NoCache")
+		cmd.Env = append(os.Environ(), "HOME="+home, "XDG_CONFIG_HOME="+filepath.Join(home, ".config"))
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("nuget install (run %d): %v\n%s", i+1, err, b)
+		}
+		got, err := os.ReadFile(filepath.Join(out, "tool.2.0.0", "tools", "payload.bin"))
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("run %d: unpacked payload: %d bytes, %v\nnuget said:\n%s", i+1, len(got), err, b)
+		}
+	}
+	if n := feed.count("/cdn/tool.2.0.0.nupkg"); n != 1 {
+		t.Fatalf("upstream downloads of the nupkg: %d, want 1", n)
 	}
 }
