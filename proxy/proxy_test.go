@@ -401,6 +401,29 @@ func gatedDeb(up *upstream, gate <-chan struct{}, reached chan<- struct{}) {
 	})
 }
 
+// startGatedFill has one client start a fill of the deb, which upstream
+// holds at half way until gate is closed, and read its first bytes;
+// hangUp makes that client go away.
+func startGatedFill(t *testing.T, h *harness) (gate chan struct{}, reached chan struct{}, hangUp func()) {
+	t.Helper()
+	h.learn()
+	gate, reached = make(chan struct{}), make(chan struct{}, 10)
+	gatedDeb(h.up, gate, reached)
+	ctx, cancel := context.WithCancel(t.Context())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.up.debURL, nil)
+	resp, err := h.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	return gate, reached, func() {
+		cancel()
+		resp.Body.Close()
+	}
+}
+
 // 20 clients at once: one upstream fetch, and every client gets bytes while
 // it is still running.
 func TestConcurrentClientsShareOneFill(t *testing.T) {
@@ -467,20 +490,7 @@ func TestConcurrentClientsShareOneFill(t *testing.T) {
 func TestClientCancelDoesNotCancelFill(t *testing.T) {
 	up := newUpstream(t, 1<<20)
 	h := newHarness(t, up)
-	h.learn()
-	gate := make(chan struct{})
-	reached := make(chan struct{}, 10)
-	gatedDeb(up, gate, reached)
-
-	ctx, cancel := context.WithCancel(t.Context())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, up.debURL, nil)
-	resp, err := h.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadFull(resp.Body, make([]byte, 100)); err != nil {
-		t.Fatal(err)
-	}
+	gate, reached, hangUp := startGatedFill(t, h)
 	// A second client joins the same fill.
 	second := make(chan []byte, 1)
 	go func() {
@@ -493,8 +503,7 @@ func TestClientCancelDoesNotCancelFill(t *testing.T) {
 		resp.Body.Close()
 		second <- b
 	}()
-	cancel()
-	resp.Body.Close()
+	hangUp()
 	close(gate)
 	select {
 	case b := <-second:
@@ -517,19 +526,8 @@ func TestClientCancelDoesNotCancelFill(t *testing.T) {
 func TestLoneClientCancelStillStores(t *testing.T) {
 	up := newUpstream(t, 1<<20)
 	h := newHarness(t, up)
-	h.learn()
-	gate := make(chan struct{})
-	reached := make(chan struct{}, 10)
-	gatedDeb(up, gate, reached)
-	ctx, cancel := context.WithCancel(t.Context())
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, up.debURL, nil)
-	resp, err := h.client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.ReadFull(resp.Body, make([]byte, 100))
-	cancel()
-	resp.Body.Close()
+	gate, reached, hangUp := startGatedFill(t, h)
+	hangUp()
 	// Join the fill (or find it done) and wait for its result.
 	f, leader := h.store.BeginFill("digest:sha256:" + sha256hex(up.deb))
 	if leader {
