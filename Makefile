@@ -8,6 +8,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 CACHE_DIR ?= /var/cache/warren
 LISTEN ?= :3142
+# Peer discovery for `make run`: off, so that a warren started by hand on a
+# development or CI machine sends nothing to the LAN. On a real site use
+# `make run DISCOVERY=mdns` (or static with ARGS="--peer host:3142").
+DISCOVERY ?= off
 ARGS ?=
 FUZZTIME ?= 15s
 # Debian packages the end-to-end tests drive: apt-ftparchive, dpkg-deb, gpg, xz,
@@ -28,7 +32,7 @@ build: check-go
 # Build and run the daemon in the foreground. Point apt at it with
 #   echo 'Acquire::http::Proxy "http://127.0.0.1:3142";' > /etc/apt/apt.conf.d/30warren
 run: build
-	./$(BIN) serve --listen $(LISTEN) --cache-dir $(CACHE_DIR) $(ARGS)
+	./$(BIN) serve --listen $(LISTEN) --cache-dir $(CACHE_DIR) --discovery $(DISCOVERY) $(ARGS)
 
 # Everything CI runs: install the test tools, lint, then every test with the
 # race detector, the real apt-get end to end included.

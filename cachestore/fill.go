@@ -58,6 +58,25 @@ func (s *Store) BeginFill(key string) (f *Fill, leader bool) {
 	return f, true
 }
 
+// FillKey is the key under which a blob of a known digest is filled; the
+// proxy fills by it and the peer blob server finds growing fills by it.
+func FillKey(d Digest) string { return "digest:" + d.String() }
+
+// Written is how many bytes the leader has written so far.
+func (f *Fill) Written() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written
+}
+
+// Filling returns the fill in progress under key, without starting one.
+func (s *Store) Filling(key string) (*Fill, bool) {
+	s.fillsMu.Lock()
+	defer s.fillsMu.Unlock()
+	f, ok := s.fills[key]
+	return f, ok
+}
+
 // Start opens the temp file; readers may follow from now on.
 func (f *Fill) Start(info FillInfo) error {
 	if _, ok := hexLen[info.Algo]; !ok {

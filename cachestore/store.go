@@ -291,6 +291,16 @@ func (s *Store) dropBlob(d Digest) {
 	_ = s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + d.String())) })
 }
 
+// Free is the room left for new blobs: free space on the cache's file
+// system less MinFreeBytes (never negative).
+func (s *Store) Free() int64 {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return 0
+	}
+	return max(int64(st.Bavail)*st.Bsize-s.minFreeBytes, 0)
+}
+
 // Room checks that size more bytes fit on the cache's file system while
 // leaving MinFreeBytes free; it returns ErrNoSpace otherwise.
 func (s *Store) Room(size int64) error {

@@ -158,7 +158,7 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 		if s.negative(p.url) {
 			return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
 		}
-		fill, leader := s.store.BeginFill("digest:" + p.digest.String())
+		fill, leader := s.store.BeginFill(cachestore.FillKey(p.digest))
 		if leader {
 			s.startFill(fill, r, p, nil)
 		}

@@ -529,7 +529,7 @@ func TestLoneClientCancelStillStores(t *testing.T) {
 	gate, reached, hangUp := startGatedFill(t, h)
 	hangUp()
 	// Join the fill (or find it done) and wait for its result.
-	f, leader := h.store.BeginFill("digest:sha256:" + sha256hex(up.deb))
+	f, leader := h.store.BeginFill(cachestore.FillKey(cachestore.Digest{Algo: "sha256", Hex: sha256hex(up.deb)}))
 	if leader {
 		f.Abort(errors.New("test: the fill had already ended"))
 		t.Fatal("the fill ended when its only client went away")
@@ -742,7 +742,10 @@ func TestDiskFillsUpMidTransfer(t *testing.T) {
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
 	up := newUpstream(t, 3<<20)
 	// Chunked, no length, hash unknown: the free-space check before the
-	// fill cannot see it coming, so the write itself hits ENOSPC.
+	// fill cannot see it coming, so the write itself hits ENOSPC. Upstream
+	// holds after 64 KiB until the client has bytes, so the disk fills up
+	// mid-transfer, not before the client's first byte.
+	clientHasBytes := make(chan struct{})
 	up.hook(debPath, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Range") != "" {
 			http.ServeContent(w, r, "", up.modAt, bytes.NewReader(up.deb))
@@ -751,12 +754,32 @@ func TestDiskFillsUpMidTransfer(t *testing.T) {
 		for off := 0; off < len(up.deb); off += 64 << 10 {
 			w.Write(up.deb[off:min(off+64<<10, len(up.deb))])
 			w.(http.Flusher).Flush()
+			if off == 0 {
+				select {
+				case <-clientHasBytes:
+				case <-r.Context().Done():
+					return
+				}
+			}
 		}
 	})
 	h := &harness{t: t, up: up, clock: newClock(), dir: dir}
 	h.start()
-	resp, body := h.mustGet(up.debURL, 200)
-	if !bytes.Equal(body, up.deb) {
+	resp, err := h.client.Get(up.debURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	first := make([]byte, 1000)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	close(clientHasBytes)
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := append(first, rest...); !bytes.Equal(body, up.deb) {
 		t.Fatalf("served %d bytes, want all %d", len(body), len(up.deb))
 	}
 	if resp.Header.Get("X-Cache") != "MISS from warren" {

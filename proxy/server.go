@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -38,6 +39,18 @@ type Store interface {
 
 var _ Store = (*cachestore.Store)(nil)
 
+// Peers is what the proxy needs of the LAN (package peering provides it).
+type Peers interface {
+	// Fetch writes the blob from offset off on into w from peers, and
+	// returns the ids of the peers that sent bytes. An error means: fetch
+	// the rest upstream (no peer has it, this node was elected, tries spent).
+	Fetch(ctx context.Context, d cachestore.Digest, size, off int64, w io.Writer, progress func() int64) ([]string, error)
+	// Done ends this node's part in d; ok announces that it has it now.
+	Done(d cachestore.Digest, ok bool)
+	// Blame drops peers that sent parts of a blob that failed verification.
+	Blame(sources []string)
+}
+
 // Config holds the proxy's settings.
 type Config struct {
 	// AllowClients are the networks that may use the proxy. Empty means
@@ -57,6 +70,9 @@ type Config struct {
 	// "" is the default feed at /chocolatey/api/v2/, others are served at
 	// /chocolatey/<name>/api/v2/.
 	ChocolateyFeeds map[string]string
+	// Peers finds blobs of known digests on the LAN before upstream; nil:
+	// no peering.
+	Peers Peers
 	// Transport reaches upstream; nil builds one with timeouts and no proxy.
 	Transport http.RoundTripper
 	Logger    *slog.Logger
@@ -94,7 +110,9 @@ type Stats struct {
 	Misses        atomic.Int64
 	Errors        atomic.Int64
 	BytesCache    atomic.Int64
-	BytesUpstream atomic.Int64
+	BytesUpstream atomic.Int64 // sent to clients from fills in progress
+	BytesFetched  atomic.Int64 // fetched from upstream
+	BytesPeers    atomic.Int64 // fetched from LAN peers
 	Mismatches    atomic.Int64
 }
 
@@ -206,6 +224,8 @@ func (s *Server) Snapshot() map[string]int64 {
 		"errors":         s.stats.Errors.Load(),
 		"bytes_cache":    s.stats.BytesCache.Load(),
 		"bytes_upstream": s.stats.BytesUpstream.Load(),
+		"bytes_fetched":  s.stats.BytesFetched.Load(),
+		"bytes_peers":    s.stats.BytesPeers.Load(),
 		"mismatches":     s.stats.Mismatches.Load(),
 	}
 }

@@ -2,20 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
-
-	"github.com/warren-cache/warren/cachestore"
-	"github.com/warren-cache/warren/proxy"
 )
 
 func newApp() *cli.App {
@@ -91,60 +83,11 @@ func newLogger(level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// serve runs the daemon until ctx ends, then drains for up to 10 seconds.
+// serve runs the daemon until ctx ends.
 func serve(ctx context.Context, cfg config) error {
-	log := newLogger(cfg.logLevel)
-	minFree, err := cfg.diskMinFree.bytes(cfg.CacheDir)
-	if err != nil {
-		return usageError{err}
-	}
-	store, err := cachestore.Open(cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log})
+	d, err := newDaemon(cfg, newLogger(cfg.logLevel))
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	px, err := proxy.New(proxy.Config{
-		AllowClients:    cfg.allowClients,
-		ConnectPorts:    cfg.ConnectPorts,
-		IndexTTL:        cfg.IndexTTL.Duration,
-		NegativeTTL:     cfg.NegativeTTL.Duration,
-		ChocolateyFeeds: cfg.chocolateyFeeds(),
-		Logger:          log,
-	}, store)
-	if err != nil {
-		return err
-	}
-	defer px.Close()
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	srv := &http.Server{
-		Handler:           px,
-		ReadHeaderTimeout: 30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}
-	log.Info("warren serving", slog.String("listen", ln.Addr().String()), slog.String("cache_dir", cfg.CacheDir),
-		slog.String("version", version))
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve http: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error { return store.Run(gctx) })
-	g.Go(func() error {
-		<-gctx.Done()
-		log.Info("warren stopping")
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			srv.Close()
-		}
-		return nil
-	})
-	return g.Wait()
+	return d.Run(ctx)
 }

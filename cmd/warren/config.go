@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -35,7 +36,24 @@ type config struct {
 	IndexTTL     duration `yaml:"index_ttl"`
 	NegativeTTL  duration `yaml:"negative_ttl"`
 	DiskMinFree  string   `yaml:"disk_min_free"`
-	Chocolatey   struct {
+
+	// Peers on the LAN.
+	Discovery          string   `yaml:"discovery"` // mdns, static, both, off
+	Peers              []string `yaml:"peers"`     // host:port, static discovery
+	Interfaces         []string `yaml:"interfaces"`
+	Role               string   `yaml:"role"` // peer, passive
+	Priority           int32    `yaml:"priority"`
+	UploadSlots        int      `yaml:"upload_slots"`
+	UploadRate         string   `yaml:"upload_rate"` // bytes/s, e.g. 10MB; 0 = unlimited
+	PeerRetries        int      `yaml:"peer_retries"`
+	MaxPeers           int      `yaml:"max_peers"`
+	SpaceAwareElection bool     `yaml:"space_aware_election"`
+	GroupSecret        string   `yaml:"group_secret"`
+	QueryTimeout       duration `yaml:"query_timeout"`
+	ElectionWindow     duration `yaml:"election_window"`
+	Heartbeat          duration `yaml:"heartbeat"`
+
+	Chocolatey struct {
 		// Upstream is the default feed's NuGet v2 URL, served at /chocolatey/api/v2/.
 		Upstream string `yaml:"upstream"`
 		// Feeds are more named feeds, served at /chocolatey/<name>/api/v2/.
@@ -45,6 +63,8 @@ type config struct {
 	logLevel     slog.Level
 	allowClients []netip.Prefix
 	diskMinFree  sizeOrPercent
+	uploadRate   int64
+	peers        []netip.AddrPort
 }
 
 const defaultChocolateyUpstream = "https://community.chocolatey.org/api/v2/"
@@ -58,6 +78,18 @@ func defaults() config {
 		IndexTTL:     duration{5 * time.Second},
 		NegativeTTL:  duration{30 * time.Second},
 		DiskMinFree:  "1GB",
+
+		Discovery:          "mdns",
+		Role:               "peer",
+		Priority:           100,
+		UploadSlots:        2,
+		UploadRate:         "0",
+		PeerRetries:        3,
+		MaxPeers:           30,
+		SpaceAwareElection: true,
+		QueryTimeout:       duration{150 * time.Millisecond},
+		ElectionWindow:     duration{300 * time.Millisecond},
+		Heartbeat:          duration{time.Second},
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
 	return cfg
@@ -74,6 +106,17 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "index-ttl", Usage: "how long Release/Packages are served before asking upstream again (default 5s)", EnvVars: []string{"WARREN_INDEX_TTL"}},
 		&cli.StringFlag{Name: "negative-ttl", Usage: "how long an upstream 404 is remembered, 0 for not at all (default 30s)", EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
 		&cli.StringFlag{Name: "chocolatey-upstream", Usage: "NuGet v2 feed behind /chocolatey/api/v2/ (default " + defaultChocolateyUpstream + ")", EnvVars: []string{"WARREN_CHOCOLATEY_UPSTREAM"}},
+		&cli.StringFlag{Name: "discovery", Usage: "how peers are found: mdns, static (only --peer), both, off (default mdns)", EnvVars: []string{"WARREN_DISCOVERY"}},
+		&cli.StringSliceFlag{Name: "peer", Usage: "a peer's host:port, repeatable (static discovery)", EnvVars: []string{"WARREN_PEERS"}},
+		&cli.StringSliceFlag{Name: "interfaces", Usage: "interfaces that announce and listen for peers, repeatable (default: all up, non-loopback)", EnvVars: []string{"WARREN_INTERFACES"}},
+		&cli.StringFlag{Name: "role", Usage: "peer (uses and serves peers) or passive (uses peers, never serves) (default peer)", EnvVars: []string{"WARREN_ROLE"}},
+		&cli.IntFlag{Name: "priority", Usage: "election and peer-choice weight (default 100)", EnvVars: []string{"WARREN_PRIORITY"}},
+		&cli.IntFlag{Name: "upload-slots", Usage: "uploads to peers at once (default 2)", EnvVars: []string{"WARREN_UPLOAD_SLOTS"}},
+		&cli.StringFlag{Name: "upload-rate", Usage: "bytes/s shared by all uploads, e.g. 10MB; 0 unlimited (default 0)", EnvVars: []string{"WARREN_UPLOAD_RATE"}},
+		&cli.StringFlag{Name: "query-timeout", Usage: "how long to wait for peers' \"has it\" answers (default 150ms)", EnvVars: []string{"WARREN_QUERY_TIMEOUT"}},
+		&cli.StringFlag{Name: "election-window", Usage: "how long wants are collected before electing a downloader (default 300ms)", EnvVars: []string{"WARREN_ELECTION_WINDOW"}},
+		&cli.StringFlag{Name: "heartbeat", Usage: "interval of the elected downloader's heartbeats (default 1s)", EnvVars: []string{"WARREN_HEARTBEAT"}},
+		&cli.StringFlag{Name: "group-secret", Usage: "shared secret: peer messages carry an HMAC, blob requests a token", EnvVars: []string{"WARREN_GROUP_SECRET"}},
 		&cli.StringFlag{Name: "disk-min-free", Usage: "free space fills must leave, e.g. 5GB or 10% (default 1GB)", EnvVars: []string{"WARREN_DISK_MIN_FREE"}},
 	}
 }
@@ -105,13 +148,30 @@ func loadConfig(c *cli.Context) (config, error) {
 	str("log-level", &cfg.LogLevel)
 	str("disk-min-free", &cfg.DiskMinFree)
 	str("chocolatey-upstream", &cfg.Chocolatey.Upstream)
+	str("discovery", &cfg.Discovery)
+	str("role", &cfg.Role)
+	str("upload-rate", &cfg.UploadRate)
+	str("group-secret", &cfg.GroupSecret)
+	if c.IsSet("peer") {
+		cfg.Peers = c.StringSlice("peer")
+	}
+	if c.IsSet("interfaces") {
+		cfg.Interfaces = c.StringSlice("interfaces")
+	}
+	if c.IsSet("priority") {
+		cfg.Priority = int32(c.Int("priority"))
+	}
+	if c.IsSet("upload-slots") {
+		cfg.UploadSlots = c.Int("upload-slots")
+	}
 	if c.IsSet("allow-client") {
 		cfg.AllowClients = c.StringSlice("allow-client")
 	}
 	if c.IsSet("connect-port") {
 		cfg.ConnectPorts = c.IntSlice("connect-port")
 	}
-	for flag, dst := range map[string]*duration{"index-ttl": &cfg.IndexTTL, "negative-ttl": &cfg.NegativeTTL} {
+	for flag, dst := range map[string]*duration{"index-ttl": &cfg.IndexTTL, "negative-ttl": &cfg.NegativeTTL,
+		"query-timeout": &cfg.QueryTimeout, "election-window": &cfg.ElectionWindow, "heartbeat": &cfg.Heartbeat} {
 		if c.IsSet(flag) {
 			d, err := time.ParseDuration(c.String(flag))
 			if err != nil {
@@ -170,6 +230,42 @@ func (cfg *config) check() error {
 		return fmt.Errorf("disk_min_free: %w", err)
 	}
 	cfg.diskMinFree = v
+	switch cfg.Discovery {
+	case "mdns", "static", "both", "off":
+	default:
+		return fmt.Errorf("discovery %q: want mdns, static, both or off", cfg.Discovery)
+	}
+	switch cfg.Role {
+	case "peer", "passive":
+	default:
+		return fmt.Errorf("role %q: want peer or passive", cfg.Role)
+	}
+	if cfg.UploadSlots < 1 || cfg.MaxPeers < 1 || cfg.PeerRetries < 1 {
+		return errors.New("upload_slots, max_peers and peer_retries must be at least 1")
+	}
+	if cfg.UploadRate == "0" || cfg.UploadRate == "" {
+		cfg.uploadRate = 0
+	} else {
+		n, err := humanize.ParseBytes(cfg.UploadRate)
+		if err != nil {
+			return fmt.Errorf("upload_rate %q: want bytes per second such as 10MB, or 0 for unlimited", cfg.UploadRate)
+		}
+		cfg.uploadRate = int64(n)
+	}
+	cfg.peers = nil
+	for _, p := range cfg.Peers {
+		ap, err := resolvePeer(p)
+		if err != nil {
+			return fmt.Errorf("peers: %w", err)
+		}
+		cfg.peers = append(cfg.peers, ap)
+	}
+	if cfg.Discovery == "static" && len(cfg.peers) == 0 {
+		return errors.New("discovery static needs at least one --peer host:port")
+	}
+	if cfg.QueryTimeout.Duration <= 0 || cfg.ElectionWindow.Duration <= 0 || cfg.Heartbeat.Duration <= 0 {
+		return errors.New("query_timeout, election_window and heartbeat must be positive")
+	}
 	for name, u := range cfg.chocolateyFeeds() {
 		pu, err := url.Parse(u)
 		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
@@ -183,6 +279,32 @@ func (cfg *config) check() error {
 		}
 	}
 	return nil
+}
+
+// resolvePeer turns host:port into an address (IPv4: peers talk UDP over v4).
+func resolvePeer(s string) (netip.AddrPort, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:3142", s)
+	}
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || pn == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: %q is not a port", s, port)
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: cannot resolve %s: %w", s, host, err)
+	}
+	for _, ip := range ips {
+		if v4 := ip.To4(); v4 != nil {
+			a, _ := netip.AddrFromSlice(v4)
+			return netip.AddrPortFrom(a, uint16(pn)), nil
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("%q: %s has no IPv4 address", s, host)
 }
 
 // chocolateyFeeds is the default feed ("") and the named ones.

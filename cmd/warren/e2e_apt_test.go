@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -60,18 +61,43 @@ func warrenBinary(t testing.TB) string {
 	return binPath
 }
 
-// startWarren runs the binary and returns its proxy URL once it logs that
-// it is serving.
-func startWarren(t testing.TB, args ...string) (string, *exec.Cmd, *syncBuffer) {
+// freeLoopbackPort finds a port free on 127.0.0.1 for both TCP and UDP:
+// warren uses one number for HTTP and peer datagrams.
+func freeLoopbackPort(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		pc, err := net.ListenPacket("udp4", addr)
+		ln.Close()
+		if err == nil {
+			pc.Close()
+			return addr
+		}
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	args = append([]string{"serve", "--listen", addr}, args...)
-	cmd := exec.Command(warrenBinary(t), args...)
+	t.Fatal("no port free for both TCP and UDP on 127.0.0.1")
+	return ""
+}
+
+// startWarren runs the binary on a free loopback port; see startWarrenAt.
+func startWarren(t testing.TB, args ...string) (string, *exec.Cmd, *syncBuffer) {
+	return startWarrenAt(t, freeLoopbackPort(t), args...)
+}
+
+// startWarrenAt runs the binary serving on addr and returns its proxy URL
+// once it logs that it is serving. Peering traffic never leaves the
+// machine: discovery is off unless the test passes --discovery (static on
+// loopback).
+func startWarrenAt(t testing.TB, addr string, args ...string) (string, *exec.Cmd, *syncBuffer) {
+	t.Helper()
+	base := []string{"serve", "--listen", addr}
+	if !slices.Contains(args, "--discovery") {
+		base = append(base, "--discovery", "off")
+	}
+	cmd := exec.Command(warrenBinary(t), append(base, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +121,7 @@ func startWarren(t testing.TB, args ...string) (string, *exec.Cmd, *syncBuffer) 
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 		if t.Failed() {
-			t.Logf("warren log:\n%s", logs.String())
+			t.Logf("warren %s log:\n%s", addr, logs.String())
 		}
 	})
 	select {

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/peering"
+	"github.com/warren-cache/warren/proxy"
+)
+
+// daemon is every part of a running warren, wired.
+type daemon struct {
+	cfg   config
+	log   *slog.Logger
+	store *cachestore.Store
+	proxy *proxy.Server
+	node  *peering.Node       // nil with discovery off
+	blobs *peering.BlobServer // nil when passive or discovery off
+	ln    net.Listener
+	id    peering.NodeID
+}
+
+// newDaemon builds the parts and binds the ports; Run serves.
+func newDaemon(cfg config, log *slog.Logger) (d *daemon, err error) {
+	minFree, err := cfg.diskMinFree.bytes(cfg.CacheDir)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	d = &daemon{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	d.store, err = cachestore.Open(cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	d.ln, err = net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	pcfg := proxy.Config{
+		AllowClients:    cfg.allowClients,
+		ConnectPorts:    cfg.ConnectPorts,
+		IndexTTL:        cfg.IndexTTL.Duration,
+		NegativeTTL:     cfg.NegativeTTL.Duration,
+		ChocolateyFeeds: cfg.chocolateyFeeds(),
+		Logger:          log,
+	}
+	if cfg.Discovery != "off" {
+		if err := d.startPeering(); err != nil {
+			return nil, err
+		}
+		pcfg.Peers = d.node
+	}
+	d.proxy, err = proxy.New(pcfg, d.store)
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *daemon) startPeering() error {
+	cfg := d.cfg
+	id, err := nodeID(cfg.CacheDir)
+	if err != nil {
+		return err
+	}
+	d.id = id
+	port := uint16(d.ln.Addr().(*net.TCPAddr).Port)
+	passive := cfg.Role == "passive"
+	var secret []byte
+	if cfg.GroupSecret != "" {
+		secret = []byte(cfg.GroupSecret)
+	}
+	if !passive {
+		d.blobs = peering.NewBlobServer(d.store, cfg.UploadSlots, cfg.uploadRate, secret, d.log)
+	}
+	// Broadcasts only reach a socket bound to the wildcard address; with
+	// static discovery alone, bind where HTTP listens.
+	udp := netip.AddrPortFrom(netip.IPv4Unspecified(), port)
+	var bcast []netip.AddrPort
+	if cfg.Discovery != "static" {
+		b, err := broadcastAddrs(cfg.Interfaces, port)
+		if err != nil {
+			return err
+		}
+		bcast = b
+	} else if tcp, ok := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP); ok && !tcp.IsUnspecified() {
+		udp = netip.AddrPortFrom(tcp.Unmap(), port)
+	}
+	d.node, err = peering.Listen(peering.Config{
+		ID: id, Priority: cfg.Priority, Passive: passive, Port: port,
+		ListenUDP: udp, Broadcast: bcast, Static: cfg.peers,
+		MaxPeers: cfg.MaxPeers, PeerRetries: cfg.PeerRetries,
+		QueryTimeout: cfg.QueryTimeout.Duration, ElectionWindow: cfg.ElectionWindow.Duration, Heartbeat: cfg.Heartbeat.Duration,
+		SpaceAware: cfg.SpaceAwareElection, Secret: secret,
+		FreeBytes: func() uint64 { return uint64(d.store.Free()) },
+		Has: func(dg cachestore.Digest) bool {
+			_, err := d.store.Stat(dg)
+			return err == nil
+		},
+		Blobs:  d.blobs,
+		Logger: d.log.With(slog.String("component", "peering")),
+	})
+	return err
+}
+
+// nodeID reads the node's id from the cache directory, making one the
+// first time: it stays the same across restarts.
+func nodeID(dir string) (peering.NodeID, error) {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return peering.ParseNodeID(strings.TrimSpace(string(b)))
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return peering.NodeID{}, fmt.Errorf("read node id: %w", err)
+	}
+	var id peering.NodeID
+	_, _ = rand.Read(id[:])
+	if err := os.WriteFile(path, []byte(hex.EncodeToString(id[:])+"\n"), 0o640); err != nil {
+		return id, fmt.Errorf("write node id: %w", err)
+	}
+	return id, nil
+}
+
+// broadcastAddrs are the IPv4 subnet broadcast addresses of the chosen
+// interfaces (default: all up, non-loopback, broadcast-capable).
+func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("list interfaces: %w", err)
+	}
+	var out []netip.AddrPort
+	for _, ifc := range ifs {
+		if len(names) > 0 && !contains(names, ifc.Name) {
+			continue
+		}
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagBroadcast == 0 || len(names) == 0 && ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.To4() == nil {
+				continue
+			}
+			ip, mask := ipn.IP.To4(), ipn.Mask
+			b := make(net.IP, 4)
+			for i := range b {
+				b[i] = ip[i] | ^mask[len(mask)-4+i]
+			}
+			ba, _ := netip.AddrFromSlice(b)
+			out = append(out, netip.AddrPortFrom(ba, port))
+		}
+	}
+	for _, n := range names {
+		if _, err := net.InterfaceByName(n); err != nil {
+			return nil, fmt.Errorf("interfaces: %q: %w", n, err)
+		}
+	}
+	return out, nil
+}
+
+func contains(xs []string, x string) bool {
+	for _, y := range xs {
+		if x == y {
+			return true
+		}
+	}
+	return false
+}
+
+// Addr is where the daemon serves HTTP.
+func (d *daemon) Addr() string { return d.ln.Addr().String() }
+
+// handler routes peers' blob requests to the blob server and everything
+// else to the proxy. Only non-proxy requests can be blob requests: an
+// absolute-URI proxy request may have any path.
+func (d *daemon) handler() http.Handler {
+	if d.blobs == nil {
+		return d.proxy
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, peering.BlobPathPrefix) {
+			d.blobs.ServeHTTP(w, r)
+			return
+		}
+		d.proxy.ServeHTTP(w, r)
+	})
+}
+
+// Run serves until ctx ends, then drains for up to 10 seconds and closes.
+func (d *daemon) Run(ctx context.Context) error {
+	defer d.close()
+	srv := &http.Server{
+		Handler:           d.handler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
+	}
+	attrs := []any{slog.String("listen", d.Addr()), slog.String("cache_dir", d.cfg.CacheDir),
+		slog.String("discovery", d.cfg.Discovery), slog.String("version", version)}
+	if d.node != nil {
+		attrs = append(attrs, slog.String("node", d.id.String()), slog.String("udp", d.node.Addr().String()))
+	}
+	d.log.Info("warren serving", attrs...)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := srv.Serve(d.ln); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return d.store.Run(gctx) })
+	if d.node != nil {
+		g.Go(func() error { return d.node.Run(gctx) })
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		d.log.Info("warren stopping")
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			srv.Close()
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+func (d *daemon) close() {
+	if d.proxy != nil {
+		d.proxy.Close()
+	}
+	if d.ln != nil {
+		d.ln.Close()
+	}
+	if d.store != nil {
+		d.store.Close()
+	}
+}

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// peerRepo is a tiny apt repository (Release, Packages, one .deb) on a
+// counting upstream; the .deb's handler can be replaced.
+type peerRepo struct {
+	up   *countingServer
+	deb  []byte
+	path string // the .deb's path
+}
+
+func newPeerRepo(t *testing.T, size int) *peerRepo {
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(99, 1))
+	deb := make([]byte, size)
+	for i := range deb {
+		deb[i] = byte(r.UintN(256))
+	}
+	sum := sha256.Sum256(deb)
+	pkgs := fmt.Sprintf("Package: big\nVersion: 1\nArchitecture: all\nFilename: pool/main/big_1_all.deb\nSize: %d\nSHA256: %s\n\n", len(deb), hex.EncodeToString(sum[:]))
+	psum := sha256.Sum256([]byte(pkgs))
+	rel := fmt.Sprintf("Suite: stable\nSHA256:\n %s %d main/binary-amd64/Packages\n", hex.EncodeToString(psum[:]), len(pkgs))
+	for p, b := range map[string][]byte{
+		"dists/stable/Release":                    []byte(rel),
+		"dists/stable/main/binary-amd64/Packages": []byte(pkgs),
+		"pool/main/big_1_all.deb":                 deb,
+	} {
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
+		os.WriteFile(filepath.Join(dir, p), b, 0o644)
+	}
+	return &peerRepo{up: serveDir(t, dir), deb: deb, path: "/pool/main/big_1_all.deb"}
+}
+
+// node is one warren binary and an HTTP client that uses it as its proxy.
+type node struct {
+	addr   string
+	url    string
+	cmd    *exec.Cmd
+	logs   *syncBuffer
+	client *http.Client
+}
+
+// startNodes runs n warren binaries on loopback with static discovery, each
+// listing all the others; extra[i] are more flags for node i.
+func startNodes(t *testing.T, n int, extra func(i int) []string) []*node {
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = freeLoopbackPort(t)
+	}
+	nodes := make([]*node, n)
+	var wg sync.WaitGroup
+	for i := range nodes {
+		args := []string{"--cache-dir", t.TempDir(), "--discovery", "static", "--log-level", "debug",
+			"--query-timeout", "150ms", "--election-window", "300ms", "--heartbeat", "100ms"}
+		for j, a := range addrs {
+			if j != i {
+				args = append(args, "--peer", a)
+			}
+		}
+		if extra != nil {
+			args = append(args, extra(i)...)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			u, cmd, logs := startWarrenAt(t, addrs[i], args...)
+			pu, _ := url.Parse(u)
+			tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
+			t.Cleanup(tr.CloseIdleConnections)
+			nodes[i] = &node{addr: addrs[i], url: u, cmd: cmd, logs: logs, client: &http.Client{Transport: tr}}
+		}()
+	}
+	wg.Wait()
+	return nodes
+}
+
+func (n *node) get(t *testing.T, u string) ([]byte, error) {
+	resp, err := n.client.Get(u)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	return b, err
+}
+
+// learn has the node fetch the repository's metadata, as apt update does.
+func (n *node) learn(t *testing.T, repo *peerRepo) {
+	t.Helper()
+	for _, p := range []string{"/dists/stable/Release", "/dists/stable/main/binary-amd64/Packages"} {
+		if _, err := n.get(t, repo.up.URL+p); err != nil {
+			t.Fatalf("%s: GET %s: %v", n.addr, p, err)
+		}
+	}
+}
+
+// fetchAll has every node get the .deb at once and checks the bytes.
+func fetchAll(t *testing.T, nodes []*node, repo *peerRepo) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make([]error, len(nodes))
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := n.get(t, repo.up.URL+repo.path)
+			if err == nil && !bytes.Equal(b, repo.deb) {
+				err = fmt.Errorf("wrong bytes (%d)", len(b))
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d (%s): %v", i, nodes[i].addr, err)
+		}
+	}
+}
+
+// Four nodes want the same artifact at once: the WAN carries it once.
+func TestPeersFetchOnceForTheSite(t *testing.T) {
+	repo := newPeerRepo(t, 8<<20)
+	nodes := startNodes(t, 4, nil)
+	for _, n := range nodes {
+		n.learn(t, repo)
+	}
+	fetchAll(t, nodes, repo)
+	if got := repo.up.count(repo.path); got != 1 {
+		t.Fatalf("upstream served the artifact %d times, want 1", got)
+	}
+	// A latecomer takes it from a peer that has it.
+	late := nodes[0]
+	if _, err := late.get(t, repo.up.URL+repo.path); err != nil {
+		t.Fatal(err)
+	}
+	if got := repo.up.count(repo.path); got != 1 {
+		t.Fatalf("upstream count %d after a latecomer", got)
+	}
+}
+
+// A peer whose copy is damaged (right size, wrong bytes): the requester
+// verifies, aborts, never stores the bad bytes, drops that peer, and the
+// next try gets the right bytes elsewhere.
+func TestPeerWithBadCopyIsDropped(t *testing.T) {
+	repo := newPeerRepo(t, 1<<20)
+	nodes := startNodes(t, 2, nil)
+	a, b := nodes[0], nodes[1]
+	a.learn(t, repo)
+	b.learn(t, repo)
+	if _, err := a.get(t, repo.up.URL+repo.path); err != nil {
+		t.Fatal(err)
+	}
+	// Damage a's blob in place.
+	sum := sha256.Sum256(repo.deb)
+	hx := hex.EncodeToString(sum[:])
+	var blob string
+	filepath.WalkDir(filepath.Join(a.cacheDir(t), "blobs"), func(p string, _ os.DirEntry, _ error) error {
+		if filepath.Base(p) == hx {
+			blob = p
+		}
+		return nil
+	})
+	if blob == "" {
+		t.Fatal("a's blob not found")
+	}
+	bad := bytes.Clone(repo.deb)
+	bad[len(bad)/2] ^= 0xff
+	if err := os.WriteFile(blob, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	body, err := b.get(t, repo.up.URL+repo.path)
+	if err == nil && bytes.Equal(body, bad) {
+		t.Fatal("b served the damaged copy whole")
+	}
+	body, err = b.get(t, repo.up.URL+repo.path)
+	if err != nil || !bytes.Equal(body, repo.deb) {
+		t.Fatalf("second try: %d bytes, %v", len(body), err)
+	}
+	if !strings.Contains(b.logs.String(), "failed verification") {
+		t.Fatal("b's log does not say that it dropped the bad peer")
+	}
+}
+
+func (n *node) cacheDir(t *testing.T) string {
+	for i, a := range n.cmd.Args {
+		if a == "--cache-dir" {
+			return n.cmd.Args[i+1]
+		}
+	}
+	t.Fatal("no --cache-dir")
+	return ""
+}
+
+// The elected downloader dies mid-transfer: the others notice its
+// heartbeats stop, elect again, and all end with the right bytes.
+func TestReElectionWhenDownloaderDies(t *testing.T) {
+	repo := newPeerRepo(t, 4<<20)
+	// Upstream sends the first request half the file, then stalls; later
+	// requests get the file at once.
+	var mu sync.Mutex
+	first := true
+	stalled := make(chan struct{})
+	inner := repo.up.Config.Handler
+	repo.up.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		stall := first && r.URL.Path == repo.path
+		if stall {
+			first = false
+		}
+		mu.Unlock()
+		if !stall {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Length", fmt.Sprint(len(repo.deb)))
+		w.Write(repo.deb[:len(repo.deb)/2])
+		w.(http.Flusher).Flush()
+		close(stalled)
+		<-r.Context().Done()
+	})
+	nodes := startNodes(t, 3, func(i int) []string {
+		if i == 0 {
+			return []string{"--priority", "1000"} // node 0 wins the first election
+		}
+		return nil
+	})
+	for _, n := range nodes {
+		n.learn(t, repo)
+	}
+	var wg sync.WaitGroup
+	results := make([]error, 3)
+	for i, n := range nodes[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, err := n.get(t, repo.up.URL+repo.path)
+			if err == nil && !bytes.Equal(b, repo.deb) {
+				err = fmt.Errorf("wrong bytes (%d)", len(b))
+			}
+			results[i+1] = err
+		}()
+	}
+	// Node 0 takes part too; it is the one that will be killed.
+	go nodes[0].get(t, repo.up.URL+repo.path)
+	select {
+	case <-stalled:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the elected downloader never reached upstream")
+	}
+	if err := nodes[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the others never finished after the downloader died")
+	}
+	for i, err := range results[1:] {
+		if err != nil {
+			t.Fatalf("node %d: %v", i+1, err)
+		}
+	}
+	if got := repo.up.count(repo.path); got != 2 {
+		t.Fatalf("upstream GETs %d, want 2 (the dead winner's, then the new winner's)", got)
+	}
+}
+
+// A passive node takes from peers but never serves: the others never get
+// bytes from it.
+func TestPassiveNodeNeverServes(t *testing.T) {
+	repo := newPeerRepo(t, 1<<20)
+	nodes := startNodes(t, 2, func(i int) []string {
+		if i == 0 {
+			return []string{"--role", "passive"}
+		}
+		return nil
+	})
+	passive, active := nodes[0], nodes[1]
+	passive.learn(t, repo)
+	active.learn(t, repo)
+	if _, err := passive.get(t, repo.up.URL+repo.path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := active.get(t, repo.up.URL+repo.path); err != nil {
+		t.Fatal(err)
+	}
+	// Both fetched from upstream: the passive node's copy is not offered.
+	if got := repo.up.count(repo.path); got != 2 {
+		t.Fatalf("upstream GETs %d, want 2", got)
+	}
+	resp, err := http.Get(passive.url + "/v1/blobs/sha256/" + strings.Repeat("0", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusServiceUnavailable {
+		t.Fatalf("passive node's blob endpoint answered %d", resp.StatusCode)
+	}
+}
+
+// A passive node still takes what its peers have.
+func TestPassiveNodeUsesPeers(t *testing.T) {
+	repo := newPeerRepo(t, 1<<20)
+	nodes := startNodes(t, 2, func(i int) []string {
+		if i == 0 {
+			return []string{"--role", "passive"}
+		}
+		return nil
+	})
+	passive, active := nodes[0], nodes[1]
+	active.learn(t, repo)
+	passive.learn(t, repo)
+	if _, err := active.get(t, repo.up.URL+repo.path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := passive.get(t, repo.up.URL+repo.path)
+	if err != nil || !bytes.Equal(b, repo.deb) {
+		t.Fatalf("passive: %d bytes, %v", len(b), err)
+	}
+	if got := repo.up.count(repo.path); got != 1 {
+		t.Fatalf("upstream GETs %d, want 1 (the passive node takes from its peer)", got)
+	}
+}

@@ -1,0 +1,208 @@
+package peering
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// BlobStore is what the blob server needs of the cache.
+type BlobStore interface {
+	OpenBlob(d cachestore.Digest) (*os.File, cachestore.BlobInfo, error)
+	// Filling returns the fill in progress under key, if any.
+	Filling(key string) (*cachestore.Fill, bool)
+}
+
+var _ BlobStore = (*cachestore.Store)(nil)
+
+// BlobPathPrefix is where blobs are served.
+const BlobPathPrefix = "/v1/blobs/"
+
+// BlobServer serves verified blobs (and blobs still being filled, whose
+// last byte waits for verification) to peers: at most slots at once, all
+// sharing one rate limit.
+type BlobServer struct {
+	store   BlobStore
+	slots   chan struct{}
+	limiter *rate.Limiter // nil: unlimited
+	secret  []byte
+	log     *slog.Logger
+
+	active   atomic.Int64 // uploads running now
+	peak     atomic.Int64 // most uploads ever running at once
+	uploaded atomic.Int64 // bytes sent
+	busy     atomic.Int64 // requests refused for want of a slot
+}
+
+// NewBlobServer builds the handler. uploadRate is bytes/s, 0 unlimited.
+func NewBlobServer(store BlobStore, slots int, uploadRate int64, secret []byte, log *slog.Logger) *BlobServer {
+	if slots < 1 {
+		slots = 1
+	}
+	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: secret, log: log}
+	if uploadRate > 0 {
+		burst := int(min(uploadRate, 1<<20))
+		bs.limiter = rate.NewLimiter(rate.Limit(uploadRate), burst)
+	}
+	return bs
+}
+
+// FreeSlots is how many uploads could start now.
+func (bs *BlobServer) FreeSlots() int { return cap(bs.slots) - len(bs.slots) }
+
+// Stats returns uploads running, the peak, bytes sent and busy refusals.
+func (bs *BlobServer) Stats() (active, peak, bytes, busy int64) {
+	return bs.active.Load(), bs.peak.Load(), bs.uploaded.Load(), bs.busy.Load()
+}
+
+// BlobToken is what a requester sends in a group with a secret.
+func BlobToken(secret []byte, d cachestore.Digest) string {
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte("warren-blob:" + d.String()))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+const tokenHeader = "X-Warren-Token"
+
+func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "warren: blobs are read-only", http.StatusMethodNotAllowed)
+		return
+	}
+	algo, hx, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, BlobPathPrefix), "/")
+	d := cachestore.Digest{Algo: algo, Hex: hx}
+	if !ok || d.Validate() != nil {
+		http.Error(w, "warren: want /v1/blobs/<sha256|sha512|sha1>/<lowercase hex>", http.StatusBadRequest)
+		return
+	}
+	if len(bs.secret) > 0 && !hmac.Equal([]byte(r.Header.Get(tokenHeader)), []byte(BlobToken(bs.secret, d))) {
+		http.Error(w, "warren: missing or wrong group token", http.StatusForbidden)
+		return
+	}
+	select {
+	case bs.slots <- struct{}{}:
+	default:
+		bs.busy.Add(1)
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "warren: all upload slots busy", http.StatusServiceUnavailable)
+		return
+	}
+	n := bs.active.Add(1)
+	for p := bs.peak.Load(); n > p && !bs.peak.CompareAndSwap(p, n); p = bs.peak.Load() {
+	}
+	defer func() {
+		bs.active.Add(-1)
+		<-bs.slots
+	}()
+	lw := &limitedWriter{ctx: r.Context(), w: w, lim: bs.limiter, sent: &bs.uploaded}
+	if f, bi, err := bs.store.OpenBlob(d); err == nil {
+		defer f.Close()
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(lw, r, "", bi.Added, f)
+		return
+	}
+	fill, ok := bs.store.Filling(cachestore.FillKey(d))
+	if !ok {
+		http.Error(w, "warren: not here", http.StatusNotFound)
+		return
+	}
+	bs.serveFill(lw, r, fill, d)
+}
+
+// serveFill streams a blob that is still arriving, from the Range offset.
+func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachestore.Fill, d cachestore.Digest) {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	info, err := fill.Wait(ctx)
+	cancel()
+	if err != nil {
+		http.Error(w, "warren: not here", http.StatusNotFound)
+		return
+	}
+	var off int64
+	if rg := r.Header.Get("Range"); rg != "" {
+		v, ok := strings.CutPrefix(rg, "bytes=")
+		v, ok2 := strings.CutSuffix(v, "-")
+		n, err := strconv.ParseInt(v, 10, 64)
+		if !ok || !ok2 || err != nil || n < 0 || info.Size >= 0 && n > info.Size {
+			http.Error(w, "warren: only bytes=<offset>- ranges on blobs in progress", http.StatusRequestedRangeNotSatisfiable)
+			return
+		}
+		off = n
+	}
+	rd, err := fill.NewReader(r.Context(), off)
+	if err != nil {
+		http.Error(w, "warren: not here", http.StatusNotFound)
+		return
+	}
+	defer rd.Close()
+	status := http.StatusOK
+	if off > 0 {
+		status = http.StatusPartialContent
+		if info.Size >= 0 {
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, info.Size-1, info.Size))
+		}
+	}
+	if info.Size >= 0 {
+		w.Header().Set("Content-Length", strconv.FormatInt(info.Size-off, 10))
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.WriteHeader(status)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if _, err := io.Copy(w, rd); err != nil {
+		// Cut the connection: the peer must not take a short blob for whole
+		// (it verifies anyway, but this tells it at once).
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// limitedWriter paces writes through the shared limiter. It hides
+// io.ReaderFrom on purpose when limited, so every byte is paced.
+type limitedWriter struct {
+	ctx  context.Context
+	w    http.ResponseWriter
+	lim  *rate.Limiter
+	sent *atomic.Int64
+}
+
+func (l *limitedWriter) Header() http.Header { return l.w.Header() }
+func (l *limitedWriter) WriteHeader(c int)   { l.w.WriteHeader(c) }
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		chunk := p
+		if l.lim != nil {
+			// WaitN fails when n exceeds the burst: wait in chunks of at most Burst().
+			if b := l.lim.Burst(); len(chunk) > b {
+				chunk = chunk[:b]
+			}
+			if err := l.lim.WaitN(l.ctx, len(chunk)); err != nil {
+				return written, fmt.Errorf("upload pacing: %w", err)
+			}
+		}
+		n, err := l.w.Write(chunk)
+		written += n
+		l.sent.Add(int64(n))
+		if err != nil {
+			return written, err
+		}
+		p = p[n:]
+	}
+	return written, nil
+}
