@@ -69,9 +69,9 @@ type Node struct {
 	hc    *http.Client
 	ready atomic.Bool // false while starting and stopping
 
-	mu        sync.Mutex                             // guards queries, elections, nextReq
-	queries   map[uint32]chan Message                // open queries by request id
-	elections map[cachestore.Digest]*election        // what the group wants, per digest
+	mu        sync.Mutex                               // guards queries, elections, nextReq
+	queries   map[uint32]chan Message                  // open queries by request id
+	elections map[cachestore.Digest]*election          // what the group wants, per digest
 	beating   map[cachestore.Digest]context.CancelFunc // heartbeats this node sends
 	nextReq   uint32
 
@@ -192,6 +192,7 @@ func (n *Node) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				<-done
 				n.stopBeats()
+				n.hc.CloseIdleConnections()
 				return nil
 			}
 			n.log.Warn("peer socket read failed", slog.Any("err", err))

@@ -1,0 +1,256 @@
+package peering
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// closeIdle drops the default client's kept-alive connections at the end
+// of a test, so goleak sees only what the code under test left.
+func closeIdle(t *testing.T) { t.Cleanup(http.DefaultClient.CloseIdleConnections) }
+
+func TestPickWeighted(t *testing.T) {
+	ps := []Peer{{Priority: 100}, {Priority: 300}}
+	counts := [2]int{}
+	for range 20000 {
+		counts[pickWeighted(ps)]++
+	}
+	if share := float64(counts[0]) / 20000; share < 0.22 || share > 0.28 {
+		t.Fatalf("priority 100 of 400 chosen %.3f of the time, want about 0.25", share)
+	}
+}
+
+func TestComputeWinner(t *testing.T) {
+	a, b, c := NodeID{1}, NodeID{2}, NodeID{3}
+	want := func(id NodeID, prio int32, free uint64, passive bool) Message {
+		return Message{From: id, Priority: prio, FreeBytes: free, Passive: passive}
+	}
+	tests := []struct {
+		name       string
+		wants      []Message
+		dead       []NodeID
+		size       int64
+		spaceAware bool
+		winner     NodeID
+		none       bool
+	}{
+		{"highest priority", []Message{want(a, 100, 1e9, false), want(b, 200, 1e9, false)}, nil, 10, true, b, false},
+		{"tie to lowest id", []Message{want(c, 100, 1e9, false), want(a, 100, 1e9, false)}, nil, 10, true, a, false},
+		{"no room, no stand", []Message{want(a, 100, 5, false), want(b, 50, 1e9, false)}, nil, 10, true, b, false},
+		{"room ignored when not space aware", []Message{want(a, 100, 5, false), want(b, 50, 1e9, false)}, nil, 10, false, a, false},
+		{"passive never stands", []Message{want(a, 900, 1e9, true), want(b, 1, 1e9, false)}, nil, 10, true, b, false},
+		{"dead dropped", []Message{want(a, 900, 1e9, false), want(b, 1, 1e9, false)}, []NodeID{a}, 10, true, b, false},
+		{"nobody can", []Message{want(a, 1, 1, false)}, nil, 10, true, NodeID{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := election{wants: map[NodeID]Message{}, dead: map[NodeID]bool{}}
+			for _, m := range tt.wants {
+				e.wants[m.From] = m
+			}
+			for _, id := range tt.dead {
+				e.dead[id] = true
+			}
+			got, ok := computeWinner(e, tt.size, tt.spaceAware)
+			if ok == tt.none || ok && got != tt.winner {
+				t.Fatalf("winner %v (ok %v), want %v (none %v)", got, ok, tt.winner, tt.none)
+			}
+		})
+	}
+}
+
+// testBlob stores body in a fresh store and returns the store and digest.
+func testBlob(t *testing.T, body []byte) (*cachestore.Store, cachestore.Digest) {
+	s, err := cachestore.Open(cachestore.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	f, _ := s.BeginFill(cachestore.FillKey(d))
+	if err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	f.Write(body)
+	if _, err := f.Commit(d, int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	return s, d
+}
+
+func TestBlobServerSlotsTokenRange(t *testing.T) {
+	body := bytes.Repeat([]byte("warren"), 10000)
+	store, d := testBlob(t, body)
+	secret := []byte("group")
+	bs := NewBlobServer(store, 1, 0, secret, nil)
+	srv := httptest.NewServer(bs)
+	defer srv.Close()
+	closeIdle(t)
+	u := srv.URL + BlobPathPrefix + d.Algo + "/" + d.Hex
+	get := func(hdr map[string]string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := get(nil)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("no token: %d", resp.StatusCode)
+	}
+	tok := map[string]string{tokenHeader: BlobToken(secret, d), "Range": "bytes=6-11"}
+	resp = get(tok)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPartialContent || string(b) != "warren" {
+		t.Fatalf("range: %d %q", resp.StatusCode, b)
+	}
+	// Hold the only slot: the next request is busy, with Retry-After.
+	bs.slots <- struct{}{}
+	resp = get(tok)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("beyond the slots: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	<-bs.slots
+	if _, _, _, busy := bs.Stats(); busy != 1 {
+		t.Fatalf("busy refusals %d", busy)
+	}
+	for _, bad := range []string{"/v1/blobs/md5/00", "/v1/blobs/sha256/XYZ", "/v1/blobs/sha256"} {
+		resp, _ := http.Get(srv.URL + bad)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s: %d", bad, resp.StatusCode)
+		}
+	}
+}
+
+func TestBlobServerRateLimit(t *testing.T) {
+	body := make([]byte, 300<<10)
+	store, d := testBlob(t, body)
+	bs := NewBlobServer(store, 2, 1<<20, nil, nil) // 1 MiB/s, burst 1 MiB
+	srv := httptest.NewServer(bs)
+	defer srv.Close()
+	closeIdle(t)
+	resp, err := http.Get(srv.URL + BlobPathPrefix + d.Algo + "/" + d.Hex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if n != int64(len(body)) {
+		t.Fatalf("got %d bytes", n)
+	}
+	if _, _, sent, _ := bs.Stats(); sent != int64(len(body)) {
+		t.Fatalf("paced writer counted %d bytes", sent)
+	}
+}
+
+// testNode runs a Node on 127.0.0.1 until the test ends.
+func testNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	cfg.ListenUDP = netip.MustParseAddrPort("127.0.0.1:0")
+	if cfg.ID == (NodeID{}) {
+		cfg.ID = NodeID{byte(len(t.Name())), byte(time.Now().UnixNano())}
+	}
+	n, err := Listen(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n.Run(ctx)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return n
+}
+
+// fakePeer is a node that says it has every blob, whose HTTP side answers
+// with status.
+func fakePeer(t *testing.T, id byte, status int) *Node {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(srv.Close)
+	port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+	store, _ := testBlob(t, []byte("x"))
+	return testNode(t, Config{ID: NodeID{id}, Port: uint16(port), Priority: 100,
+		Has: func(cachestore.Digest) bool { return true }, Blobs: NewBlobServer(store, 2, 0, nil, nil)})
+}
+
+func TestFetchFailuresThenUpstream(t *testing.T) {
+	p1, p2 := fakePeer(t, 1, http.StatusInternalServerError), fakePeer(t, 2, http.StatusInternalServerError)
+	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 3, Static: []netip.AddrPort{p1.Addr(), p2.Addr()}})
+	var buf bytes.Buffer
+	_, err := r.Fetch(t.Context(), testDigest, 10, 0, &buf, func() int64 { return 0 })
+	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "3 peer tries failed") {
+		t.Fatalf("err = %v, want ErrNoPeer after 3 failed tries", err)
+	}
+}
+
+// 503 from every peer is "busy", not failure: no try is spent on it, and
+// with nobody else wanting the blob this node is elected.
+func TestFetchBusyIsNotFailure(t *testing.T) {
+	p1, p2 := fakePeer(t, 1, http.StatusServiceUnavailable), fakePeer(t, 2, http.StatusServiceUnavailable)
+	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 1, ElectionWindow: 50 * time.Millisecond,
+		Heartbeat: 20 * time.Millisecond, Static: []netip.AddrPort{p1.Addr(), p2.Addr()}})
+	var buf bytes.Buffer
+	_, err := r.Fetch(t.Context(), testDigest, 10, 0, &buf, func() int64 { return 0 })
+	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "elected") {
+		t.Fatalf("err = %v, want this node elected (busy peers are no failure)", err)
+	}
+	r.Done(testDigest, false)
+}
+
+// A real peer with the blob serves it; the bytes arrive whole.
+func TestFetchFromPeer(t *testing.T) {
+	body := bytes.Repeat([]byte("peer bytes "), 5000)
+	store, d := testBlob(t, body)
+	bs := NewBlobServer(store, 2, 0, []byte("s"), nil)
+	srv := httptest.NewServer(bs)
+	defer srv.Close()
+	port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+	p := testNode(t, Config{ID: NodeID{1}, Port: uint16(port), Priority: 100, Secret: []byte("s"), Blobs: bs,
+		Has: func(x cachestore.Digest) bool { return x == d }})
+	r := testNode(t, Config{ID: NodeID{9}, Secret: []byte("s"), Static: []netip.AddrPort{p.Addr()}})
+	var buf bytes.Buffer
+	buf.Write(body[:100]) // resume: the first 100 bytes are already here
+	src, err := r.Fetch(t.Context(), d, int64(len(body)), 100, &buf, func() int64 { return 0 })
+	if err != nil || !bytes.Equal(buf.Bytes(), body) || len(src) != 1 || src[0] != (NodeID{1}).String() {
+		t.Fatalf("fetch: %v, %d bytes, sources %v", err, buf.Len(), src)
+	}
+	// A node outside the group (no secret) is ignored by both.
+	stranger := testNode(t, Config{ID: NodeID{7}, Static: []netip.AddrPort{p.Addr()}})
+	if _, err := stranger.Fetch(t.Context(), d, int64(len(body)), 0, io.Discard, func() int64 { return 0 }); err == nil {
+		t.Fatal("a node without the group secret got the blob")
+	}
+	stranger.Done(d, false)
+	if p.Dropped.Load() == 0 {
+		t.Fatal("the peer did not drop the stranger's unsigned datagrams")
+	}
+}
