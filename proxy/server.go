@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -73,6 +74,8 @@ type Config struct {
 	// Peers finds blobs of known digests on the LAN before upstream; nil:
 	// no peering.
 	Peers Peers
+	// Stats adds other parts' figures (peers, uploads) to /_warren/stats.
+	Stats func() map[string]any
 	// Transport reaches upstream; nil builds one with timeouts and no proxy.
 	Transport http.RoundTripper
 	Logger    *slog.Logger
@@ -243,6 +246,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "warren: request loop: this request already passed through this warren", http.StatusLoopDetected)
 		return
 	}
+	if !r.URL.IsAbs() && r.URL.Path == "/_warren/stats" {
+		s.serveStats(w)
+		return
+	}
 	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, chocoPrefix) {
 		s.serveChocolatey(w, r)
 		return
@@ -273,6 +280,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveCache(w, r, target)
+}
+
+// serveStats answers the running totals as JSON, for scripts and tests
+// (the status page and /metrics build on the same figures).
+func (s *Server) serveStats(w http.ResponseWriter) {
+	out := map[string]any{}
+	for k, v := range s.Snapshot() {
+		out[k] = v
+	}
+	if s.cfg.Stats != nil {
+		for k, v := range s.cfg.Stats() {
+			out[k] = v
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
 }
 
 // targetURL is the upstream URL a request names: the absolute request URI

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/mdns"
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
 )
@@ -68,6 +69,7 @@ func newDaemon(cfg config, log *slog.Logger) (d *daemon, err error) {
 			return nil, err
 		}
 		pcfg.Peers = d.node
+		pcfg.Stats = d.peerStats
 	}
 	d.proxy, err = proxy.New(pcfg, d.store)
 	if err != nil {
@@ -120,6 +122,53 @@ func (d *daemon) startPeering() error {
 		Logger: d.log.With(slog.String("component", "peering")),
 	})
 	return err
+}
+
+// peerStats are the peering figures for /_warren/stats.
+func (d *daemon) peerStats() map[string]any {
+	out := map[string]any{"peers": len(d.node.Table().Peers()), "datagrams_dropped": d.node.Dropped.Load()}
+	if d.blobs != nil {
+		active, peak, bytes, busy := d.blobs.Stats()
+		out["uploads_active"], out["uploads_peak"], out["bytes_uploaded"], out["uploads_refused_busy"] = active, peak, bytes, busy
+	}
+	return out
+}
+
+// mdnsConfig describes this node to mDNS, on the chosen interfaces.
+func (d *daemon) mdnsConfig() (mdns.Config, error) {
+	c := mdns.Config{ID: d.id.String(), Port: d.ln.Addr().(*net.TCPAddr).Port, Priority: d.cfg.Priority,
+		Passive: d.cfg.Role == "passive", Logger: d.log.With(slog.String("component", "mdns"))}
+	for _, name := range d.cfg.Interfaces {
+		ifc, err := net.InterfaceByName(name)
+		if err != nil {
+			return c, fmt.Errorf("interfaces: %q: %w", name, err)
+		}
+		c.Interfaces = append(c.Interfaces, *ifc)
+	}
+	return c, nil
+}
+
+// runMDNS announces this node (unless passive) and feeds what it finds into
+// the peer table until ctx ends.
+func (d *daemon) runMDNS(ctx context.Context) error {
+	mc, err := d.mdnsConfig()
+	if err != nil {
+		return err
+	}
+	if !mc.Passive {
+		a, err := mdns.Announce(mc)
+		if err != nil {
+			return err
+		}
+		defer a.Close()
+	}
+	return mdns.Browse(ctx, mc, func(f mdns.Found) {
+		id, err := peering.ParseNodeID(f.ID)
+		if err != nil || id == d.id {
+			return
+		}
+		d.node.Table().Seen(peering.Peer{ID: id, Addr: f.Addr, Port: f.Port, Priority: f.Priority, Passive: f.Passive})
+	})
 }
 
 // nodeID reads the node's id from the cache directory, making one the
@@ -235,6 +284,9 @@ func (d *daemon) Run(ctx context.Context) error {
 	g.Go(func() error { return d.store.Run(gctx) })
 	if d.node != nil {
 		g.Go(func() error { return d.node.Run(gctx) })
+	}
+	if d.cfg.Discovery == "mdns" || d.cfg.Discovery == "both" {
+		g.Go(func() error { return d.runMDNS(gctx) })
 	}
 	g.Go(func() error {
 		<-gctx.Done()

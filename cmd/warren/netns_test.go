@@ -1,0 +1,269 @@
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestSiteOverNetns is a site on one machine: five hosts in network
+// namespaces on a Linux bridge, and an upstream host behind a link shaped
+// to 50 Mbit/s with tc. Each host runs the real warren binary with default
+// discovery (mDNS and UDP broadcast, which stay inside the namespaces this
+// test makes) and all five fetch the same 20 MB artifact through their
+// local warren at the same moment. Run by `make test` as its own step
+// (WARREN_NETNS=1) when root and ip are there; it says so when skipped.
+func TestSiteOverNetns(t *testing.T) {
+	if os.Getenv("WARREN_NETNS") != "1" {
+		t.Skip("SKIP: the namespace test runs as its own step of `make test` (WARREN_NETNS=1)")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("SKIP: the namespace test needs root (ip netns)")
+	}
+	for _, tool := range []string{"ip", "tc", "curl", "/usr/bin/python3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("SKIP: the namespace test needs %s", tool)
+		}
+	}
+	const (
+		hosts     = 5
+		size      = 20 << 20
+		slots     = 2
+		upstream  = "10.77.0.100"
+		debPath   = "/pool/main/big_1_all.deb"
+		wanRate   = "50mbit"
+		prefixLen = "/24"
+	)
+	base := t.TempDir()
+	tag := fmt.Sprintf("wrn%d", os.Getpid()%100000)
+	ns := func(name string) string { return tag + "-" + name }
+	sh := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	names := []string{ns("br"), ns("up")}
+	for i := 1; i <= hosts; i++ {
+		names = append(names, ns(fmt.Sprintf("h%d", i)))
+	}
+	t.Cleanup(func() {
+		for _, n := range names {
+			exec.Command("ip", "netns", "del", n).Run()
+		}
+	})
+	for _, n := range names {
+		sh("ip", "netns", "add", n)
+		sh("ip", "-n", n, "link", "set", "lo", "up")
+	}
+	br := ns("br")
+	sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
+	sh("ip", "-n", br, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+	sh("ip", "-n", br, "link", "set", "br0", "up")
+	attach := func(host, port, addr string) {
+		sh("ip", "-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host)
+		sh("ip", "-n", br, "link", "set", port, "master", "br0", "up")
+		sh("ip", "-n", host, "addr", "add", addr+prefixLen, "brd", "+", "dev", "eth0")
+		sh("ip", "-n", host, "link", "set", "eth0", "up")
+		sh("ip", "-n", host, "route", "add", "224.0.0.0/4", "dev", "eth0")
+	}
+	attach(ns("up"), "p-up", upstream)
+	// The WAN: everything upstream sends to the site goes through 50 Mbit/s.
+	sh("ip", "netns", "exec", ns("up"), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", wanRate, "burst", "256k", "latency", "100ms")
+	for i := 1; i <= hosts; i++ {
+		attach(ns(fmt.Sprintf("h%d", i)), fmt.Sprintf("p-h%d", i), fmt.Sprintf("10.77.0.%d", i))
+	}
+
+	// Upstream: a small apt repository served by python's http.server,
+	// whose access log counts the GETs.
+	repo := filepath.Join(base, "repo")
+	r := rand.New(rand.NewPCG(5, 5))
+	deb := make([]byte, size)
+	for i := range deb {
+		deb[i] = byte(r.UintN(256))
+	}
+	sum := sha256.Sum256(deb)
+	pkgs := fmt.Sprintf("Package: big\nVersion: 1\nArchitecture: all\nFilename: %s\nSize: %d\nSHA256: %s\n\n", debPath[1:], size, hex.EncodeToString(sum[:]))
+	psum := sha256.Sum256([]byte(pkgs))
+	rel := fmt.Sprintf("Suite: stable\nSHA256:\n %s %d main/binary-amd64/Packages\n", hex.EncodeToString(psum[:]), len(pkgs))
+	for p, b := range map[string][]byte{"dists/stable/Release": []byte(rel), "dists/stable/main/binary-amd64/Packages": []byte(pkgs), debPath[1:]: deb} {
+		os.MkdirAll(filepath.Dir(filepath.Join(repo, p)), 0o755)
+		os.WriteFile(filepath.Join(repo, p), b, 0o644)
+	}
+	upLog := &syncBuffer{}
+	upCmd := exec.Command("ip", "netns", "exec", ns("up"), "/usr/bin/python3", "-m", "http.server", "80", "--bind", upstream, "--directory", repo)
+	stderr, _ := upCmd.StderrPipe()
+	if err := upCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { upCmd.Process.Kill(); upCmd.Wait() })
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			upLog.WriteString(sc.Text() + "\n")
+		}
+	}()
+	debGETs := func() int { return strings.Count(upLog.String(), `"GET `+debPath+` HTTP/1.1" 200`) }
+	curl := func(host int, args ...string) (string, error) {
+		full := append([]string{"netns", "exec", ns(fmt.Sprintf("h%d", host)), "curl", "-sS", "--fail", "--max-time", "120"}, args...)
+		out, err := exec.Command("ip", full...).CombinedOutput()
+		return string(out), err
+	}
+	waitFor := func(what string, deadline time.Duration, ok func() bool) {
+		t.Helper()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		end := time.After(deadline)
+		for !ok() {
+			select {
+			case <-tick.C:
+			case <-end:
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	waitFor("the upstream server", 20*time.Second, func() bool {
+		_, err := curl(1, "-o", "/dev/null", "http://"+upstream+"/dists/stable/Release")
+		return err == nil
+	})
+
+	// One lone WAN download, without warren: the yardstick.
+	out, err := curl(1, "-o", "/dev/null", "-w", "%{time_total}", "http://"+upstream+debPath)
+	if err != nil {
+		t.Fatalf("lone download: %v %s", err, out)
+	}
+	lone, _ := strconv.ParseFloat(strings.TrimSpace(out), 64)
+	baseline := debGETs()
+
+	// A warren in every host, default discovery.
+	logs := make([]*syncBuffer, hosts+1)
+	for i := 1; i <= hosts; i++ {
+		cmd := exec.Command("ip", "netns", "exec", ns(fmt.Sprintf("h%d", i)), warrenBinary(t), "serve",
+			"--listen", "0.0.0.0:3142", "--cache-dir", filepath.Join(base, fmt.Sprintf("cache%d", i)),
+			"--upload-slots", strconv.Itoa(slots), "--log-level", "debug")
+		se, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		logs[i] = &syncBuffer{}
+		go func(l *syncBuffer) {
+			sc := bufio.NewScanner(se)
+			for sc.Scan() {
+				l.WriteString(sc.Text() + "\n")
+			}
+		}(logs[i])
+		t.Cleanup(func() {
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+			if t.Failed() {
+				t.Logf("warren h%d log (tail):\n%s", i, tail(logs[i].String(), 40))
+			}
+		})
+	}
+	stats := func(host int) map[string]float64 {
+		out, err := curl(host, "http://127.0.0.1:3142/_warren/stats")
+		if err != nil {
+			return nil
+		}
+		var m map[string]float64
+		json.Unmarshal([]byte(out), &m)
+		return m
+	}
+	// Every node finds the four others by itself (mDNS), within seconds.
+	start := time.Now()
+	waitFor("every node to see its 4 peers over mDNS", 30*time.Second, func() bool {
+		for i := 1; i <= hosts; i++ {
+			if s := stats(i); s == nil || s["peers"] < hosts-1 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("all %d nodes found their peers by mDNS in %.1fs", hosts, time.Since(start).Seconds())
+
+	for i := 1; i <= hosts; i++ { // apt update on every machine
+		for _, p := range []string{"/dists/stable/Release", "/dists/stable/main/binary-amd64/Packages"} {
+			if out, err := curl(i, "-o", "/dev/null", "-x", "http://127.0.0.1:3142", "http://"+upstream+p); err != nil {
+				t.Fatalf("h%d %s: %v %s", i, p, err, out)
+			}
+		}
+	}
+	wanBefore := tbfSentBytes(t, ns("up"))
+	var wg sync.WaitGroup
+	errs := make([]error, hosts+1)
+	begin := time.Now()
+	for i := 1; i <= hosts; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dst := filepath.Join(base, fmt.Sprintf("out%d", i))
+			if out, err := curl(i, "-o", dst, "-x", "http://127.0.0.1:3142", "http://"+upstream+debPath); err != nil {
+				errs[i] = fmt.Errorf("%v: %s", err, out)
+				return
+			}
+			b, err := os.ReadFile(dst)
+			if err != nil || sha256.Sum256(b) != sum {
+				errs[i] = fmt.Errorf("h%d got %d bytes that do not match the artifact's SHA256", i, len(b))
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(begin).Seconds()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("h%d: %v", i, err)
+		}
+	}
+	wan := tbfSentBytes(t, ns("up")) - wanBefore
+	if got := debGETs() - baseline; got != 1 {
+		t.Fatalf("upstream served the artifact %d times for the site, want 1", got)
+	}
+	for i := 1; i <= hosts; i++ {
+		s := stats(i)
+		if s["uploads_peak"] > slots {
+			t.Fatalf("h%d served %v uploads at once, more than upload_slots=%d", i, s["uploads_peak"], slots)
+		}
+		t.Logf("h%d: from peers %.1f MB, uploaded %.1f MB, peak uploads %v", i, s["bytes_peers"]/1e6, s["bytes_uploaded"]/1e6, s["uploads_peak"])
+	}
+	fmt.Printf("netns site test: %d hosts, %d MB artifact, WAN %s\n", hosts, size>>20, wanRate)
+	fmt.Printf("  WAN bytes / artifact bytes = %.3f (upstream GETs of the artifact: 1)\n", float64(wan)/float64(size))
+	fmt.Printf("  last node done after %.2fs; one lone WAN download %.2fs; ratio %.2f\n", took, lone, took/lone)
+}
+
+var tbfSent = regexp.MustCompile(`Sent (\d+) bytes`)
+
+// tbfSentBytes reads how much the shaped WAN link has carried.
+func tbfSentBytes(t *testing.T, nsName string) int64 {
+	out, err := exec.Command("ip", "netns", "exec", nsName, "tc", "-s", "qdisc", "show", "dev", "eth0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tc: %v %s", err, out)
+	}
+	m := tbfSent.FindStringSubmatch(string(out))
+	if m == nil {
+		t.Fatalf("no byte count in tc output: %s", out)
+	}
+	n, _ := strconv.ParseInt(m[1], 10, 64)
+	return n
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
