@@ -65,7 +65,7 @@ lint: vet
 
 # Run each fuzzer for FUZZTIME; failures land in testdata/fuzz/ to commit.
 fuzz: check-go
-	@for pkg in ./debian ./rpm ./chocolatey ./proxy; do \
+	@for pkg in ./debian ./rpm ./chocolatey ./proxy ./peering ./mdns; do \
 		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
 			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 		done; \

@@ -29,6 +29,9 @@ type Config struct {
 	Port     int    // HTTP (proxy and blobs) and UDP port
 	Priority int32
 	Passive  bool
+	// FreeBytes is the cache room at announce time (peers learn the live
+	// figure from every datagram).
+	FreeBytes uint64
 	// Interfaces announce and browse; nil means every multicast interface.
 	Interfaces []net.Interface
 	Logger     *slog.Logger
@@ -77,7 +80,9 @@ func TXT(cfg Config) []string {
 	if cfg.Passive {
 		role = "passive"
 	}
-	return []string{"v=" + txtVersion, "id=" + cfg.ID, "prio=" + strconv.Itoa(int(cfg.Priority)), "role=" + role, "port=" + strconv.Itoa(cfg.Port)}
+	port := strconv.Itoa(cfg.Port)
+	return []string{"v=" + txtVersion, "id=" + cfg.ID, "prio=" + strconv.Itoa(int(cfg.Priority)), "role=" + role,
+		"port=" + port, "udp=" + port, "free=" + strconv.FormatUint(cfg.FreeBytes, 10)}
 }
 
 // ParseTXT reads a peer's TXT record; the address comes from the mDNS answer.

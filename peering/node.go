@@ -379,6 +379,10 @@ func (n *Node) Fetch(ctx context.Context, d cachestore.Digest, size, off int64, 
 	if n.cfg.Passive {
 		return f.sources, fmt.Errorf("%w: none has it ready (passive nodes take no part in elections)", ErrNoPeer)
 	}
+	if len(n.table.Peers()) == 0 {
+		// Nobody to elect with: a lone node pays only the query timeout.
+		return f.sources, fmt.Errorf("%w: no peer has answered yet", ErrNoPeer)
+	}
 	return f.sources, f.elect(ctx, progress)
 }
 

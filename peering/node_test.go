@@ -254,3 +254,17 @@ func TestFetchFromPeer(t *testing.T) {
 		t.Fatal("the peer did not drop the stranger's unsigned datagrams")
 	}
 }
+
+// A node whose query nobody answers, and that knows no peer, goes upstream
+// without an election: it pays only the query timeout.
+func TestFetchLoneNodeSkipsElection(t *testing.T) {
+	silent := netip.MustParseAddrPort("127.0.0.1:9") // discard: nobody answers
+	r := testNode(t, Config{ID: NodeID{9}, Static: []netip.AddrPort{silent}, QueryTimeout: 20 * time.Millisecond})
+	_, err := r.Fetch(t.Context(), testDigest, 10, 0, io.Discard, func() int64 { return 0 })
+	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "no peer has answered") {
+		t.Fatalf("err = %v, want ErrNoPeer without an election", err)
+	}
+	if n := r.Table().Peers(); len(n) != 0 {
+		t.Fatalf("table %v", n)
+	}
+}

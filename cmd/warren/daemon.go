@@ -137,7 +137,7 @@ func (d *daemon) peerStats() map[string]any {
 // mdnsConfig describes this node to mDNS, on the chosen interfaces.
 func (d *daemon) mdnsConfig() (mdns.Config, error) {
 	c := mdns.Config{ID: d.id.String(), Port: d.ln.Addr().(*net.TCPAddr).Port, Priority: d.cfg.Priority,
-		Passive: d.cfg.Role == "passive", Logger: d.log.With(slog.String("component", "mdns"))}
+		Passive: d.cfg.Role == "passive", FreeBytes: uint64(d.store.Free()), Logger: d.log.With(slog.String("component", "mdns"))}
 	for _, name := range d.cfg.Interfaces {
 		ifc, err := net.InterfaceByName(name)
 		if err != nil {
