@@ -164,6 +164,7 @@ func TestBlobServerRateLimit(t *testing.T) {
 	if n != int64(len(body)) {
 		t.Fatalf("got %d bytes", n)
 	}
+	srv.Close() // waits for the handler: the client can have the bytes before it has counted them
 	if _, _, sent, _ := bs.Stats(); sent != int64(len(body)) {
 		t.Fatalf("paced writer counted %d bytes", sent)
 	}
