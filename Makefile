@@ -71,9 +71,11 @@ fuzz: check-go
 		done; \
 	done
 
-# Hit throughput (20 MB, MB/s), small-file hits (req/s), daemon RSS.
+# Hit throughput (20 MB, MB/s), small-file hits (req/s), peer upload rate
+# against its limit, daemon RSS.
 bench: check-go
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./proxy
+	$(GO) test -run '^$$' -bench UploadRate -benchtime 3x ./peering
 	$(GO) test -run '^$$' -bench DaemonRSS -benchtime 1x ./cmd/warren
 
 clean:

@@ -78,6 +78,10 @@ func TestComputeWinner(t *testing.T) {
 
 // testBlob stores body in a fresh store and returns the store and digest.
 func testBlob(t *testing.T, body []byte) (*cachestore.Store, cachestore.Digest) {
+	return testBlobTB(t, body)
+}
+
+func testBlobTB(t testing.TB, body []byte) (*cachestore.Store, cachestore.Digest) {
 	s, err := cachestore.Open(cachestore.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -149,9 +153,11 @@ func TestBlobServerSlotsTokenRange(t *testing.T) {
 }
 
 func TestBlobServerRateLimit(t *testing.T) {
+	// The burst (200 KB) is smaller than the blob: every write is paced in
+	// chunks (WaitN refuses more than the burst at once).
 	body := make([]byte, 300<<10)
 	store, d := testBlob(t, body)
-	bs := NewBlobServer(store, 2, 1<<20, nil, nil) // 1 MiB/s, burst 1 MiB
+	bs := NewBlobServer(store, 2, 200<<10, nil, nil)
 	srv := httptest.NewServer(bs)
 	defer srv.Close()
 	closeIdle(t)
