@@ -125,7 +125,8 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // serveFill streams a blob that is still arriving, from the Range offset.
 func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachestore.Fill, d cachestore.Digest) {
-	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	// As long as the downloader may wait for upstream's first byte.
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	info, err := fill.Wait(ctx)
 	cancel()
 	if err != nil {

@@ -69,16 +69,23 @@ type Node struct {
 	hc    *http.Client
 	ready atomic.Bool // false while starting and stopping
 
-	mu        sync.Mutex                               // guards queries, elections, nextReq
-	queries   map[uint32]chan Message                  // open queries by request id
-	elections map[cachestore.Digest]*election          // what the group wants, per digest
-	beating   map[cachestore.Digest]context.CancelFunc // heartbeats this node sends
+	mu        sync.Mutex                      // guards queries, elections, nextReq
+	queries   map[uint32]chan Message         // open queries by request id
+	elections map[cachestore.Digest]*election // what the group wants, per digest
+	beating   map[cachestore.Digest]*beat     // downloads this node heartbeats
 	nextReq   uint32
 
 	wg sync.WaitGroup // heartbeat goroutines
 
 	// Dropped counts datagrams refused (garbage, wrong version, bad MAC).
 	Dropped atomic.Int64
+}
+
+// beat is a download this node was elected for.
+type beat struct {
+	cancel   context.CancelFunc
+	size     int64
+	progress func() int64
 }
 
 // election is what this node heard about one digest.
@@ -160,7 +167,7 @@ func Listen(cfg Config) (*Node, error) {
 		table:     NewTable(cfg.MaxPeers, 90*time.Second, cfg.Now),
 		queries:   map[uint32]chan Message{},
 		elections: map[cachestore.Digest]*election{},
-		beating:   map[cachestore.Digest]context.CancelFunc{},
+		beating:   map[cachestore.Digest]*beat{},
 		nextReq:   rand.Uint32(),
 	}
 	return n, nil
@@ -232,8 +239,8 @@ func (n *Node) greet(ctx context.Context) {
 
 func (n *Node) stopBeats() {
 	n.mu.Lock()
-	for d, cancel := range n.beating {
-		cancel()
+	for d, b := range n.beating {
+		b.cancel()
 		delete(n.beating, d)
 	}
 	n.mu.Unlock()
@@ -271,9 +278,17 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	case MsgWant:
 		n.update(m.Digest, func(e *election) { e.wants[m.From] = m })
 		// Tell a latecomer what we know at once: that we have it, or that
-		// we are downloading it.
+		// we are downloading it (else it could elect itself and download
+		// it a second time).
 		if !n.cfg.Passive && n.cfg.Has(m.Digest) {
 			n.send(Message{Type: MsgHave, Digest: m.Digest}, src)
+			return
+		}
+		n.mu.Lock()
+		b := n.beating[m.Digest]
+		n.mu.Unlock()
+		if b != nil {
+			n.send(Message{Type: MsgDownloading, Digest: m.Digest, Done: max(b.progress(), 0), Total: b.size}, src)
 		}
 	case MsgDownloading:
 		n.update(m.Digest, func(e *election) {
@@ -663,9 +678,9 @@ func (n *Node) startBeats(d cachestore.Digest, size int64, progress func() int64
 	ctx, cancel := context.WithCancel(context.Background())
 	n.mu.Lock()
 	if old := n.beating[d]; old != nil {
-		old()
+		old.cancel()
 	}
-	n.beating[d] = cancel
+	n.beating[d] = &beat{cancel: cancel, size: size, progress: progress}
 	n.mu.Unlock()
 	n.wg.Add(1)
 	go func() {
@@ -687,11 +702,11 @@ func (n *Node) startBeats(d cachestore.Digest, size int64, progress func() int64
 // hears "have" (passive nodes announce nothing).
 func (n *Node) Done(d cachestore.Digest, ok bool) {
 	n.mu.Lock()
-	cancel := n.beating[d]
+	b := n.beating[d]
 	delete(n.beating, d)
 	n.mu.Unlock()
-	if cancel != nil {
-		cancel()
+	if b != nil {
+		b.cancel()
 	}
 	if ok && !n.cfg.Passive {
 		n.sendAll(Message{Type: MsgHave, Digest: d})

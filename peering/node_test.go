@@ -275,3 +275,34 @@ func TestFetchLoneNodeSkipsElection(t *testing.T) {
 		t.Fatalf("table %v", n)
 	}
 }
+
+// A node that starts wanting a blob after the election (it never heard the
+// winner's want) is told at once that the winner is downloading it, and
+// streams from the winner instead of electing itself and downloading it a
+// second time.
+func TestLatecomerFollowsTheDownloader(t *testing.T) {
+	body := bytes.Repeat([]byte("growing "), 4000)
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(body) }))
+	defer srv.Close()
+	defer http.DefaultClient.CloseIdleConnections()
+	port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+	// A's heartbeats are far apart; B's election window is short: only the
+	// answer to B's want can reach B in time.
+	a := testNode(t, Config{ID: NodeID{1}, Port: uint16(port), Priority: 100, Heartbeat: time.Hour,
+		ElectionWindow: 20 * time.Millisecond, QueryTimeout: 20 * time.Millisecond, Static: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}})
+	a.Table().Seen(Peer{ID: NodeID{7}, Addr: netip.MustParseAddr("127.0.0.1"), Port: 9}) // someone to elect with
+	if _, err := a.Fetch(t.Context(), d, int64(len(body)), 0, io.Discard, func() int64 { return 10 }); !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "elected") {
+		t.Fatalf("a: %v, want elected", err)
+	}
+	defer a.Done(d, false)
+	b := testNode(t, Config{ID: NodeID{2}, Priority: 100, Heartbeat: time.Hour, ElectionWindow: 50 * time.Millisecond,
+		QueryTimeout: 20 * time.Millisecond, Static: []netip.AddrPort{a.Addr()}})
+	b.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: uint16(port)})
+	var got bytes.Buffer
+	src, err := b.Fetch(t.Context(), d, int64(len(body)), 0, &got, func() int64 { return 0 })
+	if err != nil || !bytes.Equal(got.Bytes(), body) || len(src) != 1 {
+		t.Fatalf("b: %v, %d bytes, sources %v (it should have followed a)", err, got.Len(), src)
+	}
+}
