@@ -159,6 +159,7 @@ func (f *Fill) Commit(want Digest, wantSize int64) (Digest, error) {
 	f.done, f.digest = true, got
 	f.notifyLocked()
 	f.mu.Unlock()
+	f.s.evictSoon()
 	return got, nil
 }
 

@@ -32,9 +32,19 @@ type Config struct {
 	// MinFreeBytes is the free space a fill must leave on the cache's file
 	// system; below it the caller passes bytes through instead of storing them.
 	MinFreeBytes int64
-	Logger       *slog.Logger
+	// Limits bound the cache; see Evict.
+	Limits Limits
+	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+}
+
+// Limits bound what the cache keeps.
+type Limits struct {
+	MaxBytes int64         // cache_max: 0 for no limit beyond MinFreeBytes
+	MinAge   time.Duration // cache_min_days: newer blobs are never evicted
+	MaxAge   time.Duration // cache_max_days: blobs unused this long go (0: never)
+	HalfLife time.Duration // how fast unused blobs' hits fade; default 7 days
 }
 
 // Store is the blob store and its index. It is safe for concurrent use.
@@ -47,6 +57,12 @@ type Store struct {
 
 	fillsMu sync.Mutex       // guards fills
 	fills   map[string]*Fill // in-progress fills by key
+
+	limits    Limits
+	evictMu   sync.Mutex // one eviction run at a time
+	evictKick chan struct{}
+	openMu    sync.Mutex     // guards open
+	open      map[Digest]int // readers per blob: these are not evicted
 }
 
 // BlobInfo is what the index says of a stored blob.
@@ -116,6 +132,12 @@ func Open(cfg Config) (*Store, error) {
 		log:          cfg.Logger,
 		now:          cfg.Now,
 		fills:        map[string]*Fill{},
+		limits:       cfg.Limits,
+		evictKick:    make(chan struct{}, 1),
+		open:         map[Digest]int{},
+	}
+	if s.limits.HalfLife <= 0 {
+		s.limits.HalfLife = 7 * 24 * time.Hour
 	}
 	if err := s.recover(); err != nil {
 		db.Close()
@@ -160,8 +182,15 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Run does the index's housekeeping (value-log GC) until ctx ends.
+// Run does the housekeeping until ctx ends: eviction every five minutes and
+// after fills, value-log GC every ten.
 func (s *Store) Run(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.evictLoop(ctx, 5*time.Minute)
+	}()
+	defer func() { <-done }()
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
 	for {
@@ -241,29 +270,44 @@ func (s *Store) Stat(d Digest) (BlobInfo, error) {
 	return bi, err
 }
 
-// OpenBlob opens a stored blob for reading and counts the use. A blob whose
-// file is missing or whose size differs from the index is dropped and
-// reported as ErrNotFound: it is never served.
-func (s *Store) OpenBlob(d Digest) (*os.File, BlobInfo, error) {
+// OpenBlob opens a stored blob for reading and counts the use; until Close
+// the blob is not evicted. A blob whose file is missing or whose size
+// differs from the index is dropped and reported as ErrNotFound: it is
+// never served.
+func (s *Store) OpenBlob(d Digest) (*Blob, BlobInfo, error) {
 	bi, err := s.Stat(d)
 	if err != nil {
 		return nil, bi, err
 	}
+	s.openMu.Lock()
+	s.open[d]++
+	s.openMu.Unlock()
+	release := func() {
+		s.openMu.Lock()
+		if s.open[d]--; s.open[d] <= 0 {
+			delete(s.open, d)
+		}
+		s.openMu.Unlock()
+	}
 	f, err := os.Open(s.blobPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
+		release()
 		s.log.Warn("blob file missing; dropping it from the index", slog.String("digest", d.String()))
 		s.dropBlob(d)
 		return nil, bi, ErrNotFound
 	}
 	if err != nil {
+		release()
 		return nil, bi, fmt.Errorf("open blob %s: %w", d, err)
 	}
 	st, err := f.Stat()
 	if err != nil {
+		release()
 		f.Close()
 		return nil, bi, fmt.Errorf("stat blob %s: %w", d, err)
 	}
 	if st.Size() != bi.Size {
+		release()
 		f.Close()
 		s.log.Warn("blob size differs from the index; removing it",
 			slog.String("digest", d.String()), slog.Int64("index_size", bi.Size), slog.Int64("file_size", st.Size()))
@@ -275,7 +319,7 @@ func (s *Store) OpenBlob(d Digest) (*os.File, BlobInfo, error) {
 	if err := s.putBlob(bi); err != nil {
 		s.log.Warn("could not count a blob use", slog.String("digest", d.String()), slog.Any("err", err))
 	}
-	return f, bi, nil
+	return &Blob{File: f, release: release}, bi, nil
 }
 
 func (s *Store) putBlob(bi BlobInfo) error {
@@ -292,13 +336,25 @@ func (s *Store) dropBlob(d Digest) {
 }
 
 // Free is the room left for new blobs: free space on the cache's file
-// system less MinFreeBytes (never negative).
+// system less MinFreeBytes, and within MaxBytes (never negative).
 func (s *Store) Free() int64 {
+	free := max(s.fsFree()-s.minFreeBytes, 0)
+	if s.limits.MaxBytes > 0 {
+		used, _, err := s.Usage()
+		if err == nil {
+			free = min(free, max(s.limits.MaxBytes-used, 0))
+		}
+	}
+	return free
+}
+
+// fsFree is the free space on the cache's file system.
+func (s *Store) fsFree() int64 {
 	var st unix.Statfs_t
 	if err := unix.Statfs(s.dir, &st); err != nil {
 		return 0
 	}
-	return max(int64(st.Bavail)*st.Bsize-s.minFreeBytes, 0)
+	return int64(st.Bavail) * st.Bsize
 }
 
 // Room checks that size more bytes fit on the cache's file system while

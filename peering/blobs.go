@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -22,7 +21,7 @@ import (
 
 // BlobStore is what the blob server needs of the cache.
 type BlobStore interface {
-	OpenBlob(d cachestore.Digest) (*os.File, cachestore.BlobInfo, error)
+	OpenBlob(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
 	// Filling returns the fill in progress under key, if any.
 	Filling(key string) (*cachestore.Fill, bool)
 }
@@ -112,7 +111,7 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f, bi, err := bs.store.OpenBlob(d); err == nil {
 		defer f.Close()
 		w.Header().Set("Content-Type", "application/octet-stream")
-		http.ServeContent(lw, r, "", bi.Added, f)
+		http.ServeContent(lw, r, "", bi.Added, f.File)
 		return
 	}
 	fill, ok := bs.store.Filling(cachestore.FillKey(d))

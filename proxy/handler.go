@@ -146,7 +146,7 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 		f, bi, err := s.store.OpenBlob(p.digest)
 		if err == nil {
 			defer f.Close()
-			s.serveFile(w, r, f, bi.Added, "", contentType(p))
+			s.serveFile(w, r, f.File, bi.Added, "", contentType(p))
 			return "hit", nil
 		}
 		if !errors.Is(err, cachestore.ErrNotFound) {
@@ -241,7 +241,7 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p plan, c cachestor
 	if ct == "" {
 		ct = contentType(p)
 	}
-	s.serveFile(w, r, f, mod, c.ETag, ct)
+	s.serveFile(w, r, f.File, mod, c.ETag, ct)
 	return true
 }
 

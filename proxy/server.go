@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +33,7 @@ type Store interface {
 	Cached(url string) (cachestore.Cached, error)
 	PutCached(url string, c cachestore.Cached) error
 	Stat(d cachestore.Digest) (cachestore.BlobInfo, error)
-	OpenBlob(d cachestore.Digest) (*os.File, cachestore.BlobInfo, error)
+	OpenBlob(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
 }
 

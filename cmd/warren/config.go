@@ -36,6 +36,9 @@ type config struct {
 	IndexTTL     duration `yaml:"index_ttl"`
 	NegativeTTL  duration `yaml:"negative_ttl"`
 	DiskMinFree  string   `yaml:"disk_min_free"`
+	CacheMax     string   `yaml:"cache_max"`      // "200GB" or "30%" of the cache's disk; "0": no limit
+	CacheMinDays float64  `yaml:"cache_min_days"` // newer blobs are never evicted
+	CacheMaxDays float64  `yaml:"cache_max_days"` // blobs unused this long are evicted; 0: never
 
 	// Peers on the LAN.
 	Discovery          string   `yaml:"discovery"` // mdns, static, both, off
@@ -63,6 +66,7 @@ type config struct {
 	logLevel     slog.Level
 	allowClients []netip.Prefix
 	diskMinFree  sizeOrPercent
+	cacheMax     sizeOrPercent
 	uploadRate   int64
 	peers        []netip.AddrPort
 }
@@ -78,6 +82,7 @@ func defaults() config {
 		IndexTTL:     duration{5 * time.Second},
 		NegativeTTL:  duration{30 * time.Second},
 		DiskMinFree:  "1GB",
+		CacheMax:     "30%",
 
 		Discovery:          "mdns",
 		Role:               "peer",
@@ -117,6 +122,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "election-window", Usage: "how long wants are collected before electing a downloader (default 300ms)", EnvVars: []string{"WARREN_ELECTION_WINDOW"}},
 		&cli.StringFlag{Name: "heartbeat", Usage: "interval of the elected downloader's heartbeats (default 1s)", EnvVars: []string{"WARREN_HEARTBEAT"}},
 		&cli.StringFlag{Name: "group-secret", Usage: "shared secret: peer messages carry an HMAC, blob requests a token", EnvVars: []string{"WARREN_GROUP_SECRET"}},
+		&cli.StringFlag{Name: "cache-max", Usage: "most the cache may hold, e.g. 200GB or 30% of its disk; 0 for no limit (default 30%)", EnvVars: []string{"WARREN_CACHE_MAX"}},
 		&cli.StringFlag{Name: "disk-min-free", Usage: "free space fills must leave, e.g. 5GB or 10% (default 1GB)", EnvVars: []string{"WARREN_DISK_MIN_FREE"}},
 	}
 }
@@ -147,6 +153,7 @@ func loadConfig(c *cli.Context) (config, error) {
 	str("cache-dir", &cfg.CacheDir)
 	str("log-level", &cfg.LogLevel)
 	str("disk-min-free", &cfg.DiskMinFree)
+	str("cache-max", &cfg.CacheMax)
 	str("chocolatey-upstream", &cfg.Chocolatey.Upstream)
 	str("discovery", &cfg.Discovery)
 	str("role", &cfg.Role)
@@ -230,6 +237,13 @@ func (cfg *config) check() error {
 		return fmt.Errorf("disk_min_free: %w", err)
 	}
 	cfg.diskMinFree = v
+	if v, err = parseSizeOrPercent(cfg.CacheMax); err != nil {
+		return fmt.Errorf("cache_max: %w", err)
+	}
+	cfg.cacheMax = v
+	if cfg.CacheMinDays < 0 || cfg.CacheMaxDays < 0 || cfg.CacheMaxDays > 0 && cfg.CacheMaxDays < cfg.CacheMinDays {
+		return errors.New("cache_min_days and cache_max_days must not be negative, and cache_max_days (if set) not below cache_min_days")
+	}
 	switch cfg.Discovery {
 	case "mdns", "static", "both", "off":
 	default:

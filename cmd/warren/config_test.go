@@ -85,6 +85,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad port", []string{"config", "check", "--connect-port", "70000"}, "not a TCP port"},
 		{"bad log level", []string{"config", "check", "--log-level", "loud"}, "log_level"},
 		{"bad size", []string{"config", "check", "--disk-min-free", "lots"}, "disk_min_free"},
+		{"bad cache_max", []string{"config", "check", "--cache-max", "half"}, "cache_max"},
+		{"max days below min days", []string{"config", "check", "--config", write("days.yaml", "cache_min_days: 5\ncache_max_days: 2\n")}, "cache_max_days"},
 		{"serve with an argument", []string{"serve", "extra"}, "no arguments"},
 		{"bad chocolatey upstream", []string{"config", "check", "--chocolatey-upstream", "ftp://x/"}, "chocolatey.upstream"},
 		{"bad feed name", []string{"config", "check", "--config", write("feed.yaml", "chocolatey:\n  feeds:\n    ../x: http://proget/nuget/\n")}, "feed name"},

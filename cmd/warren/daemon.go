@@ -42,13 +42,22 @@ func newDaemon(cfg config, log *slog.Logger) (d *daemon, err error) {
 	if err != nil {
 		return nil, usageError{err}
 	}
+	maxBytes, err := cfg.cacheMax.bytes(cfg.CacheDir)
+	if err != nil {
+		return nil, usageError{err}
+	}
 	d = &daemon{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			d.close()
 		}
 	}()
-	d.store, err = cachestore.Open(cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log})
+	d.store, err = cachestore.Open(cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log,
+		Limits: cachestore.Limits{
+			MaxBytes: maxBytes,
+			MinAge:   time.Duration(cfg.CacheMinDays * float64(24*time.Hour)),
+			MaxAge:   time.Duration(cfg.CacheMaxDays * float64(24*time.Hour)),
+		}})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,214 @@
+package cachestore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Eviction: LFU with aging. A blob's score is (hits+1) halved for every
+// HalfLife it has gone unused; when the cache is over MaxBytes or the disk
+// under MinFreeBytes, the lowest scores go first. Blobs younger than MinAge
+// stay, blobs unused for MaxAge go regardless, and a blob with an open
+// reader is never removed.
+
+// Blob is an open stored blob. Close it: while it is open the blob is not
+// evicted. Pass File itself to http.ServeContent so sendfile applies.
+type Blob struct {
+	*os.File
+	release func()
+}
+
+// Close closes the file and lets the blob be evicted again.
+func (b *Blob) Close() error {
+	b.release()
+	return b.File.Close()
+}
+
+// EvictReport says what one eviction run did.
+type EvictReport struct {
+	Blobs      int   // blobs in the cache before
+	Bytes      int64 // their bytes before
+	Evicted    int
+	FreedBytes int64
+}
+
+// Usage is the bytes and number of blobs the index holds: only warren's own files.
+func (s *Store) Usage() (int64, int, error) {
+	infos, err := s.blobs()
+	if err != nil {
+		return 0, 0, err
+	}
+	var total int64
+	for _, bi := range infos {
+		total += bi.Size
+	}
+	return total, len(infos), nil
+}
+
+// blobs lists every indexed blob.
+func (s *Store) blobs() ([]BlobInfo, error) {
+	var out []BlobInfo
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixBlob)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			d, err := ParseDigest(strings.TrimPrefix(string(it.Item().Key()), prefixBlob))
+			if err != nil {
+				continue
+			}
+			var bi BlobInfo
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &bi) }); err != nil {
+				continue
+			}
+			bi.Digest = d
+			out = append(out, bi)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list blobs: %w", err)
+	}
+	return out, nil
+}
+
+// score is the LFU-with-aging value: higher stays longer.
+func (s *Store) score(bi BlobInfo, now time.Time) float64 {
+	idle := now.Sub(bi.LastUsed)
+	if idle < 0 {
+		idle = 0
+	}
+	return float64(bi.Hits+1) * math.Exp2(-float64(idle)/float64(s.limits.HalfLife))
+}
+
+// Evict removes blobs until the limits hold: first those unused for MaxAge,
+// then the lowest scores while the cache is over MaxBytes or the disk under
+// MinFreeBytes.
+func (s *Store) Evict() (EvictReport, error) {
+	s.evictMu.Lock()
+	defer s.evictMu.Unlock()
+	infos, err := s.blobs()
+	if err != nil {
+		return EvictReport{}, err
+	}
+	now := s.now()
+	var rep EvictReport
+	var total int64
+	for _, bi := range infos {
+		total += bi.Size
+	}
+	rep.Blobs, rep.Bytes = len(infos), total
+	evictable := func(bi BlobInfo) bool {
+		return now.Sub(bi.Added) >= s.limits.MinAge && !s.isOpen(bi.Digest)
+	}
+	var keep []BlobInfo
+	for _, bi := range infos {
+		if s.limits.MaxAge > 0 && now.Sub(bi.LastUsed) > s.limits.MaxAge && evictable(bi) {
+			if s.remove(bi, "unused for longer than cache_max_days") {
+				rep.Evicted++
+				rep.FreedBytes += bi.Size
+				total -= bi.Size
+			}
+			continue
+		}
+		keep = append(keep, bi)
+	}
+	need := int64(0)
+	if s.limits.MaxBytes > 0 && total > s.limits.MaxBytes {
+		need = total - s.limits.MaxBytes
+	}
+	if short := s.minFreeBytes - s.fsFree(); short > need {
+		need = short
+	}
+	if need > 0 {
+		slices.SortFunc(keep, func(a, b BlobInfo) int { return cmpFloat(s.score(a, now), s.score(b, now)) })
+		for _, bi := range keep {
+			if need <= 0 {
+				break
+			}
+			if !evictable(bi) {
+				continue
+			}
+			if s.remove(bi, "cache over its limits") {
+				rep.Evicted++
+				rep.FreedBytes += bi.Size
+				need -= bi.Size
+			}
+		}
+		if need > 0 {
+			s.log.Warn("cache still over its limits: what is left is new (cache_min_days) or in use",
+				slog.Int64("bytes_over", need))
+		}
+	}
+	if rep.Evicted > 0 {
+		s.log.Info("evicted blobs", slog.Int("count", rep.Evicted), slog.Int64("freed_bytes", rep.FreedBytes))
+	}
+	return rep, nil
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// remove deletes one blob, unless a reader opened it meanwhile.
+func (s *Store) remove(bi BlobInfo, why string) bool {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if s.open[bi.Digest] > 0 {
+		return false
+	}
+	if err := os.Remove(s.blobPath(bi.Digest)); err != nil && !os.IsNotExist(err) {
+		s.log.Warn("could not evict a blob", slog.String("digest", bi.Digest.String()), slog.Any("err", err))
+		return false
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + bi.Digest.String())) }); err != nil {
+		s.log.Warn("could not drop an evicted blob from the index", slog.String("digest", bi.Digest.String()), slog.Any("err", err))
+	}
+	s.log.Debug("evicted", slog.String("digest", bi.Digest.String()), slog.Int64("bytes", bi.Size), slog.String("why", why))
+	return true
+}
+
+func (s *Store) isOpen(d Digest) bool {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	return s.open[d] > 0
+}
+
+// evictSoon asks the eviction loop for a run (after a fill), without waiting.
+func (s *Store) evictSoon() {
+	select {
+	case s.evictKick <- struct{}{}:
+	default:
+	}
+}
+
+// evictLoop runs eviction every interval and after fills until ctx ends.
+func (s *Store) evictLoop(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.evictKick:
+		}
+		if _, err := s.Evict(); err != nil {
+			s.log.Warn("eviction failed", slog.Any("err", err))
+		}
+	}
+}

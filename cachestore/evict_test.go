@@ -1,0 +1,141 @@
+package cachestore
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+type testClock struct{ t time.Time }
+
+func (c *testClock) now() time.Time { return c.t }
+
+// history stores one 100-byte blob per entry and then rewrites its
+// statistics as the entry says, so eviction sees a crafted past.
+type history struct {
+	name     string
+	added    time.Duration // ago
+	lastUsed time.Duration // ago
+	hits     int64
+}
+
+func craft(t *testing.T, s *Store, clk *testClock, hs []history) map[string]Digest {
+	t.Helper()
+	out := map[string]Digest{}
+	for _, h := range hs {
+		body := []byte(fmt.Sprintf("%-100s", h.name))
+		d := fill(t, s, body)
+		bi, err := s.Stat(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bi.Added, bi.LastUsed, bi.Hits = clk.t.Add(-h.added), clk.t.Add(-h.lastUsed), h.hits
+		if err := s.putBlob(bi); err != nil {
+			t.Fatal(err)
+		}
+		out[h.name] = d
+	}
+	return out
+}
+
+func openLimited(t *testing.T, clk *testClock, l Limits) *Store {
+	t.Helper()
+	s, err := Open(Config{Dir: t.TempDir(), Now: clk.now, Limits: l})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+const day = 24 * time.Hour
+
+func TestEvictPolicy(t *testing.T) {
+	tests := []struct {
+		name    string
+		limits  Limits
+		history []history
+		gone    []string
+	}{
+		{"over cache_max: the least used goes",
+			Limits{MaxBytes: 250},
+			[]history{{"popular", 10 * day, 0, 50}, {"cold", 10 * day, 5 * day, 0}, {"warm", 10 * day, day, 3}},
+			[]string{"cold"}},
+		{"aging beats raw frequency",
+			Limits{MaxBytes: 100},
+			[]history{{"once-popular", 90 * day, 60 * day, 100}, {"fresh", 3 * day, 0, 1}},
+			[]string{"once-popular"}},
+		{"cache_min_days protects new blobs",
+			Limits{MaxBytes: 100, MinAge: 2 * day},
+			[]history{{"new-cold", day, day, 0}, {"old-hot", 30 * day, 0, 9}},
+			[]string{"old-hot"}},
+		{"cache_max_days removes unused blobs without pressure",
+			Limits{MaxAge: 30 * day},
+			[]history{{"stale", 60 * day, 31 * day, 40}, {"used", 60 * day, 29 * day, 0}},
+			[]string{"stale"}},
+		{"within limits nothing goes",
+			Limits{MaxBytes: 1000},
+			[]history{{"a", 10 * day, 9 * day, 0}, {"b", 10 * day, 0, 0}},
+			nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := &testClock{time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)}
+			s := openLimited(t, clk, tt.limits)
+			ds := craft(t, s, clk, tt.history)
+			rep, err := s.Evict()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Evicted != len(tt.gone) {
+				t.Fatalf("evicted %d, want %d (%v)", rep.Evicted, len(tt.gone), tt.gone)
+			}
+			for name, d := range ds {
+				_, err := s.Stat(d)
+				gone := errors.Is(err, ErrNotFound)
+				want := false
+				for _, g := range tt.gone {
+					want = want || g == name
+				}
+				if gone != want {
+					t.Errorf("%s: evicted %v, want %v", name, gone, want)
+				}
+			}
+		})
+	}
+}
+
+func TestEvictNeverUnderAnOpenReader(t *testing.T) {
+	clk := &testClock{time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)}
+	s := openLimited(t, clk, Limits{MaxAge: 30 * day})
+	d := craft(t, s, clk, []history{{"stale", 90 * day, 60 * day, 0}})["stale"]
+	b, _, err := s.OpenBlob(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// OpenBlob counted a use: make it stale again while it stays open.
+	bi, _ := s.Stat(d)
+	bi.LastUsed = clk.t.Add(-60 * day)
+	s.putBlob(bi)
+	if rep, _ := s.Evict(); rep.Evicted != 0 {
+		t.Fatal("evicted a blob with an open reader")
+	}
+	b.Close()
+	if rep, _ := s.Evict(); rep.Evicted != 1 {
+		t.Fatalf("after Close: evicted %d, want 1", rep.Evicted)
+	}
+}
+
+func TestUsageAndFreeWithinCacheMax(t *testing.T) {
+	clk := &testClock{time.Now()}
+	s := openLimited(t, clk, Limits{MaxBytes: 350})
+	craft(t, s, clk, []history{{"a", day, 0, 0}, {"b", day, 0, 0}})
+	used, n, err := s.Usage()
+	if err != nil || used != 200 || n != 2 {
+		t.Fatalf("usage %d bytes in %d blobs, %v", used, n, err)
+	}
+	if free := s.Free(); free != 150 {
+		t.Fatalf("Free() = %d, want the 150 bytes left under cache_max", free)
+	}
+}
