@@ -16,16 +16,17 @@ ARGS ?=
 FUZZTIME ?= 15s
 # Debian packages the end-to-end tests drive: apt-ftparchive, dpkg-deb, gpg, xz,
 # dnf with its download plugin, createrepo_c, rpmbuild, NuGet.exe on mono;
-# ip, tc, curl and python3 for the network-namespace site test.
+# ip, tc, curl and python3 for the network-namespace site test; chromium for
+# the status page test.
 TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates \
-	dnf dnf-plugins-core createrepo-c rpm nuget iproute2 curl python3
+	dnf dnf-plugins-core createrepo-c rpm nuget iproute2 curl python3 chromium
 
 .PHONY: all build run test test-netns test-deps check-go lint vet fuzz bench clean
 
 all: build
 
 check-go:
-	@command -v $(GO) >/dev/null || { echo "warren needs Go (1.24 or newer) on PATH, e.g. /usr/local/go/bin" >&2; exit 1; }
+	@command -v $(GO) >/dev/null || { echo "warren needs Go (1.26 or newer) on PATH, e.g. /usr/local/go/bin" >&2; exit 1; }
 
 build: check-go
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/warren

@@ -41,6 +41,12 @@ type EvictReport struct {
 	FreedBytes int64
 }
 
+// Evictions counts the blobs evicted since Open.
+func (s *Store) Evictions() int64 { return s.evictions.Load() }
+
+// MaxBytes is the cache_max limit (0: none).
+func (s *Store) MaxBytes() int64 { return s.limits.MaxBytes }
+
 // Usage is the bytes and number of blobs the index holds: only warren's own files.
 func (s *Store) Usage() (int64, int, error) {
 	infos, err := s.blobs()
@@ -178,6 +184,7 @@ func (s *Store) remove(bi BlobInfo, why string) bool {
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + bi.Digest.String())) }); err != nil {
 		s.log.Warn("could not drop an evicted blob from the index", slog.String("digest", bi.Digest.String()), slog.Any("err", err))
 	}
+	s.evictions.Add(1)
 	s.log.Debug("evicted", slog.String("digest", bi.Digest.String()), slog.Int64("bytes", bi.Size), slog.String("why", why))
 	return true
 }

@@ -69,6 +69,32 @@ func (f *Fill) Written() int64 {
 	return f.written
 }
 
+// FillProgress is one fill in progress, for the status page.
+type FillProgress struct {
+	Key     string
+	Written int64
+	Size    int64 // -1 when unknown
+}
+
+// Fills lists the fills in progress.
+func (s *Store) Fills() []FillProgress {
+	s.fillsMu.Lock()
+	fills := make([]*Fill, 0, len(s.fills))
+	for _, f := range s.fills {
+		fills = append(fills, f)
+	}
+	s.fillsMu.Unlock()
+	out := make([]FillProgress, 0, len(fills))
+	for _, f := range fills {
+		f.mu.Lock()
+		if f.started && !f.done {
+			out = append(out, FillProgress{Key: f.key, Written: f.written, Size: f.info.Size})
+		}
+		f.mu.Unlock()
+	}
+	return out
+}
+
 // Filling returns the fill in progress under key, without starting one.
 func (s *Store) Filling(key string) (*Fill, bool) {
 	s.fillsMu.Lock()

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -63,6 +64,7 @@ type Store struct {
 	evictKick chan struct{}
 	openMu    sync.Mutex     // guards open
 	open      map[Digest]int // readers per blob: these are not evicted
+	evictions atomic.Int64
 }
 
 // BlobInfo is what the index says of a stored blob.

@@ -59,6 +59,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 		s.stats.Errors.Add(1)
 		s.fail(rw, r, p, err)
 	}
+	s.requestsBy.WithLabelValues(outcome).Inc()
 	s.log.Info("request",
 		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind),
 		slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),

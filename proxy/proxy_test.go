@@ -792,3 +792,48 @@ func TestDiskFillsUpMidTransfer(t *testing.T) {
 		t.Fatalf("half-written files left: %v", left)
 	}
 }
+
+// /metrics and the status page show the true figures of what was served.
+func TestMetricsAndStatusPage(t *testing.T) {
+	up := newUpstream(t, 100000)
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+		c.Status = func() Status {
+			return Status{NodeID: "n1", CacheBytes: 100000, CacheMax: 400000, Blobs: 1, UploadSlots: 2,
+				Peers:     []StatusPeer{{ID: "peer-a", Addr: "10.0.0.2:3142", Role: "peer", Priority: 100}},
+				Transfers: []StatusTransfer{{What: "digest:sha256:ab", Written: 50, Size: 100}}}
+		}
+	})
+	h.learn()
+	h.mustGet(up.debURL, 200) // miss
+	h.mustGet(up.debURL, 200) // hit
+	get := func(path string) string {
+		resp, err := http.Get(h.front.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	metrics := get("/metrics")
+	for _, want := range []string{
+		`warren_requests_total{outcome="hit"} 1`,
+		`warren_requests_total{outcome="miss"} 3`, // Release, Packages, the deb
+		`warren_bytes_total{source="cache"} 100000`,
+		`warren_digest_mismatches_total 0`,
+		`warren_upstream_fetches_total 3`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	page := get("/_warren/")
+	for _, want := range []string{
+		`id="hit-ratio">25%`, "1 hits, 3 misses of 4 requests",
+		`100.0 kB of 400.0 kB`, "peer-a", "10.0.0.2:3142", "digest:sha256:ab", `width:50%`, `http-equiv="refresh"`,
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
@@ -75,6 +76,10 @@ type Config struct {
 	Peers Peers
 	// Stats adds other parts' figures (peers, uploads) to /_warren/stats.
 	Stats func() map[string]any
+	// Status gives the status page the other parts' state.
+	Status func() Status
+	// Collectors are more Prometheus metrics for /metrics (peers, cache).
+	Collectors []prometheus.Collector
 	// Transport reaches upstream; nil builds one with timeouts and no proxy.
 	Transport http.RoundTripper
 	Logger    *slog.Logger
@@ -102,7 +107,10 @@ type Server struct {
 
 	bufs sync.Pool // copy buffers
 
-	stats Stats
+	stats      Stats
+	started    time.Time
+	requestsBy *prometheus.CounterVec
+	metrics    http.Handler
 }
 
 // Stats are running totals, read with Snapshot.
@@ -116,6 +124,8 @@ type Stats struct {
 	BytesFetched  atomic.Int64 // fetched from upstream
 	BytesPeers    atomic.Int64 // fetched from LAN peers
 	Mismatches    atomic.Int64
+	// UpstreamFetches counts fills that went to upstream.
+	UpstreamFetches atomic.Int64
 }
 
 // New builds the proxy.
@@ -174,6 +184,8 @@ func New(cfg Config, store Store) (*Server, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.gp = s.newGoproxy(tr)
+	s.started = cfg.Now()
+	s.newMetrics(cfg.Collectors)
 	return s, nil
 }
 
@@ -235,7 +247,6 @@ func (s *Server) Snapshot() map[string]int64 {
 // ServeHTTP routes: access control, loops, CONNECT, then the cache for
 // GET/HEAD (proxy style or apt-cacher-ng style), goproxy for the rest.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.stats.Requests.Add(1)
 	if err := s.allowed(r); err != nil {
 		s.log.Warn("refused client", slog.String("remote", r.RemoteAddr), slog.Any("err", err))
 		http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
@@ -245,10 +256,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "warren: request loop: this request already passed through this warren", http.StatusLoopDetected)
 		return
 	}
-	if !r.URL.IsAbs() && r.URL.Path == "/_warren/stats" {
-		s.serveStats(w)
-		return
+	if !r.URL.IsAbs() {
+		switch r.URL.Path {
+		case "/_warren/stats":
+			s.serveStats(w)
+			return
+		case "/_warren/", "/_warren":
+			s.serveStatusPage(w)
+			return
+		case "/metrics":
+			s.metrics.ServeHTTP(w, r)
+			return
+		}
 	}
+	s.stats.Requests.Add(1) // what clients ask of the proxy, not of its own pages
 	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, chocoPrefix) {
 		s.serveChocolatey(w, r)
 		return

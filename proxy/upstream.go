@@ -177,6 +177,7 @@ func (r *fillRun) fromUpstream(ctx context.Context, ua string, prev *cachestore.
 		return false
 	}
 	defer resp.Body.Close()
+	s.stats.UpstreamFetches.Add(1)
 	switch {
 	case resp.StatusCode == http.StatusNotModified && prev != nil && !r.started:
 		c := *prev

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -61,6 +62,9 @@ func newDaemon(cfg config, log *slog.Logger) (d *daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.id, err = nodeID(cfg.CacheDir); err != nil {
+		return nil, err
+	}
 	d.ln, err = net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
@@ -80,6 +84,8 @@ func newDaemon(cfg config, log *slog.Logger) (d *daemon, err error) {
 		pcfg.Peers = d.node
 		pcfg.Stats = d.peerStats
 	}
+	pcfg.Status = d.status
+	pcfg.Collectors = d.collectors()
 	d.proxy, err = proxy.New(pcfg, d.store)
 	if err != nil {
 		return nil, err
@@ -89,11 +95,6 @@ func newDaemon(cfg config, log *slog.Logger) (d *daemon, err error) {
 
 func (d *daemon) startPeering() error {
 	cfg := d.cfg
-	id, err := nodeID(cfg.CacheDir)
-	if err != nil {
-		return err
-	}
-	d.id = id
 	port := uint16(d.ln.Addr().(*net.TCPAddr).Port)
 	passive := cfg.Role == "passive"
 	var secret []byte
@@ -116,8 +117,8 @@ func (d *daemon) startPeering() error {
 	} else if tcp, ok := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP); ok && !tcp.IsUnspecified() {
 		udp = netip.AddrPortFrom(tcp.Unmap(), port)
 	}
-	d.node, err = peering.Listen(peering.Config{
-		ID: id, Priority: cfg.Priority, Passive: passive, Port: port,
+	node, err := peering.Listen(peering.Config{
+		ID: d.id, Priority: cfg.Priority, Passive: passive, Port: port,
 		ListenUDP: udp, Broadcast: bcast, Static: cfg.peers,
 		MaxPeers: cfg.MaxPeers, PeerRetries: cfg.PeerRetries,
 		QueryTimeout: cfg.QueryTimeout.Duration, ElectionWindow: cfg.ElectionWindow.Duration, Heartbeat: cfg.Heartbeat.Duration,
@@ -130,6 +131,7 @@ func (d *daemon) startPeering() error {
 		Blobs:  d.blobs,
 		Logger: d.log.With(slog.String("component", "peering")),
 	})
+	d.node = node
 	return err
 }
 
@@ -141,6 +143,48 @@ func (d *daemon) peerStats() map[string]any {
 		out["uploads_active"], out["uploads_peak"], out["bytes_uploaded"], out["uploads_refused_busy"] = active, peak, bytes, busy
 	}
 	return out
+}
+
+// status is what the status page shows of the store and the peers.
+func (d *daemon) status() proxy.Status {
+	used, blobs, _ := d.store.Usage()
+	st := proxy.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots}
+	if d.blobs != nil {
+		st.Uploads, _, _, _ = d.blobs.Stats()
+	}
+	if d.node != nil {
+		for _, p := range d.node.Table().Peers() {
+			role := "peer"
+			if p.Passive {
+				role = "passive"
+			}
+			st.Peers = append(st.Peers, proxy.StatusPeer{ID: p.ID.String(), Addr: p.AddrPort().String(), Role: role,
+				Priority: p.Priority, FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
+		}
+	}
+	for _, f := range d.store.Fills() {
+		st.Transfers = append(st.Transfers, proxy.StatusTransfer{What: f.Key, Written: f.Written, Size: f.Size})
+	}
+	return st
+}
+
+// collectors are the store's and the peers' figures for /metrics.
+func (d *daemon) collectors() []prometheus.Collector {
+	cs := []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_cache_bytes", Help: "Bytes of blobs in the cache."},
+			func() float64 { used, _, _ := d.store.Usage(); return float64(used) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_evictions_total", Help: "Blobs evicted."},
+			func() float64 { return float64(d.store.Evictions()) }),
+	}
+	if d.node != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peers", Help: "Peers in the table."},
+			func() float64 { return float64(len(d.node.Table().Peers())) }))
+	}
+	if d.blobs != nil {
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peer_uploads_in_progress", Help: "Uploads to peers running now."},
+			func() float64 { a, _, _, _ := d.blobs.Stats(); return float64(a) }))
+	}
+	return cs
 }
 
 // mdnsConfig describes this node to mDNS, on the chosen interfaces.

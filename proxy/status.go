@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"fmt"
+	"html/template"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Status is what other parts tell the status page (cmd assembles it).
+type Status struct {
+	NodeID      string
+	CacheBytes  int64
+	CacheMax    int64 // 0: no limit
+	Blobs       int
+	UploadSlots int
+	Uploads     int64 // uploads to peers running now
+	Peers       []StatusPeer
+	Transfers   []StatusTransfer
+}
+
+// StatusPeer is one row of the peers table.
+type StatusPeer struct {
+	ID, Addr, Role string
+	Priority       int32
+	FreeBytes      uint64
+	LastSeen       time.Time
+}
+
+// StatusTransfer is a fill in progress.
+type StatusTransfer struct {
+	What          string
+	Written, Size int64
+}
+
+// newMetrics registers the proxy's figures and the extra collectors in a
+// registry of this server's own (no process-wide state).
+func (s *Server) newMetrics(extra []prometheus.Collector) {
+	s.requestsBy = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warren_requests_total", Help: "Requests served, by outcome (hit, miss, revalidated, stale, pass, negative, error).",
+	}, []string{"outcome"})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.requestsBy, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	counter := func(name, help string, f func() float64, labels prometheus.Labels) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f))
+	}
+	bytesHelp := "Bytes by source: sent to clients from the cache, fetched from peers, fetched from upstream."
+	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesCache.Load()) }, prometheus.Labels{"source": "cache"})
+	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesPeers.Load()) }, prometheus.Labels{"source": "peers"})
+	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesFetched.Load()) }, prometheus.Labels{"source": "upstream"})
+	counter("warren_upstream_fetches_total", "Requests fills made to upstream (revalidations included).", func() float64 { return float64(s.stats.UpstreamFetches.Load()) }, nil)
+	counter("warren_digest_mismatches_total", "Blobs refused because their bytes did not match the metadata.", func() float64 { return float64(s.stats.Mismatches.Load()) }, nil)
+	for _, c := range extra {
+		reg.MustRegister(c)
+	}
+	s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
+	"bytes": humanBytes,
+	"pct": func(a, b int64) int {
+		if b <= 0 {
+			return 0
+		}
+		return int(100 * a / b)
+	},
+	"ago": func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
+}).Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+<title>warren {{.S.NodeID}}</title>
+<style>
+body{font:14px system-ui,sans-serif;margin:2em;color:#222}
+h1{font-size:1.4em}table{border-collapse:collapse;margin:.5em 0 1.5em}
+td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
+.bar{background:#eee;width:16em;height:1em;display:inline-block;vertical-align:middle}
+.bar span{background:#4a8;height:1em;display:block}
+.big{font-size:1.6em;font-weight:600}
+</style></head><body>
+<h1>warren <small>{{.S.NodeID}}</small></h1>
+<table>
+<tr><th>hit ratio</th><td class="big" id="hit-ratio">{{.HitRatio}}%</td><td>{{.Hits}} hits, {{.Misses}} misses of {{.Requests}} requests</td></tr>
+<tr><th>bytes saved</th><td class="big" id="bytes-saved">{{bytes .Saved}}</td><td>{{bytes .FromCache}} from the cache, {{bytes .FromPeers}} from peers, {{bytes .FromUpstream}} from upstream</td></tr>
+<tr><th>cache</th><td id="cache-use">{{bytes .S.CacheBytes}}{{if .S.CacheMax}} of {{bytes .S.CacheMax}}{{end}}</td>
+<td>{{.S.Blobs}} blobs{{if .S.CacheMax}} <span class="bar"><span style="width:{{pct .S.CacheBytes .S.CacheMax}}%"></span></span>{{end}}</td></tr>
+<tr><th>uploads to peers</th><td>{{.S.Uploads}} of {{.S.UploadSlots}} slots</td><td>{{.Mismatches}} digest mismatches refused</td></tr>
+</table>
+<h2>Transfers in progress</h2>
+<table id="transfers"><tr><th>what</th><th>progress</th><th></th></tr>
+{{range .S.Transfers}}<tr><td>{{.What}}</td><td>{{bytes .Written}}{{if ge .Size 0}} of {{bytes .Size}}{{end}}</td>
+<td>{{if gt .Size 0}}<span class="bar"><span style="width:{{pct .Written .Size}}%"></span></span>{{end}}</td></tr>
+{{else}}<tr><td colspan="3">none</td></tr>{{end}}</table>
+<h2>Peers</h2>
+<table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
+{{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
+{{else}}<tr><td colspan="6">none</td></tr>{{end}}</table>
+<p><a href="/metrics">/metrics</a> · <a href="/_warren/stats">/_warren/stats</a> · up {{.Uptime}}</p>
+</body></html>
+`))
+
+func humanBytes(v any) string {
+	var n float64
+	switch x := v.(type) {
+	case int64:
+		n = float64(x)
+	case uint64:
+		n = float64(x)
+	case int:
+		n = float64(x)
+	}
+	units := []string{"B", "kB", "MB", "GB", "TB"}
+	i := 0
+	for n >= 1000 && i < len(units)-1 {
+		n /= 1000
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%.0f B", n)
+	}
+	return fmt.Sprintf("%.1f %s", n, units[i])
+}
+
+// serveStatusPage renders /_warren/.
+func (s *Server) serveStatusPage(w http.ResponseWriter) {
+	var st Status
+	if s.cfg.Status != nil {
+		st = s.cfg.Status()
+	}
+	hits, misses := s.stats.Hits.Load(), s.stats.Misses.Load()
+	ratio := 0
+	if hits+misses > 0 {
+		ratio = int(100 * hits / (hits + misses))
+	}
+	fromCache, fromPeers := s.stats.BytesCache.Load(), s.stats.BytesPeers.Load()
+	data := map[string]any{
+		"S": st, "Requests": s.stats.Requests.Load(), "Hits": hits, "Misses": misses, "HitRatio": ratio,
+		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": s.stats.BytesFetched.Load(),
+		"Saved": fromCache + fromPeers, "Mismatches": s.stats.Mismatches.Load(),
+		"Uptime": time.Since(s.started).Round(time.Second).String(),
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := statusPage.Execute(w, data); err != nil {
+		s.log.Warn("render status page", "err", err)
+	}
+}
