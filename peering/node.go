@@ -453,6 +453,10 @@ type fetcher struct {
 	w        io.Writer
 	sources  []string
 	failures int
+	// triedBeat is, per downloader, the heartbeat after which it was last
+	// tried: it is tried again only on a newer one, so a dead downloader
+	// costs one failed try, not the whole retry budget before re-election.
+	triedBeat map[NodeID]time.Time
 }
 
 // fromAny tries the candidates, weighted by priority, until one delivers,
@@ -460,19 +464,28 @@ type fetcher struct {
 func (f *fetcher) fromAny(ctx context.Context, cands []Peer) bool {
 	for len(cands) > 0 && f.failures < f.n.cfg.PeerRetries && ctx.Err() == nil {
 		i := pickWeighted(cands)
-		p := cands[i]
-		switch err := f.from(ctx, p); {
-		case err == nil:
+		before := f.failures
+		if f.tryOnce(ctx, cands[i]) {
 			return true
-		case errors.Is(err, errBusy):
-			cands = slices.Delete(cands, i, i+1) // busy is not a failure, but not now either
-		default:
-			f.failures++
-			f.n.log.Info("peer transfer failed", slog.String("peer", p.ID.String()), slog.String("digest", f.d.String()), slog.Any("err", err))
-			if len(cands) > 1 {
-				cands = slices.Delete(cands, i, i+1)
-			}
 		}
+		// Busy is not a failure, but not now either; a failed peer leaves
+		// the list unless it is the only one.
+		if f.failures == before || len(cands) > 1 {
+			cands = slices.Delete(cands, i, i+1)
+		}
+	}
+	return false
+}
+
+// tryOnce is one try of one peer; a failure counts against the retries.
+func (f *fetcher) tryOnce(ctx context.Context, p Peer) bool {
+	err := f.from(ctx, p)
+	if err == nil {
+		return true
+	}
+	if !errors.Is(err, errBusy) {
+		f.failures++
+		f.n.log.Info("peer transfer failed", slog.String("peer", p.ID.String()), slog.String("digest", f.d.String()), slog.Any("err", err))
 	}
 	return false
 }
@@ -621,13 +634,15 @@ func (f *fetcher) tryHolders(ctx context.Context, snap election) bool {
 		return true
 	}
 	for id, at := range snap.beatAt {
-		if snap.dead[id] || f.n.now().Sub(at) > 3*f.n.cfg.Heartbeat || id == f.n.cfg.ID {
+		if snap.dead[id] || f.n.now().Sub(at) > 3*f.n.cfg.Heartbeat || id == f.n.cfg.ID || !at.After(f.triedBeat[id]) {
 			continue
 		}
-		if p, ok := f.n.table.Get(id); ok && f.n.table.Good(id) {
-			if f.fromAny(ctx, []Peer{p}) {
-				return true
-			}
+		if f.triedBeat == nil {
+			f.triedBeat = map[NodeID]time.Time{}
+		}
+		f.triedBeat[id] = at
+		if p, ok := f.n.table.Get(id); ok && f.n.table.Good(id) && f.tryOnce(ctx, p) {
+			return true
 		}
 	}
 	return false

@@ -312,7 +312,6 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 		return err
 	}
 	w.WriteHeader(status)
-	w.source = &s.stats.BytesUpstream
 	if _, err := w.Write((*bp)[:first]); err != nil {
 		return err
 	}

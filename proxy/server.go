@@ -115,15 +115,14 @@ type Server struct {
 
 // Stats are running totals, read with Snapshot.
 type Stats struct {
-	Requests      atomic.Int64
-	Hits          atomic.Int64
-	Misses        atomic.Int64
-	Errors        atomic.Int64
-	BytesCache    atomic.Int64
-	BytesUpstream atomic.Int64 // sent to clients from fills in progress
-	BytesFetched  atomic.Int64 // fetched from upstream
-	BytesPeers    atomic.Int64 // fetched from LAN peers
-	Mismatches    atomic.Int64
+	Requests     atomic.Int64
+	Hits         atomic.Int64
+	Misses       atomic.Int64
+	Errors       atomic.Int64
+	BytesCache   atomic.Int64
+	BytesFetched atomic.Int64 // fetched from upstream
+	BytesPeers   atomic.Int64 // fetched from LAN peers
+	Mismatches   atomic.Int64
 	// UpstreamFetches counts fills that went to upstream.
 	UpstreamFetches atomic.Int64
 }
@@ -236,10 +235,9 @@ func (s *Server) Snapshot() map[string]int64 {
 		"hits":           s.stats.Hits.Load(),
 		"misses":         s.stats.Misses.Load(),
 		"errors":         s.stats.Errors.Load(),
-		"bytes_cache":    s.stats.BytesCache.Load(),
-		"bytes_upstream": s.stats.BytesUpstream.Load(),
-		"bytes_fetched":  s.stats.BytesFetched.Load(),
-		"bytes_peers":    s.stats.BytesPeers.Load(),
+		"bytes_cache":    s.stats.BytesCache.Load(),   // served from the cache
+		"bytes_upstream": s.stats.BytesFetched.Load(), // fetched from upstream
+		"bytes_peers":    s.stats.BytesPeers.Load(),   // fetched from peers
 		"mismatches":     s.stats.Mismatches.Load(),
 	}
 }

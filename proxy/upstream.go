@@ -344,7 +344,6 @@ func (s *Server) passThrough(w *respWriter, r *http.Request, p plan, off int64) 
 	}
 	w.Header().Set("X-Cache", "MISS from warren (not stored)")
 	w.WriteHeader(resp.StatusCode)
-	w.source = &s.stats.BytesUpstream
 	_, err = s.copyBuf(w, resp.Body)
 	if err != nil {
 		return &upstreamFetchError{url: p.url, err: err}

@@ -18,7 +18,7 @@ func newApp() *cli.App {
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{fmt.Errorf("%w (see 'warren --help')", err)}
 		},
-		Commands: []*cli.Command{serveCommand(), configCommand()},
+		Commands: append([]*cli.Command{serveCommand(), configCommand()}, adminCommands()...),
 		CommandNotFound: func(c *cli.Context, name string) {
 			// urfave only prints here; the error comes from Action below.
 		},

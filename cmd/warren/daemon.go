@@ -27,39 +27,30 @@ import (
 
 // daemon is every part of a running warren, wired.
 type daemon struct {
-	cfg   config
-	log   *slog.Logger
-	store *cachestore.Store
-	proxy *proxy.Server
-	node  *peering.Node       // nil with discovery off
-	blobs *peering.BlobServer // nil when passive or discovery off
-	ln    net.Listener
-	id    peering.NodeID
+	cfg     config
+	log     *slog.Logger
+	store   *cachestore.Store
+	proxy   *proxy.Server
+	node    *peering.Node       // nil with discovery off
+	blobs   *peering.BlobServer // nil when passive or discovery off
+	ln      net.Listener
+	id      peering.NodeID
+	started time.Time
 }
 
 // newDaemon builds the parts and binds the ports; Run serves.
-func newDaemon(cfg config, log *slog.Logger) (d *daemon, err error) {
-	minFree, err := cfg.diskMinFree.bytes(cfg.CacheDir)
+func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
+	scfg, err := storeConfig(cfg, log)
 	if err != nil {
-		return nil, usageError{err}
+		return nil, err
 	}
-	maxBytes, err := cfg.cacheMax.bytes(cfg.CacheDir)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	d = &daemon{cfg: cfg, log: log}
+	d := &daemon{cfg: cfg, log: log, started: time.Now()}
 	defer func() {
 		if err != nil {
-			d.close()
+			d.close() // d, not the result: a failed return sets that to nil
 		}
 	}()
-	d.store, err = cachestore.Open(cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log,
-		Limits: cachestore.Limits{
-			MaxBytes: maxBytes,
-			MinAge:   time.Duration(cfg.CacheMinDays * float64(24*time.Hour)),
-			MaxAge:   time.Duration(cfg.CacheMaxDays * float64(24*time.Hour)),
-		}})
-	if err != nil {
+	if d.store, err = cachestore.Open(scfg); err != nil {
 		return nil, err
 	}
 	if d.id, err = nodeID(cfg.CacheDir); err != nil {
@@ -133,6 +124,25 @@ func (d *daemon) startPeering() error {
 	})
 	d.node = node
 	return err
+}
+
+// storeConfig is the cache as the settings describe it: the daemon and the
+// CLI (with no daemon running) open it the same way.
+func storeConfig(cfg config, log *slog.Logger) (cachestore.Config, error) {
+	minFree, err := cfg.diskMinFree.bytes(cfg.CacheDir)
+	if err != nil {
+		return cachestore.Config{}, usageError{err}
+	}
+	maxBytes, err := cfg.cacheMax.bytes(cfg.CacheDir)
+	if err != nil {
+		return cachestore.Config{}, usageError{err}
+	}
+	return cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log,
+		Limits: cachestore.Limits{
+			MaxBytes: maxBytes,
+			MinAge:   time.Duration(cfg.CacheMinDays * float64(24*time.Hour)),
+			MaxAge:   time.Duration(cfg.CacheMaxDays * float64(24*time.Hour)),
+		}}, nil
 }
 
 // peerStats are the peering figures for /_warren/stats.
@@ -335,6 +345,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return d.store.Run(gctx) })
+	g.Go(func() error { return d.serveAdmin(gctx) })
 	if d.node != nil {
 		g.Go(func() error { return d.node.Run(gctx) })
 	}

@@ -234,6 +234,9 @@ func TestReElectionWhenDownloaderDies(t *testing.T) {
 			inner.ServeHTTP(w, r)
 			return
 		}
+		repo.up.mu.Lock()
+		repo.up.gets[r.URL.Path]++
+		repo.up.mu.Unlock()
 		w.Header().Set("Content-Length", fmt.Sprint(len(repo.deb)))
 		w.Write(repo.deb[:len(repo.deb)/2])
 		w.(http.Flusher).Flush()

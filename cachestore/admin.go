@@ -1,0 +1,104 @@
+package cachestore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Blobs lists every blob the index holds.
+func (s *Store) Blobs() ([]BlobInfo, error) { return s.blobs() }
+
+// URLs maps each digest to the URLs known to name it (from repository
+// metadata and from the URL cache).
+func (s *Store) URLs() (map[Digest][]string, error) {
+	out := map[Digest][]string{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, prefix := range []string{prefixKnown, prefixCached} {
+			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefix)})
+			for it.Rewind(); it.Valid(); it.Next() {
+				var v struct {
+					Digest Digest `json:"digest"`
+				}
+				if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &v) }); err != nil {
+					continue
+				}
+				u := strings.TrimPrefix(string(it.Item().Key()), prefix)
+				out[v.Digest] = append(out[v.Digest], u)
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list urls: %w", err)
+	}
+	return out, nil
+}
+
+// ErrInUse is a blob that a reader has open.
+var ErrInUse = errors.New("blob is being read")
+
+// Remove deletes one blob now (cache rm).
+func (s *Store) Remove(d Digest) error {
+	bi, err := s.Stat(d)
+	if err != nil {
+		return err
+	}
+	if !s.remove(bi, "removed by request") {
+		return fmt.Errorf("remove %s: %w; try again when the transfer ends", d, ErrInUse)
+	}
+	return nil
+}
+
+// VerifyReport says what a verify run found.
+type VerifyReport struct {
+	Checked int      `json:"checked"`
+	Bad     []string `json:"bad"` // digests removed because their bytes were wrong
+}
+
+// Verify rehashes every blob and removes those whose bytes do not match
+// their name; progress is called after each blob.
+func (s *Store) Verify(progress func(done, total int)) (VerifyReport, error) {
+	infos, err := s.blobs()
+	if err != nil {
+		return VerifyReport{}, err
+	}
+	var rep VerifyReport
+	for i, bi := range infos {
+		ok, err := s.verifyOne(bi)
+		if err != nil {
+			return rep, err
+		}
+		rep.Checked++
+		if !ok && s.remove(bi, "failed verification") {
+			rep.Bad = append(rep.Bad, bi.Digest.String())
+		}
+		if progress != nil {
+			progress(i+1, len(infos))
+		}
+	}
+	return rep, nil
+}
+
+func (s *Store) verifyOne(bi BlobInfo) (bool, error) {
+	f, err := os.Open(s.blobPath(bi.Digest))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("verify %s: %w", bi.Digest, err)
+	}
+	defer f.Close()
+	h := bi.Digest.NewHash()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return false, fmt.Errorf("verify %s: %w", bi.Digest, err)
+	}
+	return n == bi.Size && fmt.Sprintf("%x", h.Sum(nil)) == bi.Digest.Hex, nil
+}

@@ -1,0 +1,517 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// The admin API: what `warren status`, `peers` and `cache ...` ask. The
+// daemon serves it on a unix socket in the cache directory (mode 0660:
+// root and the warren group); with no daemon running, the CLI opens the
+// cache itself and calls the same handler in process.
+
+const adminSocket = "admin.sock"
+
+type adminAPI struct {
+	store *cachestore.Store
+	d     *daemon // nil when the CLI runs it without a daemon
+}
+
+type blobRow struct {
+	Digest   string    `json:"digest"`
+	Size     int64     `json:"size"`
+	Added    time.Time `json:"added"`
+	LastUsed time.Time `json:"last_used"`
+	Hits     int64     `json:"hits"`
+	URLs     []string  `json:"urls"`
+}
+
+type peerRow struct {
+	ID        string    `json:"id"`
+	Address   string    `json:"address"`
+	Priority  int32     `json:"priority"`
+	Role      string    `json:"role"`
+	Ready     bool      `json:"ready"`
+	FreeBytes uint64    `json:"free_bytes"`
+	LastSeen  time.Time `json:"last_seen"`
+}
+
+func (a *adminAPI) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /status", a.status)
+	mux.HandleFunc("GET /peers", a.peers)
+	mux.HandleFunc("GET /cache", a.ls)
+	mux.HandleFunc("GET /cache/stat", a.stat)
+	mux.HandleFunc("GET /cache/show", a.show)
+	mux.HandleFunc("POST /cache/rm", a.rm)
+	mux.HandleFunc("POST /cache/gc", a.gc)
+	mux.HandleFunc("POST /cache/verify", a.verify)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}
+
+func (a *adminAPI) status(w http.ResponseWriter, r *http.Request) {
+	used, blobs, err := a.store.Usage()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	out := map[string]any{"running": a.d != nil, "cache_dir": a.store.Dir(), "cache_bytes": used, "cache_max": a.store.MaxBytes(), "blobs": blobs}
+	if a.d != nil {
+		for k, v := range a.d.proxy.Snapshot() {
+			out[k] = v
+		}
+		out["node"] = a.d.id.String()
+		out["uptime"] = time.Since(a.d.started).Round(time.Second).String()
+		out["bytes_saved"] = out["bytes_cache"].(int64) + out["bytes_peers"].(int64)
+		if a.d.node != nil {
+			for k, v := range a.d.peerStats() {
+				out[k] = v
+			}
+		}
+	}
+	writeJSON(w, out)
+}
+
+func (a *adminAPI) peers(w http.ResponseWriter, r *http.Request) {
+	rows := []peerRow{}
+	if a.d != nil && a.d.node != nil {
+		for _, p := range a.d.node.Table().Peers() {
+			role := "peer"
+			if p.Passive {
+				role = "passive"
+			}
+			rows = append(rows, peerRow{ID: p.ID.String(), Address: p.AddrPort().String(), Priority: p.Priority, Role: role,
+				Ready: !p.Passive && !time.Now().Before(p.BadUntil), FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
+		}
+	}
+	writeJSON(w, rows)
+}
+
+func (a *adminAPI) rows() ([]blobRow, error) {
+	infos, err := a.store.Blobs()
+	if err != nil {
+		return nil, err
+	}
+	urls, err := a.store.URLs()
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]blobRow, 0, len(infos))
+	for _, bi := range infos {
+		u := urls[bi.Digest]
+		slices.Sort(u)
+		rows = append(rows, blobRow{Digest: bi.Digest.String(), Size: bi.Size, Added: bi.Added, LastUsed: bi.LastUsed, Hits: bi.Hits, URLs: u})
+	}
+	return rows, nil
+}
+
+func (a *adminAPI) ls(w http.ResponseWriter, r *http.Request) {
+	rows, err := a.rows()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	by := map[string]func(a, b blobRow) int{
+		"size":      func(a, b blobRow) int { return cmpDesc(a.Size, b.Size) },
+		"hits":      func(a, b blobRow) int { return cmpDesc(a.Hits, b.Hits) },
+		"last-used": func(a, b blobRow) int { return b.LastUsed.Compare(a.LastUsed) },
+		"added":     func(a, b blobRow) int { return b.Added.Compare(a.Added) },
+		"digest":    func(a, b blobRow) int { return strings.Compare(a.Digest, b.Digest) },
+	}
+	sort := r.URL.Query().Get("sort")
+	if sort == "" {
+		sort = "last-used"
+	}
+	f, ok := by[sort]
+	if !ok {
+		http.Error(w, fmt.Sprintf("sort %q: want size, hits, last-used, added or digest", sort), http.StatusBadRequest)
+		return
+	}
+	slices.SortStableFunc(rows, f)
+	writeJSON(w, rows)
+}
+
+func cmpDesc(a, b int64) int {
+	switch {
+	case a > b:
+		return -1
+	case a < b:
+		return 1
+	}
+	return 0
+}
+
+func (a *adminAPI) stat(w http.ResponseWriter, r *http.Request) {
+	used, n, err := a.store.Usage()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, map[string]any{"cache_dir": a.store.Dir(), "blobs": n, "bytes": used, "cache_max": a.store.MaxBytes(),
+		"free_for_cache": a.store.Free(), "evictions": a.store.Evictions()})
+}
+
+// resolve turns "sha256:<hex>" or a URL into the blob's digest.
+func (a *adminAPI) resolve(q string) (cachestore.Digest, error) {
+	if q == "" {
+		return cachestore.Digest{}, errors.New("give a digest (sha256:<hex>) or a URL")
+	}
+	if d, err := cachestore.ParseDigest(q); err == nil {
+		return d, nil
+	}
+	if k, err := a.store.Known(q); err == nil {
+		return k.Digest, nil
+	}
+	if c, err := a.store.Cached(q); err == nil {
+		return c.Digest, nil
+	}
+	return cachestore.Digest{}, fmt.Errorf("%q is neither a digest nor a URL the cache knows", q)
+}
+
+func (a *adminAPI) show(w http.ResponseWriter, r *http.Request) {
+	d, err := a.resolve(r.URL.Query().Get("q"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	rows, err := a.rows()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	for _, row := range rows {
+		if row.Digest == d.String() {
+			writeJSON(w, row)
+			return
+		}
+	}
+	http.Error(w, fmt.Sprintf("%s is known but not stored", d), http.StatusNotFound)
+}
+
+func (a *adminAPI) rm(w http.ResponseWriter, r *http.Request) {
+	d, err := a.resolve(r.URL.Query().Get("q"))
+	if err == nil {
+		err = a.store.Remove(d)
+	}
+	switch {
+	case errors.Is(err, cachestore.ErrInUse):
+		http.Error(w, err.Error(), http.StatusConflict)
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusNotFound)
+	default:
+		writeJSON(w, map[string]string{"removed": d.String()})
+	}
+}
+
+func (a *adminAPI) gc(w http.ResponseWriter, r *http.Request) {
+	rep, err := a.store.Evict()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, rep)
+}
+
+// verify streams one JSON line per progress step, then the report.
+func (a *adminAPI) verify(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	enc := json.NewEncoder(w)
+	flush := http.NewResponseController(w)
+	rep, err := a.store.Verify(func(done, total int) {
+		enc.Encode(map[string]int{"done": done, "total": total})
+		flush.Flush()
+	})
+	if err != nil {
+		enc.Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	enc.Encode(map[string]any{"report": rep})
+}
+
+// serveAdmin listens on the cache directory's admin socket until ctx ends.
+func (d *daemon) serveAdmin(ctx context.Context) error {
+	path := filepath.Join(d.cfg.CacheDir, adminSocket)
+	os.Remove(path) // a stale socket from a crash
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	srv := &http.Server{Handler: (&adminAPI{store: d.store, d: d}).handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	os.Remove(path)
+	return nil
+}
+
+// adminCall does one admin request: over the daemon's socket when it runs,
+// else in process on the cache opened here.
+func adminCall(cfg config, method, path string) (*http.Response, error) {
+	sock := filepath.Join(cfg.CacheDir, adminSocket)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "unix", sock)
+	}}}
+	req, _ := http.NewRequest(method, "http://warren"+path, nil)
+	resp, err := hc.Do(req)
+	if err == nil {
+		return resp, nil
+	}
+	scfg, oerr := storeConfig(cfg, nil)
+	if oerr != nil {
+		return nil, oerr
+	}
+	store, oerr := cachestore.Open(scfg)
+	if oerr != nil {
+		if _, serr := os.Stat(sock); serr == nil {
+			return nil, fmt.Errorf("the cache in %s is held by a running warren, but its admin socket %s does not answer (%v); are you root or in the warren group?", cfg.CacheDir, sock, err)
+		}
+		return nil, oerr
+	}
+	defer store.Close()
+	rec := httptest.NewRecorder()
+	(&adminAPI{store: store}).handler().ServeHTTP(rec, req)
+	return rec.Result(), nil
+}
+
+func adminCommands() []*cli.Command {
+	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
+	flags := append(settingFlags(), jsonFlag)
+	usageErr := func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+	withCfg := func(f func(c *cli.Context, cfg config) error) cli.ActionFunc {
+		return func(c *cli.Context) error {
+			cfg, err := loadConfig(c)
+			if err != nil {
+				return usageError{err}
+			}
+			return f(c, cfg)
+		}
+	}
+	return []*cli.Command{
+		{Name: "status", Usage: "what the daemon has done: requests, hits, bytes by source, peers", Flags: flags, OnUsageError: usageErr,
+			Action: withCfg(func(c *cli.Context, cfg config) error { return printStatus(c, cfg) })},
+		{Name: "peers", Usage: "the peers this daemon knows", Flags: flags, OnUsageError: usageErr,
+			Action: withCfg(func(c *cli.Context, cfg config) error { return printPeers(c, cfg) })},
+		{Name: "cache", Usage: "inspect and manage the cache", Subcommands: []*cli.Command{
+			{Name: "ls", Usage: "list blobs", OnUsageError: usageErr,
+				Flags:  append(flags, &cli.StringFlag{Name: "sort", Value: "last-used", Usage: "size, hits, last-used, added or digest"}),
+				Action: withCfg(func(c *cli.Context, cfg config) error { return printLs(c, cfg) })},
+			{Name: "stat", Usage: "cache use against its limits", Flags: flags, OnUsageError: usageErr,
+				Action: withCfg(func(c *cli.Context, cfg config) error { return printJSONOrTable(c, cfg, http.MethodGet, "/cache/stat") })},
+			{Name: "show", Usage: "one blob, by digest or URL", ArgsUsage: "<digest|url>", Flags: flags, OnUsageError: usageErr,
+				Action: withCfg(func(c *cli.Context, cfg config) error {
+					q, err := oneArg(c)
+					if err != nil {
+						return err
+					}
+					return printJSONOrTable(c, cfg, http.MethodGet, "/cache/show?q="+q)
+				})},
+			{Name: "rm", Usage: "remove one blob, by digest or URL", ArgsUsage: "<digest|url>", Flags: flags, OnUsageError: usageErr,
+				Action: withCfg(func(c *cli.Context, cfg config) error {
+					q, err := oneArg(c)
+					if err != nil {
+						return err
+					}
+					return printJSONOrTable(c, cfg, http.MethodPost, "/cache/rm?q="+q)
+				})},
+			{Name: "gc", Usage: "evict now, to the limits", Flags: flags, OnUsageError: usageErr,
+				Action: withCfg(func(c *cli.Context, cfg config) error { return printJSONOrTable(c, cfg, http.MethodPost, "/cache/gc") })},
+			{Name: "verify", Usage: "rehash every blob; report and remove the bad", Flags: flags, OnUsageError: usageErr,
+				Action: withCfg(func(c *cli.Context, cfg config) error { return runVerify(c, cfg) })},
+		}},
+	}
+}
+
+// oneArg is the digest or URL a command takes. Flags must come first:
+// urfave/cli stops reading flags at the first argument.
+func oneArg(c *cli.Context) (string, error) {
+	if c.NArg() != 1 {
+		return "", usageError{fmt.Errorf("%s takes one digest or URL, after the flags: warren cache %s [--cache-dir DIR] <digest|url> (got %q)",
+			c.Command.Name, c.Command.Name, c.Args().Slice())}
+	}
+	return urlQueryEscape(c.Args().First()), nil
+}
+
+func urlQueryEscape(s string) string {
+	r := strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", "#", "%23", " ", "%20", "?", "%3F")
+	return r.Replace(s)
+}
+
+// call runs an admin request and decodes its JSON, or returns its error text.
+func call(cfg config, method, path string, v any) error {
+	resp, err := adminCall(cfg, method, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return errors.New(strings.TrimSpace(string(b)))
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func printJSONOrTable(c *cli.Context, cfg config, method, path string) error {
+	var v map[string]any
+	if err := call(cfg, method, path, &v); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(v)
+	}
+	keys := make([]string, 0, len(v))
+	for k := range v {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%v\n", k, human(k, v[k]))
+	}
+	return tw.Flush()
+}
+
+// human prints byte counts as sizes.
+func human(key string, v any) any {
+	if f, ok := v.(float64); ok && (strings.Contains(key, "bytes") || key == "size" || key == "cache_max" || key == "free_for_cache") {
+		return humanSize(int64(f))
+	}
+	if f, ok := v.(float64); ok {
+		return int64(f)
+	}
+	return v
+}
+
+func humanSize(n int64) string {
+	units := []string{"B", "kB", "MB", "GB", "TB"}
+	f, i := float64(n), 0
+	for f >= 1000 && i < len(units)-1 {
+		f /= 1000
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
+}
+
+func printStatus(c *cli.Context, cfg config) error {
+	return printJSONOrTable(c, cfg, http.MethodGet, "/status")
+}
+
+func printPeers(c *cli.Context, cfg config) error {
+	var rows []peerRow
+	if err := call(cfg, http.MethodGet, "/peers", &rows); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(rows)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tPRIORITY\tROLE\tREADY\tFREE\tLAST SEEN")
+	for _, p := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\t%s\t%s ago\n", p.ID, p.Address, p.Priority, p.Role, p.Ready, humanSize(int64(p.FreeBytes)), time.Since(p.LastSeen).Round(time.Second))
+	}
+	return tw.Flush()
+}
+
+func printLs(c *cli.Context, cfg config) error {
+	var rows []blobRow
+	if err := call(cfg, http.MethodGet, "/cache?sort="+urlQueryEscape(c.String("sort")), &rows); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(rows)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DIGEST\tSIZE\tLAST USED\tHITS\tURL")
+	for _, r := range rows {
+		u := ""
+		if len(r.URLs) > 0 {
+			u = r.URLs[0]
+			if len(r.URLs) > 1 {
+				u += fmt.Sprintf(" (+%d)", len(r.URLs)-1)
+			}
+		}
+		d := r.Digest
+		if len(d) > 19 {
+			d = d[:19] // algo:12 hex digits, as git shortens
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", d, humanSize(r.Size), r.LastUsed.Local().Format("2006-01-02 15:04"), r.Hits, u)
+	}
+	return tw.Flush()
+}
+
+// runVerify shows progress on a terminal while the blobs are rehashed.
+func runVerify(c *cli.Context, cfg config) error {
+	resp, err := adminCall(cfg, http.MethodPost, "/cache/verify")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	tty := isTerminal(os.Stderr)
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		var ev struct {
+			Done, Total int
+			Error       string
+			Report      *cachestore.VerifyReport
+		}
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("verify: bad progress line %q", sc.Text())
+		}
+		switch {
+		case ev.Error != "":
+			return errors.New(ev.Error)
+		case ev.Report != nil:
+			if tty {
+				fmt.Fprintln(os.Stderr)
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(c.App.Writer).Encode(ev.Report)
+			}
+			fmt.Fprintf(c.App.Writer, "verified %d blobs; %d bad, removed\n", ev.Report.Checked, len(ev.Report.Bad))
+			for _, b := range ev.Report.Bad {
+				fmt.Fprintf(c.App.Writer, "  bad: %s\n", b)
+			}
+			return nil
+		case tty:
+			fmt.Fprintf(os.Stderr, "\rverifying %d/%d", ev.Done, ev.Total)
+		}
+	}
+	return errors.New("verify: the daemon ended the report early")
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
