@@ -35,10 +35,10 @@ func (b *Blob) Close() error {
 
 // EvictReport says what one eviction run did.
 type EvictReport struct {
-	Blobs      int   // blobs in the cache before
-	Bytes      int64 // their bytes before
-	Evicted    int
-	FreedBytes int64
+	Blobs      int   `json:"blobs"` // blobs in the cache before
+	Bytes      int64 `json:"bytes"` // their bytes before
+	Evicted    int   `json:"evicted"`
+	FreedBytes int64 `json:"freed_bytes"`
 }
 
 // Evictions counts the blobs evicted since Open.

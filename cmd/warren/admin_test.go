@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// The CLI against the real daemon (over its admin socket), then with the
+// daemon stopped (the cache opened in process): true figures both ways.
+func TestCLIStatusAndCache(t *testing.T) {
+	body := strings.Repeat("warren-cli ", 20000)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
+	defer up.Close()
+	dir := t.TempDir()
+	proxyURL, cmd, _ := startWarren(t, "--cache-dir", dir)
+	pu, _ := url.Parse(proxyURL)
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+	defer c.CloseIdleConnections()
+	artifact := up.URL + "/pool/main/t/tool_1_all.deb"
+	for range 2 { // a miss, then a hit
+		resp, err := c.Get(artifact)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
+	out, err := runApp(t, "status", "--cache-dir", dir, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	json.Unmarshal([]byte(out), &st)
+	if st["running"] != true || st["hits"] != 1.0 || st["misses"] != 1.0 || st["blobs"] != 1.0 || st["bytes_cache"] != float64(len(body)) {
+		t.Fatalf("status: %s", out)
+	}
+	ls := func() []blobRow {
+		out, err := runApp(t, "cache", "ls", "--cache-dir", dir, "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows []blobRow
+		if err := json.Unmarshal([]byte(out), &rows); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return rows
+	}
+	rows := ls()
+	if len(rows) != 1 || rows[0].Size != int64(len(body)) || rows[0].Hits < 1 || len(rows[0].URLs) != 1 || rows[0].URLs[0] != artifact {
+		t.Fatalf("cache ls (daemon running): %+v", rows)
+	}
+	human, err := runApp(t, "cache", "ls", "--cache-dir", dir)
+	if err != nil || !strings.Contains(human, "DIGEST") || !strings.Contains(human, artifact) {
+		t.Fatalf("cache ls table: %v\n%s", err, human)
+	}
+
+	// Running, but its socket does not answer (gone): a clear message.
+	os.Remove(filepath.Join(dir, adminSocket))
+	if _, err := runApp(t, "cache", "stat", "--cache-dir", dir); err == nil || !strings.Contains(err.Error(), "another warren") {
+		t.Fatalf("with the daemon holding the cache: %v", err)
+	}
+
+	cmd.Process.Signal(syscall.SIGTERM)
+	cmd.Wait()
+	rows = ls()
+	if len(rows) != 1 || rows[0].Digest == "" {
+		t.Fatalf("cache ls (daemon stopped): %+v", rows)
+	}
+	out, err = runApp(t, "status", "--cache-dir", dir, "--json")
+	if err != nil || !strings.Contains(out, `"running":false`) {
+		t.Fatalf("status with the daemon stopped: %v %s", err, out)
+	}
+
+	// Damage the blob (same size): verify finds it and removes it.
+	hexDigest := strings.TrimPrefix(rows[0].Digest, "sha256:")
+	blob := filepath.Join(dir, "blobs", "sha256", hexDigest[:2], hexDigest)
+	os.WriteFile(blob, []byte(strings.Repeat("x", len(body))), 0o600)
+	out, err = runApp(t, "cache", "verify", "--cache-dir", dir, "--json")
+	if err != nil || !strings.Contains(out, rows[0].Digest) {
+		t.Fatalf("verify: %v %s", err, out)
+	}
+	if rows := ls(); len(rows) != 0 {
+		t.Fatalf("bad blob still listed: %+v", rows)
+	}
+	if _, err := runApp(t, "cache", "rm", "--cache-dir", dir, artifact); err == nil {
+		t.Fatal("rm of a removed blob succeeded")
+	}
+	if _, err := runApp(t, "cache", "show", artifact, "--cache-dir", dir); err == nil || !strings.Contains(err.Error(), "after the flags") {
+		t.Fatalf("flags after the argument: %v", err)
+	}
+	out, err = runApp(t, "cache", "gc", "--cache-dir", dir, "--json")
+	if err != nil || !strings.Contains(out, `"evicted":0`) {
+		t.Fatalf("gc: %v %s", err, out)
+	}
+}
