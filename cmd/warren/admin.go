@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -297,10 +298,39 @@ func adminCall(cfg config, method, path string) (*http.Response, error) {
 		}
 		return nil, oerr
 	}
-	defer store.Close()
 	rec := httptest.NewRecorder()
 	(&adminAPI{store: store}).handler().ServeHTTP(rec, req)
+	store.Close()
+	if err := keepOwner(cfg.CacheDir); err != nil {
+		return nil, err
+	}
 	return rec.Result(), nil
+}
+
+// keepOwner gives back to the cache directory's owner what a root CLI just
+// created or changed in it: else the daemon (user warren) could not open
+// its own index afterwards.
+func keepOwner(dir string) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok || sys.Uid == 0 {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if err := os.Lchown(p, int(sys.Uid), int(sys.Gid)); err != nil {
+			return fmt.Errorf("give %s back to the cache's owner: %w", p, err)
+		}
+		return nil
+	})
 }
 
 func adminCommands() []*cli.Command {

@@ -18,7 +18,7 @@ func newApp() *cli.App {
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError{fmt.Errorf("%w (see 'warren --help')", err)}
 		},
-		Commands: append([]*cli.Command{serveCommand(), configCommand()}, adminCommands()...),
+		Commands: append(append([]*cli.Command{serveCommand(), configCommand()}, adminCommands()...), helperCommands()...),
 		CommandNotFound: func(c *cli.Context, name string) {
 			// urfave only prints here; the error comes from Action below.
 		},

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/warren-cache/warren/mdns"
+)
+
+// Commands the packages install around the daemon: apt's proxy auto-detect
+// helper and dnf's proxy line.
+
+func helperCommands() []*cli.Command {
+	usageErr := func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
+	return []*cli.Command{
+		{
+			Name:      "apt-proxy-detect",
+			Usage:     "print the proxy apt should use for URI: the local warren, a warren on the LAN, or DIRECT",
+			ArgsUsage: "<URI>",
+			Flags: append(settingFlags(),
+				&cli.DurationFlag{Name: "timeout", Value: 500 * time.Millisecond, Usage: "how long a warren may take to answer"}),
+			OnUsageError: usageErr,
+			Action: func(c *cli.Context) error {
+				cfg, err := loadConfig(c)
+				if err != nil {
+					return usageError{err}
+				}
+				fmt.Fprintln(c.App.Writer, aptProxy(c.Context, cfg, c.Args().First(), c.Duration("timeout")))
+				return nil
+			},
+		},
+		{
+			Name:         "dnf-setup",
+			Usage:        "add this warren as dnf's proxy (--undo takes it out again)",
+			OnUsageError: usageErr,
+			Flags: append(settingFlags(),
+				&cli.BoolFlag{Name: "undo", Usage: "remove the proxy line warren added"},
+				&cli.StringFlag{Name: "dnf-conf", Usage: "dnf's config (default /etc/dnf/dnf.conf, else /etc/yum.conf)"}),
+			Action: func(c *cli.Context) error {
+				cfg, err := loadConfig(c)
+				if err != nil {
+					return usageError{err}
+				}
+				path := c.String("dnf-conf")
+				if path == "" {
+					path = "/etc/dnf/dnf.conf"
+					if _, err := os.Stat(path); err != nil {
+						if _, yerr := os.Stat("/etc/yum.conf"); yerr == nil {
+							path = "/etc/yum.conf"
+						}
+					}
+				}
+				msg, err := dnfSetup(path, "http://127.0.0.1:"+listenPort(cfg.Listen), c.Bool("undo"))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(c.App.Writer, msg)
+				return nil
+			},
+		},
+	}
+}
+
+func listenPort(listen string) string {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil || port == "" || port == "0" {
+		return "3142"
+	}
+	return port
+}
+
+// aptProxy answers for one URI. https is answered DIRECT: it is tunnelled,
+// never cached, so going direct costs nothing.
+func aptProxy(ctx context.Context, cfg config, uri string, timeout time.Duration) string {
+	if strings.HasPrefix(uri, "https://") {
+		return "DIRECT"
+	}
+	local := "http://127.0.0.1:" + listenPort(cfg.Listen)
+	if answers(ctx, local, timeout) {
+		return local
+	}
+	for _, p := range cfg.peers {
+		if u := "http://" + p.String(); answers(ctx, u, timeout) {
+			return u
+		}
+	}
+	if cfg.Discovery == "mdns" || cfg.Discovery == "both" {
+		if u := bestOnLAN(ctx, cfg, timeout); u != "" && answers(ctx, u, timeout) {
+			return u
+		}
+	}
+	return "DIRECT"
+}
+
+// answers reports whether a warren answers at base within timeout.
+func answers(ctx context.Context, base string, timeout time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/_warren/stats", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// bestOnLAN browses mDNS briefly for warrens and returns the one with the
+// highest priority that serves (not passive).
+func bestOnLAN(ctx context.Context, cfg config, wait time.Duration) string {
+	ctx, cancel := context.WithTimeout(ctx, 2*wait)
+	defer cancel()
+	var best mdns.Found
+	found := false
+	mdns.Browse(ctx, mdns.Config{}, func(f mdns.Found) {
+		if !f.Passive && (!found || f.Priority > best.Priority) {
+			best, found = f, true
+		}
+	})
+	if !found {
+		return ""
+	}
+	return "http://" + netip.AddrPortFrom(best.Addr, best.Port).String()
+}
+
+const dnfMarker = "# added by warren dnf-setup"
+
+// dnfSetup puts "proxy=URL" in the [main] section of dnf's config, or with
+// undo takes out what it put there. Running it twice changes nothing.
+func dnfSetup(path, proxy string, undo bool) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	var lines []string
+	if len(b) > 0 {
+		lines = strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	}
+	var kept []string
+	for _, l := range lines {
+		if !strings.HasSuffix(l, dnfMarker) {
+			kept = append(kept, l)
+		}
+	}
+	if undo {
+		if len(kept) == len(lines) {
+			return fmt.Sprintf("%s has no proxy line from warren; nothing to undo", path), nil
+		}
+		return fmt.Sprintf("removed warren's proxy line from %s", path), writeLines(path, kept)
+	}
+	for _, l := range kept {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "proxy=") || strings.HasPrefix(t, "proxy =") {
+			return "", fmt.Errorf("%s already sets a proxy (%q); take it out first, warren does not override it", path, t)
+		}
+	}
+	line := "proxy=" + proxy + " " + dnfMarker
+	out, inserted := []string{}, false
+	for _, l := range kept {
+		out = append(out, l)
+		if strings.TrimSpace(l) == "[main]" && !inserted {
+			out = append(out, line)
+			inserted = true
+		}
+	}
+	if !inserted {
+		out = append([]string{"[main]", line}, out...)
+	}
+	if err := writeLines(path, out); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("dnf now uses %s (in %s); undo with: warren dnf-setup --undo", proxy, path), nil
+}
+
+func writeLines(path string, lines []string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := path + ".warren-tmp"
+	if err := os.WriteFile(tmp, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
