@@ -102,3 +102,27 @@ func TestCLIStatusAndCache(t *testing.T) {
 		t.Fatalf("gc: %v %s", err, out)
 	}
 }
+
+// Root running the CLI on a stopped daemon's cache leaves every file owned
+// by the cache's owner, so the daemon (user warren) can open it again.
+func TestCLIAsRootKeepsCacheOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to own files as another user")
+	}
+	dir := filepath.Join(t.TempDir(), "cache")
+	os.MkdirAll(dir, 0o750)
+	const nobody = 65534
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runApp(t, "cache", "stat", "--cache-dir", dir, "--discovery", "off"); err != nil {
+		t.Fatal(err)
+	}
+	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
+		info, _ := e.Info()
+		if st := info.Sys().(*syscall.Stat_t); st.Uid != nobody {
+			t.Errorf("%s is owned by uid %d, not the cache's owner", p, st.Uid)
+		}
+		return nil
+	})
+}
