@@ -245,9 +245,7 @@ func (s *Server) Snapshot() map[string]int64 {
 // ServeHTTP routes: access control, loops, CONNECT, then the cache for
 // GET/HEAD (proxy style or apt-cacher-ng style), goproxy for the rest.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if err := s.allowed(r); err != nil {
-		s.log.Warn("refused client", slog.String("remote", r.RemoteAddr), slog.Any("err", err))
-		http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
+	if !s.Admit(w, r) {
 		return
 	}
 	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.via) }) {
@@ -333,6 +331,17 @@ func targetURL(r *http.Request) (*url.URL, error) {
 	}
 	u := &url.URL{Scheme: "http", Host: strings.ToLower(host), Path: "/" + rest, RawQuery: r.URL.RawQuery}
 	return u, nil
+}
+
+// Admit answers 403 to clients outside allow_clients and reports whether
+// the request may go on; the peer blob endpoint uses it too.
+func (s *Server) Admit(w http.ResponseWriter, r *http.Request) bool {
+	if err := s.allowed(r); err != nil {
+		s.log.Warn("refused client", slog.String("remote", r.RemoteAddr), slog.Any("err", err))
+		http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
+		return false
+	}
+	return true
 }
 
 func (s *Server) allowed(r *http.Request) error {

@@ -315,7 +315,9 @@ func (d *daemon) handler() http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, peering.BlobPathPrefix) {
-			d.blobs.ServeHTTP(w, r)
+			if d.proxy.Admit(w, r) { // peers are clients too: allow_clients holds
+				d.blobs.ServeHTTP(w, r)
+			}
 			return
 		}
 		d.proxy.ServeHTTP(w, r)

@@ -348,3 +348,18 @@ func TestPassiveNodeUsesPeers(t *testing.T) {
 		t.Fatalf("upstream GETs %d, want 1 (the passive node takes from its peer)", got)
 	}
 }
+
+// The peer blob endpoint obeys allow_clients like the proxy does.
+func TestBlobEndpointObeysAllowClients(t *testing.T) {
+	u, _, _ := startWarren(t, "--cache-dir", t.TempDir(), "--discovery", "static", "--peer", "127.0.0.1:9",
+		"--allow-client", "10.0.0.0/8")
+	resp, err := http.Get(u + "/v1/blobs/sha256/" + strings.Repeat("0", 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "allow_clients") {
+		t.Fatalf("blob request from outside allow_clients: %d %s", resp.StatusCode, body)
+	}
+}
