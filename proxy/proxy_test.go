@@ -830,7 +830,7 @@ func TestMetricsAndStatusPage(t *testing.T) {
 	page := get("/_warren/")
 	for _, want := range []string{
 		`id="hit-ratio">25%`, "1 hits, 3 misses of 4 requests",
-		`100.0 kB of 400.0 kB`, "peer-a", "10.0.0.2:3142", "digest:sha256:ab", `width:50%`, `http-equiv="refresh"`,
+		`100 kB of 400 kB`, "peer-a", "10.0.0.2:3142", "digest:sha256:ab", `width:50%`, `http-equiv="refresh"`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("status page lacks %q", want)

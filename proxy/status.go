@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -101,26 +102,17 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 </body></html>
 `))
 
+// humanBytes prints a byte count as the page shows it (SI units).
 func humanBytes(v any) string {
-	var n float64
 	switch x := v.(type) {
 	case int64:
-		n = float64(x)
+		return humanize.Bytes(uint64(max(x, 0)))
 	case uint64:
-		n = float64(x)
+		return humanize.Bytes(x)
 	case int:
-		n = float64(x)
+		return humanize.Bytes(uint64(max(x, 0)))
 	}
-	units := []string{"B", "kB", "MB", "GB", "TB"}
-	i := 0
-	for n >= 1000 && i < len(units)-1 {
-		n /= 1000
-		i++
-	}
-	if i == 0 {
-		return fmt.Sprintf("%.0f B", n)
-	}
-	return fmt.Sprintf("%.1f %s", n, units[i])
+	return fmt.Sprint(v)
 }
 
 // serveStatusPage renders /_warren/.

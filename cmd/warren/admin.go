@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -388,12 +390,7 @@ func oneArg(c *cli.Context) (string, error) {
 		return "", usageError{fmt.Errorf("%s takes one digest or URL, after the flags: warren cache %s [--cache-dir DIR] <digest|url> (got %q)",
 			c.Command.Name, c.Command.Name, c.Args().Slice())}
 	}
-	return urlQueryEscape(c.Args().First()), nil
-}
-
-func urlQueryEscape(s string) string {
-	r := strings.NewReplacer("%", "%25", "&", "%26", "+", "%2B", "#", "%23", " ", "%20", "?", "%3F")
-	return r.Replace(s)
+	return url.QueryEscape(c.Args().First()), nil
 }
 
 // call runs an admin request and decodes its JSON, or returns its error text.
@@ -441,18 +438,7 @@ func human(key string, v any) any {
 	return v
 }
 
-func humanSize(n int64) string {
-	units := []string{"B", "kB", "MB", "GB", "TB"}
-	f, i := float64(n), 0
-	for f >= 1000 && i < len(units)-1 {
-		f /= 1000
-		i++
-	}
-	if i == 0 {
-		return fmt.Sprintf("%d B", n)
-	}
-	return fmt.Sprintf("%.1f %s", f, units[i])
-}
+func humanSize(n int64) string { return humanize.Bytes(uint64(max(n, 0))) }
 
 func printStatus(c *cli.Context, cfg config) error {
 	return printJSONOrTable(c, cfg, http.MethodGet, "/status")
@@ -476,7 +462,7 @@ func printPeers(c *cli.Context, cfg config) error {
 
 func printLs(c *cli.Context, cfg config) error {
 	var rows []blobRow
-	if err := call(cfg, http.MethodGet, "/cache?sort="+urlQueryEscape(c.String("sort")), &rows); err != nil {
+	if err := call(cfg, http.MethodGet, "/cache?sort="+url.QueryEscape(c.String("sort")), &rows); err != nil {
 		return err
 	}
 	if c.Bool("json") {

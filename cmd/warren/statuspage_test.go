@@ -50,7 +50,7 @@ func TestStatusPageInChromium(t *testing.T) {
 		return string(out)
 	}
 	dom := chrome("--dump-dom", proxyURL+"/_warren/")
-	for _, want := range []string{`id="hit-ratio">50%`, "50.0 kB of 10.0 MB", "1 hits, 1 misses of 2 requests", "Transfers in progress"} {
+	for _, want := range []string{`id="hit-ratio">50%`, "50 kB of 10 MB", "1 hits, 1 misses of 2 requests", "Transfers in progress"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("status page in Chromium lacks %q:\n%s", want, dom)
 		}
