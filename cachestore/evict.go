@@ -47,17 +47,10 @@ func (s *Store) Evictions() int64 { return s.evictions.Load() }
 // MaxBytes is the cache_max limit (0: none).
 func (s *Store) MaxBytes() int64 { return s.limits.MaxBytes }
 
-// Usage is the bytes and number of blobs the index holds: only warren's own files.
+// Usage is the bytes and number of blobs the index holds: only warren's
+// own files. It is kept as blobs come and go, so it costs nothing.
 func (s *Store) Usage() (int64, int, error) {
-	infos, err := s.blobs()
-	if err != nil {
-		return 0, 0, err
-	}
-	var total int64
-	for _, bi := range infos {
-		total += bi.Size
-	}
-	return total, len(infos), nil
+	return s.usedBytes.Load(), int(s.usedBlobs.Load()), nil
 }
 
 // blobs lists every indexed blob.
@@ -183,6 +176,9 @@ func (s *Store) remove(bi BlobInfo, why string) bool {
 	}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + bi.Digest.String())) }); err != nil {
 		s.log.Warn("could not drop an evicted blob from the index", slog.String("digest", bi.Digest.String()), slog.Any("err", err))
+	} else {
+		s.usedBytes.Add(-bi.Size)
+		s.usedBlobs.Add(-1)
 	}
 	s.evictions.Add(1)
 	s.log.Debug("evicted", slog.String("digest", bi.Digest.String()), slog.Int64("bytes", bi.Size), slog.String("why", why))

@@ -3,6 +3,7 @@ package cachestore
 import (
 	"errors"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 )
@@ -137,5 +138,52 @@ func TestUsageAndFreeWithinCacheMax(t *testing.T) {
 	}
 	if free := s.Free(); free != 150 {
 		t.Fatalf("Free() = %d, want the 150 bytes left under cache_max", free)
+	}
+}
+
+// Usage is kept as blobs come and go; it must always equal a full scan of
+// the index, through fills, duplicates, removals, drops and a restart.
+func TestUsageMatchesTheIndex(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(s *Store, when string) {
+		t.Helper()
+		used, n, _ := s.Usage()
+		infos, _ := s.Blobs()
+		var want int64
+		for _, bi := range infos {
+			want += bi.Size
+		}
+		if used != want || n != len(infos) {
+			t.Fatalf("%s: Usage() = %d bytes in %d blobs, the index holds %d in %d", when, used, n, want, len(infos))
+		}
+	}
+	a := fill(t, s, []byte("aaaaaaaaaa"))
+	fill(t, s, []byte("bbbbbbbbbbbbbbbbbbbb"))
+	c := fill(t, s, []byte("ccccc"))
+	check(s, "after fills")
+	fill(t, s, []byte("aaaaaaaaaa")) // the same blob again
+	check(s, "after a duplicate fill")
+	if err := s.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	check(s, "after rm")
+	os.WriteFile(s.blobPath(c), []byte("x"), 0o600) // wrong size: dropped when opened
+	if _, _, err := s.OpenBlob(c); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("damaged blob opened: %v", err)
+	}
+	check(s, "after a drop")
+	s.Close()
+	s2, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	check(s2, "after a restart")
+	if used, n, _ := s2.Usage(); used != 20 || n != 1 {
+		t.Fatalf("after restart: %d bytes in %d blobs, want 20 in 1", used, n)
 	}
 }

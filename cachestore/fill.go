@@ -223,11 +223,19 @@ func (f *Fill) persist(d Digest, size int64) error {
 		return err
 	}
 	now := f.s.now()
-	if errors.Is(err, ErrNotFound) {
+	added := errors.Is(err, ErrNotFound)
+	if added {
 		bi = BlobInfo{Digest: d, Added: now}
 	}
 	bi.Size, bi.LastUsed = size, now
-	return f.s.putBlob(bi)
+	if err := f.s.putBlob(bi); err != nil {
+		return err
+	}
+	if added {
+		f.s.usedBytes.Add(size)
+		f.s.usedBlobs.Add(1)
+	}
+	return nil
 }
 
 // Abort ends the fill with err: the temp file goes, readers get err.

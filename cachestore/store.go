@@ -65,6 +65,10 @@ type Store struct {
 	openMu    sync.Mutex     // guards open
 	open      map[Digest]int // readers per blob: these are not evicted
 	evictions atomic.Int64
+	// usedBytes and usedBlobs are the index's totals, kept as blobs come
+	// and go: Free is asked for every peer datagram and must not scan.
+	usedBytes atomic.Int64
+	usedBlobs atomic.Int64
 }
 
 // BlobInfo is what the index says of a stored blob.
@@ -295,7 +299,7 @@ func (s *Store) OpenBlob(d Digest) (*Blob, BlobInfo, error) {
 	if errors.Is(err, fs.ErrNotExist) {
 		release()
 		s.log.Warn("blob file missing; dropping it from the index", slog.String("digest", d.String()))
-		s.dropBlob(d)
+		s.dropBlob(bi)
 		return nil, bi, ErrNotFound
 	}
 	if err != nil {
@@ -313,7 +317,7 @@ func (s *Store) OpenBlob(d Digest) (*Blob, BlobInfo, error) {
 		f.Close()
 		s.log.Warn("blob size differs from the index; removing it",
 			slog.String("digest", d.String()), slog.Int64("index_size", bi.Size), slog.Int64("file_size", st.Size()))
-		s.dropBlob(d)
+		s.dropBlob(bi)
 		return nil, bi, ErrNotFound
 	}
 	bi.Hits++
@@ -332,9 +336,12 @@ func (s *Store) putBlob(bi BlobInfo) error {
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixBlob+bi.Digest.String()), b) })
 }
 
-func (s *Store) dropBlob(d Digest) {
-	_ = os.Remove(s.blobPath(d))
-	_ = s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + d.String())) })
+func (s *Store) dropBlob(bi BlobInfo) {
+	_ = os.Remove(s.blobPath(bi.Digest))
+	if s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + bi.Digest.String())) }) == nil {
+		s.usedBytes.Add(-bi.Size)
+		s.usedBlobs.Add(-1)
+	}
 }
 
 // Free is the room left for new blobs: free space on the cache's file
@@ -505,6 +512,10 @@ func (s *Store) recover() error {
 		if err := wb.Flush(); err != nil {
 			return fmt.Errorf("recover: drop stale entries: %w", err)
 		}
+	}
+	for _, size := range indexed {
+		s.usedBytes.Add(size)
+		s.usedBlobs.Add(1)
 	}
 	if len(drop) > 0 || adopted > 0 {
 		s.log.Info("recovered cache index", slog.Int("dropped_entries", len(drop)), slog.Int("adopted_blobs", adopted))
