@@ -1,165 +1,16 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 )
-
-// requireTools skips when a tool is missing, unless WARREN_E2E=1 (set by
-// `make test`, which installs them): then a missing tool fails the test.
-func requireTools(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("WARREN_E2E") == "1" {
-				t.Fatalf("%s not found; `make test` installs it (see TEST_DEBS in the Makefile)", tool)
-			}
-			t.Skipf("%s not found (run `make test` to install the end-to-end tools)", tool)
-		}
-	}
-}
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// warrenBinary builds the real binary once per test run.
-func warrenBinary(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "warren-e2e-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "warren")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
-
-// freeLoopbackPort finds a port free on 127.0.0.1 for both TCP and UDP:
-// warren uses one number for HTTP and peer datagrams.
-func freeLoopbackPort(t testing.TB) string {
-	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		pc, err := net.ListenPacket("udp4", addr)
-		ln.Close()
-		if err == nil {
-			pc.Close()
-			return addr
-		}
-	}
-	t.Fatal("no port free for both TCP and UDP on 127.0.0.1")
-	return ""
-}
-
-// startWarren runs the binary on a free loopback port; see startWarrenAt.
-func startWarren(t testing.TB, args ...string) (string, *exec.Cmd, *syncBuffer) {
-	return startWarrenAt(t, freeLoopbackPort(t), args...)
-}
-
-// startWarrenAt runs the binary serving on addr and returns its proxy URL
-// once it logs that it is serving. Peering traffic never leaves the
-// machine: discovery is off unless the test passes --discovery (static on
-// loopback).
-func startWarrenAt(t testing.TB, addr string, args ...string) (string, *exec.Cmd, *syncBuffer) {
-	t.Helper()
-	base := []string{"serve", "--listen", addr}
-	if !slices.Contains(args, "--discovery") {
-		base = append(base, "--discovery", "off")
-	}
-	cmd := exec.Command(warrenBinary(t), append(base, args...)...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		once := sync.Once{}
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "warren serving") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("warren %s log:\n%s", addr, logs.String())
-		}
-	})
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("warren did not start:\n%s", logs.String())
-	}
-	return "http://" + addr, cmd, logs
-}
-
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) WriteString(x string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.WriteString(x)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func run(t *testing.T, dir string, env []string, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // aptRepo is a gpg-signed apt repository on disk.
 type aptRepo struct {
@@ -221,32 +72,6 @@ func buildAptRepo(t *testing.T, base string) aptRepo {
 	return repo
 }
 
-// countingServer serves dir and counts GETs per path: the real upstream.
-type countingServer struct {
-	*httptest.Server
-	mu   sync.Mutex // guards gets
-	gets map[string]int
-}
-
-func serveDir(t *testing.T, dir string) *countingServer {
-	cs := &countingServer{gets: map[string]int{}}
-	fs := http.FileServer(http.Dir(dir))
-	cs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cs.mu.Lock()
-		cs.gets[r.URL.Path]++
-		cs.mu.Unlock()
-		fs.ServeHTTP(w, r)
-	}))
-	t.Cleanup(cs.Close)
-	return cs
-}
-
-func (cs *countingServer) count(path string) int {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	return cs.gets[path]
-}
-
 // aptClient is apt-get with private state: the system's apt is never touched.
 type aptClient struct {
 	t    *testing.T
@@ -289,15 +114,6 @@ func newAptClient(t *testing.T, base, name, sourcesLine, proxyURL string) *aptCl
 func (c *aptClient) run(args ...string) string {
 	c.t.Helper()
 	return run(c.t, filepath.Join(c.dir, "dl"), c.env, "apt-get", append(c.opts, args...)...)
-}
-
-func sha256File(t *testing.T, path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
 }
 
 // TestAptThroughWarren drives the real apt-get through the real warren

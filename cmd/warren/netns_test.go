@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -104,19 +103,8 @@ func TestSiteOverNetns(t *testing.T) {
 		os.MkdirAll(filepath.Dir(filepath.Join(repo, p)), 0o755)
 		os.WriteFile(filepath.Join(repo, p), b, 0o644)
 	}
-	upLog := &syncBuffer{}
 	upCmd := exec.Command("ip", "netns", "exec", ns("up"), "/usr/bin/python3", "-m", "http.server", "80", "--bind", upstream, "--directory", repo)
-	stderr, _ := upCmd.StderrPipe()
-	if err := upCmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { upCmd.Process.Kill(); upCmd.Wait() })
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			upLog.WriteString(sc.Text() + "\n")
-		}
-	}()
+	upLog, _ := startLogged(t, upCmd, "upstream")
 	debGETs := func() int { return strings.Count(upLog.String(), `"GET `+debPath+` HTTP/1.1" 200`) }
 	curl := func(host int, args ...string) (string, error) {
 		full := append([]string{"netns", "exec", ns(fmt.Sprintf("h%d", host)), "curl", "-sS", "--fail", "--max-time", "120"}, args...)
@@ -155,24 +143,7 @@ func TestSiteOverNetns(t *testing.T) {
 		cmd := exec.Command("ip", "netns", "exec", ns(fmt.Sprintf("h%d", i)), warrenBinary(t), "serve",
 			"--listen", "0.0.0.0:3142", "--cache-dir", filepath.Join(base, fmt.Sprintf("cache%d", i)),
 			"--upload-slots", strconv.Itoa(slots), "--log-level", "debug")
-		se, _ := cmd.StderrPipe()
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		logs[i] = &syncBuffer{}
-		go func(l *syncBuffer) {
-			sc := bufio.NewScanner(se)
-			for sc.Scan() {
-				l.WriteString(sc.Text() + "\n")
-			}
-		}(logs[i])
-		t.Cleanup(func() {
-			cmd.Process.Signal(os.Interrupt)
-			cmd.Wait()
-			if t.Failed() {
-				t.Logf("warren h%d log (tail):\n%s", i, tail(logs[i].String(), 40))
-			}
-		})
+		logs[i], _ = startLogged(t, cmd, fmt.Sprintf("warren h%d", i))
 	}
 	stats := func(host int) map[string]float64 {
 		out, err := curl(host, "http://127.0.0.1:3142/_warren/stats")
@@ -258,12 +229,4 @@ func tbfSentBytes(t *testing.T, nsName string) int64 {
 	}
 	n, _ := strconv.ParseInt(m[1], 10, 64)
 	return n
-}
-
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -292,19 +292,26 @@ func TestReElectionWhenDownloaderDies(t *testing.T) {
 	}
 }
 
-// A passive node takes from peers but never serves: the others never get
-// bytes from it.
-func TestPassiveNodeNeverServes(t *testing.T) {
-	repo := newPeerRepo(t, 1<<20)
+// startPassivePair runs a passive node and an ordinary one, both having
+// fetched the repository's metadata.
+func startPassivePair(t *testing.T, repo *peerRepo) (passive, active *node) {
 	nodes := startNodes(t, 2, func(i int) []string {
 		if i == 0 {
 			return []string{"--role", "passive"}
 		}
 		return nil
 	})
-	passive, active := nodes[0], nodes[1]
+	passive, active = nodes[0], nodes[1]
 	passive.learn(t, repo)
 	active.learn(t, repo)
+	return passive, active
+}
+
+// A passive node takes from peers but never serves: the others never get
+// bytes from it.
+func TestPassiveNodeNeverServes(t *testing.T) {
+	repo := newPeerRepo(t, 1<<20)
+	passive, active := startPassivePair(t, repo)
 	if _, err := passive.get(t, repo.up.URL+repo.path); err != nil {
 		t.Fatal(err)
 	}
@@ -328,15 +335,7 @@ func TestPassiveNodeNeverServes(t *testing.T) {
 // A passive node still takes what its peers have.
 func TestPassiveNodeUsesPeers(t *testing.T) {
 	repo := newPeerRepo(t, 1<<20)
-	nodes := startNodes(t, 2, func(i int) []string {
-		if i == 0 {
-			return []string{"--role", "passive"}
-		}
-		return nil
-	})
-	passive, active := nodes[0], nodes[1]
-	active.learn(t, repo)
-	passive.learn(t, repo)
+	passive, active := startPassivePair(t, repo)
 	if _, err := active.get(t, repo.up.URL+repo.path); err != nil {
 		t.Fatal(err)
 	}

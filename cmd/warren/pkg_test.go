@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,10 +8,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // TestPackages installs the built .deb on this machine and checks what an
@@ -98,29 +95,9 @@ func TestPackages(t *testing.T) {
 	gid, _ := strconv.Atoi(u.Gid)
 	daemon := exec.Command("/usr/bin/warren", "serve", "--config", "/etc/warren/warren.yaml")
 	daemon.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
-	stderr, _ := daemon.StderrPipe()
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	ready := make(chan struct{})
-	var once sync.Once
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logs.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "warren serving") {
-				once.Do(func() { close(ready) })
-			}
-		}
-	}()
+	logs, ready := startLogged(t, daemon, "packaged warren")
 	stop := func() { daemon.Process.Signal(os.Interrupt); daemon.Wait() }
-	t.Cleanup(stop)
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the packaged daemon did not start:\n%s", logs.String())
-	}
+	waitReady(t, ready, logs, "the packaged daemon")
 
 	base := t.TempDir()
 	repo := buildAptRepo(t, base)
