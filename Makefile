@@ -21,7 +21,7 @@ FUZZTIME ?= 15s
 TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates \
 	dnf dnf-plugins-core createrepo-c rpm nuget iproute2 curl python3 chromium
 
-.PHONY: all build run test test-netns test-pkg test-deps check-go lint vet fuzz bench clean deb rpm
+.PHONY: all build run test test-netns test-pkg test-deps check-go lint vet fuzz bench clean deb rpm pkg-bin
 
 all: build
 
@@ -36,9 +36,15 @@ PKG_ARCH ?= $(shell $(GO) env GOARCH 2>/dev/null || echo amd64)
 NFPM := $(GO) tool -modfile=tools/go.mod nfpm
 
 # Packages, built with nfpm (no dpkg-buildpackage or rpmbuild): dist/*.deb, dist/*.rpm.
-deb rpm: check-go
+# pkg-bin is phony: make runs it once however many packages depend on it.
+# Each packager first drops its older packages, so dist/ holds exactly one
+# of each kind (the package test relies on that).
+pkg-bin: check-go
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/warren
+
+deb rpm: pkg-bin
 	mkdir -p dist
+	rm -f dist/*.$@
 	VERSION=$(PKG_VERSION) ARCH=$(PKG_ARCH) $(NFPM) package --config packaging/nfpm.yaml --packager $@ --target dist/
 
 # Build and run the daemon in the foreground. Point apt at it with
