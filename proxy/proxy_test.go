@@ -798,7 +798,7 @@ func TestMetricsAndStatusPage(t *testing.T) {
 	up := newUpstream(t, 100000)
 	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
 		c.Status = func() Status {
-			return Status{NodeID: "n1", CacheBytes: 100000, CacheMax: 400000, Blobs: 1, UploadSlots: 2,
+			return Status{NodeID: "n1", CacheBytes: 100000, CacheMax: 400000, Blobs: 1, UploadSlots: 2, UploadsPeak: 2, BytesUploaded: 777,
 				Peers:     []StatusPeer{{ID: "peer-a", Addr: "10.0.0.2:3142", Role: "peer", Priority: 100}},
 				Transfers: []StatusTransfer{{What: "digest:sha256:ab", Written: 50, Size: 100}}}
 		}
@@ -825,6 +825,12 @@ func TestMetricsAndStatusPage(t *testing.T) {
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	stats := get("/_warren/stats")
+	for _, want := range []string{`"hits":1`, `"peers":1`, `"uploads_peak":2`, `"bytes_uploaded":777`, `"cache_bytes":100000`, `"bytes_cache":100000`} {
+		if !strings.Contains(stats, want) {
+			t.Errorf("/_warren/stats lacks %s: %s", want, stats)
 		}
 	}
 	page := get("/_warren/")

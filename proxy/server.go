@@ -74,9 +74,8 @@ type Config struct {
 	// Peers finds blobs of known digests on the LAN before upstream; nil:
 	// no peering.
 	Peers Peers
-	// Stats adds other parts' figures (peers, uploads) to /_warren/stats.
-	Stats func() map[string]any
-	// Status gives the status page the other parts' state.
+	// Status gives the status page and /_warren/stats the other parts'
+	// state (cache, peers, uploads).
 	Status func() Status
 	// Collectors are more Prometheus metrics for /metrics (peers, cache).
 	Collectors []prometheus.Collector
@@ -305,8 +304,8 @@ func (s *Server) serveStats(w http.ResponseWriter) {
 	for k, v := range s.Snapshot() {
 		out[k] = v
 	}
-	if s.cfg.Stats != nil {
-		for k, v := range s.cfg.Stats() {
+	if s.cfg.Status != nil {
+		for k, v := range s.cfg.Status().Figures() {
 			out[k] = v
 		}
 	}

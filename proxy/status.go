@@ -20,8 +20,24 @@ type Status struct {
 	Blobs       int
 	UploadSlots int
 	Uploads     int64 // uploads to peers running now
-	Peers       []StatusPeer
-	Transfers   []StatusTransfer
+	UploadsPeak int64 // most at once since start
+	// BytesUploaded, UploadsRefused (busy) and DatagramsDropped (bad
+	// peer messages) count since start.
+	BytesUploaded    int64
+	UploadsRefused   int64
+	DatagramsDropped int64
+	Peers            []StatusPeer
+	Transfers        []StatusTransfer
+}
+
+// Figures are the status's numbers by name, for /_warren/stats and the CLI.
+func (st Status) Figures() map[string]any {
+	return map[string]any{
+		"node": st.NodeID, "cache_bytes": st.CacheBytes, "cache_max": st.CacheMax, "blobs": st.Blobs,
+		"peers": len(st.Peers), "uploads_active": st.Uploads, "uploads_peak": st.UploadsPeak,
+		"bytes_uploaded": st.BytesUploaded, "uploads_refused_busy": st.UploadsRefused,
+		"datagrams_dropped": st.DatagramsDropped, "transfers": len(st.Transfers),
+	}
 }
 
 // StatusPeer is one row of the peers table.

@@ -75,24 +75,17 @@ func writeJSON(w http.ResponseWriter, v any) {
 }
 
 func (a *adminAPI) status(w http.ResponseWriter, r *http.Request) {
-	used, blobs, err := a.store.Usage()
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
+	used, blobs, _ := a.store.Usage()
 	out := map[string]any{"running": a.d != nil, "cache_dir": a.store.Dir(), "cache_bytes": used, "cache_max": a.store.MaxBytes(), "blobs": blobs}
 	if a.d != nil {
 		for k, v := range a.d.proxy.Snapshot() {
 			out[k] = v
 		}
-		out["node"] = a.d.id.String()
+		for k, v := range a.d.status().Figures() {
+			out[k] = v
+		}
 		out["uptime"] = time.Since(a.d.started).Round(time.Second).String()
 		out["bytes_saved"] = out["bytes_cache"].(int64) + out["bytes_peers"].(int64)
-		if a.d.node != nil {
-			for k, v := range a.d.peerStats() {
-				out[k] = v
-			}
-		}
 	}
 	writeJSON(w, out)
 }

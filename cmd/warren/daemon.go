@@ -73,7 +73,6 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 		pcfg.Peers = d.node
-		pcfg.Stats = d.peerStats
 	}
 	pcfg.Status = d.status
 	pcfg.Collectors = d.collectors()
@@ -145,24 +144,16 @@ func storeConfig(cfg config, log *slog.Logger) (cachestore.Config, error) {
 		}}, nil
 }
 
-// peerStats are the peering figures for /_warren/stats.
-func (d *daemon) peerStats() map[string]any {
-	out := map[string]any{"peers": len(d.node.Table().Peers()), "datagrams_dropped": d.node.Dropped.Load()}
-	if d.blobs != nil {
-		active, peak, bytes, busy := d.blobs.Stats()
-		out["uploads_active"], out["uploads_peak"], out["bytes_uploaded"], out["uploads_refused_busy"] = active, peak, bytes, busy
-	}
-	return out
-}
-
-// status is what the status page shows of the store and the peers.
+// status is what the status page, /_warren/stats and `warren status` show
+// of the store, the peers and the uploads.
 func (d *daemon) status() proxy.Status {
 	used, blobs, _ := d.store.Usage()
 	st := proxy.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots}
 	if d.blobs != nil {
-		st.Uploads, _, _, _ = d.blobs.Stats()
+		st.Uploads, st.UploadsPeak, st.BytesUploaded, st.UploadsRefused = d.blobs.Stats()
 	}
 	if d.node != nil {
+		st.DatagramsDropped = d.node.Dropped.Load()
 		for _, p := range d.node.Table().Peers() {
 			role := "peer"
 			if p.Passive {
