@@ -171,6 +171,11 @@ func TestBlobServerRateLimit(t *testing.T) {
 		t.Fatalf("got %d bytes", n)
 	}
 	srv.Close() // waits for the handler: the client can have the bytes before it has counted them
+	// Paced writes drew the bucket down; unpaced ones would leave it full
+	// (it refills at 200 KB/s, far from half in the moment since).
+	if tok := bs.limiter.Tokens(); tok > float64(bs.limiter.Burst())/2 {
+		t.Fatalf("limiter still holds %.0f of %d tokens: the upload was not paced", tok, bs.limiter.Burst())
+	}
 	if _, _, sent, _ := bs.Stats(); sent != int64(len(body)) {
 		t.Fatalf("paced writer counted %d bytes", sent)
 	}
