@@ -166,6 +166,14 @@ func TestSiteOverNetns(t *testing.T) {
 	})
 	t.Logf("all %d nodes found their peers by mDNS in %.1fs", hosts, time.Since(start).Seconds())
 
+	// apt's helper with no local warren answering (nothing on port 1)
+	// finds one on the LAN by mDNS.
+	helperOut, err := exec.Command("ip", "netns", "exec", ns("h1"), warrenBinary(t), "apt-proxy-detect",
+		"--config", "/dev/null", "--listen", "127.0.0.1:1", "--discovery", "mdns", "--timeout", "2s", "http://"+upstream+debPath).CombinedOutput()
+	if got := strings.TrimSpace(string(helperOut)); err != nil || !regexp.MustCompile(`^http://10\.77\.0\.[1-5]:3142$`).MatchString(got) {
+		t.Fatalf("apt-proxy-detect without a local warren: %q, %v (want a LAN warren)", got, err)
+	}
+
 	for i := 1; i <= hosts; i++ { // apt update on every machine
 		for _, p := range []string{"/dists/stable/Release", "/dists/stable/main/binary-amd64/Packages"} {
 			if out, err := curl(i, "-o", "/dev/null", "-x", "http://127.0.0.1:3142", "http://"+upstream+p); err != nil {
