@@ -49,6 +49,52 @@ type harness struct {
 	client *http.Client
 	clock  *clock
 	dir    string
+	// busy counts handlers still running: a client has its whole body
+	// before the handler returns and counts the request (see settle).
+	busy inflight
+}
+
+// inflight counts running handlers so a test can wait until all are done.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0
+}
+
+func (f *inflight) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		if f.n == 0 {
+			f.idle = make(chan struct{})
+		}
+		f.n++
+		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			if f.n--; f.n == 0 {
+				close(f.idle)
+			}
+			f.mu.Unlock()
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// settle waits until no handler is running, so figures counted after the
+// response (the request's outcome) are in.
+func (h *harness) settle() {
+	h.t.Helper()
+	h.busy.mu.Lock()
+	idle, n := h.busy.idle, h.busy.n
+	h.busy.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	select {
+	case <-idle:
+	case <-time.After(10 * time.Second):
+		h.t.Fatalf("%d requests still being handled after 10s", n)
+	}
 }
 
 type harnessOpt func(*Config, *cachestore.Config)
@@ -75,7 +121,7 @@ func (h *harness) start(opts ...harnessOpt) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(px)
+	front := httptest.NewServer(h.busy.wrap(px))
 	pu, _ := url.Parse(front.URL)
 	h.store, h.px, h.front = store, px, front
 	h.client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}}
@@ -806,6 +852,7 @@ func TestMetricsAndStatusPage(t *testing.T) {
 	h.learn()
 	h.mustGet(up.debURL, 200) // miss
 	h.mustGet(up.debURL, 200) // hit
+	h.settle()
 	get := func(path string) string {
 		resp, err := http.Get(h.front.URL + path)
 		if err != nil {
