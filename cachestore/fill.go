@@ -241,6 +241,14 @@ func (f *Fill) persist(d Digest, size int64) error {
 // Abort ends the fill with err: the temp file goes, readers get err.
 // Aborting a finished fill does nothing.
 func (f *Fill) Abort(err error) {
+	// Out of the map before readers hear of the failure: a request that
+	// comes after a reader saw the error starts a fresh fill rather than
+	// joining this dead one.
+	f.s.fillsMu.Lock()
+	if f.s.fills[f.key] == f {
+		delete(f.s.fills, f.key)
+	}
+	f.s.fillsMu.Unlock()
 	f.mu.Lock()
 	if f.done {
 		f.mu.Unlock()
@@ -258,11 +266,6 @@ func (f *Fill) Abort(err error) {
 	if leftover != "" && filepath.Dir(leftover) == filepath.Join(f.s.dir, "tmp") {
 		_ = os.Remove(leftover)
 	}
-	f.s.fillsMu.Lock()
-	if f.s.fills[f.key] == f {
-		delete(f.s.fills, f.key)
-	}
-	f.s.fillsMu.Unlock()
 }
 
 func (f *Fill) notifyLocked() {

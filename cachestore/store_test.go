@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -135,6 +136,36 @@ func TestFillRejectsWrongBytes(t *testing.T) {
 				t.Fatalf("temp files left: %v", left)
 			}
 		})
+	}
+}
+
+// A reader that hears a fill failed and asks again gets a fresh fill, never
+// the dead one (the old order told readers first and left a window).
+func TestAbortedFillIsGoneBeforeReadersHear(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	for i := range 200 {
+		key := fmt.Sprintf("k%d", i)
+		f, _ := s.BeginFill(key)
+		if err := f.Start(FillInfo{Algo: "sha256", Size: 10}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := f.NewReader(t.Context(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader := make(chan bool)
+		go func() {
+			defer r.Close()
+			io.ReadAll(r) // blocks until the abort
+			_, l := s.BeginFill(key)
+			leader <- l
+		}()
+		f.Abort(errors.New("upstream broke off"))
+		if !<-leader {
+			t.Fatalf("try %d: a request after the failure joined the dead fill", i)
+		}
+		nf, _ := s.BeginFill(key)
+		nf.Abort(errors.New("done"))
 	}
 }
 
