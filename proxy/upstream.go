@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -90,10 +91,10 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p p
 		if err := run.start(p.size, map[string]string{}); err != nil {
 			return // Start aborted the fill; its readers have the reason
 		}
-		sources, err := s.cfg.Peers.Fetch(ctx, p.digest, p.size, 0, run, f.Written)
+		// Peer bytes count as they land, also when upstream sends the rest.
+		sources, err := s.cfg.Peers.Fetch(ctx, p.digest, p.size, 0, peerBytes{run, &s.stats.BytesPeers}, f.Written)
 		run.sources = sources
 		if err == nil {
-			s.stats.BytesPeers.Add(f.Written())
 			committed = run.finish()
 			return
 		}
@@ -102,6 +103,18 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p p
 	if run.fromUpstream(ctx, ua, prev) {
 		committed = run.finish()
 	}
+}
+
+// peerBytes counts what peers write into a fill.
+type peerBytes struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (p peerBytes) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n.Add(int64(n))
+	return n, err
 }
 
 // fillRun is one fill in progress: its bytes also feed the metadata parser.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -361,4 +362,92 @@ func TestBlobEndpointObeysAllowClients(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "allow_clients") {
 		t.Fatalf("blob request from outside allow_clients: %d %s", resp.StatusCode, body)
 	}
+}
+
+// A peer dies mid-upload: the fill keeps what it sent and upstream sends
+// only the rest (a Range request); the figures say where the bytes came from.
+func TestPeerDiesMidUploadUpstreamSendsTheRest(t *testing.T) {
+	repo := newPeerRepo(t, 4<<20)
+	var mu sync.Mutex
+	var ranges []string // Range headers of the .deb's GETs
+	inner := repo.up.Config.Handler
+	repo.up.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == repo.path {
+			mu.Lock()
+			ranges = append(ranges, r.Header.Get("Range"))
+			mu.Unlock()
+		}
+		inner.ServeHTTP(w, r)
+	})
+	nodes := startNodes(t, 2, func(i int) []string {
+		if i == 0 {
+			return []string{"--upload-rate", "1MB"} // slow enough to die mid-way
+		}
+		return nil
+	})
+	a, b := nodes[0], nodes[1]
+	a.learn(t, repo)
+	b.learn(t, repo)
+	if _, err := a.get(t, repo.up.URL+repo.path); err != nil {
+		t.Fatal(err)
+	}
+	before := nodeStats(t, b)
+
+	resp, err := b.client.Get(repo.up.URL + repo.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	// b passes a peer's bytes on as they land: once the client has these,
+	// b has them from a (upstream has not been asked by b yet).
+	const early = 256 << 10
+	head := make([]byte, early)
+	if _, err := io.ReadFull(resp.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("after the peer died: %v (had %d bytes)", err, early+len(rest))
+	}
+	if got := append(head, rest...); !bytes.Equal(got, repo.deb) {
+		t.Fatalf("got %d bytes that are not the artifact", len(got))
+	}
+	mu.Lock()
+	got := append([]string(nil), ranges...)
+	mu.Unlock()
+	if len(got) != 2 || got[0] != "" || !strings.HasPrefix(got[1], "bytes=") || got[1] == "bytes=0-" {
+		t.Fatalf("upstream .deb requests' Range headers %q, want a's whole GET then b's resume from where the peer stopped", got)
+	}
+	after := nodeStats(t, b)
+	fromPeers := after["bytes_peers"] - before["bytes_peers"]
+	fromUp := after["bytes_upstream"] - before["bytes_upstream"]
+	if fromPeers < early || fromPeers+fromUp != float64(len(repo.deb)) {
+		t.Fatalf("b counts %.0f bytes from peers and %.0f from upstream; want at least %d from peers, %d in all",
+			fromPeers, fromUp, early, len(repo.deb))
+	}
+	t.Logf("from the dying peer %.0f bytes, then upstream %.0f (%s)", fromPeers, fromUp, got[1])
+}
+
+// nodeStats reads a node's /_warren/stats figures.
+func nodeStats(t *testing.T, n *node) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(n.url + "/_warren/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var raw map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for k, v := range raw {
+		if f, ok := v.(float64); ok {
+			out[k] = f
+		}
+	}
+	return out
 }
