@@ -24,6 +24,9 @@ const (
 	KindByHash
 	// KindPackage is a .deb, .udeb or .ddeb in the pool, whose hash Packages gives.
 	KindPackage
+	// KindSource is a source package's file outside dists/ (.dsc, the
+	// tarballs, a diff, an upstream signature), whose hash Sources gives.
+	KindSource
 )
 
 func (k Kind) String() string {
@@ -38,6 +41,8 @@ func (k Kind) String() string {
 		return "by-hash"
 	case KindPackage:
 		return "package"
+	case KindSource:
+		return "source"
 	default:
 		return "other"
 	}
@@ -60,8 +65,11 @@ func Classify(p string) Kind {
 		case "Release.gpg":
 			return KindReleaseSignature
 		}
-		if IsPackagesIndex(p) {
+		if IsPackagesIndex(p) || IsSourcesIndex(p) {
 			return KindIndex
+		}
+		if isSourceFile(base) {
+			return KindSource
 		}
 		return KindOther
 	}
@@ -90,6 +98,35 @@ func IsPackagesIndex(p string) bool {
 	switch path.Base(p) {
 	case "Packages", "Packages.gz", "Packages.xz", "Packages.bz2", "Packages.zst":
 		return true
+	}
+	return false
+}
+
+// IsSourcesIndex reports whether p names a Sources index, plain or
+// compressed, whose entries give the hashes of source packages' files.
+func IsSourcesIndex(p string) bool {
+	switch path.Base(p) {
+	case "Sources", "Sources.gz", "Sources.xz", "Sources.bz2", "Sources.zst":
+		return true
+	}
+	return false
+}
+
+// isSourceFile reports whether base is named like a file of a Debian source
+// package: <source>_<version> then .dsc, .diff.gz, a tarball, or a
+// tarball's .asc signature.
+func isSourceFile(base string) bool {
+	if !strings.Contains(base, "_") {
+		return false
+	}
+	base = strings.TrimSuffix(base, ".asc")
+	if strings.HasSuffix(base, ".dsc") || strings.HasSuffix(base, ".diff.gz") {
+		return true
+	}
+	for _, z := range []string{".tar", ".tar.gz", ".tar.xz", ".tar.bz2", ".tar.lzma", ".tar.zst"} {
+		if strings.HasSuffix(base, z) {
+			return true
+		}
 	}
 	return false
 }

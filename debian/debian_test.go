@@ -25,7 +25,13 @@ func TestClassify(t *testing.T) {
 		{"/debian/pool/main/h/hello/hello_2.10-3_amd64.deb", KindPackage},
 		{"/debian/pool/main/d/debian-installer/foo_1_amd64.udeb", KindPackage},
 		{"/debian-debug/pool/main/h/hello/hello-dbgsym_2.10_amd64.ddeb", KindPackage},
-		{"/debian/pool/main/h/hello/hello_2.10-3.dsc", KindOther},
+		{"/debian/pool/main/h/hello/hello_2.10-3.dsc", KindSource},
+		{"/debian/pool/main/h/hello/hello_2.10.orig.tar.gz", KindSource},
+		{"/debian/pool/main/h/hello/hello_2.10.orig.tar.gz.asc", KindSource},
+		{"/debian/pool/main/h/hello/hello_2.10-3.debian.tar.xz", KindSource},
+		{"/debian/pool/main/f/foo/foo_1.0-1.diff.gz", KindSource},
+		{"/downloads/release.tar.gz", KindOther}, // not named <source>_<version>
+		{"/flat/Sources.xz", KindIndex},
 		{"/flat/Release", KindRelease},
 		{"/flat/Packages.gz", KindIndex},
 		{"/flat/README", KindOther},
@@ -167,5 +173,53 @@ func TestParsePackagesCallbackError(t *testing.T) {
 	in := "Filename: a.deb\nSize: 1\nSHA256: " + strings.Repeat("d", 64) + "\n"
 	if err := ParsePackages(strings.NewReader(in), func(Package) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("err = %v, want the callback's", err)
+	}
+}
+
+func TestParseSourcesGolden(t *testing.T) {
+	want := []Package{
+		{Filename: "pool/main/h/hello/hello_2.10-3.dsc", Size: 1847, SHA256: "a2d6ad4e8b4e4e2a9d7f0d9c1e1b3a4f5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f"},
+		{Filename: "pool/main/h/hello/hello_2.10.orig.tar.gz", Size: 725946, SHA256: "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b"},
+		{Filename: "pool/main/h/hello/hello_2.10.orig.tar.gz.asc", Size: 819, SHA256: "4ea69de913428a4034d30dcdcb34ab84f5c4a76acf9040f3091f0d3fac411b60"},
+		{Filename: "pool/main/h/hello/hello_2.10-3.debian.tar.xz", Size: 12688, SHA256: "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f901"},
+		{Filename: "pool/main/hello-warren_1.0.dsc", Size: 489, SHA256: "1a1de85e1d8ffb5dea88a1bc5c90598d7c8cd75f313f78f0c5218f1a3793ac7c"},
+		{Filename: "pool/main/hello-warren_1.0.tar.xz", Size: 528, SHA256: "9c7ce5c6338b587b76d269d165b6e9ab52af794b5b050f3b49c591afb00e4bb9"},
+	}
+	f, err := os.Open("testdata/Sources")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var got []Package
+	if err := ParseSources(f, func(p Package) error { got = append(got, p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestParseSourcesErrors(t *testing.T) {
+	sha := strings.Repeat("c", 64)
+	sums := "Checksums-Sha256:\n " + sha + " 10 a_1.dsc\n"
+	tests := []struct {
+		name, in, wantErr string
+	}{
+		{"no directory", "Package: a\n" + sums, "no Directory"},
+		{"dotdot directory", "Directory: ../etc\n" + sums, "clean relative path"},
+		{"path as name", "Directory: pool/a\nChecksums-Sha256:\n " + sha + " 10 ../../x.dsc\n", "not a plain name"},
+		{"bad sha", "Directory: pool/a\nChecksums-Sha256:\n nothex 10 a_1.dsc\n", "64-digit hex"},
+		{"bad size", "Directory: pool/a\nChecksums-Sha256:\n " + sha + " -1 a_1.dsc\n", "non-negative"},
+		{"short line", "Directory: pool/a\nChecksums-Sha256:\n " + sha + " a_1.dsc\n", "<sha256> <size> <name>"},
+		{"value on field line", "Directory: pool/a\nChecksums-Sha256: " + sha + "\n", "lines below"},
+		{"garbage line", "Package: a\nthis is not a field\n", "neither a field"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ParseSources(strings.NewReader(tt.in), func(Package) error { return nil })
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
 	}
 }

@@ -1,5 +1,5 @@
 // Package debian knows apt repositories: it classifies the URLs apt asks for and
-// parses Release/InRelease and Packages files, streaming, into the
+// parses Release/InRelease, Packages and Sources files, streaming, into the
 // URL -> SHA256 facts the proxy records. It does no I/O of its own: every
 // parser is a pure function over an io.Reader.
 package debian

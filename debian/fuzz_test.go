@@ -36,3 +36,17 @@ func FuzzParsePackages(f *testing.F) {
 		})
 	})
 }
+
+func FuzzParseSources(f *testing.F) {
+	if b, err := os.ReadFile("testdata/Sources"); err == nil {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_ = ParseSources(bytes.NewReader(data), func(p Package) error {
+			if len(p.SHA256) != 64 || p.Size < 0 || checkRelPath(p.Filename) != nil {
+				t.Fatalf("accepted a bad source file %+v", p)
+			}
+			return nil
+		})
+	})
+}

@@ -7,7 +7,8 @@ import (
 	"strings"
 )
 
-// Package is what a Packages paragraph says about one .deb.
+// Package is what a Packages or Sources index says about one file: a .deb,
+// or one of a source package's files.
 type Package struct {
 	Filename string // relative to the archive root
 	Size     int64

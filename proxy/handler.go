@@ -29,8 +29,8 @@ type plan struct {
 	// must hash to: the blob is filled by digest and verified.
 	digest cachestore.Digest
 	size   int64 // -1 when unknown
-	// meta is the metadata to parse as the bytes pass: metaRelease or
-	// metaPackages; metaName is its name as the repository knows it (which
+	// meta is the metadata to parse as the bytes pass (metaRelease,
+	// metaPackages, ...); metaName is its name as the repository knows it (which
 	// says its compression).
 	meta     string
 	metaName string
@@ -39,6 +39,7 @@ type plan struct {
 const (
 	metaRelease  = "release"
 	metaPackages = "packages"
+	metaSources  = "sources"
 	metaRepomd   = "repomd"
 	metaPrimary  = "primary"
 )
@@ -89,19 +90,27 @@ func (s *Server) planDebian(p *plan, u *url.URL, k debian.Kind) {
 		p.digest = cachestore.Digest{Algo: "sha256", Hex: debian.ByHashDigest(u.Path)}
 		if known, err := s.store.Known(p.url); err == nil && known.Digest == p.digest {
 			p.size = known.Size
-			if debian.IsPackagesIndex(known.Name) {
-				p.meta, p.metaName = metaPackages, known.Name
-			}
+			p.meta, p.metaName = debianIndexMeta(known.Name), known.Name
 		}
-	case debian.KindPackage:
+	case debian.KindPackage, debian.KindSource:
 		s.useKnown(p)
 	case debian.KindRelease:
 		p.meta, p.metaName = metaRelease, path.Base(u.Path)
 	case debian.KindIndex:
-		if debian.IsPackagesIndex(u.Path) {
-			p.meta, p.metaName = metaPackages, path.Base(u.Path)
-		}
+		p.meta, p.metaName = debianIndexMeta(u.Path), path.Base(u.Path)
 	}
+}
+
+// debianIndexMeta says which parser an index file needs: metaPackages or
+// metaSources, or "" for one that names no artifacts (Translation, ...).
+func debianIndexMeta(name string) string {
+	switch {
+	case debian.IsPackagesIndex(name):
+		return metaPackages
+	case debian.IsSourcesIndex(name):
+		return metaSources
+	}
+	return ""
 }
 
 func (s *Server) planRPM(p *plan, u *url.URL, k rpm.Kind) {

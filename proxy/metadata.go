@@ -82,14 +82,18 @@ func parseMeta(p plan, r io.Reader, facts map[string]cachestore.Known) error {
 			}
 		}
 		return nil
-	case metaPackages:
+	case metaPackages, metaSources:
 		zr, err := decompress(p.metaName, r, maxIndexBytes)
 		if err != nil {
 			return err
 		}
 		defer zr.Close()
 		root := origin + debian.RepoRoot(u.Path)
-		return debian.ParsePackages(zr, func(pkg debian.Package) error {
+		parse := debian.ParsePackages
+		if p.meta == metaSources {
+			parse = debian.ParseSources
+		}
+		return parse(zr, func(pkg debian.Package) error {
 			facts[root+pkg.Filename] = cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: pkg.SHA256}, Size: pkg.Size}
 			return nil
 		})

@@ -17,6 +17,7 @@ type aptRepo struct {
 	root    string
 	keyring string
 	debs    map[string]string // pool path -> sha256
+	sources []string          // pool paths of the source package's files
 }
 
 // buildAptRepo makes a repository with a ~20 MB incompressible package and
@@ -35,11 +36,7 @@ func buildAptRepo(t *testing.T, base string) aptRepo {
 		os.MkdirAll(filepath.Join(pkg, "usr", "share", p.name), 0o755)
 		control := fmt.Sprintf("Package: %s\nVersion: 1.0\nArchitecture: all\nMaintainer: warren tests <tests@warren.invalid>\nDescription: warren end-to-end test payload\n", p.name)
 		os.WriteFile(filepath.Join(pkg, "DEBIAN", "control"), []byte(control), 0o644)
-		r := rand.New(rand.NewPCG(uint64(i+1), 42))
-		payload := make([]byte, p.size)
-		for j := range payload {
-			payload[j] = byte(r.UintN(256))
-		}
+		payload := randomPayload(p.size, uint64(i+1))
 		os.WriteFile(filepath.Join(pkg, "usr", "share", p.name, "payload.bin"), payload, 0o644)
 		deb := filepath.Join(pool, p.name+"_1.0_all.deb")
 		run(t, base, nil, "dpkg-deb", "--root-owner-group", "-Znone", "--build", pkg, deb)
@@ -47,6 +44,28 @@ func buildAptRepo(t *testing.T, base string) aptRepo {
 		sum := sha256.Sum256(b)
 		repo.debs["pool/main/"+p.name+"_1.0_all.deb"] = hex.EncodeToString(sum[:])
 	}
+	// A native source package, for apt-get source.
+	src := filepath.Join(base, "build", "warren-e2e-src-1.0")
+	os.MkdirAll(filepath.Join(src, "debian", "source"), 0o755)
+	for name, text := range map[string]string{
+		"debian/source/format": "3.0 (native)\n",
+		"debian/control":       "Source: warren-e2e-src\nSection: misc\nPriority: optional\nMaintainer: warren tests <tests@warren.invalid>\nStandards-Version: 4.6.2\n\nPackage: warren-e2e-src\nArchitecture: all\nDescription: warren end-to-end source package\n A source package for the apt-get source test.\n",
+		"debian/changelog":     "warren-e2e-src (1.0) stable; urgency=medium\n\n  * Test package.\n\n -- warren tests <tests@warren.invalid>  Sun, 22 Nov 2026 00:00:00 +0000\n",
+		"payload.bin":          string(randomPayload(1<<20, 7)),
+	} {
+		os.WriteFile(filepath.Join(src, name), []byte(text), 0o644)
+	}
+	run(t, filepath.Dir(src), nil, "dpkg-source", "-b", filepath.Base(src))
+	for _, f := range []string{"warren-e2e-src_1.0.dsc", "warren-e2e-src_1.0.tar.xz"} {
+		os.Rename(filepath.Join(filepath.Dir(src), f), filepath.Join(pool, f))
+		repo.sources = append(repo.sources, "pool/main/"+f)
+	}
+	srcIdx := filepath.Join(repo.root, "dists", "stable", "main", "source")
+	os.MkdirAll(srcIdx, 0o755)
+	// apt-ftparchive warns on stderr about overrides; only stdout is the index.
+	run(t, repo.root, nil, "sh", "-c", "apt-ftparchive sources pool > dists/stable/main/source/Sources")
+	run(t, srcIdx, nil, "sh", "-c", "gzip -9nk Sources && xz -k Sources")
+
 	arch := strings.TrimSpace(run(t, base, nil, "dpkg", "--print-architecture"))
 	bin := filepath.Join(repo.root, "dists", "stable", "main", "binary-"+arch)
 	os.MkdirAll(bin, 0o755)
@@ -70,6 +89,16 @@ func buildAptRepo(t *testing.T, base string) aptRepo {
 	run(t, dists, env, "gpg", "--batch", "--yes", "--armor", "--detach-sign", "-o", "Release.gpg", "Release")
 	run(t, base, env, "gpg", "--batch", "--yes", "--output", repo.keyring, "--export", "e2e@warren.invalid")
 	return repo
+}
+
+// randomPayload is incompressible and the same for a given seed.
+func randomPayload(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, 42))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.UintN(256))
+	}
+	return b
 }
 
 // aptClient is apt-get with private state: the system's apt is never touched.
@@ -125,12 +154,13 @@ func TestAptThroughWarren(t *testing.T) {
 	repo := buildAptRepo(t, base)
 	up := serveDir(t, repo.root)
 	proxyURL, _, logs := startWarren(t, "--cache-dir", filepath.Join(base, "cache"), "--log-level", "debug")
-	sources := fmt.Sprintf("deb [signed-by=%s] %s/ stable main", repo.keyring, up.URL)
+	sources := fmt.Sprintf("deb [signed-by=%[1]s] %[2]s/ stable main\ndeb-src [signed-by=%[1]s] %[2]s/ stable main", repo.keyring, up.URL)
 
 	// First machine: update, then download both packages.
 	first := newAptClient(t, base, "client1", sources, proxyURL)
 	first.run("update")
 	first.run("download", "warren-e2e-big", "warren-e2e-small")
+	first.run("source", "--download-only", "warren-e2e-src")
 	for pool, sum := range repo.debs {
 		if got := sha256File(t, filepath.Join(first.dir, "dl", filepath.Base(pool))); got != sum {
 			t.Fatalf("client1 %s: sha256 %s, want %s", pool, got, sum)
@@ -145,6 +175,7 @@ func TestAptThroughWarren(t *testing.T) {
 	second.run("update")
 	second.run("install", "-y", "--download-only", "warren-e2e-big")
 	second.run("download", "warren-e2e-small")
+	second.run("source", "--download-only", "warren-e2e-src")
 	checks := map[string]string{
 		filepath.Join(second.dir, "cache", "archives", "warren-e2e-big_1.0_all.deb"): repo.debs["pool/main/warren-e2e-big_1.0_all.deb"],
 		filepath.Join(second.dir, "dl", "warren-e2e-small_1.0_all.deb"):              repo.debs["pool/main/warren-e2e-small_1.0_all.deb"],
@@ -160,6 +191,22 @@ func TestAptThroughWarren(t *testing.T) {
 		}
 		// Served by the digest learnt from Packages, not merely by URL.
 		hit := fmt.Sprintf("url=%s/%s kind=package hash_known=true outcome=hit", up.URL, pool)
+		if !strings.Contains(logs.String(), hit) {
+			t.Fatalf("warren's log has no line with %q", hit)
+		}
+	}
+	// apt-get source: the .dsc and tarball too, by the digests Sources gives.
+	for _, pool := range repo.sources {
+		want := sha256File(t, filepath.Join(repo.root, pool))
+		for _, c := range []*aptClient{first, second} {
+			if got := sha256File(t, filepath.Join(c.dir, "dl", filepath.Base(pool))); got != want {
+				t.Fatalf("%s %s: sha256 %s, want %s", filepath.Base(c.dir), pool, got, want)
+			}
+		}
+		if n := up.count("/" + pool); n != 1 {
+			t.Fatalf("after client2, upstream GETs of %s = %d, want 1", pool, n)
+		}
+		hit := fmt.Sprintf("url=%s/%s kind=source hash_known=true outcome=hit", up.URL, pool)
 		if !strings.Contains(logs.String(), hit) {
 			t.Fatalf("warren's log has no line with %q", hit)
 		}
