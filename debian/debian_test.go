@@ -2,6 +2,7 @@ package debian
 
 import (
 	"errors"
+	"io"
 	"os"
 	"reflect"
 	"strings"
@@ -116,25 +117,6 @@ func TestParseReleaseUnsignedAndEscaped(t *testing.T) {
 	}
 }
 
-func TestParsePackagesGolden(t *testing.T) {
-	want := []Package{
-		{Filename: "pool/main/h/hello/hello_2.10-3_amd64.deb", Size: 53604, SHA256: "3c3d5b5aa6b0c6d2b6f4c05fe9b6e5cbd2f1bbdd0d1ffb9fe7a51a36a3b0e8c1"},
-		{Filename: "pool/main/h/hello-traditional/hello-traditional_2.10-6_amd64.deb", Size: 61048, SHA256: "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"},
-	}
-	f, err := os.Open("testdata/Packages")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var got []Package
-	if err := ParsePackages(f, func(p Package) error { got = append(got, p); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got %+v\nwant %+v", got, want)
-	}
-}
-
 func TestParsePackagesFlatRepo(t *testing.T) {
 	in := "Filename: ./hello_1.0_all.deb\nSize: 3\nSHA256: " + strings.Repeat("e", 64) + "\n"
 	var got []Package
@@ -146,28 +128,6 @@ func TestParsePackagesFlatRepo(t *testing.T) {
 	}
 }
 
-func TestParsePackagesErrors(t *testing.T) {
-	sha := strings.Repeat("c", 64)
-	tests := []struct {
-		name, in, wantErr string
-	}{
-		{"bad sha", "Filename: a.deb\nSize: 1\nSHA256: nothex\n", "64-digit hex"},
-		{"no size", "Filename: a.deb\nSHA256: " + sha + "\n", "no Size"},
-		{"no filename", "Size: 1\nSHA256: " + sha + "\n", "no Filename"},
-		{"bad size", "Filename: a.deb\nSize: big\nSHA256: " + sha + "\n", "non-negative"},
-		{"dotdot", "Filename: ../x.deb\nSize: 1\nSHA256: " + sha + "\n", "clean relative path"},
-		{"garbage line", "Package: a\nthis is not a field\n", "neither a field"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := ParsePackages(strings.NewReader(tt.in), func(Package) error { return nil })
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
-			}
-		})
-	}
-}
-
 func TestParsePackagesCallbackError(t *testing.T) {
 	stop := errors.New("stop")
 	in := "Filename: a.deb\nSize: 1\nSHA256: " + strings.Repeat("d", 64) + "\n"
@@ -176,47 +136,75 @@ func TestParsePackagesCallbackError(t *testing.T) {
 	}
 }
 
-func TestParseSourcesGolden(t *testing.T) {
-	want := []Package{
-		{Filename: "pool/main/h/hello/hello_2.10-3.dsc", Size: 1847, SHA256: "a2d6ad4e8b4e4e2a9d7f0d9c1e1b3a4f5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f"},
-		{Filename: "pool/main/h/hello/hello_2.10.orig.tar.gz", Size: 725946, SHA256: "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b"},
-		{Filename: "pool/main/h/hello/hello_2.10.orig.tar.gz.asc", Size: 819, SHA256: "4ea69de913428a4034d30dcdcb34ab84f5c4a76acf9040f3091f0d3fac411b60"},
-		{Filename: "pool/main/h/hello/hello_2.10-3.debian.tar.xz", Size: 12688, SHA256: "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f901"},
-		{Filename: "pool/main/hello-warren_1.0.dsc", Size: 489, SHA256: "1a1de85e1d8ffb5dea88a1bc5c90598d7c8cd75f313f78f0c5218f1a3793ac7c"},
-		{Filename: "pool/main/hello-warren_1.0.tar.xz", Size: 528, SHA256: "9c7ce5c6338b587b76d269d165b6e9ab52af794b5b050f3b49c591afb00e4bb9"},
+// indexParser is ParsePackages or ParseSources.
+type indexParser func(io.Reader, func(Package) error) error
+
+func TestParseIndexGolden(t *testing.T) {
+	tests := []struct {
+		file  string
+		parse indexParser
+		want  []Package
+	}{
+		{"testdata/Packages", ParsePackages, []Package{
+			{Filename: "pool/main/h/hello/hello_2.10-3_amd64.deb", Size: 53604, SHA256: "3c3d5b5aa6b0c6d2b6f4c05fe9b6e5cbd2f1bbdd0d1ffb9fe7a51a36a3b0e8c1"},
+			{Filename: "pool/main/h/hello-traditional/hello-traditional_2.10-6_amd64.deb", Size: 61048, SHA256: "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"},
+		}},
+		// Every Checksums-Sha256 file, joined to Directory; a paragraph with
+		// only MD5 Files (ancient) gives nothing.
+		{"testdata/Sources", ParseSources, []Package{
+			{Filename: "pool/main/h/hello/hello_2.10-3.dsc", Size: 1847, SHA256: "a2d6ad4e8b4e4e2a9d7f0d9c1e1b3a4f5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f"},
+			{Filename: "pool/main/h/hello/hello_2.10.orig.tar.gz", Size: 725946, SHA256: "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b"},
+			{Filename: "pool/main/h/hello/hello_2.10.orig.tar.gz.asc", Size: 819, SHA256: "4ea69de913428a4034d30dcdcb34ab84f5c4a76acf9040f3091f0d3fac411b60"},
+			{Filename: "pool/main/h/hello/hello_2.10-3.debian.tar.xz", Size: 12688, SHA256: "1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f901"},
+			{Filename: "pool/main/hello-warren_1.0.dsc", Size: 489, SHA256: "1a1de85e1d8ffb5dea88a1bc5c90598d7c8cd75f313f78f0c5218f1a3793ac7c"},
+			{Filename: "pool/main/hello-warren_1.0.tar.xz", Size: 528, SHA256: "9c7ce5c6338b587b76d269d165b6e9ab52af794b5b050f3b49c591afb00e4bb9"},
+		}},
 	}
-	f, err := os.Open("testdata/Sources")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var got []Package
-	if err := ParseSources(f, func(p Package) error { got = append(got, p); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("got %+v\nwant %+v", got, want)
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			f, err := os.Open(tt.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var got []Package
+			if err := tt.parse(f, func(p Package) error { got = append(got, p); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v\nwant %+v", got, tt.want)
+			}
+		})
 	}
 }
 
-func TestParseSourcesErrors(t *testing.T) {
+func TestParseIndexErrors(t *testing.T) {
 	sha := strings.Repeat("c", 64)
 	sums := "Checksums-Sha256:\n " + sha + " 10 a_1.dsc\n"
 	tests := []struct {
-		name, in, wantErr string
+		name    string
+		parse   indexParser
+		in      string
+		wantErr string
 	}{
-		{"no directory", "Package: a\n" + sums, "no Directory"},
-		{"dotdot directory", "Directory: ../etc\n" + sums, "clean relative path"},
-		{"path as name", "Directory: pool/a\nChecksums-Sha256:\n " + sha + " 10 ../../x.dsc\n", "not a plain name"},
-		{"bad sha", "Directory: pool/a\nChecksums-Sha256:\n nothex 10 a_1.dsc\n", "64-digit hex"},
-		{"bad size", "Directory: pool/a\nChecksums-Sha256:\n " + sha + " -1 a_1.dsc\n", "non-negative"},
-		{"short line", "Directory: pool/a\nChecksums-Sha256:\n " + sha + " a_1.dsc\n", "<sha256> <size> <name>"},
-		{"value on field line", "Directory: pool/a\nChecksums-Sha256: " + sha + "\n", "lines below"},
-		{"garbage line", "Package: a\nthis is not a field\n", "neither a field"},
+		{"packages bad sha", ParsePackages, "Filename: a.deb\nSize: 1\nSHA256: nothex\n", "64-digit hex"},
+		{"packages no size", ParsePackages, "Filename: a.deb\nSHA256: " + sha + "\n", "no Size"},
+		{"packages no filename", ParsePackages, "Size: 1\nSHA256: " + sha + "\n", "no Filename"},
+		{"packages bad size", ParsePackages, "Filename: a.deb\nSize: big\nSHA256: " + sha + "\n", "non-negative"},
+		{"packages dotdot", ParsePackages, "Filename: ../x.deb\nSize: 1\nSHA256: " + sha + "\n", "clean relative path"},
+		{"packages garbage line", ParsePackages, "Package: a\nthis is not a field\n", "packages line 2: \"this is not a field\" is neither a field"},
+		{"sources no directory", ParseSources, "Package: a\n" + sums, "no Directory"},
+		{"sources dotdot directory", ParseSources, "Directory: ../etc\n" + sums, "clean relative path"},
+		{"sources path as name", ParseSources, "Directory: pool/a\nChecksums-Sha256:\n " + sha + " 10 ../../x.dsc\n", "not a plain name"},
+		{"sources bad sha", ParseSources, "Directory: pool/a\nChecksums-Sha256:\n nothex 10 a_1.dsc\n", "64-digit hex"},
+		{"sources bad size", ParseSources, "Directory: pool/a\nChecksums-Sha256:\n " + sha + " -1 a_1.dsc\n", "non-negative"},
+		{"sources short line", ParseSources, "Directory: pool/a\nChecksums-Sha256:\n " + sha + " a_1.dsc\n", "<sha256> <size> <name>"},
+		{"sources value on field line", ParseSources, "Directory: pool/a\nChecksums-Sha256: " + sha + "\n", "lines below"},
+		{"sources garbage line", ParseSources, "Package: a\nthis is not a field\n", "sources line 2: \"this is not a field\" is neither a field"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := ParseSources(strings.NewReader(tt.in), func(Package) error { return nil })
+			err := tt.parse(strings.NewReader(tt.in), func(Package) error { return nil })
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
 			}

@@ -20,28 +20,74 @@ type Package struct {
 // old archives) are skipped. A malformed paragraph stops the parse with an
 // error naming its line; fn's error stops it too and is returned as is.
 func ParsePackages(r io.Reader, fn func(Package) error) error {
-	sc := newLineScanner(r)
 	var (
-		cur       Package
-		haveSize  bool
-		startLine int
-		lineNo    int
+		cur      Package
+		haveSize bool
 	)
+	return paragraphs{
+		what: "packages",
+		field: func(lineNo int, key, val string) error {
+			switch key {
+			case "Filename":
+				// Flat repositories made with "apt-ftparchive packages ." say ./x.deb.
+				val = strings.TrimPrefix(val, "./")
+				if err := checkRelPath(val); err != nil {
+					return fmt.Errorf("packages line %d: Filename: %w", lineNo, err)
+				}
+				cur.Filename = val
+			case "Size":
+				n, err := strconv.ParseInt(val, 10, 64)
+				if err != nil || n < 0 {
+					return fmt.Errorf("packages line %d: Size %q is not a non-negative integer", lineNo, clip(val))
+				}
+				cur.Size, haveSize = n, true
+			case "SHA256":
+				if !isSHA256Hex(val) {
+					return fmt.Errorf("packages line %d: SHA256 %q is not a 64-digit hex digest", lineNo, clip(val))
+				}
+				cur.SHA256 = strings.ToLower(val)
+			}
+			return nil
+		},
+		end: func(startLine int) error {
+			defer func() { cur, haveSize = Package{}, false }()
+			if cur.Filename == "" && cur.SHA256 == "" && !haveSize {
+				return nil
+			}
+			if cur.Filename == "" {
+				return fmt.Errorf("packages paragraph at line %d: no Filename field", startLine)
+			}
+			if cur.SHA256 == "" {
+				return nil
+			}
+			if !haveSize {
+				return fmt.Errorf("packages paragraph at line %d (%s): no Size field", startLine, clip(cur.Filename))
+			}
+			return fn(cur)
+		},
+	}.walk(r)
+}
+
+// paragraphs walks the deb822 paragraphs of a Packages or Sources file:
+// field for each "Key: value" line (value trimmed), cont for each
+// continuation line (nil: they are skipped), end when a paragraph ends, with
+// the line it started on.
+type paragraphs struct {
+	what  string // "packages" or "sources", for errors
+	field func(lineNo int, key, val string) error
+	cont  func(lineNo int, line string) error
+	end   func(startLine int) error
+}
+
+func (p paragraphs) walk(r io.Reader) error {
+	sc := newLineScanner(r)
+	startLine, lineNo := 0, 0
 	flush := func() error {
-		defer func() { cur, haveSize, startLine = Package{}, false, 0 }()
-		if cur.Filename == "" && cur.SHA256 == "" && !haveSize {
+		if startLine == 0 {
 			return nil
 		}
-		if cur.Filename == "" {
-			return fmt.Errorf("packages paragraph at line %d: no Filename field", startLine)
-		}
-		if cur.SHA256 == "" {
-			return nil
-		}
-		if !haveSize {
-			return fmt.Errorf("packages paragraph at line %d (%s): no Size field", startLine, clip(cur.Filename))
-		}
-		return fn(cur)
+		defer func() { startLine = 0 }()
+		return p.end(startLine)
 	}
 	for sc.Scan() {
 		lineNo++
@@ -55,37 +101,27 @@ func ParsePackages(r io.Reader, fn func(Package) error) error {
 		if startLine == 0 {
 			startLine = lineNo
 		}
-		if line[0] == ' ' || line[0] == '\t' || line[0] == '#' {
-			continue // continuation (Description) or comment
+		switch line[0] {
+		case '#':
+			continue
+		case ' ', '\t':
+			if p.cont != nil {
+				if err := p.cont(lineNo, line); err != nil {
+					return err
+				}
+			}
+			continue
 		}
 		key, val, ok := strings.Cut(line, ":")
 		if !ok {
-			return fmt.Errorf("packages line %d: %q is neither a field nor a continuation line", lineNo, clip(line))
+			return fmt.Errorf("%s line %d: %q is neither a field nor a continuation line", p.what, lineNo, clip(line))
 		}
-		val = strings.TrimSpace(val)
-		switch key {
-		case "Filename":
-			// Flat repositories made with "apt-ftparchive packages ." say ./x.deb.
-			val = strings.TrimPrefix(val, "./")
-			if err := checkRelPath(val); err != nil {
-				return fmt.Errorf("packages line %d: Filename: %w", lineNo, err)
-			}
-			cur.Filename = val
-		case "Size":
-			n, err := strconv.ParseInt(val, 10, 64)
-			if err != nil || n < 0 {
-				return fmt.Errorf("packages line %d: Size %q is not a non-negative integer", lineNo, clip(val))
-			}
-			cur.Size, haveSize = n, true
-		case "SHA256":
-			if !isSHA256Hex(val) {
-				return fmt.Errorf("packages line %d: SHA256 %q is not a 64-digit hex digest", lineNo, clip(val))
-			}
-			cur.SHA256 = strings.ToLower(val)
+		if err := p.field(lineNo, key, strings.TrimSpace(val)); err != nil {
+			return err
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read packages after line %d: %w", lineNo, err)
+		return fmt.Errorf("read %s after line %d: %w", p.what, lineNo, err)
 	}
 	return flush()
 }

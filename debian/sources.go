@@ -15,79 +15,57 @@ import (
 // paragraph stops the parse with an error naming its line; fn's error stops
 // it too and is returned as is.
 func ParseSources(r io.Reader, fn func(Package) error) error {
-	sc := newLineScanner(r)
 	var (
-		dir       string
-		files     []Package // names relative to dir until the paragraph ends
-		inSums    bool      // reading Checksums-Sha256's continuation lines
-		startLine int
-		lineNo    int
+		dir    string
+		files  []Package // names relative to dir until the paragraph ends
+		inSums bool      // reading Checksums-Sha256's continuation lines
 	)
-	flush := func() error {
-		defer func() { dir, files, inSums, startLine = "", nil, false, 0 }()
-		if len(files) == 0 {
+	return paragraphs{
+		what: "sources",
+		field: func(lineNo int, key, val string) error {
+			inSums = false
+			switch key {
+			case "Directory":
+				if err := checkRelPath(val); err != nil {
+					return fmt.Errorf("sources line %d: Directory: %w", lineNo, err)
+				}
+				dir = val
+			case "Checksums-Sha256":
+				if val != "" {
+					return fmt.Errorf("sources line %d: Checksums-Sha256 has a value on its own line; it must list files on the lines below", lineNo)
+				}
+				inSums = true
+			}
 			return nil
-		}
-		if dir == "" {
-			return fmt.Errorf("sources paragraph at line %d: Checksums-Sha256 but no Directory field", startLine)
-		}
-		for _, f := range files {
-			f.Filename = path.Join(dir, f.Filename)
-			if err := fn(f); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	for sc.Scan() {
-		lineNo++
-		line := sc.Text()
-		if strings.TrimSpace(line) == "" {
-			if err := flush(); err != nil {
-				return err
-			}
-			continue
-		}
-		if startLine == 0 {
-			startLine = lineNo
-		}
-		if line[0] == '#' {
-			continue
-		}
-		if line[0] == ' ' || line[0] == '\t' {
+		},
+		cont: func(lineNo int, line string) error {
 			if !inSums {
-				continue // another multi-line field (Files, Package-List, ...)
+				return nil // another multi-line field (Files, Package-List, ...)
 			}
 			f, err := parseSourceFile(line)
 			if err != nil {
 				return fmt.Errorf("sources line %d: Checksums-Sha256: %w", lineNo, err)
 			}
 			files = append(files, f)
-			continue
-		}
-		inSums = false
-		key, val, ok := strings.Cut(line, ":")
-		if !ok {
-			return fmt.Errorf("sources line %d: %q is neither a field nor a continuation line", lineNo, clip(line))
-		}
-		val = strings.TrimSpace(val)
-		switch key {
-		case "Directory":
-			if err := checkRelPath(val); err != nil {
-				return fmt.Errorf("sources line %d: Directory: %w", lineNo, err)
+			return nil
+		},
+		end: func(startLine int) error {
+			defer func() { dir, files, inSums = "", nil, false }()
+			if len(files) == 0 {
+				return nil
 			}
-			dir = val
-		case "Checksums-Sha256":
-			if val != "" {
-				return fmt.Errorf("sources line %d: Checksums-Sha256 has a value on its own line; it must list files on the lines below", lineNo)
+			if dir == "" {
+				return fmt.Errorf("sources paragraph at line %d: Checksums-Sha256 but no Directory field", startLine)
 			}
-			inSums = true
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read sources after line %d: %w", lineNo, err)
-	}
-	return flush()
+			for _, f := range files {
+				f.Filename = path.Join(dir, f.Filename)
+				if err := fn(f); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}.walk(r)
 }
 
 // parseSourceFile reads " <sha256> <size> <name>": a file name only, never
