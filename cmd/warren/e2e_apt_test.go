@@ -20,8 +20,8 @@ type aptRepo struct {
 	sources []string          // pool paths of the source package's files
 }
 
-// buildAptRepo makes a repository with a ~20 MB incompressible package and
-// a small one, signed with a throwaway key.
+// buildAptRepo makes a repository with a ~20 MB incompressible package, a
+// small one and a native source package, signed with a throwaway key.
 func buildAptRepo(t *testing.T, base string) aptRepo {
 	t.Helper()
 	repo := aptRepo{root: filepath.Join(base, "repo"), keyring: filepath.Join(base, "keyring.gpg"), debs: map[string]string{}}
@@ -57,7 +57,9 @@ func buildAptRepo(t *testing.T, base string) aptRepo {
 	}
 	run(t, filepath.Dir(src), nil, "dpkg-source", "-b", filepath.Base(src))
 	for _, f := range []string{"warren-e2e-src_1.0.dsc", "warren-e2e-src_1.0.tar.xz"} {
-		os.Rename(filepath.Join(filepath.Dir(src), f), filepath.Join(pool, f))
+		if err := os.Rename(filepath.Join(filepath.Dir(src), f), filepath.Join(pool, f)); err != nil {
+			t.Fatalf("dpkg-source did not make %s: %v", f, err)
+		}
 		repo.sources = append(repo.sources, "pool/main/"+f)
 	}
 	srcIdx := filepath.Join(repo.root, "dists", "stable", "main", "source")
