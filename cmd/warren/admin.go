@@ -438,32 +438,13 @@ func printStatus(c *cli.Context, cfg config) error {
 }
 
 func printPeers(c *cli.Context, cfg config) error {
-	var rows []peerRow
-	if err := call(cfg, http.MethodGet, "/peers", &rows); err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		return json.NewEncoder(c.App.Writer).Encode(rows)
-	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDRESS\tPRIORITY\tROLE\tREADY\tFREE\tLAST SEEN")
-	for _, p := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%v\t%s\t%s ago\n", p.ID, p.Address, p.Priority, p.Role, p.Ready, humanSize(int64(p.FreeBytes)), time.Since(p.LastSeen).Round(time.Second))
-	}
-	return tw.Flush()
+	return printRows(c, cfg, "/peers", "ID\tADDRESS\tPRIORITY\tROLE\tREADY\tFREE\tLAST SEEN", func(p peerRow) string {
+		return fmt.Sprintf("%s\t%s\t%d\t%s\t%v\t%s\t%s ago", p.ID, p.Address, p.Priority, p.Role, p.Ready, humanSize(int64(p.FreeBytes)), time.Since(p.LastSeen).Round(time.Second))
+	})
 }
 
 func printLs(c *cli.Context, cfg config) error {
-	var rows []blobRow
-	if err := call(cfg, http.MethodGet, "/cache?sort="+url.QueryEscape(c.String("sort")), &rows); err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		return json.NewEncoder(c.App.Writer).Encode(rows)
-	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DIGEST\tSIZE\tLAST USED\tHITS\tURL")
-	for _, r := range rows {
+	return printRows(c, cfg, "/cache?sort="+url.QueryEscape(c.String("sort")), "DIGEST\tSIZE\tLAST USED\tHITS\tURL", func(r blobRow) string {
 		u := ""
 		if len(r.URLs) > 0 {
 			u = r.URLs[0]
@@ -475,7 +456,24 @@ func printLs(c *cli.Context, cfg config) error {
 		if len(d) > 19 {
 			d = d[:19] // algo:12 hex digits, as git shortens
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", d, humanSize(r.Size), r.LastUsed.Local().Format("2006-01-02 15:04"), r.Hits, u)
+		return fmt.Sprintf("%s\t%s\t%s\t%d\t%s", d, humanSize(r.Size), r.LastUsed.Local().Format("2006-01-02 15:04"), r.Hits, u)
+	})
+}
+
+// printRows gets a list from the admin API and prints it as JSON (--json)
+// or as a table with header, one line per row.
+func printRows[T any](c *cli.Context, cfg config, path, header string, line func(T) string) error {
+	var rows []T
+	if err := call(cfg, http.MethodGet, path, &rows); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(c.App.Writer).Encode(rows)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		fmt.Fprintln(tw, line(r))
 	}
 	return tw.Flush()
 }
