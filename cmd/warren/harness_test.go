@@ -22,14 +22,16 @@ import (
 // The harness of the end-to-end tests: the real binary, free ports,
 // processes with their logs, real upstream servers.
 
-// requireTools skips when a tool is missing, unless WARREN_E2E=1 (set by
-// `make test`, which installs them): then a missing tool fails the test.
+// requireTools skips when a tool is missing, unless a step of `make test`
+// (which installs them) runs the test: then a missing tool fails it.
 func requireTools(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("WARREN_E2E") == "1" {
-				t.Fatalf("%s not found; `make test` installs it (see TEST_DEBS in the Makefile)", tool)
+			for _, step := range []string{"WARREN_E2E", "WARREN_NETNS", "WARREN_PKG"} {
+				if os.Getenv(step) == "1" {
+					t.Fatalf("%s not found; `make test` installs it (see TEST_DEBS in the Makefile)", tool)
+				}
 			}
 			t.Skipf("%s not found (run `make test` to install the end-to-end tools)", tool)
 		}

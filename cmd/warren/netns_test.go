@@ -31,11 +31,7 @@ func TestSiteOverNetns(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIP: the namespace test needs root (ip netns)")
 	}
-	for _, tool := range []string{"ip", "tc", "curl", "/usr/bin/python3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIP: the namespace test needs %s", tool)
-		}
-	}
+	requireTools(t, "ip", "tc", "curl", "/usr/bin/python3")
 	const (
 		hosts     = 5
 		size      = 20 << 20
