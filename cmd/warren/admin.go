@@ -37,13 +37,12 @@ type adminAPI struct {
 	d     *daemon // nil when the CLI runs it without a daemon
 }
 
+// blobRow is the index's BlobInfo with its digest spelt out and the URLs
+// that name it.
 type blobRow struct {
-	Digest   string    `json:"digest"`
-	Size     int64     `json:"size"`
-	Added    time.Time `json:"added"`
-	LastUsed time.Time `json:"last_used"`
-	Hits     int64     `json:"hits"`
-	URLs     []string  `json:"urls"`
+	cachestore.BlobInfo
+	Digest string   `json:"digest"`
+	URLs   []string `json:"urls"`
 }
 
 type peerRow struct {
@@ -118,7 +117,7 @@ func (a *adminAPI) rows() ([]blobRow, error) {
 	for _, bi := range infos {
 		u := urls[bi.Digest]
 		slices.Sort(u)
-		rows = append(rows, blobRow{Digest: bi.Digest.String(), Size: bi.Size, Added: bi.Added, LastUsed: bi.LastUsed, Hits: bi.Hits, URLs: u})
+		rows = append(rows, blobRow{BlobInfo: bi, Digest: bi.Digest.String(), URLs: u})
 	}
 	return rows, nil
 }
