@@ -116,9 +116,10 @@ func (n *node) learn(t *testing.T, repo *peerRepo) {
 	}
 }
 
-// fetchAll has every node get the .deb at once and checks the bytes.
-func fetchAll(t *testing.T, nodes []*node, repo *peerRepo) {
-	t.Helper()
+// fetchEach has every node get the .deb at once; when all are done the
+// channel gives each node's error (wrong bytes count as one).
+func fetchEach(t *testing.T, nodes []*node, repo *peerRepo) <-chan []error {
+	done := make(chan []error, 1)
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
 	for i, n := range nodes {
@@ -132,8 +133,14 @@ func fetchAll(t *testing.T, nodes []*node, repo *peerRepo) {
 			errs[i] = err
 		}()
 	}
-	wg.Wait()
-	for i, err := range errs {
+	go func() { wg.Wait(); done <- errs }()
+	return done
+}
+
+// fetchAll has every node get the .deb at once and checks the bytes.
+func fetchAll(t *testing.T, nodes []*node, repo *peerRepo) {
+	t.Helper()
+	for i, err := range <-fetchEach(t, nodes, repo) {
 		if err != nil {
 			t.Fatalf("node %d (%s): %v", i, nodes[i].addr, err)
 		}
@@ -253,19 +260,7 @@ func TestReElectionWhenDownloaderDies(t *testing.T) {
 	for _, n := range nodes {
 		n.learn(t, repo)
 	}
-	var wg sync.WaitGroup
-	results := make([]error, 3)
-	for i, n := range nodes[1:] {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b, err := n.get(t, repo.up.URL+repo.path)
-			if err == nil && !bytes.Equal(b, repo.deb) {
-				err = fmt.Errorf("wrong bytes (%d)", len(b))
-			}
-			results[i+1] = err
-		}()
-	}
+	done := fetchEach(t, nodes[1:], repo)
 	// Node 0 takes part too; it is the one that will be killed.
 	go nodes[0].get(t, repo.up.URL+repo.path)
 	select {
@@ -276,17 +271,15 @@ func TestReElectionWhenDownloaderDies(t *testing.T) {
 	if err := nodes[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
 	select {
-	case <-done:
+	case errs := <-done:
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("node %d: %v", i+1, err)
+			}
+		}
 	case <-time.After(60 * time.Second):
 		t.Fatal("the others never finished after the downloader died")
-	}
-	for i, err := range results[1:] {
-		if err != nil {
-			t.Fatalf("node %d: %v", i+1, err)
-		}
 	}
 	if got := repo.up.count(repo.path); got != 2 {
 		t.Fatalf("upstream GETs %d, want 2 (the dead winner's, then the new winner's)", got)
