@@ -410,21 +410,31 @@ func TestWrongDigestFromUpstream(t *testing.T) {
 	up.hook(debPath, func(w http.ResponseWriter, r *http.Request) {
 		http.ServeContent(w, r, "", up.modAt, bytes.NewReader(evil))
 	})
-	resp, body, err := h.get(up.debURL)
+	h.rejectsWrongBytes(up.debURL, evil, up.deb)
+}
+
+// rejectsWrongBytes gets rawURL, for which upstream now sends wrong instead
+// of right (the bytes the metadata describes): the client never gets all of
+// them, the mismatch is counted, and nothing is stored under either digest.
+func (h *harness) rejectsWrongBytes(rawURL string, wrong, right []byte) {
+	h.t.Helper()
+	before := h.px.Snapshot()["mismatches"]
+	resp, body, err := h.get(rawURL)
 	if err == nil && resp.StatusCode == http.StatusOK {
-		t.Fatalf("client got a complete wrong file (%d bytes)", len(body))
+		h.t.Fatalf("client got a complete wrong file (%d bytes)", len(body))
 	}
-	if len(body) >= len(evil) {
-		t.Fatalf("client got all %d bytes of a wrong file", len(body))
+	if len(body) >= len(wrong) {
+		h.t.Fatalf("client got all %d bytes of a wrong file", len(body))
 	}
-	if h.px.Snapshot()["mismatches"] != 1 {
-		t.Fatalf("mismatches = %d, want 1", h.px.Snapshot()["mismatches"])
+	if got := h.px.Snapshot()["mismatches"]; got != before+1 {
+		h.t.Fatalf("mismatches = %d, want %d", got, before+1)
 	}
-	if _, err := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(evil)}); !errors.Is(err, cachestore.ErrNotFound) {
-		t.Fatalf("wrong bytes stored: %v", err)
-	}
-	if _, err := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(up.deb)}); !errors.Is(err, cachestore.ErrNotFound) {
-		t.Fatalf("wrong bytes stored under the right digest: %v", err)
+	for _, b := range [][]byte{wrong, right} {
+		for _, d := range []cachestore.Digest{{Algo: "sha256", Hex: sha256hex(b)}, {Algo: "sha512", Hex: sha512hex(b)}} {
+			if _, err := h.store.Stat(d); !errors.Is(err, cachestore.ErrNotFound) {
+				h.t.Fatalf("after a wrong file, %s is stored: %v", d, err)
+			}
+		}
 	}
 }
 

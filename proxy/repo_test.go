@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
@@ -37,6 +38,11 @@ const (
 
 func sha256hex(b []byte) string {
 	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func sha512hex(b []byte) string {
+	s := sha512.Sum512(b)
 	return hex.EncodeToString(s[:])
 }
 
