@@ -38,6 +38,18 @@ func requireTools(t testing.TB, tools ...string) {
 	}
 }
 
+// requireRootStep skips what, a test that changes the machine, unless its
+// own step of `make test` runs it (env=1) as root; it says why when skipped.
+func requireRootStep(t testing.TB, env, what string) {
+	t.Helper()
+	if os.Getenv(env) != "1" {
+		t.Skipf("SKIP: %s runs as its own step of `make test` (%s=1)", what, env)
+	}
+	if os.Geteuid() != 0 {
+		t.Skipf("SKIP: %s needs root", what)
+	}
+}
+
 var (
 	buildOnce sync.Once
 	binPath   string

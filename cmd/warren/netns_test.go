@@ -25,12 +25,7 @@ import (
 // local warren at the same moment. Run by `make test` as its own step
 // (WARREN_NETNS=1) when root and ip are there; it says so when skipped.
 func TestSiteOverNetns(t *testing.T) {
-	if os.Getenv("WARREN_NETNS") != "1" {
-		t.Skip("SKIP: the namespace test runs as its own step of `make test` (WARREN_NETNS=1)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP: the namespace test needs root (ip netns)")
-	}
+	requireRootStep(t, "WARREN_NETNS", "the namespace test (ip netns)")
 	requireTools(t, "ip", "tc", "curl", "/usr/bin/python3")
 	const (
 		hosts     = 5

@@ -18,12 +18,7 @@ import (
 // down (DIRECT), then purge. The .rpm is checked with rpm -qip/-qlp. Run by
 // `make test-pkg` (root, after make deb rpm).
 func TestPackages(t *testing.T) {
-	if os.Getenv("WARREN_PKG") != "1" {
-		t.Skip("SKIP: the package test runs as its own step of `make test` (WARREN_PKG=1)")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP: the package test installs a .deb: it needs root")
-	}
+	requireRootStep(t, "WARREN_PKG", "the package test (it installs a .deb)")
 	requireTools(t, "dpkg", "rpm", "apt-get", "apt-ftparchive", "gpg")
 	debs, _ := filepath.Glob("../../dist/warren_*.deb")
 	rpms, _ := filepath.Glob("../../dist/warren-*.rpm")
