@@ -170,15 +170,9 @@ func (s *Store) remove(bi BlobInfo, why string) bool {
 	if s.open[bi.Digest] > 0 {
 		return false
 	}
-	if err := os.Remove(s.blobPath(bi.Digest)); err != nil && !os.IsNotExist(err) {
+	if err := s.dropBlob(bi.Digest); err != nil {
 		s.log.Warn("could not evict a blob", slog.String("digest", bi.Digest.String()), slog.Any("err", err))
 		return false
-	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + bi.Digest.String())) }); err != nil {
-		s.log.Warn("could not drop an evicted blob from the index", slog.String("digest", bi.Digest.String()), slog.Any("err", err))
-	} else {
-		s.usedBytes.Add(-bi.Size)
-		s.usedBlobs.Add(-1)
 	}
 	s.evictions.Add(1)
 	s.log.Debug("evicted", slog.String("digest", bi.Digest.String()), slog.Int64("bytes", bi.Size), slog.String("why", why))

@@ -32,7 +32,7 @@ func craft(t *testing.T, s *Store, clk *testClock, hs []history) map[string]Dige
 			t.Fatal(err)
 		}
 		bi.Added, bi.LastUsed, bi.Hits = clk.t.Add(-h.added), clk.t.Add(-h.lastUsed), h.hits
-		if err := s.putBlob(bi); err != nil {
+		if err := s.writeBlob(bi); err != nil {
 			t.Fatal(err)
 		}
 		out[h.name] = d
@@ -118,7 +118,7 @@ func TestEvictNeverUnderAnOpenReader(t *testing.T) {
 	// OpenBlob counted a use: make it stale again while it stays open.
 	bi, _ := s.Stat(d)
 	bi.LastUsed = clk.t.Add(-60 * day)
-	s.putBlob(bi)
+	s.writeBlob(bi)
 	if rep, _ := s.Evict(); rep.Evicted != 0 {
 		t.Fatal("evicted a blob with an open reader")
 	}

@@ -29,6 +29,10 @@ type Fill struct {
 	started bool
 	path    string // where the bytes are: the temp file, then the blob once renamed
 	written int64
+	// gen counts restarts: a reader that took bytes of an earlier
+	// generation cannot be given the new ones.
+	gen     int
+	checked int64 // written when free space was last checked
 	done    bool
 	err     error         // why the fill failed, once done
 	digest  Digest        // the committed digest, once done without error
@@ -61,6 +65,13 @@ func (s *Store) BeginFill(key string) (f *Fill, leader bool) {
 // FillKey is the key under which a blob of a known digest is filled; the
 // proxy fills by it and the peer blob server finds growing fills by it.
 func FillKey(d Digest) string { return "digest:" + d.String() }
+
+// Meta is what the leader passed to Start.
+func (f *Fill) Meta() map[string]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.info.Meta
+}
 
 // Written is how many bytes the leader has written so far.
 func (f *Fill) Written() int64 {
@@ -129,9 +140,31 @@ func (f *Fill) Start(info FillInfo) error {
 	return nil
 }
 
+// ErrRestarted is what a reader gets when the bytes it already took were
+// thrown away (they failed verification) and the fill began again.
+var ErrRestarted = errors.New("fill restarted after its bytes failed verification")
+
+// spaceCheckEvery is how often (in bytes written) a fill checks that the
+// file system still keeps MinFreeBytes free.
+const spaceCheckEvery = 4 << 20
+
 // Write appends p to the blob. A failed write (a full disk, say) aborts the
-// fill and returns the error; readers see it too.
+// fill and returns the error; readers see it too. So does a file system
+// that has dropped below MinFreeBytes since the fill started.
 func (f *Fill) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	due := f.written-f.checked >= spaceCheckEvery
+	if due {
+		f.checked = f.written
+	}
+	f.mu.Unlock()
+	if due {
+		if err := f.s.Room(int64(len(p))); err != nil {
+			err = fmt.Errorf("write fill %s: %w", f.key, err)
+			f.Abort(err)
+			return 0, err
+		}
+	}
 	n, err := f.file.Write(p)
 	f.h.Write(p[:n])
 	f.mu.Lock()
@@ -144,6 +177,29 @@ func (f *Fill) Write(p []byte) (int, error) {
 		return n, err
 	}
 	return n, nil
+}
+
+// Restart throws away what was written (it failed verification) so that
+// the leader can write the blob again from offset 0. Readers that took
+// bytes get ErrRestarted; readers that took none follow the new bytes.
+func (f *Fill) Restart() error {
+	if err := f.file.Truncate(0); err != nil {
+		err = fmt.Errorf("restart fill %s: %w", f.key, err)
+		f.Abort(err)
+		return err
+	}
+	if _, err := f.file.Seek(0, io.SeekStart); err != nil {
+		err = fmt.Errorf("restart fill %s: %w", f.key, err)
+		f.Abort(err)
+		return err
+	}
+	f.h.Reset()
+	f.mu.Lock()
+	f.written, f.checked = 0, 0
+	f.gen++
+	f.notifyLocked()
+	f.mu.Unlock()
+	return nil
 }
 
 // Digest is the hash of what the leader has written so far.
@@ -218,24 +274,7 @@ func (f *Fill) persist(d Digest, size int64) error {
 		_ = dir.Sync()
 		dir.Close()
 	}
-	bi, err := f.s.Stat(d)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return err
-	}
-	now := f.s.now()
-	added := errors.Is(err, ErrNotFound)
-	if added {
-		bi = BlobInfo{Digest: d, Added: now}
-	}
-	bi.Size, bi.LastUsed = size, now
-	if err := f.s.putBlob(bi); err != nil {
-		return err
-	}
-	if added {
-		f.s.usedBytes.Add(size)
-		f.s.usedBlobs.Add(1)
-	}
-	return nil
+	return f.s.addBlob(d, size)
 }
 
 // Abort ends the fill with err: the temp file goes, readers get err.
@@ -328,7 +367,7 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (io.ReadCloser, error) 
 	if err != nil {
 		return nil, fmt.Errorf("follow fill %s: %w", f.key, err)
 	}
-	return &fillReader{f: f, ctx: ctx, file: file, off: off}, nil
+	return &fillReader{f: f, ctx: ctx, file: file, off: off, gen: f.gen}, nil
 }
 
 type fillReader struct {
@@ -336,6 +375,8 @@ type fillReader struct {
 	ctx  context.Context
 	file *os.File
 	off  int64
+	gen  int  // the generation the reader's bytes came from
+	took bool // whether it has returned any byte
 }
 
 func (r *fillReader) Read(p []byte) (int, error) {
@@ -344,10 +385,16 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	}
 	for {
 		r.f.mu.Lock()
-		done, err, written, ch := r.f.done, r.f.err, r.f.written, r.f.changed
+		done, err, written, ch, gen := r.f.done, r.f.err, r.f.written, r.f.changed, r.f.gen
 		r.f.mu.Unlock()
 		if done && err != nil {
 			return 0, err
+		}
+		if gen != r.gen {
+			if r.took {
+				return 0, fmt.Errorf("read fill %s: %w", r.f.key, ErrRestarted)
+			}
+			r.gen = gen
 		}
 		avail := written
 		if !done {
@@ -359,8 +406,17 @@ func (r *fillReader) Read(p []byte) (int, error) {
 				n = avail - r.off
 			}
 			m, rerr := r.file.ReadAt(p[:n], r.off)
+			// The bytes must be of the generation the reader is on: a
+			// restart between the look and the read would mix two.
+			r.f.mu.Lock()
+			same := r.f.gen == r.gen
+			r.f.mu.Unlock()
+			if !same {
+				continue
+			}
 			r.off += int64(m)
 			if m > 0 {
+				r.took = true
 				return m, nil
 			}
 			if rerr != nil && rerr != io.EOF {

@@ -62,9 +62,13 @@ type Store struct {
 	limits    Limits
 	evictMu   sync.Mutex // one eviction run at a time
 	evictKick chan struct{}
-	openMu    sync.Mutex     // guards open
+	openMu    sync.Mutex     // guards open; taken before blobMu
 	open      map[Digest]int // readers per blob: these are not evicted
 	evictions atomic.Int64
+	// blobMu guards the blob entries of the index (b/ and r/ keys)
+	// together with usedBytes and usedBlobs, so that the totals change in
+	// one place, with the entries, and cannot drift.
+	blobMu sync.Mutex
 	// usedBytes and usedBlobs are the index's totals, kept as blobs come
 	// and go: Free is asked for every peer datagram and must not scan.
 	usedBytes atomic.Int64
@@ -108,6 +112,9 @@ const (
 	prefixBlob   = "b/"
 	prefixKnown  = "k/"
 	prefixCached = "c/"
+	// prefixUses is r/<digest>/<url>: the URL-cache entries that name a
+	// blob, so that removing the blob removes them too.
+	prefixUses = "r/"
 )
 
 // Open opens (creating if need be) the store in cfg.Dir and recovers from
@@ -246,6 +253,22 @@ func (s *Store) PutKnown(facts map[string]Known) error {
 	return nil
 }
 
+// KnownKeys calls fn with the key of every learnt fact (keys only: cheap).
+func (s *Store) KnownKeys(fn func(key string)) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixKnown)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			fn(string(it.Item().Key()[len(prefixKnown):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list learnt hashes: %w", err)
+	}
+	return nil
+}
+
 // Cached returns the URL cache's entry for url.
 func (s *Store) Cached(url string) (Cached, error) {
 	var c Cached
@@ -253,17 +276,36 @@ func (s *Store) Cached(url string) (Cached, error) {
 	return c, err
 }
 
-// PutCached records that url is cached as c.Digest.
+// PutCached records that url is cached as c.Digest; a fill records it just
+// before its blob is committed. Removing the blob removes the entry.
 func (s *Store) PutCached(url string, c Cached) error {
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("record cached %s: %w", url, err)
 	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixCached+url), b) }); err != nil {
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	err = s.db.Update(func(txn *badger.Txn) error {
+		var old Cached
+		if it, err := txn.Get([]byte(prefixCached + url)); err == nil {
+			if it.Value(func(v []byte) error { return json.Unmarshal(v, &old) }) == nil && old.Digest != c.Digest {
+				if err := txn.Delete(usesKey(old.Digest, url)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := txn.Set(usesKey(c.Digest, url), nil); err != nil {
+			return err
+		}
+		return txn.Set([]byte(prefixCached+url), b)
+	})
+	if err != nil {
 		return fmt.Errorf("record cached %s: %w", url, err)
 	}
 	return nil
 }
+
+func usesKey(d Digest, url string) []byte { return []byte(prefixUses + d.String() + "/" + url) }
 
 // Stat returns the index's record of a blob, or ErrNotFound.
 func (s *Store) Stat(d Digest) (BlobInfo, error) {
@@ -281,10 +323,23 @@ func (s *Store) Stat(d Digest) (BlobInfo, error) {
 // differs from the index is dropped and reported as ErrNotFound: it is
 // never served.
 func (s *Store) OpenBlob(d Digest) (*Blob, BlobInfo, error) {
-	bi, err := s.Stat(d)
-	if err != nil {
-		return nil, bi, err
+	return s.openBlob(d, true)
+}
+
+// ReadBlob opens a stored blob for warren's own reading (learning the
+// metadata it holds): kept from eviction until Close, not counted as a use.
+func (s *Store) ReadBlob(d Digest) (*Blob, error) {
+	b, _, err := s.openBlob(d, false)
+	return b, err
+}
+
+func (s *Store) openBlob(d Digest, use bool) (*Blob, BlobInfo, error) {
+	if err := d.Validate(); err != nil {
+		return nil, BlobInfo{Digest: d}, err
 	}
+	// Counted as open before the index is read: remove checks the count
+	// under openMu, so it either ran before (the entry is gone) or leaves
+	// the blob alone.
 	s.openMu.Lock()
 	s.open[d]++
 	s.openMu.Unlock()
@@ -295,11 +350,16 @@ func (s *Store) OpenBlob(d Digest) (*Blob, BlobInfo, error) {
 		}
 		s.openMu.Unlock()
 	}
+	bi, err := s.Stat(d)
+	if err != nil {
+		release()
+		return nil, bi, err
+	}
 	f, err := os.Open(s.blobPath(d))
 	if errors.Is(err, fs.ErrNotExist) {
 		release()
 		s.log.Warn("blob file missing; dropping it from the index", slog.String("digest", d.String()))
-		s.dropBlob(bi)
+		_ = s.dropBlob(d)
 		return nil, bi, ErrNotFound
 	}
 	if err != nil {
@@ -317,18 +377,60 @@ func (s *Store) OpenBlob(d Digest) (*Blob, BlobInfo, error) {
 		f.Close()
 		s.log.Warn("blob size differs from the index; removing it",
 			slog.String("digest", d.String()), slog.Int64("index_size", bi.Size), slog.Int64("file_size", st.Size()))
-		s.dropBlob(bi)
+		_ = s.dropBlob(d)
 		return nil, bi, ErrNotFound
 	}
-	bi.Hits++
-	bi.LastUsed = s.now()
-	if err := s.putBlob(bi); err != nil {
-		s.log.Warn("could not count a blob use", slog.String("digest", d.String()), slog.Any("err", err))
+	if use {
+		if nb, err := s.touchBlob(d); err == nil {
+			bi = nb
+		} else {
+			s.log.Warn("could not count a blob use", slog.String("digest", d.String()), slog.Any("err", err))
+		}
 	}
 	return &Blob{File: f, release: release}, bi, nil
 }
 
-func (s *Store) putBlob(bi BlobInfo) error {
+// touchBlob counts one use of a blob that is in the index.
+func (s *Store) touchBlob(d Digest) (BlobInfo, error) {
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	bi, err := s.Stat(d)
+	if err != nil {
+		return bi, err
+	}
+	bi.Hits++
+	bi.LastUsed = s.now()
+	return bi, s.writeBlob(bi)
+}
+
+// addBlob records a stored blob (new, or stored again) and counts it once.
+func (s *Store) addBlob(d Digest, size int64) error {
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	bi, err := s.Stat(d)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	now := s.now()
+	added := errors.Is(err, ErrNotFound)
+	if added {
+		bi = BlobInfo{Digest: d, Added: now}
+	}
+	old := bi.Size
+	bi.Size, bi.LastUsed = size, now
+	if err := s.writeBlob(bi); err != nil {
+		return err
+	}
+	if added {
+		s.usedBlobs.Add(1)
+		s.usedBytes.Add(size)
+	} else {
+		s.usedBytes.Add(size - old)
+	}
+	return nil
+}
+
+func (s *Store) writeBlob(bi BlobInfo) error {
 	b, err := json.Marshal(bi)
 	if err != nil {
 		return err
@@ -336,12 +438,63 @@ func (s *Store) putBlob(bi BlobInfo) error {
 	return s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixBlob+bi.Digest.String()), b) })
 }
 
-func (s *Store) dropBlob(bi BlobInfo) {
-	_ = os.Remove(s.blobPath(bi.Digest))
-	if s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte(prefixBlob + bi.Digest.String())) }) == nil {
-		s.usedBytes.Add(-bi.Size)
-		s.usedBlobs.Add(-1)
+// dropBlob removes a blob's file and its index entries (and the URL-cache
+// entries that name it), counting it out if it was counted in.
+func (s *Store) dropBlob(d Digest) error {
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove blob %s: %w", d, err)
 	}
+	var size int64 = -1
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if it, err := txn.Get([]byte(prefixBlob + d.String())); err == nil {
+			var bi BlobInfo
+			if it.Value(func(v []byte) error { return json.Unmarshal(v, &bi) }) == nil {
+				size = bi.Size
+			} else {
+				size = 0
+			}
+		}
+		if err := txn.Delete([]byte(prefixBlob + d.String())); err != nil {
+			return err
+		}
+		return s.dropUsesTxn(txn, d)
+	})
+	if err != nil {
+		return fmt.Errorf("drop blob %s from the index: %w", d, err)
+	}
+	if size >= 0 {
+		s.usedBlobs.Add(-1)
+		s.usedBytes.Add(-size)
+	}
+	return nil
+}
+
+// dropUsesTxn deletes the URL-cache entries that name d: the file is gone,
+// so those URLs are fetched again rather than revalidated into nothing.
+func (s *Store) dropUsesTxn(txn *badger.Txn, d Digest) error {
+	prefix := []byte(prefixUses + d.String() + "/")
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	var keys [][]byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		url := string(k[len(prefix):])
+		var c Cached
+		if it, err := txn.Get([]byte(prefixCached + url)); err == nil &&
+			it.Value(func(v []byte) error { return json.Unmarshal(v, &c) }) == nil && c.Digest == d {
+			if err := txn.Delete([]byte(prefixCached + url)); err != nil {
+				return err
+			}
+		}
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Free is the room left for new blobs: free space on the cache's file
@@ -472,7 +625,7 @@ func (s *Store) recover() error {
 			return err
 		}
 		now := s.now()
-		if err := s.putBlob(BlobInfo{Digest: d, Size: info.Size(), Added: info.ModTime(), LastUsed: now}); err != nil {
+		if err := s.writeBlob(BlobInfo{Digest: d, Size: info.Size(), Added: info.ModTime(), LastUsed: now}); err != nil {
 			return err
 		}
 		indexed[d.String()] = info.Size()
@@ -493,7 +646,8 @@ func (s *Store) recover() error {
 				continue
 			}
 			if _, ok := indexed[c.Digest.String()]; !ok {
-				drop = append(drop, it.Item().KeyCopy(nil))
+				key := it.Item().KeyCopy(nil)
+				drop = append(drop, key, usesKey(c.Digest, strings.TrimPrefix(string(key), prefixCached)))
 			}
 		}
 		return nil

@@ -5,14 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -256,15 +254,18 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 			n.send(Message{Type: MsgHello}, src)
 		}
 	case MsgQuery:
-		if n.cfg.Passive || !n.cfg.Has(m.Digest) {
+		if n.cfg.Passive {
 			return
 		}
+		// Always answered, "no" included: the asker moves on as soon as
+		// every peer it knows has answered, not at its timeout.
+		has := n.cfg.Has(m.Digest)
 		slots := 0
 		if n.cfg.Blobs != nil {
 			slots = n.cfg.Blobs.FreeSlots()
 		}
-		n.send(Message{Type: MsgAnswer, ReqID: m.ReqID, Digest: m.Digest, Has: true,
-			Ready: n.ready.Load() && slots > 0, FreeSlots: uint8(min(slots, 255))}, src)
+		n.send(Message{Type: MsgAnswer, ReqID: m.ReqID, Digest: m.Digest, Has: has,
+			Ready: has && n.ready.Load() && slots > 0, FreeSlots: uint8(min(slots, 255)), Want: n.wanting(m.Digest)}, src)
 	case MsgAnswer:
 		n.mu.Lock()
 		ch := n.queries[m.ReqID]
@@ -371,39 +372,32 @@ func (n *Node) sendAll(m Message) int {
 	return len(t)
 }
 
-// Fetch writes the blob d (size bytes, -1 unknown) from offset off on into
-// w, from LAN peers: those that answer "has it, ready", or the one the
-// group elects to download it. It returns the ids of the peers that sent
-// bytes. An error wrapping ErrNoPeer means: fetch it upstream yourself;
-// when this node won the election, it then heartbeats "downloading" with
-// progress() until Done.
-func (n *Node) Fetch(ctx context.Context, d cachestore.Digest, size, off int64, w io.Writer, progress func() int64) ([]string, error) {
-	if len(n.targets()) == 0 {
-		return nil, fmt.Errorf("%w: no peers known", ErrNoPeer)
-	}
-	f := &fetcher{n: n, d: d, size: size, off: off, w: w}
-	answers := n.query(ctx, d)
-	if len(answers) > 0 {
-		if f.fromAny(ctx, answers) {
-			return f.sources, nil
-		}
-		if f.failures >= n.cfg.PeerRetries {
-			return f.sources, fmt.Errorf("%w: %d peer tries failed", ErrNoPeer, f.failures)
+// askable are the peers a question goes to besides the broadcast
+// addresses: the table's non-passive peers and the static ones.
+func (n *Node) askable() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, p := range n.table.Peers() {
+		if !p.Passive {
+			out = append(out, p.AddrPort())
 		}
 	}
-	if n.cfg.Passive {
-		return f.sources, fmt.Errorf("%w: none has it ready (passive nodes take no part in elections)", ErrNoPeer)
-	}
-	if len(n.table.Peers()) == 0 {
-		// Nobody to elect with: a lone node pays only the query timeout.
-		return f.sources, fmt.Errorf("%w: no peer has answered yet", ErrNoPeer)
-	}
-	return f.sources, f.elect(ctx, progress)
+	return append(out, n.cfg.Static...)
 }
 
-// query asks the group who has d and is ready; it returns the ready answers
-// heard by the first one plus a short grace, or by the query timeout.
-func (n *Node) query(ctx context.Context, d cachestore.Digest) []Peer {
+// wanting says whether this node is after d itself: asking about it, in its
+// election, or downloading it.
+func (n *Node) wanting(d cachestore.Digest) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	e := n.elections[d]
+	return e != nil && e.interest || n.beating[d] != nil
+}
+
+// query asks the group who has d and is ready. It returns the ready
+// holders heard by the first one plus a short grace, or when every known
+// peer has answered, or by the query timeout. settled says every known peer
+// answered and none has or wants d: nobody to wait for.
+func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, settled bool) {
 	n.mu.Lock()
 	n.nextReq++
 	id := n.nextReq
@@ -415,237 +409,45 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) []Peer {
 		delete(n.queries, id)
 		n.mu.Unlock()
 	}()
+	expected := map[NodeID]bool{}
+	for _, p := range n.table.Peers() {
+		if !p.Passive {
+			expected[p.ID] = true
+		}
+	}
 	n.sendAll(Message{Type: MsgQuery, ReqID: id, Digest: d})
 	timeout := time.NewTimer(n.cfg.QueryTimeout)
 	defer timeout.Stop()
 	var grace <-chan time.Time
-	var out []Peer
+	busy := false
 	for {
 		select {
 		case <-ctx.Done():
-			return out
+			return ready, false
 		case <-timeout.C:
-			return out
+			return ready, false
 		case <-grace:
-			return out
+			return ready, false
 		case m := <-ch:
-			if !m.Has || !m.Ready || !n.table.Good(m.From) {
-				continue
+			delete(expected, m.From)
+			if m.Has || m.Want {
+				busy = true
 			}
-			if p, ok := n.table.Get(m.From); ok && !slices.ContainsFunc(out, func(q Peer) bool { return q.ID == p.ID }) {
-				out = append(out, p)
+			if m.Has && m.Ready && n.table.Good(m.From) {
+				if p, ok := n.table.Get(m.From); ok && !slices.ContainsFunc(ready, func(q Peer) bool { return q.ID == p.ID }) {
+					ready = append(ready, p)
+				}
+				if grace == nil {
+					// The first ready answer may be taken at once; a moment
+					// more lets the weighted choice see a few.
+					grace = time.After(min(20*time.Millisecond, n.cfg.QueryTimeout))
+				}
 			}
-			if grace == nil {
-				// The first ready answer may be taken at once; a moment more
-				// lets the weighted choice see a few.
-				grace = time.After(min(20*time.Millisecond, n.cfg.QueryTimeout))
-			}
-		}
-	}
-}
-
-// fetcher is one Fetch: where the bytes have come from and how many tries failed.
-type fetcher struct {
-	n        *Node
-	d        cachestore.Digest
-	size     int64
-	off      int64
-	w        io.Writer
-	sources  []string
-	failures int
-	// triedBeat is, per downloader, the heartbeat after which it was last
-	// tried: it is tried again only on a newer one, so a dead downloader
-	// costs one failed try, not the whole retry budget before re-election.
-	triedBeat map[NodeID]time.Time
-}
-
-// fromAny tries the candidates, weighted by priority, until one delivers,
-// the retries are spent, or all are busy.
-func (f *fetcher) fromAny(ctx context.Context, cands []Peer) bool {
-	for len(cands) > 0 && f.failures < f.n.cfg.PeerRetries && ctx.Err() == nil {
-		i := pickWeighted(cands)
-		before := f.failures
-		if f.tryOnce(ctx, cands[i]) {
-			return true
-		}
-		// Busy is not a failure, but not now either; a failed peer leaves
-		// the list unless it is the only one.
-		if f.failures == before || len(cands) > 1 {
-			cands = slices.Delete(cands, i, i+1)
-		}
-	}
-	return false
-}
-
-// tryOnce is one try of one peer; a failure counts against the retries.
-func (f *fetcher) tryOnce(ctx context.Context, p Peer) bool {
-	err := f.from(ctx, p)
-	if err == nil {
-		return true
-	}
-	if !errors.Is(err, errBusy) {
-		f.failures++
-		f.n.log.Info("peer transfer failed", slog.String("peer", p.ID.String()), slog.String("digest", f.d.String()), slog.Any("err", err))
-	}
-	return false
-}
-
-// pickWeighted chooses at random, each peer weighted by its priority.
-func pickWeighted(ps []Peer) int {
-	var total int64
-	for _, p := range ps {
-		total += int64(max(p.Priority, 1))
-	}
-	r := rand.Int64N(total)
-	for i, p := range ps {
-		r -= int64(max(p.Priority, 1))
-		if r < 0 {
-			return i
-		}
-	}
-	return len(ps) - 1
-}
-
-var errBusy = errors.New("peer busy")
-
-// from fetches the rest of the blob from p, resuming at what is written.
-func (f *fetcher) from(ctx context.Context, p Peer) error {
-	u := "http://" + p.AddrPort().String() + BlobPathPrefix + f.d.Algo + "/" + f.d.Hex
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	if f.off > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(f.off, 10)+"-")
-	}
-	if len(f.n.cfg.Secret) > 0 {
-		req.Header.Set(tokenHeader, BlobToken(f.n.cfg.Secret, f.d))
-	}
-	resp, err := f.n.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusOK:
-		if f.off > 0 {
-			if _, err := io.CopyN(io.Discard, resp.Body, f.off); err != nil {
-				return fmt.Errorf("skip to offset %d: %w", f.off, err)
+			if len(expected) == 0 && len(ready) == 0 {
+				return ready, !busy
 			}
 		}
-	case http.StatusPartialContent:
-	case http.StatusServiceUnavailable:
-		return errBusy
-	default:
-		return fmt.Errorf("peer answered %s", resp.Status)
 	}
-	src := p.ID.String()
-	if !slices.Contains(f.sources, src) {
-		f.sources = append(f.sources, src)
-	}
-	n, err := io.Copy(f.w, resp.Body)
-	f.off += n
-	if err != nil {
-		return fmt.Errorf("after %d bytes: %w", n, err)
-	}
-	if f.size >= 0 && f.off != f.size {
-		return fmt.Errorf("peer sent %d of %d bytes", f.off, f.size)
-	}
-	return nil
-}
-
-// elect announces that this node wants d, collects the others' wants for
-// the election window, and computes the same winner every node computes.
-// Losers wait for the winner (or anyone with "have"); the winner returns
-// ErrNoPeer and heartbeats. Heartbeats that stop for three intervals drop
-// the winner and elect again among the rest.
-func (f *fetcher) elect(ctx context.Context, progress func() int64) error {
-	n := f.n
-	d := f.d
-	n.update(d, func(e *election) { e.interest = true })
-	defer n.update(d, func(e *election) { e.interest = false })
-	want := Message{Type: MsgWant, Digest: d, Total: f.size}
-	me := n.self(want)
-	n.update(d, func(e *election) { e.wants[n.cfg.ID] = me })
-	n.sendAll(want)
-
-	deadline := n.now().Add(n.cfg.MaxWait)
-	windowEnd := time.After(n.cfg.ElectionWindow)
-	decided := false
-	var winner NodeID
-	var decidedAt time.Time
-	for {
-		snap, changed := n.snapshot(d)
-		// Anyone who has it, or is already downloading it, beats an election.
-		if f.tryHolders(ctx, snap) {
-			return nil
-		}
-		if f.failures >= n.cfg.PeerRetries {
-			return fmt.Errorf("%w: %d peer tries failed", ErrNoPeer, f.failures)
-		}
-		if decided {
-			last := snap.beatAt[winner]
-			if last.IsZero() {
-				last = decidedAt
-			}
-			if n.now().Sub(last) > 3*n.cfg.Heartbeat {
-				n.log.Info("elected downloader went quiet; electing again", slog.String("digest", d.String()), slog.String("was", winner.String()))
-				n.update(d, func(e *election) { e.dead[winner] = true; delete(e.wants, winner) })
-				decided = false
-				continue
-			}
-		}
-		if !decided && windowEnd == nil {
-			w, ok := computeWinner(snap, f.size, n.cfg.SpaceAware)
-			if !ok {
-				return fmt.Errorf("%w: no wanting peer has room for it", ErrNoPeer)
-			}
-			winner, decided, decidedAt = w, true, n.now()
-			if winner == n.cfg.ID {
-				n.startBeats(d, f.size, progress)
-				return fmt.Errorf("%w: this node was elected to download it", ErrNoPeer)
-			}
-			n.log.Debug("waiting for the elected downloader", slog.String("digest", d.String()), slog.String("winner", winner.String()))
-		}
-		if n.now().After(deadline) {
-			return fmt.Errorf("%w: no peer delivered within %s", ErrNoPeer, n.cfg.MaxWait)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-windowEnd:
-			windowEnd = nil
-		case <-changed:
-		case <-time.After(n.cfg.Heartbeat):
-		}
-	}
-}
-
-// tryHolders fetches from nodes that have d, or from a live downloader's
-// growing file; true when the blob is complete.
-func (f *fetcher) tryHolders(ctx context.Context, snap election) bool {
-	var cands []Peer
-	for id := range snap.haves {
-		if p, ok := f.n.table.Get(id); ok && f.n.table.Good(id) && !p.Passive {
-			cands = append(cands, p)
-		}
-	}
-	if len(cands) > 0 && f.fromAny(ctx, cands) {
-		return true
-	}
-	for id, at := range snap.beatAt {
-		if snap.dead[id] || f.n.now().Sub(at) > 3*f.n.cfg.Heartbeat || id == f.n.cfg.ID || !at.After(f.triedBeat[id]) {
-			continue
-		}
-		if f.triedBeat == nil {
-			f.triedBeat = map[NodeID]time.Time{}
-		}
-		f.triedBeat[id] = at
-		if p, ok := f.n.table.Get(id); ok && f.n.table.Good(id) && f.tryOnce(ctx, p) {
-			return true
-		}
-	}
-	return false
 }
 
 // computeWinner: among the wanting, non-passive nodes with room, the
@@ -723,18 +525,8 @@ func (n *Node) Done(d cachestore.Digest, ok bool) {
 	if b != nil {
 		b.cancel()
 	}
+	n.update(d, func(e *election) { e.interest = false })
 	if ok && !n.cfg.Passive {
 		n.sendAll(Message{Type: MsgHave, Digest: d})
-	}
-}
-
-// Blame keeps peers that sent bytes of a blob that failed verification out
-// of candidate lists for a while.
-func (n *Node) Blame(sources []string) {
-	for _, s := range sources {
-		if id, err := ParseNodeID(s); err == nil {
-			n.table.MarkBad(id, 10*time.Minute)
-			n.log.Warn("peer sent a blob that failed verification; not asking it for 10m", slog.String("peer", s))
-		}
 	}
 }

@@ -219,7 +219,7 @@ func TestFetchFailuresThenUpstream(t *testing.T) {
 	p1, p2 := fakePeer(t, 1, http.StatusInternalServerError), fakePeer(t, 2, http.StatusInternalServerError)
 	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 3, Static: []netip.AddrPort{p1.Addr(), p2.Addr()}})
 	var buf bytes.Buffer
-	_, err := r.Fetch(t.Context(), testDigest, 10, 0, &buf, func() int64 { return 0 })
+	_, err := fetch(t, r, testDigest, 10, 0, &buf, func() int64 { return 0 })
 	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "3 peer tries failed") {
 		t.Fatalf("err = %v, want ErrNoPeer after 3 failed tries", err)
 	}
@@ -232,7 +232,7 @@ func TestFetchBusyIsNotFailure(t *testing.T) {
 	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 1, ElectionWindow: 50 * time.Millisecond,
 		Heartbeat: 20 * time.Millisecond, Static: []netip.AddrPort{p1.Addr(), p2.Addr()}})
 	var buf bytes.Buffer
-	_, err := r.Fetch(t.Context(), testDigest, 10, 0, &buf, func() int64 { return 0 })
+	_, err := fetch(t, r, testDigest, 10, 0, &buf, func() int64 { return 0 })
 	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "elected") {
 		t.Fatalf("err = %v, want this node elected (busy peers are no failure)", err)
 	}
@@ -252,13 +252,13 @@ func TestFetchFromPeer(t *testing.T) {
 	r := testNode(t, Config{ID: NodeID{9}, Secret: []byte("s"), Static: []netip.AddrPort{p.Addr()}})
 	var buf bytes.Buffer
 	buf.Write(body[:100]) // resume: the first 100 bytes are already here
-	src, err := r.Fetch(t.Context(), d, int64(len(body)), 100, &buf, func() int64 { return 0 })
+	src, err := fetch(t, r, d, int64(len(body)), 100, &buf, func() int64 { return 0 })
 	if err != nil || !bytes.Equal(buf.Bytes(), body) || len(src) != 1 || src[0] != (NodeID{1}).String() {
 		t.Fatalf("fetch: %v, %d bytes, sources %v", err, buf.Len(), src)
 	}
 	// A node outside the group (no secret) is ignored by both.
 	stranger := testNode(t, Config{ID: NodeID{7}, Static: []netip.AddrPort{p.Addr()}})
-	if _, err := stranger.Fetch(t.Context(), d, int64(len(body)), 0, io.Discard, func() int64 { return 0 }); err == nil {
+	if _, err := fetch(t, stranger, d, int64(len(body)), 0, io.Discard, func() int64 { return 0 }); err == nil {
 		t.Fatal("a node without the group secret got the blob")
 	}
 	stranger.Done(d, false)
@@ -272,12 +272,48 @@ func TestFetchFromPeer(t *testing.T) {
 func TestFetchLoneNodeSkipsElection(t *testing.T) {
 	silent := netip.MustParseAddrPort("127.0.0.1:9") // discard: nobody answers
 	r := testNode(t, Config{ID: NodeID{9}, Static: []netip.AddrPort{silent}, QueryTimeout: 20 * time.Millisecond})
-	_, err := r.Fetch(t.Context(), testDigest, 10, 0, io.Discard, func() int64 { return 0 })
-	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "no peer has answered") {
+	_, err := fetch(t, r, testDigest, 10, 0, io.Discard, func() int64 { return 0 })
+	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "no peer known") {
 		t.Fatalf("err = %v, want ErrNoPeer without an election", err)
 	}
 	if n := r.Table().Peers(); len(n) != 0 {
 		t.Fatalf("table %v", n)
+	}
+}
+
+// A node that knows no peer asks no one: with a query timeout of an hour,
+// asking would hold the test until its deadline.
+func TestLoneNodeAsksNoOne(t *testing.T) {
+	r := testNode(t, Config{ID: NodeID{9}, QueryTimeout: time.Hour, ElectionWindow: time.Hour})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err := r.Source(ctx, testDigest, 10, func() int64 { return 0 }).Open(ctx, 0)
+	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "no peer known") {
+		t.Fatalf("err = %v, want ErrNoPeer at once (no peer known)", err)
+	}
+	r.Done(testDigest, false)
+}
+
+// Peers that neither have nor want a blob say so at once, and the asker
+// moves on when all have answered: not at the query timeout, and without an
+// election window (both an hour here; waiting on either would hold the
+// test until its deadline). It downloads the blob itself and says so.
+func TestEveryPeerSaidNo(t *testing.T) {
+	a := testNode(t, Config{ID: NodeID{1}, Priority: 100})
+	b := testNode(t, Config{ID: NodeID{2}, Priority: 100, QueryTimeout: time.Hour, ElectionWindow: time.Hour})
+	b.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: a.Addr().Port(), Priority: 100})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err := b.Source(ctx, testDigest, 10, func() int64 { return 0 }).Open(ctx, 0)
+	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "no peer has or wants it") {
+		t.Fatalf("err = %v, want ErrNoPeer at once (every peer said no)", err)
+	}
+	if !b.wanting(testDigest) {
+		t.Fatal("b is fetching the blob but does not say it wants it: a latecomer would elect itself")
+	}
+	b.Done(testDigest, false)
+	if b.wanting(testDigest) {
+		t.Fatal("b still says it wants the blob after Done")
 	}
 }
 
@@ -298,7 +334,7 @@ func TestLatecomerFollowsTheDownloader(t *testing.T) {
 	a := testNode(t, Config{ID: NodeID{1}, Port: uint16(port), Priority: 100, Heartbeat: time.Hour,
 		ElectionWindow: 20 * time.Millisecond, QueryTimeout: 20 * time.Millisecond, Static: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}})
 	a.Table().Seen(Peer{ID: NodeID{7}, Addr: netip.MustParseAddr("127.0.0.1"), Port: 9}) // someone to elect with
-	if _, err := a.Fetch(t.Context(), d, int64(len(body)), 0, io.Discard, func() int64 { return 10 }); !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "elected") {
+	if _, err := fetch(t, a, d, int64(len(body)), 0, io.Discard, func() int64 { return 10 }); !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "elected") {
 		t.Fatalf("a: %v, want elected", err)
 	}
 	defer a.Done(d, false)
@@ -306,8 +342,29 @@ func TestLatecomerFollowsTheDownloader(t *testing.T) {
 		QueryTimeout: 20 * time.Millisecond, Static: []netip.AddrPort{a.Addr()}})
 	b.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: uint16(port)})
 	var got bytes.Buffer
-	src, err := b.Fetch(t.Context(), d, int64(len(body)), 0, &got, func() int64 { return 0 })
+	src, err := fetch(t, b, d, int64(len(body)), 0, &got, func() int64 { return 0 })
 	if err != nil || !bytes.Equal(got.Bytes(), body) || len(src) != 1 {
 		t.Fatalf("b: %v, %d bytes, sources %v (it should have followed a)", err, got.Len(), src)
+	}
+}
+
+// fetch drives the node's Source as the fill engine does, into w: after a
+// stream that failed, the next Open. It returns the ids of the peers that
+// sent bytes.
+func fetch(t *testing.T, n *Node, d cachestore.Digest, size, off int64, w io.Writer, progress func() int64) ([]string, error) {
+	src := n.Source(t.Context(), d, size, progress)
+	var from []string
+	for {
+		st, err := src.Open(t.Context(), off)
+		if err != nil {
+			return from, err
+		}
+		from = append(from, strings.TrimPrefix(st.From, "peer "))
+		k, err := io.Copy(w, st.Body)
+		st.Body.Close()
+		off += k
+		if err == nil && (size < 0 || off == size) {
+			return from, nil
+		}
 	}
 }

@@ -80,6 +80,7 @@ type Message struct {
 	Digest    cachestore.Digest
 	Has       bool
 	Ready     bool
+	Want      bool // an answer's sender is after the digest itself
 	FreeSlots uint8
 	Done      int64
 	Total     int64 // -1: unknown
@@ -98,6 +99,7 @@ const (
 	bitHas      = 1 << 0
 	bitReady    = 1 << 1
 	bitPassive  = 1 << 2
+	bitWant     = 1 << 3
 	macLen      = sha256.Size
 	headerLen   = 3 + 1 + 1 + 1
 	algoSHA256  = 1
@@ -152,6 +154,9 @@ func Encode(m Message, secret []byte) ([]byte, error) {
 	}
 	if m.Passive {
 		bits |= bitPassive
+	}
+	if m.Want {
+		bits |= bitWant
 	}
 	_ = binary.Write(&b, binary.BigEndian, struct {
 		HTTPPort  uint16
@@ -218,7 +223,7 @@ func Decode(p []byte, secret []byte) (Message, error) {
 	m.FreeBytes = binary.BigEndian.Uint64(r[6:])
 	m.ReqID = binary.BigEndian.Uint32(r[14:])
 	bits := r[18]
-	m.Has, m.Ready, m.Passive = bits&bitHas != 0, bits&bitReady != 0, bits&bitPassive != 0
+	m.Has, m.Ready, m.Passive, m.Want = bits&bitHas != 0, bits&bitReady != 0, bits&bitPassive != 0, bits&bitWant != 0
 	m.FreeSlots = r[19]
 	m.Done = int64(binary.BigEndian.Uint64(r[20:]))
 	m.Total = int64(binary.BigEndian.Uint64(r[28:]))

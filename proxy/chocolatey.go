@@ -190,6 +190,7 @@ func (s *Server) recordEntries(rt chocoRoute, entries []chocolatey.Entry) {
 	if err := s.store.PutKnown(facts); err != nil {
 		s.log.Error("could not record package hashes", slog.String("feed", rt.feed), slog.Any("err", err))
 	}
+	s.knownDirty.Store(true)
 }
 
 // learnPackage asks upstream for one package's entry, for a download whose
@@ -235,6 +236,10 @@ func (s *Server) serveNupkg(w http.ResponseWriter, r *http.Request, rt chocoRout
 	p := plan{kind: "nupkg", size: -1, url: rt.upstream + "package/" + id + "/" + version}
 	if err == nil {
 		p.url, p.digest = k.Source, k.Digest
+	}
+	p.key = p.url
+	if key, ok := canonicalString(p.url); ok {
+		p.key = key
 	}
 	s.servePlan(w, r, p)
 }

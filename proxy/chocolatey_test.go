@@ -258,7 +258,7 @@ func TestChocolateyDownloadWithoutMetadataFirst(t *testing.T) {
 	if n := feed.count("/cdn/tool.1.0.0.nupkg"); n != 1 {
 		t.Fatalf("upstream downloads %d, want 1", n)
 	}
-	if k, err := h.store.Known(chocoKey("", "tool", "1.0.0")); err != nil || k.Digest.Algo != "sha512" {
+	if k, err := h.known(chocoKey("", "tool", "1.0.0")); err != nil || k.Digest.Algo != "sha512" {
 		t.Fatalf("hash not learnt: %+v %v", k, err)
 	}
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +22,8 @@ import (
 
 // plan is what the URL says about how to serve it.
 type plan struct {
-	url  string // upstream URL; the index key
+	url  string // upstream URL, as the client spelt it
+	key  string // the canonical form of url: its key in the index
 	kind string // what the ecosystem calls it, for the log
 	// passThrough: never cache (mirror lists, metalinks).
 	passThrough bool
@@ -46,7 +48,7 @@ const (
 
 // serveCache serves a GET or HEAD for target: the whole story of a request.
 func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL) {
-	s.servePlan(w, r, s.plan(target))
+	s.servePlan(w, r, s.plan(r.Context(), target))
 }
 
 // servePlan serves a request as p says, answers errors and logs it once.
@@ -73,27 +75,28 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 	}
 }
 
-func (s *Server) plan(u *url.URL) plan {
-	p := plan{url: u.String(), kind: "other", size: -1}
+func (s *Server) plan(ctx context.Context, u *url.URL) plan {
+	p := plan{url: u.String(), key: canonicalURL(u), kind: "other", size: -1}
 	if k := debian.Classify(u.Path); k != debian.KindOther {
-		s.planDebian(&p, u, k)
+		s.planDebian(ctx, &p, u, k)
 	} else if k := rpm.Classify(u.Host, u.Path); k != rpm.KindOther {
-		s.planRPM(&p, u, k)
+		s.planRPM(ctx, &p, u, k)
 	}
 	return p
 }
 
-func (s *Server) planDebian(p *plan, u *url.URL, k debian.Kind) {
+func (s *Server) planDebian(ctx context.Context, p *plan, u *url.URL, k debian.Kind) {
 	p.kind = k.String()
 	switch k {
 	case debian.KindByHash:
 		p.digest = cachestore.Digest{Algo: "sha256", Hex: debian.ByHashDigest(u.Path)}
-		if known, err := s.store.Known(p.url); err == nil && known.Digest == p.digest {
+		s.learning.wait(ctx, p.key, nil)
+		if known, err := s.store.Known(p.key); err == nil && known.Digest == p.digest {
 			p.size = known.Size
 			p.meta, p.metaName = debianIndexMeta(known.Name), known.Name
 		}
 	case debian.KindPackage, debian.KindSource:
-		s.useKnown(p)
+		s.useKnown(ctx, p)
 	case debian.KindRelease:
 		p.meta, p.metaName = metaRelease, path.Base(u.Path)
 	case debian.KindIndex:
@@ -113,16 +116,16 @@ func debianIndexMeta(name string) string {
 	return ""
 }
 
-func (s *Server) planRPM(p *plan, u *url.URL, k rpm.Kind) {
+func (s *Server) planRPM(ctx context.Context, p *plan, u *url.URL, k rpm.Kind) {
 	p.kind = k.String()
 	switch k {
 	case rpm.KindPackage:
-		s.useKnown(p)
+		s.useKnown(ctx, p)
 	case rpm.KindRepomd:
 		p.meta, p.metaName = metaRepomd, path.Base(u.Path)
 	case rpm.KindMetadata:
 		// Named by their checksum, listed in repomd.xml: immutable once known.
-		s.useKnown(p)
+		s.useKnown(ctx, p)
 		if rpm.IsPrimary(u.Path) {
 			p.meta, p.metaName = metaPrimary, path.Base(u.Path)
 		}
@@ -131,9 +134,11 @@ func (s *Server) planRPM(p *plan, u *url.URL, k rpm.Kind) {
 	}
 }
 
-// useKnown takes the digest metadata recorded for the URL, if any.
-func (s *Server) useKnown(p *plan) {
-	if k, err := s.store.Known(p.url); err == nil {
+// useKnown takes the digest metadata recorded for the URL, if any, after
+// any learn in progress of the URL's repository.
+func (s *Server) useKnown(ctx context.Context, p *plan) {
+	s.learning.wait(ctx, p.key, nil)
+	if k, err := s.store.Known(p.key); err == nil {
 		p.digest, p.size = k.Digest, k.Size
 	}
 }
@@ -165,7 +170,7 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 		if r.Method == http.MethodHead {
 			return "pass", s.passThrough(w, r, p, 0)
 		}
-		if s.negative(p.url) {
+		if s.negative(p.key) {
 			return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
 		}
 		fill, leader := s.store.BeginFill(cachestore.FillKey(p.digest))
@@ -188,52 +193,59 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 // hash no metadata gave): fresh copies from the store, otherwise one
 // revalidating flight per URL; the last good copy when upstream is down.
 func (s *Server) serveURL(w *respWriter, r *http.Request, p plan) (string, error) {
-	c, err := s.store.Cached(p.url)
-	have := err == nil
-	if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
-		return "", err
-	}
-	if have && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
-		if ok := s.serveCached(w, r, p, c); ok {
-			return "hit", nil
+	for tries := 0; ; tries++ {
+		c, err := s.store.Cached(p.key)
+		have := err == nil
+		if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
+			return "", err
 		}
-		have = false
-	}
-	if r.Method == http.MethodHead && !have {
-		return "pass", s.passThrough(w, r, p, 0)
-	}
-	if s.negative(p.url) {
-		return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
-	}
-	fill, leader := s.store.BeginFill("url:" + p.url)
-	if leader {
-		var prev *cachestore.Cached
-		if have {
-			prev = &c
+		if have && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
+			if ok := s.serveCached(w, r, p, c); ok {
+				return "hit", nil
+			}
+			have = false
 		}
-		s.startFill(fill, r, p, prev)
-	}
-	err = s.serveFill(w, r, fill, p)
-	switch {
-	case err == nil:
-		return "miss", nil
-	case errors.Is(err, errNotModified):
-		if c, cerr := s.store.Cached(p.url); cerr == nil && s.serveCached(w, r, p, c) {
-			return "revalidated", nil
+		if r.Method == http.MethodHead && !have {
+			return "pass", s.passThrough(w, r, p, 0)
 		}
-		return "", fmt.Errorf("serve %s: revalidated copy vanished from the cache", p.url)
-	case have && !w.wrote && isUpstreamDown(err):
-		s.log.Warn("upstream unavailable; serving the last good copy (offline mode)",
-			slog.String("url", p.url), slog.Time("fetched", c.Fetched), slog.Any("err", err))
-		if s.serveCached(w, r, p, c) {
-			return "stale", nil
+		if s.negative(p.key) {
+			return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
 		}
-		return "", err
-	case isNoSpace(err) && !w.wrote:
-		s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
-		return "pass", s.passThrough(w, r, p, 0)
+		fill, leader := s.store.BeginFill("url:" + p.key)
+		if leader {
+			var prev *cachestore.Cached
+			if have {
+				prev = &c
+			}
+			s.startFill(fill, r, p, prev)
+		}
+		err = s.serveFill(w, r, fill, p)
+		switch {
+		case err == nil:
+			return "miss", nil
+		case errors.Is(err, errNotModified):
+			if c, cerr := s.store.Cached(p.key); cerr == nil && s.serveCached(w, r, p, c) {
+				return "revalidated", nil
+			}
+			if tries == 0 {
+				// The copy went (evicted) between upstream's 304 and now:
+				// fetch it again, without validators.
+				continue
+			}
+			return "", fmt.Errorf("serve %s: the revalidated copy was evicted twice in a row; try again", p.url)
+		case have && !w.wrote && isUpstreamDown(err):
+			s.log.Warn("upstream unavailable; serving the last good copy (offline mode)",
+				slog.String("url", p.url), slog.Time("fetched", c.Fetched), slog.Any("err", err))
+			if s.serveCached(w, r, p, c) {
+				return "stale", nil
+			}
+			return "", err
+		case isNoSpace(err) && !w.wrote:
+			s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
+			return "pass", s.passThrough(w, r, p, 0)
+		}
+		return "miss", err
 	}
-	return "miss", err
 }
 
 // serveCached serves a URL-cache entry; false when its blob is gone.

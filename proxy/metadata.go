@@ -1,84 +1,238 @@
 package proxy
 
 import (
-	"errors"
+	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
-	"path"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/debian"
 	"github.com/warren-cache/warren/rpm"
 )
 
-// metaParser parses repository metadata as its bytes pass through a fill:
-// the fill writes to a pipe, a goroutine it owns decompresses and parses.
-type metaParser struct {
-	pw     *io.PipeWriter
-	done   chan struct{}
-	broken bool // the parser stopped early; the fill goes on without it
-	facts  map[string]cachestore.Known
-	err    error
+// Metadata is learnt from its verified blob, after the fill that brought it
+// has committed: the client's stream never waits on a parser, and only
+// bytes that hashed right teach anything. A learn registers its repository
+// scope before the fill's last byte is released, so a request that races
+// it (apt asks for the packages as soon as it has the index) waits for it,
+// briefly, instead of missing the hash.
+
+// learnBatch bounds the facts held in memory at once; each batch is one
+// index write.
+const learnBatch = 2048
+
+// learnWaitMax bounds how long a request waits for a learn in progress.
+const learnWaitMax = 15 * time.Second
+
+// learning tracks learns in progress by the scope they teach about.
+type learning struct {
+	mu      sync.Mutex // guards running and seq
+	running map[*learnRun]struct{}
+	seq     uint64
 }
 
-var errFillEnded = errors.New("fill ended before the metadata was complete")
-
-func (s *Server) startParser(p plan) *metaParser {
-	pr, pw := io.Pipe()
-	mp := &metaParser{pw: pw, done: make(chan struct{}), facts: map[string]cachestore.Known{}}
-	go func() {
-		defer close(mp.done)
-		mp.err = parseMeta(p, pr, mp.facts)
-		// Unblock the fill's writes if the parser stopped early.
-		pr.CloseWithError(errors.Join(mp.err, errFillEnded))
-	}()
-	return mp
+type learnRun struct {
+	scope string
+	seq   uint64 // order of begin: a learn waits only for older ones
+	done  chan struct{}
 }
 
-func (mp *metaParser) write(b []byte) {
-	if mp.broken {
-		return
+func (l *learning) begin(scope repoScope) *learnRun {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	lr := &learnRun{scope: string(scope), seq: l.seq, done: make(chan struct{})}
+	if l.running == nil {
+		l.running = map[*learnRun]struct{}{}
 	}
-	if _, err := mp.pw.Write(b); err != nil {
-		mp.broken = true
+	l.running[lr] = struct{}{}
+	return lr
+}
+
+func (l *learning) end(lr *learnRun) {
+	l.mu.Lock()
+	delete(l.running, lr)
+	l.mu.Unlock()
+	close(lr.done)
+}
+
+// wait blocks until no learn teaches about key (none older than self, if
+// self is set: so two learns never wait for each other), ctx ends or
+// learnWaitMax passes.
+func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
+	deadline := time.NewTimer(learnWaitMax)
+	defer deadline.Stop()
+	for {
+		var pending *learnRun
+		l.mu.Lock()
+		for lr := range l.running {
+			if (self == nil || lr.seq < self.seq) && strings.HasPrefix(key, lr.scope) {
+				pending = lr
+				break
+			}
+		}
+		l.mu.Unlock()
+		if pending == nil {
+			return
+		}
+		select {
+		case <-pending.done:
+		case <-ctx.Done():
+			return
+		case <-deadline.C:
+			return
+		}
 	}
 }
 
-// finish ends the input and returns the parser's verdict.
-func (mp *metaParser) finish() error {
-	mp.pw.Close()
-	<-mp.done
-	return mp.err
-}
-
-// abort stops the parser if finish was not called; otherwise a no-op.
-func (mp *metaParser) abort() {
-	mp.pw.CloseWithError(errFillEnded)
-	<-mp.done
-}
-
-// parseMeta turns one metadata file into URL -> digest facts.
-func parseMeta(p plan, r io.Reader, facts map[string]cachestore.Known) error {
+// metaScope is the repository a metadata file teaches about.
+func metaScope(p plan) (repoScope, error) {
 	u, err := url.Parse(p.url)
 	if err != nil {
-		return fmt.Errorf("parse url %q: %w", p.url, err)
+		return "", fmt.Errorf("parse url %q: %w", p.url, err)
 	}
-	origin := u.Scheme + "://" + u.Host
+	// The key's path, not the URL's: the by-hash file of an index teaches
+	// about the repository the index's name says.
+	ku, err := url.Parse(p.key)
+	if err != nil {
+		return "", fmt.Errorf("parse key %q: %w", p.key, err)
+	}
+	switch p.meta {
+	case metaRelease:
+		return newScope(u, debian.SuiteDir(ku.EscapedPath())), nil
+	case metaPackages, metaSources:
+		return newScope(u, debian.RepoRoot(ku.EscapedPath())), nil
+	case metaRepomd, metaPrimary:
+		return newScope(u, rpm.RepoBase(ku.EscapedPath())), nil
+	}
+	return "", fmt.Errorf("no parser for metadata kind %q", p.meta)
+}
+
+// beginLearn registers the learn of p's metadata; the caller runs it with
+// learn once the blob is stored, or ends it.
+func (s *Server) beginLearn(p plan) (*learnRun, repoScope, bool) {
+	if p.meta == "" {
+		return nil, "", false
+	}
+	scope, err := metaScope(p)
+	if err != nil {
+		s.log.Warn("cannot tell which repository metadata belongs to; nothing learnt", slog.String("url", p.url), slog.Any("err", err))
+		return nil, "", false
+	}
+	return s.learning.begin(scope), scope, true
+}
+
+// learn parses the stored blob d of p's metadata and records its facts in
+// batches. It runs on the server's context and ends lr.
+func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Digest) {
+	defer s.learning.end(lr)
+	start := s.now()
+	// The parent metadata (Release for a Packages file) may still be
+	// being learnt: its verdict on this file's hash comes first.
+	s.learning.wait(s.ctx, p.key, lr)
+	if p.digest.IsZero() {
+		if k, err := s.store.Known(p.key); err == nil && k.Digest.Algo == d.Algo && k.Digest != d {
+			s.log.Warn("index does not match its Release (mirror mid-sync?); its hashes are not recorded",
+				slog.String("url", p.url), slog.String("release_says", k.Digest.String()), slog.String("actual", d.String()))
+			return
+		}
+	}
+	f, err := s.store.ReadBlob(d)
+	if err != nil {
+		s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.url), slog.Any("err", err))
+		return
+	}
+	defer f.Close()
+	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch)}
+	err = parseMeta(p, scope, bufio.NewReaderSize(f, 256<<10), rec.add)
+	if err == nil {
+		err = rec.flush()
+	}
+	if rec.outside > 0 {
+		s.log.Warn("metadata names files outside its own repository; those teach nothing",
+			slog.String("url", p.url), slog.String("repository", string(scope)), slog.Int("count", rec.outside), slog.String("first", rec.firstOutside))
+	}
+	if err != nil {
+		// What was recorded before the error is true (the file verified),
+		// but the rest is not learnt.
+		s.log.Warn("malformed repository metadata; the rest of its hashes are not recorded and those artifacts are cached by URL only",
+			slog.String("url", p.url), slog.Int("recorded", rec.count), slog.Any("err", err))
+	} else {
+		s.log.Debug("recorded repository hashes", slog.String("url", p.url), slog.Int("count", rec.count),
+			slog.Duration("took", s.now().Sub(start)))
+	}
+	s.knownDirty.Store(true)
+}
+
+// recorder writes facts to the index in bounded batches.
+type recorder struct {
+	s            *Server
+	scope        repoScope
+	batch        map[string]cachestore.Known
+	count        int
+	outside      int
+	firstOutside string
+}
+
+// add records one fact about a path the metadata lists relative to the
+// scope (rel) or as an absolute URL (abs).
+func (r *recorder) add(key string, inScope bool, k cachestore.Known) error {
+	if !inScope {
+		if r.outside == 0 {
+			r.firstOutside = key
+		}
+		r.outside++
+		return nil
+	}
+	r.batch[key] = k
+	if len(r.batch) >= learnBatch {
+		return r.flush()
+	}
+	return nil
+}
+
+func (r *recorder) flush() error {
+	if len(r.batch) == 0 {
+		return nil
+	}
+	if err := r.s.store.PutKnown(r.batch); err != nil {
+		return fmt.Errorf("record repository hashes: %w", err)
+	}
+	r.count += len(r.batch)
+	clear(r.batch)
+	return nil
+}
+
+type emitFunc func(key string, inScope bool, k cachestore.Known) error
+
+// parseMeta turns one metadata file into URL -> digest facts, each passed
+// to emit with its canonical key and whether it lies inside scope.
+func parseMeta(p plan, scope repoScope, r io.Reader, emit emitFunc) error {
 	switch p.meta {
 	case metaRelease:
 		rel, err := debian.ParseRelease(r)
 		if err != nil {
 			return err
 		}
-		dir := origin + debian.SuiteDir(u.Path)
 		for _, e := range rel.Files {
 			k := cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: e.SHA256}, Size: e.Size, Name: e.Path}
-			facts[dir+e.Path] = k
+			key, ok := scope.join(e.Path)
+			if err := emit(key, ok, k); err != nil {
+				return err
+			}
 			if rel.AcquireByHash {
-				facts[dir+path.Join(path.Dir(e.Path), "by-hash/SHA256", e.SHA256)] = k
+				dir, _ := strings.CutSuffix(e.Path, lastSegment(e.Path))
+				key, ok := scope.join(dir + "by-hash/SHA256/" + e.SHA256)
+				if err := emit(key, ok, k); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -88,23 +242,24 @@ func parseMeta(p plan, r io.Reader, facts map[string]cachestore.Known) error {
 			return err
 		}
 		defer zr.Close()
-		root := origin + debian.RepoRoot(u.Path)
 		parse := debian.ParsePackages
 		if p.meta == metaSources {
 			parse = debian.ParseSources
 		}
 		return parse(zr, func(pkg debian.Package) error {
-			facts[root+pkg.Filename] = cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: pkg.SHA256}, Size: pkg.Size}
-			return nil
+			key, ok := scope.join(pkg.Filename)
+			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: pkg.SHA256}, Size: pkg.Size})
 		})
 	case metaRepomd:
 		data, err := rpm.ParseRepomd(r)
 		if err != nil {
 			return err
 		}
-		base := origin + rpm.RepoBase(u.Path)
 		for _, d := range data {
-			facts[base+d.Href] = cachestore.Known{Digest: cachestore.Digest{Algo: d.Checksum.Algo, Hex: d.Checksum.Hex}, Size: d.Size, Name: d.Type}
+			key, ok := scope.join(d.Href)
+			if err := emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: d.Checksum.Algo, Hex: d.Checksum.Hex}, Size: d.Size, Name: d.Type}); err != nil {
+				return err
+			}
 		}
 		return nil
 	case metaPrimary:
@@ -113,39 +268,68 @@ func parseMeta(p plan, r io.Reader, facts map[string]cachestore.Known) error {
 			return err
 		}
 		defer zr.Close()
-		root := origin + rpm.RepoBase(u.Path)
 		return rpm.ParsePrimary(zr, func(pkg rpm.Package) error {
-			base := root
+			key, ok := scope.join(pkg.Href)
 			if pkg.Base != "" {
-				base = strings.TrimSuffix(pkg.Base, "/") + "/"
+				key, ok = scope.joinURL(pkg.Base, pkg.Href)
 			}
-			facts[base+pkg.Href] = cachestore.Known{Digest: cachestore.Digest{Algo: pkg.Checksum.Algo, Hex: pkg.Checksum.Hex}, Size: pkg.Size}
-			return nil
+			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: pkg.Checksum.Algo, Hex: pkg.Checksum.Hex}, Size: pkg.Size})
 		})
 	}
 	return fmt.Errorf("no parser for metadata kind %q", p.meta)
 }
 
-// recordFacts writes what a metadata file said, if the file is the one its
-// own parent metadata names (a Packages file must hash to what Release says)
-// and it parsed cleanly. A malformed file is logged and recorded not at all.
-func (s *Server) recordFacts(p plan, got cachestore.Digest, parseErr error, facts map[string]cachestore.Known) {
-	if parseErr != nil {
-		s.log.Warn("malformed repository metadata; its hashes are not recorded and its artifacts are cached by URL only",
-			slog.String("url", p.url), slog.Any("err", parseErr))
-		return
+func lastSegment(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
 	}
-	// An index fetched by URL must be the one its parent metadata names.
-	if p.digest.IsZero() {
-		if k, err := s.store.Known(p.url); err == nil && k.Digest.Algo == got.Algo && k.Digest != got {
-			s.log.Warn("index does not match its Release (mirror mid-sync?); its hashes are not recorded",
-				slog.String("url", p.url), slog.String("release_says", k.Digest.String()), slog.String("actual", got.String()))
-			return
+	return p
+}
+
+// Ecosystems, as the known-artifacts figure names them.
+const (
+	ecoDebian     = "debian"
+	ecoRPM        = "rpm"
+	ecoChocolatey = "chocolatey"
+)
+
+// ecosystemOf says which ecosystem a learnt key belongs to.
+func ecosystemOf(key string) string {
+	if strings.HasPrefix(key, "chocolatey:") {
+		return ecoChocolatey
+	}
+	u, err := url.Parse(key)
+	if err != nil {
+		return ""
+	}
+	if debian.Classify(u.Path) != debian.KindOther {
+		return ecoDebian
+	}
+	if rpm.Classify(u.Host, u.Path) != rpm.KindOther {
+		return ecoRPM
+	}
+	return ""
+}
+
+// KnownArtifacts is how many URL -> digest facts warren has learnt, by
+// ecosystem. It recounts (a keys-only scan of the index: tens of
+// milliseconds for a whole Debian release) only after something was learnt.
+func (s *Server) KnownArtifacts() map[string]int64 {
+	s.knownMu.Lock()
+	defer s.knownMu.Unlock()
+	if s.known != nil && !s.knownDirty.Swap(false) {
+		return maps.Clone(s.known)
+	}
+	counts := map[string]int64{ecoDebian: 0, ecoRPM: 0, ecoChocolatey: 0}
+	err := s.store.KnownKeys(func(key string) {
+		if eco := ecosystemOf(key); eco != "" {
+			counts[eco]++
 		}
+	})
+	if err != nil {
+		s.log.Warn("could not count the learnt hashes", slog.Any("err", err))
+		s.knownDirty.Store(true)
 	}
-	if err := s.store.PutKnown(facts); err != nil {
-		s.log.Error("could not record repository hashes", slog.String("url", p.url), slog.Any("err", err))
-		return
-	}
-	s.log.Debug("recorded repository hashes", slog.String("url", p.url), slog.Int("count", len(facts)))
+	s.known = counts
+	return maps.Clone(counts)
 }

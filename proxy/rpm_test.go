@@ -57,7 +57,7 @@ func TestRPMRepository(t *testing.T) {
 	h := newHarness(t, up)
 
 	h.mustGet(up.URL+repomd, 200)
-	k, err := h.store.Known(up.URL + primary)
+	k, err := h.known(up.URL + primary)
 	if err != nil || k.Digest.Algo != "sha256" || k.Name != "primary" {
 		t.Fatalf("primary not learnt from repomd.xml: %+v, %v", k, err)
 	}
@@ -65,7 +65,7 @@ func TestRPMRepository(t *testing.T) {
 	if !strings.HasPrefix(resp.Header.Get("X-Cache"), "MISS") {
 		t.Fatalf("primary X-Cache %q", resp.Header.Get("X-Cache"))
 	}
-	k, err = h.store.Known(up.URL + rpmPath)
+	k, err = h.known(up.URL + rpmPath)
 	if err != nil || k.Digest.Algo != "sha512" || k.Size != int64(len(rpmBody)) {
 		t.Fatalf("rpm not learnt from primary.xml: %+v, %v", k, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/fill"
 )
 
 // Store is what the proxy needs of the cache.
@@ -35,6 +35,8 @@ type Store interface {
 	PutCached(url string, c cachestore.Cached) error
 	Stat(d cachestore.Digest) (cachestore.BlobInfo, error)
 	OpenBlob(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
+	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
+	KnownKeys(fn func(key string)) error
 	BeginFill(key string) (*cachestore.Fill, bool)
 }
 
@@ -42,14 +44,12 @@ var _ Store = (*cachestore.Store)(nil)
 
 // Peers is what the proxy needs of the LAN (package peering provides it).
 type Peers interface {
-	// Fetch writes the blob from offset off on into w from peers, and
-	// returns the ids of the peers that sent bytes. An error means: fetch
-	// the rest upstream (no peer has it, this node was elected, tries spent).
-	Fetch(ctx context.Context, d cachestore.Digest, size, off int64, w io.Writer, progress func() int64) ([]string, error)
+	// Source is the LAN as a fill source of blob d (size bytes, -1
+	// unknown); progress feeds the heartbeats should this node be elected
+	// to download it. Its question starts at once.
+	Source(ctx context.Context, d cachestore.Digest, size int64, progress func() int64) fill.Source
 	// Done ends this node's part in d; ok announces that it has it now.
 	Done(d cachestore.Digest, ok bool)
-	// Blame drops peers that sent parts of a blob that failed verification.
-	Blame(sources []string)
 }
 
 // Config holds the proxy's settings.
@@ -64,9 +64,13 @@ type Config struct {
 	IndexTTL time.Duration
 	// NegativeTTL is how long a 404 from upstream is remembered (0: not at all).
 	NegativeTTL time.Duration
-	// StallTimeout aborts an upstream transfer that sends nothing for this
-	// long (default 60s).
+	// StallTimeout moves a fill on to its next source when the current one
+	// makes too little progress for this long (default 10s).
 	StallTimeout time.Duration
+	// ShareMinSize: artifacts smaller than this go upstream at once, the
+	// peers' answers only a fallback (default 256 KiB; 0 keeps the default,
+	// -1 asks peers first for every size).
+	ShareMinSize int64
 	// ChocolateyFeeds maps a feed name to its upstream NuGet v2 base URL;
 	// "" is the default feed at /chocolatey/api/v2/, others are served at
 	// /chocolatey/<name>/api/v2/.
@@ -106,6 +110,14 @@ type Server struct {
 
 	bufs sync.Pool // copy buffers
 
+	engine   *fill.Engine
+	learning learning
+	// known counts the learnt URL -> digest facts by ecosystem; recounted
+	// when asked after a learn.
+	knownMu    sync.Mutex // guards known
+	known      map[string]int64
+	knownDirty atomic.Bool
+
 	stats      Stats
 	started    time.Time
 	requestsBy *prometheus.CounterVec
@@ -141,7 +153,10 @@ func New(cfg Config, store Store) (*Server, error) {
 		cfg.IndexTTL = 5 * time.Second
 	}
 	if cfg.StallTimeout == 0 {
-		cfg.StallTimeout = 60 * time.Second
+		cfg.StallTimeout = 10 * time.Second
+	}
+	if cfg.ShareMinSize == 0 {
+		cfg.ShareMinSize = 256 << 10
 	}
 	feeds := map[string]string{}
 	for name, u := range cfg.ChocolateyFeeds {
@@ -181,6 +196,7 @@ func New(cfg Config, store Store) (*Server, error) {
 		bufs: sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.gp = s.newGoproxy(tr)
 	s.started = cfg.Now()
 	s.newMetrics(cfg.Collectors)

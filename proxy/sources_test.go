@@ -43,7 +43,7 @@ func TestSourcePackages(t *testing.T) {
 	h.mustGet(up.URL+releasePath, 200)
 	h.mustGet(up.URL+sourcesPath, 200)
 	for path, body := range map[string][]byte{dscPath: dsc, tarPath: tar} {
-		k, err := h.store.Known(up.URL + path)
+		k, err := h.known(up.URL + path)
 		if err != nil || k.Digest.Hex != sha256hex(body) || k.Size != int64(len(body)) {
 			t.Fatalf("%s: hash not learnt from Sources: %+v, %v", path, k, err)
 		}

@@ -9,10 +9,11 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/fill"
 )
 
 // errNotModified ends a revalidating fill whose copy is still good.
@@ -65,10 +66,11 @@ func (s *Server) startFill(f *cachestore.Fill, r *http.Request, p plan, prev *ca
 	}()
 }
 
-// runFill fetches p.url into f: from LAN peers first when the digest is
-// known, then upstream for whatever is missing; verify against p.digest
-// (or compute sha256 for the URL cache), parse metadata as it passes, record
-// what it learnt before the last byte is released, commit.
+// runFill fills f through the engine: LAN peers first when the digest is
+// known (after the origin for artifacts below share_min_size, whose peer
+// question runs beside the download), then the origin. The URL-cache entry
+// is recorded and the metadata's learn registered before the last byte is
+// released; the learn itself runs from the stored blob afterwards.
 func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p plan, prev *cachestore.Cached) {
 	// Check the store again inside the flight: a fill that just finished
 	// may have stored what we are about to fetch.
@@ -77,123 +79,151 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p p
 			f.Abort(errAlreadyStored)
 			return
 		}
-	} else if c, err := s.store.Cached(p.url); err == nil && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
+	} else if c, err := s.store.Cached(p.key); err == nil && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
 		f.Abort(errNotModified)
 		return
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	run := &fillRun{s: s, f: f, p: p, size: -1}
-	defer run.stopParser()
-	committed := false
-	if s.cfg.Peers != nil && !p.digest.IsZero() {
-		defer func() { s.cfg.Peers.Done(p.digest, committed) }()
-		if err := run.start(p.size, map[string]string{}); err != nil {
-			return // Start aborted the fill; its readers have the reason
+	origin := &originSource{s: s, p: p, ua: ua, prev: prev}
+	sources := []fill.Source{origin}
+	peering := s.cfg.Peers != nil && !p.digest.IsZero()
+	if peering {
+		ps := countingSource{s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written), &s.stats.BytesPeers, &s.stats.Mismatches}
+		if p.size >= 0 && p.size < s.cfg.ShareMinSize {
+			sources = append(sources, ps) // the peers are the fallback
+		} else {
+			sources = []fill.Source{ps, origin}
 		}
-		// Peer bytes count as they land, also when upstream sends the rest.
-		sources, err := s.cfg.Peers.Fetch(ctx, p.digest, p.size, 0, peerBytes{run, &s.stats.BytesPeers}, f.Written)
-		run.sources = sources
-		if err == nil {
-			committed = run.finish()
-			return
+	}
+	cf := &committingFill{Fill: f, s: s, p: p}
+	res, err := s.engine.Run(ctx, cf, fill.Want{Digest: p.digest, Size: p.size}, sources)
+	if peering {
+		s.cfg.Peers.Done(p.digest, err == nil)
+	}
+	if err != nil {
+		if cf.learn != nil {
+			s.learning.end(cf.learn)
 		}
-		s.log.Debug("fetching from upstream", slog.String("url", p.url), slog.Int64("have", f.Written()), slog.Any("why", err))
+		if !errors.Is(err, errNotModified) {
+			s.log.Debug("fill failed", slog.String("url", p.url), slog.Any("err", err))
+		}
+		return
 	}
-	if run.fromUpstream(ctx, ua, prev) {
-		committed = run.finish()
+	if cf.learn != nil {
+		s.fills.Add(1)
+		go func() {
+			defer s.fills.Done()
+			s.learn(cf.learn, cf.scope, p, res.Digest)
+		}()
 	}
+	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", res.Digest.String()),
+		slog.Int64("bytes", res.Size), slog.Any("from", res.From))
 }
 
-// peerBytes counts what peers write into a fill.
-type peerBytes struct {
-	w io.Writer
-	n *atomic.Int64
+// committingFill does what must precede the release of the last byte:
+// the URL-cache entry, and the registration of the metadata's learn (so
+// that a request racing it waits for it).
+type committingFill struct {
+	*cachestore.Fill
+	s     *Server
+	p     plan
+	learn *learnRun
+	scope repoScope
 }
 
-func (p peerBytes) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	p.n.Add(int64(n))
-	return n, err
+func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
+	s, p := c.s, c.p
+	got := c.Fill.Digest()
+	if p.digest.IsZero() {
+		meta := c.Fill.Meta()
+		cached := cachestore.Cached{
+			Digest: got, Size: size, ETag: meta["ETag"], LastModified: meta["Last-Modified"],
+			ContentType: meta["Content-Type"], Fetched: s.now(),
+		}
+		if err := s.store.PutCached(p.key, cached); err != nil {
+			s.log.Warn("could not record a cached URL", slog.String("url", p.url), slog.Any("err", err))
+		}
+	}
+	c.learn, c.scope, _ = s.beginLearn(p)
+	return c.Fill.Commit(want, size)
 }
 
-// fillRun is one fill in progress: its bytes also feed the metadata parser.
-type fillRun struct {
-	s       *Server
-	f       *cachestore.Fill
-	p       plan
-	size    int64
-	meta    map[string]string
-	started bool
-	parser  *metaParser
-	sources []string // peers that sent bytes
+// countingSource counts what a source sends and what it got wrong.
+type countingSource struct {
+	fill.Source
+	bytes      *atomic.Int64
+	mismatches *atomic.Int64
 }
 
-func (r *fillRun) start(size int64, meta map[string]string) error {
-	algo := r.p.digest.Algo
-	if algo == "" {
-		algo = "sha256"
+func (c countingSource) Open(ctx context.Context, off int64) (*fill.Stream, error) {
+	st, err := c.Source.Open(ctx, off)
+	if err != nil {
+		return nil, err
 	}
-	if err := r.f.Start(cachestore.FillInfo{Algo: algo, Size: size, Meta: meta}); err != nil {
-		return err
+	st.Received = func(n int64) { c.bytes.Add(n) }
+	blame := st.Blame
+	st.Blame = func(reason error) {
+		if errors.Is(reason, cachestore.ErrDigestMismatch) {
+			c.mismatches.Add(1)
+		}
+		if blame != nil {
+			blame(reason)
+		}
 	}
-	r.size, r.meta, r.started = size, meta, true
-	if r.p.meta != "" {
-		r.parser = r.s.startParser(r.p)
-	}
-	return nil
+	return st, nil
 }
 
-func (r *fillRun) stopParser() {
-	if r.parser != nil {
-		r.parser.abort()
-	}
+// originSource is the upstream mirror as a fill source: the first Open
+// revalidates a URL-cached copy (304 ends the fill), later ones resume
+// with Range after what is written.
+type originSource struct {
+	s      *Server
+	p      plan
+	ua     string
+	prev   *cachestore.Cached
+	tries  int
+	blamed bool
 }
 
-// Write appends to the fill and the parser; peers and upstream write here.
-func (r *fillRun) Write(b []byte) (int, error) {
-	n, err := r.f.Write(b)
-	if n > 0 && r.parser != nil {
-		r.parser.write(b[:n])
-	}
-	return n, err
-}
+// originTries bounds the transfers of one fill from the origin: a body
+// that breaks off is resumed, but not forever.
+const originTries = 3
 
-// fromUpstream fetches what the fill lacks from upstream: all of it, or the
-// rest after what peers sent (a Range request; a 200 is skipped forward).
-// False when the fill was aborted.
-func (r *fillRun) fromUpstream(ctx context.Context, ua string, prev *cachestore.Cached) bool {
-	s, f, p := r.s, r.f, r.p
-	var off int64
-	if r.started {
-		off = f.Written()
+func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error) {
+	s, p := o.s, o.p
+	if o.blamed {
+		return nil, fmt.Errorf("%w: the origin sent wrong bytes", fill.ErrSkip)
 	}
+	if o.tries >= originTries {
+		return nil, fmt.Errorf("%w: %d transfers from the origin broke off", fill.ErrSkip, o.tries)
+	}
+	o.tries++
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
 	if err != nil {
-		f.Abort(fmt.Errorf("build upstream request for %s: %w", p.url, err))
-		return false
+		return nil, fill.Stop(fmt.Errorf("build upstream request for %s: %w", p.url, err))
 	}
-	s.setUpstreamHeaders(req, ua)
+	s.setUpstreamHeaders(req, o.ua)
 	if off > 0 {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
-	} else if prev != nil {
-		if prev.ETag != "" {
-			req.Header.Set("If-None-Match", prev.ETag)
+	} else if o.prev != nil && o.tries == 1 {
+		if o.prev.ETag != "" {
+			req.Header.Set("If-None-Match", o.prev.ETag)
 		}
-		if prev.LastModified != "" {
-			req.Header.Set("If-Modified-Since", prev.LastModified)
+		if o.prev.LastModified != "" {
+			req.Header.Set("If-Modified-Since", o.prev.LastModified)
 		}
 	}
 	resp, err := s.up.Do(req)
 	if err != nil {
-		f.Abort(&upstreamFetchError{url: p.url, err: err})
-		return false
+		return nil, &upstreamFetchError{url: p.url, err: err}
 	}
-	defer resp.Body.Close()
 	s.stats.UpstreamFetches.Add(1)
+	size := int64(-1)
 	switch {
-	case resp.StatusCode == http.StatusNotModified && prev != nil && !r.started:
-		c := *prev
+	case resp.StatusCode == http.StatusNotModified && o.prev != nil && off == 0:
+		resp.Body.Close()
+		c := *o.prev
 		c.Fetched = s.now()
 		if v := resp.Header.Get("ETag"); v != "" {
 			c.ETag = v
@@ -201,125 +231,68 @@ func (r *fillRun) fromUpstream(ctx context.Context, ua string, prev *cachestore.
 		if v := resp.Header.Get("Last-Modified"); v != "" {
 			c.LastModified = v
 		}
-		if err := s.store.PutCached(p.url, c); err != nil {
+		if err := s.store.PutCached(p.key, c); err != nil {
 			s.log.Warn("could not record revalidation", slog.String("url", p.url), slog.Any("err", err))
 		}
-		f.Abort(errNotModified)
-		return false
+		return nil, fill.Stop(errNotModified)
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
+		size = totalFromContentRange(resp.Header.Get("Content-Range"))
 	case resp.StatusCode == http.StatusOK:
-		if off > 0 { // upstream ignores Range: skip what the peers sent
+		size = resp.ContentLength
+		if off > 0 { // upstream ignores Range: skip what the fill has
 			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
-				f.Abort(&upstreamFetchError{url: p.url, err: fmt.Errorf("skip to offset %d: %w", off, err)})
-				return false
+				resp.Body.Close()
+				return nil, &upstreamFetchError{url: p.url, err: fmt.Errorf("skip to offset %d: %w", off, err)}
 			}
 		}
 	default:
+		resp.Body.Close()
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
-			s.rememberNotFound(p.url)
+			s.rememberNotFound(p.key)
 		}
-		f.Abort(&upstreamStatusError{code: resp.StatusCode, status: resp.Status, url: p.url})
-		return false
+		return nil, fill.Stop(&upstreamStatusError{code: resp.StatusCode, status: resp.Status, url: p.url})
 	}
-	if !r.started {
-		size := resp.ContentLength
-		if p.size >= 0 {
-			if size >= 0 && size != p.size {
-				s.log.Error("upstream length differs from the repository metadata; not storing",
-					slog.String("url", p.url), slog.Int64("expected", p.size), slog.Int64("upstream", size))
+	if p.size >= 0 && size >= 0 && size != p.size {
+		resp.Body.Close()
+		s.stats.Mismatches.Add(1)
+		s.log.Error("upstream length differs from the repository metadata; not storing",
+			slog.String("url", p.url), slog.Int64("expected", p.size), slog.Int64("upstream", size))
+		return nil, fill.Stop(fmt.Errorf("%w: metadata says %d bytes, upstream sends %d for %s", cachestore.ErrSizeMismatch, p.size, size, p.url))
+	}
+	meta := map[string]string{}
+	for _, k := range []string{"Content-Type", "Last-Modified", "ETag"} {
+		if v := resp.Header.Get(k); v != "" {
+			meta[k] = v
+		}
+	}
+	return &fill.Stream{
+		Body: resp.Body, From: "origin " + req.URL.Host, Size: size, Meta: meta,
+		Received: func(n int64) { s.stats.BytesFetched.Add(n) },
+		Blame: func(reason error) {
+			if errors.Is(reason, fill.ErrStalled) {
+				return // a stalled origin is resumed, within originTries
+			}
+			o.blamed = true
+			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				s.stats.Mismatches.Add(1)
-				f.Abort(fmt.Errorf("%w: metadata says %d bytes, upstream sends %d for %s", cachestore.ErrSizeMismatch, p.size, size, p.url))
-				return false
+				s.log.Error("upstream sent bytes that do not match the repository metadata; nothing stored",
+					slog.String("url", p.url), slog.Any("err", reason))
 			}
-			size = p.size
-		}
-		meta := map[string]string{}
-		for _, k := range []string{"Content-Type", "Last-Modified", "ETag"} {
-			if v := resp.Header.Get(k); v != "" {
-				meta[k] = v
-			}
-		}
-		if err := r.start(size, meta); err != nil {
-			return false // Start aborted the fill; its readers have the reason
-		}
-	}
-	// A stalled upstream must not hold every waiting client forever.
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stall := time.AfterFunc(s.cfg.StallTimeout, cancel)
-	defer stall.Stop()
-	go func() { <-cctx.Done(); resp.Body.Close() }()
-	bp := s.bufs.Get().(*[]byte)
-	defer s.bufs.Put(bp)
-	buf := *bp
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			stall.Reset(s.cfg.StallTimeout)
-			if _, err := r.Write(buf[:n]); err != nil {
-				s.log.Warn("could not write to the cache; fill abandoned", slog.String("url", p.url), slog.Any("err", err))
-				return false
-			}
-			s.stats.BytesFetched.Add(int64(n))
-		}
-		if rerr == io.EOF {
-			return true
-		}
-		if rerr != nil {
-			if cctx.Err() != nil && ctx.Err() == nil {
-				rerr = fmt.Errorf("no data for %s: %w", s.cfg.StallTimeout, context.DeadlineExceeded)
-			}
-			s.log.Warn("upstream transfer broke off; nothing stored",
-				slog.String("url", p.url), slog.Int64("received", f.Written()), slog.Int64("expected", r.size), slog.Any("err", rerr))
-			f.Abort(&upstreamFetchError{url: p.url, err: fmt.Errorf("body broke off after %d bytes: %w", f.Written(), rerr)})
-			return false
-		}
-	}
+		},
+	}, nil
 }
 
-// finish verifies the whole blob, records what its metadata said (and the
-// URL-cache entry) before the last byte is released, and commits. A blob
-// that fails verification blames the peers that sent parts of it.
-func (r *fillRun) finish() bool {
-	s, f, p := r.s, r.f, r.p
-	written := f.Written()
-	got := f.Digest()
-	if r.size >= 0 && written != r.size || !p.digest.IsZero() && got != p.digest {
-		s.stats.Mismatches.Add(1)
-		s.log.Error("bytes do not match the repository metadata; nothing stored",
-			slog.String("url", p.url), slog.String("expected", p.digest.String()), slog.String("actual", got.String()),
-			slog.Int64("expected_size", r.size), slog.Int64("size", written), slog.Any("peers", r.sources))
-		if s.cfg.Peers != nil && len(r.sources) > 0 {
-			s.cfg.Peers.Blame(r.sources)
-		}
-		err := fmt.Errorf("%w: %s: expected %s, got %s", cachestore.ErrDigestMismatch, p.url, p.digest, got)
-		if r.size >= 0 && written != r.size {
-			err = fmt.Errorf("%w: expected %d bytes from %s, got %d", cachestore.ErrSizeMismatch, r.size, p.url, written)
-		}
-		f.Abort(err)
-		return false
+// totalFromContentRange reads the total of "bytes a-b/total"; -1 if absent.
+func totalFromContentRange(h string) int64 {
+	_, total, ok := strings.Cut(h, "/")
+	if !ok {
+		return -1
 	}
-	// apt asks for the artifacts as soon as it has the index, and a client
-	// that has the file may ask again at once.
-	if r.parser != nil {
-		s.recordFacts(p, got, r.parser.finish(), r.parser.facts)
+	v, err := strconv.ParseInt(total, 10, 64)
+	if err != nil || v < 0 {
+		return -1
 	}
-	if p.digest.IsZero() {
-		c := cachestore.Cached{
-			Digest: got, Size: written, ETag: r.meta["ETag"], LastModified: r.meta["Last-Modified"],
-			ContentType: r.meta["Content-Type"], Fetched: s.now(),
-		}
-		if err := s.store.PutCached(p.url, c); err != nil {
-			s.log.Warn("could not record a cached URL", slog.String("url", p.url), slog.Any("err", err))
-		}
-	}
-	d, err := f.Commit(got, written)
-	if err != nil {
-		s.log.Error("could not store a fill", slog.String("url", p.url), slog.Any("err", err))
-		return false
-	}
-	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", d.String()), slog.Int64("bytes", written))
-	return true
+	return v
 }
 
 func (s *Server) setUpstreamHeaders(req *http.Request, ua string) {

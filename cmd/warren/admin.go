@@ -23,6 +23,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/proxy"
 )
 
 // The admin API: what `warren status`, `peers` and `cache ...` ask. The
@@ -176,10 +177,11 @@ func (a *adminAPI) resolve(q string) (cachestore.Digest, error) {
 	if d, err := cachestore.ParseDigest(q); err == nil {
 		return d, nil
 	}
-	if k, err := a.store.Known(q); err == nil {
+	key := proxy.CanonicalKey(q) // as apt or dnf would have asked for it
+	if k, err := a.store.Known(key); err == nil {
 		return k.Digest, nil
 	}
-	if c, err := a.store.Cached(q); err == nil {
+	if c, err := a.store.Cached(key); err == nil {
 		return c.Digest, nil
 	}
 	return cachestore.Digest{}, fmt.Errorf("%q is neither a digest nor a URL the cache knows", q)

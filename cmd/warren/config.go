@@ -55,6 +55,11 @@ type config struct {
 	QueryTimeout       duration `yaml:"query_timeout"`
 	ElectionWindow     duration `yaml:"election_window"`
 	Heartbeat          duration `yaml:"heartbeat"`
+	// ShareMinSize: smaller artifacts go upstream at once; peers are their fallback.
+	ShareMinSize string `yaml:"share_min_size"`
+
+	// The fill engine.
+	StallTimeout duration `yaml:"stall_timeout"`
 
 	Chocolatey struct {
 		// Upstream is the default feed's NuGet v2 URL, served at /chocolatey/api/v2/.
@@ -68,6 +73,7 @@ type config struct {
 	diskMinFree  sizeOrPercent
 	cacheMax     sizeOrPercent
 	uploadRate   int64
+	shareMinSize int64
 	peers        []netip.AddrPort
 }
 
@@ -95,6 +101,8 @@ func defaults() config {
 		QueryTimeout:       duration{150 * time.Millisecond},
 		ElectionWindow:     duration{300 * time.Millisecond},
 		Heartbeat:          duration{time.Second},
+		ShareMinSize:       "256KiB",
+		StallTimeout:       duration{10 * time.Second},
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
 	return cfg
@@ -115,12 +123,14 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "peer", Usage: "a peer's host:port, repeatable (static discovery)", EnvVars: []string{"WARREN_PEERS"}},
 		&cli.StringSliceFlag{Name: "interfaces", Usage: "interfaces that announce and listen for peers, repeatable (default: all up, non-loopback)", EnvVars: []string{"WARREN_INTERFACES"}},
 		&cli.StringFlag{Name: "role", Usage: "peer (uses and serves peers) or passive (uses peers, never serves) (default peer)", EnvVars: []string{"WARREN_ROLE"}},
-		&cli.IntFlag{Name: "priority", Usage: "election and peer-choice weight (default 100)", EnvVars: []string{"WARREN_PRIORITY"}},
-		&cli.IntFlag{Name: "upload-slots", Usage: "uploads to peers at once (default 2)", EnvVars: []string{"WARREN_UPLOAD_SLOTS"}},
+		&cli.IntFlag{Name: "priority", Usage: "election and peer-choice weight", DefaultText: "100", EnvVars: []string{"WARREN_PRIORITY"}},
+		&cli.IntFlag{Name: "upload-slots", Usage: "uploads to peers at once", DefaultText: "2", EnvVars: []string{"WARREN_UPLOAD_SLOTS"}},
 		&cli.StringFlag{Name: "upload-rate", Usage: "bytes/s shared by all uploads, e.g. 10MB; 0 unlimited (default 0)", EnvVars: []string{"WARREN_UPLOAD_RATE"}},
 		&cli.StringFlag{Name: "query-timeout", Usage: "how long to wait for peers' \"has it\" answers (default 150ms)", EnvVars: []string{"WARREN_QUERY_TIMEOUT"}},
 		&cli.StringFlag{Name: "election-window", Usage: "how long wants are collected before electing a downloader (default 300ms)", EnvVars: []string{"WARREN_ELECTION_WINDOW"}},
 		&cli.StringFlag{Name: "heartbeat", Usage: "interval of the elected downloader's heartbeats (default 1s)", EnvVars: []string{"WARREN_HEARTBEAT"}},
+		&cli.StringFlag{Name: "share-min-size", Usage: "artifacts smaller than this go upstream at once, peers only as a fallback; 0 asks peers first for all (default 256KiB)", EnvVars: []string{"WARREN_SHARE_MIN_SIZE"}},
+		&cli.StringFlag{Name: "stall-timeout", Usage: "a fill source that makes too little progress this long is left for the next one (default 10s)", EnvVars: []string{"WARREN_STALL_TIMEOUT"}},
 		&cli.StringFlag{Name: "group-secret", Usage: "shared secret: peer messages carry an HMAC, blob requests a token", EnvVars: []string{"WARREN_GROUP_SECRET"}},
 		&cli.StringFlag{Name: "cache-max", Usage: "most the cache may hold, e.g. 200GB or 30% of its disk; 0 for no limit (default 30%)", EnvVars: []string{"WARREN_CACHE_MAX"}},
 		&cli.StringFlag{Name: "disk-min-free", Usage: "free space fills must leave, e.g. 5GB or 10% (default 1GB)", EnvVars: []string{"WARREN_DISK_MIN_FREE"}},
@@ -159,6 +169,7 @@ func loadConfig(c *cli.Context) (config, error) {
 	str("role", &cfg.Role)
 	str("upload-rate", &cfg.UploadRate)
 	str("group-secret", &cfg.GroupSecret)
+	str("share-min-size", &cfg.ShareMinSize)
 	if c.IsSet("peer") {
 		cfg.Peers = c.StringSlice("peer")
 	}
@@ -178,7 +189,8 @@ func loadConfig(c *cli.Context) (config, error) {
 		cfg.ConnectPorts = c.IntSlice("connect-port")
 	}
 	for flag, dst := range map[string]*duration{"index-ttl": &cfg.IndexTTL, "negative-ttl": &cfg.NegativeTTL,
-		"query-timeout": &cfg.QueryTimeout, "election-window": &cfg.ElectionWindow, "heartbeat": &cfg.Heartbeat} {
+		"query-timeout": &cfg.QueryTimeout, "election-window": &cfg.ElectionWindow, "heartbeat": &cfg.Heartbeat,
+		"stall-timeout": &cfg.StallTimeout} {
 		if c.IsSet(flag) {
 			d, err := time.ParseDuration(c.String(flag))
 			if err != nil {
@@ -277,8 +289,13 @@ func (cfg *config) check() error {
 	if cfg.Discovery == "static" && len(cfg.peers) == 0 {
 		return errors.New("discovery static needs at least one --peer host:port")
 	}
-	if cfg.QueryTimeout.Duration <= 0 || cfg.ElectionWindow.Duration <= 0 || cfg.Heartbeat.Duration <= 0 {
-		return errors.New("query_timeout, election_window and heartbeat must be positive")
+	if cfg.QueryTimeout.Duration <= 0 || cfg.ElectionWindow.Duration <= 0 || cfg.Heartbeat.Duration <= 0 || cfg.StallTimeout.Duration <= 0 {
+		return errors.New("query_timeout, election_window, heartbeat and stall_timeout must be positive")
+	}
+	if n, err := humanize.ParseBytes(cfg.ShareMinSize); err != nil {
+		return fmt.Errorf("share_min_size %q: want a size such as 256KiB, or 0 to ask peers first for every artifact", cfg.ShareMinSize)
+	} else {
+		cfg.shareMinSize = int64(n)
 	}
 	for name, u := range cfg.chocolateyFeeds() {
 		pu, err := url.Parse(u)

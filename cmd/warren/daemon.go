@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -65,6 +66,8 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		ConnectPorts:    cfg.ConnectPorts,
 		IndexTTL:        cfg.IndexTTL.Duration,
 		NegativeTTL:     cfg.NegativeTTL.Duration,
+		StallTimeout:    cfg.StallTimeout.Duration,
+		ShareMinSize:    cmp.Or(cfg.shareMinSize, -1), // 0 in the config: peers first for all
 		ChocolateyFeeds: cfg.chocolateyFeeds(),
 		Logger:          log,
 	}

@@ -172,14 +172,42 @@ func tail(s string, n int) string {
 }
 
 type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
+	mu      sync.Mutex // guards b and changed
+	b       bytes.Buffer
+	changed chan struct{} // closed and replaced on every write
 }
 
 func (s *syncBuffer) WriteString(x string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.b.WriteString(x)
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+}
+
+// waitFor waits until the log holds substr, with a deadline.
+func (s *syncBuffer) waitFor(t testing.TB, substr string, deadline time.Duration) {
+	t.Helper()
+	timeout := time.After(deadline)
+	for {
+		s.mu.Lock()
+		found := strings.Contains(s.b.String(), substr)
+		if s.changed == nil {
+			s.changed = make(chan struct{})
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		if found {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			t.Fatalf("no log line with %q within %s", substr, deadline)
+		}
+	}
 }
 
 func (s *syncBuffer) String() string {

@@ -260,13 +260,17 @@ func TestReElectionWhenDownloaderDies(t *testing.T) {
 	for _, n := range nodes {
 		n.learn(t, repo)
 	}
-	done := fetchEach(t, nodes[1:], repo)
-	// Node 0 takes part too; it is the one that will be killed.
+	// Node 0 asks first, finds nobody else after the file, and downloads it.
 	go nodes[0].get(t, repo.up.URL+repo.path)
 	select {
 	case <-stalled:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the elected downloader never reached upstream")
+	}
+	// The others follow its growing file; then it dies.
+	done := fetchEach(t, nodes[1:], repo)
+	for _, n := range nodes[1:] {
+		n.logs.waitFor(t, `msg="fill source opened" from="peer `, 30*time.Second)
 	}
 	if err := nodes[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

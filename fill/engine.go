@@ -1,0 +1,382 @@
+package fill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// Source is one place a blob's bytes may come from: the consumer's view of
+// LAN peers, a hub or the origin. Open is called again after a stream of it
+// failed, so a source with several candidates (peers) or a resumable
+// transfer (origin) offers the next try; it returns an error wrapping
+// ErrSkip when it has nothing (more) to offer, and any other error ends its
+// turn too, remembered as the reason should no source deliver.
+type Source interface {
+	Open(ctx context.Context, off int64) (*Stream, error)
+}
+
+// Stream is one try of one source: the blob's bytes from the offset asked.
+type Stream struct {
+	Body io.ReadCloser
+	// From names the sender for logs ("origin", "peer 0a1b…").
+	From string
+	// Size is the whole blob's size as the sender says (-1: unknown). With
+	// no expected size, the first stream's Size becomes the cap.
+	Size int64
+	// Meta is what readers of the fill see (the proxy: Content-Type,
+	// Last-Modified, ETag), taken from the first stream.
+	Meta map[string]string
+	// Blame, if set, is told that the bytes this stream sent were wrong,
+	// too many, or too slow.
+	Blame func(reason error)
+	// Received, if set, counts the bytes taken from this stream.
+	Received func(n int64)
+}
+
+// ErrSkip is what a source's Open wraps to say "nothing (more) here".
+var ErrSkip = errors.New("source has nothing to offer")
+
+// stopError ends the whole fill at once (see Stop).
+type stopError struct{ err error }
+
+func (e stopError) Error() string { return e.err.Error() }
+func (e stopError) Unwrap() error { return e.err }
+
+// Stop marks err, returned by a source's Open, as the end of the fill: no
+// other source is tried (the origin's "not modified" or "not found").
+func Stop(err error) error { return stopError{err} }
+
+// Errors the engine blames streams with.
+var (
+	ErrTooMany = errors.New("source sent more bytes than the expected size")
+	ErrStalled = errors.New("source made too little progress")
+	ErrShort   = errors.New("source ended before the expected size")
+)
+
+// Want is what the fill must end as.
+type Want struct {
+	// Digest to verify; with Hex empty, the fill accepts what the bytes
+	// hash to in Digest.Algo (sha256 when empty): the URL cache.
+	Digest cachestore.Digest
+	// Size in bytes; -1 when unknown.
+	Size int64
+}
+
+// Config is the engine's policy.
+type Config struct {
+	// StallTimeout: a stream that delivers less than MinProgress bytes in
+	// this long is cut, blamed, and the next try begins at the same offset.
+	StallTimeout time.Duration // default 10s
+	// MinProgress is the progress a stream must make per StallTimeout
+	// (default 32 KiB: a trickle of a byte every few seconds is a stall).
+	MinProgress int64
+	// MaxRestarts bounds how often a fill begins again after its bytes
+	// failed verification (default 3).
+	MaxRestarts int
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Engine runs fills. It is stateless between fills and safe for
+// concurrent use.
+type Engine struct {
+	cfg  Config
+	bufs sync.Pool
+}
+
+// New builds an engine.
+func New(cfg Config) *Engine {
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 10 * time.Second
+	}
+	if cfg.MinProgress <= 0 {
+		cfg.MinProgress = 32 << 10
+	}
+	if cfg.MaxRestarts <= 0 {
+		cfg.MaxRestarts = 3
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Engine{cfg: cfg, bufs: sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}}
+}
+
+// Filler is what the engine writes into: cachestore.Fill.
+type Filler interface {
+	Start(info cachestore.FillInfo) error
+	Write(p []byte) (int, error)
+	Written() int64
+	Digest() cachestore.Digest
+	Restart() error
+	Commit(want cachestore.Digest, size int64) (cachestore.Digest, error)
+	Abort(err error)
+}
+
+var _ Filler = (*cachestore.Fill)(nil)
+
+// Result says how a fill ended.
+type Result struct {
+	Digest cachestore.Digest
+	Size   int64
+	Meta   map[string]string
+	// From lists who sent the committed bytes, in order.
+	From []string
+}
+
+// Run fills f from the sources in order until the blob is whole and
+// verified, then commits it. On failure f is aborted with the error, which
+// is also returned. ctx should be one no single client owns.
+func (e *Engine) Run(ctx context.Context, f Filler, want Want, sources []Source) (Result, error) {
+	r := &run{e: e, f: f, want: want, size: want.Size}
+	res, err := r.walk(ctx, sources)
+	if err != nil {
+		f.Abort(err)
+		return res, err
+	}
+	return res, nil
+}
+
+// run is one fill in progress.
+type run struct {
+	e       *Engine
+	f       Filler
+	want    Want
+	size    int64 // the cap: want.Size, or the first stream's Size
+	started bool
+	meta    map[string]string
+	// streams that contributed bytes since the last restart, for blame.
+	from     []*Stream
+	restarts int
+}
+
+func (r *run) walk(ctx context.Context, sources []Source) (Result, error) {
+	var last error
+	for i := 0; i < len(sources); {
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		off := r.f.Written()
+		st, err := sources[i].Open(ctx, off)
+		if err != nil {
+			var stop stopError
+			if errors.As(err, &stop) {
+				return Result{}, stop.err
+			}
+			if !errors.Is(err, ErrSkip) || last == nil {
+				last = err
+			}
+			i++
+			continue
+		}
+		r.e.cfg.Logger.Debug("fill source opened", slog.String("from", st.From), slog.Int64("offset", off))
+		if err := r.begin(st); err != nil {
+			st.Body.Close()
+			return Result{}, err
+		}
+		complete, err := r.take(ctx, st)
+		if err != nil {
+			var stop stopError
+			if errors.As(err, &stop) {
+				return Result{}, stop.err
+			}
+			last = err
+			r.e.cfg.Logger.Info("fill source failed; trying the next",
+				slog.String("from", st.From), slog.Int64("offset", r.f.Written()), slog.Any("err", err))
+			continue // the same source again: it offers its next try or skips
+		}
+		if !complete {
+			continue
+		}
+		res, err := r.verify()
+		if err == nil {
+			return res, nil
+		}
+		if !errors.Is(err, cachestore.ErrDigestMismatch) || r.restarts >= r.e.cfg.MaxRestarts {
+			return Result{}, err
+		}
+		last = err
+		r.restarts++
+		if rerr := r.f.Restart(); rerr != nil {
+			return Result{}, rerr
+		}
+		r.from = nil
+	}
+	if last == nil {
+		last = ErrSkip
+	}
+	return Result{}, fmt.Errorf("no source delivered the blob: %w", last)
+}
+
+// begin starts the fill with the first stream's figures, and checks each
+// later stream's claim against them.
+func (r *run) begin(st *Stream) error {
+	if r.started {
+		if r.size >= 0 && st.Size >= 0 && st.Size != r.size {
+			err := fmt.Errorf("%w: %s says %d bytes, expected %d", cachestore.ErrSizeMismatch, st.From, st.Size, r.size)
+			if st.Blame != nil {
+				st.Blame(err)
+			}
+			return err
+		}
+		return nil
+	}
+	if r.size < 0 {
+		r.size = st.Size
+	} else if st.Size >= 0 && st.Size != r.size {
+		err := fmt.Errorf("%w: %s says %d bytes, the repository metadata %d", cachestore.ErrSizeMismatch, st.From, st.Size, r.size)
+		if st.Blame != nil {
+			st.Blame(err)
+		}
+		return err
+	}
+	algo := r.want.Digest.Algo
+	if algo == "" {
+		algo = "sha256"
+	}
+	r.meta = st.Meta
+	if r.meta == nil {
+		r.meta = map[string]string{}
+	}
+	if err := r.f.Start(cachestore.FillInfo{Algo: algo, Size: r.size, Meta: r.meta}); err != nil {
+		return err
+	}
+	r.started = true
+	return nil
+}
+
+// take copies one stream into the fill under the watchdog and the cap.
+// complete says the blob has all its bytes (or, of unknown size, the
+// stream ended cleanly).
+func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
+	body := st.Body
+	defer body.Close()
+	// The watchdog: each StallTimeout the stream must have made
+	// MinProgress (or sent all that was left); else its body is closed,
+	// which unblocks the Read below.
+	var progress atomic.Int64
+	var stalled atomic.Bool
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(r.e.cfg.StallTimeout)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				need := r.e.cfg.MinProgress
+				if r.size >= 0 {
+					need = min(need, r.size-r.f.Written())
+				}
+				if progress.Swap(0) < need {
+					stalled.Store(true)
+					body.Close()
+					return
+				}
+			}
+		}
+	}()
+	defer func() { close(done); wg.Wait() }()
+
+	bp := r.e.bufs.Get().(*[]byte)
+	defer r.e.bufs.Put(bp)
+	buf := *bp
+	contributed := false
+	for {
+		room := int64(len(buf))
+		if r.size >= 0 {
+			room = min(room, r.size-r.f.Written())
+		}
+		if room == 0 {
+			// The cap: one more byte tells a source that sends too much.
+			var one [1]byte
+			if n, _ := body.Read(one[:]); n > 0 {
+				err := fmt.Errorf("%w (%d) from %s", ErrTooMany, r.size, st.From)
+				if st.Blame != nil {
+					st.Blame(err)
+				}
+				r.e.cfg.Logger.Warn("source sent more than the expected size; cut at the size", slog.String("from", st.From), slog.Int64("size", r.size))
+			}
+			return true, nil
+		}
+		n, rerr := body.Read(buf[:room])
+		if n > 0 {
+			progress.Add(int64(n))
+			if !contributed {
+				contributed = true
+				r.from = append(r.from, st)
+			}
+			if _, err := r.f.Write(buf[:n]); err != nil {
+				return false, Stop(err) // the fill is aborted (a full disk)
+			}
+			if st.Received != nil {
+				st.Received(int64(n))
+			}
+		}
+		if rerr == nil {
+			continue
+		}
+		if stalled.Load() {
+			err := fmt.Errorf("%w: less than %d bytes in %s from %s", ErrStalled, r.e.cfg.MinProgress, r.e.cfg.StallTimeout, st.From)
+			if st.Blame != nil {
+				st.Blame(err)
+			}
+			return false, err
+		}
+		if errors.Is(rerr, io.EOF) {
+			if r.size >= 0 && r.f.Written() < r.size {
+				return false, fmt.Errorf("%w: %s sent %d of %d bytes", ErrShort, st.From, r.f.Written(), r.size)
+			}
+			return true, nil
+		}
+		if ctx.Err() != nil {
+			return false, Stop(ctx.Err())
+		}
+		return false, fmt.Errorf("receive from %s after %d bytes: %w", st.From, r.f.Written(), rerr)
+	}
+}
+
+// verify commits the fill if its bytes hash right; a mismatch blames every
+// stream that contributed.
+func (r *run) verify() (Result, error) {
+	var names []string
+	for _, st := range r.from {
+		names = append(names, st.From)
+	}
+	want := r.want.Digest
+	if want.Algo == "" {
+		want.Algo = "sha256"
+	}
+	got := r.f.Digest()
+	if want.Hex != "" && got != want {
+		err := fmt.Errorf("%w: expected %s, got %s from %v", cachestore.ErrDigestMismatch, want, got, names)
+		for _, st := range r.from {
+			if st.Blame != nil {
+				st.Blame(err)
+			}
+		}
+		r.e.cfg.Logger.Warn("bytes failed verification; starting again from the next source",
+			slog.String("expected", want.String()), slog.String("actual", got.String()), slog.Any("from", names))
+		return Result{}, err
+	}
+	size := r.f.Written()
+	d, err := r.f.Commit(cachestore.Digest{Algo: want.Algo, Hex: want.Hex}, size)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Digest: d, Size: size, Meta: r.meta, From: names}, nil
+}

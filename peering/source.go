@@ -1,0 +1,326 @@
+package peering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/fill"
+)
+
+// Source is the LAN as one source of a fill: each Open offers the next
+// peer to take the blob from (one that has it, or the elected downloader's
+// growing file), until the retries are spent, no peer has it, or this
+// node is elected to fetch it itself. How the bytes arrive, and whether
+// they are right, is the fill engine's business; a peer it blames is not
+// asked again for a while.
+type Source struct {
+	n        *Node
+	d        cachestore.Digest
+	size     int64
+	progress func() int64
+
+	asked    chan struct{} // closed when the query is answered
+	answers  []Peer        // ready holders from the query
+	settled  bool          // every known peer answered, and none has or wants it
+	handed   bool          // a stream was handed out: another Open means it failed
+	failures int
+	over     error // set when the source has nothing more to offer
+
+	// The election, once entered.
+	electing  bool
+	decided   bool
+	winner    NodeID
+	decidedAt time.Time
+	windowEnd <-chan time.Time
+	deadline  time.Time
+	triedHave map[NodeID]bool
+	// triedBeat is, per downloader, the heartbeat after which it was last
+	// tried: it is tried again only on a newer one, so a dead downloader
+	// costs one failed try, not the whole retry budget before re-election.
+	triedBeat map[NodeID]time.Time
+}
+
+var _ fill.Source = (*Source)(nil)
+
+// Source returns the LAN as a fill source of blob d (size bytes, -1
+// unknown). The question "who has it?" is asked at once, in the
+// background, so that a caller that tries another source first (small
+// artifacts go upstream at once) finds the answers ready. progress feeds
+// the heartbeats should this node be elected. The caller ends its part with
+// Done.
+func (n *Node) Source(ctx context.Context, d cachestore.Digest, size int64, progress func() int64) fill.Source {
+	s := &Source{n: n, d: d, size: size, progress: progress, asked: make(chan struct{}),
+		triedHave: map[NodeID]bool{}, triedBeat: map[NodeID]time.Time{}}
+	// Interest first: a peer that asks about d from now on hears that we
+	// want it too, so two nodes can never both think they are alone.
+	n.update(d, func(e *election) { e.interest = true })
+	if len(n.askable()) == 0 {
+		// A node that knows no peer asks no one.
+		s.settled = true
+		close(s.asked)
+		return s
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer close(s.asked)
+		s.answers, s.settled = n.query(ctx, d)
+	}()
+	return s
+}
+
+// Open offers the next peer's stream of the blob from offset off.
+func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
+	n := s.n
+	if s.handed {
+		s.handed = false
+		s.failures++
+	}
+	select {
+	case <-s.asked:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for s.over == nil {
+		if s.failures >= n.cfg.PeerRetries {
+			s.over = fmt.Errorf("%w: %d peer tries failed", ErrNoPeer, s.failures)
+			break
+		}
+		if len(s.answers) > 0 {
+			i := pickWeighted(s.answers)
+			p := s.answers[i]
+			s.answers = slices.Delete(s.answers, i, i+1)
+			if st, ok := s.try(ctx, p, off); ok {
+				return st, nil
+			}
+			continue
+		}
+		switch {
+		case n.cfg.Passive:
+			s.over = fmt.Errorf("%w: none has it ready (passive nodes take no part in elections)", ErrNoPeer)
+		case len(n.table.Peers()) == 0:
+			// Nobody to elect with: a lone node pays nothing.
+			s.over = fmt.Errorf("%w: no peer known", ErrNoPeer)
+		case s.settled && !s.electing:
+			// Every peer said at once that it neither has nor wants it:
+			// no one to wait for. Downloading it now, and saying so, lets
+			// any latecomer follow this node instead.
+			n.startBeats(s.d, s.size, s.progress)
+			s.over = fmt.Errorf("%w: no peer has or wants it; this node fetches it", ErrNoPeer)
+		default:
+			p, err := s.elect(ctx)
+			if err != nil {
+				s.over = err
+				break
+			}
+			if st, ok := s.try(ctx, p, off); ok {
+				return st, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
+}
+
+// try opens p's stream; false (with the failure counted, unless p was
+// merely busy) when it did not answer with the blob.
+func (s *Source) try(ctx context.Context, p Peer, off int64) (*fill.Stream, bool) {
+	st, err := s.open(ctx, p, off)
+	if err == nil {
+		s.handed = true
+		return st, true
+	}
+	if !errors.Is(err, errBusy) {
+		s.failures++
+		s.n.log.Info("peer transfer failed", slog.String("peer", p.ID.String()), slog.String("digest", s.d.String()), slog.Any("err", err))
+	}
+	if ctx.Err() != nil {
+		s.over = ctx.Err()
+	}
+	return nil, false
+}
+
+var errBusy = errors.New("peer busy")
+
+// open asks p for the blob from off on.
+func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, error) {
+	n := s.n
+	u := "http://" + p.AddrPort().String() + BlobPathPrefix + s.d.Algo + "/" + s.d.Hex
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	if off > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	}
+	if len(n.cfg.Secret) > 0 {
+		req.Header.Set(tokenHeader, BlobToken(n.cfg.Secret, s.d))
+	}
+	resp, err := n.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	size := int64(-1)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		size = resp.ContentLength
+		if off > 0 {
+			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+				resp.Body.Close()
+				return nil, fmt.Errorf("skip to offset %d: %w", off, err)
+			}
+		}
+	case http.StatusPartialContent:
+		size = totalFromContentRange(resp.Header.Get("Content-Range"))
+	case http.StatusServiceUnavailable:
+		resp.Body.Close()
+		return nil, errBusy
+	default:
+		resp.Body.Close()
+		return nil, fmt.Errorf("peer answered %s", resp.Status)
+	}
+	if size < 0 && resp.StatusCode == http.StatusOK && resp.ContentLength < 0 {
+		size = -1 // a growing file of unknown size: the engine caps at the expected size
+	}
+	id := p.ID
+	return &fill.Stream{
+		Body: resp.Body,
+		From: "peer " + id.String(),
+		Size: size,
+		Blame: func(reason error) {
+			n.table.MarkBad(id, 10*time.Minute)
+			n.log.Warn("peer blamed; not asking it for 10m", slog.String("peer", id.String()),
+				slog.String("digest", s.d.String()), slog.Any("why", reason))
+		},
+	}, nil
+}
+
+// totalFromContentRange reads the total of "bytes a-b/total"; -1 if absent.
+func totalFromContentRange(h string) int64 {
+	i := len(h) - 1
+	for i >= 0 && h[i] != '/' {
+		i--
+	}
+	if i < 0 {
+		return -1
+	}
+	v, err := strconv.ParseInt(h[i+1:], 10, 64)
+	if err != nil || v < 0 {
+		return -1
+	}
+	return v
+}
+
+// pickWeighted chooses at random, each peer weighted by its priority.
+func pickWeighted(ps []Peer) int {
+	var total int64
+	for _, p := range ps {
+		total += int64(max(p.Priority, 1))
+	}
+	r := rand.Int64N(total)
+	for i, p := range ps {
+		r -= int64(max(p.Priority, 1))
+		if r < 0 {
+			return i
+		}
+	}
+	return len(ps) - 1
+}
+
+// elect announces that this node wants d, collects the others' wants for
+// the election window, and computes the same winner every node computes.
+// It returns a peer to fetch from: one that has it, or a live downloader.
+// When this node wins, it heartbeats and returns ErrNoPeer (fetch it
+// yourself). Heartbeats that stop for three intervals drop the winner and
+// elect again among the rest.
+func (s *Source) elect(ctx context.Context) (Peer, error) {
+	n := s.n
+	d := s.d
+	if !s.electing {
+		s.electing = true
+		want := Message{Type: MsgWant, Digest: d, Total: s.size}
+		me := n.self(want)
+		n.update(d, func(e *election) { e.wants[n.cfg.ID] = me })
+		n.sendAll(want)
+		s.deadline = n.now().Add(n.cfg.MaxWait)
+		s.windowEnd = time.After(n.cfg.ElectionWindow)
+	}
+	for {
+		snap, changed := n.snapshot(d)
+		// Anyone who has it, or is already downloading it, beats an election.
+		if p, ok := s.holder(snap); ok {
+			return p, nil
+		}
+		if s.decided {
+			last := snap.beatAt[s.winner]
+			if last.IsZero() {
+				last = s.decidedAt
+			}
+			if n.now().Sub(last) > 3*n.cfg.Heartbeat {
+				n.log.Info("elected downloader went quiet; electing again", slog.String("digest", d.String()), slog.String("was", s.winner.String()))
+				w := s.winner
+				n.update(d, func(e *election) { e.dead[w] = true; delete(e.wants, w) })
+				s.decided = false
+				continue
+			}
+		}
+		if !s.decided && s.windowEnd == nil {
+			w, ok := computeWinner(snap, s.size, n.cfg.SpaceAware)
+			if !ok {
+				return Peer{}, fmt.Errorf("%w: no wanting peer has room for it", ErrNoPeer)
+			}
+			s.winner, s.decided, s.decidedAt = w, true, n.now()
+			if w == n.cfg.ID {
+				n.startBeats(d, s.size, s.progress)
+				return Peer{}, fmt.Errorf("%w: this node was elected to download it", ErrNoPeer)
+			}
+			n.log.Debug("waiting for the elected downloader", slog.String("digest", d.String()), slog.String("winner", w.String()))
+		}
+		if n.now().After(s.deadline) {
+			return Peer{}, fmt.Errorf("%w: no peer delivered within %s", ErrNoPeer, n.cfg.MaxWait)
+		}
+		select {
+		case <-ctx.Done():
+			return Peer{}, ctx.Err()
+		case <-s.windowEnd:
+			s.windowEnd = nil
+		case <-changed:
+		case <-time.After(n.cfg.Heartbeat):
+		}
+	}
+}
+
+// holder picks a node that has d and was not tried yet, or a live
+// downloader with a heartbeat newer than its last try.
+func (s *Source) holder(snap election) (Peer, bool) {
+	n := s.n
+	var cands []Peer
+	for id := range snap.haves {
+		if p, ok := n.table.Get(id); ok && n.table.Good(id) && !p.Passive && !s.triedHave[id] {
+			cands = append(cands, p)
+		}
+	}
+	if len(cands) > 0 {
+		p := cands[pickWeighted(cands)]
+		s.triedHave[p.ID] = true
+		return p, true
+	}
+	for id, at := range snap.beatAt {
+		if snap.dead[id] || n.now().Sub(at) > 3*n.cfg.Heartbeat || id == n.cfg.ID || !at.After(s.triedBeat[id]) {
+			continue
+		}
+		s.triedBeat[id] = at
+		if p, ok := n.table.Get(id); ok && n.table.Good(id) {
+			return p, true
+		}
+	}
+	return Peer{}, false
+}
