@@ -684,7 +684,20 @@ func (l badgerLogger) Errorf(f string, a ...any) {
 	l.log.Error(strings.TrimSpace(fmt.Sprintf(f, a...)), slog.String("component", "badger"))
 }
 func (l badgerLogger) Warningf(f string, a ...any) {
-	l.log.Warn(strings.TrimSpace(fmt.Sprintf(f, a...)), slog.String("component", "badger"))
+	msg := strings.TrimSpace(fmt.Sprintf(f, a...))
+	// Badger says this every minute when the block cache is small, as
+	// ours is on purpose (a small daemon; the index is read by key, not
+	// scanned): not worth a warning.
+	if strings.HasPrefix(msg, "Block cache might be too small") {
+		l.log.Debug(firstLine(msg), slog.String("component", "badger"))
+		return
+	}
+	l.log.Warn(msg, slog.String("component", "badger"))
+}
+
+func firstLine(s string) string {
+	first, _, _ := strings.Cut(s, "\n")
+	return first
 }
 func (l badgerLogger) Infof(f string, a ...any) {
 	l.log.Debug(strings.TrimSpace(fmt.Sprintf(f, a...)), slog.String("component", "badger"))

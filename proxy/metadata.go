@@ -288,48 +288,55 @@ func lastSegment(p string) string {
 
 // Ecosystems, as the known-artifacts figure names them.
 const (
-	ecoDebian     = "debian"
-	ecoRPM        = "rpm"
-	ecoChocolatey = "chocolatey"
+	// EcoDebian, EcoRPM and EcoChocolatey label CountKnown's figures.
+	EcoDebian     = "debian"
+	EcoRPM        = "rpm"
+	EcoChocolatey = "chocolatey"
 )
 
 // ecosystemOf says which ecosystem a learnt key belongs to.
 func ecosystemOf(key string) string {
 	if strings.HasPrefix(key, "chocolatey:") {
-		return ecoChocolatey
+		return EcoChocolatey
 	}
 	u, err := url.Parse(key)
 	if err != nil {
 		return ""
 	}
 	if debian.Classify(u.Path) != debian.KindOther {
-		return ecoDebian
+		return EcoDebian
 	}
 	if rpm.Classify(u.Host, u.Path) != rpm.KindOther {
-		return ecoRPM
+		return EcoRPM
 	}
 	return ""
 }
 
 // KnownArtifacts is how many URL -> digest facts warren has learnt, by
-// ecosystem. It recounts (a keys-only scan of the index: tens of
-// milliseconds for a whole Debian release) only after something was learnt.
+// ecosystem. It recounts only after something was learnt.
 func (s *Server) KnownArtifacts() map[string]int64 {
 	s.knownMu.Lock()
 	defer s.knownMu.Unlock()
 	if s.known != nil && !s.knownDirty.Swap(false) {
 		return maps.Clone(s.known)
 	}
-	counts := map[string]int64{ecoDebian: 0, ecoRPM: 0, ecoChocolatey: 0}
-	err := s.store.KnownKeys(func(key string) {
-		if eco := ecosystemOf(key); eco != "" {
-			counts[eco]++
-		}
-	})
+	counts, err := CountKnown(s.store)
 	if err != nil {
 		s.log.Warn("could not count the learnt hashes", slog.Any("err", err))
 		s.knownDirty.Store(true)
 	}
 	s.known = counts
 	return maps.Clone(counts)
+}
+
+// CountKnown counts the facts in an index by ecosystem: a keys-only scan,
+// tens of milliseconds for a whole Debian release.
+func CountKnown(idx interface{ KnownKeys(func(string)) error }) (map[string]int64, error) {
+	counts := map[string]int64{EcoDebian: 0, EcoRPM: 0, EcoChocolatey: 0}
+	err := idx.KnownKeys(func(key string) {
+		if eco := ecosystemOf(key); eco != "" {
+			counts[eco]++
+		}
+	})
+	return counts, err
 }

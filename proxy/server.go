@@ -278,6 +278,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case "/metrics":
 			s.metrics.ServeHTTP(w, r)
 			return
+		case "/favicon.ico":
+			// Browsers ask for it beside the status page: it is no
+			// apt-cacher-ng style request for a host named favicon.ico.
+			http.NotFound(w, r)
+			return
 		}
 	}
 	s.stats.Requests.Add(1) // what clients ask of the proxy, not of its own pages

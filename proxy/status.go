@@ -28,6 +28,8 @@ type Status struct {
 	DatagramsDropped int64
 	Peers            []StatusPeer
 	Transfers        []StatusTransfer
+	// KnownArtifacts counts the URL -> digest facts learnt, by ecosystem.
+	KnownArtifacts map[string]int64
 }
 
 // Figures are the status's numbers by name, for /_warren/stats and the CLI.
@@ -37,7 +39,16 @@ func (st Status) Figures() map[string]any {
 		"peers": len(st.Peers), "uploads_active": st.Uploads, "uploads_peak": st.UploadsPeak,
 		"bytes_uploaded": st.BytesUploaded, "uploads_refused_busy": st.UploadsRefused,
 		"datagrams_dropped": st.DatagramsDropped, "transfers": len(st.Transfers),
+		"known_artifacts": sumValues(st.KnownArtifacts),
 	}
+}
+
+func sumValues(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 // StatusPeer is one row of the peers table.
@@ -71,6 +82,12 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesFetched.Load()) }, prometheus.Labels{"source": "upstream"})
 	counter("warren_upstream_fetches_total", "Requests fills made to upstream (revalidations included).", func() float64 { return float64(s.stats.UpstreamFetches.Load()) }, nil)
 	counter("warren_digest_mismatches_total", "Blobs refused because their bytes did not match the metadata.", func() float64 { return float64(s.stats.Mismatches.Load()) }, nil)
+	for _, eco := range []string{EcoDebian, EcoRPM, EcoChocolatey} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "warren_known_artifacts", Help: "URL -> digest facts learnt from repository metadata, by ecosystem.",
+			ConstLabels: prometheus.Labels{"ecosystem": eco},
+		}, func() float64 { return float64(s.KnownArtifacts()[eco]) }))
+	}
 	for _, c := range extra {
 		reg.MustRegister(c)
 	}
@@ -103,10 +120,11 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <tr><th>bytes saved</th><td class="big" id="bytes-saved">{{bytes .Saved}}</td><td>{{bytes .FromCache}} from the cache, {{bytes .FromPeers}} from peers, {{bytes .FromUpstream}} from upstream</td></tr>
 <tr><th>cache</th><td id="cache-use">{{bytes .S.CacheBytes}}{{if .S.CacheMax}} of {{bytes .S.CacheMax}}{{end}}</td>
 <td>{{.S.Blobs}} blobs{{if .S.CacheMax}} <span class="bar"><span style="width:{{pct .S.CacheBytes .S.CacheMax}}%"></span></span>{{end}}</td></tr>
+<tr><th>learnt hashes</th><td id="known">{{.KnownTotal}}</td><td>{{range $eco, $n := .Known}}{{$n}} {{$eco}} {{end}}</td></tr>
 <tr><th>uploads to peers</th><td>{{.S.Uploads}} of {{.S.UploadSlots}} slots</td><td>{{.Mismatches}} digest mismatches refused</td></tr>
 </table>
 <h2>Transfers in progress</h2>
-<table id="transfers"><tr><th>what</th><th>progress</th><th></th></tr>
+<table id="transfers"><tr><th>what</th><th>received</th><th>progress</th></tr>
 {{range .S.Transfers}}<tr><td>{{.What}}</td><td>{{bytes .Written}}{{if ge .Size 0}} of {{bytes .Size}}{{end}}</td>
 <td>{{if gt .Size 0}}<span class="bar"><span style="width:{{pct .Written .Size}}%"></span></span>{{end}}</td></tr>
 {{else}}<tr><td colspan="3">none</td></tr>{{end}}</table>
@@ -148,6 +166,7 @@ func (s *Server) serveStatusPage(w http.ResponseWriter) {
 		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": s.stats.BytesFetched.Load(),
 		"Saved": fromCache + fromPeers, "Mismatches": s.stats.Mismatches.Load(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
+		"Known": s.KnownArtifacts(), "KnownTotal": sumValues(s.KnownArtifacts()),
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, data); err != nil {

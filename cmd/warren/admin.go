@@ -165,8 +165,15 @@ func (a *adminAPI) stat(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	known, err := proxy.CountKnown(a.store)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
 	writeJSON(w, map[string]any{"cache_dir": a.store.Dir(), "blobs": n, "bytes": used, "cache_max": a.store.MaxBytes(),
-		"free_for_cache": a.store.Free(), "evictions": a.store.Evictions()})
+		"free_for_cache": a.store.Free(), "evictions": a.store.Evictions(),
+		"known_artifacts": known[proxy.EcoDebian] + known[proxy.EcoRPM] + known[proxy.EcoChocolatey],
+		"known_debian":    known[proxy.EcoDebian], "known_rpm": known[proxy.EcoRPM], "known_chocolatey": known[proxy.EcoChocolatey]})
 }
 
 // resolve turns "sha256:<hex>" or a URL into the blob's digest.
@@ -505,13 +512,20 @@ func runVerify(c *cli.Context, cfg config) error {
 				fmt.Fprintln(os.Stderr)
 			}
 			if c.Bool("json") {
-				return json.NewEncoder(c.App.Writer).Encode(ev.Report)
+				if err := json.NewEncoder(c.App.Writer).Encode(ev.Report); err != nil || len(ev.Report.Bad) == 0 {
+					return err
+				}
+				return fmt.Errorf("verify: %d bad blobs removed", len(ev.Report.Bad))
 			}
-			fmt.Fprintf(c.App.Writer, "verified %d blobs; %d bad, removed\n", ev.Report.Checked, len(ev.Report.Bad))
+			if len(ev.Report.Bad) == 0 {
+				fmt.Fprintf(c.App.Writer, "verified %d blobs; all good\n", ev.Report.Checked)
+				return nil
+			}
+			fmt.Fprintf(c.App.Writer, "verified %d blobs; %d bad, removed:\n", ev.Report.Checked, len(ev.Report.Bad))
 			for _, b := range ev.Report.Bad {
 				fmt.Fprintf(c.App.Writer, "  bad: %s\n", b)
 			}
-			return nil
+			return fmt.Errorf("verify: %d blobs did not match their digest and were removed (a disk or memory fault?); they are fetched again when asked for", len(ev.Report.Bad))
 		case tty:
 			fmt.Fprintf(os.Stderr, "\rverifying %d/%d", ev.Done, ev.Total)
 		}

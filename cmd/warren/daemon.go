@@ -166,6 +166,9 @@ func (d *daemon) status() proxy.Status {
 				Priority: p.Priority, FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
 		}
 	}
+	if d.proxy != nil {
+		st.KnownArtifacts = d.proxy.KnownArtifacts()
+	}
 	for _, f := range d.store.Fills() {
 		st.Transfers = append(st.Transfers, proxy.StatusTransfer{What: f.Key, Written: f.Written, Size: f.Size})
 	}
