@@ -369,3 +369,67 @@ func TestSecondOpenFailsClearly(t *testing.T) {
 		t.Fatalf("second Open err = %v", err)
 	}
 }
+
+// The usage totals change in one place, with the index entries: 1,000
+// concurrent pairs of a reader opening a blob and a remover taking it away
+// end with the true totals, never a negative count.
+func TestUsageCannotDrift(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ds []Digest
+	for i := range 20 {
+		ds = append(ds, fill(t, s, []byte(fmt.Sprintf("blob %d %s", i, strings.Repeat("x", i*100)))))
+	}
+	var wg sync.WaitGroup
+	for i := range 1000 {
+		d := ds[i%len(ds)]
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if b, _, err := s.OpenBlob(d); err == nil {
+				b.Close()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			_ = s.Remove(d)
+		}()
+	}
+	wg.Wait()
+	infos, err := s.Blobs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for _, bi := range infos {
+		want += bi.Size
+	}
+	used, n, _ := s.Usage()
+	if used != want || n != len(infos) {
+		t.Fatalf("usage %d bytes in %d blobs, the index holds %d bytes in %d", used, n, want, len(infos))
+	}
+}
+
+// Removing a blob removes the URL-cache entries that name it, so the URL
+// is fetched again rather than revalidated into nothing.
+func TestRemoveDropsURLEntries(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := fill(t, s, []byte("InRelease bytes"))
+	const u = "http://deb.example/debian/dists/stable/InRelease"
+	if err := s.PutCached(u, Cached{Digest: d, Size: 15}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(d); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Cached(u); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("URL entry after its blob was removed: %v, want ErrNotFound", err)
+	}
+}

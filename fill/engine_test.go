@@ -1,0 +1,256 @@
+package fill
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// httpSource is a real HTTP server as a source: each Open is one GET with
+// Range; after blame it offers nothing more.
+type httpSource struct {
+	url    string
+	name   string
+	mu     sync.Mutex
+	blamed []error
+	opens  int
+	max    int // opens allowed (default 1)
+}
+
+func (h *httpSource) Open(ctx context.Context, off int64) (*Stream, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.blamed) > 0 || h.opens >= max(h.max, 1) {
+		return nil, fmt.Errorf("%w: %s is done", ErrSkip, h.name)
+	}
+	h.opens++
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.url, nil)
+	if off > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	size := resp.ContentLength
+	if resp.StatusCode == http.StatusPartialContent {
+		size = -1
+	}
+	return &Stream{Body: resp.Body, From: h.name, Size: size, Blame: func(reason error) {
+		h.mu.Lock()
+		h.blamed = append(h.blamed, reason)
+		h.mu.Unlock()
+	}}, nil
+}
+
+func (h *httpSource) blame() []error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.blamed
+}
+
+// serve starts a server whose handler writes the body it is given.
+func serve(t *testing.T, h http.HandlerFunc) string {
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() { srv.CloseClientConnections(); srv.Close(); http.DefaultClient.CloseIdleConnections() })
+	return srv.URL
+}
+
+func blob(n int, seed byte) ([]byte, cachestore.Digest) {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7) ^ seed
+	}
+	sum := sha256.Sum256(b)
+	return b, cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+}
+
+func openStore(t *testing.T) *cachestore.Store {
+	s, err := cachestore.Open(cachestore.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// run fills d from the sources and returns the stored bytes.
+func runFill(t *testing.T, e *Engine, s *cachestore.Store, want Want, sources ...Source) ([]byte, Result, error) {
+	t.Helper()
+	f, leader := s.BeginFill(cachestore.FillKey(want.Digest))
+	if !leader {
+		t.Fatal("not the leader")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	res, err := e.Run(ctx, f, want, sources)
+	if err != nil {
+		return nil, res, err
+	}
+	b, _, err := s.OpenBlob(res.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	got, _ := io.ReadAll(b)
+	return got, res, nil
+}
+
+// Each hostile source: the fill still ends with the exact blob, from the
+// next source, and the hostile one is blamed for what it did.
+func TestHostileSourceThenGood(t *testing.T) {
+	body, d := blob(300<<10, 1)
+	wrong, _ := blob(300<<10, 2)
+	good := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	})
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		blame   error // what the hostile source must be blamed for
+	}{
+		{"too many bytes", func(w http.ResponseWriter, r *http.Request) {
+			// The right bytes, then more: cut at the size; what was
+			// taken verifies, so the fill commits without the next source.
+			w.Write(body)
+			w.Write([]byte("and more"))
+		}, ErrTooMany},
+		{"a body larger than the size, wrong", func(w http.ResponseWriter, r *http.Request) {
+			w.Write(wrong)
+			w.Write(make([]byte, 1<<20))
+		}, cachestore.ErrDigestMismatch},
+		{"wrong bytes", func(w http.ResponseWriter, r *http.Request) {
+			w.Write(wrong)
+		}, cachestore.ErrDigestMismatch},
+		{"trickle", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			for i := 0; i < len(body); i++ {
+				if _, err := w.Write(body[i : i+1]); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+		}, ErrStalled},
+		{"stall after the headers", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			w.Write(body[:1000])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}, ErrStalled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := openStore(t)
+			e := New(Config{StallTimeout: 200 * time.Millisecond})
+			bad := &httpSource{url: serve(t, tt.handler), name: "hostile"}
+			next := &httpSource{url: good, name: "good"}
+			got, res, err := runFill(t, e, s, Want{Digest: d, Size: int64(len(body))}, bad, next)
+			if err != nil {
+				t.Fatalf("fill failed: %v", err)
+			}
+			if !bytes.Equal(got, body) {
+				t.Fatalf("stored %d bytes that are not the blob", len(got))
+			}
+			blamed := bad.blame()
+			if !slices.ContainsFunc(blamed, func(e error) bool { return errors.Is(e, tt.blame) }) {
+				t.Fatalf("hostile source blamed for %v, want %v", blamed, tt.blame)
+			}
+			if len(next.blame()) != 0 {
+				t.Fatalf("the good source was blamed: %v", next.blame())
+			}
+			t.Logf("from %v", res.From)
+		})
+	}
+}
+
+// A source that breaks off is resumed at the offset written, by the next
+// try (here the same source again), and readers following the fill see
+// one seamless stream.
+func TestResumeAtOffset(t *testing.T) {
+	body, d := blob(200<<10, 3)
+	var mu sync.Mutex
+	var ranges []string
+	url := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		ranges = append(ranges, r.Header.Get("Range"))
+		first := len(ranges) == 1
+		mu.Unlock()
+		if first {
+			w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+			w.Write(body[:70000])
+			panic(http.ErrAbortHandler)
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	})
+	s := openStore(t)
+	src := &httpSource{url: url, name: "flaky", max: 3}
+	got, _, err := runFill(t, New(Config{}), s, Want{Digest: d, Size: int64(len(body))}, src)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("fill: %v, %d bytes", err, len(got))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(ranges) != 2 || ranges[1] != "bytes=70000-" {
+		t.Fatalf("requests' Range %q, want a resume at 70000", ranges)
+	}
+}
+
+// No source: the fill fails with the reason and stores nothing; a reader
+// that took bytes of a blob that then failed verification is cut, never
+// handed a whole wrong file.
+func TestNoSourceDelivers(t *testing.T) {
+	body, d := blob(100<<10, 4)
+	wrong, _ := blob(100<<10, 5)
+	bad := &httpSource{name: "wrong", url: serve(t, func(w http.ResponseWriter, r *http.Request) { w.Write(wrong) })}
+	s := openStore(t)
+	f, _ := s.BeginFill(cachestore.FillKey(d))
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	readErr := make(chan error, 1)
+	go func() {
+		rd, err := f.NewReader(ctx, 0)
+		if err != nil {
+			readErr <- err
+			return
+		}
+		defer rd.Close()
+		got, err := io.ReadAll(rd)
+		if err == nil {
+			err = fmt.Errorf("reader got %d bytes and a clean end", len(got))
+		}
+		readErr <- err
+	}()
+	_, err := New(Config{}).Run(ctx, f, Want{Digest: d, Size: int64(len(body))}, []Source{bad})
+	if !errors.Is(err, cachestore.ErrDigestMismatch) && !strings.Contains(err.Error(), "no source delivered") {
+		t.Fatalf("err = %v", err)
+	}
+	if rerr := <-readErr; rerr == nil || strings.Contains(rerr.Error(), "clean end") {
+		t.Fatalf("reader: %v", rerr)
+	}
+	if _, err := s.Stat(d); !errors.Is(err, cachestore.ErrNotFound) {
+		t.Fatalf("a blob was stored: %v", err)
+	}
+}
