@@ -96,11 +96,12 @@ fuzz: check-go
 	done
 
 # Hit throughput (20 MB, MB/s), small-file hits (req/s), peer upload rate
-# against its limit, daemon RSS.
+# against its limit, daemon RSS, learning a real-size Packages.xz (time
+# against xz -dc, peak RSS).
 bench: check-go
 	$(GO) test -run '^$$' -bench . -benchtime 3s ./proxy
 	$(GO) test -run '^$$' -bench UploadRate -benchtime 3x ./peering
-	$(GO) test -run '^$$' -bench DaemonRSS -benchtime 1x ./cmd/warren
+	$(GO) test -run '^$$' -bench 'DaemonRSS|IndexLearning' -benchtime 1x ./cmd/warren
 
 clean:
 	rm -rf bin dist

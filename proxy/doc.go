@@ -1,10 +1,12 @@
 // Package proxy is warren's HTTP front. apt (and later dnf and choco) talk to
 // it as an HTTP proxy, or apt-cacher-ng style with the upstream host in the
-// path. It classifies each URL, serves hits from the store, runs one fill
-// per digest (or per URL) on a context no client owns, verifies what
-// upstream sends against the hashes learnt from repository metadata, and
-// records those hashes as the metadata passes through. CONNECT tunnels and
-// requests it does not cache go through elazarl/goproxy.
+// path. It classifies each URL and keys it in one canonical form, serves
+// hits from the store, and hands misses to the fill engine (package fill):
+// one fill per digest (or per URL) on a context no client owns, over the
+// LAN's peers and the origin as sources, verified against the hashes learnt
+// from repository metadata. Metadata is learnt from its verified blob once
+// stored (metadata.go). CONNECT tunnels and requests it does not cache go
+// through elazarl/goproxy.
 //
 // handler.go tells the story of one request from top to bottom.
 package proxy

@@ -80,13 +80,18 @@ func TestCLIStatusAndCache(t *testing.T) {
 		t.Fatalf("status with the daemon stopped: %v %s", err, out)
 	}
 
-	// Damage the blob (same size): verify finds it and removes it.
+	// A clean cache verifies with success.
+	if out, err := runApp(t, "cache", "verify", "--cache-dir", dir); err != nil || !strings.Contains(out, "all good") {
+		t.Fatalf("verify of a good cache: %v %s", err, out)
+	}
+	// Damage the blob (same size): verify finds it, removes it, and fails
+	// (a script or a timer unit must hear about it).
 	hexDigest := strings.TrimPrefix(rows[0].Digest, "sha256:")
 	blob := filepath.Join(dir, "blobs", "sha256", hexDigest[:2], hexDigest)
 	os.WriteFile(blob, []byte(strings.Repeat("x", len(body))), 0o600)
 	out, err = runApp(t, "cache", "verify", "--cache-dir", dir, "--json")
-	if err != nil || !strings.Contains(out, rows[0].Digest) {
-		t.Fatalf("verify: %v %s", err, out)
+	if err == nil || !strings.Contains(out, rows[0].Digest) {
+		t.Fatalf("verify of a damaged blob: err %v (want a failure), out %s", err, out)
 	}
 	if rows := ls(); len(rows) != 0 {
 		t.Fatalf("bad blob still listed: %+v", rows)
