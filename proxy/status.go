@@ -166,7 +166,7 @@ func (s *Server) serveStatusPage(w http.ResponseWriter) {
 		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": s.stats.BytesFetched.Load(),
 		"Saved": fromCache + fromPeers, "Mismatches": s.stats.Mismatches.Load(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
-		"Known": s.KnownArtifacts(), "KnownTotal": sumValues(s.KnownArtifacts()),
+		"Known":  s.KnownArtifacts(), "KnownTotal": sumValues(s.KnownArtifacts()),
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, data); err != nil {
