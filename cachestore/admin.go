@@ -22,14 +22,24 @@ func (s *Store) URLs() (map[Digest][]string, error) {
 		for _, prefix := range []string{prefixKnown, prefixCached} {
 			it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefix)})
 			for it.Rewind(); it.Valid(); it.Next() {
-				var v struct {
-					Digest Digest `json:"digest"`
-				}
-				if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &v) }); err != nil {
+				var d Digest
+				err := it.Item().Value(func(b []byte) error {
+					if prefix == prefixKnown {
+						var k Known
+						err := decodeKnown(b, &k)
+						d = k.Digest
+						return err
+					}
+					var c Cached
+					err := json.Unmarshal(b, &c)
+					d = c.Digest
+					return err
+				})
+				if err != nil {
 					continue
 				}
 				u := strings.TrimPrefix(string(it.Item().Key()), prefix)
-				out[v.Digest] = append(out[v.Digest], u)
+				out[d] = append(out[d], u)
 			}
 			it.Close()
 		}

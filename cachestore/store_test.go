@@ -433,3 +433,51 @@ func TestRemoveDropsURLEntries(t *testing.T) {
 		t.Fatalf("URL entry after its blob was removed: %v, want ErrNotFound", err)
 	}
 }
+
+// Facts round-trip through the compact form, and JSON facts of earlier
+// versions still read.
+func TestKnownEncoding(t *testing.T) {
+	for _, k := range []Known{
+		{Digest: sha([]byte("a")), Size: 12345, Name: "main/binary-amd64/Packages.xz"},
+		{Digest: Digest{Algo: "sha512", Hex: strings.Repeat("ab", 64)}, Size: -1, Source: "https://example.org/x.nupkg"},
+		{Digest: Digest{Algo: "sha1", Hex: strings.Repeat("01", 20)}, Size: 0},
+	} {
+		b, err := encodeKnown(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Known
+		if err := decodeKnown(b, &got); err != nil || got != k {
+			t.Fatalf("round trip of %+v: %+v, %v", k, got, err)
+		}
+	}
+	var old Known
+	if err := decodeKnown([]byte(`{"digest":{"Algo":"sha256","Hex":"`+strings.Repeat("0", 64)+`"},"size":7}`), &old); err != nil || old.Size != 7 {
+		t.Fatalf("JSON fact: %+v %v", old, err)
+	}
+	for _, bad := range [][]byte{nil, {1}, {1, 9}, {1, 1, 0}, {2, 1}} {
+		if err := decodeKnown(bad, &old); err == nil {
+			t.Fatalf("decodeKnown(%v) accepted a malformed record", bad)
+		}
+	}
+}
+
+func FuzzDecodeKnown(f *testing.F) {
+	b, _ := encodeKnown(Known{Digest: sha([]byte("x")), Size: 5, Name: "n"})
+	f.Add(b)
+	f.Add([]byte(`{"digest":{"Algo":"sha256"}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var k Known
+		if decodeKnown(b, &k) != nil || b[0] == '{' {
+			return
+		}
+		again, err := encodeKnown(k)
+		if err != nil {
+			t.Fatalf("decoded %+v does not encode: %v", k, err)
+		}
+		var k2 Known
+		if err := decodeKnown(again, &k2); err != nil || k2 != k {
+			t.Fatalf("%+v re-encoded decodes as %+v, %v", k, k2, err)
+		}
+	})
+}

@@ -26,7 +26,7 @@ import (
 
 // learnBatch bounds the facts held in memory at once; each batch is one
 // index write.
-const learnBatch = 2048
+const learnBatch = 512
 
 // learnWaitMax bounds how long a request waits for a learn in progress.
 const learnWaitMax = 15 * time.Second
@@ -151,7 +151,7 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 	}
 	defer f.Close()
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch)}
-	err = parseMeta(p, scope, bufio.NewReaderSize(f, 256<<10), rec.add)
+	err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
 	if err == nil {
 		err = rec.flush()
 	}
@@ -214,10 +214,10 @@ type emitFunc func(key string, inScope bool, k cachestore.Known) error
 
 // parseMeta turns one metadata file into URL -> digest facts, each passed
 // to emit with its canonical key and whether it lies inside scope.
-func parseMeta(p plan, scope repoScope, r io.Reader, emit emitFunc) error {
+func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.Reader, emit emitFunc) error {
 	switch p.meta {
 	case metaRelease:
-		rel, err := debian.ParseRelease(r)
+		rel, err := debian.ParseRelease(bufio.NewReader(r))
 		if err != nil {
 			return err
 		}
@@ -237,7 +237,7 @@ func parseMeta(p plan, scope repoScope, r io.Reader, emit emitFunc) error {
 		}
 		return nil
 	case metaPackages, metaSources:
-		zr, err := decompress(p.metaName, r, maxIndexBytes)
+		zr, err := dec.open(ctx, p.metaName, r, maxIndexBytes)
 		if err != nil {
 			return err
 		}
@@ -251,7 +251,7 @@ func parseMeta(p plan, scope repoScope, r io.Reader, emit emitFunc) error {
 			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: pkg.SHA256}, Size: pkg.Size})
 		})
 	case metaRepomd:
-		data, err := rpm.ParseRepomd(r)
+		data, err := rpm.ParseRepomd(bufio.NewReader(r))
 		if err != nil {
 			return err
 		}
@@ -263,7 +263,7 @@ func parseMeta(p plan, scope repoScope, r io.Reader, emit emitFunc) error {
 		}
 		return nil
 	case metaPrimary:
-		zr, err := decompress(p.metaName, r, maxIndexBytes)
+		zr, err := dec.open(ctx, p.metaName, r, maxIndexBytes)
 		if err != nil {
 			return err
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
@@ -84,7 +85,16 @@ func newLogger(level slog.Level) *slog.Logger {
 }
 
 // serve runs the daemon until ctx ends.
+// serveMemoryLimit is the daemon's soft heap limit: the garbage collector
+// works harder near it instead of letting a burst (learning a whole
+// archive's index) double the heap. Its working set is some 20 MB, so the
+// limit costs no thrashing. GOMEMLIMIT overrides it.
+const serveMemoryLimit = 32 << 20
+
 func serve(ctx context.Context, cfg config) error {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(serveMemoryLimit)
+	}
 	d, err := newDaemon(cfg, newLogger(cfg.logLevel))
 	if err != nil {
 		return err

@@ -67,6 +67,9 @@ func BenchmarkIndexLearning(b *testing.B) {
 	}
 	requireTools(b, "xz")
 	dir := b.TempDir()
+	if d := os.Getenv("WARREN_BENCH_KEEP"); d != "" {
+		dir = d // keep the generated index for profiling
+	}
 	xzPath := realSizePackages(b, dir)
 	xzBytes, _ := os.ReadFile(xzPath)
 	sum := sha256.Sum256(xzBytes)
@@ -121,9 +124,34 @@ func BenchmarkIndexLearning(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
-			kb, _ := strconv.ParseFloat(f[1], 64)
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmHWM:":
 			b.ReportMetric(kb/1024, "MB-daemon-peak-RSS")
+		case "RssAnon:":
+			b.ReportMetric(kb/1024, "MB-anon-after")
+		case "RssFile:":
+			b.ReportMetric(kb/1024, "MB-file-after")
+		}
+	}
+	if os.Getenv("WARREN_BENCH_SMAPS") != "" {
+		sm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", cmd.Process.Pid))
+		var name string
+		for _, line := range strings.Split(string(sm), "\n") {
+			f := strings.Fields(line)
+			if len(f) >= 5 && strings.Contains(f[0], "-") {
+				name = ""
+				if len(f) >= 6 {
+					name = f[5]
+				}
+			}
+			if len(f) >= 2 && f[0] == "Rss:" && f[1] != "0" {
+				b.Logf("%8s kB %s", f[1], name)
+			}
 		}
 	}
 	b.ReportMetric(float64(len(xzBytes))/(1<<20), "MB-xz")
