@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Fill is one blob being written. Exactly one leader writes it; any number of
@@ -34,9 +36,15 @@ type Fill struct {
 	gen     int
 	checked int64 // written when free space was last checked
 	done    bool
-	err     error         // why the fill failed, once done
-	digest  Digest        // the committed digest, once done without error
-	changed chan struct{} // closed and replaced on every change
+	// verified: the bytes hashed right. Readers get the last byte from
+	// then on; making the blob durable (flush, rename, index) follows, off
+	// the clients' path.
+	verified bool
+	indexed  bool          // the blob is in the index (then digest is set)
+	uses     int64         // hits served from the fill before it was indexed
+	err      error         // why the fill failed, once done
+	digest   Digest        // the committed digest, once done without error
+	changed  chan struct{} // closed and replaced on every change
 }
 
 // FillInfo is what the leader knows when the first byte is about to arrive.
@@ -73,6 +81,14 @@ func (f *Fill) Meta() map[string]string {
 	return f.info.Meta
 }
 
+// Verified says whether the fill's bytes are whole and hashed right (they
+// may still be being stored).
+func (f *Fill) Verified() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.verified
+}
+
 // Written is how many bytes the leader has written so far.
 func (f *Fill) Written() int64 {
 	f.mu.Lock()
@@ -106,6 +122,36 @@ func (s *Store) Fills() []FillProgress {
 	return out
 }
 
+// Holds says whether the blob d can be read whole here: stored, or its
+// bytes verified in a fill that is still storing them.
+func (s *Store) Holds(d Digest) bool {
+	if _, err := s.Stat(d); err == nil {
+		return true
+	}
+	f, ok := s.Filling(FillKey(d))
+	return ok && f.Verified()
+}
+
+// Idle waits until no fill is in progress (each one stored or failed), or
+// ctx ends.
+func (s *Store) Idle(ctx context.Context) error {
+	for {
+		s.fillsMu.Lock()
+		var f *Fill
+		for _, x := range s.fills {
+			f = x
+			break
+		}
+		s.fillsMu.Unlock()
+		if f == nil {
+			return nil
+		}
+		if _, err := f.Result(ctx); ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
 // Filling returns the fill in progress under key, without starting one.
 func (s *Store) Filling(key string) (*Fill, bool) {
 	s.fillsMu.Lock()
@@ -125,7 +171,7 @@ func (f *Fill) Start(info FillInfo) error {
 		f.Abort(err)
 		return err
 	}
-	file, err := os.CreateTemp(filepath.Join(f.s.dir, "tmp"), "fill-*")
+	file, err := f.s.tempFile()
 	if err != nil {
 		err = fmt.Errorf("start fill %s: %w", f.key, err)
 		f.Abort(err)
@@ -229,6 +275,10 @@ func (f *Fill) Commit(want Digest, wantSize int64) (Digest, error) {
 		f.Abort(err)
 		return Digest{}, err
 	}
+	f.mu.Lock()
+	f.verified = true
+	f.notifyLocked()
+	f.mu.Unlock()
 	if err := f.persist(got, written); err != nil {
 		err = fmt.Errorf("store blob %s: %w", got, err)
 		f.Abort(err)
@@ -245,12 +295,14 @@ func (f *Fill) Commit(want Digest, wantSize int64) (Digest, error) {
 	return got, nil
 }
 
-// persist fsyncs the temp file, renames it into place and indexes it: the
-// index is written last, so a crash in between leaves either nothing or a
-// verified file that recovery adopts.
+// persist flushes the temp file's data, renames it into place and indexes
+// it: the index is written last, so a crash in between leaves either
+// nothing or a verified file that recovery adopts. The directory is not
+// synced: a rename lost in a crash leaves an index entry without its file,
+// which recovery drops; that costs a refetch, never a wrong blob.
 func (f *Fill) persist(d Digest, size int64) error {
-	if err := f.file.Sync(); err != nil {
-		return fmt.Errorf("fsync: %w", err)
+	if err := unix.Fdatasync(int(f.file.Fd())); err != nil {
+		return fmt.Errorf("fdatasync: %w", err)
 	}
 	if err := f.file.Close(); err != nil {
 		return fmt.Errorf("close: %w", err)
@@ -270,11 +322,30 @@ func (f *Fill) persist(d Digest, size int64) error {
 	if err != nil {
 		return fmt.Errorf("rename into place: %w", err)
 	}
-	if dir, err := os.Open(filepath.Dir(final)); err == nil {
-		_ = dir.Sync()
-		dir.Close()
+	// Indexed under f.mu, with done set below in Commit: a use counted by
+	// CountUse lands either in uses (taken here) or on the indexed blob.
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.s.addBlob(d, size, f.uses); err != nil {
+		return err
 	}
-	return f.s.addBlob(d, size)
+	f.indexed, f.digest = true, d
+	return nil
+}
+
+// CountUse counts a client served from this fill after its bytes were
+// verified (a hit: no upstream byte was needed) as a use of the blob, for
+// eviction's scores.
+func (f *Fill) CountUse() {
+	f.mu.Lock()
+	indexed, d := f.indexed, f.digest
+	if !indexed {
+		f.uses++
+	}
+	f.mu.Unlock()
+	if indexed {
+		_, _ = f.s.touchBlob(d)
+	}
 }
 
 // Abort ends the fill with err: the temp file goes, readers get err.
@@ -386,8 +457,11 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	for {
 		r.f.mu.Lock()
 		done, err, written, ch, gen := r.f.done, r.f.err, r.f.written, r.f.changed, r.f.gen
+		// Verified bytes are right even if storing them fails afterwards
+		// (the open file outlives its removal): a reader may finish them.
+		whole := r.f.verified
 		r.f.mu.Unlock()
-		if done && err != nil {
+		if done && err != nil && !whole {
 			return 0, err
 		}
 		if gen != r.gen {
@@ -397,7 +471,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			r.gen = gen
 		}
 		avail := written
-		if !done {
+		if !whole {
 			avail-- // the last byte waits for verification
 		}
 		if r.off < avail {
@@ -423,7 +497,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 				return 0, fmt.Errorf("read fill %s: %w", r.f.key, rerr)
 			}
 		}
-		if done && r.off >= written {
+		if whole && r.off >= written {
 			return 0, io.EOF
 		}
 		select {

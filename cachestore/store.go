@@ -59,6 +59,9 @@ type Store struct {
 	fillsMu sync.Mutex       // guards fills
 	fills   map[string]*Fill // in-progress fills by key
 
+	spare     chan *os.File // temp files created ahead (spare.go)
+	spareKick chan struct{}
+
 	limits    Limits
 	evictMu   sync.Mutex // one eviction run at a time
 	evictKick chan struct{}
@@ -147,6 +150,8 @@ func Open(cfg Config) (*Store, error) {
 		fills:        map[string]*Fill{},
 		limits:       cfg.Limits,
 		evictKick:    make(chan struct{}, 1),
+		spare:        make(chan *os.File, spareFiles),
+		spareKick:    make(chan struct{}, 1),
 		open:         map[Digest]int{},
 	}
 	if s.limits.HalfLife <= 0 {
@@ -201,7 +206,7 @@ func (s *Store) Close() error {
 }
 
 // Run does the housekeeping until ctx ends: eviction every five minutes and
-// after fills, value-log GC every ten.
+// after fills, value-log GC every ten, spare temp files for fills.
 func (s *Store) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -209,6 +214,12 @@ func (s *Store) Run(ctx context.Context) error {
 		s.evictLoop(ctx, 5*time.Minute)
 	}()
 	defer func() { <-done }()
+	spared := make(chan struct{})
+	go func() {
+		defer close(spared)
+		s.spareLoop(ctx)
+	}()
+	defer func() { <-spared }()
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
 	for {
@@ -408,8 +419,9 @@ func (s *Store) touchBlob(d Digest) (BlobInfo, error) {
 	return bi, s.writeBlob(bi)
 }
 
-// addBlob records a stored blob (new, or stored again) and counts it once.
-func (s *Store) addBlob(d Digest, size int64) error {
+// addBlob records a stored blob (new, or stored again) and counts it once;
+// uses are hits it already served.
+func (s *Store) addBlob(d Digest, size int64, uses int64) error {
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
 	bi, err := s.Stat(d)
@@ -423,6 +435,7 @@ func (s *Store) addBlob(d Digest, size int64) error {
 	}
 	old := bi.Size
 	bi.Size, bi.LastUsed = size, now
+	bi.Hits += uses
 	if err := s.writeBlob(bi); err != nil {
 		return err
 	}

@@ -372,8 +372,9 @@ func (n *Node) sendAll(m Message) int {
 	return len(t)
 }
 
-// askable are the peers a question goes to besides the broadcast
-// addresses: the table's non-passive peers and the static ones.
+// askable are the peers worth a question: the table's non-passive ones.
+// A static peer joins the table when it answers our hello; one that is
+// down is not asked, so it costs a miss nothing.
 func (n *Node) askable() []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, p := range n.table.Peers() {
@@ -381,7 +382,7 @@ func (n *Node) askable() []netip.AddrPort {
 			out = append(out, p.AddrPort())
 		}
 	}
-	return append(out, n.cfg.Static...)
+	return out
 }
 
 // wanting says whether this node is after d itself: asking about it, in its

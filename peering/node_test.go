@@ -218,6 +218,7 @@ func fakePeer(t *testing.T, id byte, status int) *Node {
 func TestFetchFailuresThenUpstream(t *testing.T) {
 	p1, p2 := fakePeer(t, 1, http.StatusInternalServerError), fakePeer(t, 2, http.StatusInternalServerError)
 	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 3, Static: []netip.AddrPort{p1.Addr(), p2.Addr()}})
+	waitPeers(t, r, 2)
 	var buf bytes.Buffer
 	_, err := fetch(t, r, testDigest, 10, 0, &buf, func() int64 { return 0 })
 	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "3 peer tries failed") {
@@ -231,6 +232,7 @@ func TestFetchBusyIsNotFailure(t *testing.T) {
 	p1, p2 := fakePeer(t, 1, http.StatusServiceUnavailable), fakePeer(t, 2, http.StatusServiceUnavailable)
 	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 1, ElectionWindow: 50 * time.Millisecond,
 		Heartbeat: 20 * time.Millisecond, Static: []netip.AddrPort{p1.Addr(), p2.Addr()}})
+	waitPeers(t, r, 2)
 	var buf bytes.Buffer
 	_, err := fetch(t, r, testDigest, 10, 0, &buf, func() int64 { return 0 })
 	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "elected") {
@@ -250,6 +252,7 @@ func TestFetchFromPeer(t *testing.T) {
 	p := testNode(t, Config{ID: NodeID{1}, Port: uint16(port), Priority: 100, Secret: []byte("s"), Blobs: bs,
 		Has: func(x cachestore.Digest) bool { return x == d }})
 	r := testNode(t, Config{ID: NodeID{9}, Secret: []byte("s"), Static: []netip.AddrPort{p.Addr()}})
+	waitPeers(t, r, 1)
 	var buf bytes.Buffer
 	buf.Write(body[:100]) // resume: the first 100 bytes are already here
 	src, err := fetch(t, r, d, int64(len(body)), 100, &buf, func() int64 { return 0 })
@@ -258,6 +261,10 @@ func TestFetchFromPeer(t *testing.T) {
 	}
 	// A node outside the group (no secret) is ignored by both.
 	stranger := testNode(t, Config{ID: NodeID{7}, Static: []netip.AddrPort{p.Addr()}})
+	// As mDNS would: the stranger knows of p, so its unsigned query goes out
+	// (and, unanswered, holds it for the query timeout; p drops it long
+	// before that ends).
+	stranger.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: p.Addr().Port(), Priority: 100})
 	if _, err := fetch(t, stranger, d, int64(len(body)), 0, io.Discard, func() int64 { return 0 }); err == nil {
 		t.Fatal("a node without the group secret got the blob")
 	}
@@ -345,6 +352,23 @@ func TestLatecomerFollowsTheDownloader(t *testing.T) {
 	src, err := fetch(t, b, d, int64(len(body)), 0, &got, func() int64 { return 0 })
 	if err != nil || !bytes.Equal(got.Bytes(), body) || len(src) != 1 {
 		t.Fatalf("b: %v, %d bytes, sources %v (it should have followed a)", err, got.Len(), src)
+	}
+}
+
+// waitPeers waits until n's table holds want peers, with a deadline.
+func waitPeers(t *testing.T, n *Node, want int) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		joined := n.Table().Joined()
+		if len(n.Table().Peers()) >= want {
+			return
+		}
+		select {
+		case <-joined:
+		case <-deadline:
+			t.Fatalf("table has %d peers, want %d", len(n.Table().Peers()), want)
+		}
 	}
 }
 

@@ -30,13 +30,14 @@ type Table struct {
 	expireAfter time.Duration
 	now         func() time.Time
 
-	mu    sync.Mutex // guards peers
-	peers map[NodeID]*Peer
+	mu     sync.Mutex // guards peers and joined
+	peers  map[NodeID]*Peer
+	joined chan struct{} // closed and replaced when a peer joins
 }
 
 // NewTable makes an empty table.
 func NewTable(max int, expireAfter time.Duration, now func() time.Time) *Table {
-	return &Table{max: max, expireAfter: expireAfter, now: now, peers: map[NodeID]*Peer{}}
+	return &Table{max: max, expireAfter: expireAfter, now: now, peers: map[NodeID]*Peer{}, joined: make(chan struct{})}
 }
 
 // Seen records that p was heard from now; when the table is full, the peer
@@ -61,6 +62,16 @@ func (t *Table) Seen(p Peer) {
 		delete(t.peers, oldest.ID)
 	}
 	t.peers[p.ID] = &p
+	close(t.joined)
+	t.joined = make(chan struct{})
+}
+
+// Joined is closed when the next peer joins the table (apt-proxy-detect and
+// tests wait on it rather than poll).
+func (t *Table) Joined() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.joined
 }
 
 // MarkBad keeps a peer that sent wrong bytes out of candidate lists for d.

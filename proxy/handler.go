@@ -177,7 +177,7 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 		if leader {
 			s.startFill(fill, r, p, nil)
 		}
-		err = s.serveFill(w, r, fill, p)
+		hit, err := s.serveFill(w, r, fill, p)
 		if errors.Is(err, errAlreadyStored) {
 			continue // another flight stored it between our look and our fill
 		}
@@ -185,7 +185,7 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 			s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
 			return "pass", s.passThrough(w, r, p, 0)
 		}
-		return "miss", err
+		return missOrHit(hit), err
 	}
 }
 
@@ -219,10 +219,10 @@ func (s *Server) serveURL(w *respWriter, r *http.Request, p plan) (string, error
 			}
 			s.startFill(fill, r, p, prev)
 		}
-		err = s.serveFill(w, r, fill, p)
+		hit, err := s.serveFill(w, r, fill, p)
 		switch {
 		case err == nil:
-			return "miss", nil
+			return missOrHit(hit), nil
 		case errors.Is(err, errNotModified):
 			if c, cerr := s.store.Cached(p.key); cerr == nil && s.serveCached(w, r, p, c) {
 				return "revalidated", nil
@@ -281,15 +281,31 @@ func (s *Server) serveFile(w *respWriter, r *http.Request, f *os.File, mod time.
 	http.ServeContent(w, r, "", mod, f)
 }
 
+func missOrHit(hit bool) string {
+	if hit {
+		return "hit"
+	}
+	return "miss"
+}
+
 // serveFill streams a fill to the client as it grows, from the client's
 // Range offset when it asked for one. Until the first byte is written, an
-// error is the caller's to answer; after it, the caller breaks the connection.
-func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p plan) error {
+// error is the caller's to answer; after it, the caller breaks the
+// connection. hit says the fill's bytes were already whole and verified
+// (being stored): served from this disk, like a hit.
+func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p plan) (hit bool, err error) {
 	info, err := fill.Wait(r.Context())
 	if err != nil {
-		return err
+		return false, err
 	}
-	s.stats.Misses.Add(1)
+	hit = fill.Verified()
+	if hit {
+		s.stats.Hits.Add(1)
+		w.source = &s.stats.BytesCache
+		fill.CountUse()
+	} else {
+		s.stats.Misses.Add(1)
+	}
 	size := info.Size
 	h := w.Header()
 	for _, k := range []string{"Content-Type", "Last-Modified", "ETag"} {
@@ -300,7 +316,11 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	if h.Get("Content-Type") == "" {
 		h.Set("Content-Type", contentType(p))
 	}
-	h.Set("X-Cache", "MISS from warren")
+	if hit {
+		h.Set("X-Cache", "HIT from warren")
+	} else {
+		h.Set("X-Cache", "MISS from warren")
+	}
 	off, n, status := int64(0), size, http.StatusOK
 	if size >= 0 {
 		h.Set("Accept-Ranges", "bytes")
@@ -312,12 +332,12 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	}
 	rd, err := fill.NewReader(r.Context(), off)
 	if err != nil {
-		return err
+		return hit, err
 	}
 	defer rd.Close()
 	if r.Method == http.MethodHead {
 		w.WriteHeader(status)
-		return nil
+		return hit, nil
 	}
 	var src io.Reader = rd
 	if n >= 0 {
@@ -330,28 +350,28 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	defer s.bufs.Put(bp)
 	first, err := io.ReadAtLeast(src, *bp, 1)
 	if err != nil && !errors.Is(err, io.EOF) {
-		return err
+		return hit, err
 	}
 	w.WriteHeader(status)
 	if _, err := w.Write((*bp)[:first]); err != nil {
-		return err
+		return hit, err
 	}
 	// Push the status line out now: were the connection cut while it still
 	// sat in a buffer, the client would see no response and silently retry.
 	if err := http.NewResponseController(w).Flush(); err != nil {
-		return err
+		return hit, err
 	}
 	rest, err := io.CopyBuffer(w, src, *bp)
 	if err == nil {
-		return nil
+		return hit, nil
 	}
 	copied := int64(first) + rest
 	if isNoSpace(err) {
 		s.log.Warn("cache disk filled up during a fill; continuing this client from upstream without storing",
 			slog.String("url", p.url), slog.Int64("offset", off+copied))
-		return s.resumeFromUpstream(w, r, p, off+copied, n-copied)
+		return hit, s.resumeFromUpstream(w, r, p, off+copied, n-copied)
 	}
-	return err
+	return hit, err
 }
 
 func isNoSpace(err error) bool {

@@ -154,6 +154,14 @@ func (h *harness) get(rawURL string, hdr ...string) (*http.Response, []byte, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
+	// The client has the last byte once the bytes are verified; storing
+	// them follows. Wait for that, so the next request of a test sees the
+	// stored blob.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if ierr := h.store.Idle(ctx); ierr != nil {
+		h.t.Fatalf("fills still running 10s after a response: %v", ierr)
+	}
 	return resp, body, err
 }
 

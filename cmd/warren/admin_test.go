@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // The CLI against the real daemon (over its admin socket), then with the
@@ -20,18 +21,23 @@ func TestCLIStatusAndCache(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) }))
 	defer up.Close()
 	dir := t.TempDir()
-	proxyURL, cmd, _ := startWarren(t, "--cache-dir", dir)
+	proxyURL, cmd, logs := startWarren(t, "--cache-dir", dir, "--log-level", "debug")
 	pu, _ := url.Parse(proxyURL)
 	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
 	defer c.CloseIdleConnections()
 	artifact := up.URL + "/pool/main/t/tool_1_all.deb"
-	for range 2 { // a miss, then a hit
+	for i := range 2 { // a miss, then a hit
 		resp, err := c.Get(artifact)
 		if err != nil {
 			t.Fatal(err)
 		}
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+		if i == 0 {
+			// The client has its last byte once the bytes verify; the
+			// blob is stored just after.
+			logs.waitFor(t, "msg=stored", 10*time.Second)
+		}
 	}
 
 	out, err := runApp(t, "status", "--cache-dir", dir, "--json")

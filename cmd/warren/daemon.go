@@ -117,12 +117,9 @@ func (d *daemon) startPeering() error {
 		QueryTimeout: cfg.QueryTimeout.Duration, ElectionWindow: cfg.ElectionWindow.Duration, Heartbeat: cfg.Heartbeat.Duration,
 		SpaceAware: cfg.SpaceAwareElection, Secret: secret,
 		FreeBytes: func() uint64 { return uint64(d.store.Free()) },
-		Has: func(dg cachestore.Digest) bool {
-			_, err := d.store.Stat(dg)
-			return err == nil
-		},
-		Blobs:  d.blobs,
-		Logger: d.log.With(slog.String("component", "peering")),
+		Has:       d.store.Holds,
+		Blobs:     d.blobs,
+		Logger:    d.log.With(slog.String("component", "peering")),
 	})
 	d.node = node
 	return err

@@ -22,7 +22,7 @@ type aptRepo struct {
 
 // buildAptRepo makes a repository with a ~20 MB incompressible package, a
 // small one and a native source package, signed with a throwaway key.
-func buildAptRepo(t *testing.T, base string) aptRepo {
+func buildAptRepo(t testing.TB, base string) aptRepo {
 	t.Helper()
 	repo := aptRepo{root: filepath.Join(base, "repo"), keyring: filepath.Join(base, "keyring.gpg"), debs: map[string]string{}}
 	pool := filepath.Join(repo.root, "pool", "main")
@@ -105,13 +105,13 @@ func randomPayload(n int, seed uint64) []byte {
 
 // aptClient is apt-get with private state: the system's apt is never touched.
 type aptClient struct {
-	t    *testing.T
+	t    testing.TB
 	dir  string
 	env  []string
 	opts []string
 }
 
-func newAptClient(t *testing.T, base, name, sourcesLine, proxyURL string) *aptClient {
+func newAptClient(t testing.TB, base, name, sourcesLine, proxyURL string) *aptClient {
 	dir := filepath.Join(base, name)
 	for _, d := range []string{"apt.conf.d", "preferences.d", "trusted.gpg.d", "state/lists/partial", "cache/archives/partial", "log", "dl"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // archiveDeb is one package of the real-shaped archive.
@@ -20,16 +22,11 @@ type archiveDeb struct {
 	sha256        string
 }
 
-// buildRealShapedArchive lays out two hosts as Debian's: the main mirror
-// with stable and stable-updates, the security host with stable-security;
-// package names with '+', '~' and an epoch's ':' in the file name (as a
-// third-party archive may have), Acquire-By-Hash with by-hash copies of
-// every index, and all of it signed.
-func buildRealShapedArchive(t *testing.T, base string) (roots [2]string, keyring string, debs []*archiveDeb) {
-	t.Helper()
-	roots = [2]string{filepath.Join(base, "mirror"), filepath.Join(base, "security")}
-	keyring = filepath.Join(base, "archive-keyring.gpg")
-	debs = []*archiveDeb{
+// realShapedDebs are package names with '+', '~' and an epoch's ':' in the
+// file name (as a third-party archive may have), in three suites on two
+// hosts, of sizes on both sides of share_min_size.
+func realShapedDebs() []*archiveDeb {
+	return []*archiveDeb{
 		{name: "libwarren++6", version: "12.2.0-14", size: 300 << 10, suite: "stable"},
 		{name: "warren-tilde", version: "1.9.13p3-1~deb12u1", size: 8 << 10, suite: "stable"},
 		{name: "warren-epoch", version: "1:5.4.1-0.2", size: 64 << 10, suite: "stable"},
@@ -38,6 +35,16 @@ func buildRealShapedArchive(t *testing.T, base string) (roots [2]string, keyring
 		{name: "libwarren-ssl3", version: "3.0.15-1~deb12u1+deb12u2", size: 512 << 10, host: 1, suite: "stable-security"},
 		{name: "warren-sec+x", version: "1.0-1+deb12u1", size: 4 << 10, host: 1, suite: "stable-security"},
 	}
+}
+
+// buildArchive lays out two hosts as Debian's: the main mirror with stable
+// and stable-updates, the security host with stable-security, holding debs;
+// Release lists MD5Sum and SHA256 with Acquire-By-Hash and by-hash copies of
+// every index; all of it signed.
+func buildArchive(t testing.TB, base string, debs []*archiveDeb) (roots [2]string, keyring string) {
+	t.Helper()
+	roots = [2]string{filepath.Join(base, "mirror"), filepath.Join(base, "security")}
+	keyring = filepath.Join(base, "archive-keyring.gpg")
 	arch := strings.TrimSpace(run(t, base, nil, "dpkg", "--print-architecture"))
 	for i, d := range debs {
 		pkg := filepath.Join(base, "build", d.name)
@@ -70,10 +77,17 @@ func buildRealShapedArchive(t *testing.T, base string) (roots [2]string, keyring
 	t.Cleanup(func() { run(t, base, nil, "gpgconf", "--kill", "gpg-agent") })
 	run(t, base, env, "gpg", "--batch", "--passphrase", "", "--quick-gen-key", "warren archive <archive@warren.invalid>", "ed25519", "sign", "never")
 	run(t, base, env, "gpg", "--batch", "--yes", "--output", keyring, "--export", "archive@warren.invalid")
-	for _, s := range []struct {
+	type hostSuite struct {
 		host  int
 		suite string
-	}{{0, "stable"}, {0, "stable-updates"}, {1, "stable-security"}} {
+	}
+	var suites []hostSuite
+	for _, d := range debs {
+		if hs := (hostSuite{d.host, d.suite}); !slices.Contains(suites, hs) {
+			suites = append(suites, hs)
+		}
+	}
+	for _, s := range suites {
 		root := roots[s.host]
 		bin := filepath.Join(root, "dists", s.suite, "main", "binary-"+arch)
 		os.MkdirAll(bin, 0o755)
@@ -107,7 +121,7 @@ func buildRealShapedArchive(t *testing.T, base string) (roots [2]string, keyring
 			os.WriteFile(filepath.Join(byHash, hex.EncodeToString(sum[:])), b, 0o644)
 		}
 	}
-	return roots, keyring, debs
+	return roots, keyring
 }
 
 // aptEscape is how apt spells a pool path in its request line.
@@ -121,7 +135,8 @@ func aptEscape(p string) string {
 func TestAptRealShapedArchive(t *testing.T) {
 	requireTools(t, "apt-get", "apt-ftparchive", "dpkg-deb", "gpg", "xz", "gzip")
 	base := t.TempDir()
-	roots, keyring, debs := buildRealShapedArchive(t, base)
+	debs := realShapedDebs()
+	roots, keyring := buildArchive(t, base, debs)
 	ups := [2]*countingServer{serveDir(t, roots[0]), serveDir(t, roots[1])}
 	proxyURL, _, logs := startWarren(t, "--cache-dir", filepath.Join(base, "cache"))
 	sources := fmt.Sprintf("deb [signed-by=%[1]s] %[2]s/ stable main\ndeb [signed-by=%[1]s] %[2]s/ stable-updates main\ndeb [signed-by=%[1]s] %[3]s/ stable-security main",
@@ -175,4 +190,58 @@ func TestAptRealShapedArchive(t *testing.T) {
 // Dir::Cache::archives: the epoch's ':' becomes %3a.
 func aptArchiveName(d *archiveDeb) string {
 	return fmt.Sprintf("%s_%s_all.deb", d.name, strings.Replace(d.version, ":", "%3a", 1))
+}
+
+// BenchmarkColdAptInstall is a cold `apt-get install --download-only` of 100
+// small packages (names with '+' and '~'): apt-get update then install,
+// straight from the repository and through a fresh warren with peering on
+// and no peer up. Goal: warren's time within 1.2 times the direct one.
+func BenchmarkColdAptInstall(b *testing.B) {
+	requireTools(b, "apt-get", "apt-ftparchive", "dpkg-deb", "gpg", "xz", "gzip")
+	base := b.TempDir()
+	var debs []*archiveDeb
+	var names []string
+	for i := range 100 {
+		d := &archiveDeb{name: fmt.Sprintf("libsmall%d++", i), version: fmt.Sprintf("1.%d-1~deb12u1+b1", i), size: 2<<10 + i*97, suite: "stable"}
+		debs = append(debs, d)
+		names = append(names, d.name)
+	}
+	roots, keyring := buildArchive(b, base, debs)
+	up := serveDir(b, roots[0])
+	sources := fmt.Sprintf("deb [signed-by=%s] %s/ stable main", keyring, up.URL)
+	// Each round is cold on both sides: fresh apt state, a fresh warren
+	// with a fresh cache (peering on, as by default, but nobody answers:
+	// the static peer is a port where nothing listens). The order
+	// alternates; the figures are the medians of the rounds.
+	const rounds = 7
+	var direct, warren [2][]float64 // update, install: seconds per round
+	run := func(via, name string) [2]float64 {
+		c := newAptClient(b, base, name, sources, via)
+		start := time.Now()
+		c.run("update")
+		mid := time.Now()
+		c.run(append([]string{"install", "-y", "--download-only"}, names...)...)
+		return [2]float64{mid.Sub(start).Seconds(), time.Since(mid).Seconds()}
+	}
+	for b.Loop() {
+		for r := range rounds {
+			proxyURL, cmd, _ := startWarren(b, "--cache-dir", filepath.Join(base, fmt.Sprintf("cache%d", r)), "--discovery", "static", "--peer", freeLoopbackPort(b))
+			var d, w [2]float64
+			if r%2 == 0 {
+				d, w = run("", fmt.Sprintf("direct%d", r)), run(proxyURL, fmt.Sprintf("warren%d", r))
+			} else {
+				w, d = run(proxyURL, fmt.Sprintf("warren%d", r)), run("", fmt.Sprintf("direct%d", r))
+			}
+			cmd.Process.Signal(os.Interrupt)
+			cmd.Wait()
+			for i := range 2 {
+				direct[i], warren[i] = append(direct[i], d[i]), append(warren[i], w[i])
+			}
+		}
+	}
+	median := func(v []float64) float64 { v = slices.Clone(v); slices.Sort(v); return v[len(v)/2] }
+	b.ReportMetric(median(direct[1]), "s-install-direct")
+	b.ReportMetric(median(warren[1]), "s-install-warren")
+	b.ReportMetric(median(warren[1])/median(direct[1]), "ratio-install")
+	b.ReportMetric(median(warren[0])/median(direct[0]), "ratio-update")
 }

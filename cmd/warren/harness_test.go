@@ -216,7 +216,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func run(t *testing.T, dir string, env []string, name string, args ...string) string {
+func run(t testing.TB, dir string, env []string, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
@@ -235,7 +235,7 @@ type countingServer struct {
 	gets map[string]int
 }
 
-func serveDir(t *testing.T, dir string) *countingServer {
+func serveDir(t testing.TB, dir string) *countingServer {
 	cs := &countingServer{gets: map[string]int{}}
 	fs := http.FileServer(http.Dir(dir))
 	cs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -254,7 +254,7 @@ func (cs *countingServer) count(path string) int {
 	return cs.gets[path]
 }
 
-func sha256File(t *testing.T, path string) string {
+func sha256File(t testing.TB, path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
