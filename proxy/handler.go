@@ -177,7 +177,7 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 		if leader {
 			s.startFill(fill, r, p, nil)
 		}
-		hit, err := s.serveFill(w, r, fill, p)
+		hit, err := s.serveFill(w, r, fill, p, leader)
 		if errors.Is(err, errAlreadyStored) {
 			continue // another flight stored it between our look and our fill
 		}
@@ -219,7 +219,7 @@ func (s *Server) serveURL(w *respWriter, r *http.Request, p plan) (string, error
 			}
 			s.startFill(fill, r, p, prev)
 		}
-		hit, err := s.serveFill(w, r, fill, p)
+		hit, err := s.serveFill(w, r, fill, p, leader)
 		switch {
 		case err == nil:
 			return missOrHit(hit), nil
@@ -291,14 +291,15 @@ func missOrHit(hit bool) string {
 // serveFill streams a fill to the client as it grows, from the client's
 // Range offset when it asked for one. Until the first byte is written, an
 // error is the caller's to answer; after it, the caller breaks the
-// connection. hit says the fill's bytes were already whole and verified
-// (being stored): served from this disk, like a hit.
-func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p plan) (hit bool, err error) {
+// connection. hit says this request joined another's fill whose bytes were
+// already whole and verified (being stored): served from this disk, like a
+// hit. The leader's own request is a miss, however fast its fill was.
+func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p plan, leader bool) (hit bool, err error) {
 	info, err := fill.Wait(r.Context())
 	if err != nil {
 		return false, err
 	}
-	hit = fill.Verified()
+	hit = !leader && fill.Verified()
 	if hit {
 		s.stats.Hits.Add(1)
 		w.source = &s.stats.BytesCache
