@@ -95,13 +95,16 @@ fuzz: check-go
 		done; \
 	done
 
-# Hit throughput (20 MB, MB/s), small-file hits (req/s), peer upload rate
-# against its limit, daemon RSS, learning a real-size Packages.xz (time
-# against xz -dc, peak RSS).
+# Hit throughput (20 MB, MB/s), small-file hits (req/s), the first-byte time
+# a miss adds (lone node, LAN where nobody has it), peer upload rate against
+# its limit, daemon RSS, learning a real-size Packages.xz (time against
+# xz -dc, peak RSS), a cold apt-get install of 100 small packages against
+# direct (needs the test tools: make test-deps).
 bench: check-go
-	$(GO) test -run '^$$' -bench . -benchtime 3s ./proxy
+	$(GO) test -run '^$$' -bench ServeHit -benchtime 3s ./proxy
+	$(GO) test -run '^$$' -bench MissFirstByte -benchtime 150x ./proxy
 	$(GO) test -run '^$$' -bench UploadRate -benchtime 3x ./peering
-	$(GO) test -run '^$$' -bench 'DaemonRSS|IndexLearning' -benchtime 1x ./cmd/warren
+	$(GO) test -run '^$$' -bench 'DaemonRSS|IndexLearning|ColdAptInstall' -benchtime 1x ./cmd/warren
 
 clean:
 	rm -rf bin dist

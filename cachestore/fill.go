@@ -386,14 +386,26 @@ func (f *Fill) notifyLocked() {
 // Wait blocks until the leader has started (or the fill has failed) and
 // returns what the leader knows.
 func (f *Fill) Wait(ctx context.Context) (FillInfo, error) {
+	return f.wait(ctx, false)
+}
+
+// WaitData is Wait until a first byte can also be read: a client about to
+// read wakes once, not once for the start and again for the bytes.
+func (f *Fill) WaitData(ctx context.Context) (FillInfo, error) {
+	return f.wait(ctx, true)
+}
+
+func (f *Fill) wait(ctx context.Context, data bool) (FillInfo, error) {
 	for {
 		f.mu.Lock()
-		started, done, err, info, ch := f.started, f.done, f.err, f.info, f.changed
+		started, done, err, info, ch, verified := f.started, f.done, f.err, f.info, f.changed, f.verified
+		// The last byte waits for verification.
+		readable := !data || f.written > 1 || verified
 		f.mu.Unlock()
-		if done && err != nil {
+		if done && err != nil && !verified {
 			return info, err
 		}
-		if started {
+		if started && readable {
 			return info, nil
 		}
 		select {

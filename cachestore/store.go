@@ -707,12 +707,14 @@ func (l badgerLogger) Errorf(f string, a ...any) {
 }
 func (l badgerLogger) Warningf(f string, a ...any) {
 	msg := strings.TrimSpace(fmt.Sprintf(f, a...))
-	// Badger says this every minute when the block cache is small, as
-	// ours is on purpose (a small daemon; the index is read by key, not
-	// scanned): not worth a warning.
-	if strings.HasPrefix(msg, "Block cache might be too small") {
-		l.log.Debug(firstLine(msg), slog.String("component", "badger"))
-		return
+	// Badger's cache monitor says these every minute when its caches are
+	// small, as ours are on purpose (a small daemon; the index is read by
+	// key, not scanned): not worth a warning, nor a multi-line one.
+	for _, periodic := range []string{"Block cache might be too small", "Index cache might be too small", "Cache life expectancy"} {
+		if strings.HasPrefix(msg, periodic) {
+			l.log.Debug(firstLine(msg), slog.String("component", "badger"))
+			return
+		}
 	}
 	l.log.Warn(msg, slog.String("component", "badger"))
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -480,4 +481,21 @@ func FuzzDecodeKnown(f *testing.F) {
 			t.Fatalf("%+v re-encoded decodes as %+v, %v", k, k2, err)
 		}
 	})
+}
+
+// Badger's cache monitor repeats itself every minute; those lines go to
+// debug, one line each, and other warnings stay warnings.
+func TestBadgerPeriodicWarningsQuiet(t *testing.T) {
+	var buf bytes.Buffer
+	l := badgerLogger{slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	l.Warningf("%s might be too small. Metrics: %s\n", "Block cache", "hit: 1 miss: 9\nmore")
+	l.Warningf("%s might be too small. Metrics: %s\n", "Index cache", "x")
+	l.Warningf("Cache life expectancy (in seconds): %+v\n", "\n -- Histogram: \nMin value: 0")
+	if buf.Len() != 0 {
+		t.Fatalf("periodic cache notes logged at info or above: %q", buf.String())
+	}
+	l.Warningf("While running doCompact: %v", "disk error")
+	if !strings.Contains(buf.String(), "level=WARN") {
+		t.Fatalf("a real warning was not logged: %q", buf.String())
+	}
 }

@@ -218,10 +218,11 @@ func (n *Node) Run(ctx context.Context) error {
 
 // greet says hello to static peers now and then, with jitter, so they
 // answer and land in the table even without mDNS.
+//
+// Passive nodes greet too: their hello (flagged passive) offers nothing,
+// but the answer puts their static peers in their table, and only peers in
+// the table are asked.
 func (n *Node) greet(ctx context.Context) {
-	if n.cfg.Passive {
-		return // passive nodes announce nothing
-	}
 	for {
 		for _, a := range n.cfg.Static {
 			n.send(Message{Type: MsgHello}, a)

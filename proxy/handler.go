@@ -295,7 +295,7 @@ func missOrHit(hit bool) string {
 // already whole and verified (being stored): served from this disk, like a
 // hit. The leader's own request is a miss, however fast its fill was.
 func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p plan, leader bool) (hit bool, err error) {
-	info, err := fill.Wait(r.Context())
+	info, err := fill.WaitData(r.Context())
 	if err != nil {
 		return false, err
 	}

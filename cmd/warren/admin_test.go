@@ -36,7 +36,7 @@ func TestCLIStatusAndCache(t *testing.T) {
 		if i == 0 {
 			// The client has its last byte once the bytes verify; the
 			// blob is stored just after.
-			logs.waitFor(t, "msg=stored", 10*time.Second)
+			logs.waitFor(t, "msg=stored url="+artifact, 10*time.Second)
 		}
 	}
 

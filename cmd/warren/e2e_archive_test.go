@@ -124,11 +124,6 @@ func buildArchive(t testing.TB, base string, debs []*archiveDeb) (roots [2]strin
 	return roots, keyring
 }
 
-// aptEscape is how apt spells a pool path in its request line.
-func aptEscape(p string) string {
-	return strings.NewReplacer("+", "%2b", "~", "%7e", ":", "%3a").Replace(p)
-}
-
 // TestAptRealShapedArchive: a second fresh apt client gets every .deb of a
 // real-shaped archive from the cache, each one served by the digest that
 // Packages gave (checked per file), and upstream sees each .deb once.
@@ -158,14 +153,9 @@ func TestAptRealShapedArchive(t *testing.T) {
 				t.Fatalf("after %s, upstream GETs of %s = %d, want 1", name, d.pool, n)
 			}
 			if i == 1 {
-				// The URL as apt asked for it: '+' and '~' escaped; apt
-				// versions differ on an epoch's ':'.
-				line := func(p string) string {
-					return fmt.Sprintf("url=%s/%s kind=package hash_known=true outcome=hit", ups[d.host].URL, p)
-				}
-				escaped := aptEscape(d.pool)
-				if !strings.Contains(logs.String(), line(escaped)) && !strings.Contains(logs.String(), line(strings.ReplaceAll(escaped, "%3a", ":"))) {
-					t.Errorf("%s: warren's log has no line with %q", d.pool, line(escaped))
+				// apt escapes '+' and '~' (versions differ on an epoch's ':').
+				if !hasHitLine(logs.String(), ups[d.host].URL+"/"+d.pool, "package") {
+					t.Errorf("%s: warren's log has no hash-known hit for it", d.pool)
 				}
 			}
 		}

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -261,4 +263,30 @@ func sha256File(t testing.TB, path string) string {
 	}
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
+}
+
+// hasHitLine says whether warren's log shows rawURL (as metadata spells it)
+// served by a learnt digest from the cache, however the client escaped
+// '+', '~' and ':' in its request.
+func hasHitLine(logs, rawURL, kind string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	var pat strings.Builder
+	pat.WriteString(regexp.QuoteMeta(u.Scheme + "://" + u.Host))
+	for _, c := range u.Path {
+		switch c {
+		case '+':
+			pat.WriteString(`(?:\+|%2[bB])`)
+		case '~':
+			pat.WriteString(`(?:~|%7[eE])`)
+		case ':':
+			pat.WriteString(`(?::|%3[aA])`)
+		default:
+			pat.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	re := regexp.MustCompile(`url=` + pat.String() + ` kind=` + regexp.QuoteMeta(kind) + ` hash_known=true outcome=hit`)
+	return re.MatchString(logs)
 }

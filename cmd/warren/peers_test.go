@@ -180,7 +180,9 @@ func TestPeerWithBadCopyIsDropped(t *testing.T) {
 	if _, err := a.get(t, repo.up.URL+repo.path); err != nil {
 		t.Fatal(err)
 	}
-	// Damage a's blob in place.
+	// Damage a's blob in place, once it is stored (just after a's client
+	// had its last byte).
+	a.logs.waitFor(t, "msg=stored url="+repo.up.URL+repo.path, 10*time.Second)
 	sum := sha256.Sum256(repo.deb)
 	hx := hex.EncodeToString(sum[:])
 	var blob string
