@@ -40,11 +40,14 @@ type Fill struct {
 	// then on; making the blob durable (flush, rename, index) follows, off
 	// the clients' path.
 	verified bool
-	indexed  bool          // the blob is in the index (then digest is set)
-	uses     int64         // hits served from the fill before it was indexed
-	err      error         // why the fill failed, once done
-	digest   Digest        // the committed digest, once done without error
-	changed  chan struct{} // closed and replaced on every change
+	indexed  bool  // the blob is in the index (then digest is set)
+	uses     int64 // hits served from the fill before it was indexed
+	// held: bytes of this generation came from a source that is not to be
+	// streamed through (a peer): readers get none until the blob verifies.
+	held    bool
+	err     error         // why the fill failed, once done
+	digest  Digest        // the committed digest, once done without error
+	changed chan struct{} // closed and replaced on every change
 }
 
 // FillInfo is what the leader knows when the first byte is about to arrive.
@@ -225,6 +228,17 @@ func (f *Fill) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Hold keeps every byte of this generation from readers until the blob
+// verifies: the leader calls it before writing bytes of an untrusted
+// source (a LAN peer), so that no client ever receives a peer's byte that
+// turns out wrong, and a fill that starts again from another source goes
+// on seamlessly for its readers.
+func (f *Fill) Hold() {
+	f.mu.Lock()
+	f.held = true
+	f.mu.Unlock()
+}
+
 // Restart throws away what was written (it failed verification) so that
 // the leader can write the blob again from offset 0. Readers that took
 // bytes get ErrRestarted; readers that took none follow the new bytes.
@@ -242,6 +256,7 @@ func (f *Fill) Restart() error {
 	f.h.Reset()
 	f.mu.Lock()
 	f.written, f.checked = 0, 0
+	f.held = false
 	f.gen++
 	f.notifyLocked()
 	f.mu.Unlock()
@@ -399,8 +414,8 @@ func (f *Fill) wait(ctx context.Context, data bool) (FillInfo, error) {
 	for {
 		f.mu.Lock()
 		started, done, err, info, ch, verified := f.started, f.done, f.err, f.info, f.changed, f.verified
-		// The last byte waits for verification.
-		readable := !data || f.written > 1 || verified
+		// The last byte waits for verification; held bytes all do.
+		readable := !data || verified || f.written > 1 && !f.held
 		f.mu.Unlock()
 		if done && err != nil && !verified {
 			return info, err
@@ -468,7 +483,7 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	}
 	for {
 		r.f.mu.Lock()
-		done, err, written, ch, gen := r.f.done, r.f.err, r.f.written, r.f.changed, r.f.gen
+		done, err, written, ch, gen, held := r.f.done, r.f.err, r.f.written, r.f.changed, r.f.gen, r.f.held
 		// Verified bytes are right even if storing them fails afterwards
 		// (the open file outlives its removal): a reader may finish them.
 		whole := r.f.verified
@@ -483,7 +498,11 @@ func (r *fillReader) Read(p []byte) (int, error) {
 			r.gen = gen
 		}
 		avail := written
-		if !whole {
+		switch {
+		case whole:
+		case held:
+			avail = 0 // an untrusted source's bytes wait for verification
+		default:
 			avail-- // the last byte waits for verification
 		}
 		if r.off < avail {

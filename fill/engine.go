@@ -39,6 +39,9 @@ type Stream struct {
 	Blame func(reason error)
 	// Received, if set, counts the bytes taken from this stream.
 	Received func(n int64)
+	// Hold keeps this stream's bytes from the fill's readers until the
+	// whole blob verifies (a LAN peer: never streamed through unverified).
+	Hold bool
 }
 
 // ErrSkip is what a source's Open wraps to say "nothing (more) here".
@@ -118,6 +121,7 @@ type Filler interface {
 	Write(p []byte) (int, error)
 	Written() int64
 	Digest() cachestore.Digest
+	Hold()
 	Restart() error
 	Commit(want cachestore.Digest, size int64) (cachestore.Digest, error)
 	Abort(err error)
@@ -319,6 +323,9 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 			if !contributed {
 				contributed = true
 				r.from = append(r.from, st)
+				if st.Hold {
+					r.f.Hold()
+				}
 			}
 			if _, err := r.f.Write(buf[:n]); err != nil {
 				return false, Stop(err) // the fill is aborted (a full disk)

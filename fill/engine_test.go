@@ -29,6 +29,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type httpSource struct {
 	url    string
 	name   string
+	hold   bool // peer-like: its bytes wait for verification
 	mu     sync.Mutex
 	blamed []error
 	opens  int
@@ -54,7 +55,7 @@ func (h *httpSource) Open(ctx context.Context, off int64) (*Stream, error) {
 	if resp.StatusCode == http.StatusPartialContent {
 		size = -1
 	}
-	return &Stream{Body: resp.Body, From: h.name, Size: size, Blame: func(reason error) {
+	return &Stream{Body: resp.Body, From: h.name, Size: size, Hold: h.hold, Blame: func(reason error) {
 		h.mu.Lock()
 		h.blamed = append(h.blamed, reason)
 		h.mu.Unlock()
@@ -92,8 +93,21 @@ func openStore(t *testing.T) *cachestore.Store {
 	return s
 }
 
-// run fills d from the sources and returns the stored bytes.
+// clientRead is what a client following a fill from its start received.
+type clientRead struct {
+	body []byte
+	err  error
+}
+
+// run fills d from the sources and returns the stored bytes; client gets
+// what a client that followed the fill from the start received.
 func runFill(t *testing.T, e *Engine, s *cachestore.Store, want Want, sources ...Source) ([]byte, Result, error) {
+	t.Helper()
+	got, res, _, err := runFillWithClient(t, e, s, want, sources...)
+	return got, res, err
+}
+
+func runFillWithClient(t *testing.T, e *Engine, s *cachestore.Store, want Want, sources ...Source) ([]byte, Result, <-chan clientRead, error) {
 	t.Helper()
 	f, leader := s.BeginFill(cachestore.FillKey(want.Digest))
 	if !leader {
@@ -101,9 +115,20 @@ func runFill(t *testing.T, e *Engine, s *cachestore.Store, want Want, sources ..
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
+	client := make(chan clientRead, 1)
+	go func() {
+		rd, err := f.NewReader(t.Context(), 0)
+		if err != nil {
+			client <- clientRead{err: err}
+			return
+		}
+		defer rd.Close()
+		b, err := io.ReadAll(rd)
+		client <- clientRead{b, err}
+	}()
 	res, err := e.Run(ctx, f, want, sources)
 	if err != nil {
-		return nil, res, err
+		return nil, res, client, err
 	}
 	b, _, err := s.OpenBlob(res.Digest)
 	if err != nil {
@@ -111,11 +136,13 @@ func runFill(t *testing.T, e *Engine, s *cachestore.Store, want Want, sources ..
 	}
 	defer b.Close()
 	got, _ := io.ReadAll(b)
-	return got, res, nil
+	return got, res, client, nil
 }
 
-// Each hostile source: the fill still ends with the exact blob, from the
-// next source, and the hostile one is blamed for what it did.
+// Each hostile peer: the fill still ends with the exact blob, from the next
+// source, the peer is blamed for what it did, and a client that followed
+// the fill from the start got exactly the blob: a peer's bytes are held
+// until they verify, so a wrong one never reaches it.
 func TestHostileSourceThenGood(t *testing.T) {
 	body, d := blob(300<<10, 1)
 	wrong, _ := blob(300<<10, 2)
@@ -165,11 +192,14 @@ func TestHostileSourceThenGood(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openStore(t)
 			e := New(Config{StallTimeout: 200 * time.Millisecond})
-			bad := &httpSource{url: serve(t, tt.handler), name: "hostile"}
+			bad := &httpSource{url: serve(t, tt.handler), name: "hostile", hold: true}
 			next := &httpSource{url: good, name: "good"}
-			got, res, err := runFill(t, e, s, Want{Digest: d, Size: int64(len(body))}, bad, next)
+			got, res, client, err := runFillWithClient(t, e, s, Want{Digest: d, Size: int64(len(body))}, bad, next)
 			if err != nil {
 				t.Fatalf("fill failed: %v", err)
+			}
+			if c := <-client; c.err != nil || !bytes.Equal(c.body, body) {
+				t.Fatalf("the client got %d bytes (exact: %v), err %v", len(c.body), bytes.Equal(c.body, body), c.err)
 			}
 			if !bytes.Equal(got, body) {
 				t.Fatalf("stored %d bytes that are not the blob", len(got))

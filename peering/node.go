@@ -249,6 +249,9 @@ func (n *Node) stopBeats() {
 func (n *Node) handle(m Message, src netip.AddrPort) {
 	_, inTable := n.table.Get(m.From)
 	n.table.Seen(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes})
+	if !inTable {
+		n.log.Debug("peer joined the table", slog.String("peer", m.From.String()), slog.String("addr", src.String()), slog.Bool("passive", m.Passive))
+	}
 	switch m.Type {
 	case MsgHello:
 		if !inTable && !n.cfg.Passive {

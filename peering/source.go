@@ -195,6 +195,7 @@ func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, err
 		Body: resp.Body,
 		From: "peer " + id.String(),
 		Size: size,
+		Hold: true, // a peer's bytes reach clients only once they verify
 		Blame: func(reason error) {
 			n.table.MarkBad(id, 10*time.Minute)
 			n.log.Warn("peer blamed; not asking it for 10m", slog.String("peer", id.String()),

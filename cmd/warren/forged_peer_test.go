@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warren-cache/warren/peering"
+)
+
+// forgedPeer is a hostile LAN host: it speaks warren's datagrams (it
+// answers every hello, and every query with "has it, ready") and serves
+// /v1/blobs/ with the behaviour a test chooses. UDP and HTTP share one
+// port number, as on a real node.
+type forgedPeer struct {
+	addr  string
+	blobs atomic.Int64 // blob requests served
+}
+
+func startForgedPeer(t *testing.T, blob http.HandlerFunc) *forgedPeer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	fp := &forgedPeer{addr: ln.Addr().String()}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fp.blobs.Add(1)
+		blob(w, r)
+	})}
+	go srv.Serve(ln)
+	var id peering.NodeID
+	rand.Read(id[:])
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, peering.MaxDatagram+1)
+		for {
+			n, src, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			m, err := peering.Decode(buf[:n], nil)
+			if err != nil {
+				continue
+			}
+			reply := peering.Message{From: id, HTTPPort: uint16(port), Priority: 1000, FreeBytes: 1 << 40}
+			switch m.Type {
+			case peering.MsgHello:
+				reply.Type = peering.MsgHello
+			case peering.MsgQuery:
+				reply.Type, reply.ReqID, reply.Digest, reply.Has, reply.Ready, reply.FreeSlots = peering.MsgAnswer, m.ReqID, m.Digest, true, true, 2
+			case peering.MsgWant:
+				reply.Type, reply.Digest = peering.MsgHave, m.Digest
+			default:
+				continue
+			}
+			if b, err := peering.Encode(reply, nil); err == nil {
+				pc.WriteTo(b, src)
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		pc.Close()
+		<-done
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		srv.Close()
+	})
+	return fp
+}
+
+// A forged peer that answers every query "has it" and then sends too many
+// bytes, wrong bytes, trickles, or stalls: each time the client gets the
+// exact artifact (the next source, upstream, sends it), within the stall
+// timeout plus the transfer, and the peer is blamed.
+func TestForgedPeer(t *testing.T) {
+	repo := newPeerRepo(t, 1<<20)
+	wrong := make([]byte, len(repo.deb))
+	rand.Read(wrong)
+	for _, tt := range []struct {
+		name     string
+		blob     http.HandlerFunc
+		blame    string // what the victim's log must say of the peer
+		upstream int    // GETs of the artifact upstream
+	}{
+		// The right bytes and 300 MB more: cut at the size, the bytes
+		// taken verify, and upstream is not needed.
+		{"too many bytes", func(w http.ResponseWriter, r *http.Request) {
+			w.Write(repo.deb)
+			w.Write(bytes.Repeat([]byte("x"), 300<<20))
+		}, "more bytes than the expected size", 0},
+		{"wrong bytes", func(w http.ResponseWriter, r *http.Request) {
+			w.Write(wrong)
+		}, "digest mismatch", 1},
+		{"trickle", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(repo.deb)))
+			for i := range repo.deb {
+				if _, err := w.Write(repo.deb[i : i+1]); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}, "too little progress", 1},
+		{"stall after the headers", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(repo.deb)))
+			w.Write(repo.deb[:1000])
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+		}, "too little progress", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			forged := startForgedPeer(t, tt.blob)
+			u, cmd, logs := startWarren(t, "--cache-dir", t.TempDir(), "--discovery", "static", "--peer", forged.addr,
+				"--stall-timeout", "1s", "--log-level", "debug")
+			victim := &node{url: u, cmd: cmd, logs: logs, client: proxyClient(t, u)}
+			logs.waitFor(t, `msg="peer joined the table"`, 10*time.Second)
+			victim.learn(t, repo)
+			before := repo.up.count(repo.path)
+			start := time.Now()
+			got, err := victim.get(t, repo.up.URL+repo.path)
+			took := time.Since(start)
+			if err != nil || !bytes.Equal(got, repo.deb) {
+				t.Fatalf("client got %d bytes (exact: %v), err %v", len(got), bytes.Equal(got, repo.deb), err)
+			}
+			if forged.blobs.Load() == 0 {
+				t.Fatal("the forged peer was never asked: the test proves nothing")
+			}
+			if n := repo.up.count(repo.path) - before; n != tt.upstream {
+				t.Fatalf("upstream GETs of the artifact %d, want %d", n, tt.upstream)
+			}
+			logs.waitFor(t, "peer blamed", 10*time.Second)
+			if !bytes.Contains([]byte(logs.String()), []byte(tt.blame)) {
+				t.Fatalf("the victim's log does not say %q", tt.blame)
+			}
+			t.Logf("exact artifact in %s", took.Round(time.Millisecond))
+		})
+	}
+}
+
+// proxyClient is an HTTP client that uses the warren at u as its proxy.
+func proxyClient(t *testing.T, u string) *http.Client {
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
