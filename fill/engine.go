@@ -326,6 +326,7 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 				if st.Hold {
 					r.f.Hold()
 				}
+				r.e.cfg.Logger.Debug("fill receiving", slog.String("from", st.From), slog.Int64("offset", r.f.Written()), slog.Bool("held", st.Hold))
 			}
 			if _, err := r.f.Write(buf[:n]); err != nil {
 				return false, Stop(err) // the fill is aborted (a full disk)

@@ -400,7 +400,9 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		return
 	case errors.As(err, &st):
 		code = st.code
-		if code >= 500 {
+		// A loop stays a loop (508: the request came back to a warren);
+		// other upstream failures are a bad gateway.
+		if code >= 500 && code != http.StatusLoopDetected {
 			code = http.StatusBadGateway
 		}
 	case errors.As(err, &fe):

@@ -117,9 +117,7 @@ func TestCLIStatusAndCache(t *testing.T) {
 // Root running the CLI on a stopped daemon's cache leaves every file owned
 // by the cache's owner, so the daemon (user warren) can open it again.
 func TestCLIAsRootKeepsCacheOwner(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to own files as another user")
-	}
+	requireRoot(t, "giving files to another user")
 	dir := filepath.Join(t.TempDir(), "cache")
 	os.MkdirAll(dir, 0o750)
 	const nobody = 65534

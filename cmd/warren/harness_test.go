@@ -41,15 +41,28 @@ func requireTools(t testing.TB, tools ...string) {
 }
 
 // requireRootStep skips what, a test that changes the machine, unless its
-// own step of `make test` runs it (env=1) as root; it says why when skipped.
+// own step of `make test` runs it (env=1); that step fails it when not root.
 func requireRootStep(t testing.TB, env, what string) {
 	t.Helper()
 	if os.Getenv(env) != "1" {
 		t.Skipf("SKIP: %s runs as its own step of `make test` (%s=1)", what, env)
 	}
 	if os.Geteuid() != 0 {
-		t.Skipf("SKIP: %s needs root", what)
+		t.Fatalf("%s needs root: run `make test` as root", what)
 	}
+}
+
+// requireRoot skips a test that needs root when not root, unless a step of
+// `make test` runs it (WARREN_E2E=1): then it fails, never passes unseen.
+func requireRoot(t testing.TB, what string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("WARREN_E2E") == "1" {
+		t.Fatalf("%s needs root: run `make test` as root", what)
+	}
+	t.Skipf("SKIP: %s needs root", what)
 }
 
 var (
