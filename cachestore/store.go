@@ -137,9 +137,9 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("open cache: create %s: %w", filepath.Join(cfg.Dir, sub), err)
 		}
 	}
-	db, err := badger.Open(badgerOptions(filepath.Join(cfg.Dir, "index"), cfg.Logger))
+	db, rebuilt, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("open cache index in %s (is another warren using this cache directory?): %w", cfg.Dir, err)
+		return nil, fmt.Errorf("open cache index in %s: %w", cfg.Dir, err)
 	}
 	s := &Store{
 		dir:          cfg.Dir,
@@ -157,7 +157,7 @@ func Open(cfg Config) (*Store, error) {
 	if s.limits.HalfLife <= 0 {
 		s.limits.HalfLife = 7 * 24 * time.Hour
 	}
-	if err := s.recover(); err != nil {
+	if err := s.recover(rebuilt); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -579,7 +579,7 @@ func (s *Store) getWith(key string, decode func([]byte) error) error {
 // whose blob is gone or of the wrong size, URL-cache entries without a blob;
 // and indexes blob files that were renamed into place but not yet indexed
 // (they were verified before the rename).
-func (s *Store) recover() error {
+func (s *Store) recover(rebuilt bool) error {
 	tmp := filepath.Join(s.dir, "tmp")
 	entries, err := os.ReadDir(tmp)
 	if err != nil {
@@ -642,6 +642,9 @@ func (s *Store) recover() error {
 		if _, ok := indexed[d.String()]; ok {
 			return nil
 		}
+		if !s.adoptable(d, p, rebuilt) {
+			return nil
+		}
 		info, err := e.Info()
 		if err != nil {
 			return err
@@ -694,7 +697,7 @@ func (s *Store) recover() error {
 		s.usedBlobs.Add(1)
 	}
 	if len(drop) > 0 || adopted > 0 {
-		s.log.Info("recovered cache index", slog.Int("dropped_entries", len(drop)), slog.Int("adopted_blobs", adopted))
+		s.log.Info("recovered cache index", slog.Int("dropped_entries", len(drop)), slog.Int("adopted_blobs", adopted), slog.Bool("rebuilt", rebuilt))
 	}
 	return nil
 }

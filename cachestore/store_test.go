@@ -499,3 +499,106 @@ func TestBadgerPeriodicWarningsQuiet(t *testing.T) {
 		t.Fatalf("a real warning was not logged: %q", buf.String())
 	}
 }
+
+// damageIndex closes nothing; it damages a closed store's index files.
+func damageIndex(t *testing.T, dir, how string) {
+	t.Helper()
+	idx := filepath.Join(dir, "index")
+	entries, _ := os.ReadDir(idx)
+	switch how {
+	case "truncated table":
+		n := 0
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), ".sst") {
+				p := filepath.Join(idx, e.Name())
+				st, _ := os.Stat(p)
+				if err := os.Truncate(p, st.Size()/2); err != nil {
+					t.Fatal(err)
+				}
+				n++
+			}
+		}
+		if n == 0 {
+			t.Fatal("no table file to damage: the test proves nothing")
+		}
+	case "lost MANIFEST":
+		if err := os.Remove(filepath.Join(idx, "MANIFEST")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A damaged or lost index never stops the store: it is moved aside, the
+// blobs are adopted again (each rehashed; a bad one is removed), and the
+// learnt hashes are gone until metadata is fetched again.
+func TestDamagedIndexRebuilt(t *testing.T) {
+	for _, how := range []string{"truncated table", "lost MANIFEST"} {
+		t.Run(how, func(t *testing.T) {
+			dir := t.TempDir()
+			s, err := Open(Config{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := fill(t, s, []byte(strings.Repeat("good blob ", 1000)))
+			bad := fill(t, s, []byte(strings.Repeat("bit rot ", 1000)))
+			facts := map[string]Known{}
+			for i := range 5000 { // enough to be flushed into a table
+				facts[fmt.Sprintf("http://deb.example/debian/pool/p%d.deb", i)] = Known{Digest: good, Size: 10000}
+			}
+			if err := s.PutKnown(facts); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			damageIndex(t, dir, how)
+			badPath := filepath.Join(dir, "blobs", "sha256", bad.Hex[:2], bad.Hex)
+			b, _ := os.ReadFile(badPath)
+			b[10] ^= 0xff
+			os.WriteFile(badPath, b, 0o600)
+
+			s, err = Open(Config{Dir: dir})
+			if err != nil {
+				t.Fatalf("open after damage: %v", err)
+			}
+			defer s.Close()
+			if _, err := s.Stat(good); err != nil {
+				t.Fatalf("the good blob was not adopted: %v", err)
+			}
+			if _, err := s.Stat(bad); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("the damaged blob was adopted: %v", err)
+			}
+			if _, err := os.Stat(badPath); !os.IsNotExist(err) {
+				t.Fatalf("the damaged blob file is still there: %v", err)
+			}
+			if used, n, _ := s.Usage(); n != 1 || used != 10000 {
+				t.Fatalf("usage %d bytes in %d blobs, want 10000 in 1", used, n)
+			}
+			aside, _ := filepath.Glob(filepath.Join(dir, "index.damaged-*"))
+			if len(aside) != 1 {
+				t.Fatalf("damaged index kept aside: %v", aside)
+			}
+			// Usable: it learns and stores again.
+			if err := s.PutKnown(map[string]Known{"http://x/y.deb": {Digest: good, Size: 10000}}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// Another process holding the index is not damage: the open fails with a
+// clear error, and nothing is moved.
+func TestLockedIndexIsNotDamage(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := Open(Config{Dir: dir}); !errors.Is(err, errIndexLocked) {
+		t.Fatalf("second open: %v, want errIndexLocked", err)
+	}
+	if aside, _ := filepath.Glob(filepath.Join(dir, "index.damaged-*")); len(aside) != 0 {
+		t.Fatalf("a locked index was moved aside: %v", aside)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -390,5 +391,48 @@ func fetch(t *testing.T, n *Node, d cachestore.Digest, size, off int64, w io.Wri
 		if err == nil && (size < 0 || off == size) {
 			return from, nil
 		}
+	}
+}
+
+// A node that downloads without an election (every peer had said no) and
+// is busy when a latecomer first asks (its upload slots full) is still the
+// one downloader: the latecomer waits for its next heartbeat and follows
+// it, instead of electing itself from the wants (which lack the
+// downloader) and fetching a second copy.
+func TestBusyDownloaderIsFollowedNotOutvoted(t *testing.T) {
+	body := bytes.Repeat([]byte("busy "), 8000)
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	var asks atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if asks.Add(1) <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable) // both slots taken, for a while
+			return
+		}
+		w.Write(body)
+	}))
+	defer srv.Close()
+	defer http.DefaultClient.CloseIdleConnections()
+	port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+	// Heartbeats slower than b's election window: a stays busy past it.
+	a := testNode(t, Config{ID: NodeID{1}, Port: uint16(port), Priority: 1, Heartbeat: 200 * time.Millisecond})
+	b := testNode(t, Config{ID: NodeID{2}, Priority: 1000, Heartbeat: 200 * time.Millisecond, ElectionWindow: 20 * time.Millisecond,
+		QueryTimeout: 50 * time.Millisecond})
+	b.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: uint16(port), Priority: 1})
+	// a took the download on its own, and says so every heartbeat to b.
+	a.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: b.Addr().Port(), Priority: 1000})
+	a.update(d, func(e *election) { e.interest = true })
+	a.startBeats(d, int64(len(body)), func() int64 { return 100 })
+	defer a.Done(d, false)
+	var got bytes.Buffer
+	src, err := fetch(t, b, d, int64(len(body)), 0, &got, func() int64 { return 0 })
+	if err != nil || !bytes.Equal(got.Bytes(), body) || len(src) != 1 || src[0] != (NodeID{1}).String() {
+		t.Fatalf("b: %v, %d bytes from %v; want the blob from a, the busy downloader", err, got.Len(), src)
+	}
+	b.mu.Lock()
+	beating := b.beating[d] != nil
+	b.mu.Unlock()
+	if beating {
+		t.Fatal("b elected itself to download a second copy")
 	}
 }

@@ -273,6 +273,17 @@ func (s *Source) elect(ctx context.Context) (Peer, error) {
 				continue
 			}
 		}
+		if !s.decided {
+			// A live downloader is the winner, whatever the wants say: it
+			// may have taken the download without an election (every peer
+			// said no), and being busy (its upload slots full) it cannot
+			// be followed at once. Waiting for its next heartbeat beats a
+			// second download.
+			if w, ok := s.liveDownloader(snap); ok {
+				s.winner, s.decided, s.decidedAt = w, true, n.now()
+				n.log.Debug("following the downloader", slog.String("digest", d.String()), slog.String("downloader", w.String()))
+			}
+		}
 		if !s.decided && s.windowEnd == nil {
 			w, ok := computeWinner(snap, s.size, n.cfg.SpaceAware)
 			if !ok {
@@ -297,6 +308,23 @@ func (s *Source) elect(ctx context.Context) (Peer, error) {
 		case <-time.After(n.cfg.Heartbeat):
 		}
 	}
+}
+
+// liveDownloader is the node (not this one) whose heartbeat for d is the
+// freshest and not yet three intervals old.
+func (s *Source) liveDownloader(snap election) (NodeID, bool) {
+	n := s.n
+	var best NodeID
+	var bestAt time.Time
+	for id, at := range snap.beatAt {
+		if snap.dead[id] || id == n.cfg.ID || n.now().Sub(at) > 3*n.cfg.Heartbeat || !n.table.Good(id) {
+			continue
+		}
+		if at.After(bestAt) {
+			best, bestAt = id, at
+		}
+	}
+	return best, !bestAt.IsZero()
 }
 
 // holder picks a node that has d and was not tried yet, or a live

@@ -1,0 +1,141 @@
+package cachestore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+	"github.com/dgraph-io/badger/v4/table"
+	"github.com/dgraph-io/ristretto/v2/z"
+)
+
+// The index is derived data: the blobs are named by their digest, so a
+// damaged or lost index never costs them. openIndex opens it; when Badger
+// cannot (a truncated table, a lost MANIFEST beside its tables, a panic
+// while loading), the damaged index is moved aside for inspection, the
+// log says loudly what is lost, and a fresh one is built: recovery then
+// adopts every blob on disk, each one rehashed first.
+
+// errIndexLocked is another process holding the index: never "damage".
+var errIndexLocked = errors.New("the cache index is in use by another process")
+
+// openIndex opens the Badger index in dir; rebuilt says it was damaged
+// and has been started afresh.
+func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt bool, err error) {
+	why := indexDamage(dir)
+	if why == nil {
+		db, err = openBadger(dir, log)
+		if err == nil {
+			return db, false, nil
+		}
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, false, fmt.Errorf("%w (is another warren using this cache directory?): %w", errIndexLocked, err)
+		}
+		why = err
+	}
+	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405Z"))
+	if err := os.Rename(dir, aside); err != nil {
+		return nil, false, fmt.Errorf("move the damaged cache index %s aside: %w (and it could not be opened: %v)", dir, err, why)
+	}
+	log.Error("the cache index is damaged; it was moved aside and is rebuilt from the blobs on disk. "+
+		"Learnt hashes and URL-cache entries are lost: they come back as clients fetch repository metadata again",
+		slog.String("damaged", aside), slog.Any("why", why))
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, false, fmt.Errorf("create a fresh cache index %s: %w", dir, err)
+	}
+	db, err = openBadger(dir, log)
+	if err != nil {
+		return nil, false, fmt.Errorf("open a fresh cache index in %s: %w", dir, err)
+	}
+	return db, true, nil
+}
+
+// openBadger is badger.Open that turns a panic (Badger panics on some
+// damaged tables) into an error.
+func openBadger(dir string, log *slog.Logger) (db *badger.DB, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			db, err = nil, fmt.Errorf("badger panicked while opening the index: %v", p)
+		}
+	}()
+	return badger.Open(badgerOptions(dir, log))
+}
+
+// indexDamage finds damage Badger would not survive or not report: a
+// table file it cannot read (Badger opens tables in goroutines of its own,
+// where a panic on a truncated one kills the process), or tables and value
+// logs with no MANIFEST to list them (Badger would silently start an empty
+// index beside them).
+func indexDamage(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("read the cache index directory: %w", err)
+	}
+	manifest, data := false, false
+	for _, e := range entries {
+		switch name := e.Name(); {
+		case name == "MANIFEST":
+			manifest = true
+		case strings.HasSuffix(name, ".sst"), strings.HasSuffix(name, ".vlog"):
+			data = true
+		}
+	}
+	if data && !manifest {
+		return errors.New("the index has tables but no MANIFEST")
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".sst") {
+			if err := checkTable(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkTable opens one table file with Badger's own reader, checksums
+// verified, in this goroutine, where a panic can be caught.
+func checkTable(path string) (err error) {
+	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return fmt.Errorf("open index table %s: %w", filepath.Base(path), err)
+	}
+	defer mf.Close(-1) // unmap; the table is never released (that deletes its file)
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("index table %s is damaged: %v", filepath.Base(path), p)
+		}
+	}()
+	if _, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: options.None}); err != nil {
+		return fmt.Errorf("index table %s is damaged: %w", filepath.Base(path), err)
+	}
+	return nil
+}
+
+// adoptable says whether a blob file found on disk may be indexed: after a
+// crash, a file renamed into place was verified before the rename; after a
+// rebuild nothing is taken on trust, and a file that does not hash to its
+// name is removed.
+func (s *Store) adoptable(d Digest, path string, rehash bool) bool {
+	if !rehash {
+		return true
+	}
+	ok, err := s.verifyOne(BlobInfo{Digest: d, Size: -1})
+	if err != nil || !ok {
+		s.log.Warn("blob does not match its name; removed while rebuilding the index",
+			slog.String("digest", d.String()), slog.Any("err", err))
+		_ = os.Remove(path)
+		return false
+	}
+	return true
+}
