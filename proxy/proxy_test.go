@@ -984,3 +984,31 @@ func TestMetricsAndStatusPage(t *testing.T) {
 		}
 	}
 }
+
+// Eviction (or cache rm) of a URL-cached file takes its URL entry with it:
+// after the TTL, warren fetches it again in full, never revalidates into a
+// copy that is gone (upstream would answer 304 and the client get a 500).
+func TestEvictedURLCacheRefetched(t *testing.T) {
+	up := newUpstream(t, 1000)
+	h := newHarness(t, up)
+	_, want := h.mustGet(up.URL+releasePath, 200)
+	h.known(up.URL + releasePath) // its learn reads the blob; wait for it
+	c, err := h.store.Cached(up.URL + releasePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.store.Remove(c.Digest); err != nil {
+		t.Fatal(err)
+	}
+	h.clock.advance(time.Minute)
+	_, body := h.mustGet(up.URL+releasePath, 200)
+	if !bytes.Equal(body, want) {
+		t.Fatalf("refetched Release differs")
+	}
+	up.mu.Lock()
+	conds := up.conds[releasePath]
+	up.mu.Unlock()
+	if conds != 0 || up.count(releasePath) != 2 {
+		t.Fatalf("after eviction: %d conditional and %d full GETs, want 0 and 2", conds, up.count(releasePath))
+	}
+}

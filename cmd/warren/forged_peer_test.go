@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -166,4 +169,43 @@ func proxyClient(t *testing.T, u string) *http.Client {
 	tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr}
+}
+
+// A damaged index never stops the daemon: a truncated table file, the
+// daemon started again, and it serves; the blob it had is adopted again
+// (rehashed) and, once the metadata is fetched again, is a hit.
+func TestDaemonSurvivesDamagedIndex(t *testing.T) {
+	repo := newPeerRepo(t, 1<<20)
+	dir := t.TempDir()
+	u, cmd, logs := startWarren(t, "--cache-dir", dir, "--log-level", "debug")
+	n := &node{url: u, cmd: cmd, logs: logs, client: proxyClient(t, u)}
+	n.learn(t, repo)
+	if _, err := n.get(t, repo.up.URL+repo.path); err != nil {
+		t.Fatal(err)
+	}
+	logs.waitFor(t, "msg=stored url="+repo.up.URL+repo.path, 10*time.Second)
+	cmd.Process.Signal(os.Interrupt)
+	cmd.Wait()
+	tables, _ := filepath.Glob(filepath.Join(dir, "index", "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("no index table to damage: the test proves nothing")
+	}
+	for _, p := range tables {
+		st, _ := os.Stat(p)
+		os.Truncate(p, st.Size()/2)
+	}
+
+	u, cmd, logs = startWarren(t, "--cache-dir", dir, "--log-level", "debug")
+	n = &node{url: u, cmd: cmd, logs: logs, client: proxyClient(t, u)}
+	if !strings.Contains(logs.String(), "the cache index is damaged") {
+		t.Fatalf("the daemon did not say the index was damaged:\n%s", tail(logs.String(), 20))
+	}
+	n.learn(t, repo)
+	got, err := n.get(t, repo.up.URL+repo.path)
+	if err != nil || !bytes.Equal(got, repo.deb) {
+		t.Fatalf("after the rebuild: %d bytes, %v", len(got), err)
+	}
+	if c := repo.up.count(repo.path); c != 1 {
+		t.Fatalf("upstream GETs of the artifact %d, want 1: the adopted blob was not served", c)
+	}
 }
