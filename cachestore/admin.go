@@ -1,6 +1,7 @@
 package cachestore
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,14 +74,18 @@ type VerifyReport struct {
 }
 
 // Verify rehashes every blob and removes those whose bytes do not match
-// their name; progress is called after each blob.
-func (s *Store) Verify(progress func(done, total int)) (VerifyReport, error) {
+// their name; progress is called after each blob. It stops when ctx ends,
+// with what it found so far and ctx's error.
+func (s *Store) Verify(ctx context.Context, progress func(done, total int)) (VerifyReport, error) {
 	infos, err := s.blobs()
 	if err != nil {
 		return VerifyReport{}, err
 	}
 	var rep VerifyReport
 	for i, bi := range infos {
+		if err := ctx.Err(); err != nil {
+			return rep, fmt.Errorf("verify stopped after %d of %d blobs: %w", rep.Checked, len(infos), err)
+		}
 		ok, err := s.verifyOne(bi)
 		if err != nil {
 			return rep, err

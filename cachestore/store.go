@@ -35,6 +35,10 @@ type Config struct {
 	MinFreeBytes int64
 	// Limits bound the cache; see Evict.
 	Limits Limits
+	// ScrubRate is how fast (bytes/s) Run rehashes stored blobs in the
+	// background to find bit rot; 0 turns the scrub off (rechecks asked
+	// for with Recheck still run).
+	ScrubRate int64
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -61,6 +65,12 @@ type Store struct {
 
 	spare     chan *os.File // temp files created ahead (spare.go)
 	spareKick chan struct{}
+
+	scrubRate    int64       // scrub.go
+	recheck      chan Digest // blobs to rehash soon
+	scrubChecked atomic.Int64
+	scrubBytes   atomic.Int64
+	scrubBad     atomic.Int64
 
 	limits    Limits
 	evictMu   sync.Mutex // one eviction run at a time
@@ -151,6 +161,8 @@ func Open(cfg Config) (*Store, error) {
 		limits:       cfg.Limits,
 		evictKick:    make(chan struct{}, 1),
 		spare:        make(chan *os.File, spareFiles),
+		scrubRate:    cfg.ScrubRate,
+		recheck:      make(chan Digest, 16),
 		spareKick:    make(chan struct{}, 1),
 		open:         map[Digest]int{},
 	}
@@ -206,7 +218,8 @@ func (s *Store) Close() error {
 }
 
 // Run does the housekeeping until ctx ends: eviction every five minutes and
-// after fills, value-log GC every ten, spare temp files for fills.
+// after fills, value-log GC every ten, spare temp files for fills, the
+// scrub and rechecks.
 func (s *Store) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -220,6 +233,12 @@ func (s *Store) Run(ctx context.Context) error {
 		s.spareLoop(ctx)
 	}()
 	defer func() { <-spared }()
+	scrubbed := make(chan struct{})
+	go func() {
+		defer close(scrubbed)
+		s.scrubLoop(ctx)
+	}()
+	defer func() { <-scrubbed }()
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
 	for {

@@ -602,3 +602,88 @@ func TestLockedIndexIsNotDamage(t *testing.T) {
 		t.Fatalf("a locked index was moved aside: %v", aside)
 	}
 }
+
+// verify stops when its context ends (an interrupted `cache verify`).
+func TestVerifyStopsWithItsContext(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range 3 {
+		fill(t, s, []byte(fmt.Sprintf("blob %d", i)))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	rep, err := s.Verify(ctx, func(done, total int) {
+		if done == 1 {
+			cancel() // interrupted after the first blob
+		}
+	})
+	if !errors.Is(err, context.Canceled) || rep.Checked != 1 {
+		t.Fatalf("verify after an interrupt: checked %d, err %v; want 1 and context.Canceled", rep.Checked, err)
+	}
+}
+
+// errorLog is a slog handler that passes each error message to a channel:
+// the event a test waits on.
+type errorLog chan string
+
+func (e errorLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelError }
+func (e errorLog) Handle(_ context.Context, r slog.Record) error {
+	select {
+	case e <- r.Message:
+	default:
+	}
+	return nil
+}
+func (e errorLog) WithAttrs([]slog.Attr) slog.Handler { return e }
+func (e errorLog) WithGroup(string) slog.Handler      { return e }
+
+// A flipped byte in a stored blob is found, by the background scrub or by
+// a recheck (a peer's report), and the blob removed; good blobs stay.
+func TestScrubFindsBitRot(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		rate    int64
+		recheck bool
+	}{{"background scrub", 1 << 30, false}, {"recheck with the scrub off", 0, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			errs := make(errorLog, 8)
+			s, err := Open(Config{Dir: t.TempDir(), ScrubRate: tt.rate, Logger: slog.New(errs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			good := fill(t, s, []byte(strings.Repeat("good ", 2000)))
+			bad := fill(t, s, []byte(strings.Repeat("rots ", 2000)))
+			p := filepath.Join(s.Dir(), "blobs", "sha256", bad.Hex[:2], bad.Hex)
+			b, _ := os.ReadFile(p)
+			b[5000] ^= 1
+			os.WriteFile(p, b, 0o600)
+			ctx, cancel := context.WithCancel(t.Context())
+			ran := make(chan struct{})
+			go func() { defer close(ran); s.Run(ctx) }()
+			defer func() { cancel(); <-ran }()
+			if tt.recheck {
+				s.Recheck(bad)
+			}
+			select {
+			case msg := <-errs:
+				if !strings.Contains(msg, "does not match its digest") {
+					t.Fatalf("logged %q", msg)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the damaged blob was not found")
+			}
+			if _, err := s.Stat(bad); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("the damaged blob is still indexed: %v", err)
+			}
+			if _, err := s.Stat(good); err != nil {
+				t.Fatalf("a good blob went: %v", err)
+			}
+			if st := s.Scrubbed(); st.Bad != 1 {
+				t.Fatalf("scrub figures %+v, want 1 bad", st)
+			}
+		})
+	}
+}

@@ -41,6 +41,10 @@ type BlobServer struct {
 	secret  []byte
 	log     *slog.Logger
 
+	// writeTimeout bounds each write to a peer: one that stops reading
+	// loses its slot instead of holding it (default 30s).
+	writeTimeout time.Duration
+
 	active   atomic.Int64 // uploads running now
 	peak     atomic.Int64 // most uploads ever running at once
 	uploaded atomic.Int64 // bytes sent
@@ -52,7 +56,7 @@ func NewBlobServer(store BlobStore, slots int, uploadRate int64, secret []byte, 
 	if slots < 1 {
 		slots = 1
 	}
-	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: secret, log: log}
+	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: secret, log: log, writeTimeout: 30 * time.Second}
 	if uploadRate > 0 {
 		burst := int(min(uploadRate, 1<<20))
 		bs.limiter = rate.NewLimiter(rate.Limit(uploadRate), burst)
@@ -107,7 +111,7 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		bs.active.Add(-1)
 		<-bs.slots
 	}()
-	lw := &limitedWriter{ctx: r.Context(), w: w, lim: bs.limiter, sent: &bs.uploaded}
+	lw := &limitedWriter{ctx: r.Context(), w: w, rc: http.NewResponseController(w), timeout: bs.writeTimeout, lim: bs.limiter, sent: &bs.uploaded}
 	if f, bi, err := bs.store.OpenBlob(d); err == nil {
 		defer f.Close()
 		w.Header().Set("Content-Type", "application/octet-stream")
@@ -174,10 +178,12 @@ func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachest
 // limitedWriter paces writes through the shared limiter. It hides
 // io.ReaderFrom on purpose when limited, so every byte is paced.
 type limitedWriter struct {
-	ctx  context.Context
-	w    http.ResponseWriter
-	lim  *rate.Limiter
-	sent *atomic.Int64
+	ctx     context.Context
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration // each write's deadline
+	lim     *rate.Limiter
+	sent    *atomic.Int64
 }
 
 func (l *limitedWriter) Header() http.Header { return l.w.Header() }
@@ -195,6 +201,9 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 			if err := l.lim.WaitN(l.ctx, len(chunk)); err != nil {
 				return written, fmt.Errorf("upload pacing: %w", err)
 			}
+		}
+		if l.rc != nil && l.timeout > 0 {
+			_ = l.rc.SetWriteDeadline(time.Now().Add(l.timeout))
 		}
 		n, err := l.w.Write(chunk)
 		written += n

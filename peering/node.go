@@ -48,6 +48,9 @@ type Config struct {
 	FreeBytes func() uint64
 	// Has reports whether a verified blob is stored here.
 	Has func(cachestore.Digest) bool
+	// Recheck asks for a stored blob to be rehashed soon (a peer says the
+	// bytes it got from us were wrong); nil: ignored.
+	Recheck func(cachestore.Digest)
 	// Blobs is this node's blob server (nil for a passive node): its free
 	// slots decide "ready".
 	Blobs *BlobServer
@@ -67,11 +70,14 @@ type Node struct {
 	hc    *http.Client
 	ready atomic.Bool // false while starting and stopping
 
-	mu        sync.Mutex                      // guards queries, elections, nextReq
+	mu        sync.Mutex                      // guards queries, elections, nextReq, rechecked
 	queries   map[uint32]chan Message         // open queries by request id
 	elections map[cachestore.Digest]*election // what the group wants, per digest
 	beating   map[cachestore.Digest]*beat     // downloads this node heartbeats
 	nextReq   uint32
+	// rechecked is when each digest was last rechecked on a peer's word:
+	// at most once a minute, so a LAN host cannot keep us rehashing.
+	rechecked map[cachestore.Digest]time.Time
 
 	wg sync.WaitGroup // heartbeat goroutines
 
@@ -166,6 +172,7 @@ func Listen(cfg Config) (*Node, error) {
 		queries:   map[uint32]chan Message{},
 		elections: map[cachestore.Digest]*election{},
 		beating:   map[cachestore.Digest]*beat{},
+		rechecked: map[cachestore.Digest]time.Time{},
 		nextReq:   rand.Uint32(),
 	}
 	return n, nil
@@ -302,6 +309,8 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		})
 	case MsgHave:
 		n.update(m.Digest, func(e *election) { e.haves[m.From] = true })
+	case MsgBadBlob:
+		n.badBlobReported(m)
 	}
 }
 
@@ -534,4 +543,28 @@ func (n *Node) Done(d cachestore.Digest, ok bool) {
 	if ok && !n.cfg.Passive {
 		n.sendAll(Message{Type: MsgHave, Digest: d})
 	}
+}
+
+// badBlobReported rechecks a blob a peer says we sent it wrong, at most
+// once a minute per blob (the report may be a lie; the recheck is cheap
+// but not free).
+func (n *Node) badBlobReported(m Message) {
+	if n.cfg.Passive || n.cfg.Recheck == nil || !n.cfg.Has(m.Digest) {
+		return
+	}
+	now := n.now()
+	n.mu.Lock()
+	last, seen := n.rechecked[m.Digest]
+	if seen && now.Sub(last) < time.Minute {
+		n.mu.Unlock()
+		return
+	}
+	if len(n.rechecked) > 1024 {
+		clear(n.rechecked) // bound memory; it only rate-limits
+	}
+	n.rechecked[m.Digest] = now
+	n.mu.Unlock()
+	n.log.Warn("a peer says the bytes we sent failed verification; rechecking our copy",
+		slog.String("peer", m.From.String()), slog.String("digest", m.Digest.String()))
+	n.cfg.Recheck(m.Digest)
 }

@@ -6,7 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -434,5 +436,42 @@ func TestBusyDownloaderIsFollowedNotOutvoted(t *testing.T) {
 	b.mu.Unlock()
 	if beating {
 		t.Fatal("b elected itself to download a second copy")
+	}
+}
+
+// A peer that stops reading loses its upload slot at the write deadline:
+// it cannot hold the slots for ever. (One slot: the next peer gets it.)
+func TestUploadWriteDeadlineFreesTheSlot(t *testing.T) {
+	body := bytes.Repeat([]byte("slow reader "), 4<<20) // far more than socket buffers
+	store, d := testBlob(t, body)
+	bs := NewBlobServer(store, 1, 0, nil, nil)
+	bs.writeTimeout = 200 * time.Millisecond
+	ended := make(chan struct{}, 4)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { ended <- struct{}{} }()
+		bs.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	u := srv.URL + BlobPathPrefix + d.Algo + "/" + d.Hex
+	// The stalled reader: asks, reads the headers, then nothing.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", BlobPathPrefix+d.Algo+"/"+d.Hex)
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upload to a reader that stopped reading never ended: it holds the slot")
+	}
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || n != int64(len(body)) {
+		t.Fatalf("the next peer: %d, %d bytes; want the blob (the slot free again)", resp.StatusCode, n)
 	}
 }

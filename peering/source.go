@@ -190,13 +190,17 @@ func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, err
 	if size < 0 && resp.StatusCode == http.StatusOK && resp.ContentLength < 0 {
 		size = -1 // a growing file of unknown size: the engine caps at the expected size
 	}
-	id := p.ID
+	id, addr := p.ID, p.AddrPort()
 	return &fill.Stream{
 		Body: resp.Body,
 		From: "peer " + id.String(),
 		Size: size,
 		Hold: true, // a peer's bytes reach clients only once they verify
 		Blame: func(reason error) {
+			if errors.Is(reason, cachestore.ErrDigestMismatch) {
+				// Its copy may have rotted: tell it, so it rechecks.
+				n.send(Message{Type: MsgBadBlob, Digest: s.d}, addr)
+			}
 			n.table.MarkBad(id, 10*time.Minute)
 			n.log.Warn("peer blamed; not asking it for 10m", slog.String("peer", id.String()),
 				slog.String("digest", s.d.String()), slog.Any("why", reason))

@@ -30,6 +30,9 @@ const (
 	// MsgHello makes a node known to a peer that has not heard of it
 	// (static discovery): just the sender block.
 	MsgHello
+	// MsgBadBlob tells a peer that the bytes of Digest it sent failed
+	// verification: it rechecks its copy at once and drops it if bad.
+	MsgBadBlob
 )
 
 func (t MsgType) String() string {
@@ -46,6 +49,8 @@ func (t MsgType) String() string {
 		return "have"
 	case MsgHello:
 		return "hello"
+	case MsgBadBlob:
+		return "bad-blob"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
@@ -195,7 +200,7 @@ func Decode(p []byte, secret []byte) (Message, error) {
 		return m, fmt.Errorf("%w: %d", ErrVersion, p[3])
 	}
 	m.Type = MsgType(p[4])
-	if m.Type < MsgQuery || m.Type > MsgHello {
+	if m.Type < MsgQuery || m.Type > MsgBadBlob {
 		return m, fmt.Errorf("%w: %d", ErrBadType, p[4])
 	}
 	flags := p[5]

@@ -243,7 +243,7 @@ func (a *adminAPI) verify(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	enc := json.NewEncoder(w)
 	flush := http.NewResponseController(w)
-	rep, err := a.store.Verify(func(done, total int) {
+	rep, err := a.store.Verify(r.Context(), func(done, total int) {
 		enc.Encode(map[string]int{"done": done, "total": total})
 		flush.Flush()
 	})
@@ -280,12 +280,15 @@ func (d *daemon) serveAdmin(ctx context.Context) error {
 
 // adminCall does one admin request: over the daemon's socket when it runs,
 // else in process on the cache opened here.
-func adminCall(cfg config, method, path string) (*http.Response, error) {
+// adminCall asks the running daemon over its socket, or with the daemon
+// stopped, answers in process from the cache itself. ctx ends the call
+// (and what it started: a verify stops when the CLI is interrupted).
+func adminCall(ctx context.Context, cfg config, method, path string) (*http.Response, error) {
 	sock := filepath.Join(cfg.CacheDir, adminSocket)
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "unix", sock)
 	}}}
-	req, _ := http.NewRequest(method, "http://warren"+path, nil)
+	req, _ := http.NewRequestWithContext(ctx, method, "http://warren"+path, nil)
 	resp, err := hc.Do(req)
 	if err == nil {
 		return resp, nil
@@ -395,8 +398,8 @@ func oneArg(c *cli.Context) (string, error) {
 }
 
 // call runs an admin request and decodes its JSON, or returns its error text.
-func call(cfg config, method, path string, v any) error {
-	resp, err := adminCall(cfg, method, path)
+func call(ctx context.Context, cfg config, method, path string, v any) error {
+	resp, err := adminCall(ctx, cfg, method, path)
 	if err != nil {
 		return err
 	}
@@ -410,7 +413,7 @@ func call(cfg config, method, path string, v any) error {
 
 func printJSONOrTable(c *cli.Context, cfg config, method, path string) error {
 	var v map[string]any
-	if err := call(cfg, method, path, &v); err != nil {
+	if err := call(c.Context, cfg, method, path, &v); err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -472,7 +475,7 @@ func printLs(c *cli.Context, cfg config) error {
 // or as a table with header, one line per row.
 func printRows[T any](c *cli.Context, cfg config, path, header string, line func(T) string) error {
 	var rows []T
-	if err := call(cfg, http.MethodGet, path, &rows); err != nil {
+	if err := call(c.Context, cfg, http.MethodGet, path, &rows); err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -488,7 +491,7 @@ func printRows[T any](c *cli.Context, cfg config, path, header string, line func
 
 // runVerify shows progress on a terminal while the blobs are rehashed.
 func runVerify(c *cli.Context, cfg config) error {
-	resp, err := adminCall(cfg, http.MethodPost, "/cache/verify")
+	resp, err := adminCall(c.Context, cfg, http.MethodPost, "/cache/verify")
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,8 @@ type config struct {
 
 	// The fill engine.
 	StallTimeout duration `yaml:"stall_timeout"`
+	// ScrubRate is bytes/s for the background rehash of stored blobs; 0 off.
+	ScrubRate string `yaml:"scrub_rate"`
 
 	Chocolatey struct {
 		// Upstream is the default feed's NuGet v2 URL, served at /chocolatey/api/v2/.
@@ -74,6 +76,7 @@ type config struct {
 	cacheMax     sizeOrPercent
 	uploadRate   int64
 	shareMinSize int64
+	scrubRate    int64
 	peers        []netip.AddrPort
 }
 
@@ -103,6 +106,7 @@ func defaults() config {
 		Heartbeat:          duration{time.Second},
 		ShareMinSize:       "256KiB",
 		StallTimeout:       duration{10 * time.Second},
+		ScrubRate:          "20MB",
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
 	return cfg
@@ -130,6 +134,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "election-window", Usage: "how long wants are collected before electing a downloader (default 300ms)", EnvVars: []string{"WARREN_ELECTION_WINDOW"}},
 		&cli.StringFlag{Name: "heartbeat", Usage: "interval of the elected downloader's heartbeats (default 1s)", EnvVars: []string{"WARREN_HEARTBEAT"}},
 		&cli.StringFlag{Name: "share-min-size", Usage: "artifacts smaller than this go upstream at once, peers only as a fallback; 0 asks peers first for all (default 256KiB)", EnvVars: []string{"WARREN_SHARE_MIN_SIZE"}},
+		&cli.StringFlag{Name: "scrub-rate", Usage: "bytes/s for rehashing stored blobs in the background to find bit rot, e.g. 20MB; 0 off (default 20MB)", EnvVars: []string{"WARREN_SCRUB_RATE"}},
 		&cli.StringFlag{Name: "stall-timeout", Usage: "a fill source that makes too little progress this long is left for the next one (default 10s)", EnvVars: []string{"WARREN_STALL_TIMEOUT"}},
 		&cli.StringFlag{Name: "group-secret", Usage: "shared secret: peer messages carry an HMAC, blob requests a token", EnvVars: []string{"WARREN_GROUP_SECRET"}},
 		&cli.StringFlag{Name: "cache-max", Usage: "most the cache may hold, e.g. 200GB or 30% of its disk; 0 for no limit (default 30%)", EnvVars: []string{"WARREN_CACHE_MAX"}},
@@ -170,6 +175,7 @@ func loadConfig(c *cli.Context) (config, error) {
 	str("upload-rate", &cfg.UploadRate)
 	str("group-secret", &cfg.GroupSecret)
 	str("share-min-size", &cfg.ShareMinSize)
+	str("scrub-rate", &cfg.ScrubRate)
 	if c.IsSet("peer") {
 		cfg.Peers = c.StringSlice("peer")
 	}
@@ -291,6 +297,13 @@ func (cfg *config) check() error {
 	}
 	if cfg.QueryTimeout.Duration <= 0 || cfg.ElectionWindow.Duration <= 0 || cfg.Heartbeat.Duration <= 0 || cfg.StallTimeout.Duration <= 0 {
 		return errors.New("query_timeout, election_window, heartbeat and stall_timeout must be positive")
+	}
+	if cfg.ScrubRate == "0" || cfg.ScrubRate == "" {
+		cfg.scrubRate = 0
+	} else if n, err := humanize.ParseBytes(cfg.ScrubRate); err != nil {
+		return fmt.Errorf("scrub_rate %q: want bytes per second such as 20MB, or 0 to turn the scrub off", cfg.ScrubRate)
+	} else {
+		cfg.scrubRate = int64(n)
 	}
 	if n, err := humanize.ParseBytes(cfg.ShareMinSize); err != nil {
 		return fmt.Errorf("share_min_size %q: want a size such as 256KiB, or 0 to ask peers first for every artifact", cfg.ShareMinSize)

@@ -118,6 +118,7 @@ func (d *daemon) startPeering() error {
 		SpaceAware: cfg.SpaceAwareElection, Secret: secret,
 		FreeBytes: func() uint64 { return uint64(d.store.Free()) },
 		Has:       d.store.Holds,
+		Recheck:   d.store.Recheck,
 		Blobs:     d.blobs,
 		Logger:    d.log.With(slog.String("component", "peering")),
 	})
@@ -136,7 +137,7 @@ func storeConfig(cfg config, log *slog.Logger) (cachestore.Config, error) {
 	if err != nil {
 		return cachestore.Config{}, usageError{err}
 	}
-	return cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log,
+	return cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log, ScrubRate: cfg.scrubRate,
 		Limits: cachestore.Limits{
 			MaxBytes: maxBytes,
 			MinAge:   time.Duration(cfg.CacheMinDays * float64(24*time.Hour)),
@@ -179,6 +180,10 @@ func (d *daemon) collectors() []prometheus.Collector {
 			func() float64 { used, _, _ := d.store.Usage(); return float64(used) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_evictions_total", Help: "Blobs evicted."},
 			func() float64 { return float64(d.store.Evictions()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_scrub_bytes_total", Help: "Bytes of stored blobs rehashed by the scrub and rechecks."},
+			func() float64 { return float64(d.store.Scrubbed().Bytes) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "warren_scrub_bad_total", Help: "Stored blobs found not to match their digest, and removed."},
+			func() float64 { return float64(d.store.Scrubbed().Bad) }),
 	}
 	if d.node != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peers", Help: "Peers in the table."},
