@@ -39,7 +39,7 @@ type Config struct {
 	// background to find bit rot; 0 turns the scrub off (rechecks asked
 	// for with Recheck still run).
 	ScrubRate int64
-	Logger *slog.Logger
+	Logger    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
