@@ -20,6 +20,10 @@ import (
 // scrubPassEvery is the least time between the starts of two passes.
 const scrubPassEvery = 24 * time.Hour
 
+// scrubRetryAfter is how long a bad blob that was being read waits before
+// the next try to remove it.
+const scrubRetryAfter = 10 * time.Second
+
 // ScrubStats are the scrub's running totals.
 type ScrubStats struct {
 	Checked int64 // blobs rehashed
@@ -49,7 +53,17 @@ func (s *Store) scrubLoop(ctx context.Context) {
 	}
 	var next time.Time // when the next pass may start
 	var queue []BlobInfo
+	s.scrubLater = map[Digest]time.Time{}
 	for {
+		now := s.now()
+		for d, at := range s.scrubLater {
+			if !now.Before(at) {
+				delete(s.scrubLater, d)
+				if bi, err := s.Stat(d); err == nil {
+					s.scrubOne(ctx, bi, nil, "a recheck")
+				}
+			}
+		}
 		if lim != nil && len(queue) == 0 && !s.now().Before(next) {
 			infos, err := s.blobs()
 			if err != nil {
@@ -58,10 +72,20 @@ func (s *Store) scrubLoop(ctx context.Context) {
 			queue, next = infos, s.now().Add(scrubPassEvery)
 		}
 		var tick <-chan time.Time
-		if len(queue) > 0 {
+		wake := time.Time{}
+		if lim != nil {
+			wake = next
+		}
+		for _, at := range s.scrubLater {
+			if wake.IsZero() || at.Before(wake) {
+				wake = at
+			}
+		}
+		switch {
+		case len(queue) > 0:
 			tick = closedTime // work to do: go on at once
-		} else if lim != nil {
-			tick = time.After(time.Until(next))
+		case !wake.IsZero():
+			tick = time.After(wake.Sub(s.now()))
 		}
 		select {
 		case <-ctx.Done():
@@ -71,9 +95,11 @@ func (s *Store) scrubLoop(ctx context.Context) {
 				s.scrubOne(ctx, bi, nil, "a recheck")
 			}
 		case <-tick:
-			bi := queue[0]
-			queue = queue[1:]
-			s.scrubOne(ctx, bi, lim, "the background scrub")
+			if len(queue) > 0 {
+				bi := queue[0]
+				queue = queue[1:]
+				s.scrubOne(ctx, bi, lim, "the background scrub")
+			}
 		}
 	}
 }
@@ -109,13 +135,16 @@ func (s *Store) scrubOne(ctx context.Context, bi BlobInfo, lim *rate.Limiter, wh
 	if n == bi.Size && fmt.Sprintf("%x", h.Sum(nil)) == bi.Digest.Hex {
 		return
 	}
-	s.scrubBad.Add(1)
-	s.log.Error("blob does not match its digest (bit rot?); removing it, it is fetched again when asked for",
-		slog.String("digest", bi.Digest.String()), slog.String("found_by", why), slog.Int64("size", n), slog.Int64("index_size", bi.Size))
 	if !s.remove(bi, "failed "+why) {
 		// Being read now: try again once the readers are done.
-		s.Recheck(bi.Digest)
+		s.log.Warn("blob does not match its digest (bit rot?), but is being read; trying again shortly",
+			slog.String("digest", bi.Digest.String()), slog.String("found_by", why))
+		s.scrubLater[bi.Digest] = s.now().Add(scrubRetryAfter)
+		return
 	}
+	s.scrubBad.Add(1)
+	s.log.Error("blob does not match its digest (bit rot?); removed, it is fetched again when asked for",
+		slog.String("digest", bi.Digest.String()), slog.String("found_by", why), slog.Int64("size", n), slog.Int64("index_size", bi.Size))
 }
 
 // pacedReader reads through a rate limiter, in chunks of at most its burst.

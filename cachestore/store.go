@@ -63,11 +63,15 @@ type Store struct {
 	fillsMu sync.Mutex       // guards fills
 	fills   map[string]*Fill // in-progress fills by key
 
+	// statFree, when set, stands in for statfs (tests of a full disk).
+	statFree func() int64
+
 	spare     chan *os.File // temp files created ahead (spare.go)
 	spareKick chan struct{}
 
-	scrubRate    int64       // scrub.go
-	recheck      chan Digest // blobs to rehash soon
+	scrubRate    int64                // scrub.go
+	recheck      chan Digest          // blobs to rehash soon
+	scrubLater   map[Digest]time.Time // owned by scrubLoop: bad blobs in use, retried then
 	scrubChecked atomic.Int64
 	scrubBytes   atomic.Int64
 	scrubBad     atomic.Int64
@@ -268,6 +272,9 @@ func (s *Store) Known(url string) (Known, error) {
 
 // PutKnown records URL -> digest facts in one batch.
 func (s *Store) PutKnown(facts map[string]Known) error {
+	if err := s.indexRoom(); err != nil {
+		return fmt.Errorf("record %d hashes: %w", len(facts), err)
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for url, k := range facts {
@@ -314,6 +321,9 @@ func (s *Store) Cached(url string) (Cached, error) {
 // PutCached records that url is cached as c.Digest; a fill records it just
 // before its blob is committed. Removing the blob removes the entry.
 func (s *Store) PutCached(url string, c Cached) error {
+	if err := s.indexRoom(); err != nil {
+		return fmt.Errorf("record cached %s: %w", url, err)
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return fmt.Errorf("record cached %s: %w", url, err)
@@ -433,6 +443,9 @@ func (s *Store) touchBlob(d Digest) (BlobInfo, error) {
 	if err != nil {
 		return bi, err
 	}
+	if s.indexRoom() != nil {
+		return bi, nil // a use not counted beats a full disk; serving goes on
+	}
 	bi.Hits++
 	bi.LastUsed = s.now()
 	return bi, s.writeBlob(bi)
@@ -441,6 +454,9 @@ func (s *Store) touchBlob(d Digest) (BlobInfo, error) {
 // addBlob records a stored blob (new, or stored again) and counts it once;
 // uses are hits it already served.
 func (s *Store) addBlob(d Digest, size int64, uses int64) error {
+	if err := s.indexRoom(); err != nil {
+		return err
+	}
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
 	bi, err := s.Stat(d)
@@ -549,6 +565,9 @@ func (s *Store) Free() int64 {
 
 // fsFree is the free space on the cache's file system.
 func (s *Store) fsFree() int64 {
+	if s.statFree != nil {
+		return s.statFree()
+	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(s.dir, &st); err != nil {
 		return 0
@@ -556,19 +575,31 @@ func (s *Store) fsFree() int64 {
 	return int64(st.Bavail) * st.Bsize
 }
 
-// Room checks that size more bytes fit on the cache's file system while
-// leaving MinFreeBytes free; it returns ErrNoSpace otherwise.
-func (s *Store) Room(size int64) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(s.dir, &st); err != nil {
-		return fmt.Errorf("check free space in %s: %w", s.dir, err)
+// indexHeadroom is the free space the index's writes keep: Badger maps its
+// files, and a write into a mapped page the file system cannot back kills
+// the process (SIGBUS) instead of returning an error. Fills keep it too.
+const indexHeadroom = 32 << 20
+
+// indexRoom says whether the index may be written now.
+func (s *Store) indexRoom() error {
+	if free := s.fsFree(); free < indexHeadroom {
+		return fmt.Errorf("%w in %s: %d bytes free; the index keeps %d MiB for itself (free some space or lower cache_max)",
+			ErrNoSpace, s.dir, free, indexHeadroom>>20)
 	}
-	free := int64(st.Bavail) * st.Bsize
+	return nil
+}
+
+// Room checks that size more bytes fit on the cache's file system while
+// leaving MinFreeBytes (and the index's headroom) free; it returns
+// ErrNoSpace otherwise.
+func (s *Store) Room(size int64) error {
+	free := s.fsFree()
 	if size < 0 {
 		size = 0
 	}
-	if free-size < s.minFreeBytes {
-		return fmt.Errorf("%w in %s: %d bytes free, %d needed plus %d kept free", ErrNoSpace, s.dir, free, size, s.minFreeBytes)
+	keep := max(s.minFreeBytes, indexHeadroom)
+	if free-size < keep {
+		return fmt.Errorf("%w in %s: %d bytes free, %d needed plus %d kept free", ErrNoSpace, s.dir, free, size, keep)
 	}
 	return nil
 }
@@ -663,6 +694,10 @@ func (s *Store) recover(rebuilt bool) error {
 		}
 		if !s.adoptable(d, p, rebuilt) {
 			return nil
+		}
+		if err := s.indexRoom(); err != nil {
+			s.log.Warn("not adopting blobs now: the disk is nearly full", slog.Any("err", err))
+			return filepath.SkipAll
 		}
 		info, err := e.Info()
 		if err != nil {

@@ -687,3 +687,34 @@ func TestScrubFindsBitRot(t *testing.T) {
 		})
 	}
 }
+
+// A nearly full disk stops index writes before Badger could fault on a
+// mapped page: facts and URL entries are refused with ErrNoSpace, fills
+// pass through (no Room), and stored blobs are still served.
+func TestIndexKeepsHeadroom(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := fill(t, s, []byte("stored before the disk filled up"))
+	s.statFree = func() int64 { return 1 << 20 } // 1 MiB left
+	if err := s.PutKnown(map[string]Known{"http://x/a.deb": {Digest: d, Size: 31}}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("PutKnown on a full disk: %v, want ErrNoSpace", err)
+	}
+	if err := s.PutCached("http://x/InRelease", Cached{Digest: d, Size: 31}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("PutCached on a full disk: %v, want ErrNoSpace", err)
+	}
+	if err := s.Room(0); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("Room on a full disk: %v, want ErrNoSpace", err)
+	}
+	b, _, err := s.OpenBlob(d)
+	if err != nil {
+		t.Fatalf("a stored blob is not served on a full disk: %v", err)
+	}
+	b.Close()
+	s.statFree = nil
+	if err := s.PutKnown(map[string]Known{"http://x/a.deb": {Digest: d, Size: 31}}); err != nil {
+		t.Fatalf("PutKnown with room again: %v", err)
+	}
+}

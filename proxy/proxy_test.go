@@ -873,16 +873,19 @@ func TestDiskFillsUpMidTransfer(t *testing.T) {
 		t.Skip("needs root to mount a small tmpfs")
 	}
 	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "warren-test", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=48m", "warren-test", dir).CombinedOutput(); err != nil {
 		if e2e {
 			t.Fatalf("cannot mount tmpfs: %v %s", err, out)
 		}
 		t.Skipf("cannot mount tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
-	up := newUpstream(t, 3<<20)
+	// 24 MB into 48 MB, of which the index keeps 32 MiB free: the fill
+	// runs out of room half-way.
+	up := newUpstream(t, 24<<20)
 	// Chunked, no length, hash unknown: the free-space check before the
-	// fill cannot see it coming, so the write itself hits ENOSPC. Upstream
+	// fill cannot see it coming; the checks while writing (or the write
+	// itself) do. Upstream
 	// holds after 64 KiB until the client has bytes, so the disk fills up
 	// mid-transfer, not before the client's first byte.
 	clientHasBytes := make(chan struct{})
