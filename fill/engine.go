@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,21 @@ type Stream struct {
 	// Hold keeps this stream's bytes from the fill's readers until the
 	// whole blob verifies (a LAN peer: never streamed through unverified).
 	Hold bool
+}
+
+// ContentRangeTotal reads the whole size from a 206's Content-Range
+// ("bytes a-b/total"), for a source's Stream.Size; -1 when it is absent or
+// "*".
+func ContentRangeTotal(h string) int64 {
+	_, total, ok := strings.Cut(h, "/")
+	if !ok {
+		return -1
+	}
+	v, err := strconv.ParseInt(total, 10, 64)
+	if err != nil || v < 0 {
+		return -1
+	}
+	return v
 }
 
 // ErrSkip is what a source's Open wraps to say "nothing (more) here".

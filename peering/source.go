@@ -179,7 +179,7 @@ func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, err
 			}
 		}
 	case http.StatusPartialContent:
-		size = totalFromContentRange(resp.Header.Get("Content-Range"))
+		size = fill.ContentRangeTotal(resp.Header.Get("Content-Range"))
 	case http.StatusServiceUnavailable:
 		resp.Body.Close()
 		return nil, errBusy
@@ -206,22 +206,6 @@ func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, err
 				slog.String("digest", s.d.String()), slog.Any("why", reason))
 		},
 	}, nil
-}
-
-// totalFromContentRange reads the total of "bytes a-b/total"; -1 if absent.
-func totalFromContentRange(h string) int64 {
-	i := len(h) - 1
-	for i >= 0 && h[i] != '/' {
-		i--
-	}
-	if i < 0 {
-		return -1
-	}
-	v, err := strconv.ParseInt(h[i+1:], 10, 64)
-	if err != nil || v < 0 {
-		return -1
-	}
-	return v
 }
 
 // pickWeighted chooses at random, each peer weighted by its priority.

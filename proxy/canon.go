@@ -64,13 +64,10 @@ func canonicalPath(escaped string) string {
 			hi, ok1 := unhex(escaped[i+1])
 			lo, ok2 := unhex(escaped[i+2])
 			if ok1 && ok2 {
-				d := hi<<4 | lo
-				if pathLiteral[d] {
+				if d := hi<<4 | lo; pathLiteral[d] {
 					b.WriteByte(d)
 				} else {
-					b.WriteByte('%')
-					b.WriteByte(upperHex[d>>4])
-					b.WriteByte(upperHex[d&15])
+					writeEscaped(&b, d)
 				}
 				i += 2
 				continue
@@ -80,9 +77,7 @@ func canonicalPath(escaped string) string {
 			b.WriteByte(c)
 			continue
 		}
-		b.WriteByte('%')
-		b.WriteByte(upperHex[c>>4])
-		b.WriteByte(upperHex[c&15])
+		writeEscaped(&b, c)
 	}
 	p := b.String()
 	if p == "" {
@@ -102,16 +97,20 @@ func escapeLiteral(p string) string {
 	var b strings.Builder
 	b.Grow(len(p))
 	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if c == '/' || pathLiteral[c] {
+		if c := p[i]; c == '/' || pathLiteral[c] {
 			b.WriteByte(c)
-			continue
+		} else {
+			writeEscaped(&b, c)
 		}
-		b.WriteByte('%')
-		b.WriteByte(upperHex[c>>4])
-		b.WriteByte(upperHex[c&15])
 	}
 	return b.String()
+}
+
+// writeEscaped writes c as %XX, in upper case.
+func writeEscaped(b *strings.Builder, c byte) {
+	b.WriteByte('%')
+	b.WriteByte(upperHex[c>>4])
+	b.WriteByte(upperHex[c&15])
 }
 
 // canonicalURL is the key of u in the index.

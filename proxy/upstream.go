@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync/atomic"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -236,7 +235,7 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 		}
 		return nil, fill.Stop(errNotModified)
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
-		size = totalFromContentRange(resp.Header.Get("Content-Range"))
+		size = fill.ContentRangeTotal(resp.Header.Get("Content-Range"))
 	case resp.StatusCode == http.StatusOK:
 		size = resp.ContentLength
 		if off > 0 { // upstream ignores Range: skip what the fill has
@@ -280,19 +279,6 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 			}
 		},
 	}, nil
-}
-
-// totalFromContentRange reads the total of "bytes a-b/total"; -1 if absent.
-func totalFromContentRange(h string) int64 {
-	_, total, ok := strings.Cut(h, "/")
-	if !ok {
-		return -1
-	}
-	v, err := strconv.ParseInt(total, 10, 64)
-	if err != nil || v < 0 {
-		return -1
-	}
-	return v
 }
 
 func (s *Server) setUpstreamHeaders(req *http.Request, ua string) {
