@@ -52,6 +52,25 @@ func (s *Store) URLs() (map[Digest][]string, error) {
 	return out, nil
 }
 
+// CachedURLs lists the URL-cache entries that name d: a prefix read of
+// the reverse keys, no scan of the index.
+func (s *Store) CachedURLs(d Digest) ([]string, error) {
+	prefix := []byte(prefixUses + d.String() + "/")
+	var out []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			out = append(out, string(it.Item().Key()[len(prefix):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list urls of %s: %w", d, err)
+	}
+	return out, nil
+}
+
 // ErrInUse is a blob that a reader has open.
 var ErrInUse = errors.New("blob is being read")
 

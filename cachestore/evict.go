@@ -94,6 +94,9 @@ func (s *Store) score(bi BlobInfo, now time.Time) float64 {
 func (s *Store) Evict() (EvictReport, error) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
+	if s.readOnly {
+		return EvictReport{}, nil // a read-only index cannot forget what it drops
+	}
 	infos, err := s.blobs()
 	if err != nil {
 		return EvictReport{}, err
@@ -206,6 +209,9 @@ func (s *Store) evictLoop(ctx context.Context, interval time.Duration) {
 		}
 		if _, err := s.Evict(); err != nil {
 			s.log.Warn("eviction failed", slog.Any("err", err))
+		}
+		if !s.readOnly {
+			s.takeReserve() // again, once there is room
 		}
 	}
 }

@@ -8,12 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/dgraph-io/badger/v4/table"
-	"github.com/dgraph-io/ristretto/v2/z"
 )
 
 // The index is derived data: the blobs are named by their digest, so a
@@ -27,45 +27,83 @@ import (
 var errIndexLocked = errors.New("the cache index is in use by another process")
 
 // openIndex opens the Badger index in dir; rebuilt says it was damaged
-// and has been started afresh.
-func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt bool, err error) {
+// and has been started afresh. On a nearly full disk it is opened
+// read-only: Badger flushes what it replays at once, through mapped pages,
+// which a full disk turns into a SIGBUS.
+func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt, readOnly bool, err error) {
+	if freeSpace(filepath.Dir(dir)) < closeHeadroom {
+		releaseReserve(filepath.Dir(dir), log)
+	}
+	if free := freeSpace(filepath.Dir(dir)); free < closeHeadroom {
+		db, err := openBadgerWith(badgerOptions(dir, log).WithReadOnly(true))
+		if err != nil {
+			return nil, false, false, fmt.Errorf("%w: the cache index in %s cannot be opened on a full disk (%d bytes free); free some space there: %w",
+				ErrNoSpace, dir, free, err)
+		}
+		log.Warn("cache disk nearly full: the index is opened read-only; warren serves what it holds and passes the rest through. Restart it once there is room",
+			slog.Int64("free_bytes", free), slog.String("dir", dir))
+		return db, false, true, nil
+	}
 	why := indexDamage(dir)
 	if why == nil {
 		db, err = openBadger(dir, log)
 		if err == nil {
-			return db, false, nil
+			return db, false, false, nil
 		}
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, false, fmt.Errorf("%w (is another warren using this cache directory?): %w", errIndexLocked, err)
+			return nil, false, false, fmt.Errorf("%w (is another warren using this cache directory?): %w", errIndexLocked, err)
+		}
+		if isNoSpaceErr(err) {
+			// A full disk is not damage: moving the index aside would lose it.
+			return nil, false, false, fmt.Errorf("%w: the cache index in %s cannot be opened on a full disk; free some space there: %w", ErrNoSpace, dir, err)
 		}
 		why = err
 	}
 	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405Z"))
 	if err := os.Rename(dir, aside); err != nil {
-		return nil, false, fmt.Errorf("move the damaged cache index %s aside: %w (and it could not be opened: %v)", dir, err, why)
+		return nil, false, false, fmt.Errorf("move the damaged cache index %s aside: %w (and it could not be opened: %v)", dir, err, why)
 	}
 	log.Error("the cache index is damaged; it was moved aside and is rebuilt from the blobs on disk. "+
 		"Learnt hashes and URL-cache entries are lost: they come back as clients fetch repository metadata again",
 		slog.String("damaged", aside), slog.Any("why", why))
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, false, fmt.Errorf("create a fresh cache index %s: %w", dir, err)
+		return nil, false, false, fmt.Errorf("create a fresh cache index %s: %w", dir, err)
 	}
 	db, err = openBadger(dir, log)
 	if err != nil {
-		return nil, false, fmt.Errorf("open a fresh cache index in %s: %w", dir, err)
+		return nil, false, false, fmt.Errorf("open a fresh cache index in %s: %w", dir, err)
 	}
-	return db, true, nil
+	return db, true, false, nil
+}
+
+// isNoSpaceErr says whether err is the file system being full; Badger
+// does not always wrap the errno, so its text is read too.
+func isNoSpaceErr(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || strings.Contains(err.Error(), "no space left on device")
 }
 
 // openBadger is badger.Open that turns a panic (Badger panics on some
 // damaged tables) into an error.
 func openBadger(dir string, log *slog.Logger) (db *badger.DB, err error) {
+	return openBadgerWith(badgerOptions(dir, log))
+}
+
+func openBadgerWith(opts badger.Options) (db *badger.DB, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			db, err = nil, fmt.Errorf("badger panicked while opening the index: %v", p)
 		}
 	}()
-	return badger.Open(badgerOptions(dir, log))
+	return badger.Open(opts)
+}
+
+// freeSpace is the free space on dir's file system (0 when unknown).
+func freeSpace(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0
+	}
+	return int64(st.Bavail) * st.Bsize
 }
 
 // indexDamage finds damage Badger would not survive or not report: a
@@ -104,19 +142,24 @@ func indexDamage(dir string) error {
 }
 
 // checkTable opens one table file with Badger's own reader, checksums
-// verified, in this goroutine, where a panic can be caught.
+// verified, in this goroutine, where a panic can be caught. The file is
+// read, not mapped: a table left half-written by a full disk can fault a
+// mapped read (SIGBUS), where read(2) returns an error.
 func checkTable(path string) (err error) {
-	mf, err := z.OpenMmapFile(path, os.O_RDONLY, 0)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("open index table %s: %w", filepath.Base(path), err)
+		return fmt.Errorf("read index table %s: %w", filepath.Base(path), err)
 	}
-	defer mf.Close(-1) // unmap; the table is never released (that deletes its file)
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("index table %s is damaged: %v", filepath.Base(path), p)
 		}
 	}()
-	if _, err := table.OpenTable(mf, table.Options{ReadOnly: true, ChkMode: options.OnTableRead, Compression: options.None}); err != nil {
+	t, err := table.OpenInMemoryTable(data, 1, &table.Options{ReadOnly: true, Compression: options.None})
+	if err != nil {
+		return fmt.Errorf("index table %s is damaged: %w", filepath.Base(path), err)
+	}
+	if err := t.VerifyChecksum(); err != nil {
 		return fmt.Errorf("index table %s is damaged: %w", filepath.Base(path), err)
 	}
 	return nil

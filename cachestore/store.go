@@ -65,6 +65,9 @@ type Store struct {
 
 	// statFree, when set, stands in for statfs (tests of a full disk).
 	statFree func() int64
+	// readOnly: the index was opened read-only (a nearly full disk): it
+	// is read, never written, until a restart.
+	readOnly bool
 
 	spare     chan *os.File // temp files created ahead (spare.go)
 	spareKick chan struct{}
@@ -151,7 +154,7 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("open cache: create %s: %w", filepath.Join(cfg.Dir, sub), err)
 		}
 	}
-	db, rebuilt, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Logger)
+	db, rebuilt, readOnly, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("open cache index in %s: %w", cfg.Dir, err)
 	}
@@ -165,6 +168,7 @@ func Open(cfg Config) (*Store, error) {
 		limits:       cfg.Limits,
 		evictKick:    make(chan struct{}, 1),
 		spare:        make(chan *os.File, spareFiles),
+		readOnly:     readOnly,
 		scrubRate:    cfg.ScrubRate,
 		recheck:      make(chan Digest, 16),
 		spareKick:    make(chan struct{}, 1),
@@ -172,6 +176,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if s.limits.HalfLife <= 0 {
 		s.limits.HalfLife = 7 * 24 * time.Hour
+	}
+	if !readOnly {
+		s.takeReserve()
 	}
 	if err := s.recover(rebuilt); err != nil {
 		db.Close()
@@ -215,11 +222,27 @@ func (s *Store) Close() error {
 	for _, f := range fills {
 		f.Abort(errors.New("cache is closing"))
 	}
+	if s.fsFree() < closeHeadroom && !s.readOnly {
+		releaseReserve(s.dir, s.log)
+	}
+	if free := s.fsFree(); free < closeHeadroom && !s.readOnly {
+		// Closing flushes the memtable into a new table, written through
+		// mapped pages: on a full disk that kills the process. Its
+		// write-ahead log already holds it, and is replayed at the next
+		// start, as after a crash.
+		s.log.Warn("cache disk nearly full: leaving the index's write-ahead log to be replayed at the next start",
+			slog.Int64("free_bytes", free))
+		return nil
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close cache index: %w", err)
 	}
 	return nil
 }
+
+// closeHeadroom is the free space Close needs to flush the index safely:
+// a memtable's table and the manifest, with room to spare.
+const closeHeadroom = 16 << 20
 
 // Run does the housekeeping until ctx ends: eviction every five minutes and
 // after fills, value-log GC every ten, spare temp files for fills, the
@@ -494,6 +517,9 @@ func (s *Store) writeBlob(bi BlobInfo) error {
 // dropBlob removes a blob's file and its index entries (and the URL-cache
 // entries that name it), counting it out if it was counted in.
 func (s *Store) dropBlob(d Digest) error {
+	if s.readOnly {
+		return fmt.Errorf("remove blob %s: %w", d, s.indexRoom())
+	}
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
 	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -582,6 +608,9 @@ const indexHeadroom = 32 << 20
 
 // indexRoom says whether the index may be written now.
 func (s *Store) indexRoom() error {
+	if s.readOnly {
+		return fmt.Errorf("%w in %s: the index was opened read-only on a nearly full disk; restart warren once there is room", ErrNoSpace, s.dir)
+	}
 	if free := s.fsFree(); free < indexHeadroom {
 		return fmt.Errorf("%w in %s: %d bytes free; the index keeps %d MiB for itself (free some space or lower cache_max)",
 			ErrNoSpace, s.dir, free, indexHeadroom>>20)
@@ -733,6 +762,10 @@ func (s *Store) recover(rebuilt bool) error {
 	})
 	if err != nil {
 		return fmt.Errorf("recover: scan url cache: %w", err)
+	}
+	if len(drop) > 0 && s.readOnly {
+		s.log.Warn("stale index entries stay until a start with room to write the index", slog.Int("count", len(drop)))
+		drop = nil
 	}
 	if len(drop) > 0 {
 		wb := s.db.NewWriteBatch()

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -159,12 +160,16 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 		s.log.Warn("metadata names files outside its own repository; those teach nothing",
 			slog.String("url", p.url), slog.String("repository", string(scope)), slog.Int("count", rec.outside), slog.String("first", rec.firstOutside))
 	}
-	if err != nil {
-		// What was recorded before the error is true (the file verified),
-		// but the rest is not learnt.
+	switch {
+	// What was recorded before an error is true (the file verified), but
+	// the rest is not learnt.
+	case errors.Is(err, cachestore.ErrNoSpace):
+		s.log.Warn("cache disk nearly full; the rest of this index's hashes are not recorded (its artifacts are cached by URL only)",
+			slog.String("url", p.url), slog.Int("recorded", rec.count), slog.Any("err", err))
+	case err != nil:
 		s.log.Warn("malformed repository metadata; the rest of its hashes are not recorded and those artifacts are cached by URL only",
 			slog.String("url", p.url), slog.Int("recorded", rec.count), slog.Any("err", err))
-	} else {
+	default:
 		s.log.Debug("recorded repository hashes", slog.String("url", p.url), slog.Int("count", rec.count),
 			slog.Duration("took", s.now().Sub(start)))
 	}

@@ -194,24 +194,36 @@ func (a *adminAPI) resolve(q string) (cachestore.Digest, error) {
 	return cachestore.Digest{}, fmt.Errorf("%q is neither a digest nor a URL the cache knows", q)
 }
 
+// show looks up one blob by key, without a scan of the index: its record,
+// the URL-cache entries that name it, and the URL it was asked by.
 func (a *adminAPI) show(w http.ResponseWriter, r *http.Request) {
-	d, err := a.resolve(r.URL.Query().Get("q"))
+	q := r.URL.Query().Get("q")
+	d, err := a.resolve(q)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
 	}
-	rows, err := a.rows()
+	bi, err := a.store.Stat(d)
+	if errors.Is(err, cachestore.ErrNotFound) {
+		http.Error(w, fmt.Sprintf("%s is known but not stored", d), http.StatusNotFound)
+		return
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	for _, row := range rows {
-		if row.Digest == d.String() {
-			writeJSON(w, row)
-			return
+	urls, err := a.store.CachedURLs(d)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if strings.Contains(q, "://") { // asked by URL: that one names it too
+		if key := proxy.CanonicalKey(q); !slices.Contains(urls, key) {
+			urls = append(urls, key)
 		}
 	}
-	http.Error(w, fmt.Sprintf("%s is known but not stored", d), http.StatusNotFound)
+	slices.Sort(urls)
+	writeJSON(w, blobRow{BlobInfo: bi, Digest: d.String(), URLs: urls})
 }
 
 func (a *adminAPI) rm(w http.ResponseWriter, r *http.Request) {

@@ -64,6 +64,14 @@ func TestCLIStatusAndCache(t *testing.T) {
 	if len(rows) != 1 || rows[0].Size != int64(len(body)) || rows[0].Hits < 1 || len(rows[0].URLs) != 1 || rows[0].URLs[0] != artifact {
 		t.Fatalf("cache ls (daemon running): %+v", rows)
 	}
+	// show: one blob by its URL (as apt would spell it) or its digest.
+	for _, q := range []string{artifact, rows[0].Digest} {
+		out, err := runApp(t, "cache", "show", "--cache-dir", dir, "--json", q)
+		var row blobRow
+		if err != nil || json.Unmarshal([]byte(out), &row) != nil || row.Digest != rows[0].Digest || row.Size != int64(len(body)) {
+			t.Fatalf("cache show %s: %v %s", q, err, out)
+		}
+	}
 	human, err := runApp(t, "cache", "ls", "--cache-dir", dir)
 	if err != nil || !strings.Contains(human, "DIGEST") || !strings.Contains(human, artifact) {
 		t.Fatalf("cache ls table: %v\n%s", err, human)
