@@ -1015,3 +1015,25 @@ func TestEvictedURLCacheRefetched(t *testing.T) {
 		t.Fatalf("after eviction: %d conditional and %d full GETs, want 0 and 2", conds, up.count(releasePath))
 	}
 }
+
+// A browser on the status page asks for /favicon.ico: answered here, never
+// taken for an apt-cacher-ng style request to a host named favicon.ico,
+// and not counted as a proxy request.
+func TestFaviconStaysLocal(t *testing.T) {
+	up := newUpstream(t, 10)
+	var dialed atomic.Int32
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+		c.Transport = &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			dialed.Add(1)
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}}
+	})
+	resp, err := http.Get(h.front.URL + "/favicon.ico")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || dialed.Load() != 0 || h.px.Snapshot()["requests"] != 0 {
+		t.Fatalf("favicon: %d, %d upstream dials, %d proxy requests; want 404, 0, 0", resp.StatusCode, dialed.Load(), h.px.Snapshot()["requests"])
+	}
+}
