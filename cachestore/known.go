@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 )
 
 // A learnt fact is stored in a compact binary form: a whole Debian release
@@ -18,7 +19,12 @@ import (
 //	uvarint     size + 1 (0: unknown)
 //	uvarint, s  Name
 //	uvarint, s  Source
-const knownV1 = 1
+//	uvarint     Lister  (knownV2)
+//	uvarint     Learnt  (knownV2)
+const (
+	knownV1 = 1
+	knownV2 = 2
+)
 
 var knownAlgos = []string{"", "sha256", "sha512", "sha1"}
 
@@ -34,13 +40,15 @@ func encodeKnown(k Known) ([]byte, error) {
 		return nil, fmt.Errorf("encode hash %s: %w", k.Digest, errors.Join(err, k.Digest.Validate()))
 	}
 	b := make([]byte, 0, 2+len(raw)+binary.MaxVarintLen64+2+len(k.Name)+len(k.Source))
-	b = append(b, knownV1, byte(code))
+	b = append(b, knownV2, byte(code))
 	b = append(b, raw...)
 	b = binary.AppendUvarint(b, uint64(max(k.Size+1, 0)))
 	b = binary.AppendUvarint(b, uint64(len(k.Name)))
 	b = append(b, k.Name...)
 	b = binary.AppendUvarint(b, uint64(len(k.Source)))
-	return append(b, k.Source...), nil
+	b = append(b, k.Source...)
+	b = binary.AppendUvarint(b, k.Lister)
+	return binary.AppendUvarint(b, uint64(max(k.Learnt, 0))), nil
 }
 
 var errBadKnown = errors.New("malformed hash record")
@@ -49,9 +57,10 @@ func decodeKnown(b []byte, k *Known) error {
 	if len(b) > 0 && b[0] == '{' {
 		return json.Unmarshal(b, k)
 	}
-	if len(b) < 2 || b[0] != knownV1 || int(b[1]) >= len(knownAlgos) || b[1] == 0 {
+	if len(b) < 2 || (b[0] != knownV1 && b[0] != knownV2) || int(b[1]) >= len(knownAlgos) || b[1] == 0 {
 		return errBadKnown
 	}
+	version := b[0]
 	algo := knownAlgos[b[1]]
 	n := hexLen[algo] / 2
 	b = b[2:]
@@ -73,6 +82,18 @@ func decodeKnown(b []byte, k *Known) error {
 	if k.Source, b, err = knownString(b); err != nil {
 		return err
 	}
+	k.Lister, k.Learnt = 0, 0
+	if version == knownV2 {
+		lister, m := binary.Uvarint(b)
+		if m <= 0 {
+			return errBadKnown
+		}
+		learnt, m2 := binary.Uvarint(b[m:])
+		if m2 <= 0 || learnt > 1<<62 {
+			return errBadKnown
+		}
+		k.Lister, k.Learnt, b = lister, int64(learnt), b[m+m2:]
+	}
 	if len(b) != 0 {
 		return errBadKnown
 	}
@@ -85,4 +106,11 @@ func knownString(b []byte) (string, []byte, error) {
 		return "", nil, errBadKnown
 	}
 	return string(b[m : m+int(l)]), b[m+int(l):], nil
+}
+
+// ListerID names a metadata file (by its index key) for Known.Lister.
+func ListerID(key string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return max(h.Sum64(), 1) // 0 means "unknown"
 }

@@ -115,6 +115,11 @@ type Known struct {
 	// Source is where upstream serves the bytes, when that is not the URL
 	// the fact is recorded under (a NuGet package's content src).
 	Source string `json:"source,omitempty"`
+	// Lister names the metadata file that listed the fact (its key's
+	// ListerID) and Learnt when (Unix seconds): a fact older than its
+	// lister's latest learn is no longer listed (SweepKnown). 0: unknown.
+	Lister uint64 `json:"-"`
+	Learnt int64  `json:"-"`
 }
 
 // Cached is a URL cached by URL: its bytes are the blob Digest (sha256
@@ -135,6 +140,9 @@ const (
 	// prefixUses is r/<digest>/<url>: the URL-cache entries that name a
 	// blob, so that removing the blob removes them too.
 	prefixUses = "r/"
+	// prefixLearn is g/<lister hex>: when that metadata file was last
+	// learnt whole (Unix seconds).
+	prefixLearn = "g/"
 )
 
 // Open opens (creating if need be) the store in cfg.Dir and recovers from
@@ -240,13 +248,18 @@ func (s *Store) Close() error {
 	return nil
 }
 
+// knownMaxIdle is how long a metadata file may go unlearnt before the
+// hashes it listed are dropped (its repository or suite is gone).
+const knownMaxIdle = 30 * 24 * time.Hour
+
 // closeHeadroom is the free space Close needs to flush the index safely:
 // a memtable's table and the manifest, with room to spare.
 const closeHeadroom = 16 << 20
 
 // Run does the housekeeping until ctx ends: eviction every five minutes and
 // after fills, value-log GC every ten, spare temp files for fills, the
-// scrub and rechecks.
+// scrub and rechecks, and hourly the sweep of learnt hashes no current
+// metadata lists.
 func (s *Store) Run(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
@@ -268,12 +281,18 @@ func (s *Store) Run(ctx context.Context) error {
 	defer func() { <-scrubbed }()
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
+	sweep := time.NewTicker(time.Hour)
+	defer sweep.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		case <-sweep.C:
+			if _, err := s.SweepKnown(ctx, s.now().Unix(), knownMaxIdle); err != nil {
+				s.log.Warn("could not sweep learnt hashes", slog.Any("err", err))
 			}
 		}
 	}

@@ -718,3 +718,47 @@ func TestIndexKeepsHeadroom(t *testing.T) {
 		t.Fatalf("PutKnown with room again: %v", err)
 	}
 }
+
+// A fact the latest learn of its metadata file no longer lists is dropped;
+// so is every fact of a file not learnt for maxIdle; facts with no lister
+// (a feed answer) stay.
+func TestSweepKnown(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := sha([]byte("x"))
+	pkgs, old := ListerID("http://deb.example/debian/dists/stable/main/binary-amd64/Packages"), ListerID("http://gone.example/Packages")
+	put := func(lister uint64, at int64, urls ...string) {
+		facts := map[string]Known{}
+		for _, u := range urls {
+			facts[u] = Known{Digest: d, Size: 1, Lister: lister, Learnt: at}
+		}
+		if err := s.PutKnown(facts); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Learnt(lister, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	day := int64(24 * 3600)
+	put(old, 1000, "http://gone.example/pool/g.deb")
+	put(pkgs, 100*day, "http://deb.example/pool/a.deb", "http://deb.example/pool/removed.deb")
+	put(pkgs, 101*day, "http://deb.example/pool/a.deb", "http://deb.example/pool/new.deb")
+	if err := s.PutKnown(map[string]Known{"chocolatey:feed:x/1.0": {Digest: d, Size: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.SweepKnown(t.Context(), 101*day, 30*24*time.Hour)
+	if err != nil || n != 2 {
+		t.Fatalf("swept %d (%v), want 2", n, err)
+	}
+	for u, want := range map[string]bool{
+		"http://deb.example/pool/a.deb": true, "http://deb.example/pool/new.deb": true, "chocolatey:feed:x/1.0": true,
+		"http://deb.example/pool/removed.deb": false, "http://gone.example/pool/g.deb": false,
+	} {
+		if _, err := s.Known(u); (err == nil) != want {
+			t.Errorf("%s kept = %v, want %v (%v)", u, err == nil, want, err)
+		}
+	}
+}

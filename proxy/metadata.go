@@ -151,10 +151,15 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 		return
 	}
 	defer f.Close()
-	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch)}
+	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
+		lister: cachestore.ListerID(p.key), learnt: start.Unix()}
 	err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
 	if err == nil {
 		err = rec.flush()
+	}
+	if err == nil {
+		// Whole: what this file listed before and not now is stale.
+		err = s.store.Learnt(rec.lister, rec.learnt)
 	}
 	if rec.outside > 0 {
 		s.log.Warn("metadata names files outside its own repository; those teach nothing",
@@ -180,6 +185,8 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 type recorder struct {
 	s            *Server
 	scope        repoScope
+	lister       uint64 // the metadata file's ListerID
+	learnt       int64  // when this learn began (Unix seconds)
 	batch        map[string]cachestore.Known
 	count        int
 	outside      int
@@ -196,6 +203,7 @@ func (r *recorder) add(key string, inScope bool, k cachestore.Known) error {
 		r.outside++
 		return nil
 	}
+	k.Lister, k.Learnt = r.lister, r.learnt
 	r.batch[key] = k
 	if len(r.batch) >= learnBatch {
 		return r.flush()
@@ -322,9 +330,11 @@ func ecosystemOf(key string) string {
 func (s *Server) KnownArtifacts() map[string]int64 {
 	s.knownMu.Lock()
 	defer s.knownMu.Unlock()
-	if s.known != nil && !s.knownDirty.Swap(false) {
+	// Also recounted now and then: the store's sweep drops facts unseen.
+	if s.known != nil && s.now().Sub(s.knownAt) < 5*time.Minute && !s.knownDirty.Swap(false) {
 		return maps.Clone(s.known)
 	}
+	s.knownAt = s.now()
 	counts, err := CountKnown(s.store)
 	if err != nil {
 		s.log.Warn("could not count the learnt hashes", slog.Any("err", err))

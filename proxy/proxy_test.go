@@ -200,6 +200,17 @@ func (h *harness) learn() {
 	if err != nil || k.Digest.Hex != sha256hex(h.up.deb) {
 		h.t.Fatalf("hash of the deb not learnt from Packages: %+v, %v", k, err)
 	}
+	if want := cachestore.ListerID(canonicalKeyOf(h.t, h.up.URL+packagesPath)); k.Lister != want || k.Learnt == 0 {
+		h.t.Fatalf("the fact does not name the Packages file that listed it: lister %x learnt %d, want %x", k.Lister, k.Learnt, want)
+	}
+}
+
+func canonicalKeyOf(t testing.TB, raw string) string {
+	k, ok := canonicalString(raw)
+	if !ok {
+		t.Fatalf("%q is not a URL", raw)
+	}
+	return k
 }
 
 func clipBody(b []byte) []byte {

@@ -37,6 +37,7 @@ type Store interface {
 	OpenBlob(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
 	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
 	KnownKeys(fn func(key string)) error
+	Learnt(lister uint64, at int64) error
 	BeginFill(key string) (*cachestore.Fill, bool)
 }
 
@@ -115,8 +116,9 @@ type Server struct {
 	decoders decoders
 	// known counts the learnt URL -> digest facts by ecosystem; recounted
 	// when asked after a learn.
-	knownMu    sync.Mutex // guards known
+	knownMu    sync.Mutex // guards known and knownAt
 	known      map[string]int64
+	knownAt    time.Time
 	knownDirty atomic.Bool
 
 	stats      Stats
