@@ -203,7 +203,11 @@ func (r *run) walk(ctx context.Context, sources []Source) (Result, error) {
 		r.e.cfg.Logger.Debug("fill source opened", slog.String("from", st.From), slog.Int64("offset", off))
 		if err := r.begin(st); err != nil {
 			st.Body.Close()
-			return Result{}, err
+			if errors.Is(err, cachestore.ErrSizeMismatch) {
+				last = err // the source's claim is wrong (blamed): its next try, or the next source
+				continue
+			}
+			return Result{}, err // Start failed (no room): the fill is aborted
 		}
 		complete, err := r.take(ctx, st)
 		if err != nil {

@@ -292,3 +292,23 @@ func TestContentRangeTotal(t *testing.T) {
 		}
 	}
 }
+
+// A source that claims another size than the metadata's is blamed and
+// skipped; the fill goes on from the next source.
+func TestWrongSizeClaimSkipped(t *testing.T) {
+	body, d := blob(100<<10, 6)
+	liar := &httpSource{name: "liar", hold: true, url: serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)+10))
+		w.Write(append(bytes.Clone(body), make([]byte, 10)...))
+	})}
+	good := &httpSource{name: "good", url: serve(t, func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	})}
+	got, _, err := runFill(t, New(Config{}), openStore(t), Want{Digest: d, Size: int64(len(body))}, liar, good)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("fill: %v, %d bytes", err, len(got))
+	}
+	if b := liar.blame(); len(b) == 0 || !errors.Is(b[0], cachestore.ErrSizeMismatch) {
+		t.Fatalf("liar blamed for %v", b)
+	}
+}
