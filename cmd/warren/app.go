@@ -87,9 +87,10 @@ func newLogger(level slog.Level) *slog.Logger {
 // serve runs the daemon until ctx ends.
 // serveMemoryLimit is the daemon's soft heap limit: the garbage collector
 // works harder near it instead of letting a burst (learning a whole
-// archive's index) double the heap. Its working set is some 20 MB, so the
-// limit costs no thrashing. GOMEMLIMIT overrides it.
-const serveMemoryLimit = 32 << 20
+// archive's index) double the heap. Its working set is some 15-20 MB, so
+// the limit costs no thrashing; a busy site server with hundreds of clients
+// at once may want more (GOMEMLIMIT overrides it).
+const serveMemoryLimit = 24 << 20
 
 func serve(ctx context.Context, cfg config) error {
 	if os.Getenv("GOMEMLIMIT") == "" {
