@@ -303,3 +303,14 @@ func hasHitLine(logs, rawURL, kind string) bool {
 	re := regexp.MustCompile(`url=` + pat.String() + ` kind=` + regexp.QuoteMeta(kind) + ` hash_known=true outcome=hit`)
 	return re.MatchString(logs)
 }
+
+// proxyClient is an HTTP client that uses the warren at u as its proxy.
+func proxyClient(t *testing.T, u string) *http.Client {
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
