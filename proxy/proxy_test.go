@@ -795,6 +795,26 @@ func TestConnectPolicy(t *testing.T) {
 		t.Fatalf("tunnelled body %q", b)
 	}
 
+	// The request line is what is checked and dialled: a path target
+	// with an allowed Host is refused, and so is a target on another port
+	// behind an allowed Host.
+	for line, want := range map[string]int{
+		"CONNECT /x HTTP/1.1\r\nHost: 127.0.0.1:" + portStr:                http.StatusBadRequest,
+		"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:" + portStr:      http.StatusForbidden,
+		"CONNECT 127.0.0.1:" + portStr + " HTTP/1.1\r\nHost: 127.0.0.1:22": http.StatusOK,
+	} {
+		c, err := net.Dial("tcp", strings.TrimPrefix(h.front.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, line+"\r\n\r\n")
+		r, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil || r.StatusCode != want {
+			t.Fatalf("%q: %v %v, want %d", line, r, err, want)
+		}
+	}
+
 	// Any other port: 403 with the reason.
 	conn, err := net.Dial("tcp", strings.TrimPrefix(h.front.URL, "http://"))
 	if err != nil {

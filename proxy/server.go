@@ -298,10 +298,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method == http.MethodConnect {
-		if err := s.connectAllowed(r.Host); err != nil {
+		// Dial exactly what is checked: the request line's host:port. A
+		// CONNECT whose target is a path ("CONNECT /x") names nothing to
+		// check, whatever its Host header says.
+		if r.URL.Host == "" {
+			http.Error(w, "warren: CONNECT needs host:port as its target", http.StatusBadRequest)
+			return
+		}
+		if err := s.connectAllowed(r.URL.Host); err != nil {
 			http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
 			return
 		}
+		r.Host = r.URL.Host
 		s.gp.ServeHTTP(w, r)
 		return
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -210,9 +211,30 @@ func (d *daemon) mdnsConfig() (mdns.Config, error) {
 	return c, nil
 }
 
-// runMDNS announces this node (unless passive) and feeds what it finds into
-// the peer table until ctx ends.
+// runMDNS keeps mDNS discovery going until ctx ends. Discovery is
+// optional: when it cannot start (no multicast interface, no address yet:
+// a machine at boot, an isolated host), warren logs it, serves without it,
+// and tries again now and then.
 func (d *daemon) runMDNS(ctx context.Context) error {
+	for {
+		err := d.runMDNSOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		retry := 30*time.Second + time.Duration(mrand.Int64N(int64(10*time.Second)))
+		d.log.Warn("peer discovery by mDNS is not running; serving without it and trying again",
+			slog.Any("err", err), slog.Duration("retry_in", retry))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(retry):
+		}
+	}
+}
+
+// runMDNSOnce announces this node (unless passive) and feeds what it finds
+// into the peer table until ctx ends or mDNS fails.
+func (d *daemon) runMDNSOnce(ctx context.Context) error {
 	mc, err := d.mdnsConfig()
 	if err != nil {
 		return err
@@ -327,8 +349,11 @@ func (d *daemon) handler() http.Handler {
 func (d *daemon) Run(ctx context.Context) error {
 	defer d.close()
 	srv := &http.Server{
-		Handler:           d.handler(),
-		ReadHeaderTimeout: 30 * time.Second,
+		Handler: d.handler(),
+		// A client's request head is small: a slow or huge one costs
+		// little and is answered (431 beyond the cap) or cut.
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 	}

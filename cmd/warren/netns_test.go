@@ -229,3 +229,28 @@ func tbfSentBytes(t *testing.T, nsName string) int64 {
 	n, _ := strconv.ParseInt(m[1], 10, 64)
 	return n
 }
+
+// A host with only loopback up (a machine at boot, an isolated one): with
+// the default discovery (mDNS) warren still serves, and says discovery is
+// not running. In a namespace of the test's own, with only lo.
+func TestLoopbackOnlyHostServes(t *testing.T) {
+	requireRoot(t, "a network namespace")
+	requireTools(t, "ip", "curl")
+	ns := fmt.Sprintf("wrn-lo-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v %s", err, out)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns, warrenBinary(t), "serve", "--config", "/dev/null",
+		"--listen", "127.0.0.1:3142", "--cache-dir", t.TempDir(), "--discovery", "mdns", "--log-level", "debug")
+	logs, ready := startLogged(t, cmd, "warren (loopback only)")
+	waitReady(t, ready, logs, "warren (loopback only)")
+	logs.waitFor(t, "peer discovery by mDNS is not running", 10*time.Second)
+	out, err := exec.Command("ip", "netns", "exec", ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:3142/_warren/stats").CombinedOutput()
+	if err != nil || string(out) != "200" {
+		t.Fatalf("warren in a loopback-only host does not serve: %v %s", err, out)
+	}
+}
