@@ -61,6 +61,12 @@ func ContentRangeTotal(h string) int64 {
 	return v
 }
 
+func (st *Stream) blame(reason error) {
+	if st.Blame != nil {
+		st.Blame(reason)
+	}
+}
+
 // ErrSkip is what a source's Open wraps to say "nothing (more) here".
 var ErrSkip = errors.New("source has nothing to offer")
 
@@ -249,9 +255,7 @@ func (r *run) begin(st *Stream) error {
 	if r.started {
 		if r.size >= 0 && st.Size >= 0 && st.Size != r.size {
 			err := fmt.Errorf("%w: %s says %d bytes, expected %d", cachestore.ErrSizeMismatch, st.From, st.Size, r.size)
-			if st.Blame != nil {
-				st.Blame(err)
-			}
+			st.blame(err)
 			return err
 		}
 		return nil
@@ -260,9 +264,7 @@ func (r *run) begin(st *Stream) error {
 		r.size = st.Size
 	} else if st.Size >= 0 && st.Size != r.size {
 		err := fmt.Errorf("%w: %s says %d bytes, the repository metadata %d", cachestore.ErrSizeMismatch, st.From, st.Size, r.size)
-		if st.Blame != nil {
-			st.Blame(err)
-		}
+		st.blame(err)
 		return err
 	}
 	algo := r.want.Digest.Algo
@@ -303,9 +305,12 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 			case <-done:
 				return
 			case <-t.C:
+				// Near the end less is due, but never nothing: with every
+				// byte in, the probe for one more must not wait forever on
+				// a source that holds the connection open.
 				need := r.e.cfg.MinProgress
 				if r.size >= 0 {
-					need = min(need, r.size-r.f.Written())
+					need = max(min(need, r.size-r.f.Written()), 1)
 				}
 				if progress.Swap(0) < need {
 					stalled.Store(true)
@@ -330,10 +335,7 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 			// The cap: one more byte tells a source that sends too much.
 			var one [1]byte
 			if n, _ := body.Read(one[:]); n > 0 {
-				err := fmt.Errorf("%w (%d) from %s", ErrTooMany, r.size, st.From)
-				if st.Blame != nil {
-					st.Blame(err)
-				}
+				st.blame(fmt.Errorf("%w (%d) from %s", ErrTooMany, r.size, st.From))
 				r.e.cfg.Logger.Warn("source sent more than the expected size; cut at the size", slog.String("from", st.From), slog.Int64("size", r.size))
 			}
 			return true, nil
@@ -361,9 +363,7 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 		}
 		if stalled.Load() {
 			err := fmt.Errorf("%w: less than %d bytes in %s from %s", ErrStalled, r.e.cfg.MinProgress, r.e.cfg.StallTimeout, st.From)
-			if st.Blame != nil {
-				st.Blame(err)
-			}
+			st.blame(err)
 			return false, err
 		}
 		if errors.Is(rerr, io.EOF) {
@@ -394,9 +394,7 @@ func (r *run) verify() (Result, error) {
 	if want.Hex != "" && got != want {
 		err := fmt.Errorf("%w: expected %s, got %s from %v", cachestore.ErrDigestMismatch, want, got, names)
 		for _, st := range r.from {
-			if st.Blame != nil {
-				st.Blame(err)
-			}
+			st.blame(err)
 		}
 		r.e.cfg.Logger.Warn("bytes failed verification; starting again from the next source",
 			slog.String("expected", want.String()), slog.String("actual", got.String()), slog.Any("from", names))

@@ -312,3 +312,38 @@ func TestWrongSizeClaimSkipped(t *testing.T) {
 		t.Fatalf("liar blamed for %v", b)
 	}
 }
+
+// A source that sends exactly the blob, with no length, and then holds the
+// connection open: the probe for an extra byte is bounded by the stall
+// timeout, and the fill completes.
+func TestRightBytesThenHeldOpen(t *testing.T) {
+	body, d := blob(100<<10, 7)
+	holder := &httpSource{name: "holder", hold: true, url: serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Write(body) // chunked: no Content-Length
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})}
+	s := openStore(t)
+	f, _ := s.BeginFill(cachestore.FillKey(d))
+	// The daemon's fill context never ends: only the engine may end this.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := New(Config{StallTimeout: 200 * time.Millisecond}).Run(ctx, f, Want{Digest: d, Size: int64(len(body))}, []Source{holder})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("fill: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the fill hangs on a source that holds the connection open after the last byte")
+	}
+	if _, err := s.Stat(d); err != nil {
+		t.Fatalf("not stored: %v", err)
+	}
+}
