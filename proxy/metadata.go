@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/url"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -152,7 +153,7 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 	}
 	defer f.Close()
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
-		lister: cachestore.ListerID(p.key), learnt: start.Unix()}
+		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
 	err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
 	if err == nil {
 		err = rec.flush()
@@ -179,6 +180,29 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 			slog.Duration("took", s.now().Sub(start)))
 	}
 	s.knownDirty.Store(true)
+}
+
+// listerKey names the metadata file a learn reads as its repository knows
+// it, whatever URL it came by: apt fetches an index by hash, under a new
+// URL each update, and rpm names primary.xml by its checksum. A fact is
+// stale once its lister's latest learn no longer lists it, so the name
+// must outlive the versions: the index's directory and its name without
+// the compression suffix (by-hash, .xz and .gz copies share it), the
+// repository for rpm's primary, the suite for Release.
+func listerKey(p plan, scope repoScope) string {
+	switch p.meta {
+	case metaPackages, metaSources:
+		dir := p.key[:strings.LastIndexByte(p.key, '/')+1]
+		if i := strings.Index(p.key, "/by-hash/"); i >= 0 {
+			dir = p.key[:i+1]
+		}
+		return dir + strings.TrimSuffix(lastSegment(p.metaName), path.Ext(p.metaName))
+	case metaPrimary:
+		return string(scope) + "repodata/primary"
+	case metaRelease:
+		return string(scope) + "Release"
+	}
+	return p.key
 }
 
 // recorder writes facts to the index in bounded batches.

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -200,17 +201,9 @@ func (h *harness) learn() {
 	if err != nil || k.Digest.Hex != sha256hex(h.up.deb) {
 		h.t.Fatalf("hash of the deb not learnt from Packages: %+v, %v", k, err)
 	}
-	if want := cachestore.ListerID(canonicalKeyOf(h.t, h.up.URL+packagesPath)); k.Lister != want || k.Learnt == 0 {
-		h.t.Fatalf("the fact does not name the Packages file that listed it: lister %x learnt %d, want %x", k.Lister, k.Learnt, want)
+	if want := cachestore.ListerID(h.up.URL + "/debian/dists/stable/main/binary-amd64/Packages"); k.Lister != want || k.Learnt == 0 {
+		h.t.Fatalf("the fact does not name the index that listed it (by its name, not its URL): lister %x learnt %d, want %x", k.Lister, k.Learnt, want)
 	}
-}
-
-func canonicalKeyOf(t testing.TB, raw string) string {
-	k, ok := canonicalString(raw)
-	if !ok {
-		t.Fatalf("%q is not a URL", raw)
-	}
-	return k
 }
 
 func clipBody(b []byte) []byte {
@@ -1066,5 +1059,52 @@ func TestFaviconStaysLocal(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusNotFound || dialed.Load() != 0 || h.px.Snapshot()["requests"] != 0 {
 		t.Fatalf("favicon: %d, %d upstream dials, %d proxy requests; want 404, 0, 0", resp.StatusCode, dialed.Load(), h.px.Snapshot()["requests"])
+	}
+}
+
+// A package dropped from the archive is forgotten at the next sweep, as
+// apt really fetches: the index by hash, under a new URL each update.
+func TestSweepForgetsAPackageTheArchiveDropped(t *testing.T) {
+	up := newUpstream(t, 1000)
+	h := newHarness(t, up)
+	const gonePath = "/debian/pool/main/g/gone/gone_1.0_amd64.deb"
+	publish := func(paths ...string) string { // Release and a by-hash Packages.gz listing paths
+		var pkgs strings.Builder
+		for i, p := range paths {
+			fmt.Fprintf(&pkgs, "Package: p%d\nFilename: %s\nSize: 1000\nSHA256: %s\n\n", i, strings.TrimPrefix(p, "/debian/"), sha256hex([]byte(p)))
+		}
+		var gz bytes.Buffer
+		zw := gzip.NewWriter(&gz)
+		zw.Write([]byte(pkgs.String()))
+		zw.Close()
+		byHash := "/debian/dists/stable/main/binary-amd64/by-hash/SHA256/" + sha256hex(gz.Bytes())
+		up.mu.Lock()
+		up.files[byHash] = gz.Bytes()
+		up.files[releasePath] = []byte(fmt.Sprintf("Suite: stable\nAcquire-By-Hash: yes\nSHA256:\n %s %d main/binary-amd64/Packages.gz\n", sha256hex(gz.Bytes()), gz.Len()))
+		up.mu.Unlock()
+		up.modAt = up.modAt.Add(time.Hour)
+		return byHash
+	}
+	byHash := publish(debPath, gonePath)
+	h.mustGet(up.URL+releasePath, 200)
+	h.mustGet(up.URL+byHash, 200)
+	if _, err := h.known(up.URL + gonePath); err != nil {
+		t.Fatalf("first index not learnt: %v", err)
+	}
+	h.clock.advance(time.Minute)
+	byHash = publish(debPath) // the archive dropped gone
+	h.mustGet(up.URL+releasePath, 200)
+	h.mustGet(up.URL+byHash, 200)
+	if _, err := h.known(up.URL + debPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.SweepKnown(t.Context(), h.clock.now().Unix(), 30*24*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.known(up.URL + gonePath); !errors.Is(err, cachestore.ErrNotFound) {
+		t.Fatalf("the dropped package is still known after the sweep: %v", err)
+	}
+	if _, err := h.known(up.URL + debPath); err != nil {
+		t.Fatalf("a listed package was swept: %v", err)
 	}
 }
