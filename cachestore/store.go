@@ -689,7 +689,7 @@ func (s *Store) recover(rebuilt bool) error {
 		}
 	}
 	if len(entries) > 0 {
-		s.log.Info("removed temp files of interrupted fills", slog.Int("count", len(entries)))
+		s.log.Info("removed temp files a previous run left (interrupted fills, spare files)", slog.Int("count", len(entries)))
 	}
 
 	indexed := map[string]int64{}

@@ -385,14 +385,15 @@ func (n *Node) sendAll(m Message) int {
 	return len(t)
 }
 
-// askable are the peers worth a question: the table's non-passive ones.
-// A static peer joins the table when it answers our hello; one that is
-// down is not asked, so it costs a miss nothing.
-func (n *Node) askable() []netip.AddrPort {
-	var out []netip.AddrPort
+// askable are the peers worth a question, and so the answers a question
+// waits for: the table's non-passive peers. A static peer joins the table
+// when it answers our hello; one that is down is not asked, so it costs a
+// miss nothing.
+func (n *Node) askable() map[NodeID]bool {
+	out := map[NodeID]bool{}
 	for _, p := range n.table.Peers() {
 		if !p.Passive {
-			out = append(out, p.AddrPort())
+			out[p.ID] = true
 		}
 	}
 	return out
@@ -423,12 +424,7 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 		delete(n.queries, id)
 		n.mu.Unlock()
 	}()
-	expected := map[NodeID]bool{}
-	for _, p := range n.table.Peers() {
-		if !p.Passive {
-			expected[p.ID] = true
-		}
-	}
+	expected := n.askable()
 	n.sendAll(Message{Type: MsgQuery, ReqID: id, Digest: d})
 	timeout := time.NewTimer(n.cfg.QueryTimeout)
 	defer timeout.Stop()

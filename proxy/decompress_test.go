@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -81,4 +83,39 @@ func FuzzDecompressPackages(f *testing.F) {
 		defer r.Close()
 		_ = debian.ParsePackages(r, func(debian.Package) error { return nil })
 	})
+}
+
+// The system's xz, as learns use it: a whole stream decodes, a truncated
+// or garbage one is an error (never a silently short index).
+func TestSystemXZ(t *testing.T) {
+	dec := findDecoders()
+	if dec.xz == "" {
+		if os.Getenv("WARREN_E2E") == "1" {
+			t.Fatal("xz not found; `make test` installs it")
+		}
+		t.Skip("xz not installed")
+	}
+	dir := t.TempDir()
+	want := bytes.Repeat([]byte("Package: x\nFilename: pool/x.deb\n\n"), 20000)
+	plain := filepath.Join(dir, "Packages")
+	os.WriteFile(plain, want, 0o644)
+	if out, err := exec.Command(dec.xz, "-k", plain).CombinedOutput(); err != nil {
+		t.Fatalf("xz: %v %s", err, out)
+	}
+	whole, _ := os.ReadFile(plain + ".xz")
+	for name, body := range map[string][]byte{"whole": whole, "truncated": whole[:len(whole)/2], "garbage": []byte("not xz at all")} {
+		p := filepath.Join(dir, name+".xz")
+		os.WriteFile(p, body, 0o644)
+		f, _ := os.Open(p)
+		rc, err := dec.open(t.Context(), "Packages.xz", f, maxIndexBytes)
+		var got []byte
+		if err == nil {
+			got, err = io.ReadAll(rc)
+			rc.Close()
+		}
+		f.Close()
+		if ok := err == nil && bytes.Equal(got, want); ok != (name == "whole") {
+			t.Errorf("%s: %d bytes, err %v", name, len(got), err)
+		}
+	}
 }
