@@ -291,10 +291,14 @@ func TestFetchLoneNodeSkipsElection(t *testing.T) {
 	}
 }
 
-// A node that knows no peer asks no one: with a query timeout of an hour,
-// asking would hold the test until its deadline.
+// A node that knows no peer asks no one, even with a static peer that is
+// down (it never answered a hello) and a broadcast address configured:
+// with a query timeout of an hour, asking would hold the test until its
+// deadline.
 func TestLoneNodeAsksNoOne(t *testing.T) {
-	r := testNode(t, Config{ID: NodeID{9}, QueryTimeout: time.Hour, ElectionWindow: time.Hour})
+	down := netip.MustParseAddrPort("127.0.0.1:9") // discard: nobody answers
+	r := testNode(t, Config{ID: NodeID{9}, QueryTimeout: time.Hour, ElectionWindow: time.Hour,
+		Static: []netip.AddrPort{down}, Broadcast: []netip.AddrPort{netip.MustParseAddrPort("127.255.255.255:9")}})
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	_, err := r.Source(ctx, testDigest, 10, func() int64 { return 0 }).Open(ctx, 0)
