@@ -113,6 +113,7 @@ func defaults() config {
 }
 
 func settingFlags() []cli.Flag {
+	def := defaults()
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML config file (default " + defaultConfigFile + " if it exists)", EnvVars: []string{"WARREN_CONFIG"}},
 		&cli.StringFlag{Name: "listen", Usage: "address:port to serve on (default :3142)", EnvVars: []string{"WARREN_LISTEN"}},
@@ -133,9 +134,9 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "query-timeout", Usage: "how long to wait for peers' \"has it\" answers (default 150ms)", EnvVars: []string{"WARREN_QUERY_TIMEOUT"}},
 		&cli.StringFlag{Name: "election-window", Usage: "how long wants are collected before electing a downloader (default 300ms)", EnvVars: []string{"WARREN_ELECTION_WINDOW"}},
 		&cli.StringFlag{Name: "heartbeat", Usage: "interval of the elected downloader's heartbeats (default 1s)", EnvVars: []string{"WARREN_HEARTBEAT"}},
-		&cli.StringFlag{Name: "share-min-size", Usage: "artifacts smaller than this go upstream at once, peers only as a fallback; 0 asks peers first for all (default 256KiB)", EnvVars: []string{"WARREN_SHARE_MIN_SIZE"}},
-		&cli.StringFlag{Name: "scrub-rate", Usage: "bytes/s for rehashing stored blobs in the background to find bit rot, e.g. 20MB; 0 off (default 20MB)", EnvVars: []string{"WARREN_SCRUB_RATE"}},
-		&cli.StringFlag{Name: "stall-timeout", Usage: "a fill source that makes too little progress this long is left for the next one (default 10s)", EnvVars: []string{"WARREN_STALL_TIMEOUT"}},
+		&cli.StringFlag{Name: "share-min-size", Usage: "artifacts smaller than this go upstream at once, peers only as a fallback; 0 asks peers first for all (default " + def.ShareMinSize + ")", EnvVars: []string{"WARREN_SHARE_MIN_SIZE"}},
+		&cli.StringFlag{Name: "scrub-rate", Usage: "bytes/s for rehashing stored blobs in the background to find bit rot, e.g. 20MB; 0 off (default " + def.ScrubRate + ")", EnvVars: []string{"WARREN_SCRUB_RATE"}},
+		&cli.StringFlag{Name: "stall-timeout", Usage: "a fill source that makes too little progress this long is left for the next one (default " + def.StallTimeout.Duration.String() + ")", EnvVars: []string{"WARREN_STALL_TIMEOUT"}},
 		&cli.StringFlag{Name: "group-secret", Usage: "shared secret: peer messages carry an HMAC, blob requests a token", EnvVars: []string{"WARREN_GROUP_SECRET"}},
 		&cli.StringFlag{Name: "cache-max", Usage: "most the cache may hold, e.g. 200GB or 30% of its disk; 0 for no limit (default 30%)", EnvVars: []string{"WARREN_CACHE_MAX"}},
 		&cli.StringFlag{Name: "disk-min-free", Usage: "free space fills must leave, e.g. 5GB or 10% (default 1GB)", EnvVars: []string{"WARREN_DISK_MIN_FREE"}},

@@ -90,6 +90,9 @@ func TestConfigErrors(t *testing.T) {
 		{"serve with an argument", []string{"serve", "extra"}, "no arguments"},
 		{"bad chocolatey upstream", []string{"config", "check", "--chocolatey-upstream", "ftp://x/"}, "chocolatey.upstream"},
 		{"bad feed name", []string{"config", "check", "--config", write("feed.yaml", "chocolatey:\n  feeds:\n    ../x: http://proget/nuget/\n")}, "feed name"},
+		{"bad share_min_size", []string{"config", "check", "--share-min-size", "big"}, "share_min_size"},
+		{"bad scrub_rate", []string{"config", "check", "--scrub-rate", "fast"}, "scrub_rate"},
+		{"zero stall_timeout", []string{"config", "check", "--stall-timeout", "0s"}, "stall_timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
