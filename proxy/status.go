@@ -161,12 +161,13 @@ func (s *Server) serveStatusPage(w http.ResponseWriter) {
 		ratio = int(100 * hits / (hits + misses))
 	}
 	fromCache, fromPeers := s.stats.BytesCache.Load(), s.stats.BytesPeers.Load()
+	known := s.KnownArtifacts()
 	data := map[string]any{
 		"S": st, "Requests": s.stats.Requests.Load(), "Hits": hits, "Misses": misses, "HitRatio": ratio,
 		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": s.stats.BytesFetched.Load(),
 		"Saved": fromCache + fromPeers, "Mismatches": s.stats.Mismatches.Load(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
-		"Known":  s.KnownArtifacts(), "KnownTotal": sumValues(s.KnownArtifacts()),
+		"Known":  known, "KnownTotal": sumValues(known),
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, data); err != nil {
