@@ -56,11 +56,30 @@ func (s *Store) Usage() (int64, int, error) {
 // blobs lists every indexed blob.
 func (s *Store) blobs() ([]BlobInfo, error) {
 	var out []BlobInfo
+	err := s.scanBlobs("", func(bi BlobInfo) bool { out = append(out, bi); return true })
+	return out, err
+}
+
+// blobsAfter lists at most n indexed blobs whose digest (as a string)
+// sorts after the given one ("" for the first), in index order.
+func (s *Store) blobsAfter(after string, n int) ([]BlobInfo, error) {
+	var out []BlobInfo
+	err := s.scanBlobs(after, func(bi BlobInfo) bool { out = append(out, bi); return len(out) < n })
+	return out, err
+}
+
+// scanBlobs calls fn with each indexed blob after the given digest, in
+// index order, while fn says go on.
+func (s *Store) scanBlobs(after string, fn func(BlobInfo) bool) error {
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixBlob)})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			d, err := ParseDigest(strings.TrimPrefix(string(it.Item().Key()), prefixBlob))
+		for it.Seek([]byte(prefixBlob + after)); it.Valid(); it.Next() {
+			key := string(it.Item().Key())
+			if key == prefixBlob+after {
+				continue
+			}
+			d, err := ParseDigest(strings.TrimPrefix(key, prefixBlob))
 			if err != nil {
 				continue
 			}
@@ -69,14 +88,16 @@ func (s *Store) blobs() ([]BlobInfo, error) {
 				continue
 			}
 			bi.Digest = d
-			out = append(out, bi)
+			if !fn(bi) {
+				return nil
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list blobs: %w", err)
+		return fmt.Errorf("list blobs: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // score is the LFU-with-aging value: higher stays longer.

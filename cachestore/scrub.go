@@ -20,6 +20,9 @@ import (
 // scrubPassEvery is the least time between the starts of two passes.
 const scrubPassEvery = 24 * time.Hour
 
+// scrubBatch is how many blob records a pass reads from the index at once.
+const scrubBatch = 256
+
 // scrubRetryAfter is how long a bad blob that was being read waits before
 // the next try to remove it.
 const scrubRetryAfter = 10 * time.Second
@@ -52,7 +55,10 @@ func (s *Store) scrubLoop(ctx context.Context) {
 		lim = rate.NewLimiter(rate.Limit(s.scrubRate), int(min(s.scrubRate, 1<<20)))
 	}
 	var next time.Time // when the next pass may start
+	// A pass walks the index a batch at a time from a cursor: the whole
+	// list of a large cache is never held for the hours a pass takes.
 	var queue []BlobInfo
+	passing, cursor := false, ""
 	s.scrubLater = map[Digest]time.Time{}
 	for {
 		now := s.now()
@@ -64,12 +70,19 @@ func (s *Store) scrubLoop(ctx context.Context) {
 				}
 			}
 		}
-		if lim != nil && len(queue) == 0 && !s.now().Before(next) {
-			infos, err := s.blobs()
+		if lim != nil && !passing && !s.now().Before(next) {
+			passing, cursor, next = true, "", s.now().Add(scrubPassEvery)
+		}
+		if passing && len(queue) == 0 {
+			batch, err := s.blobsAfter(cursor, scrubBatch)
 			if err != nil {
 				s.log.Warn("scrub: list blobs", slog.Any("err", err))
 			}
-			queue, next = infos, s.now().Add(scrubPassEvery)
+			if len(batch) == 0 {
+				passing = false // the pass is done; the next starts at next
+			} else {
+				queue, cursor = batch, batch[len(batch)-1].Digest.String()
+			}
 		}
 		var tick <-chan time.Time
 		wake := time.Time{}

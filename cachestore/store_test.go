@@ -762,3 +762,40 @@ func TestSweepKnown(t *testing.T) {
 		}
 	}
 }
+
+// A scrub pass walks the index a batch at a time and still reaches every
+// blob: more blobs than one batch, the last one damaged.
+func TestScrubPassReachesEveryBlob(t *testing.T) {
+	errs := make(errorLog, 8)
+	s, err := Open(Config{Dir: t.TempDir(), ScrubRate: 1 << 30, Logger: slog.New(errs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var last Digest
+	for i := range scrubBatch + 10 {
+		d := fill(t, s, []byte(fmt.Sprintf("blob %d", i)))
+		if d.String() > last.String() {
+			last = d // the last in index order
+		}
+	}
+	p := filepath.Join(s.Dir(), "blobs", "sha256", last.Hex[:2], last.Hex)
+	b, _ := os.ReadFile(p)
+	b[0] ^= 1
+	os.WriteFile(p, b, 0o600)
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan struct{})
+	go func() { defer close(ran); s.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	select {
+	case <-errs:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the damaged blob, last in the index, was not reached")
+	}
+	if _, err := s.Stat(last); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("damaged blob still indexed: %v", err)
+	}
+	if st := s.Scrubbed(); st.Checked < int64(scrubBatch) {
+		t.Fatalf("scrubbed %d blobs, want all %d", st.Checked, scrubBatch+10)
+	}
+}
