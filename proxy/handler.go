@@ -393,11 +393,14 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		msg  = err.Error()
 		st   *upstreamStatusError
 		fe   *upstreamFetchError
+		de   *DestinationError
 	)
 	switch {
 	case r.Context().Err() != nil:
 		s.log.Debug("client went away", slog.String("url", p.url), slog.Any("err", err))
 		return
+	case errors.As(err, &de):
+		code, msg = http.StatusForbidden, de.Error()
 	case errors.As(err, &st):
 		code = st.code
 		// A loop stays a loop (508: the request came back to a warren);

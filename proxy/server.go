@@ -58,6 +58,10 @@ type Config struct {
 	// AllowClients are the networks that may use the proxy. Empty means
 	// loopback and the subnets of this machine's interfaces.
 	AllowClients []netip.Prefix
+	// AllowUpstream are networks upstream may be in although they are
+	// loopback, link-local, unspecified or this machine's own addresses,
+	// which are refused otherwise.
+	AllowUpstream []netip.Prefix
 	// ConnectPorts are the ports CONNECT may tunnel to (default 443).
 	ConnectPorts []int
 	// IndexTTL is how long a URL-cached file (Release, Packages, ...) is
@@ -84,10 +88,8 @@ type Config struct {
 	Status func() Status
 	// Collectors are more Prometheus metrics for /metrics (peers, cache).
 	Collectors []prometheus.Collector
-	// Transport reaches upstream; nil builds one with timeouts and no proxy.
-	Transport http.RoundTripper
-	Logger    *slog.Logger
-	Now       func() time.Time
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Server is the proxy. Close stops its fills.
@@ -98,6 +100,7 @@ type Server struct {
 	now   func() time.Time
 	up    *http.Client
 	gp    *goproxy.ProxyHttpServer
+	guard *destGuard
 	// via marks our own upstream requests, so that a request that comes
 	// back to us (a loop) is refused instead of multiplied.
 	via string
@@ -180,14 +183,13 @@ func New(cfg Config, store Store) (*Server, error) {
 		}
 		cfg.AllowClients = nets
 	}
-	tr := cfg.Transport
-	if tr == nil {
-		tr = newTransport()
-	}
+	guard := newDestGuard(cfg.AllowUpstream)
+	tr := newTransport(guard)
 	var tok [6]byte
 	_, _ = rand.Read(tok[:])
 	s := &Server{
 		cfg:   cfg,
+		guard: guard,
 		store: store,
 		log:   cfg.Logger,
 		now:   cfg.Now,
@@ -210,8 +212,8 @@ func New(cfg Config, store Store) (*Server, error) {
 	return s, nil
 }
 
-func newTransport() *http.Transport {
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+func newTransport(g *destGuard) *http.Transport {
+	d := g.dialer(10 * time.Second)
 	return &http.Transport{
 		Proxy:                 nil, // never follow HTTP_PROXY: we are the proxy
 		DialContext:           d.DialContext,
@@ -225,13 +227,11 @@ func newTransport() *http.Transport {
 
 // newGoproxy builds the pass-through half: CONNECT tunnels and requests the
 // cache does not take (other methods).
-func (s *Server) newGoproxy(tr http.RoundTripper) *goproxy.ProxyHttpServer {
+func (s *Server) newGoproxy(tr *http.Transport) *goproxy.ProxyHttpServer {
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = slogPrintf{s.log}
-	if t, ok := tr.(*http.Transport); ok {
-		gp.Tr = t
-	}
-	d := &net.Dialer{Timeout: 10 * time.Second}
+	gp.Tr = tr
+	d := s.guard.dialer(10 * time.Second)
 	gp.ConnectDial = func(network, addr string) (net.Conn, error) { return d.Dial(network, addr) }
 	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
 		r.Header.Add("Via", s.via)
@@ -309,6 +309,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
 			return
 		}
+		if err := s.guard.checkHost(r.Context(), r.URL.Host); err != nil {
+			s.refuseDestination(w, r, err)
+			return
+		}
 		r.Host = r.URL.Host
 		s.gp.ServeHTTP(w, r)
 		return
@@ -323,6 +327,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "warren: only GET and HEAD are served for apt-cacher-ng style requests", http.StatusMethodNotAllowed)
 			return
 		}
+		if err := s.guard.checkHost(r.Context(), target.Host); err != nil {
+			s.refuseDestination(w, r, err)
+			return
+		}
 		s.gp.ServeHTTP(w, r)
 		return
 	}
@@ -330,7 +338,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "warren: only http:// URLs are proxied in the clear; use CONNECT for https", http.StatusBadRequest)
 		return
 	}
+	if a, err := netip.ParseAddr(strings.Trim(target.Hostname(), "[]")); err == nil {
+		// A literal address is refused before any lookup or fill; names
+		// are checked on the address the dialer resolves.
+		if err := s.guard.check(target.Host, a); err != nil {
+			s.refuseDestination(w, r, err)
+			return
+		}
+	}
 	s.serveCache(w, r, target)
+}
+
+// refuseDestination answers 403 for an upstream address the guard refuses.
+func (s *Server) refuseDestination(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Warn("refused upstream destination", slog.String("client", r.RemoteAddr), slog.Any("err", err))
+	http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
 }
 
 // serveStats answers the running totals as JSON, for scripts and tests

@@ -51,6 +51,10 @@ func (e *upstreamFetchError) timeout() bool {
 func isUpstreamDown(err error) bool {
 	var fe *upstreamFetchError
 	var st *upstreamStatusError
+	var de *DestinationError
+	if errors.As(err, &de) {
+		return false // not down: refused, and a copy from before is not served either
+	}
 	return errors.As(err, &fe) || errors.As(err, &st) && st.code >= 500
 }
 
@@ -215,6 +219,10 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 	}
 	resp, err := s.up.Do(req)
 	if err != nil {
+		var de *DestinationError
+		if errors.As(err, &de) {
+			return nil, fill.Stop(de) // no retry, no other source: refused
+		}
 		return nil, &upstreamFetchError{url: p.url, err: err}
 	}
 	s.stats.UpstreamFetches.Add(1)

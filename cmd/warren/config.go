@@ -32,13 +32,16 @@ type config struct {
 	CacheDir     string   `yaml:"cache_dir"`
 	LogLevel     string   `yaml:"log_level"`
 	AllowClients []string `yaml:"allow_clients"`
-	ConnectPorts []int    `yaml:"connect_ports"`
-	IndexTTL     duration `yaml:"index_ttl"`
-	NegativeTTL  duration `yaml:"negative_ttl"`
-	DiskMinFree  string   `yaml:"disk_min_free"`
-	CacheMax     string   `yaml:"cache_max"`      // "200GB" or "30%" of the cache's disk; "0": no limit
-	CacheMinDays float64  `yaml:"cache_min_days"` // newer blobs are never evicted
-	CacheMaxDays float64  `yaml:"cache_max_days"` // blobs unused this long are evicted; 0: never
+	// AllowUpstream are networks upstream may be in although loopback,
+	// link-local or this machine's own (refused otherwise).
+	AllowUpstream []string `yaml:"allow_upstream"`
+	ConnectPorts  []int    `yaml:"connect_ports"`
+	IndexTTL      duration `yaml:"index_ttl"`
+	NegativeTTL   duration `yaml:"negative_ttl"`
+	DiskMinFree   string   `yaml:"disk_min_free"`
+	CacheMax      string   `yaml:"cache_max"`      // "200GB" or "30%" of the cache's disk; "0": no limit
+	CacheMinDays  float64  `yaml:"cache_min_days"` // newer blobs are never evicted
+	CacheMaxDays  float64  `yaml:"cache_max_days"` // blobs unused this long are evicted; 0: never
 
 	// Peers on the LAN.
 	Discovery          string   `yaml:"discovery"` // mdns, static, both, off
@@ -70,14 +73,15 @@ type config struct {
 		Feeds map[string]string `yaml:"feeds"`
 	} `yaml:"chocolatey"`
 
-	logLevel     slog.Level
-	allowClients []netip.Prefix
-	diskMinFree  sizeOrPercent
-	cacheMax     sizeOrPercent
-	uploadRate   int64
-	shareMinSize int64
-	scrubRate    int64
-	peers        []netip.AddrPort
+	logLevel      slog.Level
+	allowClients  []netip.Prefix
+	allowUpstream []netip.Prefix
+	diskMinFree   sizeOrPercent
+	cacheMax      sizeOrPercent
+	uploadRate    int64
+	shareMinSize  int64
+	scrubRate     int64
+	peers         []netip.AddrPort
 }
 
 const defaultChocolateyUpstream = "https://community.chocolatey.org/api/v2/"
@@ -119,6 +123,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "listen", Usage: "address:port to serve on (default :3142)", EnvVars: []string{"WARREN_LISTEN"}},
 		&cli.StringFlag{Name: "cache-dir", Usage: "where blobs and the index live (default /var/cache/warren)", EnvVars: []string{"WARREN_CACHE_DIR"}},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (default info)", EnvVars: []string{"WARREN_LOG_LEVEL"}},
+		&cli.StringSliceFlag{Name: "allow-upstream", Usage: "CIDR upstream may be in although it is loopback, link-local or this machine's own address (refused by default), repeatable", EnvVars: []string{"WARREN_ALLOW_UPSTREAM"}},
 		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
 		&cli.IntSliceFlag{Name: "connect-port", Usage: "port CONNECT may tunnel to, repeatable (default 443)", EnvVars: []string{"WARREN_CONNECT_PORTS"}},
 		&cli.StringFlag{Name: "index-ttl", Usage: "how long Release/Packages are served before asking upstream again (default 5s)", EnvVars: []string{"WARREN_INDEX_TTL"}},
@@ -189,6 +194,9 @@ func loadConfig(c *cli.Context) (config, error) {
 	if c.IsSet("upload-slots") {
 		cfg.UploadSlots = c.Int("upload-slots")
 	}
+	if c.IsSet("allow-upstream") {
+		cfg.AllowUpstream = c.StringSlice("allow-upstream")
+	}
 	if c.IsSet("allow-client") {
 		cfg.AllowClients = c.StringSlice("allow-client")
 	}
@@ -228,17 +236,12 @@ func (cfg *config) check() error {
 	if err := cfg.logLevel.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", cfg.LogLevel)
 	}
-	cfg.allowClients = nil
-	for _, s := range cfg.AllowClients {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			a, aerr := netip.ParseAddr(s)
-			if aerr != nil {
-				return fmt.Errorf("allow_clients %q: want a CIDR such as 10.0.0.0/8 or an address", s)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
-		}
-		cfg.allowClients = append(cfg.allowClients, p.Masked())
+	var err error
+	if cfg.allowClients, err = parsePrefixes("allow_clients", cfg.AllowClients); err != nil {
+		return err
+	}
+	if cfg.allowUpstream, err = parsePrefixes("allow_upstream", cfg.AllowUpstream); err != nil {
+		return err
 	}
 	for _, p := range cfg.ConnectPorts {
 		if p < 1 || p > 65535 {
@@ -410,4 +413,21 @@ func (v sizeOrPercent) bytes(dir string) (int64, error) {
 		return 0, fmt.Errorf("size of the file system holding %s: %w", dir, err)
 	}
 	return int64(float64(int64(st.Blocks)*st.Bsize) * v.percent / 100), nil
+}
+
+// parsePrefixes reads CIDRs or bare addresses (a host prefix).
+func parsePrefixes(key string, in []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s %q: want a CIDR such as 10.0.0.0/8 or an address", key, s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

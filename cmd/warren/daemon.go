@@ -64,6 +64,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	pcfg := proxy.Config{
 		AllowClients:    cfg.allowClients,
+		AllowUpstream:   cfg.allowUpstream,
 		ConnectPorts:    cfg.ConnectPorts,
 		IndexTTL:        cfg.IndexTTL.Duration,
 		NegativeTTL:     cfg.NegativeTTL.Duration,

@@ -121,12 +121,18 @@ func startWarren(t testing.TB, args ...string) (string, *exec.Cmd, *syncBuffer) 
 // startWarrenAt runs the binary serving on addr and returns its proxy URL
 // once it logs that it is serving. Peering traffic never leaves the
 // machine: discovery is off unless the test passes --discovery (static on
-// loopback).
+// loopback). Upstream may be on loopback unless the test passes
+// --allow-upstream.
 func startWarrenAt(t testing.TB, addr string, args ...string) (string, *exec.Cmd, *syncBuffer) {
 	t.Helper()
 	base := []string{"serve", "--listen", addr}
 	if !slices.Contains(args, "--discovery") {
 		base = append(base, "--discovery", "off")
+	}
+	// The tests' upstreams listen on loopback, which warren refuses by
+	// default; a test of that refusal passes its own --allow-upstream.
+	if !slices.Contains(args, "--allow-upstream") {
+		base = append(base, "--allow-upstream", "127.0.0.0/8")
 	}
 	cmd := exec.Command(warrenBinary(t), append(base, args...)...)
 	logs, ready := startLogged(t, cmd, "warren "+addr)

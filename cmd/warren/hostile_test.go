@@ -2,9 +2,12 @@ package main
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -28,5 +31,38 @@ func TestHugeHeaderRefused(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Fatalf("100 KB request head: %d, want 431", resp.StatusCode)
+	}
+}
+
+// A default warren is no way into its own machine: a service listening
+// only on loopback is refused (403, with the reason), not fetched, cached
+// and shared. --allow-upstream opens it.
+func TestLoopbackUpstreamRefused(t *testing.T) {
+	var asked atomic.Int32
+	secret := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		io.WriteString(w, "loopback only")
+	}))
+	defer secret.Close()
+	// An allow_upstream that does not cover loopback keeps the default refusal.
+	u, _, _ := startWarren(t, "--cache-dir", t.TempDir(), "--allow-upstream", "192.0.2.0/24")
+	resp, err := proxyClient(t, u).Get(secret.URL + "/secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "loopback") || asked.Load() != 0 {
+		t.Fatalf("GET %s/secret through a default warren: %d %q, %d requests behind; want 403 naming loopback, 0", secret.URL, resp.StatusCode, body, asked.Load())
+	}
+
+	u, _, _ = startWarren(t, "--cache-dir", t.TempDir(), "--allow-upstream", "127.0.0.1")
+	resp, err = proxyClient(t, u).Get(secret.URL + "/secret")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || asked.Load() != 1 {
+		t.Fatalf("with --allow-upstream 127.0.0.1: %d, %d requests behind; want 200, 1", resp.StatusCode, asked.Load())
 	}
 }

@@ -76,9 +76,10 @@ func TestPackages(t *testing.T) {
 	sh("/usr/bin/warren", "config", "check", "--config", "/etc/warren/warren.yaml")
 
 	// The administrator's settings: a free loopback port, no discovery
-	// (peering traffic never leaves this machine).
+	// (peering traffic never leaves this machine), and the test's upstream
+	// on loopback allowed.
 	addr := freeLoopbackPort(t)
-	if err := os.WriteFile("/etc/warren/warren.yaml", []byte(fmt.Sprintf("listen: %q\ndiscovery: \"off\"\n", addr)), 0o644); err != nil {
+	if err := os.WriteFile("/etc/warren/warren.yaml", []byte(fmt.Sprintf("listen: %q\ndiscovery: \"off\"\nallow_upstream: [127.0.0.0/8]\n", addr)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// As the service runs it: user warren (the signal goes to warren itself).

@@ -1,0 +1,132 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DestinationError is an upstream address warren will not connect to: a
+// client must not reach, through warren, what listens only on warren's own
+// machine or its link (squid's to_localhost rule, and cloud metadata at
+// 169.254.169.254), nor have such answers cached and shared.
+type DestinationError struct {
+	Target string     // what was asked for: host:port
+	Addr   netip.Addr // the address it resolved to
+	Why    string     // "loopback", "link-local", ...
+}
+
+func (e *DestinationError) Error() string {
+	return fmt.Sprintf("upstream %s is %s, a %s address: warren does not fetch from it (to allow it, add it to allow_upstream, e.g. --allow-upstream %s)",
+		e.Target, e.Addr, e.Why, netip.PrefixFrom(e.Addr, e.Addr.BitLen()))
+}
+
+// destGuard decides which addresses upstream connections may reach. It is
+// consulted by the dialer on the resolved address, right before the
+// connect, so a name whose DNS answer changes between a check and the dial
+// (rebinding) gains nothing: what is dialled is what was checked.
+type destGuard struct {
+	allow []netip.Prefix
+
+	mu    sync.Mutex // guards own and ownAt
+	own   map[netip.Addr]bool
+	ownAt time.Time
+}
+
+func newDestGuard(allow []netip.Prefix) *destGuard {
+	return &destGuard{allow: allow}
+}
+
+// check returns a *DestinationError when a may not be dialled.
+func (g *destGuard) check(target string, a netip.Addr) error {
+	a = a.Unmap()
+	for _, p := range g.allow {
+		if p.Contains(a) {
+			return nil
+		}
+	}
+	why := ""
+	switch {
+	case a.IsLoopback():
+		why = "loopback"
+	case a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast():
+		why = "link-local"
+	case a.IsUnspecified():
+		why = "unspecified"
+	case a.IsMulticast():
+		why = "multicast"
+	case g.isOwn(a):
+		why = "this machine's own"
+	default:
+		return nil
+	}
+	return &DestinationError{Target: target, Addr: a, Why: why}
+}
+
+// isOwn reports whether a is one of this machine's interface addresses,
+// which are re-read at most every 10 seconds (they change with DHCP).
+func (g *destGuard) isOwn(a netip.Addr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.own == nil || time.Since(g.ownAt) > 10*time.Second {
+		own := map[netip.Addr]bool{}
+		if addrs, err := net.InterfaceAddrs(); err == nil {
+			for _, ia := range addrs {
+				if ipn, ok := ia.(*net.IPNet); ok {
+					if x, ok := netip.AddrFromSlice(ipn.IP); ok {
+						own[x.Unmap()] = true
+					}
+				}
+			}
+		}
+		g.own, g.ownAt = own, time.Now()
+	}
+	return g.own[a]
+}
+
+// control is the dialer's hook: address is the resolved ip:port about to
+// be connected.
+func (g *destGuard) control(_, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("upstream address %q: %w", address, err)
+	}
+	return g.check(address, ap.Addr())
+}
+
+// dialer is a net.Dialer that only connects where the guard allows.
+func (g *destGuard) dialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second, Control: g.control}
+}
+
+// checkHost resolves host (host:port or a bare host) and checks every
+// address it names, for the paths that answer before dialling (CONNECT and
+// passed-through methods): a refusal is a clear 403, not a dial error
+// inside someone else's response. The dial is still guarded.
+func (g *destGuard) checkHost(ctx context.Context, hostport string) error {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if a, err := netip.ParseAddr(host); err == nil {
+		return g.check(hostport, a)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil // the dial reports it, with its own error
+	}
+	for _, a := range addrs {
+		if err := g.check(hostport, a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
