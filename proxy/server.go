@@ -406,13 +406,7 @@ func (s *Server) allowed(r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("cannot tell the client's address from %q", r.RemoteAddr)
 	}
-	a := ap.Addr().Unmap()
-	for _, p := range s.cfg.AllowClients {
-		if p.Contains(a) {
-			return nil
-		}
-	}
-	return fmt.Errorf("client %s is not in allow_clients; add its network to allow_clients in the config", a)
+	return s.clientAllowed(ap.Addr().Unmap())
 }
 
 func (s *Server) connectAllowed(hostport string) error {

@@ -36,12 +36,16 @@ type config struct {
 	// link-local or this machine's own (refused otherwise).
 	AllowUpstream []string `yaml:"allow_upstream"`
 	ConnectPorts  []int    `yaml:"connect_ports"`
-	IndexTTL      duration `yaml:"index_ttl"`
-	NegativeTTL   duration `yaml:"negative_ttl"`
-	DiskMinFree   string   `yaml:"disk_min_free"`
-	CacheMax      string   `yaml:"cache_max"`      // "200GB" or "30%" of the cache's disk; "0": no limit
-	CacheMinDays  float64  `yaml:"cache_min_days"` // newer blobs are never evicted
-	CacheMaxDays  float64  `yaml:"cache_max_days"` // blobs unused this long are evicted; 0: never
+	// MaxConnections and MaxClientConnections cap open connections, in all
+	// and per client address (503 beyond).
+	MaxConnections       int      `yaml:"max_connections"`
+	MaxClientConnections int      `yaml:"max_client_connections"`
+	IndexTTL             duration `yaml:"index_ttl"`
+	NegativeTTL          duration `yaml:"negative_ttl"`
+	DiskMinFree          string   `yaml:"disk_min_free"`
+	CacheMax             string   `yaml:"cache_max"`      // "200GB" or "30%" of the cache's disk; "0": no limit
+	CacheMinDays         float64  `yaml:"cache_min_days"` // newer blobs are never evicted
+	CacheMaxDays         float64  `yaml:"cache_max_days"` // blobs unused this long are evicted; 0: never
 
 	// Peers on the LAN.
 	Discovery          string   `yaml:"discovery"` // mdns, static, both, off
@@ -92,10 +96,13 @@ func defaults() config {
 		CacheDir:     "/var/cache/warren",
 		LogLevel:     "info",
 		ConnectPorts: []int{443},
-		IndexTTL:     duration{5 * time.Second},
-		NegativeTTL:  duration{30 * time.Second},
-		DiskMinFree:  "1GB",
-		CacheMax:     "30%",
+
+		MaxConnections:       1024,
+		MaxClientConnections: 64,
+		IndexTTL:             duration{5 * time.Second},
+		NegativeTTL:          duration{30 * time.Second},
+		DiskMinFree:          "1GB",
+		CacheMax:             "30%",
 
 		Discovery:          "mdns",
 		Role:               "peer",
@@ -125,6 +132,8 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (default info)", EnvVars: []string{"WARREN_LOG_LEVEL"}},
 		&cli.StringSliceFlag{Name: "allow-upstream", Usage: "CIDR upstream may be in although it is loopback, link-local or this machine's own address (refused by default), repeatable", EnvVars: []string{"WARREN_ALLOW_UPSTREAM"}},
 		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
+		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: strconv.Itoa(def.MaxConnections), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
+		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client address may hold open, 503 beyond", DefaultText: strconv.Itoa(def.MaxClientConnections), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
 		&cli.IntSliceFlag{Name: "connect-port", Usage: "port CONNECT may tunnel to, repeatable (default 443)", EnvVars: []string{"WARREN_CONNECT_PORTS"}},
 		&cli.StringFlag{Name: "index-ttl", Usage: "how long Release/Packages are served before asking upstream again (default 5s)", EnvVars: []string{"WARREN_INDEX_TTL"}},
 		&cli.StringFlag{Name: "negative-ttl", Usage: "how long an upstream 404 is remembered, 0 for not at all (default 30s)", EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
@@ -190,6 +199,12 @@ func loadConfig(c *cli.Context) (config, error) {
 	}
 	if c.IsSet("priority") {
 		cfg.Priority = int32(c.Int("priority"))
+	}
+	if c.IsSet("max-connections") {
+		cfg.MaxConnections = c.Int("max-connections")
+	}
+	if c.IsSet("max-client-connections") {
+		cfg.MaxClientConnections = c.Int("max-client-connections")
 	}
 	if c.IsSet("upload-slots") {
 		cfg.UploadSlots = c.Int("upload-slots")
@@ -275,6 +290,9 @@ func (cfg *config) check() error {
 	case "peer", "passive":
 	default:
 		return fmt.Errorf("role %q: want peer or passive", cfg.Role)
+	}
+	if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
+		return errors.New("max_connections and max_client_connections must be at least 1")
 	}
 	if cfg.UploadSlots < 1 || cfg.MaxPeers < 1 || cfg.PeerRetries < 1 {
 		return errors.New("upload_slots, max_peers and peer_retries must be at least 1")

@@ -83,6 +83,7 @@ func TestConfigErrors(t *testing.T) {
 		{"bad duration flag", []string{"config", "check", "--index-ttl", "soon"}, "want a duration"},
 		{"bad cidr", []string{"config", "check", "--allow-client", "10.0.0.0/33"}, "allow_clients"},
 		{"bad allow_upstream", []string{"config", "check", "--allow-upstream", "localhost"}, "allow_upstream"},
+		{"zero max_connections", []string{"config", "check", "--max-connections", "0"}, "max_connections"},
 		{"bad port", []string{"config", "check", "--connect-port", "70000"}, "not a TCP port"},
 		{"bad log level", []string{"config", "check", "--log-level", "loud"}, "log_level"},
 		{"bad size", []string{"config", "check", "--disk-min-free", "lots"}, "disk_min_free"},

@@ -366,7 +366,8 @@ func (d *daemon) Run(ctx context.Context) error {
 	d.log.Info("warren serving", attrs...)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := srv.Serve(d.ln); !errors.Is(err, http.ErrServerClosed) {
+		ln := d.proxy.Listen(d.ln, proxy.ConnLimits{PerClient: d.cfg.MaxClientConnections, Total: d.cfg.MaxConnections})
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
 		}
 		return nil

@@ -1,0 +1,140 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// ConnLimits bound what connections cost before a request is read.
+type ConnLimits struct {
+	// PerClient is the most connections one client address may hold open
+	// (default 64; apt opens a few, a site NAT more).
+	PerClient int
+	// Total is the most connections open at once (default 1024).
+	Total int
+}
+
+// Listen wraps ln so that each accepted connection is checked before any
+// byte of it is read: a client outside allow_clients is answered 403 and
+// closed, one past its connection cap or the total cap 503 with
+// Retry-After. A flood of connections then costs a socket each, not a
+// request head in memory.
+func (s *Server) Listen(ln net.Listener, lim ConnLimits) net.Listener {
+	if lim.PerClient <= 0 {
+		lim.PerClient = 64
+	}
+	if lim.Total <= 0 {
+		lim.Total = 1024
+	}
+	return &guardedListener{Listener: ln, s: s, lim: lim, per: map[netip.Addr]int{}, warned: map[netip.Addr]time.Time{}}
+}
+
+type guardedListener struct {
+	net.Listener
+	s   *Server
+	lim ConnLimits
+
+	mu     sync.Mutex // guards per, total and warned
+	per    map[netip.Addr]int
+	total  int
+	warned map[netip.Addr]time.Time // last warning per address: one a minute
+}
+
+func (l *guardedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ap, perr := netip.ParseAddrPort(c.RemoteAddr().String())
+		if perr != nil {
+			c.Close()
+			continue
+		}
+		a := ap.Addr().Unmap()
+		if err := l.s.clientAllowed(a); err != nil {
+			l.refuse(c, a, "403 Forbidden", err)
+			continue
+		}
+		l.mu.Lock()
+		switch {
+		case l.per[a] >= l.lim.PerClient:
+			l.mu.Unlock()
+			l.refuse(c, a, "503 Service Unavailable", fmt.Errorf("client %s already has %d connections open (the cap per client); close some and retry", a, l.lim.PerClient))
+			continue
+		case l.total >= l.lim.Total:
+			l.mu.Unlock()
+			l.refuse(c, a, "503 Service Unavailable", fmt.Errorf("warren has %d connections open (its cap); retry shortly", l.lim.Total))
+			continue
+		}
+		l.per[a]++
+		l.total++
+		l.mu.Unlock()
+		return &countedConn{Conn: c, l: l, a: a}, nil
+	}
+}
+
+// refuse answers status on c without reading from it, and closes it. The
+// write is small and bounded in time: a client that does not read costs
+// nothing more.
+func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why error) {
+	msg := "warren: " + why.Error() + "\n"
+	_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	fmt.Fprintf(c, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nRetry-After: 5\r\nConnection: close\r\n\r\n%s", status, len(msg), msg)
+	// A plain close: the answer reaches a client that waits for it; one
+	// that keeps sending gets a reset (unread bytes), which costs nothing.
+	c.Close()
+	now := time.Now()
+	l.mu.Lock()
+	last, seen := l.warned[a]
+	warn := !seen || now.Sub(last) > time.Minute
+	if warn {
+		if len(l.warned) > 4096 {
+			clear(l.warned) // bound memory; it only rate-limits the log
+		}
+		l.warned[a] = now
+	}
+	l.mu.Unlock()
+	if warn {
+		l.s.log.Warn("refused connection", slog.String("client", a.String()), slog.String("status", status), slog.Any("err", why))
+	}
+}
+
+// countedConn gives its place back when closed, once.
+type countedConn struct {
+	net.Conn
+	l    *guardedListener
+	a    netip.Addr
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		if c.l.per[c.a]--; c.l.per[c.a] <= 0 {
+			delete(c.l.per, c.a)
+		}
+		c.l.total--
+		c.l.mu.Unlock()
+	})
+	return err
+}
+
+// ErrNotAllowed marks a client outside allow_clients.
+var ErrNotAllowed = errors.New("not in allow_clients")
+
+// clientAllowed checks a against allow_clients.
+func (s *Server) clientAllowed(a netip.Addr) error {
+	for _, p := range s.cfg.AllowClients {
+		if p.Contains(a) {
+			return nil
+		}
+	}
+	return fmt.Errorf("client %s is %w; add its network to allow_clients in the config", a, ErrNotAllowed)
+}

@@ -1,0 +1,138 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// serveGuarded serves px behind its guarded listener on loopback.
+func serveGuarded(t *testing.T, px *Server, lim ConnLimits) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: px}
+	go srv.Serve(px.Listen(ln, lim))
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// readStatus reads the status line the server sends on c, sending nothing.
+func readStatus(t *testing.T, c net.Conn) int {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A client outside allow_clients is answered 403 on accept, before it has
+// sent a byte: its request head is never read into memory.
+func TestOutsiderRefusedOnAccept(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+		c.AllowClients = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+	})
+	addr := serveGuarded(t, h.px, ConnLimits{})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if code := readStatus(t, c); code != http.StatusForbidden {
+		t.Fatalf("outsider: %d before sending anything, want 403", code)
+	}
+}
+
+// Past its connection cap a client gets 503 at once; a closed connection
+// gives its place back.
+func TestPerClientConnectionCap(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up)
+	addr := serveGuarded(t, h.px, ConnLimits{PerClient: 3, Total: 100})
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	get := func(c net.Conn) int {
+		io.WriteString(c, "GET /_warren/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+		return readStatus(t, c)
+	}
+	for range 3 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+		if code := get(c); code != 200 { // accepted and served: it counts
+			t.Fatalf("connection within the cap: %d", code)
+		}
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if code := readStatus(t, c); code != http.StatusServiceUnavailable {
+		t.Fatalf("fourth connection: %d, want 503", code)
+	}
+	open[0].Close()
+	// The server sees the close when it next reads: wait for the place to
+	// come back, with a deadline.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(c, "GET /_warren/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+		code := readStatus(t, c)
+		c.Close()
+		if code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a closed connection never gave its place back: %d", code)
+		}
+		if !strings.Contains(http.StatusText(code), "Unavailable") {
+			t.Fatalf("unexpected %d", code)
+		}
+	}
+}
+
+// The total cap holds across clients.
+func TestTotalConnectionCap(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up)
+	addr := serveGuarded(t, h.px, ConnLimits{PerClient: 10, Total: 2})
+	a, _ := net.Dial("tcp", addr)
+	defer a.Close()
+	b, _ := net.Dial("tcp", addr)
+	defer b.Close()
+	for _, c := range []net.Conn{a, b} {
+		io.WriteString(c, "GET /_warren/stats HTTP/1.1\r\nHost: x\r\n\r\n")
+		if code := readStatus(t, c); code != 200 {
+			t.Fatalf("within the total: %d", code)
+		}
+	}
+	c, _ := net.Dial("tcp", addr)
+	defer c.Close()
+	if code := readStatus(t, c); code != http.StatusServiceUnavailable {
+		t.Fatalf("past the total: %d, want 503", code)
+	}
+}
