@@ -135,6 +135,14 @@ func (s *Server) beginLearn(p plan) (*learnRun, repoScope, bool) {
 // batches. It runs on the server's context and ends lr.
 func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Digest) {
 	defer s.learning.end(lr)
+	defer func() {
+		// A parser bug must not take the daemon down with a stack trace:
+		// the file teaches nothing, and the log says so.
+		if v := recover(); v != nil {
+			s.log.Error("learning metadata failed: its parser panicked; nothing more is learnt from this file (please report it)",
+				slog.String("url", p.url), slog.String("panic", fmt.Sprint(v)))
+		}
+	}()
 	start := s.now()
 	// The parent metadata (Release for a Packages file) may still be
 	// being learnt: its verdict on this file's hash comes first.

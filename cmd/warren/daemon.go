@@ -131,13 +131,15 @@ func (d *daemon) startPeering() error {
 // storeConfig is the cache as the settings describe it: the daemon and the
 // CLI (with no daemon running) open it the same way.
 func storeConfig(cfg config, log *slog.Logger) (cachestore.Config, error) {
+	// The values were checked with the settings; what fails here is the
+	// file system (no such directory, no permission): a runtime failure.
 	minFree, err := cfg.diskMinFree.bytes(cfg.CacheDir)
 	if err != nil {
-		return cachestore.Config{}, usageError{err}
+		return cachestore.Config{}, err
 	}
 	maxBytes, err := cfg.cacheMax.bytes(cfg.CacheDir)
 	if err != nil {
-		return cachestore.Config{}, usageError{err}
+		return cachestore.Config{}, err
 	}
 	return cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log, ScrubRate: cfg.scrubRate,
 		Limits: cachestore.Limits{

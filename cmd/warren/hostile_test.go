@@ -2,10 +2,14 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -65,4 +69,45 @@ func TestLoopbackUpstreamRefused(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || asked.Load() != 1 {
 		t.Fatalf("with --allow-upstream 127.0.0.1: %d, %d requests behind; want 200, 1", resp.StatusCode, asked.Load())
 	}
+}
+
+// Exits say what went wrong in one line, with no stack trace: 2 for a
+// mistake in how warren was called, 1 for a failure at run time.
+func TestExitCodes(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	notADir := filepath.Join(t.TempDir(), "file")
+	os.WriteFile(notADir, []byte("x"), 0o644)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"serve", "--no-such-flag"}, 2, "no-such-flag"},
+		{"bad value", []string{"serve", "--allow-upstream", "nowhere"}, 2, "allow_upstream"},
+		{"port in use", []string{"serve", "--config", "/dev/null", "--discovery", "off", "--listen", busy.Addr().String(), "--cache-dir", t.TempDir()}, 1, "address already in use"},
+		{"cache dir is a file", []string{"cache", "stat", "--config", "/dev/null", "--cache-dir", notADir}, 1, notADir},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(warrenBinary(t), tc.args...)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != tc.code {
+				t.Fatalf("warren %s: %v, want exit %d\n%s", strings.Join(tc.args, " "), err, tc.code, out)
+			}
+			last := lastLine(string(out))
+			if !strings.HasPrefix(last, "warren: ") || !strings.Contains(last, tc.want) || strings.Contains(string(out), "goroutine ") {
+				t.Fatalf("warren %s: want one line naming %q and no stack trace, got:\n%s", strings.Join(tc.args, " "), tc.want, out)
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
