@@ -5,12 +5,15 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,6 +48,12 @@ type BlobServer struct {
 	// loses its slot instead of holding it (default 30s).
 	writeTimeout time.Duration
 
+	peers atomic.Pointer[Table] // the node's table: who a token's requester is
+
+	mu   sync.Mutex            // guards used and sent
+	used map[uint64]int64      // token nonces spent, until their expiry (unix s)
+	sent map[sentKey]time.Time // uploads by requester address and digest
+
 	active   atomic.Int64 // uploads running now
 	peak     atomic.Int64 // most uploads ever running at once
 	uploaded atomic.Int64 // bytes sent
@@ -56,7 +65,8 @@ func NewBlobServer(store BlobStore, slots int, uploadRate int64, secret []byte, 
 	if slots < 1 {
 		slots = 1
 	}
-	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: secret, log: log, writeTimeout: 30 * time.Second}
+	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: secret, log: log, writeTimeout: 30 * time.Second,
+		used: map[uint64]int64{}, sent: map[sentKey]time.Time{}}
 	if uploadRate > 0 {
 		burst := int(min(uploadRate, 1<<20))
 		bs.limiter = rate.NewLimiter(rate.Limit(uploadRate), burst)
@@ -72,14 +82,115 @@ func (bs *BlobServer) Stats() (active, peak, bytes, busy int64) {
 	return bs.active.Load(), bs.peak.Load(), bs.uploaded.Load(), bs.busy.Load()
 }
 
-// BlobToken is what a requester sends in a group with a secret.
-func BlobToken(secret []byte, d cachestore.Digest) string {
+type sentKey struct {
+	to netip.Addr
+	d  cachestore.Digest
+}
+
+// TokenLife is how long a blob token may be used; each is good for one
+// request.
+const TokenLife = time.Minute
+
+// BlobToken is what requester sends, in a group with a secret, to fetch d
+// once before expiry: "v2.<requester>.<expiry>.<nonce>.<mac>". It is bound
+// to the digest, the requester (whose address the server checks) and the
+// time, and spent when used: a token seen on the wire is worth nothing.
+func BlobToken(secret []byte, d cachestore.Digest, requester NodeID, expiry time.Time, nonce uint64) string {
+	head := fmt.Sprintf("v2.%s.%d.%016x", requester, expiry.Unix(), nonce)
+	return head + "." + tokenMAC(secret, d, head)
+}
+
+func tokenMAC(secret []byte, d cachestore.Digest, head string) string {
 	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte("warren-blob:" + d.String()))
+	mac.Write([]byte("warren-blob:" + d.String() + ":" + head))
 	return hex.EncodeToString(mac.Sum(nil))
 }
 
 const tokenHeader = "X-Warren-Token"
+
+// attach gives the blob server the node's table, to check tokens'
+// requesters against.
+func (bs *BlobServer) attach(t *Table) { bs.peers.Store(t) }
+
+// checkToken accepts tok for d from remote once.
+func (bs *BlobServer) checkToken(tok string, d cachestore.Digest, remote netip.Addr) error {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 5 || parts[0] != "v2" {
+		return errors.New("missing or malformed group token")
+	}
+	head := strings.Join(parts[:4], ".")
+	if !hmac.Equal([]byte(parts[4]), []byte(tokenMAC(bs.secret, d, head))) {
+		return errors.New("wrong group token (another secret, or another blob)")
+	}
+	id, err := ParseNodeID(parts[1])
+	if err != nil {
+		return err
+	}
+	expiry, err1 := strconv.ParseInt(parts[2], 10, 64)
+	nonce, err2 := strconv.ParseUint(parts[3], 16, 64)
+	if err1 != nil || err2 != nil {
+		return errors.New("malformed group token")
+	}
+	now := time.Now().Unix()
+	if expiry < now || expiry > now+int64((TokenLife+ReplayWindow)/time.Second) {
+		return fmt.Errorf("group token expired or not yet valid (expiry %d, now %d): are the peers' clocks in sync?", expiry, now)
+	}
+	t := bs.peers.Load()
+	if t == nil {
+		return errors.New("no peer table to check the token's requester against")
+	}
+	p, ok := t.Get(id)
+	if !ok || p.Addr != remote {
+		return fmt.Errorf("group token names node %s, which is not a peer at %s", id, remote)
+	}
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if _, spent := bs.used[nonce]; spent {
+		return errors.New("group token already used")
+	}
+	if len(bs.used) >= 1<<16 {
+		for k, until := range bs.used {
+			if until < now {
+				delete(bs.used, k)
+			}
+		}
+		if len(bs.used) >= 1<<16 {
+			return errors.New("too many tokens in flight; retry")
+		}
+	}
+	bs.used[nonce] = expiry
+	return nil
+}
+
+// recordSent remembers that d went to a: only then is its bad-blob report
+// about d believed.
+func (bs *BlobServer) recordSent(a netip.Addr, d cachestore.Digest) {
+	now := time.Now()
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	if len(bs.sent) >= 4096 {
+		for k, at := range bs.sent {
+			if now.Sub(at) > sentMemory {
+				delete(bs.sent, k)
+			}
+		}
+		if len(bs.sent) >= 4096 {
+			clear(bs.sent)
+		}
+	}
+	bs.sent[sentKey{a, d}] = now
+}
+
+// sentMemory is how long an upload is remembered for bad-blob reports.
+const sentMemory = 10 * time.Minute
+
+// SentTo reports whether d was uploaded to a lately.
+func (bs *BlobServer) SentTo(a netip.Addr, d cachestore.Digest) bool {
+	bs.mu.Lock()
+	defer bs.mu.Unlock()
+	at, ok := bs.sent[sentKey{a, d}]
+	return ok && time.Since(at) <= sentMemory
+}
 
 func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -92,9 +203,15 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "warren: want /v1/blobs/<sha256|sha512|sha1>/<lowercase hex>", http.StatusBadRequest)
 		return
 	}
-	if len(bs.secret) > 0 && !hmac.Equal([]byte(r.Header.Get(tokenHeader)), []byte(BlobToken(bs.secret, d))) {
-		http.Error(w, "warren: missing or wrong group token", http.StatusForbidden)
-		return
+	remote := netip.Addr{}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		remote = ap.Addr().Unmap()
+	}
+	if len(bs.secret) > 0 {
+		if err := bs.checkToken(r.Header.Get(tokenHeader), d, remote); err != nil {
+			http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
+			return
+		}
 	}
 	select {
 	case bs.slots <- struct{}{}:
@@ -111,6 +228,9 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		bs.active.Add(-1)
 		<-bs.slots
 	}()
+	if r.Method == http.MethodGet {
+		bs.recordSent(remote, d)
+	}
 	lw := &limitedWriter{ctx: r.Context(), w: w, rc: http.NewResponseController(w), timeout: bs.writeTimeout, lim: bs.limiter, sent: &bs.uploaded}
 	if f, bi, err := bs.store.OpenBlob(d); err == nil {
 		defer f.Close()

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/warren-cache/warren/cachestore"
 )
 
@@ -78,12 +80,42 @@ type Node struct {
 	// rechecked is when each digest was last rechecked on a peer's word:
 	// at most once a minute, so a LAN host cannot keep us rehashing.
 	rechecked map[cachestore.Digest]time.Time
+	pruned    time.Time // when elections were last swept
+
+	// Datagram admission, used by the read loop only.
+	limits  map[netip.Addr]*rate.Limiter // per source address
+	replay  map[replayKey]int64          // (sender, nonce) seen, until when (ms)
+	skewLog time.Time                    // last "clock off" warning
 
 	wg sync.WaitGroup // heartbeat goroutines
 
-	// Dropped counts datagrams refused (garbage, wrong version, bad MAC).
+	// Dropped counts datagrams refused (garbage, wrong version, bad MAC,
+	// replayed, over a source's rate, an impostor's).
 	Dropped atomic.Int64
 }
+
+type replayKey struct {
+	from  NodeID
+	nonce uint64
+}
+
+// Bounds on what a LAN host can make a node do or keep.
+const (
+	// ReplayWindow: with a group secret, a datagram sent longer ago (or
+	// further ahead, by the sender's clock) is dropped; members' clocks
+	// must agree within it (NTP).
+	ReplayWindow = 30 * time.Second
+	// Datagrams per second (and burst) taken from one source address;
+	// a busy node sends a few dozen.
+	sourceRate  = 200
+	sourceBurst = 400
+	maxSources  = 4096    // limiters kept; beyond, they start afresh
+	maxReplay   = 1 << 17 // nonces remembered; beyond, unseen ones are dropped
+	// maxElections bounds the digests others' wants and heartbeats are
+	// kept for; maxVoters the nodes kept per digest.
+	maxElections = 4096
+	maxVoters    = 64
+)
 
 // beat is a download this node was elected for.
 type beat struct {
@@ -173,7 +205,12 @@ func Listen(cfg Config) (*Node, error) {
 		elections: map[cachestore.Digest]*election{},
 		beating:   map[cachestore.Digest]*beat{},
 		rechecked: map[cachestore.Digest]time.Time{},
+		limits:    map[netip.Addr]*rate.Limiter{},
+		replay:    map[replayKey]int64{},
 		nextReq:   rand.Uint32(),
+	}
+	if cfg.Blobs != nil {
+		cfg.Blobs.attach(n.table)
 	}
 	return n, nil
 }
@@ -210,6 +247,10 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Warn("peer socket read failed", slog.Any("err", err))
 			continue
 		}
+		if !n.admit(src.Addr().Unmap()) {
+			n.Dropped.Add(1)
+			continue
+		}
 		m, err := Decode(buf[:k], n.cfg.Secret)
 		if err != nil {
 			n.Dropped.Add(1)
@@ -219,8 +260,67 @@ func (n *Node) Run(ctx context.Context) error {
 		if m.From == n.cfg.ID {
 			continue // our own broadcast
 		}
+		if err := n.fresh(m); err != nil {
+			n.Dropped.Add(1)
+			n.log.Debug("dropped a datagram", slog.String("from", src.String()), slog.Any("err", err))
+			continue
+		}
 		n.handle(m, src)
 	}
+}
+
+// admit applies the per-source rate limit, before any decoding: a host
+// that floods costs a map lookup per datagram.
+func (n *Node) admit(a netip.Addr) bool {
+	l := n.limits[a]
+	if l == nil {
+		if len(n.limits) >= maxSources {
+			clear(n.limits)
+		}
+		l = rate.NewLimiter(sourceRate, sourceBurst)
+		n.limits[a] = l
+	}
+	return l.Allow()
+}
+
+// errReplay is a datagram seen before, or sent outside the replay window.
+var errReplay = errors.New("replayed or stale datagram")
+
+// fresh drops, in a group with a secret, a datagram sent outside the
+// replay window or one seen before: a captured datagram cannot be sent
+// again. Without a secret anyone can forge a new one, so there is nothing
+// to check.
+func (n *Node) fresh(m Message) error {
+	if len(n.cfg.Secret) == 0 {
+		return nil
+	}
+	now := n.now().UnixMilli()
+	window := ReplayWindow.Milliseconds()
+	if skew := m.Sent - now; skew > window || skew < -window {
+		if t := n.now(); t.Sub(n.skewLog) > time.Minute {
+			n.skewLog = t
+			n.log.Warn("dropping a peer's datagrams: its clock and ours differ by more than the replay window; keep the group's clocks in sync (NTP)",
+				slog.String("peer", m.From.String()), slog.Duration("skew", time.Duration(skew)*time.Millisecond), slog.Duration("window", ReplayWindow))
+		}
+		return fmt.Errorf("%w: sent %dms from now", errReplay, m.Sent-now)
+	}
+	k := replayKey{m.From, m.Nonce}
+	if until, seen := n.replay[k]; seen && until >= now {
+		return fmt.Errorf("%w: nonce %x from %s seen before", errReplay, m.Nonce, m.From)
+	}
+	if len(n.replay) >= maxReplay {
+		for k, until := range n.replay {
+			if until < now {
+				delete(n.replay, k)
+			}
+		}
+		if len(n.replay) >= maxReplay {
+			return fmt.Errorf("%w: too many datagrams in the window to remember", errReplay)
+		}
+	}
+	// Remembered until it would be outside the window anyway.
+	n.replay[k] = m.Sent + window
+	return nil
 }
 
 // greet says hello to static peers now and then, with jitter, so they
@@ -255,8 +355,22 @@ func (n *Node) stopBeats() {
 
 func (n *Node) handle(m Message, src netip.AddrPort) {
 	_, inTable := n.table.Get(m.From)
-	n.table.Seen(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes})
-	if !inTable {
+	// An authenticated message (the group has a secret; fresh checked it
+	// is no replay) may move a peer's address; otherwise a message naming
+	// a known peer from elsewhere is an impostor's.
+	admitted := n.table.Offer(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes},
+		len(n.cfg.Secret) > 0)
+	switch {
+	case !admitted && inTable:
+		n.Dropped.Add(1)
+		n.log.Debug("dropped a datagram naming a known peer from another address", slog.String("peer", m.From.String()), slog.String("from", src.String()))
+		return
+	case !admitted && m.Type != MsgQuery && m.Type != MsgHello:
+		// Not in the table (full, or its address holds enough ids): a
+		// question is still answered, but what it says of itself is not
+		// kept.
+		return
+	case admitted && !inTable:
 		n.log.Debug("peer joined the table", slog.String("peer", m.From.String()), slog.String("addr", src.String()), slog.Bool("passive", m.Passive))
 	}
 	switch m.Type {
@@ -288,7 +402,7 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 			}
 		}
 	case MsgWant:
-		n.update(m.Digest, func(e *election) { e.wants[m.From] = m })
+		n.update(m.Digest, func(e *election) { putVoter(e.wants, m.From, m) })
 		// Tell a latecomer what we know at once: that we have it, or that
 		// we are downloading it (else it could elect itself and download
 		// it a second time).
@@ -304,28 +418,52 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		}
 	case MsgDownloading:
 		n.update(m.Digest, func(e *election) {
-			e.beats[m.From], e.beatAt[m.From] = m, n.now()
-			delete(e.dead, m.From)
+			if putVoter(e.beats, m.From, m) {
+				e.beatAt[m.From] = n.now()
+				delete(e.dead, m.From)
+			}
 		})
 	case MsgHave:
-		n.update(m.Digest, func(e *election) { e.haves[m.From] = true })
+		n.update(m.Digest, func(e *election) { putVoter(e.haves, m.From, true) })
 	case MsgBadBlob:
-		n.badBlobReported(m)
+		n.badBlobReported(m, src)
 	}
 }
 
+// putVoter sets m[id] unless m already holds maxVoters others.
+func putVoter[V any](m map[NodeID]V, id NodeID, v V) bool {
+	if _, ok := m[id]; !ok && len(m) >= maxVoters {
+		return false
+	}
+	m[id] = v
+	return true
+}
+
 // update changes (creating) the election state of d and wakes its waiters.
+// Its cost does not grow with what others send: the sweep of forgotten
+// elections runs at most every 10 seconds, and a new digest is tracked
+// only while fewer than maxElections are (one this node wants always is).
 func (n *Node) update(d cachestore.Digest, f func(*election)) {
+	n.updateFor(d, false, f)
+}
+
+func (n *Node) updateFor(d cachestore.Digest, mine bool, f func(*election)) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	now := n.now()
-	for k, e := range n.elections { // forget what nobody has cared about for a while
-		if !e.interest && now.Sub(e.touched) > 2*time.Minute {
-			delete(n.elections, k)
+	if now.Sub(n.pruned) > 10*time.Second || len(n.elections) >= maxElections && now.Sub(n.pruned) > time.Second {
+		n.pruned = now
+		for k, e := range n.elections { // forget what nobody has cared about for a while
+			if !e.interest && now.Sub(e.touched) > 2*time.Minute {
+				delete(n.elections, k)
+			}
 		}
 	}
 	e := n.elections[d]
 	if e == nil {
+		if len(n.elections) >= maxElections && !mine {
+			return
+		}
 		e = &election{wants: map[NodeID]Message{}, beats: map[NodeID]Message{}, beatAt: map[NodeID]time.Time{},
 			haves: map[NodeID]bool{}, dead: map[NodeID]bool{}, changed: make(chan struct{})}
 		n.elections[d] = e
@@ -340,6 +478,7 @@ func (n *Node) update(d cachestore.Digest, f func(*election)) {
 func (n *Node) self(m Message) Message {
 	m.From, m.HTTPPort, m.Priority, m.Passive = n.cfg.ID, n.cfg.Port, n.cfg.Priority, n.cfg.Passive
 	m.FreeBytes = n.cfg.FreeBytes()
+	m.Sent, m.Nonce = n.now().UnixMilli(), rand.Uint64()
 	return m
 }
 
@@ -543,9 +682,16 @@ func (n *Node) Done(d cachestore.Digest, ok bool) {
 
 // badBlobReported rechecks a blob a peer says we sent it wrong, at most
 // once a minute per blob (the report may be a lie; the recheck is cheap
-// but not free).
-func (n *Node) badBlobReported(m Message) {
-	if n.cfg.Passive || n.cfg.Recheck == nil || !n.cfg.Has(m.Digest) {
+// but not free), and only when this node did upload that blob to the
+// reporter's address lately: a report about bytes it never received is
+// ignored.
+func (n *Node) badBlobReported(m Message, src netip.AddrPort) {
+	if n.cfg.Passive || n.cfg.Recheck == nil || n.cfg.Blobs == nil || !n.cfg.Has(m.Digest) {
+		return
+	}
+	if !n.cfg.Blobs.SentTo(src.Addr().Unmap(), m.Digest) {
+		n.log.Debug("ignored a bad-blob report from a node we sent no such blob", slog.String("peer", m.From.String()),
+			slog.String("from", src.String()), slog.String("digest", m.Digest.String()))
 		return
 	}
 	now := n.now()

@@ -128,16 +128,46 @@ func TestBlobServerSlotsTokenRange(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("no token: %d", resp.StatusCode)
 	}
-	tok := map[string]string{tokenHeader: BlobToken(secret, d), "Range": "bytes=6-11"}
+	// The requester is a peer at 127.0.0.1; tokens are one-use, bound to
+	// the blob, the requester and a time.
+	table := NewTable(30, time.Minute, time.Now)
+	me := NodeID{5}
+	table.Seen(Peer{ID: me, Addr: netip.MustParseAddr("127.0.0.1"), Port: 1})
+	table.Seen(Peer{ID: NodeID{6}, Addr: netip.MustParseAddr("192.0.2.6"), Port: 1})
+	bs.attach(table)
+	nonce := uint64(0)
+	token := func(id NodeID, dd cachestore.Digest, expiry time.Time) string {
+		nonce++
+		return BlobToken(secret, dd, id, expiry, nonce)
+	}
+	soon := time.Now().Add(TokenLife)
+	tok := map[string]string{tokenHeader: token(me, d, soon), "Range": "bytes=6-11"}
 	resp = get(tok)
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent || string(b) != "warren" {
 		t.Fatalf("range: %d %q", resp.StatusCode, b)
 	}
+	other := cachestore.Digest{Algo: "sha256", Hex: strings.Repeat("0", 64)}
+	for name, bad := range map[string]string{
+		"replayed":          tok[tokenHeader],
+		"another blob's":    token(me, other, soon),
+		"another peer's":    token(NodeID{6}, d, soon),
+		"a stranger's":      token(NodeID{7}, d, soon),
+		"expired":           token(me, d, time.Now().Add(-time.Second)),
+		"far in the future": token(me, d, time.Now().Add(time.Hour)),
+		"another secret's":  BlobToken([]byte("other"), d, me, soon, 999),
+		"v1":                strings.Repeat("ab", 32),
+	} {
+		resp := get(map[string]string{tokenHeader: bad})
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s token: %d, want 403", name, resp.StatusCode)
+		}
+	}
 	// Hold the only slot: the next request is busy, with Retry-After.
 	bs.slots <- struct{}{}
-	resp = get(tok)
+	resp = get(map[string]string{tokenHeader: token(me, d, soon)})
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("beyond the slots: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
@@ -208,7 +238,13 @@ func testNode(t *testing.T, cfg Config) *Node {
 // fakePeer is a node that says it has every blob, whose HTTP side answers
 // with status.
 func fakePeer(t *testing.T, id byte, status int) *Node {
+	return countingFakePeer(t, id, status, new(atomic.Int32))
+}
+
+// countingFakePeer is fakePeer counting the blob requests it gets.
+func countingFakePeer(t *testing.T, id byte, status int, asked *atomic.Int32) *Node {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
 		w.WriteHeader(status)
 	}))
 	t.Cleanup(srv.Close)
@@ -218,15 +254,26 @@ func fakePeer(t *testing.T, id byte, status int) *Node {
 		Has: func(cachestore.Digest) bool { return true }, Blobs: NewBlobServer(store, 2, 0, nil, nil)})
 }
 
+// Peers that say they have a blob and then fail to give it are each asked
+// once, not again for a while: the node then fetches it itself.
 func TestFetchFailuresThenUpstream(t *testing.T) {
-	p1, p2 := fakePeer(t, 1, http.StatusInternalServerError), fakePeer(t, 2, http.StatusInternalServerError)
-	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 3, Static: []netip.AddrPort{p1.Addr(), p2.Addr()}})
+	var asked1, asked2 atomic.Int32
+	p1, p2 := countingFakePeer(t, 1, http.StatusInternalServerError, &asked1), countingFakePeer(t, 2, http.StatusInternalServerError, &asked2)
+	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 3, ElectionWindow: 50 * time.Millisecond,
+		Static: []netip.AddrPort{p1.Addr(), p2.Addr()}})
 	waitPeers(t, r, 2)
 	var buf bytes.Buffer
 	_, err := fetch(t, r, testDigest, 10, 0, &buf, func() int64 { return 0 })
-	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "3 peer tries failed") {
-		t.Fatalf("err = %v, want ErrNoPeer after 3 failed tries", err)
+	if !errors.Is(err, ErrNoPeer) || asked1.Load() != 1 || asked2.Load() != 1 {
+		t.Fatalf("err = %v, peers asked %d and %d times; want ErrNoPeer, each asked once", err, asked1.Load(), asked2.Load())
 	}
+	r.Done(testDigest, false)
+	// Within the pause, a second fill asks neither.
+	_, err = fetch(t, r, testDigest, 10, 0, &buf, func() int64 { return 0 })
+	if !errors.Is(err, ErrNoPeer) || asked1.Load() != 1 || asked2.Load() != 1 {
+		t.Fatalf("second fill: %v, peers asked %d and %d times; want them skipped", err, asked1.Load(), asked2.Load())
+	}
+	r.Done(testDigest, false)
 }
 
 // 503 from every peer is "busy", not failure: no try is spent on it, and

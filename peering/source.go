@@ -62,7 +62,7 @@ func (n *Node) Source(ctx context.Context, d cachestore.Digest, size int64, prog
 		triedHave: map[NodeID]bool{}, triedBeat: map[NodeID]time.Time{}}
 	// Interest first: a peer that asks about d from now on hears that we
 	// want it too, so two nodes can never both think they are alone.
-	n.update(d, func(e *election) { e.interest = true })
+	n.updateFor(d, true, func(e *election) { e.interest = true })
 	if len(n.askable()) == 0 {
 		// A node that knows no peer asks no one.
 		s.settled = true
@@ -138,17 +138,25 @@ func (s *Source) try(ctx context.Context, p Peer, off int64) (*fill.Stream, bool
 		s.handed = true
 		return st, true
 	}
-	if !errors.Is(err, errBusy) {
-		s.failures++
-		s.n.log.Info("peer transfer failed", slog.String("peer", p.ID.String()), slog.String("digest", s.d.String()), slog.Any("err", err))
-	}
 	if ctx.Err() != nil {
 		s.over = ctx.Err()
+		return nil, false
+	}
+	if !errors.Is(err, errBusy) {
+		s.failures++
+		// It said it had the blob (or was fetching it) and could not give
+		// it: not asked again for a while, whoever else it claims to be.
+		s.n.table.MarkBad(p.ID, p.AddrPort(), failedPeerPause)
+		s.n.log.Info("peer transfer failed; not asking it for a while", slog.String("peer", p.ID.String()), slog.String("digest", s.d.String()),
+			slog.Duration("pause", failedPeerPause), slog.Any("err", err))
 	}
 	return nil, false
 }
 
 var errBusy = errors.New("peer busy")
+
+// failedPeerPause is how long a peer that failed to deliver is skipped.
+const failedPeerPause = 2 * time.Minute
 
 // open asks p for the blob from off on.
 func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, error) {
@@ -162,7 +170,7 @@ func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, err
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
 	}
 	if len(n.cfg.Secret) > 0 {
-		req.Header.Set(tokenHeader, BlobToken(n.cfg.Secret, s.d))
+		req.Header.Set(tokenHeader, BlobToken(n.cfg.Secret, s.d, n.cfg.ID, n.now().Add(TokenLife), rand.Uint64()))
 	}
 	resp, err := n.hc.Do(req)
 	if err != nil {
@@ -201,7 +209,7 @@ func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, err
 				// Its copy may have rotted: tell it, so it rechecks.
 				n.send(Message{Type: MsgBadBlob, Digest: s.d}, addr)
 			}
-			n.table.MarkBad(id, 10*time.Minute)
+			n.table.MarkBad(id, addr, 10*time.Minute)
 			n.log.Warn("peer blamed; not asking it for 10m", slog.String("peer", id.String()),
 				slog.String("digest", s.d.String()), slog.Any("why", reason))
 		},
@@ -237,7 +245,7 @@ func (s *Source) elect(ctx context.Context) (Peer, error) {
 		s.electing = true
 		want := Message{Type: MsgWant, Digest: d, Total: s.size}
 		me := n.self(want)
-		n.update(d, func(e *election) { e.wants[n.cfg.ID] = me })
+		n.updateFor(d, true, func(e *election) { e.wants[n.cfg.ID] = me })
 		n.sendAll(want)
 		s.deadline = n.now().Add(n.cfg.MaxWait)
 		s.windowEnd = time.After(n.cfg.ElectionWindow)

@@ -25,45 +25,74 @@ func (p Peer) AddrPort() netip.AddrPort { return netip.AddrPortFrom(p.Addr, p.Po
 
 // Table is the set of known peers, at most max of them; peers not heard
 // from for expireAfter are dropped (zeroconf reports no removals).
+//
+// A LAN host without the group secret can claim any node id from any
+// address, so the table is careful whom it lets in: a full table keeps the
+// members it has (newcomers wait for a place, they never push a live peer
+// out), one address holds at most perAddr ids (loopback aside: that is
+// this machine), and a known peer's address moves only on an
+// authenticated message.
 type Table struct {
 	max         int
 	expireAfter time.Duration
 	now         func() time.Time
 
-	mu     sync.Mutex // guards peers and joined
-	peers  map[NodeID]*Peer
-	joined chan struct{} // closed and replaced when a peer joins
+	mu       sync.Mutex // guards peers, badAddrs and joined
+	peers    map[NodeID]*Peer
+	badAddrs map[netip.Addr]time.Time // addresses that sent wrong bytes or failed, until when
+	joined   chan struct{}            // closed and replaced when a peer joins
 }
+
+// perAddr is how many node ids one (non-loopback) address may hold in the
+// table: a host runs one warren, maybe a second during an upgrade.
+const perAddr = 2
 
 // NewTable makes an empty table.
 func NewTable(max int, expireAfter time.Duration, now func() time.Time) *Table {
-	return &Table{max: max, expireAfter: expireAfter, now: now, peers: map[NodeID]*Peer{}, joined: make(chan struct{})}
+	return &Table{max: max, expireAfter: expireAfter, now: now, peers: map[NodeID]*Peer{},
+		badAddrs: map[netip.Addr]time.Time{}, joined: make(chan struct{})}
 }
 
-// Seen records that p was heard from now; when the table is full, the peer
-// heard from longest ago makes room.
-func (t *Table) Seen(p Peer) {
+// Seen records that p was heard from now, on an authenticated message (or
+// from a source the caller trusts): a known peer's address may move.
+func (t *Table) Seen(p Peer) bool { return t.Offer(p, true) }
+
+// Offer records that p was heard from now and reports whether it is in
+// the table. A known id heard from another address is refused unless
+// mayMove (the message was authenticated): otherwise anyone could take
+// over a peer's address with one datagram. A new id is refused when its
+// address already holds perAddr ids or the table is full.
+func (t *Table) Offer(p Peer, mayMove bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p.LastSeen = t.now()
 	if old, ok := t.peers[p.ID]; ok {
+		if old.Addr != p.Addr && !mayMove {
+			return false
+		}
 		p.BadUntil = old.BadUntil
 		*old = p
-		return
+		return true
 	}
 	t.expireLocked()
 	if len(t.peers) >= t.max {
-		var oldest *Peer
+		return false
+	}
+	if !p.Addr.IsLoopback() {
+		n := 0
 		for _, q := range t.peers {
-			if oldest == nil || q.LastSeen.Before(oldest.LastSeen) {
-				oldest = q
+			if q.Addr == p.Addr {
+				n++
 			}
 		}
-		delete(t.peers, oldest.ID)
+		if n >= perAddr {
+			return false
+		}
 	}
 	t.peers[p.ID] = &p
 	close(t.joined)
 	t.joined = make(chan struct{})
+	return true
 }
 
 // Joined is closed when the next peer joins the table (apt-proxy-detect and
@@ -74,12 +103,35 @@ func (t *Table) Joined() <-chan struct{} {
 	return t.joined
 }
 
-// MarkBad keeps a peer that sent wrong bytes out of candidate lists for d.
-func (t *Table) MarkBad(id NodeID, d time.Duration) {
+// MarkBad keeps the peer at from (which sent wrong bytes, or failed to
+// send what it said it had) out of candidate lists for d. Blame goes to
+// the address the bytes came from: the id's entry only if it still names
+// that address (an impostor's failure never bans the real peer), and the
+// address itself, so that the other ids a host claims are skipped too.
+func (t *Table) MarkBad(id NodeID, from netip.AddrPort, d time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if p, ok := t.peers[id]; ok {
-		p.BadUntil = t.now().Add(d)
+	until := t.now().Add(d)
+	if p, ok := t.peers[id]; ok && p.AddrPort() == from {
+		p.BadUntil = until
+	}
+	a := from.Addr()
+	if a.IsLoopback() {
+		return // this machine: its nodes are told apart by id alone
+	}
+	if len(t.badAddrs) >= 256 {
+		now := t.now()
+		for k, v := range t.badAddrs {
+			if now.After(v) {
+				delete(t.badAddrs, k)
+			}
+		}
+		if len(t.badAddrs) >= 256 {
+			return // bounded; the ids' own marks still hold
+		}
+	}
+	if until.After(t.badAddrs[a]) {
+		t.badAddrs[a] = until
 	}
 }
 
@@ -94,10 +146,17 @@ func (t *Table) Get(id NodeID) (Peer, bool) {
 	return *p, true
 }
 
-// Good reports whether id is known and not marked bad.
+// Good reports whether id is known and neither it nor its address is
+// marked bad.
 func (t *Table) Good(id NodeID) bool {
-	p, ok := t.Get(id)
-	return ok && !t.now().Before(p.BadUntil)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.peers[id]
+	if !ok {
+		return false
+	}
+	now := t.now()
+	return !now.Before(p.BadUntil) && !now.Before(t.badAddrs[p.Addr])
 }
 
 // Peers lists the live peers, by id.

@@ -75,7 +75,12 @@ func ParseNodeID(s string) (NodeID, error) {
 type Message struct {
 	Type MsgType
 	// The sender.
-	From      NodeID
+	From NodeID
+	// Sent is when the sender sent it (milliseconds since the Unix epoch)
+	// and Nonce a random number never reused: with a group secret, a
+	// datagram outside the replay window or seen before is dropped.
+	Sent      int64
+	Nonce     uint64
 	HTTPPort  uint16 // the sender's blob (and proxy) port; UDP uses the same number
 	Priority  int32
 	FreeBytes uint64
@@ -91,8 +96,11 @@ type Message struct {
 	Total     int64 // -1: unknown
 }
 
-// ProtocolVersion is the version byte every datagram carries.
-const ProtocolVersion = 1
+// ProtocolVersion is the version byte every datagram carries. Version 2
+// added the send time and nonce; a node drops datagrams of any other
+// version (and a version 1 node drops ours), so mixed groups ignore each
+// other rather than misread each other.
+const ProtocolVersion = 2
 
 // MaxDatagram bounds a datagram: one packet on any LAN.
 const MaxDatagram = 1200
@@ -110,7 +118,7 @@ const (
 	algoSHA256  = 1
 	algoSHA512  = 2
 	algoSHA1    = 3
-	fixedFields = 16 + 2 + 4 + 8 + 4 + 1 + 1 + 8 + 8 + 1 // through the digest's algo byte
+	fixedFields = 16 + 8 + 8 + 2 + 4 + 8 + 4 + 1 + 1 + 8 + 8 + 1 // through the digest's algo byte
 )
 
 // Errors a decoder returns; a node counts them and drops the datagram.
@@ -150,6 +158,10 @@ func Encode(m Message, secret []byte) ([]byte, error) {
 	}
 	b.WriteByte(flags)
 	b.Write(m.From[:])
+	_ = binary.Write(&b, binary.BigEndian, struct {
+		Sent  int64
+		Nonce uint64
+	}{m.Sent, m.Nonce})
 	var bits byte
 	if m.Has {
 		bits |= bitHas
@@ -222,7 +234,9 @@ func Decode(p []byte, secret []byte) (Message, error) {
 	}
 	r := body[headerLen:]
 	copy(m.From[:], r[:16])
-	r = r[16:]
+	m.Sent = int64(binary.BigEndian.Uint64(r[16:]))
+	m.Nonce = binary.BigEndian.Uint64(r[24:])
+	r = r[32:]
 	m.HTTPPort = binary.BigEndian.Uint16(r)
 	m.Priority = int32(binary.BigEndian.Uint32(r[2:]))
 	m.FreeBytes = binary.BigEndian.Uint64(r[6:])

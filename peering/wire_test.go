@@ -13,7 +13,7 @@ var testDigest = cachestore.Digest{Algo: "sha256", Hex: strings.Repeat("ab", 32)
 func TestWireRoundTrip(t *testing.T) {
 	from := NodeID{1, 2, 3}
 	tests := []Message{
-		{Type: MsgQuery, From: from, HTTPPort: 3142, Priority: 100, ReqID: 7, Digest: testDigest},
+		{Type: MsgQuery, From: from, Sent: 1764590000123, Nonce: 0xfeedface12345678, HTTPPort: 3142, Priority: 100, ReqID: 7, Digest: testDigest},
 		{Type: MsgAnswer, From: from, HTTPPort: 3142, Priority: -5, ReqID: 7, Digest: testDigest, Has: true, Ready: true, FreeSlots: 2},
 		{Type: MsgWant, From: from, HTTPPort: 1, FreeBytes: 1 << 40, Digest: cachestore.Digest{Algo: "sha512", Hex: strings.Repeat("cd", 64)}, Total: 20 << 20},
 		{Type: MsgDownloading, From: from, Digest: cachestore.Digest{Algo: "sha1", Hex: strings.Repeat("ef", 20)}, Done: 5, Total: -1},
@@ -55,7 +55,8 @@ func TestWireRejects(t *testing.T) {
 		want   error
 	}{
 		{"empty", nil, nil, ErrShort},
-		{"garbage", []byte("GET / HTTP/1.1\r\n\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), nil, ErrBadMagic},
+		{"garbage", []byte("GET / HTTP/1.1\r\n\r\n" + strings.Repeat("x", 100)), nil, ErrBadMagic},
+		{"protocol v1", mutate(good, 3, 1), nil, ErrVersion},
 		{"oversized", make([]byte, MaxDatagram+1), nil, ErrOversized},
 		{"future version", mutate(good, 3, 9), nil, ErrVersion},
 		{"unknown type", mutate(good, 4, 99), nil, ErrBadType},

@@ -254,7 +254,7 @@ func (d *daemon) runMDNSOnce(ctx context.Context) error {
 		if err != nil || id == d.id {
 			return
 		}
-		d.node.Table().Seen(peering.Peer{ID: id, Addr: f.Addr, Port: f.Port, Priority: f.Priority, Passive: f.Passive})
+		d.node.Table().Offer(peering.Peer{ID: id, Addr: f.Addr, Port: f.Port, Priority: f.Priority, Passive: f.Passive}, false)
 	})
 }
 

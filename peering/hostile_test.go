@@ -1,0 +1,267 @@
+package peering
+
+import (
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// udpFrom is a socket on a loopback address of the test's choice (all of
+// 127/8 is this machine's), to play a LAN host.
+func udpFrom(t *testing.T, ip string) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ip+":0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// sendRaw sends datagrams from c to n, then a query with a fresh sender and
+// waits for its answer: n reads its socket in order, so every datagram
+// before it has been handled when the answer comes.
+func sendRaw(t *testing.T, c *net.UDPConn, n *Node, secret []byte, datagrams ...[]byte) {
+	t.Helper()
+	to := net.UDPAddrFromAddrPort(n.Addr())
+	for _, b := range datagrams {
+		if _, err := c.WriteToUDP(b, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	probe := Message{Type: MsgQuery, From: NodeID{0xee, byte(time.Now().UnixNano())}, ReqID: 4242, Digest: testDigest,
+		Sent: time.Now().UnixMilli(), Nonce: uint64(time.Now().UnixNano())}
+	b, err := Encode(probe, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WriteToUDP(b, to)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, MaxDatagram)
+	for {
+		k, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no answer to the probe: %v", err)
+		}
+		if m, err := Decode(buf[:k], secret); err == nil && m.Type == MsgAnswer && m.ReqID == 4242 {
+			return
+		}
+	}
+}
+
+func signed(t *testing.T, m Message, secret []byte) []byte {
+	t.Helper()
+	if m.Sent == 0 {
+		m.Sent = time.Now().UnixMilli()
+	}
+	if m.Nonce == 0 {
+		m.Nonce = uint64(time.Now().UnixNano())
+	}
+	b, err := Encode(m, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// In a group with a secret, a captured datagram sent again, from anywhere,
+// is dropped, and so is one sent outside the replay window; a fresh signed
+// message may move a peer (DHCP gave it a new address).
+func TestReplayedDatagramDropped(t *testing.T) {
+	secret := []byte("group")
+	a := testNode(t, Config{ID: NodeID{1}, Secret: secret})
+	real, attacker := udpFrom(t, "127.0.0.1"), udpFrom(t, "127.0.0.2")
+	b := NodeID{2}
+	hello := signed(t, Message{Type: MsgHello, From: b, HTTPPort: 3142}, secret)
+	sendRaw(t, real, a, secret, hello)
+	if p, ok := a.Table().Get(b); !ok || p.Addr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("b not in the table at 127.0.0.1: %+v %v", p, ok)
+	}
+	dropped := a.Dropped.Load()
+	have := signed(t, Message{Type: MsgHave, From: b, HTTPPort: 3142, Digest: testDigest}, secret)
+	sendRaw(t, real, a, secret, have)
+	old := signed(t, Message{Type: MsgHave, From: b, HTTPPort: 3142, Digest: testDigest, Sent: time.Now().Add(-2 * ReplayWindow).UnixMilli()}, secret)
+	sendRaw(t, attacker, a, secret, hello, have, old)
+	if p, _ := a.Table().Get(b); p.Addr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("a replayed datagram moved b to %s", p.Addr)
+	}
+	if got := a.Dropped.Load() - dropped; got != 3 {
+		t.Fatalf("%d datagrams dropped, want the 2 replays and the stale one", got)
+	}
+	// A fresh signed message from the new address moves it.
+	sendRaw(t, attacker, a, secret, signed(t, Message{Type: MsgHello, From: b, HTTPPort: 3142}, secret))
+	if p, _ := a.Table().Get(b); p.Addr != netip.MustParseAddr("127.0.0.2") {
+		t.Fatalf("a fresh signed message did not move b: %s", p.Addr)
+	}
+}
+
+// Without a secret nothing can be authenticated: a message naming a known
+// peer from another address is dropped, so no one takes over a peer's
+// address with one datagram.
+func TestImpostorCannotMovePeer(t *testing.T) {
+	a := testNode(t, Config{ID: NodeID{1}})
+	real, attacker := udpFrom(t, "127.0.0.1"), udpFrom(t, "127.0.0.3")
+	b := NodeID{2}
+	sendRaw(t, real, a, nil, signed(t, Message{Type: MsgHello, From: b, HTTPPort: 3142}, nil))
+	dropped := a.Dropped.Load()
+	sendRaw(t, attacker, a, nil,
+		signed(t, Message{Type: MsgHave, From: b, HTTPPort: 3142, Digest: testDigest}, nil),
+		signed(t, Message{Type: MsgHello, From: b, HTTPPort: 3142}, nil))
+	if p, _ := a.Table().Get(b); p.Addr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("an unauthenticated message moved b to %s", p.Addr)
+	}
+	if got := a.Dropped.Load() - dropped; got != 2 {
+		t.Fatalf("%d datagrams dropped, want the impostor's 2", got)
+	}
+	if snap, _ := a.snapshot(testDigest); snap.haves[b] {
+		t.Fatal("the impostor's have was recorded")
+	}
+}
+
+// One source gets its burst and then its rate, whatever it sends.
+func TestSourceRateLimit(t *testing.T) {
+	a := testNode(t, Config{ID: NodeID{1}})
+	src := netip.MustParseAddr("192.0.2.9")
+	allowed := 0
+	for range 5 * sourceBurst {
+		if a.admit(src) {
+			allowed++
+		}
+	}
+	if allowed < sourceBurst || allowed > sourceBurst+sourceRate {
+		t.Fatalf("%d of %d datagrams admitted from one source, want about the burst (%d)", allowed, 5*sourceBurst, sourceBurst)
+	}
+	if !a.admit(netip.MustParseAddr("192.0.2.10")) {
+		t.Fatal("another source was limited too")
+	}
+}
+
+// What others send cannot grow a node's election state without bound.
+func TestElectionStateBounded(t *testing.T) {
+	n := testNode(t, Config{ID: NodeID{1}, MaxPeers: 1000})
+	src := netip.MustParseAddrPort("127.0.0.1:9")
+	from := NodeID{2}
+	for i := range maxElections + 500 {
+		d := cachestore.Digest{Algo: "sha256", Hex: strings.Repeat("0", 56) + hex8(i)}
+		n.handle(Message{Type: MsgWant, From: from, Digest: d}, src)
+	}
+	n.mu.Lock()
+	got := len(n.elections)
+	n.mu.Unlock()
+	if got > maxElections {
+		t.Fatalf("%d elections kept, want at most %d", got, maxElections)
+	}
+	// Many voters for one digest: at most maxVoters kept.
+	d := testDigest
+	n.updateFor(d, true, func(e *election) { e.interest = true })
+	for i := range 3 * maxVoters {
+		n.handle(Message{Type: MsgHave, From: NodeID{3, byte(i), byte(i >> 8)}, Digest: d}, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i)))
+	}
+	if snap, _ := n.snapshot(d); len(snap.haves) > maxVoters {
+		t.Fatalf("%d haves kept for one digest, want at most %d", len(snap.haves), maxVoters)
+	}
+}
+
+func hex8(i int) string {
+	const digits = "0123456789abcdef"
+	b := make([]byte, 8)
+	for k := 7; k >= 0; k-- {
+		b[k] = digits[i&15]
+		i >>= 4
+	}
+	return string(b)
+}
+
+// A full table keeps its members; one address holds at most perAddr ids.
+func TestTableKeepsMembers(t *testing.T) {
+	tb := NewTable(3, time.Minute, time.Now)
+	at := func(ip string, id byte) Peer {
+		return Peer{ID: NodeID{id}, Addr: netip.MustParseAddr(ip), Port: 3142}
+	}
+	for i, ip := range []string{"192.0.2.1", "192.0.2.2"} {
+		if !tb.Offer(at(ip, byte(i+1)), false) {
+			t.Fatalf("member %s refused", ip)
+		}
+	}
+	// A host claiming many ids gets perAddr of them.
+	admitted := 0
+	for id := byte(10); id < 20; id++ {
+		if tb.Offer(at("192.0.2.66", id), false) {
+			admitted++
+		}
+	}
+	if admitted != 1 { // the table has room for one more
+		t.Fatalf("%d ids of one host admitted, want 1 (table full after it)", admitted)
+	}
+	if tb.Offer(at("192.0.2.3", 30), false) {
+		t.Fatal("a newcomer pushed a member out of a full table")
+	}
+	for _, id := range []byte{1, 2} {
+		if _, ok := tb.Get(NodeID{id}); !ok {
+			t.Fatalf("member %d was dropped", id)
+		}
+	}
+	tb2 := NewTable(30, time.Minute, time.Now)
+	n := 0
+	for id := byte(10); id < 20; id++ {
+		if tb2.Offer(at("192.0.2.66", id), false) {
+			n++
+		}
+	}
+	if n != perAddr {
+		t.Fatalf("%d ids of one host admitted, want %d", n, perAddr)
+	}
+}
+
+// Blame goes to the address the bytes came from: an impostor's failure
+// never marks the real peer, and the other ids a host claims are skipped.
+func TestBlameFollowsTheAddress(t *testing.T) {
+	tb := NewTable(30, time.Minute, time.Now)
+	real := Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("192.0.2.1"), Port: 3142}
+	tb.Offer(real, false)
+	liar := Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("192.0.2.66"), Port: 3142}
+	alias := Peer{ID: NodeID{3}, Addr: netip.MustParseAddr("192.0.2.66"), Port: 4000}
+	tb.Offer(liar, false)
+	tb.Offer(alias, false)
+	// Bytes that came from the liar's address, blamed on the real id.
+	tb.MarkBad(real.ID, liar.AddrPort(), time.Minute)
+	if !tb.Good(real.ID) {
+		t.Fatal("the real peer was blamed for bytes from another address")
+	}
+	if tb.Good(liar.ID) || tb.Good(alias.ID) {
+		t.Fatal("the address that sent the bytes is still asked")
+	}
+}
+
+// A bad-blob report is believed only from an address this node sent that
+// blob to.
+func TestBadBlobNeedsAnUpload(t *testing.T) {
+	store, d := testBlob(t, []byte("held"))
+	bs := NewBlobServer(store, 2, 0, nil, nil)
+	rechecks := make(chan cachestore.Digest, 4)
+	n := testNode(t, Config{ID: NodeID{1}, Blobs: bs, Has: func(x cachestore.Digest) bool { return x == d },
+		Recheck: func(x cachestore.Digest) { rechecks <- x }})
+	report := func(ip string) {
+		n.handle(Message{Type: MsgBadBlob, From: NodeID{2, ip[len(ip)-1]}, Digest: d}, netip.MustParseAddrPort(ip+":3142"))
+	}
+	report("192.0.2.5")
+	select {
+	case <-rechecks:
+		t.Fatal("rechecked on the word of a node that got no bytes from us")
+	default:
+	}
+	bs.recordSent(netip.MustParseAddr("192.0.2.6"), d)
+	report("192.0.2.6")
+	select {
+	case got := <-rechecks:
+		if got != d {
+			t.Fatalf("rechecked %s", got)
+		}
+	default:
+		t.Fatal("no recheck on the word of a node we sent the blob to")
+	}
+}
