@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -379,8 +380,12 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 	}
 }
 
-// verify commits the fill if its bytes hash right; a mismatch blames every
-// stream that contributed.
+// verify commits the fill if its bytes hash right. A mismatch blames the
+// streams that contributed; when held (peer) bytes were mixed with bytes
+// of a source trusted to reach clients at once (the origin), only the held
+// ones: a peer that sent one wrong byte and stalled must not get the
+// origin, which resumed after it, struck off. The restart asks the origin
+// alone, and it is blamed then if it alone is wrong.
 func (r *run) verify() (Result, error) {
 	var names []string
 	for _, st := range r.from {
@@ -393,7 +398,11 @@ func (r *run) verify() (Result, error) {
 	got := r.f.Digest()
 	if want.Hex != "" && got != want {
 		err := fmt.Errorf("%w: expected %s, got %s from %v", cachestore.ErrDigestMismatch, want, got, names)
-		for _, st := range r.from {
+		suspects := r.from
+		if held := slices.DeleteFunc(slices.Clone(r.from), func(st *Stream) bool { return !st.Hold }); len(held) > 0 {
+			suspects = held
+		}
+		for _, st := range suspects {
 			st.blame(err)
 		}
 		r.e.cfg.Logger.Warn("bytes failed verification; starting again from the next source",

@@ -347,3 +347,31 @@ func TestRightBytesThenHeldOpen(t *testing.T) {
 		t.Fatalf("not stored: %v", err)
 	}
 }
+
+// A peer sends one wrong byte and stalls; the origin resumes after it.
+// The mix fails verification: the peer is blamed, not the origin, which
+// sends the whole blob again on the restart.
+func TestHeldPrefixThenOriginBlamesThePeer(t *testing.T) {
+	body, d := blob(300<<10, 11)
+	peerURL := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write([]byte{body[0] ^ 0xff})
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
+	originURL := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	})
+	peer := &httpSource{url: peerURL, name: "peer", hold: true}
+	origin := &httpSource{url: originURL, name: "origin", max: 3}
+	got, _, err := runFill(t, New(Config{StallTimeout: 200 * time.Millisecond}), openStore(t), Want{Digest: d, Size: int64(len(body))}, peer, origin)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("fill: %v, exact %v", err, bytes.Equal(got, body))
+	}
+	if len(origin.blame()) != 0 {
+		t.Fatalf("the origin was blamed: %v", origin.blame())
+	}
+	if b := peer.blame(); len(b) == 0 || !slices.ContainsFunc(b, func(e error) bool { return errors.Is(e, cachestore.ErrDigestMismatch) }) {
+		t.Fatalf("the peer's blame: %v, want a digest mismatch", b)
+	}
+}

@@ -29,8 +29,8 @@ func (p Peer) AddrPort() netip.AddrPort { return netip.AddrPortFrom(p.Addr, p.Po
 // A LAN host without the group secret can claim any node id from any
 // address, so the table is careful whom it lets in: a full table keeps the
 // members it has (newcomers wait for a place, they never push a live peer
-// out), one address holds at most perAddr ids (loopback aside: that is
-// this machine), and a known peer's address moves only on an
+// out), one address holds at most perAddr ids (this machine's own nodes
+// aside), and a known peer's address moves only on an
 // authenticated message.
 type Table struct {
 	max         int
@@ -43,9 +43,16 @@ type Table struct {
 	joined   chan struct{}            // closed and replaced when a peer joins
 }
 
-// perAddr is how many node ids one (non-loopback) address may hold in the
-// table: a host runs one warren, maybe a second during an upgrade.
+// perAddr is how many node ids one address may hold in the table: a host
+// runs one warren, maybe a second during an upgrade.
 const perAddr = 2
+
+// thisMachine is the address several nodes on this machine share (tests,
+// a second instance): they are told apart by id alone. Only 127.0.0.1 and
+// ::1 count; no LAN host can send from them.
+func thisMachine(a netip.Addr) bool {
+	return a == netip.AddrFrom4([4]byte{127, 0, 0, 1}) || a == netip.IPv6Loopback()
+}
 
 // NewTable makes an empty table.
 func NewTable(max int, expireAfter time.Duration, now func() time.Time) *Table {
@@ -78,7 +85,7 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 	if len(t.peers) >= t.max {
 		return false
 	}
-	if !p.Addr.IsLoopback() {
+	if !thisMachine(p.Addr) {
 		n := 0
 		for _, q := range t.peers {
 			if q.Addr == p.Addr {
@@ -116,8 +123,8 @@ func (t *Table) MarkBad(id NodeID, from netip.AddrPort, d time.Duration) {
 		p.BadUntil = until
 	}
 	a := from.Addr()
-	if a.IsLoopback() {
-		return // this machine: its nodes are told apart by id alone
+	if thisMachine(a) {
+		return // its nodes are told apart by id alone
 	}
 	if len(t.badAddrs) >= 256 {
 		now := t.now()
