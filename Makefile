@@ -13,7 +13,8 @@ LISTEN ?= :3142
 # `make run DISCOVERY=mdns` (or static with ARGS="--peer host:3142").
 DISCOVERY ?= off
 ARGS ?=
-FUZZTIME ?= 15s
+FUZZTIME ?= 30s
+KEEP ?= 0
 # Debian packages the end-to-end tests drive: apt-ftparchive, dpkg-deb, gpg, xz,
 # dnf with its download plugin, createrepo_c, rpmbuild, NuGet.exe on mono;
 # ip, tc, curl and python3 for the network-namespace site test; chromium for
@@ -58,6 +59,7 @@ test: test-deps lint
 	WARREN_E2E=1 $(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) --no-print-directory test-netns
 	$(MAKE) --no-print-directory test-pkg
+	$(MAKE) --no-print-directory fuzz
 
 # Build both packages, install the .deb on this machine (root), drive apt
 # through its auto-detect helper with warren up and down, purge; check the
@@ -87,13 +89,12 @@ vet: check-go
 lint: vet
 	$(GO) run $(STATICCHECK) ./...
 
-# Run each fuzzer for FUZZTIME; failures land in testdata/fuzz/ to commit.
+# Run every fuzzer (each parser, the datagram decoder) for FUZZTIME each,
+# seeded by the committed corpus (<pkg>/testdata/fuzz/); prints how long
+# each ran, its executions and new inputs. KEEP=1 copies what a run found
+# into testdata/fuzz, to commit; a failing input lands there regardless.
 fuzz: check-go
-	@for pkg in ./debian ./rpm ./chocolatey ./proxy ./peering ./mdns; do \
-		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep ^Fuzz); do \
-			echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
-		done; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) KEEP=$(KEEP) tools/fuzz.sh
 
 # Hit throughput (20 MB, MB/s), small-file hits (req/s), the first-byte time
 # a miss adds (lone node, LAN where nobody has it), peer upload rate against
