@@ -131,6 +131,9 @@ type Cached struct {
 	LastModified string    `json:"last_modified,omitempty"`
 	ContentType  string    `json:"content_type,omitempty"`
 	Fetched      time.Time `json:"fetched"`
+	// Meta are more response headers to give back with it (a feed
+	// answer's DataServiceVersion).
+	Meta map[string]string `json:"meta,omitempty"`
 }
 
 const (

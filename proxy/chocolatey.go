@@ -3,12 +3,16 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
@@ -82,77 +86,258 @@ func (s *Server) serveChocolatey(w http.ResponseWriter, r *http.Request) {
 	s.serveFeed(w, r, rt)
 }
 
-// serveFeed passes an OData call to upstream, learns the hashes of the
-// packages in the answer and rewrites its links to this feed.
+// feedAnswer is one upstream answer to a feed call, as kept: its links
+// still name upstream (each client gets them rewritten to the host name it
+// used).
+type feedAnswer struct {
+	status  int
+	header  map[string]string
+	body    []byte
+	fetched time.Time
+}
+
+// feedHeaders are the answer headers kept and passed on.
+var feedHeaders = []string{"Content-Type", "DataServiceVersion", "Last-Modified", "ETag"}
+
+// serveFeed answers an OData call. Calls that ask the same thing (one
+// normal form) share one upstream answer: concurrent ones wait for the
+// same fetch, later ones get the kept answer while it is younger than its
+// kind's query_ttl. Upstream is asked within the feed's request budget;
+// when the budget is spent, upstream refuses (429) or is down, the last
+// good answer is served, marked stale, else a 503 or 502 says why.
 func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute) {
+	start := s.now()
+	norm, kind, err := chocolatey.NormalizeQuery(rt.rest, r.URL.RawQuery)
+	if err != nil {
+		http.Error(w, "warren: "+err.Error(), http.StatusBadRequest)
+		return
+	}
 	target := rt.upstream + rt.rest
 	if r.URL.RawQuery != "" {
 		target += "?" + r.URL.RawQuery
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, target, nil)
-	if err != nil {
-		http.Error(w, "warren: bad feed request: "+err.Error(), http.StatusBadRequest)
-		return
+	// The answer depends on the upstream, not on the name a feed has here.
+	key := "chocolatey-query:" + rt.upstream + norm
+	kept, haveKept := s.keptAnswer(key)
+	var a feedAnswer
+	outcome := "hit"
+	if haveKept && s.now().Sub(kept.fetched) < s.queryTTL(kind) {
+		a = kept
+	} else {
+		hdr := r.Header.Clone()
+		v, err, shared := s.feedFlight.Do(key, func() (any, error) {
+			return s.fetchFeed(rt, target, string(kind), key, hdr)
+		})
+		var be *BudgetError
+		var got feedAnswer
+		if err == nil {
+			got = v.(feedAnswer)
+		}
+		switch {
+		case err == nil && got.status < 500 && got.status != http.StatusTooManyRequests:
+			a, outcome = got, "miss"
+			if shared {
+				outcome = "coalesced"
+			}
+		case haveKept:
+			// Offline: the last good answer, marked stale.
+			a, outcome = kept, "stale"
+			s.staleAnswers.WithLabelValues(feedLabel(rt.feed)).Inc()
+			w.Header().Set("Warning", `110 warren "Response is Stale"`)
+			if err == nil {
+				err = fmt.Errorf("upstream answered %d", got.status)
+			}
+			s.log.Info("chocolatey feed answered from the cache while upstream cannot be asked", slog.String("url", target), slog.Any("why", err))
+		case errors.As(err, &be):
+			w.Header().Set("Retry-After", strconv.Itoa(int(max(be.RetryAfter.Round(time.Second)/time.Second, 1))))
+			http.Error(w, "warren: "+be.Error()+"; no earlier answer to this call is kept", http.StatusServiceUnavailable)
+			s.logFeed(r, target, kind, "budget", http.StatusServiceUnavailable, 0, start)
+			return
+		case err != nil:
+			s.log.Warn("chocolatey feed upstream unreachable", slog.String("url", target), slog.Any("err", err))
+			http.Error(w, "warren: "+err.Error(), http.StatusBadGateway)
+			s.logFeed(r, target, kind, "error", http.StatusBadGateway, 0, start)
+			return
+		case got.status == http.StatusTooManyRequests:
+			w.Header().Set("Retry-After", "60")
+			http.Error(w, "warren: the chocolatey upstream refuses requests for now (429) and no earlier answer to this call is kept; retry later", http.StatusServiceUnavailable)
+			s.logFeed(r, target, kind, "budget", http.StatusServiceUnavailable, 0, start)
+			return
+		default: // a 5xx, nothing kept: passed on
+			a, outcome = got, "pass"
+		}
 	}
-	s.setUpstreamHeaders(req, r.Header.Get("User-Agent"))
+	body := a.body
+	if a.status == http.StatusOK && isXML(a.header["Content-Type"]) {
+		body = s.rewriteFeed(rt, target, body)
+	}
+	for k, v := range a.header {
+		w.Header().Set(k, v)
+	}
+	if outcome == "hit" || outcome == "stale" {
+		w.Header().Set("X-Cache", strings.ToUpper(outcome)+" from warren")
+		w.Header().Set("Age", strconv.Itoa(int(max(s.now().Sub(a.fetched), 0)/time.Second)))
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(a.status)
+	if r.Method == http.MethodGet {
+		w.Write(body)
+	}
+	s.logFeed(r, target, kind, outcome, a.status, len(body), start)
+}
+
+func (s *Server) logFeed(r *http.Request, target string, kind chocolatey.QueryKind, outcome string, status, n int, start time.Time) {
+	s.log.Info("request", slog.String("method", r.Method), slog.String("url", target), slog.String("kind", "nuget-"+string(kind)),
+		slog.String("outcome", outcome), slog.Int("status", status), slog.Int("bytes", n),
+		slog.Duration("took", s.now().Sub(start)), slog.String("client", r.RemoteAddr))
+}
+
+// queryTTL is how long an answer of kind is served without asking again.
+func (s *Server) queryTTL(kind chocolatey.QueryKind) time.Duration {
+	if d, ok := s.cfg.ChocolateyQueryTTL[kind]; ok {
+		return d
+	}
+	return DefaultQueryTTL[kind]
+}
+
+// DefaultQueryTTL keeps what does not change (the service document, the
+// schema, one version's entry) for a day and what does (the latest
+// version, searches, updates) for minutes.
+var DefaultQueryTTL = map[chocolatey.QueryKind]time.Duration{
+	chocolatey.KindService:  24 * time.Hour,
+	chocolatey.KindMetadata: 24 * time.Hour,
+	chocolatey.KindPackage:  24 * time.Hour,
+	chocolatey.KindFilter:   5 * time.Minute,
+	chocolatey.KindFind:     5 * time.Minute,
+	chocolatey.KindSearch:   5 * time.Minute,
+	chocolatey.KindUpdates:  5 * time.Minute,
+	chocolatey.KindOther:    5 * time.Minute,
+}
+
+// fetchFeed asks upstream once for a feed call (on the server's context:
+// the callers sharing it may come and go), learns the package hashes of a
+// good answer and keeps it.
+func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Header) (feedAnswer, error) {
+	ctx, cancel := context.WithTimeout(withFeedCall(s.ctx, rt.feed, kind), feedFetchTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return feedAnswer{}, fmt.Errorf("bad feed request: %w", err)
+	}
+	s.setUpstreamHeaders(req, hdr.Get("User-Agent"))
 	for _, k := range []string{"Accept", "Accept-Language", "DataServiceVersion", "MaxDataServiceVersion"} {
-		if v := r.Header.Get(k); v != "" {
+		if v := hdr.Get(k); v != "" {
 			req.Header.Set(k, v)
 		}
 	}
 	resp, err := s.up.Do(req)
 	if err != nil {
-		s.log.Warn("chocolatey feed upstream unreachable", slog.String("url", target), slog.Any("err", err))
-		http.Error(w, "warren: "+(&upstreamFetchError{url: target, err: err}).Error(), http.StatusBadGateway)
-		return
+		var be *BudgetError
+		if errors.As(err, &be) {
+			return feedAnswer{}, be
+		}
+		return feedAnswer{}, &upstreamFetchError{url: target, err: err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFeedBytes+1))
 	if err != nil {
-		http.Error(w, "warren: "+(&upstreamFetchError{url: target, err: err}).Error(), http.StatusBadGateway)
-		return
+		return feedAnswer{}, &upstreamFetchError{url: target, err: err}
 	}
 	if len(body) > maxFeedBytes {
-		http.Error(w, fmt.Sprintf("warren: feed answer from %s is larger than %d bytes", target, maxFeedBytes), http.StatusBadGateway)
-		return
+		return feedAnswer{}, fmt.Errorf("feed answer from %s is larger than %d bytes", target, maxFeedBytes)
 	}
-	if resp.StatusCode == http.StatusOK && r.Method == http.MethodGet && isXML(resp.Header.Get("Content-Type")) {
-		body = s.learnAndRewrite(rt, target, body)
-	}
-	for _, k := range []string{"Content-Type", "DataServiceVersion", "Cache-Control", "Last-Modified", "ETag"} {
+	a := feedAnswer{status: resp.StatusCode, header: map[string]string{}, body: body, fetched: s.now()}
+	for _, k := range feedHeaders {
 		if v := resp.Header.Get(k); v != "" {
-			w.Header().Set(k, v)
+			a.header[k] = v
 		}
 	}
-	if r.Method == http.MethodGet {
-		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	if a.status == http.StatusOK && isXML(a.header["Content-Type"]) {
+		feed, err := chocolatey.ParseFeed(bytes.NewReader(body))
+		if err != nil {
+			s.log.Warn("malformed feed answer; passed on unchanged, nothing learnt, not kept", slog.String("url", target), slog.Any("err", err))
+			return a, nil
+		}
+		if len(feed.Skipped) > 0 {
+			s.log.Warn("feed entries left out (they download from upstream directly)", slog.String("url", target),
+				slog.Int("count", len(feed.Skipped)), slog.String("first", feed.Skipped[0]))
+		}
+		s.recordEntries(rt, feed.Entries)
 	}
-	w.WriteHeader(resp.StatusCode)
-	if r.Method == http.MethodGet {
-		w.Write(body)
+	if a.status == http.StatusOK {
+		s.keepAnswer(key, a)
 	}
-	s.log.Info("request", slog.String("method", r.Method), slog.String("url", target), slog.String("kind", "nuget-feed"),
-		slog.String("outcome", "pass"), slog.Int("status", resp.StatusCode), slog.Int("bytes", len(body)), slog.String("client", r.RemoteAddr))
+	return a, nil
+}
+
+// feedFetchTimeout bounds one upstream feed call, budget wait included.
+const feedFetchTimeout = time.Minute
+
+// keepAnswer stores a good answer as a blob, under its normal form.
+func (s *Server) keepAnswer(key string, a feedAnswer) {
+	sum := sha256.Sum256(a.body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	if _, err := s.store.Stat(d); err != nil {
+		f, leader := s.store.BeginFill(cachestore.FillKey(d))
+		if !leader {
+			return // the same bytes are being stored by another call
+		}
+		err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: int64(len(a.body))})
+		if err == nil {
+			_, err = f.Write(a.body)
+		}
+		if err == nil {
+			_, err = f.Commit(d, int64(len(a.body)))
+		}
+		if err != nil {
+			f.Abort(err)
+			s.log.Warn("could not keep a feed answer (served, not kept)", slog.String("key", key), slog.Any("err", err))
+			return
+		}
+	}
+	c := cachestore.Cached{Digest: d, Size: int64(len(a.body)), ContentType: a.header["Content-Type"], Fetched: a.fetched, Meta: a.header}
+	if err := s.store.PutCached(key, c); err != nil {
+		s.log.Warn("could not record a feed answer", slog.String("key", key), slog.Any("err", err))
+	}
+}
+
+// keptAnswer reads the answer kept under key.
+func (s *Server) keptAnswer(key string) (feedAnswer, bool) {
+	c, err := s.store.Cached(key)
+	if err != nil || c.Size > maxFeedBytes {
+		return feedAnswer{}, false
+	}
+	b, err := s.store.ReadBlob(c.Digest)
+	if err != nil {
+		return feedAnswer{}, false // evicted: asked again
+	}
+	defer b.Close()
+	body, err := io.ReadAll(io.LimitReader(b.File, maxFeedBytes+1))
+	if err != nil || int64(len(body)) != c.Size {
+		return feedAnswer{}, false
+	}
+	h := map[string]string{}
+	for k, v := range c.Meta {
+		h[k] = v
+	}
+	if len(h) == 0 && c.ContentType != "" {
+		h["Content-Type"] = c.ContentType
+	}
+	return feedAnswer{status: http.StatusOK, header: h, body: body, fetched: c.Fetched}, true
 }
 
 func isXML(ct string) bool {
 	return strings.Contains(ct, "xml") // application/atom+xml, application/xml, text/xml
 }
 
-// learnAndRewrite records the page's package hashes and points its links
-// (content src, next, xml:base, ids) at this feed. A page that does not
-// parse is passed on unchanged and teaches nothing.
-func (s *Server) learnAndRewrite(rt chocoRoute, target string, body []byte) []byte {
+// rewriteFeed points an answer's links (content src, next, xml:base, ids)
+// at this feed as the client reached it. A page that does not parse is
+// passed on unchanged.
+func (s *Server) rewriteFeed(rt chocoRoute, target string, body []byte) []byte {
 	feed, err := chocolatey.ParseFeed(bytes.NewReader(body))
 	if err != nil {
-		s.log.Warn("malformed feed answer; passed on unchanged, nothing learnt", slog.String("url", target), slog.Any("err", err))
 		return body
 	}
-	if len(feed.Skipped) > 0 {
-		s.log.Warn("feed entries left out (they download from upstream directly)", slog.String("url", target),
-			slog.Int("count", len(feed.Skipped)), slog.String("first", feed.Skipped[0]))
-	}
-	s.recordEntries(rt, feed.Entries)
 	// strings.Replacer tries its pairs in order at each position: the
 	// package URLs first, then the bases they start with.
 	var pairs []string
@@ -197,7 +382,7 @@ func (s *Server) recordEntries(rt chocoRoute, entries []chocolatey.Entry) {
 // metadata did not pass through us first.
 func (s *Server) learnPackage(ctx context.Context, rt chocoRoute, id, version string) {
 	target := rt.upstream + "Packages(Id='" + id + "',Version='" + version + "')"
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	req, err := http.NewRequestWithContext(withFeedCall(ctx, rt.feed, string(chocolatey.KindPackage)), http.MethodGet, target, nil)
 	if err != nil {
 		return
 	}

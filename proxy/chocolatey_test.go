@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 )
@@ -25,10 +26,15 @@ import (
 // Id in the properties, a download URL that redirects to a CDN path.
 type nugetFeed struct {
 	*httptest.Server
-	mu    sync.Mutex        // guards pkgs, gets
+	mu    sync.Mutex        // guards pkgs, gets, times, refused
 	pkgs  map[string][]byte // "id/version" -> nupkg bytes
 	gets  map[string]int    // path -> requests
 	order []string          // versions of "tool", newest first
+	// limit, when set, is the community repository's rule: past limit
+	// requests in a minute, 429 (and a ban of an hour).
+	limit   int
+	times   []time.Time // every request's arrival
+	refused int         // 429s sent
 }
 
 func newNugetFeed(t *testing.T) *nugetFeed {
@@ -96,9 +102,41 @@ var (
 	atomHeader = "application/atom+xml;type=feed;charset=utf-8"
 )
 
+// inWindow counts the requests that arrived in the minute before t.
+func (f *nugetFeed) inWindow(t time.Time) int {
+	n := 0
+	for _, at := range f.times {
+		if t.Sub(at) < time.Minute {
+			n++
+		}
+	}
+	return n
+}
+
+// maxPerMinute is the most requests that arrived in any minute.
+func (f *nugetFeed) maxPerMinute() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	most := 0
+	for _, t := range f.times {
+		most = max(most, f.inWindow(t.Add(time.Nanosecond)))
+	}
+	return most
+}
+
 func (f *nugetFeed) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.gets[r.URL.Path]++
+	now := time.Now()
+	if f.limit > 0 && f.inWindow(now) >= f.limit {
+		f.refused++
+		f.times = append(f.times, now)
+		f.mu.Unlock()
+		w.Header().Set("Retry-After", "3600")
+		http.Error(w, "rate limited", http.StatusTooManyRequests)
+		return
+	}
+	f.times = append(f.times, now)
 	f.mu.Unlock()
 	q := r.URL.Query()
 	switch p := r.URL.Path; {
@@ -160,18 +198,26 @@ type chocoClient struct {
 
 func (c *chocoClient) get(u string) (*http.Response, []byte) {
 	c.t.Helper()
+	resp, b, err := c.tryGet(u)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return resp, b
+}
+
+func (c *chocoClient) tryGet(u string) (*http.Response, []byte, error) {
 	req, _ := http.NewRequest(http.MethodGet, u, nil)
 	req.Header.Set("User-Agent", "Chocolatey Command Line/2.2.2")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		c.t.Fatalf("GET %s: %v", u, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", u, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		c.t.Fatalf("GET %s: %v", u, err)
+		return nil, nil, fmt.Errorf("GET %s: %w", u, err)
 	}
-	return resp, b
+	return resp, b, nil
 }
 
 var reSrc = regexp.MustCompile(`<content type="application/zip" src="([^"]+)"`)
@@ -180,6 +226,15 @@ var reNext = regexp.MustCompile(`<link rel="next" href="([^"]+)"`)
 // install runs choco's calls and returns the downloaded package.
 func (c *chocoClient) install(upstream string) []byte {
 	c.t.Helper()
+	b, err := c.tryInstall(upstream)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return b
+}
+
+// tryInstall is install for any goroutine: it reports what went wrong.
+func (c *chocoClient) tryInstall(upstream string) ([]byte, error) {
 	pages := []string{
 		"",
 		"$metadata",
@@ -189,12 +244,15 @@ func (c *chocoClient) install(upstream string) []byte {
 	}
 	var findPage []byte
 	for _, p := range pages {
-		resp, body := c.get(c.base + p)
+		resp, body, err := c.tryGet(c.base + p)
+		if err != nil {
+			return nil, err
+		}
 		if resp.StatusCode != 200 {
-			c.t.Fatalf("%s: status %d: %s", p, resp.StatusCode, body)
+			return nil, fmt.Errorf("%s: status %d: %s", p, resp.StatusCode, body)
 		}
 		if strings.Contains(string(body), upstream) {
-			c.t.Fatalf("%s: answer still names the upstream %s:\n%s", p, upstream, body)
+			return nil, fmt.Errorf("%s: answer still names the upstream %s:\n%s", p, upstream, body)
 		}
 		if strings.HasPrefix(p, "FindPackagesById") {
 			findPage = body
@@ -203,22 +261,31 @@ func (c *chocoClient) install(upstream string) []byte {
 	// Paging: the next link points here and leads to the older version.
 	next := reNext.FindSubmatch(findPage)
 	if next == nil || !strings.HasPrefix(string(next[1]), c.base) {
-		c.t.Fatalf("next link not rewritten to the feed: %q", next)
+		return nil, fmt.Errorf("next link not rewritten to the feed: %q", next)
 	}
-	_, page2 := c.get(strings.ReplaceAll(string(next[1]), "&amp;", "&"))
+	_, page2, err := c.tryGet(strings.ReplaceAll(string(next[1]), "&amp;", "&"))
+	if err != nil {
+		return nil, err
+	}
 	if !strings.Contains(string(page2), "1.0.0") {
-		c.t.Fatalf("second page lacks 1.0.0:\n%s", page2)
+		return nil, fmt.Errorf("second page lacks 1.0.0:\n%s", page2)
 	}
-	_, entry := c.get(c.base + "Packages(Id='tool',Version='2.0.0')")
+	_, entry, err := c.tryGet(c.base + "Packages(Id='tool',Version='2.0.0')")
+	if err != nil {
+		return nil, err
+	}
 	src := reSrc.FindSubmatch(entry)
 	if src == nil || !strings.HasPrefix(string(src[1]), c.base) {
-		c.t.Fatalf("content src not rewritten to the feed: %q\n%s", src, entry)
+		return nil, fmt.Errorf("content src not rewritten to the feed: %q\n%s", src, entry)
 	}
-	resp, nupkg := c.get(string(src[1]))
+	resp, nupkg, err := c.tryGet(string(src[1]))
+	if err != nil {
+		return nil, err
+	}
 	if resp.StatusCode != 200 {
-		c.t.Fatalf("download: status %d: %s", resp.StatusCode, nupkg)
+		return nil, fmt.Errorf("download: status %d: %s", resp.StatusCode, nupkg)
 	}
-	return nupkg
+	return nupkg, nil
 }
 
 func newChocoHarness(t *testing.T, feed *nugetFeed) *harness {

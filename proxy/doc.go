@@ -8,5 +8,10 @@
 // stored (metadata.go). CONNECT tunnels and requests it does not cache go
 // through elazarl/goproxy.
 //
+// It also owns who may talk to it and whom it talks to: allow_clients and
+// connection caps on accept (listener.go), upstream destinations that are
+// never this machine or its link (guard.go), and the Chocolatey feeds'
+// kept answers and upstream request budgets (chocolatey.go, budget.go).
+//
 // handler.go tells the story of one request from top to bottom.
 package proxy

@@ -394,6 +394,7 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		st   *upstreamStatusError
 		fe   *upstreamFetchError
 		de   *DestinationError
+		be   *BudgetError
 	)
 	switch {
 	case r.Context().Err() != nil:
@@ -401,6 +402,9 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		return
 	case errors.As(err, &de):
 		code, msg = http.StatusForbidden, de.Error()
+	case errors.As(err, &be):
+		code, msg = http.StatusServiceUnavailable, be.Error()
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(be.RetryAfter.Round(time.Second)/time.Second, 1))))
 	case errors.As(err, &st):
 		code = st.code
 		// A loop stays a loop (508: the request came back to a warren);

@@ -21,6 +21,7 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
@@ -80,6 +81,12 @@ type Config struct {
 	// "" is the default feed at /chocolatey/api/v2/, others are served at
 	// /chocolatey/<name>/api/v2/.
 	ChocolateyFeeds map[string]string
+	// ChocolateyQueryTTL is how long a feed answer is kept, by kind of
+	// call; kinds not set keep DefaultQueryTTL.
+	ChocolateyQueryTTL map[chocolatey.QueryKind]time.Duration
+	// ChocolateyRate is each feed's upstream request budget; nil: 15 a
+	// minute for feeds on the community repository, no limit elsewhere.
+	ChocolateyRate *Rate
 	// Peers finds blobs of known digests on the LAN before upstream; nil:
 	// no peering.
 	Peers Peers
@@ -113,6 +120,13 @@ type Server struct {
 	neg   map[string]time.Time // URL -> until when upstream's 404 stands
 
 	bufs sync.Pool // copy buffers
+
+	// The Chocolatey feeds: identical calls share one upstream answer,
+	// and each feed's host has a request budget.
+	feedFlight   singleflight.Group
+	budgets      map[string]*budget // by upstream host
+	staleAnswers *prometheus.CounterVec
+	feedUpstream *prometheus.CounterVec
 
 	engine   *fill.Engine
 	learning learning
@@ -185,6 +199,22 @@ func New(cfg Config, store Store) (*Server, error) {
 	}
 	guard := newDestGuard(cfg.AllowUpstream)
 	tr := newTransport(guard)
+	budgets := map[string]*budget{}
+	for name, u := range feeds {
+		pu, _ := url.Parse(u)
+		host := strings.ToLower(pu.Host)
+		if budgets[host] != nil {
+			continue // feeds on one host share its budget: the limit is the host's
+		}
+		rate := Rate{}
+		switch {
+		case cfg.ChocolateyRate != nil:
+			rate = *cfg.ChocolateyRate
+		case isCommunityHost(host):
+			rate = communityRate
+		}
+		budgets[host] = &budget{feed: name, rate: rate, maxWait: budgetMaxWait, log: cfg.Logger}
+	}
 	var tok [6]byte
 	_, _ = rand.Read(tok[:])
 	s := &Server{
@@ -195,11 +225,17 @@ func New(cfg Config, store Store) (*Server, error) {
 		now:   cfg.Now,
 		// Redirects are followed: the bytes are verified whatever mirror
 		// ends up sending them.
-		up:   &http.Client{Transport: tr},
-		via:  "1.1 warren-" + hex.EncodeToString(tok[:]),
-		neg:  map[string]time.Time{},
-		bufs: sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
+		budgets: budgets,
+		via:     "1.1 warren-" + hex.EncodeToString(tok[:]),
+		neg:     map[string]time.Time{},
+		bufs:    sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
 	}
+	s.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warren_chocolatey_upstream_requests_total", Help: "Requests sent to a Chocolatey feed's upstream, by feed and kind of call.",
+	}, []string{"feed", "kind"})
+	s.up = &http.Client{Transport: &budgetTransport{base: tr, budgets: budgets, count: func(feed, kind string) {
+		s.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
+	}}}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -88,6 +90,10 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 			ConstLabels: prometheus.Labels{"ecosystem": eco},
 		}, func() float64 { return float64(s.KnownArtifacts()[eco]) }))
 	}
+	s.staleAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warren_chocolatey_stale_answers_total", Help: "Feed calls answered with a kept answer because upstream could not be asked (budget spent, 429, down).",
+	}, []string{"feed"})
+	reg.MustRegister(s.feedUpstream, s.staleAnswers, budgetCollector{s})
 	for _, c := range extra {
 		reg.MustRegister(c)
 	}
@@ -103,6 +109,12 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		return int(100 * a / b)
 	},
 	"ago": func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
+	"until": func(t time.Time) string {
+		if d := time.Until(t); d > 0 {
+			return d.Round(time.Second).String()
+		}
+		return ""
+	},
 }).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
 <title>warren {{.S.NodeID}}</title>
@@ -132,6 +144,11 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
 {{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
 {{else}}<tr><td colspan="6">none</td></tr>{{end}}</table>
+{{if .Budgets}}<h2>Chocolatey upstream</h2>
+<table id="chocolatey"><tr><th>feed</th><th>budget</th><th>waited</th><th>refused</th><th>429 answers</th><th>state</th></tr>
+{{range .Budgets}}<tr><td>{{.Feed}}</td><td>{{.Rate}}</td><td>{{.Waits}}</td><td>{{.Refused}}</td><td>{{.TooMany}}</td>
+<td>{{if until .BlockedUntil}}upstream refuses for {{until .BlockedUntil}}: answering from the cache{{else}}ok{{end}}</td></tr>
+{{end}}</table>{{end}}
 <p><a href="/metrics">/metrics</a> · <a href="/_warren/stats">/_warren/stats</a> · up {{.Uptime}}</p>
 </body></html>
 `))
@@ -168,9 +185,46 @@ func (s *Server) serveStatusPage(w http.ResponseWriter) {
 		"Saved": fromCache + fromPeers, "Mismatches": s.stats.Mismatches.Load(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
+		"Budgets": s.BudgetStats(),
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, data); err != nil {
 		s.log.Warn("render status page", "err", err)
 	}
+}
+
+// budgetCollector shows each Chocolatey feed budget's figures.
+type budgetCollector struct{ s *Server }
+
+var (
+	budgetWaitsDesc   = prometheus.NewDesc("warren_chocolatey_budget_waits_total", "Upstream feed requests that waited for the request budget.", []string{"feed"}, nil)
+	budgetRefusedDesc = prometheus.NewDesc("warren_chocolatey_budget_refusals_total", "Upstream feed requests not sent: the budget's wait would pass its bound, or upstream said 429.", []string{"feed"}, nil)
+	budget429Desc     = prometheus.NewDesc("warren_chocolatey_upstream_429_total", "429 Too Many Requests answers from a feed's upstream.", []string{"feed"}, nil)
+	budgetBlockedDesc = prometheus.NewDesc("warren_chocolatey_upstream_blocked_seconds", "Seconds until a feed's upstream may be asked again after a 429 (0: it may).", []string{"feed"}, nil)
+)
+
+func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- budgetWaitsDesc
+	ch <- budgetRefusedDesc
+	ch <- budget429Desc
+	ch <- budgetBlockedDesc
+}
+
+func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.s.BudgetStats() {
+		ch <- prometheus.MustNewConstMetric(budgetWaitsDesc, prometheus.CounterValue, float64(st.Waits), st.Feed)
+		ch <- prometheus.MustNewConstMetric(budgetRefusedDesc, prometheus.CounterValue, float64(st.Refused), st.Feed)
+		ch <- prometheus.MustNewConstMetric(budget429Desc, prometheus.CounterValue, float64(st.TooMany), st.Feed)
+		ch <- prometheus.MustNewConstMetric(budgetBlockedDesc, prometheus.GaugeValue, max(time.Until(st.BlockedUntil).Seconds(), 0), st.Feed)
+	}
+}
+
+// BudgetStats are the Chocolatey feeds' request budgets, by feed.
+func (s *Server) BudgetStats() []budgetStats {
+	var out []budgetStats
+	for _, b := range s.budgets {
+		out = append(out, b.stats())
+	}
+	slices.SortFunc(out, func(a, b budgetStats) int { return strings.Compare(a.Feed, b.Feed) })
+	return out
 }

@@ -223,6 +223,10 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 		if errors.As(err, &de) {
 			return nil, fill.Stop(de) // no retry, no other source: refused
 		}
+		var be *BudgetError
+		if errors.As(err, &be) {
+			return nil, fill.Stop(be) // the budget is spent: asking again now would not help
+		}
 		return nil, &upstreamFetchError{url: p.url, err: err}
 	}
 	s.stats.UpstreamFetches.Add(1)

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/proxy"
 )
 
 const defaultConfigFile = "/etc/warren/warren.yaml"
@@ -75,10 +77,19 @@ type config struct {
 		Upstream string `yaml:"upstream"`
 		// Feeds are more named feeds, served at /chocolatey/<name>/api/v2/.
 		Feeds map[string]string `yaml:"feeds"`
+		// QueryTTL is how long a feed answer is kept, by kind of call
+		// (service, metadata, package, filter, find, search, updates, other).
+		QueryTTL map[string]duration `yaml:"query_ttl"`
+		// UpstreamRate is each feed's upstream request budget: "auto"
+		// (15/min on the community repository, no limit elsewhere), "0"
+		// (no limit), or e.g. "15/min".
+		UpstreamRate string `yaml:"upstream_rate"`
 	} `yaml:"chocolatey"`
 
 	logLevel      slog.Level
 	allowClients  []netip.Prefix
+	chocoRate     *proxy.Rate // nil: auto
+	chocoTTL      map[chocolatey.QueryKind]time.Duration
 	allowUpstream []netip.Prefix
 	diskMinFree   sizeOrPercent
 	cacheMax      sizeOrPercent
@@ -120,6 +131,7 @@ func defaults() config {
 		ScrubRate:          "20MB",
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
+	cfg.Chocolatey.UpstreamRate = "auto"
 	return cfg
 }
 
@@ -138,6 +150,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "index-ttl", Usage: "how long Release/Packages are served before asking upstream again (default 5s)", EnvVars: []string{"WARREN_INDEX_TTL"}},
 		&cli.StringFlag{Name: "negative-ttl", Usage: "how long an upstream 404 is remembered, 0 for not at all (default 30s)", EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
 		&cli.StringFlag{Name: "chocolatey-upstream", Usage: "NuGet v2 feed behind /chocolatey/api/v2/ (default " + defaultChocolateyUpstream + ")", EnvVars: []string{"WARREN_CHOCOLATEY_UPSTREAM"}},
+		&cli.StringFlag{Name: "chocolatey-upstream-rate", Usage: "each feed's upstream request budget: auto (15/min on the community repository, no limit elsewhere), 0 (no limit) or e.g. 15/min (default auto)", EnvVars: []string{"WARREN_CHOCOLATEY_UPSTREAM_RATE"}},
 		&cli.StringFlag{Name: "discovery", Usage: "how peers are found: mdns, static (only --peer), both, off (default mdns)", EnvVars: []string{"WARREN_DISCOVERY"}},
 		&cli.StringSliceFlag{Name: "peer", Usage: "a peer's host:port, repeatable (static discovery)", EnvVars: []string{"WARREN_PEERS"}},
 		&cli.StringSliceFlag{Name: "interfaces", Usage: "interfaces that announce and listen for peers, repeatable (default: all up, non-loopback)", EnvVars: []string{"WARREN_INTERFACES"}},
@@ -185,6 +198,7 @@ func loadConfig(c *cli.Context) (config, error) {
 	str("disk-min-free", &cfg.DiskMinFree)
 	str("cache-max", &cfg.CacheMax)
 	str("chocolatey-upstream", &cfg.Chocolatey.Upstream)
+	str("chocolatey-upstream-rate", &cfg.Chocolatey.UpstreamRate)
 	str("discovery", &cfg.Discovery)
 	str("role", &cfg.Role)
 	str("upload-rate", &cfg.UploadRate)
@@ -331,6 +345,24 @@ func (cfg *config) check() error {
 		return fmt.Errorf("share_min_size %q: want a size such as 256KiB, or 0 to ask peers first for every artifact", cfg.ShareMinSize)
 	} else {
 		cfg.shareMinSize = int64(n)
+	}
+	cfg.chocoRate = nil
+	if r := cfg.Chocolatey.UpstreamRate; r != "auto" && r != "" {
+		rate, err := proxy.ParseRate(r)
+		if err != nil {
+			return fmt.Errorf("chocolatey.upstream_rate %w", err)
+		}
+		cfg.chocoRate = &rate
+	}
+	cfg.chocoTTL = map[chocolatey.QueryKind]time.Duration{}
+	for k, d := range cfg.Chocolatey.QueryTTL {
+		if !slices.Contains(chocolatey.QueryKinds, chocolatey.QueryKind(k)) {
+			return fmt.Errorf("chocolatey.query_ttl: %q is not a kind of feed call; use %v", k, chocolatey.QueryKinds)
+		}
+		if d.Duration < 0 {
+			return fmt.Errorf("chocolatey.query_ttl.%s: must not be negative", k)
+		}
+		cfg.chocoTTL[chocolatey.QueryKind(k)] = d.Duration
 	}
 	for name, u := range cfg.chocolateyFeeds() {
 		pu, err := url.Parse(u)

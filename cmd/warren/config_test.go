@@ -84,6 +84,8 @@ func TestConfigErrors(t *testing.T) {
 		{"bad cidr", []string{"config", "check", "--allow-client", "10.0.0.0/33"}, "allow_clients"},
 		{"bad allow_upstream", []string{"config", "check", "--allow-upstream", "localhost"}, "allow_upstream"},
 		{"zero max_connections", []string{"config", "check", "--max-connections", "0"}, "max_connections"},
+		{"bad chocolatey rate", []string{"config", "check", "--chocolatey-upstream-rate", "lots"}, "chocolatey.upstream_rate"},
+		{"bad query_ttl kind", []string{"config", "check", "--config", write("ttl.yaml", "chocolatey:\n  query_ttl:\n    everything: 1h\n")}, "chocolatey.query_ttl"},
 		{"bad port", []string{"config", "check", "--connect-port", "70000"}, "not a TCP port"},
 		{"bad log level", []string{"config", "check", "--log-level", "loud"}, "log_level"},
 		{"bad size", []string{"config", "check", "--disk-min-free", "lots"}, "disk_min_free"},

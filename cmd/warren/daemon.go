@@ -63,15 +63,17 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	pcfg := proxy.Config{
-		AllowClients:    cfg.allowClients,
-		AllowUpstream:   cfg.allowUpstream,
-		ConnectPorts:    cfg.ConnectPorts,
-		IndexTTL:        cfg.IndexTTL.Duration,
-		NegativeTTL:     cfg.NegativeTTL.Duration,
-		StallTimeout:    cfg.StallTimeout.Duration,
-		ShareMinSize:    cmp.Or(cfg.shareMinSize, -1), // 0 in the config: peers first for all
-		ChocolateyFeeds: cfg.chocolateyFeeds(),
-		Logger:          log,
+		AllowClients:       cfg.allowClients,
+		AllowUpstream:      cfg.allowUpstream,
+		ConnectPorts:       cfg.ConnectPorts,
+		IndexTTL:           cfg.IndexTTL.Duration,
+		NegativeTTL:        cfg.NegativeTTL.Duration,
+		StallTimeout:       cfg.StallTimeout.Duration,
+		ShareMinSize:       cmp.Or(cfg.shareMinSize, -1), // 0 in the config: peers first for all
+		ChocolateyFeeds:    cfg.chocolateyFeeds(),
+		ChocolateyRate:     cfg.chocoRate,
+		ChocolateyQueryTTL: cfg.chocoTTL,
+		Logger:             log,
 	}
 	if cfg.Discovery != "off" {
 		if err := d.startPeering(); err != nil {

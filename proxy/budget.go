@@ -1,0 +1,258 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Rate is a request budget: at most N requests in any Per. The zero Rate
+// is no limit.
+type Rate struct {
+	N   int
+	Per time.Duration
+}
+
+func (r Rate) String() string {
+	if r.N <= 0 {
+		return "unlimited"
+	}
+	switch r.Per {
+	case time.Minute:
+		return strconv.Itoa(r.N) + "/min"
+	case time.Second:
+		return strconv.Itoa(r.N) + "/s"
+	case time.Hour:
+		return strconv.Itoa(r.N) + "/h"
+	}
+	return fmt.Sprintf("%d/%s", r.N, r.Per)
+}
+
+// ParseRate reads "15/min", "2/s", "100/h"; "0" is no limit.
+func ParseRate(s string) (Rate, error) {
+	if strings.TrimSpace(s) == "0" {
+		return Rate{}, nil
+	}
+	n, per, ok := strings.Cut(strings.TrimSpace(s), "/")
+	v, err := strconv.Atoi(n)
+	if !ok || err != nil || v < 1 {
+		return Rate{}, fmt.Errorf("%q: want requests per time, e.g. 15/min, 2/s, 100/h, or 0 for no limit", s)
+	}
+	switch per {
+	case "s", "sec", "second":
+		return Rate{v, time.Second}, nil
+	case "min", "minute", "m":
+		return Rate{v, time.Minute}, nil
+	case "h", "hour":
+		return Rate{v, time.Hour}, nil
+	}
+	return Rate{}, fmt.Errorf("%q: the period is s, min or h", s)
+}
+
+// budgetMaxWait bounds how long a request waits for the budget's window;
+// past it the client gets the last good answer or a 503 with Retry-After.
+const budgetMaxWait = 10 * time.Second
+
+// communityRate is the budget of a feed on the Chocolatey community
+// repository unless set: it bans an address past about 20 requests a
+// minute for an hour, and a site behind warren is one address.
+var communityRate = Rate{15, time.Minute}
+
+// isCommunityHost says whether host serves the community repository.
+func isCommunityHost(host string) bool {
+	h := strings.ToLower(host)
+	if i := strings.LastIndexByte(h, ':'); i > 0 && !strings.Contains(h[i:], "]") {
+		h = h[:i]
+	}
+	return h == "chocolatey.org" || strings.HasSuffix(h, ".chocolatey.org")
+}
+
+// BudgetError is a request the budget will not send now: the wait would be
+// longer than the bound, or upstream told us to stop (429) until later.
+type BudgetError struct {
+	Feed       string
+	RetryAfter time.Duration
+	Why        string
+}
+
+func (e *BudgetError) Error() string {
+	return fmt.Sprintf("the upstream request budget of feed %q is spent (%s); retry in %s", feedLabel(e.Feed), e.Why, e.RetryAfter.Round(time.Second))
+}
+
+func feedLabel(feed string) string {
+	if feed == "" {
+		return "default"
+	}
+	return feed
+}
+
+// budget spends one upstream feed's requests: a sliding window of at most
+// rate.N requests in any rate.Per (the shape of the repository's own
+// limit, which a token bucket's burst would overshoot), waiters queued in
+// order for at most maxWait, and a stop until the time a 429 names.
+type budget struct {
+	feed    string
+	rate    Rate
+	maxWait time.Duration
+	log     *slog.Logger
+
+	mu           sync.Mutex  // guards the fields below
+	grants       []time.Time // the last rate.N grants, oldest first (some may be in the future: queued)
+	blockedUntil time.Time
+	blockLogged  time.Time // the block whose start was logged
+	waits        int64     // requests that waited for the window
+	refused      int64     // requests the budget turned away
+	tooMany      int64     // 429s from upstream
+}
+
+// take waits for the next slot, or says why not (a *BudgetError).
+func (b *budget) take(ctx context.Context) error {
+	now := time.Now()
+	b.mu.Lock()
+	if now.Before(b.blockedUntil) {
+		b.refused++
+		wait := b.blockedUntil.Sub(now)
+		b.mu.Unlock()
+		return &BudgetError{Feed: b.feed, RetryAfter: wait, Why: "upstream answered 429 Too Many Requests"}
+	}
+	if b.rate.N <= 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	at := now
+	if len(b.grants) >= b.rate.N {
+		if next := b.grants[len(b.grants)-b.rate.N].Add(b.rate.Per); next.After(now) {
+			at = next
+		}
+	}
+	if wait := at.Sub(now); wait > b.maxWait {
+		b.refused++
+		b.mu.Unlock()
+		return &BudgetError{Feed: b.feed, RetryAfter: wait, Why: fmt.Sprintf("%s, and the wait would pass %s", b.rate, b.maxWait)}
+	}
+	b.grants = append(b.grants, at)
+	if len(b.grants) > b.rate.N {
+		b.grants = slices.Delete(b.grants, 0, len(b.grants)-b.rate.N)
+	}
+	if at.After(now) {
+		b.waits++
+	}
+	b.mu.Unlock()
+	if !at.After(now) {
+		return nil
+	}
+	t := time.NewTimer(at.Sub(now))
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err() // the slot stays spent: it may already be counted upstream's way
+	}
+}
+
+// tooManyRequests obeys a 429: nothing is sent until retryAfter has
+// passed. Logged once per block.
+func (b *budget) tooManyRequests(retryAfter time.Duration) {
+	now := time.Now()
+	b.mu.Lock()
+	b.tooMany++
+	until := now.Add(retryAfter)
+	if until.After(b.blockedUntil) {
+		b.blockedUntil = until
+	}
+	log := b.blockLogged.IsZero() || now.After(b.blockLogged)
+	if log {
+		b.blockLogged = b.blockedUntil
+	}
+	b.mu.Unlock()
+	if log {
+		b.log.Warn("chocolatey upstream says too many requests; sending it none until it allows, answering from the cache meanwhile",
+			slog.String("feed", feedLabel(b.feed)), slog.Duration("retry_after", retryAfter), slog.String("budget", b.rate.String()))
+	}
+}
+
+// budgetStats is what the page and /metrics show of a budget.
+type budgetStats struct {
+	Feed         string
+	Rate         Rate
+	Waits        int64
+	Refused      int64
+	TooMany      int64
+	BlockedUntil time.Time
+}
+
+func (b *budget) stats() budgetStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return budgetStats{Feed: feedLabel(b.feed), Rate: b.rate, Waits: b.waits, Refused: b.refused, TooMany: b.tooMany, BlockedUntil: b.blockedUntil}
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date; def when
+// absent or unreadable.
+func retryAfter(h http.Header, now time.Time, def time.Duration) time.Duration {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return def
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return def
+}
+
+// feedCall labels an upstream request of a feed for the budget's figures.
+type feedCall struct {
+	feed string
+	kind string
+}
+
+type feedCallKey struct{}
+
+func withFeedCall(ctx context.Context, feed, kind string) context.Context {
+	return context.WithValue(ctx, feedCallKey{}, feedCall{feed, kind})
+}
+
+// budgetTransport sends every upstream request to a budgeted host (a
+// Chocolatey feed's) through its budget, whatever asked for it (a feed
+// query, a hash lookup, a package download or a redirect), and obeys a
+// 429. Other hosts pass straight through.
+type budgetTransport struct {
+	base    http.RoundTripper
+	budgets map[string]*budget // by lower-case host[:port]
+	count   func(feed, kind string)
+}
+
+func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	b := t.budgets[strings.ToLower(req.URL.Host)]
+	if b == nil {
+		return t.base.RoundTrip(req)
+	}
+	call, ok := req.Context().Value(feedCallKey{}).(feedCall)
+	if !ok {
+		call = feedCall{b.feed, "download"}
+	}
+	if err := b.take(req.Context()); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	t.count(call.feed, call.kind)
+	resp, err := t.base.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		// No Retry-After: the community repository's ban is an hour, but
+		// a minute's pause and the budget are the better guess.
+		b.tooManyRequests(retryAfter(resp.Header, time.Now(), time.Minute))
+	}
+	return resp, err
+}

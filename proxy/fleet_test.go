@@ -1,0 +1,212 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha512"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// A site of 30 machines runs `choco install tool` at once through one
+// warren, in front of a feed that, like the community repository, answers
+// 429 past 20 requests a minute. Identical calls share one upstream answer
+// and the feed's budget (15 a minute) holds the rest back: every client
+// gets right answers and the package with its SHA512, upstream sees at
+// most 20 requests in any minute and sends no 429. With upstream then gone
+// and every kept answer past its TTL, a fresh client's install still works
+// from the kept answers and the cached package.
+func TestChocolateyFleet(t *testing.T) {
+	feed := newNugetFeed(t)
+	feed.limit = 20
+	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+		c.ChocolateyFeeds = map[string]string{"": feed.base()}
+		c.ChocolateyRate = &Rate{15, time.Minute}
+	})
+	want := sha512.Sum512(feed.pkgs["tool/2.0.0"])
+	const clients = 30
+	errs := make(chan error, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &chocoClient{t: t, base: h.front.URL + "/chocolatey/api/v2/", hc: &http.Client{Timeout: time.Minute}}
+			got, err := c.tryInstall(feed.URL)
+			if err == nil && sha512.Sum512(got) != want {
+				err = fmt.Errorf("client %d: the package's SHA512 does not match the feed's", i)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	feed.mu.Lock()
+	total, refused := len(feed.times), feed.refused
+	feed.mu.Unlock()
+	t.Logf("%d clients: %d upstream requests, at most %d in a minute, %d refused with 429", clients, total, feed.maxPerMinute(), refused)
+	if most := feed.maxPerMinute(); most > 20 || refused > 0 {
+		t.Fatalf("upstream saw %d requests in a minute and answered %d with 429; want at most 20 and none", most, refused)
+	}
+
+	// Upstream goes away; a day and more later every kept answer is past
+	// its TTL. A fresh client still installs what was seen before.
+	feed.Close()
+	h.clock.advance(48 * time.Hour)
+	c := &chocoClient{t: t, base: h.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+	got, err := c.tryInstall(feed.URL)
+	if err != nil || sha512.Sum512(got) != want {
+		t.Fatalf("offline install: %v (right package: %v)", err, err == nil && sha512.Sum512(got) == want)
+	}
+	if n := testutil.ToFloat64(h.px.staleAnswers.WithLabelValues("default")); n == 0 {
+		t.Fatal("no answer was counted stale while upstream was down")
+	}
+}
+
+// A 429 from upstream is obeyed: the kept answer is served (marked stale),
+// a call with nothing kept gets a 503 with Retry-After, and upstream is
+// not asked again until its Retry-After has passed.
+func TestChocolatey429Obeyed(t *testing.T) {
+	feed := newNugetFeed(t)
+	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+		c.ChocolateyFeeds = map[string]string{"": feed.base()}
+	})
+	base := h.front.URL + "/chocolatey/api/v2/"
+	get := func(u string, want int) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != want {
+			t.Fatalf("GET %s: %d %q, want %d", u, resp.StatusCode, b, want)
+		}
+		return resp, b
+	}
+	get(base+"$metadata", 200) // kept
+	feed.mu.Lock()
+	feed.limit = 1 // every request from now on is refused
+	feed.times = append(feed.times, time.Now())
+	feed.mu.Unlock()
+	h.clock.advance(48 * time.Hour)
+	resp, body := get(base+"$metadata", 200)
+	if !strings.Contains(resp.Header.Get("Warning"), "Stale") || !bytes.Contains(body, []byte("edmx")) {
+		t.Fatalf("kept answer during a 429: Warning %q, body %q", resp.Header.Get("Warning"), body)
+	}
+	feed.mu.Lock()
+	asked := len(feed.times)
+	feed.mu.Unlock()
+	resp, body = get(base+"Search()?searchTerm='x'", 503)
+	if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "429") && !strings.Contains(string(body), "budget") {
+		t.Fatalf("nothing kept during a 429: Retry-After %q, body %q", resp.Header.Get("Retry-After"), body)
+	}
+	feed.mu.Lock()
+	after := len(feed.times)
+	feed.mu.Unlock()
+	if after != asked {
+		t.Fatalf("upstream was asked %d more times during its Retry-After", after-asked)
+	}
+	st := h.px.BudgetStats()
+	if len(st) != 1 || st[0].TooMany != 1 || !st[0].BlockedUntil.After(time.Now().Add(30*time.Minute)) {
+		t.Fatalf("budget figures after a 429: %+v", st)
+	}
+}
+
+func TestBudgetWindow(t *testing.T) {
+	b := &budget{feed: "", rate: Rate{3, 300 * time.Millisecond}, maxWait: time.Second, log: slog.New(slog.DiscardHandler)}
+	ctx := context.Background()
+	var at []time.Time
+	for i := range 7 {
+		if err := b.take(ctx); err != nil {
+			t.Fatalf("take %d: %v", i, err)
+		}
+		at = append(at, time.Now())
+	}
+	// Never more than 3 grants in any 300ms: grant i+3 comes at least
+	// 300ms after grant i (less the jitter of noting the time here).
+	for i := 0; i+3 < len(at); i++ {
+		if d := at[i+3].Sub(at[i]); d < 290*time.Millisecond {
+			t.Fatalf("grants %d and %d only %s apart", i, i+3, d)
+		}
+	}
+	if st := b.stats(); st.Waits < 2 {
+		t.Fatalf("%d waits, want at least 2", st.Waits)
+	}
+	// A wait past maxWait is refused with the time to retry.
+	short := &budget{rate: Rate{1, time.Hour}, maxWait: time.Millisecond, log: slog.New(slog.DiscardHandler)}
+	if err := short.take(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var be *BudgetError
+	if err := short.take(ctx); !errors.As(err, &be) || be.RetryAfter < 59*time.Minute {
+		t.Fatalf("over budget: %v", err)
+	}
+	// A 429 stops everything until its Retry-After.
+	free := &budget{log: slog.New(slog.DiscardHandler)}
+	free.tooManyRequests(time.Minute)
+	if err := free.take(ctx); !errors.As(err, &be) {
+		t.Fatalf("during a 429 block: %v", err)
+	}
+}
+
+func TestParseRate(t *testing.T) {
+	for in, want := range map[string]Rate{"15/min": {15, time.Minute}, "2/s": {2, time.Second}, "100/h": {100, time.Hour}, "0": {}} {
+		if got, err := ParseRate(in); err != nil || got != want {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "fast", "0/min", "-1/min", "15/fortnight", "15"} {
+		if _, err := ParseRate(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+	for host, want := range map[string]bool{"community.chocolatey.org": true, "community.chocolatey.org:443": true, "chocolatey.org": true,
+		"proget.example": false, "evilchocolatey.org": false} {
+		if isCommunityHost(host) != want {
+			t.Errorf("isCommunityHost(%q) != %v", host, want)
+		}
+	}
+}
+
+// One kept answer serves clients that reach warren under different host
+// names: each gets links to the host it used.
+func TestChocolateyKeptAnswerPerHostName(t *testing.T) {
+	feed := newNugetFeed(t)
+	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+		c.ChocolateyFeeds = map[string]string{"": feed.base()}
+	})
+	port := h.front.URL[strings.LastIndex(h.front.URL, ":")+1:]
+	for _, host := range []string{"127.0.0.1", "localhost"} {
+		resp, err := http.Get("http://" + host + ":" + port + "/chocolatey/api/v2/FindPackagesById()?id='tool'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := `src="http://` + host + ":" + port + "/chocolatey/api/v2/package/tool/2.0.0"
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Fatalf("as %s: %d, links not to %s:\n%s", host, resp.StatusCode, want, body)
+		}
+	}
+	if n := feed.count("/api/v2/FindPackagesById()"); n != 1 {
+		t.Fatalf("upstream asked %d times, want once", n)
+	}
+}
