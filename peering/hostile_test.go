@@ -265,3 +265,39 @@ func TestBadBlobNeedsAnUpload(t *testing.T) {
 		t.Fatal("no recheck on the word of a node we sent the blob to")
 	}
 }
+
+// A host sending hellos under many ids is greeted back only for the ids
+// that get a place in the table: hellos cannot bounce without end.
+func TestHelloFloodNotAmplified(t *testing.T) {
+	a := testNode(t, Config{ID: NodeID{1}})
+	host := udpFrom(t, "127.0.0.2")
+	to := net.UDPAddrFromAddrPort(a.Addr())
+	for i := range 10 {
+		host.WriteToUDP(signed(t, Message{Type: MsgHello, From: NodeID{9, byte(i)}, HTTPPort: 3142}, nil), to)
+	}
+	// a reads its socket in order: the answer to this comes after every
+	// greeting it sent back.
+	host.WriteToUDP(signed(t, Message{Type: MsgQuery, From: NodeID{0xee, 2}, ReqID: 99, Digest: testDigest}, nil), to)
+	host.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, MaxDatagram)
+	greeted := 0
+	for {
+		k, _, err := host.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		m, err := Decode(buf[:k], nil)
+		if err != nil {
+			continue
+		}
+		if m.Type == MsgHello {
+			greeted++
+		}
+		if m.Type == MsgAnswer && m.ReqID == 99 {
+			break
+		}
+	}
+	if greeted != perAddr || len(a.Table().Peers()) != perAddr {
+		t.Fatalf("10 hellos under 10 ids: greeted back %d times, %d ids in the table; want %d and %d", greeted, len(a.Table().Peers()), perAddr, perAddr)
+	}
+}

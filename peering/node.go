@@ -244,7 +244,14 @@ func (n *Node) Run(ctx context.Context) error {
 				n.hc.CloseIdleConnections()
 				return nil
 			}
-			n.log.Warn("peer socket read failed", slog.Any("err", err))
+			// An error that repeats (the interface under a socket bound
+			// to its address went away) is retried each second, never
+			// spun on; the node stays up for when it comes back.
+			n.log.Warn("peer socket read failed; retrying in a second", slog.Any("err", err))
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
 			continue
 		}
 		if !n.admit(src.Addr().Unmap()) {
@@ -375,7 +382,10 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	}
 	switch m.Type {
 	case MsgHello:
-		if !inTable && !n.cfg.Passive {
+		// Greeted back once, when it joins: a host that is refused a
+		// place (or hellos under many ids) gets no answer to each, so
+		// hellos cannot bounce between two nodes without end.
+		if admitted && !inTable && !n.cfg.Passive {
 			n.send(Message{Type: MsgHello}, src)
 		}
 	case MsgQuery:

@@ -99,6 +99,9 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 			i := pickWeighted(s.answers)
 			p := s.answers[i]
 			s.answers = slices.Delete(s.answers, i, i+1)
+			if !n.table.Good(p.ID) {
+				continue // marked since it answered (its address failed us)
+			}
 			if st, ok := s.try(ctx, p, off); ok {
 				return st, nil
 			}

@@ -103,8 +103,8 @@ func startFloodForger(t *testing.T, perMessage int) *floodForger {
 }
 
 // A LAN host answers everything "has it" under forty node ids. The victim
-// keeps it to two table entries, asks it once, and after that one stalled
-// try takes the artifact from upstream: the client gets the exact file.
+// keeps it to two table entries, asks it once at most, and after that one
+// stalled try takes the artifact from upstream: the client gets the exact file.
 // The forger's other id is not asked: blame went to its address.
 func TestForgedHasFlood(t *testing.T) {
 	repo := newPeerRepo(t, 1<<20)
@@ -126,8 +126,10 @@ func TestForgedHasFlood(t *testing.T) {
 	if n := repo.up.count(repo.path) - before; n < 1 || n > 2 {
 		t.Fatalf("upstream GETs of the artifact %d, want 1 or 2", n)
 	}
-	if n := forger.blobs.Load(); n != 1 {
-		t.Fatalf("the forger was asked for blobs %d times, want once (then skipped by address)", n)
+	// Once at most: its first failure marks its address, and its other
+	// id is skipped. (Its answers may also have been over its rate.)
+	if n := forger.blobs.Load(); n > 1 {
+		t.Fatalf("the forger was asked for blobs %d times, want at most once (then skipped by address)", n)
 	}
 	resp, err := http.Get(u + "/_warren/stats")
 	if err != nil {
