@@ -2,14 +2,12 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,98 +15,19 @@ import (
 	"github.com/warren-cache/warren/peering"
 )
 
-// floodForger is a hostile LAN host without the group's trust: to every
-// datagram it answers many times, once under each of its many node ids
-// ("has it, ready" to queries, "have" to wants, hellos to hellos), hoping
-// to fill the victim's peer table and its retries with itself. Its
-// blob server stalls after the headers. It sends from 127.0.0.2, which
-// the victim treats as any LAN address (only 127.0.0.1 and ::1 are this
-// machine's own nodes).
-type floodForger struct {
-	addr  string
-	blobs atomic.Int64
-}
-
-func startFloodForger(t *testing.T, perMessage int) *floodForger {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	pc, err := net.ListenPacket("udp4", ln.Addr().String())
-	if err != nil {
-		ln.Close()
-		t.Fatal(err)
-	}
-	ff := &floodForger{addr: ln.Addr().String()}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ff.blobs.Add(1)
-		w.Header().Set("Content-Length", "1048576")
-		w.Write([]byte("x"))
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	})}
-	go srv.Serve(ln)
-	ids := make([]peering.NodeID, perMessage)
-	for i := range ids {
-		rand.Read(ids[i][:])
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, peering.MaxDatagram+1)
-		for {
-			n, src, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m, err := peering.Decode(buf[:n], nil)
-			if err != nil {
-				continue
-			}
-			for _, id := range ids {
-				reply := peering.Message{From: id, HTTPPort: uint16(port), Priority: 1 << 30, FreeBytes: 1 << 40,
-					Sent: time.Now().UnixMilli()}
-				var nonce [8]byte
-				rand.Read(nonce[:])
-				for _, b := range nonce {
-					reply.Nonce = reply.Nonce<<8 | uint64(b)
-				}
-				switch m.Type {
-				case peering.MsgHello:
-					reply.Type = peering.MsgHello
-				case peering.MsgQuery:
-					reply.Type, reply.ReqID, reply.Digest, reply.Has, reply.Ready, reply.FreeSlots = peering.MsgAnswer, m.ReqID, m.Digest, true, true, 255
-				case peering.MsgWant:
-					reply.Type, reply.Digest = peering.MsgHave, m.Digest
-				default:
-					continue
-				}
-				if b, err := peering.Encode(reply, nil); err == nil {
-					pc.WriteTo(b, src)
-				}
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		pc.Close()
-		<-done
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		srv.Close()
-	})
-	return ff
-}
-
 // A LAN host answers everything "has it" under forty node ids. The victim
 // keeps it to two table entries, asks it once at most, and after that one
 // stalled try takes the artifact from upstream: the client gets the exact file.
 // The forger's other id is not asked: blame went to its address.
 func TestForgedHasFlood(t *testing.T) {
 	repo := newPeerRepo(t, 1<<20)
-	forger := startFloodForger(t, 40)
+	// Its blob server stalls after the headers.
+	forger := startForger(t, "127.0.0.2", 40, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1048576")
+		w.Write([]byte("x"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	})
 	u, cmd, logs := startWarren(t, "--cache-dir", t.TempDir(), "--discovery", "static", "--peer", forger.addr,
 		"--stall-timeout", "1s", "--log-level", "debug")
 	victim := &node{url: u, cmd: cmd, logs: logs, client: proxyClient(t, u)}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"net"
 	"net/http"
 	"strconv"
@@ -15,22 +16,28 @@ import (
 )
 
 // forgedPeer is a hostile LAN host: it speaks warren's datagrams (it
-// answers every hello, and every query with "has it, ready") and serves
-// /v1/blobs/ with the behaviour a test chooses. UDP and HTTP share one
-// port number, as on a real node.
+// answers every hello, and every query with "has it, ready", once under
+// each of its node ids) and serves /v1/blobs/ with the behaviour a test
+// chooses. UDP and HTTP share one port number, as on a real node. On
+// 127.0.0.1 it is this machine; on another loopback address (127.0.0.2)
+// the victim takes it for any LAN host.
 type forgedPeer struct {
 	addr  string
 	blobs atomic.Int64 // blob requests served
 }
 
 func startForgedPeer(t *testing.T, blob http.HandlerFunc) *forgedPeer {
+	return startForger(t, "127.0.0.1", 1, blob)
+}
+
+func startForger(t *testing.T, host string, ids int, blob http.HandlerFunc) *forgedPeer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", host+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:"+strconv.Itoa(port))
+	pc, err := net.ListenPacket("udp4", ln.Addr().String())
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
@@ -41,8 +48,10 @@ func startForgedPeer(t *testing.T, blob http.HandlerFunc) *forgedPeer {
 		blob(w, r)
 	})}
 	go srv.Serve(ln)
-	var id peering.NodeID
-	rand.Read(id[:])
+	self := make([]peering.NodeID, ids)
+	for i := range self {
+		rand.Read(self[i][:])
+	}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -56,19 +65,24 @@ func startForgedPeer(t *testing.T, blob http.HandlerFunc) *forgedPeer {
 			if err != nil {
 				continue
 			}
-			reply := peering.Message{From: id, HTTPPort: uint16(port), Priority: 1000, FreeBytes: 1 << 40}
-			switch m.Type {
-			case peering.MsgHello:
-				reply.Type = peering.MsgHello
-			case peering.MsgQuery:
-				reply.Type, reply.ReqID, reply.Digest, reply.Has, reply.Ready, reply.FreeSlots = peering.MsgAnswer, m.ReqID, m.Digest, true, true, 2
-			case peering.MsgWant:
-				reply.Type, reply.Digest = peering.MsgHave, m.Digest
-			default:
-				continue
-			}
-			if b, err := peering.Encode(reply, nil); err == nil {
-				pc.WriteTo(b, src)
+			for _, id := range self {
+				reply := peering.Message{From: id, HTTPPort: uint16(port), Priority: 1000, FreeBytes: 1 << 40, Sent: time.Now().UnixMilli()}
+				var nonce [8]byte
+				rand.Read(nonce[:])
+				reply.Nonce = binary.BigEndian.Uint64(nonce[:])
+				switch m.Type {
+				case peering.MsgHello:
+					reply.Type = peering.MsgHello
+				case peering.MsgQuery:
+					reply.Type, reply.ReqID, reply.Digest, reply.Has, reply.Ready, reply.FreeSlots = peering.MsgAnswer, m.ReqID, m.Digest, true, true, 2
+				case peering.MsgWant:
+					reply.Type, reply.Digest = peering.MsgHave, m.Digest
+				default:
+					continue
+				}
+				if b, err := peering.Encode(reply, nil); err == nil {
+					pc.WriteTo(b, src)
+				}
 			}
 		}
 	}()
