@@ -128,6 +128,58 @@ func TestChocolatey429Obeyed(t *testing.T) {
 	if len(st) != 1 || st[0].TooMany != 1 || !st[0].BlockedUntil.After(time.Now().Add(30*time.Minute)) {
 		t.Fatalf("budget figures after a 429: %+v", st)
 	}
+	// Shown on /metrics and on the page.
+	_, metrics := get(h.front.URL+"/metrics", 200)
+	for _, want := range []string{`warren_chocolatey_upstream_429_total{feed="default"} 1`, `warren_chocolatey_stale_answers_total{feed="default"} 1`,
+		`warren_chocolatey_upstream_requests_total{feed="default",kind="metadata"} 2`} {
+		if !bytes.Contains(metrics, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	_, page := get(h.front.URL+"/_warren/", 200)
+	if !bytes.Contains(page, []byte("upstream refuses for")) {
+		t.Errorf("the status page does not show the 429")
+	}
+}
+
+// When the budget is spent, a call whose answer is kept gets it (stale);
+// one with nothing kept gets a 503 with Retry-After. Upstream sees only
+// what the budget allows.
+func TestChocolateyBudgetSpent(t *testing.T) {
+	feed := newNugetFeed(t)
+	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+		c.ChocolateyFeeds = map[string]string{"": feed.base()}
+		c.ChocolateyRate = &Rate{1, time.Hour}
+	})
+	base := h.front.URL + "/chocolatey/api/v2/"
+	get := func(u string) (*http.Response, []byte) {
+		t.Helper()
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	if resp, _ := get(base + "$metadata"); resp.StatusCode != 200 {
+		t.Fatalf("first call: %d", resp.StatusCode)
+	}
+	h.clock.advance(48 * time.Hour) // past its TTL: it would be asked again
+	resp, body := get(base + "$metadata")
+	if resp.StatusCode != 200 || resp.Header.Get("X-Cache") != "STALE from warren" || !bytes.Contains(body, []byte("edmx")) {
+		t.Fatalf("kept call with the budget spent: %d %q %q", resp.StatusCode, resp.Header.Get("X-Cache"), body)
+	}
+	resp, body = get(base + "Search()?searchTerm='tool'")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !bytes.Contains(body, []byte("budget")) {
+		t.Fatalf("new call with the budget spent: %d Retry-After %q %q", resp.StatusCode, resp.Header.Get("Retry-After"), body)
+	}
+	feed.mu.Lock()
+	n := len(feed.times)
+	feed.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("upstream saw %d requests, want the budget's 1", n)
+	}
 }
 
 func TestBudgetWindow(t *testing.T) {
