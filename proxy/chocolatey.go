@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -147,7 +148,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 			if err == nil {
 				err = fmt.Errorf("upstream answered %d", got.status)
 			}
-			s.log.Info("chocolatey feed answered from the cache while upstream cannot be asked", slog.String("url", target), slog.Any("why", err))
+			s.log.Debug("chocolatey feed answered from the cache while upstream cannot be asked", slog.String("url", target), slog.Any("why", err))
 		case errors.As(err, &be):
 			w.Header().Set("Retry-After", strconv.Itoa(int(max(be.RetryAfter.Round(time.Second)/time.Second, 1))))
 			http.Error(w, "warren: "+be.Error()+"; no earlier answer to this call is kept", http.StatusServiceUnavailable)
@@ -159,7 +160,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 			s.logFeed(r, target, kind, "error", http.StatusBadGateway, 0, start)
 			return
 		case got.status == http.StatusTooManyRequests:
-			w.Header().Set("Retry-After", "60")
+			w.Header().Set("Retry-After", strconv.Itoa(s.blockedFor(rt)))
 			http.Error(w, "warren: the chocolatey upstream refuses requests for now (429) and no earlier answer to this call is kept; retry later", http.StatusServiceUnavailable)
 			s.logFeed(r, target, kind, "budget", http.StatusServiceUnavailable, 0, start)
 			return
@@ -184,6 +185,18 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 		w.Write(body)
 	}
 	s.logFeed(r, target, kind, outcome, a.status, len(body), start)
+}
+
+// blockedFor is how many seconds rt's upstream refuses requests for (at
+// least one): the Retry-After its 429 named.
+func (s *Server) blockedFor(rt chocoRoute) int {
+	secs := 1
+	if u, err := url.Parse(rt.upstream); err == nil {
+		if b := s.budgets[strings.ToLower(u.Host)]; b != nil {
+			secs = max(secs, int(time.Until(b.stats().BlockedUntil)/time.Second))
+		}
+	}
+	return secs
 }
 
 func (s *Server) logFeed(r *http.Request, target string, kind chocolatey.QueryKind, outcome string, status, n int, start time.Time) {
