@@ -153,7 +153,7 @@ func (b *budget) take(ctx context.Context) error {
 	case <-t.C:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err() // the slot stays spent: it may already be counted upstream's way
+		return ctx.Err() // the slot stays spent: giving it back would reorder those queued after it
 	}
 }
 
