@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"net"
@@ -28,29 +27,18 @@ func TestForgedHasFlood(t *testing.T) {
 		w.(http.Flusher).Flush()
 		<-r.Context().Done()
 	})
-	u, cmd, logs := startWarren(t, "--cache-dir", t.TempDir(), "--discovery", "static", "--peer", forger.addr,
-		"--stall-timeout", "1s", "--log-level", "debug")
-	victim := &node{url: u, cmd: cmd, logs: logs, client: proxyClient(t, u)}
-	logs.waitFor(t, `msg="peer joined the table"`, 10*time.Second)
-	victim.learn(t, repo)
-	before := repo.up.count(repo.path)
-	start := time.Now()
-	got, err := victim.get(t, repo.up.URL+repo.path)
-	took := time.Since(start)
-	if err != nil || !bytes.Equal(got, repo.deb) {
-		t.Fatalf("client got %d bytes (exact: %v), err %v", len(got), bytes.Equal(got, repo.deb), err)
-	}
+	victim, took, upstream := fetchBesideForger(t, forger, repo)
 	// The origin resumes after the forger's one byte; the mix fails
 	// verification, the forger is blamed and the origin sends it whole.
-	if n := repo.up.count(repo.path) - before; n < 1 || n > 2 {
-		t.Fatalf("upstream GETs of the artifact %d, want 1 or 2", n)
+	if upstream < 1 || upstream > 2 {
+		t.Fatalf("upstream GETs of the artifact %d, want 1 or 2", upstream)
 	}
 	// Once at most: its first failure marks its address, and its other
 	// id is skipped. (Its answers may also have been over its rate.)
 	if n := forger.blobs.Load(); n > 1 {
 		t.Fatalf("the forger was asked for blobs %d times, want at most once (then skipped by address)", n)
 	}
-	resp, err := http.Get(u + "/_warren/stats")
+	resp, err := http.Get(victim.url + "/_warren/stats")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -143,23 +143,13 @@ func TestForgedPeer(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			forged := startForgedPeer(t, tt.blob)
-			u, cmd, logs := startWarren(t, "--cache-dir", t.TempDir(), "--discovery", "static", "--peer", forged.addr,
-				"--stall-timeout", "1s", "--log-level", "debug")
-			victim := &node{url: u, cmd: cmd, logs: logs, client: proxyClient(t, u)}
-			logs.waitFor(t, `msg="peer joined the table"`, 10*time.Second)
-			victim.learn(t, repo)
-			before := repo.up.count(repo.path)
-			start := time.Now()
-			got, err := victim.get(t, repo.up.URL+repo.path)
-			took := time.Since(start)
-			if err != nil || !bytes.Equal(got, repo.deb) {
-				t.Fatalf("client got %d bytes (exact: %v), err %v", len(got), bytes.Equal(got, repo.deb), err)
-			}
+			victim, took, upstream := fetchBesideForger(t, forged, repo)
+			logs := victim.logs
 			if forged.blobs.Load() == 0 {
 				t.Fatal("the forged peer was never asked: the test proves nothing")
 			}
-			if n := repo.up.count(repo.path) - before; n != tt.upstream {
-				t.Fatalf("upstream GETs of the artifact %d, want %d", n, tt.upstream)
+			if upstream != tt.upstream {
+				t.Fatalf("upstream GETs of the artifact %d, want %d", upstream, tt.upstream)
 			}
 			logs.waitFor(t, "peer blamed", 10*time.Second)
 			if !bytes.Contains([]byte(logs.String()), []byte(tt.blame)) {
@@ -168,4 +158,25 @@ func TestForgedPeer(t *testing.T) {
 			t.Logf("exact artifact in %s", took.Round(time.Millisecond))
 		})
 	}
+}
+
+// fetchBesideForger runs a warren whose one static peer is the forger,
+// has it learn repo's metadata and fetch its artifact, and checks that the
+// client got the exact bytes. It returns the warren, how long the fetch
+// took and how many times upstream was asked for the artifact.
+func fetchBesideForger(t *testing.T, forger *forgedPeer, repo *peerRepo) (*node, time.Duration, int) {
+	t.Helper()
+	u, cmd, logs := startWarren(t, "--cache-dir", t.TempDir(), "--discovery", "static", "--peer", forger.addr,
+		"--stall-timeout", "1s", "--log-level", "debug")
+	victim := &node{url: u, cmd: cmd, logs: logs, client: proxyClient(t, u)}
+	logs.waitFor(t, `msg="peer joined the table"`, 10*time.Second)
+	victim.learn(t, repo)
+	before := repo.up.count(repo.path)
+	start := time.Now()
+	got, err := victim.get(t, repo.up.URL+repo.path)
+	took := time.Since(start)
+	if err != nil || !bytes.Equal(got, repo.deb) {
+		t.Fatalf("client got %d bytes (exact: %v), err %v", len(got), bytes.Equal(got, repo.deb), err)
+	}
+	return victim, took, repo.up.count(repo.path) - before
 }
