@@ -1,6 +1,9 @@
 package chocolatey
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestNormalizeQuery(t *testing.T) {
 	same := []struct{ rest, query string }{
@@ -65,7 +68,7 @@ func FuzzNormalizeQuery(f *testing.F) {
 			t.Fatal("no kind")
 		}
 		// The normal form is a fixed point of itself.
-		p, q, _ := cut(key)
+		p, q, _ := strings.Cut(key, "?")
 		again, kind2, err := NormalizeQuery(p, q)
 		if err != nil && len(p)+len(q) > maxQueryLen {
 			return // escaping made it longer than a call may be
@@ -74,13 +77,4 @@ func FuzzNormalizeQuery(f *testing.F) {
 			t.Fatalf("normal form %q is not stable: %q %v %v", key, again, kind2, err)
 		}
 	})
-}
-
-func cut(s string) (string, string, bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '?' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }

@@ -1,9 +1,9 @@
 package peering
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
@@ -146,7 +146,7 @@ func TestElectionStateBounded(t *testing.T) {
 	src := netip.MustParseAddrPort("127.0.0.1:9")
 	from := NodeID{2}
 	for i := range maxElections + 500 {
-		d := cachestore.Digest{Algo: "sha256", Hex: strings.Repeat("0", 56) + hex8(i)}
+		d := cachestore.Digest{Algo: "sha256", Hex: fmt.Sprintf("%064x", i)}
 		n.handle(Message{Type: MsgWant, From: from, Digest: d}, src)
 	}
 	n.mu.Lock()
@@ -164,16 +164,6 @@ func TestElectionStateBounded(t *testing.T) {
 	if snap, _ := n.snapshot(d); len(snap.haves) > maxVoters {
 		t.Fatalf("%d haves kept for one digest, want at most %d", len(snap.haves), maxVoters)
 	}
-}
-
-func hex8(i int) string {
-	const digits = "0123456789abcdef"
-	b := make([]byte, 8)
-	for k := 7; k >= 0; k-- {
-		b[k] = digits[i&15]
-		i >>= 4
-	}
-	return string(b)
 }
 
 // A full table keeps its members; one address holds at most perAddr ids.

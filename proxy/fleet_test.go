@@ -91,12 +91,7 @@ func TestChocolatey429Obeyed(t *testing.T) {
 	base := h.front.URL + "/chocolatey/api/v2/"
 	get := func(u string, want int) (*http.Response, []byte) {
 		t.Helper()
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
+		resp, b := directGet(t, u)
 		if resp.StatusCode != want {
 			t.Fatalf("GET %s: %d %q, want %d", u, resp.StatusCode, b, want)
 		}
@@ -153,16 +148,7 @@ func TestChocolateyBudgetSpent(t *testing.T) {
 		c.ChocolateyRate = &Rate{1, time.Hour}
 	})
 	base := h.front.URL + "/chocolatey/api/v2/"
-	get := func(u string) (*http.Response, []byte) {
-		t.Helper()
-		resp, err := http.Get(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp, b
-	}
+	get := func(u string) (*http.Response, []byte) { t.Helper(); return directGet(t, u) }
 	if resp, _ := get(base + "$metadata"); resp.StatusCode != 200 {
 		t.Fatalf("first call: %d", resp.StatusCode)
 	}
@@ -248,12 +234,7 @@ func TestChocolateyKeptAnswerPerHostName(t *testing.T) {
 	})
 	port := h.front.URL[strings.LastIndex(h.front.URL, ":")+1:]
 	for _, host := range []string{"127.0.0.1", "localhost"} {
-		resp, err := http.Get("http://" + host + ":" + port + "/chocolatey/api/v2/FindPackagesById()?id='tool'")
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := directGet(t, "http://"+host+":"+port+"/chocolatey/api/v2/FindPackagesById()?id='tool'")
 		want := `src="http://` + host + ":" + port + "/chocolatey/api/v2/package/tool/2.0.0"
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Fatalf("as %s: %d, links not to %s:\n%s", host, resp.StatusCode, want, body)
@@ -262,4 +243,19 @@ func TestChocolateyKeptAnswerPerHostName(t *testing.T) {
 	if n := feed.count("/api/v2/FindPackagesById()"); n != 1 {
 		t.Fatalf("upstream asked %d times, want once", n)
 	}
+}
+
+// directGet asks warren itself (not through it as a proxy) for u.
+func directGet(t *testing.T, u string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	return resp, b
 }

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -126,9 +125,6 @@ func (c *countedConn) Close() error {
 	return err
 }
 
-// ErrNotAllowed marks a client outside allow_clients.
-var ErrNotAllowed = errors.New("not in allow_clients")
-
 // clientAllowed checks a against allow_clients.
 func (s *Server) clientAllowed(a netip.Addr) error {
 	for _, p := range s.cfg.AllowClients {
@@ -136,5 +132,5 @@ func (s *Server) clientAllowed(a netip.Addr) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("client %s is %w; add its network to allow_clients in the config", a, ErrNotAllowed)
+	return fmt.Errorf("client %s is not in allow_clients; add its network to allow_clients in the config", a)
 }

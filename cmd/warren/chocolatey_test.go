@@ -9,9 +9,9 @@ import (
 // request a minute, the second distinct feed call gets a 503 with
 // Retry-After instead of going upstream.
 func TestChocolateyBudgetFlag(t *testing.T) {
-	feed := newFilesServer(t)
-	feed.put("/api/v2/", []byte(`<?xml version="1.0" encoding="utf-8"?><service xmlns="http://www.w3.org/2007/app"/>`))
-	feed.put("/api/v2/$metadata", []byte(`<?xml version="1.0" encoding="utf-8"?><edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx"/>`))
+	feed := newFileServer(t)
+	feed.put(t, "/api/v2/", []byte(`<?xml version="1.0" encoding="utf-8"?><service xmlns="http://www.w3.org/2007/app"/>`))
+	feed.put(t, "/api/v2/$metadata", []byte(`<?xml version="1.0" encoding="utf-8"?><edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx"/>`))
 	u, _, _ := startWarren(t, "--cache-dir", t.TempDir(), "--chocolatey-upstream", feed.URL+"/api/v2/", "--chocolatey-upstream-rate", "1/min")
 	c := &http.Client{}
 	for range 3 { // the same call: one upstream request, then kept

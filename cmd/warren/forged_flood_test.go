@@ -38,14 +38,8 @@ func TestForgedHasFlood(t *testing.T) {
 	if n := forger.blobs.Load(); n > 1 {
 		t.Fatalf("the forger was asked for blobs %d times, want at most once (then skipped by address)", n)
 	}
-	resp, err := http.Get(victim.url + "/_warren/stats")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stats map[string]float64
-	json.NewDecoder(resp.Body).Decode(&stats)
-	resp.Body.Close()
-	if stats["peers"] > 2 {
+	stats := nodeStats(t, victim)
+	if peers, ok := stats["peers"]; !ok || peers > 2 {
 		t.Fatalf("the forger holds %v entries of the victim's peer table, want at most 2", stats["peers"])
 	}
 	t.Logf("exact artifact in %s; forger asked %d times; %v peers in the table", took.Round(time.Millisecond), forger.blobs.Load(), stats["peers"])

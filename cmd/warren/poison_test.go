@@ -10,52 +10,36 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 )
 
-// filesServer serves fixed files and counts the requests for each path.
-type filesServer struct {
-	*httptest.Server
-	mu    sync.Mutex
-	files map[string][]byte
-	gets  map[string]int
+// fileServer is serveDir over a directory of its own, which put fills
+// (before or after the server starts).
+type fileServer struct {
+	*countingServer
+	dir string
 }
 
-func newFilesServer(t *testing.T) *filesServer {
-	fs := &filesServer{files: map[string][]byte{}, gets: map[string]int{}}
-	fs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fs.mu.Lock()
-		fs.gets[r.URL.Path]++
-		b, ok := fs.files[r.URL.Path]
-		fs.mu.Unlock()
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		if strings.HasSuffix(r.URL.Path, ".xml") || strings.Contains(r.URL.Path, "/api/v2/") {
-			w.Header().Set("Content-Type", "application/xml")
-		}
-		w.Write(b)
-	}))
-	t.Cleanup(fs.Close)
-	return fs
+func newFileServer(t *testing.T) *fileServer {
+	dir := t.TempDir()
+	return &fileServer{countingServer: serveDir(t, dir), dir: dir}
 }
 
-func (fs *filesServer) put(path string, b []byte) {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	fs.files[path] = b
-}
-
-func (fs *filesServer) count(path string) int {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	return fs.gets[path]
+func (fs *fileServer) put(t *testing.T, path string, b []byte) {
+	t.Helper()
+	p := filepath.Join(fs.dir, filepath.FromSlash(path))
+	if strings.HasSuffix(path, "/") {
+		p = filepath.Join(p, "index.html") // what http.FileServer answers for a directory
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func hexSum256(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
@@ -92,10 +76,10 @@ func TestCrossOriginPoisoning(t *testing.T) {
 	payload := bytes.Repeat([]byte("the attacker's payload "), 3000)
 
 	t.Run("rpm xml:base", func(t *testing.T) {
-		mirror, evil := newFilesServer(t), newFilesServer(t)
+		mirror, evil := newFileServer(t), newFileServer(t)
 		target := "/el9/os/Packages/h/hello-1.0-1.noarch.rpm"
-		mirror.put(target, good)
-		evil.put("/repo/Packages/p/payload-1.0-1.noarch.rpm", payload)
+		mirror.put(t, target, good)
+		evil.put(t, "/repo/Packages/p/payload-1.0-1.noarch.rpm", payload)
 		primary := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
 <metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="2">
 <package type="rpm"><name>hello</name><arch>noarch</arch>
@@ -110,8 +94,8 @@ func TestCrossOriginPoisoning(t *testing.T) {
 `, hexSum256(payload), len(payload), mirror.URL)
 		gz := gzipped([]byte(primary))
 		psum := hexSum256(gz)
-		evil.put("/repo/repodata/"+psum+"-primary.xml.gz", gz)
-		evil.put("/repo/repodata/repomd.xml", []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+		evil.put(t, "/repo/repodata/"+psum+"-primary.xml.gz", gz)
+		evil.put(t, "/repo/repodata/repomd.xml", []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
 <repomd xmlns="http://linux.duke.edu/metadata/repo"><revision>1</revision>
   <data type="primary"><checksum type="sha256">%s</checksum><location href="repodata/%s-primary.xml.gz"/><size>%d</size></data>
 </repomd>
@@ -131,18 +115,18 @@ func TestCrossOriginPoisoning(t *testing.T) {
 
 	for _, filename := range []string{"//%s/debian/pool/main/h/hello/hello_1.0_all.deb", "../../%s/debian/pool/main/h/hello/hello_1.0_all.deb"} {
 		t.Run("apt Filename "+strings.SplitN(filename, "%", 2)[0], func(t *testing.T) {
-			mirror, evil := newFilesServer(t), newFilesServer(t)
+			mirror, evil := newFileServer(t), newFileServer(t)
 			target := "/debian/pool/main/h/hello/hello_1.0_all.deb"
-			mirror.put(target, good)
-			evil.put("/debian/pool/main/p/payload/payload_1.0_all.deb", payload)
+			mirror.put(t, target, good)
+			evil.put(t, "/debian/pool/main/p/payload/payload_1.0_all.deb", payload)
 			host := strings.TrimPrefix(mirror.URL, "http://")
 			// The payload first: it is learnt whatever warren makes of the
 			// line after it.
 			pkgs := fmt.Sprintf("Package: payload\nVersion: 1.0\nArchitecture: all\nFilename: pool/main/p/payload/payload_1.0_all.deb\nSize: %d\nSHA256: %s\n\n"+
 				"Package: hello\nVersion: 1.0\nArchitecture: all\nFilename: %s\nSize: %d\nSHA256: %s\n\n",
 				len(payload), hexSum256(payload), fmt.Sprintf(filename, host), len(payload), hexSum256(payload))
-			evil.put("/debian/dists/stable/main/binary-all/Packages", []byte(pkgs))
-			evil.put("/debian/dists/stable/Release", []byte(fmt.Sprintf("Suite: stable\nSHA256:\n %s %d main/binary-all/Packages\n", hexSum256([]byte(pkgs)), len(pkgs))))
+			evil.put(t, "/debian/dists/stable/main/binary-all/Packages", []byte(pkgs))
+			evil.put(t, "/debian/dists/stable/Release", []byte(fmt.Sprintf("Suite: stable\nSHA256:\n %s %d main/binary-all/Packages\n", hexSum256([]byte(pkgs)), len(pkgs))))
 			u, _, logs := startWarren(t, "--cache-dir", t.TempDir())
 			c := proxyClient(t, u)
 			for _, p := range []string{"/debian/dists/stable/Release", "/debian/dists/stable/main/binary-all/Packages", "/debian/pool/main/p/payload/payload_1.0_all.deb"} {
@@ -163,7 +147,7 @@ func TestCrossOriginPoisoning(t *testing.T) {
 	}
 
 	t.Run("chocolatey feed", func(t *testing.T) {
-		legit, evil := newFilesServer(t), newFilesServer(t)
+		legit, evil := newFileServer(t), newFileServer(t)
 		entry := func(base string, body []byte) string {
 			sum := sha512.Sum512(body)
 			return fmt.Sprintf(`<?xml version="1.0" encoding="utf-8"?>
@@ -175,10 +159,10 @@ func TestCrossOriginPoisoning(t *testing.T) {
   </m:properties>
 </entry>`, base, base64.StdEncoding.EncodeToString(sum[:]), len(body))
 		}
-		legit.put("/api/v2/Packages(Id='tool',Version='2.0.0')", []byte(entry(legit.URL+"/api/v2/", good)))
-		legit.put("/api/v2/package/tool/2.0.0", good)
-		evil.put("/api/v2/Packages(Id='tool',Version='2.0.0')", []byte(entry(evil.URL+"/api/v2/", payload)))
-		evil.put("/api/v2/package/tool/2.0.0", payload)
+		legit.put(t, "/api/v2/Packages(Id='tool',Version='2.0.0')", []byte(entry(legit.URL+"/api/v2/", good)))
+		legit.put(t, "/api/v2/package/tool/2.0.0", good)
+		evil.put(t, "/api/v2/Packages(Id='tool',Version='2.0.0')", []byte(entry(evil.URL+"/api/v2/", payload)))
+		evil.put(t, "/api/v2/package/tool/2.0.0", payload)
 		cfgFile := filepath.Join(t.TempDir(), "warren.yaml")
 		os.WriteFile(cfgFile, []byte(fmt.Sprintf("chocolatey:\n  upstream: %s/api/v2/\n  feeds:\n    evil: %s/api/v2/\n", legit.URL, evil.URL)), 0o644)
 		u, _, _ := startWarren(t, "--config", cfgFile, "--cache-dir", t.TempDir())
