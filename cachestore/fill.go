@@ -452,7 +452,7 @@ func (f *Fill) Result(ctx context.Context) (Digest, error) {
 // file as it grows. Reads block until bytes arrive or ctx ends; the last
 // byte is held back until the blob is verified; a failed fill makes Read
 // return its error.
-func (f *Fill) NewReader(ctx context.Context, off int64) (io.ReadCloser, error) {
+func (f *Fill) NewReader(ctx context.Context, off int64) (*FillReader, error) {
 	if _, err := f.Wait(ctx); err != nil {
 		return nil, err
 	}
@@ -465,10 +465,11 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (io.ReadCloser, error) 
 	if err != nil {
 		return nil, fmt.Errorf("follow fill %s: %w", f.key, err)
 	}
-	return &fillReader{f: f, ctx: ctx, file: file, off: off, gen: f.gen}, nil
+	return &FillReader{f: f, ctx: ctx, file: file, off: off, gen: f.gen}, nil
 }
 
-type fillReader struct {
+// FillReader follows a fill as it grows (see NewReader).
+type FillReader struct {
 	f    *Fill
 	ctx  context.Context
 	file *os.File
@@ -477,7 +478,7 @@ type fillReader struct {
 	took bool // whether it has returned any byte
 }
 
-func (r *fillReader) Read(p []byte) (int, error) {
+func (r *FillReader) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -539,4 +540,17 @@ func (r *fillReader) Read(p []byte) (int, error) {
 	}
 }
 
-func (r *fillReader) Close() error { return r.file.Close() }
+func (r *FillReader) Close() error { return r.file.Close() }
+
+// Before returns the blob's first n bytes as the fill wrote them, n at
+// most the reader's offset once it has taken a byte: what a client served
+// by this reader has, and what precedes it. They come from the reader's
+// open file, so they stay readable after the fill failed (a full disk)
+// and its temp file went; a caller that goes on from elsewhere hashes them
+// to verify the whole.
+func (r *FillReader) Before(n int64) (io.Reader, error) {
+	if !r.took || n > r.off || n < 0 {
+		return nil, fmt.Errorf("read fill %s: the first %d bytes are not all behind this reader (at %d)", r.f.key, n, r.off)
+	}
+	return io.NewSectionReader(r.file, 0, n), nil
+}

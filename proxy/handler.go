@@ -182,8 +182,8 @@ func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, er
 			continue // another flight stored it between our look and our fill
 		}
 		if isNoSpace(err) && !w.wrote {
-			s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
-			return "pass", s.passThrough(w, r, p, 0)
+			s.log.Warn("cache disk full; serving from upstream without storing, verified as it passes", slog.String("url", p.url), slog.Any("err", err))
+			return "pass", s.serveUnstored(w, r, p, nil)
 		}
 		return missOrHit(hit), err
 	}
@@ -366,11 +366,12 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	if err == nil {
 		return hit, nil
 	}
-	copied := int64(first) + rest
 	if isNoSpace(err) {
-		s.log.Warn("cache disk filled up during a fill; continuing this client from upstream without storing",
-			slog.String("url", p.url), slog.Int64("offset", off+copied))
-		return hit, s.resumeFromUpstream(w, r, p, off+copied, n-copied)
+		end := int64(-1)
+		if n >= 0 {
+			end = off + n
+		}
+		return hit, s.resumeUnstored(w, r, p, rd, off+int64(first)+rest, end)
 	}
 	return hit, err
 }

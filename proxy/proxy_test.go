@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -886,6 +887,27 @@ func TestDiskFullPassesThrough(t *testing.T) {
 	}
 }
 
+// No room on the disk, and upstream now sends other bytes than the
+// metadata says: the pass-through is verified as it streams, so the client
+// never gets the last byte (the connection is cut) and the mismatch counts.
+// A Range request on the full disk gets its part, verified with the rest.
+func TestDiskFullPassThroughVerifies(t *testing.T) {
+	up := newUpstream(t, 50000)
+	h := newHarness(t, up)
+	h.learn()
+	h.stop()
+	h.start(func(_ *Config, s *cachestore.Config) { s.MinFreeBytes = 1 << 62 })
+	resp, body := h.mustGet(up.debURL, http.StatusPartialContent, "Range", "bytes=100-199")
+	if !bytes.Equal(body, up.deb[100:200]) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 100-199/%d", len(up.deb)) {
+		t.Fatalf("range on a full disk: %d bytes, Content-Range %q", len(body), resp.Header.Get("Content-Range"))
+	}
+	evil := randomBytes(len(up.deb), 7)
+	up.hook(debPath, func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", up.modAt, bytes.NewReader(evil))
+	})
+	h.rejectsWrongBytes(up.debURL, evil, up.deb)
+}
+
 // The disk fills up in the middle of a fill (a real, small tmpfs): the
 // client still gets every byte, from upstream, and no temp file remains.
 func TestDiskFillsUpMidTransfer(t *testing.T) {
@@ -959,6 +981,106 @@ func TestDiskFillsUpMidTransfer(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
 		t.Fatalf("half-written files left: %v", left)
+	}
+}
+
+// The disk fills up in the middle of the fill of a hash-known artifact: the
+// client's rest comes from upstream, verified together with the bytes it
+// already had (read back from the failed fill). Right bytes reach the
+// client whole; wrong ones never get their last byte.
+func TestDiskFillsUpMidTransferVerified(t *testing.T) {
+	e2e := os.Getenv("WARREN_E2E") == "1"
+	if os.Geteuid() != 0 {
+		if e2e {
+			t.Fatal("mounting a small tmpfs needs root: run `make test` as root")
+		}
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	for _, tt := range []struct {
+		name  string
+		wrong bool
+	}{{"right rest", false}, {"wrong rest", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "warren-test", dir).CombinedOutput(); err != nil {
+				t.Fatalf("cannot mount tmpfs: %v %s", err, out)
+			}
+			t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+			up := newUpstream(t, 12<<20)
+			h := &harness{t: t, up: up, clock: newClock(), dir: filepath.Join(dir, "cache")}
+			h.start()
+			h.learn()
+			rest := up.deb
+			if tt.wrong {
+				rest = randomBytes(len(up.deb), 9)
+			}
+			// Upstream holds after 64 KiB until the client has bytes and the
+			// file system is full; the rest, asked for with Range, is rest.
+			full := make(chan struct{})
+			up.hook(debPath, func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Range") != "" {
+					http.ServeContent(w, r, "", up.modAt, bytes.NewReader(rest))
+					return
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(up.deb)))
+				for off := 0; off < len(up.deb); off += 64 << 10 {
+					if _, err := w.Write(up.deb[off:min(off+64<<10, len(up.deb))]); err != nil {
+						return
+					}
+					w.(http.Flusher).Flush()
+					if off == 0 {
+						select {
+						case <-full:
+						case <-r.Context().Done():
+							return
+						}
+					}
+				}
+			})
+			resp, err := h.client.Get(up.debURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			first := make([]byte, 1000)
+			if _, err := io.ReadFull(resp.Body, first); err != nil {
+				t.Fatal(err)
+			}
+			fillUp(t, dir, 256<<10)
+			close(full)
+			more, err := io.ReadAll(resp.Body)
+			body := append(first, more...)
+			if tt.wrong {
+				if err == nil || len(body) >= len(up.deb) {
+					t.Fatalf("wrong rest: the client got %d of %d bytes and err %v; want a cut before the last byte", len(body), len(up.deb), err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(body, up.deb) {
+				t.Fatalf("right rest: served %d bytes (exact %v), err %v", len(body), bytes.Equal(body, up.deb), err)
+			}
+			if n := up.count(debPath); n != 2 {
+				t.Fatalf("upstream requests %d, want 2 (the fill, then the resumed rest)", n)
+			}
+		})
+	}
+}
+
+// fillUp fills the file system of dir to its last keep bytes.
+func fillUp(t *testing.T, dir string, keep int64) {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	f, err := os.Create(filepath.Join(dir, "ballast"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, free-keep); err != nil {
+		t.Fatalf("fill the file system: %v", err)
 	}
 }
 

@@ -105,6 +105,10 @@ func TestForgedPeer(t *testing.T) {
 	repo := newPeerRepo(t, 1<<20)
 	wrong := make([]byte, len(repo.deb))
 	rand.Read(wrong)
+	// The overrun is made before any handler runs: built inside one (300 MB
+	// under -race on a slow machine) it took longer than the stall timeout,
+	// the watchdog ended the probe first, and nothing was blamed.
+	extra := bytes.Repeat([]byte("x"), 1<<20)
 	for _, tt := range []struct {
 		name     string
 		blob     http.HandlerFunc
@@ -115,7 +119,11 @@ func TestForgedPeer(t *testing.T) {
 		// taken verify, and upstream is not needed.
 		{"too many bytes", func(w http.ResponseWriter, r *http.Request) {
 			w.Write(repo.deb)
-			w.Write(bytes.Repeat([]byte("x"), 300<<20))
+			for range 300 {
+				if _, err := w.Write(extra); err != nil {
+					return
+				}
+			}
 		}, "more bytes than the expected size", 0},
 		{"wrong bytes", func(w http.ResponseWriter, r *http.Request) {
 			w.Write(wrong)
