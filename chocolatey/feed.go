@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/warren-cache/warren/internal/xmlbound"
 )
 
 // Entry is one package of a feed page.
@@ -63,7 +65,8 @@ var entryKey = regexp.MustCompile(`Packages\(Id='([^']*)',Version='([^']*)'\)`)
 // answer to Packages(Id='x',Version='y')). Other documents (the service
 // document, $metadata) parse to an empty feed with their xml:base.
 func ParseFeed(r io.Reader) (*Feed, error) {
-	dec := xml.NewDecoder(r)
+	// Bounded: nesting and token size capped (see xmlbound).
+	dec := xml.NewDecoder(xmlbound.NewReader(r, 0, 0))
 	dec.Strict = true
 	dec.CharsetReader = func(label string, in io.Reader) (io.Reader, error) {
 		if strings.EqualFold(label, "utf-8") {

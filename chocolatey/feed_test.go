@@ -2,10 +2,14 @@ package chocolatey
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/warren-cache/warren/internal/xmlbound"
 )
 
 const (
@@ -124,5 +128,31 @@ func TestValidIDAndVersion(t *testing.T) {
 		if ValidVersion(v) {
 			t.Errorf("ValidVersion(%q) = true", v)
 		}
+	}
+}
+
+// A feed page of nested elements or of one huge text is refused early with
+// a clear error, whatever its size (the proxy reads up to 16 MiB of one).
+func TestFeedBombsAreRefused(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		doc  string
+		want error
+	}{
+		{"nesting", `<feed xmlns="http://www.w3.org/2005/Atom">` + strings.Repeat("<entry>", 1<<20), xmlbound.ErrTooDeep},
+		{"text", `<feed xmlns="http://www.w3.org/2005/Atom"><title>` + strings.Repeat(" ", 15<<20), xmlbound.ErrTokenTooLarge},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := ParseFeed(strings.NewReader(tt.doc))
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err %v, want %v", err, tt.want)
+			}
+			if n := after.TotalAlloc - before.TotalAlloc; n > 64<<20 {
+				t.Fatalf("the parse allocated %d MiB before refusing the bomb", n>>20)
+			}
+		})
 	}
 }

@@ -14,6 +14,10 @@ import (
 // a few KiB; anything near this is not apt metadata.
 const maxLine = 1 << 20
 
+// maxReleaseFiles bounds the files one Release lists: Debian's and
+// Ubuntu's list a few thousand; a million is a file built to fill memory.
+const maxReleaseFiles = 1 << 20
+
 // FileEntry is one line of a Release file's SHA256 section.
 type FileEntry struct {
 	Path   string // relative to the directory holding Release
@@ -65,6 +69,9 @@ func ParseRelease(r io.Reader) (*ReleaseFile, error) {
 			e, err := parseChecksumLine(line)
 			if err != nil {
 				return nil, fmt.Errorf("release line %d: %w", lineNo, err)
+			}
+			if len(rel.Files) == maxReleaseFiles {
+				return nil, fmt.Errorf("release line %d: more than %d files listed; not a repository's Release", lineNo, maxReleaseFiles)
 			}
 			rel.Files = append(rel.Files, e)
 			continue

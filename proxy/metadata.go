@@ -260,6 +260,9 @@ type emitFunc func(key string, inScope bool, k cachestore.Known) error
 // parseMeta turns one metadata file into URL -> digest facts, each passed
 // to emit with its canonical key and whether it lies inside scope.
 func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.Reader, emit emitFunc) error {
+	// A parse of a large (or hostile) file ends with the daemon: each read
+	// asks whether it is shutting down.
+	r = ctxReader{ctx: ctx, r: r}
 	switch p.meta {
 	case metaRelease:
 		rel, err := debian.ParseRelease(bufio.NewReader(r))
@@ -386,4 +389,17 @@ func CountKnown(idx interface{ KnownKeys(func(string)) error }) (map[string]int6
 		}
 	})
 	return counts, err
+}
+
+// ctxReader fails its reads once ctx has ended.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("stopped: %w", err)
+	}
+	return c.r.Read(p)
 }

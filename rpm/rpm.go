@@ -8,6 +8,8 @@ import (
 	"io"
 	"path"
 	"strings"
+
+	"github.com/warren-cache/warren/internal/xmlbound"
 )
 
 // Kind says what an RPM repository URL names.
@@ -274,9 +276,10 @@ func (xp xmlPackage) toPackage() (Package, error) {
 }
 
 // newDecoder is strict: undefined entities (and so entity tricks) are
-// errors, not expansions.
+// errors, not expansions; and bounded: nesting and token size are capped,
+// so a small compressed bomb cannot grow the daemon without end.
 func newDecoder(r io.Reader) *xml.Decoder {
-	dec := xml.NewDecoder(r)
+	dec := xml.NewDecoder(xmlbound.NewReader(r, 0, 0))
 	dec.Strict = true
 	dec.Entity = nil
 	dec.CharsetReader = func(label string, in io.Reader) (io.Reader, error) {

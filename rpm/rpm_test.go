@@ -2,10 +2,14 @@ package rpm
 
 import (
 	"errors"
+	"io"
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/warren-cache/warren/internal/xmlbound"
 )
 
 func TestClassify(t *testing.T) {
@@ -131,5 +135,64 @@ func TestParseHostileOrBroken(t *testing.T) {
 	}
 	if _, err := ParseRepomd(strings.NewReader(`<repomd><data type="primary"><checksum type="sha256">` + strings.Repeat("a", 64) + `</checksum><location href="../x"/></data></repomd>`)); err == nil {
 		t.Fatal("repomd with an escaping href accepted")
+	}
+}
+
+// repeat is n bytes: head, then unit over and over, streamed, never built.
+func repeat(head, unit string, n int64) io.Reader {
+	return io.LimitReader(io.MultiReader(strings.NewReader(head), &cycle{unit: unit}), n)
+}
+
+type cycle struct {
+	unit string
+	off  int
+}
+
+func (c *cycle) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = c.unit[c.off]
+		c.off = (c.off + 1) % len(c.unit)
+	}
+	return len(p), nil
+}
+
+// allocated is how many bytes fn allocated on the heap.
+func allocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// The bombs a probe of the daemon found: 10 M nested elements in a
+// repomd.xml (773 MiB held before the bound), and a primary.xml of nested
+// elements or of 1 GiB of spaces (RSS past 1.5 GiB). Each is refused early
+// with a clear error, having allocated a few MiB.
+func TestBombsAreRefused(t *testing.T) {
+	primary := func(r io.Reader) error { return ParsePrimary(r, func(Package) error { return nil }) }
+	repomd := func(r io.Reader) error { _, err := ParseRepomd(r); return err }
+	for _, tt := range []struct {
+		name  string
+		parse func(io.Reader) error
+		doc   io.Reader
+		want  error
+	}{
+		{"repomd nesting", repomd, repeat("<repomd>", "<data>", 30<<20), xmlbound.ErrTooDeep},
+		{"primary nesting", primary, repeat("<metadata>", "<package>", 30<<20), xmlbound.ErrTooDeep},
+		{"primary of spaces", primary, repeat("<metadata>", " ", 1<<30), xmlbound.ErrTokenTooLarge},
+		{"description of a GiB", primary, repeat(`<metadata><package type="rpm"><description>`, "x", 1<<30), xmlbound.ErrTokenTooLarge},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			bytes := allocated(func() { err = tt.parse(tt.doc) })
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("err %v, want %v", err, tt.want)
+			}
+			if bytes > 64<<20 {
+				t.Fatalf("the parse allocated %d MiB before refusing the bomb", bytes>>20)
+			}
+			t.Logf("refused after %d KiB allocated: %v", bytes>>10, err)
+		})
 	}
 }
