@@ -45,6 +45,11 @@ type Stream struct {
 	// Hold keeps this stream's bytes from the fill's readers until the
 	// whole blob verifies (a LAN peer: never streamed through unverified).
 	Hold bool
+	// MinRate, when set, is the average rate in bytes/s the stream must
+	// keep from its first StallTimeout on (a peer that holds the whole
+	// blob on the LAN): the stall rule alone lets a source that sends just
+	// above MinProgress hold a fill for minutes.
+	MinRate int64
 }
 
 // ContentRangeTotal reads the whole size from a 206's Content-Range
@@ -293,15 +298,17 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 	// MinProgress (or sent all that was left); else its body is closed,
 	// which unblocks the Read below.
 	var progress atomic.Int64
-	var stalled atomic.Bool
+	var stalled, slow atomic.Bool
+	var total int64 // bytes of this stream, as of the last tick
+	period := r.e.cfg.StallTimeout
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(r.e.cfg.StallTimeout)
+		t := time.NewTicker(period)
 		defer t.Stop()
-		for {
+		for ticks := int64(1); ; ticks++ {
 			select {
 			case <-done:
 				return
@@ -310,11 +317,22 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 				// byte in, the probe for one more must not wait forever on
 				// a source that holds the connection open.
 				need := r.e.cfg.MinProgress
+				left := int64(1)
 				if r.size >= 0 {
-					need = max(min(need, r.size-r.f.Written()), 1)
+					left = r.size - r.f.Written()
+					need = max(min(need, left), 1)
 				}
-				if progress.Swap(0) < need {
+				got := progress.Swap(0)
+				total += got
+				if got < need {
 					stalled.Store(true)
+					body.Close()
+					return
+				}
+				// Elapsed time counted in ticks, not read from a clock: the
+				// rule is the same on a slow machine.
+				if st.MinRate > 0 && left > 0 && float64(total) < float64(st.MinRate)*(time.Duration(ticks)*period).Seconds() {
+					slow.Store(true)
 					body.Close()
 					return
 				}
@@ -362,8 +380,11 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 		if rerr == nil {
 			continue
 		}
-		if stalled.Load() {
-			err := fmt.Errorf("%w: less than %d bytes in %s from %s", ErrStalled, r.e.cfg.MinProgress, r.e.cfg.StallTimeout, st.From)
+		if stalled.Load() || slow.Load() {
+			err := fmt.Errorf("%w: less than %d bytes in %s from %s", ErrStalled, r.e.cfg.MinProgress, period, st.From)
+			if slow.Load() {
+				err = fmt.Errorf("%w: %s sent below the %d bytes/s it must average", ErrStalled, st.From, st.MinRate)
+			}
 			st.blame(err)
 			return false, err
 		}

@@ -30,6 +30,8 @@ type httpSource struct {
 	url    string
 	name   string
 	hold   bool // peer-like: its bytes wait for verification
+	// minRate: the average it must keep (a peer that holds the blob).
+	minRate int64
 	mu     sync.Mutex
 	blamed []error
 	opens  int
@@ -55,7 +57,7 @@ func (h *httpSource) Open(ctx context.Context, off int64) (*Stream, error) {
 	if resp.StatusCode == http.StatusPartialContent {
 		size = -1
 	}
-	return &Stream{Body: resp.Body, From: h.name, Size: size, Hold: h.hold, Blame: func(reason error) {
+	return &Stream{Body: resp.Body, From: h.name, Size: size, Hold: h.hold, MinRate: h.minRate, Blame: func(reason error) {
 		h.mu.Lock()
 		h.blamed = append(h.blamed, reason)
 		h.mu.Unlock()
@@ -187,13 +189,31 @@ func TestHostileSourceThenGood(t *testing.T) {
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
 		}, ErrStalled},
+		// Wrong bytes just above the stall rule (40 KiB a period against
+		// 32 KiB): a holder must average its MinRate, so it is cut at the
+		// first period instead of holding the fill to its end.
+		{"steady just above the stall rule", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(wrong)))
+			for off := 0; off < len(wrong); off += 40 << 10 {
+				if _, err := w.Write(wrong[off:min(off+40<<10, len(wrong))]); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}, ErrStalled},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openStore(t)
 			e := New(Config{StallTimeout: 200 * time.Millisecond})
-			bad := &httpSource{url: serve(t, tt.handler), name: "hostile", hold: true}
-			next := &httpSource{url: good, name: "good"}
+			bad := &httpSource{url: serve(t, tt.handler), name: "hostile", hold: true, minRate: 1 << 20}
+			// Twice: after held wrong bytes the fill starts again from it.
+			next := &httpSource{url: good, name: "good", max: 2}
 			got, res, client, err := runFillWithClient(t, e, s, Want{Digest: d, Size: int64(len(body))}, bad, next)
 			if err != nil {
 				t.Fatalf("fill failed: %v", err)

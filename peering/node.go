@@ -43,8 +43,16 @@ type Config struct {
 	ElectionWindow time.Duration // how long wants are collected; default 300ms
 	Heartbeat      time.Duration // "downloading" interval; default 1s
 	MaxWait        time.Duration // bound on waiting for other peers; default 10m
-	SpaceAware     bool
-	Secret         []byte
+	// BusyLimit is how long a peer may keep answering "busy" to this
+	// node's blob requests for one fill before that counts as a failed
+	// try (default 10s, the fill's stall timeout): a host that claims the
+	// blob and never serves it must not hold a download for MaxWait.
+	BusyLimit time.Duration
+	// HolderMinRate is the average a peer that holds the whole blob must
+	// send at (bytes/s; default 128 KiB/s, far below any LAN).
+	HolderMinRate int64
+	SpaceAware    bool
+	Secret        []byte
 
 	// FreeBytes is the room this node has for new blobs.
 	FreeBytes func() uint64
@@ -159,6 +167,12 @@ func Listen(cfg Config) (*Node, error) {
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 10 * time.Minute
+	}
+	if cfg.BusyLimit <= 0 {
+		cfg.BusyLimit = 10 * time.Second
+	}
+	if cfg.HolderMinRate <= 0 {
+		cfg.HolderMinRate = 128 << 10
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -47,6 +47,8 @@ type Source struct {
 	// tried: it is tried again only on a newer one, so a dead downloader
 	// costs one failed try, not the whole retry budget before re-election.
 	triedBeat map[NodeID]time.Time
+	// busySince is when each peer first answered "busy" in this fill.
+	busySince map[NodeID]time.Time
 }
 
 var _ fill.Source = (*Source)(nil)
@@ -59,7 +61,7 @@ var _ fill.Source = (*Source)(nil)
 // Done.
 func (n *Node) Source(ctx context.Context, d cachestore.Digest, size int64, progress func() int64) fill.Source {
 	s := &Source{n: n, d: d, size: size, progress: progress, asked: make(chan struct{}),
-		triedHave: map[NodeID]bool{}, triedBeat: map[NodeID]time.Time{}}
+		triedHave: map[NodeID]bool{}, triedBeat: map[NodeID]time.Time{}, busySince: map[NodeID]time.Time{}}
 	// Interest first: a peer that asks about d from now on hears that we
 	// want it too, so two nodes can never both think they are alone.
 	n.updateFor(d, true, func(e *election) { e.interest = true })
@@ -102,7 +104,7 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 			if !n.table.Good(p.ID) {
 				continue // marked since it answered (its address failed us)
 			}
-			if st, ok := s.try(ctx, p, off); ok {
+			if st, ok := s.try(ctx, p, off, true); ok {
 				return st, nil
 			}
 			continue
@@ -120,12 +122,12 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 			n.startBeats(s.d, s.size, s.progress)
 			s.over = fmt.Errorf("%w: no peer has or wants it; this node fetches it", ErrNoPeer)
 		default:
-			p, err := s.elect(ctx)
+			p, complete, err := s.elect(ctx)
 			if err != nil {
 				s.over = err
 				break
 			}
-			if st, ok := s.try(ctx, p, off); ok {
+			if st, ok := s.try(ctx, p, off, complete); ok {
 				return st, nil
 			}
 		}
@@ -133,10 +135,11 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
 }
 
-// try opens p's stream; false (with the failure counted, unless p was
-// merely busy) when it did not answer with the blob.
-func (s *Source) try(ctx context.Context, p Peer, off int64) (*fill.Stream, bool) {
-	st, err := s.open(ctx, p, off)
+// try opens p's stream (complete: p holds the whole blob, rather than
+// downloading it); false (with the failure counted, unless p was merely
+// busy, for less than BusyLimit) when it did not answer with the blob.
+func (s *Source) try(ctx context.Context, p Peer, off int64, complete bool) (*fill.Stream, bool) {
+	st, err := s.open(ctx, p, off, complete)
 	if err == nil {
 		s.handed = true
 		return st, true
@@ -145,14 +148,22 @@ func (s *Source) try(ctx context.Context, p Peer, off int64) (*fill.Stream, bool
 		s.over = ctx.Err()
 		return nil, false
 	}
-	if !errors.Is(err, errBusy) {
-		s.failures++
-		// It said it had the blob (or was fetching it) and could not give
-		// it: not asked again for a while, whoever else it claims to be.
-		s.n.table.MarkBad(p.ID, p.AddrPort(), failedPeerPause)
-		s.n.log.Info("peer transfer failed; not asking it for a while", slog.String("peer", p.ID.String()), slog.String("digest", s.d.String()),
-			slog.Duration("pause", failedPeerPause), slog.Any("err", err))
+	if errors.Is(err, errBusy) {
+		first, seen := s.busySince[p.ID]
+		if !seen {
+			s.busySince[p.ID] = s.n.now()
+		}
+		if !seen || s.n.now().Sub(first) < s.n.cfg.BusyLimit {
+			return nil, false
+		}
+		err = fmt.Errorf("busy to every request for %s", s.n.cfg.BusyLimit)
 	}
+	s.failures++
+	// It said it had the blob (or was fetching it) and could not give
+	// it: not asked again for a while, whoever else it claims to be.
+	s.n.table.MarkBad(p.ID, p.AddrPort(), failedPeerPause)
+	s.n.log.Info("peer transfer failed; not asking it for a while", slog.String("peer", p.ID.String()), slog.String("digest", s.d.String()),
+		slog.Duration("pause", failedPeerPause), slog.Any("err", err))
 	return nil, false
 }
 
@@ -162,7 +173,7 @@ var errBusy = errors.New("peer busy")
 const failedPeerPause = 2 * time.Minute
 
 // open asks p for the blob from off on.
-func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, error) {
+func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*fill.Stream, error) {
 	n := s.n
 	u := "http://" + p.AddrPort().String() + BlobPathPrefix + s.d.Algo + "/" + s.d.Hex
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -202,11 +213,18 @@ func (s *Source) open(ctx context.Context, p Peer, off int64) (*fill.Stream, err
 		size = -1 // a growing file of unknown size: the engine caps at the expected size
 	}
 	id, addr := p.ID, p.AddrPort()
+	var minRate int64
+	if complete {
+		// A holder sends at LAN speed; a downloader only as fast as its
+		// own source, which the stall rule alone watches.
+		minRate = n.cfg.HolderMinRate
+	}
 	return &fill.Stream{
-		Body: resp.Body,
-		From: "peer " + id.String(),
-		Size: size,
-		Hold: true, // a peer's bytes reach clients only once they verify
+		MinRate: minRate,
+		Body:    resp.Body,
+		From:    "peer " + id.String(),
+		Size:    size,
+		Hold:    true, // a peer's bytes reach clients only once they verify
 		Blame: func(reason error) {
 			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				// Its copy may have rotted: tell it, so it rechecks.
@@ -241,7 +259,7 @@ func pickWeighted(ps []Peer) int {
 // When this node wins, it heartbeats and returns ErrNoPeer (fetch it
 // yourself). Heartbeats that stop for three intervals drop the winner and
 // elect again among the rest.
-func (s *Source) elect(ctx context.Context) (Peer, error) {
+func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 	n := s.n
 	d := s.d
 	if !s.electing {
@@ -256,16 +274,20 @@ func (s *Source) elect(ctx context.Context) (Peer, error) {
 	for {
 		snap, changed := n.snapshot(d)
 		// Anyone who has it, or is already downloading it, beats an election.
-		if p, ok := s.holder(snap); ok {
-			return p, nil
+		if p, complete, ok := s.holder(snap); ok {
+			return p, complete, nil
 		}
 		if s.decided {
 			last := snap.beatAt[s.winner]
 			if last.IsZero() {
 				last = s.decidedAt
 			}
-			if n.now().Sub(last) > 3*n.cfg.Heartbeat {
-				n.log.Info("elected downloader went quiet; electing again", slog.String("digest", d.String()), slog.String("was", s.winner.String()))
+			// Quiet, or failed us since (a downloader that answers every
+			// request "busy"): heartbeats it may still send do not make it
+			// worth waiting for.
+			quiet := n.now().Sub(last) > 3*n.cfg.Heartbeat
+			if failed := s.winner != n.cfg.ID && !n.table.Good(s.winner); quiet || failed {
+				n.log.Info("elected downloader went quiet or failed; electing again", slog.String("digest", d.String()), slog.String("was", s.winner.String()))
 				w := s.winner
 				n.update(d, func(e *election) { e.dead[w] = true; delete(e.wants, w) })
 				s.decided = false
@@ -286,21 +308,21 @@ func (s *Source) elect(ctx context.Context) (Peer, error) {
 		if !s.decided && s.windowEnd == nil {
 			w, ok := computeWinner(snap, s.size, n.cfg.SpaceAware)
 			if !ok {
-				return Peer{}, fmt.Errorf("%w: no wanting peer has room for it", ErrNoPeer)
+				return Peer{}, false, fmt.Errorf("%w: no wanting peer has room for it", ErrNoPeer)
 			}
 			s.winner, s.decided, s.decidedAt = w, true, n.now()
 			if w == n.cfg.ID {
 				n.startBeats(d, s.size, s.progress)
-				return Peer{}, fmt.Errorf("%w: this node was elected to download it", ErrNoPeer)
+				return Peer{}, false, fmt.Errorf("%w: this node was elected to download it", ErrNoPeer)
 			}
 			n.log.Debug("waiting for the elected downloader", slog.String("digest", d.String()), slog.String("winner", w.String()))
 		}
 		if n.now().After(s.deadline) {
-			return Peer{}, fmt.Errorf("%w: no peer delivered within %s", ErrNoPeer, n.cfg.MaxWait)
+			return Peer{}, false, fmt.Errorf("%w: no peer delivered within %s", ErrNoPeer, n.cfg.MaxWait)
 		}
 		select {
 		case <-ctx.Done():
-			return Peer{}, ctx.Err()
+			return Peer{}, false, ctx.Err()
 		case <-s.windowEnd:
 			s.windowEnd = nil
 		case <-changed:
@@ -328,7 +350,7 @@ func (s *Source) liveDownloader(snap election) (NodeID, bool) {
 
 // holder picks a node that has d and was not tried yet, or a live
 // downloader with a heartbeat newer than its last try.
-func (s *Source) holder(snap election) (Peer, bool) {
+func (s *Source) holder(snap election) (p Peer, complete, ok bool) {
 	n := s.n
 	var cands []Peer
 	for id := range snap.haves {
@@ -339,7 +361,7 @@ func (s *Source) holder(snap election) (Peer, bool) {
 	if len(cands) > 0 {
 		p := cands[pickWeighted(cands)]
 		s.triedHave[p.ID] = true
-		return p, true
+		return p, true, true
 	}
 	for id, at := range snap.beatAt {
 		if snap.dead[id] || n.now().Sub(at) > 3*n.cfg.Heartbeat || id == n.cfg.ID || !at.After(s.triedBeat[id]) {
@@ -347,8 +369,8 @@ func (s *Source) holder(snap election) (Peer, bool) {
 		}
 		s.triedBeat[id] = at
 		if p, ok := n.table.Get(id); ok && n.table.Good(id) {
-			return p, true
+			return p, false, true
 		}
 	}
-	return Peer{}, false
+	return Peer{}, false, false
 }

@@ -118,6 +118,9 @@ func (d *daemon) startPeering() error {
 		ID: d.id, Priority: cfg.Priority, Passive: passive, Port: port,
 		ListenUDP: udp, Broadcast: bcast, Static: cfg.peers,
 		MaxPeers: cfg.MaxPeers, PeerRetries: cfg.PeerRetries,
+		// A peer busy to every request for as long as the stall rule allows
+		// any source counts as a failed try.
+		BusyLimit:    cfg.StallTimeout.Duration,
 		QueryTimeout: cfg.QueryTimeout.Duration, ElectionWindow: cfg.ElectionWindow.Duration, Heartbeat: cfg.Heartbeat.Duration,
 		SpaceAware: cfg.SpaceAwareElection, Secret: secret,
 		FreeBytes: func() uint64 { return uint64(d.store.Free()) },

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,13 +28,18 @@ type forgedPeer struct {
 	blobs atomic.Int64 // blob requests served
 }
 
-func startForgedPeer(t *testing.T, blob http.HandlerFunc) *forgedPeer {
-	return startForger(t, "127.0.0.1", 1, blob)
+// forgerSetup is how a forged peer presents itself.
+type forgerSetup struct {
+	host string
+	ids  int
+	// downloading: it answers a want with "downloading" heartbeats, every
+	// 300ms from then on, instead of "have".
+	downloading bool
 }
 
-func startForger(t *testing.T, host string, ids int, blob http.HandlerFunc) *forgedPeer {
+func startForger(t *testing.T, how forgerSetup, blob http.HandlerFunc) *forgedPeer {
 	t.Helper()
-	ln, err := net.Listen("tcp", host+":0")
+	ln, err := net.Listen("tcp", how.host+":0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,11 +55,21 @@ func startForger(t *testing.T, host string, ids int, blob http.HandlerFunc) *for
 		blob(w, r)
 	})}
 	go srv.Serve(ln)
-	self := make([]peering.NodeID, ids)
+	self := make([]peering.NodeID, how.ids)
 	for i := range self {
 		rand.Read(self[i][:])
 	}
-	done := make(chan struct{})
+	done, stop := make(chan struct{}), make(chan struct{})
+	var beats sync.WaitGroup
+	send := func(reply peering.Message, to net.Addr) {
+		reply.HTTPPort, reply.Priority, reply.FreeBytes, reply.Sent = uint16(port), 1000, 1<<40, time.Now().UnixMilli()
+		var nonce [8]byte
+		rand.Read(nonce[:])
+		reply.Nonce = binary.BigEndian.Uint64(nonce[:])
+		if b, err := peering.Encode(reply, nil); err == nil {
+			pc.WriteTo(b, to)
+		}
+	}
 	go func() {
 		defer close(done)
 		buf := make([]byte, peering.MaxDatagram+1)
@@ -66,29 +83,43 @@ func startForger(t *testing.T, host string, ids int, blob http.HandlerFunc) *for
 				continue
 			}
 			for _, id := range self {
-				reply := peering.Message{From: id, HTTPPort: uint16(port), Priority: 1000, FreeBytes: 1 << 40, Sent: time.Now().UnixMilli()}
-				var nonce [8]byte
-				rand.Read(nonce[:])
-				reply.Nonce = binary.BigEndian.Uint64(nonce[:])
+				reply := peering.Message{From: id}
 				switch m.Type {
 				case peering.MsgHello:
 					reply.Type = peering.MsgHello
 				case peering.MsgQuery:
 					reply.Type, reply.ReqID, reply.Digest, reply.Has, reply.Ready, reply.FreeSlots = peering.MsgAnswer, m.ReqID, m.Digest, true, true, 2
 				case peering.MsgWant:
+					if how.downloading {
+						beats.Add(1)
+						go func() {
+							defer beats.Done()
+							tick := time.NewTicker(300 * time.Millisecond)
+							defer tick.Stop()
+							for done := int64(1); ; done++ {
+								send(peering.Message{From: id, Type: peering.MsgDownloading, Digest: m.Digest, Done: done, Total: -1}, src)
+								select {
+								case <-stop:
+									return
+								case <-tick.C:
+								}
+							}
+						}()
+						continue
+					}
 					reply.Type, reply.Digest = peering.MsgHave, m.Digest
 				default:
 					continue
 				}
-				if b, err := peering.Encode(reply, nil); err == nil {
-					pc.WriteTo(b, src)
-				}
+				send(reply, src)
 			}
 		}
 	}()
 	t.Cleanup(func() {
+		close(stop)
 		pc.Close()
 		<-done
+		beats.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
@@ -110,14 +141,15 @@ func TestForgedPeer(t *testing.T) {
 	// the watchdog ended the probe first, and nothing was blamed.
 	extra := bytes.Repeat([]byte("x"), 1<<20)
 	for _, tt := range []struct {
-		name     string
-		blob     http.HandlerFunc
-		blame    string // what the victim's log must say of the peer
-		upstream int    // GETs of the artifact upstream
+		name        string
+		downloading bool // the forger says it is downloading, with heartbeats
+		blob        http.HandlerFunc
+		blame       string // what the victim's log must say of the peer
+		upstream    int    // GETs of the artifact upstream
 	}{
 		// The right bytes and 300 MB more: cut at the size, the bytes
 		// taken verify, and upstream is not needed.
-		{"too many bytes", func(w http.ResponseWriter, r *http.Request) {
+		{"too many bytes", false, func(w http.ResponseWriter, r *http.Request) {
 			w.Write(repo.deb)
 			for range 300 {
 				if _, err := w.Write(extra); err != nil {
@@ -125,10 +157,10 @@ func TestForgedPeer(t *testing.T) {
 				}
 			}
 		}, "more bytes than the expected size", 0},
-		{"wrong bytes", func(w http.ResponseWriter, r *http.Request) {
+		{"wrong bytes", false, func(w http.ResponseWriter, r *http.Request) {
 			w.Write(wrong)
 		}, "digest mismatch", 1},
-		{"trickle", func(w http.ResponseWriter, r *http.Request) {
+		{"trickle", false, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(repo.deb)))
 			for i := range repo.deb {
 				if _, err := w.Write(repo.deb[i : i+1]); err != nil {
@@ -142,15 +174,39 @@ func TestForgedPeer(t *testing.T) {
 				}
 			}
 		}, "too little progress", 1},
-		{"stall after the headers", func(w http.ResponseWriter, r *http.Request) {
+		{"stall after the headers", false, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Length", strconv.Itoa(len(repo.deb)))
 			w.Write(repo.deb[:1000])
 			w.(http.Flusher).Flush()
 			<-r.Context().Done()
 		}, "too little progress", 1},
+		// 40 KiB/s passes the stall rule (32 KiB a period); a peer that
+		// holds the blob must average far more, so it is left at the
+		// first period, not after the 25 s the whole MiB would take.
+		{"steady just above the stall rule", false, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", strconv.Itoa(len(repo.deb)))
+			for off := 0; off < len(repo.deb); off += 4 << 10 {
+				if _, err := w.Write(repo.deb[off:min(off+4<<10, len(repo.deb))]); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}, "bytes/s it must average", 1},
+		// "Has it", then busy to every request while it heartbeats that it
+		// is downloading: a 503 is no failure, so this held the fill for
+		// MaxWait (10 minutes). Busy for the stall timeout is a failed try.
+		{"always busy", true, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+		}, "busy to every request", 1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			forged := startForgedPeer(t, tt.blob)
+			forged := startForger(t, forgerSetup{host: "127.0.0.1", ids: 1, downloading: tt.downloading}, tt.blob)
 			victim, took, upstream := fetchBesideForger(t, forged, repo)
 			logs := victim.logs
 			if forged.blobs.Load() == 0 {
@@ -159,7 +215,10 @@ func TestForgedPeer(t *testing.T) {
 			if upstream != tt.upstream {
 				t.Fatalf("upstream GETs of the artifact %d, want %d", upstream, tt.upstream)
 			}
-			logs.waitFor(t, "peer blamed", 10*time.Second)
+			logs.waitFor(t, tt.blame, 10*time.Second)
+			if !strings.Contains(logs.String(), "peer blamed") && !strings.Contains(logs.String(), "peer transfer failed") {
+				t.Fatal("the victim's log blames no peer")
+			}
 			if !bytes.Contains([]byte(logs.String()), []byte(tt.blame)) {
 				t.Fatalf("the victim's log does not say %q", tt.blame)
 			}
@@ -181,6 +240,10 @@ func fetchBesideForger(t *testing.T, forger *forgedPeer, repo *peerRepo) (*node,
 	victim.learn(t, repo)
 	before := repo.up.count(repo.path)
 	start := time.Now()
+	// No forger may hold a fill past the stall rule (1s here) for each of
+	// the few sources; a minute is that many times over, and far below the
+	// ten minutes an always-busy downloader held it for before.
+	victim.client.Timeout = time.Minute
 	got, err := victim.get(t, repo.up.URL+repo.path)
 	took := time.Since(start)
 	if err != nil || !bytes.Equal(got, repo.deb) {
