@@ -14,7 +14,7 @@ func BenchmarkUploadRate(b *testing.B) {
 	body := make([]byte, 4<<20)
 	store, d := testBlobTB(b, body)
 	const limit = 8 << 20
-	bs := NewBlobServer(store, 2, limit, nil, nil)
+	bs := NewBlobServer(store, BlobConfig{Slots: 2, UploadRate: limit})
 	srv := httptest.NewServer(bs)
 	defer srv.Close()
 	defer http.DefaultClient.CloseIdleConnections()

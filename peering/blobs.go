@@ -43,6 +43,7 @@ type BlobServer struct {
 	limiter *rate.Limiter // nil: unlimited
 	secret  []byte
 	log     *slog.Logger
+	now     func() time.Time
 
 	// writeTimeout bounds each write to a peer: one that stops reading
 	// loses its slot instead of holding it (default 30s).
@@ -60,16 +61,29 @@ type BlobServer struct {
 	busy     atomic.Int64 // requests refused for want of a slot
 }
 
-// NewBlobServer builds the handler. uploadRate is bytes/s, 0 unlimited.
-func NewBlobServer(store BlobStore, slots int, uploadRate int64, secret []byte, log *slog.Logger) *BlobServer {
-	if slots < 1 {
-		slots = 1
+// BlobConfig is the blob server's policy.
+type BlobConfig struct {
+	Slots      int   // uploads at once (at least 1)
+	UploadRate int64 // bytes/s shared by all uploads; 0: unlimited
+	Secret     []byte
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// NewBlobServer builds the handler.
+func NewBlobServer(store BlobStore, cfg BlobConfig) *BlobServer {
+	slots := max(cfg.Slots, 1)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: secret, log: log, writeTimeout: 30 * time.Second,
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: cfg.Secret, log: cfg.Logger, now: cfg.Now, writeTimeout: 30 * time.Second,
 		used: map[uint64]int64{}, sent: map[sentKey]time.Time{}}
-	if uploadRate > 0 {
-		burst := int(min(uploadRate, 1<<20))
-		bs.limiter = rate.NewLimiter(rate.Limit(uploadRate), burst)
+	if cfg.UploadRate > 0 {
+		burst := int(min(cfg.UploadRate, 1<<20))
+		bs.limiter = rate.NewLimiter(rate.Limit(cfg.UploadRate), burst)
 	}
 	return bs
 }
@@ -131,7 +145,7 @@ func (bs *BlobServer) checkToken(tok string, d cachestore.Digest, remote netip.A
 	if err1 != nil || err2 != nil {
 		return errors.New("malformed group token")
 	}
-	now := time.Now().Unix()
+	now := bs.now().Unix()
 	if expiry < now || expiry > now+int64((TokenLife+ReplayWindow)/time.Second) {
 		return fmt.Errorf("group token expired or not yet valid (expiry %d, now %d): are the peers' clocks in sync?", expiry, now)
 	}
@@ -165,7 +179,7 @@ func (bs *BlobServer) checkToken(tok string, d cachestore.Digest, remote netip.A
 // recordSent remembers that d went to a: only then is its bad-blob report
 // about d believed.
 func (bs *BlobServer) recordSent(a netip.Addr, d cachestore.Digest) {
-	now := time.Now()
+	now := bs.now()
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
 	if len(bs.sent) >= 4096 {
@@ -189,7 +203,7 @@ func (bs *BlobServer) SentTo(a netip.Addr, d cachestore.Digest) bool {
 	bs.mu.Lock()
 	defer bs.mu.Unlock()
 	at, ok := bs.sent[sentKey{a, d}]
-	return ok && time.Since(at) <= sentMemory
+	return ok && bs.now().Sub(at) <= sentMemory
 }
 
 func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -228,12 +242,17 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		bs.active.Add(-1)
 		<-bs.slots
 	}()
-	if r.Method == http.MethodGet {
-		bs.recordSent(remote, d)
-	}
 	lw := &limitedWriter{ctx: r.Context(), w: w, rc: http.NewResponseController(w), timeout: bs.writeTimeout, lim: bs.limiter, sent: &bs.uploaded}
+	// Only a requester that is sent the blob may later report it bad: one
+	// that got a 404 has nothing to report.
+	sending := func() {
+		if r.Method == http.MethodGet {
+			bs.recordSent(remote, d)
+		}
+	}
 	if f, bi, err := bs.store.OpenBlob(d); err == nil {
 		defer f.Close()
+		sending()
 		w.Header().Set("Content-Type", "application/octet-stream")
 		http.ServeContent(lw, r, "", bi.Added, f.File)
 		return
@@ -243,11 +262,12 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "warren: not here", http.StatusNotFound)
 		return
 	}
-	bs.serveFill(lw, r, fill, d)
+	bs.serveFill(lw, r, fill, sending)
 }
 
 // serveFill streams a blob that is still arriving, from the Range offset.
-func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachestore.Fill, d cachestore.Digest) {
+// sending is called once the blob is about to be sent.
+func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachestore.Fill, sending func()) {
 	// As long as the downloader may wait for upstream's first byte.
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	info, err := fill.Wait(ctx)
@@ -261,8 +281,12 @@ func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachest
 		v, ok := strings.CutPrefix(rg, "bytes=")
 		v, ok2 := strings.CutSuffix(v, "-")
 		n, err := strconv.ParseInt(v, 10, 64)
-		if !ok || !ok2 || err != nil || n < 0 || info.Size >= 0 && n > info.Size {
-			http.Error(w, "warren: only bytes=<offset>- ranges on blobs in progress", http.StatusRequestedRangeNotSatisfiable)
+		// An offset at the size asks for nothing: no range "N-(N-1)" exists.
+		if !ok || !ok2 || err != nil || n < 0 || info.Size >= 0 && n > 0 && n >= info.Size {
+			if info.Size >= 0 {
+				w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", info.Size))
+			}
+			http.Error(w, "warren: only bytes=<offset>- ranges within the blob on blobs in progress", http.StatusRequestedRangeNotSatisfiable)
 			return
 		}
 		off = n
@@ -273,6 +297,7 @@ func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachest
 		return
 	}
 	defer rd.Close()
+	sending()
 	status := http.StatusOK
 	if off > 0 {
 		status = http.StatusPartialContent
@@ -323,6 +348,8 @@ func (l *limitedWriter) Write(p []byte) (int, error) {
 			}
 		}
 		if l.rc != nil && l.timeout > 0 {
+			// A real deadline on a real socket: the wall clock, not the
+			// injected one.
 			_ = l.rc.SetWriteDeadline(time.Now().Add(l.timeout))
 		}
 		n, err := l.w.Write(chunk)

@@ -1,9 +1,15 @@
 package peering
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,7 +237,7 @@ func TestBlameFollowsTheAddress(t *testing.T) {
 // blob to.
 func TestBadBlobNeedsAnUpload(t *testing.T) {
 	store, d := testBlob(t, []byte("held"))
-	bs := NewBlobServer(store, 2, 0, nil, nil)
+	bs := NewBlobServer(store, BlobConfig{Slots: 2})
 	rechecks := make(chan cachestore.Digest, 4)
 	n := testNode(t, Config{ID: NodeID{1}, Blobs: bs, Has: func(x cachestore.Digest) bool { return x == d },
 		Recheck: func(x cachestore.Digest) { rechecks <- x }})
@@ -289,5 +295,57 @@ func TestHelloFloodNotAmplified(t *testing.T) {
 	}
 	if greeted != perAddr || len(a.Table().Peers()) != perAddr {
 		t.Fatalf("10 hellos under 10 ids: greeted back %d times, %d ids in the table; want %d and %d", greeted, len(a.Table().Peers()), perAddr, perAddr)
+	}
+}
+
+// A request answered 404 does not make its address's bad-blob reports
+// count: only a requester that is sent the blob may report it.
+func TestNotFoundIsNoUpload(t *testing.T) {
+	store, _ := testBlob(t, []byte("held"))
+	bs := NewBlobServer(store, BlobConfig{Slots: 2})
+	srv := httptest.NewServer(bs)
+	defer srv.Close()
+	missing := cachestore.Digest{Algo: "sha256", Hex: strings.Repeat("ab", 32)}
+	resp, err := http.Get(srv.URL + BlobPathPrefix + "sha256/" + missing.Hex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a blob not here: %d, want 404", resp.StatusCode)
+	}
+	if bs.SentTo(netip.MustParseAddr("127.0.0.1"), missing) {
+		t.Fatal("a 404 counts as an upload: that address's bad-blob reports would be believed")
+	}
+}
+
+// A blob still being filled, asked from an offset at its size: 416 with
+// "bytes */size", never the malformed "bytes N-(N-1)/N".
+func TestFillRangeAtTheSize(t *testing.T) {
+	s, err := cachestore.Open(cachestore.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	body := []byte("growing blob")
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	f, _ := s.BeginFill(cachestore.FillKey(d))
+	if err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Abort(errors.New("test over"))
+	f.Write(body[:4])
+	srv := httptest.NewServer(NewBlobServer(s, BlobConfig{Slots: 2}))
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+BlobPathPrefix+"sha256/"+d.Hex, nil)
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", len(body)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := fmt.Sprintf("bytes */%d", len(body)); resp.StatusCode != http.StatusRequestedRangeNotSatisfiable || resp.Header.Get("Content-Range") != want {
+		t.Fatalf("offset at the size: %d, Content-Range %q; want 416, %q", resp.StatusCode, resp.Header.Get("Content-Range"), want)
 	}
 }

@@ -107,7 +107,7 @@ func TestBlobServerSlotsTokenRange(t *testing.T) {
 	body := bytes.Repeat([]byte("warren"), 10000)
 	store, d := testBlob(t, body)
 	secret := []byte("group")
-	bs := NewBlobServer(store, 1, 0, secret, nil)
+	bs := NewBlobServer(store, BlobConfig{Slots: 1, Secret: secret})
 	srv := httptest.NewServer(bs)
 	defer srv.Close()
 	closeIdle(t)
@@ -190,7 +190,7 @@ func TestBlobServerRateLimit(t *testing.T) {
 	// chunks (WaitN refuses more than the burst at once).
 	body := make([]byte, 300<<10)
 	store, d := testBlob(t, body)
-	bs := NewBlobServer(store, 2, 200<<10, nil, nil)
+	bs := NewBlobServer(store, BlobConfig{Slots: 2, UploadRate: 200<<10})
 	srv := httptest.NewServer(bs)
 	defer srv.Close()
 	closeIdle(t)
@@ -251,7 +251,7 @@ func countingFakePeer(t *testing.T, id byte, status int, asked *atomic.Int32) *N
 	port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
 	store, _ := testBlob(t, []byte("x"))
 	return testNode(t, Config{ID: NodeID{id}, Port: uint16(port), Priority: 100,
-		Has: func(cachestore.Digest) bool { return true }, Blobs: NewBlobServer(store, 2, 0, nil, nil)})
+		Has: func(cachestore.Digest) bool { return true }, Blobs: NewBlobServer(store, BlobConfig{Slots: 2})})
 }
 
 // Peers that say they have a blob and then fail to give it are each asked
@@ -295,7 +295,7 @@ func TestFetchBusyIsNotFailure(t *testing.T) {
 func TestFetchFromPeer(t *testing.T) {
 	body := bytes.Repeat([]byte("peer bytes "), 5000)
 	store, d := testBlob(t, body)
-	bs := NewBlobServer(store, 2, 0, []byte("s"), nil)
+	bs := NewBlobServer(store, BlobConfig{Slots: 2, Secret: []byte("s")})
 	srv := httptest.NewServer(bs)
 	defer srv.Close()
 	port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
@@ -495,7 +495,7 @@ func TestBusyDownloaderIsFollowedNotOutvoted(t *testing.T) {
 func TestUploadWriteDeadlineFreesTheSlot(t *testing.T) {
 	body := bytes.Repeat([]byte("slow reader "), 4<<20) // far more than socket buffers
 	store, d := testBlob(t, body)
-	bs := NewBlobServer(store, 1, 0, nil, nil)
+	bs := NewBlobServer(store, BlobConfig{Slots: 1})
 	bs.writeTimeout = 200 * time.Millisecond
 	ended := make(chan struct{}, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -99,7 +99,7 @@ func (d *daemon) startPeering() error {
 		secret = []byte(cfg.GroupSecret)
 	}
 	if !passive {
-		d.blobs = peering.NewBlobServer(d.store, cfg.UploadSlots, cfg.uploadRate, secret, d.log)
+		d.blobs = peering.NewBlobServer(d.store, peering.BlobConfig{Slots: cfg.UploadSlots, UploadRate: cfg.uploadRate, Secret: secret, Logger: d.log})
 	}
 	// Broadcasts only reach a socket bound to the wildcard address; with
 	// static discovery alone, bind where HTTP listens.
