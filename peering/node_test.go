@@ -190,7 +190,7 @@ func TestBlobServerRateLimit(t *testing.T) {
 	// chunks (WaitN refuses more than the burst at once).
 	body := make([]byte, 300<<10)
 	store, d := testBlob(t, body)
-	bs := NewBlobServer(store, BlobConfig{Slots: 2, UploadRate: 200<<10})
+	bs := NewBlobServer(store, BlobConfig{Slots: 2, UploadRate: 200 << 10})
 	srv := httptest.NewServer(bs)
 	defer srv.Close()
 	closeIdle(t)
