@@ -113,6 +113,8 @@ type budget struct {
 
 // take waits for the next slot, or says why not (a *BudgetError).
 func (b *budget) take(ctx context.Context) error {
+	// The wall clock, not the injected one: its waits are real timers,
+	// and a grant's time must be on the same clock as the timer's.
 	now := time.Now()
 	b.mu.Lock()
 	if now.Before(b.blockedUntil) {

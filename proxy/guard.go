@@ -32,14 +32,15 @@ func (e *DestinationError) Error() string {
 // (rebinding) gains nothing: what is dialled is what was checked.
 type destGuard struct {
 	allow []netip.Prefix
+	now   func() time.Time
 
 	mu    sync.Mutex // guards own and ownAt
 	own   map[netip.Addr]bool
 	ownAt time.Time
 }
 
-func newDestGuard(allow []netip.Prefix) *destGuard {
-	return &destGuard{allow: allow}
+func newDestGuard(allow []netip.Prefix, now func() time.Time) *destGuard {
+	return &destGuard{allow: allow, now: now}
 }
 
 // check returns a *DestinationError when a may not be dialled.
@@ -73,7 +74,7 @@ func (g *destGuard) check(target string, a netip.Addr) error {
 func (g *destGuard) isOwn(a netip.Addr) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.own == nil || time.Since(g.ownAt) > 10*time.Second {
+	if g.own == nil || g.now().Sub(g.ownAt) > 10*time.Second {
 		own := map[netip.Addr]bool{}
 		if addrs, err := net.InterfaceAddrs(); err == nil {
 			for _, ia := range addrs {
@@ -84,7 +85,7 @@ func (g *destGuard) isOwn(a netip.Addr) bool {
 				}
 			}
 		}
-		g.own, g.ownAt = own, time.Now()
+		g.own, g.ownAt = own, g.now()
 	}
 	return g.own[a]
 }

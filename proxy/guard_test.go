@@ -80,7 +80,7 @@ func TestUpstreamDestinationAllowed(t *testing.T) {
 }
 
 func TestDestGuardCheck(t *testing.T) {
-	g := newDestGuard([]netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")})
+	g := newDestGuard([]netip.Prefix{netip.MustParsePrefix("10.9.0.0/16")}, time.Now)
 	for _, tc := range []struct {
 		addr string
 		ok   bool

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -322,10 +323,17 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	} else {
 		h.Set("X-Cache", "MISS from warren")
 	}
+	notModified, rangeOK := conditional(r, h.Get("ETag"), h.Get("Last-Modified"))
+	if notModified {
+		// As http.ServeContent answers a hit.
+		h.Del("Content-Type")
+		w.WriteHeader(http.StatusNotModified)
+		return hit, nil
+	}
 	off, n, status := int64(0), size, http.StatusOK
 	if size >= 0 {
 		h.Set("Accept-Ranges", "bytes")
-		if start, length, ok := parseRange(r.Header.Get("Range"), size); ok {
+		if start, length, ok := parseRange(r.Header.Get("Range"), size); ok && rangeOK {
 			off, n, status = start, length, http.StatusPartialContent
 			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
 		}
@@ -375,6 +383,35 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	}
 	return hit, err
 }
+
+// conditional reads a request's validators against a response's ETag
+// and Last-Modified the way http.ServeContent does for hits, so that a
+// miss answers the same: notModified for a matching If-None-Match (or,
+// without one, an If-Modified-Since not older than the file); rangeOK
+// false when an If-Range names another version (the whole file is sent).
+func conditional(r *http.Request, etag, lastModified string) (notModified, rangeOK bool) {
+	mod, modErr := http.ParseTime(lastModified)
+	if inm := r.Header.Get("If-None-Match"); inm != "" {
+		notModified = etag != "" && (strings.TrimSpace(inm) == "*" || slices.ContainsFunc(strings.Split(inm, ","), func(t string) bool {
+			return weakTag(t) == weakTag(etag)
+		}))
+	} else if ims, err := http.ParseTime(r.Header.Get("If-Modified-Since")); err == nil && modErr == nil {
+		notModified = !mod.Truncate(time.Second).After(ims)
+	}
+	rangeOK = true
+	if ir := strings.TrimSpace(r.Header.Get("If-Range")); ir != "" {
+		if strings.HasPrefix(ir, `"`) || strings.HasPrefix(ir, "W/") {
+			// Strong comparison: a weak tag never matches.
+			rangeOK = !strings.HasPrefix(ir, "W/") && !strings.HasPrefix(etag, "W/") && ir == etag
+		} else {
+			t, err := http.ParseTime(ir)
+			rangeOK = err == nil && modErr == nil && t.Equal(mod)
+		}
+	}
+	return notModified, rangeOK
+}
+
+func weakTag(t string) string { return strings.TrimPrefix(strings.TrimSpace(t), "W/") }
 
 func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, cachestore.ErrNoSpace)

@@ -314,6 +314,42 @@ func TestRangeAndHead(t *testing.T) {
 	})
 }
 
+// A miss honours the validators as a hit does (http.ServeContent): an
+// If-Modified-Since not older than the file is 304, and an If-Range that
+// names another version gets the whole file, not the range.
+func TestMissAnswersConditionalsLikeAHit(t *testing.T) {
+	up := newUpstream(t, 1000)
+	lastMod := up.modAt.Format(http.TimeFormat)
+	older := up.modAt.Add(-time.Hour).Format(http.TimeFormat)
+	for _, tt := range []struct {
+		name   string
+		hdr    []string
+		status int
+		n      int // body bytes; -1: the whole file
+	}{
+		{"If-Modified-Since this version", []string{"If-Modified-Since", lastMod}, http.StatusNotModified, 0},
+		{"If-Range another version", []string{"Range", "bytes=0-9", "If-Range", older}, http.StatusOK, -1},
+		{"If-Range this version", []string{"Range", "bytes=0-9", "If-Range", lastMod}, http.StatusPartialContent, 10},
+	} {
+		for _, warm := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, cached %v", tt.name, warm), func(t *testing.T) {
+				h := newHarness(t, up) // a fresh cache: cold is a miss
+				u := up.URL + packagesPath
+				if warm {
+					h.mustGet(u, 200)
+				}
+				resp, body := h.mustGet(u, tt.status, tt.hdr...)
+				if want := tt.n; want >= 0 && len(body) != want || want < 0 && len(body) <= 10 {
+					t.Fatalf("%d bytes, want %d (-1: the whole file)", len(body), want)
+				}
+				if wantCache := map[bool]string{false: "MISS", true: "HIT"}[warm]; tt.status != http.StatusNotModified && !strings.HasPrefix(resp.Header.Get("X-Cache"), wantCache) {
+					t.Fatalf("X-Cache %q, want %s", resp.Header.Get("X-Cache"), wantCache)
+				}
+			})
+		}
+	}
+}
+
 func TestRevalidation(t *testing.T) {
 	up := newUpstream(t, 1000)
 	h := newHarness(t, up)
@@ -1179,6 +1215,16 @@ func TestFaviconStaysLocal(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound || h.px.Snapshot()["requests"] != 0 {
 		t.Fatalf("favicon: %d, %d proxy requests; want 404, 0", resp.StatusCode, h.px.Snapshot()["requests"])
 	}
+	// A browser at the root gets the status page, not a one-line error.
+	resp, err = http.Get(h.front.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(page), "Acquire::http::Proxy") {
+		t.Fatalf("root: %d %q, want the status page with how to point apt at warren", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
 }
 
 // A package dropped from the archive is forgotten at the next sweep, as
@@ -1226,4 +1272,30 @@ func TestSweepForgetsAPackageTheArchiveDropped(t *testing.T) {
 	if _, err := h.known(up.URL + debPath); err != nil {
 		t.Fatalf("a listed package was swept: %v", err)
 	}
+}
+
+// A second Commit of a fill registers no second learn: one left running
+// would make every request in its repository wait learnWaitMax.
+func TestCommitRegistersOneLearn(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up)
+	p := h.px.plan(t.Context(), mustURL(up.URL+packagesPath))
+	if p.meta == "" {
+		t.Fatalf("plan of %s has no metadata to learn", packagesPath)
+	}
+	f, _ := h.store.BeginFill("url:" + p.key)
+	if err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: 3}); err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("abc"))
+	cf := &committingFill{Fill: f, s: h.px, p: p}
+	cf.Commit(cachestore.Digest{Algo: "sha256"}, 3)
+	cf.Commit(cachestore.Digest{Algo: "sha256"}, 3)
+	h.px.learning.mu.Lock()
+	n := len(h.px.learning.running)
+	h.px.learning.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d learns registered by two Commits, want 1", n)
+	}
+	h.px.learning.end(cf.learn)
 }

@@ -197,7 +197,7 @@ func New(cfg Config, store Store) (*Server, error) {
 		}
 		cfg.AllowClients = nets
 	}
-	guard := newDestGuard(cfg.AllowUpstream)
+	guard := newDestGuard(cfg.AllowUpstream, cfg.Now)
 	tr := newTransport(guard)
 	budgets := map[string]*budget{}
 	for name, u := range feeds {
@@ -315,8 +315,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case "/_warren/stats":
 			s.serveStats(w)
 			return
-		case "/_warren/", "/_warren":
-			s.serveStatusPage(w)
+		case "/_warren/", "/_warren", "/":
+			// "/" is a person with a browser (apt-cacher-ng answers it
+			// with its usage page): the status page, with how to use it.
+			s.serveStatusPage(w, r)
 			return
 		case "/metrics":
 			s.metrics.ServeHTTP(w, r)

@@ -149,6 +149,12 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{range .Budgets}}<tr><td>{{.Feed}}</td><td>{{.Rate}}</td><td>{{.Waits}}</td><td>{{.Refused}}</td><td>{{.TooMany}}</td>
 <td>{{if until .BlockedUntil}}upstream refuses for {{until .BlockedUntil}}: answering from the cache{{else}}ok{{end}}</td></tr>
 {{end}}</table>{{end}}
+<h2>Use it</h2>
+<table id="use">
+<tr><th>apt</th><td><code>echo 'Acquire::http::Proxy "http://{{.Host}}";' &gt; /etc/apt/apt.conf.d/30warren</code></td></tr>
+<tr><th>dnf / yum</th><td><code>proxy=http://{{.Host}}</code> in <code>/etc/dnf/dnf.conf</code> (or <code>/etc/yum.conf</code>)</td></tr>
+<tr><th>Chocolatey</th><td><code>choco source add -n warren -s http://{{.Host}}/chocolatey/api/v2/</code></td></tr>
+</table>
 <p><a href="/metrics">/metrics</a> · <a href="/_warren/stats">/_warren/stats</a> · up {{.Uptime}}</p>
 </body></html>
 `))
@@ -167,7 +173,7 @@ func humanBytes(v any) string {
 }
 
 // serveStatusPage renders /_warren/.
-func (s *Server) serveStatusPage(w http.ResponseWriter) {
+func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	var st Status
 	if s.cfg.Status != nil {
 		st = s.cfg.Status()
@@ -186,6 +192,7 @@ func (s *Server) serveStatusPage(w http.ResponseWriter) {
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
 		"Budgets": s.BudgetStats(),
+		"Host":    r.Host,
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, data); err != nil {

@@ -148,7 +148,11 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 			s.log.Warn("could not record a cached URL", slog.String("url", p.url), slog.Any("err", err))
 		}
 	}
-	c.learn, c.scope, _ = s.beginLearn(p)
+	if c.learn == nil {
+		// Once: a learn registered twice would be ended once, and every
+		// request in its repository would wait learnWaitMax for the other.
+		c.learn, c.scope, _ = s.beginLearn(p)
+	}
 	return c.Fill.Commit(want, size)
 }
 
