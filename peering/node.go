@@ -19,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/internal/taskgroup"
 )
 
 // Config is what a Node needs.
@@ -95,7 +96,9 @@ type Node struct {
 	replay  map[replayKey]int64          // (sender, nonce) seen, until when (ms)
 	skewLog time.Time                    // last "clock off" warning
 
-	wg sync.WaitGroup // heartbeat goroutines
+	// tasks are the queries and heartbeats running; Run closes it as it
+	// ends, so none starts after and none outlives the node.
+	tasks taskgroup.Group
 
 	// Dropped counts datagrams refused (garbage, wrong version, bad MAC,
 	// replayed, over a source's rate, an impostor's).
@@ -371,7 +374,7 @@ func (n *Node) stopBeats() {
 		delete(n.beating, d)
 	}
 	n.mu.Unlock()
-	n.wg.Wait()
+	n.tasks.Close()
 }
 
 func (n *Node) handle(m Message, src netip.AddrPort) {
@@ -672,9 +675,7 @@ func (n *Node) startBeats(d cachestore.Digest, size int64, progress func() int64
 	}
 	n.beating[d] = &beat{cancel: cancel, size: size, progress: progress}
 	n.mu.Unlock()
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.tasks.Go(func() {
 		t := time.NewTicker(n.cfg.Heartbeat)
 		defer t.Stop()
 		for {
@@ -685,7 +686,7 @@ func (n *Node) startBeats(d cachestore.Digest, size int64, progress func() int64
 			case <-t.C:
 			}
 		}
-	}()
+	})
 }
 
 // Done ends this node's part in d: heartbeats stop, and with ok the group

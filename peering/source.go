@@ -71,12 +71,14 @@ func (n *Node) Source(ctx context.Context, d cachestore.Digest, size int64, prog
 		close(s.asked)
 		return s
 	}
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	if !n.tasks.Go(func() {
 		defer close(s.asked)
 		s.answers, s.settled = n.query(ctx, d)
-	}()
+	}) {
+		// The node is stopping: no question, no answers.
+		s.settled = true
+		close(s.asked)
+	}
 	return s
 }
 

@@ -440,6 +440,9 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		return
 	case errors.As(err, &de):
 		code, msg = http.StatusForbidden, de.Error()
+	case errors.Is(err, errShuttingDown):
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "5")
 	case errors.As(err, &be):
 		code, msg = http.StatusServiceUnavailable, be.Error()
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(be.RetryAfter.Round(time.Second)/time.Second, 1))))

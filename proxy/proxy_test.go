@@ -1299,3 +1299,22 @@ func TestCommitRegistersOneLearn(t *testing.T) {
 	}
 	h.px.learning.end(cf.learn)
 }
+
+// Close cancels the fills in progress and waits for them; a request that
+// comes after it starts none (it would run on a store about to close) and
+// gets 503 saying why.
+func TestCloseEndsFillsAndRefusesNew(t *testing.T) {
+	up := newUpstream(t, 100000)
+	h := newHarness(t, up)
+	_, reached, hangUp := startGatedFill(t, h)
+	defer hangUp()
+	<-reached
+	h.px.Close() // returns: the gated fill was cancelled and waited for
+	resp, body, err := h.get(up.URL + "/debian/pool/main/h/hello/other_1.0_amd64.deb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "shutting down") {
+		t.Fatalf("a request after Close: %d %q, want 503 shutting down", resp.StatusCode, clipBody(body))
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/fill"
+	"github.com/warren-cache/warren/internal/taskgroup"
 )
 
 // Store is what the proxy needs of the cache.
@@ -114,7 +115,7 @@ type Server struct {
 
 	ctx    context.Context // parent of every fill; no client owns it
 	cancel context.CancelFunc
-	fills  sync.WaitGroup
+	fills  taskgroup.Group // fills and learns: Close waits for them
 
 	negMu sync.Mutex           // guards neg
 	neg   map[string]time.Time // URL -> until when upstream's 404 stands
@@ -279,7 +280,7 @@ func (s *Server) newGoproxy(tr *http.Transport) *goproxy.ProxyHttpServer {
 // Close stops every fill and waits for them.
 func (s *Server) Close() error {
 	s.cancel()
-	s.fills.Wait()
+	s.fills.Close()
 	if t, ok := s.up.Transport.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()
 	}

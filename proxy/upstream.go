@@ -62,12 +62,13 @@ func isUpstreamDown(err error) bool {
 // client that goes away does not cancel the download the others wait for.
 func (s *Server) startFill(f *cachestore.Fill, r *http.Request, p plan, prev *cachestore.Cached) {
 	ua := r.Header.Get("User-Agent")
-	s.fills.Add(1)
-	go func() {
-		defer s.fills.Done()
-		s.runFill(s.ctx, f, ua, p, prev)
-	}()
+	if !s.fills.Go(func() { s.runFill(s.ctx, f, ua, p, prev) }) {
+		f.Abort(errShuttingDown)
+	}
 }
+
+// errShuttingDown answers a request that comes while the server closes.
+var errShuttingDown = errors.New("warren is shutting down; try again shortly")
 
 // runFill fills f through the engine: LAN peers first when the digest is
 // known (after the origin for artifacts below share_min_size, whose peer
@@ -113,12 +114,8 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p p
 		}
 		return
 	}
-	if cf.learn != nil {
-		s.fills.Add(1)
-		go func() {
-			defer s.fills.Done()
-			s.learn(cf.learn, cf.scope, p, res.Digest)
-		}()
+	if cf.learn != nil && !s.fills.Go(func() { s.learn(cf.learn, cf.scope, p, res.Digest) }) {
+		s.learning.end(cf.learn) // shutting down: learnt on the next fetch
 	}
 	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", res.Digest.String()),
 		slog.Int64("bytes", res.Size), slog.Any("from", res.From))

@@ -278,7 +278,7 @@ func (d *daemon) serveAdmin(ctx context.Context) error {
 		ln.Close()
 		return fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	srv := &http.Server{Handler: (&adminAPI{store: d.store, d: d}).handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: d.tracked((&adminAPI{store: d.store, d: d}).handler()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		srv.Close()

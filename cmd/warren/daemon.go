@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/internal/taskgroup"
 	"github.com/warren-cache/warren/mdns"
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
@@ -38,6 +39,8 @@ type daemon struct {
 	ln      net.Listener
 	id      peering.NodeID
 	started time.Time
+	// handlers are the HTTP requests being served.
+	handlers taskgroup.Group
 }
 
 // newDaemon builds the parts and binds the ports; Run serves.
@@ -338,18 +341,32 @@ func (d *daemon) Addr() string { return d.ln.Addr().String() }
 // handler routes peers' blob requests to the blob server and everything
 // else to the proxy. Only non-proxy requests can be blob requests: an
 // absolute-URI proxy request may have any path.
+// Every request runs as a task of d.handlers, so that shutdown can wait
+// for the last one before it closes the store under it.
 func (d *daemon) handler() http.Handler {
-	if d.blobs == nil {
-		return d.proxy
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, peering.BlobPathPrefix) {
-			if d.proxy.Admit(w, r) { // peers are clients too: allow_clients holds
-				d.blobs.ServeHTTP(w, r)
+	route := http.Handler(d.proxy)
+	if d.blobs != nil {
+		route = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, peering.BlobPathPrefix) {
+				if d.proxy.Admit(w, r) { // peers are clients too: allow_clients holds
+					d.blobs.ServeHTTP(w, r)
+				}
+				return
 			}
-			return
+			d.proxy.ServeHTTP(w, r)
+		})
+	}
+	return d.tracked(route)
+}
+
+// tracked runs each request of h as a task of d.handlers; one that comes
+// once shutdown has begun gets 503.
+func (d *daemon) tracked(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !d.handlers.Do(func() { h.ServeHTTP(w, r) }) {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, "warren: shutting down", http.StatusServiceUnavailable)
 		}
-		d.proxy.ServeHTTP(w, r)
 	})
 }
 
@@ -393,8 +410,13 @@ func (d *daemon) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
+			// Past the drain: cut the connections, which cancels the
+			// requests' contexts, and wait below for their handlers.
+			d.log.Warn("requests still running after the drain; cutting them", slog.Any("err", err))
 			srv.Close()
 		}
+		// No handler outlives this: d.close may close the store.
+		d.handlers.Close()
 		return nil
 	})
 	return g.Wait()
