@@ -27,15 +27,15 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // httpSource is a real HTTP server as a source: each Open is one GET with
 // Range; after blame it offers nothing more.
 type httpSource struct {
-	url    string
-	name   string
-	hold   bool // peer-like: its bytes wait for verification
+	url  string
+	name string
+	hold bool // peer-like: its bytes wait for verification
 	// minRate: the average it must keep (a peer that holds the blob).
 	minRate int64
-	mu     sync.Mutex
-	blamed []error
-	opens  int
-	max    int // opens allowed (default 1)
+	mu      sync.Mutex
+	blamed  []error
+	opens   int
+	max     int // opens allowed (default 1)
 }
 
 func (h *httpSource) Open(ctx context.Context, off int64) (*Stream, error) {
