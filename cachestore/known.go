@@ -21,9 +21,11 @@ import (
 //	uvarint, s  Source
 //	uvarint     Lister  (knownV2)
 //	uvarint     Learnt  (knownV2)
+//	uvarint     Depth   (knownV3)
 const (
 	knownV1 = 1
 	knownV2 = 2
+	knownV3 = 3
 )
 
 var knownAlgos = []string{"", "sha256", "sha512", "sha1"}
@@ -40,7 +42,7 @@ func encodeKnown(k Known) ([]byte, error) {
 		return nil, fmt.Errorf("encode hash %s: %w", k.Digest, errors.Join(err, k.Digest.Validate()))
 	}
 	b := make([]byte, 0, 2+len(raw)+binary.MaxVarintLen64+2+len(k.Name)+len(k.Source))
-	b = append(b, knownV2, byte(code))
+	b = append(b, knownV3, byte(code))
 	b = append(b, raw...)
 	b = binary.AppendUvarint(b, uint64(max(k.Size+1, 0)))
 	b = binary.AppendUvarint(b, uint64(len(k.Name)))
@@ -48,7 +50,8 @@ func encodeKnown(k Known) ([]byte, error) {
 	b = binary.AppendUvarint(b, uint64(len(k.Source)))
 	b = append(b, k.Source...)
 	b = binary.AppendUvarint(b, k.Lister)
-	return binary.AppendUvarint(b, uint64(max(k.Learnt, 0))), nil
+	b = binary.AppendUvarint(b, uint64(max(k.Learnt, 0)))
+	return binary.AppendUvarint(b, uint64(max(k.Depth, 0))), nil
 }
 
 var errBadKnown = errors.New("malformed hash record")
@@ -57,7 +60,7 @@ func decodeKnown(b []byte, k *Known) error {
 	if len(b) > 0 && b[0] == '{' {
 		return json.Unmarshal(b, k)
 	}
-	if len(b) < 2 || (b[0] != knownV1 && b[0] != knownV2) || int(b[1]) >= len(knownAlgos) || b[1] == 0 {
+	if len(b) < 2 || b[0] < knownV1 || b[0] > knownV3 || int(b[1]) >= len(knownAlgos) || b[1] == 0 {
 		return errBadKnown
 	}
 	version := b[0]
@@ -82,8 +85,8 @@ func decodeKnown(b []byte, k *Known) error {
 	if k.Source, b, err = knownString(b); err != nil {
 		return err
 	}
-	k.Lister, k.Learnt = 0, 0
-	if version == knownV2 {
+	k.Lister, k.Learnt, k.Depth = 0, 0, 0
+	if version >= knownV2 {
 		lister, m := binary.Uvarint(b)
 		if m <= 0 {
 			return errBadKnown
@@ -93,6 +96,13 @@ func decodeKnown(b []byte, k *Known) error {
 			return errBadKnown
 		}
 		k.Lister, k.Learnt, b = lister, int64(learnt), b[m+m2:]
+	}
+	if version >= knownV3 {
+		depth, m := binary.Uvarint(b)
+		if m <= 0 || depth > 1<<20 {
+			return errBadKnown
+		}
+		k.Depth, b = int(depth), b[m:]
 	}
 	if len(b) != 0 {
 		return errBadKnown

@@ -120,6 +120,12 @@ type Known struct {
 	// lister's latest learn is no longer listed (SweepKnown). 0: unknown.
 	Lister uint64 `json:"-"`
 	Learnt int64  `json:"-"`
+	// Depth is the length of the repository scope whose metadata listed
+	// the fact. Where repositories nest on one host (one rooted at an
+	// ancestor path of another), the most specific one's fact stands:
+	// PutKnown never replaces a fact with one of a shallower scope.
+	// 0: unknown (replaced by any).
+	Depth int `json:"-"`
 }
 
 // Cached is a URL cached by URL: its bytes are the blob Digest (sha256
@@ -320,9 +326,16 @@ func (s *Store) PutKnown(facts map[string]Known) error {
 	if err := s.indexRoom(); err != nil {
 		return fmt.Errorf("record %d hashes: %w", len(facts), err)
 	}
+	deeper, err := s.deeperFacts(facts)
+	if err != nil {
+		return fmt.Errorf("record %d hashes: %w", len(facts), err)
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for url, k := range facts {
+		if deeper[url] {
+			continue // a more specific repository lists it
+		}
 		if err := k.Digest.Validate(); err != nil {
 			return fmt.Errorf("record hash of %s: %w", url, err)
 		}
@@ -338,6 +351,35 @@ func (s *Store) PutKnown(facts map[string]Known) error {
 		return fmt.Errorf("record %d hashes: %w", len(facts), err)
 	}
 	return nil
+}
+
+// deeperFacts says which of facts a fact already recorded, from a more
+// specific repository scope, must not be replaced by.
+func (s *Store) deeperFacts(facts map[string]Known) (map[string]bool, error) {
+	var deeper map[string]bool
+	err := s.db.View(func(txn *badger.Txn) error {
+		for url, k := range facts {
+			it, err := txn.Get([]byte(prefixKnown + url))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var old Known
+			if err := it.Value(func(b []byte) error { return decodeKnown(b, &old) }); err != nil {
+				continue // a damaged record is replaced
+			}
+			if old.Depth > k.Depth {
+				if deeper == nil {
+					deeper = map[string]bool{}
+				}
+				deeper[url] = true
+			}
+		}
+		return nil
+	})
+	return deeper, err
 }
 
 // KnownKeys calls fn with the key of every learnt fact (keys only: cheap).

@@ -442,6 +442,7 @@ func TestKnownEncoding(t *testing.T) {
 		{Digest: sha([]byte("a")), Size: 12345, Name: "main/binary-amd64/Packages.xz"},
 		{Digest: Digest{Algo: "sha512", Hex: strings.Repeat("ab", 64)}, Size: -1, Source: "https://example.org/x.nupkg"},
 		{Digest: Digest{Algo: "sha1", Hex: strings.Repeat("01", 20)}, Size: 0},
+		{Digest: sha([]byte("b")), Size: 9, Lister: 77, Learnt: 1700000000, Depth: 31},
 	} {
 		b, err := encodeKnown(k)
 		if err != nil {
@@ -459,6 +460,26 @@ func TestKnownEncoding(t *testing.T) {
 	for _, bad := range [][]byte{nil, {1}, {1, 9}, {1, 1, 0}, {2, 1}} {
 		if err := decodeKnown(bad, &old); err == nil {
 			t.Fatalf("decodeKnown(%v) accepted a malformed record", bad)
+		}
+	}
+}
+
+// Where repository scopes nest, the deeper one's fact stands whichever is
+// learnt first; an equal or deeper one replaces it.
+func TestKnownDeeperScopeStands(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	const u = "http://h/debian/pool/a.deb"
+	deep, shallow := Known{Digest: sha([]byte("right")), Size: 5, Depth: 30}, Known{Digest: sha([]byte("wrong")), Size: 5, Depth: 9}
+	for _, step := range []struct {
+		put  Known
+		want Known
+	}{{shallow, shallow}, {deep, deep}, {shallow, deep}, {deep, deep}} {
+		if err := s.PutKnown(map[string]Known{u: step.put}); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Known(u)
+		if err != nil || got.Digest != step.want.Digest {
+			t.Fatalf("after putting depth %d: %+v %v, want the fact of depth %d", step.put.Depth, got, err, step.want.Depth)
 		}
 	}
 }

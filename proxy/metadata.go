@@ -163,8 +163,10 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
 	err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
-	if err == nil {
-		err = rec.flush()
+	// What was parsed before an error is true (the file verified): it is
+	// recorded, and only the rest is lost.
+	if ferr := rec.flush(); err == nil {
+		err = ferr
 	}
 	if err == nil {
 		// Whole: what this file listed before and not now is stale.
@@ -235,7 +237,7 @@ func (r *recorder) add(key string, inScope bool, k cachestore.Known) error {
 		r.outside++
 		return nil
 	}
-	k.Lister, k.Learnt = r.lister, r.learnt
+	k.Lister, k.Learnt, k.Depth = r.lister, r.learnt, len(r.scope)
 	r.batch[key] = k
 	if len(r.batch) >= learnBatch {
 		return r.flush()

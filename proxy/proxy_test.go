@@ -1318,3 +1318,62 @@ func TestCloseEndsFillsAndRefusesNew(t *testing.T) {
 		t.Fatalf("a request after Close: %d %q, want 503 shutting down", resp.StatusCode, clipBody(body))
 	}
 }
+
+// Two repositories on one host, one rooted at an ancestor path of the
+// other: the most specific repository's hash stands for its files,
+// whichever was learnt first, so the outer one cannot make the inner one's
+// URL serve other bytes.
+func TestNestedRepositoryCannotOverride(t *testing.T) {
+	for _, outerFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("outer learnt first %v", outerFirst), func(t *testing.T) {
+			up := newUpstream(t, 5000)
+			other := randomBytes(5000, 3)
+			rel, pkgs := up.addRootRepo(other)
+			h := newHarness(t, up)
+			learnOuter := func() {
+				h.mustGet(up.URL+rel, 200)
+				h.mustGet(up.URL+pkgs, 200)
+				h.known(up.URL + pkgs) // wait for its learn
+			}
+			if outerFirst {
+				learnOuter()
+				h.learn()
+			} else {
+				h.learn()
+				learnOuter()
+			}
+			k, err := h.known(up.debURL)
+			if err != nil || k.Digest.Hex != sha256hex(up.deb) {
+				t.Fatalf("the inner repository's deb is known as %+v (%v), want its own hash", k, err)
+			}
+			_, body := h.mustGet(up.debURL, 200)
+			if !bytes.Equal(body, up.deb) {
+				t.Fatal("the deb is not its repository's bytes")
+			}
+		})
+	}
+}
+
+// A Packages file with one malformed entry (a Filename climbing out with
+// ../) keeps the hashes listed before it, as the log says: only the rest
+// is lost, not the whole batch.
+func TestMalformedEntryKeepsWhatCameBefore(t *testing.T) {
+	up := newUpstream(t, 1000)
+	pkgs := fmt.Sprintf("Package: hello\nVersion: 1.0\nArchitecture: amd64\nFilename: %s\nSize: %d\nSHA256: %s\n\n"+
+		"Package: evil\nVersion: 1\nArchitecture: amd64\nFilename: ../../etc/evil.deb\nSize: 1\nSHA256: %s\n\n",
+		strings.TrimPrefix(debPath, "/debian/"), len(up.deb), sha256hex(up.deb), sha256hex([]byte("x")))
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(pkgs))
+	zw.Close()
+	up.mu.Lock()
+	up.files[packagesPath] = gz.Bytes()
+	up.files[releasePath] = []byte(fmt.Sprintf("Suite: stable\nSHA256:\n %s %d main/binary-amd64/Packages.gz\n", sha256hex(gz.Bytes()), gz.Len()))
+	up.mu.Unlock()
+	h := newHarness(t, up)
+	h.mustGet(up.URL+releasePath, 200)
+	h.mustGet(up.URL+packagesPath, 200)
+	if k, err := h.known(up.debURL); err != nil || k.Digest.Hex != sha256hex(up.deb) {
+		t.Fatalf("the entry before the malformed one: %+v %v, want its hash learnt", k, err)
+	}
+}

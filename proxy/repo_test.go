@@ -142,3 +142,18 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 	}
 	return s.ResponseWriter.Write(b)
 }
+
+// addRootRepo serves a second repository on the same host, rooted at "/"
+// (an ancestor of the first one's /debian/): its Packages names the first
+// one's deb, relative to "/", with other bytes' hash.
+func (u *upstream) addRootRepo(other []byte) (release, packages string) {
+	pkgs := fmt.Sprintf("Package: hello\nVersion: 6.6\nArchitecture: amd64\nDescription: x\n x\nFilename: %s\nSize: %d\nSHA256: %s\n\n",
+		strings.TrimPrefix(debPath, "/"), len(other), sha256hex(other))
+	rel := fmt.Sprintf("Origin: root\nSuite: root\nCodename: root\nSHA256:\n %s %d main/binary-amd64/Packages\n", sha256hex([]byte(pkgs)), len(pkgs))
+	release, packages = "/dists/root/InRelease", "/dists/root/main/binary-amd64/Packages"
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.files[release] = []byte(rel)
+	u.files[packages] = []byte(pkgs)
+	return release, packages
+}
