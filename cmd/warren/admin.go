@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,12 +8,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -316,13 +315,80 @@ func adminCall(ctx context.Context, cfg config, method, path string) (*http.Resp
 		}
 		return nil, oerr
 	}
-	rec := httptest.NewRecorder()
-	(&adminAPI{store: store}).handler().ServeHTTP(rec, req)
-	store.Close()
-	if err := keepOwner(cfg.CacheDir); err != nil {
-		return nil, err
+	return inProcess(store, cfg.CacheDir, req)
+}
+
+// inProcess answers req from the admin API on a cache opened here, over
+// an in-memory connection served by a real http.Server: the answer
+// streams (verify's progress) exactly as over the daemon's socket. Closing
+// the body stops the server and closes the cache.
+func inProcess(store *cachestore.Store, dir string, req *http.Request) (*http.Response, error) {
+	client, server := net.Pipe()
+	srv := &http.Server{Handler: (&adminAPI{store: store}).handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		srv.Serve(&oneConn{conn: server, closed: make(chan struct{})})
+	}()
+	shut := func() error {
+		srv.Close()
+		<-served
+		store.Close()
+		return keepOwner(dir)
 	}
-	return rec.Result(), nil
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return client, nil }}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("admin request in process: %w", err), shut())
+	}
+	resp.Body = &closeAlso{ReadCloser: resp.Body, also: shut}
+	return resp, nil
+}
+
+// oneConn is a listener that accepts one connection, then none until closed.
+type oneConn struct {
+	once   sync.Once
+	conn   net.Conn
+	closed chan struct{}
+}
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	var c net.Conn
+	l.once.Do(func() { c = l.conn })
+	if c != nil {
+		return c, nil
+	}
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneConn) Close() error {
+	select {
+	case <-l.closed:
+	default:
+		close(l.closed)
+	}
+	return nil
+}
+
+func (l *oneConn) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "in-process" }
+
+// closeAlso runs also once the body is closed.
+type closeAlso struct {
+	io.ReadCloser
+	also func() error
+	once sync.Once
+}
+
+func (c *closeAlso) Close() error {
+	err := c.ReadCloser.Close()
+	c.once.Do(func() { err = errors.Join(err, c.also()) })
+	return err
 }
 
 // keepOwner gives back to the cache directory's owner what a root CLI just
@@ -509,15 +575,19 @@ func runVerify(c *cli.Context, cfg config) error {
 	}
 	defer resp.Body.Close()
 	tty := isTerminal(os.Stderr)
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
+	// A decoder, not a line scanner: the report of a badly damaged cache
+	// lists every bad blob on one line, longer than any line buffer.
+	dec := json.NewDecoder(resp.Body)
+	for {
 		var ev struct {
 			Done, Total int
 			Error       string
 			Report      *cachestore.VerifyReport
 		}
-		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
-			return fmt.Errorf("verify: bad progress line %q", sc.Text())
+		if err := dec.Decode(&ev); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return fmt.Errorf("verify: reading the report: %w", err)
 		}
 		switch {
 		case ev.Error != "":

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/warren-cache/warren/cachestore"
 )
 
 // The CLI against the real daemon (over its admin socket), then with the
@@ -142,4 +147,50 @@ func TestCLIAsRootKeepsCacheOwner(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A badly damaged cache, verified with the daemon stopped: the report
+// names every bad blob on one line longer than 64 KiB, and the CLI reads
+// it whole (a line scanner ended it as "ended early").
+func TestVerifyReportsManyBadBlobs(t *testing.T) {
+	dir := t.TempDir()
+	s, err := cachestore.Open(cachestore.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1200
+	for i := range n {
+		body := []byte(fmt.Sprintf("blob %d", i))
+		sum := sha256.Sum256(body)
+		d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+		f, _ := s.BeginFill(cachestore.FillKey(d))
+		if err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: int64(len(body))}); err != nil {
+			t.Fatal(err)
+		}
+		f.Write(body)
+		if _, err := f.Commit(d, int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	damaged := 0
+	filepath.WalkDir(filepath.Join(dir, "blobs"), func(p string, e os.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() {
+			b, _ := os.ReadFile(p)
+			b[0] ^= 0xff
+			os.WriteFile(p, b, 0o640)
+			damaged++
+		}
+		return nil
+	})
+	if damaged != n {
+		t.Fatalf("damaged %d blob files, want %d", damaged, n)
+	}
+	out, err := runApp(t, "cache", "verify", "--cache-dir", dir, "--json")
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d bad blobs", n)) {
+		t.Fatalf("verify of %d damaged blobs: err %v; want it to report them all", n, err)
+	}
+	if len(out) < 64<<10 {
+		t.Fatalf("the JSON report is %d bytes: the test does not pass the 64 KiB line it is about", len(out))
+	}
 }
