@@ -53,7 +53,7 @@ func TestOutsiderFlood(t *testing.T) {
 	pid := cmd.Process.Pid
 	idle := rssKB(t, pid, "VmRSS")
 
-	flood := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestFloodHelper$", "-test.v")
+	flood := exec.Command("ip", "netns", "exec", ns, os.Args[0])
 	flood.Env = append(os.Environ(), "WARREN_FLOOD_TARGET=10.231.7.1:"+port, "WARREN_FLOOD_CONNS="+strconv.Itoa(conns))
 	var out []byte
 	done := make(chan error, 1)
@@ -124,14 +124,20 @@ func rssKB(t *testing.T, pid int, field string) int {
 	return 0
 }
 
-// TestFloodHelper is the flooding host: run by TestOutsiderFlood inside
-// its namespace (it does nothing otherwise). Each connection sends a 1 MB
-// request head in 16 KB pieces, 20 ms apart, and reads what comes back.
-func TestFloodHelper(t *testing.T) {
-	target := os.Getenv("WARREN_FLOOD_TARGET")
-	if target == "" {
-		t.Skip("run by TestOutsiderFlood")
+// TestMain runs the test binary as the flooding host when
+// TestOutsiderFlood starts it inside its namespace (WARREN_FLOOD_TARGET
+// set), and as the tests otherwise.
+func TestMain(m *testing.M) {
+	if target := os.Getenv("WARREN_FLOOD_TARGET"); target != "" {
+		os.Exit(floodHost(target))
 	}
+	os.Exit(m.Run())
+}
+
+// floodHost is the flooding host. Each connection sends a 1 MB request
+// head in 16 KB pieces, 20 ms apart, and reads what comes back; it prints
+// the tally and fails (exit 1) on any answer but a refusal.
+func floodHost(target string) int {
 	n, _ := strconv.Atoi(os.Getenv("WARREN_FLOOD_CONNS"))
 	var forbidden, reset, other atomic.Int32
 	var wg sync.WaitGroup
@@ -176,4 +182,8 @@ func TestFloodHelper(t *testing.T) {
 	}
 	wg.Wait()
 	fmt.Printf("flood: %d connections: 403=%d reset=%d other=%d\n", n, forbidden.Load(), reset.Load(), other.Load())
+	if other.Load() > 0 || forbidden.Load()+reset.Load() != int32(n) {
+		return 1
+	}
+	return 0
 }
