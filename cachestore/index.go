@@ -30,51 +30,71 @@ var errIndexLocked = errors.New("the cache index is in use by another process")
 // and has been started afresh. On a nearly full disk it is opened
 // read-only: Badger flushes what it replays at once, through mapped pages,
 // which a full disk turns into a SIGBUS.
-func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt, readOnly bool, err error) {
+func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt bool, mode indexMode, err error) {
 	if freeSpace(filepath.Dir(dir)) < closeHeadroom {
 		releaseReserve(filepath.Dir(dir), log)
 	}
 	if free := freeSpace(filepath.Dir(dir)); free < closeHeadroom {
 		db, err := openBadgerWith(badgerOptions(dir, log).WithReadOnly(true))
-		if err != nil {
-			return nil, false, false, fmt.Errorf("%w: the cache index in %s cannot be opened on a full disk (%d bytes free); free some space there: %w",
-				ErrNoSpace, dir, free, err)
+		if err == nil {
+			log.Warn("cache disk nearly full: the index is opened read-only; warren serves what it holds and passes the rest through. Restart it once there is room",
+				slog.Int64("free_bytes", free), slog.String("dir", dir))
+			return db, false, indexReadOnly, nil
 		}
-		log.Warn("cache disk nearly full: the index is opened read-only; warren serves what it holds and passes the rest through. Restart it once there is room",
-			slog.Int64("free_bytes", free), slog.String("dir", dir))
-		return db, false, true, nil
+		// Read-only Badger cannot replay a log that needs truncating (one
+		// left unflushed on a full disk), and replaying it for writing
+		// would fault on the full disk. The index on disk is left as it
+		// is, for a start with room; this run indexes in memory.
+		mem, merr := openBadgerWith(badgerOptions("", log).WithInMemory(true))
+		if merr != nil {
+			return nil, false, indexOnDisk, fmt.Errorf("%w: the cache index in %s cannot be opened on a full disk (%d bytes free), nor one in memory (%v); free some space there: %w",
+				ErrNoSpace, dir, free, merr, err)
+		}
+		log.Error("cache disk full: the index cannot be opened from it, so this run keeps one in memory, rebuilt from the blobs on disk. "+
+			"Learnt hashes come back as clients fetch metadata; restart warren once there is room to use the index on disk again",
+			slog.Int64("free_bytes", free), slog.String("dir", dir), slog.Any("why", err))
+		return mem, true, indexInMemory, nil
 	}
 	why := indexDamage(dir)
 	if why == nil {
 		db, err = openBadger(dir, log)
 		if err == nil {
-			return db, false, false, nil
+			return db, false, indexOnDisk, nil
 		}
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
-			return nil, false, false, fmt.Errorf("%w (is another warren using this cache directory?): %w", errIndexLocked, err)
+			return nil, false, indexOnDisk, fmt.Errorf("%w (is another warren using this cache directory?): %w", errIndexLocked, err)
 		}
 		if isNoSpaceErr(err) {
 			// A full disk is not damage: moving the index aside would lose it.
-			return nil, false, false, fmt.Errorf("%w: the cache index in %s cannot be opened on a full disk; free some space there: %w", ErrNoSpace, dir, err)
+			return nil, false, indexOnDisk, fmt.Errorf("%w: the cache index in %s cannot be opened on a full disk; free some space there: %w", ErrNoSpace, dir, err)
 		}
 		why = err
 	}
 	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405Z"))
 	if err := os.Rename(dir, aside); err != nil {
-		return nil, false, false, fmt.Errorf("move the damaged cache index %s aside: %w (and it could not be opened: %v)", dir, err, why)
+		return nil, false, indexOnDisk, fmt.Errorf("move the damaged cache index %s aside: %w (and it could not be opened: %v)", dir, err, why)
 	}
 	log.Error("the cache index is damaged; it was moved aside and is rebuilt from the blobs on disk. "+
 		"Learnt hashes and URL-cache entries are lost: they come back as clients fetch repository metadata again",
 		slog.String("damaged", aside), slog.Any("why", why))
 	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, false, false, fmt.Errorf("create a fresh cache index %s: %w", dir, err)
+		return nil, false, indexOnDisk, fmt.Errorf("create a fresh cache index %s: %w", dir, err)
 	}
 	db, err = openBadger(dir, log)
 	if err != nil {
-		return nil, false, false, fmt.Errorf("open a fresh cache index in %s: %w", dir, err)
+		return nil, false, indexOnDisk, fmt.Errorf("open a fresh cache index in %s: %w", dir, err)
 	}
-	return db, true, false, nil
+	return db, true, indexOnDisk, nil
 }
+
+// indexMode is how the index was opened.
+type indexMode int
+
+const (
+	indexOnDisk   indexMode = iota
+	indexReadOnly           // a nearly full disk: read, never written, until a restart
+	indexInMemory           // a full disk the index could not even be read from
+)
 
 // isNoSpaceErr says whether err is the file system being full; Badger
 // does not always wrap the errno, so its text is read too.

@@ -68,6 +68,9 @@ type Store struct {
 	// readOnly: the index was opened read-only (a nearly full disk): it
 	// is read, never written, until a restart.
 	readOnly bool
+	// memIndex: the index is in memory for this run (see openIndex); its
+	// writes cost no disk.
+	memIndex bool
 
 	spare     chan *os.File // temp files created ahead (spare.go)
 	spareKick chan struct{}
@@ -171,7 +174,8 @@ func Open(cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("open cache: create %s: %w", filepath.Join(cfg.Dir, sub), err)
 		}
 	}
-	db, rebuilt, readOnly, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Logger)
+	db, rebuilt, mode, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Logger)
+	readOnly := mode == indexReadOnly
 	if err != nil {
 		return nil, fmt.Errorf("open cache index in %s: %w", cfg.Dir, err)
 	}
@@ -186,6 +190,7 @@ func Open(cfg Config) (*Store, error) {
 		evictKick:    make(chan struct{}, 1),
 		spare:        make(chan *os.File, spareFiles),
 		readOnly:     readOnly,
+		memIndex:     mode == indexInMemory,
 		scrubRate:    cfg.ScrubRate,
 		recheck:      make(chan Digest, 16),
 		spareKick:    make(chan struct{}, 1),
@@ -194,7 +199,7 @@ func Open(cfg Config) (*Store, error) {
 	if s.limits.HalfLife <= 0 {
 		s.limits.HalfLife = 7 * 24 * time.Hour
 	}
-	if !readOnly {
+	if mode == indexOnDisk {
 		s.takeReserve()
 	}
 	if err := s.recover(rebuilt); err != nil {
@@ -239,10 +244,11 @@ func (s *Store) Close() error {
 	for _, f := range fills {
 		f.Abort(errors.New("cache is closing"))
 	}
-	if s.fsFree() < closeHeadroom && !s.readOnly {
+	onDisk := !s.readOnly && !s.memIndex
+	if s.fsFree() < closeHeadroom && onDisk {
 		releaseReserve(s.dir, s.log)
 	}
-	if free := s.fsFree(); free < closeHeadroom && !s.readOnly {
+	if free := s.fsFree(); free < closeHeadroom && onDisk {
 		// Closing flushes the memtable into a new table, written through
 		// mapped pages: on a full disk that kills the process. Its
 		// write-ahead log already holds it, and is replayed at the next
@@ -674,6 +680,9 @@ const indexHeadroom = 32 << 20
 func (s *Store) indexRoom() error {
 	if s.readOnly {
 		return fmt.Errorf("%w in %s: the index was opened read-only on a nearly full disk; restart warren once there is room", ErrNoSpace, s.dir)
+	}
+	if s.memIndex {
+		return nil // the index takes no disk this run
 	}
 	if free := s.fsFree(); free < indexHeadroom {
 		return fmt.Errorf("%w in %s: %d bytes free; the index keeps %d MiB for itself (free some space or lower cache_max)",

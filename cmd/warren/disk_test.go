@@ -150,3 +150,70 @@ func learnSuite(t *testing.T, n *node, base, suite string) {
 		}
 	}
 }
+
+// A restart on a small cache file system that another process filled: a
+// 16 or 32 MB tmpfs (too small for the index's reserve), a 20 MB artifact
+// asked for (passed through), the daemon stopped, the disk filled to its
+// last 256 KB with 40 small files, and a start. It must serve (the index
+// opened read-only, or as it can), never die of a SIGBUS in the index's
+// log replay.
+func TestDaemonRestartsOnASmallFullDisk(t *testing.T) {
+	requireRoot(t, "mounting a tmpfs")
+	repo := newPeerRepo(t, 20<<20)
+	for _, size := range []string{"16m", "32m"} {
+		t.Run(size, func(t *testing.T) {
+			dir := t.TempDir()
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "warren-small", dir).CombinedOutput(); err != nil {
+				t.Fatalf("mount tmpfs: %v %s", err, out)
+			}
+			t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+			cache := filepath.Join(dir, "cache")
+			start := func() *node {
+				u, cmd, logs := startWarren(t, "--cache-dir", cache, "--log-level", "debug")
+				return &node{url: u, cmd: cmd, logs: logs, client: proxyClient(t, u)}
+			}
+			n := start()
+			n.learn(t, repo)
+			if got, err := n.get(t, repo.up.URL+repo.path); err != nil || !bytes.Equal(got, repo.deb) {
+				t.Fatalf("the artifact on a small disk: %d bytes, %v", len(got), err)
+			}
+			n.cmd.Process.Signal(os.Interrupt)
+			if err := n.cmd.Wait(); err != nil {
+				t.Fatalf("the daemon did not stop cleanly: %v\n%s", err, tail(n.logs.String(), 20))
+			}
+			var st syscall.Statfs_t
+			if err := syscall.Statfs(dir, &st); err != nil {
+				t.Fatal(err)
+			}
+			const small, count, leave = 4 << 10, 40, 256 << 10
+			fill := int64(st.Bavail)*st.Bsize - leave - count*small
+			if fill > 0 {
+				fillUp(t, filepath.Join(dir, "filler"), fill)
+			}
+			for i := range count {
+				os.WriteFile(filepath.Join(dir, fmt.Sprintf("small%d", i)), make([]byte, small), 0o644)
+			}
+			n = start()
+			if got, err := n.get(t, repo.up.URL+repo.path); err != nil || !bytes.Equal(got, repo.deb) {
+				t.Fatalf("after a restart on the full disk: %d bytes, %v\n%s", len(got), err, tail(n.logs.String(), 20))
+			}
+			n.cmd.Process.Signal(os.Interrupt)
+			if err := n.cmd.Wait(); err != nil {
+				t.Fatalf("the daemon did not stop cleanly on the full disk: %v\n%s", err, tail(n.logs.String(), 30))
+			}
+		})
+	}
+}
+
+// fillUp writes a file of n bytes (allocated, not sparse) at path.
+func fillUp(t *testing.T, path string, n int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Fallocate(int(f.Fd()), 0, 0, n); err != nil {
+		t.Fatalf("fill the disk: %v", err)
+	}
+}
