@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -51,9 +52,9 @@ type BlobServer struct {
 
 	peers atomic.Pointer[Table] // the node's table: who a token's requester is
 
-	mu   sync.Mutex            // guards used and sent
-	used map[uint64]int64      // token nonces spent, until their expiry (unix s)
-	sent map[sentKey]time.Time // uploads by requester address and digest
+	mu   sync.Mutex                     // guards used
+	used map[uint64]int64               // token nonces spent, until their expiry (unix s)
+	sent *lru.Cache[sentKey, time.Time] // uploads by requester address and digest
 
 	active   atomic.Int64 // uploads running now
 	peak     atomic.Int64 // most uploads ever running at once
@@ -80,7 +81,10 @@ func NewBlobServer(store BlobStore, cfg BlobConfig) *BlobServer {
 		cfg.Now = time.Now
 	}
 	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: cfg.Secret, log: cfg.Logger, now: cfg.Now, writeTimeout: 30 * time.Second,
-		used: map[uint64]int64{}, sent: map[sentKey]time.Time{}}
+		used: map[uint64]int64{}}
+	// The 4,096 most recent uploads: a report about an older one is not
+	// believed, which costs only a recheck not done.
+	bs.sent, _ = lru.New[sentKey, time.Time](4096)
 	if cfg.UploadRate > 0 {
 		burst := int(min(cfg.UploadRate, 1<<20))
 		bs.limiter = rate.NewLimiter(rate.Limit(cfg.UploadRate), burst)
@@ -179,20 +183,7 @@ func (bs *BlobServer) checkToken(tok string, d cachestore.Digest, remote netip.A
 // recordSent remembers that d went to a: only then is its bad-blob report
 // about d believed.
 func (bs *BlobServer) recordSent(a netip.Addr, d cachestore.Digest) {
-	now := bs.now()
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	if len(bs.sent) >= 4096 {
-		for k, at := range bs.sent {
-			if now.Sub(at) > sentMemory {
-				delete(bs.sent, k)
-			}
-		}
-		if len(bs.sent) >= 4096 {
-			clear(bs.sent)
-		}
-	}
-	bs.sent[sentKey{a, d}] = now
+	bs.sent.Add(sentKey{a, d}, bs.now())
 }
 
 // sentMemory is how long an upload is remembered for bad-blob reports.
@@ -200,9 +191,7 @@ const sentMemory = 10 * time.Minute
 
 // SentTo reports whether d was uploaded to a lately.
 func (bs *BlobServer) SentTo(a netip.Addr, d cachestore.Digest) bool {
-	bs.mu.Lock()
-	defer bs.mu.Unlock()
-	at, ok := bs.sent[sentKey{a, d}]
+	at, ok := bs.sent.Get(sentKey{a, d})
 	return ok && bs.now().Sub(at) <= sentMemory
 }
 

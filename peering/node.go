@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -88,13 +89,13 @@ type Node struct {
 	nextReq   uint32
 	// rechecked is when each digest was last rechecked on a peer's word:
 	// at most once a minute, so a LAN host cannot keep us rehashing.
-	rechecked map[cachestore.Digest]time.Time
+	rechecked *lru.Cache[cachestore.Digest, time.Time]
 	pruned    time.Time // when elections were last swept
 
 	// Datagram admission, used by the read loop only.
-	limits  map[netip.Addr]*rate.Limiter // per source address
-	replay  map[replayKey]int64          // (sender, nonce) seen, until when (ms)
-	skewLog time.Time                    // last "clock off" warning
+	limits  *lru.Cache[netip.Addr, *rate.Limiter] // per source address, the least recently heard forgotten first
+	replay  map[replayKey]int64                   // (sender, nonce) seen, until when (ms)
+	skewLog time.Time                             // last "clock off" warning
 
 	// tasks are the queries and heartbeats running; Run closes it as it
 	// ends, so none starts after and none outlives the node.
@@ -221,11 +222,13 @@ func Listen(cfg Config) (*Node, error) {
 		queries:   map[uint32]chan Message{},
 		elections: map[cachestore.Digest]*election{},
 		beating:   map[cachestore.Digest]*beat{},
-		rechecked: map[cachestore.Digest]time.Time{},
-		limits:    map[netip.Addr]*rate.Limiter{},
 		replay:    map[replayKey]int64{},
 		nextReq:   rand.Uint32(),
 	}
+	// Both only rate-limit: an address or digest forgotten costs a fresh
+	// limiter or one more recheck, never memory.
+	n.limits, _ = lru.New[netip.Addr, *rate.Limiter](maxSources)
+	n.rechecked, _ = lru.New[cachestore.Digest, time.Time](1024)
 	if cfg.Blobs != nil {
 		cfg.Blobs.attach(n.table)
 	}
@@ -296,13 +299,10 @@ func (n *Node) Run(ctx context.Context) error {
 // admit applies the per-source rate limit, before any decoding: a host
 // that floods costs a map lookup per datagram.
 func (n *Node) admit(a netip.Addr) bool {
-	l := n.limits[a]
-	if l == nil {
-		if len(n.limits) >= maxSources {
-			clear(n.limits)
-		}
+	l, ok := n.limits.Get(a)
+	if !ok {
 		l = rate.NewLimiter(sourceRate, sourceBurst)
-		n.limits[a] = l
+		n.limits.Add(a, l)
 	}
 	return l.Allow()
 }
@@ -721,15 +721,12 @@ func (n *Node) badBlobReported(m Message, src netip.AddrPort) {
 	}
 	now := n.now()
 	n.mu.Lock()
-	last, seen := n.rechecked[m.Digest]
+	last, seen := n.rechecked.Get(m.Digest)
 	if seen && now.Sub(last) < time.Minute {
 		n.mu.Unlock()
 		return
 	}
-	if len(n.rechecked) > 1024 {
-		clear(n.rechecked) // bound memory; it only rate-limits
-	}
-	n.rechecked[m.Digest] = now
+	n.rechecked.Add(m.Digest, now)
 	n.mu.Unlock()
 	n.log.Warn("a peer says the bytes we sent failed verification; rechecking our copy",
 		slog.String("peer", m.From.String()), slog.String("digest", m.Digest.String()))

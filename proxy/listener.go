@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // ConnLimits bound what connections cost before a request is read.
@@ -30,7 +32,7 @@ func (s *Server) Listen(ln net.Listener, lim ConnLimits) net.Listener {
 	if lim.Total <= 0 {
 		lim.Total = 1024
 	}
-	return &guardedListener{Listener: ln, s: s, lim: lim, per: map[netip.Addr]int{}, warned: map[netip.Addr]time.Time{}}
+	return &guardedListener{Listener: ln, s: s, lim: lim, per: map[netip.Addr]int{}, warned: newWarned()}
 }
 
 type guardedListener struct {
@@ -41,7 +43,7 @@ type guardedListener struct {
 	mu     sync.Mutex // guards per, total and warned
 	per    map[netip.Addr]int
 	total  int
-	warned map[netip.Addr]time.Time // last warning per address: one a minute
+	warned *lru.Cache[netip.Addr, time.Time] // last warning per address: one a minute
 }
 
 func (l *guardedListener) Accept() (net.Conn, error) {
@@ -90,13 +92,10 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 	c.Close()
 	now := time.Now()
 	l.mu.Lock()
-	last, seen := l.warned[a]
+	last, seen := l.warned.Get(a)
 	warn := !seen || now.Sub(last) > time.Minute
 	if warn {
-		if len(l.warned) > 4096 {
-			clear(l.warned) // bound memory; it only rate-limits the log
-		}
-		l.warned[a] = now
+		l.warned.Add(a, now)
 	}
 	l.mu.Unlock()
 	if warn {
@@ -133,4 +132,11 @@ func (s *Server) clientAllowed(a netip.Addr) error {
 		}
 	}
 	return fmt.Errorf("client %s is not in allow_clients; add its network to allow_clients in the config", a)
+}
+
+// newWarned remembers the last warning of 4,096 addresses at most, the
+// least recently warned forgotten first: it only rate-limits the log.
+func newWarned() *lru.Cache[netip.Addr, time.Time] {
+	c, _ := lru.New[netip.Addr, time.Time](4096)
+	return c
 }

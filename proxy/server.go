@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
@@ -117,8 +118,9 @@ type Server struct {
 	cancel context.CancelFunc
 	fills  taskgroup.Group // fills and learns: Close waits for them
 
-	negMu sync.Mutex           // guards neg
-	neg   map[string]time.Time // URL -> until when upstream's 404 stands
+	// neg is URL -> until when upstream's 404 stands, the least recently
+	// used forgotten first (a forgotten 404 only costs a request).
+	neg *lru.Cache[string, time.Time]
 
 	bufs sync.Pool // copy buffers
 
@@ -228,7 +230,6 @@ func New(cfg Config, store Store) (*Server, error) {
 		// ends up sending them.
 		budgets: budgets,
 		via:     "1.1 warren-" + hex.EncodeToString(tok[:]),
-		neg:     map[string]time.Time{},
 		bufs:    sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
 	}
 	s.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -237,6 +238,7 @@ func New(cfg Config, store Store) (*Server, error) {
 	s.up = &http.Client{Transport: &budgetTransport{base: tr, budgets: budgets, count: func(feed, kind string) {
 		s.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
 	}}}
+	s.neg, _ = lru.New[string, time.Time](10000)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()
@@ -484,11 +486,9 @@ func LocalNetworks() ([]netip.Prefix, error) {
 
 // negative remembers an upstream 404 for NegativeTTL.
 func (s *Server) negative(u string) bool {
-	s.negMu.Lock()
-	defer s.negMu.Unlock()
-	until, ok := s.neg[u]
+	until, ok := s.neg.Get(u)
 	if ok && s.now().After(until) {
-		delete(s.neg, u)
+		s.neg.Remove(u)
 		return false
 	}
 	return ok
@@ -498,12 +498,7 @@ func (s *Server) rememberNotFound(u string) {
 	if s.cfg.NegativeTTL <= 0 {
 		return
 	}
-	s.negMu.Lock()
-	defer s.negMu.Unlock()
-	if len(s.neg) > 10000 { // bound memory; a stale miss only costs a request
-		clear(s.neg)
-	}
-	s.neg[u] = s.now().Add(s.cfg.NegativeTTL)
+	s.neg.Add(u, s.now().Add(s.cfg.NegativeTTL))
 }
 
 // slogPrintf adapts goproxy's Printf logger.
