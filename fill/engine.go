@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -65,6 +66,35 @@ func ContentRangeTotal(h string) int64 {
 		return -1
 	}
 	return v
+}
+
+// GetAt sends req, a GET, for a blob's bytes from off on (with Range)
+// and returns the response with its body at off, and the whole blob's size
+// as the server says (-1: unknown): a 206's Content-Range total, or a
+// 200's length with the first off bytes read and dropped (a server that
+// ignores Range). Any other answer is returned as it came, size -1, for
+// the caller to read. Every HTTP source resumes through it.
+func GetAt(c *http.Client, req *http.Request, off int64) (*http.Response, int64, error) {
+	if off > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, -1, err
+	}
+	switch {
+	case resp.StatusCode == http.StatusPartialContent && off > 0:
+		return resp, ContentRangeTotal(resp.Header.Get("Content-Range")), nil
+	case resp.StatusCode == http.StatusOK:
+		if off > 0 {
+			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
+				resp.Body.Close()
+				return nil, -1, fmt.Errorf("skip to offset %d of a whole answer: %w", off, err)
+			}
+		}
+		return resp, resp.ContentLength, nil
+	}
+	return resp, -1, nil
 }
 
 func (st *Stream) blame(reason error) {

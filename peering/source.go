@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -182,37 +180,21 @@ func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*f
 	if err != nil {
 		return nil, err
 	}
-	if off > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
-	}
 	if len(n.cfg.Secret) > 0 {
 		req.Header.Set(tokenHeader, BlobToken(n.cfg.Secret, s.d, n.cfg.ID, n.now().Add(TokenLife), rand.Uint64()))
 	}
-	resp, err := n.hc.Do(req)
+	resp, size, err := fill.GetAt(n.hc, req, off)
 	if err != nil {
 		return nil, err
 	}
-	size := int64(-1)
 	switch resp.StatusCode {
-	case http.StatusOK:
-		size = resp.ContentLength
-		if off > 0 {
-			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
-				resp.Body.Close()
-				return nil, fmt.Errorf("skip to offset %d: %w", off, err)
-			}
-		}
-	case http.StatusPartialContent:
-		size = fill.ContentRangeTotal(resp.Header.Get("Content-Range"))
+	case http.StatusOK, http.StatusPartialContent:
 	case http.StatusServiceUnavailable:
 		resp.Body.Close()
 		return nil, errBusy
 	default:
 		resp.Body.Close()
 		return nil, fmt.Errorf("peer answered %s", resp.Status)
-	}
-	if size < 0 && resp.StatusCode == http.StatusOK && resp.ContentLength < 0 {
-		size = -1 // a growing file of unknown size: the engine caps at the expected size
 	}
 	id, addr := p.ID, p.AddrPort()
 	var minRate int64

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -507,5 +506,3 @@ type slogPrintf struct{ log *slog.Logger }
 func (l slogPrintf) Printf(format string, v ...any) {
 	l.log.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)), slog.String("component", "goproxy"))
 }
-
-var errAlreadyStored = errors.New("blob was stored meanwhile")

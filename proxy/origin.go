@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strconv"
-	"sync/atomic"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/fill"
@@ -58,126 +55,6 @@ func isUpstreamDown(err error) bool {
 	return errors.As(err, &fe) || errors.As(err, &st) && st.code >= 500
 }
 
-// startFill runs the fill on the server's context, not the client's: a
-// client that goes away does not cancel the download the others wait for.
-func (s *Server) startFill(f *cachestore.Fill, r *http.Request, p plan, prev *cachestore.Cached) {
-	ua := r.Header.Get("User-Agent")
-	if !s.fills.Go(func() { s.runFill(s.ctx, f, ua, p, prev) }) {
-		f.Abort(errShuttingDown)
-	}
-}
-
-// errShuttingDown answers a request that comes while the server closes.
-var errShuttingDown = errors.New("warren is shutting down; try again shortly")
-
-// runFill fills f through the engine: LAN peers first when the digest is
-// known (after the origin for artifacts below share_min_size, whose peer
-// question runs beside the download), then the origin. The URL-cache entry
-// is recorded and the metadata's learn registered before the last byte is
-// released; the learn itself runs from the stored blob afterwards.
-func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p plan, prev *cachestore.Cached) {
-	// Check the store again inside the flight: a fill that just finished
-	// may have stored what we are about to fetch.
-	if !p.digest.IsZero() {
-		if _, err := s.store.Stat(p.digest); err == nil {
-			f.Abort(errAlreadyStored)
-			return
-		}
-	} else if c, err := s.store.Cached(p.key); err == nil && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
-		f.Abort(errNotModified)
-		return
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	origin := &originSource{s: s, p: p, ua: ua, prev: prev}
-	sources := []fill.Source{origin}
-	peering := s.cfg.Peers != nil && !p.digest.IsZero()
-	if peering {
-		ps := countingSource{s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written), &s.stats.BytesPeers, &s.stats.Mismatches}
-		if p.size >= 0 && p.size < s.cfg.ShareMinSize {
-			sources = append(sources, ps) // the peers are the fallback
-		} else {
-			sources = []fill.Source{ps, origin}
-		}
-	}
-	cf := &committingFill{Fill: f, s: s, p: p}
-	res, err := s.engine.Run(ctx, cf, fill.Want{Digest: p.digest, Size: p.size}, sources)
-	if peering {
-		s.cfg.Peers.Done(p.digest, err == nil)
-	}
-	if err != nil {
-		if cf.learn != nil {
-			s.learning.end(cf.learn)
-		}
-		if !errors.Is(err, errNotModified) {
-			s.log.Debug("fill failed", slog.String("url", p.url), slog.Any("err", err))
-		}
-		return
-	}
-	if cf.learn != nil && !s.fills.Go(func() { s.learn(cf.learn, cf.scope, p, res.Digest) }) {
-		s.learning.end(cf.learn) // shutting down: learnt on the next fetch
-	}
-	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", res.Digest.String()),
-		slog.Int64("bytes", res.Size), slog.Any("from", res.From))
-}
-
-// committingFill does what must precede the release of the last byte:
-// the URL-cache entry, and the registration of the metadata's learn (so
-// that a request racing it waits for it).
-type committingFill struct {
-	*cachestore.Fill
-	s     *Server
-	p     plan
-	learn *learnRun
-	scope repoScope
-}
-
-func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
-	s, p := c.s, c.p
-	got := c.Fill.Digest()
-	if p.digest.IsZero() {
-		meta := c.Fill.Meta()
-		cached := cachestore.Cached{
-			Digest: got, Size: size, ETag: meta["ETag"], LastModified: meta["Last-Modified"],
-			ContentType: meta["Content-Type"], Fetched: s.now(),
-		}
-		if err := s.store.PutCached(p.key, cached); err != nil {
-			s.log.Warn("could not record a cached URL", slog.String("url", p.url), slog.Any("err", err))
-		}
-	}
-	if c.learn == nil {
-		// Once: a learn registered twice would be ended once, and every
-		// request in its repository would wait learnWaitMax for the other.
-		c.learn, c.scope, _ = s.beginLearn(p)
-	}
-	return c.Fill.Commit(want, size)
-}
-
-// countingSource counts what a source sends and what it got wrong.
-type countingSource struct {
-	fill.Source
-	bytes      *atomic.Int64
-	mismatches *atomic.Int64
-}
-
-func (c countingSource) Open(ctx context.Context, off int64) (*fill.Stream, error) {
-	st, err := c.Source.Open(ctx, off)
-	if err != nil {
-		return nil, err
-	}
-	st.Received = func(n int64) { c.bytes.Add(n) }
-	blame := st.Blame
-	st.Blame = func(reason error) {
-		if errors.Is(reason, cachestore.ErrDigestMismatch) {
-			c.mismatches.Add(1)
-		}
-		if blame != nil {
-			blame(reason)
-		}
-	}
-	return st, nil
-}
-
 // originSource is the upstream mirror as a fill source: the first Open
 // revalidates a URL-cached copy (304 ends the fill), later ones resume
 // with Range after what is written.
@@ -208,9 +85,7 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 		return nil, fill.Stop(fmt.Errorf("build upstream request for %s: %w", p.url, err))
 	}
 	s.setUpstreamHeaders(req, o.ua)
-	if off > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
-	} else if o.prev != nil && o.tries == 1 {
+	if off == 0 && o.prev != nil && o.tries == 1 {
 		if o.prev.ETag != "" {
 			req.Header.Set("If-None-Match", o.prev.ETag)
 		}
@@ -218,7 +93,7 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 			req.Header.Set("If-Modified-Since", o.prev.LastModified)
 		}
 	}
-	resp, err := s.up.Do(req)
+	resp, size, err := fill.GetAt(s.up, req, off)
 	if err != nil {
 		var de *DestinationError
 		if errors.As(err, &de) {
@@ -231,7 +106,6 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 		return nil, &upstreamFetchError{url: p.url, err: err}
 	}
 	s.stats.UpstreamFetches.Add(1)
-	size := int64(-1)
 	switch {
 	case resp.StatusCode == http.StatusNotModified && o.prev != nil && off == 0:
 		resp.Body.Close()
@@ -247,16 +121,7 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 			s.log.Warn("could not record revalidation", slog.String("url", p.url), slog.Any("err", err))
 		}
 		return nil, fill.Stop(errNotModified)
-	case resp.StatusCode == http.StatusPartialContent && off > 0:
-		size = fill.ContentRangeTotal(resp.Header.Get("Content-Range"))
-	case resp.StatusCode == http.StatusOK:
-		size = resp.ContentLength
-		if off > 0 { // upstream ignores Range: skip what the fill has
-			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
-				resp.Body.Close()
-				return nil, &upstreamFetchError{url: p.url, err: fmt.Errorf("skip to offset %d: %w", off, err)}
-			}
-		}
+	case resp.StatusCode == http.StatusOK, resp.StatusCode == http.StatusPartialContent && off > 0:
 	default:
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
@@ -303,7 +168,7 @@ func (s *Server) setUpstreamHeaders(req *http.Request, ua string) {
 
 // passThrough answers the client straight from upstream, storing nothing:
 // for HEAD on a miss and when the disk is full.
-func (s *Server) passThrough(w *respWriter, r *http.Request, p plan, off int64) error {
+func (s *Server) passThrough(w *respWriter, r *http.Request, p plan) error {
 	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.url, nil)
 	if err != nil {
 		return fmt.Errorf("build upstream request for %s: %w", p.url, err)

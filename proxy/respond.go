@@ -1,15 +1,12 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,237 +14,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
-	"github.com/warren-cache/warren/debian"
-	"github.com/warren-cache/warren/rpm"
 )
-
-// plan is what the URL says about how to serve it.
-type plan struct {
-	url  string // upstream URL, as the client spelt it
-	key  string // the canonical form of url: its key in the index
-	kind string // what the ecosystem calls it, for the log
-	// passThrough: never cache (mirror lists, metalinks).
-	passThrough bool
-	// digest is set when metadata (or the by-hash path) says what the bytes
-	// must hash to: the blob is filled by digest and verified.
-	digest cachestore.Digest
-	size   int64 // -1 when unknown
-	// meta is the metadata to parse as the bytes pass (metaRelease,
-	// metaPackages, ...); metaName is its name as the repository knows it (which
-	// says its compression).
-	meta     string
-	metaName string
-}
-
-const (
-	metaRelease  = "release"
-	metaPackages = "packages"
-	metaSources  = "sources"
-	metaRepomd   = "repomd"
-	metaPrimary  = "primary"
-)
-
-// serveCache serves a GET or HEAD for target: the whole story of a request.
-func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL) {
-	s.servePlan(w, r, s.plan(r.Context(), target))
-}
-
-// servePlan serves a request as p says, answers errors and logs it once.
-func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
-	start := s.now()
-	rw := &respWriter{ResponseWriter: w}
-	outcome, err := s.serve(rw, r, p)
-	midBody := rw.wrote
-	if err != nil {
-		outcome = "error"
-		s.stats.Errors.Add(1)
-		s.fail(rw, r, p, err)
-	}
-	s.requestsBy.WithLabelValues(outcome).Inc()
-	s.log.Info("request",
-		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind),
-		slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
-		slog.Duration("took", s.now().Sub(start)), slog.String("client", r.RemoteAddr))
-	if err != nil && midBody {
-		// Headers and part of the body are out: the only honest thing left
-		// is to break the connection, so the client never takes a short or
-		// wrong file for a whole one.
-		panic(http.ErrAbortHandler)
-	}
-}
-
-func (s *Server) plan(ctx context.Context, u *url.URL) plan {
-	p := plan{url: u.String(), key: canonicalURL(u), kind: "other", size: -1}
-	if k := debian.Classify(u.Path); k != debian.KindOther {
-		s.planDebian(ctx, &p, u, k)
-	} else if k := rpm.Classify(u.Host, u.Path); k != rpm.KindOther {
-		s.planRPM(ctx, &p, u, k)
-	}
-	return p
-}
-
-func (s *Server) planDebian(ctx context.Context, p *plan, u *url.URL, k debian.Kind) {
-	p.kind = k.String()
-	switch k {
-	case debian.KindByHash:
-		p.digest = cachestore.Digest{Algo: "sha256", Hex: debian.ByHashDigest(u.Path)}
-		s.learning.wait(ctx, p.key, nil)
-		if known, err := s.store.Known(p.key); err == nil && known.Digest == p.digest {
-			p.size = known.Size
-			p.meta, p.metaName = debianIndexMeta(known.Name), known.Name
-		}
-	case debian.KindPackage, debian.KindSource:
-		s.useKnown(ctx, p)
-	case debian.KindRelease:
-		p.meta, p.metaName = metaRelease, path.Base(u.Path)
-	case debian.KindIndex:
-		p.meta, p.metaName = debianIndexMeta(u.Path), path.Base(u.Path)
-	}
-}
-
-// debianIndexMeta says which parser an index file needs: metaPackages or
-// metaSources, or "" for one that names no artifacts (Translation, ...).
-func debianIndexMeta(name string) string {
-	switch {
-	case debian.IsPackagesIndex(name):
-		return metaPackages
-	case debian.IsSourcesIndex(name):
-		return metaSources
-	}
-	return ""
-}
-
-func (s *Server) planRPM(ctx context.Context, p *plan, u *url.URL, k rpm.Kind) {
-	p.kind = k.String()
-	switch k {
-	case rpm.KindPackage:
-		s.useKnown(ctx, p)
-	case rpm.KindRepomd:
-		p.meta, p.metaName = metaRepomd, path.Base(u.Path)
-	case rpm.KindMetadata:
-		// Named by their checksum, listed in repomd.xml: immutable once known.
-		s.useKnown(ctx, p)
-		if rpm.IsPrimary(u.Path) {
-			p.meta, p.metaName = metaPrimary, path.Base(u.Path)
-		}
-	case rpm.KindMirrorList:
-		p.passThrough = true
-	}
-}
-
-// useKnown takes the digest metadata recorded for the URL, if any, after
-// any learn in progress of the URL's repository.
-func (s *Server) useKnown(ctx context.Context, p *plan) {
-	s.learning.wait(ctx, p.key, nil)
-	if k, err := s.store.Known(p.key); err == nil {
-		p.digest, p.size = k.Digest, k.Size
-	}
-}
-
-// serve returns the outcome for the log, or an error for fail to answer.
-func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
-	if p.passThrough {
-		return "pass", s.passThrough(w, r, p, 0)
-	}
-	if !p.digest.IsZero() {
-		return s.serveDigest(w, r, p)
-	}
-	return s.serveURL(w, r, p)
-}
-
-// serveDigest serves an artifact whose digest is known: from the store, or
-// through the one fill for that digest, verified before its last byte.
-func (s *Server) serveDigest(w *respWriter, r *http.Request, p plan) (string, error) {
-	for {
-		f, bi, err := s.store.OpenBlob(p.digest)
-		if err == nil {
-			defer f.Close()
-			s.serveFile(w, r, f.File, bi.Added, "", contentType(p))
-			return "hit", nil
-		}
-		if !errors.Is(err, cachestore.ErrNotFound) {
-			return "", err
-		}
-		if r.Method == http.MethodHead {
-			return "pass", s.passThrough(w, r, p, 0)
-		}
-		if s.negative(p.key) {
-			return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
-		}
-		fill, leader := s.store.BeginFill(cachestore.FillKey(p.digest))
-		if leader {
-			s.startFill(fill, r, p, nil)
-		}
-		hit, err := s.serveFill(w, r, fill, p, leader)
-		if errors.Is(err, errAlreadyStored) {
-			continue // another flight stored it between our look and our fill
-		}
-		if isNoSpace(err) && !w.wrote {
-			s.log.Warn("cache disk full; serving from upstream without storing, verified as it passes", slog.String("url", p.url), slog.Any("err", err))
-			return "pass", s.serveUnstored(w, r, p, nil)
-		}
-		return missOrHit(hit), err
-	}
-}
-
-// serveURL serves a file cached by URL (index files, and anything whose
-// hash no metadata gave): fresh copies from the store, otherwise one
-// revalidating flight per URL; the last good copy when upstream is down.
-func (s *Server) serveURL(w *respWriter, r *http.Request, p plan) (string, error) {
-	for tries := 0; ; tries++ {
-		c, err := s.store.Cached(p.key)
-		have := err == nil
-		if err != nil && !errors.Is(err, cachestore.ErrNotFound) {
-			return "", err
-		}
-		if have && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
-			if ok := s.serveCached(w, r, p, c); ok {
-				return "hit", nil
-			}
-			have = false
-		}
-		if r.Method == http.MethodHead && !have {
-			return "pass", s.passThrough(w, r, p, 0)
-		}
-		if s.negative(p.key) {
-			return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
-		}
-		fill, leader := s.store.BeginFill("url:" + p.key)
-		if leader {
-			var prev *cachestore.Cached
-			if have {
-				prev = &c
-			}
-			s.startFill(fill, r, p, prev)
-		}
-		hit, err := s.serveFill(w, r, fill, p, leader)
-		switch {
-		case err == nil:
-			return missOrHit(hit), nil
-		case errors.Is(err, errNotModified):
-			if c, cerr := s.store.Cached(p.key); cerr == nil && s.serveCached(w, r, p, c) {
-				return "revalidated", nil
-			}
-			if tries == 0 {
-				// The copy went (evicted) between upstream's 304 and now:
-				// fetch it again, without validators.
-				continue
-			}
-			return "", fmt.Errorf("serve %s: the revalidated copy was evicted twice in a row; try again", p.url)
-		case have && !w.wrote && isUpstreamDown(err):
-			s.log.Warn("upstream unavailable; serving the last good copy (offline mode)",
-				slog.String("url", p.url), slog.Time("fetched", c.Fetched), slog.Any("err", err))
-			if s.serveCached(w, r, p, c) {
-				return "stale", nil
-			}
-			return "", err
-		case isNoSpace(err) && !w.wrote:
-			s.log.Warn("cache disk full; passing through without storing", slog.String("url", p.url), slog.Any("err", err))
-			return "pass", s.passThrough(w, r, p, 0)
-		}
-		return "miss", err
-	}
-}
 
 // serveCached serves a URL-cache entry; false when its blob is gone.
 func (s *Server) serveCached(w *respWriter, r *http.Request, p plan, c cachestore.Cached) bool {
@@ -280,13 +47,6 @@ func (s *Server) serveFile(w *respWriter, r *http.Request, f *os.File, mod time.
 	w.source = &s.stats.BytesCache
 	s.stats.Hits.Add(1)
 	http.ServeContent(w, r, "", mod, f)
-}
-
-func missOrHit(hit bool) string {
-	if hit {
-		return "hit"
-	}
-	return "miss"
 }
 
 // serveFill streams a fill to the client as it grows, from the client's
@@ -470,24 +230,6 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		s.log.Warn("request failed", slog.String("url", p.url), slog.Int("status", code), slog.Any("err", err))
 	}
 	http.Error(w, "warren: "+msg, code)
-}
-
-func contentType(p plan) string {
-	switch {
-	case p.kind == debian.KindPackage.String():
-		return "application/vnd.debian.binary-package"
-	case p.kind == rpm.KindPackage.String():
-		return "application/x-rpm"
-	case strings.HasSuffix(p.url, ".gz"):
-		return "application/gzip"
-	case strings.HasSuffix(p.url, ".xz"):
-		return "application/x-xz"
-	case strings.HasSuffix(p.url, ".xml"):
-		return "text/xml"
-	case p.kind != "other":
-		return "text/plain; charset=utf-8"
-	}
-	return "application/octet-stream"
 }
 
 // parseRange understands one byte range ("bytes=a-b", "bytes=a-",

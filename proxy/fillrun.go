@@ -1,0 +1,149 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/fill"
+)
+
+// startFill runs the fill on the server's context, not the client's: a
+// client that goes away does not cancel the download the others wait for.
+func (s *Server) startFill(f *cachestore.Fill, r *http.Request, p plan, prev *cachestore.Cached) {
+	ua := r.Header.Get("User-Agent")
+	if !s.fills.Go(func() { s.runFill(s.ctx, f, ua, p, prev) }) {
+		f.Abort(errShuttingDown)
+	}
+}
+
+// errShuttingDown answers a request that comes while the server closes.
+var errShuttingDown = errors.New("warren is shutting down; try again shortly")
+
+// runFill fills f through the engine from the ordered sources. The
+// URL-cache entry is recorded and the metadata's learn registered before
+// the last byte is released (committingFill); the learn itself runs from
+// the stored blob afterwards.
+func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p plan, prev *cachestore.Cached) {
+	// Check the store again inside the flight: a fill that just finished
+	// may have stored what we are about to fetch.
+	if err := s.storedMeanwhile(p); err != nil {
+		f.Abort(err)
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sources, peers := s.sources(ctx, f, p, ua, prev)
+	cf := &committingFill{Fill: f, s: s, p: p}
+	res, err := s.engine.Run(ctx, cf, fill.Want{Digest: p.digest, Size: p.size}, sources)
+	if peers {
+		s.cfg.Peers.Done(p.digest, err == nil)
+	}
+	if err != nil {
+		if cf.learn != nil {
+			s.learning.end(cf.learn)
+		}
+		if !errors.Is(err, errNotModified) {
+			s.log.Debug("fill failed", slog.String("url", p.url), slog.Any("err", err))
+		}
+		return
+	}
+	if cf.learn != nil && !s.fills.Go(func() { s.learn(cf.learn, cf.scope, p, res.Digest) }) {
+		s.learning.end(cf.learn) // shutting down: learnt on the next fetch
+	}
+	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", res.Digest.String()),
+		slog.Int64("bytes", res.Size), slog.Any("from", res.From))
+}
+
+// errAlreadyStored ends a flight whose blob another one stored first.
+var errAlreadyStored = errors.New("blob was stored meanwhile")
+
+// storedMeanwhile says (as the error to end the flight with) that what p
+// names was stored since the request looked.
+func (s *Server) storedMeanwhile(p plan) error {
+	if !p.digest.IsZero() {
+		if _, err := s.store.Stat(p.digest); err == nil {
+			return errAlreadyStored
+		}
+	} else if c, err := s.store.Cached(p.key); err == nil && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
+		return errNotModified
+	}
+	return nil
+}
+
+// sources are where p's bytes may come from, in the order the engine tries
+// them: LAN peers first when the digest is known (after the origin for
+// artifacts below share_min_size, whose peer question runs beside the
+// download), then the origin. A URL whose hash no metadata gave is never
+// fetched from peers. peers says the LAN takes part (Done ends its part).
+func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, ua string, prev *cachestore.Cached) (sources []fill.Source, peers bool) {
+	origin := &originSource{s: s, p: p, ua: ua, prev: prev}
+	if s.cfg.Peers == nil || p.digest.IsZero() {
+		return []fill.Source{origin}, false
+	}
+	lan := countingSource{s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written), &s.stats.BytesPeers, &s.stats.Mismatches}
+	if p.size >= 0 && p.size < s.cfg.ShareMinSize {
+		return []fill.Source{origin, lan}, true // the peers are the fallback
+	}
+	return []fill.Source{lan, origin}, true
+}
+
+// committingFill does what must precede the release of the last byte:
+// the URL-cache entry, and the registration of the metadata's learn (so
+// that a request racing it waits for it).
+type committingFill struct {
+	*cachestore.Fill
+	s     *Server
+	p     plan
+	learn *learnRun
+	scope repoScope
+}
+
+func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
+	s, p := c.s, c.p
+	got := c.Fill.Digest()
+	if p.digest.IsZero() {
+		meta := c.Fill.Meta()
+		cached := cachestore.Cached{
+			Digest: got, Size: size, ETag: meta["ETag"], LastModified: meta["Last-Modified"],
+			ContentType: meta["Content-Type"], Fetched: s.now(),
+		}
+		if err := s.store.PutCached(p.key, cached); err != nil {
+			s.log.Warn("could not record a cached URL", slog.String("url", p.url), slog.Any("err", err))
+		}
+	}
+	if c.learn == nil {
+		// Once: a learn registered twice would be ended once, and every
+		// request in its repository would wait learnWaitMax for the other.
+		c.learn, c.scope, _ = s.beginLearn(p)
+	}
+	return c.Fill.Commit(want, size)
+}
+
+// countingSource counts what a source sends and what it got wrong.
+type countingSource struct {
+	fill.Source
+	bytes      *atomic.Int64
+	mismatches *atomic.Int64
+}
+
+func (c countingSource) Open(ctx context.Context, off int64) (*fill.Stream, error) {
+	st, err := c.Source.Open(ctx, off)
+	if err != nil {
+		return nil, err
+	}
+	st.Received = func(n int64) { c.bytes.Add(n) }
+	blame := st.Blame
+	st.Blame = func(reason error) {
+		if errors.Is(reason, cachestore.ErrDigestMismatch) {
+			c.mismatches.Add(1)
+		}
+		if blame != nil {
+			blame(reason)
+		}
+	}
+	return st, nil
+}

@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"context"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/rpm"
+)
+
+// plan is what the URL says about how to serve it.
+type plan struct {
+	url  string // upstream URL, as the client spelt it
+	key  string // the canonical form of url: its key in the index
+	kind string // what the ecosystem calls it, for the log
+	// passThrough: never cache (mirror lists, metalinks).
+	passThrough bool
+	// digest is set when metadata (or the by-hash path) says what the bytes
+	// must hash to: the blob is filled by digest and verified.
+	digest cachestore.Digest
+	size   int64 // -1 when unknown
+	// meta is the metadata to parse as the bytes pass (metaRelease,
+	// metaPackages, ...); metaName is its name as the repository knows it (which
+	// says its compression).
+	meta     string
+	metaName string
+}
+
+// fillKey names p's one flight: by digest when the metadata gave one (a
+// blob is the same whatever URL names it), else by URL.
+func (p plan) fillKey() string {
+	if !p.digest.IsZero() {
+		return cachestore.FillKey(p.digest)
+	}
+	return "url:" + p.key
+}
+
+const (
+	metaRelease  = "release"
+	metaPackages = "packages"
+	metaSources  = "sources"
+	metaRepomd   = "repomd"
+	metaPrimary  = "primary"
+)
+
+func (s *Server) plan(ctx context.Context, u *url.URL) plan {
+	p := plan{url: u.String(), key: canonicalURL(u), kind: "other", size: -1}
+	if k := debian.Classify(u.Path); k != debian.KindOther {
+		s.planDebian(ctx, &p, u, k)
+	} else if k := rpm.Classify(u.Host, u.Path); k != rpm.KindOther {
+		s.planRPM(ctx, &p, u, k)
+	}
+	return p
+}
+
+func (s *Server) planDebian(ctx context.Context, p *plan, u *url.URL, k debian.Kind) {
+	p.kind = k.String()
+	switch k {
+	case debian.KindByHash:
+		p.digest = cachestore.Digest{Algo: "sha256", Hex: debian.ByHashDigest(u.Path)}
+		s.learning.wait(ctx, p.key, nil)
+		if known, err := s.store.Known(p.key); err == nil && known.Digest == p.digest {
+			p.size = known.Size
+			p.meta, p.metaName = debianIndexMeta(known.Name), known.Name
+		}
+	case debian.KindPackage, debian.KindSource:
+		s.useKnown(ctx, p)
+	case debian.KindRelease:
+		p.meta, p.metaName = metaRelease, path.Base(u.Path)
+	case debian.KindIndex:
+		p.meta, p.metaName = debianIndexMeta(u.Path), path.Base(u.Path)
+	}
+}
+
+// debianIndexMeta says which parser an index file needs: metaPackages or
+// metaSources, or "" for one that names no artifacts (Translation, ...).
+func debianIndexMeta(name string) string {
+	switch {
+	case debian.IsPackagesIndex(name):
+		return metaPackages
+	case debian.IsSourcesIndex(name):
+		return metaSources
+	}
+	return ""
+}
+
+func (s *Server) planRPM(ctx context.Context, p *plan, u *url.URL, k rpm.Kind) {
+	p.kind = k.String()
+	switch k {
+	case rpm.KindPackage:
+		s.useKnown(ctx, p)
+	case rpm.KindRepomd:
+		p.meta, p.metaName = metaRepomd, path.Base(u.Path)
+	case rpm.KindMetadata:
+		// Named by their checksum, listed in repomd.xml: immutable once known.
+		s.useKnown(ctx, p)
+		if rpm.IsPrimary(u.Path) {
+			p.meta, p.metaName = metaPrimary, path.Base(u.Path)
+		}
+	case rpm.KindMirrorList:
+		p.passThrough = true
+	}
+}
+
+// useKnown takes the digest metadata recorded for the URL, if any, after
+// any learn in progress of the URL's repository.
+func (s *Server) useKnown(ctx context.Context, p *plan) {
+	s.learning.wait(ctx, p.key, nil)
+	if k, err := s.store.Known(p.key); err == nil {
+		p.digest, p.size = k.Digest, k.Size
+	}
+}
+
+func contentType(p plan) string {
+	switch {
+	case p.kind == debian.KindPackage.String():
+		return "application/vnd.debian.binary-package"
+	case p.kind == rpm.KindPackage.String():
+		return "application/x-rpm"
+	case strings.HasSuffix(p.url, ".gz"):
+		return "application/gzip"
+	case strings.HasSuffix(p.url, ".xz"):
+		return "application/x-xz"
+	case strings.HasSuffix(p.url, ".xml"):
+		return "text/xml"
+	case p.kind != "other":
+		return "text/plain; charset=utf-8"
+	}
+	return "application/octet-stream"
+}
