@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -135,38 +136,78 @@ func defaults() config {
 	return cfg
 }
 
+// defaultOf prints the default of the setting with YAML key key ("a.b"
+// for nested ones) as the config file spells it: the one place flags'
+// help, the shipped warren.yaml and the README take defaults from (a
+// test holds the last two to it). "" when it has none to print.
+func defaultOf(key string) string {
+	v := reflect.ValueOf(defaults())
+	for _, part := range strings.Split(key, ".") {
+		t, found := v.Type(), false
+		for i := range t.NumField() {
+			if tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ","); tag == part {
+				v, found = v.Field(i), true
+				break
+			}
+		}
+		if !found {
+			panic("defaultOf: no setting " + key) // a typo in a flag's help: caught by every test
+		}
+	}
+	switch x := v.Interface().(type) {
+	case duration:
+		return x.String()
+	case []int:
+		if len(x) == 0 {
+			return ""
+		}
+		return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(x)), ", "), "[]")
+	case []string, map[string]string, map[string]duration:
+		return ""
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+// withDefault is a flag's help ending in its setting's default.
+func withDefault(help, key string) string {
+	if d := defaultOf(key); d != "" {
+		return help + " (default " + d + ")"
+	}
+	return help
+}
+
 func settingFlags() []cli.Flag {
-	def := defaults()
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML config file (default " + defaultConfigFile + " if it exists)", EnvVars: []string{"WARREN_CONFIG"}},
-		&cli.StringFlag{Name: "listen", Usage: "address:port to serve on (default :3142)", EnvVars: []string{"WARREN_LISTEN"}},
-		&cli.StringFlag{Name: "cache-dir", Usage: "where blobs and the index live (default /var/cache/warren)", EnvVars: []string{"WARREN_CACHE_DIR"}},
-		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn or error (default info)", EnvVars: []string{"WARREN_LOG_LEVEL"}},
+		&cli.StringFlag{Name: "listen", Usage: withDefault("address:port to serve on", "listen"), EnvVars: []string{"WARREN_LISTEN"}},
+		&cli.StringFlag{Name: "cache-dir", Usage: withDefault("where blobs and the index live", "cache_dir"), EnvVars: []string{"WARREN_CACHE_DIR"}},
+		&cli.StringFlag{Name: "log-level", Usage: withDefault("debug, info, warn or error", "log_level"), EnvVars: []string{"WARREN_LOG_LEVEL"}},
 		&cli.StringSliceFlag{Name: "allow-upstream", Usage: "CIDR upstream may be in although it is loopback, link-local or this machine's own address (refused by default), repeatable", EnvVars: []string{"WARREN_ALLOW_UPSTREAM"}},
 		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
-		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: strconv.Itoa(def.MaxConnections), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
-		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client address may hold open, 503 beyond", DefaultText: strconv.Itoa(def.MaxClientConnections), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
-		&cli.IntSliceFlag{Name: "connect-port", Usage: "port CONNECT may tunnel to, repeatable (default 443)", EnvVars: []string{"WARREN_CONNECT_PORTS"}},
-		&cli.StringFlag{Name: "index-ttl", Usage: "how long Release/Packages are served before asking upstream again (default 5s)", EnvVars: []string{"WARREN_INDEX_TTL"}},
-		&cli.StringFlag{Name: "negative-ttl", Usage: "how long an upstream 404 is remembered, 0 for not at all (default 30s)", EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
-		&cli.StringFlag{Name: "chocolatey-upstream", Usage: "NuGet v2 feed behind /chocolatey/api/v2/ (default " + defaultChocolateyUpstream + ")", EnvVars: []string{"WARREN_CHOCOLATEY_UPSTREAM"}},
-		&cli.StringFlag{Name: "chocolatey-upstream-rate", Usage: "each feed's upstream request budget: auto (15/min on the community repository, no limit elsewhere), 0 (no limit) or e.g. 15/min (default auto)", EnvVars: []string{"WARREN_CHOCOLATEY_UPSTREAM_RATE"}},
-		&cli.StringFlag{Name: "discovery", Usage: "how peers are found: mdns, static (only --peer), both, off (default mdns)", EnvVars: []string{"WARREN_DISCOVERY"}},
+		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: defaultOf("max_connections"), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
+		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client address may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
+		&cli.IntSliceFlag{Name: "connect-port", Usage: withDefault("port CONNECT may tunnel to, repeatable", "connect_ports"), EnvVars: []string{"WARREN_CONNECT_PORTS"}},
+		&cli.StringFlag{Name: "index-ttl", Usage: withDefault("how long Release/Packages are served before asking upstream again", "index_ttl"), EnvVars: []string{"WARREN_INDEX_TTL"}},
+		&cli.StringFlag{Name: "negative-ttl", Usage: withDefault("how long an upstream 404 is remembered, 0 for not at all", "negative_ttl"), EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
+		&cli.StringFlag{Name: "chocolatey-upstream", Usage: withDefault("NuGet v2 feed behind /chocolatey/api/v2/", "chocolatey.upstream"), EnvVars: []string{"WARREN_CHOCOLATEY_UPSTREAM"}},
+		&cli.StringFlag{Name: "chocolatey-upstream-rate", Usage: withDefault("each feed's upstream request budget: auto (15/min on the community repository, no limit elsewhere), 0 (no limit) or e.g. 15/min", "chocolatey.upstream_rate"), EnvVars: []string{"WARREN_CHOCOLATEY_UPSTREAM_RATE"}},
+		&cli.StringFlag{Name: "discovery", Usage: withDefault("how peers are found: mdns, static (only --peer), both, off", "discovery"), EnvVars: []string{"WARREN_DISCOVERY"}},
 		&cli.StringSliceFlag{Name: "peer", Usage: "a peer's host:port, repeatable (static discovery)", EnvVars: []string{"WARREN_PEERS"}},
 		&cli.StringSliceFlag{Name: "interfaces", Usage: "interfaces that announce and listen for peers, repeatable (default: all up, non-loopback)", EnvVars: []string{"WARREN_INTERFACES"}},
-		&cli.StringFlag{Name: "role", Usage: "peer (uses and serves peers) or passive (uses peers, never serves) (default peer)", EnvVars: []string{"WARREN_ROLE"}},
-		&cli.IntFlag{Name: "priority", Usage: "election and peer-choice weight", DefaultText: "100", EnvVars: []string{"WARREN_PRIORITY"}},
-		&cli.IntFlag{Name: "upload-slots", Usage: "uploads to peers at once", DefaultText: "2", EnvVars: []string{"WARREN_UPLOAD_SLOTS"}},
-		&cli.StringFlag{Name: "upload-rate", Usage: "bytes/s shared by all uploads, e.g. 10MB; 0 unlimited (default 0)", EnvVars: []string{"WARREN_UPLOAD_RATE"}},
-		&cli.StringFlag{Name: "query-timeout", Usage: "how long to wait for peers' \"has it\" answers (default 150ms)", EnvVars: []string{"WARREN_QUERY_TIMEOUT"}},
-		&cli.StringFlag{Name: "election-window", Usage: "how long wants are collected before electing a downloader (default 300ms)", EnvVars: []string{"WARREN_ELECTION_WINDOW"}},
-		&cli.StringFlag{Name: "heartbeat", Usage: "interval of the elected downloader's heartbeats (default 1s)", EnvVars: []string{"WARREN_HEARTBEAT"}},
-		&cli.StringFlag{Name: "share-min-size", Usage: "artifacts smaller than this go upstream at once, peers only as a fallback; 0 asks peers first for all (default " + def.ShareMinSize + ")", EnvVars: []string{"WARREN_SHARE_MIN_SIZE"}},
-		&cli.StringFlag{Name: "scrub-rate", Usage: "bytes/s for rehashing stored blobs in the background to find bit rot, e.g. 20MB; 0 off (default " + def.ScrubRate + ")", EnvVars: []string{"WARREN_SCRUB_RATE"}},
-		&cli.StringFlag{Name: "stall-timeout", Usage: "a fill source that makes too little progress this long is left for the next one (default " + def.StallTimeout.Duration.String() + ")", EnvVars: []string{"WARREN_STALL_TIMEOUT"}},
+		&cli.StringFlag{Name: "role", Usage: withDefault("peer (uses and serves peers) or passive (uses peers, never serves)", "role"), EnvVars: []string{"WARREN_ROLE"}},
+		&cli.IntFlag{Name: "priority", Usage: "election and peer-choice weight", DefaultText: defaultOf("priority"), EnvVars: []string{"WARREN_PRIORITY"}},
+		&cli.IntFlag{Name: "upload-slots", Usage: "uploads to peers at once", DefaultText: defaultOf("upload_slots"), EnvVars: []string{"WARREN_UPLOAD_SLOTS"}},
+		&cli.StringFlag{Name: "upload-rate", Usage: withDefault("bytes/s shared by all uploads, e.g. 10MB; 0 unlimited", "upload_rate"), EnvVars: []string{"WARREN_UPLOAD_RATE"}},
+		&cli.StringFlag{Name: "query-timeout", Usage: withDefault("how long to wait for peers' \"has it\" answers", "query_timeout"), EnvVars: []string{"WARREN_QUERY_TIMEOUT"}},
+		&cli.StringFlag{Name: "election-window", Usage: withDefault("how long wants are collected before electing a downloader", "election_window"), EnvVars: []string{"WARREN_ELECTION_WINDOW"}},
+		&cli.StringFlag{Name: "heartbeat", Usage: withDefault("interval of the elected downloader's heartbeats", "heartbeat"), EnvVars: []string{"WARREN_HEARTBEAT"}},
+		&cli.StringFlag{Name: "share-min-size", Usage: withDefault("artifacts smaller than this go upstream at once, peers only as a fallback; 0 asks peers first for all", "share_min_size"), EnvVars: []string{"WARREN_SHARE_MIN_SIZE"}},
+		&cli.StringFlag{Name: "scrub-rate", Usage: withDefault("bytes/s for rehashing stored blobs in the background to find bit rot, e.g. 20MB; 0 off", "scrub_rate"), EnvVars: []string{"WARREN_SCRUB_RATE"}},
+		&cli.StringFlag{Name: "stall-timeout", Usage: withDefault("a fill source that makes too little progress this long is left for the next one", "stall_timeout"), EnvVars: []string{"WARREN_STALL_TIMEOUT"}},
 		&cli.StringFlag{Name: "group-secret", Usage: "shared secret: peer messages carry an HMAC, blob requests a token", EnvVars: []string{"WARREN_GROUP_SECRET"}},
-		&cli.StringFlag{Name: "cache-max", Usage: "most the cache may hold, e.g. 200GB or 30% of its disk; 0 for no limit (default 30%)", EnvVars: []string{"WARREN_CACHE_MAX"}},
-		&cli.StringFlag{Name: "disk-min-free", Usage: "free space fills must leave, e.g. 5GB or 10% (default 1GB)", EnvVars: []string{"WARREN_DISK_MIN_FREE"}},
+		&cli.StringFlag{Name: "cache-max", Usage: withDefault("most the cache may hold, e.g. 200GB or 30% of its disk; 0 for no limit", "cache_max"), EnvVars: []string{"WARREN_CACHE_MAX"}},
+		&cli.StringFlag{Name: "disk-min-free", Usage: withDefault("free space fills must leave, e.g. 5GB or 10%", "disk_min_free"), EnvVars: []string{"WARREN_DISK_MIN_FREE"}},
 	}
 }
 
