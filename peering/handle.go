@@ -1,0 +1,117 @@
+package peering
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Dispatch: one admitted datagram, by its type.
+
+func (n *Node) handle(m Message, src netip.AddrPort) {
+	_, inTable := n.table.Get(m.From)
+	// An authenticated message (the group has a secret; fresh checked it
+	// is no replay) may move a peer's address; otherwise a message naming
+	// a known peer from elsewhere is an impostor's.
+	admitted := n.table.Offer(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes},
+		len(n.cfg.Secret) > 0)
+	switch {
+	case !admitted && inTable:
+		n.Dropped.Add(1)
+		n.log.Debug("dropped a datagram naming a known peer from another address", slog.String("peer", m.From.String()), slog.String("from", src.String()))
+		return
+	case !admitted && m.Type != MsgQuery && m.Type != MsgHello:
+		// Not in the table (full, or its address holds enough ids): a
+		// question is still answered, but what it says of itself is not
+		// kept.
+		return
+	case admitted && !inTable:
+		n.log.Debug("peer joined the table", slog.String("peer", m.From.String()), slog.String("addr", src.String()), slog.Bool("passive", m.Passive))
+	}
+	switch m.Type {
+	case MsgHello:
+		// Greeted back once, when it joins: a host that is refused a
+		// place (or hellos under many ids) gets no answer to each, so
+		// hellos cannot bounce between two nodes without end.
+		if admitted && !inTable && !n.cfg.Passive {
+			n.send(Message{Type: MsgHello}, src)
+		}
+	case MsgQuery:
+		if n.cfg.Passive {
+			return
+		}
+		// Always answered, "no" included: the asker moves on as soon as
+		// every peer it knows has answered, not at its timeout.
+		has := n.cfg.Has(m.Digest)
+		slots := 0
+		if n.cfg.Blobs != nil {
+			slots = n.cfg.Blobs.FreeSlots()
+		}
+		n.send(Message{Type: MsgAnswer, ReqID: m.ReqID, Digest: m.Digest, Has: has,
+			Ready: has && n.ready.Load() && slots > 0, FreeSlots: uint8(min(slots, 255)), Want: n.wanting(m.Digest)}, src)
+	case MsgAnswer:
+		n.mu.Lock()
+		ch := n.queries[m.ReqID]
+		n.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- m:
+			default:
+			}
+		}
+	case MsgWant:
+		n.update(m.Digest, func(e *election) { putVoter(e.wants, m.From, m) })
+		// Tell a latecomer what we know at once: that we have it, or that
+		// we are downloading it (else it could elect itself and download
+		// it a second time).
+		if !n.cfg.Passive && n.cfg.Has(m.Digest) {
+			n.send(Message{Type: MsgHave, Digest: m.Digest}, src)
+			return
+		}
+		n.mu.Lock()
+		b := n.beating[m.Digest]
+		n.mu.Unlock()
+		if b != nil {
+			n.send(Message{Type: MsgDownloading, Digest: m.Digest, Done: max(b.progress(), 0), Total: b.size}, src)
+		}
+	case MsgDownloading:
+		n.update(m.Digest, func(e *election) {
+			if putVoter(e.beats, m.From, m) {
+				e.beatAt[m.From] = n.now()
+				delete(e.dead, m.From)
+			}
+		})
+	case MsgHave:
+		n.update(m.Digest, func(e *election) { putVoter(e.haves, m.From, true) })
+	case MsgBadBlob:
+		n.badBlobReported(m, src)
+	}
+}
+
+// badBlobReported rechecks a blob a peer says we sent it wrong, at most
+// once a minute per blob (the report may be a lie; the recheck is cheap
+// but not free), and only when this node did upload that blob to the
+// reporter's address lately: a report about bytes it never received is
+// ignored.
+func (n *Node) badBlobReported(m Message, src netip.AddrPort) {
+	if n.cfg.Passive || n.cfg.Recheck == nil || n.cfg.Blobs == nil || !n.cfg.Has(m.Digest) {
+		return
+	}
+	if !n.cfg.Blobs.SentTo(src.Addr().Unmap(), m.Digest) {
+		n.log.Debug("ignored a bad-blob report from a node we sent no such blob", slog.String("peer", m.From.String()),
+			slog.String("from", src.String()), slog.String("digest", m.Digest.String()))
+		return
+	}
+	now := n.now()
+	n.mu.Lock()
+	last, seen := n.rechecked.Get(m.Digest)
+	if seen && now.Sub(last) < time.Minute {
+		n.mu.Unlock()
+		return
+	}
+	n.rechecked.Add(m.Digest, now)
+	n.mu.Unlock()
+	n.log.Warn("a peer says the bytes we sent failed verification; rechecking our copy",
+		slog.String("peer", m.From.String()), slog.String("digest", m.Digest.String()))
+	n.cfg.Recheck(m.Digest)
+}

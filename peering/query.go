@@ -1,0 +1,77 @@
+package peering
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// The question "who has it and is ready?", asked of every known peer.
+
+// askable are the peers worth a question, and so the answers a question
+// waits for: the table's non-passive peers. A static peer joins the table
+// when it answers our hello; one that is down is not asked, so it costs a
+// miss nothing.
+func (n *Node) askable() map[NodeID]bool {
+	out := map[NodeID]bool{}
+	for _, p := range n.table.Peers() {
+		if !p.Passive {
+			out[p.ID] = true
+		}
+	}
+	return out
+}
+
+// query asks the group who has d and is ready. It returns the ready
+// holders heard by the first one plus a short grace, or when every known
+// peer has answered, or by the query timeout. settled says every known peer
+// answered and none has or wants d: nobody to wait for.
+func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, settled bool) {
+	n.mu.Lock()
+	n.nextReq++
+	id := n.nextReq
+	ch := make(chan Message, 64)
+	n.queries[id] = ch
+	n.mu.Unlock()
+	defer func() {
+		n.mu.Lock()
+		delete(n.queries, id)
+		n.mu.Unlock()
+	}()
+	expected := n.askable()
+	n.sendAll(Message{Type: MsgQuery, ReqID: id, Digest: d})
+	timeout := time.NewTimer(n.cfg.QueryTimeout)
+	defer timeout.Stop()
+	var grace <-chan time.Time
+	busy := false
+	for {
+		select {
+		case <-ctx.Done():
+			return ready, false
+		case <-timeout.C:
+			return ready, false
+		case <-grace:
+			return ready, false
+		case m := <-ch:
+			delete(expected, m.From)
+			if m.Has || m.Want {
+				busy = true
+			}
+			if m.Has && m.Ready && n.table.Good(m.From) {
+				if p, ok := n.table.Get(m.From); ok && !slices.ContainsFunc(ready, func(q Peer) bool { return q.ID == p.ID }) {
+					ready = append(ready, p)
+				}
+				if grace == nil {
+					// The first ready answer may be taken at once; a moment
+					// more lets the weighted choice see a few.
+					grace = time.After(min(20*time.Millisecond, n.cfg.QueryTimeout))
+				}
+			}
+			if len(expected) == 0 && len(ready) == 0 {
+				return ready, !busy
+			}
+		}
+	}
+}
