@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -19,19 +18,6 @@ import (
 // under MinFreeBytes, the lowest scores go first. Blobs younger than MinAge
 // stay, blobs unused for MaxAge go regardless, and a blob with an open
 // reader is never removed.
-
-// Blob is an open stored blob. Close it: while it is open the blob is not
-// evicted. Pass File itself to http.ServeContent so sendfile applies.
-type Blob struct {
-	*os.File
-	release func()
-}
-
-// Close closes the file and lets the blob be evicted again.
-func (b *Blob) Close() error {
-	b.release()
-	return b.File.Close()
-}
 
 // EvictReport says what one eviction run did.
 type EvictReport struct {

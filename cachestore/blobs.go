@@ -1,0 +1,244 @@
+package cachestore
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Blobs: files named by their digest under blobs/<algo>/<aa>/<hex>, and
+// their index entries (size, uses, when added and last used).
+
+// BlobInfo is what the index says of a stored blob.
+type BlobInfo struct {
+	Digest   Digest    `json:"-"`
+	Size     int64     `json:"size"`
+	Added    time.Time `json:"added"`
+	LastUsed time.Time `json:"last_used"`
+	Hits     int64     `json:"hits"`
+}
+
+func (s *Store) blobPath(d Digest) string {
+	return filepath.Join(s.dir, "blobs", d.Algo, d.Hex[:2], d.Hex)
+}
+
+// Stat returns the index's record of a blob, or ErrNotFound.
+func (s *Store) Stat(d Digest) (BlobInfo, error) {
+	var bi BlobInfo
+	if err := d.Validate(); err != nil {
+		return bi, err
+	}
+	err := s.get(prefixBlob+d.String(), &bi)
+	bi.Digest = d
+	return bi, err
+}
+
+// OpenBlob opens a stored blob for reading and counts the use; until Close
+// the blob is not evicted. A blob whose file is missing or whose size
+// differs from the index is dropped and reported as ErrNotFound: it is
+// never served.
+func (s *Store) OpenBlob(d Digest) (*Blob, BlobInfo, error) {
+	return s.openBlob(d, true)
+}
+
+// ReadBlob opens a stored blob for warren's own reading (learning the
+// metadata it holds): kept from eviction until Close, not counted as a use.
+func (s *Store) ReadBlob(d Digest) (*Blob, error) {
+	b, _, err := s.openBlob(d, false)
+	return b, err
+}
+
+func (s *Store) openBlob(d Digest, use bool) (*Blob, BlobInfo, error) {
+	if err := d.Validate(); err != nil {
+		return nil, BlobInfo{Digest: d}, err
+	}
+	// Counted as open before the index is read: remove checks the count
+	// under openMu, so it either ran before (the entry is gone) or leaves
+	// the blob alone.
+	s.openMu.Lock()
+	s.open[d]++
+	s.openMu.Unlock()
+	release := func() {
+		s.openMu.Lock()
+		if s.open[d]--; s.open[d] <= 0 {
+			delete(s.open, d)
+		}
+		s.openMu.Unlock()
+	}
+	bi, err := s.Stat(d)
+	if err != nil {
+		release()
+		return nil, bi, err
+	}
+	f, err := os.Open(s.blobPath(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		release()
+		s.log.Warn("blob file missing; dropping it from the index", slog.String("digest", d.String()))
+		_ = s.dropBlob(d)
+		return nil, bi, ErrNotFound
+	}
+	if err != nil {
+		release()
+		return nil, bi, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		release()
+		f.Close()
+		return nil, bi, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	if st.Size() != bi.Size {
+		release()
+		f.Close()
+		s.log.Warn("blob size differs from the index; removing it",
+			slog.String("digest", d.String()), slog.Int64("index_size", bi.Size), slog.Int64("file_size", st.Size()))
+		_ = s.dropBlob(d)
+		return nil, bi, ErrNotFound
+	}
+	if use {
+		if nb, err := s.touchBlob(d); err == nil {
+			bi = nb
+		} else {
+			s.log.Warn("could not count a blob use", slog.String("digest", d.String()), slog.Any("err", err))
+		}
+	}
+	return &Blob{File: f, release: release}, bi, nil
+}
+
+// touchBlob counts one use of a blob that is in the index.
+func (s *Store) touchBlob(d Digest) (BlobInfo, error) {
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	bi, err := s.Stat(d)
+	if err != nil {
+		return bi, err
+	}
+	if s.indexRoom() != nil {
+		return bi, nil // a use not counted beats a full disk; serving goes on
+	}
+	bi.Hits++
+	bi.LastUsed = s.now()
+	return bi, s.writeBlob(bi)
+}
+
+// addBlob records a stored blob (new, or stored again) and counts it once;
+// uses are hits it already served.
+func (s *Store) addBlob(d Digest, size int64, uses int64) error {
+	if err := s.indexRoom(); err != nil {
+		return err
+	}
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	bi, err := s.Stat(d)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	now := s.now()
+	added := errors.Is(err, ErrNotFound)
+	if added {
+		bi = BlobInfo{Digest: d, Added: now}
+	}
+	old := bi.Size
+	bi.Size, bi.LastUsed = size, now
+	bi.Hits += uses
+	if err := s.writeBlob(bi); err != nil {
+		return err
+	}
+	if added {
+		s.usedBlobs.Add(1)
+		s.usedBytes.Add(size)
+	} else {
+		s.usedBytes.Add(size - old)
+	}
+	return nil
+}
+
+func (s *Store) writeBlob(bi BlobInfo) error {
+	b, err := json.Marshal(bi)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(prefixBlob+bi.Digest.String()), b) })
+}
+
+// dropBlob removes a blob's file and its index entries (and the URL-cache
+// entries that name it), counting it out if it was counted in.
+func (s *Store) dropBlob(d Digest) error {
+	if s.readOnly {
+		return fmt.Errorf("remove blob %s: %w", d, s.indexRoom())
+	}
+	s.blobMu.Lock()
+	defer s.blobMu.Unlock()
+	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove blob %s: %w", d, err)
+	}
+	var size int64 = -1
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if it, err := txn.Get([]byte(prefixBlob + d.String())); err == nil {
+			var bi BlobInfo
+			if it.Value(func(v []byte) error { return json.Unmarshal(v, &bi) }) == nil {
+				size = bi.Size
+			} else {
+				size = 0
+			}
+		}
+		if err := txn.Delete([]byte(prefixBlob + d.String())); err != nil {
+			return err
+		}
+		return s.dropUsesTxn(txn, d)
+	})
+	if err != nil {
+		return fmt.Errorf("drop blob %s from the index: %w", d, err)
+	}
+	if size >= 0 {
+		s.usedBlobs.Add(-1)
+		s.usedBytes.Add(-size)
+	}
+	return nil
+}
+
+// dropUsesTxn deletes the URL-cache entries that name d: the file is gone,
+// so those URLs are fetched again rather than revalidated into nothing.
+func (s *Store) dropUsesTxn(txn *badger.Txn, d Digest) error {
+	prefix := []byte(prefixUses + d.String() + "/")
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	var keys [][]byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		url := string(k[len(prefix):])
+		var c Cached
+		if it, err := txn.Get([]byte(prefixCached + url)); err == nil &&
+			it.Value(func(v []byte) error { return json.Unmarshal(v, &c) }) == nil && c.Digest == d {
+			if err := txn.Delete([]byte(prefixCached + url)); err != nil {
+				return err
+			}
+		}
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Blob is an open stored blob. Close it: while it is open the blob is not
+// evicted. Pass File itself to http.ServeContent so sendfile applies.
+type Blob struct {
+	*os.File
+	release func()
+}
+
+// Close closes the file and lets the blob be evicted again.
+func (b *Blob) Close() error {
+	b.release()
+	return b.File.Close()
+}

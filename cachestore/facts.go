@@ -1,0 +1,124 @@
+package cachestore
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Facts: URL -> digest, as repository metadata listed them (see known.go
+// for their stored form, sweep.go for their expiry).
+
+// Known is a fact learnt from repository metadata: the URL must hash to Digest.
+type Known struct {
+	Digest Digest `json:"digest"`
+	Size   int64  `json:"size"` // -1 when the metadata did not say
+	// Name is the metadata's own name for the file (for example
+	// "main/binary-amd64/Packages.xz"), kept for index files so that a
+	// by-hash URL can be parsed as what it is.
+	Name string `json:"name,omitempty"`
+	// Source is where upstream serves the bytes, when that is not the URL
+	// the fact is recorded under (a NuGet package's content src).
+	Source string `json:"source,omitempty"`
+	// Lister names the metadata file that listed the fact (its key's
+	// ListerID) and Learnt when (Unix seconds): a fact older than its
+	// lister's latest learn is no longer listed (SweepKnown). 0: unknown.
+	Lister uint64 `json:"-"`
+	Learnt int64  `json:"-"`
+	// Depth is the length of the repository scope whose metadata listed
+	// the fact. Where repositories nest on one host (one rooted at an
+	// ancestor path of another), the most specific one's fact stands:
+	// PutKnown never replaces a fact with one of a shallower scope.
+	// 0: unknown (replaced by any).
+	Depth int `json:"-"`
+}
+
+// knownMaxIdle is how long a metadata file may go unlearnt before the
+// hashes it listed are dropped (its repository or suite is gone).
+const knownMaxIdle = 30 * 24 * time.Hour
+
+// Known returns what metadata said the URL hashes to.
+func (s *Store) Known(url string) (Known, error) {
+	var k Known
+	err := s.getWith(prefixKnown+url, func(b []byte) error { return decodeKnown(b, &k) })
+	return k, err
+}
+
+// PutKnown records URL -> digest facts in one batch.
+func (s *Store) PutKnown(facts map[string]Known) error {
+	if err := s.indexRoom(); err != nil {
+		return fmt.Errorf("record %d hashes: %w", len(facts), err)
+	}
+	deeper, err := s.deeperFacts(facts)
+	if err != nil {
+		return fmt.Errorf("record %d hashes: %w", len(facts), err)
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for url, k := range facts {
+		if deeper[url] {
+			continue // a more specific repository lists it
+		}
+		if err := k.Digest.Validate(); err != nil {
+			return fmt.Errorf("record hash of %s: %w", url, err)
+		}
+		b, err := encodeKnown(k)
+		if err != nil {
+			return fmt.Errorf("record hash of %s: %w", url, err)
+		}
+		if err := wb.Set([]byte(prefixKnown+url), b); err != nil {
+			return fmt.Errorf("record hash of %s: %w", url, err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("record %d hashes: %w", len(facts), err)
+	}
+	return nil
+}
+
+// deeperFacts says which of facts a fact already recorded, from a more
+// specific repository scope, must not be replaced by.
+func (s *Store) deeperFacts(facts map[string]Known) (map[string]bool, error) {
+	var deeper map[string]bool
+	err := s.db.View(func(txn *badger.Txn) error {
+		for url, k := range facts {
+			it, err := txn.Get([]byte(prefixKnown + url))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var old Known
+			if err := it.Value(func(b []byte) error { return decodeKnown(b, &old) }); err != nil {
+				continue // a damaged record is replaced
+			}
+			if old.Depth > k.Depth {
+				if deeper == nil {
+					deeper = map[string]bool{}
+				}
+				deeper[url] = true
+			}
+		}
+		return nil
+	})
+	return deeper, err
+}
+
+// KnownKeys calls fn with the key of every learnt fact (keys only: cheap).
+func (s *Store) KnownKeys(fn func(key string)) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixKnown)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			fn(string(it.Item().Key()[len(prefixKnown):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list learnt hashes: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package cachestore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Readers of a fill: they follow the growing file, and never get its last
+// byte before the leader has verified the whole.
+
+// Wait blocks until the leader has started (or the fill has failed) and
+// returns what the leader knows.
+func (f *Fill) Wait(ctx context.Context) (FillInfo, error) {
+	return f.wait(ctx, false)
+}
+
+// WaitData is Wait until a first byte can also be read: a client about to
+// read wakes once, not once for the start and again for the bytes.
+func (f *Fill) WaitData(ctx context.Context) (FillInfo, error) {
+	return f.wait(ctx, true)
+}
+
+func (f *Fill) wait(ctx context.Context, data bool) (FillInfo, error) {
+	for {
+		f.mu.Lock()
+		started, done, err, info, ch, verified := f.started, f.done, f.err, f.info, f.changed, f.verified
+		// The last byte waits for verification; held bytes all do.
+		readable := !data || verified || f.written > 1 && !f.held
+		f.mu.Unlock()
+		if done && err != nil && !verified {
+			return info, err
+		}
+		if started && readable {
+			return info, nil
+		}
+		select {
+		case <-ctx.Done():
+			return info, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// Result blocks until the fill ends and returns the blob's digest or why it failed.
+func (f *Fill) Result(ctx context.Context) (Digest, error) {
+	for {
+		f.mu.Lock()
+		done, err, d, ch := f.done, f.err, f.digest, f.changed
+		f.mu.Unlock()
+		if done {
+			return d, err
+		}
+		select {
+		case <-ctx.Done():
+			return Digest{}, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+// NewReader returns a reader of the blob from offset off on, following the
+// file as it grows. Reads block until bytes arrive or ctx ends; the last
+// byte is held back until the blob is verified; a failed fill makes Read
+// return its error.
+func (f *Fill) NewReader(ctx context.Context, off int64) (*FillReader, error) {
+	if _, err := f.Wait(ctx); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done && f.err != nil {
+		return nil, f.err
+	}
+	file, err := os.Open(f.path)
+	if err != nil {
+		return nil, fmt.Errorf("follow fill %s: %w", f.key, err)
+	}
+	return &FillReader{f: f, ctx: ctx, file: file, off: off, gen: f.gen}, nil
+}
+
+// FillReader follows a fill as it grows (see NewReader).
+type FillReader struct {
+	f    *Fill
+	ctx  context.Context
+	file *os.File
+	off  int64
+	gen  int  // the generation the reader's bytes came from
+	took bool // whether it has returned any byte
+}
+
+func (r *FillReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for {
+		r.f.mu.Lock()
+		done, err, written, ch, gen, held := r.f.done, r.f.err, r.f.written, r.f.changed, r.f.gen, r.f.held
+		// Verified bytes are right even if storing them fails afterwards
+		// (the open file outlives its removal): a reader may finish them.
+		whole := r.f.verified
+		r.f.mu.Unlock()
+		if done && err != nil && !whole {
+			return 0, err
+		}
+		if gen != r.gen {
+			if r.took {
+				return 0, fmt.Errorf("read fill %s: %w", r.f.key, ErrRestarted)
+			}
+			r.gen = gen
+		}
+		avail := written
+		switch {
+		case whole:
+		case held:
+			avail = 0 // an untrusted source's bytes wait for verification
+		default:
+			avail-- // the last byte waits for verification
+		}
+		if r.off < avail {
+			n := int64(len(p))
+			if n > avail-r.off {
+				n = avail - r.off
+			}
+			m, rerr := r.file.ReadAt(p[:n], r.off)
+			// The bytes must be of the generation the reader is on: a
+			// restart between the look and the read would mix two.
+			r.f.mu.Lock()
+			same := r.f.gen == r.gen
+			r.f.mu.Unlock()
+			if !same {
+				continue
+			}
+			r.off += int64(m)
+			if m > 0 {
+				r.took = true
+				return m, nil
+			}
+			if rerr != nil && rerr != io.EOF {
+				return 0, fmt.Errorf("read fill %s: %w", r.f.key, rerr)
+			}
+		}
+		if whole && r.off >= written {
+			return 0, io.EOF
+		}
+		select {
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (r *FillReader) Close() error { return r.file.Close() }
+
+// Before returns the blob's first n bytes as the fill wrote them, n at
+// most the reader's offset once it has taken a byte: what a client served
+// by this reader has, and what precedes it. They come from the reader's
+// open file, so they stay readable after the fill failed (a full disk)
+// and its temp file went; a caller that goes on from elsewhere hashes them
+// to verify the whole.
+func (r *FillReader) Before(n int64) (io.Reader, error) {
+	if !r.took || n > r.off || n < 0 {
+		return nil, fmt.Errorf("read fill %s: the first %d bytes are not all behind this reader (at %d)", r.f.key, n, r.off)
+	}
+	return io.NewSectionReader(r.file, 0, n), nil
+}
