@@ -3,6 +3,8 @@ package cachestore
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -51,12 +53,23 @@ func (s *Store) PutKnown(facts map[string]Known) error {
 	if err := s.indexRoom(); err != nil {
 		return fmt.Errorf("record %d hashes: %w", len(facts), err)
 	}
-	deeper, err := s.deeperFacts(facts)
+	newScopes, nested, err := s.scopes(facts)
 	if err != nil {
 		return fmt.Errorf("record %d hashes: %w", len(facts), err)
 	}
+	var deeper map[string]bool
+	if len(nested) > 0 {
+		if deeper, err = s.deeperFacts(facts, nested); err != nil {
+			return fmt.Errorf("record %d hashes: %w", len(facts), err)
+		}
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
+	for _, scope := range newScopes {
+		if err := wb.Set([]byte(prefixScope+scope), nil); err != nil {
+			return fmt.Errorf("record repository scope %s: %w", scope, err)
+		}
+	}
 	for url, k := range facts {
 		if deeper[url] {
 			continue // a more specific repository lists it
@@ -75,15 +88,25 @@ func (s *Store) PutKnown(facts map[string]Known) error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("record %d hashes: %w", len(facts), err)
 	}
+	if len(newScopes) > 0 {
+		s.scopesMu.Lock()
+		for _, scope := range newScopes {
+			s.knownScopes[scope] = struct{}{}
+		}
+		s.scopesMu.Unlock()
+	}
 	return nil
 }
 
 // deeperFacts says which of facts a fact already recorded, from a more
 // specific repository scope, must not be replaced by.
-func (s *Store) deeperFacts(facts map[string]Known) (map[string]bool, error) {
+func (s *Store) deeperFacts(facts map[string]Known, nested map[string][]string) (map[string]bool, error) {
 	var deeper map[string]bool
 	err := s.db.View(func(txn *badger.Txn) error {
 		for url, k := range facts {
+			if k.Depth <= 0 || k.Depth > len(url) || !slices.ContainsFunc(nested[url[:k.Depth]], func(inner string) bool { return strings.HasPrefix(url, inner) }) {
+				continue // under no repository inside this one: nothing can be deeper
+			}
 			it, err := txn.Get([]byte(prefixKnown + url))
 			if errors.Is(err, badger.ErrKeyNotFound) {
 				continue
@@ -121,4 +144,59 @@ func (s *Store) KnownKeys(fn func(key string)) error {
 		return fmt.Errorf("list learnt hashes: %w", err)
 	}
 	return nil
+}
+
+// scopesOf is the set of repository scopes the facts came from: each
+// fact's key begins with its scope, Depth bytes long.
+func scopesOf(facts map[string]Known) map[string]struct{} {
+	scopes := map[string]struct{}{}
+	for url, k := range facts {
+		if k.Depth > 0 && k.Depth <= len(url) {
+			scopes[url[:k.Depth]] = struct{}{}
+		}
+	}
+	return scopes
+}
+
+// scopes returns, of the repository scopes facts came from, those not
+// recorded yet (to record with them) and, for those with scopes inside
+// them, these deeper scopes (a fact under one must be checked against the
+// deeper repository's). A Release's suite lies inside its archive's
+// root, but the pool files a Packages file lists lie under no suite: they
+// cost no lookup. The scopes are few
+// (one per repository or suite): they are read once and kept in memory.
+func (s *Store) scopes(facts map[string]Known) (fresh []string, nested map[string][]string, err error) {
+	s.scopesMu.Lock()
+	defer s.scopesMu.Unlock()
+	if s.knownScopes == nil {
+		known := map[string]struct{}{}
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixScope)})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				known[string(it.Item().Key()[len(prefixScope):])] = struct{}{}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("read repository scopes: %w", err)
+		}
+		s.knownScopes = known
+	}
+	for scope := range scopesOf(facts) {
+		if _, ok := s.knownScopes[scope]; !ok {
+			fresh = append(fresh, scope)
+		}
+	}
+	for scope := range scopesOf(facts) {
+		for other := range s.knownScopes {
+			if len(other) > len(scope) && strings.HasPrefix(other, scope) {
+				if nested == nil {
+					nested = map[string][]string{}
+				}
+				nested[scope] = append(nested[scope], other)
+			}
+		}
+	}
+	return fresh, nested, nil
 }

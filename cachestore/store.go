@@ -61,6 +61,9 @@ type Store struct {
 
 	// statFree, when set, stands in for statfs (tests of a full disk).
 	statFree func() int64
+	scopesMu    sync.Mutex          // guards knownScopes
+	knownScopes map[string]struct{} // repository scopes facts came from (facts.go); nil until read
+
 	// readOnly: the index was opened read-only (a nearly full disk): it
 	// is read, never written, until a restart.
 	readOnly bool
@@ -104,6 +107,10 @@ const (
 	// prefixLearn is g/<lister hex>: when that metadata file was last
 	// learnt whole (Unix seconds).
 	prefixLearn = "g/"
+	// prefixScope marks each repository scope facts were learnt from
+	// (their Depth long prefix): a learn checks existing facts only where
+	// a deeper scope exists, so nesting costs nothing where there is none.
+	prefixScope = "s/"
 )
 
 // Open opens (creating if need be) the store in cfg.Dir and recovers from

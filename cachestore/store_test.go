@@ -469,7 +469,8 @@ func TestKnownEncoding(t *testing.T) {
 func TestKnownDeeperScopeStands(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	const u = "http://h/debian/pool/a.deb"
-	deep, shallow := Known{Digest: sha([]byte("right")), Size: 5, Depth: 30}, Known{Digest: sha([]byte("wrong")), Size: 5, Depth: 9}
+	// Scopes http://h/debian/ (16 bytes) and http://h/ (9).
+	deep, shallow := Known{Digest: sha([]byte("right")), Size: 5, Depth: 16}, Known{Digest: sha([]byte("wrong")), Size: 5, Depth: 9}
 	for _, step := range []struct {
 		put  Known
 		want Known

@@ -263,11 +263,12 @@ type emitFunc func(key string, inScope bool, k cachestore.Known) error
 // to emit with its canonical key and whether it lies inside scope.
 func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.Reader, emit emitFunc) error {
 	// A parse of a large (or hostile) file ends with the daemon: each read
-	// asks whether it is shutting down.
-	r = ctxReader{ctx: ctx, r: r}
+	// of what the parser reads asks whether it is shutting down. (The raw
+	// file stays an *os.File: the system's xz reads it directly.)
+	stoppable := func(r io.Reader) io.Reader { return ctxReader{ctx: ctx, r: r} }
 	switch p.meta {
 	case metaRelease:
-		rel, err := debian.ParseRelease(bufio.NewReader(r))
+		rel, err := debian.ParseRelease(bufio.NewReader(stoppable(r)))
 		if err != nil {
 			return err
 		}
@@ -296,12 +297,12 @@ func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.
 		if p.meta == metaSources {
 			parse = debian.ParseSources
 		}
-		return parse(zr, func(pkg debian.Package) error {
+		return parse(stoppable(zr), func(pkg debian.Package) error {
 			key, ok := scope.join(pkg.Filename)
 			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: pkg.SHA256}, Size: pkg.Size})
 		})
 	case metaRepomd:
-		data, err := rpm.ParseRepomd(bufio.NewReader(r))
+		data, err := rpm.ParseRepomd(bufio.NewReader(stoppable(r)))
 		if err != nil {
 			return err
 		}
@@ -318,7 +319,7 @@ func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.
 			return err
 		}
 		defer zr.Close()
-		return rpm.ParsePrimary(zr, func(pkg rpm.Package) error {
+		return rpm.ParsePrimary(stoppable(zr), func(pkg rpm.Package) error {
 			key, ok := scope.join(pkg.Href)
 			if pkg.Base != "" {
 				key, ok = scope.joinURL(pkg.Base, pkg.Href)
