@@ -60,7 +60,7 @@ type Store struct {
 	fills   map[string]*Fill // in-progress fills by key
 
 	// statFree, when set, stands in for statfs (tests of a full disk).
-	statFree func() int64
+	statFree    func() int64
 	scopesMu    sync.Mutex          // guards knownScopes
 	knownScopes map[string]struct{} // repository scopes facts came from (facts.go); nil until read
 
