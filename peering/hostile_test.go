@@ -349,3 +349,57 @@ func TestFillRangeAtTheSize(t *testing.T) {
 		t.Fatalf("offset at the size: %d, Content-Range %q; want 416, %q", resp.StatusCode, resp.Header.Get("Content-Range"), want)
 	}
 }
+
+// Without a group secret, hosts greet under forged ids and never answer a
+// question. After silentLimit questions they are no longer waited for (a
+// miss pays no query timeout for them), and in a full table they give up
+// their places to an honest newcomer.
+func TestSilentForgedIDs(t *testing.T) {
+	n := testNode(t, Config{ID: NodeID{1}, MaxPeers: 6, QueryTimeout: 50 * time.Millisecond})
+	var forged [][]byte
+	for h := range 3 {
+		for i := range perAddr {
+			forged = append(forged, signed(t, Message{Type: MsgHello, From: NodeID{9, byte(h), byte(i)}, HTTPPort: 3142}, nil))
+		}
+		sendRaw(t, udpFrom(t, fmt.Sprintf("127.0.0.%d", 2+h)), n, nil, forged[len(forged)-perAddr:]...)
+	}
+	// The probes' senders joined too; only the forged ids matter here.
+	if got := len(n.askable()); got < 6 {
+		t.Fatalf("%d peers waited for before any question, want the 6 forged ids", got)
+	}
+	for q := range silentLimit {
+		if _, settled := n.query(t.Context(), testDigest); settled {
+			t.Fatalf("question %d settled though no forged id answered", q+1)
+		}
+	}
+	for id := range n.askable() {
+		if id[0] == 9 {
+			t.Fatalf("forged id %x still waited for after %d unanswered questions", id, silentLimit)
+		}
+	}
+	// The table is full of them; an honest peer answers a hello and gets in.
+	honest := udpFrom(t, "127.0.0.9")
+	sendRaw(t, honest, n, nil, signed(t, Message{Type: MsgHello, From: NodeID{7, 7}, HTTPPort: 3142}, nil))
+	if _, ok := n.Table().Get(NodeID{7, 7}); !ok {
+		t.Fatal("an honest newcomer was kept out of a table full of silent forged ids")
+	}
+}
+
+// A full table of peers that answer keeps them all: a newcomer waits.
+func TestFullTableKeepsAnsweringMembers(t *testing.T) {
+	tb := NewTable(2, time.Minute, time.Now)
+	for i := range 2 {
+		tb.Offer(Peer{ID: NodeID{byte(i + 1)}, Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), Port: 3142}, false)
+	}
+	tb.Asked(map[NodeID]bool{{1}: true}) // one silence is no reason
+	if tb.Offer(Peer{ID: NodeID{9}, Addr: netip.MustParseAddr("10.0.0.9"), Port: 3142}, false) {
+		t.Fatal("a full table of answering members let a newcomer push one out")
+	}
+	tb.Asked(map[NodeID]bool{{1}: true})
+	if !tb.Offer(Peer{ID: NodeID{9}, Addr: netip.MustParseAddr("10.0.0.9"), Port: 3142}, false) {
+		t.Fatal("a member silent for silentLimit questions kept its place from a newcomer")
+	}
+	if _, ok := tb.Get(NodeID{2}); !ok {
+		t.Fatal("the answering member was dropped instead of the silent one")
+	}
+}

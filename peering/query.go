@@ -10,14 +10,15 @@ import (
 
 // The question "who has it and is ready?", asked of every known peer.
 
-// askable are the peers worth a question, and so the answers a question
-// waits for: the table's non-passive peers. A static peer joins the table
+// askable are the peers whose answers a question waits for: the table's
+// non-passive peers that answer questions. A static peer joins the table
 // when it answers our hello; one that is down is not asked, so it costs a
-// miss nothing.
+// miss nothing; one that leaves silentLimit questions in a row unanswered
+// (a host greeting under forged ids) is still asked, but not waited for.
 func (n *Node) askable() map[NodeID]bool {
 	out := map[NodeID]bool{}
 	for _, p := range n.table.Peers() {
-		if !p.Passive {
+		if !p.Passive && p.Silent < silentLimit {
 			out[p.ID] = true
 		}
 	}
@@ -41,6 +42,15 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 		n.mu.Unlock()
 	}()
 	expected := n.askable()
+	// Every asked peer that has not answered when the question times out
+	// counts a silence (the waited-for ones and the silent ones alike); a
+	// question that ended early, on a ready holder, blames no one.
+	unanswered := map[NodeID]bool{}
+	for _, p := range n.table.Peers() {
+		if !p.Passive {
+			unanswered[p.ID] = true
+		}
+	}
 	n.sendAll(Message{Type: MsgQuery, ReqID: id, Digest: d})
 	timeout := time.NewTimer(n.cfg.QueryTimeout)
 	defer timeout.Stop()
@@ -51,11 +61,14 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 		case <-ctx.Done():
 			return ready, false
 		case <-timeout.C:
+			n.table.Asked(unanswered)
 			return ready, false
 		case <-grace:
 			return ready, false
 		case m := <-ch:
 			delete(expected, m.From)
+			delete(unanswered, m.From)
+			n.table.Answered(m.From)
 			if m.Has || m.Want {
 				busy = true
 			}

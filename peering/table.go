@@ -18,7 +18,18 @@ type Peer struct {
 	LastSeen  time.Time
 	// BadUntil: the peer sent a wrong blob and is not asked until then.
 	BadUntil time.Time
+	// Silent counts this node's questions in a row the peer left
+	// unanswered; any answer resets it. A peer silent for silentLimit
+	// questions is no longer waited for, and is the first to give up its
+	// place in a full table: a host that greets under many ids and never
+	// answers costs neither every miss a wait nor an honest newcomer its
+	// place.
+	Silent int
 }
+
+// silentLimit is how many questions in a row a peer may leave unanswered
+// before it stops being waited for (a lost datagram or two is no reason).
+const silentLimit = 2
 
 // AddrPort is where the peer listens.
 func (p Peer) AddrPort() netip.AddrPort { return netip.AddrPortFrom(p.Addr, p.Port) }
@@ -77,12 +88,12 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 		if old.Addr != p.Addr && !mayMove {
 			return false
 		}
-		p.BadUntil = old.BadUntil
+		p.BadUntil, p.Silent = old.BadUntil, old.Silent
 		*old = p
 		return true
 	}
 	t.expireLocked()
-	if len(t.peers) >= t.max {
+	if len(t.peers) >= t.max && !t.dropSilentLocked() {
 		return false
 	}
 	if !thisMachine(p.Addr) {
@@ -100,6 +111,44 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 	close(t.joined)
 	t.joined = make(chan struct{})
 	return true
+}
+
+// dropSilentLocked makes room in a full table by dropping the peer that
+// has left the most questions unanswered (at least silentLimit), if any:
+// members that answer keep their places.
+func (t *Table) dropSilentLocked() bool {
+	var worst *Peer
+	for _, p := range t.peers {
+		if p.Silent >= silentLimit && (worst == nil || p.Silent > worst.Silent) {
+			worst = p
+		}
+	}
+	if worst == nil {
+		return false
+	}
+	delete(t.peers, worst.ID)
+	return true
+}
+
+// Asked records the end of a question: the peers in unanswered did not
+// answer it; those that did answer were reset by Answered.
+func (t *Table) Asked(unanswered map[NodeID]bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for id := range unanswered {
+		if p, ok := t.peers[id]; ok {
+			p.Silent++
+		}
+	}
+}
+
+// Answered records that id answered a question.
+func (t *Table) Answered(id NodeID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.peers[id]; ok {
+		p.Silent = 0
+	}
 }
 
 // Joined is closed when the next peer joins the table (apt-proxy-detect and
