@@ -34,8 +34,9 @@ var errReplay = errors.New("replayed or stale datagram")
 
 // fresh drops, in a group with a secret, a datagram sent outside the
 // replay window or one seen before: a captured datagram cannot be sent
-// again. Without a secret anyone can forge a new one, so there is nothing
-// to check.
+// again to a member that saw it (PROTOCOL.md says what that leaves open).
+// Without a secret anyone can forge a new one, so there is nothing to
+// check.
 func (n *Node) fresh(m Message) error {
 	if len(n.cfg.Secret) == 0 {
 		return nil
