@@ -181,6 +181,22 @@ func (h *harness) mustGet(rawURL string, wantStatus int, hdr ...string) (*http.R
 	return resp, body
 }
 
+// firstBytes starts a GET of rawURL and reads its first n bytes; the
+// caller reads the rest from resp.Body and closes it.
+func (h *harness) firstBytes(rawURL string, n int) (*http.Response, []byte) {
+	h.t.Helper()
+	resp, err := h.client.Get(rawURL)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	first := make([]byte, n)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		resp.Body.Close()
+		h.t.Fatal(err)
+	}
+	return resp, first
+}
+
 // known is what warren learnt about rawURL, once the learns in progress
 // that teach about it are done (a learn runs after its file's last byte).
 func (h *harness) known(rawURL string) (cachestore.Known, error) {
@@ -992,15 +1008,8 @@ func TestDiskFillsUpMidTransfer(t *testing.T) {
 	})
 	h := &harness{t: t, up: up, clock: newClock(), dir: dir}
 	h.start()
-	resp, err := h.client.Get(up.debURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp, first := h.firstBytes(up.debURL, 1000)
 	defer resp.Body.Close()
-	first := make([]byte, 1000)
-	if _, err := io.ReadFull(resp.Body, first); err != nil {
-		t.Fatal(err)
-	}
 	close(clientHasBytes)
 	rest, err := io.ReadAll(resp.Body)
 	if err != nil {
@@ -1073,15 +1082,8 @@ func TestDiskFillsUpMidTransferVerified(t *testing.T) {
 					}
 				}
 			})
-			resp, err := h.client.Get(up.debURL)
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp, first := h.firstBytes(up.debURL, 1000)
 			defer resp.Body.Close()
-			first := make([]byte, 1000)
-			if _, err := io.ReadFull(resp.Body, first); err != nil {
-				t.Fatal(err)
-			}
 			fillUp(t, dir, 256<<10)
 			close(full)
 			more, err := io.ReadAll(resp.Body)
