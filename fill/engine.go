@@ -154,10 +154,14 @@ type Engine struct {
 	bufs sync.Pool
 }
 
+// DefaultStallTimeout is the stall timeout of a Config that sets none
+// (and the daemon's default).
+const DefaultStallTimeout = 10 * time.Second
+
 // New builds an engine.
 func New(cfg Config) *Engine {
 	if cfg.StallTimeout <= 0 {
-		cfg.StallTimeout = 10 * time.Second
+		cfg.StallTimeout = DefaultStallTimeout
 	}
 	if cfg.MinProgress <= 0 {
 		cfg.MinProgress = 32 << 10

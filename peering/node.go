@@ -1,6 +1,7 @@
 package peering
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/internal/taskgroup"
 )
 
@@ -37,19 +39,19 @@ type Config struct {
 	// Static peers are greeted periodically; they answer and join the table.
 	Static []netip.AddrPort
 
-	MaxPeers       int           // default 30
-	PeerRetries    int           // failed peer tries before upstream; default 3
-	QueryTimeout   time.Duration // how long to wait for "has it" answers; default 150ms
-	ElectionWindow time.Duration // how long wants are collected; default 300ms
-	Heartbeat      time.Duration // "downloading" interval; default 1s
-	MaxWait        time.Duration // bound on waiting for other peers; default 10m
+	MaxPeers       int           // peers kept in the table
+	PeerRetries    int           // failed peer tries before upstream
+	QueryTimeout   time.Duration // how long to wait for "has it" answers
+	ElectionWindow time.Duration // how long wants are collected
+	Heartbeat      time.Duration // "downloading" interval
+	MaxWait        time.Duration // bound on waiting for other peers
 	// BusyLimit is how long a peer may keep answering "busy" to this
 	// node's blob requests for one fill before that counts as a failed
-	// try (default 10s, the fill's stall timeout): a host that claims the
+	// try (default: the fill's default stall timeout): a host that claims the
 	// blob and never serves it must not hold a download for MaxWait.
 	BusyLimit time.Duration
 	// HolderMinRate is the average a peer that holds the whole blob must
-	// send at (bytes/s; default 128 KiB/s, far below any LAN).
+	// send at (bytes/s).
 	HolderMinRate int64
 	SpaceAware    bool
 	Secret        []byte
@@ -122,36 +124,36 @@ const (
 	maxVoters    = 64
 )
 
+// Defaults of a Config that leaves them zero (cmd/warren's defaults()
+// takes the daemon's from here, so each is written once).
+const (
+	DefaultMaxPeers       = 30
+	DefaultPeerRetries    = 3
+	DefaultUploadSlots    = 2
+	DefaultPriority       = 100
+	DefaultQueryTimeout   = 150 * time.Millisecond
+	DefaultElectionWindow = 300 * time.Millisecond
+	DefaultHeartbeat      = time.Second
+	DefaultMaxWait        = 10 * time.Minute
+	// DefaultHolderMinRate is far below any LAN, far above a trickle.
+	DefaultHolderMinRate = 128 << 10
+)
+
 // ErrNoPeer means no peer delivered the blob; fetch it upstream. Fetch
 // wraps it with the reason.
 var ErrNoPeer = errors.New("no peer delivered the blob")
 
 // Listen binds the UDP socket; Run then serves it.
 func Listen(cfg Config) (*Node, error) {
-	if cfg.MaxPeers <= 0 {
-		cfg.MaxPeers = 30
-	}
-	if cfg.PeerRetries <= 0 {
-		cfg.PeerRetries = 3
-	}
-	if cfg.QueryTimeout <= 0 {
-		cfg.QueryTimeout = 150 * time.Millisecond
-	}
-	if cfg.ElectionWindow <= 0 {
-		cfg.ElectionWindow = 300 * time.Millisecond
-	}
-	if cfg.Heartbeat <= 0 {
-		cfg.Heartbeat = time.Second
-	}
-	if cfg.MaxWait <= 0 {
-		cfg.MaxWait = 10 * time.Minute
-	}
-	if cfg.BusyLimit <= 0 {
-		cfg.BusyLimit = 10 * time.Second
-	}
-	if cfg.HolderMinRate <= 0 {
-		cfg.HolderMinRate = 128 << 10
-	}
+	// Zero means nothing for any of these: it takes the default.
+	cfg.MaxPeers = cmp.Or(max(cfg.MaxPeers, 0), DefaultMaxPeers)
+	cfg.PeerRetries = cmp.Or(max(cfg.PeerRetries, 0), DefaultPeerRetries)
+	cfg.QueryTimeout = cmp.Or(max(cfg.QueryTimeout, 0), DefaultQueryTimeout)
+	cfg.ElectionWindow = cmp.Or(max(cfg.ElectionWindow, 0), DefaultElectionWindow)
+	cfg.Heartbeat = cmp.Or(max(cfg.Heartbeat, 0), DefaultHeartbeat)
+	cfg.MaxWait = cmp.Or(max(cfg.MaxWait, 0), DefaultMaxWait)
+	cfg.BusyLimit = cmp.Or(max(cfg.BusyLimit, 0), fill.DefaultStallTimeout)
+	cfg.HolderMinRate = cmp.Or(max(cfg.HolderMinRate, 0), DefaultHolderMinRate)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

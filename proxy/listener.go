@@ -27,10 +27,10 @@ type ConnLimits struct {
 // request head in memory.
 func (s *Server) Listen(ln net.Listener, lim ConnLimits) net.Listener {
 	if lim.PerClient <= 0 {
-		lim.PerClient = 64
+		lim.PerClient = DefaultMaxClientConn
 	}
 	if lim.Total <= 0 {
-		lim.Total = 1024
+		lim.Total = DefaultMaxConns
 	}
 	return &guardedListener{Listener: ln, s: s, lim: lim, per: map[netip.Addr]int{}, warned: newWarned()}
 }

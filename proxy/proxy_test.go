@@ -1379,3 +1379,19 @@ func TestMalformedEntryKeepsWhatCameBefore(t *testing.T) {
 		t.Fatalf("the entry before the malformed one: %+v %v, want its hash learnt", k, err)
 	}
 }
+
+// Zero means zero: an index TTL of 0 revalidates on every request (it used
+// to be taken for "unset" and became 5s).
+func TestZeroIndexTTLAlwaysRevalidates(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) { c.IndexTTL = 0 })
+	u := up.URL + packagesPath
+	h.mustGet(u, 200)
+	h.mustGet(u, 200)
+	up.mu.Lock()
+	conds := up.conds[packagesPath]
+	up.mu.Unlock()
+	if conds != 1 {
+		t.Fatalf("upstream answered %d revalidations of the index, want 1 (index_ttl 0 asks every time)", conds)
+	}
+}

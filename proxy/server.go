@@ -64,19 +64,21 @@ type Config struct {
 	// loopback, link-local, unspecified or this machine's own addresses,
 	// which are refused otherwise.
 	AllowUpstream []netip.Prefix
-	// ConnectPorts are the ports CONNECT may tunnel to (default 443).
+	// ConnectPorts are the ports CONNECT may tunnel to (empty:
+	// DefaultConnectPort).
 	ConnectPorts []int
 	// IndexTTL is how long a URL-cached file (Release, Packages, ...) is
-	// served without asking upstream again (default 5s).
+	// served without asking upstream again (0: always asked;
+	// DefaultIndexTTL is the daemon's default).
 	IndexTTL time.Duration
 	// NegativeTTL is how long a 404 from upstream is remembered (0: not at all).
 	NegativeTTL time.Duration
 	// StallTimeout moves a fill on to its next source when the current one
-	// makes too little progress for this long (default 10s).
+	// makes too little progress for this long (0: fill.DefaultStallTimeout).
 	StallTimeout time.Duration
 	// ShareMinSize: artifacts smaller than this go upstream at once, the
-	// peers' answers only a fallback (default 256 KiB; 0 keeps the default,
-	// -1 asks peers first for every size).
+	// peers' answers only a fallback (0: peers first for every size;
+	// DefaultShareMinSize is the daemon's default).
 	ShareMinSize int64
 	// ChocolateyFeeds maps a feed name to its upstream NuGet v2 base URL;
 	// "" is the default feed at /chocolatey/api/v2/, others are served at
@@ -160,6 +162,17 @@ type Stats struct {
 	UpstreamFetches atomic.Int64
 }
 
+// Defaults the daemon starts from (cmd/warren's defaults() takes them from
+// here, so each is written once).
+const (
+	DefaultConnectPort   = 443
+	DefaultIndexTTL      = 5 * time.Second
+	DefaultNegativeTTL   = 30 * time.Second
+	DefaultShareMinSize  = 256 << 10
+	DefaultMaxConns      = 1024
+	DefaultMaxClientConn = 64
+)
+
 // New builds the proxy.
 func New(cfg Config, store Store) (*Server, error) {
 	if cfg.Logger == nil {
@@ -168,17 +181,10 @@ func New(cfg Config, store Store) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// Only settings for which zero means nothing take a default; a zero
+	// TTL or share size means zero.
 	if len(cfg.ConnectPorts) == 0 {
-		cfg.ConnectPorts = []int{443}
-	}
-	if cfg.IndexTTL == 0 {
-		cfg.IndexTTL = 5 * time.Second
-	}
-	if cfg.StallTimeout == 0 {
-		cfg.StallTimeout = 10 * time.Second
-	}
-	if cfg.ShareMinSize == 0 {
-		cfg.ShareMinSize = 256 << 10
+		cfg.ConnectPorts = []int{DefaultConnectPort}
 	}
 	feeds := map[string]string{}
 	for name, u := range cfg.ChocolateyFeeds {

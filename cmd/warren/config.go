@@ -23,6 +23,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/fill"
+	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
 )
 
@@ -107,28 +109,28 @@ func defaults() config {
 		Listen:       ":3142",
 		CacheDir:     "/var/cache/warren",
 		LogLevel:     "info",
-		ConnectPorts: []int{443},
+		ConnectPorts: []int{proxy.DefaultConnectPort},
 
-		MaxConnections:       1024,
-		MaxClientConnections: 64,
-		IndexTTL:             duration{5 * time.Second},
-		NegativeTTL:          duration{30 * time.Second},
+		MaxConnections:       proxy.DefaultMaxConns,
+		MaxClientConnections: proxy.DefaultMaxClientConn,
+		IndexTTL:             duration{proxy.DefaultIndexTTL},
+		NegativeTTL:          duration{proxy.DefaultNegativeTTL},
 		DiskMinFree:          "1GB",
 		CacheMax:             "30%",
 
 		Discovery:          "mdns",
 		Role:               "peer",
-		Priority:           100,
-		UploadSlots:        2,
+		Priority:           peering.DefaultPriority,
+		UploadSlots:        peering.DefaultUploadSlots,
 		UploadRate:         "0",
-		PeerRetries:        3,
-		MaxPeers:           30,
+		PeerRetries:        peering.DefaultPeerRetries,
+		MaxPeers:           peering.DefaultMaxPeers,
 		SpaceAwareElection: true,
-		QueryTimeout:       duration{150 * time.Millisecond},
-		ElectionWindow:     duration{300 * time.Millisecond},
-		Heartbeat:          duration{time.Second},
-		ShareMinSize:       "256KiB",
-		StallTimeout:       duration{10 * time.Second},
+		QueryTimeout:       duration{peering.DefaultQueryTimeout},
+		ElectionWindow:     duration{peering.DefaultElectionWindow},
+		Heartbeat:          duration{peering.DefaultHeartbeat},
+		ShareMinSize:       strings.ReplaceAll(humanize.IBytes(proxy.DefaultShareMinSize), " ", ""), // 256KiB
+		StallTimeout:       duration{fill.DefaultStallTimeout},
 		ScrubRate:          "20MB",
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
@@ -320,9 +322,6 @@ func (cfg *config) check() error {
 	}
 	if cfg.IndexTTL.Duration < 0 || cfg.NegativeTTL.Duration < 0 {
 		return errors.New("index_ttl and negative_ttl must not be negative")
-	}
-	if cfg.IndexTTL.Duration == 0 {
-		cfg.IndexTTL.Duration = time.Nanosecond // 0 means: always revalidate
 	}
 	v, err := parseSizeOrPercent(cfg.DiskMinFree)
 	if err != nil {

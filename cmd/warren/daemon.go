@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -72,7 +71,7 @@ func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
 		IndexTTL:           cfg.IndexTTL.Duration,
 		NegativeTTL:        cfg.NegativeTTL.Duration,
 		StallTimeout:       cfg.StallTimeout.Duration,
-		ShareMinSize:       cmp.Or(cfg.shareMinSize, -1), // 0 in the config: peers first for all
+		ShareMinSize:       cfg.shareMinSize, // 0: peers first for every size
 		ChocolateyFeeds:    cfg.chocolateyFeeds(),
 		ChocolateyRate:     cfg.chocoRate,
 		ChocolateyQueryTTL: cfg.chocoTTL,
