@@ -25,7 +25,7 @@ func adminCommands() []*cli.Command {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
 	flags := append(settingFlags(), jsonFlag)
 	usageErr := func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
-	withCfg := func(f func(c *cli.Context, cfg config) error) cli.ActionFunc {
+	withCfg := func(f func(c *cli.Context, cfg settings) error) cli.ActionFunc {
 		return func(c *cli.Context) error {
 			cfg, err := loadConfig(c)
 			if err != nil {
@@ -36,17 +36,19 @@ func adminCommands() []*cli.Command {
 	}
 	return []*cli.Command{
 		{Name: "status", Usage: "what the daemon has done: requests, hits, bytes by source, peers", Flags: flags, OnUsageError: usageErr,
-			Action: withCfg(func(c *cli.Context, cfg config) error { return printStatus(c, cfg) })},
+			Action: withCfg(func(c *cli.Context, cfg settings) error { return printStatus(c, cfg) })},
 		{Name: "peers", Usage: "the peers this daemon knows", Flags: flags, OnUsageError: usageErr,
-			Action: withCfg(func(c *cli.Context, cfg config) error { return printPeers(c, cfg) })},
+			Action: withCfg(func(c *cli.Context, cfg settings) error { return printPeers(c, cfg) })},
 		{Name: "cache", Usage: "inspect and manage the cache", Subcommands: []*cli.Command{
 			{Name: "ls", Usage: "list blobs", OnUsageError: usageErr,
 				Flags:  append(flags, &cli.StringFlag{Name: "sort", Value: "last-used", Usage: "size, hits, last-used, added or digest"}),
-				Action: withCfg(func(c *cli.Context, cfg config) error { return printLs(c, cfg) })},
+				Action: withCfg(func(c *cli.Context, cfg settings) error { return printLs(c, cfg) })},
 			{Name: "stat", Usage: "cache use against its limits", Flags: flags, OnUsageError: usageErr,
-				Action: withCfg(func(c *cli.Context, cfg config) error { return printJSONOrTable(c, cfg, http.MethodGet, "/cache/stat") })},
+				Action: withCfg(func(c *cli.Context, cfg settings) error {
+					return printJSONOrTable(c, cfg, http.MethodGet, "/cache/stat")
+				})},
 			{Name: "show", Usage: "one blob, by digest or URL", ArgsUsage: "<digest|url>", Flags: flags, OnUsageError: usageErr,
-				Action: withCfg(func(c *cli.Context, cfg config) error {
+				Action: withCfg(func(c *cli.Context, cfg settings) error {
 					q, err := oneArg(c)
 					if err != nil {
 						return err
@@ -54,7 +56,7 @@ func adminCommands() []*cli.Command {
 					return printJSONOrTable(c, cfg, http.MethodGet, "/cache/show?q="+q)
 				})},
 			{Name: "rm", Usage: "remove one blob, by digest or URL", ArgsUsage: "<digest|url>", Flags: flags, OnUsageError: usageErr,
-				Action: withCfg(func(c *cli.Context, cfg config) error {
+				Action: withCfg(func(c *cli.Context, cfg settings) error {
 					q, err := oneArg(c)
 					if err != nil {
 						return err
@@ -62,9 +64,11 @@ func adminCommands() []*cli.Command {
 					return printJSONOrTable(c, cfg, http.MethodPost, "/cache/rm?q="+q)
 				})},
 			{Name: "gc", Usage: "evict now, to the limits", Flags: flags, OnUsageError: usageErr,
-				Action: withCfg(func(c *cli.Context, cfg config) error { return printJSONOrTable(c, cfg, http.MethodPost, "/cache/gc") })},
+				Action: withCfg(func(c *cli.Context, cfg settings) error {
+					return printJSONOrTable(c, cfg, http.MethodPost, "/cache/gc")
+				})},
 			{Name: "verify", Usage: "rehash every blob; report and remove the bad", Flags: flags, OnUsageError: usageErr,
-				Action: withCfg(func(c *cli.Context, cfg config) error { return runVerify(c, cfg) })},
+				Action: withCfg(func(c *cli.Context, cfg settings) error { return runVerify(c, cfg) })},
 		}},
 	}
 }
@@ -79,7 +83,7 @@ func oneArg(c *cli.Context) (string, error) {
 	return url.QueryEscape(c.Args().First()), nil
 }
 
-func printJSONOrTable(c *cli.Context, cfg config, method, path string) error {
+func printJSONOrTable(c *cli.Context, cfg settings, method, path string) error {
 	var v map[string]any
 	if err := call(c.Context, cfg, method, path, &v); err != nil {
 		return err
@@ -112,17 +116,17 @@ func human(key string, v any) any {
 
 func humanSize(n int64) string { return humanize.Bytes(uint64(max(n, 0))) }
 
-func printStatus(c *cli.Context, cfg config) error {
+func printStatus(c *cli.Context, cfg settings) error {
 	return printJSONOrTable(c, cfg, http.MethodGet, "/status")
 }
 
-func printPeers(c *cli.Context, cfg config) error {
+func printPeers(c *cli.Context, cfg settings) error {
 	return printRows(c, cfg, "/peers", "ID\tADDRESS\tPRIORITY\tROLE\tREADY\tFREE\tLAST SEEN", func(p peerRow) string {
 		return fmt.Sprintf("%s\t%s\t%d\t%s\t%v\t%s\t%s ago", p.ID, p.Address, p.Priority, p.Role, p.Ready, humanSize(int64(p.FreeBytes)), time.Since(p.LastSeen).Round(time.Second))
 	})
 }
 
-func printLs(c *cli.Context, cfg config) error {
+func printLs(c *cli.Context, cfg settings) error {
 	return printRows(c, cfg, "/cache?sort="+url.QueryEscape(c.String("sort")), "DIGEST\tSIZE\tLAST USED\tHITS\tURL", func(r blobRow) string {
 		u := ""
 		if len(r.URLs) > 0 {
@@ -141,7 +145,7 @@ func printLs(c *cli.Context, cfg config) error {
 
 // printRows gets a list from the admin API and prints it as JSON (--json)
 // or as a table with header, one line per row.
-func printRows[T any](c *cli.Context, cfg config, path, header string, line func(T) string) error {
+func printRows[T any](c *cli.Context, cfg settings, path, header string, line func(T) string) error {
 	var rows []T
 	if err := call(c.Context, cfg, http.MethodGet, path, &rows); err != nil {
 		return err
@@ -158,7 +162,7 @@ func printRows[T any](c *cli.Context, cfg config, path, header string, line func
 }
 
 // runVerify shows progress on a terminal while the blobs are rehashed.
-func runVerify(c *cli.Context, cfg config) error {
+func runVerify(c *cli.Context, cfg settings) error {
 	resp, err := adminCall(c.Context, cfg, http.MethodPost, "/cache/verify")
 	if err != nil {
 		return err

@@ -26,7 +26,7 @@ import (
 // adminCall asks the running daemon over its socket, or with the daemon
 // stopped, answers in process from the cache itself. ctx ends the call
 // (and what it started: a verify stops when the CLI is interrupted).
-func adminCall(ctx context.Context, cfg config, method, path string) (*http.Response, error) {
+func adminCall(ctx context.Context, cfg settings, method, path string) (*http.Response, error) {
 	sock := filepath.Join(cfg.CacheDir, adminSocket)
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "unix", sock)
@@ -151,7 +151,7 @@ func keepOwner(dir string) error {
 }
 
 // call runs an admin request and decodes its JSON, or returns its error text.
-func call(ctx context.Context, cfg config, method, path string, v any) error {
+func call(ctx context.Context, cfg settings, method, path string, v any) error {
 	resp, err := adminCall(ctx, cfg, method, path)
 	if err != nil {
 		return err

@@ -69,7 +69,7 @@ func configCommand() *cli.Command {
 				if err != nil {
 					return usageError{err}
 				}
-				out, err := yaml.Marshal(cfg)
+				out, err := yaml.Marshal(cfg.config) // as written: what the file would say
 				if err != nil {
 					return fmt.Errorf("print config: %w", err)
 				}
@@ -92,7 +92,7 @@ func newLogger(level slog.Level) *slog.Logger {
 // at once may want more (GOMEMLIMIT overrides it).
 const serveMemoryLimit = 24 << 20
 
-func serve(ctx context.Context, cfg config) error {
+func serve(ctx context.Context, cfg settings) error {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(serveMemoryLimit)
 	}

@@ -88,7 +88,12 @@ type config struct {
 		// (no limit), or e.g. "15/min".
 		UpstreamRate string `yaml:"upstream_rate"`
 	} `yaml:"chocolatey"`
+}
 
+// settings is a config checked and parsed: what the parts are built from.
+// The config it came from is kept as written (parse never changes it).
+type settings struct {
+	config
 	logLevel      slog.Level
 	allowClients  []netip.Prefix
 	chocoRate     *proxy.Rate // nil: auto
@@ -215,7 +220,7 @@ func settingFlags() []cli.Flag {
 
 // loadConfig merges defaults, the config file, environment and flags, and
 // checks every value.
-func loadConfig(c *cli.Context) (config, error) {
+func loadConfig(c *cli.Context) (settings, error) {
 	cfg := defaults()
 	path, explicit := c.String("config"), c.IsSet("config")
 	if !explicit {
@@ -225,10 +230,10 @@ func loadConfig(c *cli.Context) (config, error) {
 	switch {
 	case err == nil:
 		if err := decodeYAML(b, &cfg); err != nil {
-			return cfg, fmt.Errorf("config file %s: %w", path, err)
+			return settings{config: cfg}, fmt.Errorf("config file %s: %w", path, err)
 		}
 	case explicit || !errors.Is(err, fs.ErrNotExist):
-		return cfg, fmt.Errorf("read config file: %w", err)
+		return settings{config: cfg}, fmt.Errorf("read config file: %w", err)
 	}
 	str := func(flag string, dst *string) {
 		if c.IsSet(flag) {
@@ -281,12 +286,12 @@ func loadConfig(c *cli.Context) (config, error) {
 		if c.IsSet(flag) {
 			d, err := time.ParseDuration(c.String(flag))
 			if err != nil {
-				return cfg, fmt.Errorf("--%s %q: want a duration such as 5s or 2m", flag, c.String(flag))
+				return settings{config: cfg}, fmt.Errorf("--%s %q: want a duration such as 5s or 2m", flag, c.String(flag))
 			}
 			dst.Duration = d
 		}
 	}
-	return cfg, cfg.check()
+	return cfg.parse()
 }
 
 func decodeYAML(b []byte, cfg *config) error {
@@ -298,125 +303,131 @@ func decodeYAML(b []byte, cfg *config) error {
 	return nil
 }
 
-func (cfg *config) check() error {
-	if cfg.Listen == "" {
-		return errors.New("listen: empty address")
-	}
-	if cfg.CacheDir == "" {
-		return errors.New("cache_dir: empty path")
-	}
-	if err := cfg.logLevel.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return fmt.Errorf("log_level %q: want debug, info, warn or error", cfg.LogLevel)
-	}
-	var err error
-	if cfg.allowClients, err = parsePrefixes("allow_clients", cfg.AllowClients); err != nil {
-		return err
-	}
-	if cfg.allowUpstream, err = parsePrefixes("allow_upstream", cfg.AllowUpstream); err != nil {
-		return err
-	}
-	for _, p := range cfg.ConnectPorts {
-		if p < 1 || p > 65535 {
-			return fmt.Errorf("connect_ports: %d is not a TCP port", p)
+// parse checks every value and parses those the parts need in another
+// form; an error says which setting is wrong and what it wants.
+func (cfg config) parse() (settings, error) {
+	s := settings{config: cfg}
+	check := func() error {
+		if cfg.Listen == "" {
+			return errors.New("listen: empty address")
 		}
-	}
-	if cfg.IndexTTL.Duration < 0 || cfg.NegativeTTL.Duration < 0 {
-		return errors.New("index_ttl and negative_ttl must not be negative")
-	}
-	v, err := parseSizeOrPercent(cfg.DiskMinFree)
-	if err != nil {
-		return fmt.Errorf("disk_min_free: %w", err)
-	}
-	cfg.diskMinFree = v
-	if v, err = parseSizeOrPercent(cfg.CacheMax); err != nil {
-		return fmt.Errorf("cache_max: %w", err)
-	}
-	cfg.cacheMax = v
-	if cfg.CacheMinDays < 0 || cfg.CacheMaxDays < 0 || cfg.CacheMaxDays > 0 && cfg.CacheMaxDays < cfg.CacheMinDays {
-		return errors.New("cache_min_days and cache_max_days must not be negative, and cache_max_days (if set) not below cache_min_days")
-	}
-	switch cfg.Discovery {
-	case "mdns", "static", "both", "off":
-	default:
-		return fmt.Errorf("discovery %q: want mdns, static, both or off", cfg.Discovery)
-	}
-	switch cfg.Role {
-	case "peer", "passive":
-	default:
-		return fmt.Errorf("role %q: want peer or passive", cfg.Role)
-	}
-	if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
-		return errors.New("max_connections and max_client_connections must be at least 1")
-	}
-	if cfg.UploadSlots < 1 || cfg.MaxPeers < 1 || cfg.PeerRetries < 1 {
-		return errors.New("upload_slots, max_peers and peer_retries must be at least 1")
-	}
-	if cfg.UploadRate == "0" || cfg.UploadRate == "" {
-		cfg.uploadRate = 0
-	} else {
-		n, err := humanize.ParseBytes(cfg.UploadRate)
-		if err != nil {
-			return fmt.Errorf("upload_rate %q: want bytes per second such as 10MB, or 0 for unlimited", cfg.UploadRate)
+		if cfg.CacheDir == "" {
+			return errors.New("cache_dir: empty path")
 		}
-		cfg.uploadRate = int64(n)
-	}
-	cfg.peers = nil
-	for _, p := range cfg.Peers {
-		ap, err := resolvePeer(p)
-		if err != nil {
-			return fmt.Errorf("peers: %w", err)
+		if err := s.logLevel.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+			return fmt.Errorf("log_level %q: want debug, info, warn or error", cfg.LogLevel)
 		}
-		cfg.peers = append(cfg.peers, ap)
-	}
-	if cfg.Discovery == "static" && len(cfg.peers) == 0 {
-		return errors.New("discovery static needs at least one --peer host:port")
-	}
-	if cfg.QueryTimeout.Duration <= 0 || cfg.ElectionWindow.Duration <= 0 || cfg.Heartbeat.Duration <= 0 || cfg.StallTimeout.Duration <= 0 {
-		return errors.New("query_timeout, election_window, heartbeat and stall_timeout must be positive")
-	}
-	if cfg.ScrubRate == "0" || cfg.ScrubRate == "" {
-		cfg.scrubRate = 0
-	} else if n, err := humanize.ParseBytes(cfg.ScrubRate); err != nil {
-		return fmt.Errorf("scrub_rate %q: want bytes per second such as 20MB, or 0 to turn the scrub off", cfg.ScrubRate)
-	} else {
-		cfg.scrubRate = int64(n)
-	}
-	if n, err := humanize.ParseBytes(cfg.ShareMinSize); err != nil {
-		return fmt.Errorf("share_min_size %q: want a size such as 256KiB, or 0 to ask peers first for every artifact", cfg.ShareMinSize)
-	} else {
-		cfg.shareMinSize = int64(n)
-	}
-	cfg.chocoRate = nil
-	if r := cfg.Chocolatey.UpstreamRate; r != "auto" && r != "" {
-		rate, err := proxy.ParseRate(r)
-		if err != nil {
-			return fmt.Errorf("chocolatey.upstream_rate %w", err)
+		var err error
+		if s.allowClients, err = parsePrefixes("allow_clients", cfg.AllowClients); err != nil {
+			return err
 		}
-		cfg.chocoRate = &rate
-	}
-	cfg.chocoTTL = map[chocolatey.QueryKind]time.Duration{}
-	for k, d := range cfg.Chocolatey.QueryTTL {
-		if !slices.Contains(chocolatey.QueryKinds, chocolatey.QueryKind(k)) {
-			return fmt.Errorf("chocolatey.query_ttl: %q is not a kind of feed call; use %v", k, chocolatey.QueryKinds)
+		if s.allowUpstream, err = parsePrefixes("allow_upstream", cfg.AllowUpstream); err != nil {
+			return err
 		}
-		if d.Duration < 0 {
-			return fmt.Errorf("chocolatey.query_ttl.%s: must not be negative", k)
-		}
-		cfg.chocoTTL[chocolatey.QueryKind(k)] = d.Duration
-	}
-	for name, u := range cfg.chocolateyFeeds() {
-		pu, err := url.Parse(u)
-		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			if name == "" {
-				return fmt.Errorf("chocolatey.upstream %q: want an http(s) URL such as %s", u, defaultChocolateyUpstream)
+		for _, p := range cfg.ConnectPorts {
+			if p < 1 || p > 65535 {
+				return fmt.Errorf("connect_ports: %d is not a TCP port", p)
 			}
-			return fmt.Errorf("chocolatey.feeds.%s %q: want an http(s) URL", name, u)
 		}
-		if name != "" && !chocolatey.ValidID(name) {
-			return fmt.Errorf("chocolatey.feeds: feed name %q: use letters, digits, '.', '-', '_'", name)
+		if cfg.IndexTTL.Duration < 0 || cfg.NegativeTTL.Duration < 0 {
+			return errors.New("index_ttl and negative_ttl must not be negative")
 		}
+		v, err := parseSizeOrPercent(cfg.DiskMinFree)
+		if err != nil {
+			return fmt.Errorf("disk_min_free: %w", err)
+		}
+		s.diskMinFree = v
+		if v, err = parseSizeOrPercent(cfg.CacheMax); err != nil {
+			return fmt.Errorf("cache_max: %w", err)
+		}
+		s.cacheMax = v
+		if cfg.CacheMinDays < 0 || cfg.CacheMaxDays < 0 || cfg.CacheMaxDays > 0 && cfg.CacheMaxDays < cfg.CacheMinDays {
+			return errors.New("cache_min_days and cache_max_days must not be negative, and cache_max_days (if set) not below cache_min_days")
+		}
+		switch cfg.Discovery {
+		case "mdns", "static", "both", "off":
+		default:
+			return fmt.Errorf("discovery %q: want mdns, static, both or off", cfg.Discovery)
+		}
+		switch cfg.Role {
+		case "peer", "passive":
+		default:
+			return fmt.Errorf("role %q: want peer or passive", cfg.Role)
+		}
+		if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
+			return errors.New("max_connections and max_client_connections must be at least 1")
+		}
+		if cfg.UploadSlots < 1 || cfg.MaxPeers < 1 || cfg.PeerRetries < 1 {
+			return errors.New("upload_slots, max_peers and peer_retries must be at least 1")
+		}
+		if cfg.UploadRate == "0" || cfg.UploadRate == "" {
+			s.uploadRate = 0
+		} else {
+			n, err := humanize.ParseBytes(cfg.UploadRate)
+			if err != nil {
+				return fmt.Errorf("upload_rate %q: want bytes per second such as 10MB, or 0 for unlimited", cfg.UploadRate)
+			}
+			s.uploadRate = int64(n)
+		}
+		s.peers = nil
+		for _, p := range cfg.Peers {
+			ap, err := resolvePeer(p)
+			if err != nil {
+				return fmt.Errorf("peers: %w", err)
+			}
+			s.peers = append(s.peers, ap)
+		}
+		if cfg.Discovery == "static" && len(s.peers) == 0 {
+			return errors.New("discovery static needs at least one --peer host:port")
+		}
+		if cfg.QueryTimeout.Duration <= 0 || cfg.ElectionWindow.Duration <= 0 || cfg.Heartbeat.Duration <= 0 || cfg.StallTimeout.Duration <= 0 {
+			return errors.New("query_timeout, election_window, heartbeat and stall_timeout must be positive")
+		}
+		if cfg.ScrubRate == "0" || cfg.ScrubRate == "" {
+			s.scrubRate = 0
+		} else if n, err := humanize.ParseBytes(cfg.ScrubRate); err != nil {
+			return fmt.Errorf("scrub_rate %q: want bytes per second such as 20MB, or 0 to turn the scrub off", cfg.ScrubRate)
+		} else {
+			s.scrubRate = int64(n)
+		}
+		if n, err := humanize.ParseBytes(cfg.ShareMinSize); err != nil {
+			return fmt.Errorf("share_min_size %q: want a size such as 256KiB, or 0 to ask peers first for every artifact", cfg.ShareMinSize)
+		} else {
+			s.shareMinSize = int64(n)
+		}
+		s.chocoRate = nil
+		if r := cfg.Chocolatey.UpstreamRate; r != "auto" && r != "" {
+			rate, err := proxy.ParseRate(r)
+			if err != nil {
+				return fmt.Errorf("chocolatey.upstream_rate %w", err)
+			}
+			s.chocoRate = &rate
+		}
+		s.chocoTTL = map[chocolatey.QueryKind]time.Duration{}
+		for k, d := range cfg.Chocolatey.QueryTTL {
+			if !slices.Contains(chocolatey.QueryKinds, chocolatey.QueryKind(k)) {
+				return fmt.Errorf("chocolatey.query_ttl: %q is not a kind of feed call; use %v", k, chocolatey.QueryKinds)
+			}
+			if d.Duration < 0 {
+				return fmt.Errorf("chocolatey.query_ttl.%s: must not be negative", k)
+			}
+			s.chocoTTL[chocolatey.QueryKind(k)] = d.Duration
+		}
+		for name, u := range cfg.chocolateyFeeds() {
+			pu, err := url.Parse(u)
+			if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+				if name == "" {
+					return fmt.Errorf("chocolatey.upstream %q: want an http(s) URL such as %s", u, defaultChocolateyUpstream)
+				}
+				return fmt.Errorf("chocolatey.feeds.%s %q: want an http(s) URL", name, u)
+			}
+			if name != "" && !chocolatey.ValidID(name) {
+				return fmt.Errorf("chocolatey.feeds: feed name %q: use letters, digits, '.', '-', '_'", name)
+			}
+		}
+		return nil
 	}
-	return nil
+	return s, check()
 }
 
 // resolvePeer turns host:port into an address (IPv4: peers talk UDP over v4).

@@ -29,7 +29,7 @@ import (
 
 // daemon is every part of a running warren, wired.
 type daemon struct {
-	cfg     config
+	cfg     settings
 	log     *slog.Logger
 	store   *cachestore.Store
 	proxy   *proxy.Server
@@ -43,7 +43,7 @@ type daemon struct {
 }
 
 // newDaemon builds the parts and binds the ports; Run serves.
-func newDaemon(cfg config, log *slog.Logger) (_ *daemon, err error) {
+func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	scfg, err := storeConfig(cfg, log)
 	if err != nil {
 		return nil, err
@@ -137,7 +137,7 @@ func (d *daemon) startPeering() error {
 
 // storeConfig is the cache as the settings describe it: the daemon and the
 // CLI (with no daemon running) open it the same way.
-func storeConfig(cfg config, log *slog.Logger) (cachestore.Config, error) {
+func storeConfig(cfg settings, log *slog.Logger) (cachestore.Config, error) {
 	// The values were checked with the settings; what fails here is the
 	// file system (no such directory, no permission): a runtime failure.
 	minFree, err := cfg.diskMinFree.bytes(cfg.CacheDir)

@@ -80,7 +80,7 @@ func listenPort(listen string) string {
 
 // aptProxy answers for one URI. https is answered DIRECT: it is tunnelled,
 // never cached, so going direct costs nothing.
-func aptProxy(ctx context.Context, cfg config, uri string, timeout time.Duration) string {
+func aptProxy(ctx context.Context, cfg settings, uri string, timeout time.Duration) string {
 	if strings.HasPrefix(uri, "https://") {
 		return "DIRECT"
 	}
@@ -119,7 +119,7 @@ func answers(ctx context.Context, base string, timeout time.Duration) bool {
 
 // bestOnLAN browses mDNS briefly for warrens and returns the one with the
 // highest priority that serves (not passive).
-func bestOnLAN(ctx context.Context, cfg config, wait time.Duration) string {
+func bestOnLAN(ctx context.Context, cfg settings, wait time.Duration) string {
 	ctx, cancel := context.WithTimeout(ctx, 2*wait)
 	defer cancel()
 	var best mdns.Found

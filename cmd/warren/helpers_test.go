@@ -58,9 +58,13 @@ func TestAptProxyDetect(t *testing.T) {
 		}
 	}))
 	port := daemon.URL[strings.LastIndex(daemon.URL, ":")+1:]
-	cfg := defaults()
-	cfg.Listen = "127.0.0.1:" + port
-	cfg.Discovery = "off" // no mDNS from the root namespace
+	raw := defaults()
+	raw.Listen = "127.0.0.1:" + port
+	raw.Discovery = "off" // no mDNS from the root namespace
+	cfg, err := raw.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := t.Context()
 	if got := aptProxy(ctx, cfg, "http://deb.debian.org/debian/dists/bookworm/InRelease", time.Second); got != "http://127.0.0.1:"+port {
 		t.Fatalf("with the daemon up: %q", got)

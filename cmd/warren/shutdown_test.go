@@ -33,10 +33,11 @@ func TestShutdownUnderLoad(t *testing.T) {
 	}))
 	defer srv.Close()
 	up := srv.URL
-	cfg := defaults()
-	cfg.Listen, cfg.CacheDir, cfg.Discovery = "127.0.0.1:0", t.TempDir(), "off"
-	cfg.AllowUpstream = []string{"127.0.0.0/8"}
-	if err := cfg.check(); err != nil {
+	raw := defaults()
+	raw.Listen, raw.CacheDir, raw.Discovery = "127.0.0.1:0", t.TempDir(), "off"
+	raw.AllowUpstream = []string{"127.0.0.0/8"}
+	cfg, err := raw.parse()
+	if err != nil {
 		t.Fatal(err)
 	}
 	d, err := newDaemon(cfg, slog.New(slog.DiscardHandler))
