@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -32,7 +33,7 @@ func (s *Server) Listen(ln net.Listener, lim ConnLimits) net.Listener {
 	if lim.Total <= 0 {
 		lim.Total = DefaultMaxConns
 	}
-	return &guardedListener{Listener: ln, s: s, lim: lim, per: map[netip.Addr]int{}, warned: newWarned()}
+	return &guardedListener{Listener: ln, s: s, lim: lim, per: map[netip.Addr]int{}, warned: newWarned(), lingering: make(chan struct{}, maxLingering)}
 }
 
 type guardedListener struct {
@@ -44,7 +45,14 @@ type guardedListener struct {
 	per    map[netip.Addr]int
 	total  int
 	warned *lru.Cache[netip.Addr, time.Time] // last warning per address: one a minute
+	// lingering holds a place for each refused connection being read
+	// for a moment before its close (see refuse).
+	lingering chan struct{}
 }
+
+// maxLingering bounds the refused connections read before their close; a
+// flood beyond it gets plain closes.
+const maxLingering = 64
 
 func (l *guardedListener) Accept() (net.Conn, error) {
 	for {
@@ -85,11 +93,37 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 // nothing more.
 func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why error) {
 	msg := "warren: " + why.Error() + "\n"
-	_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-	fmt.Fprintf(c, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nRetry-After: 5\r\nConnection: close\r\n\r\n%s", status, len(msg), msg)
-	// A plain close: the answer reaches a client that waits for it; one
-	// that keeps sending gets a reset (unread bytes), which costs nothing.
-	c.Close()
+	answer := func() {
+		_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		fmt.Fprintf(c, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nRetry-After: 5\r\nConnection: close\r\n\r\n%s", status, len(msg), msg)
+	}
+	// An answer sent before the client's request is taken by HTTP clients
+	// for a response to nothing, and a close with the request unread sends
+	// a reset that can take the answer with it. So, for at most
+	// maxLingering connections at once, the answer waits for the client's
+	// first byte, the write side is shut, and what the client sends is
+	// read and dropped for a moment (at most 64 KiB, 250 ms each way). A
+	// flood beyond that gets the answer and a plain close, costing nothing
+	// more.
+	select {
+	case l.lingering <- struct{}{}:
+		go func() { // ends by its read deadlines
+			defer func() { <-l.lingering }()
+			defer c.Close()
+			_ = c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+			var first [1]byte
+			_, _ = c.Read(first[:])
+			answer()
+			if cw, ok := c.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+			_ = c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
+			_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+		}()
+	default:
+		answer()
+		c.Close()
+	}
 	now := time.Now()
 	l.mu.Lock()
 	last, seen := l.warned.Get(a)
