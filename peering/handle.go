@@ -10,11 +10,13 @@ import (
 
 func (n *Node) handle(m Message, src netip.AddrPort) {
 	_, inTable := n.table.Get(m.From)
-	// An authenticated message (the group has a secret; fresh checked it
-	// is no replay) may move a peer's address; otherwise a message naming
-	// a known peer from elsewhere is an impostor's.
+	// An authenticated message for this node (the group has a secret, its
+	// MAC names this node as the receiver, and fresh checked it is no
+	// replay) may move a peer's address; otherwise a message naming a known
+	// peer from elsewhere is an impostor's. One sent to many cannot: a
+	// member that missed it could be sent it again.
 	admitted := n.table.Offer(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes},
-		len(n.cfg.Secret) > 0)
+		len(n.cfg.Secret) > 0 && m.To == n.cfg.ID)
 	switch {
 	case !admitted && inTable:
 		n.Dropped.Add(1)
@@ -34,7 +36,7 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		// place (or hellos under many ids) gets no answer to each, so
 		// hellos cannot bounce between two nodes without end.
 		if admitted && !inTable && !n.cfg.Passive {
-			n.send(Message{Type: MsgHello}, src)
+			n.send(Message{Type: MsgHello, To: m.From}, src)
 		}
 	case MsgQuery:
 		if n.cfg.Passive {
@@ -47,7 +49,7 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		if n.cfg.Blobs != nil {
 			slots = n.cfg.Blobs.FreeSlots()
 		}
-		n.send(Message{Type: MsgAnswer, ReqID: m.ReqID, Digest: m.Digest, Has: has,
+		n.send(Message{Type: MsgAnswer, To: m.From, ReqID: m.ReqID, Digest: m.Digest, Has: has,
 			Ready: has && n.ready.Load() && slots > 0, FreeSlots: uint8(min(slots, 255)), Want: n.wanting(m.Digest)}, src)
 	case MsgAnswer:
 		n.mu.Lock()
@@ -65,14 +67,14 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		// we are downloading it (else it could elect itself and download
 		// it a second time).
 		if !n.cfg.Passive && n.cfg.Has(m.Digest) {
-			n.send(Message{Type: MsgHave, Digest: m.Digest}, src)
+			n.send(Message{Type: MsgHave, To: m.From, Digest: m.Digest}, src)
 			return
 		}
 		n.mu.Lock()
 		b := n.beating[m.Digest]
 		n.mu.Unlock()
 		if b != nil {
-			n.send(Message{Type: MsgDownloading, Digest: m.Digest, Done: max(b.progress(), 0), Total: b.size}, src)
+			n.send(Message{Type: MsgDownloading, To: m.From, Digest: m.Digest, Done: max(b.progress(), 0), Total: b.size}, src)
 		}
 	case MsgDownloading:
 		n.update(m.Digest, func(e *election) {

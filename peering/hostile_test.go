@@ -98,10 +98,38 @@ func TestReplayedDatagramDropped(t *testing.T) {
 	if got := a.Dropped.Load() - dropped; got != 3 {
 		t.Fatalf("%d datagrams dropped, want the 2 replays and the stale one", got)
 	}
-	// A fresh signed message from the new address moves it.
+	// A fresh signed message sent to many (To zero) does not move it: a
+	// member that missed it could be sent it again.
 	sendRaw(t, attacker, a, secret, signed(t, Message{Type: MsgHello, From: b, HTTPPort: 3142}, secret))
+	if p, _ := a.Table().Get(b); p.Addr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("a signed message to many moved b to %s", p.Addr)
+	}
+	// A fresh signed message for a, from the new address, moves it.
+	sendRaw(t, attacker, a, secret, signed(t, Message{Type: MsgHello, From: b, To: NodeID{1}, HTTPPort: 3142}, secret))
 	if p, _ := a.Table().Get(b); p.Addr != netip.MustParseAddr("127.0.0.2") {
-		t.Fatalf("a fresh signed message did not move b: %s", p.Addr)
+		t.Fatalf("a fresh signed message for a did not move b: %s", p.Addr)
+	}
+}
+
+// A signed datagram captured on its way to one member and sent, fresh and
+// unseen, to another from the attacker's address is dropped there: the MAC
+// covers its receiver. (In version 2 it was accepted and moved the sender's
+// address.)
+func TestReplayToAnotherMemberDropped(t *testing.T) {
+	secret := []byte("group")
+	c := testNode(t, Config{ID: NodeID{3}, Secret: secret})
+	real, attacker := udpFrom(t, "127.0.0.1"), udpFrom(t, "127.0.0.2")
+	b := NodeID{2}
+	sendRaw(t, real, c, secret, signed(t, Message{Type: MsgHello, From: b, To: NodeID{3}, HTTPPort: 3142}, secret))
+	dropped := c.Dropped.Load()
+	// Captured on its way from b to a (NodeID{1}), never seen by c.
+	toA := signed(t, Message{Type: MsgHave, From: b, To: NodeID{1}, HTTPPort: 3142, Digest: testDigest}, secret)
+	sendRaw(t, attacker, c, secret, toA)
+	if p, _ := c.Table().Get(b); p.Addr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("a datagram for another member moved b to %s", p.Addr)
+	}
+	if got := c.Dropped.Load() - dropped; got != 1 {
+		t.Fatalf("%d datagrams dropped, want the one meant for another member", got)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -263,6 +264,14 @@ func (n *Node) Run(ctx context.Context) error {
 		if m.From == n.cfg.ID {
 			continue // our own broadcast
 		}
+		if m.To != (NodeID{}) && m.To != n.cfg.ID {
+			// For another node: a datagram captured on its way there
+			// and sent here (with a secret, To is under the MAC), or
+			// meant for the node that had this address before.
+			n.Dropped.Add(1)
+			n.log.Debug("dropped a datagram for another node", slog.String("from", src.String()), slog.String("to", m.To.String()))
+			continue
+		}
 		if err := n.fresh(m); err != nil {
 			n.Dropped.Add(1)
 			n.log.Debug("dropped a datagram", slog.String("from", src.String()), slog.Any("err", err))
@@ -313,30 +322,25 @@ func (n *Node) send(m Message, to netip.AddrPort) {
 
 // targets are the broadcast addresses, the static peers and every peer in
 // the table, each once.
-func (n *Node) targets() []netip.AddrPort {
-	seen := map[netip.AddrPort]bool{}
-	var out []netip.AddrPort
-	add := func(a netip.AddrPort) {
-		if a.IsValid() && !seen[a] {
-			seen[a] = true
-			out = append(out, a)
+func (n *Node) targets() map[netip.AddrPort]NodeID {
+	out := map[netip.AddrPort]NodeID{}
+	for _, a := range append(slices.Clone(n.cfg.Broadcast), n.cfg.Static...) {
+		if a.IsValid() {
+			out[a] = NodeID{} // many nodes, or one not known yet
 		}
 	}
-	for _, a := range n.cfg.Broadcast {
-		add(a)
-	}
-	for _, a := range n.cfg.Static {
-		add(a)
-	}
+	// Known peers last: a static address whose node is in the table is
+	// addressed to that node.
 	for _, p := range n.table.Peers() {
-		add(p.AddrPort())
+		out[p.AddrPort()] = p.ID
 	}
 	return out
 }
 
 func (n *Node) sendAll(m Message) int {
 	t := n.targets()
-	for _, a := range t {
+	for a, id := range t {
+		m.To = id
 		n.send(m, a)
 	}
 	return len(t)

@@ -212,7 +212,7 @@ func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*f
 		Blame: func(reason error) {
 			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				// Its copy may have rotted: tell it, so it rechecks.
-				n.send(Message{Type: MsgBadBlob, Digest: s.d}, addr)
+				n.send(Message{Type: MsgBadBlob, To: id, Digest: s.d}, addr)
 			}
 			n.table.MarkBad(id, addr, 10*time.Minute)
 			n.log.Warn("peer blamed; not asking it for 10m", slog.String("peer", id.String()),

@@ -76,6 +76,11 @@ type Message struct {
 	Type MsgType
 	// The sender.
 	From NodeID
+	// To is the node the datagram is for, zero when it goes to many (a
+	// broadcast) or to an address whose node is not known yet. Under the
+	// group's MAC it binds a datagram to its receiver: one captured on
+	// its way to a member is dropped by every other.
+	To NodeID
 	// Sent is when the sender sent it (milliseconds since the Unix epoch)
 	// and Nonce a random number never reused: with a group secret, a
 	// datagram outside the replay window or seen before is dropped.
@@ -97,10 +102,10 @@ type Message struct {
 }
 
 // ProtocolVersion is the version byte every datagram carries. Version 2
-// added the send time and nonce; a node drops datagrams of any other
-// version (and a version 1 node drops ours), so mixed groups ignore each
-// other rather than misread each other.
-const ProtocolVersion = 2
+// added the send time and nonce, version 3 the receiver; a node drops
+// datagrams of any other version (and older nodes drop ours), so mixed
+// groups ignore each other rather than misread each other.
+const ProtocolVersion = 3
 
 // MaxDatagram bounds a datagram: one packet on any LAN.
 const MaxDatagram = 1200
@@ -118,7 +123,7 @@ const (
 	algoSHA256  = 1
 	algoSHA512  = 2
 	algoSHA1    = 3
-	fixedFields = 16 + 8 + 8 + 2 + 4 + 8 + 4 + 1 + 1 + 8 + 8 + 1 // through the digest's algo byte
+	fixedFields = 16 + 16 + 8 + 8 + 2 + 4 + 8 + 4 + 1 + 1 + 8 + 8 + 1 // through the digest's algo byte
 )
 
 // Errors a decoder returns; a node counts them and drops the datagram.
@@ -158,6 +163,7 @@ func Encode(m Message, secret []byte) ([]byte, error) {
 	}
 	b.WriteByte(flags)
 	b.Write(m.From[:])
+	b.Write(m.To[:])
 	_ = binary.Write(&b, binary.BigEndian, struct {
 		Sent  int64
 		Nonce uint64
@@ -234,9 +240,11 @@ func Decode(p []byte, secret []byte) (Message, error) {
 	}
 	r := body[headerLen:]
 	copy(m.From[:], r[:16])
-	m.Sent = int64(binary.BigEndian.Uint64(r[16:]))
-	m.Nonce = binary.BigEndian.Uint64(r[24:])
+	copy(m.To[:], r[16:32])
 	r = r[32:]
+	m.Sent = int64(binary.BigEndian.Uint64(r))
+	m.Nonce = binary.BigEndian.Uint64(r[8:])
+	r = r[16:]
 	m.HTTPPort = binary.BigEndian.Uint16(r)
 	m.Priority = int32(binary.BigEndian.Uint32(r[2:]))
 	m.FreeBytes = binary.BigEndian.Uint64(r[6:])
