@@ -13,5 +13,9 @@
 // never this machine or its link (guard.go), and the Chocolatey feeds'
 // kept answers and upstream request budgets (chocolatey.go, budget.go).
 //
-// handler.go tells the story of one request from top to bottom.
+// serve.go tells the story of one request from top to bottom (serve);
+// plan.go says what a URL must hash to, fillrun.go runs the one flight
+// over its ordered sources, origin.go is the origin as a source,
+// respond.go writes the answer, unstored.go serves when the disk has no
+// room.
 package proxy
