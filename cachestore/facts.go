@@ -187,8 +187,6 @@ func (s *Store) scopes(facts map[string]Known) (fresh []string, nested map[strin
 		if _, ok := s.knownScopes[scope]; !ok {
 			fresh = append(fresh, scope)
 		}
-	}
-	for scope := range scopesOf(facts) {
 		for other := range s.knownScopes {
 			if len(other) > len(scope) && strings.HasPrefix(other, scope) {
 				if nested == nil {

@@ -53,10 +53,9 @@ type Stream struct {
 	MinRate int64
 }
 
-// ContentRangeTotal reads the whole size from a 206's Content-Range
-// ("bytes a-b/total"), for a source's Stream.Size; -1 when it is absent or
-// "*".
-func ContentRangeTotal(h string) int64 {
+// contentRangeTotal reads the whole size from a 206's Content-Range
+// ("bytes a-b/total"), for GetAt; -1 when it is absent or "*".
+func contentRangeTotal(h string) int64 {
 	_, total, ok := strings.Cut(h, "/")
 	if !ok {
 		return -1
@@ -84,7 +83,7 @@ func GetAt(c *http.Client, req *http.Request, off int64) (*http.Response, int64,
 	}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
-		return resp, ContentRangeTotal(resp.Header.Get("Content-Range")), nil
+		return resp, contentRangeTotal(resp.Header.Get("Content-Range")), nil
 	case resp.StatusCode == http.StatusOK:
 		if off > 0 {
 			if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {

@@ -307,8 +307,8 @@ func TestNoSourceDelivers(t *testing.T) {
 
 func TestContentRangeTotal(t *testing.T) {
 	for h, want := range map[string]int64{"bytes 0-99/100": 100, "bytes 5-9/10": 10, "bytes 0-9/*": -1, "": -1, "bytes 0-9/-3": -1, "bytes 0-9/x": -1} {
-		if got := ContentRangeTotal(h); got != want {
-			t.Errorf("ContentRangeTotal(%q) = %d, want %d", h, got, want)
+		if got := contentRangeTotal(h); got != want {
+			t.Errorf("contentRangeTotal(%q) = %d, want %d", h, got, want)
 		}
 	}
 }

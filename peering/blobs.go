@@ -64,7 +64,7 @@ type BlobServer struct {
 
 // BlobConfig is the blob server's policy.
 type BlobConfig struct {
-	Slots      int   // uploads at once (at least 1)
+	Slots      int   // uploads at once (0: DefaultUploadSlots)
 	UploadRate int64 // bytes/s shared by all uploads; 0: unlimited
 	Secret     []byte
 	Logger     *slog.Logger
@@ -73,7 +73,10 @@ type BlobConfig struct {
 
 // NewBlobServer builds the handler.
 func NewBlobServer(store BlobStore, cfg BlobConfig) *BlobServer {
-	slots := max(cfg.Slots, 1)
+	slots := cfg.Slots
+	if slots <= 0 {
+		slots = DefaultUploadSlots
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -130,8 +130,8 @@ const (
 const (
 	DefaultMaxPeers       = 30
 	DefaultPeerRetries    = 3
-	DefaultUploadSlots    = 2
-	DefaultPriority       = 100
+	DefaultUploadSlots    = 2   // a BlobConfig's, too
+	DefaultPriority       = 100 // the daemon's; a zero priority is a priority
 	DefaultQueryTimeout   = 150 * time.Millisecond
 	DefaultElectionWindow = 300 * time.Millisecond
 	DefaultHeartbeat      = time.Second

@@ -16,13 +16,24 @@ import (
 // miss nothing; one that leaves silentLimit questions in a row unanswered
 // (a host greeting under forged ids) is still asked, but not waited for.
 func (n *Node) askable() map[NodeID]bool {
-	out := map[NodeID]bool{}
+	_, waited := n.asked()
+	return waited
+}
+
+// asked are the peers a question goes to (the non-passive ones) and,
+// of them, those it waits for (see askable), from one look at the table.
+func (n *Node) asked() (asked, waited map[NodeID]bool) {
+	asked, waited = map[NodeID]bool{}, map[NodeID]bool{}
 	for _, p := range n.table.Peers() {
-		if !p.Passive && p.Silent < silentLimit {
-			out[p.ID] = true
+		if p.Passive {
+			continue
+		}
+		asked[p.ID] = true
+		if p.Silent < silentLimit {
+			waited[p.ID] = true
 		}
 	}
-	return out
+	return asked, waited
 }
 
 // query asks the group who has d and is ready. It returns the ready
@@ -41,16 +52,10 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 		delete(n.queries, id)
 		n.mu.Unlock()
 	}()
-	expected := n.askable()
 	// Every asked peer that has not answered when the question times out
 	// counts a silence (the waited-for ones and the silent ones alike); a
 	// question that ended early, on a ready holder, blames no one.
-	unanswered := map[NodeID]bool{}
-	for _, p := range n.table.Peers() {
-		if !p.Passive {
-			unanswered[p.ID] = true
-		}
-	}
+	unanswered, expected := n.asked()
 	n.sendAll(Message{Type: MsgQuery, ReqID: id, Digest: d})
 	timeout := time.NewTimer(n.cfg.QueryTimeout)
 	defer timeout.Stop()
