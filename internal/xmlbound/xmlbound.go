@@ -161,13 +161,16 @@ func (b *Reader) tagByte(c byte) error {
 	case '"', '\'':
 		b.state, b.quote, b.slash = inQuote, c, false
 	case '>':
-		switch {
-		case b.endTag:
+		if b.endTag {
 			b.depth--
-		case !b.slash:
-			b.depth++
-			if b.depth > b.maxDepth {
+		} else {
+			// A self-closing element is one level deeper too, for the
+			// moment between its start and its end.
+			if b.depth+1 > b.maxDepth {
 				return fmt.Errorf("%w: more than %d open elements", ErrTooDeep, b.maxDepth)
+			}
+			if !b.slash {
+				b.depth++
 			}
 		}
 		b.endMarkup()

@@ -26,6 +26,7 @@ func TestBounds(t *testing.T) {
 		{"at the depth", strings.Repeat("<a>", 64) + strings.Repeat("</a>", 64), nil},
 		{"self-closing elements do not nest", "<r>" + strings.Repeat("<a/>", 1000) + "</r>", nil},
 		{"nesting bomb", strings.Repeat("<a>", 65), ErrTooDeep},
+		{"self-closing element past the depth", strings.Repeat("<a>", 64) + "<a/>", ErrTooDeep},
 		{"nesting bomb with attributes", strings.Repeat(`<a b="/">`, 65), ErrTooDeep},
 		{"text bomb", "<r>" + strings.Repeat(" ", 5<<20) + "</r>", ErrTokenTooLarge},
 		{"text of '>'", "<r>" + strings.Repeat("> ", 3<<20) + "</r>", ErrTokenTooLarge},
