@@ -53,6 +53,11 @@ type Stream struct {
 	MinRate int64
 }
 
+// Doer sends an HTTP request: an *http.Client, or a hub that proxies it.
+type Doer interface {
+	Do(req *http.Request) (*http.Response, error)
+}
+
 // contentRangeTotal reads the whole size from a 206's Content-Range
 // ("bytes a-b/total"), for GetAt; -1 when it is absent or "*".
 func contentRangeTotal(h string) int64 {
@@ -73,7 +78,7 @@ func contentRangeTotal(h string) int64 {
 // 200's length with the first off bytes read and dropped (a server that
 // ignores Range). Any other answer is returned as it came, size -1, for
 // the caller to read. Every HTTP source resumes through it.
-func GetAt(c *http.Client, req *http.Request, off int64) (*http.Response, int64, error) {
+func GetAt(c Doer, req *http.Request, off int64) (*http.Response, int64, error) {
 	if off > 0 {
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
 	}

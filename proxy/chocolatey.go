@@ -237,13 +237,13 @@ func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Hea
 	if err != nil {
 		return feedAnswer{}, fmt.Errorf("bad feed request: %w", err)
 	}
-	s.setUpstreamHeaders(req, hdr.Get("User-Agent"))
+	s.setUpstreamHeaders(req, asker{ua: hdr.Get("User-Agent"), via: hdr.Values("Via")})
 	for _, k := range []string{"Accept", "Accept-Language", "DataServiceVersion", "MaxDataServiceVersion"} {
 		if v := hdr.Get(k); v != "" {
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := s.up.Do(req)
+	resp, err := s.upstreamDo(req)
 	if err != nil {
 		var be *BudgetError
 		if errors.As(err, &be) {
@@ -399,8 +399,8 @@ func (s *Server) learnPackage(ctx context.Context, rt chocoRoute, id, version st
 	if err != nil {
 		return
 	}
-	s.setUpstreamHeaders(req, "")
-	resp, err := s.up.Do(req)
+	s.setUpstreamHeaders(req, asker{})
+	resp, err := s.upstreamDo(req)
 	if err != nil {
 		s.log.Warn("could not look up a package's hash", slog.String("url", target), slog.Any("err", err))
 		return

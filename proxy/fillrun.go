@@ -14,8 +14,8 @@ import (
 // startFill runs the fill on the server's context, not the client's: a
 // client that goes away does not cancel the download the others wait for.
 func (s *Server) startFill(f *cachestore.Fill, r *http.Request, p plan, prev *cachestore.Cached) {
-	ua := r.Header.Get("User-Agent")
-	if !s.fills.Go(func() { s.runFill(s.ctx, f, ua, p, prev) }) {
+	who := askerOf(r)
+	if !s.fills.Go(func() { s.runFill(s.ctx, f, who, p, prev) }) {
 		f.Abort(errShuttingDown)
 	}
 }
@@ -27,7 +27,7 @@ var errShuttingDown = errors.New("warren is shutting down; try again shortly")
 // URL-cache entry is recorded and the metadata's learn registered before
 // the last byte is released (committingFill); the learn itself runs from
 // the stored blob afterwards.
-func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p plan, prev *cachestore.Cached) {
+func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p plan, prev *cachestore.Cached) {
 	// Check the store again inside the flight: a fill that just finished
 	// may have stored what we are about to fetch.
 	if err := s.storedMeanwhile(p); err != nil {
@@ -36,7 +36,7 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, ua string, p p
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sources, peers := s.sources(ctx, f, p, ua, prev)
+	sources, peers := s.sources(ctx, f, p, who, prev)
 	cf := &committingFill{Fill: f, s: s, p: p}
 	res, err := s.engine.Run(ctx, cf, fill.Want{Digest: p.digest, Size: p.size}, sources)
 	if peers {
@@ -75,20 +75,37 @@ func (s *Server) storedMeanwhile(p plan) error {
 }
 
 // sources are where p's bytes may come from, in the order the engine tries
-// them: LAN peers first when the digest is known (after the origin for
-// artifacts below share_min_size, whose peer question runs beside the
-// download), then the origin. A URL whose hash no metadata gave is never
-// fetched from peers. peers says the LAN takes part (Done ends its part).
-func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, ua string, prev *cachestore.Cached) (sources []fill.Source, peers bool) {
-	origin := &originSource{s: s, p: p, ua: ua, prev: prev}
+// them: LAN peers, the site's hubs, the origin (unless hub_only). A URL
+// whose hash no metadata gave is never fetched from peers. Artifacts below
+// share_min_size go up the chain at once, the peers' question running
+// beside the download and its answers the fallback. peers says the LAN
+// takes part (Done ends its part).
+func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who asker, prev *cachestore.Cached) (sources []fill.Source, peers bool) {
 	if s.cfg.Peers == nil || p.digest.IsZero() {
-		return []fill.Source{origin}, false
+		return s.upstreamSources(p, who, prev, nil), false
 	}
-	lan := countingSource{s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written), &s.stats.BytesPeers, &s.stats.Mismatches}
+	lan := func(ctx context.Context) fill.Source {
+		return countingSource{s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written), &s.stats.BytesPeers, &s.stats.Mismatches}
+	}
+	up := s.upstreamSources(p, who, prev, lan)
 	if p.size >= 0 && p.size < s.cfg.ShareMinSize {
-		return []fill.Source{origin, lan}, true // the peers are the fallback
+		return append(up, lan(ctx)), true // the peers are the fallback
 	}
-	return []fill.Source{lan, origin}, true
+	return append([]fill.Source{lan(ctx)}, up...), true
+}
+
+// upstreamSources are the hubs in their failover order, then the origin
+// unless hub_only. relan, when set, lets a busy hub send the fill back to
+// the LAN after its delay.
+func (s *Server) upstreamSources(p plan, who asker, prev *cachestore.Cached, relan func(context.Context) fill.Source) []fill.Source {
+	var out []fill.Source
+	for _, h := range s.cfg.Hubs {
+		out = append(out, &upstreamSource{s: s, p: p, who: who, prev: prev, hub: h, relan: relan})
+	}
+	if !s.cfg.HubOnly || len(s.cfg.Hubs) == 0 {
+		out = append(out, &upstreamSource{s: s, p: p, who: who, prev: prev})
+	}
+	return out
 }
 
 // committingFill does what must precede the release of the last byte:

@@ -7,9 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/fill"
+	"github.com/warren-cache/warren/hub"
 )
 
 // errNotModified ends a revalidating fill whose copy is still good.
@@ -55,36 +59,77 @@ func isUpstreamDown(err error) bool {
 	return errors.As(err, &fe) || errors.As(err, &st) && st.code >= 500
 }
 
-// originSource is the upstream mirror as a fill source: the first Open
-// revalidates a URL-cached copy (304 ends the fill), later ones resume
-// with Range after what is written.
-type originSource struct {
-	s      *Server
-	p      plan
-	ua     string
-	prev   *cachestore.Cached
+// asker is what a fill keeps of the request that started it: it speaks
+// for every requester upstream.
+type asker struct {
+	ua  string
+	via []string // the Via chain so far: a hub chain that loops is refused
+}
+
+func askerOf(r *http.Request) asker {
+	return asker{ua: r.Header.Get("User-Agent"), via: r.Header.Values("Via")}
+}
+
+// upstreamSource is the origin mirror, or a hub that fetches from it for
+// us, as a fill source: the first Open revalidates a URL-cached copy (304
+// ends the fill), later ones resume with Range after what is written.
+type upstreamSource struct {
+	s    *Server
+	p    plan
+	who  asker
+	prev *cachestore.Cached
+	// hub is the hub asked, nil for the origin itself.
+	hub Hub
+	// relan makes the LAN a source again, for the wait a busy hub asks
+	// for (nil without peers or digest): by then the hub's first
+	// requesters on the LAN hold the artifact.
+	relan func(ctx context.Context) fill.Source
+	lan   fill.Source // the LAN, asked after a wait, until it has no more
+	// tries counts transfers; waits the hub's "busy" answers.
 	tries  int
+	waits  int
 	blamed bool
 }
 
-// originTries bounds the transfers of one fill from the origin: a body
+// originTries bounds the transfers of one fill from one upstream: a body
 // that breaks off is resumed, but not forever.
 const originTries = 3
 
-func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error) {
+// maxHubWaits bounds how often one fill waits for a busy hub before it
+// goes on to the next source.
+const maxHubWaits = 5
+
+func (o *upstreamSource) name() string {
+	if o.hub != nil {
+		return "hub " + o.hub.Name()
+	}
+	return "the origin"
+}
+
+func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	s, p := o.s, o.p
+	if o.lan != nil {
+		st, err := o.lan.Open(ctx, off)
+		if err == nil {
+			return st, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fill.Stop(ctx.Err())
+		}
+		o.lan = nil // nothing (more) on the LAN: the hub again
+	}
 	if o.blamed {
-		return nil, fmt.Errorf("%w: the origin sent wrong bytes", fill.ErrSkip)
+		return nil, fmt.Errorf("%w: %s sent wrong or too slow bytes", fill.ErrSkip, o.name())
 	}
 	if o.tries >= originTries {
-		return nil, fmt.Errorf("%w: %d transfers from the origin broke off", fill.ErrSkip, o.tries)
+		return nil, fmt.Errorf("%w: %d transfers from %s broke off", fill.ErrSkip, o.tries, o.name())
 	}
 	o.tries++
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
 	if err != nil {
 		return nil, fill.Stop(fmt.Errorf("build upstream request for %s: %w", p.url, err))
 	}
-	s.setUpstreamHeaders(req, o.ua)
+	s.setUpstreamHeaders(req, o.who)
 	if off == 0 && o.prev != nil && o.tries == 1 {
 		if o.prev.ETag != "" {
 			req.Header.Set("If-None-Match", o.prev.ETag)
@@ -93,8 +138,23 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 			req.Header.Set("If-Modified-Since", o.prev.LastModified)
 		}
 	}
-	resp, size, err := fill.GetAt(s.up, req, off)
+	var client fill.Doer = s.up
+	if o.hub != nil {
+		client = o.hub
+		if !p.digest.IsZero() {
+			// The blob our metadata names: the hub serves that
+			// generation if it holds it, whatever its own metadata says.
+			req.Header.Set(hub.HeaderDigest, p.digest.String())
+			if p.size >= 0 {
+				req.Header.Set(hub.HeaderSize, strconv.FormatInt(p.size, 10))
+			}
+		}
+	}
+	resp, size, err := fill.GetAt(client, req, off)
 	if err != nil {
+		if o.hub != nil {
+			return o.hubFailed(ctx, off, err)
+		}
 		var de *DestinationError
 		if errors.As(err, &de) {
 			return nil, fill.Stop(de) // no retry, no other source: refused
@@ -122,6 +182,11 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 		}
 		return nil, fill.Stop(errNotModified)
 	case resp.StatusCode == http.StatusOK, resp.StatusCode == http.StatusPartialContent && off > 0:
+	case o.hub != nil && resp.StatusCode >= 500:
+		// The hub could not get it (its upstream is down, its disk
+		// broke): the next source may.
+		resp.Body.Close()
+		return nil, &upstreamFetchError{url: p.url, err: fmt.Errorf("%s answered %s", o.name(), resp.Status)}
 	default:
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
@@ -133,7 +198,11 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 		resp.Body.Close()
 		s.stats.Mismatches.Add(1)
 		s.log.Error("upstream length differs from the repository metadata; not storing",
-			slog.String("url", p.url), slog.Int64("expected", p.size), slog.Int64("upstream", size))
+			slog.String("url", p.url), slog.String("from", o.name()), slog.Int64("expected", p.size), slog.Int64("upstream", size))
+		if o.hub != nil {
+			o.blamed = true
+			return nil, fmt.Errorf("%w: metadata says %d bytes, %s sends %d for %s", cachestore.ErrSizeMismatch, p.size, o.name(), size, p.url)
+		}
 		return nil, fill.Stop(fmt.Errorf("%w: metadata says %d bytes, upstream sends %d for %s", cachestore.ErrSizeMismatch, p.size, size, p.url))
 	}
 	meta := map[string]string{}
@@ -142,7 +211,7 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 			meta[k] = v
 		}
 	}
-	return &fill.Stream{
+	st := &fill.Stream{
 		Body: resp.Body, From: "origin " + req.URL.Host, Size: size, Meta: meta,
 		Received: func(n int64) { s.stats.BytesFetched.Add(n) },
 		Blame: func(reason error) {
@@ -156,14 +225,89 @@ func (o *originSource) Open(ctx context.Context, off int64) (*fill.Stream, error
 					slog.String("url", p.url), slog.Any("err", reason))
 			}
 		},
-	}, nil
+	}
+	if h := o.hub; h != nil {
+		st.From = "hub " + h.Name()
+		st.Received = func(n int64) { s.stats.BytesHub.Add(n); h.Received(n) }
+		st.Blame = func(reason error) {
+			// Wrong, too many or too slow: the origin (or the next hub)
+			// takes over from here, as the stall rule promises.
+			o.blamed = true
+			if errors.Is(reason, cachestore.ErrDigestMismatch) {
+				s.stats.Mismatches.Add(1)
+			}
+			s.log.Warn("hub failed this transfer; the next source goes on from here", slog.String("url", p.url),
+				slog.String("hub", h.Name()), slog.Any("err", reason))
+		}
+	}
+	return st, nil
 }
 
-func (s *Server) setUpstreamHeaders(req *http.Request, ua string) {
-	if ua != "" {
-		req.Header.Set("User-Agent", ua)
+// hubFailed turns a hub's refusal or silence into the fill's next step.
+// "Busy" (max_requesters) is a wait, then the LAN again: those who are
+// streaming it from the hub will have it by then.
+func (o *upstreamSource) hubFailed(ctx context.Context, off int64, err error) (*fill.Stream, error) {
+	s, p := o.s, o.p
+	o.tries-- // no transfer began
+	var busy *hub.BusyError
+	if !errors.As(err, &busy) {
+		return nil, &upstreamFetchError{url: p.url, err: err}
 	}
-	req.Header.Set("Via", s.via)
+	if o.waits >= maxHubWaits {
+		return nil, &upstreamFetchError{url: p.url, err: fmt.Errorf("waited %d times and %s is still busy with it: %w", o.waits, o.name(), err)}
+	}
+	o.waits++
+	s.stats.HubWaits.Add(1)
+	s.log.Info("hub busy with this artifact; asking the LAN again after the delay", slog.String("url", p.url),
+		slog.String("hub", o.hub.Name()), slog.Int("position", busy.Position), slog.Int64("hub_bytes_done", busy.Done),
+		slog.Int64("hub_bytes_total", busy.Total), slog.Duration("retry_after", busy.RetryAfter))
+	done := s.waiting.add(p.url, o.hub.Name(), s.now().Add(busy.RetryAfter))
+	defer done()
+	t := time.NewTimer(busy.RetryAfter)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return nil, fill.Stop(ctx.Err())
+	case <-t.C:
+	}
+	if o.relan != nil {
+		o.lan = o.relan(ctx)
+	}
+	return o.Open(ctx, off)
+}
+
+// setUpstreamHeaders speaks for the asker upstream, adding this warren to
+// the Via chain.
+func (s *Server) setUpstreamHeaders(req *http.Request, who asker) {
+	if who.ua != "" {
+		req.Header.Set("User-Agent", who.ua)
+	}
+	req.Header.Del("Via")
+	for _, v := range who.via {
+		req.Header.Add("Via", v)
+	}
+	req.Header.Add("Via", s.via)
+}
+
+// upstreamDo sends a request that is no fill (a feed call, a pass-through)
+// to the first hub that answers it, then the origin unless hub_only.
+func (s *Server) upstreamDo(req *http.Request) (*http.Response, error) {
+	var last error
+	for _, h := range s.cfg.Hubs {
+		resp, err := h.Do(req)
+		if err == nil && resp.StatusCode < 500 {
+			return resp, nil
+		}
+		if err == nil {
+			resp.Body.Close()
+			err = fmt.Errorf("hub %s answered %s", h.Name(), resp.Status)
+		}
+		last = err
+	}
+	if s.cfg.HubOnly && len(s.cfg.Hubs) > 0 {
+		return nil, fmt.Errorf("hub_only: no hub delivered, and the origin is not asked directly: %w", last)
+	}
+	return s.up.Do(req)
 }
 
 // passThrough answers the client straight from upstream, storing nothing:
@@ -173,13 +317,13 @@ func (s *Server) passThrough(w *respWriter, r *http.Request, p plan) error {
 	if err != nil {
 		return fmt.Errorf("build upstream request for %s: %w", p.url, err)
 	}
-	s.setUpstreamHeaders(req, r.Header.Get("User-Agent"))
+	s.setUpstreamHeaders(req, askerOf(r))
 	for _, k := range []string{"Range", "If-Range", "If-Modified-Since", "If-None-Match", "Accept"} {
 		if v := r.Header.Get(k); v != "" {
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := s.up.Do(req)
+	resp, err := s.upstreamDo(req)
 	if err != nil {
 		return &upstreamFetchError{url: p.url, err: err}
 	}
@@ -199,4 +343,42 @@ func (s *Server) passThrough(w *respWriter, r *http.Request, p plan) error {
 		return &upstreamFetchError{url: p.url, err: err}
 	}
 	return nil
+}
+
+// waitList is the fills waiting out a busy hub, for the status page.
+type waitList struct {
+	mu sync.Mutex // guards m
+	m  map[*HubWait]struct{}
+}
+
+// HubWait is one fill waiting out a busy hub.
+type HubWait struct {
+	URL   string
+	Hub   string
+	Until time.Time
+}
+
+func (l *waitList) add(url, hub string, until time.Time) (done func()) {
+	w := &HubWait{URL: url, Hub: hub, Until: until}
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[*HubWait]struct{}{}
+	}
+	l.m[w] = struct{}{}
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		delete(l.m, w)
+		l.mu.Unlock()
+	}
+}
+
+func (l *waitList) list() []HubWait {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]HubWait, 0, len(l.m))
+	for w := range l.m {
+		out = append(out, *w)
+	}
+	return out
 }

@@ -16,7 +16,11 @@ import (
 
 // serveCache serves a GET or HEAD for target.
 func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL) {
-	s.servePlan(w, r, s.plan(r.Context(), target))
+	p := s.plan(r.Context(), target)
+	if s.cfg.Hub != nil {
+		s.hubPlan(r, &p)
+	}
+	s.servePlan(w, r, p)
 }
 
 // servePlan serves a request as p says, answers errors and logs it once.
@@ -31,6 +35,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 		s.fail(rw, r, p, err)
 	}
 	s.requestsBy.WithLabelValues(outcome).Inc()
+	s.stats.BytesServed.Add(rw.bytes)
 	s.log.Info("request",
 		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind),
 		slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
@@ -48,10 +53,13 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 //
 //  1. the store: a stored blob of the known digest, or a fresh copy of a
 //     file cached by URL, is a hit;
-//  2. a 404 upstream gave lately is given again;
+//  2. a 404 upstream gave lately is given again; a hub in preload mode
+//     refuses what it does not hold;
 //  3. one flight per digest (per URL where no metadata names a hash): the
 //     first request starts the fill from the ordered sources (fillrun.go:
-//     the LAN's peers, then the origin) on a context no client owns;
+//     the LAN's peers, the site's hubs, then the origin) on a context no
+//     client owns; a hub lets max_requesters stream one artifact while it
+//     fetches it, and tells the rest when to come back;
 //  4. every request streams the fill as it grows (respond.go), its last
 //     byte held until the whole blob verifies;
 //  5. the tails: stored meanwhile, or not modified upstream (serve it from
@@ -59,6 +67,10 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 //     (from the origin without storing, verified as it passes).
 func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 	if p.passThrough {
+		if s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand() {
+			s.hubRefuseUnheld(w, p)
+			return "refused", nil
+		}
 		return "pass", s.passThrough(w, r, p)
 	}
 	revalidated := false
@@ -73,10 +85,14 @@ func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 				return hitOr(!revalidated, "revalidated"), nil
 			}
 		}
+		// 2. A 404 remembered; what a preload-only hub does not hold.
+		if s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand() {
+			s.hubRefuseUnheld(w, p)
+			return "refused", nil
+		}
 		if r.Method == http.MethodHead && have.cached == nil {
 			return "pass", s.passThrough(w, r, p)
 		}
-		// 2. A 404 remembered.
 		if s.negative(p.key) {
 			return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
 		}
@@ -84,6 +100,13 @@ func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 		fill, leader := s.store.BeginFill(p.fillKey())
 		if leader {
 			s.startFill(fill, r, p, have.cached)
+		}
+		if s.cfg.Hub != nil && p.meta == "" && !p.digest.IsZero() {
+			leave, ok := s.hubEnter(w, r, fill, p)
+			if !ok {
+				return "queued", nil
+			}
+			defer leave()
 		}
 		// 4. Stream it.
 		hit, err := s.serveFill(w, r, fill, p, leader)
@@ -141,7 +164,10 @@ func (s *Server) lookup(p plan) (stored, error) {
 	c, err := s.store.Cached(p.key)
 	switch {
 	case err == nil:
-		return stored{cached: &c, fresh: s.now().Sub(c.Fetched) < s.cfg.IndexTTL}, nil
+		// A preload-only hub serves what it holds as it is: asking
+		// upstream again is what its mode forbids.
+		preloadOnly := s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand()
+		return stored{cached: &c, fresh: preloadOnly || s.now().Sub(c.Fetched) < s.cfg.IndexTTL}, nil
 	case errors.Is(err, cachestore.ErrNotFound):
 		return stored{}, nil
 	}

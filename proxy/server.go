@@ -26,6 +26,7 @@ import (
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/fill"
+	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/internal/taskgroup"
 )
 
@@ -54,6 +55,18 @@ type Peers interface {
 	// Done ends this node's part in d; ok announces that it has it now.
 	Done(d cachestore.Digest, ok bool)
 }
+
+// Hub is what the proxy needs of one of its site's hubs (package hub's
+// Parent provides it): an upstream that answers as the origin would, or
+// refuses with a *hub.RefusedError or *hub.BusyError.
+type Hub interface {
+	Name() string
+	Do(req *http.Request) (*http.Response, error)
+	// Received counts the bytes a fill took from it.
+	Received(n int64)
+}
+
+var _ Hub = (*hub.Parent)(nil)
 
 // Config holds the proxy's settings.
 type Config struct {
@@ -93,6 +106,14 @@ type Config struct {
 	// Peers finds blobs of known digests on the LAN before upstream; nil:
 	// no peering.
 	Peers Peers
+	// Hubs are the site's hubs, in failover order: asked after the LAN's
+	// peers and before the origin, for index files and feed answers too.
+	Hubs []Hub
+	// HubOnly: never the origin directly (sites whose WAN policy forbids
+	// it); with no hub answering, a client gets a clear error.
+	HubOnly bool
+	// Hub, when set, makes this warren a site's hub.
+	Hub *HubRole
 	// Status gives the status page and /_warren/stats the other parts'
 	// state (cache, peers, uploads).
 	Status func() Status
@@ -142,7 +163,9 @@ type Server struct {
 	knownAt    time.Time
 	knownDirty atomic.Bool
 
+	hubm       hubMetrics
 	stats      Stats
+	waiting    waitList // fills waiting out a busy hub, for the page
 	started    time.Time
 	requestsBy *prometheus.CounterVec
 	metrics    http.Handler
@@ -157,6 +180,10 @@ type Stats struct {
 	BytesCache   atomic.Int64
 	BytesFetched atomic.Int64 // fetched from upstream
 	BytesPeers   atomic.Int64 // fetched from LAN peers
+	BytesHub     atomic.Int64 // fetched from the site's hubs
+	BytesServed  atomic.Int64 // sent to clients (on a hub: to its nodes)
+	// HubWaits counts a hub's "busy, come back" answers waited out.
+	HubWaits atomic.Int64
 	Mismatches   atomic.Int64
 	// UpstreamFetches counts fills that went to upstream.
 	UpstreamFetches atomic.Int64
@@ -252,6 +279,7 @@ func New(cfg Config, store Store) (*Server, error) {
 	}
 	s.gp = s.newGoproxy(tr)
 	s.started = cfg.Now()
+	s.hubm = newHubMetrics()
 	s.newMetrics(cfg.Collectors)
 	return s, nil
 }
@@ -304,6 +332,9 @@ func (s *Server) Snapshot() map[string]int64 {
 		"bytes_cache":    s.stats.BytesCache.Load(),   // served from the cache
 		"bytes_upstream": s.stats.BytesFetched.Load(), // fetched from upstream
 		"bytes_peers":    s.stats.BytesPeers.Load(),   // fetched from peers
+		"bytes_hubs":     s.stats.BytesHub.Load(),     // fetched from the site's hubs
+		"bytes_served":   s.stats.BytesServed.Load(),  // sent to clients
+		"hub_waits":      s.stats.HubWaits.Load(),
 		"mismatches":     s.stats.Mismatches.Load(),
 	}
 }
@@ -315,7 +346,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.via) }) {
-		http.Error(w, "warren: request loop: this request already passed through this warren", http.StatusLoopDetected)
+		s.log.Warn("refused a request that already passed through this warren (a hub chain that loops back?)",
+			slog.String("client", r.RemoteAddr), slog.String("url", r.URL.String()), slog.Any("via", r.Header.Values("Via")))
+		s.hubm.refuse(hub.ReasonLoop)
+		hub.Refuse(w, http.StatusLoopDetected, hub.ReasonLoop,
+			"request loop: this request already passed through this warren ("+s.via+"); check the hubs settings along the chain")
 		return
 	}
 	if !r.URL.IsAbs() {
@@ -337,6 +372,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.NotFound(w, r)
 			return
 		}
+	}
+	if s.cfg.Hub != nil && !s.hubAdmit(w, r) {
+		return
 	}
 	s.stats.Requests.Add(1) // what clients ask of the proxy, not of its own pages
 	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, chocoPrefix) {
@@ -380,7 +418,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.gp.ServeHTTP(w, r)
 		return
 	}
-	if target.Scheme != "http" {
+	if s.cfg.Hub != nil && r.URL.IsAbs() && target.Scheme == "http" && r.Header.Get(hub.HeaderScheme) == "https" {
+		// A node's request for an https URL (see hub.HeaderScheme).
+		target.Scheme = "https"
+	}
+	if target.Scheme != "http" && !(target.Scheme == "https" && s.cfg.Hub != nil && r.Header.Get(hub.HeaderScheme) == "https") {
 		http.Error(w, "warren: only http:// URLs are proxied in the clear; use CONNECT for https", http.StatusBadRequest)
 		return
 	}
@@ -409,9 +451,19 @@ func (s *Server) serveStats(w http.ResponseWriter) {
 		out[k] = v
 	}
 	if s.cfg.Status != nil {
-		for k, v := range s.cfg.Status().Figures() {
+		st := s.cfg.Status()
+		for k, v := range st.Figures() {
 			out[k] = v
 		}
+		for k, v := range st.hubLines() {
+			out[k] = v
+		}
+	}
+	if s.cfg.Hub != nil {
+		for r, n := range s.hubRefusals() {
+			out["hub_refused_"+r] = n
+		}
+		out["hub_mode"] = string(s.cfg.Hub.Mode)
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/warren-cache/warren/hub"
 )
 
 // Status is what other parts tell the status page (cmd assembles it).
@@ -32,6 +33,10 @@ type Status struct {
 	Transfers        []StatusTransfer
 	// KnownArtifacts counts the URL -> digest facts learnt, by ecosystem.
 	KnownArtifacts map[string]int64
+	// Role is peer, passive or hub.
+	Role string
+	// Hubs are the site's hubs as this node sees them.
+	Hubs []hub.ParentStatus
 }
 
 // Figures are the status's numbers by name, for /_warren/stats and the CLI.
@@ -41,8 +46,24 @@ func (st Status) Figures() map[string]any {
 		"peers": len(st.Peers), "uploads_active": st.Uploads, "uploads_peak": st.UploadsPeak,
 		"bytes_uploaded": st.BytesUploaded, "uploads_refused_busy": st.UploadsRefused,
 		"datagrams_dropped": st.DatagramsDropped, "transfers": len(st.Transfers),
-		"known_artifacts": sumValues(st.KnownArtifacts),
+		"known_artifacts": sumValues(st.KnownArtifacts), "role": st.Role,
 	}
+}
+
+// hubLines are the hubs as `warren status` prints them, one line each.
+func (st Status) hubLines() map[string]string {
+	out := map[string]string{}
+	for i, h := range st.Hubs {
+		state := "reachable"
+		if !h.Reachable {
+			state = "unreachable"
+			if h.LastError != "" {
+				state += " (" + h.LastError + ")"
+			}
+		}
+		out[fmt.Sprintf("hub_%d", i+1)] = fmt.Sprintf("%s %s, %s from it, %d requests, %d waits", h.URL, state, humanBytes(h.Bytes), h.Requests, h.Waits)
+	}
+	return out
 }
 
 func sumValues(m map[string]int64) int64 {
@@ -78,7 +99,23 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 	counter := func(name, help string, f func() float64, labels prometheus.Labels) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f))
 	}
-	bytesHelp := "Bytes by source: sent to clients from the cache, fetched from peers, fetched from upstream."
+	bytesHelp := "Bytes by source: sent to clients from the cache, fetched from peers, from the site's hubs, from upstream (the WAN); served: sent to clients (a hub's nodes)."
+	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesHub.Load()) }, prometheus.Labels{"source": "hub"})
+	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesServed.Load()) }, prometheus.Labels{"source": "served"})
+	counter("warren_hub_waits_total", "Times a hub said it was busy with an artifact (max_requesters) and a fill waited, then asked the LAN again.", func() float64 { return float64(s.stats.HubWaits.Load()) }, nil)
+	for _, h := range s.cfg.Hubs {
+		if ps, ok := h.(interface{ Status() hub.ParentStatus }); ok {
+			labels := prometheus.Labels{"hub": h.Name()}
+			counter("warren_hub_received_bytes_total", "Bytes fills took from each hub.", func() float64 { return float64(ps.Status().Bytes) }, labels)
+			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_hub_reachable", Help: "1 when the hub answered last, 0 when it failed.", ConstLabels: labels},
+				func() float64 {
+					if ps.Status().Reachable {
+						return 1
+					}
+					return 0
+				}))
+		}
+	}
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesCache.Load()) }, prometheus.Labels{"source": "cache"})
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesPeers.Load()) }, prometheus.Labels{"source": "peers"})
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesFetched.Load()) }, prometheus.Labels{"source": "upstream"})
@@ -94,6 +131,9 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 		Name: "warren_chocolatey_stale_answers_total", Help: "Feed calls answered with a kept answer because upstream could not be asked (budget spent, 429, down).",
 	}, []string{"feed"})
 	reg.MustRegister(s.feedUpstream, s.staleAnswers, budgetCollector{s})
+	if s.cfg.Hub != nil {
+		s.registerHubMetrics(reg)
+	}
 	for _, c := range extra {
 		reg.MustRegister(c)
 	}
@@ -129,7 +169,7 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <h1>warren <small>{{.S.NodeID}}</small></h1>
 <table>
 <tr><th>hit ratio</th><td class="big" id="hit-ratio">{{.HitRatio}}%</td><td>{{.Hits}} hits, {{.Misses}} misses of {{.Requests}} requests</td></tr>
-<tr><th>bytes saved</th><td class="big" id="bytes-saved">{{bytes .Saved}}</td><td>{{bytes .FromCache}} from the cache, {{bytes .FromPeers}} from peers, {{bytes .FromUpstream}} from upstream</td></tr>
+<tr><th>bytes saved</th><td class="big" id="bytes-saved">{{bytes .Saved}}</td><td>{{bytes .FromCache}} from the cache, {{bytes .FromPeers}} from peers{{if .S.Hubs}}, {{bytes .FromHubs}} from hubs{{end}}, {{bytes .FromUpstream}} from upstream</td></tr>
 <tr><th>cache</th><td id="cache-use">{{bytes .S.CacheBytes}}{{if .S.CacheMax}} of {{bytes .S.CacheMax}}{{end}}</td>
 <td>{{.S.Blobs}} blobs{{if .S.CacheMax}} <span class="bar"><span style="width:{{pct .S.CacheBytes .S.CacheMax}}%"></span></span>{{end}}</td></tr>
 <tr><th>learnt hashes</th><td id="known">{{.KnownTotal}}</td><td>{{range $eco, $n := .Known}}{{$n}} {{$eco}} {{end}}</td></tr>
@@ -140,6 +180,23 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{range .S.Transfers}}<tr><td>{{.What}}</td><td>{{bytes .Written}}{{if ge .Size 0}} of {{bytes .Size}}{{end}}</td>
 <td>{{if gt .Size 0}}<span class="bar"><span style="width:{{pct .Written .Size}}%"></span></span>{{end}}</td></tr>
 {{else}}<tr><td colspan="3">none</td></tr>{{end}}</table>
+{{if .Hub}}<h2>Hub</h2>
+<table id="hub"><tr><th>mode</th><td>{{.Hub.Mode}}</td></tr>
+<tr><th>served to nodes</th><td class="big">{{bytes .Served}}</td><td>against {{bytes .FromUpstream}} fetched over the WAN</td></tr>
+<tr><th>max requesters</th><td>{{.Hub.Queue.Max}} per artifact in transfer</td><td>told to wait: {{.HubRefusedBusy}} since start; retry delay {{.Hub.Queue.Delay}}</td></tr>
+</table>
+<table id="hub-queue"><tr><th>artifact in transfer</th><th>streaming</th><th>told to wait</th></tr>
+{{range .HubQueue}}<tr><td>{{.Key}}</td><td>{{.Streaming}}</td><td>{{.Waiting}}</td></tr>
+{{else}}<tr><td colspan="3">none</td></tr>{{end}}</table>
+<table id="hub-refusals"><tr><th>refused</th><th>count</th></tr>
+{{range $r, $n := .HubRefusals}}<tr><td>{{$r}}</td><td>{{$n}}</td></tr>{{end}}</table>{{end}}
+{{if .S.Hubs}}<h2>Hubs</h2>
+<table id="hubs"><tr><th>hub</th><th>state</th><th>received</th><th>requests</th><th>busy answers</th><th>last answer</th></tr>
+{{range .S.Hubs}}<tr><td>{{.URL}}</td><td>{{if .Reachable}}reachable{{else}}unreachable{{if .LastError}}: {{.LastError}}{{end}}{{end}}</td>
+<td>{{bytes .Bytes}}</td><td>{{.Requests}}</td><td>{{.Waits}}</td><td>{{if not .LastOK.IsZero}}{{ago .LastOK}} ago{{else}}never{{end}}</td></tr>
+{{end}}</table>
+{{if .Waiting}}<table id="hub-waits"><tr><th>waiting out a busy hub</th><th>hub</th><th>asks the LAN again in</th></tr>
+{{range .Waiting}}<tr><td>{{.URL}}</td><td>{{.Hub}}</td><td>{{until .Until}}</td></tr>{{end}}</table>{{end}}{{end}}
 <h2>Peers</h2>
 <table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
 {{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
@@ -188,11 +245,16 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	data := map[string]any{
 		"S": st, "Requests": s.stats.Requests.Load(), "Hits": hits, "Misses": misses, "HitRatio": ratio,
 		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": s.stats.BytesFetched.Load(),
-		"Saved": fromCache + fromPeers, "Mismatches": s.stats.Mismatches.Load(),
+		"Saved": fromCache + fromPeers + s.stats.BytesHub.Load(), "Mismatches": s.stats.Mismatches.Load(),
+		"FromHubs": s.stats.BytesHub.Load(), "Served": s.stats.BytesServed.Load(), "Waiting": s.waiting.list(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
 		"Budgets": s.BudgetStats(),
 		"Host":    r.Host,
+	}
+	if s.cfg.Hub != nil {
+		q, refused := s.cfg.Hub.Queue.Stats()
+		data["Hub"], data["HubQueue"], data["HubRefusedBusy"], data["HubRefusals"] = s.cfg.Hub, q, refused, s.hubRefusals()
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, data); err != nil {

@@ -50,8 +50,7 @@ func (s *Server) serveUnstored(w *respWriter, r *http.Request, p plan, sent *sen
 			s.unstoredHeaders(w, r, p, size, df)
 		}
 	}
-	origin := &originSource{s: s, p: p, ua: r.Header.Get("User-Agent")}
-	_, err := s.engine.Run(r.Context(), df, fill.Want{Digest: p.digest, Size: p.size}, []fill.Source{origin})
+	_, err := s.engine.Run(r.Context(), df, fill.Want{Digest: p.digest, Size: p.size}, s.upstreamSources(p, askerOf(r), nil, nil))
 	return err
 }
 

@@ -45,6 +45,9 @@ type peerRow struct {
 	Ready     bool      `json:"ready"`
 	FreeBytes uint64    `json:"free_bytes"`
 	LastSeen  time.Time `json:"last_seen"`
+	// A hub's: bytes taken from it, and why it failed last.
+	Received int64  `json:"received_bytes,omitempty"`
+	Error    string `json:"error,omitempty"`
 }
 
 func (a *adminAPI) handler() http.Handler {
@@ -91,6 +94,15 @@ func (a *adminAPI) peers(w http.ResponseWriter, r *http.Request) {
 			}
 			rows = append(rows, peerRow{ID: p.ID.String(), Address: p.AddrPort().String(), Priority: p.Priority, Role: role,
 				Ready: !p.Passive && !time.Now().Before(p.BadUntil), FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
+		}
+	}
+	if a.d != nil {
+		// The hubs are this node's parents: shown beside its peers, with
+		// whether they answer and what came from them.
+		for _, h := range a.d.hubs {
+			st := h.Status()
+			rows = append(rows, peerRow{ID: st.ID, Address: st.URL, Role: "hub", Ready: st.Reachable, LastSeen: st.LastOK,
+				Received: st.Bytes, Error: st.LastError})
 		}
 	}
 	writeJSON(w, rows)

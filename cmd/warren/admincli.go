@@ -122,7 +122,19 @@ func printStatus(c *cli.Context, cfg settings) error {
 
 func printPeers(c *cli.Context, cfg settings) error {
 	return printRows(c, cfg, "/peers", "ID\tADDRESS\tPRIORITY\tROLE\tREADY\tFREE\tLAST SEEN", func(p peerRow) string {
-		return fmt.Sprintf("%s\t%s\t%d\t%s\t%v\t%s\t%s ago", p.ID, p.Address, p.Priority, p.Role, p.Ready, humanSize(int64(p.FreeBytes)), time.Since(p.LastSeen).Round(time.Second))
+		seen := time.Since(p.LastSeen).Round(time.Second).String() + " ago"
+		if p.LastSeen.IsZero() {
+			seen = "never"
+		}
+		if p.Role == "hub" {
+			// A hub: reachable or not, and what came from it.
+			state := fmt.Sprintf("%v\t%s received", p.Ready, humanSize(p.Received))
+			if p.Error != "" && !p.Ready {
+				seen += " (" + p.Error + ")"
+			}
+			return fmt.Sprintf("%s\t%s\t-\thub\t%s\t%s", p.ID, p.Address, state, seen)
+		}
+		return fmt.Sprintf("%s\t%s\t%d\t%s\t%v\t%s\t%s", p.ID, p.Address, p.Priority, p.Role, p.Ready, humanSize(int64(p.FreeBytes)), seen)
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/fill"
+	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
 )
@@ -56,7 +57,7 @@ type config struct {
 	Discovery          string   `yaml:"discovery"` // mdns, static, both, off
 	Peers              []string `yaml:"peers"`     // host:port, static discovery
 	Interfaces         []string `yaml:"interfaces"`
-	Role               string   `yaml:"role"` // peer, passive
+	Role               string   `yaml:"role"` // peer, passive, hub
 	Priority           int32    `yaml:"priority"`
 	UploadSlots        int      `yaml:"upload_slots"`
 	UploadRate         string   `yaml:"upload_rate"` // bytes/s, e.g. 10MB; 0 = unlimited
@@ -69,6 +70,17 @@ type config struct {
 	Heartbeat          duration `yaml:"heartbeat"`
 	// ShareMinSize: smaller artifacts go upstream at once; peers are their fallback.
 	ShareMinSize string `yaml:"share_min_size"`
+
+	// The site's hubs, as a node uses them.
+	Hubs     []string `yaml:"hubs"`      // URLs, tried in order
+	HubToken string   `yaml:"hub_token"` // sent to them as a Bearer token
+	HubOnly  bool     `yaml:"hub_only"`  // never the origin directly
+	// A hub (role hub).
+	HubMode              string   `yaml:"hub_mode"`   // fetch, fetch-and-preload, preload
+	HubTokens            []string `yaml:"hub_tokens"` // required of nodes when set
+	MaxRequesters        int      `yaml:"max_requesters"`
+	RetryDelay           duration `yaml:"retry_delay"`
+	KeepIndexGenerations int      `yaml:"keep_index_generations"`
 
 	// The fill engine.
 	StallTimeout duration `yaml:"stall_timeout"`
@@ -105,6 +117,7 @@ type settings struct {
 	shareMinSize  int64
 	scrubRate     int64
 	peers         []netip.AddrPort
+	hubMode       hub.Mode
 }
 
 const defaultChocolateyUpstream = "https://community.chocolatey.org/api/v2/"
@@ -136,6 +149,11 @@ func defaults() config {
 		Heartbeat:          duration{peering.DefaultHeartbeat},
 		ShareMinSize:       strings.ReplaceAll(humanize.IBytes(proxy.DefaultShareMinSize), " ", ""), // 256KiB
 		StallTimeout:       duration{fill.DefaultStallTimeout},
+
+		HubMode:              string(hub.DefaultMode),
+		MaxRequesters:        hub.DefaultMaxRequesters,
+		RetryDelay:           duration{hub.DefaultRetryDelay},
+		KeepIndexGenerations: proxy.DefaultKeepIndexGenerations,
 		ScrubRate:          "20MB",
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
@@ -202,7 +220,15 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "discovery", Usage: withDefault("how peers are found: mdns, static (only --peer), both, off", "discovery"), EnvVars: []string{"WARREN_DISCOVERY"}},
 		&cli.StringSliceFlag{Name: "peer", Usage: "a peer's host:port, repeatable (static discovery)", EnvVars: []string{"WARREN_PEERS"}},
 		&cli.StringSliceFlag{Name: "interfaces", Usage: "interfaces that announce and listen for peers, repeatable (default: all up, non-loopback)", EnvVars: []string{"WARREN_INTERFACES"}},
-		&cli.StringFlag{Name: "role", Usage: withDefault("peer (uses and serves peers) or passive (uses peers, never serves)", "role"), EnvVars: []string{"WARREN_ROLE"}},
+		&cli.StringFlag{Name: "role", Usage: withDefault("peer (uses and serves peers), passive (uses peers, never serves) or hub (a site's distribution server, which nodes use with --hub)", "role"), EnvVars: []string{"WARREN_ROLE"}},
+		&cli.StringSliceFlag{Name: "hub", Usage: "URL of a site hub (http://host:port), asked after the LAN's peers and before the origin; repeatable, tried in order", EnvVars: []string{"WARREN_HUBS"}},
+		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens)", EnvVars: []string{"WARREN_HUB_TOKEN"}},
+		&cli.BoolFlag{Name: "hub-only", Usage: "never go to the origin directly: only through the hubs", EnvVars: []string{"WARREN_HUB_ONLY"}},
+		&cli.StringFlag{Name: "hub-mode", Usage: withDefault("a hub's mode: fetch, fetch-and-preload or preload (serve only what it holds)", "hub_mode"), EnvVars: []string{"WARREN_HUB_MODE"}},
+		&cli.StringSliceFlag{Name: "hub-tokens", Usage: "a token a hub requires of its nodes, repeatable (default: none, allow_clients alone)", EnvVars: []string{"WARREN_HUB_TOKENS"}},
+		&cli.IntFlag{Name: "max-requesters", Usage: "a hub's requesters streaming one artifact while it fetches it; the rest are told to retry", DefaultText: defaultOf("max_requesters"), EnvVars: []string{"WARREN_MAX_REQUESTERS"}},
+		&cli.StringFlag{Name: "retry-delay", Usage: withDefault("how long a hub tells the requesters beyond max_requesters to wait", "retry_delay"), EnvVars: []string{"WARREN_RETRY_DELAY"}},
+		&cli.IntFlag{Name: "keep-index-generations", Usage: "generations of index files a hub keeps servable", DefaultText: defaultOf("keep_index_generations"), EnvVars: []string{"WARREN_KEEP_INDEX_GENERATIONS"}},
 		&cli.IntFlag{Name: "priority", Usage: "election and peer-choice weight", DefaultText: defaultOf("priority"), EnvVars: []string{"WARREN_PRIORITY"}},
 		&cli.IntFlag{Name: "upload-slots", Usage: "uploads to peers at once", DefaultText: defaultOf("upload_slots"), EnvVars: []string{"WARREN_UPLOAD_SLOTS"}},
 		&cli.StringFlag{Name: "upload-rate", Usage: withDefault("bytes/s shared by all uploads, e.g. 10MB; 0 unlimited", "upload_rate"), EnvVars: []string{"WARREN_UPLOAD_RATE"}},
@@ -249,6 +275,23 @@ func loadConfig(c *cli.Context) (settings, error) {
 	str("chocolatey-upstream-rate", &cfg.Chocolatey.UpstreamRate)
 	str("discovery", &cfg.Discovery)
 	str("role", &cfg.Role)
+	str("hub-token", &cfg.HubToken)
+	str("hub-mode", &cfg.HubMode)
+	if c.IsSet("hub") {
+		cfg.Hubs = c.StringSlice("hub")
+	}
+	if c.IsSet("hub-tokens") {
+		cfg.HubTokens = c.StringSlice("hub-tokens")
+	}
+	if c.IsSet("hub-only") {
+		cfg.HubOnly = c.Bool("hub-only")
+	}
+	if c.IsSet("max-requesters") {
+		cfg.MaxRequesters = c.Int("max-requesters")
+	}
+	if c.IsSet("keep-index-generations") {
+		cfg.KeepIndexGenerations = c.Int("keep-index-generations")
+	}
 	str("upload-rate", &cfg.UploadRate)
 	str("group-secret", &cfg.GroupSecret)
 	str("share-min-size", &cfg.ShareMinSize)
@@ -282,7 +325,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	}
 	for flag, dst := range map[string]*duration{"index-ttl": &cfg.IndexTTL, "negative-ttl": &cfg.NegativeTTL,
 		"query-timeout": &cfg.QueryTimeout, "election-window": &cfg.ElectionWindow, "heartbeat": &cfg.Heartbeat,
-		"stall-timeout": &cfg.StallTimeout} {
+		"stall-timeout": &cfg.StallTimeout, "retry-delay": &cfg.RetryDelay} {
 		if c.IsSet(flag) {
 			d, err := time.ParseDuration(c.String(flag))
 			if err != nil {
@@ -350,9 +393,33 @@ func (cfg config) parse() (settings, error) {
 			return fmt.Errorf("discovery %q: want mdns, static, both or off", cfg.Discovery)
 		}
 		switch cfg.Role {
-		case "peer", "passive":
+		case "peer", "passive", "hub":
 		default:
-			return fmt.Errorf("role %q: want peer or passive", cfg.Role)
+			return fmt.Errorf("role %q: want peer, passive or hub", cfg.Role)
+		}
+		if s.hubMode, err = hub.ParseMode(cfg.HubMode); err != nil {
+			return err
+		}
+		for _, h := range cfg.Hubs {
+			u, err := hub.ParseURL(h)
+			if err != nil {
+				return fmt.Errorf("hubs: %w", err)
+			}
+			if cfg.Role == "hub" && sameListener(u.Host, cfg.Listen) {
+				return fmt.Errorf("hubs: %s is this hub itself (listen %s): a hub chain must not include itself", h, cfg.Listen)
+			}
+		}
+		if cfg.HubOnly && len(cfg.Hubs) == 0 {
+			return errors.New("hub_only needs at least one hub (--hub URL): with none, nothing could be fetched")
+		}
+		if cfg.MaxRequesters < 1 || cfg.KeepIndexGenerations < 1 {
+			return errors.New("max_requesters and keep_index_generations must be at least 1")
+		}
+		if cfg.RetryDelay.Duration <= 0 {
+			return errors.New("retry_delay must be positive, e.g. 90s")
+		}
+		if len(cfg.HubTokens) > 0 && cfg.Role != "hub" {
+			return errors.New("hub_tokens are what a hub requires of its nodes: set them with role hub (a node sends hub_token)")
 		}
 		if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
 			return errors.New("max_connections and max_client_connections must be at least 1")
@@ -428,6 +495,25 @@ func (cfg config) parse() (settings, error) {
 		return nil
 	}
 	return s, check()
+}
+
+// sameListener says whether a hub's host:port is this warren's own listen
+// address, as far as the settings tell (a loopback or unspecified listen
+// host with the same port).
+func sameListener(hubHost, listen string) bool {
+	hh, hp, err := net.SplitHostPort(hubHost)
+	if err != nil {
+		return false
+	}
+	lh, lp, err := net.SplitHostPort(listen)
+	if err != nil || hp != lp {
+		return false
+	}
+	if hh == lh {
+		return true
+	}
+	a, err := netip.ParseAddr(hh)
+	return err == nil && a.IsLoopback() && (lh == "" || lh == "0.0.0.0" || lh == "::")
 }
 
 // resolvePeer turns host:port into an address (IPv4: peers talk UDP over v4).

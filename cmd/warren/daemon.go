@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/internal/taskgroup"
 	"github.com/warren-cache/warren/mdns"
 	"github.com/warren-cache/warren/peering"
@@ -35,6 +36,7 @@ type daemon struct {
 	proxy   *proxy.Server
 	node    *peering.Node       // nil with discovery off
 	blobs   *peering.BlobServer // nil when passive or discovery off
+	hubs    []*hub.Parent       // the site's hubs, in failover order
 	ln      net.Listener
 	id      peering.NodeID
 	started time.Time
@@ -77,7 +79,25 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		ChocolateyQueryTTL: cfg.chocoTTL,
 		Logger:             log,
 	}
-	if cfg.Discovery != "off" {
+	for _, u := range cfg.Hubs {
+		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.HubToken, Logger: log.With(slog.String("component", "hub"))})
+		if err != nil {
+			return nil, err
+		}
+		d.hubs = append(d.hubs, h)
+		pcfg.Hubs = append(pcfg.Hubs, h)
+	}
+	pcfg.HubOnly = cfg.HubOnly
+	switch {
+	case cfg.Role == "hub":
+		// A hub serves its nodes through its door (tokens, the queue),
+		// never as a LAN peer beside them.
+		pcfg.Hub = &proxy.HubRole{ID: d.id.String(), Mode: cfg.hubMode, Tokens: hub.NewTokens(cfg.HubTokens),
+			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), KeepGenerations: cfg.KeepIndexGenerations}
+		if cfg.Discovery != "off" {
+			log.Info("a hub takes no part in LAN peering: nodes use it with --hub; discovery is off", slog.String("discovery", cfg.Discovery))
+		}
+	case cfg.Discovery != "off":
 		if err := d.startPeering(); err != nil {
 			return nil, err
 		}
@@ -160,7 +180,10 @@ func storeConfig(cfg settings, log *slog.Logger) (cachestore.Config, error) {
 // of the store, the peers and the uploads.
 func (d *daemon) status() proxy.Status {
 	used, blobs, _ := d.store.Usage()
-	st := proxy.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots}
+	st := proxy.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role}
+	for _, h := range d.hubs {
+		st.Hubs = append(st.Hubs, h.Status())
+	}
 	if d.blobs != nil {
 		st.Uploads, st.UploadsPeak, st.BytesUploaded, st.UploadsRefused = d.blobs.Stats()
 	}
@@ -400,8 +423,11 @@ func (d *daemon) Run(ctx context.Context) error {
 	if d.node != nil {
 		g.Go(func() error { return d.node.Run(gctx) })
 	}
-	if d.cfg.Discovery == "mdns" || d.cfg.Discovery == "both" {
+	if d.node != nil && (d.cfg.Discovery == "mdns" || d.cfg.Discovery == "both") {
 		g.Go(func() error { return d.runMDNS(gctx) })
+	}
+	if len(d.hubs) > 0 {
+		g.Go(func() error { d.probeHubs(gctx); return nil })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
@@ -421,7 +447,34 @@ func (d *daemon) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// probeHubs asks each hub who it is now and then, so that its state on
+// the status page is true without traffic, and a refused token shows
+// before a client's request fails on it.
+func (d *daemon) probeHubs(ctx context.Context) {
+	for {
+		for _, h := range d.hubs {
+			pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			info, err := h.Probe(pctx)
+			cancel()
+			if err == nil && info.ID == d.id.String() {
+				d.log.Error("a hub in the hubs setting is this warren itself: a hub chain must not include itself", slog.String("hub", h.Name()))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(hubProbeInterval + time.Duration(mrand.Int64N(int64(hubProbeInterval/4)))):
+		}
+	}
+}
+
+// hubProbeInterval is how often the hubs are asked who they are.
+const hubProbeInterval = 30 * time.Second
+
 func (d *daemon) close() {
+	for _, h := range d.hubs {
+		h.CloseIdleConnections()
+	}
 	if d.proxy != nil {
 		d.proxy.Close()
 	}

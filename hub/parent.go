@@ -1,0 +1,311 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Parent is one hub as a node uses it: an HTTP proxy for upstream URLs
+// that answers like the origin, or refuses with a reason (RefusedError,
+// BusyError). A hub that cannot be reached is left alone for a while
+// (downFor), so a dead hub costs one connection attempt, not one per
+// request.
+type Parent struct {
+	url    *url.URL
+	token  string
+	client *http.Client
+	log    *slog.Logger
+	now    func() time.Time
+
+	bytes    atomic.Int64
+	requests atomic.Int64
+	failures atomic.Int64
+	waits    atomic.Int64
+
+	mu        sync.Mutex // guards the fields below
+	lastOK    time.Time
+	lastFail  time.Time
+	lastErr   string
+	downUntil time.Time
+	id        string // the hub's id, from its info answer
+}
+
+// ParentConfig configures a Parent.
+type ParentConfig struct {
+	URL   string // http://host:port of the hub
+	Token string // hub_token: sent as a Bearer token
+	// HeaderTimeout bounds the wait for the hub's answer to begin; the
+	// fill engine's stall rule bounds the body.
+	HeaderTimeout time.Duration
+	Logger        *slog.Logger
+	Now           func() time.Time
+}
+
+// downFor is how long an unreachable hub is skipped.
+const downFor = 10 * time.Second
+
+// ParseURL checks a hub URL as the settings give it.
+func ParseURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("hub %q: want http://host:port of a warren started with --role hub", s)
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), "3142")
+	}
+	u.Path = ""
+	return u, nil
+}
+
+// NewParent builds the node's side of one hub.
+func NewParent(cfg ParentConfig) (*Parent, error) {
+	u, err := ParseURL(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	tr := &http.Transport{
+		// Every request goes to the hub, as a proxy request: the hub is
+		// chosen by the operator, so no destination rule applies to it.
+		Proxy:                 http.ProxyURL(u),
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		ResponseHeaderTimeout: cfg.HeaderTimeout,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   16,
+		DisableCompression:    true, // the bytes exactly as upstream sent them
+	}
+	return &Parent{url: u, token: cfg.Token, client: &http.Client{Transport: tr}, log: cfg.Logger, now: cfg.Now}, nil
+}
+
+// Name is the hub's URL, for logs and the status page.
+func (p *Parent) Name() string { return p.url.String() }
+
+// UnreachableError is a hub that did not answer.
+type UnreachableError struct {
+	Hub string
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("hub %s unreachable: %v", e.Hub, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// errSkipped is why a hub marked down is not asked.
+var errSkipped = errors.New("it failed moments ago; not asked again yet")
+
+// RefusedError is a hub's refusal of its own: a token it does not take,
+// an artifact it does not hold in preload mode, a loop.
+type RefusedError struct {
+	Hub     string
+	Status  int
+	Reason  string
+	Message string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("hub %s refused (%d, %s): %s", e.Hub, e.Status, e.Reason, e.Message)
+}
+
+// BusyError is a hub's "wait": it is fetching the artifact for as many
+// requesters as it serves at once. Ask the LAN after RetryAfter.
+type BusyError struct {
+	Hub        string
+	RetryAfter time.Duration
+	Position   int
+	Done       int64
+	Total      int64
+}
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("hub %s is busy with this artifact (number %d to wait; %d of %d bytes fetched): retry after %s",
+		e.Hub, e.Position, e.Done, e.Total, e.RetryAfter)
+}
+
+// Do sends req, a GET or HEAD for an upstream URL, through the hub. The
+// response is upstream's answer as the hub gives it (including upstream's
+// own errors); the hub's refusals are errors.
+func (p *Parent) Do(req *http.Request) (*http.Response, error) {
+	if p.isDown() {
+		return nil, &UnreachableError{Hub: p.Name(), Err: errSkipped}
+	}
+	r := req.Clone(req.Context())
+	if r.URL.Scheme == "https" {
+		r.URL.Scheme = "http"
+		r.Header.Set(HeaderScheme, "https")
+	}
+	if p.token != "" {
+		r.Header.Set("Proxy-Authorization", "Bearer "+p.token)
+	}
+	p.requests.Add(1)
+	resp, err := p.client.Do(r)
+	if err != nil {
+		if req.Context().Err() == nil {
+			p.failed(err)
+		}
+		return nil, &UnreachableError{Hub: p.Name(), Err: err}
+	}
+	p.ok()
+	reason := resp.Header.Get(HeaderRefused)
+	if reason == "" {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if reason == ReasonMaxRequesters && resp.StatusCode == http.StatusServiceUnavailable {
+		p.waits.Add(1)
+		return nil, parseBusy(p.Name(), resp.Header)
+	}
+	msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(body)), "warren hub:"))
+	if reason == ReasonToken {
+		p.failed(fmt.Errorf("token refused: %s", msg))
+	}
+	return nil, &RefusedError{Hub: p.Name(), Status: resp.StatusCode, Reason: reason, Message: msg}
+}
+
+func parseBusy(hub string, h http.Header) *BusyError {
+	b := &BusyError{Hub: hub, RetryAfter: DefaultRetryDelay, Total: -1}
+	if n, err := strconv.Atoi(h.Get("Retry-After")); err == nil && n >= 0 {
+		// A hostile or broken hub must not park a node for a day.
+		b.RetryAfter = min(time.Duration(n)*time.Second, 10*time.Minute)
+	}
+	b.Position, _ = strconv.Atoi(h.Get(HeaderQueuePosition))
+	if done, total, ok := strings.Cut(h.Get(HeaderProgress), "/"); ok {
+		b.Done, _ = strconv.ParseInt(done, 10, 64)
+		b.Total, _ = strconv.ParseInt(total, 10, 64)
+	}
+	return b
+}
+
+// Received counts bytes the fill took from this hub.
+func (p *Parent) Received(n int64) { p.bytes.Add(n) }
+
+func (p *Parent) isDown() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.now().Before(p.downUntil)
+}
+
+func (p *Parent) failed(err error) {
+	p.failures.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	first := !p.lastFail.After(p.lastOK)
+	p.lastFail, p.lastErr = p.now(), err.Error()
+	p.downUntil = p.lastFail.Add(downFor)
+	if first {
+		p.log.Warn("hub unreachable; using the next source until it answers again", slog.String("hub", p.Name()), slog.Any("err", err))
+	}
+}
+
+func (p *Parent) ok() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.lastFail.After(p.lastOK) {
+		p.log.Info("hub answers again", slog.String("hub", p.Name()))
+	}
+	p.lastOK = p.now()
+	p.downUntil = time.Time{}
+}
+
+// Info is what a hub says of itself at InfoPath.
+type Info struct {
+	ID   string `json:"id"`
+	Mode Mode   `json:"mode"`
+}
+
+// InfoPath is where a hub answers Info (with the token, when it takes tokens).
+const InfoPath = "/_warren/hub"
+
+// Probe asks the hub who it is: it keeps "reachable" true to the hub's
+// state when no request has gone there lately, and tells a node whose
+// token is refused before a client's request does.
+func (p *Parent) Probe(ctx context.Context) (Info, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url.String()+InfoPath, nil)
+	if err != nil {
+		return Info{}, err
+	}
+	if p.token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.token)
+	}
+	// Not through the proxy transport's Proxy: this is a request to the
+	// hub itself.
+	resp, err := (&http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		ResponseHeaderTimeout: 10 * time.Second, DisableKeepAlives: true}}).Do(req)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.failed(err)
+		}
+		return Info{}, &UnreachableError{Hub: p.Name(), Err: err}
+	}
+	defer resp.Body.Close()
+	var info Info
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&info); err != nil {
+			err = fmt.Errorf("hub %s: its info answer is not JSON (%w): is it a warren hub?", p.Name(), err)
+			p.failed(err)
+			return Info{}, err
+		}
+	case resp.StatusCode == http.StatusUnauthorized:
+		err := fmt.Errorf("hub %s refused our token: check hub_token against the hub's hub_tokens", p.Name())
+		p.failed(err)
+		return Info{}, err
+	default:
+		err := fmt.Errorf("hub %s answered %s to %s: is it a warren started with --role hub?", p.Name(), resp.Status, InfoPath)
+		p.failed(err)
+		return Info{}, err
+	}
+	p.ok()
+	p.mu.Lock()
+	p.id = info.ID
+	p.mu.Unlock()
+	return info, nil
+}
+
+// ParentStatus is one hub as a node sees it.
+type ParentStatus struct {
+	URL         string    `json:"url"`
+	ID          string    `json:"id,omitempty"`
+	Reachable   bool      `json:"reachable"`
+	LastOK      time.Time `json:"last_ok"`
+	LastFailure time.Time `json:"last_failure"`
+	LastError   string    `json:"last_error,omitempty"`
+	Bytes       int64     `json:"bytes"`
+	Requests    int64     `json:"requests"`
+	Failures    int64     `json:"failures"`
+	Waits       int64     `json:"waits"` // times it said "busy, retry later"
+}
+
+// Status reports the hub's state and what came from it.
+func (p *Parent) Status() ParentStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return ParentStatus{URL: p.Name(), ID: p.id, Reachable: !p.lastOK.IsZero() && !p.lastFail.After(p.lastOK),
+		LastOK: p.lastOK, LastFailure: p.lastFail, LastError: p.lastErr,
+		Bytes: p.bytes.Load(), Requests: p.requests.Load(), Failures: p.failures.Load(), Waits: p.waits.Load()}
+}
+
+// CloseIdleConnections closes the kept-alive connections to the hub.
+func (p *Parent) CloseIdleConnections() { p.client.CloseIdleConnections() }

@@ -1,0 +1,91 @@
+package hub
+
+import (
+	"sync"
+	"time"
+)
+
+// Defaults of the queue (max_requesters, retry_delay).
+const (
+	DefaultMaxRequesters = 5
+	DefaultRetryDelay    = 90 * time.Second
+)
+
+// Queue bounds how many requesters stream one artifact while the hub is
+// still fetching it: the first max stream it as it arrives; the rest are
+// told to come back after the retry delay, by when the LAN's first
+// requesters hold it and serve their peers. Once stored, an artifact is
+// served to everyone.
+type Queue struct {
+	max   int
+	delay time.Duration
+
+	mu      sync.Mutex // guards byKey and refused
+	byKey   map[string]*transfer
+	refused int64
+}
+
+type transfer struct {
+	streaming int // requesters streaming it now
+	waiting   int // requesters told to wait during this transfer
+}
+
+// NewQueue lets max requesters (at least 1) stream each transfer and tells
+// the rest to retry after delay.
+func NewQueue(maxRequesters int, delay time.Duration) *Queue {
+	return &Queue{max: max(maxRequesters, 1), delay: delay, byKey: map[string]*transfer{}}
+}
+
+// Delay is the retry delay told to those who wait.
+func (q *Queue) Delay() time.Duration { return q.delay }
+
+// Max is max_requesters.
+func (q *Queue) Max() int { return q.max }
+
+// Enter admits one requester of the transfer key. When admitted it must
+// call leave once done; otherwise position is its place among those told
+// to wait during this transfer, and streaming how many are streaming it.
+func (q *Queue) Enter(key string) (leave func(), position, streaming int, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	t := q.byKey[key]
+	if t == nil {
+		t = &transfer{}
+		q.byKey[key] = t
+	}
+	if t.streaming >= q.max {
+		t.waiting++
+		q.refused++
+		return nil, t.waiting, t.streaming, false
+	}
+	t.streaming++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			q.mu.Lock()
+			defer q.mu.Unlock()
+			t.streaming--
+			if t.streaming == 0 {
+				delete(q.byKey, key)
+			}
+		})
+	}, 0, t.streaming, true
+}
+
+// QueueStat is one transfer's queue, for the operator.
+type QueueStat struct {
+	Key       string
+	Streaming int
+	Waiting   int
+}
+
+// Stats lists the transfers with requesters, and how many were ever told
+// to wait.
+func (q *Queue) Stats() (transfers []QueueStat, refused int64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for k, t := range q.byKey {
+		transfers = append(transfers, QueueStat{Key: k, Streaming: t.streaming, Waiting: t.waiting})
+	}
+	return transfers, q.refused
+}

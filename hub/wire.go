@@ -1,0 +1,80 @@
+package hub
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Headers of the node-hub protocol.
+const (
+	// HeaderDigest is what a node expects the bytes to hash to
+	// ("sha256:hex"), from the metadata it learnt: the hub serves that
+	// blob when it holds it, whichever generation its own metadata is at.
+	HeaderDigest = "X-Warren-Digest"
+	// HeaderSize is the size the node's metadata gives.
+	HeaderSize = "X-Warren-Size"
+	// HeaderScheme carries "https" for an https upstream URL, which the
+	// node sends as http:// in the request line (a proxy request for an
+	// https URL would be a CONNECT tunnel, which caches nothing).
+	HeaderScheme = "X-Warren-Scheme"
+	// HeaderRefused says why the hub, not upstream, refused: a reason below.
+	HeaderRefused = "X-Warren-Refused"
+	// HeaderQueuePosition and HeaderProgress come with a busy answer.
+	HeaderQueuePosition = "X-Warren-Queue-Position"
+	HeaderProgress      = "X-Warren-Progress" // "done/total" bytes of the remote transfer; total -1 when unknown
+)
+
+// Reasons a hub refuses.
+const (
+	ReasonToken         = "token"          // 401
+	ReasonNotPreloaded  = "not-preloaded"  // 404 in preload mode
+	ReasonMaxRequesters = "max-requesters" // 503, with Retry-After
+	ReasonLoop          = "loop"           // 508
+)
+
+// Busy is a hub's answer to a requester beyond max_requesters of an
+// artifact it is still fetching: come back after RetryAfter (meanwhile the
+// LAN may have it from those who are streaming it).
+type Busy struct {
+	Reason     string        `json:"reason"`
+	Position   int           `json:"position"`
+	RetryAfter time.Duration `json:"-"`
+	RetrySecs  int           `json:"retry_after_seconds"`
+	Done       int64         `json:"bytes_done"`
+	Total      int64         `json:"bytes_total"`
+	Requesters int           `json:"requesters"`
+	Message    string        `json:"message"`
+}
+
+// WriteBusy answers 503 with Retry-After, the queue position and the
+// transfer's progress, in headers and a small JSON body.
+func WriteBusy(w http.ResponseWriter, b Busy) {
+	secs := max(int((b.RetryAfter+time.Second-1)/time.Second), 1)
+	b.Reason, b.RetrySecs = ReasonMaxRequesters, secs
+	b.Message = fmt.Sprintf("the hub is fetching this artifact for %d requesters already (max_requesters); you are number %d to wait: ask the LAN again in %d s, or come back then",
+		b.Requesters, b.Position, secs)
+	h := w.Header()
+	h.Set("Retry-After", strconv.Itoa(secs))
+	h.Set(HeaderRefused, ReasonMaxRequesters)
+	h.Set(HeaderQueuePosition, strconv.Itoa(b.Position))
+	h.Set(HeaderProgress, fmt.Sprintf("%d/%d", b.Done, b.Total))
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	json.NewEncoder(w).Encode(b)
+}
+
+// Refuse answers a refusal of the hub's own (not upstream's) with its
+// reason in HeaderRefused and a message saying what to do.
+func Refuse(w http.ResponseWriter, code int, reason, msg string) {
+	h := w.Header()
+	h.Set(HeaderRefused, reason)
+	h.Set("Cache-Control", "no-store")
+	if reason == ReasonToken {
+		h.Set("WWW-Authenticate", `Bearer realm="warren hub"`)
+	}
+	http.Error(w, "warren hub: "+msg, code)
+}

@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/hub"
+)
+
+// HubRole makes a warren a site's hub: the nodes' parent for everything
+// upstream. Its parts come from package hub; the proxy applies them at
+// the steps of its one request story (serve.go).
+type HubRole struct {
+	// ID names this hub in its info answer and in the nodes' status.
+	ID   string
+	Mode hub.Mode
+	// Tokens, when enabled, are required of every proxy request.
+	Tokens hub.Tokens
+	// Queue bounds the requesters streaming one artifact in transfer.
+	Queue *hub.Queue
+	// KeepGenerations is how many generations of a Release's or
+	// repomd.xml's index files stay servable (keep_index_generations).
+	KeepGenerations int
+}
+
+// DefaultKeepIndexGenerations is keep_index_generations unless set.
+const DefaultKeepIndexGenerations = 2
+
+// hubMetrics are the hub's own figures.
+type hubMetrics struct {
+	refused map[string]*atomic.Int64 // by reason; the map is made once, in New
+}
+
+func (m *hubMetrics) refuse(reason string) {
+	if n := m.refused[reason]; n != nil {
+		n.Add(1)
+	}
+}
+
+func newHubMetrics() hubMetrics {
+	m := hubMetrics{refused: map[string]*atomic.Int64{}}
+	for _, r := range []string{hub.ReasonToken, hub.ReasonNotPreloaded, hub.ReasonMaxRequesters, hub.ReasonLoop} {
+		m.refused[r] = new(atomic.Int64)
+	}
+	return m
+}
+
+func (s *Server) registerHubMetrics(reg *prometheus.Registry) {
+	for r, n := range s.hubm.refused {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "warren_hub_refusals_total", Help: "Requests the hub refused, by reason (token, not-preloaded, max-requesters, loop).",
+			ConstLabels: prometheus.Labels{"reason": r},
+		}, func() float64 { return float64(n.Load()) }))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "warren_hub_queue_waiting", Help: "Requesters told to wait (max_requesters) during the transfers in progress.",
+	}, func() float64 {
+		ts, _ := s.cfg.Hub.Queue.Stats()
+		n := 0
+		for _, t := range ts {
+			n += t.Waiting
+		}
+		return float64(n)
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "warren_hub_queue_streaming", Help: "Requesters streaming an artifact the hub is still fetching.",
+	}, func() float64 {
+		ts, _ := s.cfg.Hub.Queue.Stats()
+		n := 0
+		for _, t := range ts {
+			n += t.Streaming
+		}
+		return float64(n)
+	}))
+}
+
+// hubAdmit applies the hub's door rules to a request that is not for one
+// of its pages: the token, and its info answer. false: answered.
+func (s *Server) hubAdmit(w http.ResponseWriter, r *http.Request) bool {
+	role := s.cfg.Hub
+	if err := role.Tokens.Check(r); err != nil {
+		s.hubm.refuse(hub.ReasonToken)
+		s.log.Warn("hub refused a request without a valid token", slog.String("client", r.RemoteAddr),
+			slog.String("url", r.URL.String()), slog.Any("err", err))
+		hub.Refuse(w, http.StatusUnauthorized, hub.ReasonToken, err.Error())
+		return false
+	}
+	// What proved the node goes no further upstream.
+	hub.StripCredentials(r.Header)
+	if !r.URL.IsAbs() && r.URL.Path == hub.InfoPath {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(hub.Info{ID: role.ID, Mode: role.Mode})
+		return false
+	}
+	return true
+}
+
+// hubPlan takes the digest a node expects, when it sends one: the hub
+// serves that blob if it holds it, whatever generation of the metadata
+// the hub itself is at, and verifies against it whatever it fetches. The
+// node's claim teaches the hub nothing (no fact is recorded from it): a
+// wrong claim only fails that node's own request.
+func (s *Server) hubPlan(r *http.Request, p *plan) {
+	v := r.Header.Get(hub.HeaderDigest)
+	if v == "" {
+		return
+	}
+	d, err := cachestore.ParseDigest(v)
+	if err != nil || d.Validate() != nil || d == p.digest {
+		return
+	}
+	p.digest, p.size = d, -1
+	if n, err := strconv.ParseInt(r.Header.Get(hub.HeaderSize), 10, 64); err == nil && n >= 0 {
+		p.size = n
+	}
+	p.passThrough = false
+}
+
+// hubRefuseUnheld answers, in preload mode, for what the hub does not
+// hold: 404 with the reason, and no byte over the WAN.
+func (s *Server) hubRefuseUnheld(w http.ResponseWriter, p plan) {
+	s.hubm.refuse(hub.ReasonNotPreloaded)
+	what := "this URL"
+	if !p.digest.IsZero() {
+		what = "blob " + p.digest.String()
+	}
+	hub.Refuse(w, http.StatusNotFound, hub.ReasonNotPreloaded,
+		fmt.Sprintf("%s is not held and hub_mode is preload: only what was preloaded is served (%s)", what, p.url))
+}
+
+// hubEnter admits a requester of an artifact in transfer, or tells it to
+// wait: false means answered (503).
+func (s *Server) hubEnter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, p plan) (leave func(), ok bool) {
+	q := s.cfg.Hub.Queue
+	leave, pos, streaming, ok := q.Enter(p.fillKey())
+	if ok {
+		return leave, true
+	}
+	s.hubm.refuse(hub.ReasonMaxRequesters)
+	total := p.size
+	if info, err := f.Wait(r.Context()); err == nil && total < 0 {
+		total = info.Size
+	}
+	s.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", p.url),
+		slog.String("client", r.RemoteAddr), slog.Int("position", pos), slog.Int("streaming", streaming))
+	hub.WriteBusy(w, hub.Busy{Position: pos, RetryAfter: q.Delay(), Done: f.Written(), Total: total, Requesters: streaming})
+	return nil, false
+}
+
+// hubRefusals are the refusals counted so far, by reason.
+func (s *Server) hubRefusals() map[string]int64 {
+	out := map[string]int64{}
+	for r, n := range s.hubm.refused {
+		out[r] = n.Load()
+	}
+	return out
+}
