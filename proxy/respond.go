@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/hub"
 )
 
 // serveCached serves a URL-cache entry; false when its blob is gone.
@@ -193,6 +194,7 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		fe   *upstreamFetchError
 		de   *DestinationError
 		be   *BudgetError
+		he   *hub.RefusedError
 	)
 	switch {
 	case r.Context().Err() != nil:
@@ -206,6 +208,10 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 	case errors.As(err, &be):
 		code, msg = http.StatusServiceUnavailable, be.Error()
 		w.Header().Set("Retry-After", strconv.Itoa(int(max(be.RetryAfter.Round(time.Second)/time.Second, 1))))
+	case errors.As(err, &he) && he.Reason == hub.ReasonNotPreloaded:
+		// Passed on as the hub said it: not an upstream failure.
+		code = http.StatusNotFound
+		w.Header().Set(hub.HeaderRefused, he.Reason)
 	case errors.As(err, &st):
 		code = st.code
 		// A loop stays a loop (508: the request came back to a warren);

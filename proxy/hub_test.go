@@ -1,0 +1,316 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/hub"
+)
+
+// asHub makes a harness a site hub.
+func asHub(mode hub.Mode, maxRequesters int, tokens ...string) harnessOpt {
+	return func(c *Config, _ *cachestore.Config) {
+		c.Hub = &HubRole{ID: "hub-under-test", Mode: mode, Tokens: hub.NewTokens(tokens),
+			Queue: hub.NewQueue(maxRequesters, time.Second), KeepGenerations: DefaultKeepIndexGenerations}
+	}
+}
+
+// usingHubs makes a harness a node of the hubs at the given URLs.
+func usingHubs(t testing.TB, only bool, token string, urls ...string) harnessOpt {
+	return func(c *Config, _ *cachestore.Config) {
+		for _, u := range urls {
+			p, err := hub.NewParent(hub.ParentConfig{URL: u, Token: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.CloseIdleConnections)
+			c.Hubs = append(c.Hubs, p)
+		}
+		c.HubOnly = only
+	}
+}
+
+func figure(t testing.TB, h *harness, name string) int64 {
+	t.Helper()
+	h.settle()
+	resp, err := http.Get(h.front.URL + "/_warren/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := v[name].(float64)
+	return int64(f)
+}
+
+// Two nodes behind one hub: index files and the artifact cross the WAN
+// once, and both nodes learn the artifact's hash from what the hub passed
+// on, and verify it.
+func TestHubIsTheSitesParent(t *testing.T) {
+	up := newUpstream(t, 1<<20)
+	hb := newHarness(t, up, asHub(hub.Fetch, 5))
+	for i := range 2 {
+		n := newHarness(t, up, usingHubs(t, false, "", hb.front.URL))
+		n.learn()
+		_, body := n.mustGet(up.debURL, 200)
+		if !bytes.Equal(body, up.deb) {
+			t.Fatalf("node %d got wrong bytes", i)
+		}
+		if got := figure(t, n, "bytes_upstream"); got != 0 {
+			t.Errorf("node %d fetched %d bytes from the origin itself, want all through the hub", i, got)
+		}
+		if got := figure(t, n, "bytes_hubs"); got < int64(len(up.deb)) {
+			t.Errorf("node %d: %d bytes from the hub, want at least the deb's %d", i, got, len(up.deb))
+		}
+	}
+	for _, p := range []string{releasePath, packagesPath, debPath} {
+		if n := up.count(p); n != 1 {
+			t.Errorf("the origin served %s %d times, want once for the site", p, n)
+		}
+	}
+	if got := figure(t, hb, "bytes_served"); got < 2*int64(len(up.deb)) {
+		t.Errorf("hub served %d bytes, want at least two debs", got)
+	}
+}
+
+func TestHubTokens(t *testing.T) {
+	up := newUpstream(t, 1000)
+	hb := newHarness(t, up, asHub(hub.Fetch, 5, "right-token"))
+	for _, tt := range []struct {
+		name     string
+		token    string
+		only     bool
+		status   int
+		origin   int // GETs of the Release at the origin after the request
+		refusals int64
+	}{
+		{"no token, hub_only: a clear error", "", true, http.StatusBadGateway, 0, 1},
+		{"wrong token, hub_only: a clear error", "wrong", true, http.StatusBadGateway, 0, 2},
+		{"wrong token: the origin instead", "wrong", false, http.StatusOK, 1, 3},
+		{"the right token", "right-token", true, http.StatusOK, 2, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := newHarness(t, up, usingHubs(t, tt.only, tt.token, hb.front.URL))
+			_, body := n.mustGet(up.URL+releasePath, tt.status)
+			if tt.status != http.StatusOK && !strings.Contains(string(body), "token") {
+				t.Errorf("the client's error does not say what was wrong: %q", body)
+			}
+			if got := up.count(releasePath); got != tt.origin {
+				t.Errorf("origin GETs of the Release: %d, want %d", got, tt.origin)
+			}
+			if got := hb.px.hubRefusals()[hub.ReasonToken]; got != tt.refusals {
+				t.Errorf("hub refused %d requests for their token, want %d", got, tt.refusals)
+			}
+		})
+	}
+	// apt's proxy credentials (http://user:TOKEN@hub/) are Basic.
+	req, _ := http.NewRequest(http.MethodGet, hb.front.URL+"/"+strings.TrimPrefix(up.URL, "http://")+releasePath, nil)
+	req.SetBasicAuth("warren", "right-token")
+	req.Header.Set("Proxy-Authorization", req.Header.Get("Authorization"))
+	req.Header.Del("Authorization")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("Basic proxy credentials with the token: %d, want 200", resp.StatusCode)
+	}
+	resp, err = http.Get(hb.front.URL + hub.InfoPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
+		t.Fatalf("the hub's info without a token: %d, want 401 with WWW-Authenticate", resp.StatusCode)
+	}
+}
+
+// A hub in preload mode serves what it holds, as it is, and refuses the
+// rest with a reason and no byte over the WAN; a node that may use only
+// the hub passes the refusal on.
+func TestHubPreloadMode(t *testing.T) {
+	up := newUpstream(t, 4000)
+	hb := newHarness(t, up, asHub(hub.Fetch, 5))
+	n := newHarness(t, up, usingHubs(t, true, "", hb.front.URL))
+	n.learn()
+	n.mustGet(up.debURL, 200)
+	hb.stop()
+	hb.start(asHub(hub.Preload, 5))
+	before := up.count(releasePath) + up.count(packagesPath) + up.count(debPath)
+	hb.clock.advance(time.Hour) // the index files are long stale: served as held all the same
+	n2 := newHarness(t, up, usingHubs(t, true, "", hb.front.URL))
+	n2.learn()
+	_, body := n2.mustGet(up.debURL, 200)
+	if !bytes.Equal(body, up.deb) {
+		t.Fatal("wrong bytes from a preloaded hub")
+	}
+	// Upstream moves on: a new hash is a new artifact, not held.
+	newDeb := randomBytes(4000, 7)
+	req, _ := http.NewRequest(http.MethodGet, up.debURL, nil)
+	req.Header.Set(hub.HeaderDigest, "sha256:"+sha256hex(newDeb))
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(mustURL(hb.front.URL))}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || resp.Header.Get(hub.HeaderRefused) != hub.ReasonNotPreloaded {
+		t.Fatalf("a new hash in preload mode: %d %s %q, want 404 not-preloaded", resp.StatusCode, resp.Header.Get(hub.HeaderRefused), msg)
+	}
+	// And through a node that may use only the hub.
+	_, body = n2.mustGet(up.URL+"/debian/pool/main/o/other/other_1.0_amd64.deb", http.StatusNotFound)
+	if !strings.Contains(string(body), "preload") {
+		t.Errorf("the node's client is not told why: %q", body)
+	}
+	if after := up.count(releasePath) + up.count(packagesPath) + up.count(debPath); after != before {
+		t.Fatalf("a hub in preload mode went to the origin: %d GETs, want %d", after, before)
+	}
+}
+
+// A dead hub sends nodes to the origin; with hub_only, the client is told.
+// A hub that dies mid-transfer: the origin goes on from where it stopped.
+func TestHubDown(t *testing.T) {
+	up := newUpstream(t, 2<<20)
+	hb := newHarness(t, up, asHub(hub.Fetch, 5))
+	dead := hb.front.URL
+	n := newHarness(t, up, usingHubs(t, false, "", dead))
+	n.learn()
+	gate, reached := make(chan struct{}), make(chan struct{}, 10)
+	gatedDeb(up, gate, reached)
+	done := make(chan []byte, 1)
+	go func() {
+		_, body, err := n.get(up.debURL)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- body
+	}()
+	<-reached // the hub is fetching: half is on its way to the node
+	up.hook(debPath, nil)
+	up.mu.Lock()
+	delete(up.hooks, debPath)
+	up.mu.Unlock()
+	hb.front.CloseClientConnections()
+	hb.stop()
+	close(gate)
+	select {
+	case body := <-done:
+		if !bytes.Equal(body, up.deb) {
+			t.Fatalf("after the hub died mid-transfer the node's client got %d wrong bytes", len(body))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer 30s after the hub died")
+	}
+	// Only-hub nodes with the hub down: a clear error.
+	only := newHarness(t, up, usingHubs(t, true, "", dead))
+	_, body := only.mustGet(up.URL+releasePath, http.StatusBadGateway)
+	if !strings.Contains(string(body), "unreachable") {
+		t.Errorf("a hub_only node's client is not told the hub is unreachable: %q", body)
+	}
+}
+
+// max_requesters: while the hub fetches an artifact, one more requester
+// is told to wait, with its position and the transfer's progress; it
+// comes back after the delay and gets the stored artifact.
+func TestHubMaxRequesters(t *testing.T) {
+	up := newUpstream(t, 1<<20)
+	hb := newHarness(t, up, asHub(hub.Fetch, 1))
+	n1 := newHarness(t, up, usingHubs(t, true, "", hb.front.URL))
+	n2 := newHarness(t, up, usingHubs(t, true, "", hb.front.URL))
+	n1.learn()
+	n2.learn()
+	gate, reached := make(chan struct{}), make(chan struct{}, 10)
+	gatedDeb(up, gate, reached)
+	first := make(chan []byte, 1)
+	go func() { _, b, _ := n1.get(up.debURL); first <- b }()
+	<-reached
+	// A third party sees the queue's answer as a node does.
+	req, _ := http.NewRequest(http.MethodGet, up.debURL, nil)
+	req.Header.Set(hub.HeaderDigest, "sha256:"+sha256hex(up.deb))
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(mustURL(hb.front.URL))}}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var busy hub.Busy
+	json.NewDecoder(resp.Body).Decode(&busy)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" ||
+		busy.Position != 1 || busy.Total != int64(len(up.deb)) || busy.Done <= 0 || resp.Header.Get(hub.HeaderProgress) == "" {
+		t.Fatalf("a requester beyond max_requesters: %d Retry-After %q %+v, want 503, position 1 and the progress",
+			resp.StatusCode, resp.Header.Get("Retry-After"), busy)
+	}
+	second := make(chan []byte, 1)
+	go func() { _, b, _ := n2.get(up.debURL); second <- b }()
+	deadline := time.After(20 * time.Second)
+	for n2.px.stats.HubWaits.Load() == 0 {
+		select {
+		case <-deadline:
+			t.Fatal("the second node was never told to wait")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	close(gate)
+	for i, ch := range []chan []byte{first, second} {
+		select {
+		case b := <-ch:
+			if !bytes.Equal(b, up.deb) {
+				t.Fatalf("node %d got %d wrong bytes: %q", i+1, len(b), clipBody(b))
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("node %d has no answer", i+1)
+		}
+	}
+	if n := up.count(debPath); n != 1 {
+		t.Fatalf("the origin served the deb %d times, want once", n)
+	}
+	if got := hb.px.hubRefusals()[hub.ReasonMaxRequesters]; got < 2 {
+		t.Fatalf("the hub told %d requesters to wait, want at least 2", got)
+	}
+}
+
+// lateHub is a hub known only once its harness runs: a chain of two hubs
+// that name each other.
+type lateHub struct{ p **hub.Parent }
+
+func (l lateHub) Name() string                               { return (*l.p).Name() }
+func (l lateHub) Do(r *http.Request) (*http.Response, error) { return (*l.p).Do(r) }
+func (l lateHub) Received(n int64)                           { (*l.p).Received(n) }
+
+// Two hubs that use each other: the request that comes back to the first
+// is refused as a loop (508), and the content still comes, from the
+// origin.
+func TestHubChainLoopRefused(t *testing.T) {
+	up := newUpstream(t, 1000)
+	var pa, pb *hub.Parent
+	withLate := func(p **hub.Parent) harnessOpt {
+		return func(c *Config, _ *cachestore.Config) { c.Hubs = []Hub{lateHub{p}} }
+	}
+	a := newHarness(t, up, asHub(hub.Fetch, 5), withLate(&pb))
+	b := newHarness(t, up, asHub(hub.Fetch, 5), withLate(&pa))
+	var err error
+	if pa, err = hub.NewParent(hub.ParentConfig{URL: a.front.URL}); err != nil {
+		t.Fatal(err)
+	}
+	if pb, err = hub.NewParent(hub.ParentConfig{URL: b.front.URL}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pa.CloseIdleConnections)
+	t.Cleanup(pb.CloseIdleConnections)
+	a.mustGet(up.URL+releasePath, 200)
+	if got := a.px.hubRefusals()[hub.ReasonLoop]; got != 1 {
+		t.Fatalf("loops refused by the first hub: %d, want 1", got)
+	}
+	if n := up.count(releasePath); n != 1 {
+		t.Fatalf("origin GETs: %d, want 1", n)
+	}
+}
