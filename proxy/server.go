@@ -183,8 +183,8 @@ type Stats struct {
 	BytesHub     atomic.Int64 // fetched from the site's hubs
 	BytesServed  atomic.Int64 // sent to clients (on a hub: to its nodes)
 	// HubWaits counts a hub's "busy, come back" answers waited out.
-	HubWaits atomic.Int64
-	Mismatches   atomic.Int64
+	HubWaits   atomic.Int64
+	Mismatches atomic.Int64
 	// UpstreamFetches counts fills that went to upstream.
 	UpstreamFetches atomic.Int64
 }

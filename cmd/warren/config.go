@@ -154,7 +154,7 @@ func defaults() config {
 		MaxRequesters:        hub.DefaultMaxRequesters,
 		RetryDelay:           duration{hub.DefaultRetryDelay},
 		KeepIndexGenerations: proxy.DefaultKeepIndexGenerations,
-		ScrubRate:          "20MB",
+		ScrubRate:            "20MB",
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
 	cfg.Chocolatey.UpstreamRate = "auto"
