@@ -116,7 +116,7 @@ func (s *Store) Evict() (EvictReport, error) {
 	}
 	rep.Blobs, rep.Bytes = len(infos), total
 	evictable := func(bi BlobInfo) bool {
-		return now.Sub(bi.Added) >= s.limits.MinAge && !s.isOpen(bi.Digest)
+		return now.Sub(bi.Added) >= s.limits.MinAge && !s.isOpen(bi.Digest) && !s.Pinned(bi.Digest)
 	}
 	var keep []BlobInfo
 	for _, bi := range infos {

@@ -187,3 +187,48 @@ func TestUsageMatchesTheIndex(t *testing.T) {
 		t.Fatalf("after restart: %d bytes in %d blobs, want 20 in 1", used, n)
 	}
 }
+
+// A pinned blob (a hub's previous generation of an index file) outlives
+// the eviction that takes colder blobs, also after a restart; unpinned,
+// it goes like any other.
+func TestPinnedBlobsAreNotEvicted(t *testing.T) {
+	clk := &testClock{t: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)}
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir, Now: clk.now, Limits: Limits{MaxBytes: 150}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := craft(t, s, clk, []history{{"old-index", 10 * day, 10 * day, 0}, {"hot", day, 0, 50}})
+	owner := "http://h/debian/dists/stable/InRelease"
+	gen := func(name string) Digest { return Digest{Algo: "sha256", Hex: fmt.Sprintf("%064x", len(name))} }
+	if _, err := s.PinGenerations(owner, []PinGen{{Gen: gen("one"), Digests: []Digest{ds["old-index"]}}}, 2); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(Config{Dir: dir, Now: clk.now, Limits: Limits{MaxBytes: 150}}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ds["old-index"]); err != nil {
+		t.Fatalf("the pinned blob was evicted: %v", err)
+	}
+	if _, err := s.Stat(ds["hot"]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the hot blob should have gone in the pinned one's place: %v", err)
+	}
+	// Two newer generations: the first falls out of keep 2.
+	for _, g := range []string{"three", "twenty-two"} {
+		if _, err := s.PinGenerations(owner, []PinGen{{Gen: gen(g)}}, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	craft(t, s, clk, []history{{"new", day, 0, 50}})
+	if _, err := s.Evict(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(ds["old-index"]); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unpinned, the cold blob should go first: %v", err)
+	}
+}

@@ -314,3 +314,12 @@ func (f *Fill) notifyLocked() {
 	close(f.changed)
 	f.changed = make(chan struct{})
 }
+
+// Bytes reads what the leader has written so far: for the leader to look
+// at before it commits (a hub checks what a new Release lists first).
+func (f *Fill) Bytes() io.Reader {
+	f.mu.Lock()
+	n := f.written
+	f.mu.Unlock()
+	return io.NewSectionReader(f.file, 0, n)
+}

@@ -95,6 +95,9 @@ type Store struct {
 	// and go: Free is asked for every peer datagram and must not scan.
 	usedBytes atomic.Int64
 	usedBlobs atomic.Int64
+
+	pinMu sync.Mutex     // guards pins
+	pins  map[Digest]int // how many owners pin each blob (pins.go)
 }
 
 const (
@@ -161,6 +164,10 @@ func Open(cfg Config) (*Store, error) {
 	if err := s.recover(rebuilt); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if err := s.loadPins(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open cache: read pins: %w", err)
 	}
 	return s, nil
 }

@@ -37,7 +37,7 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p p
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sources, peers := s.sources(ctx, f, p, who, prev)
-	cf := &committingFill{Fill: f, s: s, p: p}
+	cf := &committingFill{Fill: f, s: s, p: p, who: who}
 	res, err := s.engine.Run(ctx, cf, fill.Want{Digest: p.digest, Size: p.size}, sources)
 	if peers {
 		s.cfg.Peers.Done(p.digest, err == nil)
@@ -51,7 +51,16 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p p
 		}
 		return
 	}
-	if cf.learn != nil && !s.fills.Go(func() { s.learn(cf.learn, cf.scope, p, res.Digest) }) {
+	if cf.learn != nil && !s.fills.Go(func() {
+		s.learn(cf.learn, cf.scope, p, res.Digest)
+		// A hub's index files fetched ahead of their Release teach what
+		// they list once the Release's own facts are in.
+		for _, pp := range cf.prefetched {
+			if lr, scope, ok := s.beginLearn(pp); ok {
+				s.learn(lr, scope, pp, pp.digest)
+			}
+		}
+	}) {
 		s.learning.end(cf.learn) // shutting down: learnt on the next fetch
 	}
 	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", res.Digest.String()),
@@ -115,12 +124,44 @@ type committingFill struct {
 	*cachestore.Fill
 	s     *Server
 	p     plan
+	who   asker
 	learn *learnRun
 	scope repoScope
+	// prefetched are a hub's index files fetched before their new
+	// Release was released (generations.go).
+	prefetched []plan
+}
+
+// holdsGeneration says whether this fill is a hub's new top metadata file,
+// released only with what it lists (generations.go).
+func (c *committingFill) holdsGeneration() bool {
+	return c.s.cfg.Hub != nil && c.p.digest.IsZero() && (c.p.meta == metaRelease || c.p.meta == metaRepomd)
+}
+
+func (c *committingFill) Start(info cachestore.FillInfo) error {
+	if err := c.Fill.Start(info); err != nil {
+		return err
+	}
+	if c.holdsGeneration() {
+		// Not a byte reaches a node before the hub knows it can serve
+		// what the file lists: else a held-back Release would be cut
+		// mid-transfer instead of the previous one served.
+		c.Fill.Hold()
+	}
+	return nil
 }
 
 func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
 	s, p := c.s, c.p
+	if c.holdsGeneration() && c.learn == nil {
+		pre, err := s.holdGeneration(s.ctx, c.Fill, p, c.who)
+		if err != nil {
+			s.log.Warn("new repository metadata held back: nodes get the previous generation until the hub holds what it lists",
+				slog.String("url", p.url), slog.Any("err", err))
+			return cachestore.Digest{}, err
+		}
+		c.prefetched = pre
+	}
 	got := c.Fill.Digest()
 	if p.digest.IsZero() {
 		meta := c.Fill.Meta()

@@ -314,3 +314,65 @@ func TestHubChainLoopRefused(t *testing.T) {
 		t.Fatalf("origin GETs: %d, want 1", n)
 	}
 }
+
+// Consistent metadata: a node midway through its update on the previous
+// generation still gets the index files its Release lists; a new Release
+// goes out once the hub holds the index files the site uses; a Release
+// whose index files upstream cannot give yet (a mirror mid-sync) is held
+// back, and nodes get the previous generation whole.
+func TestHubConsistentGenerations(t *testing.T) {
+	up := newUpstream(t, 2000)
+	hb := newHarness(t, up, asHub(hub.Fetch, 5))
+	node := func() *harness { return newHarness(t, up, usingHubs(t, true, "", hb.front.URL)) }
+	gen := func() (release, packages []byte) {
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		return up.files[releasePath], up.files[packagesPath]
+	}
+	first := node()
+	first.learn() // the site uses Packages.gz: the hub holds it
+	rel1, pkgs1 := gen()
+
+	midway := node()
+	midway.mustGet(up.URL+releasePath, 200) // apt has the old InRelease...
+
+	// Upstream moves on, and keeps no old by-hash files.
+	up.setRepo(randomBytes(2100, 2))
+	rel2, pkgs2 := gen()
+	up.mu.Lock()
+	delete(up.files, "/debian/dists/stable/main/binary-amd64/by-hash/SHA256/"+sha256hex(pkgs1))
+	up.modAt = up.modAt.Add(time.Hour)
+	up.mu.Unlock()
+	hb.clock.advance(time.Minute)
+	next := node()
+	if _, body := next.mustGet(up.URL+releasePath, 200); !bytes.Equal(body, rel2) {
+		t.Fatal("the new Release was not handed out although upstream has all it lists")
+	}
+	if _, body := next.mustGet(up.URL+packagesPath, 200); !bytes.Equal(body, pkgs2) {
+		t.Fatal("the new Release's Packages does not match it")
+	}
+
+	// ...and asks for its Packages now: the generation its Release lists.
+	if _, body := midway.mustGet(up.URL+packagesPath, 200); !bytes.Equal(body, pkgs1) {
+		t.Fatal("a node midway through its update got another generation's Packages: apt would say Hash Sum mismatch")
+	}
+
+	// A mirror mid-sync: the third Release is there, its Packages not yet.
+	up.setRepo(randomBytes(2200, 3))
+	rel3, pkgs3 := gen()
+	up.mu.Lock()
+	delete(up.files, packagesPath)
+	delete(up.files, "/debian/dists/stable/main/binary-amd64/by-hash/SHA256/"+sha256hex(pkgs3))
+	up.modAt = up.modAt.Add(time.Hour)
+	up.mu.Unlock()
+	hb.clock.advance(time.Minute)
+	late := node()
+	_, body := late.mustGet(up.URL+releasePath, 200)
+	if bytes.Equal(body, rel3) || !bytes.Equal(body, rel2) {
+		t.Fatal("a Release whose Packages the hub cannot get was handed out (or not the previous one instead)")
+	}
+	if _, body := late.mustGet(up.URL+packagesPath, 200); !bytes.Equal(body, pkgs2) {
+		t.Fatal("the previous generation's Packages is not served with its Release")
+	}
+	_ = rel1
+}

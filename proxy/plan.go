@@ -72,6 +72,10 @@ func (s *Server) planDebian(ctx context.Context, p *plan, u *url.URL, k debian.K
 		p.meta, p.metaName = metaRelease, path.Base(u.Path)
 	case debian.KindIndex:
 		p.meta, p.metaName = debianIndexMeta(u.Path), path.Base(u.Path)
+		// The Release it came with names its hash: filled by digest, it
+		// is verified, found in the store under any name (by-hash), and a
+		// hub serves the generation this client's Release lists.
+		s.useKnown(ctx, p)
 	}
 }
 

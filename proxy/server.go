@@ -42,6 +42,7 @@ type Store interface {
 	KnownKeys(fn func(key string)) error
 	Learnt(lister uint64, at int64) error
 	BeginFill(key string) (*cachestore.Fill, bool)
+	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
 }
 
 var _ Store = (*cachestore.Store)(nil)
