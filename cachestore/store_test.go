@@ -760,7 +760,7 @@ func TestSweepKnown(t *testing.T) {
 		if err := s.PutKnown(facts); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Learnt(lister, at); err != nil {
+		if err := s.Learnt(lister, at, Digest{}); err != nil {
 			t.Fatal(err)
 		}
 	}

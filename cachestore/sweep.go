@@ -19,17 +19,33 @@ import (
 // learnt for maxIdle (the repository or suite is gone).
 
 // Learnt records that the metadata file lister was learnt whole at (Unix
-// seconds): facts it listed before then and not since are stale.
-func (s *Store) Learnt(lister uint64, at int64) error {
+// seconds) from blob d: facts it listed before then and not since are
+// stale, and a hit on d needs no learn again (LearntFrom).
+func (s *Store) Learnt(lister uint64, at int64, d Digest) error {
 	if err := s.indexRoom(); err != nil {
 		return err
 	}
+	// The time first, as a uvarint (what the sweep reads), then the digest.
 	v := binary.AppendUvarint(nil, uint64(max(at, 0)))
+	v = append(v, d.String()...)
 	err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(learnKey(lister), v) })
 	if err != nil {
 		return fmt.Errorf("record a learn: %w", err)
 	}
 	return nil
+}
+
+// LearntFrom is the blob lister's latest whole learn read (zero if none,
+// or one recorded before the digest was).
+func (s *Store) LearntFrom(lister uint64) (Digest, error) {
+	var d Digest
+	err := s.getWith(string(learnKey(lister)), func(v []byte) error {
+		if _, n := binary.Uvarint(v); n > 0 && n < len(v) {
+			d, _ = ParseDigest(string(v[n:]))
+		}
+		return nil
+	})
+	return d, err
 }
 
 func learnKey(lister uint64) []byte {

@@ -170,7 +170,7 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 	}
 	if err == nil {
 		// Whole: what this file listed before and not now is stale.
-		err = s.store.Learnt(rec.lister, rec.learnt)
+		err = s.store.Learnt(rec.lister, rec.learnt, d)
 	}
 	if rec.outside > 0 {
 		s.log.Warn("metadata names files outside its own repository; those teach nothing",
@@ -190,6 +190,32 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 			slog.Duration("took", s.now().Sub(start)))
 	}
 	s.knownDirty.Store(true)
+}
+
+// learnIfNew learns a metadata blob served from the store whose facts are
+// not in the index (a rebuilt index, a hub's prefetched file), once: a
+// file its parser refuses is not parsed again on every hit. The learn is
+// registered before the client gets the file, as on a miss.
+func (s *Server) learnIfNew(p plan, d cachestore.Digest) {
+	scope, err := metaScope(p)
+	if err != nil {
+		return
+	}
+	lister := cachestore.ListerID(listerKey(p, scope))
+	if from, err := s.store.LearntFrom(lister); err == nil && from == d {
+		return
+	}
+	if _, tried := s.relearnt.Get(d); tried {
+		return
+	}
+	s.relearnt.Add(d, struct{}{})
+	lr, scope, ok := s.beginLearn(p)
+	if !ok {
+		return
+	}
+	if !s.fills.Go(func() { s.learn(lr, scope, p, d) }) {
+		s.learning.end(lr)
+	}
 }
 
 // listerKey names the metadata file a learn reads as its repository knows

@@ -81,6 +81,9 @@ func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 			return "", err
 		}
 		if have.fresh || revalidated {
+			if have.blob != nil && p.meta != "" {
+				s.learnIfNew(p, have.info.Digest)
+			}
 			if s.serveStored(w, r, p, have) {
 				return hitOr(!revalidated, "revalidated"), nil
 			}

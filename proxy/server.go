@@ -40,7 +40,8 @@ type Store interface {
 	OpenBlob(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
 	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
 	KnownKeys(fn func(key string)) error
-	Learnt(lister uint64, at int64) error
+	Learnt(lister uint64, at int64, d cachestore.Digest) error
+	LearntFrom(lister uint64) (cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
 	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
 }
@@ -144,6 +145,9 @@ type Server struct {
 	// neg is URL -> until when upstream's 404 stands, the least recently
 	// used forgotten first (a forgotten 404 only costs a request).
 	neg *lru.Cache[string, time.Time]
+	// relearnt are the metadata blobs learnt on a hit since start (see
+	// learnIfNew), the least recently used forgotten first.
+	relearnt *lru.Cache[cachestore.Digest, struct{}]
 
 	bufs sync.Pool // copy buffers
 
@@ -272,6 +276,7 @@ func New(cfg Config, store Store) (*Server, error) {
 		s.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
 	}}}
 	s.neg, _ = lru.New[string, time.Time](10000)
+	s.relearnt, _ = lru.New[cachestore.Digest, struct{}](4096)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()

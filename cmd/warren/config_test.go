@@ -39,6 +39,10 @@ func TestConfigPrecedence(t *testing.T) {
 		{"env over file", map[string]string{"WARREN_CACHE_DIR": "/from/env"}, []string{"--config", file}, []string{"cache_dir: /from/env", "listen: 127.0.0.1:4000"}},
 		{"flag over env", map[string]string{"WARREN_CACHE_DIR": "/from/env"}, []string{"--config", file, "--cache-dir", "/from/flag", "--index-ttl", "1m"}, []string{"cache_dir: /from/flag", "index_ttl: 1m0s"}},
 		{"config file from env", map[string]string{"WARREN_CONFIG": file}, nil, []string{"listen: 127.0.0.1:4000"}},
+		{"a node of two hubs", nil, []string{"--config", write("node.yaml", "hubs: [http://hub1:3142, http://hub2]\nhub_token: t0k\nhub_only: true\n")},
+			[]string{"- http://hub1:3142", "- http://hub2", "hub_only: true"}},
+		{"a hub", nil, []string{"--role", "hub", "--hub-mode", "preload", "--hub-tokens", "a", "--max-requesters", "3", "--retry-delay", "30s"},
+			[]string{"role: hub", "hub_mode: preload", "max_requesters: 3", "retry_delay: 30s", "keep_index_generations: 2"}},
 		{"chocolatey feeds", nil, []string{"--config", write("choco.yaml", "chocolatey:\n  upstream: http://proget:8624/nuget/choco/\n  feeds:\n    internal: http://proget:8624/nuget/internal/\n")},
 			[]string{"upstream: http://proget:8624/nuget/choco/", "internal: http://proget:8624/nuget/internal/"}},
 	}
@@ -97,6 +101,15 @@ func TestConfigErrors(t *testing.T) {
 		{"bad share_min_size", []string{"config", "check", "--share-min-size", "big"}, "share_min_size"},
 		{"bad scrub_rate", []string{"config", "check", "--scrub-rate", "fast"}, "scrub_rate"},
 		{"zero stall_timeout", []string{"config", "check", "--stall-timeout", "0s"}, "stall_timeout"},
+		{"bad role", []string{"config", "check", "--role", "boss"}, "want peer, passive or hub"},
+		{"bad hub_mode", []string{"config", "check", "--role", "hub", "--hub-mode", "lazy"}, "hub_mode"},
+		{"hub URL not http", []string{"config", "check", "--hub", "https://hub:3142/"}, "want http://host:port"},
+		{"hub URL with a path", []string{"config", "check", "--hub", "http://hub:3142/x"}, "want http://host:port"},
+		{"hub_only without a hub", []string{"config", "check", "--hub-only"}, "hub_only needs"},
+		{"hub_tokens on a node", []string{"config", "check", "--hub-tokens", "t"}, "role hub"},
+		{"a hub that names itself", []string{"config", "check", "--role", "hub", "--listen", ":3142", "--hub", "http://127.0.0.1:3142"}, "must not include itself"},
+		{"zero max_requesters", []string{"config", "check", "--role", "hub", "--max-requesters", "0"}, "max_requesters"},
+		{"bad retry_delay", []string{"config", "check", "--retry-delay", "later"}, "want a duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
