@@ -376,3 +376,42 @@ func TestHubConsistentGenerations(t *testing.T) {
 	}
 	_ = rel1
 }
+
+// Chocolatey's request sequence through two nodes that may use only the
+// hub: every feed call and the package come through it, and cross to the
+// feed once for the site.
+func TestChocolateyThroughHub(t *testing.T) {
+	feed := newNugetFeed(t)
+	hb := newHarness(t, newUpstream(t, 10), asHub(hub.Fetch, 5, "t0ken"))
+	total := func() int {
+		feed.mu.Lock()
+		defer feed.mu.Unlock()
+		n := 0
+		for _, c := range feed.gets {
+			n += c
+		}
+		return n
+	}
+	after := 0
+	for i := range 2 {
+		n := newHarness(t, newUpstream(t, 10), usingHubs(t, true, "t0ken", hb.front.URL), func(c *Config, _ *cachestore.Config) {
+			c.ChocolateyFeeds = map[string]string{"": feed.base()}
+		})
+		c := &chocoClient{t: t, base: n.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+		if got := c.install(feed.URL); !bytes.Equal(got, feed.pkgs["tool/2.0.0"]) {
+			t.Fatalf("node %d: downloaded %d bytes, not the package", i, len(got))
+		}
+		if got := figure(t, n, "bytes_upstream"); got != 0 {
+			t.Fatalf("node %d went to the feed itself (%d bytes) although hub_only", i, got)
+		}
+		if i == 0 {
+			after = total()
+		}
+	}
+	if n := feed.count("/cdn/tool.2.0.0.nupkg"); n != 1 {
+		t.Fatalf("feed downloads of the nupkg: %d, want 1 for the site", n)
+	}
+	if n := total(); n != after {
+		t.Fatalf("the second node's calls reached the feed (%d requests after the first node's %d): the hub should have answered them", n, after)
+	}
+}
