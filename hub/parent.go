@@ -184,11 +184,15 @@ func (p *Parent) Do(req *http.Request) (*http.Response, error) {
 	return nil, &RefusedError{Hub: p.Name(), Status: resp.StatusCode, Reason: reason, Message: msg}
 }
 
+// maxRetryAfterSecs bounds what a hub may tell a node to wait.
+const maxRetryAfterSecs = 600
+
 func parseBusy(hub string, h http.Header) *BusyError {
 	b := &BusyError{Hub: hub, RetryAfter: DefaultRetryDelay, Total: -1}
 	if n, err := strconv.Atoi(h.Get("Retry-After")); err == nil && n >= 0 {
-		// A hostile or broken hub must not park a node for a day.
-		b.RetryAfter = min(time.Duration(n)*time.Second, 10*time.Minute)
+		// A hostile or broken hub must not park a node for a day (and
+		// the bound comes before the multiplication, which overflows).
+		b.RetryAfter = time.Duration(min(n, maxRetryAfterSecs)) * time.Second
 	}
 	b.Position, _ = strconv.Atoi(h.Get(HeaderQueuePosition))
 	if done, total, ok := strings.Cut(h.Get(HeaderProgress), "/"); ok {

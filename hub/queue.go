@@ -20,9 +20,10 @@ type Queue struct {
 	max   int
 	delay time.Duration
 
-	mu      sync.Mutex // guards byKey and refused
+	mu      sync.Mutex // guards byKey, refused and peak
 	byKey   map[string]*transfer
 	refused int64
+	peak    int // the most requesters that streamed one transfer at once
 }
 
 type transfer struct {
@@ -59,6 +60,7 @@ func (q *Queue) Enter(key string) (leave func(), position, streaming int, ok boo
 		return nil, t.waiting, t.streaming, false
 	}
 	t.streaming++
+	q.peak = max(q.peak, t.streaming)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -77,6 +79,13 @@ type QueueStat struct {
 	Key       string
 	Streaming int
 	Waiting   int
+}
+
+// Peak is the most requesters that streamed one transfer at once.
+func (q *Queue) Peak() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.peak
 }
 
 // Stats lists the transfers with requesters, and how many were ever told

@@ -470,6 +470,7 @@ func (s *Server) serveStats(w http.ResponseWriter) {
 			out["hub_refused_"+r] = n
 		}
 		out["hub_mode"] = string(s.cfg.Hub.Mode)
+		out["hub_streaming_peak"] = s.cfg.Hub.Queue.Peak()
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)

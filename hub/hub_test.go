@@ -1,0 +1,106 @@
+package hub
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTokens(t *testing.T) {
+	tok := NewTokens([]string{"alpha", "", "beta"})
+	for _, tt := range []struct {
+		name   string
+		header string
+		value  string
+		want   error
+	}{
+		{"none", "", "", ErrNoToken},
+		{"bearer in Proxy-Authorization", "Proxy-Authorization", "Bearer beta", nil},
+		{"bearer in Authorization", "Authorization", "bearer alpha", nil},
+		{"wrong bearer", "Proxy-Authorization", "Bearer gamma", ErrBadToken},
+		{"prefix of a token", "Proxy-Authorization", "Bearer alph", ErrBadToken},
+		{"basic proxy credentials (apt)", "Proxy-Authorization", "Basic d2FycmVuOmFscGhh", nil}, // warren:alpha
+		{"basic to the origin is not ours", "Authorization", "Basic d2FycmVuOmFscGhh", ErrNoToken},
+		{"garbage", "Proxy-Authorization", "Basic !!!", ErrNoToken},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
+			if tt.header != "" {
+				r.Header.Set(tt.header, tt.value)
+			}
+			if err := tok.Check(r); err != tt.want {
+				t.Fatalf("Check = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if err := (Tokens{}).Check(httptest.NewRequest(http.MethodGet, "http://x/", nil)); err != nil {
+		t.Fatalf("no tokens set: %v, want every request accepted", err)
+	}
+	h := http.Header{}
+	h.Set("Proxy-Authorization", "Bearer alpha")
+	h.Set("Authorization", "Basic abc")
+	StripCredentials(h)
+	if h.Get("Proxy-Authorization") != "" || h.Get("Authorization") == "" {
+		t.Fatalf("StripCredentials left %v", h)
+	}
+}
+
+func TestQueue(t *testing.T) {
+	q := NewQueue(2, time.Minute)
+	a, _, _, ok1 := q.Enter("k")
+	b, _, _, ok2 := q.Enter("k")
+	_, pos, streaming, ok3 := q.Enter("k")
+	_, pos2, _, _ := q.Enter("k")
+	if !ok1 || !ok2 || ok3 || pos != 1 || pos2 != 2 || streaming != 2 {
+		t.Fatalf("third and fourth requesters: ok %v, positions %d %d, streaming %d", ok3, pos, pos2, streaming)
+	}
+	if _, _, _, ok := q.Enter("other"); !ok {
+		t.Fatal("another artifact's transfer is queued behind this one")
+	}
+	a()
+	a() // twice: counted once
+	if _, _, _, ok := q.Enter("k"); !ok {
+		t.Fatal("a slot freed was not given to the next requester")
+	}
+	b()
+	if q.Peak() != 2 {
+		t.Fatalf("peak %d, want 2", q.Peak())
+	}
+	ts, refused := q.Stats()
+	if refused != 2 || len(ts) != 2 {
+		t.Fatalf("stats: %+v refused %d", ts, refused)
+	}
+}
+
+func TestBusyRoundTrip(t *testing.T) {
+	rec := httptest.NewRecorder()
+	WriteBusy(rec, Busy{Position: 3, RetryAfter: 1500 * time.Millisecond, Done: 10, Total: 100, Requesters: 5})
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Retry-After") != "2" || !strings.Contains(rec.Body.String(), `"position":3`) {
+		t.Fatalf("busy answer: %d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+	b := parseBusy("h", rec.Header())
+	if b.Position != 3 || b.RetryAfter != 2*time.Second || b.Done != 10 || b.Total != 100 {
+		t.Fatalf("parsed %+v", b)
+	}
+	h := http.Header{}
+	h.Set("Retry-After", "999999")
+	if b := parseBusy("h", h); b.RetryAfter > 10*time.Minute {
+		t.Fatalf("a hub can park a node for %s", b.RetryAfter)
+	}
+}
+
+func TestParseURL(t *testing.T) {
+	for in, want := range map[string]string{"http://hub": "http://hub:3142", "http://10.0.0.5:8080/": "http://10.0.0.5:8080"} {
+		u, err := ParseURL(in)
+		if err != nil || u.String() != want {
+			t.Errorf("ParseURL(%q) = %v, %v; want %s", in, u, err, want)
+		}
+	}
+	for _, bad := range []string{"https://hub", "hub:3142", "http://hub/x", "http://hub?x=1", ""} {
+		if _, err := ParseURL(bad); err == nil {
+			t.Errorf("ParseURL(%q) accepted", bad)
+		}
+	}
+}
