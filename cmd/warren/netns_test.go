@@ -34,48 +34,15 @@ func TestSiteOverNetns(t *testing.T) {
 		upstream  = "10.77.0.100"
 		debPath   = "/pool/main/big_1_all.deb"
 		wanRate   = "50mbit"
-		prefixLen = "/24"
 	)
 	base := t.TempDir()
-	tag := fmt.Sprintf("wrn%d", os.Getpid()%100000)
-	ns := func(name string) string { return tag + "-" + name }
-	sh := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	names := []string{ns("br"), ns("up")}
-	for i := 1; i <= hosts; i++ {
-		names = append(names, ns(fmt.Sprintf("h%d", i)))
-	}
-	t.Cleanup(func() {
-		for _, n := range names {
-			exec.Command("ip", "netns", "del", n).Run()
-		}
-	})
-	for _, n := range names {
-		sh("ip", "netns", "add", n)
-		sh("ip", "-n", n, "link", "set", "lo", "up")
-	}
-	br := ns("br")
-	sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
-	sh("ip", "-n", br, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
-	sh("ip", "-n", br, "link", "set", "br0", "up")
-	attach := func(host, port, addr string) {
-		sh("ip", "-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host)
-		sh("ip", "-n", br, "link", "set", port, "master", "br0", "up")
-		sh("ip", "-n", host, "addr", "add", addr+prefixLen, "brd", "+", "dev", "eth0")
-		sh("ip", "-n", host, "link", "set", "eth0", "up")
-		sh("ip", "-n", host, "route", "add", "224.0.0.0/4", "dev", "eth0")
-	}
-	attach(ns("up"), "p-up", upstream)
+	lan := newLAN(t, "wrn", "10.77.0")
+	ns, sh := lan.ns, lan.sh
+	lan.host("up", upstream)
 	// The WAN: everything upstream sends to the site goes through 50 Mbit/s.
 	sh("ip", "netns", "exec", ns("up"), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", wanRate, "burst", "256k", "latency", "100ms")
 	for i := 1; i <= hosts; i++ {
-		attach(ns(fmt.Sprintf("h%d", i)), fmt.Sprintf("p-h%d", i), fmt.Sprintf("10.77.0.%d", i))
+		lan.host(fmt.Sprintf("h%d", i), fmt.Sprintf("10.77.0.%d", i))
 	}
 
 	// Upstream: a small apt repository served by python's http.server,
@@ -97,24 +64,8 @@ func TestSiteOverNetns(t *testing.T) {
 	upCmd := exec.Command("ip", "netns", "exec", ns("up"), "/usr/bin/python3", "-m", "http.server", "80", "--bind", upstream, "--directory", repo)
 	upLog, _ := startLogged(t, upCmd, "upstream")
 	debGETs := func() int { return strings.Count(upLog.String(), `"GET `+debPath+` HTTP/1.1" 200`) }
-	curl := func(host int, args ...string) (string, error) {
-		full := append([]string{"netns", "exec", ns(fmt.Sprintf("h%d", host)), "curl", "-sS", "--fail", "--max-time", "120"}, args...)
-		out, err := exec.Command("ip", full...).CombinedOutput()
-		return string(out), err
-	}
-	waitFor := func(what string, deadline time.Duration, ok func() bool) {
-		t.Helper()
-		tick := time.NewTicker(50 * time.Millisecond)
-		defer tick.Stop()
-		end := time.After(deadline)
-		for !ok() {
-			select {
-			case <-tick.C:
-			case <-end:
-				t.Fatalf("timed out waiting for %s", what)
-			}
-		}
-	}
+	curl := func(host int, args ...string) (string, error) { return lan.curl(fmt.Sprintf("h%d", host), args...) }
+	waitFor := func(what string, deadline time.Duration, ok func() bool) { waitUntil(t, what, deadline, ok) }
 	waitFor("the upstream server", 20*time.Second, func() bool {
 		_, err := curl(1, "-o", "/dev/null", "http://"+upstream+"/dists/stable/Release")
 		return err == nil
@@ -222,6 +173,76 @@ func TestSiteOverNetns(t *testing.T) {
 	}
 	if ratio := took / lone; ratio > 2 {
 		t.Fatalf("the last node took %.2f times one lone WAN download, want at most 2", ratio)
+	}
+}
+
+// lan is hosts in network namespaces of the test's own, joined by a
+// bridge: multicast and broadcast reach each of them and nothing else.
+type lan struct {
+	t      *testing.T
+	tag    string
+	subnet string // "10.77.0": hosts are subnet.N/24
+}
+
+// newLAN makes the bridge; the namespaces go when the test ends.
+func newLAN(t *testing.T, prefix, subnet string) *lan {
+	l := &lan{t: t, tag: fmt.Sprintf("%s%d", prefix, os.Getpid()%100000), subnet: subnet}
+	l.add("br")
+	br := l.ns("br")
+	l.sh("ip", "-n", br, "link", "add", "br0", "type", "bridge")
+	l.sh("ip", "-n", br, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0")
+	l.sh("ip", "-n", br, "link", "set", "br0", "up")
+	return l
+}
+
+func (l *lan) ns(name string) string { return l.tag + "-" + name }
+
+func (l *lan) sh(args ...string) string {
+	l.t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func (l *lan) add(name string) {
+	n := l.ns(name)
+	l.t.Cleanup(func() { exec.Command("ip", "netns", "del", n).Run() })
+	l.sh("ip", "netns", "add", n)
+	l.sh("ip", "-n", n, "link", "set", "lo", "up")
+}
+
+// host adds a namespace with eth0 at addr on the bridge.
+func (l *lan) host(name, addr string) {
+	l.add(name)
+	host, port, br := l.ns(name), "p-"+name, l.ns("br")
+	l.sh("ip", "-n", br, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host)
+	l.sh("ip", "-n", br, "link", "set", port, "master", "br0", "up")
+	l.sh("ip", "-n", host, "addr", "add", addr+"/24", "brd", "+", "dev", "eth0")
+	l.sh("ip", "-n", host, "link", "set", "eth0", "up")
+	l.sh("ip", "-n", host, "route", "add", "224.0.0.0/4", "dev", "eth0")
+}
+
+// curl runs curl in the host's namespace (failing on HTTP errors).
+func (l *lan) curl(host string, args ...string) (string, error) {
+	full := append([]string{"netns", "exec", l.ns(host), "curl", "-sS", "--fail", "--max-time", "120"}, args...)
+	out, err := exec.Command("ip", full...).CombinedOutput()
+	return string(out), err
+}
+
+// waitUntil polls ok until it holds, failing the test after deadline.
+func waitUntil(t *testing.T, what string, deadline time.Duration, ok func() bool) {
+	t.Helper()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	end := time.After(deadline)
+	for !ok() {
+		select {
+		case <-tick.C:
+		case <-end:
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
 
