@@ -68,10 +68,11 @@ test-pkg: deb rpm
 	WARREN_PKG=1 $(GO) test -count=1 -v -timeout 10m -run '^TestPackages$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 # Five warren hosts and a 50 Mbit/s upstream in network namespaces (real
-# mDNS and UDP broadcast, which never leave them); needs root and ip, and
-# says SKIP otherwise. Prints the WAN ratio and the time ratio.
+# mDNS and UDP broadcast, which never leave them), then a site of six
+# nodes behind a hub; needs root and ip, and says SKIP otherwise. Prints
+# the WAN ratio, the time ratio and the hub's RSS.
 test-netns: check-go
-	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 10m -run '^TestSiteOverNetns$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
+	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

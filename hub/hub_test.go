@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -102,5 +104,33 @@ func TestParseURL(t *testing.T) {
 		if _, err := ParseURL(bad); err == nil {
 			t.Errorf("ParseURL(%q) accepted", bad)
 		}
+	}
+}
+
+// A hub that refuses connections is asked again at once (it may be back
+// from a restart); one that times out is skipped for a while.
+func TestParentDown(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	addr := srv.URL
+	srv.Close() // refused from now on
+	p, err := NewParent(ParentConfig{URL: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		req, _ := http.NewRequest(http.MethodGet, "http://origin.example/x", nil)
+		_, err := p.Do(req)
+		var ue *UnreachableError
+		if !errors.As(err, &ue) || errors.Is(err, errSkipped) {
+			t.Fatalf("a refused connection: %v, want it asked (and unreachable) every time", err)
+		}
+	}
+	if st := p.Status(); st.Reachable || st.Failures != 2 || st.LastError == "" {
+		t.Fatalf("status after two refusals: %+v", st)
+	}
+	p.failed(context.DeadlineExceeded)
+	req, _ := http.NewRequest(http.MethodGet, "http://origin.example/x", nil)
+	if _, err := p.Do(req); !errors.Is(err, errSkipped) {
+		t.Fatalf("a hub that timed out was asked again at once: %v", err)
 	}
 }

@@ -217,7 +217,13 @@ func (p *Parent) failed(err error) {
 	defer p.mu.Unlock()
 	first := !p.lastFail.After(p.lastOK)
 	p.lastFail, p.lastErr = p.now(), err.Error()
-	p.downUntil = p.lastFail.Add(downFor)
+	// Skipped for a while only when asking costs time (a dial or an
+	// answer that timed out): a refused connection costs nothing to try
+	// again, and a hub back from a restart is used at once.
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+		p.downUntil = p.lastFail.Add(downFor)
+	}
 	if first {
 		p.log.Warn("hub unreachable; using the next source until it answers again", slog.String("hub", p.Name()), slog.Any("err", err))
 	}

@@ -214,8 +214,8 @@ func TestHubDown(t *testing.T) {
 	// Only-hub nodes with the hub down: a clear error.
 	only := newHarness(t, up, usingHubs(t, true, "", dead))
 	_, body := only.mustGet(up.URL+releasePath, http.StatusBadGateway)
-	if !strings.Contains(string(body), "unreachable") {
-		t.Errorf("a hub_only node's client is not told the hub is unreachable: %q", body)
+	if !strings.Contains(string(body), "unreachable") || !strings.Contains(string(body), "hub_only") {
+		t.Errorf("a hub_only node's client is not told the hub is unreachable and why the origin was not asked: %q", body)
 	}
 }
 

@@ -228,6 +228,9 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		code = http.StatusBadGateway
 		msg = "upstream sent a file that does not match the repository metadata: " + msg
 	}
+	if s.cfg.HubOnly && len(s.cfg.Hubs) > 0 && code >= 500 && !strings.Contains(msg, "hub_only") {
+		msg += " (hub_only is set: the origin is not asked directly; bring a hub back, or unset hub_only)"
+	}
 	if w.wrote {
 		s.log.Error("transfer aborted", slog.String("url", p.url), slog.Any("err", err))
 		return

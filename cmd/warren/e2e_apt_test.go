@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -109,6 +110,8 @@ type aptClient struct {
 	dir  string
 	env  []string
 	opts []string
+	// in, when set, is the network namespace apt-get runs in.
+	in string
 }
 
 func newAptClient(t testing.TB, base, name, sourcesLine, proxyURL string) *aptClient {
@@ -144,7 +147,28 @@ func newAptClient(t testing.TB, base, name, sourcesLine, proxyURL string) *aptCl
 
 func (c *aptClient) run(args ...string) string {
 	c.t.Helper()
-	return run(c.t, filepath.Join(c.dir, "dl"), c.env, "apt-get", append(c.opts, args...)...)
+	out, err := c.try(args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// try runs apt-get and returns its error with its output; any goroutine
+// may call it.
+func (c *aptClient) try(args ...string) (string, error) {
+	name, full := "apt-get", append(slices.Clone(c.opts), args...)
+	if c.in != "" {
+		name, full = "ip", append([]string{"netns", "exec", c.in, "apt-get"}, full...)
+	}
+	cmd := exec.Command(name, full...)
+	cmd.Dir = filepath.Join(c.dir, "dl")
+	cmd.Env = append(os.Environ(), c.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("apt-get %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
 }
 
 // TestAptThroughWarren drives the real apt-get through the real warren
