@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -104,5 +105,39 @@ func TestDnfThroughWarren(t *testing.T) {
 		if !hasHitLine(logs.String(), up.URL+path, "rpm-package") {
 			t.Fatalf("warren's log has no hash-known hit for %s", path)
 		}
+	}
+}
+
+// TestDnfThroughHub drives the real dnf through a node that may use only
+// its hub: repomd.xml, primary and both rpms come through the hub, and a
+// second node's client costs upstream nothing.
+func TestDnfThroughHub(t *testing.T) {
+	requireTools(t, "dnf", "createrepo_c", "rpmbuild")
+	base := t.TempDir()
+	t.Setenv("GNUPGHOME", filepath.Join(base, "gnupg"))
+	t.Cleanup(func() { run(t, base, nil, "gpgconf", "--kill", "gpg-agent") })
+	repo, sums := buildRPMRepo(t, base)
+	up := serveDir(t, repo)
+	hubURL, _, _ := startWarren(t, "--role", "hub", "--cache-dir", filepath.Join(base, "hub"), "--hub-tokens", "tok")
+	for i, client := range []string{"dnf1", "dnf2"} {
+		node, _, logs := startWarren(t, "--cache-dir", filepath.Join(base, fmt.Sprintf("node%d", i)), "--hub", hubURL,
+			"--hub-token", "tok", "--hub-only", "--log-level", "debug")
+		dl := filepath.Join(base, client, "dl")
+		dnfRun(t, base, client, up.URL, node, "download", "--destdir="+dl, "warren-e2e-hello", "libwarren++-e2e")
+		for path, sum := range sums {
+			if got := sha256File(t, filepath.Join(dl, filepath.Base(path))); got != sum {
+				t.Fatalf("%s %s: sha256 %s, want %s", client, path, got, sum)
+			}
+			if n := up.count(path); n != 1 {
+				t.Fatalf("after %s, upstream GETs of %s = %d, want 1 for the site", client, path, n)
+			}
+			// The node verified it by the digest primary.xml gave.
+			if !strings.Contains(logs.String(), "hash_known=true") {
+				t.Fatalf("%s's node learnt no hash from the metadata the hub passed on", client)
+			}
+		}
+	}
+	if n := up.count("/repodata/repomd.xml"); n < 1 {
+		t.Fatal("repomd.xml never reached upstream: the test proves nothing")
 	}
 }
