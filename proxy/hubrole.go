@@ -144,10 +144,9 @@ func (s *Server) hubEnter(w http.ResponseWriter, r *http.Request, f *cachestore.
 		return leave, true
 	}
 	s.hubm.refuse(hub.ReasonMaxRequesters)
+	// The size the metadata gives: waiting for the transfer's own would
+	// hold this answer until upstream's headers arrive.
 	total := p.size
-	if info, err := f.Wait(r.Context()); err == nil && total < 0 {
-		total = info.Size
-	}
 	s.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", p.url),
 		slog.String("client", r.RemoteAddr), slog.Int("position", pos), slog.Int("streaming", streaming))
 	hub.WriteBusy(w, hub.Busy{Position: pos, RetryAfter: q.Delay(), Done: f.Written(), Total: total, Requesters: streaming})
