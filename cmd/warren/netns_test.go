@@ -28,12 +28,12 @@ func TestSiteOverNetns(t *testing.T) {
 	requireRootStep(t, "WARREN_NETNS", "the namespace test (ip netns)")
 	requireTools(t, "ip", "tc", "curl", "/usr/bin/python3")
 	const (
-		hosts     = 5
-		size      = 20 << 20
-		slots     = 2
-		upstream  = "10.77.0.100"
-		debPath   = "/pool/main/big_1_all.deb"
-		wanRate   = "50mbit"
+		hosts    = 5
+		size     = 20 << 20
+		slots    = 2
+		upstream = "10.77.0.100"
+		debPath  = "/pool/main/big_1_all.deb"
+		wanRate  = "50mbit"
 	)
 	base := t.TempDir()
 	lan := newLAN(t, "wrn", "10.77.0")
