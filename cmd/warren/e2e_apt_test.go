@@ -28,23 +28,8 @@ func buildAptRepo(t testing.TB, base string) aptRepo {
 	repo := aptRepo{root: filepath.Join(base, "repo"), keyring: filepath.Join(base, "keyring.gpg"), debs: map[string]string{}}
 	pool := filepath.Join(repo.root, "pool", "main")
 	os.MkdirAll(pool, 0o755)
-	for i, p := range []struct {
-		name string
-		size int
-	}{{"warren-e2e-big", 20 << 20}, {"warren-e2e-small", 4096}} {
-		pkg := filepath.Join(base, "build", p.name)
-		os.MkdirAll(filepath.Join(pkg, "DEBIAN"), 0o755)
-		os.MkdirAll(filepath.Join(pkg, "usr", "share", p.name), 0o755)
-		control := fmt.Sprintf("Package: %s\nVersion: 1.0\nArchitecture: all\nMaintainer: warren tests <tests@warren.invalid>\nDescription: warren end-to-end test payload\n", p.name)
-		os.WriteFile(filepath.Join(pkg, "DEBIAN", "control"), []byte(control), 0o644)
-		payload := randomPayload(p.size, uint64(i+1))
-		os.WriteFile(filepath.Join(pkg, "usr", "share", p.name, "payload.bin"), payload, 0o644)
-		deb := filepath.Join(pool, p.name+"_1.0_all.deb")
-		run(t, base, nil, "dpkg-deb", "--root-owner-group", "-Znone", "--build", pkg, deb)
-		b, _ := os.ReadFile(deb)
-		sum := sha256.Sum256(b)
-		repo.debs["pool/main/"+p.name+"_1.0_all.deb"] = hex.EncodeToString(sum[:])
-	}
+	repo.addDeb(t, base, "warren-e2e-big", "1.0", 20<<20, 1)
+	repo.addDeb(t, base, "warren-e2e-small", "1.0", 4096, 2)
 	// A native source package, for apt-get source.
 	src := filepath.Join(base, "build", "warren-e2e-src-1.0")
 	os.MkdirAll(filepath.Join(src, "debian", "source"), 0o755)
@@ -69,9 +54,41 @@ func buildAptRepo(t testing.TB, base string) aptRepo {
 	run(t, repo.root, nil, "sh", "-c", "apt-ftparchive sources pool > dists/stable/main/source/Sources")
 	run(t, srcIdx, nil, "sh", "-c", "gzip -9nk Sources && xz -k Sources")
 
+	gnupg := filepath.Join(base, "gnupg")
+	os.MkdirAll(gnupg, 0o700)
+	t.Cleanup(func() { exec.Command("gpgconf", "--kill", "gpg-agent").Run() })
+	t.Setenv("GNUPGHOME", gnupg) // for the cleanup above, and for sign
+	run(t, base, []string{"GNUPGHOME=" + gnupg}, "gpg", "--batch", "--passphrase", "", "--quick-gen-key", "warren e2e <e2e@warren.invalid>", "ed25519", "sign", "never")
+	repo.sign(t, base)
+	run(t, base, []string{"GNUPGHOME=" + gnupg}, "gpg", "--batch", "--yes", "--output", repo.keyring, "--export", "e2e@warren.invalid")
+	return repo
+}
+
+// addDeb builds a package of size incompressible bytes into the pool.
+func (repo aptRepo) addDeb(t testing.TB, base, name, version string, size int, seed uint64) {
+	t.Helper()
+	pkg := filepath.Join(base, "build", name+"_"+version)
+	os.MkdirAll(filepath.Join(pkg, "DEBIAN"), 0o755)
+	os.MkdirAll(filepath.Join(pkg, "usr", "share", name), 0o755)
+	control := fmt.Sprintf("Package: %s\nVersion: %s\nArchitecture: all\nMaintainer: warren tests <tests@warren.invalid>\nDescription: warren end-to-end test payload\n", name, version)
+	os.WriteFile(filepath.Join(pkg, "DEBIAN", "control"), []byte(control), 0o644)
+	os.WriteFile(filepath.Join(pkg, "usr", "share", name, "payload.bin"), randomPayload(size, seed), 0o644)
+	deb := filepath.Join(repo.root, "pool", "main", name+"_"+version+"_all.deb")
+	run(t, base, nil, "dpkg-deb", "--root-owner-group", "-Znone", "--build", pkg, deb)
+	b, _ := os.ReadFile(deb)
+	sum := sha256.Sum256(b)
+	repo.debs["pool/main/"+name+"_"+version+"_all.deb"] = hex.EncodeToString(sum[:])
+}
+
+// sign writes the binary indexes and a Release for what the pool holds,
+// and signs it with the key in $GNUPGHOME (InRelease, Release.gpg).
+func (repo aptRepo) sign(t testing.TB, base string) {
+	t.Helper()
 	arch := strings.TrimSpace(run(t, base, nil, "dpkg", "--print-architecture"))
 	bin := filepath.Join(repo.root, "dists", "stable", "main", "binary-"+arch)
 	os.MkdirAll(bin, 0o755)
+	os.Remove(filepath.Join(bin, "Packages.gz"))
+	os.Remove(filepath.Join(bin, "Packages.xz"))
 	pkgs := run(t, repo.root, nil, "apt-ftparchive", "packages", "pool")
 	os.WriteFile(filepath.Join(bin, "Packages"), []byte(pkgs), 0o644)
 	run(t, bin, nil, "sh", "-c", "gzip -9nk Packages && xz -k Packages")
@@ -80,18 +97,9 @@ func buildAptRepo(t testing.TB, base string) aptRepo {
 		"-o", "APT::FTPArchive::Release::Architectures="+arch, "-o", "APT::FTPArchive::Release::Components=main",
 		"release", "dists/stable")
 	os.WriteFile(filepath.Join(repo.root, "dists", "stable", "Release"), []byte(rel), 0o644)
-
-	gnupg := filepath.Join(base, "gnupg")
-	os.MkdirAll(gnupg, 0o700)
-	env := []string{"GNUPGHOME=" + gnupg}
-	t.Cleanup(func() { exec.Command("gpgconf", "--kill", "gpg-agent").Run() })
-	t.Setenv("GNUPGHOME", gnupg) // for the cleanup above
-	run(t, base, env, "gpg", "--batch", "--passphrase", "", "--quick-gen-key", "warren e2e <e2e@warren.invalid>", "ed25519", "sign", "never")
 	dists := filepath.Join(repo.root, "dists", "stable")
-	run(t, dists, env, "gpg", "--batch", "--yes", "--clearsign", "-o", "InRelease", "Release")
-	run(t, dists, env, "gpg", "--batch", "--yes", "--armor", "--detach-sign", "-o", "Release.gpg", "Release")
-	run(t, base, env, "gpg", "--batch", "--yes", "--output", repo.keyring, "--export", "e2e@warren.invalid")
-	return repo
+	run(t, dists, nil, "gpg", "--batch", "--yes", "--clearsign", "-o", "InRelease", "Release")
+	run(t, dists, nil, "gpg", "--batch", "--yes", "--armor", "--detach-sign", "-o", "Release.gpg", "Release")
 }
 
 // randomPayload is incompressible and the same for a given seed.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,8 +69,16 @@ func TestHubSiteOverNetns(t *testing.T) {
 	for i := 1; i <= nodes; i++ {
 		lan.host(fmt.Sprintf("h%d", i), fmt.Sprintf("10.78.0.%d", i))
 	}
-	upLog, _ := startLogged(t, exec.Command("ip", "netns", "exec", lan.ns("up"), "/usr/bin/python3", "-m", "http.server", "80",
-		"--bind", mirror, "--directory", repo.root), "mirror")
+	// The mirror serves base/mirror, a link to the repository; once the
+	// flip file names another tree, it moves there right after its next
+	// InRelease (a mirror that syncs while a client is mid-update).
+	root, flip := filepath.Join(base, "mirror"), filepath.Join(base, "flip")
+	if err := os.Symlink(repo.root, root); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(base, "mirror.py")
+	os.WriteFile(script, []byte(mirrorPy), 0o644)
+	upLog, _ := startLogged(t, exec.Command("ip", "netns", "exec", lan.ns("up"), "/usr/bin/python3", script, root, mirror, flip), "mirror")
 	mirrorGETs := func() map[string]int {
 		out := map[string]int{}
 		for _, m := range regexp.MustCompile(`"GET (\S+) HTTP/1\.1" 200`).FindAllStringSubmatch(upLog.String(), -1) {
@@ -93,7 +102,7 @@ func TestHubSiteOverNetns(t *testing.T) {
 		t.Helper()
 		full := append([]string{"netns", "exec", lan.ns("hub"), warrenBinary(t), "serve", "--config", "/dev/null", "--role", "hub",
 			"--listen", "0.0.0.0:3142", "--cache-dir", hubCache, "--hub-tokens", token, "--max-requesters", strconv.Itoa(maxReq),
-			"--retry-delay", "8s", "--log-level", "debug"}, args...)
+			"--retry-delay", "8s", "--index-ttl", "0s", "--log-level", "debug"}, args...)
 		cmd := exec.Command("ip", full...)
 		logs, ready := startLogged(t, cmd, "hub")
 		waitReady(t, ready, logs, "hub")
@@ -208,6 +217,41 @@ func TestHubSiteOverNetns(t *testing.T) {
 	fmt.Printf("  last node done after %.2fs; one lone WAN download %.2fs; ratio %.2f (retry_delay 8s)\n", took, lone, took/lone)
 	fmt.Printf("  %d nodes told to wait, %d of them took it from the LAN; hub peak RSS %s\n", waited, fromLAN, peakRSS(hub.Process.Pid))
 
+	// An index changes upstream while h1 is midway through apt-get update:
+	// the mirror moves to a second generation (a new warren-e2e-small,
+	// signed with the same key, no by-hash files) right after it serves
+	// the InRelease h1's update asked for.
+	gen2 := aptRepo{root: filepath.Join(base, "repo2"), keyring: repo.keyring, debs: maps.Clone(repo.debs)}
+	run(t, base, nil, "cp", "-a", repo.root, gen2.root)
+	gen2.addDeb(t, base, "warren-e2e-small", "1.1", 4096, 9)
+	gen2.sign(t, base)
+	os.WriteFile(flip, []byte(gen2.root), 0o644)
+	// A machine new to the site (fresh apt state), so that its update
+	// fetches the index files and does not stop at an unchanged InRelease.
+	clients[1] = newAptClient(t, base, "apt1-fresh", sources, "http://127.0.0.1:3142")
+	clients[1].in = lan.ns("h1")
+	if out, err := clients[1].try("update"); err != nil || strings.Contains(out, "Hash Sum mismatch") || strings.Contains(out, "W:") {
+		t.Fatalf("apt-get update while the mirror moved on: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(flip); err == nil {
+		t.Fatal("the mirror never moved to the second generation: the test proves nothing")
+	}
+	small := func(i int, version string) {
+		t.Helper()
+		if out, err := clients[i].try("download", "warren-e2e-small"); err != nil {
+			t.Fatalf("h%d: %v %s", i, err, out)
+		}
+		deb := "pool/main/warren-e2e-small_" + version + "_all.deb"
+		if got := sha256File(t, filepath.Join(clients[i].dir, "dl", filepath.Base(deb))); got != gen2.debs[deb] {
+			t.Fatalf("h%d: warren-e2e-small %s: sha256 %s, want %s", i, version, got, gen2.debs[deb])
+		}
+	}
+	small(1, "1.0") // h1 is on the generation its InRelease named, whole
+	if out, err := clients[2].try("update"); err != nil || strings.Contains(out, "Hash Sum mismatch") {
+		t.Fatalf("apt-get update after the mirror moved: %v\n%s", err, out)
+	}
+	small(2, "1.1") // and the next update is on the new one, whole
+
 	// The hub dies mid-transfer.
 	killMidTransfer := func(host, node, path string) (string, error) {
 		t.Helper()
@@ -267,6 +311,21 @@ func TestHubSiteOverNetns(t *testing.T) {
 		}
 	}
 }
+
+// mirrorPy is python's http.server over a root that moves to the tree
+// the flip file names right after the next InRelease it serves.
+const mirrorPy = `import functools, http.server, os, sys
+root, addr, flip = sys.argv[1], sys.argv[2], sys.argv[3]
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        super().do_GET()
+        if self.path == "/dists/stable/InRelease" and os.path.exists(flip):
+            target = open(flip).read().strip()
+            os.symlink(target, root + ".new")
+            os.replace(root + ".new", root)
+            os.remove(flip)
+http.server.ThreadingHTTPServer((addr, 80), functools.partial(Handler, directory=root)).serve_forever()
+`
 
 func readFile(path string) []byte {
 	b, _ := os.ReadFile(path)
