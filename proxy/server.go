@@ -461,7 +461,7 @@ func (s *Server) serveStats(w http.ResponseWriter) {
 		for k, v := range st.Figures() {
 			out[k] = v
 		}
-		for k, v := range st.hubLines() {
+		for k, v := range st.HubLines() {
 			out[k] = v
 		}
 	}

@@ -50,8 +50,8 @@ func (st Status) Figures() map[string]any {
 	}
 }
 
-// hubLines are the hubs as `warren status` prints them, one line each.
-func (st Status) hubLines() map[string]string {
+// HubLines are the hubs as `warren status` prints them, one line each.
+func (st Status) HubLines() map[string]string {
 	out := map[string]string{}
 	for i, h := range st.Hubs {
 		state := "reachable"

@@ -75,11 +75,15 @@ func (a *adminAPI) status(w http.ResponseWriter, r *http.Request) {
 		for k, v := range a.d.proxy.Snapshot() {
 			out[k] = v
 		}
-		for k, v := range a.d.status().Figures() {
+		st := a.d.status()
+		for k, v := range st.Figures() {
+			out[k] = v
+		}
+		for k, v := range st.HubLines() {
 			out[k] = v
 		}
 		out["uptime"] = time.Since(a.d.started).Round(time.Second).String()
-		out["bytes_saved"] = out["bytes_cache"].(int64) + out["bytes_peers"].(int64)
+		out["bytes_saved"] = out["bytes_cache"].(int64) + out["bytes_peers"].(int64) + out["bytes_hubs"].(int64)
 	}
 	writeJSON(w, out)
 }
