@@ -80,6 +80,28 @@ func TestHubIsTheSitesParent(t *testing.T) {
 	if got := figure(t, hb, "bytes_served"); got < 2*int64(len(up.deb)) {
 		t.Errorf("hub served %d bytes, want at least two debs", got)
 	}
+	metrics := func(h *harness) string {
+		resp, err := http.Get(h.front.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	for _, want := range []string{`warren_hub_refusals_total{reason="max-requesters"} 0`, "warren_hub_queue_streaming 0",
+		"warren_hub_queue_waiting 0", `warren_bytes_total{source="served"}`} {
+		if m := metrics(hb); !strings.Contains(m, want) {
+			t.Errorf("the hub's /metrics lack %s", want)
+		}
+	}
+	n := newHarness(t, up, usingHubs(t, false, "", hb.front.URL))
+	n.mustGet(up.URL+releasePath, 200)
+	for _, want := range []string{`warren_hub_reachable{hub="` + strings.TrimSuffix(hb.front.URL, "/") + `"} 1`, `warren_hub_received_bytes_total{hub=`, `warren_bytes_total{source="hub"}`} {
+		if m := metrics(n); !strings.Contains(m, want) {
+			t.Errorf("a node's /metrics lack %s", want)
+		}
+	}
 }
 
 func TestHubTokens(t *testing.T) {
@@ -352,6 +374,11 @@ func TestHubConsistentGenerations(t *testing.T) {
 		t.Fatal("the new Release's Packages does not match it")
 	}
 
+	// The previous generation's index files are pinned against eviction.
+	if !hb.store.Pinned(cachestore.Digest{Algo: "sha256", Hex: sha256hex(pkgs1)}) || !hb.store.Pinned(cachestore.Digest{Algo: "sha256", Hex: sha256hex(pkgs2)}) {
+		t.Fatal("the hub does not pin the index files of its last two generations")
+	}
+
 	// ...and asks for its Packages now: the generation its Release lists.
 	if _, body := midway.mustGet(up.URL+packagesPath, 200); !bytes.Equal(body, pkgs1) {
 		t.Fatal("a node midway through its update got another generation's Packages: apt would say Hash Sum mismatch")
@@ -413,5 +440,64 @@ func TestChocolateyThroughHub(t *testing.T) {
 	}
 	if n := total(); n != after {
 		t.Fatalf("the second node's calls reached the feed (%d requests after the first node's %d): the hub should have answered them", n, after)
+	}
+}
+
+// The same for dnf: a new repomd.xml reaches nodes once the hub holds the
+// primary.xml it names; while upstream lacks it (mid-sync), nodes get the
+// previous repomd.xml, whose primary the hub holds.
+func TestHubConsistentRepomd(t *testing.T) {
+	up := newUpstream(t, 10)
+	repomd, primary1, _ := addRPMRepo(up, randomBytes(3000, 5))
+	hb := newHarness(t, up, asHub(hub.Fetch, 5))
+	n1 := newHarness(t, up, usingHubs(t, true, "", hb.front.URL))
+	_, md1 := n1.mustGet(up.URL+repomd, 200)
+	n1.mustGet(up.URL+primary1, 200)
+
+	// Upstream: a new primary, listed by a new repomd.xml; mid-sync, the
+	// primary is not there yet.
+	_, primary2, _ := addRPMRepo(up, randomBytes(3000, 6))
+	up.mu.Lock()
+	delete(up.files, primary2)
+	up.modAt = up.modAt.Add(time.Hour)
+	up.mu.Unlock()
+	hb.clock.advance(time.Minute)
+	n2 := newHarness(t, up, usingHubs(t, true, "", hb.front.URL))
+	if _, md := n2.mustGet(up.URL+repomd, 200); !bytes.Equal(md, md1) {
+		t.Fatal("a repomd.xml whose primary the hub cannot get was handed out")
+	}
+	n2.mustGet(up.URL+primary1, 200)
+
+	// Synced: the new one goes out, its primary already held.
+	_, primary2, _ = addRPMRepo(up, randomBytes(3000, 6))
+	hb.clock.advance(time.Minute)
+	n3 := newHarness(t, up, usingHubs(t, true, "", hb.front.URL))
+	if _, md := n3.mustGet(up.URL+repomd, 200); bytes.Equal(md, md1) {
+		t.Fatal("the new repomd.xml was not handed out once upstream had its primary")
+	}
+	if !hb.px.holds(cachestore.Digest{Algo: "sha256", Hex: strings.TrimSuffix(strings.TrimPrefix(primary2, "/el9/os/repodata/"), "-primary.xml.gz")}) {
+		t.Fatal("the hub handed out the new repomd.xml without holding its primary")
+	}
+	n3.mustGet(up.URL+primary2, 200)
+}
+
+// A regional hub behind a main one: a node's request crosses both, each
+// keeps a copy, and the origin serves it once.
+func TestHubChain(t *testing.T) {
+	up := newUpstream(t, 100000)
+	main := newHarness(t, up, asHub(hub.Fetch, 5, "main-token"))
+	regional := newHarness(t, up, asHub(hub.Fetch, 5), usingHubs(t, true, "main-token", main.front.URL))
+	for range 2 {
+		n := newHarness(t, up, usingHubs(t, true, "", regional.front.URL))
+		n.learn()
+		if _, body := n.mustGet(up.debURL, 200); !bytes.Equal(body, up.deb) {
+			t.Fatal("wrong bytes through two hubs")
+		}
+	}
+	if got := up.count(debPath); got != 1 {
+		t.Fatalf("the origin served the deb %d times, want once", got)
+	}
+	if got := figure(t, main, "bytes_served"); got < int64(len(up.deb)) || got >= 2*int64(len(up.deb)) {
+		t.Fatalf("the main hub served %d bytes: want the deb once (the regional hub keeps its copy)", got)
 	}
 }
