@@ -501,3 +501,29 @@ func TestHubChain(t *testing.T) {
 		t.Fatalf("the main hub served %d bytes: want the deb once (the regional hub keeps its copy)", got)
 	}
 }
+
+// A client with an older Release asks for that generation's Packages (a
+// store hit): what the newer one taught stays.
+func TestOldIndexHitDoesNotRelearn(t *testing.T) {
+	up := newUpstream(t, 1000)
+	h := newHarness(t, up)
+	h.learn()
+	up.mu.Lock()
+	byHash1 := up.URL + "/debian/dists/stable/main/binary-amd64/by-hash/SHA256/" + sha256hex(up.files[packagesPath])
+	up.mu.Unlock()
+	deb2 := randomBytes(1000, 3)
+	up.setRepo(deb2)
+	up.mu.Lock()
+	up.modAt = up.modAt.Add(time.Hour)
+	up.mu.Unlock()
+	h.clock.advance(time.Minute)
+	h.mustGet(up.URL+releasePath, 200)
+	h.mustGet(up.URL+packagesPath, 200)
+	if k, err := h.known(up.debURL); err != nil || k.Digest.Hex != sha256hex(deb2) {
+		t.Fatalf("the second generation was not learnt: %+v %v", k, err)
+	}
+	h.mustGet(byHash1, 200) // the first generation's Packages, from the store
+	if k, err := h.known(up.debURL); err != nil || k.Digest.Hex != sha256hex(deb2) {
+		t.Fatalf("an old generation's Packages served from the store took the facts back: %+v %v", k, err)
+	}
+}

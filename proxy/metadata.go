@@ -192,17 +192,19 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 	s.knownDirty.Store(true)
 }
 
-// learnIfNew learns a metadata blob served from the store whose facts are
-// not in the index (a rebuilt index, a hub's prefetched file), once: a
-// file its parser refuses is not parsed again on every hit. The learn is
-// registered before the client gets the file, as on a miss.
+// learnIfNew learns a metadata blob served from the store when the index
+// has no learn of that file at all (a rebuilt index), once: a file its
+// parser refuses is not parsed again on every hit. The learn is
+// registered before the client gets the file, as on a miss. A file learnt
+// from another blob is left alone: an older generation asked for by a
+// client midway through its update must not take the facts back.
 func (s *Server) learnIfNew(p plan, d cachestore.Digest) {
 	scope, err := metaScope(p)
 	if err != nil {
 		return
 	}
 	lister := cachestore.ListerID(listerKey(p, scope))
-	if from, err := s.store.LearntFrom(lister); err == nil && from == d {
+	if from, err := s.store.LearntFrom(lister); err == nil && !from.IsZero() {
 		return
 	}
 	if _, tried := s.relearnt.Get(d); tried {

@@ -104,15 +104,16 @@ func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 		if leader {
 			s.startFill(fill, r, p, have.cached)
 		}
+		leave := func() {}
 		if s.cfg.Hub != nil && p.meta == "" && !p.digest.IsZero() {
-			leave, ok := s.hubEnter(w, r, fill, p)
-			if !ok {
+			var ok bool
+			if leave, ok = s.hubEnter(w, r, fill, p); !ok {
 				return "queued", nil
 			}
-			defer leave()
 		}
 		// 4. Stream it.
 		hit, err := s.serveFill(w, r, fill, p, leader)
+		leave()
 		// 5. The tails.
 		switch {
 		case err == nil:

@@ -92,7 +92,7 @@ type StatusTransfer struct {
 // registry of this server's own (no process-wide state).
 func (s *Server) newMetrics(extra []prometheus.Collector) {
 	s.requestsBy = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "warren_requests_total", Help: "Requests served, by outcome (hit, miss, revalidated, stale, pass, negative, error).",
+		Name: "warren_requests_total", Help: "Requests served, by outcome (hit, miss, revalidated, stale, pass, negative, error; a hub's refused and queued).",
 	}, []string{"outcome"})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s.requestsBy, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
