@@ -146,8 +146,10 @@ func TestParseIndexGolden(t *testing.T) {
 		want  []Package
 	}{
 		{"testdata/Packages", ParsePackages, []Package{
-			{Filename: "pool/main/h/hello/hello_2.10-3_amd64.deb", Size: 53604, SHA256: "3c3d5b5aa6b0c6d2b6f4c05fe9b6e5cbd2f1bbdd0d1ffb9fe7a51a36a3b0e8c1"},
-			{Filename: "pool/main/h/hello-traditional/hello-traditional_2.10-6_amd64.deb", Size: 61048, SHA256: "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"},
+			{Filename: "pool/main/h/hello/hello_2.10-3_amd64.deb", Size: 53604, SHA256: "3c3d5b5aa6b0c6d2b6f4c05fe9b6e5cbd2f1bbdd0d1ffb9fe7a51a36a3b0e8c1",
+				Name: "hello", Version: "2.10-3", Depends: "libc6 (>= 2.34)"},
+			{Filename: "pool/main/h/hello-traditional/hello-traditional_2.10-6_amd64.deb", Size: 61048, SHA256: "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90",
+				Name: "hello-traditional", Version: "2.10-6"},
 		}},
 		// Every Checksums-Sha256 file, joined to Directory; a paragraph with
 		// only MD5 Files (ancient) gives nothing.
@@ -209,5 +211,13 @@ func TestParseIndexErrors(t *testing.T) {
 				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestDependNames(t *testing.T) {
+	got := DependNames("libc6 (>= 2.34), libgcc-s1 | libgcc1, python3:any, foo [amd64],  , debconf (>= 0.5) | debconf-2.0")
+	want := []string{"libc6", "libgcc-s1", "python3", "foo", "debconf"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("DependNames = %q, want %q", got, want)
 	}
 }

@@ -13,6 +13,28 @@ type Package struct {
 	Filename string // relative to the archive root
 	Size     int64
 	SHA256   string // lowercase hex
+	// Name, Version and Depends (Depends and Pre-Depends, as written) say
+	// what the package is, for a preload list's globs and dependencies.
+	Name    string
+	Version string
+	Depends string
+}
+
+// DependNames lists the package names a Depends field needs: the first of
+// each set of alternatives, without version or architecture.
+func DependNames(depends string) []string {
+	var out []string
+	for _, dep := range strings.Split(depends, ",") {
+		first, _, _ := strings.Cut(dep, "|")
+		name := strings.TrimSpace(first)
+		if i := strings.IndexAny(name, " (:["); i >= 0 {
+			name = name[:i]
+		}
+		if name != "" {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // ParsePackages streams a (decompressed) Packages file and calls fn for every
@@ -46,6 +68,15 @@ func ParsePackages(r io.Reader, fn func(Package) error) error {
 					return fmt.Errorf("packages line %d: SHA256 %q is not a 64-digit hex digest", lineNo, clip(val))
 				}
 				cur.SHA256 = strings.ToLower(val)
+			case "Package":
+				cur.Name = val
+			case "Version":
+				cur.Version = val
+			case "Depends", "Pre-Depends":
+				if cur.Depends != "" {
+					cur.Depends += ", "
+				}
+				cur.Depends += val
 			}
 			return nil
 		},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net/http"
 	"sync/atomic"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -13,8 +12,7 @@ import (
 
 // startFill runs the fill on the server's context, not the client's: a
 // client that goes away does not cancel the download the others wait for.
-func (s *Server) startFill(f *cachestore.Fill, r *http.Request, p plan, prev *cachestore.Cached) {
-	who := askerOf(r)
+func (s *Server) startFill(f *cachestore.Fill, who asker, p plan, prev *cachestore.Cached) {
 	if !s.fills.Go(func() { s.runFill(s.ctx, f, who, p, prev) }) {
 		f.Abort(errShuttingDown)
 	}

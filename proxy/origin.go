@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/fill"
@@ -64,6 +67,9 @@ func isUpstreamDown(err error) bool {
 type asker struct {
 	ua  string
 	via []string // the Via chain so far: a hub chain that loops is refused
+	// rate, when set, caps what this fill takes from upstream (a
+	// preload's preload_rate).
+	rate *rate.Limiter
 }
 
 func askerOf(r *http.Request) asker {
@@ -211,8 +217,12 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			meta[k] = v
 		}
 	}
+	body := resp.Body
+	if o.who.rate != nil {
+		body = &paced{ReadCloser: body, ctx: ctx, lim: o.who.rate}
+	}
 	st := &fill.Stream{
-		Body: resp.Body, From: "origin " + req.URL.Host, Size: size, Meta: meta,
+		Body: body, From: "origin " + req.URL.Host, Size: size, Meta: meta,
 		Received: func(n int64) { s.stats.BytesFetched.Add(n) },
 		Blame: func(reason error) {
 			if errors.Is(reason, fill.ErrStalled) {
@@ -343,6 +353,27 @@ func (s *Server) passThrough(w *respWriter, r *http.Request, p plan) error {
 		return &upstreamFetchError{url: p.url, err: err}
 	}
 	return nil
+}
+
+// paced reads no faster than its limiter allows.
+type paced struct {
+	io.ReadCloser
+	ctx context.Context
+	lim *rate.Limiter
+}
+
+func (p *paced) Read(b []byte) (int, error) {
+	// WaitN refuses more than the burst at once: read at most that.
+	if burst := p.lim.Burst(); len(b) > burst {
+		b = b[:burst]
+	}
+	n, err := p.ReadCloser.Read(b)
+	if n > 0 {
+		if werr := p.lim.WaitN(p.ctx, n); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return n, err
 }
 
 // waitList is the fills waiting out a busy hub, for the status page.

@@ -102,7 +102,7 @@ func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 		// 3. One flight.
 		fill, leader := s.store.BeginFill(p.fillKey())
 		if leader {
-			s.startFill(fill, r, p, have.cached)
+			s.startFill(fill, askerOf(r), p, have.cached)
 		}
 		leave := func() {}
 		if s.cfg.Hub != nil && p.meta == "" && !p.digest.IsZero() {

@@ -200,6 +200,7 @@ type Package struct {
 	Base     string // xml:base of the location, if any (an absolute URL)
 	Checksum Checksum
 	Size     int64
+	Name     string // for a preload list's globs
 }
 
 type xmlPackage struct {
@@ -272,7 +273,7 @@ func (xp xmlPackage) toPackage() (Package, error) {
 	if base != "" && !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
 		return Package{}, fmt.Errorf("xml:base %q is not an http(s) URL", clip(base))
 	}
-	return Package{Href: xp.Location.Href, Base: base, Checksum: sum, Size: *xp.Size.Package}, nil
+	return Package{Href: xp.Location.Href, Base: base, Checksum: sum, Size: *xp.Size.Package, Name: xp.Name}, nil
 }
 
 // newDecoder is strict: undefined entities (and so entity tricks) are

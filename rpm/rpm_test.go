@@ -71,13 +71,13 @@ func TestParsePrimaryGolden(t *testing.T) {
 		want []Package
 	}{
 		{"testdata/primary.xml", []Package{{
-			Href: "Packages/warren-e2e-hello-1.0-1.noarch.rpm", Size: 6131,
+			Href: "Packages/warren-e2e-hello-1.0-1.noarch.rpm", Size: 6131, Name: "warren-e2e-hello",
 			Checksum: Checksum{"sha256", "0e8ff6596f9f4fa78300ebad1db7798e1750a2e9fd4aa17c686b556f7ece86a0"},
 		}}},
 		{"testdata/primary-mixed.xml", []Package{
-			{Href: "Packages/b/big-2.0-1.x86_64.rpm", Size: 1024, Checksum: Checksum{"sha512", "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"}},
-			{Href: "Packages/old-1-1.noarch.rpm", Base: "http://mirror.example/el7/", Size: 10, Checksum: Checksum{"sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"}},
-			{Href: "Packages/e/escaped-1-1.noarch.rpm", Size: 0, Checksum: Checksum{"sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
+			{Href: "Packages/b/big-2.0-1.x86_64.rpm", Size: 1024, Name: "big", Checksum: Checksum{"sha512", "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"}},
+			{Href: "Packages/old-1-1.noarch.rpm", Base: "http://mirror.example/el7/", Size: 10, Name: "old", Checksum: Checksum{"sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"}},
+			{Href: "Packages/e/escaped-1-1.noarch.rpm", Size: 0, Name: "escaped & named", Checksum: Checksum{"sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
 		}},
 	}
 	for _, tt := range tests {

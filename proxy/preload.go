@@ -1,0 +1,417 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"golang.org/x/time/rate"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/rpm"
+)
+
+// Preloading: a hub fetches what its preload list names before anyone asks,
+// through the same fills (verified, stored by digest) and learning as a
+// request: the index files first (so their hashes are learnt), then each
+// artifact not held yet. What is held already is never fetched again, so
+// a run cut short (the window closed, a restart) resumes where it stopped.
+
+// PreloadOptions are one run's settings.
+type PreloadOptions struct {
+	List hub.PreloadList
+	// Updates fetches the current version of every package seen held
+	// before (State.Held), when the indexes list one not held.
+	Updates bool
+	DryRun  bool
+	// Rate caps the bytes/s the run takes from upstream (0: no cap).
+	Rate int64
+	// Stop, when it returns a reason, ends the run between artifacts (the
+	// schedule window closed).
+	Stop func() string
+	// Progress is told of each artifact done (dry runs: each one counted).
+	Progress func(done, total int, bytes int64)
+	// Held is the state's packages seen held; the run adds to it.
+	Held map[string]bool
+}
+
+// preloadItem is one artifact a list names.
+type preloadItem struct {
+	eco  string // apt, rpm, chocolatey
+	name string
+	url  string
+	d    cachestore.Digest
+	size int64
+}
+
+// Preload runs the list once and reports it. Failures of single artifacts
+// or indexes are in the report; err is for a run that could not start.
+func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun, error) {
+	run := hub.PreloadRun{Start: s.now(), DryRun: o.DryRun, Ecosystem: map[string]int{}}
+	who := asker{ua: "warren-preload"}
+	if o.Rate > 0 {
+		who.rate = rate.NewLimiter(rate.Limit(o.Rate), int(min(o.Rate, 256<<10)))
+	}
+	if o.Held == nil {
+		o.Held = map[string]bool{}
+	}
+	var items []preloadItem
+	fail := func(what string, err error) {
+		run.Failures = append(run.Failures, fmt.Sprintf("%s: %v", what, err))
+		s.log.Warn("preload: a part of the list could not be read", slog.String("what", what), slog.Any("err", err))
+	}
+	for _, a := range o.List.Apt {
+		got, err := s.preloadApt(ctx, a, o, who)
+		if err != nil {
+			fail(a.URL, err)
+		}
+		items = append(items, got...)
+	}
+	for _, r := range o.List.RPM {
+		got, err := s.preloadRPM(ctx, r, o, who)
+		if err != nil {
+			fail(r.BaseURL, err)
+		}
+		items = append(items, got...)
+	}
+	for _, c := range o.List.Chocolatey {
+		got, err := s.preloadChocolatey(ctx, c)
+		if err != nil {
+			fail(c.Feed, err)
+		}
+		items = append(items, got...)
+	}
+	// One per blob; the rest are what is not held.
+	seen := map[cachestore.Digest]bool{}
+	var missing []preloadItem
+	for _, it := range items {
+		if seen[it.d] {
+			continue
+		}
+		seen[it.d] = true
+		run.Wanted++
+		run.Ecosystem[it.eco]++
+		if s.holds(it.d) {
+			o.Held[it.eco+":"+it.name] = true
+			continue
+		}
+		missing = append(missing, it)
+		run.Missing++
+		run.Bytes += max(it.size, 0)
+	}
+	if o.DryRun {
+		if o.Progress != nil {
+			o.Progress(len(missing), len(missing), run.Bytes)
+		}
+		run.End = s.now()
+		return run, nil
+	}
+	for i, it := range missing {
+		if o.Stop != nil {
+			if why := o.Stop(); why != "" {
+				run.Stopped = why
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			run.Stopped = "stopped: " + ctx.Err().Error()
+			break
+		}
+		p := s.plan(ctx, mustParse(it.url))
+		p.digest, p.size, p.meta = it.d, it.size, ""
+		if p.kind == "other" {
+			p.kind = "preload"
+		}
+		if err := s.fillNow(ctx, p, who); err != nil {
+			fail(it.url, err)
+		} else {
+			run.Fetched++
+			run.FetchedB += max(it.size, 0)
+			o.Held[it.eco+":"+it.name] = true
+		}
+		if o.Progress != nil {
+			o.Progress(i+1, len(missing), run.FetchedB)
+		}
+	}
+	run.End = s.now()
+	s.log.Info("preload run", slog.Bool("dry_run", o.DryRun), slog.Int("wanted", run.Wanted), slog.Int("missing", run.Missing),
+		slog.Int("fetched", run.Fetched), slog.Int64("bytes", run.FetchedB), slog.Int("failures", len(run.Failures)), slog.String("stopped", run.Stopped))
+	return run, nil
+}
+
+func mustParse(raw string) *url.URL {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return &url.URL{Scheme: "http", Host: "invalid", Path: "/"}
+	}
+	return u
+}
+
+// fetchIndex fetches (or revalidates) an index file through the one
+// request story's steps and returns its stored blob, once its facts are
+// being learnt.
+func (s *Server) fetchIndex(ctx context.Context, raw string, who asker) (cachestore.Digest, plan, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return cachestore.Digest{}, plan{}, fmt.Errorf("%q is not an http(s) URL", raw)
+	}
+	p := s.plan(ctx, u)
+	for range 3 {
+		have, err := s.lookup(p)
+		if err != nil {
+			return cachestore.Digest{}, p, err
+		}
+		switch {
+		case have.blob != nil:
+			have.blob.Close()
+			return have.info.Digest, p, nil
+		case have.cached != nil && s.now().Sub(have.cached.Fetched) < s.cfg.IndexTTL:
+			// Fresh by index_ttl, whatever the mode: preloading is how
+			// a preload-only hub learns what changed upstream.
+			return have.cached.Digest, p, nil
+		}
+		f, leader := s.store.BeginFill(p.fillKey())
+		if leader {
+			s.startFill(f, who, p, have.cached)
+		}
+		d, err := f.Result(ctx)
+		switch {
+		case err == nil:
+			return d, p, nil
+		case errors.Is(err, errNotModified) && have.cached != nil:
+			return have.cached.Digest, p, nil
+		case errors.Is(err, errAlreadyStored), errors.Is(err, errNotModified):
+			continue
+		}
+		return cachestore.Digest{}, p, fmt.Errorf("fetch %s: %w", raw, err)
+	}
+	return cachestore.Digest{}, p, fmt.Errorf("fetch %s: it kept changing while it was fetched", raw)
+}
+
+// readIndex opens an index file's stored bytes, decompressed.
+func (s *Server) readIndex(ctx context.Context, d cachestore.Digest, name string) (io.ReadCloser, error) {
+	b, err := s.store.ReadBlob(d)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := s.decoders.open(ctx, name, b.File, maxIndexBytes)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{zr, closers{zr, b}}, nil
+}
+
+type closers []io.Closer
+
+func (c closers) Close() error {
+	for _, x := range c {
+		x.Close()
+	}
+	return nil
+}
+
+func (s *Server) preloadApt(ctx context.Context, a hub.AptPreload, o PreloadOptions, who asker) ([]preloadItem, error) {
+	base := strings.TrimSuffix(a.URL, "/") + "/"
+	var out []preloadItem
+	var errs []error
+	for _, suite := range a.Suites {
+		relURL := base + "dists/" + suite + "/InRelease"
+		d, _, err := s.fetchIndex(ctx, relURL, who)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rf, err := s.store.ReadBlob(d)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rel, err := debian.ParseRelease(rf.File)
+		rf.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", relURL, err))
+			continue
+		}
+		listed := map[string]bool{}
+		for _, f := range rel.Files {
+			listed[f.Path] = true
+		}
+		for _, comp := range a.Components {
+			for _, arch := range a.Architectures {
+				pkgs, err := s.aptPackages(ctx, base+"dists/"+suite+"/", comp+"/binary-"+arch+"/", listed, who)
+				if err != nil {
+					errs = append(errs, err)
+					continue
+				}
+				out = append(out, aptWanted(base, pkgs, a.Packages, o)...)
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// aptPackages reads one component's Packages for one architecture, the
+// best compression its Release lists.
+func (s *Server) aptPackages(ctx context.Context, suiteURL, dir string, listed map[string]bool, who asker) (map[string]debian.Package, error) {
+	for _, name := range []string{"Packages.xz", "Packages.gz", "Packages"} {
+		if !listed[dir+name] {
+			continue
+		}
+		d, _, err := s.fetchIndex(ctx, suiteURL+dir+name, who)
+		if err != nil {
+			return nil, err
+		}
+		r, err := s.readIndex(ctx, d, name)
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		pkgs := map[string]debian.Package{}
+		err = debian.ParsePackages(r, func(p debian.Package) error {
+			if old, ok := pkgs[p.Name]; !ok || old.Version < p.Version {
+				pkgs[p.Name] = p
+			}
+			return nil
+		})
+		return pkgs, err
+	}
+	return nil, fmt.Errorf("%s lists no Packages under %s", suiteURL, dir)
+}
+
+// aptWanted is what the globs name, their dependencies, and (with
+// Updates) the packages seen held before.
+func aptWanted(base string, pkgs map[string]debian.Package, globs []string, o PreloadOptions) []preloadItem {
+	var roots []string
+	for name := range pkgs {
+		if hub.Match(globs, name) || o.Updates && o.Held["apt:"+name] {
+			roots = append(roots, name)
+		}
+	}
+	var out []preloadItem
+	for _, name := range hub.Closure(roots, func(n string) ([]string, bool) {
+		p, ok := pkgs[n]
+		if !ok {
+			return nil, false
+		}
+		return debian.DependNames(p.Depends), true
+	}) {
+		p := pkgs[name]
+		out = append(out, preloadItem{eco: "apt", name: name, url: base + p.Filename,
+			d: cachestore.Digest{Algo: "sha256", Hex: p.SHA256}, size: p.Size})
+	}
+	return out
+}
+
+func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOptions, who asker) ([]preloadItem, error) {
+	base := strings.TrimSuffix(r.BaseURL, "/") + "/"
+	d, _, err := s.fetchIndex(ctx, base+"repodata/repomd.xml", who)
+	if err != nil {
+		return nil, err
+	}
+	mf, err := s.store.ReadBlob(d)
+	if err != nil {
+		return nil, err
+	}
+	data, err := rpm.ParseRepomd(mf.File)
+	mf.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%srepodata/repomd.xml: %w", base, err)
+	}
+	i := slices.IndexFunc(data, func(d rpm.Data) bool { return d.Type == "primary" })
+	if i < 0 {
+		return nil, fmt.Errorf("%srepodata/repomd.xml lists no primary", base)
+	}
+	pd, _, err := s.fetchIndex(ctx, base+data[i].Href, who)
+	if err != nil {
+		return nil, err
+	}
+	pr, err := s.readIndex(ctx, pd, data[i].Href)
+	if err != nil {
+		return nil, err
+	}
+	defer pr.Close()
+	var out []preloadItem
+	err = rpm.ParsePrimary(pr, func(p rpm.Package) error {
+		if !hub.Match(r.Packages, p.Name) && !(o.Updates && o.Held["rpm:"+p.Name]) {
+			return nil
+		}
+		u := base + p.Href
+		if p.Base != "" {
+			u = strings.TrimSuffix(p.Base, "/") + "/" + p.Href
+		}
+		out = append(out, preloadItem{eco: "rpm", name: p.Name, url: u,
+			d: cachestore.Digest{Algo: p.Checksum.Algo, Hex: p.Checksum.Hex}, size: p.Size})
+		return nil
+	})
+	return out, err
+}
+
+var reNextLink = regexp.MustCompile(`<link rel="next" href="([^"]+)"`)
+
+func (s *Server) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload) ([]preloadItem, error) {
+	feed := strings.TrimSuffix(c.Feed, "/") + "/"
+	var rt chocoRoute
+	found := false
+	for name, up := range s.cfg.ChocolateyFeeds {
+		if strings.EqualFold(up, feed) {
+			rt, found = chocoRoute{feed: name, upstream: up}, true
+			break
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("feed %s is not one this warren serves: add it as chocolatey.upstream or under chocolatey.feeds", feed)
+	}
+	var out []preloadItem
+	var errs []error
+	for _, id := range c.IDs {
+		if !chocolatey.ValidID(id) {
+			errs = append(errs, fmt.Errorf("%q is not a package id", id))
+			continue
+		}
+		target := feed + "Packages()?$filter=(tolower(Id)%20eq%20'" + strings.ToLower(id) + "')%20and%20IsLatestVersion&semVerLevel=2.0.0"
+		kind := chocolatey.KindFilter
+		if c.Versions == "all" {
+			target, kind = feed+"FindPackagesById()?id='"+id+"'&semVerLevel=2.0.0", chocolatey.KindFind
+		}
+		for pages := 0; target != "" && pages < 100; pages++ {
+			a, err := s.fetchFeed(rt, target, string(kind), "chocolatey-preload:"+target, nil)
+			if err == nil && a.status != 200 {
+				err = fmt.Errorf("the feed answered %d", a.status)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", target, err))
+				break
+			}
+			f, err := chocolatey.ParseFeed(strings.NewReader(string(a.body)))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", target, err))
+				break
+			}
+			for _, e := range f.Entries {
+				if !strings.EqualFold(e.ID, id) || e.HashHex == "" {
+					continue
+				}
+				out = append(out, preloadItem{eco: "chocolatey", name: strings.ToLower(e.ID), url: e.ContentSrc,
+					d: cachestore.Digest{Algo: e.HashAlgo, Hex: e.HashHex}, size: e.Size})
+			}
+			target = ""
+			if m := reNextLink.FindSubmatch(a.body); m != nil && c.Versions == "all" {
+				target = strings.ReplaceAll(string(m[1]), "&amp;", "&")
+			}
+		}
+	}
+	return out, errors.Join(errs...)
+}

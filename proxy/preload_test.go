@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/hub"
+)
+
+// aptPkg is one package of a test archive.
+type aptPkg struct {
+	name, version, depends string
+	body                   []byte
+}
+
+// path is where the archive keeps it: as Debian's pool does, without the
+// version's epoch.
+func (p aptPkg) path() string {
+	v := p.version
+	if _, rest, ok := strings.Cut(v, ":"); ok {
+		v = rest
+	}
+	return fmt.Sprintf("/debian/pool/main/%c/%s/%s_%s_amd64.deb", p.name[0], p.name, p.name, v)
+}
+
+// setArchive makes the upstream's stable/main/binary-amd64 list pkgs.
+func (u *upstream) setArchive(pkgs []aptPkg) {
+	var b strings.Builder
+	for _, p := range pkgs {
+		fmt.Fprintf(&b, "Package: %s\nVersion: %s\nArchitecture: amd64\n", p.name, p.version)
+		if p.depends != "" {
+			fmt.Fprintf(&b, "Depends: %s\n", p.depends)
+		}
+		fmt.Fprintf(&b, "Filename: %s\nSize: %d\nSHA256: %s\n\n", strings.TrimPrefix(p.path(), "/debian/"), len(p.body), sha256hex(p.body))
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(b.String()))
+	zw.Close()
+	rel := fmt.Sprintf("Suite: stable\nCodename: stable\nSHA256:\n %s %d main/binary-amd64/Packages.gz\n", sha256hex(gz.Bytes()), gz.Len())
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, p := range pkgs {
+		u.files[p.path()] = p.body
+	}
+	u.files[packagesPath] = gz.Bytes()
+	u.files[releasePath] = []byte(rel)
+	u.modAt = u.modAt.Add(time.Hour)
+}
+
+func TestPreload(t *testing.T) {
+	up := newUpstream(t, 10)
+	pkgs := []aptPkg{
+		{"app", "1:2.0~rc1+dfsg-1", "libfoo (>= 1.0), libbar | libbaz, libc6:any", randomBytes(30000, 31)},
+		{"libfoo", "1.0-1", "", randomBytes(20000, 32)},
+		{"libbar", "3.1-2", "", randomBytes(10000, 33)},
+		{"libbaz", "1.0", "", randomBytes(10000, 34)},
+		{"other", "1.0", "", randomBytes(40000, 35)},
+	}
+	up.setArchive(pkgs)
+	rpmBody := randomBytes(25000, 36)
+	_, _, rpmPath := addRPMRepo(up, rpmBody)
+	feed := newNugetFeed(t)
+	hb := newHarness(t, up, asHub(hub.Preload, 5), func(c *Config, _ *cachestore.Config) {
+		c.ChocolateyFeeds = map[string]string{"": feed.base()}
+	})
+	list := hub.PreloadList{
+		Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"},
+			Architectures: []string{"amd64"}, Packages: []string{"ap*"}}},
+		RPM:        []hub.RPMPreload{{BaseURL: up.URL + "/el9/os/", Packages: []string{"hel*"}}},
+		Chocolatey: []hub.ChocolateyPreload{{Feed: feed.base(), IDs: []string{"tool"}, Versions: "latest"}},
+	}
+	held := map[string]bool{}
+	opts := PreloadOptions{List: list, Updates: true, Held: held}
+	wantBytes := int64(30000 + 20000 + 10000 + 25000 + len(feed.pkgs["tool/2.0.0"]))
+
+	// Before: a node may use only this preload-mode hub, which holds none.
+	n := newHarness(t, up, usingHubs(t, true, "", hb.front.URL))
+	n.mustGet(up.URL+pkgs[0].path(), 404)
+
+	dry := opts
+	dry.DryRun = true
+	run, err := hb.px.Preload(t.Context(), dry)
+	if err != nil || len(run.Failures) > 0 {
+		t.Fatalf("dry run: %v %v", err, run.Failures)
+	}
+	if run.Missing != 5 || run.Bytes != wantBytes || run.Fetched != 0 {
+		t.Fatalf("dry run: %d missing, %d bytes, %d fetched; want 5 (app, libfoo, libbar, the rpm, tool 2.0.0), %d bytes, 0", run.Missing, run.Bytes, run.Fetched, wantBytes)
+	}
+	if up.count(pkgs[0].path()) != 0 {
+		t.Fatal("a dry run fetched an artifact")
+	}
+
+	run, err = hb.px.Preload(t.Context(), opts)
+	if err != nil || len(run.Failures) > 0 || run.Fetched != 5 || run.FetchedB != wantBytes {
+		t.Fatalf("run: %+v %v", run, err)
+	}
+	for _, p := range pkgs[:3] {
+		if c := up.count(p.path()); c != 1 {
+			t.Errorf("%s fetched %d times, want once", p.name, c)
+		}
+	}
+	for _, p := range pkgs[3:] {
+		if c := up.count(p.path()); c != 0 {
+			t.Errorf("%s (not named, not needed) fetched %d times", p.name, c)
+		}
+	}
+	if up.count(rpmPath) != 1 || feed.count("/cdn/tool.2.0.0.nupkg") != 1 || feed.count("/cdn/tool.1.0.0.nupkg") != 0 {
+		t.Errorf("rpm %d, tool 2.0.0 %d, tool 1.0.0 %d fetches: want 1, 1, 0", up.count(rpmPath), feed.count("/cdn/tool.2.0.0.nupkg"), feed.count("/cdn/tool.1.0.0.nupkg"))
+	}
+	// A node gets the preloaded packages from the preload-only hub.
+	n.mustGet(up.URL+releasePath, 200)
+	n.mustGet(up.URL+packagesPath, 200)
+	if k, err := n.known(up.URL + pkgs[0].path()); err != nil {
+		t.Fatalf("the node did not learn the app's hash from the preloaded index: %v", err)
+	} else if k.Digest.Hex != sha256hex(pkgs[0].body) {
+		t.Fatalf("the node learnt %s", k.Digest)
+	}
+	if _, body := n.mustGet(up.URL+pkgs[0].path(), 200); !bytes.Equal(body, pkgs[0].body) {
+		t.Fatal("a preloaded package, through the hub: wrong bytes")
+	}
+
+	// A second run moves nothing.
+	run, err = hb.px.Preload(t.Context(), opts)
+	if err != nil || run.Fetched != 0 || run.Missing != 0 || run.Wanted != 5 {
+		t.Fatalf("second run: %+v %v", run, err)
+	}
+
+	// Upstream lists a newer libbar: preload_updates fetches it.
+	pkgs[2] = aptPkg{"libbar", "3.2-1", "", randomBytes(11000, 37)}
+	up.setArchive(pkgs)
+	hb.clock.advance(time.Hour)
+	run, err = hb.px.Preload(t.Context(), opts)
+	if err != nil || run.Fetched != 1 || up.count(pkgs[2].path()) != 1 {
+		t.Fatalf("after libbar 3.2: %+v %v (upstream GETs %d)", run, err, up.count(pkgs[2].path()))
+	}
+	if !held["apt:libbar"] || !held["rpm:hello"] || !held["chocolatey:tool"] {
+		t.Fatalf("packages seen held not recorded: %v", held)
+	}
+}
+
+// The schedule window: a run stops between artifacts once it has closed,
+// and the next run fetches only the rest.
+func TestPreloadStopsAtTheWindowsEnd(t *testing.T) {
+	up := newUpstream(t, 10)
+	var pkgs []aptPkg
+	for i := range 4 {
+		pkgs = append(pkgs, aptPkg{fmt.Sprintf("pkg%d", i), "1.0", "", randomBytes(5000, uint64(40+i))})
+	}
+	up.setArchive(pkgs)
+	hb := newHarness(t, up, asHub(hub.FetchAndPreload, 5))
+	w, err := hub.ParseWindow("02:00-04:00")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 12, 3, 3, 58, 0, 0, time.Local)
+	_, end := w.Open(now)
+	opts := PreloadOptions{List: hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"},
+		Components: []string{"main"}, Architectures: []string{"amd64"}, Packages: []string{"pkg*"}}}}}
+	// Each artifact takes a minute on the test's clock.
+	opts.Stop = func() string {
+		defer func() { now = now.Add(time.Minute) }()
+		if !now.Before(end) {
+			return "the preload_schedule window closed"
+		}
+		return ""
+	}
+	run, err := hb.px.Preload(context.Background(), opts)
+	if err != nil || run.Fetched != 2 || run.Stopped == "" {
+		t.Fatalf("a run at 03:58 in 02:00-04:00: %+v %v, want 2 fetched, then stopped", run, err)
+	}
+	opts.Stop = nil
+	run, err = hb.px.Preload(context.Background(), opts)
+	if err != nil || run.Fetched != 2 || run.Missing != 2 {
+		t.Fatalf("the next run: %+v %v, want the 2 left", run, err)
+	}
+	for _, p := range pkgs {
+		if c := up.count(p.path()); c != 1 {
+			t.Fatalf("%s fetched %d times, want once", p.name, c)
+		}
+	}
+}
