@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +134,70 @@ func TestParentDown(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodGet, "http://origin.example/x", nil)
 	if _, err := p.Do(req); !errors.Is(err, errSkipped) {
 		t.Fatalf("a hub that timed out was asked again at once: %v", err)
+	}
+}
+
+func TestWindow(t *testing.T) {
+	day := time.Date(2026, 12, 3, 0, 0, 0, 0, time.Local)
+	at := func(h, m int) time.Time { return day.Add(time.Duration(h)*time.Hour + time.Duration(m)*time.Minute) }
+	for _, tt := range []struct {
+		window string
+		t      time.Time
+		open   bool
+		end    time.Time
+	}{
+		{"02:00-04:00", at(1, 59), false, time.Time{}},
+		{"02:00-04:00", at(2, 0), true, at(4, 0)},
+		{"02:00-04:00", at(3, 59), true, at(4, 0)},
+		{"02:00-04:00", at(4, 0), false, time.Time{}},
+		{"22:30-05:00", at(23, 0), true, at(29, 0)}, // past midnight: ends tomorrow
+		{"22:30-05:00", at(4, 0), true, at(5, 0)},
+		{"22:30-05:00", at(12, 0), false, time.Time{}},
+		{"", at(3, 0), false, time.Time{}},
+	} {
+		w, err := ParseWindow(tt.window)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open, end := w.Open(tt.t)
+		if open != tt.open || !end.Equal(tt.end) {
+			t.Errorf("%q at %s: open %v until %s, want %v until %s", tt.window, tt.t.Format("15:04"), open, end, tt.open, tt.end)
+		}
+		if w.String() != tt.window {
+			t.Errorf("%q prints as %q", tt.window, w.String())
+		}
+	}
+	for _, bad := range []string{"nightly", "25:00-02:00", "02:00-02:00", "2-4", "02:00"} {
+		if _, err := ParseWindow(bad); err == nil {
+			t.Errorf("ParseWindow(%q) accepted", bad)
+		}
+	}
+}
+
+func TestClosureAndState(t *testing.T) {
+	deps := map[string][]string{"app": {"libfoo", "missing"}, "libfoo": {"libc"}, "libc": {}, "other": {}}
+	got := Closure([]string{"app"}, func(n string) ([]string, bool) { d, ok := deps[n]; return d, ok })
+	if strings.Join(got, ",") != "app,libc,libfoo" {
+		t.Fatalf("Closure = %v", got)
+	}
+	dir := t.TempDir()
+	st, err := LoadPreloadState(dir)
+	if err != nil || len(st.Runs) != 0 {
+		t.Fatalf("no state yet: %+v %v", st, err)
+	}
+	for i := range maxRuns + 5 {
+		st.Runs = append(st.Runs, PreloadRun{Fetched: i})
+	}
+	st.Held["apt:app"] = true
+	if err := st.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadPreloadState(dir)
+	if err != nil || len(back.Runs) != maxRuns || back.Runs[maxRuns-1].Fetched != maxRuns+4 || !back.Held["apt:app"] {
+		t.Fatalf("state after a save: %d runs, %v", len(back.Runs), err)
+	}
+	os.WriteFile(filepath.Join(dir, "preload.json"), []byte("{broken"), 0o640)
+	if st, err := LoadPreloadState(dir); err == nil || st.Held == nil {
+		t.Fatal("a damaged state file is not reported, or leaves no usable state")
 	}
 }

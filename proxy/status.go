@@ -37,6 +37,11 @@ type Status struct {
 	Role string
 	// Hubs are the site's hubs as this node sees them.
 	Hubs []hub.ParentStatus
+	// PreloadSchedule and PreloadRuns are a hub's preloading (runs newest
+	// last); Preloading says the hub has a preload list.
+	Preloading      bool
+	PreloadSchedule string
+	PreloadRuns     []hub.PreloadRun
 }
 
 // Figures are the status's numbers by name, for /_warren/stats and the CLI.
@@ -197,6 +202,12 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{end}}</table>
 {{if .Waiting}}<table id="hub-waits"><tr><th>waiting out a busy hub</th><th>hub</th><th>asks the LAN again in</th></tr>
 {{range .Waiting}}<tr><td>{{.URL}}</td><td>{{.Hub}}</td><td>{{until .Until}}</td></tr>{{end}}</table>{{end}}{{end}}
+{{if .S.Preloading}}<h2>Preload</h2>
+<p>schedule: {{if .S.PreloadSchedule}}{{.S.PreloadSchedule}} daily{{else}}on demand only{{end}} · <code>warren preload run [--dry-run]</code></p>
+<table id="preload"><tr><th>start</th><th>took</th><th>trigger</th><th>wanted</th><th>missing</th><th>fetched</th><th>bytes</th><th>failures</th><th>stopped</th></tr>
+{{range .PreloadRuns}}<tr><td>{{.Start.Format "2006-01-02 15:04:05"}}</td><td>{{.End.Sub .Start}}</td><td>{{.Trigger}}{{if .DryRun}} (dry run){{end}}</td>
+<td>{{.Wanted}}</td><td>{{.Missing}}</td><td>{{.Fetched}}</td><td>{{bytes .FetchedB}}</td><td>{{len .Failures}}</td><td>{{.Stopped}}</td></tr>
+{{else}}<tr><td colspan="9">no run yet</td></tr>{{end}}</table>{{end}}
 <h2>Peers</h2>
 <table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
 {{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
@@ -250,6 +261,7 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
 		"Budgets": s.BudgetStats(),
+		"PreloadRuns": lastRuns(st.PreloadRuns, 10),
 		"Host":    r.Host,
 	}
 	if s.cfg.Hub != nil {
@@ -295,5 +307,14 @@ func (s *Server) BudgetStats() []budgetStats {
 		out = append(out, b.stats())
 	}
 	slices.SortFunc(out, func(a, b budgetStats) int { return strings.Compare(a.Feed, b.Feed) })
+	return out
+}
+
+// lastRuns are the newest n runs, newest first.
+func lastRuns(runs []hub.PreloadRun, n int) []hub.PreloadRun {
+	out := make([]hub.PreloadRun, 0, n)
+	for i := len(runs) - 1; i >= 0 && len(out) < n; i-- {
+		out = append(out, runs[i])
+	}
 	return out
 }

@@ -60,6 +60,8 @@ func (a *adminAPI) handler() http.Handler {
 	mux.HandleFunc("POST /cache/rm", a.rm)
 	mux.HandleFunc("POST /cache/gc", a.gc)
 	mux.HandleFunc("POST /cache/verify", a.verify)
+	mux.HandleFunc("POST /preload/run", a.preloadRun)
+	mux.HandleFunc("GET /preload/status", a.preloadStatus)
 	return mux
 }
 

@@ -39,9 +39,10 @@ func adminCommands() []*cli.Command {
 			Action: withCfg(func(c *cli.Context, cfg settings) error { return printStatus(c, cfg) })},
 		{Name: "peers", Usage: "the peers this daemon knows", Flags: flags, OnUsageError: usageErr,
 			Action: withCfg(func(c *cli.Context, cfg settings) error { return printPeers(c, cfg) })},
+		preloadCommands(flags, usageErr, withCfg),
 		{Name: "cache", Usage: "inspect and manage the cache", Subcommands: []*cli.Command{
 			{Name: "ls", Usage: "list blobs", OnUsageError: usageErr,
-				Flags:  append(flags, &cli.StringFlag{Name: "sort", Value: "last-used", Usage: "size, hits, last-used, added or digest"}),
+				Flags:  append(slices.Clip(flags), &cli.StringFlag{Name: "sort", Value: "last-used", Usage: "size, hits, last-used, added or digest"}),
 				Action: withCfg(func(c *cli.Context, cfg settings) error { return printLs(c, cfg) })},
 			{Name: "stat", Usage: "cache use against its limits", Flags: flags, OnUsageError: usageErr,
 				Action: withCfg(func(c *cli.Context, cfg settings) error {

@@ -81,6 +81,11 @@ type config struct {
 	MaxRequesters        int      `yaml:"max_requesters"`
 	RetryDelay           duration `yaml:"retry_delay"`
 	KeepIndexGenerations int      `yaml:"keep_index_generations"`
+	// What a hub holds before anyone asks (preload.go).
+	Preload         hub.PreloadList `yaml:"preload"`
+	PreloadUpdates  bool            `yaml:"preload_updates"`
+	PreloadSchedule string          `yaml:"preload_schedule"` // HH:MM-HH:MM daily, "" on demand only
+	PreloadRate     string          `yaml:"preload_rate"`     // bytes/s from upstream, 0 no cap
 
 	// The fill engine.
 	StallTimeout duration `yaml:"stall_timeout"`
@@ -118,6 +123,7 @@ type settings struct {
 	scrubRate     int64
 	peers         []netip.AddrPort
 	hubMode       hub.Mode
+	preloadRate   int64
 }
 
 const defaultChocolateyUpstream = "https://community.chocolatey.org/api/v2/"
@@ -154,6 +160,9 @@ func defaults() config {
 		MaxRequesters:        hub.DefaultMaxRequesters,
 		RetryDelay:           duration{hub.DefaultRetryDelay},
 		KeepIndexGenerations: proxy.DefaultKeepIndexGenerations,
+		PreloadUpdates:       true,
+		PreloadSchedule:      "02:00-04:00",
+		PreloadRate:          "0",
 		ScrubRate:            "20MB",
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
@@ -178,6 +187,9 @@ func defaultOf(key string) string {
 		if !found {
 			panic("defaultOf: no setting " + key) // a typo in a flag's help: caught by every test
 		}
+	}
+	if (v.Kind() == reflect.Slice || v.Kind() == reflect.Map) && v.Len() == 0 {
+		return ""
 	}
 	switch x := v.Interface().(type) {
 	case duration:
@@ -228,6 +240,8 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "hub-tokens", Usage: "a token a hub requires of its nodes, repeatable (default: none, allow_clients alone)", EnvVars: []string{"WARREN_HUB_TOKENS"}},
 		&cli.IntFlag{Name: "max-requesters", Usage: "a hub's requesters streaming one artifact while it fetches it; the rest are told to retry", DefaultText: defaultOf("max_requesters"), EnvVars: []string{"WARREN_MAX_REQUESTERS"}},
 		&cli.StringFlag{Name: "retry-delay", Usage: withDefault("how long a hub tells the requesters beyond max_requesters to wait", "retry_delay"), EnvVars: []string{"WARREN_RETRY_DELAY"}},
+		&cli.StringFlag{Name: "preload-schedule", Usage: withDefault("the daily window a hub preloads in, HH:MM-HH:MM; empty: on demand only", "preload_schedule"), EnvVars: []string{"WARREN_PRELOAD_SCHEDULE"}},
+		&cli.StringFlag{Name: "preload-rate", Usage: withDefault("bytes/s a preload run may take from upstream, e.g. 5MB; 0 no cap", "preload_rate"), EnvVars: []string{"WARREN_PRELOAD_RATE"}},
 		&cli.IntFlag{Name: "keep-index-generations", Usage: "generations of index files a hub keeps servable", DefaultText: defaultOf("keep_index_generations"), EnvVars: []string{"WARREN_KEEP_INDEX_GENERATIONS"}},
 		&cli.IntFlag{Name: "priority", Usage: "election and peer-choice weight", DefaultText: defaultOf("priority"), EnvVars: []string{"WARREN_PRIORITY"}},
 		&cli.IntFlag{Name: "upload-slots", Usage: "uploads to peers at once", DefaultText: defaultOf("upload_slots"), EnvVars: []string{"WARREN_UPLOAD_SLOTS"}},
@@ -277,6 +291,10 @@ func loadConfig(c *cli.Context) (settings, error) {
 	str("role", &cfg.Role)
 	str("hub-token", &cfg.HubToken)
 	str("hub-mode", &cfg.HubMode)
+	if c.IsSet("preload-schedule") {
+		cfg.PreloadSchedule = c.String("preload-schedule")
+	}
+	str("preload-rate", &cfg.PreloadRate)
 	if c.IsSet("hub") {
 		cfg.Hubs = c.StringSlice("hub")
 	}
@@ -417,6 +435,22 @@ func (cfg config) parse() (settings, error) {
 		}
 		if cfg.RetryDelay.Duration <= 0 {
 			return errors.New("retry_delay must be positive, e.g. 90s")
+		}
+		if err := cfg.Preload.Check(); err != nil {
+			return err
+		}
+		if !cfg.Preload.Empty() && (cfg.Role != "hub" || s.hubMode == hub.Fetch) {
+			return errors.New("preload is what a hub holds before anyone asks: set role hub with hub_mode fetch-and-preload or preload")
+		}
+		if _, err := hub.ParseWindow(cfg.PreloadSchedule); err != nil {
+			return err
+		}
+		if cfg.PreloadRate == "0" || cfg.PreloadRate == "" {
+			s.preloadRate = 0
+		} else if n, err := humanize.ParseBytes(cfg.PreloadRate); err != nil {
+			return fmt.Errorf("preload_rate %q: want bytes per second such as 5MB, or 0 for no cap", cfg.PreloadRate)
+		} else {
+			s.preloadRate = int64(n)
 		}
 		if len(cfg.HubTokens) > 0 && cfg.Role != "hub" {
 			return errors.New("hub_tokens are what a hub requires of its nodes: set them with role hub (a node sends hub_token)")

@@ -110,6 +110,13 @@ func TestConfigErrors(t *testing.T) {
 		{"a hub that names itself", []string{"config", "check", "--role", "hub", "--listen", ":3142", "--hub", "http://127.0.0.1:3142"}, "must not include itself"},
 		{"zero max_requesters", []string{"config", "check", "--role", "hub", "--max-requesters", "0"}, "max_requesters"},
 		{"bad retry_delay", []string{"config", "check", "--retry-delay", "later"}, "want a duration"},
+		{"preload on a node", []string{"config", "check", "--config", write("pl1.yaml", "preload:\n  rpm: [{baseurl: http://m/os/, packages: [kernel*]}]\n")}, "set role hub"},
+		{"preload in fetch mode", []string{"config", "check", "--role", "hub", "--hub-mode", "fetch", "--config", write("pl2.yaml", "preload:\n  rpm: [{baseurl: http://m/os/, packages: [kernel*]}]\n")}, "set role hub"},
+		{"preload entry without suites", []string{"config", "check", "--role", "hub", "--config", write("pl3.yaml", "preload:\n  apt: [{url: http://m/debian, packages: [x]}]\n")}, "preload.apt[0]: suites"},
+		{"preload bad glob", []string{"config", "check", "--role", "hub", "--config", write("pl4.yaml", "preload:\n  rpm: [{baseurl: http://m/os/, packages: [\"[\"]}]\n")}, "not a name glob"},
+		{"preload bad versions", []string{"config", "check", "--role", "hub", "--config", write("pl5.yaml", "preload:\n  chocolatey: [{feed: http://f/api/v2/, ids: [git], versions: newest}]\n")}, "want latest or all"},
+		{"bad preload_schedule", []string{"config", "check", "--preload-schedule", "nightly"}, "preload_schedule"},
+		{"bad preload_rate", []string{"config", "check", "--preload-rate", "fast"}, "preload_rate"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -37,6 +37,7 @@ type daemon struct {
 	node    *peering.Node       // nil with discovery off
 	blobs   *peering.BlobServer // nil when passive or discovery off
 	hubs    []*hub.Parent       // the site's hubs, in failover order
+	preload *preloader          // a hub with a preload list; nil otherwise
 	ln      net.Listener
 	id      peering.NodeID
 	started time.Time
@@ -102,6 +103,13 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 		pcfg.Peers = d.node
+	}
+	if cfg.Role == "hub" && !cfg.Preload.Empty() {
+		// Its runs use d.proxy, built below; its figures go into the
+		// proxy's /metrics.
+		if d.preload, err = newPreloader(d); err != nil {
+			return nil, err
+		}
 	}
 	pcfg.Status = d.status
 	pcfg.Collectors = d.collectors()
@@ -184,6 +192,9 @@ func (d *daemon) status() proxy.Status {
 	for _, h := range d.hubs {
 		st.Hubs = append(st.Hubs, h.Status())
 	}
+	if d.preload != nil {
+		st.Preloading, st.PreloadSchedule, st.PreloadRuns = true, d.preload.window.String(), d.preload.runs()
+	}
 	if d.blobs != nil {
 		st.Uploads, st.UploadsPeak, st.BytesUploaded, st.UploadsRefused = d.blobs.Stats()
 	}
@@ -226,6 +237,9 @@ func (d *daemon) collectors() []prometheus.Collector {
 	if d.blobs != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peer_uploads_in_progress", Help: "Uploads to peers running now."},
 			func() float64 { a, _, _, _ := d.blobs.Stats(); return float64(a) }))
+	}
+	if d.preload != nil {
+		cs = append(cs, d.preload.collectors()...)
 	}
 	return cs
 }
@@ -428,6 +442,9 @@ func (d *daemon) Run(ctx context.Context) error {
 	}
 	if len(d.hubs) > 0 {
 		g.Go(func() error { d.probeHubs(gctx); return nil })
+	}
+	if d.preload != nil {
+		g.Go(func() error { d.preload.loop(gctx); return nil })
 	}
 	g.Go(func() error {
 		<-gctx.Done()
