@@ -260,9 +260,9 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 		"FromHubs": s.stats.BytesHub.Load(), "Served": s.stats.BytesServed.Load(), "Waiting": s.waiting.list(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
-		"Budgets": s.BudgetStats(),
+		"Budgets":     s.BudgetStats(),
 		"PreloadRuns": lastRuns(st.PreloadRuns, 10),
-		"Host":    r.Host,
+		"Host":        r.Host,
 	}
 	if s.cfg.Hub != nil {
 		q, refused := s.cfg.Hub.Queue.Stats()
