@@ -183,6 +183,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 	w.WriteHeader(a.status)
 	if r.Method == http.MethodGet {
 		w.Write(body)
+		s.hist.add(s.now(), EcoChocolatey, int64(len(body)), 0)
 	}
 	s.logFeed(r, target, kind, outcome, a.status, len(body), start)
 }
@@ -253,6 +254,7 @@ func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Hea
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFeedBytes+1))
+	s.hist.add(s.now(), EcoChocolatey, 0, int64(len(body)))
 	if err != nil {
 		return feedAnswer{}, &upstreamFetchError{url: target, err: err}
 	}

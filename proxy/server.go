@@ -171,6 +171,7 @@ type Server struct {
 	hubm       hubMetrics
 	stats      Stats
 	waiting    waitList // fills waiting out a busy hub, for the page
+	hist       history  // the last day's bytes by ecosystem, for the page
 	started    time.Time
 	requestsBy *prometheus.CounterVec
 	metrics    http.Handler

@@ -124,6 +124,13 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesCache.Load()) }, prometheus.Labels{"source": "cache"})
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesPeers.Load()) }, prometheus.Labels{"source": "peers"})
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesFetched.Load()) }, prometheus.Labels{"source": "upstream"})
+	for _, eco := range chartEcosystems {
+		labels := prometheus.Labels{"ecosystem": eco}
+		counter("warren_ecosystem_served_bytes_total", "Bytes sent to clients, by ecosystem (debian, rpm, chocolatey, other).",
+			func() float64 { return float64(s.hist.total(eco).served) }, labels)
+		counter("warren_ecosystem_wan_bytes_total", "Bytes fetched from upstream (the WAN), by ecosystem.",
+			func() float64 { return float64(s.hist.total(eco).wan) }, labels)
+	}
 	counter("warren_upstream_fetches_total", "Requests fills made to upstream (revalidations included).", func() float64 { return float64(s.stats.UpstreamFetches.Load()) }, nil)
 	counter("warren_digest_mismatches_total", "Blobs refused because their bytes did not match the metadata.", func() float64 { return float64(s.stats.Mismatches.Load()) }, nil)
 	for _, eco := range []string{EcoDebian, EcoRPM, EcoChocolatey} {
@@ -180,6 +187,13 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <tr><th>learnt hashes</th><td id="known">{{.KnownTotal}}</td><td>{{range $eco, $n := .Known}}{{$n}} {{$eco}} {{end}}</td></tr>
 <tr><th>uploads to peers</th><td>{{.S.Uploads}} of {{.S.UploadSlots}} slots</td><td>{{.Mismatches}} digest mismatches refused</td></tr>
 </table>
+<h2>The last 24 hours</h2>
+<p>Bars: bytes served without crossing the WAN, per hour, by ecosystem
+{{range .Ecosystems}}<span style="color:{{.Color}}">■</span> {{.Name}} {{end}}; dashed line: bytes fetched over the WAN.</p>
+{{.Chart}}
+<table id="saving"><tr><th>ecosystem</th><th>served</th><th>over the WAN</th><th>saved</th></tr>
+{{range .Day}}<tr><td>{{.Ecosystem}}</td><td>{{bytes .Served}}</td><td>{{bytes .WAN}}</td><td>{{.Saved}}%</td></tr>
+{{else}}<tr><td colspan="4">nothing served yet</td></tr>{{end}}</table>
 <h2>Transfers in progress</h2>
 <table id="transfers"><tr><th>what</th><th>received</th><th>progress</th></tr>
 {{range .S.Transfers}}<tr><td>{{.What}}</td><td>{{bytes .Written}}{{if ge .Size 0}} of {{bytes .Size}}{{end}}</td>
@@ -262,6 +276,9 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 		"Known":  known, "KnownTotal": sumValues(known),
 		"Budgets":     s.BudgetStats(),
 		"PreloadRuns": lastRuns(st.PreloadRuns, 10),
+		"Chart":       s.hist.chart(s.now()),
+		"Day":         s.hist.totals(s.now()),
+		"Ecosystems":  chartLegend(),
 		"Host":        r.Host,
 	}
 	if s.cfg.Hub != nil {
@@ -315,6 +332,16 @@ func lastRuns(runs []hub.PreloadRun, n int) []hub.PreloadRun {
 	out := make([]hub.PreloadRun, 0, n)
 	for i := len(runs) - 1; i >= 0 && len(out) < n; i-- {
 		out = append(out, runs[i])
+	}
+	return out
+}
+
+type legendEntry struct{ Name, Color string }
+
+func chartLegend() []legendEntry {
+	var out []legendEntry
+	for _, eco := range chartEcosystems {
+		out = append(out, legendEntry{eco, chartColors[eco]})
 	}
 	return out
 }

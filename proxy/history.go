@@ -1,0 +1,199 @@
+package proxy
+
+import (
+	"fmt"
+	"html/template"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dustin/go-humanize"
+)
+
+// The site's saving over the last day: bytes served to clients against
+// bytes fetched over the WAN, per ecosystem and hour, for the status page's
+// chart. Kept in memory: a restart starts the day afresh (the counters in
+// /metrics keep the long view).
+
+// historyHours is how far back the chart goes.
+const historyHours = 24
+
+// ecoBytes are one ecosystem's bytes in one hour.
+type ecoBytes struct{ served, wan int64 }
+
+type historyHour struct {
+	start time.Time
+	eco   map[string]*ecoBytes
+}
+
+// history is a ring of hourly buckets, and the totals since start.
+type history struct {
+	mu    sync.Mutex // guards hours and since
+	hours [historyHours]historyHour
+	since map[string]ecoBytes
+}
+
+// ecosystems in the chart's order; "other" is what none of them names.
+var chartEcosystems = []string{EcoDebian, EcoRPM, EcoChocolatey, "other"}
+
+func (h *history) add(now time.Time, eco string, served, wan int64) {
+	if served == 0 && wan == 0 {
+		return
+	}
+	start := now.Truncate(time.Hour)
+	i := int(start.Unix()/3600) % historyHours
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b := &h.hours[i]
+	if !b.start.Equal(start) {
+		*b = historyHour{start: start, eco: map[string]*ecoBytes{}}
+	}
+	e := b.eco[eco]
+	if e == nil {
+		e = &ecoBytes{}
+		b.eco[eco] = e
+	}
+	e.served += served
+	e.wan += wan
+	if h.since == nil {
+		h.since = map[string]ecoBytes{}
+	}
+	t := h.since[eco]
+	t.served += served
+	t.wan += wan
+	h.since[eco] = t
+}
+
+// total is eco's bytes since start.
+func (h *history) total(eco string) ecoBytes {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.since[eco]
+}
+
+// ecoOf names the ecosystem a plan belongs to, for the chart.
+func ecoOf(p plan) string {
+	if p.kind == "nupkg" {
+		return EcoChocolatey
+	}
+	if eco := ecosystemOf(p.key); eco != "" {
+		return eco
+	}
+	return "other"
+}
+
+// hourRow is one hour of the chart.
+type hourRow struct {
+	start time.Time
+	eco   map[string]ecoBytes
+}
+
+// rows are the last historyHours hours, oldest first (empty hours too).
+func (h *history) rows(now time.Time) []hourRow {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	last := now.Truncate(time.Hour)
+	out := make([]hourRow, historyHours)
+	for k := range historyHours {
+		start := last.Add(-time.Duration(historyHours-1-k) * time.Hour)
+		row := hourRow{start: start, eco: map[string]ecoBytes{}}
+		b := h.hours[int(start.Unix()/3600)%historyHours]
+		if b.start.Equal(start) {
+			for eco, e := range b.eco {
+				row.eco[eco] = *e
+			}
+		}
+		out[k] = row
+	}
+	return out
+}
+
+// EcoTotal is one ecosystem's day.
+type EcoTotal struct {
+	Ecosystem   string
+	Served, WAN int64
+}
+
+// Saved is what clients got without the WAN, in percent of what they got.
+func (t EcoTotal) Saved() int {
+	if t.Served <= 0 {
+		return 0
+	}
+	return int(100 * max(t.Served-t.WAN, 0) / t.Served)
+}
+
+func (h *history) totals(now time.Time) []EcoTotal {
+	sum := map[string]*EcoTotal{}
+	for _, r := range h.rows(now) {
+		for eco, e := range r.eco {
+			t := sum[eco]
+			if t == nil {
+				t = &EcoTotal{Ecosystem: eco}
+				sum[eco] = t
+			}
+			t.Served += e.served
+			t.WAN += e.wan
+		}
+	}
+	var out []EcoTotal
+	for _, eco := range chartEcosystems {
+		if t := sum[eco]; t != nil {
+			out = append(out, *t)
+		}
+	}
+	return out
+}
+
+var chartColors = map[string]string{EcoDebian: "#c70036", EcoRPM: "#2a6ebb", EcoChocolatey: "#7b4f2c", "other": "#8a8a8a"}
+
+// chart draws the last day as inline SVG: per hour, the bytes served
+// without the WAN stacked by ecosystem, and the WAN's bytes as a line.
+func (h *history) chart(now time.Time) template.HTML {
+	const (
+		w, hgt       = 720, 220
+		left, bottom = 60, 24
+		top          = 10
+	)
+	rows := h.rows(now)
+	peak := int64(1)
+	for _, r := range rows {
+		var saved, wan int64
+		for _, e := range r.eco {
+			saved += max(e.served-e.wan, 0)
+			wan += e.wan
+		}
+		peak = max(peak, saved, wan)
+	}
+	plotH := float64(hgt - bottom - top)
+	barW := float64(w-left) / historyHours
+	y := func(v int64) float64 { return float64(top) + plotH*(1-float64(v)/float64(peak)) }
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg id="history" xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img" aria-label="bytes saved and fetched over the WAN, last 24 hours">`, w, hgt, w, hgt)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#999"/>`, left, hgt-bottom, w, hgt-bottom)
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end">%s</text>`, left-4, top+10, template.HTMLEscapeString(humanize.Bytes(uint64(peak))))
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" text-anchor="end">0</text>`, left-4, hgt-bottom)
+	var wanPts []string
+	for k, r := range rows {
+		x := float64(left) + float64(k)*barW
+		base := int64(0)
+		var wan int64
+		for _, eco := range chartEcosystems {
+			e := r.eco[eco]
+			wan += e.wan
+			saved := max(e.served-e.wan, 0)
+			if saved == 0 {
+				continue
+			}
+			fmt.Fprintf(&b, `<rect class="saved %s" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s %s: %s served without the WAN</title></rect>`,
+				eco, x+1, y(base+saved), barW-2, y(base)-y(base+saved), chartColors[eco], r.start.Format("15:04"), eco, humanize.Bytes(uint64(saved)))
+			base += saved
+		}
+		wanPts = append(wanPts, fmt.Sprintf("%.1f,%.1f", x+barW/2, y(wan)))
+		if k%3 == 0 {
+			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" text-anchor="middle">%s</text>`, x+barW/2, hgt-8, r.start.Format("15h"))
+		}
+	}
+	fmt.Fprintf(&b, `<polyline class="wan" points="%s" fill="none" stroke="#111" stroke-width="1.5" stroke-dasharray="4 2"/>`, strings.Join(wanPts, " "))
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String()) // built here from numbers and escaped labels only
+}
