@@ -76,12 +76,16 @@ func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun,
 		}
 		items = append(items, got...)
 	}
+	// What clients read beside the indexes the walk needs (dnf's
+	// filelists, other, updateinfo...), fetched by a real run.
+	var metadata []preloadItem
 	for _, r := range o.List.RPM {
-		got, err := s.preloadRPM(ctx, r, o, who)
+		got, md, err := s.preloadRPM(ctx, r, o, who)
 		if err != nil {
 			fail(r.BaseURL, err)
 		}
 		items = append(items, got...)
+		metadata = append(metadata, md...)
 	}
 	for _, c := range o.List.Chocolatey {
 		got, err := s.preloadChocolatey(ctx, c)
@@ -114,6 +118,19 @@ func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun,
 		}
 		run.End = s.now()
 		return run, nil
+	}
+	for _, it := range metadata {
+		if ctx.Err() != nil {
+			break
+		}
+		if s.holds(it.d) {
+			continue
+		}
+		p := s.plan(ctx, mustParse(it.url))
+		p.digest, p.size = it.d, it.size
+		if err := s.fillNow(ctx, p, who); err != nil {
+			fail(it.url, err)
+		}
 	}
 	for i, it := range missing {
 		if o.Stop != nil {
@@ -315,32 +332,40 @@ func aptWanted(base string, pkgs map[string]debian.Package, globs []string, o Pr
 	return out
 }
 
-func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOptions, who asker) ([]preloadItem, error) {
+// preloadRPM returns the packages the globs name, and the repository's
+// other metadata files (what dnf reads besides primary).
+func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOptions, who asker) (_ []preloadItem, metadata []preloadItem, _ error) {
 	base := strings.TrimSuffix(r.BaseURL, "/") + "/"
 	d, _, err := s.fetchIndex(ctx, base+"repodata/repomd.xml", who)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mf, err := s.store.ReadBlob(d)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	data, err := rpm.ParseRepomd(mf.File)
 	mf.Close()
 	if err != nil {
-		return nil, fmt.Errorf("%srepodata/repomd.xml: %w", base, err)
+		return nil, nil, fmt.Errorf("%srepodata/repomd.xml: %w", base, err)
 	}
 	i := slices.IndexFunc(data, func(d rpm.Data) bool { return d.Type == "primary" })
 	if i < 0 {
-		return nil, fmt.Errorf("%srepodata/repomd.xml lists no primary", base)
+		return nil, nil, fmt.Errorf("%srepodata/repomd.xml lists no primary", base)
+	}
+	for j, md := range data {
+		if j != i {
+			metadata = append(metadata, preloadItem{eco: "rpm", name: "repodata:" + md.Type, url: base + md.Href,
+				d: cachestore.Digest{Algo: md.Checksum.Algo, Hex: md.Checksum.Hex}, size: md.Size})
+		}
 	}
 	pd, _, err := s.fetchIndex(ctx, base+data[i].Href, who)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	pr, err := s.readIndex(ctx, pd, data[i].Href)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer pr.Close()
 	var out []preloadItem
@@ -356,7 +381,7 @@ func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOpti
 			d: cachestore.Digest{Algo: p.Checksum.Algo, Hex: p.Checksum.Hex}, size: p.Size})
 		return nil
 	})
-	return out, err
+	return out, metadata, err
 }
 
 var reNextLink = regexp.MustCompile(`<link rel="next" href="([^"]+)"`)

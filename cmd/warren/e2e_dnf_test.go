@@ -58,6 +58,12 @@ cp %s %%{buildroot}/usr/share/%s/payload.bin
 // are all under dir, so the host's dnf state is never touched.
 func dnfRun(t *testing.T, base, name, repoURL, proxyURL string, args ...string) string {
 	t.Helper()
+	return dnfIn(t, "", base, name, repoURL, proxyURL, args...)
+}
+
+// dnfIn is dnfRun in a network namespace ("": this one).
+func dnfIn(t *testing.T, netns, base, name, repoURL, proxyURL string, args ...string) string {
+	t.Helper()
 	dir := filepath.Join(base, name)
 	for _, d := range []string{"repos.d", "cache", "root", "dl"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
@@ -72,6 +78,9 @@ func dnfRun(t *testing.T, base, name, repoURL, proxyURL string, args ...string) 
 		"--setopt=cachedir=" + filepath.Join(dir, "cache"),
 		"--disableplugin=local,generate_completion_cache",
 		"--setopt=proxy=" + proxyURL, "-y",
+	}
+	if netns != "" {
+		return run(t, dir, nil, "ip", append([]string{"netns", "exec", netns, "dnf"}, append(full, args...)...)...)
 	}
 	return run(t, dir, nil, "dnf", append(full, args...)...)
 }
