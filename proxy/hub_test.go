@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -256,6 +257,16 @@ func TestHubMaxRequesters(t *testing.T) {
 	first := make(chan []byte, 1)
 	go func() { _, b, _ := n1.get(up.debURL); first <- b }()
 	<-reached
+	// Half is on its way: wait until the hub's fill has some of it.
+	f, ok := hb.store.Filling(cachestore.FillKey(cachestore.Digest{Algo: "sha256", Hex: sha256hex(up.deb)}))
+	if !ok {
+		t.Fatal("the hub is not filling the deb")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := f.WaitData(ctx); err != nil {
+		t.Fatalf("the hub's fill received nothing of the half upstream sent: %v", err)
+	}
 	// A third party sees the queue's answer as a node does.
 	req, _ := http.NewRequest(http.MethodGet, up.debURL, nil)
 	req.Header.Set(hub.HeaderDigest, "sha256:"+sha256hex(up.deb))
