@@ -87,6 +87,23 @@ func (s *Server) serveChocolatey(w http.ResponseWriter, r *http.Request) {
 	s.serveFeed(w, r, rt)
 }
 
+// feedOf says which configured feed a proxy request's target lies
+// under: a node behind a hub (or a client that uses warren as its proxy
+// for the feed itself) asks for feed calls by their upstream URL. The
+// route answers with upstream's links unchanged (ourBase ""): the client
+// rewrites them, if at all, itself.
+func (s *Server) feedOf(target *url.URL) (chocoRoute, bool) {
+	u := *target
+	u.RawQuery = ""
+	full := u.String()
+	for name, up := range s.cfg.ChocolateyFeeds {
+		if rest, ok := strings.CutPrefix(full, up); ok && !strings.Contains("/"+rest+"/", "/../") {
+			return chocoRoute{feed: name, upstream: up, rest: rest}, true
+		}
+	}
+	return chocoRoute{}, false
+}
+
 // feedAnswer is one upstream answer to a feed call, as kept: its links
 // still name upstream (each client gets them rewritten to the host name it
 // used).
@@ -122,9 +139,16 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 	kept, haveKept := s.keptAnswer(key)
 	var a feedAnswer
 	outcome := "hit"
-	if haveKept && s.now().Sub(kept.fetched) < s.queryTTL(kind) {
+	preloadOnly := s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand()
+	switch {
+	case haveKept && (preloadOnly || s.now().Sub(kept.fetched) < s.queryTTL(kind)):
+		// A preload-only hub answers what it keeps, as it is.
 		a = kept
-	} else {
+	case preloadOnly:
+		s.hubRefuseUnheld(w, plan{url: target})
+		s.logFeed(r, target, kind, "refused", http.StatusNotFound, 0, start)
+		return
+	default:
 		hdr := r.Header.Clone()
 		v, err, shared := s.feedFlight.Do(key, func() (any, error) {
 			return s.fetchFeed(rt, target, string(kind), key, hdr)
@@ -169,7 +193,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 		}
 	}
 	body := a.body
-	if a.status == http.StatusOK && isXML(a.header["Content-Type"]) {
+	if a.status == http.StatusOK && isXML(a.header["Content-Type"]) && rt.ourBase != "" {
 		body = s.rewriteFeed(rt, target, body)
 	}
 	for k, v := range a.header {

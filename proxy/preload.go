@@ -386,6 +386,9 @@ func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOpti
 
 var reNextLink = regexp.MustCompile(`<link rel="next" href="([^"]+)"`)
 
+// preloadChocolatey keeps the answers to the calls choco makes for each
+// id (so that a preload-only hub can answer them) and returns the
+// packages: the latest version of each, or all.
 func (s *Server) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload) ([]preloadItem, error) {
 	feed := strings.TrimSuffix(c.Feed, "/") + "/"
 	var rt chocoRoute
@@ -399,43 +402,81 @@ func (s *Server) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload)
 	if !found {
 		return nil, fmt.Errorf("feed %s is not one this warren serves: add it as chocolatey.upstream or under chocolatey.feeds", feed)
 	}
-	var out []preloadItem
+	// call asks upstream for one feed call and keeps its answer under the
+	// call's normal form, as serveFeed would.
+	call := func(rest string) ([]chocolatey.Entry, []byte, error) {
+		path, query, _ := strings.Cut(rest, "?")
+		norm, kind, err := chocolatey.NormalizeQuery(path, query)
+		if err != nil {
+			return nil, nil, err
+		}
+		a, err := s.fetchFeed(rt, rt.upstream+rest, string(kind), "chocolatey-query:"+rt.upstream+norm, nil)
+		if err == nil && a.status != 200 {
+			err = fmt.Errorf("the feed answered %d", a.status)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", rt.upstream+rest, err)
+		}
+		if !isXML(a.header["Content-Type"]) {
+			return nil, a.body, nil
+		}
+		f, err := chocolatey.ParseFeed(strings.NewReader(string(a.body)))
+		if err != nil {
+			return nil, a.body, fmt.Errorf("%s: %w", rt.upstream+rest, err)
+		}
+		return f.Entries, a.body, nil
+	}
 	var errs []error
+	for _, rest := range []string{"", "$metadata"} {
+		if _, _, err := call(rest); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var out []preloadItem
 	for _, id := range c.IDs {
 		if !chocolatey.ValidID(id) {
 			errs = append(errs, fmt.Errorf("%q is not a package id", id))
 			continue
 		}
-		target := feed + "Packages()?$filter=(tolower(Id)%20eq%20'" + strings.ToLower(id) + "')%20and%20IsLatestVersion&semVerLevel=2.0.0"
-		kind := chocolatey.KindFilter
-		if c.Versions == "all" {
-			target, kind = feed+"FindPackagesById()?id='"+id+"'&semVerLevel=2.0.0", chocolatey.KindFind
+		lower := strings.ToLower(id)
+		latest, _, err := call("Packages()?$filter=(tolower(Id)%20eq%20'" + lower + "')%20and%20IsLatestVersion&semVerLevel=2.0.0")
+		if err != nil {
+			errs = append(errs, err)
 		}
-		for pages := 0; target != "" && pages < 100; pages++ {
-			a, err := s.fetchFeed(rt, target, string(kind), "chocolatey-preload:"+target, nil)
-			if err == nil && a.status != 200 {
-				err = fmt.Errorf("the feed answered %d", a.status)
-			}
+		if _, _, err := call("Search()?$filter=IsLatestVersion&searchTerm='" + lower + "'&targetFramework=''&includePrerelease=false&$skip=0&$top=30&semVerLevel=2.0.0"); err != nil {
+			errs = append(errs, err)
+		}
+		var all []chocolatey.Entry
+		next := "FindPackagesById()?id='" + id + "'&semVerLevel=2.0.0"
+		for pages := 0; next != "" && pages < 100; pages++ {
+			entries, body, err := call(next)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", target, err))
+				errs = append(errs, err)
 				break
 			}
-			f, err := chocolatey.ParseFeed(strings.NewReader(string(a.body)))
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", target, err))
-				break
-			}
-			for _, e := range f.Entries {
-				if !strings.EqualFold(e.ID, id) || e.HashHex == "" {
-					continue
+			all = append(all, entries...)
+			next = ""
+			if m := reNextLink.FindSubmatch(body); m != nil {
+				next = strings.TrimPrefix(strings.ReplaceAll(string(m[1]), "&amp;", "&"), rt.upstream)
+				if strings.Contains(next, "://") {
+					errs = append(errs, fmt.Errorf("%s: the next page %s is not under the feed; paging stops", id, next))
+					next = ""
 				}
-				out = append(out, preloadItem{eco: "chocolatey", name: strings.ToLower(e.ID), url: e.ContentSrc,
-					d: cachestore.Digest{Algo: e.HashAlgo, Hex: e.HashHex}, size: e.Size})
 			}
-			target = ""
-			if m := reNextLink.FindSubmatch(a.body); m != nil && c.Versions == "all" {
-				target = strings.ReplaceAll(string(m[1]), "&amp;", "&")
+		}
+		chosen := latest
+		if c.Versions == "all" {
+			chosen = all
+		}
+		for _, e := range chosen {
+			if !strings.EqualFold(e.ID, id) || e.HashHex == "" {
+				continue
 			}
+			if _, _, err := call("Packages(Id='" + e.ID + "',Version='" + e.Version + "')"); err != nil {
+				errs = append(errs, err)
+			}
+			out = append(out, preloadItem{eco: "chocolatey", name: lower, url: e.ContentSrc,
+				d: cachestore.Digest{Algo: e.HashAlgo, Hex: e.HashHex}, size: e.Size})
 		}
 	}
 	return out, errors.Join(errs...)

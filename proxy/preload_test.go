@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -184,5 +185,34 @@ func TestPreloadStopsAtTheWindowsEnd(t *testing.T) {
 		if c := up.count(p.path()); c != 1 {
 			t.Fatalf("%s fetched %d times, want once", p.name, c)
 		}
+	}
+}
+
+// Chocolatey through a preload-only hub with the feed down: the calls
+// choco makes were kept by the preload run, the package is held, and the
+// node's client installs it.
+func TestChocolateyPreloadedFeedDown(t *testing.T) {
+	feed := newNugetFeed(t)
+	withFeed := func(c *Config, _ *cachestore.Config) { c.ChocolateyFeeds = map[string]string{"": feed.base()} }
+	hb := newHarness(t, newUpstream(t, 10), asHub(hub.Preload, 5), withFeed)
+	n := newHarness(t, newUpstream(t, 10), usingHubs(t, true, "", hb.front.URL), withFeed)
+	c := &chocoClient{t: t, base: n.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+	if _, err := c.tryInstall(feed.URL); err == nil {
+		t.Fatal("a preload-only hub that holds nothing answered choco's calls")
+	}
+	run, err := hb.px.Preload(t.Context(), PreloadOptions{List: hub.PreloadList{
+		Chocolatey: []hub.ChocolateyPreload{{Feed: feed.base(), IDs: []string{"tool"}}}}})
+	if err != nil || len(run.Failures) > 0 || run.Fetched != 1 {
+		t.Fatalf("preload: %+v %v", run, err)
+	}
+	feed.Close() // the WAN is down
+	n2 := newHarness(t, newUpstream(t, 10), usingHubs(t, true, "", hb.front.URL), withFeed)
+	c2 := &chocoClient{t: t, base: n2.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+	got, err := c2.tryInstall(feed.URL)
+	if err != nil {
+		t.Fatalf("choco's sequence through the preload-only hub, feed down: %v", err)
+	}
+	if !bytes.Equal(got, feed.pkgs["tool/2.0.0"]) {
+		t.Fatalf("downloaded %d bytes, not the package", len(got))
 	}
 }

@@ -441,6 +441,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if rt, ok := s.feedOf(target); ok && !strings.HasPrefix(strings.ToLower(rt.rest), "package/") {
+		// A feed call by its upstream URL: one answer per normal form,
+		// kept and learnt from, as at /chocolatey/ (downloads are
+		// artifacts: the cache's).
+		s.serveFeed(w, r, rt)
+		return
+	}
 	s.serveCache(w, r, target)
 }
 
