@@ -161,6 +161,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		return int(100 * a / b)
 	},
 	"ago": func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
+	"took": func(from, to time.Time) string { return to.Sub(from).Round(100 * time.Millisecond).String() },
 	"until": func(t time.Time) string {
 		if d := time.Until(t); d > 0 {
 			return d.Round(time.Second).String()
@@ -219,7 +220,7 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{if .S.Preloading}}<h2>Preload</h2>
 <p>schedule: {{if .S.PreloadSchedule}}{{.S.PreloadSchedule}} daily{{else}}on demand only{{end}} · <code>warren preload run [--dry-run]</code></p>
 <table id="preload"><tr><th>start</th><th>took</th><th>trigger</th><th>wanted</th><th>missing</th><th>fetched</th><th>bytes</th><th>failures</th><th>stopped</th></tr>
-{{range .PreloadRuns}}<tr><td>{{.Start.Format "2006-01-02 15:04:05"}}</td><td>{{.End.Sub .Start}}</td><td>{{.Trigger}}{{if .DryRun}} (dry run){{end}}</td>
+{{range .PreloadRuns}}<tr><td>{{.Start.Format "2006-01-02 15:04:05"}}</td><td>{{took .Start .End}}</td><td>{{.Trigger}}{{if .DryRun}} (dry run){{end}}</td>
 <td>{{.Wanted}}</td><td>{{.Missing}}</td><td>{{.Fetched}}</td><td>{{bytes .FetchedB}}</td><td>{{len .Failures}}</td><td>{{.Stopped}}</td></tr>
 {{else}}<tr><td colspan="9">no run yet</td></tr>{{end}}</table>{{end}}
 <h2>Peers</h2>
