@@ -160,7 +160,7 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		}
 		return int(100 * a / b)
 	},
-	"ago": func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
+	"ago":  func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
 	"took": func(from, to time.Time) string { return to.Sub(from).Round(100 * time.Millisecond).String() },
 	"until": func(t time.Time) string {
 		if d := time.Until(t); d > 0 {
