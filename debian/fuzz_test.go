@@ -2,6 +2,7 @@ package debian
 
 import (
 	"bytes"
+	"strings"
 	"io"
 	"os"
 	"testing"
@@ -41,5 +42,19 @@ func fuzzIndex(f *testing.F, seed string, parse func(io.Reader, func(Package) er
 			}
 			return nil
 		})
+	})
+}
+
+// FuzzDependNames: a Depends field never yields an empty name or one with
+// a version, architecture or separator left in it.
+func FuzzDependNames(f *testing.F) {
+	f.Add("libc6 (>= 2.34), libgcc-s1 | libgcc1, python3:any, foo [amd64]")
+	f.Add(", , |")
+	f.Fuzz(func(t *testing.T, depends string) {
+		for _, n := range DependNames(depends) {
+			if n == "" || strings.ContainsAny(n, " (:[,|") {
+				t.Fatalf("DependNames(%q) gave %q", depends, n)
+			}
+		}
 	})
 }

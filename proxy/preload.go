@@ -368,20 +368,56 @@ func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOpti
 		return nil, nil, err
 	}
 	defer pr.Close()
-	var out []preloadItem
+	// The newest version of each name and architecture, and who provides
+	// what, for the dependencies.
+	pkgs := map[string]rpm.Package{} // by name.arch
 	err = rpm.ParsePrimary(pr, func(p rpm.Package) error {
-		if !hub.Match(r.Packages, p.Name) && !(o.Updates && o.Held["rpm:"+p.Name]) {
-			return nil
+		k := p.Name + "." + p.Arch
+		if old, ok := pkgs[k]; !ok || rpm.CompareEVR(p, old) > 0 {
+			pkgs[k] = p
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, metadata, err
+	}
+	provider := map[string]string{}
+	for k, p := range pkgs {
+		for _, c := range append([]string{p.Name}, p.Provides...) {
+			if _, ok := provider[c]; !ok {
+				provider[c] = k
+			}
+		}
+	}
+	var roots []string
+	for k, p := range pkgs {
+		if hub.Match(r.Packages, p.Name) || o.Updates && o.Held["rpm:"+p.Name] {
+			roots = append(roots, k)
+		}
+	}
+	var out []preloadItem
+	for _, k := range hub.Closure(roots, func(k string) ([]string, bool) {
+		p, ok := pkgs[k]
+		if !ok {
+			return nil, false
+		}
+		var next []string
+		for _, req := range p.Requires {
+			if by, ok := provider[req]; ok {
+				next = append(next, by)
+			}
+		}
+		return next, true
+	}) {
+		p := pkgs[k]
 		u := base + p.Href
 		if p.Base != "" {
 			u = strings.TrimSuffix(p.Base, "/") + "/" + p.Href
 		}
 		out = append(out, preloadItem{eco: "rpm", name: p.Name, url: u,
 			d: cachestore.Digest{Algo: p.Checksum.Algo, Hex: p.Checksum.Hex}, size: p.Size})
-		return nil
-	})
-	return out, metadata, err
+	}
+	return out, metadata, nil
 }
 
 var reNextLink = regexp.MustCompile(`<link rel="next" href="([^"]+)"`)

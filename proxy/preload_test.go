@@ -251,3 +251,57 @@ func TestPacedBody(t *testing.T) {
 		t.Fatalf("one read at 1 B/s: %d bytes, %v, %.1f tokens left; want the burst, all tokens taken", n, err, slow.Tokens())
 	}
 }
+
+// rpm: the newest version of each package the globs name, and what it
+// requires, by the capabilities primary.xml says each package provides.
+func TestPreloadRPMDependencies(t *testing.T) {
+	up := newUpstream(t, 10)
+	type rp struct{ name, ver, provides, requires string }
+	list := []rp{
+		{"app", "1.9", "", "libfoo.so.1()(64bit)"},
+		{"app", "1.10", "", "libfoo.so.1()(64bit) rpmlib(PayloadIsXz)"},
+		{"libfoo", "1.0", "libfoo.so.1()(64bit)", ""},
+		{"other", "1.0", "", ""},
+	}
+	var b strings.Builder
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n" + `<metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="4">`)
+	bodies := map[string][]byte{}
+	for i, p := range list {
+		body := randomBytes(3000+i, uint64(60+i))
+		path := fmt.Sprintf("Packages/%s-%s-1.x86_64.rpm", p.name, p.ver)
+		bodies[path] = body
+		fmt.Fprintf(&b, `<package type="rpm"><name>%s</name><arch>x86_64</arch><version epoch="0" ver="%s" rel="1"/><checksum type="sha256" pkgid="YES">%s</checksum><size package="%d"/><location href="%s"/><format>`,
+			p.name, p.ver, sha256hex(body), len(body), path)
+		for _, c := range strings.Fields(p.provides) {
+			fmt.Fprintf(&b, `<rpm:provides><rpm:entry name="%s"/></rpm:provides>`, c)
+		}
+		for _, c := range strings.Fields(p.requires) {
+			fmt.Fprintf(&b, `<rpm:requires><rpm:entry name="%s"/></rpm:requires>`, c)
+		}
+		b.WriteString(`</format></package>`)
+	}
+	b.WriteString(`</metadata>`)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(b.String()))
+	zw.Close()
+	psum := sha256hex(gz.Bytes())
+	repomd := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?><repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary"><checksum type="sha256">%s</checksum><location href="repodata/%s-primary.xml.gz"/><size>%d</size></data></repomd>`, psum, psum, gz.Len())
+	up.mu.Lock()
+	up.files["/el9/repodata/repomd.xml"] = []byte(repomd)
+	up.files["/el9/repodata/"+psum+"-primary.xml.gz"] = gz.Bytes()
+	for path, body := range bodies {
+		up.files["/el9/"+path] = body
+	}
+	up.mu.Unlock()
+	hb := newHarness(t, up, asHub(hub.Preload, 5))
+	run, err := hb.px.Preload(t.Context(), PreloadOptions{List: hub.PreloadList{RPM: []hub.RPMPreload{{BaseURL: up.URL + "/el9/", Packages: []string{"app"}}}}})
+	if err != nil || len(run.Failures) > 0 || run.Fetched != 2 {
+		t.Fatalf("preload: %+v %v; want app 1.10 and libfoo", run, err)
+	}
+	for path, want := range map[string]int{"Packages/app-1.10-1.x86_64.rpm": 1, "Packages/libfoo-1.0-1.x86_64.rpm": 1, "Packages/app-1.9-1.x86_64.rpm": 0, "Packages/other-1.0-1.x86_64.rpm": 0} {
+		if got := up.count("/el9/" + path); got != want {
+			t.Errorf("%s fetched %d times, want %d", path, got, want)
+		}
+	}
+}

@@ -201,10 +201,32 @@ type Package struct {
 	Checksum Checksum
 	Size     int64
 	Name     string // for a preload list's globs
+	Arch     string
+	// Epoch, Ver and Rel are its version (CompareEVR orders them).
+	Epoch, Ver, Rel string
+	// Provides and Requires are the capabilities the package offers and
+	// needs (names only), for a preload list's dependencies.
+	Provides []string
+	Requires []string
+}
+
+// rpmEntry is one name of <rpm:provides> or <rpm:requires>.
+type rpmEntry struct {
+	Name string `xml:"name,attr"`
 }
 
 type xmlPackage struct {
-	Name     string      `xml:"name"`
+	Name    string `xml:"name"`
+	Arch    string `xml:"arch"`
+	Version struct {
+		Epoch string `xml:"epoch,attr"`
+		Ver   string `xml:"ver,attr"`
+		Rel   string `xml:"rel,attr"`
+	} `xml:"version"`
+	Format struct {
+		Provides []rpmEntry `xml:"http://linux.duke.edu/metadata/rpm provides>entry"`
+		Requires []rpmEntry `xml:"http://linux.duke.edu/metadata/rpm requires>entry"`
+	} `xml:"format"`
 	Checksum xmlChecksum `xml:"checksum"`
 	Size     struct {
 		Package *int64 `xml:"package,attr"`
@@ -273,7 +295,18 @@ func (xp xmlPackage) toPackage() (Package, error) {
 	if base != "" && !strings.HasPrefix(base, "http://") && !strings.HasPrefix(base, "https://") {
 		return Package{}, fmt.Errorf("xml:base %q is not an http(s) URL", clip(base))
 	}
-	return Package{Href: xp.Location.Href, Base: base, Checksum: sum, Size: *xp.Size.Package, Name: xp.Name}, nil
+	p := Package{Href: xp.Location.Href, Base: base, Checksum: sum, Size: *xp.Size.Package, Name: xp.Name, Arch: xp.Arch,
+		Epoch: xp.Version.Epoch, Ver: xp.Version.Ver, Rel: xp.Version.Rel}
+	for _, e := range xp.Format.Provides {
+		p.Provides = append(p.Provides, e.Name)
+	}
+	for _, e := range xp.Format.Requires {
+		// rpmlib(...) are rpm's own features, no package provides them.
+		if !strings.HasPrefix(e.Name, "rpmlib(") {
+			p.Requires = append(p.Requires, e.Name)
+		}
+	}
+	return p, nil
 }
 
 // newDecoder is strict: undefined entities (and so entity tricks) are
@@ -298,4 +331,86 @@ func clip(s string) string {
 		return s[:max] + "..."
 	}
 	return s
+}
+
+// CompareEVR orders two versions as rpm does (epoch, then version, then
+// release, each compared segment by segment: digits as numbers, letters
+// as text, a tilde before anything): -1, 0 or 1.
+func CompareEVR(a, b Package) int {
+	ea, eb := a.Epoch, b.Epoch
+	if ea == "" {
+		ea = "0"
+	}
+	if eb == "" {
+		eb = "0"
+	}
+	if c := vercmp(ea, eb); c != 0 {
+		return c
+	}
+	if c := vercmp(a.Ver, b.Ver); c != 0 {
+		return c
+	}
+	return vercmp(a.Rel, b.Rel)
+}
+
+func vercmp(a, b string) int {
+	isAlnum := func(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+	for {
+		for len(a) > 0 && !isAlnum(a[0]) && a[0] != '~' {
+			a = a[1:]
+		}
+		for len(b) > 0 && !isAlnum(b[0]) && b[0] != '~' {
+			b = b[1:]
+		}
+		// A tilde sorts before anything, the end included.
+		if len(a) > 0 && a[0] == '~' || len(b) > 0 && b[0] == '~' {
+			switch {
+			case len(a) == 0 || a[0] != '~':
+				return 1
+			case len(b) == 0 || b[0] != '~':
+				return -1
+			}
+			a, b = a[1:], b[1:]
+			continue
+		}
+		if len(a) == 0 || len(b) == 0 {
+			switch {
+			case len(a) == len(b):
+				return 0
+			case len(a) == 0:
+				return -1
+			}
+			return 1
+		}
+		digits := a[0] >= '0' && a[0] <= '9'
+		seg := func(s string) (string, string) {
+			i := 0
+			for i < len(s) && isAlnum(s[i]) && (s[i] >= '0' && s[i] <= '9') == digits {
+				i++
+			}
+			return s[:i], s[i:]
+		}
+		var sa, sb string
+		sa, a = seg(a)
+		sb, b = seg(b)
+		if sb == "" {
+			// Numbers sort after letters.
+			if digits {
+				return 1
+			}
+			return -1
+		}
+		if digits {
+			sa, sb = strings.TrimLeft(sa, "0"), strings.TrimLeft(sb, "0")
+			if len(sa) != len(sb) {
+				if len(sa) < len(sb) {
+					return -1
+				}
+				return 1
+			}
+		}
+		if c := strings.Compare(sa, sb); c != 0 {
+			return c
+		}
+	}
 }

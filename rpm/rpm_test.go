@@ -71,11 +71,13 @@ func TestParsePrimaryGolden(t *testing.T) {
 		want []Package
 	}{
 		{"testdata/primary.xml", []Package{{
-			Href: "Packages/warren-e2e-hello-1.0-1.noarch.rpm", Size: 6131, Name: "warren-e2e-hello",
+			Href: "Packages/warren-e2e-hello-1.0-1.noarch.rpm", Size: 6131, Name: "warren-e2e-hello", Provides: []string{"warren-e2e-hello"},
+			Arch: "noarch", Epoch: "0", Ver: "1.0", Rel: "1",
 			Checksum: Checksum{"sha256", "0e8ff6596f9f4fa78300ebad1db7798e1750a2e9fd4aa17c686b556f7ece86a0"},
 		}}},
 		{"testdata/primary-mixed.xml", []Package{
-			{Href: "Packages/b/big-2.0-1.x86_64.rpm", Size: 1024, Name: "big", Checksum: Checksum{"sha512", "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"}},
+			{Href: "Packages/b/big-2.0-1.x86_64.rpm", Size: 1024, Name: "big", Arch: "x86_64",
+				Provides: []string{"big", "libbig.so.2()(64bit)"}, Requires: []string{"libfoo.so.1()(64bit)", "/bin/sh"}, Checksum: Checksum{"sha512", "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e"}},
 			{Href: "Packages/old-1-1.noarch.rpm", Base: "http://mirror.example/el7/", Size: 10, Name: "old", Checksum: Checksum{"sha1", "da39a3ee5e6b4b0d3255bfef95601890afd80709"}},
 			{Href: "Packages/e/escaped-1-1.noarch.rpm", Size: 0, Name: "escaped & named", Checksum: Checksum{"sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}},
 		}},
@@ -194,5 +196,29 @@ func TestBombsAreRefused(t *testing.T) {
 			}
 			t.Logf("refused after %d KiB allocated: %v", bytes>>10, err)
 		})
+	}
+}
+
+func TestCompareEVR(t *testing.T) {
+	v := func(e, ver, rel string) Package { return Package{Epoch: e, Ver: ver, Rel: rel} }
+	for _, tt := range []struct {
+		a, b Package
+		want int
+	}{
+		{v("", "1.0", "1"), v("0", "1.0", "1"), 0},
+		{v("0", "1.10", "1"), v("0", "1.9", "1"), 1},
+		{v("1", "1.0", "1"), v("0", "9.9", "9"), 1},
+		{v("0", "5.14.0", "362.el9"), v("0", "5.14.0", "70.el9"), 1},
+		{v("0", "1.0~rc1", "1"), v("0", "1.0", "1"), -1},
+		{v("0", "1.0a", "1"), v("0", "1.0", "1"), 1},
+		{v("0", "1.0", "1"), v("0", "1.0.1", "1"), -1},
+		{v("0", "2.0", "1.el9"), v("0", "2.0", "1.el9"), 0},
+	} {
+		if got := CompareEVR(tt.a, tt.b); got != tt.want {
+			t.Errorf("CompareEVR(%+v, %+v) = %d, want %d", tt.a, tt.b, got, tt.want)
+		}
+		if got := CompareEVR(tt.b, tt.a); got != -tt.want {
+			t.Errorf("CompareEVR(%+v, %+v) = %d, want %d", tt.b, tt.a, got, -tt.want)
+		}
 	}
 }
