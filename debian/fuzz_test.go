@@ -2,9 +2,9 @@ package debian
 
 import (
 	"bytes"
-	"strings"
 	"io"
 	"os"
+	"strings"
 	"testing"
 )
 
