@@ -267,6 +267,17 @@ func (s *Server) preloadApt(ctx context.Context, a hub.AptPreload, o PreloadOpti
 			listed[f.Path] = true
 		}
 		for _, comp := range a.Components {
+			// apt asks for the English descriptions too (unless
+			// Acquire::Languages says otherwise): a preload-only hub must
+			// hold them, or every node's update reports them missing.
+			for _, name := range []string{"Translation-en.xz", "Translation-en.bz2", "Translation-en.gz", "Translation-en"} {
+				if listed[comp+"/i18n/"+name] {
+					if _, _, err := s.fetchIndex(ctx, base+"dists/"+suite+"/"+comp+"/i18n/"+name, who); err != nil {
+						errs = append(errs, err)
+					}
+					break
+				}
+			}
 			for _, arch := range a.Architectures {
 				pkgs, err := s.aptPackages(ctx, base+"dists/"+suite+"/", comp+"/binary-"+arch+"/", listed, who)
 				if err != nil {
