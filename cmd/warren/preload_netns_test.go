@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha512"
+	"encoding/base64"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,13 +34,17 @@ func TestPreloadSiteOverNetns(t *testing.T) {
 	repo := buildAptRepo(t, base)
 	_, rpmSums := buildRPMRepo(t, base) // in base/rpmrepo
 	arch := strings.TrimSpace(run(t, base, nil, "dpkg", "--print-architecture"))
+	feedURL := "http://" + mirror + "/feed/api/v2/"
+	nupkg := writeStaticFeed(t, filepath.Join(base, "feed", "api", "v2"), feedURL, "tool", "1.0.0")
 
 	lan := newLAN(t, "wrp", "10.79.0")
 	lan.host("up", mirror)
 	lan.sh("ip", "netns", "exec", lan.ns("up"), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "50mbit", "burst", "256k", "latency", "100ms")
 	lan.host("hub", hubAddr)
 	lan.host("h1", "10.79.0.1")
-	mirrorCmd := exec.Command("ip", "netns", "exec", lan.ns("up"), "/usr/bin/python3", "-m", "http.server", "80", "--bind", mirror, "--directory", base)
+	script := filepath.Join(base, "mirror.py")
+	os.WriteFile(script, []byte(staticMirrorPy), 0o644)
+	mirrorCmd := exec.Command("ip", "netns", "exec", lan.ns("up"), "/usr/bin/python3", script, base, mirror)
 	upLog, _ := startLogged(t, mirrorCmd, "mirror")
 	gets := func() map[string]int {
 		out := map[string]int{}
@@ -57,17 +63,20 @@ func TestPreloadSiteOverNetns(t *testing.T) {
 	os.WriteFile(conf, []byte(fmt.Sprintf(`role: hub
 hub_mode: preload
 preload_schedule: ""
+chocolatey: {upstream: %q}
 preload:
   apt: [{url: %q, suites: [stable], components: [main], architectures: [%s], packages: ["warren-e2e-*"]}]
   rpm: [{baseurl: %q, packages: ["warren-e2e-hel*", "libwarren*"]}]
-`, aptURL, arch, rpmURL)), 0o644)
+  chocolatey: [{feed: %q, ids: [tool]}]
+`, feedURL, aptURL, arch, rpmURL, feedURL)), 0o644)
 	hubCache := filepath.Join(base, "hubcache")
 	hub := exec.Command("ip", "netns", "exec", lan.ns("hub"), warrenBinary(t), "serve", "--config", conf, "--listen", "0.0.0.0:3142",
 		"--cache-dir", hubCache, "--log-level", "debug")
 	hubLogs, ready := startLogged(t, hub, "hub")
 	waitReady(t, ready, hubLogs, "hub")
 	node := exec.Command("ip", "netns", "exec", lan.ns("h1"), warrenBinary(t), "serve", "--config", "/dev/null", "--listen", "127.0.0.1:3142",
-		"--discovery", "off", "--cache-dir", filepath.Join(base, "nodecache"), "--hub", "http://"+hubAddr+":3142", "--hub-only", "--log-level", "debug")
+		"--discovery", "off", "--cache-dir", filepath.Join(base, "nodecache"), "--hub", "http://"+hubAddr+":3142", "--hub-only",
+		"--chocolatey-upstream", feedURL, "--log-level", "debug")
 	nodeLogs, ready := startLogged(t, node, "node h1")
 	waitReady(t, ready, nodeLogs, "node h1")
 
@@ -78,8 +87,9 @@ preload:
 		t.Fatalf("before any preload run: %s, mirror GETs %d; want 404 and none", code, gets()[smallPath])
 	}
 
-	// The artifacts the list names: both debs (the glob) and both rpms.
-	artifacts := []string{"/repo/pool/main/warren-e2e-big_1.0_all.deb", smallPath}
+	// The artifacts the list names: both debs (the glob), both rpms, the
+	// Chocolatey package.
+	artifacts := []string{"/repo/pool/main/warren-e2e-big_1.0_all.deb", smallPath, "/feed/api/v2/package/tool/1.0.0"}
 	for p := range rpmSums {
 		artifacts = append(artifacts, "/rpmrepo"+p)
 	}
@@ -91,12 +101,12 @@ preload:
 		return n
 	}
 	out, err := runApp(t, "preload", "run", "--dry-run", "--config", conf, "--cache-dir", hubCache)
-	if err != nil || !strings.Contains(out, "the list names 4 artifacts; 4 are not held") || fetched() != 0 {
+	if err != nil || !strings.Contains(out, "the list names 5 artifacts; 5 are not held") || fetched() != 0 {
 		t.Fatalf("preload run --dry-run: %v, %d artifacts fetched\n%s", err, fetched(), out)
 	}
 	t.Logf("dry run: %s", strings.TrimSpace(out))
 	out, err = runApp(t, "preload", "run", "--config", conf, "--cache-dir", hubCache)
-	if err != nil || !strings.Contains(out, "fetched 4") {
+	if err != nil || !strings.Contains(out, "fetched 5") {
 		t.Fatalf("preload run: %v\n%s", err, out)
 	}
 	t.Logf("run: %s", strings.TrimSpace(out))
@@ -128,6 +138,25 @@ preload:
 			t.Fatalf("apt got %s with sha256 %s, want %s", pool, got, sum)
 		}
 	}
+	// Chocolatey's calls, as choco makes them, to the node's feed.
+	feed := "http://127.0.0.1:3142/chocolatey/api/v2/"
+	var entry string
+	for _, call := range []string{"", "$metadata", "Packages()?$filter=(tolower(Id)%20eq%20'tool')%20and%20IsLatestVersion&semVerLevel=2.0.0",
+		"FindPackagesById()?id='tool'&semVerLevel=2.0.0", "Packages(Id='tool',Version='1.0.0')"} {
+		out, err := lan.curl("h1", feed+call)
+		if err != nil {
+			t.Fatalf("choco's call %q with the mirror down: %v %s", call, err, out)
+		}
+		entry = out
+	}
+	src := regexp.MustCompile(`<content type="application/zip" src="([^"]+)"`).FindStringSubmatch(entry)
+	if src == nil || !strings.HasPrefix(src[1], feed) {
+		t.Fatalf("the package entry's download is not the node's: %q", entry)
+	}
+	pkgFile := filepath.Join(base, "tool.nupkg")
+	if out, err := lan.curl("h1", "-o", pkgFile, src[1]); err != nil || sha256File(t, pkgFile) != sha256Hex(nupkg) {
+		t.Fatalf("the Chocolatey package with the mirror down: %v %s", err, out)
+	}
 	dl := filepath.Join(base, "dnf-h1", "dl")
 	dnfIn(t, lan.ns("h1"), base, "dnf-h1", rpmURL, "http://127.0.0.1:3142", "download", "--destdir="+dl, "warren-e2e-hello", "libwarren++-e2e")
 	for p, sum := range rpmSums {
@@ -135,4 +164,48 @@ preload:
 			t.Fatalf("dnf got %s with sha256 %s, want %s", p, got, sum)
 		}
 	}
+}
+
+// staticMirrorPy is python's http.server over a directory, with feed
+// answers (extensionless files under feed/) typed as Atom, as NuGet's are;
+// the query string is ignored, so one file answers a call however asked.
+const staticMirrorPy = `import functools, http.server, sys
+root, addr = sys.argv[1], sys.argv[2]
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def guess_type(self, path):
+        if "/feed/" in path and "/package/" not in path:
+            return "application/atom+xml;type=feed;charset=utf-8"
+        return super().guess_type(path)
+http.server.ThreadingHTTPServer((addr, 80), functools.partial(Handler, directory=root)).serve_forever()
+`
+
+// writeStaticFeed writes the answers of a NuGet v2 feed holding one
+// package into dir (index.html is the service document) and returns the
+// package's bytes.
+func writeStaticFeed(t *testing.T, dir, base, id, version string) []byte {
+	t.Helper()
+	pkg := randomPayload(50000, 77)
+	sum := sha512.Sum512(pkg)
+	entry := fmt.Sprintf(`<entry><id>%[1]sPackages(Id='%[2]s',Version='%[3]s')</id><title type="text">%[2]s</title>
+<content type="application/zip" src="%[1]spackage/%[2]s/%[3]s" /><m:properties><d:Id>%[2]s</d:Id><d:Version>%[3]s</d:Version>
+<d:PackageHash>%[4]s</d:PackageHash><d:PackageHashAlgorithm>SHA512</d:PackageHashAlgorithm><d:PackageSize m:type="Edm.Int64">%[5]d</d:PackageSize></m:properties></entry>`,
+		base, id, version, base64.StdEncoding.EncodeToString(sum[:]), len(pkg))
+	feed := func(body string) string {
+		return fmt.Sprintf(`<?xml version="1.0" encoding="utf-8"?><feed xml:base="%s" xmlns="http://www.w3.org/2005/Atom" xmlns:d="http://schemas.microsoft.com/ado/2007/08/dataservices" xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"><title type="text">Packages</title>%s</feed>`, base, body)
+	}
+	files := map[string]string{
+		"index.html":         `<?xml version="1.0" encoding="utf-8"?><service xmlns="http://www.w3.org/2007/app"/>`,
+		"$metadata":          `<?xml version="1.0" encoding="utf-8"?><edmx:Edmx Version="1.0" xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx"/>`,
+		"Packages()":         feed(entry),
+		"FindPackagesById()": feed(entry),
+		"Search()":           feed(entry),
+		fmt.Sprintf("Packages(Id='%s',Version='%s')", id, version): `<?xml version="1.0" encoding="utf-8"?>` +
+			strings.Replace(entry, "<entry>", fmt.Sprintf(`<entry xml:base="%s" xmlns="http://www.w3.org/2005/Atom" xmlns:d="http://schemas.microsoft.com/ado/2007/08/dataservices" xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata">`, base), 1),
+	}
+	os.MkdirAll(filepath.Join(dir, "package", id), 0o755)
+	for name, body := range files {
+		os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644)
+	}
+	os.WriteFile(filepath.Join(dir, "package", id, version), pkg, 0o644)
+	return pkg
 }
