@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // writeArchive writes an (unsigned: warren does not check signatures, apt
@@ -151,5 +152,53 @@ preload:
 	}
 	if m := page(hubURL + "/metrics"); !strings.Contains(m, "warren_preload_fetched_artifacts_total 3") || !strings.Contains(m, "warren_preload_runs_total 2") {
 		t.Fatal("the hub's /metrics do not count the preload runs")
+	}
+}
+
+// A preload run whose daemon is killed midway: the next run fetches only
+// what was not stored yet. preload_rate makes each artifact take most of a
+// second, so the kill lands while the second is on its way.
+func TestPreloadKilledMidwayResumes(t *testing.T) {
+	repo := t.TempDir()
+	paths := writeArchive(t, repo, map[string]string{"app-a": "", "app-b": "", "app-c": ""})
+	up := serveDir(t, repo)
+	base := t.TempDir()
+	conf := filepath.Join(base, "hub.yaml")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`role: hub
+preload_schedule: ""
+preload_rate: 30KB
+preload:
+  apt: [{url: %s, suites: [stable], components: [main], architectures: [amd64], packages: ["app-*"]}]
+`, up.URL)), 0o644)
+	hubDir := filepath.Join(base, "hub")
+	addr := freeLoopbackPort(t)
+	_, hub, _ := startWarrenAt(t, addr, "--config", conf, "--cache-dir", hubDir)
+	go runApp(t, "preload", "run", "--config", conf, "--cache-dir", hubDir)
+	started := func() (n int) {
+		for _, p := range paths {
+			if up.count(p) > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	waitUntil(t, "the run to be on its second artifact", 30*time.Second, func() bool { return started() >= 2 })
+	hub.Process.Kill()
+	hub.Wait()
+	if started() != 2 {
+		t.Fatalf("%d artifacts begun when the daemon was killed: want 2 (the test's timing is off)", started())
+	}
+	startWarrenAt(t, addr, "--config", conf, "--cache-dir", hubDir)
+	out, err := runApp(t, "preload", "run", "--config", conf, "--cache-dir", hubDir)
+	if err != nil || !strings.Contains(out, "2 were not held; fetched 2") {
+		t.Fatalf("the run after the kill: %v\n%s", err, out)
+	}
+	fetches := map[int]int{}
+	for _, p := range paths {
+		fetches[up.count(p)]++
+	}
+	// The one stored before the kill once, the one cut off twice, the last once.
+	if fetches[1] != 2 || fetches[2] != 1 {
+		t.Fatalf("fetches per artifact %v: want one of them fetched again (it was cut off), the others once", fetches)
 	}
 }
