@@ -13,8 +13,9 @@ import (
 )
 
 // TestStatusPageInChromium loads the real daemon's status page in headless
-// Chromium (Debian's package) after a miss and a hit, checks what it shows,
-// and keeps a screenshot (WARREN_ARTIFACTS, else the test's temp dir).
+// Chromium (Debian's package) after a miss and a hit, checks what it shows
+// (the day's chart among it), and keeps a screenshot (WARREN_ARTIFACTS,
+// else the test's temp dir).
 func TestStatusPageInChromium(t *testing.T) {
 	requireTools(t, "chromium")
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -50,7 +51,10 @@ func TestStatusPageInChromium(t *testing.T) {
 		return string(out)
 	}
 	dom := chrome("--dump-dom", proxyURL+"/_warren/")
-	for _, want := range []string{`id="hit-ratio">50%`, "50 kB of 10 MB", "1 hits, 1 misses of 2 requests", "Transfers in progress"} {
+	// The day's chart: an SVG Chromium parsed (its DOM carries it), the
+	// hour's bar of bytes served without the WAN, and the day's table.
+	for _, want := range []string{`id="hit-ratio">50%`, "50 kB of 10 MB", "1 hits, 1 misses of 2 requests", "Transfers in progress",
+		`<svg id="history"`, `class="saved debian"`, `<polyline class="wan"`, "<td>debian</td><td>100 kB</td><td>50 kB</td><td>50%</td>"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("status page in Chromium lacks %q:\n%s", want, dom)
 		}
