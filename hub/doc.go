@@ -1,6 +1,8 @@
 // Package hub is the site distribution server: the policy a warren in the
 // hub role applies to the nodes that use it (tokens, the fetch /
-// fetch-and-preload / preload modes, the max-requesters queue) and the
+// fetch-and-preload / preload modes, the max-requesters queue), what it
+// preloads and when (the preload list, its checks and dependency closure,
+// the daily window, the run log and the packages seen held), and the
 // node's side of the same protocol (Parent: a hub as an upstream of the
 // fill engine, tried after the LAN's peers and before the origin).
 //
