@@ -457,7 +457,7 @@ func (s *Server) serveNupkg(w http.ResponseWriter, r *http.Request, rt chocoRout
 		k, err = s.store.Known(key)
 	}
 	// PackageSize is informational in feeds; the hash is what is checked.
-	p := plan{kind: "nupkg", size: -1, url: rt.upstream + "package/" + id + "/" + version}
+	p := plan{kind: "nupkg", eco: EcoChocolatey, size: -1, url: rt.upstream + "package/" + id + "/" + version}
 	if err == nil {
 		p.url, p.digest = k.Source, k.Digest
 	}

@@ -108,7 +108,7 @@ func (s *Server) holdGeneration(ctx context.Context, f *cachestore.Fill, p plan,
 		if !ok || n.k.Digest == o.k.Digest || !s.holds(o.k.Digest) || s.holds(n.k.Digest) {
 			continue // gone, unchanged, unused by the site, or held already
 		}
-		pp := plan{url: n.url, key: n.url, kind: "index", digest: n.k.Digest, size: n.k.Size, metaName: n.name}
+		pp := plan{url: n.url, key: n.url, kind: "index", eco: p.eco, digest: n.k.Digest, size: n.k.Size, metaName: n.name}
 		if p.meta == metaRelease {
 			pp.meta = debianIndexMeta(n.rel)
 		} else if n.k.Name == "primary" {

@@ -40,6 +40,9 @@ func (h *history) add(now time.Time, eco string, served, wan int64) {
 	if served == 0 && wan == 0 {
 		return
 	}
+	if eco == "" {
+		eco = "other"
+	}
 	start := now.Truncate(time.Hour)
 	i := int(start.Unix()/3600) % historyHours
 	h.mu.Lock()
@@ -71,16 +74,6 @@ func (h *history) total(eco string) ecoBytes {
 	return h.since[eco]
 }
 
-// ecoOf names the ecosystem a plan belongs to, for the chart.
-func ecoOf(p plan) string {
-	if p.kind == "nupkg" {
-		return EcoChocolatey
-	}
-	if eco := ecosystemOf(p.key); eco != "" {
-		return eco
-	}
-	return "other"
-}
 
 // hourRow is one hour of the chart.
 type hourRow struct {

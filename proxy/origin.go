@@ -223,7 +223,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 	}
 	st := &fill.Stream{
 		Body: body, From: "origin " + req.URL.Host, Size: size, Meta: meta,
-		Received: func(n int64) { s.stats.BytesFetched.Add(n); s.hist.add(s.now(), ecoOf(p), 0, n) },
+		Received: func(n int64) { s.stats.BytesFetched.Add(n); s.hist.add(s.now(), p.eco, 0, n) },
 		Blame: func(reason error) {
 			if errors.Is(reason, fill.ErrStalled) {
 				return // a stalled origin is resumed, within originTries

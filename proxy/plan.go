@@ -16,6 +16,7 @@ type plan struct {
 	url  string // upstream URL, as the client spelt it
 	key  string // the canonical form of url: its key in the index
 	kind string // what the ecosystem calls it, for the log
+	eco  string // EcoDebian, EcoRPM, EcoChocolatey or "other", for the day's chart
 	// passThrough: never cache (mirror lists, metalinks).
 	passThrough bool
 	// digest is set when metadata (or the by-hash path) says what the bytes
@@ -47,10 +48,12 @@ const (
 )
 
 func (s *Server) plan(ctx context.Context, u *url.URL) plan {
-	p := plan{url: u.String(), key: canonicalURL(u), kind: "other", size: -1}
+	p := plan{url: u.String(), key: canonicalURL(u), kind: "other", eco: "other", size: -1}
 	if k := debian.Classify(u.Path); k != debian.KindOther {
+		p.eco = EcoDebian
 		s.planDebian(ctx, &p, u, k)
 	} else if k := rpm.Classify(u.Host, u.Path); k != rpm.KindOther {
+		p.eco = EcoRPM
 		s.planRPM(ctx, &p, u, k)
 	}
 	return p

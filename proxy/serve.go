@@ -36,7 +36,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 	}
 	s.requestsBy.WithLabelValues(outcome).Inc()
 	s.stats.BytesServed.Add(rw.bytes)
-	s.hist.add(s.now(), ecoOf(p), rw.bytes, 0)
+	s.hist.add(s.now(), p.eco, rw.bytes, 0)
 	s.log.Info("request",
 		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind),
 		slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
