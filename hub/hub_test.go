@@ -72,6 +72,9 @@ func TestQueue(t *testing.T) {
 	if q.Peak() != 2 {
 		t.Fatalf("peak %d, want 2", q.Peak())
 	}
+	if streaming, waiting := q.Totals(); streaming != 2 || waiting != 2 {
+		t.Fatalf("totals: %d streaming, %d waiting; want 2 and 2", streaming, waiting)
+	}
 	ts, refused := q.Stats()
 	if refused != 2 || len(ts) != 2 {
 		t.Fatalf("stats: %+v refused %d", ts, refused)

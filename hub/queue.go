@@ -88,6 +88,18 @@ func (q *Queue) Peak() int {
 	return q.peak
 }
 
+// Totals are the requesters streaming and told to wait, over the
+// transfers in progress.
+func (q *Queue) Totals() (streaming, waiting int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, t := range q.byKey {
+		streaming += t.streaming
+		waiting += t.waiting
+	}
+	return streaming, waiting
+}
+
 // Stats lists the transfers with requesters, and how many were ever told
 // to wait.
 func (q *Queue) Stats() (transfers []QueueStat, refused int64) {

@@ -74,7 +74,6 @@ func (h *history) total(eco string) ecoBytes {
 	return h.since[eco]
 }
 
-
 // hourRow is one hour of the chart.
 type hourRow struct {
 	start time.Time

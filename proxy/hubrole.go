@@ -59,26 +59,13 @@ func (s *Server) registerHubMetrics(reg *prometheus.Registry) {
 			ConstLabels: prometheus.Labels{"reason": r},
 		}, func() float64 { return float64(n.Load()) }))
 	}
+	q := s.cfg.Hub.Queue
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "warren_hub_queue_waiting", Help: "Requesters told to wait (max_requesters) during the transfers in progress.",
-	}, func() float64 {
-		ts, _ := s.cfg.Hub.Queue.Stats()
-		n := 0
-		for _, t := range ts {
-			n += t.Waiting
-		}
-		return float64(n)
-	}))
+	}, func() float64 { _, n := q.Totals(); return float64(n) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "warren_hub_queue_streaming", Help: "Requesters streaming an artifact the hub is still fetching.",
-	}, func() float64 {
-		ts, _ := s.cfg.Hub.Queue.Stats()
-		n := 0
-		for _, t := range ts {
-			n += t.Streaming
-		}
-		return float64(n)
-	}))
+	}, func() float64 { n, _ := q.Totals(); return float64(n) }))
 }
 
 // hubAdmit applies the hub's door rules to a request that is not for one
