@@ -96,6 +96,8 @@ type Store struct {
 	usedBytes atomic.Int64
 	usedBlobs atomic.Int64
 
+	changeMu sync.Mutex // one change log append at a time (changes.go)
+
 	pinMu sync.Mutex     // guards pins
 	pins  map[Digest]int // how many owners pin each blob (pins.go)
 }

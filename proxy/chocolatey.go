@@ -335,8 +335,13 @@ func (s *Server) keepAnswer(key string, a feedAnswer) {
 		}
 	}
 	c := cachestore.Cached{Digest: d, Size: int64(len(a.body)), ContentType: a.header["Content-Type"], Fetched: a.fetched, Meta: a.header}
+	old, oerr := s.store.Cached(key)
 	if err := s.store.PutCached(key, c); err != nil {
 		s.log.Warn("could not record a feed answer", slog.String("key", key), slog.Any("err", err))
+		return
+	}
+	if oerr != nil || old.Digest != d {
+		s.recordStored(key, "feed", d, c.Size, &c) // a new answer, for replication
 	}
 }
 

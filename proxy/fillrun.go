@@ -61,6 +61,7 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p p
 	}) {
 		s.learning.end(cf.learn) // shutting down: learnt on the next fetch
 	}
+	s.recordFill(p, res.Digest, res.Size)
 	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", res.Digest.String()),
 		slog.Int64("bytes", res.Size), slog.Any("from", res.From))
 }

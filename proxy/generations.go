@@ -198,6 +198,9 @@ func (s *Server) fillNow(ctx context.Context, p plan, who asker) error {
 		_, err := f.Result(ctx)
 		return err
 	}
-	_, err := s.engine.Run(ctx, f, fill.Want{Digest: p.digest, Size: p.size}, s.upstreamSources(p, who, nil, nil))
+	res, err := s.engine.Run(ctx, f, fill.Want{Digest: p.digest, Size: p.size}, s.upstreamSources(p, who, nil, nil))
+	if err == nil {
+		s.recordFill(p, res.Digest, res.Size)
+	}
 	return err
 }

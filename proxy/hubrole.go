@@ -28,6 +28,12 @@ type HubRole struct {
 	// KeepGenerations is how many generations of a Release's or
 	// repomd.xml's index files stay servable (keep_index_generations).
 	KeepGenerations int
+	// Sync, when enabled, serves this hub's change feed and blobs to the
+	// hubs that pull from it (replication.tokens).
+	Sync hub.SyncTokens
+	// Chain is this hub's id and those of the hubs it pulls from (as
+	// last seen): a hub among them may not pull from this one.
+	Chain func() []string
 }
 
 // DefaultKeepIndexGenerations is keep_index_generations unless set.

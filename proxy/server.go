@@ -44,6 +44,13 @@ type Store interface {
 	LearntFrom(lister uint64) (cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
 	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
+	// The change log (replication.go, replicate.go).
+	RecordChange(c cachestore.Change) (uint64, error)
+	Changes(after uint64, n int) ([]cachestore.Change, uint64, error)
+	ChangeKeys(d cachestore.Digest) ([]string, error)
+	Tombstoned(d cachestore.Digest) bool
+	Holds(d cachestore.Digest) bool
+	Remove(d cachestore.Digest) error
 }
 
 var _ Store = (*cachestore.Store)(nil)
@@ -169,6 +176,7 @@ type Server struct {
 	knownDirty atomic.Bool
 
 	hubm       hubMetrics
+	replServed atomic.Int64 // blob bytes served to hubs pulling from this one
 	stats      Stats
 	waiting    waitList // fills waiting out a busy hub, for the page
 	hist       history  // the last day's bytes by ecosystem, for the page
@@ -379,6 +387,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.NotFound(w, r)
 			return
 		}
+	}
+	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, hub.ReplicationPrefix) {
+		// Other hubs, with a sync token (not a hub token): read-only.
+		s.serveReplication(w, r)
+		return
 	}
 	if s.cfg.Hub != nil && !s.hubAdmit(w, r) {
 		return

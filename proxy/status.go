@@ -42,6 +42,11 @@ type Status struct {
 	Preloading      bool
 	PreloadSchedule string
 	PreloadRuns     []hub.PreloadRun
+	// Replication is a hub's pulls (runs newest last), when it has
+	// replicate_from entries; ReplicationServes says it serves other hubs.
+	Replication       []hub.ReplicateRun
+	ReplicateSchedule string
+	ReplicationServes bool
 }
 
 // Figures are the status's numbers by name, for /_warren/stats and the CLI.
@@ -162,6 +167,13 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	},
 	"ago":  func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
 	"took": func(from, to time.Time) string { return to.Sub(from).Round(100 * time.Millisecond).String() },
+	// lag is how far a replication run left its source behind.
+	"lag": func(r hub.ReplicateRun) string {
+		if r.Last <= r.CursorOut {
+			return "none"
+		}
+		return fmt.Sprintf("%d entries", r.Last-r.CursorOut)
+	},
 	"until": func(t time.Time) string {
 		if d := time.Until(t); d > 0 {
 			return d.Round(time.Second).String()
@@ -223,6 +235,13 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{range .PreloadRuns}}<tr><td>{{.Start.Format "2006-01-02 15:04:05"}}</td><td>{{took .Start .End}}</td><td>{{.Trigger}}{{if .DryRun}} (dry run){{end}}</td>
 <td>{{.Wanted}}</td><td>{{.Missing}}</td><td>{{.Fetched}}</td><td>{{bytes .FetchedB}}</td><td>{{len .Failures}}</td><td>{{.Stopped}}</td></tr>
 {{else}}<tr><td colspan="9">no run yet</td></tr>{{end}}</table>{{end}}
+{{if or .S.ReplicateSchedule .S.ReplicationServes}}<h2>Replication</h2>
+<p>{{if .S.ReplicationServes}}serves its change feed to other hubs (replication.tokens){{end}}{{if .S.ReplicateSchedule}}{{if .S.ReplicationServes}} · {{end}}pulls {{.S.ReplicateSchedule}} · <code>warren replicate run [--from NAME]</code>{{end}}</p>
+{{if .S.ReplicateSchedule}}<table id="replication"><tr><th>start</th><th>took</th><th>from</th><th>trigger</th><th>cursor</th><th>lag</th><th>entries</th><th>blobs</th><th>bytes</th><th>result</th></tr>
+{{range .ReplicateRuns}}<tr><td>{{.Start.Format "2006-01-02 15:04:05"}}</td><td>{{took .Start .End}}</td><td>{{.From}}</td><td>{{.Trigger}}</td>
+<td>{{.CursorIn}} → {{.CursorOut}}</td><td>{{lag .}}</td><td>{{.Entries}}</td><td>{{.Blobs}}</td><td>{{bytes .Bytes}}</td>
+<td>{{if .OK}}ok{{else}}failed: {{if .Error}}{{.Error}}{{else}}{{index .Failures 0}}{{if gt (len .Failures) 1}} (and {{len .Failures}} in all){{end}}{{end}}{{end}}</td></tr>
+{{else}}<tr><td colspan="10">no run yet</td></tr>{{end}}</table>{{end}}{{end}}
 <h2>Peers</h2>
 <table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
 {{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
@@ -275,12 +294,13 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 		"FromHubs": s.stats.BytesHub.Load(), "Served": s.stats.BytesServed.Load(), "Waiting": s.waiting.list(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
-		"Budgets":     s.BudgetStats(),
-		"PreloadRuns": lastRuns(st.PreloadRuns, 10),
-		"Chart":       s.hist.chart(s.now()),
-		"Day":         s.hist.totals(s.now()),
-		"Ecosystems":  chartLegend(),
-		"Host":        r.Host,
+		"Budgets":       s.BudgetStats(),
+		"PreloadRuns":   lastRuns(st.PreloadRuns, 10),
+		"ReplicateRuns": lastRuns(st.Replication, 10),
+		"Chart":         s.hist.chart(s.now()),
+		"Day":           s.hist.totals(s.now()),
+		"Ecosystems":    chartLegend(),
+		"Host":          r.Host,
 	}
 	if s.cfg.Hub != nil {
 		q, refused := s.cfg.Hub.Queue.Stats()
@@ -329,8 +349,8 @@ func (s *Server) BudgetStats() []budgetStats {
 }
 
 // lastRuns are the newest n runs, newest first.
-func lastRuns(runs []hub.PreloadRun, n int) []hub.PreloadRun {
-	out := make([]hub.PreloadRun, 0, n)
+func lastRuns[R any](runs []R, n int) []R {
+	out := make([]R, 0, n)
 	for i := len(runs) - 1; i >= 0 && len(out) < n; i-- {
 		out = append(out, runs[i])
 	}

@@ -62,6 +62,8 @@ func (a *adminAPI) handler() http.Handler {
 	mux.HandleFunc("POST /cache/verify", a.verify)
 	mux.HandleFunc("POST /preload/run", a.preloadRun)
 	mux.HandleFunc("GET /preload/status", a.preloadStatus)
+	mux.HandleFunc("POST /replicate/run", a.replicateRun)
+	mux.HandleFunc("GET /replicate/status", a.replicateStatus)
 	return mux
 }
 
@@ -239,6 +241,12 @@ func (a *adminAPI) rm(w http.ResponseWriter, r *http.Request) {
 	d, err := a.resolve(r.URL.Query().Get("q"))
 	if err == nil {
 		err = a.store.Remove(d)
+	}
+	if err == nil {
+		if rerr := a.store.RecordDeletion(d); rerr != nil {
+			http.Error(w, fmt.Sprintf("removed %s, but its deletion was not recorded for replication: %v", d, rerr), http.StatusInternalServerError)
+			return
+		}
 	}
 	switch {
 	case errors.Is(err, cachestore.ErrInUse):

@@ -86,6 +86,14 @@ type config struct {
 	PreloadUpdates  bool            `yaml:"preload_updates"`
 	PreloadSchedule string          `yaml:"preload_schedule"` // HH:MM-HH:MM daily, "" on demand only
 	PreloadRate     string          `yaml:"preload_rate"`     // bytes/s from upstream, 0 no cap
+	// Replication between hubs (replicate.go): what this hub serves to
+	// others, and what it pulls from others.
+	Replication struct {
+		Tokens []hub.SyncToken `yaml:"tokens"`
+	} `yaml:"replication"`
+	ReplicateFrom     []hub.ReplicateFrom `yaml:"replicate_from"`
+	ReplicateSchedule duration            `yaml:"replicate_schedule"` // every; 0 on demand only
+	ReplicateDeletes  bool                `yaml:"replicate_deletes"`
 
 	// The fill engine.
 	StallTimeout duration `yaml:"stall_timeout"`
@@ -163,6 +171,7 @@ func defaults() config {
 		PreloadUpdates:       true,
 		PreloadSchedule:      "02:00-04:00",
 		PreloadRate:          "0",
+		ReplicateSchedule:    duration{time.Hour},
 		ScrubRate:            "20MB",
 	}
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
@@ -242,6 +251,8 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "retry-delay", Usage: withDefault("how long a hub tells the requesters beyond max_requesters to wait", "retry_delay"), EnvVars: []string{"WARREN_RETRY_DELAY"}},
 		&cli.StringFlag{Name: "preload-schedule", Usage: withDefault("the daily window a hub preloads in, HH:MM-HH:MM; empty: on demand only", "preload_schedule"), EnvVars: []string{"WARREN_PRELOAD_SCHEDULE"}},
 		&cli.StringFlag{Name: "preload-rate", Usage: withDefault("bytes/s a preload run may take from upstream, e.g. 5MB; 0 no cap", "preload_rate"), EnvVars: []string{"WARREN_PRELOAD_RATE"}},
+		&cli.StringFlag{Name: "replicate-schedule", Usage: withDefault("how often a hub pulls from its replicate_from hubs; 0: on demand only (warren replicate run)", "replicate_schedule"), EnvVars: []string{"WARREN_REPLICATE_SCHEDULE"}},
+		&cli.BoolFlag{Name: "replicate-deletes", Usage: "apply the deletions of the hubs this one pulls from (default: replication only adds)", EnvVars: []string{"WARREN_REPLICATE_DELETES"}},
 		&cli.IntFlag{Name: "keep-index-generations", Usage: "generations of index files a hub keeps servable", DefaultText: defaultOf("keep_index_generations"), EnvVars: []string{"WARREN_KEEP_INDEX_GENERATIONS"}},
 		&cli.IntFlag{Name: "priority", Usage: "election and peer-choice weight", DefaultText: defaultOf("priority"), EnvVars: []string{"WARREN_PRIORITY"}},
 		&cli.IntFlag{Name: "upload-slots", Usage: "uploads to peers at once", DefaultText: defaultOf("upload_slots"), EnvVars: []string{"WARREN_UPLOAD_SLOTS"}},
@@ -307,6 +318,9 @@ func loadConfig(c *cli.Context) (settings, error) {
 	if c.IsSet("max-requesters") {
 		cfg.MaxRequesters = c.Int("max-requesters")
 	}
+	if c.IsSet("replicate-deletes") {
+		cfg.ReplicateDeletes = c.Bool("replicate-deletes")
+	}
 	if c.IsSet("keep-index-generations") {
 		cfg.KeepIndexGenerations = c.Int("keep-index-generations")
 	}
@@ -343,7 +357,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	}
 	for flag, dst := range map[string]*duration{"index-ttl": &cfg.IndexTTL, "negative-ttl": &cfg.NegativeTTL,
 		"query-timeout": &cfg.QueryTimeout, "election-window": &cfg.ElectionWindow, "heartbeat": &cfg.Heartbeat,
-		"stall-timeout": &cfg.StallTimeout, "retry-delay": &cfg.RetryDelay} {
+		"stall-timeout": &cfg.StallTimeout, "retry-delay": &cfg.RetryDelay, "replicate-schedule": &cfg.ReplicateSchedule} {
 		if c.IsSet(flag) {
 			d, err := time.ParseDuration(c.String(flag))
 			if err != nil {
@@ -451,6 +465,9 @@ func (cfg config) parse() (settings, error) {
 			return fmt.Errorf("preload_rate %q: want bytes per second such as 5MB, or 0 for no cap", cfg.PreloadRate)
 		} else {
 			s.preloadRate = int64(n)
+		}
+		if err := cfg.checkReplication(); err != nil {
+			return err
 		}
 		if len(cfg.HubTokens) > 0 && cfg.Role != "hub" {
 			return errors.New("hub_tokens are what a hub requires of its nodes: set them with role hub (a node sends hub_token)")
@@ -651,4 +668,43 @@ func parsePrefixes(key string, in []string) ([]netip.Prefix, error) {
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// checkReplication says what is wrong with the replication settings.
+func (cfg config) checkReplication() error {
+	if (len(cfg.Replication.Tokens) > 0 || len(cfg.ReplicateFrom) > 0) && cfg.Role != "hub" {
+		return errors.New("replication is between hubs: replication.tokens and replicate_from need role hub")
+	}
+	names := map[string]bool{}
+	for i, t := range cfg.Replication.Tokens {
+		where := fmt.Sprintf("replication.tokens[%d]", i)
+		switch {
+		case t.Name == "":
+			return fmt.Errorf("%s: no name: name each token (the logs say which one was used)", where)
+		case len(t.Token) < 16:
+			return fmt.Errorf("%s (%s): the token is %d characters; give at least 16 (for example: openssl rand -hex 24)", where, t.Name, len(t.Token))
+		case names["t:"+t.Name]:
+			return fmt.Errorf("%s: the name %q is used twice", where, t.Name)
+		}
+		names["t:"+t.Name] = true
+		if err := t.Repositories.Check(where + ".repositories"); err != nil {
+			return err
+		}
+	}
+	for i, f := range cfg.ReplicateFrom {
+		if err := f.Check(i); err != nil {
+			return err
+		}
+		if names["f:"+f.Name] {
+			return fmt.Errorf("replicate_from[%d]: the name %q is used twice", i, f.Name)
+		}
+		names["f:"+f.Name] = true
+		if u, err := url.Parse(f.URL); err == nil && sameListener(u.Host, cfg.Listen) {
+			return fmt.Errorf("replicate_from[%d] (%s): %s is this hub itself (listen %s): a hub cannot pull from itself", i, f.Name, f.URL, cfg.Listen)
+		}
+	}
+	if cfg.ReplicateSchedule.Duration < 0 {
+		return errors.New("replicate_schedule must be 0 (on demand only) or a positive interval such as 1h")
+	}
+	return nil
 }

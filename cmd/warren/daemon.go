@@ -30,17 +30,18 @@ import (
 
 // daemon is every part of a running warren, wired.
 type daemon struct {
-	cfg     settings
-	log     *slog.Logger
-	store   *cachestore.Store
-	proxy   *proxy.Server
-	node    *peering.Node       // nil with discovery off
-	blobs   *peering.BlobServer // nil when passive or discovery off
-	hubs    []*hub.Parent       // the site's hubs, in failover order
-	preload *preloader          // a hub with a preload list; nil otherwise
-	ln      net.Listener
-	id      peering.NodeID
-	started time.Time
+	cfg       settings
+	log       *slog.Logger
+	store     *cachestore.Store
+	proxy     *proxy.Server
+	node      *peering.Node       // nil with discovery off
+	blobs     *peering.BlobServer // nil when passive or discovery off
+	hubs      []*hub.Parent       // the site's hubs, in failover order
+	preload   *preloader          // a hub with a preload list; nil otherwise
+	replicate *replicator         // a hub; nil otherwise
+	ln        net.Listener
+	id        peering.NodeID
+	started   time.Time
 	// handlers are the HTTP requests being served.
 	handlers taskgroup.Group
 }
@@ -94,7 +95,10 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		// A hub serves its nodes through its door (tokens, the queue),
 		// never as a LAN peer beside them.
 		pcfg.Hub = &proxy.HubRole{ID: d.id.String(), Mode: cfg.hubMode, Tokens: hub.NewTokens(cfg.HubTokens),
-			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), KeepGenerations: cfg.KeepIndexGenerations}
+			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), KeepGenerations: cfg.KeepIndexGenerations,
+			Sync: hub.NewSyncTokens(cfg.Replication.Tokens)}
+		d.replicate = newReplicator(d)
+		pcfg.Hub.Chain = d.replicate.chain
 		if cfg.Discovery != "off" {
 			log.Info("a hub takes no part in LAN peering: nodes use it with --hub; discovery is off", slog.String("discovery", cfg.Discovery))
 		}
@@ -195,6 +199,15 @@ func (d *daemon) status() proxy.Status {
 	if d.preload != nil {
 		st.Preloading, st.PreloadSchedule, st.PreloadRuns = true, d.preload.window.String(), d.preload.runs()
 	}
+	if d.replicate != nil {
+		st.ReplicationServes = len(d.cfg.Replication.Tokens) > 0
+		if len(d.cfg.ReplicateFrom) > 0 {
+			st.Replication, st.ReplicateSchedule = d.replicate.runs(), "on demand"
+			if every := d.cfg.ReplicateSchedule.Duration; every > 0 {
+				st.ReplicateSchedule = "every " + every.String()
+			}
+		}
+	}
 	if d.blobs != nil {
 		st.Uploads, st.UploadsPeak, st.BytesUploaded, st.UploadsRefused = d.blobs.Stats()
 	}
@@ -240,6 +253,9 @@ func (d *daemon) collectors() []prometheus.Collector {
 	}
 	if d.preload != nil {
 		cs = append(cs, d.preload.collectors()...)
+	}
+	if d.replicate != nil {
+		cs = append(cs, d.replicate.collectors()...)
 	}
 	return cs
 }
@@ -445,6 +461,9 @@ func (d *daemon) Run(ctx context.Context) error {
 	}
 	if d.preload != nil {
 		g.Go(func() error { d.preload.loop(gctx); return nil })
+	}
+	if d.replicate != nil {
+		g.Go(func() error { d.replicate.loop(gctx); return nil })
 	}
 	g.Go(func() error {
 		<-gctx.Done()

@@ -1,0 +1,197 @@
+package cachestore
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// The change log: what a hub stored and deleted, in order, for the hubs
+// that replicate from it (package hub serves it as its change feed). Each
+// key keeps only its latest entry, so the log is as long as what is held
+// plus the deletions, however often index files change.
+
+// Change is one entry of the change log.
+type Change struct {
+	Seq uint64 `json:"seq"`
+	// Delete: the blob was deleted here (a tombstone), not stored.
+	Delete bool `json:"delete,omitempty"`
+	// Key is what names the bytes in the index: a canonical URL, or a feed
+	// call's normal form.
+	Key    string `json:"key"`
+	Digest Digest `json:"digest"`
+	Size   int64  `json:"size"`
+	// Kind is what the ecosystem calls the file (release, index, package...).
+	Kind string `json:"kind,omitempty"`
+	// Cached is set for a file kept by URL (no metadata names its hash):
+	// its validators and headers, as the URL cache holds them.
+	Cached *Cached   `json:"cached,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+const (
+	prefixChange    = "x/"  // x/<seq, 8 bytes big-endian> -> Change
+	prefixChangeKey = "xk/" // xk/<key> -> seq of its latest entry
+	prefixChangeDig = "xd/" // xd/<digest>/<key>: key's latest entry stores digest
+	prefixTomb      = "xt/" // xt/<digest>: deleted here; replication does not bring it back
+	keyChangeSeq    = "xs"  // the last seq given
+)
+
+func changeKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte(prefixChange), seq)
+}
+
+// RecordChange appends c to the change log (its Seq and, when zero, At
+// are set here) and drops the key's earlier entry. A stored blob lifts
+// the tombstone of its digest; a deletion sets it.
+func (s *Store) RecordChange(c Change) (uint64, error) {
+	if err := s.indexRoom(); err != nil {
+		return 0, fmt.Errorf("record change of %s: %w", c.Key, err)
+	}
+	if c.At.IsZero() {
+		c.At = s.now()
+	}
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	err := s.db.Update(func(txn *badger.Txn) error {
+		var last uint64
+		if it, err := txn.Get([]byte(keyChangeSeq)); err == nil {
+			if err := it.Value(func(v []byte) error {
+				if len(v) != 8 {
+					return errors.New("damaged change sequence")
+				}
+				last = binary.BigEndian.Uint64(v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		c.Seq = last + 1
+		if it, err := txn.Get([]byte(prefixChangeKey + c.Key)); err == nil {
+			var old uint64
+			it.Value(func(v []byte) error {
+				if len(v) == 8 {
+					old = binary.BigEndian.Uint64(v)
+				}
+				return nil
+			})
+			if old > 0 {
+				if oi, err := txn.Get(changeKey(old)); err == nil {
+					var oc Change
+					if oi.Value(func(v []byte) error { return json.Unmarshal(v, &oc) }) == nil && !oc.Delete {
+						if err := txn.Delete([]byte(prefixChangeDig + oc.Digest.String() + "/" + oc.Key)); err != nil {
+							return err
+						}
+					}
+				}
+				if err := txn.Delete(changeKey(old)); err != nil {
+					return err
+				}
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		b, err := json.Marshal(c)
+		if err != nil {
+			return err
+		}
+		seq := binary.BigEndian.AppendUint64(nil, c.Seq)
+		for k, v := range map[string][]byte{keyChangeSeq: seq, prefixChangeKey + c.Key: seq, string(changeKey(c.Seq)): b} {
+			if err := txn.Set([]byte(k), v); err != nil {
+				return err
+			}
+		}
+		if c.Delete {
+			return txn.Set([]byte(prefixTomb+c.Digest.String()), nil)
+		}
+		if err := txn.Set([]byte(prefixChangeDig+c.Digest.String()+"/"+c.Key), nil); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(prefixTomb + c.Digest.String()))
+	})
+	if err != nil {
+		return 0, fmt.Errorf("record change of %s: %w", c.Key, err)
+	}
+	return c.Seq, nil
+}
+
+// Changes returns up to n entries after seq, in order, and the log's last
+// seq.
+func (s *Store) Changes(after uint64, n int) ([]Change, uint64, error) {
+	var out []Change
+	var last uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		if it, err := txn.Get([]byte(keyChangeSeq)); err == nil {
+			it.Value(func(v []byte) error {
+				if len(v) == 8 {
+					last = binary.BigEndian.Uint64(v)
+				}
+				return nil
+			})
+		}
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: min(n, 100), Prefix: []byte(prefixChange)})
+		defer it.Close()
+		for it.Seek(changeKey(after + 1)); it.Valid() && len(out) < n; it.Next() {
+			var c Change
+			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &c) }); err != nil {
+				return fmt.Errorf("damaged change entry %x: %w", it.Item().Key(), err)
+			}
+			out = append(out, c)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("read changes after %d: %w", after, err)
+	}
+	return out, last, nil
+}
+
+// ChangeKeys lists the keys whose latest change log entry stored d.
+func (s *Store) ChangeKeys(d Digest) ([]string, error) {
+	prefix := []byte(prefixChangeDig + d.String() + "/")
+	var out []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			out = append(out, string(it.Item().Key()[len(prefix):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list keys of %s: %w", d, err)
+	}
+	return out, nil
+}
+
+// Tombstoned says whether d was deleted here since it was last stored.
+func (s *Store) Tombstoned(d Digest) bool {
+	err := s.db.View(func(txn *badger.Txn) error {
+		_, err := txn.Get([]byte(prefixTomb + d.String()))
+		return err
+	})
+	return err == nil
+}
+
+// RecordDeletion records that d was deleted here by the operator (cache
+// rm), under each key whose latest entry stored it: hubs pulling with
+// replicate_deletes delete it too, and no pull brings it back here. A
+// blob the log never named (not a hub's) records nothing.
+func (s *Store) RecordDeletion(d Digest) error {
+	keys, err := s.ChangeKeys(d)
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if _, err := s.RecordChange(Change{Delete: true, Key: k, Digest: d}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,93 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// FeedClient reads another hub's change feed and blobs (replicate_from).
+type FeedClient struct {
+	From ReplicateFrom
+	Self string // this hub's id, sent so that the source can refuse a loop
+	HTTP *http.Client
+}
+
+func (c FeedClient) base() string { return strings.TrimSuffix(c.From.URL, "/") }
+
+func (c FeedClient) request(ctx context.Context, u string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("replicate from %s: %w", c.From.Name, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.From.Token)
+	req.Header.Set(HeaderHubID, c.Self)
+	return req, nil
+}
+
+// Page asks for the entries after the cursor, within the repositories
+// this hub pulls.
+func (c FeedClient) Page(ctx context.Context, after uint64) (Page, error) {
+	q := url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {strconv.Itoa(MaxPage)}}
+	if !c.From.Repositories.All() {
+		b, _ := json.Marshal(c.From.Repositories)
+		q.Set("scope", string(b))
+	}
+	req, err := c.request(ctx, c.base()+ChangesPath+"?"+q.Encode())
+	if err != nil {
+		return Page{}, err
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		return Page{}, fmt.Errorf("replicate from %s: the change feed at %s: %w", c.From.Name, c.base(), err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return Page{}, c.refused(resp)
+	}
+	var p Page
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&p); err != nil {
+		return Page{}, fmt.Errorf("replicate from %s: a malformed change feed page: %w", c.From.Name, err)
+	}
+	if p.Next < after || len(p.Entries) > MaxPage {
+		return Page{}, fmt.Errorf("replicate from %s: a change feed page that goes back (cursor %d after %d) or is too long (%d entries)", c.From.Name, p.Next, after, len(p.Entries))
+	}
+	for _, e := range p.Entries {
+		if e.Seq <= after || e.Seq > p.Next || e.Digest.Validate() != nil || e.Key == "" {
+			return Page{}, fmt.Errorf("replicate from %s: a change feed entry out of its page or malformed (seq %d, key %q, digest %v)", c.From.Name, e.Seq, e.Key, e.Digest)
+		}
+	}
+	return p, nil
+}
+
+// BlobURL is where the source serves a blob.
+func (c FeedClient) BlobURL(d cachestore.Digest) string { return c.base() + BlobsPath + d.String() }
+
+// Do sends a blob request (fill.GetAt) with the token.
+func (c FeedClient) Do(req *http.Request) (*http.Response, error) {
+	req.Header.Set("Authorization", "Bearer "+c.From.Token)
+	req.Header.Set(HeaderHubID, c.Self)
+	return c.HTTP.Do(req)
+}
+
+// refused turns a refusal into an error that says what to do.
+func (c FeedClient) refused(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	msg := strings.TrimSpace(string(b))
+	switch resp.StatusCode {
+	case http.StatusUnauthorized:
+		return fmt.Errorf("replicate from %s: refused (401): %s; check that replicate_from's token is one of that hub's replication.tokens", c.From.Name, msg)
+	case http.StatusLoopDetected:
+		return &LoopError{Source: c.From.Name, Chain: msg}
+	case http.StatusNotFound:
+		return fmt.Errorf("replicate from %s: %s serves no replication (404): is it a warren hub with replication.tokens set?", c.From.Name, c.base())
+	}
+	return fmt.Errorf("replicate from %s: the change feed answered %s: %s", c.From.Name, resp.Status, msg)
+}

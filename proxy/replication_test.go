@@ -1,0 +1,233 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/hub"
+)
+
+// asSyncHub makes a harness a hub with its own id that serves
+// replication to the given tokens.
+func asSyncHub(id string, mode hub.Mode, tokens ...hub.SyncToken) harnessOpt {
+	return func(c *Config, _ *cachestore.Config) {
+		c.Hub = &HubRole{ID: id, Mode: mode, Queue: hub.NewQueue(5, time.Second), KeepGenerations: DefaultKeepIndexGenerations,
+			Sync: hub.NewSyncTokens(tokens)}
+	}
+}
+
+// pull runs one replication of h from the hub at from.
+func (h *harness) pull(ctx context.Context, from *harness, token string, repos hub.Repos, cursor uint64, deletes bool) hub.ReplicateRun {
+	h.t.Helper()
+	c := hub.FeedClient{From: hub.ReplicateFrom{Name: "src", URL: from.front.URL, Token: token, Repositories: repos},
+		Self: h.px.cfg.Hub.ID, HTTP: &http.Client{}}
+	return h.px.Replicate(ctx, ReplicateOptions{Client: c, Cursor: cursor, Deletes: deletes})
+}
+
+const (
+	allToken = "token-that-reads-everything"
+	rpmToken = "token-that-reads-the-rpm-repo"
+)
+
+func TestReplication(t *testing.T) {
+	up := newUpstream(t, 10)
+	pkgs := []aptPkg{
+		{"app", "1:2.0~rc1+dfsg-1", "libfoo (>= 1.0)", randomBytes(30000, 41)},
+		{"libfoo", "1.0-1", "", randomBytes(20000, 42)},
+	}
+	up.setArchive(pkgs)
+	rpmBody := randomBytes(25000, 43)
+	repomdPath, primaryPath, rpmPath := addRPMRepo(up, rpmBody)
+	rpmRepo := hub.Repos{RPM: []hub.RPMRepo{{BaseURL: up.URL + "/el9/os/"}}}
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload,
+		hub.SyncToken{Name: "all", Token: allToken}, hub.SyncToken{Name: "rpm", Token: rpmToken, Repositories: rpmRepo}))
+	run, err := main.px.Preload(t.Context(), PreloadOptions{List: hub.PreloadList{
+		Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"},
+			Architectures: []string{"amd64"}, Packages: []string{"app"}}},
+		RPM: []hub.RPMPreload{{BaseURL: up.URL + "/el9/os/", Packages: []string{"hel*"}}},
+	}})
+	if err != nil || run.Fetched != 3 {
+		t.Fatalf("the main hub's preload: %+v %v", run, err)
+	}
+
+	// The second hub pulls everything.
+	sec := newHarness(t, up, asSyncHub("secondary", hub.FetchAndPreload, hub.SyncToken{Name: "spokes", Token: allToken}))
+	r1 := sec.pull(t.Context(), main, allToken, hub.Repos{}, 0, false)
+	if !r1.OK() || r1.Blobs < 6 || r1.Bytes < 75000 || r1.CursorOut == 0 || r1.CursorOut != r1.Last {
+		t.Fatalf("first run: %+v", r1)
+	}
+	// Nothing new: nothing moves.
+	r2 := sec.pull(t.Context(), main, allToken, hub.Repos{}, r1.CursorOut, false)
+	if !r2.OK() || r2.Bytes != 0 || r2.Blobs != 0 || r2.Entries != 0 {
+		t.Fatalf("second run from the cursor: %+v", r2)
+	}
+	// Even from the start again: every entry is held, no byte moves.
+	r3 := sec.pull(t.Context(), main, allToken, hub.Repos{}, 0, false)
+	if !r3.OK() || r3.Bytes != 0 || r3.Blobs != 0 || r3.Entries != r1.Entries {
+		t.Fatalf("a run from cursor 0 over held blobs: %+v (first: %+v)", r3, r1)
+	}
+
+	// A spoke pulls from the secondary; then the WAN is down and a node
+	// behind the spoke installs from what was replicated.
+	spoke := newHarness(t, up, asSyncHub("spoke", hub.FetchAndPreload))
+	if r := spoke.pull(t.Context(), sec, allToken, hub.Repos{}, 0, false); !r.OK() || r.Blobs != r1.Blobs || r.Bytes != r1.Bytes {
+		t.Fatalf("the spoke's run from the secondary: %+v (the secondary's: %+v)", r, r1)
+	}
+	gets := up.count(pkgs[0].path())
+	up.Close()
+	node := newHarness(t, up, usingHubs(t, true, "", spoke.front.URL))
+	node.mustGet(up.URL+releasePath, 200)
+	node.mustGet(up.URL+packagesPath, 200)
+	for _, p := range pkgs[:2] {
+		if _, body := node.mustGet(up.URL+p.path(), 200); !bytes.Equal(body, p.body) {
+			t.Fatalf("%s through the spoke with the WAN down: wrong bytes", p.name)
+		}
+	}
+	node.mustGet(up.URL+repomdPath, 200)
+	node.mustGet(up.URL+primaryPath, 200)
+	if _, body := node.mustGet(up.URL+rpmPath, 200); !bytes.Equal(body, rpmBody) {
+		t.Fatal("the rpm through the spoke with the WAN down: wrong bytes")
+	}
+	if up.count(pkgs[0].path()) != gets {
+		t.Fatal("the upstream was asked again")
+	}
+
+	// A token limited to the rpm repository reads only that.
+	narrow := newHarness(t, up, asSyncHub("narrow", hub.FetchAndPreload))
+	rn := narrow.pull(t.Context(), main, rpmToken, hub.Repos{}, 0, false)
+	if !rn.OK() || rn.Blobs != 3 { // repomd.xml, primary, the rpm
+		t.Fatalf("the rpm-only token's run: %+v", rn)
+	}
+	if narrow.store.Holds(digestOf(pkgs[0].body)) {
+		t.Fatal("an rpm-only token read an apt package")
+	}
+	for tok, want := range map[string]int{rpmToken: http.StatusNotFound, allToken: http.StatusOK, "": http.StatusUnauthorized} {
+		if got := blobStatus(t, main.front.URL+hub.BlobsPath+digestOf(pkgs[0].body).String(), tok); got != want {
+			t.Errorf("an apt blob asked with token %q: %d, want %d", tok, got, want)
+		}
+	}
+	// A selection narrows what a token may read, the same way.
+	sel := newHarness(t, up, asSyncHub("selective", hub.FetchAndPreload))
+	if rs := sel.pull(t.Context(), main, allToken, rpmRepo, 0, false); !rs.OK() || rs.Blobs != 3 {
+		t.Fatalf("a pull of the rpm repository only: %+v", rs)
+	}
+
+	// A wrong token: refused, the run logged as failed.
+	rw := narrow.pull(t.Context(), main, "not-a-token-of-this-hub", hub.Repos{}, 0, false)
+	if rw.OK() || !strings.Contains(rw.Error, "401") || !strings.Contains(rw.Error, "replication.tokens") {
+		t.Fatalf("a run with a wrong token: %+v", rw)
+	}
+	// A loop: the main hub pulling from the spoke, whose chain names it.
+	main.px.cfg.Hub.Chain = func() []string { return []string{"main"} }
+	spoke.px.cfg.Hub.Chain = func() []string { return []string{"spoke", "secondary", "main"} }
+	spoke.px.cfg.Hub.Sync = hub.NewSyncTokens([]hub.SyncToken{{Name: "x", Token: allToken}})
+	if rl := main.pull(t.Context(), spoke, allToken, hub.Repos{}, 0, false); rl.OK() || !strings.Contains(rl.Error, "loop") || rl.Blobs != 0 {
+		t.Fatalf("the main hub pulling from its own spoke: %+v", rl)
+	}
+}
+
+// Deletions: applied only with replicate_deletes, and a tombstone keeps
+// the blob from coming back from a hub that still has it.
+func TestReplicationDeletes(t *testing.T) {
+	up := newUpstream(t, 10)
+	pkgs := []aptPkg{{"app", "1.0", "", randomBytes(30000, 51)}}
+	up.setArchive(pkgs)
+	tok := hub.SyncToken{Name: "all", Token: allToken}
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload, tok))
+	other := newHarness(t, up, asSyncHub("other", hub.FetchAndPreload, tok))
+	for _, h := range []*harness{main, other} {
+		h.mustGet(up.URL+releasePath, 200)
+		h.mustGet(up.URL+packagesPath, 200)
+		h.mustGet(up.URL+pkgs[0].path(), 200)
+	}
+	spoke := newHarness(t, up, asSyncHub("spoke", hub.FetchAndPreload))
+	keep := newHarness(t, up, asSyncHub("keeps", hub.FetchAndPreload))
+	r := spoke.pull(t.Context(), main, allToken, hub.Repos{}, 0, true)
+	rk := keep.pull(t.Context(), main, allToken, hub.Repos{}, 0, false)
+	d := digestOf(pkgs[0].body)
+	if !r.OK() || !rk.OK() || !spoke.store.Holds(d) || !keep.store.Holds(d) {
+		t.Fatalf("first runs: %+v %+v", r, rk)
+	}
+	main.settle()
+	if err := main.store.Idle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := main.store.Remove(d); err != nil {
+		t.Fatal(err)
+	}
+	if err := main.store.RecordDeletion(d); err != nil {
+		t.Fatal(err)
+	}
+	r = spoke.pull(t.Context(), main, allToken, hub.Repos{}, r.CursorOut, true)
+	if !r.OK() || r.Deleted != 1 || spoke.store.Holds(d) {
+		t.Fatalf("a run with replicate_deletes after the deletion: %+v (held: %v)", r, spoke.store.Holds(d))
+	}
+	rk = keep.pull(t.Context(), main, allToken, hub.Repos{}, rk.CursorOut, false)
+	if !rk.OK() || rk.Deleted != 0 || !keep.store.Holds(d) {
+		t.Fatalf("a run without replicate_deletes: %+v", rk)
+	}
+	// The other hub still has it: the spoke's tombstone keeps it out.
+	ro := spoke.pull(t.Context(), other, allToken, hub.Repos{}, 0, true)
+	if !ro.OK() || spoke.store.Holds(d) || ro.Skipped == 0 {
+		t.Fatalf("a pull from a hub that still has the deleted blob: %+v (held: %v)", ro, spoke.store.Holds(d))
+	}
+}
+
+// A run cut short goes on from where it stopped, and fetches no blob
+// twice.
+func TestReplicationResumes(t *testing.T) {
+	up := newUpstream(t, 10)
+	var pkgs []aptPkg
+	for i := range 6 {
+		pkgs = append(pkgs, aptPkg{string(rune('a'+i)) + "pkg", "1.0", "", randomBytes(20000, uint64(60+i))})
+	}
+	up.setArchive(pkgs)
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload, hub.SyncToken{Name: "all", Token: allToken}))
+	main.mustGet(up.URL+releasePath, 200)
+	main.mustGet(up.URL+packagesPath, 200)
+	for _, p := range pkgs {
+		main.mustGet(up.URL+p.path(), 200)
+	}
+	main.settle()
+	if err := main.store.Idle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	spoke := newHarness(t, up, asSyncHub("spoke", hub.FetchAndPreload))
+	ctx, cancel := context.WithCancel(t.Context())
+	c := hub.FeedClient{From: hub.ReplicateFrom{Name: "main", URL: main.front.URL, Token: allToken}, Self: "spoke", HTTP: &http.Client{}}
+	var saved uint64
+	first := spoke.px.Replicate(ctx, ReplicateOptions{Client: c, Saved: func(c uint64, _ []string) { saved = c },
+		Progress: func(done, _ int, _ int64) {
+			if done == 3 {
+				cancel()
+			}
+		}})
+	if first.OK() || !strings.Contains(first.Error, "stopped") || first.Blobs == 0 || saved != 0 {
+		t.Fatalf("a run stopped midway: %+v (cursor saved %d)", first, saved)
+	}
+	second := spoke.px.Replicate(t.Context(), ReplicateOptions{Client: c, Cursor: saved})
+	if !second.OK() || second.Blobs+first.Blobs != 8 || second.Bytes+first.Bytes != main.px.replServed.Load() {
+		t.Fatalf("the run after it: %+v (first %+v); the main hub served %d bytes", second, first, main.px.replServed.Load())
+	}
+}
+
+func digestOf(b []byte) cachestore.Digest { return cachestore.Digest{Algo: "sha256", Hex: sha256hex(b)} }
+
+// blobStatus is the status of a direct GET of a replication URL.
+func blobStatus(t *testing.T, u, token string) int {
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, u, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
