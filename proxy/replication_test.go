@@ -216,7 +216,9 @@ func TestReplicationResumes(t *testing.T) {
 	}
 }
 
-func digestOf(b []byte) cachestore.Digest { return cachestore.Digest{Algo: "sha256", Hex: sha256hex(b)} }
+func digestOf(b []byte) cachestore.Digest {
+	return cachestore.Digest{Algo: "sha256", Hex: sha256hex(b)}
+}
 
 // blobStatus is the status of a direct GET of a replication URL.
 func blobStatus(t *testing.T, u, token string) int {
