@@ -117,28 +117,42 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	rec := &statusRecorder{ResponseWriter: w}
+	// Counted when the status is written, before any byte of the body: a
+	// count taken after ServeContent returned raced a client that had
+	// the whole body already (a 30 kB body goes out in one write).
+	rec := &statusRecorder{ResponseWriter: w, onStatus: func(code int) {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		switch {
+		case r.Method != http.MethodGet:
+		case code == http.StatusNotModified:
+			u.conds[r.URL.Path]++
+		case code == http.StatusOK || code == http.StatusPartialContent:
+			u.gets[r.URL.Path]++
+		}
+	}}
 	http.ServeContent(rec, r, "", u.modAt, bytes.NewReader(body))
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	switch {
-	case r.Method != http.MethodGet:
-	case rec.code == http.StatusNotModified:
-		u.conds[r.URL.Path]++
-	case rec.code == http.StatusOK || rec.code == http.StatusPartialContent:
-		u.gets[r.URL.Path]++
-	}
 }
 
 type statusRecorder struct {
 	http.ResponseWriter
-	code int
+	code     int
+	onStatus func(code int)
 }
 
-func (s *statusRecorder) WriteHeader(c int) { s.code = c; s.ResponseWriter.WriteHeader(c) }
+func (s *statusRecorder) WriteHeader(c int) {
+	if s.code == 0 {
+		s.code = c
+		if s.onStatus != nil {
+			s.onStatus(c)
+		}
+	}
+	s.ResponseWriter.WriteHeader(c)
+}
+
 func (s *statusRecorder) Write(b []byte) (int, error) {
 	if s.code == 0 {
-		s.code = http.StatusOK
+		s.WriteHeader(http.StatusOK)
 	}
 	return s.ResponseWriter.Write(b)
 }
