@@ -72,7 +72,7 @@ test-pkg: deb rpm
 # nodes behind a hub; needs root and ip, and says SKIP otherwise. Prints
 # the WAN ratio, the time ratio and the hub's RSS.
 test-netns: check-go
-	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
+	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

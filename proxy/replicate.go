@@ -98,6 +98,7 @@ func (s *Server) Replicate(ctx context.Context, o ReplicateOptions) (run hub.Rep
 					continue
 				}
 				run.Blobs++
+				s.log.Debug("replicated", slog.String("key", e.Key), slog.String("digest", e.Digest.String()), slog.Int64("bytes", n))
 			}
 			if err := s.consistent(e, offered); err != nil {
 				run.Failures = append(run.Failures, fmt.Sprintf("%s: kept the previous one: %v", e.Key, err))
@@ -195,6 +196,7 @@ func (s *Server) replicateEntry(ctx context.Context, c hub.FeedClient, e cachest
 		}
 		run.Blobs++
 		changed = true
+		s.log.Debug("replicated", slog.String("key", e.Key), slog.String("digest", e.Digest.String()), slog.Int64("bytes", n))
 	}
 	var cached *cachestore.Cached
 	if e.Cached != nil {
