@@ -52,17 +52,29 @@ func (c FeedClient) Page(ctx context.Context, after uint64) (Page, error) {
 	if resp.StatusCode != http.StatusOK {
 		return Page{}, c.refused(resp)
 	}
+	p, err := DecodePage(io.LimitReader(resp.Body, 64<<20), after)
+	if err != nil {
+		return Page{}, fmt.Errorf("replicate from %s: %w", c.From.Name, err)
+	}
+	return p, nil
+}
+
+// DecodePage reads one change feed page asked for after the cursor, and
+// refuses one that goes back, runs long or names malformed entries.
+func DecodePage(r io.Reader, after uint64) (Page, error) {
 	var p Page
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<20)).Decode(&p); err != nil {
-		return Page{}, fmt.Errorf("replicate from %s: a malformed change feed page: %w", c.From.Name, err)
+	if err := json.NewDecoder(r).Decode(&p); err != nil {
+		return Page{}, fmt.Errorf("a malformed change feed page: %w", err)
 	}
-	if p.Next < after || len(p.Entries) > MaxPage {
-		return Page{}, fmt.Errorf("replicate from %s: a change feed page that goes back (cursor %d after %d) or is too long (%d entries)", c.From.Name, p.Next, after, len(p.Entries))
+	if p.Next < after || len(p.Entries) > MaxPage || p.Last < p.Next {
+		return Page{}, fmt.Errorf("a change feed page that goes back (cursor %d after %d, newest %d) or is too long (%d entries)", p.Next, after, p.Last, len(p.Entries))
 	}
+	prev := after
 	for _, e := range p.Entries {
-		if e.Seq <= after || e.Seq > p.Next || e.Digest.Validate() != nil || e.Key == "" {
-			return Page{}, fmt.Errorf("replicate from %s: a change feed entry out of its page or malformed (seq %d, key %q, digest %v)", c.From.Name, e.Seq, e.Key, e.Digest)
+		if e.Seq <= prev || e.Seq > p.Next || e.Digest.Validate() != nil || e.Key == "" || e.Size < 0 && !e.Delete {
+			return Page{}, fmt.Errorf("a change feed entry out of order or malformed (seq %d after %d, key %q, digest %v, size %d)", e.Seq, prev, e.Key, e.Digest, e.Size)
 		}
+		prev = e.Seq
 	}
 	return p, nil
 }
