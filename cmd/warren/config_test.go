@@ -117,6 +117,15 @@ func TestConfigErrors(t *testing.T) {
 		{"preload bad versions", []string{"config", "check", "--role", "hub", "--config", write("pl5.yaml", "preload:\n  chocolatey: [{feed: http://f/api/v2/, ids: [git], versions: newest}]\n")}, "want latest or all"},
 		{"bad preload_schedule", []string{"config", "check", "--preload-schedule", "nightly"}, "preload_schedule"},
 		{"bad preload_rate", []string{"config", "check", "--preload-rate", "fast"}, "preload_rate"},
+		{"replication on a node", []string{"config", "check", "--config", write("r1.yaml", "replication:\n  tokens: [{name: a, token: 0123456789abcdef}]\n")}, "need role hub"},
+		{"short sync token", []string{"config", "check", "--role", "hub", "--config", write("r2.yaml", "replication:\n  tokens: [{name: a, token: short}]\n")}, "at least 16"},
+		{"unnamed sync token", []string{"config", "check", "--role", "hub", "--config", write("r3.yaml", "replication:\n  tokens: [{token: 0123456789abcdef}]\n")}, "no name"},
+		{"bad token scope", []string{"config", "check", "--role", "hub", "--config", write("r4.yaml", "replication:\n  tokens: [{name: a, token: 0123456789abcdef, repositories: {rpm: [{baseurl: ftp://m/}]}}]\n")}, "replication.tokens[0].repositories.rpm[0]"},
+		{"replicate_from without a token", []string{"config", "check", "--role", "hub", "--config", write("r5.yaml", "replicate_from: [{name: main, url: http://main:3142}]\n")}, "no token"},
+		{"replicate_from not http", []string{"config", "check", "--role", "hub", "--config", write("r6.yaml", "replicate_from: [{name: main, url: main:3142, token: t}]\n")}, "want the hub's http(s) URL"},
+		{"replicate_from twice", []string{"config", "check", "--role", "hub", "--config", write("r7.yaml", "replicate_from: [{name: m, url: http://a:3142, token: t}, {name: m, url: http://b:3142, token: t}]\n")}, "used twice"},
+		{"replicate_from itself", []string{"config", "check", "--role", "hub", "--listen", ":3142", "--config", write("r8.yaml", "replicate_from: [{name: me, url: http://127.0.0.1:3142, token: t}]\n")}, "cannot pull from itself"},
+		{"bad replicate_schedule", []string{"config", "check", "--replicate-schedule", "hourly"}, "want a duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

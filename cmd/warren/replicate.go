@@ -222,8 +222,7 @@ func (r *replicator) collectors() []prometheus.Collector {
 
 // replicateRun streams a run's progress as JSON lines, then the runs.
 func (a *adminAPI) replicateRun(w http.ResponseWriter, r *http.Request) {
-	if a.d == nil || a.d.replicate == nil {
-		http.Error(w, "replication runs in the daemon of a hub with replicate_from entries: none here", http.StatusConflict)
+	if !a.replicating(w) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
@@ -242,8 +241,7 @@ func (a *adminAPI) replicateRun(w http.ResponseWriter, r *http.Request) {
 
 // replicateStatus is each source's state, and the run log.
 func (a *adminAPI) replicateStatus(w http.ResponseWriter, r *http.Request) {
-	if a.d == nil || a.d.replicate == nil {
-		http.Error(w, "replication runs in the daemon of a hub with replicate_from entries: none here", http.StatusConflict)
+	if !a.replicating(w) {
 		return
 	}
 	rp := a.d.replicate
@@ -263,6 +261,19 @@ func (a *adminAPI) replicateStatus(w http.ResponseWriter, r *http.Request) {
 		every = "every " + d.String()
 	}
 	writeJSON(w, replicaStatus{Schedule: every, Deletes: a.d.cfg.ReplicateDeletes, Sources: sources, Runs: runs})
+}
+
+// replicating answers, when there is no replication here, why.
+func (a *adminAPI) replicating(w http.ResponseWriter) bool {
+	switch {
+	case a.d == nil:
+		http.Error(w, "replication runs in the warren daemon, which is not running on this cache: start it (systemctl start warren)", http.StatusConflict)
+	case a.d.replicate == nil:
+		http.Error(w, "replication is between hubs: this warren is not one (role hub, replicate_from)", http.StatusConflict)
+	default:
+		return true
+	}
+	return false
 }
 
 type replicaSourceStatus struct {
