@@ -9,9 +9,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 )
+
+// PageTimeout bounds the reading of one change feed page.
+const PageTimeout = 2 * time.Minute
 
 // FeedClient reads another hub's change feed and blobs (replicate_from).
 type FeedClient struct {
@@ -35,6 +39,10 @@ func (c FeedClient) request(ctx context.Context, u string) (*http.Request, error
 // Page asks for the entries after the cursor, within the repositories
 // this hub pulls.
 func (c FeedClient) Page(ctx context.Context, after uint64) (Page, error) {
+	// A page is small: one that takes longer than this is a source
+	// trickling it, which must not hold the run (and the schedule) forever.
+	ctx, cancel := context.WithTimeout(ctx, PageTimeout)
+	defer cancel()
 	q := url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {strconv.Itoa(MaxPage)}}
 	if !c.From.Repositories.All() {
 		b, _ := json.Marshal(c.From.Repositories)

@@ -203,7 +203,14 @@ func (s *Server) replicateEntry(ctx context.Context, c hub.FeedClient, e cachest
 		cc := *e.Cached
 		cc.Digest, cc.Size = e.Digest, e.Size
 		cached = &cc
-		if old, err := s.store.Cached(e.Key); err != nil || old.Digest != e.Digest {
+		old, err := s.store.Cached(e.Key)
+		if err == nil && old.Digest != e.Digest && old.Fetched.After(cc.Fetched) {
+			// This hub has a newer copy of the URL (fetched from the origin
+			// since): an older one does not replace it.
+			run.Skipped++
+			return nil
+		}
+		if err != nil || old.Digest != e.Digest {
 			if err := s.store.PutCached(e.Key, cc); err != nil {
 				return err
 			}

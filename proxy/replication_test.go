@@ -233,3 +233,33 @@ func blobStatus(t *testing.T, u, token string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// A hub's own newer copy of an index file is not replaced by an older one
+// from the hub it pulls from.
+func TestReplicationKeepsNewerCopy(t *testing.T) {
+	up := newUpstream(t, 10)
+	up.setArchive([]aptPkg{{"app", "1.0", "", randomBytes(3000, 71)}})
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload, hub.SyncToken{Name: "all", Token: allToken}))
+	main.mustGet(up.URL+releasePath, 200)
+	main.mustGet(up.URL+packagesPath, 200)
+	up.setArchive([]aptPkg{{"app", "1.1", "", randomBytes(3000, 72)}})
+	spoke := newHarness(t, up, asSyncHub("spoke", hub.FetchAndPreload))
+	spoke.clock.advance(time.Hour)
+	_, newer := spoke.mustGet(up.URL+releasePath, 200)
+	r := spoke.pull(t.Context(), main, allToken, hub.Repos{}, 0, false)
+	if r.Error != "" || r.Skipped == 0 {
+		t.Fatalf("the pull: %+v", r)
+	}
+	c, err := spoke.store.Cached(canonicalKey(t, up.URL+releasePath))
+	if err != nil || c.Digest != digestOf(newer) {
+		t.Fatalf("the spoke's Release after the pull: %v %v; want its own newer one kept", c.Digest, err)
+	}
+}
+
+func canonicalKey(t *testing.T, raw string) string {
+	key, ok := canonicalString(raw)
+	if !ok {
+		t.Fatalf("no canonical form of %s", raw)
+	}
+	return key
+}

@@ -172,7 +172,11 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 		if r.Last <= r.CursorOut {
 			return "none"
 		}
-		return fmt.Sprintf("%d entries", r.Last-r.CursorOut)
+		lag := fmt.Sprintf("%d entries", r.Last-r.CursorOut)
+		if !r.LastAt.IsZero() {
+			lag += ", newest " + time.Since(r.LastAt).Round(time.Second).String() + " old"
+		}
+		return lag
 	},
 	"until": func(t time.Time) string {
 		if d := time.Until(t); d > 0 {
