@@ -64,20 +64,26 @@ test: test-deps lint
 # Build both packages, install the .deb on this machine (root), drive apt
 # through its auto-detect helper with warren up and down, purge; check the
 # .rpm with rpm -qip/-qlp. Says SKIP when not root.
+# The machine's package state is one: a second `make test` beside this one
+# waits for the lock (flock, util-linux) instead of installing or purging
+# warren under it.
+MACHINE_LOCK := $(if $(filter 0,$(shell id -u)),flock /var/lock/warren-make-test.lock)
 test-pkg: deb rpm
-	WARREN_PKG=1 $(GO) test -count=1 -v -timeout 10m -run '^TestPackages$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
+	WARREN_PKG=1 $(MACHINE_LOCK) $(GO) test -count=1 -v -timeout 10m -run '^TestPackages$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 # Five warren hosts and a 50 Mbit/s upstream in network namespaces (real
-# mDNS and UDP broadcast, which never leave them), then a site of six
-# nodes behind a hub; needs root and ip, and says SKIP otherwise. Prints
-# the WAN ratio, the time ratio and the hub's RSS.
+# mDNS and UDP broadcast, which never leave them), a site of six nodes
+# behind a hub, a preload-only hub, and a chain of replicating hubs (main,
+# secondary, spoke) with a node installing with every WAN link down; needs
+# root and ip, and says SKIP otherwise. Prints the WAN ratio, the time
+# ratio, the hub's RSS and each replication run.
 test-netns: check-go
 	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TEST_DEBS) >/dev/null; \
+		$(MACHINE_LOCK) sh -c 'apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TEST_DEBS) >/dev/null'; \
 	else \
 		echo "make test: not root or no apt-get; assuming $(TEST_DEBS) are installed" >&2; \
 	fi
