@@ -14,7 +14,8 @@ import (
 
 // The Grafana dashboard the packages ship: every query names metrics that
 // warren exports (scraped from a running hub with a preload list and a
-// node with peers and a hub), and the packages install it.
+// replicate_from entry, and a node with peers and a hub), and the packages
+// install it.
 func TestGrafanaDashboard(t *testing.T) {
 	b, err := os.ReadFile("../../packaging/grafana/warren.json")
 	if err != nil {
@@ -40,7 +41,8 @@ func TestGrafanaDashboard(t *testing.T) {
 	up := serveDir(t, t.TempDir())
 	base := t.TempDir()
 	conf := filepath.Join(base, "hub.yaml")
-	os.WriteFile(conf, []byte(fmt.Sprintf("role: hub\npreload_schedule: \"\"\npreload:\n  rpm: [{baseurl: %s/os/, packages: [x]}]\n", up.URL)), 0o644)
+	os.WriteFile(conf, []byte(fmt.Sprintf("role: hub\npreload_schedule: \"\"\npreload:\n  rpm: [{baseurl: %s/os/, packages: [x]}]\n"+
+		"replicate_schedule: 0s\nreplicate_from: [{name: main, url: \"http://127.0.0.1:9\", token: t}]\n", up.URL)), 0o644)
 	hubURL, _, _ := startWarren(t, "--config", conf, "--cache-dir", filepath.Join(base, "hub"))
 	node, _, _ := startWarren(t, "--cache-dir", filepath.Join(base, "node"), "--hub", hubURL, "--discovery", "static", "--peer", "127.0.0.1:9")
 	c := proxyClient(t, node)
