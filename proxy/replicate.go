@@ -52,7 +52,7 @@ func (s *Server) Replicate(ctx context.Context, o ReplicateOptions) (run hub.Rep
 	if s.cfg.Hub != nil {
 		self = s.cfg.Hub.ID
 	}
-	offered := map[string]cachestore.Digest{} // key -> digest, over the run
+	offered := map[string]cachestore.Digest{} // index files' key -> digest, over the run
 	cursor := o.Cursor
 	for {
 		if ctx.Err() != nil {
@@ -76,7 +76,9 @@ func (s *Server) Replicate(ctx context.Context, o ReplicateOptions) (run hub.Rep
 			if e.Delete {
 				s.replicateDelete(e, o.Deletes, &run)
 			} else {
-				offered[e.Key] = e.Digest
+				if strings.Contains(e.Key, "/dists/") || strings.Contains(e.Key, "/repodata/") {
+					offered[e.Key] = e.Digest // what a Release or repomd.xml may list
+				}
 				if s.topMetadata(ctx, e.Key) {
 					top = append(top, e) // after what it lists
 				} else if err := s.replicateEntry(ctx, o.Client, e, &run); err != nil {
