@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -262,4 +265,44 @@ func canonicalKey(t *testing.T, raw string) string {
 		t.Fatalf("no canonical form of %s", raw)
 	}
 	return key
+}
+
+// A Release is applied only with the files of it the source offered: when
+// its Packages cannot be had, the spoke keeps no Release rather than one
+// whose files it lacks.
+func TestReplicationReleaseOnlyWithItsFiles(t *testing.T) {
+	up := newUpstream(t, 10)
+	up.setArchive([]aptPkg{{"app", "1.0", "", randomBytes(3000, 81)}})
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload, hub.SyncToken{Name: "all", Token: allToken}))
+	main.mustGet(up.URL+releasePath, 200)
+	_, pkgs := main.mustGet(up.URL+packagesPath, 200)
+	// The source, as the spoke sees it: the Packages blob fails.
+	broken := digestOf(pkgs).String()
+	target, _ := url.Parse(main.front.URL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	src := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, broken) {
+			http.Error(w, "disk trouble", http.StatusInternalServerError)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(src.Close)
+	spoke := newHarness(t, up, asSyncHub("spoke", hub.Preload))
+	c := hub.FeedClient{From: hub.ReplicateFrom{Name: "main", URL: src.URL, Token: allToken}, Self: "spoke", HTTP: &http.Client{}}
+	r := spoke.px.Replicate(t.Context(), ReplicateOptions{Client: c})
+	if r.OK() || len(r.Failures) != 2 || !strings.Contains(strings.Join(r.Failures, "\n"), "kept the previous one") {
+		t.Fatalf("a run whose Packages fails: %+v", r)
+	}
+	if _, err := spoke.store.Cached(canonicalKey(t, up.URL+releasePath)); err == nil {
+		t.Fatal("the spoke serves a Release whose Packages it lacks")
+	}
+	// Once the Packages come through, the Release follows.
+	c.From.URL = main.front.URL
+	if r := spoke.px.Replicate(t.Context(), ReplicateOptions{Client: c}); !r.OK() {
+		t.Fatalf("the run after: %+v", r)
+	}
+	if _, err := spoke.store.Cached(canonicalKey(t, up.URL+releasePath)); err != nil {
+		t.Fatalf("the Release after its Packages came: %v", err)
+	}
 }
