@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -123,6 +125,12 @@ type Config struct {
 	HubOnly bool
 	// Hub, when set, makes this warren a site's hub.
 	Hub *HubRole
+	// Intercept, when set, names the https hosts whose CONNECTs warren
+	// answers itself with the site CA's certificates (intercept.go).
+	Intercept Interceptor
+	// UpstreamRoots are the CAs warren trusts for https upstreams; nil:
+	// the system's (SSL_CERT_FILE and SSL_CERT_DIR are honoured).
+	UpstreamRoots *x509.CertPool
 	// Status gives the status page and /_warren/stats the other parts'
 	// state (cache, peers, uploads).
 	Status func() Status
@@ -247,7 +255,7 @@ func New(cfg Config, store Store) (*Server, error) {
 		cfg.AllowClients = nets
 	}
 	guard := newDestGuard(cfg.AllowUpstream, cfg.Now)
-	tr := newTransport(guard)
+	tr := newTransport(guard, cfg.UpstreamRoots)
 	budgets := map[string]*budget{}
 	for name, u := range feeds {
 		pu, _ := url.Parse(u)
@@ -299,7 +307,7 @@ func New(cfg Config, store Store) (*Server, error) {
 	return s, nil
 }
 
-func newTransport(g *destGuard) *http.Transport {
+func newTransport(g *destGuard, roots *x509.CertPool) *http.Transport {
 	d := g.dialer(10 * time.Second)
 	return &http.Transport{
 		Proxy:                 nil, // never follow HTTP_PROXY: we are the proxy
@@ -309,6 +317,7 @@ func newTransport(g *destGuard) *http.Transport {
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   8,
 		DisableCompression:    true, // store the bytes exactly as upstream sends them
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
 	}
 }
 
@@ -415,6 +424,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if err := s.guard.checkHost(r.Context(), r.URL.Host); err != nil {
 			s.refuseDestination(w, r, err)
+			return
+		}
+		if host, ok := s.intercepted(r.URL.Host); ok {
+			s.serveIntercepted(w, r, host)
 			return
 		}
 		r.Host = r.URL.Host
