@@ -47,6 +47,10 @@ type Status struct {
 	Replication       []hub.ReplicateRun
 	ReplicateSchedule string
 	ReplicationServes bool
+	// HTTPSIntercept are the https hosts answered with the site CA, whose
+	// fingerprint SiteCA is.
+	HTTPSIntercept []string
+	SiteCA         string
 }
 
 // Figures are the status's numbers by name, for /_warren/stats and the CLI.
@@ -72,6 +76,11 @@ func (st Status) HubLines() map[string]string {
 			}
 		}
 		out[fmt.Sprintf("hub_%d", i+1)] = fmt.Sprintf("%s %s, %s from it, %d requests, %d waits", h.URL, state, humanBytes(h.Bytes), h.Requests, h.Waits)
+	}
+	if st.SiteCA != "" {
+		// apt's helper reads https_intercept to answer for https URIs.
+		out["https_intercept"] = strings.Join(st.HTTPSIntercept, ",")
+		out["site_ca"] = st.SiteCA
 	}
 	return out
 }

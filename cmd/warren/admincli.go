@@ -41,6 +41,7 @@ func adminCommands() []*cli.Command {
 			Action: withCfg(func(c *cli.Context, cfg settings) error { return printPeers(c, cfg) })},
 		preloadCommands(flags, usageErr, withCfg),
 		replicateCommands(flags, usageErr, withCfg),
+		caCommands(flags, usageErr, withCfg),
 		{Name: "cache", Usage: "inspect and manage the cache", Subcommands: []*cli.Command{
 			{Name: "ls", Usage: "list blobs", OnUsageError: usageErr,
 				Flags:  append(slices.Clip(flags), &cli.StringFlag{Name: "sort", Value: "last-used", Usage: "size, hits, last-used, added or digest"}),

@@ -25,6 +25,7 @@ import (
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/internal/siteca"
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
 )
@@ -42,6 +43,10 @@ type config struct {
 	// link-local or this machine's own (refused otherwise).
 	AllowUpstream []string `yaml:"allow_upstream"`
 	ConnectPorts  []int    `yaml:"connect_ports"`
+	// HTTPSIntercept is which https hosts warren answers CONNECTs to
+	// itself, with the site CA: auto (apt's and dnf's https hosts without
+	// credentials), off, or a list of hosts (ca.go).
+	HTTPSIntercept []string `yaml:"https_intercept"`
 	// MaxConnections and MaxClientConnections cap open connections, in all
 	// and per client address (503 beyond).
 	MaxConnections       int      `yaml:"max_connections"`
@@ -138,10 +143,11 @@ const defaultChocolateyUpstream = "https://community.chocolatey.org/api/v2/"
 
 func defaults() config {
 	cfg := config{
-		Listen:       ":3142",
-		CacheDir:     "/var/cache/warren",
-		LogLevel:     "info",
-		ConnectPorts: []int{proxy.DefaultConnectPort},
+		Listen:         ":3142",
+		CacheDir:       "/var/cache/warren",
+		LogLevel:       "info",
+		ConnectPorts:   []int{proxy.DefaultConnectPort},
+		HTTPSIntercept: []string{"auto"},
 
 		MaxConnections:       proxy.DefaultMaxConns,
 		MaxClientConnections: proxy.DefaultMaxClientConn,
@@ -208,7 +214,9 @@ func defaultOf(key string) string {
 			return ""
 		}
 		return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(x)), ", "), "[]")
-	case []string, map[string]string, map[string]duration:
+	case []string:
+		return strings.Join(x, ", ")
+	case map[string]string, map[string]duration:
 		return ""
 	default:
 		return fmt.Sprint(x)
@@ -233,6 +241,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
 		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: defaultOf("max_connections"), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
 		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client address may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
+		&cli.StringSliceFlag{Name: "https-intercept", Usage: withDefault("https hosts whose CONNECTs warren answers with the site CA (warren ca init): auto (apt's and dnf's https sources without credentials), off, or host names, repeatable", "https_intercept"), EnvVars: []string{"WARREN_HTTPS_INTERCEPT"}},
 		&cli.IntSliceFlag{Name: "connect-port", Usage: withDefault("port CONNECT may tunnel to, repeatable", "connect_ports"), EnvVars: []string{"WARREN_CONNECT_PORTS"}},
 		&cli.StringFlag{Name: "index-ttl", Usage: withDefault("how long Release/Packages are served before asking upstream again", "index_ttl"), EnvVars: []string{"WARREN_INDEX_TTL"}},
 		&cli.StringFlag{Name: "negative-ttl", Usage: withDefault("how long an upstream 404 is remembered, 0 for not at all", "negative_ttl"), EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
@@ -352,6 +361,9 @@ func loadConfig(c *cli.Context) (settings, error) {
 	if c.IsSet("allow-client") {
 		cfg.AllowClients = c.StringSlice("allow-client")
 	}
+	if c.IsSet("https-intercept") {
+		cfg.HTTPSIntercept = c.StringSlice("https-intercept")
+	}
 	if c.IsSet("connect-port") {
 		cfg.ConnectPorts = c.IntSlice("connect-port")
 	}
@@ -465,6 +477,9 @@ func (cfg config) parse() (settings, error) {
 			return fmt.Errorf("preload_rate %q: want bytes per second such as 5MB, or 0 for no cap", cfg.PreloadRate)
 		} else {
 			s.preloadRate = int64(n)
+		}
+		if err := checkIntercept(cfg.HTTPSIntercept); err != nil {
+			return err
 		}
 		if err := cfg.checkReplication(); err != nil {
 			return err
@@ -705,6 +720,25 @@ func (cfg config) checkReplication() error {
 	}
 	if cfg.ReplicateSchedule.Duration < 0 {
 		return errors.New("replicate_schedule must be 0 (on demand only) or a positive interval such as 1h")
+	}
+	return nil
+}
+
+// checkIntercept says what is wrong with https_intercept.
+func checkIntercept(list []string) error {
+	if len(list) == 1 && (list[0] == "auto" || list[0] == "off") {
+		return nil
+	}
+	if len(list) == 0 {
+		return errors.New("https_intercept: want auto, off, or the https hosts to intercept")
+	}
+	for _, h := range list {
+		if h == "auto" || h == "off" {
+			return fmt.Errorf("https_intercept: %s stands alone; or give host names only", h)
+		}
+		if err := siteca.ValidHost(h); err != nil {
+			return fmt.Errorf("https_intercept: %w", err)
+		}
 	}
 	return nil
 }

@@ -39,6 +39,7 @@ type daemon struct {
 	hubs      []*hub.Parent       // the site's hubs, in failover order
 	preload   *preloader          // a hub with a preload list; nil otherwise
 	replicate *replicator         // a hub; nil otherwise
+	intercept *interception       // the site CA's https hosts; nil when none
 	ln        net.Listener
 	id        peering.NodeID
 	started   time.Time
@@ -114,6 +115,12 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		if d.preload, err = newPreloader(d); err != nil {
 			return nil, err
 		}
+	}
+	if d.intercept, err = newInterception(cfg, log); err != nil {
+		return nil, fmt.Errorf("https interception: %w (https_intercept: off turns it off)", err)
+	}
+	if d.intercept != nil {
+		pcfg.Intercept = d.intercept
 	}
 	pcfg.Status = d.status
 	pcfg.Collectors = d.collectors()
@@ -198,6 +205,9 @@ func (d *daemon) status() proxy.Status {
 	}
 	if d.preload != nil {
 		st.Preloading, st.PreloadSchedule, st.PreloadRuns = true, d.preload.window.String(), d.preload.runs()
+	}
+	if d.intercept != nil {
+		st.HTTPSIntercept, st.SiteCA = d.intercept.current(), d.intercept.ca.Fingerprint()
 	}
 	if d.replicate != nil {
 		st.ReplicationServes = len(d.cfg.Replication.Tokens) > 0

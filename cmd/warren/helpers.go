@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,16 +43,44 @@ func helperCommands() []*cli.Command {
 			},
 		},
 		{
-			Name:         "dnf-setup",
-			Usage:        "add this warren as dnf's proxy (--undo takes it out again)",
+			Name:         "apt-setup",
+			Usage:        "make apt trust the site CA for the intercepted https hosts and ask warren's helper for their proxy (--undo takes it out again)",
 			OnUsageError: usageErr,
 			Flags: append(settingFlags(),
-				&cli.BoolFlag{Name: "undo", Usage: "remove the proxy line warren added"},
-				&cli.StringFlag{Name: "dnf-conf", Usage: "dnf's config (default /etc/dnf/dnf.conf, else /etc/yum.conf)"}),
+				&cli.BoolFlag{Name: "undo", Usage: "remove what apt-setup wrote"},
+				&cli.BoolFlag{Name: "refresh", Usage: "rewrite only the CA bundle (after the system's CAs changed), if apt-setup was run"},
+				&cli.StringFlag{Name: "apt-conf-dir", Value: defaultAptDir, Usage: "apt's configuration directory"},
+				&cli.StringFlag{Name: "bundle", Value: defaultBundle, Usage: "the CA bundle written: the system's CAs and the site CA"},
+				&cli.StringFlag{Name: "system-cas", Value: defaultSystemCAs, Usage: "the system's CAs, copied into the bundle"},
+				&cli.StringFlag{Name: "helper", Value: defaultHelper, Usage: "apt's proxy auto-detect helper"}),
 			Action: func(c *cli.Context) error {
 				cfg, err := loadConfig(c)
 				if err != nil {
 					return usageError{err}
+				}
+				return aptSetup(c, cfg)
+			},
+		},
+		{
+			Name:         "dnf-setup",
+			Usage:        "add this warren as dnf's proxy (--https: and trust the site CA in the repos of intercepted hosts; --undo takes it out again)",
+			OnUsageError: usageErr,
+			Flags: append(settingFlags(),
+				&cli.BoolFlag{Name: "undo", Usage: "remove the lines warren added"},
+				&cli.StringFlag{Name: "dnf-conf", Usage: "dnf's config (default /etc/dnf/dnf.conf, else /etc/yum.conf)"},
+				&cli.BoolFlag{Name: "https", Usage: "also set sslcacert (the system's CAs and the site CA) in each repo on an intercepted https host"},
+				&cli.StringFlag{Name: "repos-dir", Value: "/etc/yum.repos.d", Usage: "dnf's repository files"},
+				&cli.StringFlag{Name: "bundle", Value: defaultBundle, Usage: "the CA bundle written: the system's CAs and the site CA"},
+				&cli.StringFlag{Name: "system-cas", Value: defaultSystemCAs, Usage: "the system's CAs, copied into the bundle"}),
+			Action: func(c *cli.Context) error {
+				cfg, err := loadConfig(c)
+				if err != nil {
+					return usageError{err}
+				}
+				if c.Bool("https") || c.Bool("undo") {
+					if err := dnfHTTPSSetup(c, cfg); err != nil {
+						return err
+					}
 				}
 				path := c.String("dnf-conf")
 				if path == "" {
@@ -78,13 +110,18 @@ func listenPort(listen string) string {
 	return port
 }
 
-// aptProxy answers for one URI. https is answered DIRECT: it is tunnelled,
-// never cached, so going direct costs nothing.
+// aptProxy answers for one URI. An https URI goes through the local
+// warren when it intercepts that host (it caches what is inside); any
+// other is DIRECT: a tunnel would cache nothing.
 func aptProxy(ctx context.Context, cfg settings, uri string, timeout time.Duration) string {
+	local := "http://127.0.0.1:" + listenPort(cfg.Listen)
 	if strings.HasPrefix(uri, "https://") {
+		u, err := url.Parse(uri)
+		if err == nil && slices.Contains(interceptedBy(ctx, local, timeout), strings.ToLower(u.Hostname())) {
+			return local
+		}
 		return "DIRECT"
 	}
-	local := "http://127.0.0.1:" + listenPort(cfg.Listen)
 	if answers(ctx, local, timeout) {
 		return local
 	}
@@ -99,6 +136,29 @@ func aptProxy(ctx context.Context, cfg settings, uri string, timeout time.Durati
 		}
 	}
 	return "DIRECT"
+}
+
+// interceptedBy is the https hosts the warren at base answers itself
+// (none when it does not answer within timeout).
+func interceptedBy(ctx context.Context, base string, timeout time.Duration) []string {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/_warren/stats", nil)
+	if err != nil {
+		return nil
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var st struct {
+		HTTPSIntercept string `json:"https_intercept"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st) != nil || st.HTTPSIntercept == "" {
+		return nil
+	}
+	return strings.Split(st.HTTPSIntercept, ",")
 }
 
 // answers reports whether a warren answers at base within timeout.

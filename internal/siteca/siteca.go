@@ -255,9 +255,12 @@ func parse(certPEM, keyPEM []byte) (*CA, error) {
 func (ca *CA) Hosts() []string { return slices.Clone(ca.Cert.PermittedDNSDomains) }
 
 // Permits says whether the CA may sign for host.
-func (ca *CA) Permits(host string) bool {
+func (ca *CA) Permits(host string) bool { return Permits(ca.Cert, host) }
+
+// Permits says whether the CA certificate c may sign for host.
+func Permits(c *x509.Certificate, host string) bool {
 	host = strings.ToLower(host)
-	for _, d := range ca.Cert.PermittedDNSDomains {
+	for _, d := range c.PermittedDNSDomains {
 		if host == d || strings.HasSuffix(host, "."+d) {
 			return true
 		}

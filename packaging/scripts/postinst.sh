@@ -14,6 +14,11 @@ for d in /var/cache/warren /var/lib/warren; do
 	chown -R warren:warren "$d"
 	chmod 0750 "$d"
 done
+# With a site CA (warren ca init or ca install), apt trusts it for the
+# intercepted https hosts: what a rotation or an upgrade needs too.
+if [ -e /var/cache/warren/ca/site-ca.crt ] && [ -d /etc/apt/apt.conf.d ]; then
+	/usr/bin/warren apt-setup --config /etc/warren/warren.yaml || true
+fi
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
 	systemctl daemon-reload || true
 	systemctl enable warren.service || true

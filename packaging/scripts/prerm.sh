@@ -7,6 +7,8 @@ case "$1" in
 			systemctl stop warren.service || true
 			systemctl disable warren.service || true
 		fi
+		# apt must not be told to use a helper, or trust a bundle, that go.
+		/usr/bin/warren apt-setup --undo --config /etc/warren/warren.yaml >/dev/null 2>&1 || true
 		;;
 esac
 exit 0

@@ -1,0 +1,412 @@
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/warren-cache/warren/internal/repohosts"
+	"github.com/warren-cache/warren/internal/siteca"
+)
+
+// HTTPS repositories: the site CA's commands (`warren ca ...`), which hosts
+// are intercepted, and what apt and dnf are told to trust
+// (`warren apt-setup`, `warren dnf-setup --https`).
+
+// caDir is where the site CA lives: in the state (cache) directory.
+func caDir(cfg settings) string { return filepath.Join(cfg.CacheDir, "ca") }
+
+// Defaults of the files apt-setup and dnf-setup write and read.
+const (
+	defaultBundle    = "/etc/warren/ca-bundle.crt"
+	defaultSystemCAs = "/etc/ssl/certs/ca-certificates.crt"
+	defaultAptDir    = "/etc/apt/apt.conf.d"
+	defaultHelper    = "/usr/lib/warren/apt-proxy-detect"
+	aptSnippet       = "31warren-https"
+)
+
+// wantedHosts are the hosts https_intercept names: apt's and dnf's https
+// hosts without credentials (auto, read under root), or the list.
+func wantedHosts(cfg settings, root string) []string {
+	switch {
+	case len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "off":
+		return nil
+	case len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "auto":
+		return repohosts.Scan(root).Intercept()
+	}
+	out := make([]string, 0, len(cfg.HTTPSIntercept))
+	for _, h := range cfg.HTTPSIntercept {
+		out = append(out, strings.ToLower(h))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// interception is the daemon's proxy.Interceptor: the wanted hosts the
+// site CA may sign for, the auto list read again at most every 30 s (a
+// repository added to apt's sources is picked up without a restart).
+type interception struct {
+	ca   *siteca.CA
+	cfg  settings
+	root string
+	log  *slog.Logger
+
+	mu          sync.Mutex
+	hosts       []string
+	scanned     time.Time
+	lastOutside []string // warned of once, until the list changes
+}
+
+func (in *interception) current() []string {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil {
+		return in.hosts
+	}
+	var hosts, outside []string
+	for _, h := range wantedHosts(in.cfg, in.root) {
+		if in.ca.Permits(h) {
+			hosts = append(hosts, h)
+		} else {
+			outside = append(outside, h)
+		}
+	}
+	if len(outside) > 0 && !slices.Equal(outside, in.lastOutside) {
+		in.log.Warn("https hosts outside the site CA's name constraints stay tunnels: make a new CA that names them (warren ca init --force, then warren apt-setup)",
+			slog.Any("hosts", outside))
+	}
+	in.hosts, in.scanned = append([]string{}, hosts...), time.Now()
+	in.lastOutside = outside
+	return in.hosts
+}
+
+// Intercepts says whether CONNECTs to host are answered by warren.
+func (in *interception) Intercepts(host string) bool {
+	return slices.Contains(in.current(), strings.ToLower(host))
+}
+
+// Leaf is the site CA's certificate for host.
+func (in *interception) Leaf(host string) (*tls.Certificate, error) { return in.ca.Leaf(host) }
+
+// newInterception loads the site CA for the daemon; nil when there is
+// none or https_intercept is off.
+func newInterception(cfg settings, log *slog.Logger) (*interception, error) {
+	if len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "off" {
+		return nil, nil
+	}
+	ca, err := siteca.Load(caDir(cfg))
+	if errors.Is(err, siteca.ErrNoCA) {
+		if !(len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "auto") {
+			log.Warn("https_intercept names hosts, but there is no site CA: they stay tunnels until `warren ca init` makes one", slog.Any("hosts", cfg.HTTPSIntercept))
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	in := &interception{ca: ca, cfg: cfg, root: "/", log: log}
+	log.Info("https repositories intercepted with the site CA", slog.String("fingerprint", ca.Fingerprint()),
+		slog.Any("hosts", in.current()), slog.Any("ca_permits", ca.Hosts()), slog.Time("ca_not_after", ca.Cert.NotAfter))
+	return in, nil
+}
+
+func caCommands(flags []cli.Flag, usageErr cli.OnUsageErrorFunc, withCfg func(func(*cli.Context, settings) error) cli.ActionFunc) *cli.Command {
+	return &cli.Command{Name: "ca", Usage: "the site CA that lets warren cache https repositories", Subcommands: []*cli.Command{
+		{Name: "init", Usage: "make the site CA for the https hosts (https_intercept; --force replaces one: a rotation)", OnUsageError: usageErr,
+			Flags: append(slices.Clip(flags),
+				&cli.BoolFlag{Name: "force", Usage: "replace the CA there is (nodes need the new one, and apt-setup again)"},
+				&cli.StringSliceFlag{Name: "host", Usage: "an https host the CA may sign for, repeatable (default: what https_intercept names now)"}),
+			Action: withCfg(caInit)},
+		{Name: "install", Usage: "take the site CA made on the hub (the file warren ca export wrote)", ArgsUsage: "FILE", OnUsageError: usageErr,
+			Flags: flags, Action: withCfg(caInstall)},
+		{Name: "export", Usage: "print the site CA's certificate and key, for warren ca install on the site's nodes (keep it secret)", OnUsageError: usageErr,
+			Flags: flags, Action: withCfg(caExport)},
+		{Name: "show", Usage: "the site CA's fingerprint, hosts and lifetime", OnUsageError: usageErr,
+			Flags: flags, Action: withCfg(caShow)},
+	}}
+}
+
+func caInit(c *cli.Context, cfg settings) error {
+	dir := caDir(cfg)
+	if old, err := siteca.Load(dir); err == nil && !c.Bool("force") {
+		return fmt.Errorf("a site CA exists (%s, fingerprint %s); --force replaces it (a rotation: install the new one on the nodes and run warren apt-setup again)", dir, old.Fingerprint())
+	}
+	hosts := c.StringSlice("host")
+	if len(hosts) == 0 {
+		hosts = wantedHosts(cfg, "/")
+	}
+	ca, err := siteca.Init(dir, hosts, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := keepOwner(cfg.CacheDir); err != nil {
+		return err
+	}
+	printCA(c, ca, dir)
+	fmt.Fprintln(c.App.Writer, "next: restart warren (systemctl restart warren), then warren apt-setup (and warren dnf-setup --https) so apt and dnf trust it for these hosts")
+	return nil
+}
+
+func caInstall(c *cli.Context, cfg settings) error {
+	if c.NArg() != 1 {
+		return usageError{errors.New("warren ca install FILE: FILE is what warren ca export wrote on the hub")}
+	}
+	dir := caDir(cfg)
+	ca, err := siteca.Install(dir, c.Args().First())
+	if err != nil {
+		return err
+	}
+	if err := keepOwner(cfg.CacheDir); err != nil {
+		return err
+	}
+	printCA(c, ca, dir)
+	return nil
+}
+
+func caExport(c *cli.Context, cfg settings) error {
+	ca, err := siteca.Load(caDir(cfg))
+	if err != nil {
+		return fmt.Errorf("%w in %s: warren ca init makes one", err, caDir(cfg))
+	}
+	b, err := ca.Export()
+	if err != nil {
+		return err
+	}
+	_, err = c.App.Writer.Write(b)
+	return err
+}
+
+func caShow(c *cli.Context, cfg settings) error {
+	ca, err := siteca.Load(caDir(cfg))
+	if err != nil {
+		return fmt.Errorf("%w in %s: warren ca init makes one", err, caDir(cfg))
+	}
+	printCA(c, ca, caDir(cfg))
+	var live []string
+	for _, h := range wantedHosts(cfg, "/") {
+		if ca.Permits(h) {
+			live = append(live, h)
+		}
+	}
+	fmt.Fprintf(c.App.Writer, "intercepted now (https_intercept %s): %s\n", strings.Join(cfg.HTTPSIntercept, ","), orNone(live))
+	return nil
+}
+
+func printCA(c *cli.Context, ca *siteca.CA, dir string) {
+	fmt.Fprintf(c.App.Writer, "site CA: %s\nfingerprint (SHA-256): %s\nmay sign for: %s (and no IP address)\nvalid until: %s\n",
+		filepath.Join(dir, siteca.CertFile), ca.Fingerprint(), strings.Join(ca.Hosts(), ", "), ca.Cert.NotAfter.Format("2006-01-02"))
+}
+
+func orNone(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, ", ")
+}
+
+// trustedHosts are the hosts apt and dnf are told to trust the site CA
+// for: those https_intercept names that the CA may sign for.
+func trustedHosts(cfg settings) ([]string, []byte, error) {
+	cert, certPEM, err := siteca.LoadCert(caDir(cfg))
+	if err != nil {
+		return nil, nil, fmt.Errorf("the site CA in %s: %w: warren ca init (or ca install) first", caDir(cfg), err)
+	}
+	var hosts []string
+	for _, h := range wantedHosts(cfg, "/") {
+		if siteca.Permits(cert, h) {
+			hosts = append(hosts, h)
+		}
+	}
+	return hosts, certPEM, nil
+}
+
+// writeBundle writes the system's CAs and the site CA into one file: a
+// host told to trust it still verifies a direct connection (warren down).
+func writeBundle(path, systemCAs string, siteCA []byte) error {
+	sys, err := os.ReadFile(systemCAs)
+	if err != nil {
+		return fmt.Errorf("read the system's CAs: %w (--system-cas names them)", err)
+	}
+	b := append(append(sys, "\n# warren site CA (warren apt-setup)\n"...), siteCA...)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := path + ".warren-tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return os.Rename(tmp, path)
+}
+
+// aptSetup writes (or with undo removes) apt's trust of the site CA for
+// the intercepted hosts, and the https proxy helper.
+func aptSetup(c *cli.Context, cfg settings) error {
+	snippet := filepath.Join(c.String("apt-conf-dir"), aptSnippet)
+	bundle := c.String("bundle")
+	w := c.App.Writer
+	if c.Bool("undo") {
+		removed := false
+		for _, p := range []string{snippet, bundle} {
+			if err := os.Remove(p); err == nil {
+				removed = true
+			} else if !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+		if !removed {
+			fmt.Fprintf(w, "nothing of warren apt-setup in %s: nothing to undo\n", snippet)
+			return nil
+		}
+		fmt.Fprintf(w, "removed %s and %s: apt trusts only the system's CAs again\n", snippet, bundle)
+		return nil
+	}
+	hosts, caPEM, err := trustedHosts(cfg)
+	if err != nil {
+		return err
+	}
+	if c.Bool("refresh") {
+		if _, err := os.Stat(snippet); err != nil {
+			fmt.Fprintf(w, "%s is not there (warren apt-setup was not run): nothing to refresh\n", snippet)
+			return nil
+		}
+		if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "refreshed %s from %s and the site CA\n", bundle, c.String("system-cas"))
+		return nil
+	}
+	if len(hosts) == 0 {
+		return errors.New("no https host to set up: https_intercept names none that the site CA may sign for (warren ca show)")
+	}
+	if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("// Written by warren apt-setup; warren apt-setup --undo removes it.\n")
+	b.WriteString("// apt asks warren's helper which proxy to use for https as for http (warren\n")
+	b.WriteString("// when it runs and intercepts the host, else DIRECT), and trusts warren's site\n")
+	b.WriteString("// CA, beside the system's CAs, for these hosts only.\n")
+	fmt.Fprintf(&b, "Acquire::https::Proxy-Auto-Detect %q;\n", c.String("helper"))
+	for _, h := range hosts {
+		fmt.Fprintf(&b, "Acquire::https::%s::CaInfo %q;\n", h, bundle)
+	}
+	if err := os.MkdirAll(filepath.Dir(snippet), 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(snippet, []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", snippet, err)
+	}
+	fmt.Fprintf(w, "apt trusts the site CA for %s (%s, %s); undo with: warren apt-setup --undo\n", strings.Join(hosts, ", "), snippet, bundle)
+	return nil
+}
+
+// dnfRepoCA adds (or with undo removes) sslcacert=bundle to each repo of
+// the .repo files in dir whose URLs are on an intercepted host.
+func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.repo"))
+	changed := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return changed, err
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		var out []string
+		for _, l := range lines {
+			if !strings.HasSuffix(l, dnfMarker) {
+				out = append(out, l)
+			}
+		}
+		if !undo {
+			out = addSSLCACert(out, bundle, hosts)
+		}
+		if !slices.Equal(out, lines) {
+			if err := writeLines(f, out); err != nil {
+				return changed, err
+			}
+			changed++
+		}
+	}
+	return changed, nil
+}
+
+// addSSLCACert inserts the line after the header of each section that
+// names an intercepted https host and sets no sslcacert of its own.
+func addSSLCACert(lines []string, bundle string, hosts []string) []string {
+	var out []string
+	start := -1 // the current section's header in out
+	intercepted, own := false, false
+	flush := func() {
+		if start >= 0 && intercepted && !own {
+			line := "sslcacert=" + bundle + " " + dnfMarker
+			out = append(out[:start+1], append([]string{line}, out[start+1:]...)...)
+		}
+	}
+	for _, l := range lines {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "[") {
+			flush()
+			start, intercepted, own = len(out), false, false
+		}
+		if k, v, ok := strings.Cut(t, "="); ok {
+			switch strings.ToLower(strings.TrimSpace(k)) {
+			case "baseurl", "mirrorlist", "metalink":
+				for _, u := range strings.Fields(strings.ReplaceAll(v, ",", " ")) {
+					if h, ok := strings.CutPrefix(u, "https://"); ok {
+						h, _, _ = strings.Cut(h, "/")
+						if slices.Contains(hosts, strings.ToLower(stripHostPort(h))) {
+							intercepted = true
+						}
+					}
+				}
+			case "sslcacert":
+				own = true
+			}
+		}
+		out = append(out, l)
+	}
+	flush()
+	return out
+}
+
+func stripHostPort(h string) string {
+	if i := strings.LastIndexByte(h, ':'); i > 0 && !strings.Contains(h[i:], "]") {
+		return h[:i]
+	}
+	return h
+}
+
+// dnfHTTPSSetup sets (or with --undo removes) sslcacert in the repos on
+// intercepted hosts.
+func dnfHTTPSSetup(c *cli.Context, cfg settings) error {
+	dir, bundle := c.String("repos-dir"), c.String("bundle")
+	if c.Bool("undo") {
+		n, err := dnfRepoCA(dir, bundle, nil, true)
+		if err == nil && n > 0 {
+			fmt.Fprintf(c.App.Writer, "removed warren's sslcacert from %d repo files in %s\n", n, dir)
+		}
+		return err
+	}
+	hosts, caPEM, err := trustedHosts(cfg)
+	if err != nil {
+		return err
+	}
+	if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
+		return err
+	}
+	n, err := dnfRepoCA(dir, bundle, hosts, false)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s) in the repos on %s: %d repo files changed in %s\n", bundle, orNone(hosts), n, dir)
+	return nil
+}
