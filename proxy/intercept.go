@@ -154,7 +154,6 @@ func (c *prefixedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // until it is closed.
 type oneConnListener struct {
 	conn   net.Conn
-	once   sync.Once
 	taken  chan net.Conn
 	closed chan struct{}
 	close  sync.Once
