@@ -1,0 +1,113 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The site CA from the CLI, and what apt and dnf are told: ca init (the
+// key 0600, refused a second time without --force), show, export and
+// install on another machine; apt-setup (per-host CaInfo, a bundle of the
+// system's CAs and the site CA, the https helper) and its undo; dnf-setup
+// --https (sslcacert only in repos on an intercepted host) and its undo;
+// apt's helper answers the local warren for an intercepted https host
+// while it runs, DIRECT otherwise.
+func TestSiteCAFromTheCLI(t *testing.T) {
+	base := t.TempDir()
+	cache := filepath.Join(base, "cache")
+	host := []string{"--https-intercept", "repo.example", "--cache-dir", cache}
+	out, err := runApp(t, append([]string{"ca", "init"}, host...)...)
+	fp := regexp.MustCompile(`fingerprint \(SHA-256\): ([0-9A-F:]{95})`).FindStringSubmatch(out)
+	if err != nil || fp == nil || !strings.Contains(out, "may sign for: repo.example (and no IP address)") {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(filepath.Join(cache, "ca", "site-ca.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the key: %v %v", err, fi)
+	}
+	if _, err := runApp(t, append([]string{"ca", "init"}, host...)...); err == nil || !strings.Contains(err.Error(), "--force replaces it") {
+		t.Fatalf("a second ca init: %v", err)
+	}
+	if out, err := runApp(t, append([]string{"ca", "show"}, host...)...); err != nil || !strings.Contains(out, fp[1]) || !strings.Contains(out, "intercepted now (https_intercept repo.example): repo.example") {
+		t.Fatalf("ca show: %v\n%s", err, out)
+	}
+	exported, err := runApp(t, append([]string{"ca", "export"}, host...)...)
+	if err != nil || !strings.Contains(exported, "PRIVATE KEY") {
+		t.Fatalf("ca export: %v", err)
+	}
+	file := filepath.Join(base, "site-ca.pem")
+	os.WriteFile(file, []byte(exported), 0o600)
+	if out, err := runApp(t, "ca", "install", "--cache-dir", filepath.Join(base, "node"), file); err != nil || !strings.Contains(out, fp[1]) {
+		t.Fatalf("ca install: %v\n%s", err, out)
+	}
+
+	// apt.
+	sys := filepath.Join(base, "system-cas.pem")
+	os.WriteFile(sys, []byte("-----BEGIN CERTIFICATE-----\nMIIBsystem\n-----END CERTIFICATE-----\n"), 0o644)
+	aptDir, bundle := filepath.Join(base, "apt.conf.d"), filepath.Join(base, "etc-warren", "ca-bundle.crt")
+	files := append([]string{"--apt-conf-dir", aptDir, "--bundle", bundle, "--system-cas", sys, "--helper", "/usr/lib/warren/apt-proxy-detect"}, host...)
+	if out, err := runApp(t, append([]string{"apt-setup"}, files...)...); err != nil || !strings.Contains(out, "apt trusts the site CA for repo.example") {
+		t.Fatalf("apt-setup: %v\n%s", err, out)
+	}
+	snippet, _ := os.ReadFile(filepath.Join(aptDir, "31warren-https"))
+	for _, want := range []string{`Acquire::https::repo.example::CaInfo "` + bundle + `";`, `Acquire::https::Proxy-Auto-Detect "/usr/lib/warren/apt-proxy-detect";`} {
+		if !strings.Contains(string(snippet), want) {
+			t.Fatalf("apt's snippet lacks %s:\n%s", want, snippet)
+		}
+	}
+	if b, _ := os.ReadFile(bundle); !strings.Contains(string(b), "MIIBsystem") || strings.Count(string(b), "BEGIN CERTIFICATE") != 2 {
+		t.Fatalf("the bundle is not the system's CAs and the site CA:\n%s", b)
+	}
+	if out, err := runApp(t, append([]string{"apt-setup", "--undo"}, files...)...); err != nil || !strings.Contains(out, "removed") {
+		t.Fatalf("apt-setup --undo: %v\n%s", err, out)
+	}
+	for _, p := range []string{filepath.Join(aptDir, "31warren-https"), bundle} {
+		if _, err := os.Stat(p); err == nil {
+			t.Fatalf("%s is still there after --undo", p)
+		}
+	}
+
+	// dnf.
+	repos := filepath.Join(base, "yum.repos.d")
+	os.MkdirAll(repos, 0o755)
+	os.WriteFile(filepath.Join(repos, "vendor.repo"), []byte("[vendor]\nname=Vendor\nbaseurl=https://repo.example/el9/\n\n[other]\nbaseurl=https://other.example/el9/\n"), 0o644)
+	os.WriteFile(filepath.Join(repos, "own.repo"), []byte("[own]\nbaseurl=https://repo.example/own/\nsslcacert=/etc/pki/own.pem\n"), 0o644)
+	dnfArgs := append([]string{"dnf-setup", "--https", "--repos-dir", repos, "--dnf-conf", filepath.Join(base, "dnf.conf"), "--bundle", bundle, "--system-cas", sys}, host...)
+	if out, err := runApp(t, dnfArgs...); err != nil || !strings.Contains(out, "1 repo files changed") {
+		t.Fatalf("dnf-setup --https: %v\n%s", err, out)
+	}
+	vendor, _ := os.ReadFile(filepath.Join(repos, "vendor.repo"))
+	if want := "[vendor]\nsslcacert=" + bundle + " " + dnfMarker + "\nname=Vendor\nbaseurl=https://repo.example/el9/\n\n[other]\nbaseurl=https://other.example/el9/\n"; string(vendor) != want {
+		t.Fatalf("vendor.repo after dnf-setup --https:\n%s\nwant:\n%s", vendor, want)
+	}
+	if out, err := runApp(t, "dnf-setup", "--undo", "--repos-dir", repos, "--dnf-conf", filepath.Join(base, "dnf.conf"), "--cache-dir", cache); err != nil {
+		t.Fatalf("dnf-setup --undo: %v\n%s", err, out)
+	}
+	if vendor, _ := os.ReadFile(filepath.Join(repos, "vendor.repo")); strings.Contains(string(vendor), "sslcacert") {
+		t.Fatalf("dnf-setup --undo left:\n%s", vendor)
+	}
+
+	// apt's helper, with the daemon up and down.
+	addr := freeLoopbackPort(t)
+	_, daemon, _ := startWarrenAt(t, addr, host...)
+	detect := func(uri string) string {
+		out, err := runApp(t, "apt-proxy-detect", "--config", "/dev/null", "--discovery", "off", "--listen", addr, uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	local := "http://127.0.0.1:" + strings.Split(addr, ":")[1]
+	for uri, want := range map[string]string{"https://repo.example/debian/dists/stable/InRelease": local, "https://other.example/x": "DIRECT", "http://deb.example/x": local} {
+		if got := detect(uri); got != want {
+			t.Fatalf("apt-proxy-detect %s with warren up: %s, want %s", uri, got, want)
+		}
+	}
+	daemon.Process.Kill()
+	daemon.Wait()
+	if got := detect("https://repo.example/x"); got != "DIRECT" {
+		t.Fatalf("apt-proxy-detect with warren down: %s, want DIRECT", got)
+	}
+}
