@@ -283,18 +283,24 @@ func (a *adminAPI) verify(w http.ResponseWriter, r *http.Request) {
 	enc.Encode(map[string]any{"report": rep})
 }
 
-// serveAdmin listens on the cache directory's admin socket until ctx ends.
-func (d *daemon) serveAdmin(ctx context.Context) error {
+// listenAdmin listens on the cache directory's admin socket.
+func (d *daemon) listenAdmin() (net.Listener, error) {
 	path := filepath.Join(d.cfg.CacheDir, adminSocket)
 	os.Remove(path) // a stale socket from a crash
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("admin socket %s: %w", path, err)
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	if err := os.Chmod(path, 0o660); err != nil {
 		ln.Close()
-		return fmt.Errorf("admin socket %s: %w", path, err)
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
+	return ln, nil
+}
+
+// serveAdmin serves the admin API on ln (listenAdmin) until ctx ends.
+func (d *daemon) serveAdmin(ctx context.Context, ln net.Listener) error {
+	path := filepath.Join(d.cfg.CacheDir, adminSocket)
 	srv := &http.Server{Handler: d.tracked((&adminAPI{store: d.store, d: d}).handler()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()

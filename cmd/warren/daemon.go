@@ -449,6 +449,12 @@ func (d *daemon) Run(ctx context.Context) error {
 	if d.node != nil {
 		attrs = append(attrs, slog.String("node", d.id.String()), slog.String("udp", d.node.Addr().String()))
 	}
+	// The admin socket listens before "serving" is said: a CLI run right
+	// after must not find a crashed run's stale socket instead.
+	adminLn, err := d.listenAdmin()
+	if err != nil {
+		return err
+	}
 	d.log.Info("warren serving", attrs...)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -459,7 +465,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return d.store.Run(gctx) })
-	g.Go(func() error { return d.serveAdmin(gctx) })
+	g.Go(func() error { return d.serveAdmin(gctx, adminLn) })
 	if d.node != nil {
 		g.Go(func() error { return d.node.Run(gctx) })
 	}
