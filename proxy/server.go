@@ -430,6 +430,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.serveIntercepted(w, r, host)
 			return
 		}
+		// A tunnel: warren sees the host, never what is inside (a host with
+		// credentials stays here, so its secrets never reach warren).
+		s.log.Debug("tunnel (not intercepted)", slog.String("host", r.URL.Host), slog.String("client", r.RemoteAddr))
 		r.Host = r.URL.Host
 		s.gp.ServeHTTP(w, r)
 		return

@@ -320,12 +320,7 @@ func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
 			return changed, err
 		}
 		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		var out []string
-		for _, l := range lines {
-			if !strings.HasSuffix(l, dnfMarker) {
-				out = append(out, l)
-			}
-		}
+		out := withoutDnfMarked(lines)
 		if !undo {
 			out = addSSLCACert(out, bundle, hosts)
 		}
@@ -347,8 +342,7 @@ func addSSLCACert(lines []string, bundle string, hosts []string) []string {
 	intercepted, own := false, false
 	flush := func() {
 		if start >= 0 && intercepted && !own {
-			line := "sslcacert=" + bundle + " " + dnfMarker
-			out = append(out[:start+1], append([]string{line}, out[start+1:]...)...)
+			out = append(out[:start+1], append([]string{dnfMarker, "sslcacert=" + bundle}, out[start+1:]...)...)
 		}
 	}
 	for _, l := range lines {

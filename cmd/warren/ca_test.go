@@ -79,7 +79,7 @@ func TestSiteCAFromTheCLI(t *testing.T) {
 		t.Fatalf("dnf-setup --https: %v\n%s", err, out)
 	}
 	vendor, _ := os.ReadFile(filepath.Join(repos, "vendor.repo"))
-	if want := "[vendor]\nsslcacert=" + bundle + " " + dnfMarker + "\nname=Vendor\nbaseurl=https://repo.example/el9/\n\n[other]\nbaseurl=https://other.example/el9/\n"; string(vendor) != want {
+	if want := "[vendor]\n" + dnfMarker + "\nsslcacert=" + bundle + "\nname=Vendor\nbaseurl=https://repo.example/el9/\n\n[other]\nbaseurl=https://other.example/el9/\n"; string(vendor) != want {
 		t.Fatalf("vendor.repo after dnf-setup --https:\n%s\nwant:\n%s", vendor, want)
 	}
 	if out, err := runApp(t, "dnf-setup", "--undo", "--repos-dir", repos, "--dnf-conf", filepath.Join(base, "dnf.conf"), "--cache-dir", cache); err != nil {

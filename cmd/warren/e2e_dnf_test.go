@@ -64,25 +64,41 @@ func dnfRun(t *testing.T, base, name, repoURL, proxyURL string, args ...string) 
 // dnfIn is dnfRun in a network namespace ("": this one).
 func dnfIn(t *testing.T, netns, base, name, repoURL, proxyURL string, args ...string) string {
 	t.Helper()
+	return newDnfClient(base, name, repoURL).run(t, netns, proxyURL, args...)
+}
+
+// dnfClient is one dnf client's files: dnf.conf, repos.d/e2e.repo (so a
+// test may change them, as warren dnf-setup does, before dnf runs).
+type dnfClient struct{ dir, conf, reposDir string }
+
+func newDnfClient(base, name, repoURL string) dnfClient {
 	dir := filepath.Join(base, name)
 	for _, d := range []string{"repos.d", "cache", "root", "dl"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
 	}
-	conf := filepath.Join(dir, "dnf.conf")
-	os.WriteFile(conf, []byte("[main]\ngpgcheck=0\nkeepcache=0\ninstall_weak_deps=0\n"), 0o644)
-	os.WriteFile(filepath.Join(dir, "repos.d", "e2e.repo"), []byte(fmt.Sprintf(
+	c := dnfClient{dir: dir, conf: filepath.Join(dir, "dnf.conf"), reposDir: filepath.Join(dir, "repos.d")}
+	os.WriteFile(c.conf, []byte("[main]\ngpgcheck=0\nkeepcache=0\ninstall_weak_deps=0\n"), 0o644)
+	os.WriteFile(filepath.Join(c.reposDir, "e2e.repo"), []byte(fmt.Sprintf(
 		"[warren-e2e]\nname=warren e2e\nbaseurl=%s/\nenabled=1\ngpgcheck=0\nrepo_gpgcheck=0\nmetadata_expire=0\n", repoURL)), 0o644)
+	return c
+}
+
+// run runs dnf in netns ("": this one); proxyURL "" leaves dnf.conf's proxy.
+func (c dnfClient) run(t *testing.T, netns, proxyURL string, args ...string) string {
+	t.Helper()
 	full := []string{
-		"-c", conf, "--installroot=" + filepath.Join(dir, "root"), "--releasever=12",
-		"--setopt=reposdir=" + filepath.Join(dir, "repos.d"),
-		"--setopt=cachedir=" + filepath.Join(dir, "cache"),
-		"--disableplugin=local,generate_completion_cache",
-		"--setopt=proxy=" + proxyURL, "-y",
+		"-c", c.conf, "--installroot=" + filepath.Join(c.dir, "root"), "--releasever=12",
+		"--setopt=reposdir=" + c.reposDir,
+		"--setopt=cachedir=" + filepath.Join(c.dir, "cache"),
+		"--disableplugin=local,generate_completion_cache", "-y",
+	}
+	if proxyURL != "" {
+		full = append(full, "--setopt=proxy="+proxyURL)
 	}
 	if netns != "" {
-		return run(t, dir, nil, "ip", append([]string{"netns", "exec", netns, "dnf"}, append(full, args...)...)...)
+		return run(t, c.dir, nil, "ip", append([]string{"netns", "exec", netns, "dnf"}, append(full, args...)...)...)
 	}
-	return run(t, dir, nil, "dnf", append(full, args...)...)
+	return run(t, c.dir, nil, "dnf", append(full, args...)...)
 }
 
 // TestDnfThroughWarren drives the real dnf through the real warren binary:

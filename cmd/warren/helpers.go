@@ -195,7 +195,29 @@ func bestOnLAN(ctx context.Context, cfg settings, wait time.Duration) string {
 	return "http://" + netip.AddrPortFrom(best.Addr, best.Port).String()
 }
 
-const dnfMarker = "# added by warren dnf-setup"
+// dnfMarker is a line of its own before each line warren adds to dnf's
+// files: dnf reads no comment after a value (it is part of the value).
+const dnfMarker = "# added by warren dnf-setup (the next line)"
+
+// dnfLegacyMarker ended the lines earlier versions added (which dnf could
+// not read); undo and setup take them out too.
+const dnfLegacyMarker = " # added by warren dnf-setup"
+
+// withoutDnfMarked is lines without warren's: each marker with the line
+// after it, and legacy marked lines.
+func withoutDnfMarked(lines []string) []string {
+	var kept []string
+	for i := 0; i < len(lines); i++ {
+		switch {
+		case lines[i] == dnfMarker:
+			i++ // and the line it marks
+		case strings.HasSuffix(lines[i], dnfLegacyMarker):
+		default:
+			kept = append(kept, lines[i])
+		}
+	}
+	return kept
+}
 
 // dnfSetup puts "proxy=URL" in the [main] section of dnf's config, or with
 // undo takes out what it put there. Running it twice changes nothing.
@@ -208,12 +230,7 @@ func dnfSetup(path, proxy string, undo bool) (string, error) {
 	if len(b) > 0 {
 		lines = strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	}
-	var kept []string
-	for _, l := range lines {
-		if !strings.HasSuffix(l, dnfMarker) {
-			kept = append(kept, l)
-		}
-	}
+	kept := withoutDnfMarked(lines)
 	if undo {
 		if len(kept) == len(lines) {
 			return fmt.Sprintf("%s has no proxy line from warren; nothing to undo", path), nil
@@ -225,17 +242,17 @@ func dnfSetup(path, proxy string, undo bool) (string, error) {
 			return "", fmt.Errorf("%s already sets a proxy (%q); take it out first, warren does not override it", path, t)
 		}
 	}
-	line := "proxy=" + proxy + " " + dnfMarker
+	line := "proxy=" + proxy
 	out, inserted := []string{}, false
 	for _, l := range kept {
 		out = append(out, l)
 		if strings.TrimSpace(l) == "[main]" && !inserted {
-			out = append(out, line)
+			out = append(out, dnfMarker, line)
 			inserted = true
 		}
 	}
 	if !inserted {
-		out = append([]string{"[main]", line}, out...)
+		out = append([]string{"[main]", dnfMarker, line}, out...)
 	}
 	if err := writeLines(path, out); err != nil {
 		return "", err

@@ -14,8 +14,10 @@ func TestDnfSetup(t *testing.T) {
 	tests := []struct {
 		name, before, want, wantErr string
 	}{
-		{"no file", "", "[main]\nproxy=http://127.0.0.1:3142 " + dnfMarker + "\n", ""},
-		{"under [main]", "[main]\ngpgcheck=1\n", "[main]\nproxy=http://127.0.0.1:3142 " + dnfMarker + "\ngpgcheck=1\n", ""},
+		{"no file", "", "[main]\n" + dnfMarker + "\nproxy=http://127.0.0.1:3142\n", ""},
+		{"under [main]", "[main]\ngpgcheck=1\n", "[main]\n" + dnfMarker + "\nproxy=http://127.0.0.1:3142\ngpgcheck=1\n", ""},
+		// An earlier version's line, which dnf could not read, is replaced.
+		{"legacy line", "[main]\nproxy=http://127.0.0.1:3142 # added by warren dnf-setup\n", "[main]\n" + dnfMarker + "\nproxy=http://127.0.0.1:3142\n", ""},
 		{"foreign proxy kept", "[main]\nproxy=http://squid:3128\n", "", "already sets a proxy"},
 	}
 	for _, tt := range tests {

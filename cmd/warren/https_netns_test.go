@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -23,30 +24,41 @@ import (
 	"time"
 )
 
-// TestHTTPSRepositoryOverNetns is an https-only apt repository, reached by
-// its host name (repo.test, resolved inside the test's namespaces), with
-// a certificate from a CA of the test's own standing for a public one; a
-// machine running warren with a site CA made by `warren ca init`, and two
-// fresh apt clients on it whose sources say https:// unchanged, set up by
-// `warren apt-setup` (per-host CaInfo, the https proxy helper).
+// TestHTTPSRepositoryOverNetns is an https-only apt and rpm repository,
+// reached by its host name (repo.test, resolved inside the test's
+// namespaces), with a certificate from a CA of the test's own standing
+// for a public one, and the same server as private.test, which asks for
+// credentials. The machine running warren lists both hosts in apt's
+// sources, with private.test's credentials in auth.conf.d; warren runs
+// with https_intercept auto and a site CA made there by `warren ca init`.
+// Fresh apt clients whose sources say https:// unchanged are set up by
+// `warren apt-setup` (per-host CaInfo, the https proxy helper), fresh dnf
+// clients by `warren dnf-setup --https` (proxy, sslcacert).
 //
-//   - The second client gets every .deb from warren's cache: the
-//     repository served each file once.
-//   - With warren stopped, both clients update directly (the helper
+//   - The site CA permits repo.test only: the auto scan left out the host
+//     with credentials.
+//   - The second apt and the second dnf client get every package from
+//     warren's cache: the repository served each file once.
+//   - A client sending private.test through warren gets a tunnel: the
+//     repository sees its credentials, warren's log never sees a URL or
+//     the secret.
+//   - With warren stopped, both apt clients update directly (the helper
 //     answers DIRECT, the bundle still verifies the real host).
 //   - A certificate the site CA's key signs for a host outside its
 //     constraints is refused by a TLS client (curl).
 func TestHTTPSRepositoryOverNetns(t *testing.T) {
 	requireRootStep(t, "WARREN_NETNS", "the https namespace test (ip netns)")
-	requireTools(t, "ip", "curl", "/usr/bin/python3", "apt-get", "apt-ftparchive", "dpkg-deb", "gpg", "xz", "gzip")
+	requireTools(t, "ip", "curl", "/usr/bin/python3", "apt-get", "apt-ftparchive", "dpkg-deb", "gpg", "xz", "gzip", "dnf", "createrepo_c", "rpmbuild")
 	const repoAddr, warrenAddr = "10.83.0.100", "10.83.0.50"
 	base := t.TempDir()
 	repo := buildAptRepo(t, base)
 	rel, _ := filepath.Rel(base, repo.root)
+	rpmRepo, rpmSums := buildRPMRepo(t, base)
+	rpmRel, _ := filepath.Rel(base, rpmRepo)
 
 	// A "public" CA and the repository's certificate for repo.test.
 	public, publicKey := selfSignedCA(t, "a public CA of the test")
-	serverCert, serverKey := issue(t, public, publicKey, "repo.test")
+	serverCert, serverKey := issue(t, public, publicKey, "repo.test", "private.test")
 	writePEM(t, filepath.Join(base, "repo.crt"), "CERTIFICATE", serverCert.Raw)
 	keyDER, _ := x509.MarshalECPrivateKey(serverKey)
 	writePEM(t, filepath.Join(base, "repo.key"), "EC PRIVATE KEY", keyDER)
@@ -59,17 +71,27 @@ func TestHTTPSRepositoryOverNetns(t *testing.T) {
 	lan := newLAN(t, "wrs", "10.83.0")
 	lan.host("repo", repoAddr)
 	lan.host("w", warrenAddr)
-	// ip netns exec binds /etc/netns/<ns>/hosts over /etc/hosts: repo.test
-	// resolves inside the test's namespaces only.
+	// The repository behind a WAN-like link, so the second client's time
+	// against the first's means something.
+	lan.sh("ip", "netns", "exec", lan.ns("repo"), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "50mbit", "burst", "256k", "latency", "100ms")
+	// ip netns exec binds each entry of /etc/netns/<ns> over /etc's: the
+	// names resolve inside the test's namespaces only, and the machine
+	// running warren has apt sources and credentials of its own.
+	const user, secret = "site", "s3cret-for-the-tunnel-only"
 	for _, ns := range []string{lan.ns("w"), lan.ns("repo")} {
 		dir := filepath.Join("/etc/netns", ns)
 		os.MkdirAll(dir, 0o755)
 		t.Cleanup(func() { os.RemoveAll(dir) })
-		os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1 localhost\n"+repoAddr+" repo.test\n"), 0o644)
+		os.WriteFile(filepath.Join(dir, "hosts"), []byte("127.0.0.1 localhost\n"+repoAddr+" repo.test private.test\n"), 0o644)
 	}
+	etcApt := filepath.Join("/etc/netns", lan.ns("w"), "apt")
+	os.MkdirAll(filepath.Join(etcApt, "auth.conf.d"), 0o755)
+	os.WriteFile(filepath.Join(etcApt, "sources.list"), []byte(fmt.Sprintf("deb https://repo.test/%s/ stable main\ndeb https://private.test/%s/ stable main\n", rel, rel)), 0o644)
+	os.WriteFile(filepath.Join(etcApt, "auth.conf.d", "private.conf"), []byte("machine private.test login "+user+" password "+secret+"\n"), 0o600)
+
 	script := filepath.Join(base, "https.py")
 	os.WriteFile(script, []byte(httpsMirrorPy), 0o644)
-	mirror := exec.Command("ip", "netns", "exec", lan.ns("repo"), "/usr/bin/python3", script, base, repoAddr, filepath.Join(base, "repo.crt"), filepath.Join(base, "repo.key"))
+	mirror := exec.Command("ip", "netns", "exec", lan.ns("repo"), "/usr/bin/python3", script, base, repoAddr, filepath.Join(base, "repo.crt"), filepath.Join(base, "repo.key"), "private.test", user+":"+secret)
 	mirrorLog, _ := startLogged(t, mirror, "https repository")
 	waitUntil(t, "the https repository", 20*time.Second, func() bool {
 		_, err := lan.curl("w", "--cacert", systemCAs, "-o", "/dev/null", "https://repo.test/"+rel+"/dists/stable/InRelease")
@@ -83,12 +105,23 @@ func TestHTTPSRepositoryOverNetns(t *testing.T) {
 	}
 
 	cache := filepath.Join(base, "wcache")
-	hosts := []string{"--https-intercept", "repo.test", "--cache-dir", cache}
-	if out, err := runApp(t, append([]string{"ca", "init"}, hosts...)...); err != nil {
-		t.Fatalf("warren ca init: %v\n%s", err, out)
+	// warren's commands as on the machine: its apt sources, auto.
+	hosts := []string{"--config", "/dev/null", "--https-intercept", "auto", "--cache-dir", cache}
+	onMachine := func(args ...string) string {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", lan.ns("w"), warrenBinary(t)}, append(args, hosts...)...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("warren %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	onMachine("ca", "init")
+	caPEM, _ := os.ReadFile(filepath.Join(cache, "ca", "site-ca.crt"))
+	siteCert, _ := x509.ParseCertificate(mustPEM(t, caPEM))
+	if got := siteCert.PermittedDNSDomains; len(got) != 1 || got[0] != "repo.test" {
+		t.Fatalf("the site CA permits %v, want [repo.test] (private.test has credentials in auth.conf.d)", got)
 	}
 	warren := exec.Command("ip", "netns", "exec", lan.ns("w"), warrenBinary(t), "serve", "--config", "/dev/null", "--listen", "0.0.0.0:3142",
-		"--discovery", "off", "--cache-dir", cache, "--https-intercept", "repo.test", "--log-level", "debug")
+		"--discovery", "off", "--cache-dir", cache, "--https-intercept", "auto", "--log-level", "debug")
 	warren.Env = append(os.Environ(), "SSL_CERT_FILE="+systemCAs)
 	logs, ready := startLogged(t, warren, "warren")
 	waitReady(t, ready, logs, "warren")
@@ -101,19 +134,18 @@ func TestHTTPSRepositoryOverNetns(t *testing.T) {
 	client := func(name string) *aptClient {
 		c := newAptClient(t, base, name, sources, "")
 		c.in = lan.ns("w")
-		out, err := runApp(t, append([]string{"apt-setup", "--apt-conf-dir", filepath.Join(c.dir, "apt.conf.d"), "--bundle", filepath.Join(c.dir, "bundle.crt"),
-			"--system-cas", systemCAs, "--helper", helper}, hosts...)...)
-		if err != nil {
-			t.Fatalf("warren apt-setup: %v\n%s", err, out)
-		}
+		onMachine("apt-setup", "--apt-conf-dir", filepath.Join(c.dir, "apt.conf.d"), "--bundle", filepath.Join(c.dir, "bundle.crt"),
+			"--system-cas", systemCAs, "--helper", helper)
 		return c
 	}
 	first, second := client("client1"), client("client2")
 	for _, c := range []*aptClient{first, second} {
+		start := time.Now()
 		if out, err := c.try("update"); err != nil || strings.Contains(out, "W:") {
 			t.Fatalf("apt-get update over https through warren: %v\n%s", err, out)
 		}
 		c.run("download", "warren-e2e-big", "warren-e2e-small")
+		t.Logf("%s: apt-get update and download over https through warren in %v", filepath.Base(c.dir), time.Since(start).Round(time.Millisecond))
 		for pool, sum := range repo.debs {
 			if got := sha256File(t, filepath.Join(c.dir, "dl", filepath.Base(pool))); got != sum {
 				t.Fatalf("%s got %s with sha256 %s, want %s", c.dir, pool, got, sum)
@@ -127,6 +159,53 @@ func TestHTTPSRepositoryOverNetns(t *testing.T) {
 	}
 	if !regexp.MustCompile(`url=https://repo.test/\S+warren-e2e-big\S+ .*outcome=hit`).MatchString(logs.String()) {
 		t.Fatal("no cache hit for the second client in warren's log")
+	}
+
+	// dnf: two fresh clients, set up by warren dnf-setup --https.
+	for _, name := range []string{"dnf1", "dnf2"} {
+		c := newDnfClient(base, name, "https://repo.test/"+rpmRel)
+		onMachine("dnf-setup", "--https", "--dnf-conf", c.conf, "--repos-dir", c.reposDir, "--bundle", filepath.Join(c.dir, "bundle.crt"), "--system-cas", systemCAs)
+		if repoFile := string(readFile(filepath.Join(c.reposDir, "e2e.repo"))); !strings.Contains(repoFile, "sslcacert=") {
+			t.Fatalf("dnf-setup --https set no sslcacert:\n%s", repoFile)
+		}
+		start := time.Now()
+		c.run(t, lan.ns("w"), "", "download", "--destdir="+filepath.Join(c.dir, "dl"), "warren-e2e-hello", "libwarren++-e2e")
+		t.Logf("%s: dnf download over https through warren in %v", name, time.Since(start).Round(time.Millisecond))
+		for path, sum := range rpmSums {
+			if got := sha256File(t, filepath.Join(c.dir, "dl", filepath.Base(path))); got != sum {
+				t.Fatalf("%s got %s with sha256 %s, want %s", name, path, got, sum)
+			}
+		}
+	}
+	for path := range rpmSums {
+		// librepo escapes the '+' of libwarren++ its own way: count either.
+		escaped := strings.ReplaceAll(regexp.QuoteMeta("/"+rpmRel+path), `\+`, `(\+|%2[bB])`)
+		if n := len(regexp.MustCompile(`"GET `+escaped+` HTTP/1\.1" 200`).FindAllString(mirrorLog.String(), -1)); n != 1 {
+			t.Fatalf("the repository served %s %d times, want once (the second dnf client from warren's cache)", path, n)
+		}
+	}
+
+	// private.test has credentials: a client sending it through warren
+	// anyway (Acquire::https::Proxy) gets a tunnel; the repository sees
+	// the credentials, warren sees a host name.
+	private := newAptClient(t, base, "private", fmt.Sprintf("deb [signed-by=%s] https://private.test/%s/ stable main", repo.keyring, rel), "")
+	private.in = lan.ns("w")
+	private.opts = append(private.opts, "-o", "Acquire::https::Proxy=http://127.0.0.1:3142", "-o", "Acquire::https::CaInfo="+systemCAs)
+	if out, err := private.try("update"); err != nil || strings.Contains(out, "W:") {
+		t.Fatalf("apt-get update of the host with credentials, through warren: %v\n%s", err, out)
+	}
+	private.run("download", "warren-e2e-small")
+	if !strings.Contains(mirrorLog.String(), `host=private.test auth=yes "GET /`+rel+`/dists/stable/InRelease`) {
+		t.Fatalf("the repository never saw private.test's credentials:\n%s", mirrorLog.String())
+	}
+	if !regexp.MustCompile(`tunnel \(not intercepted\).*host=private.test:443`).MatchString(logs.String()) {
+		t.Fatal("warren's log shows no tunnel to private.test")
+	}
+	basic := base64.StdEncoding.EncodeToString([]byte(user + ":" + secret))
+	for _, leak := range []string{"https://private.test", secret, basic} {
+		if strings.Contains(logs.String(), leak) {
+			t.Fatalf("warren's log holds %q: it saw inside the tunnel", leak)
+		}
 	}
 
 	// warren stopped: the helper answers DIRECT, the bundle verifies the
@@ -145,9 +224,7 @@ func TestHTTPSRepositoryOverNetns(t *testing.T) {
 
 	// The constraint is real: the site CA's key signs for evil.test, and
 	// curl refuses that certificate.
-	caPEM, _ := os.ReadFile(filepath.Join(cache, "ca", "site-ca.crt"))
 	keyPEM, _ := os.ReadFile(filepath.Join(cache, "ca", "site-ca.key"))
-	siteCert, _ := x509.ParseCertificate(mustPEM(t, caPEM))
 	siteKey, err := x509.ParseECPrivateKey(mustPEM(t, keyPEM))
 	if err != nil {
 		t.Fatal(err)
@@ -166,10 +243,35 @@ func TestHTTPSRepositoryOverNetns(t *testing.T) {
 	t.Logf("curl, a site-CA certificate for a host outside its constraints: %s", strings.TrimSpace(string(out)))
 }
 
-// httpsMirrorPy serves a directory over https on port 443.
-const httpsMirrorPy = `import functools, http.server, ssl, sys
-root, addr, cert, key = sys.argv[1:5]
-srv = http.server.ThreadingHTTPServer((addr, 443), functools.partial(http.server.SimpleHTTPRequestHandler, directory=root))
+// httpsMirrorPy serves a directory over https on port 443; requests for
+// the private host need its Basic credentials. Each log line names the
+// host and whether credentials came.
+const httpsMirrorPy = `import base64, functools, http.server, ssl, sys
+root, addr, cert, key, private, creds = sys.argv[1:7]
+want = "Basic " + base64.b64encode(creds.encode()).decode()
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def host(self):
+        return (self.headers.get("Host") or "").split(":")[0]
+    def authorized(self):
+        return self.host() != private or self.headers.get("Authorization") == want
+    def do_GET(self):
+        if not self.authorized():
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="private"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        super().do_GET()
+    def do_HEAD(self):
+        if not self.authorized():
+            self.send_response(401)
+            self.end_headers()
+            return
+        super().do_HEAD()
+    def log_message(self, fmt, *args):
+        auth = "yes" if self.headers and self.headers.get("Authorization") == want else "no"
+        sys.stderr.write("host=%s auth=%s %s\n" % (self.host() if self.headers else "-", auth, fmt % args))
+srv = http.server.ThreadingHTTPServer((addr, 443), functools.partial(Handler, directory=root))
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
 srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
@@ -189,9 +291,9 @@ func selfSignedCA(t *testing.T, name string) (*x509.Certificate, *ecdsa.PrivateK
 }
 
 // issue is a server certificate for host from the CA.
-func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, host string) (*x509.Certificate, *ecdsa.PrivateKey) {
+func issue(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts ...string) (*x509.Certificate, *ecdsa.PrivateKey) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)

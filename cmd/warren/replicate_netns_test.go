@@ -157,6 +157,9 @@ replicate_from:
 	spoke = start("spoke", spokeConf)
 	out = replicate(spoke)
 	t.Logf("spoke, the run after the killed one (%d blobs stored before the kill): %s", len(before), strings.TrimSpace(out))
+	// The CLI's answer can come before the daemon's log is read to its
+	// end: the run's summary line comes after every blob's.
+	waitUntil(t, "the spoke's run in its log", 30*time.Second, func() bool { return strings.Contains(spoke.logs.String(), "msg=\"replication run\"") })
 	after := replicated(spoke.logs.String())
 	for _, d := range after {
 		if slices.Contains(before, d) {
