@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,5 +156,70 @@ func TestInterceptedHTTPS(t *testing.T) {
 	}
 	if up.count(debPath) != 2 {
 		t.Fatalf("the tunnelled request did not reach the origin (%d GETs)", up.count(debPath))
+	}
+}
+
+// An http repository whose server redirects to https on another port (the
+// same host): warren follows it itself, verifying the certificate with its
+// roots, and caches under the URL the client asked for; the same artifact
+// then asked over intercepted https is the same blob, a hit.
+func TestHTTPRedirectedToHTTPS(t *testing.T) {
+	up := newUpstream(t, 40000)
+	public := newTestCA(t, "a public CA")
+	_, port := tlsOrigin(t, up, public)
+	httpsBase := "https://localhost:" + strconv.Itoa(port)
+	var redirects atomic.Int32
+	redir := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		redirects.Add(1)
+		http.Redirect(w, r, httpsBase+r.URL.Path, http.StatusMovedPermanently)
+	}))
+	t.Cleanup(redir.Close)
+	ca, err := siteca.Init(t.TempDir(), []string{"localhost"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+		c.Intercept = siteInterceptor{ca}
+		c.UpstreamRoots = public.pool
+		c.ConnectPorts = []int{port}
+	})
+	for _, p := range []string{releasePath, packagesPath} {
+		h.mustGet(redir.URL+p, 200)
+	}
+	for i := range 2 {
+		resp, body := h.mustGet(redir.URL+debPath, 200)
+		if !bytes.Equal(body, up.deb) {
+			t.Fatalf("the deb through the redirect, try %d: %d bytes, not the file", i, len(body))
+		}
+		if i == 1 && !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") {
+			t.Fatalf("the second GET of the http URL: X-Cache %q, want a hit", resp.Header.Get("X-Cache"))
+		}
+	}
+	if redirects.Load() == 0 || up.count(debPath) != 1 {
+		t.Fatalf("%d redirects, the https origin served the deb %d times: want the redirect followed once", redirects.Load(), up.count(debPath))
+	}
+	if k, err := h.known(redir.URL + debPath); err != nil || k.Digest.Hex != sha256hex(up.deb) {
+		t.Fatalf("the hash was not learnt under the URL the client asked for: %v", err)
+	}
+
+	// The same file over intercepted https: its index comes over https,
+	// the deb is the blob the http URL stored.
+	pu, _ := url.Parse(h.front.URL)
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Cert)
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: roots}, DisableCompression: true}}
+	for _, p := range []string{releasePath, packagesPath, debPath} {
+		resp, err := c.Get(httpsBase + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if p == debPath && (!bytes.Equal(body, up.deb) || !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT")) {
+			t.Fatalf("the deb over https after the http copy: X-Cache %q, %d bytes", resp.Header.Get("X-Cache"), len(body))
+		}
+	}
+	if up.count(debPath) != 1 {
+		t.Fatalf("the origin served the deb %d times: the https and http copies are not one blob", up.count(debPath))
 	}
 }

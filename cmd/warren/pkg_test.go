@@ -53,10 +53,16 @@ func TestPackages(t *testing.T) {
 	// The .deb, installed for real.
 	sh("dpkg", "-i", debs[0])
 	for _, f := range []string{"/usr/bin/warren", "/lib/systemd/system/warren.service", "/etc/warren/warren.yaml",
-		"/etc/apt/apt.conf.d/30warren", "/usr/lib/warren/apt-proxy-detect"} {
+		"/etc/apt/apt.conf.d/30warren", "/usr/lib/warren/apt-proxy-detect", "/etc/ca-certificates/update.d/warren"} {
 		if _, err := os.Stat(f); err != nil {
 			t.Fatalf("after dpkg -i: %v", err)
 		}
+	}
+	// update-ca-certificates runs its hooks: warren's refreshes a bundle
+	// only where apt-setup was run, and never fails the update.
+	sh("/etc/ca-certificates/update.d/warren")
+	if _, err := os.Stat("/etc/warren/ca-bundle.crt"); err == nil {
+		t.Fatal("the ca-certificates hook wrote a bundle where apt-setup was never run")
 	}
 	if out := sh("getent", "passwd", "warren"); !strings.Contains(out, "warren") {
 		t.Fatalf("no warren user: %s", out)
@@ -129,7 +135,7 @@ func TestPackages(t *testing.T) {
 	}
 
 	sh("dpkg", "--purge", "warren")
-	for _, f := range []string{"/usr/bin/warren", "/etc/apt/apt.conf.d/30warren", "/usr/lib/warren/apt-proxy-detect", "/var/cache/warren", "/etc/warren"} {
+	for _, f := range []string{"/usr/bin/warren", "/etc/apt/apt.conf.d/30warren", "/usr/lib/warren/apt-proxy-detect", "/var/cache/warren", "/etc/warren", "/etc/ca-certificates/update.d/warren"} {
 		if _, err := os.Stat(f); err == nil {
 			t.Fatalf("%s is still there after dpkg --purge", f)
 		}
