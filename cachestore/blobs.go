@@ -29,8 +29,19 @@ func (s *Store) blobPath(d Digest) string {
 	return filepath.Join(s.dir, "blobs", d.Algo, d.Hex[:2], d.Hex)
 }
 
-// Stat returns the index's record of a blob, or ErrNotFound.
+// Stat returns the index's record of a blob, with its uses not yet
+// written, or ErrNotFound.
 func (s *Store) Stat(d Digest) (BlobInfo, error) {
+	bi, err := s.statIndex(d)
+	if err != nil {
+		return bi, err
+	}
+	return s.withPending(bi), nil
+}
+
+// statIndex is the index's record alone: what a read-modify-write of it
+// starts from.
+func (s *Store) statIndex(d Digest) (BlobInfo, error) {
 	var bi BlobInfo
 	if err := d.Validate(); err != nil {
 		return bi, err
@@ -103,29 +114,9 @@ func (s *Store) openBlob(d Digest, use bool) (*Blob, BlobInfo, error) {
 		return nil, bi, ErrNotFound
 	}
 	if use {
-		if nb, err := s.touchBlob(d); err == nil {
-			bi = nb
-		} else {
-			s.log.Warn("could not count a blob use", slog.String("digest", d.String()), slog.Any("err", err))
-		}
+		bi = s.countUse(bi)
 	}
 	return &Blob{File: f, release: release}, bi, nil
-}
-
-// touchBlob counts one use of a blob that is in the index.
-func (s *Store) touchBlob(d Digest) (BlobInfo, error) {
-	s.blobMu.Lock()
-	defer s.blobMu.Unlock()
-	bi, err := s.Stat(d)
-	if err != nil {
-		return bi, err
-	}
-	if s.indexRoom() != nil {
-		return bi, nil // a use not counted beats a full disk; serving goes on
-	}
-	bi.Hits++
-	bi.LastUsed = s.now()
-	return bi, s.writeBlob(bi)
 }
 
 // addBlob records a stored blob (new, or stored again) and counts it once;
@@ -136,7 +127,7 @@ func (s *Store) addBlob(d Digest, size int64, uses int64) error {
 	}
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
-	bi, err := s.Stat(d)
+	bi, err := s.statIndex(d)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
 	}
@@ -197,6 +188,7 @@ func (s *Store) dropBlob(d Digest) error {
 	if err != nil {
 		return fmt.Errorf("drop blob %s from the index: %w", d, err)
 	}
+	s.forgetUses(d)
 	if size >= 0 {
 		s.usedBlobs.Add(-1)
 		s.usedBytes.Add(-size)

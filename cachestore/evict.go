@@ -74,7 +74,7 @@ func (s *Store) scanBlobs(after string, fn func(BlobInfo) bool) error {
 				continue
 			}
 			bi.Digest = d
-			if !fn(bi) {
+			if !fn(s.withPending(bi)) {
 				return nil
 			}
 		}

@@ -116,6 +116,9 @@ func TestEvictNeverUnderAnOpenReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	// OpenBlob counted a use: make it stale again while it stays open.
+	if err := s.flushUses(); err != nil {
+		t.Fatal(err)
+	}
 	bi, _ := s.Stat(d)
 	bi.LastUsed = clk.t.Add(-60 * day)
 	s.writeBlob(bi)

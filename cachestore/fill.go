@@ -276,7 +276,7 @@ func (f *Fill) CountUse() {
 	}
 	f.mu.Unlock()
 	if indexed {
-		_, _ = f.s.touchBlob(d)
+		f.s.countUse(BlobInfo{Digest: d})
 	}
 }
 

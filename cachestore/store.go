@@ -95,6 +95,7 @@ type Store struct {
 	// and go: Free is asked for every peer datagram and must not scan.
 	usedBytes atomic.Int64
 	usedBlobs atomic.Int64
+	uses      uses // use counts not yet in the index (uses.go)
 
 	changeMu sync.Mutex // one change log append at a time (changes.go)
 
@@ -185,6 +186,9 @@ func (s *Store) Close() error {
 	for _, f := range fills {
 		f.Abort(errors.New("cache is closing"))
 	}
+	if err := s.flushUses(); err != nil {
+		s.log.Warn("could not write use counts to the index", slog.Any("err", err))
+	}
 	onDisk := !s.readOnly && !s.memIndex
 	if s.fsFree() < closeHeadroom && onDisk {
 		releaseReserve(s.dir, s.log)
@@ -229,6 +233,8 @@ func (s *Store) Run(ctx context.Context) error {
 	defer func() { <-scrubbed }()
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
+	flush := time.NewTicker(usesFlushEvery)
+	defer flush.Stop()
 	sweep := time.NewTicker(time.Hour)
 	defer sweep.Stop()
 	for {
@@ -237,6 +243,10 @@ func (s *Store) Run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		case <-flush.C:
+			if err := s.flushUses(); err != nil {
+				s.log.Warn("could not write use counts to the index", slog.Any("err", err))
 			}
 		case <-sweep.C:
 			if _, err := s.SweepKnown(ctx, s.now().Unix(), knownMaxIdle); err != nil {
