@@ -65,6 +65,18 @@ func (f *Fill) Result(ctx context.Context) (Digest, error) {
 // byte is held back until the blob is verified; a failed fill makes Read
 // return its error.
 func (f *Fill) NewReader(ctx context.Context, off int64) (*FillReader, error) {
+	return f.newReader(ctx, off, false)
+}
+
+// NewRelayReader is NewReader for a LAN peer, which verifies the whole
+// blob itself before any of its clients gets a byte: it is also given the
+// bytes of an untrusted source (held from this node's clients), all but
+// the last, so that every node receiving a blob can pass it on at once.
+func (f *Fill) NewRelayReader(ctx context.Context, off int64) (*FillReader, error) {
+	return f.newReader(ctx, off, true)
+}
+
+func (f *Fill) newReader(ctx context.Context, off int64, relay bool) (*FillReader, error) {
 	if _, err := f.Wait(ctx); err != nil {
 		return nil, err
 	}
@@ -77,7 +89,7 @@ func (f *Fill) NewReader(ctx context.Context, off int64) (*FillReader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("follow fill %s: %w", f.key, err)
 	}
-	return &FillReader{f: f, ctx: ctx, file: file, off: off, gen: f.gen}, nil
+	return &FillReader{f: f, ctx: ctx, file: file, off: off, gen: f.gen, relay: relay}, nil
 }
 
 // FillReader follows a fill as it grows (see NewReader).
@@ -88,6 +100,8 @@ type FillReader struct {
 	off  int64
 	gen  int  // the generation the reader's bytes came from
 	took bool // whether it has returned any byte
+	// relay: held bytes are read too (NewRelayReader).
+	relay bool
 }
 
 func (r *FillReader) Read(p []byte) (int, error) {
@@ -113,7 +127,7 @@ func (r *FillReader) Read(p []byte) (int, error) {
 		avail := written
 		switch {
 		case whole:
-		case held:
+		case held && !r.relay:
 			avail = 0 // an untrusted source's bytes wait for verification
 		default:
 			avail-- // the last byte waits for verification

@@ -283,7 +283,9 @@ func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachest
 		}
 		off = n
 	}
-	rd, err := fill.NewReader(r.Context(), off)
+	// Bytes this node is itself receiving from a peer go on too: the
+	// requester verifies the whole before its clients get any of them.
+	rd, err := fill.NewRelayReader(r.Context(), off)
 	if err != nil {
 		http.Error(w, "warren: not here", http.StatusNotFound)
 		return

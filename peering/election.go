@@ -106,6 +106,9 @@ func (n *Node) snapshot(d cachestore.Digest) (election, <-chan struct{}) {
 	for k, v := range e.beatAt {
 		c.beatAt[k] = v
 	}
+	for k, v := range e.beats {
+		c.beats[k] = v
+	}
 	for k, v := range e.haves {
 		c.haves[k] = v
 	}

@@ -74,7 +74,9 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		b := n.beating[m.Digest]
 		n.mu.Unlock()
 		if b != nil {
-			n.send(Message{Type: MsgDownloading, To: m.From, Digest: m.Digest, Done: max(b.progress(), 0), Total: b.size}, src)
+			beat := n.beatMessage(m.Digest, b)
+			beat.To = m.From
+			n.send(beat, src)
 		}
 	case MsgDownloading:
 		n.update(m.Digest, func(e *election) {

@@ -119,7 +119,7 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 			// Every peer said at once that it neither has nor wants it:
 			// no one to wait for. Downloading it now, and saying so, lets
 			// any latecomer follow this node instead.
-			n.startBeats(s.d, s.size, s.progress)
+			n.startBeats(s.d, s.size, s.progress, false)
 			s.over = fmt.Errorf("%w: no peer has or wants it; this node fetches it", ErrNoPeer)
 		default:
 			p, complete, err := s.elect(ctx)
@@ -132,6 +132,11 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 			}
 		}
 	}
+	if beating, relay := n.beatingAs(s.d); beating && relay && ctx.Err() == nil {
+		// Out of peers: the next bytes come from outside the LAN, and
+		// other relays may take this node as their source again.
+		n.startBeats(s.d, s.size, s.progress, false)
+	}
 	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
 }
 
@@ -142,6 +147,11 @@ func (s *Source) try(ctx context.Context, p Peer, off int64, complete bool) (*fi
 	st, err := s.open(ctx, p, off, complete)
 	if err == nil {
 		s.handed = true
+		// Receiving, this node serves what it has to the others that
+		// want it: the blob spreads as a tree, not a queue at one node.
+		if !s.n.cfg.Passive {
+			s.n.startBeats(s.d, s.size, s.progress, true)
+		}
 		return st, true
 	}
 	if ctx.Err() != nil {
@@ -223,18 +233,11 @@ func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*f
 
 // pickWeighted chooses at random, each peer weighted by its priority.
 func pickWeighted(ps []Peer) int {
-	var total int64
-	for _, p := range ps {
-		total += int64(max(p.Priority, 1))
-	}
-	r := rand.Int64N(total)
+	weights := make([]int64, len(ps))
 	for i, p := range ps {
-		r -= int64(max(p.Priority, 1))
-		if r < 0 {
-			return i
-		}
+		weights[i] = int64(max(p.Priority, 1))
 	}
-	return len(ps) - 1
+	return pickBy(weights)
 }
 
 // elect announces that this node wants d, collects the others' wants for
@@ -296,7 +299,7 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 			}
 			s.winner, s.decided, s.decidedAt = w, true, n.now()
 			if w == n.cfg.ID {
-				n.startBeats(d, s.size, s.progress)
+				n.startBeats(d, s.size, s.progress, false)
 				return Peer{}, false, fmt.Errorf("%w: this node was elected to download it", ErrNoPeer)
 			}
 			n.log.Debug("waiting for the elected downloader", slog.String("digest", d.String()), slog.String("winner", w.String()))
@@ -315,14 +318,15 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 	}
 }
 
-// liveDownloader is the node (not this one) whose heartbeat for d is the
-// freshest and not yet three intervals old.
+// liveDownloader is the node (not this one, not a relay) whose heartbeat
+// for d is the freshest and not yet three intervals old.
 func (s *Source) liveDownloader(snap election) (NodeID, bool) {
 	n := s.n
 	var best NodeID
 	var bestAt time.Time
 	for id, at := range snap.beatAt {
-		if snap.dead[id] || id == n.cfg.ID || n.now().Sub(at) > 3*n.cfg.Heartbeat || !n.table.Good(id) {
+		// A relay is no downloader: its bytes come from one.
+		if snap.dead[id] || id == n.cfg.ID || n.now().Sub(at) > 3*n.cfg.Heartbeat || !n.table.Good(id) || snap.beats[id].Relay {
 			continue
 		}
 		if at.After(bestAt) {
@@ -332,8 +336,11 @@ func (s *Source) liveDownloader(snap election) (NodeID, bool) {
 	return best, !bestAt.IsZero()
 }
 
-// holder picks a node that has d and was not tried yet, or a live
-// downloader with a heartbeat newer than its last try.
+// holder picks a node that has d and was not tried yet, or else a live
+// downloader with a heartbeat newer than its last try, weighted by
+// priority, progress and free upload slots. A node that is itself
+// downloading or relaying d never takes a relay: its source could be this
+// node, and the two would wait on each other.
 func (s *Source) holder(snap election) (p Peer, complete, ok bool) {
 	n := s.n
 	var cands []Peer
@@ -347,14 +354,58 @@ func (s *Source) holder(snap election) (p Peer, complete, ok bool) {
 		s.triedHave[p.ID] = true
 		return p, true, true
 	}
+	beating, _ := n.beatingAs(s.d)
+	var weights []int64
 	for id, at := range snap.beatAt {
 		if snap.dead[id] || n.now().Sub(at) > 3*n.cfg.Heartbeat || id == n.cfg.ID || !at.After(s.triedBeat[id]) {
 			continue
 		}
-		s.triedBeat[id] = at
-		if p, ok := n.table.Get(id); ok && n.table.Good(id) {
-			return p, false, true
+		m := snap.beats[id]
+		if beating && m.Relay {
+			continue
+		}
+		p, ok := n.table.Get(id)
+		if !ok || !n.table.Good(id) {
+			continue
+		}
+		cands = append(cands, p)
+		weights = append(weights, downloaderWeight(p, m))
+	}
+	if len(cands) == 0 {
+		return Peer{}, false, false
+	}
+	p = cands[pickBy(weights)]
+	s.triedBeat[p.ID] = snap.beatAt[p.ID]
+	return p, false, true
+}
+
+// downloaderWeight ranks a downloader as a source: its priority, times
+// one to four by how far it is (it has more to give at once), times four
+// when its last heartbeat had a free upload slot (else it may answer
+// busy).
+func downloaderWeight(p Peer, m Message) int64 {
+	w := int64(max(p.Priority, 1)) * 4
+	if m.Total > 0 {
+		w += int64(max(p.Priority, 1)) * 12 * min(m.Done, m.Total) / m.Total
+	}
+	if m.FreeSlots > 0 {
+		w *= 4
+	}
+	return w
+}
+
+// pickBy chooses an index at random, weighted.
+func pickBy(weights []int64) int {
+	var total int64
+	for _, w := range weights {
+		total += max(w, 1)
+	}
+	r := rand.Int64N(total)
+	for i, w := range weights {
+		r -= max(w, 1)
+		if r < 0 {
+			return i
 		}
 	}
-	return Peer{}, false, false
+	return len(weights) - 1
 }

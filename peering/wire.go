@@ -96,6 +96,11 @@ type Message struct {
 	Has       bool
 	Ready     bool
 	Want      bool // an answer's sender is after the digest itself
+	// Relay marks a downloading heartbeat whose sender receives the blob
+	// from a LAN peer (rather than from outside the LAN) and passes on
+	// what it has: a node that relays itself never takes a relay as its
+	// source, so no two nodes can wait on each other.
+	Relay bool
 	FreeSlots uint8
 	Done      int64
 	Total     int64 // -1: unknown
@@ -118,6 +123,7 @@ const (
 	bitReady    = 1 << 1
 	bitPassive  = 1 << 2
 	bitWant     = 1 << 3
+	bitRelay    = 1 << 4
 	macLen      = sha256.Size
 	headerLen   = 3 + 1 + 1 + 1
 	algoSHA256  = 1
@@ -180,6 +186,9 @@ func Encode(m Message, secret []byte) ([]byte, error) {
 	}
 	if m.Want {
 		bits |= bitWant
+	}
+	if m.Relay {
+		bits |= bitRelay
 	}
 	_ = binary.Write(&b, binary.BigEndian, struct {
 		HTTPPort  uint16
@@ -251,6 +260,7 @@ func Decode(p []byte, secret []byte) (Message, error) {
 	m.ReqID = binary.BigEndian.Uint32(r[14:])
 	bits := r[18]
 	m.Has, m.Ready, m.Passive, m.Want = bits&bitHas != 0, bits&bitReady != 0, bits&bitPassive != 0, bits&bitWant != 0
+	m.Relay = bits&bitRelay != 0
 	m.FreeSlots = r[19]
 	m.Done = int64(binary.BigEndian.Uint64(r[20:]))
 	m.Total = int64(binary.BigEndian.Uint64(r[28:]))

@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -471,4 +473,93 @@ func nodeStats(t *testing.T, n *node) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// Every node receiving an artifact passes it on: five nodes with one
+// upload slot each want it at once while upstream trickles it. The
+// elected downloader can feed one of them; the other three must take it
+// from nodes that are themselves still receiving it. They all hold bytes
+// from peers before upstream has sent half, each is verified whole in the
+// end, upstream is asked once, and no node ever ran more uploads than its
+// slot.
+func TestReceiversServeWhileReceiving(t *testing.T) {
+	repo := newPeerRepo(t, 4<<20)
+	release := make(chan struct{})
+	var trickledAll atomic.Bool
+	inner := repo.up.Config.Handler
+	repo.up.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != repo.path {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		repo.up.mu.Lock()
+		repo.up.gets[r.URL.Path]++
+		repo.up.mu.Unlock()
+		w.Header().Set("Content-Length", strconv.Itoa(len(repo.deb)))
+		// 16 KiB every 100 ms (25 s for the whole, well above the stall
+		// rule) until the test has seen what it waits for; then the rest.
+		const chunk = 16 << 10
+		released := false
+		for off := 0; off < len(repo.deb); off += chunk {
+			if _, err := w.Write(repo.deb[off:min(off+chunk, len(repo.deb))]); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			if !released {
+				select {
+				case <-release:
+					released = true
+				case <-time.After(100 * time.Millisecond):
+				case <-r.Context().Done():
+					return
+				}
+			}
+		}
+		if !released {
+			trickledAll.Store(true)
+		}
+	})
+	const n = 5
+	nodes := startNodes(t, n, func(int) []string { return []string{"--upload-slots", "1"} })
+	for _, nd := range nodes {
+		nd.learn(t, repo)
+	}
+	done := fetchEach(t, nodes, repo)
+	// Every node but the downloader holds bytes from a peer while upstream
+	// is still sending.
+	waitUntil(t, "every node but the downloader to receive from a peer", 60*time.Second, func() bool {
+		receiving := 0
+		for _, nd := range nodes {
+			if nodeStats(t, nd)["bytes_peers"] > 0 {
+				receiving++
+			}
+		}
+		return receiving == n-1
+	})
+	if trickledAll.Load() {
+		t.Fatal("the nodes got bytes from peers only once upstream had sent the whole: nobody passed on what it was receiving")
+	}
+	close(release)
+	for i, err := range <-done {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	if got := repo.up.count(repo.path); got != 1 {
+		t.Fatalf("upstream served the artifact %d times, want 1", got)
+	}
+	relays := 0
+	for i, nd := range nodes {
+		s := nodeStats(t, nd)
+		if s["uploads_peak"] > 1 {
+			t.Fatalf("node %d ran %v uploads at once with one upload slot", i, s["uploads_peak"])
+		}
+		if s["bytes_peers"] > 0 && s["bytes_uploaded"] > 0 {
+			relays++
+		}
+	}
+	if relays == 0 {
+		t.Fatal("no node that received from a peer uploaded to another")
+	}
+	t.Logf("%d nodes relayed what they were receiving", relays)
 }
