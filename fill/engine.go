@@ -203,17 +203,24 @@ type Result struct {
 	Meta   map[string]string
 	// From lists who sent the committed bytes, in order.
 	From []string
+	// FirstByte is how long the first byte took to arrive, Took the
+	// whole fill.
+	FirstByte, Took time.Duration
 }
 
 // Run fills f from the sources in order until the blob is whole and
 // verified, then commits it. On failure f is aborted with the error, which
 // is also returned. ctx should be one no single client owns.
 func (e *Engine) Run(ctx context.Context, f Filler, want Want, sources []Source) (Result, error) {
-	r := &run{e: e, f: f, want: want, size: want.Size}
+	r := &run{e: e, f: f, want: want, size: want.Size, began: e.cfg.Now()}
 	res, err := r.walk(ctx, sources)
 	if err != nil {
 		f.Abort(err)
 		return res, err
+	}
+	res.Took = e.cfg.Now().Sub(r.began)
+	if !r.firstByte.IsZero() {
+		res.FirstByte = r.firstByte.Sub(r.began)
 	}
 	return res, nil
 }
@@ -229,6 +236,8 @@ type run struct {
 	// streams that contributed bytes since the last restart, for blame.
 	from     []*Stream
 	restarts int
+	// began is when the fill started, firstByte when its first byte came.
+	began, firstByte time.Time
 }
 
 func (r *run) walk(ctx context.Context, sources []Source) (Result, error) {
@@ -400,6 +409,9 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 		n, rerr := body.Read(buf[:room])
 		if n > 0 {
 			progress.Add(int64(n))
+			if r.firstByte.IsZero() {
+				r.firstByte = r.e.cfg.Now()
+			}
 			if !contributed {
 				contributed = true
 				r.from = append(r.from, st)

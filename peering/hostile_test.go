@@ -402,7 +402,7 @@ func TestSilentForgedIDs(t *testing.T) {
 		t.Fatalf("%d peers waited for before any question, want the 6 forged ids", got)
 	}
 	for q := range silentLimit {
-		if _, settled := n.query(t.Context(), testDigest); settled {
+		if _, settled, _ := n.query(t.Context(), testDigest); settled {
 			t.Fatalf("question %d settled though no forged id answered", q+1)
 		}
 	}

@@ -217,7 +217,9 @@ func TestBlobServerRateLimit(t *testing.T) {
 // testNode runs a Node on 127.0.0.1 until the test ends.
 func testNode(t *testing.T, cfg Config) *Node {
 	t.Helper()
-	cfg.ListenUDP = netip.MustParseAddrPort("127.0.0.1:0")
+	if !cfg.ListenUDP.IsValid() {
+		cfg.ListenUDP = netip.MustParseAddrPort("127.0.0.1:0")
+	}
 	if cfg.ID == (NodeID{}) {
 		cfg.ID = NodeID{byte(len(t.Name())), byte(time.Now().UnixNano())}
 	}
@@ -524,4 +526,69 @@ func TestUploadWriteDeadlineFreesTheSlot(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || n != int64(len(body)) {
 		t.Fatalf("the next peer: %d, %d bytes; want the blob (the slot free again)", resp.StatusCode, n)
 	}
+}
+
+// The election window ends as soon as every peer has said it wants the
+// blob or that it does not: with windows of an hour, B elects itself (the
+// higher priority) at once from A's want and its own, and A, which also
+// waits for a peer that never answers, is not held for B's sake.
+func TestElectionEndsWhenEveryoneIsHeard(t *testing.T) {
+	silent := Peer{ID: NodeID{7}, Addr: netip.MustParseAddr("127.0.0.1"), Port: 9} // discard: never answers
+	// Each node's HTTP port is its UDP port, as in the field: what a peer
+	// says of itself then keeps it reachable.
+	a := testNode(t, onOnePort(t, Config{ID: NodeID{1}, Priority: 100, Heartbeat: time.Hour, ElectionWindow: time.Hour, QueryTimeout: 20 * time.Millisecond}))
+	b := testNode(t, onOnePort(t, Config{ID: NodeID{2}, Priority: 1000, Heartbeat: time.Hour, ElectionWindow: time.Hour, QueryTimeout: time.Hour}))
+	a.Table().Seen(silent)
+	a.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: b.Addr().Port(), Priority: 1000})
+	b.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: a.Addr().Port(), Priority: 100})
+
+	// A wants the blob: its question goes unanswered by the silent peer,
+	// so it elects, announcing its want to B, and waits out its window.
+	actx, acancel := context.WithCancel(t.Context())
+	aDone := make(chan struct{})
+	go func() {
+		defer close(aDone)
+		a.Source(actx, testDigest, 10, func() int64 { return 0 }).Open(actx, 0)
+	}()
+	defer func() { acancel(); <-aDone; a.Done(testDigest, false) }()
+	deadline := time.After(10 * time.Second)
+	for {
+		snap, changed := b.snapshot(testDigest)
+		if _, ok := snap.wants[NodeID{1}]; ok {
+			break
+		}
+		select {
+		case <-changed:
+		case <-time.After(5 * time.Millisecond): // no election at B yet: no channel to wait on
+		case <-deadline:
+			t.Fatal("B never heard A's want")
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	src := b.Source(ctx, testDigest, 10, func() int64 { return 0 })
+	_, err := src.Open(ctx, 0)
+	if !errors.Is(err, ErrNoPeer) || !strings.Contains(err.Error(), "elected") {
+		t.Fatalf("B: %v, want elected at once (every peer heard)", err)
+	}
+	b.Done(testDigest, false)
+	if q, e := src.(*Source).Phases(); q <= 0 || e < q {
+		t.Fatalf("phases query=%s election=%s: both should be measured, the election after the question", q, e)
+	}
+}
+
+// onOnePort gives cfg a free loopback port for both its UDP and (said)
+// HTTP side.
+func onOnePort(t *testing.T, cfg Config) Config {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := c.LocalAddr().(*net.UDPAddr).Port
+	c.Close()
+	cfg.ListenUDP = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))
+	cfg.Port = uint16(port)
+	return cfg
 }

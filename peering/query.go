@@ -39,8 +39,10 @@ func (n *Node) asked() (asked, waited map[NodeID]bool) {
 // query asks the group who has d and is ready. It returns the ready
 // holders heard by the first one plus a short grace, or when every known
 // peer has answered, or by the query timeout. settled says every known peer
-// answered and none has or wants d: nobody to wait for.
-func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, settled bool) {
+// answered and none has or wants d: nobody to wait for. declined are the
+// peers that answered they neither have nor want it.
+func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, settled bool, declined map[NodeID]bool) {
+	declined = map[NodeID]bool{}
 	n.mu.Lock()
 	n.nextReq++
 	id := n.nextReq
@@ -64,18 +66,20 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 	for {
 		select {
 		case <-ctx.Done():
-			return ready, false
+			return ready, false, declined
 		case <-timeout.C:
 			n.table.Asked(unanswered)
-			return ready, false
+			return ready, false, declined
 		case <-grace:
-			return ready, false
+			return ready, false, declined
 		case m := <-ch:
 			delete(expected, m.From)
 			delete(unanswered, m.From)
 			n.table.Answered(m.From)
 			if m.Has || m.Want {
 				busy = true
+			} else {
+				declined[m.From] = true
 			}
 			if m.Has && m.Ready && n.table.Good(m.From) {
 				if p, ok := n.table.Get(m.From); ok && !slices.ContainsFunc(ready, func(q Peer) bool { return q.ID == p.ID }) {
@@ -88,7 +92,7 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 				}
 			}
 			if len(expected) == 0 && len(ready) == 0 {
-				return ready, !busy
+				return ready, !busy, declined
 			}
 		}
 	}

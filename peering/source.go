@@ -47,6 +47,16 @@ type Source struct {
 	triedBeat map[NodeID]time.Time
 	// busySince is when each peer first answered "busy" in this fill.
 	busySince map[NodeID]time.Time
+
+	// again: the last source of a fill whose others all failed (Again).
+	again bool
+	// declined are the peers whose answer said they neither have nor want
+	// the blob: with them and every wanting peer heard, the election
+	// window has nothing left to collect.
+	declined map[NodeID]bool
+	// For the log: when the source was made, the question answered and
+	// the downloader known.
+	began, answeredAt, electedAt time.Time
 }
 
 var _ fill.Source = (*Source)(nil)
@@ -58,8 +68,7 @@ var _ fill.Source = (*Source)(nil)
 // the heartbeats should this node be elected. The caller ends its part with
 // Done.
 func (n *Node) Source(ctx context.Context, d cachestore.Digest, size int64, progress func() int64) fill.Source {
-	s := &Source{n: n, d: d, size: size, progress: progress, asked: make(chan struct{}),
-		triedHave: map[NodeID]bool{}, triedBeat: map[NodeID]time.Time{}, busySince: map[NodeID]time.Time{}}
+	s := n.newSource(d, size, progress)
 	// Interest first: a peer that asks about d from now on hears that we
 	// want it too, so two nodes can never both think they are alone.
 	n.updateFor(d, true, func(e *election) { e.interest = true })
@@ -71,7 +80,8 @@ func (n *Node) Source(ctx context.Context, d cachestore.Digest, size int64, prog
 	}
 	if !n.tasks.Go(func() {
 		defer close(s.asked)
-		s.answers, s.settled = n.query(ctx, d)
+		s.answers, s.settled, s.declined = n.query(ctx, d)
+		s.answeredAt = n.now()
 	}) {
 		// The node is stopping: no question, no answers.
 		s.settled = true
@@ -80,12 +90,48 @@ func (n *Node) Source(ctx context.Context, d cachestore.Digest, size int64, prog
 	return s
 }
 
+func (n *Node) newSource(d cachestore.Digest, size int64, progress func() int64) *Source {
+	return &Source{n: n, d: d, size: size, progress: progress, asked: make(chan struct{}),
+		triedHave: map[NodeID]bool{}, triedBeat: map[NodeID]time.Time{}, busySince: map[NodeID]time.Time{},
+		began: n.now()}
+}
+
+// Again returns the LAN as the last source of a fill whose other sources
+// all failed: its first Open asks the peers afresh (they may have finished
+// the blob meanwhile) and tries those that have it or are receiving it,
+// with no election and no waiting. A fill never fails while the LAN holds
+// the blob.
+func (n *Node) Again(d cachestore.Digest, size int64, progress func() int64) fill.Source {
+	s := n.newSource(d, size, progress)
+	s.again = true
+	return s
+}
+
+// Phases says how long the question took to be answered and the
+// downloader to be known (zero for a phase that did not happen).
+func (s *Source) Phases() (query, election time.Duration) {
+	select {
+	case <-s.asked:
+		if !s.answeredAt.IsZero() {
+			query = s.answeredAt.Sub(s.began)
+		}
+	default:
+	}
+	if !s.electedAt.IsZero() {
+		election = s.electedAt.Sub(s.began)
+	}
+	return query, election
+}
+
 // Open offers the next peer's stream of the blob from offset off.
 func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	n := s.n
 	if s.handed {
 		s.handed = false
 		s.failures++
+	}
+	if s.again {
+		return s.openAgain(ctx, off)
 	}
 	select {
 	case <-s.asked:
@@ -136,6 +182,50 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 		// Out of peers: the next bytes come from outside the LAN, and
 		// other relays may take this node as their source again.
 		n.startBeats(s.d, s.size, s.progress, false)
+	}
+	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
+}
+
+// openAgain is Open for Again: one fresh question, then whoever has the
+// blob or is receiving it, until the tries are spent.
+func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error) {
+	n := s.n
+	if s.answeredAt.IsZero() {
+		s.answeredAt = n.now()
+		close(s.asked)
+		if len(n.askable()) > 0 {
+			n.log.Info("every source failed; asking the peers again", slog.String("digest", s.d.String()))
+			s.answers, _, _ = n.query(ctx, s.d)
+		}
+	}
+	for s.over == nil && ctx.Err() == nil {
+		if s.failures >= n.cfg.PeerRetries {
+			s.over = fmt.Errorf("%w: %d peer tries failed", ErrNoPeer, s.failures)
+			break
+		}
+		var p Peer
+		complete := true
+		if len(s.answers) > 0 {
+			i := pickWeighted(s.answers)
+			p = s.answers[i]
+			s.answers = slices.Delete(s.answers, i, i+1)
+			if !n.table.Good(p.ID) {
+				continue
+			}
+		} else {
+			snap, _ := n.snapshot(s.d)
+			var ok bool
+			if p, complete, ok = s.holder(snap); !ok {
+				s.over = fmt.Errorf("%w: asked again, no peer has it", ErrNoPeer)
+				break
+			}
+		}
+		if st, ok := s.try(ctx, p, off, complete); ok {
+			return st, nil
+		}
+	}
+	if s.over == nil {
+		s.over = ctx.Err()
 	}
 	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
 }
@@ -289,8 +379,16 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 			// second download.
 			if w, ok := s.liveDownloader(snap); ok {
 				s.winner, s.decided, s.decidedAt = w, true, n.now()
+				if s.electedAt.IsZero() {
+					s.electedAt = s.decidedAt
+				}
 				n.log.Debug("following the downloader", slog.String("digest", d.String()), slog.String("downloader", w.String()))
 			}
+		}
+		if !s.decided && s.windowEnd != nil && s.everyoneHeard(snap) {
+			// Every peer has said it wants the blob, or that it does not:
+			// the window has nothing more to collect.
+			s.windowEnd = nil
 		}
 		if !s.decided && s.windowEnd == nil {
 			w, ok := computeWinner(snap, s.size, n.cfg.SpaceAware)
@@ -298,6 +396,9 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 				return Peer{}, false, fmt.Errorf("%w: no wanting peer has room for it", ErrNoPeer)
 			}
 			s.winner, s.decided, s.decidedAt = w, true, n.now()
+			if s.electedAt.IsZero() {
+				s.electedAt = s.decidedAt
+			}
 			if w == n.cfg.ID {
 				n.startBeats(d, s.size, s.progress, false)
 				return Peer{}, false, fmt.Errorf("%w: this node was elected to download it", ErrNoPeer)
@@ -316,6 +417,17 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 		case <-time.After(n.cfg.Heartbeat):
 		}
 	}
+}
+
+// everyoneHeard says whether every peer a question waits for has either
+// sent its want or answered that it neither has nor wants the blob.
+func (s *Source) everyoneHeard(snap election) bool {
+	for id := range s.n.askable() {
+		if _, ok := snap.wants[id]; !ok && !s.declined[id] {
+			return false
+		}
+	}
+	return true
 }
 
 // liveDownloader is the node (not this one, not a relay) whose heartbeat

@@ -91,16 +91,16 @@ type Message struct {
 	FreeBytes uint64
 	Passive   bool
 	// What the message is about.
-	ReqID     uint32
-	Digest    cachestore.Digest
-	Has       bool
-	Ready     bool
-	Want      bool // an answer's sender is after the digest itself
+	ReqID  uint32
+	Digest cachestore.Digest
+	Has    bool
+	Ready  bool
+	Want   bool // an answer's sender is after the digest itself
 	// Relay marks a downloading heartbeat whose sender receives the blob
 	// from a LAN peer (rather than from outside the LAN) and passes on
 	// what it has: a node that relays itself never takes a relay as its
 	// source, so no two nodes can wait on each other.
-	Relay bool
+	Relay     bool
 	FreeSlots uint8
 	Done      int64
 	Total     int64 // -1: unknown

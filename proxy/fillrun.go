@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/fill"
@@ -34,7 +35,8 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p p
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sources, peers := s.sources(ctx, f, p, who, prev)
+	sources, lan := s.sources(ctx, f, p, who, prev)
+	peers := lan != nil
 	cf := &committingFill{Fill: f, s: s, p: p, who: who}
 	res, err := s.engine.Run(ctx, cf, fill.Want{Digest: p.digest, Size: p.size}, sources)
 	if peers {
@@ -62,8 +64,22 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p p
 		s.learning.end(cf.learn) // shutting down: learnt on the next fetch
 	}
 	s.recordFill(p, res.Digest, res.Size)
-	s.log.Debug("stored", slog.String("url", p.url), slog.String("digest", res.Digest.String()),
-		slog.Int64("bytes", res.Size), slog.Any("from", res.From))
+	// How long each phase of the miss took: the peers' answer, the
+	// downloader known (an election, or one found), the first byte.
+	attrs := []any{slog.String("url", p.url), slog.String("digest", res.Digest.String()),
+		slog.Int64("bytes", res.Size), slog.Any("from", res.From),
+		slog.Duration("first_byte", res.FirstByte), slog.Duration("took", res.Took)}
+	if ph, ok := lan.(phased); ok {
+		q, e := ph.Phases()
+		attrs = append(attrs, slog.Duration("query", q), slog.Duration("election", e))
+	}
+	s.log.Info("stored", attrs...)
+}
+
+// phased is a LAN source that says how long its question and its
+// election took.
+type phased interface {
+	Phases() (query, election time.Duration)
 }
 
 // errAlreadyStored ends a flight whose blob another one stored first.
@@ -86,20 +102,27 @@ func (s *Server) storedMeanwhile(p plan) error {
 // them: LAN peers, the site's hubs, the origin (unless hub_only). A URL
 // whose hash no metadata gave is never fetched from peers. Artifacts below
 // share_min_size go up the chain at once, the peers' question running
-// beside the download and its answers the fallback. peers says the LAN
-// takes part (Done ends its part).
-func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who asker, prev *cachestore.Cached) (sources []fill.Source, peers bool) {
+// beside the download and its answers the fallback. Last, should every
+// other source fail, the peers are asked again: a fill never fails while
+// the LAN holds the blob. lan is the LAN's first source when the LAN
+// takes part (Done ends its part), else nil.
+func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who asker, prev *cachestore.Cached) (sources []fill.Source, lan fill.Source) {
 	if s.cfg.Peers == nil || p.digest.IsZero() {
-		return s.upstreamSources(p, who, prev, nil), false
+		return s.upstreamSources(p, who, prev, nil), nil
 	}
-	lan := func(ctx context.Context) fill.Source {
-		return countingSource{s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written), &s.stats.BytesPeers, &s.stats.Mismatches}
+	counted := func(src fill.Source) fill.Source {
+		return countingSource{src, &s.stats.BytesPeers, &s.stats.Mismatches}
 	}
-	up := s.upstreamSources(p, who, prev, lan)
+	relan := func(ctx context.Context) fill.Source {
+		return counted(s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written))
+	}
+	up := s.upstreamSources(p, who, prev, relan)
+	lan = s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written)
+	again := counted(s.cfg.Peers.Again(p.digest, p.size, f.Written))
 	if p.size >= 0 && p.size < s.cfg.ShareMinSize {
-		return append(up, lan(ctx)), true // the peers are the fallback
+		return append(up, counted(lan), again), lan // the peers are the fallback
 	}
-	return append([]fill.Source{lan(ctx)}, up...), true
+	return append(append([]fill.Source{counted(lan)}, up...), again), lan
 }
 
 // upstreamSources are the hubs in their failover order, then the origin

@@ -63,6 +63,9 @@ type Peers interface {
 	// unknown); progress feeds the heartbeats should this node be elected
 	// to download it. Its question starts at once.
 	Source(ctx context.Context, d cachestore.Digest, size int64, progress func() int64) fill.Source
+	// Again is the LAN as the last source of a fill whose others all
+	// failed: it asks afresh who has d now.
+	Again(d cachestore.Digest, size int64, progress func() int64) fill.Source
 	// Done ends this node's part in d; ok announces that it has it now.
 	Done(d cachestore.Digest, ok bool)
 }

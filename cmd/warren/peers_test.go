@@ -563,3 +563,83 @@ func TestReceiversServeWhileReceiving(t *testing.T) {
 	}
 	t.Logf("%d nodes relayed what they were receiving", relays)
 }
+
+// A fill whose every source failed asks the LAN again before it answers
+// an error: B asks first (nobody has the artifact, so it fetches it
+// itself), and while B's upstream hangs, A gets the artifact from
+// upstream on its own (below share_min_size: upstream first). Then every
+// upstream request of B's fails, as a crowded link's "no route to host"
+// would; B's client still gets the artifact, from A.
+func TestFillAsksTheLANAgainBeforeFailing(t *testing.T) {
+	repo := newPeerRepo(t, 1<<20)
+	var mu sync.Mutex
+	debGets := 0
+	aStored := make(chan struct{})
+	bAsked := make(chan struct{})
+	inner := repo.up.Config.Handler
+	repo.up.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != repo.path {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		mu.Lock()
+		debGets++
+		nth := debGets
+		mu.Unlock()
+		if nth == 2 { // A's
+			inner.ServeHTTP(w, r)
+			return
+		}
+		if nth == 1 { // B's first: hangs until A holds the artifact
+			close(bAsked)
+			select {
+			case <-aStored:
+			case <-r.Context().Done():
+			}
+		}
+		// Then B's every try dies without an answer.
+		if c, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			c.Close()
+		}
+	})
+	nodes := startNodes(t, 2, func(i int) []string {
+		if i == 0 {
+			return []string{"--share-min-size", "2MB"}
+		}
+		return nil
+	})
+	a, b := nodes[0], nodes[1]
+	a.learn(t, repo)
+	b.learn(t, repo)
+	got := make(chan error, 1)
+	go func() {
+		body, err := b.get(t, repo.up.URL+repo.path)
+		if err == nil && !bytes.Equal(body, repo.deb) {
+			err = fmt.Errorf("wrong bytes (%d)", len(body))
+		}
+		got <- err
+	}()
+	select {
+	case <-bAsked:
+	case <-time.After(30 * time.Second):
+		t.Fatal("B never asked upstream for the artifact")
+	}
+	body, err := a.get(t, repo.up.URL+repo.path)
+	if err != nil || !bytes.Equal(body, repo.deb) {
+		t.Fatalf("A: %v (%d bytes)", err, len(body))
+	}
+	a.logs.waitFor(t, `msg=stored url=`+repo.up.URL+repo.path, 30*time.Second)
+	close(aStored)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("B's client, with upstream failing and A holding the artifact: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("B's client never got an answer")
+	}
+	b.logs.waitFor(t, "every source failed; asking the peers again", 5*time.Second)
+	if s := nodeStats(t, b); s["bytes_peers"] != float64(len(repo.deb)) {
+		t.Fatalf("B took %.0f bytes from peers, want the whole %d from A", s["bytes_peers"], len(repo.deb))
+	}
+}
