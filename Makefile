@@ -22,7 +22,7 @@ KEEP ?= 0
 TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates \
 	dnf dnf-plugins-core createrepo-c rpm nuget iproute2 curl python3 chromium
 
-.PHONY: all build run test test-netns test-pkg test-deps check-go lint vet fuzz bench clean deb rpm pkg-bin
+.PHONY: all build run test test-netns test-pkg test-deps check-go lint vet fuzz bench bench-deps clean deb rpm pkg-bin
 
 all: build
 
@@ -108,11 +108,28 @@ fuzz: check-go
 # its limit, daemon RSS, learning a real-size Packages.xz (time against
 # xz -dc, peak RSS), a cold apt-get install of 100 small packages against
 # direct (needs the test tools: make test-deps).
-bench: check-go
+bench: check-go bench-deps
 	$(GO) test -run '^$$' -bench ServeHit -benchtime 3s ./proxy
 	$(GO) test -run '^$$' -bench MissFirstByte -benchtime 150x ./proxy
 	$(GO) test -run '^$$' -bench UploadRate -benchtime 3x ./peering
 	$(GO) test -run '^$$' -bench 'DaemonRSS|IndexLearning|ColdAptInstall' -benchtime 1x ./cmd/warren
+	$(GO) test -run '^$$' -bench SideBySide -benchtime 1x -timeout 20m ./cmd/warren
+
+# nginx and apt-cacher-ng for the side-by-side bench, run on loopback with
+# private configs by the bench itself: installed with their services kept
+# from starting (a policy-rc.d for the length of the install), so nothing
+# takes port 80 or 3142 on the machine.
+BENCH_DEBS = nginx apt-cacher-ng
+bench-deps:
+	@if command -v nginx >/dev/null && command -v apt-cacher-ng >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(MACHINE_LOCK) sh -c 'set -e; \
+			if [ ! -e /usr/sbin/policy-rc.d ]; then printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; trap "rm -f /usr/sbin/policy-rc.d" EXIT; fi; \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BENCH_DEBS) >/dev/null'; \
+	else \
+		echo "make bench: not root or no apt-get; the side-by-side bench needs $(BENCH_DEBS) and skips without them" >&2; \
+	fi
 
 clean:
 	rm -rf bin dist

@@ -208,6 +208,11 @@ func (s *syncBuffer) WriteString(x string) {
 	}
 }
 
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.WriteString(string(p))
+	return len(p), nil
+}
+
 // waitFor waits until the log holds substr, with a deadline.
 func (s *syncBuffer) waitFor(t testing.TB, substr string, deadline time.Duration) {
 	t.Helper()
