@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -76,13 +77,7 @@ func (s *Store) openBlob(d Digest, use bool) (*Blob, BlobInfo, error) {
 	s.openMu.Lock()
 	s.open[d]++
 	s.openMu.Unlock()
-	release := func() {
-		s.openMu.Lock()
-		if s.open[d]--; s.open[d] <= 0 {
-			delete(s.open, d)
-		}
-		s.openMu.Unlock()
-	}
+	release := func() { s.releaseOpen(d) }
 	bi, err := s.Stat(d)
 	if err != nil {
 		release()
@@ -127,6 +122,7 @@ func (s *Store) addBlob(d Digest, size int64, uses int64) error {
 	}
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
+	s.hot.forget(d) // its file was just replaced
 	bi, err := s.statIndex(d)
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return err
@@ -167,6 +163,7 @@ func (s *Store) dropBlob(d Digest) error {
 	}
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
+	s.hot.forget(d)
 	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove blob %s: %w", d, err)
 	}
@@ -225,12 +222,26 @@ func (s *Store) dropUsesTxn(txn *badger.Txn, d Digest) error {
 // Blob is an open stored blob. Close it: while it is open the blob is not
 // evicted. Pass File itself to http.ServeContent so sendfile applies.
 type Blob struct {
-	*os.File
-	release func()
+	*os.File // nil for a shared descriptor (OpenHit): read Content
+	release  func()
+	shared   *hotFile
+	section  *io.SectionReader
 }
 
 // Close closes the file and lets the blob be evicted again.
 func (b *Blob) Close() error {
 	b.release()
+	if b.shared != nil {
+		return nil // released above; closed with its last reader once forgotten
+	}
 	return b.File.Close()
+}
+
+// releaseOpen ends one reader of d: once none is left it may be evicted.
+func (s *Store) releaseOpen(d Digest) {
+	s.openMu.Lock()
+	if s.open[d]--; s.open[d] <= 0 {
+		delete(s.open, d)
+	}
+	s.openMu.Unlock()
 }

@@ -95,7 +95,8 @@ type Store struct {
 	// and go: Free is asked for every peer datagram and must not scan.
 	usedBytes atomic.Int64
 	usedBlobs atomic.Int64
-	uses      uses // use counts not yet in the index (uses.go)
+	uses      uses     // use counts not yet in the index (uses.go)
+	hot       hotFiles // descriptors of small blobs kept open (hot.go)
 
 	changeMu sync.Mutex // one change log append at a time (changes.go)
 
@@ -189,6 +190,7 @@ func (s *Store) Close() error {
 	if err := s.flushUses(); err != nil {
 		s.log.Warn("could not write use counts to the index", slog.Any("err", err))
 	}
+	s.hot.closeAll()
 	onDisk := !s.readOnly && !s.memIndex
 	if s.fsFree() < closeHeadroom && onDisk {
 		releaseReserve(s.dir, s.log)

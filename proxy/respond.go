@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,7 +18,7 @@ import (
 
 // serveCached serves a URL-cache entry; false when its blob is gone.
 func (s *Server) serveCached(w *respWriter, r *http.Request, p plan, c cachestore.Cached) bool {
-	f, bi, err := s.store.OpenBlob(c.Digest)
+	f, bi, err := s.store.OpenHit(c.Digest)
 	if err != nil {
 		return false
 	}
@@ -32,13 +31,14 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p plan, c cachestor
 	if ct == "" {
 		ct = contentType(p)
 	}
-	s.serveFile(w, r, f.File, mod, c.ETag, ct)
+	s.serveFile(w, r, f.Content(), mod, c.ETag, ct)
 	return true
 }
 
 // serveFile serves a stored blob with Range, HEAD and conditional requests;
-// http.ServeContent on an *os.File takes the kernel's sendfile path.
-func (s *Server) serveFile(w *respWriter, r *http.Request, f *os.File, mod time.Time, etag, ctype string) {
+// a blob's own *os.File takes the kernel's sendfile path, a small one's shared
+// descriptor is read with pread.
+func (s *Server) serveFile(w *respWriter, r *http.Request, f io.ReadSeeker, mod time.Time, etag, ctype string) {
 	h := w.Header()
 	h.Set("Content-Type", ctype)
 	h.Set("X-Cache", "HIT from warren")

@@ -157,7 +157,7 @@ type stored struct {
 // lookup finds what the store holds for p.
 func (s *Server) lookup(p plan) (stored, error) {
 	if !p.digest.IsZero() {
-		f, bi, err := s.store.OpenBlob(p.digest)
+		f, bi, err := s.store.OpenHit(p.digest)
 		switch {
 		case err == nil:
 			return stored{blob: f, info: bi, fresh: true}, nil
@@ -184,7 +184,7 @@ func (s *Server) lookup(p plan) (stored, error) {
 func (s *Server) serveStored(w *respWriter, r *http.Request, p plan, have stored) bool {
 	if have.blob != nil {
 		defer have.blob.Close()
-		s.serveFile(w, r, have.blob.File, have.info.Added, "", contentType(p))
+		s.serveFile(w, r, have.blob.Content(), have.info.Added, "", contentType(p))
 		return true
 	}
 	if have.cached != nil {

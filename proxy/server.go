@@ -40,6 +40,8 @@ type Store interface {
 	PutCached(url string, c cachestore.Cached) error
 	Stat(d cachestore.Digest) (cachestore.BlobInfo, error)
 	OpenBlob(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
+	// OpenHit is OpenBlob for serving a hit: read through Content.
+	OpenHit(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
 	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
 	KnownKeys(fn func(key string)) error
 	Learnt(lister uint64, at int64, d cachestore.Digest) error

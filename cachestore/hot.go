@@ -1,0 +1,173 @@
+package cachestore
+
+import (
+	"container/list"
+	"errors"
+	"io"
+	"os"
+	"sync"
+)
+
+// Hot descriptors: small blobs asked for again and again (apt's indexes,
+// small packages) keep one open file each, shared by every request for
+// them, so that a hit costs no open, stat and close. Profiled on small hits
+// (BenchmarkServeHitSmall): opening the blob was 17% of the CPU. Each
+// request reads through its own section reader (pread), so the shared
+// offset is never used. A blob dropped or stored again is forgotten here;
+// its descriptor closes with its last reader.
+
+const (
+	// hotMaxSize: bigger blobs are opened per request, for sendfile.
+	hotMaxSize = 1 << 20
+	// hotMaxFiles bounds the descriptors kept open.
+	hotMaxFiles = 256
+)
+
+type hotFile struct {
+	d    Digest
+	f    *os.File
+	size int64
+	refs int
+	gone bool // forgotten: closed with its last reader
+	elem *list.Element
+}
+
+type hotFiles struct {
+	mu  sync.Mutex
+	m   map[Digest]*hotFile
+	lru list.List // front: most recently used
+}
+
+// get returns d's shared descriptor, counted as one more reader, or nil.
+func (h *hotFiles) get(d Digest) *hotFile {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hf := h.m[d]
+	if hf == nil {
+		return nil
+	}
+	hf.refs++
+	h.lru.MoveToFront(hf.elem)
+	return hf
+}
+
+// put keeps f as d's shared descriptor, counted as one reader, and returns
+// it; when another reader put one first, f is closed and that one is
+// returned instead.
+func (h *hotFiles) put(d Digest, f *os.File, size int64) *hotFile {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[Digest]*hotFile{}
+	}
+	if hf := h.m[d]; hf != nil {
+		f.Close()
+		hf.refs++
+		h.lru.MoveToFront(hf.elem)
+		return hf
+	}
+	hf := &hotFile{d: d, f: f, size: size, refs: 1}
+	hf.elem = h.lru.PushFront(hf)
+	h.m[d] = hf
+	for e := h.lru.Back(); len(h.m) > hotMaxFiles && e != nil; {
+		prev := e.Prev()
+		h.dropLocked(e.Value.(*hotFile))
+		e = prev
+	}
+	return hf
+}
+
+// release ends one reader of hf.
+func (h *hotFiles) release(hf *hotFile) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hf.refs--; hf.refs == 0 && hf.gone {
+		hf.f.Close()
+	}
+}
+
+// forget stops sharing d's descriptor (its blob was dropped, or its file
+// replaced); it closes once its readers are done.
+func (h *hotFiles) forget(d Digest) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if hf := h.m[d]; hf != nil {
+		h.dropLocked(hf)
+	}
+}
+
+func (h *hotFiles) dropLocked(hf *hotFile) {
+	delete(h.m, hf.d)
+	h.lru.Remove(hf.elem)
+	hf.gone = true
+	if hf.refs == 0 {
+		hf.f.Close()
+	}
+}
+
+// closeAll forgets every descriptor (the store is closing).
+func (h *hotFiles) closeAll() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, hf := range h.m {
+		h.dropLocked(hf)
+	}
+}
+
+// OpenHit opens a stored blob to serve it and counts the use, as OpenBlob;
+// read it only through Content. A small blob shares one descriptor kept
+// open across requests.
+func (s *Store) OpenHit(d Digest) (*Blob, BlobInfo, error) {
+	if hf := s.hot.get(d); hf != nil {
+		// Counted as open before the index is read, as in openBlob.
+		s.openMu.Lock()
+		s.open[d]++
+		s.openMu.Unlock()
+		b := &Blob{shared: hf, release: func() { s.releaseOpen(d); s.hot.release(hf) }}
+		bi, err := s.Stat(d)
+		if err == nil && bi.Size != hf.size {
+			err = errors.New("stored again with another size")
+		}
+		if err == nil {
+			// The file as it is now (one fstat): a blob cut short on disk
+			// is dropped by the slow path, never served short.
+			if st, serr := hf.f.Stat(); serr != nil || st.Size() != hf.size {
+				err = errors.New("file changed on disk")
+			}
+		}
+		if err != nil {
+			// Gone from the index, or stored again: forget the descriptor
+			// and take the slow path, which checks the file too.
+			b.Close()
+			s.hot.forget(d)
+			return s.openHitCold(d)
+		}
+		return b, s.countUse(bi), nil
+	}
+	return s.openHitCold(d)
+}
+
+// openHitCold is OpenHit without a shared descriptor yet: the blob is opened
+// and checked as by OpenBlob, and a small one's descriptor kept.
+func (s *Store) openHitCold(d Digest) (*Blob, BlobInfo, error) {
+	b, bi, err := s.openBlob(d, true)
+	if err != nil || bi.Size > hotMaxSize {
+		return b, bi, err
+	}
+	hf := s.hot.put(d, b.File, bi.Size)
+	release := b.release
+	return &Blob{shared: hf, release: func() { release(); s.hot.release(hf) }}, bi, nil
+}
+
+// Content is the blob's bytes with an offset of this Blob's own: its file
+// (which http.ServeContent sends with sendfile) or, for a shared
+// descriptor, a section reader over it.
+func (b *Blob) Content() io.ReadSeeker {
+	if b.shared != nil {
+		if b.section == nil {
+			b.section = io.NewSectionReader(b.shared.f, 0, b.shared.size)
+		}
+		return b.section
+	}
+	return b.File
+}
