@@ -22,7 +22,7 @@ KEEP ?= 0
 TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates \
 	dnf dnf-plugins-core createrepo-c rpm nuget iproute2 curl python3 chromium
 
-.PHONY: all build run test test-netns test-pkg test-deps check-go lint vet fuzz bench bench-deps clean deb rpm pkg-bin
+.PHONY: all build run test test-netns test-pkg test-deps check-go lint vet fuzz bench bench-deps sim clean deb rpm pkg-bin
 
 all: build
 
@@ -114,6 +114,14 @@ bench: check-go bench-deps
 	$(GO) test -run '^$$' -bench UploadRate -benchtime 3x ./peering
 	$(GO) test -run '^$$' -bench 'DaemonRSS|IndexLearning|ColdAptInstall' -benchtime 1x ./cmd/warren
 	$(GO) test -run '^$$' -bench SideBySide -benchtime 1x -timeout 20m ./cmd/warren
+
+# A simulated site (package sim): 1,000 real warren nodes in 20 subnets
+# behind one hub, over an in-memory network, each asking for 3 artifacts
+# within 60 s; prints WAN fetches, fetches at the hub, uploads, datagrams
+# and the completion times against one lone download. SIM_FLAGS changes
+# the site (go run ./cmd/warren-sim -h lists them).
+sim: check-go
+	$(GO) run ./cmd/warren-sim $(SIM_FLAGS)
 
 # nginx and apt-cacher-ng for the side-by-side bench, run on loopback with
 # private configs by the bench itself: installed with their services kept

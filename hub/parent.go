@@ -49,8 +49,11 @@ type ParentConfig struct {
 	// HeaderTimeout bounds the wait for the hub's answer to begin; the
 	// fill engine's stall rule bounds the body.
 	HeaderTimeout time.Duration
-	Logger        *slog.Logger
-	Now           func() time.Time
+	// Dial, when set, makes the connections to the hub (the simulator's
+	// network); nil dials TCP.
+	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // downFor is how long an unreachable hub is skipped.
@@ -84,11 +87,15 @@ func NewParent(cfg ParentConfig) (*Parent, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	dial := cfg.Dial
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
+	}
 	tr := &http.Transport{
 		// Every request goes to the hub, as a proxy request: the hub is
 		// chosen by the operator, so no destination rule applies to it.
 		Proxy:                 http.ProxyURL(u),
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		DialContext:           dial,
 		ResponseHeaderTimeout: cfg.HeaderTimeout,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   16,

@@ -69,8 +69,20 @@ type Config struct {
 	Blobs *BlobServer
 
 	Client *http.Client // for blob fetches; nil builds one
+	// Conn, when set, is the datagram socket (ListenUDP is then unused):
+	// the simulator's network.
+	Conn   PacketConn
 	Logger *slog.Logger
 	Now    func() time.Time
+}
+
+// PacketConn is the datagram socket a Node speaks through: a UDP socket,
+// or a simulated network's (LocalAddr is then a *net.UDPAddr too).
+type PacketConn interface {
+	ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error)
+	WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error)
+	LocalAddr() net.Addr
+	Close() error
 }
 
 // Node is this machine's member of the peer group.
@@ -78,7 +90,7 @@ type Node struct {
 	cfg   Config
 	log   *slog.Logger
 	now   func() time.Time
-	conn  *net.UDPConn
+	conn  PacketConn
 	table *Table
 	hc    *http.Client
 	ready atomic.Bool // false while starting and stopping
@@ -178,11 +190,14 @@ func Listen(cfg Config) (*Node, error) {
 		}
 		return serr
 	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", cfg.ListenUDP.String())
-	if err != nil {
-		return nil, fmt.Errorf("listen for peers on udp %s: %w", cfg.ListenUDP, err)
+	conn := cfg.Conn
+	if conn == nil {
+		pc, err := lc.ListenPacket(context.Background(), "udp4", cfg.ListenUDP.String())
+		if err != nil {
+			return nil, fmt.Errorf("listen for peers on udp %s: %w", cfg.ListenUDP, err)
+		}
+		conn = pc.(*net.UDPConn)
 	}
-	conn := pc.(*net.UDPConn)
 	hc := cfg.Client
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{

@@ -141,8 +141,12 @@ type Config struct {
 	Status func() Status
 	// Collectors are more Prometheus metrics for /metrics (peers, cache).
 	Collectors []prometheus.Collector
-	Logger     *slog.Logger
-	Now        func() time.Time
+	// Dial, when set, makes upstream connections instead of TCP (the
+	// simulator's network): the destination rules, which check the
+	// addresses real sockets connect to, do not apply to it.
+	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Server is the proxy. Close stops its fills.
@@ -261,6 +265,9 @@ func New(cfg Config, store Store) (*Server, error) {
 	}
 	guard := newDestGuard(cfg.AllowUpstream, cfg.Now)
 	tr := newTransport(guard, cfg.UpstreamRoots)
+	if cfg.Dial != nil {
+		tr.DialContext = cfg.Dial
+	}
 	budgets := map[string]*budget{}
 	for name, u := range feeds {
 		pu, _ := url.Parse(u)
