@@ -204,3 +204,28 @@ func TestClosureAndState(t *testing.T) {
 		t.Fatal("a damaged state file is not reported, or leaves no usable state")
 	}
 }
+
+// A requester told to wait is told the transfer's expected end at its
+// pace so far, within a second and the retry delay; an unknown pace gets
+// a few seconds.
+func TestEstimateWait(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	for _, c := range []struct {
+		name        string
+		began       time.Time
+		now         time.Time
+		done, total int64
+		want        time.Duration
+	}{
+		{"a quarter in 2s: 6s more", t0, t0.Add(2 * time.Second), 25, 100, 6 * time.Second},
+		{"nearly done: at least a second", t0, t0.Add(10 * time.Second), 99, 100, time.Second},
+		{"slow: at most the retry delay", t0, t0.Add(time.Minute), 1, 100, 90 * time.Second},
+		{"no byte yet", t0, t0.Add(time.Second), 0, 100, unknownPaceWait},
+		{"size unknown", t0, t0.Add(time.Second), 50, -1, unknownPaceWait},
+		{"no transfer known", time.Time{}, t0, 50, 100, unknownPaceWait},
+	} {
+		if got := estimateWait(c.began, c.now, c.done, c.total, 90*time.Second); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}

@@ -29,6 +29,7 @@ type Queue struct {
 type transfer struct {
 	streaming int // requesters streaming it now
 	waiting   int // requesters told to wait during this transfer
+	began     time.Time
 }
 
 // NewQueue lets max requesters (at least 1) stream each transfer and tells
@@ -51,7 +52,7 @@ func (q *Queue) Enter(key string) (leave func(), position, streaming int, ok boo
 	defer q.mu.Unlock()
 	t := q.byKey[key]
 	if t == nil {
-		t = &transfer{}
+		t = &transfer{began: time.Now()}
 		q.byKey[key] = t
 	}
 	if t.streaming >= q.max {
@@ -72,6 +73,35 @@ func (q *Queue) Enter(key string) (leave func(), position, streaming int, ok boo
 			}
 		})
 	}, 0, t.streaming, true
+}
+
+// Wait is how long a requester told to wait during the transfer key
+// should wait: until the transfer should be done, at the pace it has kept
+// so far (done of total bytes since its first requester came), at least a
+// second and at most the retry delay. A transfer whose pace is not known
+// yet is given a few seconds. Those told to wait are mostly other LANs'
+// first requesters, whose peers cannot give it to them: a fixed delay
+// would hold them long after the hub stored it.
+func (q *Queue) Wait(key string, done, total int64) time.Duration {
+	q.mu.Lock()
+	t := q.byKey[key]
+	q.mu.Unlock()
+	var began time.Time
+	if t != nil {
+		began = t.began
+	}
+	return estimateWait(began, time.Now(), done, total, q.delay)
+}
+
+// unknownPaceWait is the wait told while a transfer's pace is unknown.
+const unknownPaceWait = 3 * time.Second
+
+func estimateWait(began, now time.Time, done, total int64, most time.Duration) time.Duration {
+	wait := unknownPaceWait
+	if elapsed := now.Sub(began); !began.IsZero() && done > 0 && total > 0 && elapsed > 0 {
+		wait = time.Duration(float64(elapsed) * float64(max(total-done, 0)) / float64(done))
+	}
+	return min(max(wait, time.Second), most)
 }
 
 // QueueStat is one transfer's queue, for the operator.

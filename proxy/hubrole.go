@@ -142,7 +142,8 @@ func (s *Server) hubEnter(w http.ResponseWriter, r *http.Request, f *cachestore.
 	total := p.size
 	s.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", p.url),
 		slog.String("client", r.RemoteAddr), slog.Int("position", pos), slog.Int("streaming", streaming))
-	hub.WriteBusy(w, hub.Busy{Position: pos, RetryAfter: q.Delay(), Done: f.Written(), Total: total, Requesters: streaming})
+	done := f.Written()
+	hub.WriteBusy(w, hub.Busy{Position: pos, RetryAfter: q.Wait(p.fillKey(), done, total), Done: done, Total: total, Requesters: streaming})
 	return nil, false
 }
 

@@ -123,8 +123,14 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}()
 	discard := slog.New(slog.DiscardHandler)
-	if os.Getenv("WARREN_SIM_DEBUG") != "" {
-		discard = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if path := os.Getenv("WARREN_SIM_LOG"); path != "" {
+		// Every node's log in one file, each line naming its node.
+		f, err := os.Create(path)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		discard = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	nw := NewNetwork(time.Millisecond)
 
@@ -303,6 +309,7 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 	n := &node{host: h}
 	rand.Read(n.id[:])
 	var err error
+	log = log.With(slog.String("node", addr.String()))
 	if n.store, err = cachestore.Open(cachestore.Config{Dir: filepath.Join(dir, addr.String()), Logger: log}); err != nil {
 		return nil, fmt.Errorf("node %s's cache: %w", addr, err)
 	}
