@@ -234,6 +234,8 @@ func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error)
 // downloading it); false (with the failure counted, unless p was merely
 // busy, for less than BusyLimit) when it did not answer with the blob.
 func (s *Source) try(ctx context.Context, p Peer, off int64, complete bool) (*fill.Stream, bool) {
+	s.n.log.Debug("asking a peer for the blob", slog.String("peer", p.ID.String()), slog.String("digest", s.d.String()),
+		slog.Int64("offset", off), slog.Bool("holds_it", complete))
 	st, err := s.open(ctx, p, off, complete)
 	if err == nil {
 		s.handed = true

@@ -113,8 +113,12 @@ func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who as
 	counted := func(src fill.Source) fill.Source {
 		return countingSource{src, &s.stats.BytesPeers, &s.stats.Mismatches}
 	}
-	relan := func(ctx context.Context) fill.Source {
-		return counted(s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written))
+	// After a busy hub's wait, the LAN is asked who has the blob or is
+	// receiving it, with no election: this node is the one its LAN chose
+	// to fetch it (or fetches it alone), and electing again among peers
+	// that wait for it would have each wait on the other.
+	relan := func(context.Context) fill.Source {
+		return counted(s.cfg.Peers.Again(p.digest, p.size, f.Written))
 	}
 	up := s.upstreamSources(p, who, prev, relan)
 	lan = s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written)

@@ -88,7 +88,7 @@ type upstreamSource struct {
 	hub Hub
 	// relan makes the LAN a source again, for the wait a busy hub asks
 	// for (nil without peers or digest): by then the hub's first
-	// requesters on the LAN hold the artifact.
+	// requesters on the LAN may hold the artifact.
 	relan func(ctx context.Context) fill.Source
 	lan   fill.Source // the LAN, asked after a wait, until it has no more
 	// tries counts transfers; waits the hub's "busy" answers.

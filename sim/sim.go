@@ -307,9 +307,9 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 	}
 	h := nw.AddHost(addr, subnet, cfg.NodeNIC, toHub, fromHub)
 	n := &node{host: h}
-	rand.Read(n.id[:])
 	var err error
-	log = log.With(slog.String("node", addr.String()))
+	rand.Read(n.id[:])
+	log = log.With(slog.String("node", addr.String()), slog.String("id", n.id.String()))
 	if n.store, err = cachestore.Open(cachestore.Config{Dir: filepath.Join(dir, addr.String()), Logger: log}); err != nil {
 		return nil, fmt.Errorf("node %s's cache: %w", addr, err)
 	}

@@ -216,10 +216,16 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 // waitFor waits until the log holds substr, with a deadline.
 func (s *syncBuffer) waitFor(t testing.TB, substr string, deadline time.Duration) {
 	t.Helper()
+	s.waitForCount(t, substr, 1, deadline)
+}
+
+// waitForCount waits until the log holds substr n times, with a deadline.
+func (s *syncBuffer) waitForCount(t testing.TB, substr string, n int, deadline time.Duration) {
+	t.Helper()
 	timeout := time.After(deadline)
 	for {
 		s.mu.Lock()
-		found := strings.Contains(s.b.String(), substr)
+		found := strings.Count(s.b.String(), substr) >= n
 		if s.changed == nil {
 			s.changed = make(chan struct{})
 		}
@@ -231,7 +237,7 @@ func (s *syncBuffer) waitFor(t testing.TB, substr string, deadline time.Duration
 		select {
 		case <-ch:
 		case <-timeout:
-			t.Fatalf("no log line with %q within %s", substr, deadline)
+			t.Fatalf("no %d log lines with %q within %s", n, substr, deadline)
 		}
 	}
 }

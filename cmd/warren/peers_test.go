@@ -643,3 +643,88 @@ func TestFillAsksTheLANAgainBeforeFailing(t *testing.T) {
 		t.Fatalf("B took %.0f bytes from peers, want the whole %d from A", s["bytes_peers"], len(repo.deb))
 	}
 }
+
+// A node its LAN follows, told by the hub to wait (max_requesters), asks
+// the LAN after the wait only who has the artifact or receives it, and
+// goes back to the hub: it does not hold a new election among the peers
+// that wait for it (B, of higher priority, follows A and would win it,
+// and each would wait on the other for heartbeats that never come).
+func TestBusyHubDownloaderDoesNotElectItsFollowers(t *testing.T) {
+	repo := newPeerRepo(t, 1<<20)
+	release := make(chan struct{})
+	inner := repo.up.Config.Handler
+	repo.up.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != repo.path {
+			inner.ServeHTTP(w, r)
+			return
+		}
+		// Half, then the rest once released: the hub stays busy with it.
+		w.Header().Set("Content-Length", strconv.Itoa(len(repo.deb)))
+		w.Write(repo.deb[:len(repo.deb)/2])
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		w.Write(repo.deb[len(repo.deb)/2:])
+	})
+	var once sync.Once
+	releaseOnce := func() { once.Do(func() { close(release) }) }
+	defer releaseOnce()
+	hubURL, _, hubLogs := startWarren(t, "--role", "hub", "--cache-dir", t.TempDir(), "--max-requesters", "1", "--log-level", "debug")
+	nodes := startNodes(t, 2, func(i int) []string {
+		return []string{"--hub", hubURL, "--hub-only", "--priority", []string{"100", "1000"}[i]}
+	})
+	a, b := nodes[0], nodes[1]
+	a.learn(t, repo)
+	b.learn(t, repo)
+
+	// X takes the hub's one streaming place.
+	pu, _ := url.Parse(hubURL)
+	x := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+	xDone := make(chan error, 1)
+	go func() {
+		resp, err := x.Get(repo.up.URL + repo.path)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		xDone <- err
+	}()
+	// The hub's third fill from the origin (after the Release and the
+	// Packages): X's.
+	hubLogs.waitForCount(t, `msg="fill source opened" from="origin`, 3, 30*time.Second)
+
+	got := make(chan error, 2)
+	fetch := func(n *node) {
+		body, err := n.get(t, repo.up.URL+repo.path)
+		if err == nil && !bytes.Equal(body, repo.deb) {
+			err = fmt.Errorf("%s: wrong bytes (%d)", n.addr, len(body))
+		}
+		got <- err
+	}
+	go fetch(a) // alone: every peer says no, so A fetches it, from the hub
+	a.logs.waitFor(t, "hub busy with this artifact; asking the LAN again after the delay", 30*time.Second)
+	go fetch(b) // B wants it too, and asks A, the LAN's downloader
+	b.logs.waitFor(t, "asking a peer for the blob", 30*time.Second)
+	// A's wait ends; it asks the LAN and goes back to the hub, still busy.
+	a.logs.waitForCount(t, "hub busy with this artifact; asking the LAN again after the delay", 2, 30*time.Second)
+	if strings.Contains(a.logs.String(), "waiting for the elected downloader") {
+		t.Fatal("A, told to wait by the hub, elected a new downloader among the peers that follow it")
+	}
+	releaseOnce()
+	for range 2 {
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("a node's client never got its answer")
+		}
+	}
+	if err := <-xDone; err != nil {
+		t.Fatalf("X: %v", err)
+	}
+}
