@@ -75,6 +75,7 @@ type ArtifactReport struct {
 	Path       string
 	OriginGETs int             // the hub's fetches from the origin: the WAN
 	HubGETs    int             // the nodes' fetches at the hub
+	HubWaits   int             // the hub's "busy, retry later" answers
 	Failed     int             // clients that did not get it whole
 	Times      []time.Duration // each client's, from its request to its last byte
 }
@@ -155,12 +156,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
 	stop = append(stop, func() { hubSrv.Close() })
-	hubGETs := &counter{m: map[string]int{}}
+	hubGETs, hubWaits := &counter{m: map[string]int{}}, &counter{m: map[string]int{}}
 	stop = append(stop, serve(hh, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
+		sw := &statusWriter{ResponseWriter: w}
+		hubSrv.ServeHTTP(sw, r)
+		switch {
+		case r.Method != http.MethodGet:
+		case sw.status == http.StatusServiceUnavailable: // max_requesters: told to wait
+			hubWaits.add(r.URL.Path)
+		default:
 			hubGETs.add(r.URL.Path)
 		}
-		hubSrv.ServeHTTP(w, r)
 	})))
 
 	// The yardstick: one node alone, through the cold hub.
@@ -254,7 +260,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	rep := &Report{Config: cfg, Lone: lone}
 	for a := range cfg.Artifacts {
-		ar := ArtifactReport{Path: origin.paths[a], OriginGETs: origin.gets.get(origin.paths[a]), HubGETs: hubGETs.get(origin.paths[a])}
+		ar := ArtifactReport{Path: origin.paths[a], OriginGETs: origin.gets.get(origin.paths[a]),
+			HubGETs: hubGETs.get(origin.paths[a]), HubWaits: hubWaits.get(origin.paths[a])}
 		for _, res := range results[a] {
 			if res.err != nil {
 				ar.Failed++
@@ -408,6 +415,29 @@ func serveCatching(h http.Handler, w http.ResponseWriter, req *http.Request) (br
 	h.ServeHTTP(w, req)
 	return false
 }
+
+// statusWriter keeps the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // sink is a client that reads the whole answer and keeps its length.
 type sink struct {
@@ -565,8 +595,8 @@ func (rep *Report) Print(w io.Writer) {
 			return a.Times[min(len(a.Times)-1, int(p*float64(len(a.Times))))]
 		}
 		ratio := func(d time.Duration) float64 { return float64(d) / float64(rep.Lone) }
-		fmt.Fprintf(w, "  %s: WAN fetches %d, fetches at the hub %d, failed %d; completion p50 %s (%.2fx lone), p90 %s (%.2fx), p99 %s (%.2fx), max %s (%.2fx)\n",
-			filepath.Base(a.Path), a.OriginGETs, a.HubGETs, a.Failed,
+		fmt.Fprintf(w, "  %s: WAN fetches %d, fetches at the hub %d (and %d told to wait), failed %d; completion p50 %s (%.2fx lone), p90 %s (%.2fx), p99 %s (%.2fx), max %s (%.2fx)\n",
+			filepath.Base(a.Path), a.OriginGETs, a.HubGETs, a.HubWaits, a.Failed,
 			q(0.5).Round(time.Millisecond), ratio(q(0.5)), q(0.9).Round(time.Millisecond), ratio(q(0.9)),
 			q(0.99).Round(time.Millisecond), ratio(q(0.99)), q(1).Round(time.Millisecond), ratio(q(1)))
 	}
