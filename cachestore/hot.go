@@ -2,7 +2,6 @@ package cachestore
 
 import (
 	"container/list"
-	"errors"
 	"io"
 	"os"
 	"sync"
@@ -27,6 +26,7 @@ type hotFile struct {
 	d    Digest
 	f    *os.File
 	size int64
+	bi   BlobInfo // the index's record when the descriptor was kept
 	refs int
 	gone bool // forgotten: closed with its last reader
 	elem *list.Element
@@ -54,7 +54,7 @@ func (h *hotFiles) get(d Digest) *hotFile {
 // put keeps f as d's shared descriptor, counted as one reader, and returns
 // it; when another reader put one first, f is closed and that one is
 // returned instead.
-func (h *hotFiles) put(d Digest, f *os.File, size int64) *hotFile {
+func (h *hotFiles) put(d Digest, f *os.File, bi BlobInfo) *hotFile {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil {
@@ -66,7 +66,7 @@ func (h *hotFiles) put(d Digest, f *os.File, size int64) *hotFile {
 		h.lru.MoveToFront(hf.elem)
 		return hf
 	}
-	hf := &hotFile{d: d, f: f, size: size, refs: 1}
+	hf := &hotFile{d: d, f: f, size: bi.Size, bi: bi, refs: 1}
 	hf.elem = h.lru.PushFront(hf)
 	h.m[d] = hf
 	for e := h.lru.Back(); len(h.m) > hotMaxFiles && e != nil; {
@@ -124,25 +124,17 @@ func (s *Store) OpenHit(d Digest) (*Blob, BlobInfo, error) {
 		s.open[d]++
 		s.openMu.Unlock()
 		b := &Blob{shared: hf, release: func() { s.releaseOpen(d); s.hot.release(hf) }}
-		bi, err := s.Stat(d)
-		if err == nil && bi.Size != hf.size {
-			err = errors.New("stored again with another size")
-		}
-		if err == nil {
-			// The file as it is now (one fstat): a blob cut short on disk
-			// is dropped by the slow path, never served short.
-			if st, serr := hf.f.Stat(); serr != nil || st.Size() != hf.size {
-				err = errors.New("file changed on disk")
-			}
-		}
-		if err != nil {
-			// Gone from the index, or stored again: forget the descriptor
-			// and take the slow path, which checks the file too.
+		// No index read: a blob leaves the index only through dropBlob,
+		// and is stored again only through addBlob, and both forget its
+		// descriptor first. The file as it is now (one fstat): a blob
+		// cut short on disk is dropped by the slow path, never served
+		// short.
+		if st, err := hf.f.Stat(); err != nil || st.Size() != hf.size {
 			b.Close()
 			s.hot.forget(d)
 			return s.openHitCold(d)
 		}
-		return b, s.countUse(bi), nil
+		return b, s.countUse(hf.bi), nil
 	}
 	return s.openHitCold(d)
 }
@@ -154,7 +146,7 @@ func (s *Store) openHitCold(d Digest) (*Blob, BlobInfo, error) {
 	if err != nil || bi.Size > hotMaxSize {
 		return b, bi, err
 	}
-	hf := s.hot.put(d, b.File, bi.Size)
+	hf := s.hot.put(d, b.File, bi)
 	release := b.release
 	return &Blob{shared: hf, release: func() { release(); s.hot.release(hf) }}, bi, nil
 }
