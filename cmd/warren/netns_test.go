@@ -132,17 +132,18 @@ func TestSiteOverNetns(t *testing.T) {
 	type client struct {
 		cmd        *exec.Cmd
 		release    io.WriteCloser
-		out, times strings.Builder // date and the body's SHA256; curl's times
+		out, times strings.Builder // when it began; curl's times
 		start, end float64
 	}
 	clients := make([]*client, hosts+1)
 	for i := 1; i <= hosts; i++ {
-		// The body goes to sha256sum, not to a file: twenty 20 MB files
-		// written at once would make the disk, not the site, the measure.
+		// (Piping the body to sha256sum instead of a file measured worse:
+		// 1.49-1.54 against 1.19-1.21, one more process per client.)
+		dst := filepath.Join(base, fmt.Sprintf("out%d", i))
 		c := &client{}
-		c.cmd = exec.Command("ip", "netns", "exec", ns(fmt.Sprintf("h%d", i)), "bash", "-c",
-			`set -o pipefail; read go && date +%s.%N && curl -sS --fail --max-time 120 -o - -w '%{stderr}%{time_starttransfer} %{time_total}' -x http://127.0.0.1:3142 "$1" | sha256sum`,
-			"client", "http://"+upstream+debPath)
+		c.cmd = exec.Command("ip", "netns", "exec", ns(fmt.Sprintf("h%d", i)), "sh", "-c",
+			`read go && date +%s.%N && exec curl -sS --fail --max-time 120 -o "$1" -w '%{stderr}%{time_starttransfer} %{time_total}' -x http://127.0.0.1:3142 "$2"`,
+			"client", dst, "http://"+upstream+debPath)
 		c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.times
 		var err error
 		if c.release, err = c.cmd.StdinPipe(); err != nil {
@@ -162,11 +163,11 @@ func TestSiteOverNetns(t *testing.T) {
 		c := clients[i]
 		err := c.cmd.Wait()
 		f, times := strings.Fields(c.out.String()), strings.Fields(c.times.String())
-		if err != nil || len(f) != 3 || len(times) != 2 {
+		if err != nil || len(f) != 1 || len(times) != 2 {
 			t.Fatalf("h%d's client: %v: %s %s", i, err, c.out.String(), c.times.String())
 		}
-		if f[1] != hex.EncodeToString(sum[:]) {
-			t.Fatalf("h%d got bytes whose SHA256 is %s, not the artifact's", i, f[1])
+		if b, err := os.ReadFile(filepath.Join(base, fmt.Sprintf("out%d", i))); err != nil || sha256.Sum256(b) != sum {
+			t.Fatalf("h%d got %d bytes that do not match the artifact's SHA256", i, len(b))
 		}
 		c.start, _ = strconv.ParseFloat(f[0], 64)
 		total, _ := strconv.ParseFloat(times[1], 64)
@@ -210,7 +211,7 @@ func TestSiteOverNetns(t *testing.T) {
 	// The site's promises. The artifact crosses the WAN once (bytes, with
 	// room for TCP/IP overhead: about 5%). Time is printed against the
 	// goal of 1.15 and asserted only against what a fault costs: on this
-	// 2-core machine alone it measures 1.13-1.19, beside another make
+	// 2-core machine alone it measures 1.13-1.25, beside another make
 	// test 1.46-1.59 (twenty daemons verifying and serving 20 MB each on
 	// two busy cores), while a second WAN download or a peer waited out
 	// at the stall rule costs 2 and more.
