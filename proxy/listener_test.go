@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +135,53 @@ func TestTotalConnectionCap(t *testing.T) {
 	defer c.Close()
 	if code := readStatus(t, c); code != http.StatusServiceUnavailable {
 		t.Fatalf("past the total: %d, want 503", code)
+	}
+}
+
+// The guarded listener's connections keep *net.TCPConn's ReadFrom, through
+// which net/http sends a file's bytes with sendfile; a body read from a
+// file arrives whole through it.
+func TestGuardedConnKeepsSendfile(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl := h.px.Listen(ln, ConnLimits{})
+	defer gl.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := gl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	rf, ok := server.(io.ReaderFrom)
+	if !ok {
+		t.Fatalf("%T hides the TCP connection's ReadFrom: no sendfile for hits", server)
+	}
+	body := strings.Repeat("sendfile ", 100000)
+	f, err := os.CreateTemp(t.TempDir(), "blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(body)
+	f.Seek(0, io.SeekStart)
+	defer f.Close()
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(client)
+		got <- string(b)
+	}()
+	if n, err := rf.ReadFrom(f); err != nil || n != int64(len(body)) {
+		t.Fatalf("ReadFrom: %d bytes, %v", n, err)
+	}
+	server.Close()
+	if b := <-got; b != body {
+		t.Fatalf("the client got %d bytes, want the %d of the file", len(b), len(body))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"slices"
@@ -64,6 +65,11 @@ func (a *adminAPI) handler() http.Handler {
 	mux.HandleFunc("GET /preload/status", a.preloadStatus)
 	mux.HandleFunc("POST /replicate/run", a.replicateRun)
 	mux.HandleFunc("GET /replicate/status", a.replicateStatus)
+	// Go's profiles, for the operator (the socket is root's): e.g.
+	// curl --unix-socket /run/warren/admin.sock http://warren/debug/pprof/profile?seconds=10
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

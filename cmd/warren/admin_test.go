@@ -194,3 +194,13 @@ func TestVerifyReportsManyBadBlobs(t *testing.T) {
 		t.Fatalf("the JSON report is %d bytes: the test does not pass the 64 KiB line it is about", len(out))
 	}
 }
+
+// The admin socket serves Go's profiles: the operator's way to see where
+// the daemon's CPU goes.
+func TestAdminServesProfiles(t *testing.T) {
+	rec := httptest.NewRecorder()
+	(&adminAPI{}).handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/debug/pprof/", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "goroutine") {
+		t.Fatalf("GET /debug/pprof/ on the admin socket: %d %.200s", rec.Code, rec.Body.String())
+	}
+}
