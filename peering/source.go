@@ -143,13 +143,7 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 			s.over = fmt.Errorf("%w: %d peer tries failed", ErrNoPeer, s.failures)
 			break
 		}
-		if len(s.answers) > 0 {
-			i := pickWeighted(s.answers)
-			p := s.answers[i]
-			s.answers = slices.Delete(s.answers, i, i+1)
-			if !n.table.Good(p.ID) {
-				continue // marked since it answered (its address failed us)
-			}
+		if p, ok := s.nextAnswer(); ok {
 			if st, ok := s.try(ctx, p, off, true); ok {
 				return st, nil
 			}
@@ -203,18 +197,10 @@ func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error)
 			s.over = fmt.Errorf("%w: %d peer tries failed", ErrNoPeer, s.failures)
 			break
 		}
-		var p Peer
+		p, ok := s.nextAnswer()
 		complete := true
-		if len(s.answers) > 0 {
-			i := pickWeighted(s.answers)
-			p = s.answers[i]
-			s.answers = slices.Delete(s.answers, i, i+1)
-			if !n.table.Good(p.ID) {
-				continue
-			}
-		} else {
+		if !ok {
 			snap, _ := n.snapshot(s.d)
-			var ok bool
 			if p, complete, ok = s.holder(snap); !ok {
 				s.over = fmt.Errorf("%w: asked again, no peer has it", ErrNoPeer)
 				break
@@ -228,6 +214,21 @@ func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error)
 		s.over = ctx.Err()
 	}
 	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
+}
+
+// nextAnswer takes one of the question's ready holders, at random
+// weighted by priority, skipping any marked since it answered (its
+// address failed us).
+func (s *Source) nextAnswer() (Peer, bool) {
+	for len(s.answers) > 0 {
+		i := pickWeighted(s.answers)
+		p := s.answers[i]
+		s.answers = slices.Delete(s.answers, i, i+1)
+		if s.n.table.Good(p.ID) {
+			return p, true
+		}
+	}
+	return Peer{}, false
 }
 
 // try opens p's stream (complete: p holds the whole blob, rather than

@@ -52,19 +52,11 @@ func (s *Server) serveFile(w *respWriter, r *http.Request, f io.ReadSeeker, mod 
 		// A small blob read with pread: through Write, in one piece.
 		// net/http's ReadFrom would send its first 512 bytes with the
 		// headers, then read and send the rest: two writes and two reads.
-		http.ServeContent(writeOnly{w: w}, r, "", mod, f)
+		http.ServeContent(struct{ http.ResponseWriter }{w}, r, "", mod, f)
 		return
 	}
 	http.ServeContent(w, r, "", mod, f)
 }
-
-// writeOnly is a respWriter without its ReadFrom.
-type writeOnly struct{ w *respWriter }
-
-func (o writeOnly) Header() http.Header         { return o.w.Header() }
-func (o writeOnly) Write(b []byte) (int, error) { return o.w.Write(b) }
-func (o writeOnly) WriteHeader(code int)        { o.w.WriteHeader(code) }
-func (o writeOnly) Unwrap() http.ResponseWriter { return o.w }
 
 // serveFill streams a fill to the client as it grows, from the client's
 // Range offset when it asked for one. Until the first byte is written, an

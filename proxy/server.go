@@ -544,6 +544,21 @@ func targetURL(r *http.Request) (*url.URL, error) {
 	return u, nil
 }
 
+// WithBlobs serves the peers' blob requests (a path under prefix, not a
+// proxy request) with blobs, for the clients allow_clients admits (peers
+// are clients too), and everything else with the proxy: one port for both.
+func (s *Server) WithBlobs(prefix string, blobs http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, prefix) {
+			if s.Admit(w, r) {
+				blobs.ServeHTTP(w, r)
+			}
+			return
+		}
+		s.ServeHTTP(w, r)
+	})
+}
+
 // Admit answers 403 to clients outside allow_clients and reports whether
 // the request may go on; the peer blob endpoint uses it too.
 func (s *Server) Admit(w http.ResponseWriter, r *http.Request) bool {

@@ -246,7 +246,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	var done atomic.Bool
 	go func() { // progress, every 10 s
-		for t := time.NewTicker(10 * time.Second); !done.Load(); {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for !done.Load() {
 			select {
 			case <-t.C:
 				cfg.Progress("%s simulated", time.Since(start).Round(time.Second))
@@ -352,17 +354,7 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 		return nil, err
 	}
 	*stop = append(*stop, func() { n.proxy.Close() })
-	// As the daemon routes: blob requests to the blob server, the rest to
-	// the proxy.
-	*stop = append(*stop, serve(h, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, peering.BlobPathPrefix) {
-			if n.proxy.Admit(w, r) {
-				n.blobs.ServeHTTP(w, r)
-			}
-			return
-		}
-		n.proxy.ServeHTTP(w, r)
-	})))
+	*stop = append(*stop, serve(h, n.proxy.WithBlobs(peering.BlobPathPrefix, n.blobs)))
 	return n, nil
 }
 
@@ -532,7 +524,7 @@ func (c *counter) get(k string) int {
 
 // serve runs an HTTP server on the host's stream port; the func stops it.
 func serve(h *Host, handler http.Handler) func() {
-	srv := &http.Server{Handler: handler, ErrorLog: nil}
+	srv := &http.Server{Handler: handler}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -408,15 +408,7 @@ func (d *daemon) Addr() string { return d.ln.Addr().String() }
 func (d *daemon) handler() http.Handler {
 	route := http.Handler(d.proxy)
 	if d.blobs != nil {
-		route = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, peering.BlobPathPrefix) {
-				if d.proxy.Admit(w, r) { // peers are clients too: allow_clients holds
-					d.blobs.ServeHTTP(w, r)
-				}
-				return
-			}
-			d.proxy.ServeHTTP(w, r)
-		})
+		route = d.proxy.WithBlobs(peering.BlobPathPrefix, d.blobs)
 	}
 	return d.tracked(route)
 }
