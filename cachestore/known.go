@@ -73,7 +73,7 @@ func decodeKnown(b []byte, k *Known) error {
 	k.Digest = Digest{Algo: algo, Hex: hex.EncodeToString(b[:n])}
 	b = b[n:]
 	size, m := binary.Uvarint(b)
-	if m <= 0 {
+	if m <= 0 || size > 1<<62 { // beyond int64 once shifted back by one
 		return errBadKnown
 	}
 	k.Size = int64(size) - 1
