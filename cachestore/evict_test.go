@@ -235,3 +235,34 @@ func TestPinnedBlobsAreNotEvicted(t *testing.T) {
 		t.Fatalf("unpinned, the cold blob should go first: %v", err)
 	}
 }
+
+// An eviction run lists every blob; a fill asks for one only when the cache
+// is over a limit (or the index's reserve is missing and can be taken), so
+// that a miss costs the same in a cache of a million blobs as in an empty
+// one.
+func TestFillAsksForEvictionOnlyOverALimit(t *testing.T) {
+	clk := &testClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s := openLimited(t, clk, Limits{MaxBytes: 250})
+	kicked := func() bool {
+		select {
+		case <-s.evictKick:
+			return true
+		default:
+			return false
+		}
+	}
+	for i, want := range []bool{false, false, true} {
+		fill(t, s, []byte(fmt.Sprintf("%-100d", i)))
+		if got := kicked(); got != want {
+			t.Fatalf("after fill %d (%d bytes held, limit 250): eviction asked for = %v, want %v", i+1, (i+1)*100, got, want)
+		}
+	}
+	if err := os.Remove(s.reservePath()); err != nil {
+		t.Fatal(err)
+	}
+	s.limits.MaxBytes = 0
+	fill(t, s, []byte("another"))
+	if !kicked() {
+		t.Fatal("the index's reserve is missing and there is room: a fill should ask the loop to take it again")
+	}
+}

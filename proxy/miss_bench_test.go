@@ -142,3 +142,45 @@ func BenchmarkMissFirstByte(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkMissSmall is the whole time of a hash-known miss of a small
+// artifact (20 KB, below share_min_size: upstream first, the peers the
+// fallback) through a lone node with peering on, against fetching it
+// straight: what a cold `apt-get install` of many small packages pays per
+// package (goal: within 1.2 times direct).
+func BenchmarkMissSmall(b *testing.B) {
+	direct := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	defer direct.CloseIdleConnections()
+	_, urls := manyDebs(b, 4000, 20<<10)
+	base := strings.SplitN(urls[0], "/debian/", 2)[0]
+	peers := benchNode(b, 1, nil)
+	h := newHarness(b, nil, func(c *Config, _ *cachestore.Config) { c.Peers = peers; c.Now = nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); h.store.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-ran })
+	firstByte(b, h.client, base+"/debian/dists/stable/InRelease")
+	firstByte(b, h.client, base+"/debian/dists/stable/main/binary-amd64/Packages")
+	if _, err := h.known(urls[0]); err != nil {
+		b.Fatal(err)
+	}
+	whole := func(c *http.Client, u string) time.Duration {
+		start := time.Now()
+		firstByte(b, c, u)
+		return time.Since(start)
+	}
+	var viaWarren, straight time.Duration
+	i := 0
+	for b.Loop() {
+		if i+1 >= len(urls) {
+			b.Fatal("ran out of artifacts: raise the count")
+		}
+		viaWarren += whole(h.client, urls[i])
+		straight += whole(direct, urls[i+1])
+		i += 2
+	}
+	n := float64(i / 2)
+	b.ReportMetric(float64(viaWarren.Microseconds())/n/1000, "ms-warren")
+	b.ReportMetric(float64(straight.Microseconds())/n/1000, "ms-direct")
+	b.ReportMetric(float64(viaWarren)/float64(straight), "ratio")
+}
