@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -47,6 +48,7 @@ type Fill struct {
 	err     error         // why the fill failed, once done
 	digest  Digest        // the committed digest, once done without error
 	changed chan struct{} // closed and replaced on every change
+	waiting int           // readers blocked on changed
 }
 
 // FillInfo is what the leader knows when the first byte is about to arrive.
@@ -136,7 +138,9 @@ func (f *Fill) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	f.written += int64(n)
 	f.notifyLocked()
+	waiting := f.waiting
 	f.mu.Unlock()
+	yieldTo(waiting)
 	if err != nil {
 		err = fmt.Errorf("write fill %s: %w", f.key, err)
 		f.Abort(err)
@@ -210,7 +214,9 @@ func (f *Fill) Commit(want Digest, wantSize int64) (Digest, error) {
 	f.mu.Lock()
 	f.verified = true
 	f.notifyLocked()
+	waiting := f.waiting
 	f.mu.Unlock()
+	yieldTo(waiting)
 	if err := f.persist(got, written); err != nil {
 		err = fmt.Errorf("store blob %s: %w", got, err)
 		f.Abort(err)
@@ -307,6 +313,18 @@ func (f *Fill) Abort(err error) {
 	// and may be another fill's too; recovery indexes it on the next start.
 	if leftover != "" && filepath.Dir(leftover) == filepath.Join(f.s.dir, "tmp") {
 		_ = os.Remove(leftover)
+	}
+}
+
+// yieldTo lets readers just woken by the leader's change run before the
+// leader goes on. Woken goroutines queue behind the one that woke them on
+// its processor: a leader that goes on reading upstream, hashing and
+// syncing the file held its own client's bytes back for the whole of it
+// (a 20 KB miss's last byte waited 200 µs for fdatasync, the index and the
+// log).
+func yieldTo(waiting int) {
+	if waiting > 0 {
+		runtime.Gosched()
 	}
 }
 

@@ -35,11 +35,28 @@ func (f *Fill) wait(ctx context.Context, data bool) (FillInfo, error) {
 		if started && readable {
 			return info, nil
 		}
-		select {
-		case <-ctx.Done():
-			return info, ctx.Err()
-		case <-ch:
+		if err := f.block(ctx, ch); err != nil {
+			return info, err
 		}
+	}
+}
+
+// block waits for the change ch stands for, counted among the waiting so
+// that the leader lets it run at once (yieldTo).
+func (f *Fill) block(ctx context.Context, ch <-chan struct{}) error {
+	f.mu.Lock()
+	f.waiting++
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.waiting--
+		f.mu.Unlock()
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-ch:
+		return nil
 	}
 }
 
@@ -158,10 +175,8 @@ func (r *FillReader) Read(p []byte) (int, error) {
 		if whole && r.off >= written {
 			return 0, io.EOF
 		}
-		select {
-		case <-r.ctx.Done():
-			return 0, r.ctx.Err()
-		case <-ch:
+		if err := r.f.block(r.ctx, ch); err != nil {
+			return 0, err
 		}
 	}
 }

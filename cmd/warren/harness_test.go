@@ -75,6 +75,11 @@ var (
 func warrenBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
+		// A benchmark may compare builds: WARREN_BINARY names the one to run.
+		if bin := os.Getenv("WARREN_BINARY"); bin != "" {
+			binPath = bin
+			return
+		}
 		dir, err := os.MkdirTemp("", "warren-e2e-bin-")
 		if err != nil {
 			buildErr = err
