@@ -88,7 +88,9 @@ func BenchmarkSideBySide(b *testing.B) {
 				b.Fatalf("%s, big files: %v", s.name, err)
 			}
 			got[i].bigMBs = append(got[i].bigMBs, float64(n)/span.Seconds()/1e6)
+			stopProfile := profileWarren(b, s.name == "warren" && r == 0, filepath.Join(dir, "warren", "admin.sock"), span)
 			n, err = s.hammer(up.URL, site.small, 16, span)
+			stopProfile()
 			if err != nil {
 				b.Fatalf("%s, small files: %v", s.name, err)
 			}
@@ -442,4 +444,37 @@ func procStatusMB(b *testing.B, pid int, field string) float64 {
 	}
 	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
+}
+
+// profileWarren takes a CPU profile of the daemon through its admin socket
+// for span, when on and WARREN_BENCH_PROFILE names the file to write it
+// to: "profile first". The returned func waits for it.
+func profileWarren(b *testing.B, on bool, sock string, span time.Duration) func() {
+	out := os.Getenv("WARREN_BENCH_PROFILE")
+	if !on || out == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+		resp, err := c.Get(fmt.Sprintf("http://warren/debug/pprof/profile?seconds=%d", int(span.Seconds())))
+		if err != nil {
+			b.Errorf("profile warren: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(out)
+		if err != nil {
+			b.Errorf("profile warren: %v", err)
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err != nil {
+			b.Errorf("profile warren: %v", err)
+		}
+	}()
+	return func() { <-done }
 }
