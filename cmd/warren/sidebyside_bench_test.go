@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,12 +54,12 @@ func BenchmarkSideBySide(b *testing.B) {
 	upPort := up.URL[strings.LastIndex(up.URL, ":")+1:]
 
 	warrenURL, warrenCmd, _ := startWarren(b, "--cache-dir", filepath.Join(dir, "warren"))
-	nginxURL := startNginx(b, nginxBin, dir, site.root)
-	acngURL := startAcng(b, acngBin, dir, upPort)
+	nginxURL, nginxPid := startNginx(b, nginxBin, dir, site.root)
+	acngURL, acngPid := startAcng(b, acngBin, dir, upPort)
 	servers := []benchServer{
-		{name: "warren", proxy: warrenURL},
-		{name: "nginx", direct: nginxURL},
-		{name: "apt-cacher-ng", proxy: acngURL},
+		{name: "warren", proxy: warrenURL, pid: warrenCmd.Process.Pid},
+		{name: "nginx", direct: nginxURL, pid: nginxPid},
+		{name: "apt-cacher-ng", proxy: acngURL, pid: acngPid},
 	}
 	for i := range servers {
 		servers[i].client = benchClient(servers[i].proxy)
@@ -77,7 +79,7 @@ func BenchmarkSideBySide(b *testing.B) {
 	idle := procStatusMB(b, warrenCmd.Process.Pid, "VmRSS:")
 
 	const rounds, span = 3, 2 * time.Second
-	type figures struct{ bigMBs, smallRPS []float64 }
+	type figures struct{ bigMBs, smallRPS, serverCPU, clientCPU []float64 }
 	got := make([]figures, len(servers))
 	for r := range rounds {
 		for k := range servers {
@@ -89,12 +91,17 @@ func BenchmarkSideBySide(b *testing.B) {
 			}
 			got[i].bigMBs = append(got[i].bigMBs, float64(n)/span.Seconds()/1e6)
 			stopProfile := profileWarren(b, s.name == "warren" && r == 0, filepath.Join(dir, "warren", "admin.sock"), span)
+			serverBefore, clientBefore := treeCPU(s.pid), selfCPU()
 			n, err = s.hammer(up.URL, site.small, 16, span)
+			serverCPU, clientCPU := treeCPU(s.pid)-serverBefore, selfCPU()-clientBefore
 			stopProfile()
 			if err != nil {
 				b.Fatalf("%s, small files: %v", s.name, err)
 			}
-			got[i].smallRPS = append(got[i].smallRPS, float64(n)/float64(site.smallSize)/span.Seconds())
+			reqs := float64(n) / float64(site.smallSize)
+			got[i].smallRPS = append(got[i].smallRPS, reqs/span.Seconds())
+			got[i].serverCPU = append(got[i].serverCPU, float64(serverCPU.Microseconds())/reqs)
+			got[i].clientCPU = append(got[i].clientCPU, float64(clientCPU.Microseconds())/reqs)
 		}
 	}
 	peak := procStatusMB(b, warrenCmd.Process.Pid, "VmHWM:")
@@ -141,12 +148,16 @@ func BenchmarkSideBySide(b *testing.B) {
 	for i, s := range servers {
 		fmt.Printf("  %-14s %14.0f %14.0f\n", s.name, med(got[i].bigMBs), med(got[i].smallRPS))
 	}
+	fmt.Printf("  CPU per small hit, server / this load generator: warren %.0f / %.0f µs, nginx %.0f / %.0f µs, apt-cacher-ng %.0f / %.0f µs\n",
+		med(w.serverCPU), med(w.clientCPU), med(ng.serverCPU), med(ng.clientCPU), med(ac.serverCPU), med(ac.clientCPU))
 	fmt.Printf("  warren/nginx:         big %.2f, small %.2f\n", med(w.bigMBs)/med(ng.bigMBs), med(w.smallRPS)/med(ng.smallRPS))
 	fmt.Printf("  warren/apt-cacher-ng: big %.2f, small %.2f\n", med(w.bigMBs)/med(ac.bigMBs), med(w.smallRPS)/med(ac.smallRPS))
 	fmt.Printf("  10 cold clients, 20 artifacts of 1 MB each, 20 ms WAN: warren %.2fs with %d upstream GETs, apt-cacher-ng %.2fs with %d (time ratio %.2f)\n",
 		colds["warren"].took.Seconds(), colds["warren"].gets, colds["apt-cacher-ng"].took.Seconds(), colds["apt-cacher-ng"].gets,
 		colds["warren"].took.Seconds()/colds["apt-cacher-ng"].took.Seconds())
 	fmt.Printf("  warren RSS: idle %.1f MB, peak under the hit load %.1f MB\n", idle, peak)
+	b.ReportMetric(med(w.serverCPU), "µs-CPU-small-hit-warren")
+	b.ReportMetric(med(ng.serverCPU), "µs-CPU-small-hit-nginx")
 	b.ReportMetric(med(w.bigMBs)/med(ng.bigMBs), "big-x-nginx")
 	b.ReportMetric(med(w.smallRPS)/med(ng.smallRPS), "small-x-nginx")
 	b.ReportMetric(med(w.smallRPS)/med(ac.smallRPS), "small-x-acng")
@@ -241,6 +252,7 @@ func (s *benchSite) gets(paths []string) int {
 type benchServer struct {
 	name, proxy, direct string
 	client              *http.Client
+	pid                 int // the server's process (and its children)
 }
 
 func benchClient(proxy string) *http.Client {
@@ -307,7 +319,7 @@ func (s benchServer) hammer(upstream string, paths []string, clients int, span t
 
 // startNginx serves root statically on a loopback port, with a private
 // configuration and prefix in dir.
-func startNginx(b *testing.B, bin, dir, root string) string {
+func startNginx(b *testing.B, bin, dir, root string) (string, int) {
 	prefix := filepath.Join(dir, "nginx")
 	if err := os.MkdirAll(filepath.Join(prefix, "logs"), 0o755); err != nil {
 		b.Fatal(err)
@@ -345,12 +357,12 @@ http {
 	}
 	cmd := exec.Command(bin, "-p", prefix, "-c", confPath, "-e", filepath.Join(prefix, "logs", "error.log"))
 	startServer(b, cmd, "nginx", "127.0.0.1:"+port)
-	return "http://127.0.0.1:" + port
+	return "http://127.0.0.1:" + port, cmd.Process.Pid
 }
 
 // startAcng runs apt-cacher-ng in the foreground on a loopback port with a
 // private cache, allowed to fetch from the upstream's port.
-func startAcng(b *testing.B, bin, dir, upPort string) string {
+func startAcng(b *testing.B, bin, dir, upPort string) (string, int) {
 	base := filepath.Join(dir, "acng")
 	for _, d := range []string{"conf", "cache", "log"} {
 		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
@@ -367,7 +379,7 @@ func startAcng(b *testing.B, bin, dir, upPort string) string {
 		"CacheDir="+filepath.Join(base, "cache"), "LogDir="+filepath.Join(base, "log"), "PidFile="+filepath.Join(base, "pid"),
 		"SocketPath="+filepath.Join(base, "sock"), "AllowUserPorts=80 "+upPort)
 	startServer(b, cmd, "apt-cacher-ng", "127.0.0.1:"+port)
-	return "http://127.0.0.1:" + port
+	return "http://127.0.0.1:" + port, cmd.Process.Pid
 }
 
 // startServer starts cmd, stops it when the bench ends, and waits until
@@ -477,4 +489,41 @@ func profileWarren(b *testing.B, on bool, sock string, span time.Duration) func(
 		}
 	}()
 	return func() { <-done }
+}
+
+// treeCPU is the CPU time (user and system) used so far by pid and the
+// processes below it (nginx's workers). /proc counts in clock ticks of
+// 10 ms: over a span of seconds that is fine.
+func treeCPU(pid int) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0 // gone
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from after its closing one (utime and stime are fields 14 and 15).
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	var ticks int64
+	if len(f) > 12 {
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		s, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks = u + s
+	}
+	total := time.Duration(ticks) * 10 * time.Millisecond
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
+	for _, t := range tasks {
+		kids, _ := os.ReadFile(t)
+		for _, k := range strings.Fields(string(kids)) {
+			if kp, err := strconv.Atoi(k); err == nil {
+				total += treeCPU(kp)
+			}
+		}
+	}
+	return total
+}
+
+// selfCPU is the CPU time this process (the load generator) used so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
