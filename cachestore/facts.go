@@ -43,8 +43,21 @@ const knownMaxIdle = 30 * 24 * time.Hour
 
 // Known returns what metadata said the URL hashes to.
 func (s *Store) Known(url string) (Known, error) {
+	if k, found, ok := s.known.get(url); ok {
+		if !found {
+			return Known{}, ErrNotFound
+		}
+		return k, nil
+	}
+	gen := s.known.gen.Load()
 	var k Known
 	err := s.getWith(prefixKnown+url, func(b []byte) error { return decodeKnown(b, &k) })
+	switch {
+	case err == nil:
+		s.known.put(url, gen, k, true)
+	case errors.Is(err, ErrNotFound):
+		s.known.put(url, gen, Known{}, false)
+	}
 	return k, err
 }
 
@@ -65,6 +78,7 @@ func (s *Store) PutKnown(facts map[string]Known) error {
 	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
+	defer s.known.changed() // after the batch landed (or failed half way)
 	for _, scope := range newScopes {
 		if err := wb.Set([]byte(prefixScope+scope), nil); err != nil {
 			return fmt.Errorf("record repository scope %s: %w", scope, err)

@@ -61,6 +61,7 @@ type Store struct {
 
 	// statFree, when set, stands in for statfs (tests of a full disk).
 	statFree    func() int64
+	known       knownCache          // decoded facts (knowncache.go)
 	scopesMu    sync.Mutex          // guards knownScopes
 	knownScopes map[string]struct{} // repository scopes facts came from (facts.go); nil until read
 

@@ -771,6 +771,13 @@ func TestSweepKnown(t *testing.T) {
 	if err := s.PutKnown(map[string]Known{"chocolatey:feed:x/1.0": {Digest: d, Size: 1}}); err != nil {
 		t.Fatal(err)
 	}
+	// Read before the sweep, as requests do: what the sweep drops must
+	// not outlive it in memory.
+	for _, u := range []string{"http://deb.example/pool/removed.deb", "http://gone.example/pool/g.deb"} {
+		if _, err := s.Known(u); err != nil {
+			t.Fatal(err)
+		}
+	}
 	n, err := s.SweepKnown(t.Context(), 101*day, 30*24*time.Hour)
 	if err != nil || n != 2 {
 		t.Fatalf("swept %d (%v), want 2", n, err)
@@ -819,5 +826,38 @@ func TestScrubPassReachesEveryBlob(t *testing.T) {
 	}
 	if st := s.Scrubbed(); st.Checked < int64(scrubBatch) {
 		t.Fatalf("scrubbed %d blobs, want all %d", st.Checked, scrubBatch+10)
+	}
+}
+
+// Facts are kept decoded in memory; a fact written while readers race it
+// is what every read after the write returns.
+func TestKnownAfterPutWhileReadersRace(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	const u = "http://deb.example/debian/pool/main/a/a_1.0-1+b1_all.deb"
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					s.Known(u)
+				}
+			}
+		}()
+	}
+	defer func() { close(stop); wg.Wait() }()
+	for i := range 300 {
+		d := sha([]byte(fmt.Sprint(i)))
+		if err := s.PutKnown(map[string]Known{u: {Digest: d, Size: int64(i)}}); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Known(u); err != nil || got.Digest != d {
+			t.Fatalf("write %d: read back %v (%v), want %s", i, got.Digest, err, d)
+		}
 	}
 }

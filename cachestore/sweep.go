@@ -107,6 +107,7 @@ func (s *Store) SweepKnown(ctx context.Context, now int64, maxIdle time.Duration
 	if err != nil {
 		return 0, fmt.Errorf("sweep learnt hashes: %w", err)
 	}
+	defer s.known.changed()
 	for keys := range slices.Chunk(append(stale, goneListers...), sweepBatch) {
 		wb := s.db.NewWriteBatch()
 		for _, k := range keys {
