@@ -230,6 +230,7 @@ func (f *Fill) Commit(want Digest, wantSize int64) (Digest, error) {
 	f.notifyLocked()
 	f.mu.Unlock()
 	f.s.evictSoon()
+	f.s.kickSpare()
 	return got, nil
 }
 
@@ -314,6 +315,7 @@ func (f *Fill) Abort(err error) {
 	if leftover != "" && filepath.Dir(leftover) == filepath.Join(f.s.dir, "tmp") {
 		_ = os.Remove(leftover)
 	}
+	f.s.kickSpare()
 }
 
 // yieldTo lets readers just woken by the leader's change run before the

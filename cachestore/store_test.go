@@ -861,3 +861,41 @@ func TestKnownAfterPutWhileReadersRace(t *testing.T) {
 		}
 	}
 }
+
+// A running store makes the directories blobs go in ahead of the fills: a
+// new directory costs what a new file does, and a fresh cache paid it on
+// most of its first misses. Fills still make one that went missing.
+func TestRunningStoreMakesBlobDirectoriesAhead(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	ctx, cancel := context.WithCancel(t.Context())
+	ran := make(chan struct{})
+	go func() { defer close(ran); s.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	last := filepath.Join(dir, "blobs", "sha256", "ff")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(last); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not made within 20s of Run", last)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for i := range 256 {
+		if fi, err := os.Stat(filepath.Join(dir, "blobs", "sha256", fmt.Sprintf("%02x", i))); err != nil || !fi.IsDir() {
+			t.Fatalf("blob directory %02x: %v", i, err)
+		}
+	}
+	// One removed behind the store's back is made again by the fill that
+	// needs it.
+	body := []byte("a blob whose directory went missing")
+	d := sha(body)
+	if err := os.Remove(filepath.Dir(s.blobPath(d))); err != nil {
+		t.Fatal(err)
+	}
+	if got := fill(t, s, body); got != d {
+		t.Fatalf("filled %s, want %s", got, d)
+	}
+}
