@@ -44,7 +44,7 @@ func (s *Store) kickSpare() {
 // those left.
 func (s *Store) spareLoop(ctx context.Context) {
 	defer s.dropSpares()
-	sharded := false
+	sharded := !s.dirsAhead
 	for {
 		for len(s.spare) < cap(s.spare) {
 			f, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "fill-*")

@@ -35,6 +35,9 @@ type Config struct {
 	// background to find bit rot; 0 turns the scrub off (rechecks asked
 	// for with Recheck still run).
 	ScrubRate int64
+	// DirsAhead: Run makes the directories blobs go in before the first
+	// fill needs them (a daemon's store; 256 directories).
+	DirsAhead bool
 	Logger    *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -52,6 +55,7 @@ type Limits struct {
 type Store struct {
 	dir          string
 	minFreeBytes int64
+	dirsAhead    bool
 	db           *badger.DB
 	log          *slog.Logger
 	now          func() time.Time
@@ -146,6 +150,7 @@ func Open(cfg Config) (*Store, error) {
 	s := &Store{
 		dir:          cfg.Dir,
 		minFreeBytes: cfg.MinFreeBytes,
+		dirsAhead:    cfg.DirsAhead,
 		db:           db,
 		log:          cfg.Logger,
 		now:          cfg.Now,

@@ -867,7 +867,11 @@ func TestKnownAfterPutWhileReadersRace(t *testing.T) {
 // most of its first misses. Fills still make one that went missing.
 func TestRunningStoreMakesBlobDirectoriesAhead(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, dir)
+	s, err := Open(Config{Dir: dir, DirsAhead: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	ctx, cancel := context.WithCancel(t.Context())
 	ran := make(chan struct{})
 	go func() { defer close(ran); s.Run(ctx) }()

@@ -187,7 +187,7 @@ func storeConfig(cfg settings, log *slog.Logger) (cachestore.Config, error) {
 	if err != nil {
 		return cachestore.Config{}, err
 	}
-	return cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log, ScrubRate: cfg.scrubRate,
+	return cachestore.Config{Dir: cfg.CacheDir, MinFreeBytes: minFree, Logger: log, ScrubRate: cfg.scrubRate, DirsAhead: true,
 		Limits: cachestore.Limits{
 			MaxBytes: maxBytes,
 			MinAge:   time.Duration(cfg.CacheMinDays * float64(24*time.Hour)),
