@@ -183,6 +183,25 @@ func (r *FillReader) Read(p []byte) (int, error) {
 
 func (r *FillReader) Close() error { return r.file.Close() }
 
+// Rest returns the reader's file positioned at the reader's offset once
+// the fill is verified (its every byte whole and right), so that the caller
+// sends the rest straight from it (sendfile) rather than through Read;
+// false while bytes are still coming, or when the reader must hear from
+// Read that the bytes it took were thrown away. The reader is at its end
+// afterwards as far as the caller is concerned.
+func (r *FillReader) Rest() (*os.File, bool) {
+	r.f.mu.Lock()
+	whole, gen := r.f.verified, r.f.gen
+	r.f.mu.Unlock()
+	if !whole || gen != r.gen && r.took {
+		return nil, false
+	}
+	if _, err := r.file.Seek(r.off, io.SeekStart); err != nil {
+		return nil, false
+	}
+	return r.file, true
+}
+
 // Before returns the blob's first n bytes as the fill wrote them, n at
 // most the reader's offset once it has taken a byte: what a client served
 // by this reader has, and what precedes it. They come from the reader's

@@ -903,3 +903,76 @@ func TestRunningStoreMakesBlobDirectoriesAhead(t *testing.T) {
 		t.Fatalf("filled %s, want %s", got, d)
 	}
 }
+
+// A reader hands over its file for the rest (sendfile) only once the fill
+// is verified, positioned where the reader is; never while bytes are
+// coming, nor to a reader that must hear its bytes were thrown away.
+func TestFillReaderRest(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	body := []byte("0123456789abcdefghij")
+	f, _ := s.BeginFill("rest")
+	if err := f.Start(FillInfo{Algo: "sha256", Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(body[:10]); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := f.NewReader(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	head := make([]byte, 4)
+	if _, err := io.ReadFull(rd, head); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rd.Rest(); ok {
+		t.Fatal("Rest handed over the file while the fill was still growing")
+	}
+	if _, err := f.Write(body[10:]); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rd.Rest(); ok {
+		t.Fatal("Rest handed over the file before the fill verified")
+	}
+	if _, err := f.Commit(sha(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	file, ok := rd.Rest()
+	if !ok {
+		t.Fatal("Rest refused a verified fill")
+	}
+	rest, err := io.ReadAll(file)
+	if err != nil || string(head)+string(rest) != string(body) {
+		t.Fatalf("read %q then %q (%v), want %q", head, rest, err, body)
+	}
+
+	// A reader that took bytes of a generation thrown away is not handed
+	// the new one.
+	f2, _ := s.BeginFill("rest-restarted")
+	if err := f2.Start(FillInfo{Algo: "sha256", Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	f2.Write([]byte("wrong bytes"))
+	rd2, err := f2.NewReader(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd2.Close()
+	if _, err := rd2.Read(make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f2.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	f2.Write(body)
+	if _, err := f2.Commit(sha(body), int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rd2.Rest(); ok {
+		t.Fatal("Rest handed the new bytes to a reader that took the thrown-away ones")
+	}
+	if _, err := rd2.Read(make([]byte, 3)); !errors.Is(err, ErrRestarted) {
+		t.Fatalf("Read after the restart: %v, want ErrRestarted", err)
+	}
+}

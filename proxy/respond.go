@@ -154,7 +154,7 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		return hit, err
 	}
-	rest, err := io.CopyBuffer(w, src, *bp)
+	rest, err := copyFill(w, rd, n-int64(first), *bp)
 	if err == nil {
 		return hit, nil
 	}
@@ -166,6 +166,48 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 		return hit, s.resumeUnstored(w, r, p, rd, off+int64(first)+rest, end)
 	}
 	return hit, err
+}
+
+// copyFill sends want bytes (-1: to the end) of a fill the client already
+// has the first of: through Read while the fill grows, and once it is
+// whole and verified, the rest straight from its file with sendfile. A
+// follower of a peer's bytes (held until they verify) gets all of them at
+// that moment: copied through user space, twenty such clients on one
+// machine took 0.2-0.45 s for 20 MB each.
+func copyFill(w io.Writer, rd *cachestore.FillReader, want int64, buf []byte) (int64, error) {
+	var done int64
+	for want < 0 || done < want {
+		if want >= 0 {
+			if f, ok := rd.Rest(); ok {
+				m, err := io.Copy(w, io.LimitReader(f, want-done))
+				if err == nil && m < want-done {
+					err = fmt.Errorf("blob file ended %d bytes short of its size: %w", want-done-m, io.ErrUnexpectedEOF)
+				}
+				return done + m, err
+			}
+		}
+		chunk := buf
+		if want >= 0 && want-done < int64(len(chunk)) {
+			chunk = chunk[:want-done]
+		}
+		m, err := rd.Read(chunk)
+		if m > 0 {
+			if _, werr := w.Write(chunk[:m]); werr != nil {
+				return done, werr
+			}
+			done += int64(m)
+		}
+		if errors.Is(err, io.EOF) {
+			if want < 0 {
+				return done, nil
+			}
+			return done, fmt.Errorf("fill ended %d bytes short of its size: %w", want-done, io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
 }
 
 // conditional reads a request's validators against a response's ETag
