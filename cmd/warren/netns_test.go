@@ -210,16 +210,15 @@ func TestSiteOverNetns(t *testing.T) {
 		lone, stored, stored/lone, took, took/lone)
 	// The site's promises. The artifact crosses the WAN once (bytes, with
 	// room for TCP/IP overhead: about 5%). Time is printed against the
-	// goal of 1.15 and asserted only against what a fault costs: on this
-	// 2-core machine alone it measures 1.13-1.25, beside another make
-	// test 1.46-1.59 (twenty daemons verifying and serving 20 MB each on
-	// two busy cores), while a second WAN download or a peer waited out
-	// at the stall rule costs 2 and more.
+	// goal of 1.15 and asserted at 1.3: on this 2-core machine alone it
+	// measures 1.11-1.14 (a verified fill's rest goes to its client with
+	// sendfile), while a second WAN download or a peer waited out at the
+	// stall rule costs 2 and more.
 	if ratio := float64(wan) / float64(size); ratio > 1.10 {
 		t.Fatalf("WAN carried %.3f times the artifact for the site, want at most 1.10", ratio)
 	}
-	if ratio := took / lone; ratio > 2 {
-		t.Fatalf("the last client took %.2f times one lone WAN download, want well under 2", ratio)
+	if ratio := took / lone; ratio > 1.3 {
+		t.Fatalf("the last client took %.2f times one lone WAN download, want at most 1.3", ratio)
 	}
 }
 
