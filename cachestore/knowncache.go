@@ -24,9 +24,10 @@ type knownEntry struct {
 	found bool
 }
 
-// knownCacheMax bounds the entries; past it the map starts again (the
-// hits that follow fill it with what is asked for now).
-const knownCacheMax = 16 << 10
+// knownCacheMax bounds the entries (about 250 bytes each: under 1 MB);
+// past it the map starts again, and the requests that follow fill it with
+// what is asked for now.
+const knownCacheMax = 4 << 10
 
 func (c *knownCache) get(url string) (Known, bool, bool) {
 	gen := c.gen.Load()
