@@ -187,8 +187,8 @@ func (r *FillReader) Close() error { return r.file.Close() }
 // the fill is verified (its every byte whole and right), so that the caller
 // sends the rest straight from it (sendfile) rather than through Read;
 // false while bytes are still coming, or when the reader must hear from
-// Read that the bytes it took were thrown away. The reader is at its end
-// afterwards as far as the caller is concerned.
+// Read that the bytes it took were thrown away. Once it has the file, the
+// caller reads from it, no longer through the reader.
 func (r *FillReader) Rest() (*os.File, bool) {
 	r.f.mu.Lock()
 	whole, gen := r.f.verified, r.f.gen
