@@ -19,6 +19,7 @@ func FuzzWire(f *testing.F) {
 		h.Set("Retry-After", retry)
 		h.Set(HeaderQueuePosition, pos)
 		h.Set(HeaderProgress, progress)
+		h.Set(HeaderRetryAfterMs, pos)
 		b := parseBusy("hub", h)
 		if b.RetryAfter < 0 || b.RetryAfter > 10*time.Minute {
 			t.Fatalf("retry after %s from %q", b.RetryAfter, retry)

@@ -88,8 +88,18 @@ func TestBusyRoundTrip(t *testing.T) {
 		t.Fatalf("busy answer: %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 	b := parseBusy("h", rec.Header())
-	if b.Position != 3 || b.RetryAfter != 2*time.Second || b.Done != 10 || b.Total != 100 {
-		t.Fatalf("parsed %+v", b)
+	if b.Position != 3 || b.RetryAfter != 1500*time.Millisecond || b.Done != 10 || b.Total != 100 {
+		t.Fatalf("parsed %+v (Retry-After in whole seconds for other clients, the wait to the millisecond for nodes)", b)
+	}
+	// Only Retry-After (another hub, a proxy between): whole seconds.
+	rec.Header().Del(HeaderRetryAfterMs)
+	if b := parseBusy("h", rec.Header()); b.RetryAfter != 2*time.Second {
+		t.Fatalf("without the milliseconds: %s, want 2s", b.RetryAfter)
+	}
+	// Milliseconds longer than Retry-After are not believed.
+	rec.Header().Set(HeaderRetryAfterMs, "90000")
+	if b := parseBusy("h", rec.Header()); b.RetryAfter != 2*time.Second {
+		t.Fatalf("milliseconds beyond Retry-After: %s, want 2s", b.RetryAfter)
 	}
 	h := http.Header{}
 	h.Set("Retry-After", "999999")
@@ -218,7 +228,8 @@ func TestEstimateWait(t *testing.T) {
 		want        time.Duration
 	}{
 		{"a quarter in 2s: 6s more", t0, t0.Add(2 * time.Second), 25, 100, 6 * time.Second},
-		{"nearly done: at least a second", t0, t0.Add(10 * time.Second), 99, 100, time.Second},
+		{"nearly done: the rest's time, under a second", t0, t0.Add(10 * time.Second), 95, 100, 10 * time.Second * 5 / 95},
+		{"all but done: at least minWait", t0, t0.Add(10 * time.Second), 999, 1000, minWait},
 		{"slow: at most the retry delay", t0, t0.Add(time.Minute), 1, 100, 90 * time.Second},
 		{"no byte yet", t0, t0.Add(time.Second), 0, 100, unknownPaceWait},
 		{"size unknown", t0, t0.Add(time.Second), 50, -1, unknownPaceWait},

@@ -201,6 +201,13 @@ func parseBusy(hub string, h http.Header) *BusyError {
 		// the bound comes before the multiplication, which overflows).
 		b.RetryAfter = time.Duration(min(n, maxRetryAfterSecs)) * time.Second
 	}
+	// A warren hub says it to the millisecond; never longer than its
+	// Retry-After, nor than the bound.
+	if ms, err := strconv.ParseInt(h.Get(HeaderRetryAfterMs), 10, 64); err == nil && ms > 0 && ms <= maxRetryAfterSecs*1000 {
+		if d := time.Duration(ms) * time.Millisecond; d < b.RetryAfter {
+			b.RetryAfter = d
+		}
+	}
 	b.Position, _ = strconv.Atoi(h.Get(HeaderQueuePosition))
 	if done, total, ok := strings.Cut(h.Get(HeaderProgress), "/"); ok {
 		b.Done, _ = strconv.ParseInt(done, 10, 64)

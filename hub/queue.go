@@ -101,8 +101,12 @@ func estimateWait(began, now time.Time, done, total int64, most time.Duration) t
 	if elapsed := now.Sub(began); !began.IsZero() && done > 0 && total > 0 && elapsed > 0 {
 		wait = time.Duration(float64(elapsed) * float64(max(total-done, 0)) / float64(done))
 	}
-	return min(max(wait, time.Second), most)
+	return min(max(wait, minWait), most)
 }
+
+// minWait is the shortest wait told: asked again sooner, the hub would be
+// answering its waiters rather than serving.
+const minWait = 200 * time.Millisecond
 
 // QueueStat is one transfer's queue, for the operator.
 type QueueStat struct {

@@ -25,6 +25,10 @@ const (
 	// HeaderQueuePosition and HeaderProgress come with a busy answer.
 	HeaderQueuePosition = "X-Warren-Queue-Position"
 	HeaderProgress      = "X-Warren-Progress" // "done/total" bytes of the remote transfer; total -1 when unknown
+	// HeaderRetryAfterMs is the wait in milliseconds: Retry-After counts
+	// whole seconds, and a transfer a fraction of a second from its end
+	// would make every waiter lose most of one.
+	HeaderRetryAfterMs = "X-Warren-Retry-After-Ms"
 )
 
 // Reasons a hub refuses.
@@ -43,6 +47,7 @@ type Busy struct {
 	Position   int           `json:"position"`
 	RetryAfter time.Duration `json:"-"`
 	RetrySecs  int           `json:"retry_after_seconds"`
+	RetryMs    int64         `json:"retry_after_ms"`
 	Done       int64         `json:"bytes_done"`
 	Total      int64         `json:"bytes_total"`
 	Requesters int           `json:"requesters"`
@@ -53,11 +58,12 @@ type Busy struct {
 // transfer's progress, in headers and a small JSON body.
 func WriteBusy(w http.ResponseWriter, b Busy) {
 	secs := max(int((b.RetryAfter+time.Second-1)/time.Second), 1)
-	b.Reason, b.RetrySecs = ReasonMaxRequesters, secs
+	b.Reason, b.RetrySecs, b.RetryMs = ReasonMaxRequesters, secs, max(b.RetryAfter.Milliseconds(), 1)
 	b.Message = fmt.Sprintf("the hub is fetching this artifact for %d requesters already (max_requesters); you are number %d to wait: ask the LAN again in %d s, or come back then",
 		b.Requesters, b.Position, secs)
 	h := w.Header()
 	h.Set("Retry-After", strconv.Itoa(secs))
+	h.Set(HeaderRetryAfterMs, strconv.FormatInt(b.RetryMs, 10))
 	h.Set(HeaderRefused, ReasonMaxRequesters)
 	h.Set(HeaderQueuePosition, strconv.Itoa(b.Position))
 	h.Set(HeaderProgress, fmt.Sprintf("%d/%d", b.Done, b.Total))

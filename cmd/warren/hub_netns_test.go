@@ -226,6 +226,18 @@ func TestHubSiteOverNetns(t *testing.T) {
 	gen2.addDeb(t, base, "warren-e2e-small", "1.1", 4096, 9)
 	gen2.sign(t, base)
 	os.WriteFile(flip, []byte(gen2.root), 0o644)
+	// A node asks the hub for InRelease again once its own copy is older
+	// than its index_ttl (5 s). The test relied on the download above
+	// outlasting that, and failed once the site got faster: the nodes
+	// about to update forget theirs instead (an operator's cache rm).
+	forgetRelease := func(i int) {
+		t.Helper()
+		if out, err := exec.Command(warrenBinary(t), "cache", "rm", "--cache-dir", filepath.Join(base, fmt.Sprintf("cache%d", i)),
+			"http://"+mirror+"/dists/stable/InRelease").CombinedOutput(); err != nil {
+			t.Fatalf("warren cache rm of h%d's InRelease: %v\n%s", i, err, out)
+		}
+	}
+	forgetRelease(1)
 	// A machine new to the site (fresh apt state), so that its update
 	// fetches the index files and does not stop at an unchanged InRelease.
 	clients[1] = newAptClient(t, base, "apt1-fresh", sources, "http://127.0.0.1:3142")
@@ -247,6 +259,7 @@ func TestHubSiteOverNetns(t *testing.T) {
 		}
 	}
 	small(1, "1.0") // h1 is on the generation its InRelease named, whole
+	forgetRelease(2)
 	if out, err := clients[2].try("update"); err != nil || strings.Contains(out, "Hash Sum mismatch") {
 		t.Fatalf("apt-get update after the mirror moved: %v\n%s", err, out)
 	}
