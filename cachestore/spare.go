@@ -60,7 +60,9 @@ func (s *Store) spareLoop(ctx context.Context) {
 		}
 		if !sharded {
 			sharded = true
-			s.makeShards(ctx)
+			if s.makeShards(ctx) {
+				close(s.dirsMade)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -74,19 +76,21 @@ func (s *Store) spareLoop(ctx context.Context) {
 // first byte), those missing, once the first spares are ready: a new
 // directory costs as much as a new file, and a fresh cache paid it on most
 // of its first few hundred misses (a fifth of a cold install's CPU).
-func (s *Store) makeShards(ctx context.Context) {
+// It says whether every one is there.
+func (s *Store) makeShards(ctx context.Context) bool {
 	for i := range 256 {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		dir := filepath.Join(s.dir, "blobs", "sha256", fmt.Sprintf("%02x", i))
 		if _, err := os.Stat(dir); err == nil {
 			continue
 		}
 		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return // a full disk: persist makes what it needs, or says why not
+			return false // a full disk: persist makes what it needs, or says why not
 		}
 	}
+	return true
 }
 
 func (s *Store) dropSpares() {

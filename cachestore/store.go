@@ -56,6 +56,7 @@ type Store struct {
 	dir          string
 	minFreeBytes int64
 	dirsAhead    bool
+	dirsMade     chan struct{} // closed once Run made them (DirsAhead)
 	db           *badger.DB
 	log          *slog.Logger
 	now          func() time.Time
@@ -163,6 +164,7 @@ func Open(cfg Config) (*Store, error) {
 		scrubRate:    cfg.ScrubRate,
 		recheck:      make(chan Digest, 16),
 		spareKick:    make(chan struct{}, 1),
+		dirsMade:     make(chan struct{}),
 		open:         map[Digest]int{},
 	}
 	if s.limits.HalfLife <= 0 {

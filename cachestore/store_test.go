@@ -876,16 +876,10 @@ func TestRunningStoreMakesBlobDirectoriesAhead(t *testing.T) {
 	ran := make(chan struct{})
 	go func() { defer close(ran); s.Run(ctx) }()
 	defer func() { cancel(); <-ran }()
-	last := filepath.Join(dir, "blobs", "sha256", "ff")
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(last); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not made within 20s of Run", last)
-		}
-		time.Sleep(5 * time.Millisecond)
+	select {
+	case <-s.dirsMade:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the blob directories not made within 20s of Run")
 	}
 	for i := range 256 {
 		if fi, err := os.Stat(filepath.Join(dir, "blobs", "sha256", fmt.Sprintf("%02x", i))); err != nil || !fi.IsDir() {
