@@ -68,6 +68,24 @@ func benchNode(b *testing.B, id byte, has func(cachestore.Digest) bool) *peering
 	return n
 }
 
+// missHarness is a node in front of manyDebs's upstream, with its store's
+// housekeeping running as in the daemon (spare temp files) and the hashes
+// of urls learnt, so that each of them is a hash-known miss.
+func missHarness(b *testing.B, urls []string, peers Peers) *harness {
+	base := strings.SplitN(urls[0], "/debian/", 2)[0]
+	h := newHarness(b, nil, func(c *Config, _ *cachestore.Config) { c.Peers = peers; c.Now = nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { defer close(ran); h.store.Run(ctx) }()
+	b.Cleanup(func() { cancel(); <-ran })
+	firstByte(b, h.client, base+"/debian/dists/stable/InRelease")
+	firstByte(b, h.client, base+"/debian/dists/stable/main/binary-amd64/Packages")
+	if _, err := h.known(urls[0]); err != nil {
+		b.Fatal(err)
+	}
+	return h
+}
+
 // firstByte is the time from sending a GET to its response headers, which
 // warren sends with the first byte of the body; the body is read whole.
 func firstByte(b *testing.B, c *http.Client, u string) time.Duration {
@@ -112,19 +130,7 @@ func BenchmarkMissFirstByte(b *testing.B) {
 				size = 8 << 10 // below share_min_size: upstream first
 			}
 			_, urls := manyDebs(b, 400, size)
-			base := strings.SplitN(urls[0], "/debian/", 2)[0]
-			peers := tt.peers(b)
-			h := newHarness(b, nil, func(c *Config, _ *cachestore.Config) { c.Peers = peers; c.Now = nil })
-			// The store's housekeeping, as in the daemon (spare temp files).
-			ctx, cancel := context.WithCancel(context.Background())
-			ran := make(chan struct{})
-			go func() { defer close(ran); h.store.Run(ctx) }()
-			b.Cleanup(func() { cancel(); <-ran })
-			firstByte(b, h.client, base+"/debian/dists/stable/InRelease")
-			firstByte(b, h.client, base+"/debian/dists/stable/main/binary-amd64/Packages")
-			if _, err := h.known(urls[0]); err != nil {
-				b.Fatal(err)
-			}
+			h := missHarness(b, urls, tt.peers(b))
 			var viaWarren, straight time.Duration
 			i := 0
 			for b.Loop() {
@@ -152,18 +158,7 @@ func BenchmarkMissSmall(b *testing.B) {
 	direct := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	defer direct.CloseIdleConnections()
 	_, urls := manyDebs(b, 4000, 20<<10)
-	base := strings.SplitN(urls[0], "/debian/", 2)[0]
-	peers := benchNode(b, 1, nil)
-	h := newHarness(b, nil, func(c *Config, _ *cachestore.Config) { c.Peers = peers; c.Now = nil })
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan struct{})
-	go func() { defer close(ran); h.store.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-ran })
-	firstByte(b, h.client, base+"/debian/dists/stable/InRelease")
-	firstByte(b, h.client, base+"/debian/dists/stable/main/binary-amd64/Packages")
-	if _, err := h.known(urls[0]); err != nil {
-		b.Fatal(err)
-	}
+	h := missHarness(b, urls, benchNode(b, 1, nil))
 	whole := func(c *http.Client, u string) time.Duration {
 		start := time.Now()
 		firstByte(b, c, u)
