@@ -52,11 +52,25 @@ func (s *Server) serveFile(w *respWriter, r *http.Request, f io.ReadSeeker, mod 
 		// A small blob read with pread: through Write, in one piece.
 		// net/http's ReadFrom would send its first 512 bytes with the
 		// headers, then read and send the rest: two writes and two reads.
+		// The smallest leave with their head in one write (see cork).
+		if sz, ok := f.(interface{ Size() int64 }); ok && sz.Size() <= corkMax {
+			if cc := connOf(r); cc != nil {
+				cc.cork()
+				defer func() {
+					_ = http.NewResponseController(w).Flush()
+					_ = cc.uncork() // a failed write fails the connection's next one too
+				}()
+			}
+		}
 		http.ServeContent(pooledWriter{w, s}, r, "", mod, f)
 		return
 	}
 	http.ServeContent(w, r, "", mod, f)
 }
+
+// corkMax is the largest body sent with its head in one write: beyond it
+// the second write costs little against the copy.
+const corkMax = 64 << 10
 
 // pooledWriter copies a small blob to the client through one of the
 // server's buffers. Without a ReadFrom of its own, http.ServeContent's copy

@@ -174,6 +174,9 @@ type Server struct {
 	relearnt *lru.Cache[cachestore.Digest, struct{}]
 
 	bufs sync.Pool // copy buffers
+	// corkBufs hold corked answers (see countedConn.cork): at most
+	// corkMax of body and its head.
+	corkBufs sync.Pool
 
 	// The Chocolatey feeds: identical calls share one upstream answer,
 	// and each feed's host has a request budget.
@@ -294,9 +297,10 @@ func New(cfg Config, store Store) (*Server, error) {
 		now:   cfg.Now,
 		// Redirects are followed: the bytes are verified whatever mirror
 		// ends up sending them.
-		budgets: budgets,
-		via:     "1.1 warren-" + hex.EncodeToString(tok[:]),
-		bufs:    sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
+		budgets:  budgets,
+		via:      "1.1 warren-" + hex.EncodeToString(tok[:]),
+		bufs:     sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
+		corkBufs: sync.Pool{New: func() any { b := make([]byte, 0, corkMax+8<<10); return &b }},
 	}
 	s.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warren_chocolatey_upstream_requests_total", Help: "Requests sent to a Chocolatey feed's upstream, by feed and kind of call.",

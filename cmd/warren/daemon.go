@@ -434,6 +434,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		IdleTimeout:       120 * time.Second,
+		ConnContext:       proxy.ConnContext,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
 	}
 	attrs := []any{slog.String("listen", d.Addr()), slog.String("cache_dir", d.cfg.CacheDir),
