@@ -2,9 +2,11 @@ package cachestore
 
 import (
 	"container/list"
+	"fmt"
 	"io"
 	"os"
 	"sync"
+	"syscall"
 )
 
 // Hot descriptors: small blobs asked for again and again (apt's indexes,
@@ -30,6 +32,17 @@ type hotFile struct {
 	refs int
 	gone bool // forgotten: closed with its last reader
 	elem *list.Element
+}
+
+// fileSize is the size of hf's file now. An fstat into a Stat_t on the
+// stack: os.File.Stat allocates its answer, once per hit. The descriptor
+// stays open while the caller holds a reference.
+func (hf *hotFile) fileSize() (int64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(hf.f.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", hf.d, err)
+	}
+	return st.Size, nil
 }
 
 type hotFiles struct {
@@ -129,7 +142,7 @@ func (s *Store) OpenHit(d Digest) (*Blob, BlobInfo, error) {
 		// descriptor first. The file as it is now (one fstat): a blob
 		// cut short on disk is dropped by the slow path, never served
 		// short.
-		if st, err := hf.f.Stat(); err != nil || st.Size() != hf.size {
+		if size, err := hf.fileSize(); err != nil || size != hf.size {
 			b.Close()
 			s.hot.forget(d)
 			return s.openHitCold(d)

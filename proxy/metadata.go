@@ -69,8 +69,7 @@ func (l *learning) end(lr *learnRun) {
 // self is set: so two learns never wait for each other), ctx ends or
 // learnWaitMax passes.
 func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
-	deadline := time.NewTimer(learnWaitMax)
-	defer deadline.Stop()
+	var deadline *time.Timer // made only once there is something to wait for: most calls (every hit) have nothing
 	for {
 		var pending *learnRun
 		l.mu.Lock()
@@ -83,6 +82,10 @@ func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
 		l.mu.Unlock()
 		if pending == nil {
 			return
+		}
+		if deadline == nil {
+			deadline = time.NewTimer(learnWaitMax)
+			defer deadline.Stop()
 		}
 		select {
 		case <-pending.done:
