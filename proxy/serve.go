@@ -37,10 +37,17 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 	s.requestsBy.WithLabelValues(outcome).Inc()
 	s.stats.BytesServed.Add(rw.bytes)
 	s.hist.add(s.now(), p.eco, rw.bytes, 0)
-	s.log.Info("request",
-		slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind),
-		slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
-		slog.Duration("took", s.now().Sub(start)), slog.String("client", r.RemoteAddr))
+	if ctx := r.Context(); s.log.Enabled(ctx, slog.LevelInfo) {
+		// The access log, a line per request: built as a record without
+		// the caller's frame, which Logger.Info looks up on every call
+		// though the handler prints no source.
+		now := s.now()
+		rec := slog.NewRecord(now, slog.LevelInfo, "request", 0)
+		rec.AddAttrs(slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind),
+			slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
+			slog.Duration("took", now.Sub(start)), slog.String("client", r.RemoteAddr))
+		_ = s.log.Handler().Handle(ctx, rec)
+	}
 	if err != nil && midBody {
 		// Headers and part of the body are out: the only honest thing left
 		// is to break the connection, so the client never takes a short or

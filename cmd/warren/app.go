@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 	"gopkg.in/yaml.v3"
+
+	"github.com/warren-cache/warren/internal/logsink"
 )
 
 func newApp() *cli.App {
@@ -80,8 +83,8 @@ func configCommand() *cli.Command {
 	}
 }
 
-func newLogger(level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
 }
 
 // serve runs the daemon until ctx ends.
@@ -96,7 +99,10 @@ func serve(ctx context.Context, cfg settings) error {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(serveMemoryLimit)
 	}
-	d, err := newDaemon(cfg, newLogger(cfg.logLevel))
+	// A line per request, written in batches off the requests' path.
+	sink := logsink.New(os.Stderr)
+	defer sink.Close()
+	d, err := newDaemon(cfg, newLogger(sink, cfg.logLevel))
 	if err != nil {
 		return err
 	}
