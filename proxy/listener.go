@@ -1,14 +1,13 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -139,25 +138,8 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 	}
 }
 
-type connKey struct{}
-
-// ConnContext is for the http.Server's ConnContext: it lets a request's
-// handler reach a connection of Listen's, to cork it for a small answer.
-func ConnContext(ctx context.Context, c net.Conn) context.Context {
-	if cc, ok := c.(*countedConn); ok {
-		return context.WithValue(ctx, connKey{}, cc)
-	}
-	return ctx
-}
-
-// connOf is the request's connection when Listen accepted it, or nil.
-func connOf(r *http.Request) *countedConn {
-	cc, _ := r.Context().Value(connKey{}).(*countedConn)
-	return cc
-}
-
 // countedConn gives its place back when closed, once. It can also be
-// corked for one answer (see cork).
+// corked for one answer (cork.go).
 type countedConn struct {
 	net.Conn
 	l    *guardedListener
@@ -169,72 +151,7 @@ type countedConn struct {
 	corked  bool
 	pending *[]byte // the corked answer's bytes, from l.s.corkBufs
 	werr    error   // the first failed write; every later one fails the same
-}
-
-// ReadFrom keeps the kernel's sendfile for bodies read from a file:
-// net/http takes that path only when the connection is an io.ReaderFrom,
-// and the embedded net.Conn hides *net.TCPConn's. Without it every hit
-// was copied through user space (a profile of the daemon under the side
-// by side bench: 35% of its CPU in the body's writes).
-func (c *countedConn) ReadFrom(r io.Reader) (int64, error) {
-	if err := c.uncork(); err != nil {
-		return 0, err
-	}
-	if rf, ok := c.Conn.(io.ReaderFrom); ok {
-		return rf.ReadFrom(r)
-	}
-	return io.Copy(struct{ io.Writer }{c.Conn}, r)
-}
-
-// Write holds p while the connection is corked.
-func (c *countedConn) Write(p []byte) (int, error) {
-	if c.werr != nil {
-		return 0, c.werr
-	}
-	if c.corked {
-		*c.pending = append(*c.pending, p...)
-		return len(p), nil
-	}
-	n, err := c.Conn.Write(p)
-	if err != nil {
-		c.werr = err
-	}
-	return n, err
-}
-
-// cork holds what is written until uncork, so that a small answer leaves in
-// one write. net/http writes an answer's head and a body longer than its
-// 4 KiB buffer in two: two system calls here, and two wake-ups of the
-// client for one answer. (nginx corks the socket with tcp_nopush for the
-// same reason.)
-func (c *countedConn) cork() {
-	if c.corked || c.werr != nil {
-		return
-	}
-	c.corked = true
-	c.pending = c.l.s.corkBufs.Get().(*[]byte)
-}
-
-// uncork writes what was held, in one write.
-func (c *countedConn) uncork() error {
-	if !c.corked {
-		return c.werr
-	}
-	c.corked = false
-	b := c.pending
-	c.pending = nil
-	defer func() {
-		*b = (*b)[:0]
-		c.l.s.corkBufs.Put(b)
-	}()
-	if len(*b) == 0 {
-		return nil
-	}
-	if _, err := c.Conn.Write(*b); err != nil {
-		c.werr = err
-		return err
-	}
-	return nil
+	raw     syscall.RawConn
 }
 
 func (c *countedConn) Close() error {

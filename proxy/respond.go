@@ -48,29 +48,47 @@ func (s *Server) serveFile(w *respWriter, r *http.Request, f io.ReadSeeker, mod 
 	}
 	w.source = &s.stats.BytesCache
 	s.stats.Hits.Add(1)
-	if _, ok := f.(*os.File); !ok {
-		// A small blob read with pread: through Write, in one piece.
-		// net/http's ReadFrom would send its first 512 bytes with the
-		// headers, then read and send the rest: two writes and two reads.
-		// The smallest leave with their head in one write (see cork).
-		if sz, ok := f.(interface{ Size() int64 }); ok && sz.Size() <= corkMax {
-			if cc := connOf(r); cc != nil {
-				cc.cork()
-				defer func() {
-					_ = http.NewResponseController(w).Flush()
-					_ = cc.uncork() // a failed write fails the connection's next one too
-				}()
-			}
-		}
-		http.ServeContent(pooledWriter{w, s}, r, "", mod, f)
+	if _, ok := f.(*os.File); ok {
+		http.ServeContent(w, r, "", mod, f)
 		return
 	}
-	http.ServeContent(w, r, "", mod, f)
+	// A small blob's shared descriptor. On a connection of Listen's, the
+	// answer is corked: the head is held, and the body goes behind it
+	// with sendfile from its offset (cork.go).
+	if cc := connOf(r); cc != nil {
+		cc.cork()
+		hw := headFirst{w}
+		defer func() {
+			// A head flushed with its length and no body (HEAD) leaves
+			// here. Another answer (an error, a 304) was not flushed:
+			// net/http sends it once the handler returns, uncorked, as
+			// flushing it now would make it chunk the body.
+			_ = cc.uncork() // a failed write fails the connection's next one too
+		}()
+		http.ServeContent(hw, r, "", mod, f)
+		return
+	}
+	// Elsewhere (a server of a test's): read with pread through Write, in
+	// one piece. net/http's ReadFrom would send its first 512 bytes with
+	// the headers, then read and send the rest: two writes and two reads.
+	http.ServeContent(pooledWriter{w, s}, r, "", mod, f)
 }
 
-// corkMax is the largest body sent with its head in one write: beyond it
-// the second write costs little against the copy.
-const corkMax = 64 << 10
+// headFirst flushes the answer's head as soon as it is written: into the
+// corked connection, where it waits. net/http's ReadFrom then hands the
+// whole body to the connection (sendCorked) instead of first reading 512
+// bytes of it to sniff a type that is already set.
+type headFirst struct{ *respWriter }
+
+func (h headFirst) WriteHeader(code int) {
+	// Only a head that says its length: flushed without one, as an
+	// error's is, it would make net/http chunk the body.
+	known := h.Header().Get("Content-Length") != ""
+	h.respWriter.WriteHeader(code)
+	if known {
+		_ = http.NewResponseController(h.respWriter).Flush()
+	}
+}
 
 // pooledWriter copies a small blob to the client through one of the
 // server's buffers. Without a ReadFrom of its own, http.ServeContent's copy

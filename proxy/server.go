@@ -174,8 +174,7 @@ type Server struct {
 	relearnt *lru.Cache[cachestore.Digest, struct{}]
 
 	bufs sync.Pool // copy buffers
-	// corkBufs hold corked answers (see countedConn.cork): at most
-	// corkMax of body and its head.
+	// corkBufs hold corked answers' heads (cork.go).
 	corkBufs sync.Pool
 
 	// The Chocolatey feeds: identical calls share one upstream answer,
@@ -300,7 +299,7 @@ func New(cfg Config, store Store) (*Server, error) {
 		budgets:  budgets,
 		via:      "1.1 warren-" + hex.EncodeToString(tok[:]),
 		bufs:     sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
-		corkBufs: sync.Pool{New: func() any { b := make([]byte, 0, corkMax+8<<10); return &b }},
+		corkBufs: sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }},
 	}
 	s.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warren_chocolatey_upstream_requests_total", Help: "Requests sent to a Chocolatey feed's upstream, by feed and kind of call.",
