@@ -49,6 +49,9 @@ type BlobServer struct {
 	// writeTimeout bounds each write to a peer: one that stops reading
 	// loses its slot instead of holding it (default 30s).
 	writeTimeout time.Duration
+	// notYet bounds the wait for a fill's first byte before the answer
+	// "not yet" (default notYetWait).
+	notYet time.Duration
 
 	peers atomic.Pointer[Table] // the node's table: who a token's requester is
 
@@ -84,7 +87,7 @@ func NewBlobServer(store BlobStore, cfg BlobConfig) *BlobServer {
 		cfg.Now = time.Now
 	}
 	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: cfg.Secret, log: cfg.Logger, now: cfg.Now, writeTimeout: 30 * time.Second,
-		used: map[uint64]int64{}}
+		notYet: notYetWait, used: map[uint64]int64{}}
 	// The 4,096 most recent uploads: a report about an older one is not
 	// believed, which costs only a recheck not done.
 	bs.sent, _ = lru.New[sentKey, time.Time](4096)
@@ -94,6 +97,11 @@ func NewBlobServer(store BlobStore, cfg BlobConfig) *BlobServer {
 	}
 	return bs
 }
+
+// notYetWait is how long a request for a blob whose download has no byte
+// yet waits for one: well within peerHeaderTimeout, the requester's wait
+// for an answer's head.
+const notYetWait = 10 * time.Second
 
 // FreeSlots is how many uploads could start now.
 func (bs *BlobServer) FreeSlots() int { return cap(bs.slots) - len(bs.slots) }
@@ -260,10 +268,17 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // serveFill streams a blob that is still arriving, from the Range offset.
 // sending is called once the blob is about to be sent.
 func (bs *BlobServer) serveFill(w *limitedWriter, r *http.Request, fill *cachestore.Fill, sending func()) {
-	// As long as the downloader may wait for upstream's first byte.
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), bs.notYet)
 	info, err := fill.Wait(ctx)
 	cancel()
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil {
+		// Its download has no byte yet (a slow upstream): "busy", to be
+		// asked again, answered before the requester's header timeout
+		// would take an honest wait for a stall and blame this node.
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, fmt.Sprintf("warren: this blob's download has had no byte for %s; ask again", bs.notYet), http.StatusServiceUnavailable)
+		return
+	}
 	if err != nil {
 		http.Error(w, "warren: not here", http.StatusNotFound)
 		return

@@ -85,6 +85,11 @@ type PacketConn interface {
 	Close() error
 }
 
+// peerHeaderTimeout is how long a peer has to answer a blob request's
+// head. One that is downloading the blob itself answers "not yet" sooner
+// (notYetWait) while it has no byte.
+const peerHeaderTimeout = 15 * time.Second
+
 // Node is this machine's member of the peer group.
 type Node struct {
 	cfg   Config
@@ -203,7 +208,7 @@ func Listen(cfg Config) (*Node, error) {
 		hc = &http.Client{Transport: &http.Transport{
 			Proxy:                 nil,
 			DialContext:           (&net.Dialer{Timeout: 3 * time.Second}).DialContext,
-			ResponseHeaderTimeout: 15 * time.Second,
+			ResponseHeaderTimeout: peerHeaderTimeout,
 			MaxIdleConnsPerHost:   4,
 			DisableCompression:    true,
 		}}

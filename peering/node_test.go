@@ -592,3 +592,59 @@ func onOnePort(t *testing.T, cfg Config) Config {
 	cfg.Port = uint16(port)
 	return cfg
 }
+
+// A blob whose download has not started (upstream slow to answer) is
+// answered "not yet" (503, Retry-After) well before the requester's wait
+// for a head runs out: the requester asks again instead of taking this
+// node for a stalled one and not asking it for minutes. Once the download
+// has started, the blob streams.
+func TestBlobNotStartedIsNotYet(t *testing.T) {
+	if notYetWait >= peerHeaderTimeout*3/4 {
+		t.Fatalf("notYetWait %s is not well within the requester's header timeout %s", notYetWait, peerHeaderTimeout)
+	}
+	s, err := cachestore.Open(cachestore.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	body := bytes.Repeat([]byte("slow upstream "), 1000)
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	f, _ := s.BeginFill(cachestore.FillKey(d))
+	defer f.Abort(errors.New("test over"))
+	bs := NewBlobServer(s, BlobConfig{Slots: 2})
+	bs.notYet = 50 * time.Millisecond
+	srv := httptest.NewServer(bs)
+	defer srv.Close()
+	closeIdle(t)
+	c := &http.Client{Timeout: 10 * time.Second}
+	u := srv.URL + BlobPathPrefix + "sha256/" + d.Hex
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("not started: %d %q, Retry-After %q; want 503 with Retry-After", resp.StatusCode, msg, resp.Header.Get("Retry-After"))
+	}
+	if bs.FreeSlots() != 2 {
+		t.Fatalf("%d slots free after the answer, want 2", bs.FreeSlots())
+	}
+	if err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: int64(len(body))}); err != nil {
+		t.Fatal(err)
+	}
+	f.Write(body)
+	if _, err := f.Commit(d, int64(len(body))); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+		t.Fatalf("started: %d, %d bytes; want 200 and the blob", resp.StatusCode, len(got))
+	}
+}
