@@ -39,7 +39,9 @@ func connOf(r *http.Request) *countedConn {
 	return cc
 }
 
-// Write holds p while the connection is corked.
+// Write holds p while the connection is corked. After a corked answer
+// failed to leave, it fails too: net/http then drops the connection
+// instead of answering the next request on it.
 func (c *countedConn) Write(p []byte) (int, error) {
 	if c.werr != nil {
 		return 0, c.werr
@@ -48,11 +50,7 @@ func (c *countedConn) Write(p []byte) (int, error) {
 		*c.pending = append(*c.pending, p...)
 		return len(p), nil
 	}
-	n, err := c.Conn.Write(p)
-	if err != nil {
-		c.werr = err
-	}
-	return n, err
+	return c.Conn.Write(p)
 }
 
 // ReadFrom keeps the kernel's sendfile for bodies read from a file:

@@ -150,7 +150,7 @@ type countedConn struct {
 	// so these need no lock.
 	corked  bool
 	pending *[]byte // the corked answer's bytes, from l.s.corkBufs
-	werr    error   // the first failed write; every later one fails the same
+	werr    error   // a corked answer's failed write; every later one fails the same
 	raw     syscall.RawConn
 }
 

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -340,5 +341,51 @@ func TestSmallHitGoesWithSendfileBehindItsHead(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A client that goes away in the middle of a corked hit's sendfile costs
+// the server that connection only: the next client gets the blob whole.
+func TestCorkedHitClientGoneMidBody(t *testing.T) {
+	up := newUpstream(t, 1<<20)
+	h := newHarness(t, up)
+	h.learn()
+	h.mustGet(up.debURL, 200)
+	h.settle()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h.px, ConnContext: ConnContext}
+	go srv.Serve(h.px.Listen(ln, ConnLimits{}))
+	t.Cleanup(func() { srv.Close() })
+	for range 3 {
+		d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+			return c.Control(func(fd uintptr) {
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+			})
+		}}
+		c, err := d.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", up.debURL, strings.TrimPrefix(up.URL, "http://"))
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 4096)); err != nil {
+			t.Fatalf("head and first bytes: %v", err)
+		}
+		c.Close() // with most of the body unsent
+	}
+	pu, _ := url.Parse("http://" + ln.Addr().String())
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get(up.debURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, up.deb) {
+		t.Fatalf("after clients went away: %d, %d bytes, %v", resp.StatusCode, len(body), err)
 	}
 }
