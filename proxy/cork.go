@@ -170,9 +170,15 @@ func (c *countedConn) sendCorked(lr *io.LimitedReader, sr *io.SectionReader, f *
 	var sent int64
 	var serr error
 	in := int(f.Fd()) // a regular file: Fd leaves its mode alone
+	flags := syscall.MSG_NOSIGNAL
+	if n > 0 {
+		// The kernel holds a head sent with more to come until the body
+		// joins it; with nothing to come it would wait out its 200 ms.
+		flags |= syscall.MSG_MORE
+	}
 	err = c.raw.Write(func(fd uintptr) bool {
 		for len(head) > 0 {
-			m, err := syscall.SendmsgN(int(fd), head, nil, nil, syscall.MSG_MORE|syscall.MSG_NOSIGNAL)
+			m, err := syscall.SendmsgN(int(fd), head, nil, nil, flags)
 			switch {
 			case errors.Is(err, syscall.EINTR):
 				continue

@@ -246,6 +246,8 @@ func TestSmallHitGoesWithSendfileBehindItsHead(t *testing.T) {
 		wantWrites int64 // -1: not counted
 	}{
 		{"20 KB hit", 20 << 10, http.MethodGet, "", true, false, http.StatusOK, 0},
+		{"empty blob", 0, http.MethodGet, "", true, false, http.StatusOK, -1},
+		{"one byte", 1, http.MethodGet, "", true, false, http.StatusOK, -1},
 		{"1 MiB hit", 1 << 20, http.MethodGet, "", true, false, http.StatusOK, 0},
 		{"1 MiB hit, slow client", 1 << 20, http.MethodGet, "", true, true, http.StatusOK, 0},
 		{"range of a small hit", 20 << 10, http.MethodGet, "bytes=100-5099", true, false, http.StatusPartialContent, 0},
