@@ -26,10 +26,38 @@ func serveGuarded(t *testing.T, px *Server, lim ConnLimits) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: px}
+	serveGuardedOn(t, px, ln, lim)
+	return ln.Addr().String()
+}
+
+// serveGuardedOn serves px on ln as the daemon does: behind the guarded
+// listener, its connections reachable from handlers (ConnContext).
+func serveGuardedOn(t *testing.T, px *Server, ln net.Listener, lim ConnLimits) {
+	srv := &http.Server{Handler: px, ConnContext: ConnContext}
 	go srv.Serve(px.Listen(ln, lim))
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
+}
+
+// storedHit is a harness whose upstream's one package, of size bytes, is
+// hash-known and stored: the next GET of it is a hit.
+func storedHit(t *testing.T, size int) (*upstream, *harness) {
+	t.Helper()
+	up := newUpstream(t, size)
+	h := newHarness(t, up)
+	h.learn()
+	h.mustGet(up.debURL, 200)
+	h.settle()
+	return up, h
+}
+
+// tinyWindowDialer dials with a 4 KB receive buffer: a client the server
+// must wait on, its socket full again and again.
+func tinyWindowDialer() *net.Dialer {
+	return &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
 }
 
 // readStatus reads the status line the server sends on c, sending nothing.
@@ -258,28 +286,17 @@ func TestSmallHitGoesWithSendfileBehindItsHead(t *testing.T) {
 		{"past the kept descriptors", 1<<20 + 1, http.MethodGet, "", true, false, http.StatusOK, -1},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			up := newUpstream(t, tt.size)
-			h := newHarness(t, up)
-			h.learn()
-			h.mustGet(up.debURL, 200)
-			h.settle()
+			up, h := storedHit(t, tt.size)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
 			}
 			cl := &countingListener{Listener: ln, raw: tt.raw}
-			srv := &http.Server{Handler: h.px, ConnContext: ConnContext}
-			go srv.Serve(h.px.Listen(cl, ConnLimits{}))
-			t.Cleanup(func() { srv.Close() })
+			serveGuardedOn(t, h.px, cl, ConnLimits{})
 			pu, _ := url.Parse("http://" + ln.Addr().String())
 			tr := &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}
 			if tt.slow {
-				d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-					return c.Control(func(fd uintptr) {
-						syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-					})
-				}}
-				tr.DialContext = d.DialContext
+				tr.DialContext = tinyWindowDialer().DialContext
 			}
 			client := &http.Client{Transport: tr}
 			defer client.CloseIdleConnections()
@@ -349,25 +366,10 @@ func TestSmallHitGoesWithSendfileBehindItsHead(t *testing.T) {
 // A client that goes away in the middle of a corked hit's sendfile costs
 // the server that connection only: the next client gets the blob whole.
 func TestCorkedHitClientGoneMidBody(t *testing.T) {
-	up := newUpstream(t, 1<<20)
-	h := newHarness(t, up)
-	h.learn()
-	h.mustGet(up.debURL, 200)
-	h.settle()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h.px, ConnContext: ConnContext}
-	go srv.Serve(h.px.Listen(ln, ConnLimits{}))
-	t.Cleanup(func() { srv.Close() })
+	up, h := storedHit(t, 1<<20)
+	addr := serveGuarded(t, h.px, ConnLimits{})
 	for range 3 {
-		d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-			return c.Control(func(fd uintptr) {
-				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-			})
-		}}
-		c, err := d.Dial("tcp", ln.Addr().String())
+		c, err := tinyWindowDialer().Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -378,7 +380,7 @@ func TestCorkedHitClientGoneMidBody(t *testing.T) {
 		}
 		c.Close() // with most of the body unsent
 	}
-	pu, _ := url.Parse("http://" + ln.Addr().String())
+	pu, _ := url.Parse("http://" + addr)
 	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu)}}
 	defer client.CloseIdleConnections()
 	resp, err := client.Get(up.debURL)

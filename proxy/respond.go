@@ -38,7 +38,8 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p plan, c cachestor
 
 // serveFile serves a stored blob with Range, HEAD and conditional requests;
 // a blob's own *os.File takes the kernel's sendfile path, a small one's shared
-// descriptor is read with pread.
+// descriptor goes with sendfile behind a corked head (cork.go), or, on a
+// connection not of Listen's, is read with pread.
 func (s *Server) serveFile(w *respWriter, r *http.Request, f io.ReadSeeker, mod time.Time, etag, ctype string) {
 	h := w.Header()
 	h.Set("Content-Type", ctype)
