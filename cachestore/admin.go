@@ -122,7 +122,12 @@ func (s *Store) Verify(ctx context.Context, progress func(done, total int)) (Ver
 
 // verifyOne rehashes a blob's file; bi.Size -1 accepts any size.
 func (s *Store) verifyOne(bi BlobInfo) (bool, error) {
-	f, err := os.Open(s.blobPath(bi.Digest))
+	return verifyFile(s.pathOf(bi), bi)
+}
+
+// verifyFile rehashes the file at path as bi's.
+func verifyFile(path string, bi BlobInfo) (bool, error) {
+	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}

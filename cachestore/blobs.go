@@ -24,6 +24,9 @@ type BlobInfo struct {
 	Added    time.Time `json:"added"`
 	LastUsed time.Time `json:"last_used"`
 	Hits     int64     `json:"hits"`
+	// Scopes are the credential scopes that may read a private blob
+	// (private.go); empty for a blob anyone may be served.
+	Scopes []string `json:"scopes,omitempty"`
 }
 
 func (s *Store) blobPath(d Digest) string {
@@ -83,7 +86,15 @@ func (s *Store) openBlob(d Digest, use bool) (*Blob, BlobInfo, error) {
 		release()
 		return nil, bi, err
 	}
-	f, err := os.Open(s.blobPath(d))
+	f, err := os.Open(s.pathOf(bi))
+	if errors.Is(err, fs.ErrNotExist) {
+		// A private blob that a public fill made public was moved to
+		// blobs/ between the index read and the open: its new place.
+		if again, serr := s.Stat(d); serr == nil && again.Private() != bi.Private() {
+			bi = again
+			f, err = os.Open(s.pathOf(bi))
+		}
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		release()
 		s.log.Warn("blob file missing; dropping it from the index", slog.String("digest", d.String()))
@@ -114,31 +125,25 @@ func (s *Store) openBlob(d Digest, use bool) (*Blob, BlobInfo, error) {
 	return &Blob{File: f, release: release}, bi, nil
 }
 
-// addBlob records a stored blob (new, or stored again) and counts it once;
-// uses are hits it already served.
-func (s *Store) addBlob(d Digest, size int64, uses int64) error {
-	if err := s.indexRoom(); err != nil {
-		return err
-	}
-	s.blobMu.Lock()
-	defer s.blobMu.Unlock()
-	s.hot.forget(d) // its file was just replaced
-	bi, err := s.statIndex(d)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return err
-	}
+// addBlobLocked records a stored blob (new, or stored again), its record
+// as statIndex read it (known: it was in the index), and counts it once;
+// uses are hits it already served; scope is the fill's (withScope). The
+// caller holds blobMu and has put the file where the result says
+// (pathOf).
+func (s *Store) addBlobLocked(bi BlobInfo, known bool, size int64, uses int64, scope string) error {
+	s.hot.forget(bi.Digest) // its file was just replaced
 	now := s.now()
-	added := errors.Is(err, ErrNotFound)
-	if added {
-		bi = BlobInfo{Digest: d, Added: now}
+	if !known {
+		bi = BlobInfo{Digest: bi.Digest, Added: now}
 	}
 	old := bi.Size
+	bi = withScope(bi, known, scope)
 	bi.Size, bi.LastUsed = size, now
 	bi.Hits += uses
 	if err := s.writeBlob(bi); err != nil {
 		return err
 	}
-	if added {
+	if !known {
 		s.usedBlobs.Add(1)
 		s.usedBytes.Add(size)
 	} else {
@@ -164,8 +169,10 @@ func (s *Store) dropBlob(d Digest) error {
 	s.blobMu.Lock()
 	defer s.blobMu.Unlock()
 	s.hot.forget(d)
-	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("remove blob %s: %w", d, err)
+	for _, p := range []string{s.blobPath(d), s.privatePath(d)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove blob %s: %w", d, err)
+		}
 	}
 	var size int64 = -1
 	err := s.db.Update(func(txn *badger.Txn) error {

@@ -58,6 +58,9 @@ type FillInfo struct {
 	// Meta carries whatever the leader's caller wants readers to see (for
 	// the proxy: the upstream's response headers).
 	Meta map[string]string
+	// Scope is the credential scope whose request fetched the bytes, ""
+	// for one without credentials: the blob is private to it (private.go).
+	Scope string
 }
 
 // Meta is what the leader passed to Start.
@@ -246,26 +249,42 @@ func (f *Fill) persist(d Digest, size int64) error {
 	if err := f.file.Close(); err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
-	final := f.s.blobPath(d)
-	if err := os.MkdirAll(filepath.Dir(final), 0o750); err != nil {
+	if err := f.s.indexRoom(); err != nil {
 		return err
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	// Under blobMu from the index read to the index write: a fill of the
+	// same bytes in another scope decides the blob's place (blobs/ or
+	// private/, private.go) from the record this one leaves.
+	f.s.blobMu.Lock()
+	defer f.s.blobMu.Unlock()
+	bi, err := f.s.statIndex(d)
+	known := err == nil
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	was := f.s.pathOf(bi)
+	now := withScope(bi, known, f.info.Scope)
+	final := f.s.pathOf(now)
+	if err := os.MkdirAll(filepath.Dir(final), 0o750); err != nil {
+		return err
+	}
 	// Under f.mu, with path, so that a reader opening the file now finds it
 	// by one name or the other.
-	err := os.Rename(f.path, final)
-	if err == nil {
-		f.path = final
-	}
-	f.mu.Unlock()
-	if err != nil {
+	if err := os.Rename(f.path, final); err != nil {
 		return fmt.Errorf("rename into place: %w", err)
+	}
+	f.path = final
+	if known && was != final {
+		// Made public: the private copy goes (its readers keep their
+		// descriptors). A crash before this leaves a stray copy that
+		// recovery removes.
+		_ = os.Remove(was)
 	}
 	// Indexed under f.mu, with done set below in Commit: a use counted by
 	// CountUse lands either in uses (taken here) or on the indexed blob.
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.s.addBlob(d, size, f.uses); err != nil {
+	if err := f.s.addBlobLocked(bi, known, size, f.uses, f.info.Scope); err != nil {
 		return err
 	}
 	f.indexed, f.digest = true, d

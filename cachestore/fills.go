@@ -49,11 +49,12 @@ func (s *Store) Fills() []FillProgress {
 	return out
 }
 
-// Holds says whether the blob d can be read whole here: stored, or its
-// bytes verified in a fill that is still storing them.
+// Holds says whether the blob d can be read whole here by anyone (peers,
+// pulling hubs): stored and not private, or its bytes verified in a fill
+// that is still storing them (a private fill has another key).
 func (s *Store) Holds(d Digest) bool {
-	if _, err := s.Stat(d); err == nil {
-		return true
+	if bi, err := s.Stat(d); err == nil {
+		return !bi.Private()
 	}
 	f, ok := s.Filling(FillKey(d))
 	return ok && f.Verified()

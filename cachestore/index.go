@@ -193,7 +193,7 @@ func (s *Store) adoptable(d Digest, path string, rehash bool) bool {
 	if !rehash {
 		return true
 	}
-	ok, err := s.verifyOne(BlobInfo{Digest: d, Size: -1})
+	ok, err := verifyFile(path, BlobInfo{Digest: d, Size: -1})
 	if err != nil || !ok {
 		s.log.Warn("blob does not match its name; removed while rebuilding the index",
 			slog.String("digest", d.String()), slog.Any("err", err))

@@ -2,6 +2,7 @@ package cachestore
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -34,6 +35,7 @@ func (s *Store) recover(rebuilt bool) error {
 	}
 
 	indexed := map[string]int64{}
+	private := map[Digest]bool{} // of the indexed blobs: which tree holds each
 	var drop [][]byte
 	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixBlob)})
@@ -49,13 +51,15 @@ func (s *Store) recover(rebuilt bool) error {
 				drop = append(drop, []byte(key))
 				continue
 			}
-			st, err := os.Stat(s.blobPath(d))
+			bi.Digest = d
+			st, err := os.Stat(s.pathOf(bi))
 			if err != nil || st.Size() != bi.Size {
 				drop = append(drop, []byte(key))
-				_ = os.Remove(s.blobPath(d))
+				_ = os.Remove(s.pathOf(bi))
 				continue
 			}
 			indexed[d.String()] = bi.Size
+			private[d] = bi.Private()
 		}
 		return nil
 	})
@@ -64,44 +68,61 @@ func (s *Store) recover(rebuilt bool) error {
 	}
 
 	adopted := 0
-	blobs := filepath.Join(s.dir, "blobs")
-	err = filepath.WalkDir(blobs, func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(blobs, p)
-		parts := strings.Split(rel, string(filepath.Separator))
-		if len(parts) != 3 {
+	for _, tree := range []string{"blobs", privateDir} {
+		isPrivate := tree == privateDir
+		root := filepath.Join(s.dir, tree)
+		err = filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+			if errors.Is(err, fs.ErrNotExist) && p == root {
+				return filepath.SkipAll // no private blob was ever stored
+			}
+			if err != nil || e.IsDir() {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			parts := strings.Split(rel, string(filepath.Separator))
+			if len(parts) != 3 {
+				return nil
+			}
+			d := Digest{Algo: parts[0], Hex: parts[2]}
+			if d.Validate() != nil || parts[1] != d.Hex[:2] {
+				return nil
+			}
+			if _, ok := indexed[d.String()]; ok {
+				if private[d] != isPrivate {
+					// The copy a crash left when the blob was made
+					// public (or a stray one): the index says where it is.
+					_ = os.Remove(p)
+				}
+				return nil
+			}
+			if !s.adoptable(d, p, rebuilt) {
+				return nil
+			}
+			if err := s.indexRoom(); err != nil {
+				s.log.Warn("not adopting blobs now: the disk is nearly full", slog.Any("err", err))
+				return filepath.SkipAll
+			}
+			info, err := e.Info()
+			if err != nil {
+				return err
+			}
+			bi := BlobInfo{Digest: d, Size: info.Size(), Added: info.ModTime(), LastUsed: s.now()}
+			if isPrivate {
+				// Whose it was went with the index: nobody's until a
+				// request with its credential proves it again.
+				bi.Scopes = []string{unknownScope}
+			}
+			if err := s.writeBlob(bi); err != nil {
+				return err
+			}
+			indexed[d.String()] = info.Size()
+			private[d] = isPrivate
+			adopted++
 			return nil
-		}
-		d := Digest{Algo: parts[0], Hex: parts[2]}
-		if d.Validate() != nil || parts[1] != d.Hex[:2] {
-			return nil
-		}
-		if _, ok := indexed[d.String()]; ok {
-			return nil
-		}
-		if !s.adoptable(d, p, rebuilt) {
-			return nil
-		}
-		if err := s.indexRoom(); err != nil {
-			s.log.Warn("not adopting blobs now: the disk is nearly full", slog.Any("err", err))
-			return filepath.SkipAll
-		}
-		info, err := e.Info()
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("recover: scan blob files in %s: %w", tree, err)
 		}
-		now := s.now()
-		if err := s.writeBlob(BlobInfo{Digest: d, Size: info.Size(), Added: info.ModTime(), LastUsed: now}); err != nil {
-			return err
-		}
-		indexed[d.String()] = info.Size()
-		adopted++
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("recover: scan blob files: %w", err)
 	}
 
 	err = s.db.View(func(txn *badger.Txn) error {

@@ -126,7 +126,7 @@ var closedTime = func() <-chan time.Time {
 // scrubOne rehashes one blob (paced by lim when set) and removes it if its
 // bytes are wrong.
 func (s *Store) scrubOne(ctx context.Context, bi BlobInfo, lim *rate.Limiter, why string) {
-	f, err := os.Open(s.blobPath(bi.Digest))
+	f, err := os.Open(s.pathOf(bi))
 	if err != nil {
 		return // gone meanwhile: nothing to check
 	}

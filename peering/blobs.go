@@ -25,7 +25,9 @@ import (
 
 // BlobStore is what the blob server needs of the cache.
 type BlobStore interface {
-	OpenBlob(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
+	// OpenShared opens a stored blob that may be shared: a private
+	// scope's blob is not found.
+	OpenShared(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
 	// Filling returns the fill in progress under key, if any.
 	Filling(key string) (*cachestore.Fill, bool)
 }
@@ -250,7 +252,7 @@ func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			bs.recordSent(remote, d)
 		}
 	}
-	if f, bi, err := bs.store.OpenBlob(d); err == nil {
+	if f, bi, err := bs.store.OpenShared(d); err == nil {
 		defer f.Close()
 		sending()
 		w.Header().Set("Content-Type", "application/octet-stream")

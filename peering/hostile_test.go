@@ -1,11 +1,13 @@
 package peering
 
 import (
+	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -435,5 +437,52 @@ func TestFullTableKeepsAnsweringMembers(t *testing.T) {
 	}
 	if _, ok := tb.Get(NodeID{2}); !ok {
 		t.Fatal("the answering member was dropped instead of the silent one")
+	}
+}
+
+// A blob a credential scope fetched (a password-protected repository's)
+// is not here for peers, whoever asks and however they learnt its digest;
+// the same bytes made public are.
+func TestPrivateBlobNotServedToPeers(t *testing.T) {
+	s, err := cachestore.Open(cachestore.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	body := []byte("alice's private package")
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	store := func(scope string) {
+		f, _ := s.BeginFill(cachestore.FillKey(d) + "#" + scope)
+		if err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: int64(len(body)), Scope: scope}); err != nil {
+			t.Fatal(err)
+		}
+		f.Write(body)
+		if _, err := f.Commit(d, int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store("p0123")
+	srv := httptest.NewServer(NewBlobServer(s, BlobConfig{Slots: 2}))
+	defer srv.Close()
+	closeIdle(t)
+	get := func() int {
+		resp, err := http.Get(srv.URL + BlobPathPrefix + "sha256/" + d.Hex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if bytes.Equal(b, body) && resp.StatusCode != http.StatusOK {
+			t.Fatalf("the bytes came with status %d", resp.StatusCode)
+		}
+		return resp.StatusCode
+	}
+	if code := get(); code != http.StatusNotFound {
+		t.Fatalf("a private blob asked by a peer: %d, want 404", code)
+	}
+	store("") // the same bytes from a public origin
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("the same blob made public: %d, want 200", code)
 	}
 }

@@ -163,12 +163,18 @@ type repoScope string
 
 // newScope is the scope of a repository rooted at dir (an escaped path) on
 // the origin of u.
+// A key's user is a private scope (private.go): the repository is that
+// scope's.
 func newScope(u *url.URL, dir string) repoScope {
 	p := canonicalPath(dir)
 	if !strings.HasSuffix(p, "/") {
 		p += "/"
 	}
-	return repoScope(canonicalOrigin(u.Scheme, u.Host) + p)
+	host := u.Host
+	if u.User != nil {
+		host = u.User.Username() + "@" + host
+	}
+	return repoScope(canonicalOrigin(u.Scheme, host) + p)
 }
 
 // join resolves a path that metadata lists literally (relative to the

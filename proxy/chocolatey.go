@@ -316,7 +316,7 @@ const feedFetchTimeout = time.Minute
 func (s *Server) keepAnswer(key string, a feedAnswer) {
 	sum := sha256.Sum256(a.body)
 	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
-	if _, err := s.store.Stat(d); err != nil {
+	if bi, err := s.store.Stat(d); err != nil || bi.Private() {
 		f, leader := s.store.BeginFill(cachestore.FillKey(d))
 		if !leader {
 			return // the same bytes are being stored by another call

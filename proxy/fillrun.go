@@ -89,7 +89,7 @@ var errAlreadyStored = errors.New("blob was stored meanwhile")
 // names was stored since the request looked.
 func (s *Server) storedMeanwhile(p plan) error {
 	if !p.digest.IsZero() {
-		if _, err := s.store.Stat(p.digest); err == nil {
+		if bi, err := s.store.Stat(p.digest); err == nil && p.readable(bi) {
 			return errAlreadyStored
 		}
 	} else if c, err := s.store.Cached(p.key); err == nil && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
@@ -107,7 +107,9 @@ func (s *Server) storedMeanwhile(p plan) error {
 // the LAN holds the blob. lan is the LAN's first source when the LAN
 // takes part (Done ends its part), else nil.
 func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who asker, prev *cachestore.Cached) (sources []fill.Source, lan fill.Source) {
-	if s.cfg.Peers == nil || p.digest.IsZero() {
+	if s.cfg.Peers == nil || p.digest.IsZero() || p.cred.private() {
+		// A private fill never involves the LAN: its bytes are its
+		// scope's, and no peer may be told it has them (private.go).
 		return s.upstreamSources(p, who, prev, nil), nil
 	}
 	counted := func(src fill.Source) fill.Source {
@@ -134,7 +136,13 @@ func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who as
 // the LAN after its delay.
 func (s *Server) upstreamSources(p plan, who asker, prev *cachestore.Cached, relan func(context.Context) fill.Source) []fill.Source {
 	var out []fill.Source
-	for _, h := range s.cfg.Hubs {
+	hubs := s.cfg.Hubs
+	if p.cred.private() && !s.cfg.HubOnly {
+		// A credential goes to its origin alone, unless the site's
+		// policy is that nothing goes to an origin directly.
+		hubs = nil
+	}
+	for _, h := range hubs {
 		out = append(out, &upstreamSource{s: s, p: p, who: who, prev: prev, hub: h, relan: relan})
 	}
 	if !s.cfg.HubOnly || len(s.cfg.Hubs) == 0 {
@@ -165,6 +173,7 @@ func (c *committingFill) holdsGeneration() bool {
 }
 
 func (c *committingFill) Start(info cachestore.FillInfo) error {
+	info.Scope = c.p.cred.scope // a private plan's bytes are its scope's
 	if err := c.Fill.Start(info); err != nil {
 		return err
 	}

@@ -131,9 +131,11 @@ func (s *Server) holdGeneration(ctx context.Context, f *cachestore.Fill, p plan,
 	return need, nil
 }
 
+// holds says whether the hub can serve d to its nodes: held, and not a
+// private scope's.
 func (s *Server) holds(d cachestore.Digest) bool {
-	_, err := s.store.Stat(d)
-	return err == nil
+	bi, err := s.store.Stat(d)
+	return err == nil && !bi.Private()
 }
 
 func (s *Server) heldOf(files map[string]listed) []cachestore.Digest {

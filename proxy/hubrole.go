@@ -81,7 +81,7 @@ func (s *Server) hubAdmit(w http.ResponseWriter, r *http.Request) bool {
 	if err := role.Tokens.Check(r); err != nil {
 		s.hubm.refuse(hub.ReasonToken)
 		s.log.Warn("hub refused a request without a valid token", slog.String("client", r.RemoteAddr),
-			slog.String("url", r.URL.String()), slog.Any("err", err))
+			slog.String("url", redactURL(r.URL)), slog.Any("err", err))
 		hub.Refuse(w, http.StatusUnauthorized, hub.ReasonToken, err.Error())
 		return false
 	}
@@ -98,8 +98,18 @@ func (s *Server) hubAdmit(w http.ResponseWriter, r *http.Request) bool {
 // hubPlan takes the digest a node expects, when it sends one: the hub
 // serves that blob if it holds it, whatever generation of the metadata
 // the hub itself is at, and verifies against it whatever it fetches. The
-// node's claim teaches the hub nothing (no fact is recorded from it): a
-// wrong claim only fails that node's own request.
+// node's claim teaches the hub nothing (no fact is recorded from it), and
+// knowing a digest is not enough to read a blob:
+//   - never for sha1 (collisions can be made);
+//   - only from a node the hub's door admitted (its hub token, where
+//     hub_tokens are set; allow_clients alone otherwise, the operator's
+//     choice);
+//   - a held blob only for a request whose scope may read it (lookup
+//     checks): a private scope's blob is fetched from the origin again,
+//     which proves the node may have it.
+//
+// Otherwise the hub plans from its own facts, and a node's wrong claim
+// only fails that node's own request.
 func (s *Server) hubPlan(r *http.Request, p *plan) {
 	v := r.Header.Get(hub.HeaderDigest)
 	if v == "" {
@@ -107,6 +117,9 @@ func (s *Server) hubPlan(r *http.Request, p *plan) {
 	}
 	d, err := cachestore.ParseDigest(v)
 	if err != nil || d.Validate() != nil || d == p.digest {
+		return
+	}
+	if d.Algo == "sha1" {
 		return
 	}
 	p.digest, p.size = d, -1

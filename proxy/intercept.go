@@ -131,7 +131,7 @@ func (s *Server) interceptHandler(host, client string) http.Handler {
 			return
 		}
 		target := &url.URL{Scheme: "https", Host: host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-		s.serveCache(w, r, target)
+		s.serveCache(w, r, target, s.credentialOf(r.Header, target))
 	})
 }
 

@@ -99,23 +99,20 @@ func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
 
 // metaScope is the repository a metadata file teaches about.
 func metaScope(p plan) (repoScope, error) {
-	u, err := url.Parse(p.url)
-	if err != nil {
-		return "", fmt.Errorf("parse url %q: %w", p.url, err)
-	}
-	// The key's path, not the URL's: the by-hash file of an index teaches
-	// about the repository the index's name says.
+	// The key, not the URL: the by-hash file of an index teaches about
+	// the repository the index's name says, and a private plan's key
+	// names its scope.
 	ku, err := url.Parse(p.key)
 	if err != nil {
 		return "", fmt.Errorf("parse key %q: %w", p.key, err)
 	}
 	switch p.meta {
 	case metaRelease:
-		return newScope(u, debian.SuiteDir(ku.EscapedPath())), nil
+		return newScope(ku, debian.SuiteDir(ku.EscapedPath())), nil
 	case metaPackages, metaSources:
-		return newScope(u, debian.RepoRoot(ku.EscapedPath())), nil
+		return newScope(ku, debian.RepoRoot(ku.EscapedPath())), nil
 	case metaRepomd, metaPrimary:
-		return newScope(u, rpm.RepoBase(ku.EscapedPath())), nil
+		return newScope(ku, rpm.RepoBase(ku.EscapedPath())), nil
 	}
 	return "", fmt.Errorf("no parser for metadata kind %q", p.meta)
 }

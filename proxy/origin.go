@@ -136,6 +136,9 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		return nil, fill.Stop(fmt.Errorf("build upstream request for %s: %w", p.url, err))
 	}
 	s.setUpstreamHeaders(req, o.who)
+	if p.cred.auth != "" {
+		req.Header.Set("Authorization", p.cred.auth)
+	}
 	if off == 0 && o.prev != nil && o.tries == 1 {
 		if o.prev.ETag != "" {
 			req.Header.Set("If-None-Match", o.prev.ETag)
@@ -328,6 +331,9 @@ func (s *Server) passThrough(w *respWriter, r *http.Request, p plan) error {
 		return fmt.Errorf("build upstream request for %s: %w", p.url, err)
 	}
 	s.setUpstreamHeaders(req, askerOf(r))
+	if p.cred.auth != "" {
+		req.Header.Set("Authorization", p.cred.auth)
+	}
 	for _, k := range []string{"Range", "If-Range", "If-Modified-Since", "If-None-Match", "Accept"} {
 		if v := r.Header.Get(k); v != "" {
 			req.Header.Set(k, v)

@@ -28,15 +28,23 @@ type plan struct {
 	// says its compression).
 	meta     string
 	metaName string
+	// cred is the request's credential for its origin: a private plan's
+	// keys and blobs are its scope's alone (private.go).
+	cred credential
 }
 
 // fillKey names p's one flight: by digest when the metadata gave one (a
 // blob is the same whatever URL names it), else by URL.
 func (p plan) fillKey() string {
 	if !p.digest.IsZero() {
+		if p.cred.private() {
+			// Its own flight: the bytes come with its credential, and
+			// no one else may follow them (the key says no secret).
+			return cachestore.FillKey(p.digest) + "#" + p.cred.scope
+		}
 		return cachestore.FillKey(p.digest)
 	}
-	return "url:" + p.key
+	return "url:" + p.key // the key carries the scope
 }
 
 const (
@@ -47,8 +55,9 @@ const (
 	metaPrimary  = "primary"
 )
 
-func (s *Server) plan(ctx context.Context, u *url.URL) plan {
-	p := plan{url: u.String(), key: canonicalURL(u), kind: "other", eco: "other", size: -1}
+// plan says how to serve u (its userinfo already taken into cred).
+func (s *Server) plan(ctx context.Context, u *url.URL, cred credential) plan {
+	p := plan{url: u.String(), key: scopedKey(u, cred.scope), kind: "other", eco: "other", size: -1, cred: cred}
 	if k := debian.Classify(u.Path); k != debian.KindOther {
 		p.eco = EcoDebian
 		s.planDebian(ctx, &p, u, k)

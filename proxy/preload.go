@@ -126,7 +126,7 @@ func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun,
 		if s.holds(it.d) {
 			continue
 		}
-		p := s.plan(ctx, mustParse(it.url))
+		p := s.plan(ctx, mustParse(it.url), credential{})
 		p.digest, p.size = it.d, it.size
 		if err := s.fillNow(ctx, p, who); err != nil {
 			fail(it.url, err)
@@ -143,7 +143,7 @@ func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun,
 			run.Stopped = "stopped: " + ctx.Err().Error()
 			break
 		}
-		p := s.plan(ctx, mustParse(it.url))
+		p := s.plan(ctx, mustParse(it.url), credential{})
 		p.digest, p.size, p.meta = it.d, it.size, ""
 		if p.kind == "other" {
 			p.kind = "preload"
@@ -181,7 +181,13 @@ func (s *Server) fetchIndex(ctx context.Context, raw string, who asker) (cachest
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return cachestore.Digest{}, plan{}, fmt.Errorf("%q is not an http(s) URL", raw)
 	}
-	p := s.plan(ctx, u)
+	if u.User != nil {
+		// What a hub preloads is for every node; a repository behind a
+		// credential is its users' alone (RFC 9111 §3.5).
+		return cachestore.Digest{}, plan{}, fmt.Errorf("%s: a repository with credentials is private and never preloaded for the site; list it without user:password, or leave it to its own clients",
+			redactURL(u))
+	}
+	p := s.plan(ctx, u, credential{})
 	for range 3 {
 		have, err := s.lookup(p)
 		if err != nil {

@@ -1284,7 +1284,7 @@ func TestSweepForgetsAPackageTheArchiveDropped(t *testing.T) {
 func TestCommitRegistersOneLearn(t *testing.T) {
 	up := newUpstream(t, 10)
 	h := newHarness(t, up)
-	p := h.px.plan(t.Context(), mustURL(up.URL+packagesPath))
+	p := h.px.plan(t.Context(), mustURL(up.URL+packagesPath), credential{})
 	if p.meta == "" {
 		t.Fatalf("plan of %s has no metadata to learn", packagesPath)
 	}

@@ -134,7 +134,7 @@ func (s *Server) topMetadata(ctx context.Context, key string) bool {
 	if strings.HasPrefix(key, hub.FeedQueryPrefix) {
 		return false
 	}
-	p := s.plan(ctx, mustParse(key))
+	p := s.plan(ctx, mustParse(key), credential{})
 	return p.meta == metaRelease || p.meta == metaRepomd
 }
 

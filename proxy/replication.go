@@ -33,8 +33,8 @@ func (s *Server) recordStored(key, kind string, d cachestore.Digest, size int64,
 // recordFill records what a fill for p stored (a file kept by URL with
 // its validators).
 func (s *Server) recordFill(p plan, d cachestore.Digest, size int64) {
-	if s.cfg.Hub == nil {
-		return
+	if s.cfg.Hub == nil || p.cred.private() {
+		return // a private scope's files are never offered (private.go)
 	}
 	var cached *cachestore.Cached
 	if p.digest.IsZero() {
@@ -176,6 +176,9 @@ func (s *Server) serveReplicaBlob(w http.ResponseWriter, r *http.Request, tok hu
 	}
 	info, err := s.store.Stat(d)
 	var b *cachestore.Blob
+	if err == nil && info.Private() {
+		err = cachestore.ErrNotFound // stored again since, by a private scope
+	}
 	if err == nil {
 		b, err = s.store.ReadBlob(d)
 	}

@@ -24,6 +24,9 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p plan, c cachestor
 		return false
 	}
 	defer f.Close()
+	if !p.readable(bi) {
+		return false // never so (a URL's copy is its scope's), but never served if so
+	}
 	mod := bi.Added
 	if t, err := http.ParseTime(c.LastModified); err == nil {
 		mod = t

@@ -14,9 +14,10 @@ import (
 // a plan (plan.go: what the metadata says it must hash to), servePlan
 // answers errors and logs the request once, and serve walks the steps.
 
-// serveCache serves a GET or HEAD for target.
-func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL) {
-	p := s.plan(r.Context(), target)
+// serveCache serves a GET or HEAD for target, whose credential (if any)
+// credentialOf took.
+func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL, cred credential) {
+	p := s.plan(r.Context(), target, cred)
 	if s.cfg.Hub != nil {
 		s.hubPlan(r, &p)
 	}
@@ -43,9 +44,12 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 		// though the handler prints no source.
 		now := s.now()
 		rec := slog.NewRecord(now, slog.LevelInfo, "request", 0)
-		rec.AddAttrs(slog.String("method", r.Method), slog.String("url", p.url), slog.String("kind", p.kind),
+		rec.AddAttrs(slog.String("method", r.Method), slog.String("url", p.shownURL()), slog.String("kind", p.kind),
 			slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
 			slog.Duration("took", now.Sub(start)), slog.String("client", r.RemoteAddr))
+		if p.cred.private() {
+			rec.AddAttrs(slog.String("scope", p.cred.scope))
+		}
 		_ = s.log.Handler().Handle(ctx, rec)
 	}
 	if err != nil && midBody {
@@ -166,6 +170,11 @@ func (s *Server) lookup(p plan) (stored, error) {
 	if !p.digest.IsZero() {
 		f, bi, err := s.store.OpenHit(p.digest)
 		switch {
+		case err == nil && !p.readable(bi):
+			// Another scope's: this request's own sources must deliver
+			// the bytes to prove it may have them.
+			f.Close()
+			return stored{}, nil
 		case err == nil:
 			return stored{blob: f, info: bi, fresh: true}, nil
 		case errors.Is(err, cachestore.ErrNotFound):

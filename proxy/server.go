@@ -55,6 +55,8 @@ type Store interface {
 	Tombstoned(d cachestore.Digest) bool
 	Holds(d cachestore.Digest) bool
 	Remove(d cachestore.Digest) error
+	// ScopeSecret keys private scopes (private.go).
+	ScopeSecret() ([]byte, error)
 }
 
 var _ Store = (*cachestore.Store)(nil)
@@ -161,6 +163,8 @@ type Server struct {
 	// via marks our own upstream requests, so that a request that comes
 	// back to us (a loop) is refused instead of multiplied.
 	via string
+	// scopeSecret keys the private scopes of requests with credentials.
+	scopeSecret []byte
 
 	ctx    context.Context // parent of every fill; no client owns it
 	cancel context.CancelFunc
@@ -301,6 +305,14 @@ func New(cfg Config, store Store) (*Server, error) {
 		bufs:     sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
 		corkBufs: sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }},
 	}
+	var err error
+	if s.scopeSecret, err = store.ScopeSecret(); err != nil {
+		// A read-only index (a full disk at start): scopes for this run
+		// only; private entries kept before are not found, never leaked.
+		s.log.Warn("cannot read the credential scope secret from the index; private repositories are cached for this run only", slog.Any("err", err))
+		s.scopeSecret = make([]byte, 32)
+		_, _ = rand.Read(s.scopeSecret)
+	}
 	s.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warren_chocolatey_upstream_requests_total", Help: "Requests sent to a Chocolatey feed's upstream, by feed and kind of call.",
 	}, []string{"feed", "kind"})
@@ -386,7 +398,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.via) }) {
 		s.log.Warn("refused a request that already passed through this warren (a hub chain that loops back?)",
-			slog.String("client", r.RemoteAddr), slog.String("url", r.URL.String()), slog.Any("via", r.Header.Values("Via")))
+			slog.String("client", r.RemoteAddr), slog.String("url", redactURL(r.URL)), slog.Any("via", r.Header.Values("Via")))
 		s.hubm.refuse(hub.ReasonLoop)
 		hub.Refuse(w, http.StatusLoopDetected, hub.ReasonLoop,
 			"request loop: this request already passed through this warren ("+s.via+"); check the hubs settings along the chain")
@@ -477,6 +489,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "warren: only http:// URLs are proxied in the clear; use CONNECT for https", http.StatusBadRequest)
 		return
 	}
+	// From here on target has no userinfo: what warren logs and keys
+	// by never holds a password (private.go).
+	cred := s.credentialOf(r.Header, target)
 	if a, err := netip.ParseAddr(strings.Trim(target.Hostname(), "[]")); err == nil {
 		// A literal address is refused before any lookup or fill; names
 		// are checked on the address the dialer resolves.
@@ -492,7 +507,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveFeed(w, r, rt)
 		return
 	}
-	s.serveCache(w, r, target)
+	s.serveCache(w, r, target, cred)
 }
 
 // refuseDestination answers 403 for an upstream address the guard refuses.

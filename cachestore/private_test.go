@@ -1,0 +1,164 @@
+package cachestore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// fillIn stores b through a fill whose bytes came in scope ("" public).
+func fillIn(t *testing.T, s *Store, b []byte, scope string) Digest {
+	t.Helper()
+	f, leader := s.BeginFill("test:" + sha(b).String() + "#" + scope)
+	if !leader {
+		t.Fatal("not leader of a fresh fill")
+	}
+	if err := f.Start(FillInfo{Algo: "sha256", Size: int64(len(b)), Scope: scope}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	d, err := f.Commit(sha(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// A blob a credential scope fetched is that scope's: kept apart under
+// private/, readable by its scopes alone, never shared; a second scope
+// that fetches it too is added; a fill without credentials makes it
+// public (moved to blobs/, one file); scopes are bounded.
+func TestPrivateBlobLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	b := []byte(strings.Repeat("private bytes ", 500))
+	d := fillIn(t, s, b, "pA")
+	pub, priv := filepath.Join(dir, "blobs", "sha256", d.Hex[:2], d.Hex), filepath.Join(dir, "private", "sha256", d.Hex[:2], d.Hex)
+	bi, err := s.Stat(d)
+	if err != nil || !bi.Readable("pA") || bi.Readable("") || bi.Readable("pB") {
+		t.Fatalf("after a fill in scope pA: %+v %v", bi, err)
+	}
+	if _, err := os.Stat(priv); err != nil {
+		t.Fatalf("a private blob is not under private/: %v", err)
+	}
+	if _, err := os.Stat(pub); !os.IsNotExist(err) {
+		t.Fatalf("a private blob is in the shared tree: %v", err)
+	}
+	if s.Holds(d) {
+		t.Fatal("a private blob is offered (Holds)")
+	}
+	if _, _, err := s.OpenShared(d); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("OpenShared of a private blob: %v, want ErrNotFound", err)
+	}
+	// Still read by its owner, from its own tree.
+	f, _, err := s.OpenBlob(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(f)
+	f.Close()
+	if !bytes.Equal(got, b) {
+		t.Fatal("the private blob reads wrong")
+	}
+
+	fillIn(t, s, b, "pB")
+	if bi, _ := s.Stat(d); !bi.Readable("pA") || !bi.Readable("pB") || bi.Readable("") {
+		t.Fatalf("a second scope's fill: %+v", bi)
+	}
+	// Bounded: the oldest scopes go.
+	for i := range maxBlobScopes + 3 {
+		fillIn(t, s, b, fmt.Sprintf("pX%d", i))
+	}
+	if bi, _ := s.Stat(d); len(bi.Scopes) != maxBlobScopes || bi.Readable("pA") {
+		t.Fatalf("scopes not bounded to %d, oldest first: %v", maxBlobScopes, bi.Scopes)
+	}
+	used, n, _ := s.Usage()
+
+	fillIn(t, s, b, "")
+	bi, err = s.Stat(d)
+	if err != nil || bi.Private() || !bi.Readable("") || !s.Holds(d) {
+		t.Fatalf("after a public fill: %+v %v", bi, err)
+	}
+	if _, err := os.Stat(pub); err != nil {
+		t.Fatalf("a public blob is not in blobs/: %v", err)
+	}
+	if _, err := os.Stat(priv); !os.IsNotExist(err) {
+		t.Fatalf("the private copy stayed: %v", err)
+	}
+	if used2, n2, _ := s.Usage(); used2 != used || n2 != n {
+		t.Fatalf("usage drifted when the blob went public: %d/%d -> %d/%d", used, n, used2, n2)
+	}
+	// Public stays public: a later private fill does not take it back.
+	fillIn(t, s, b, "pA")
+	if bi, _ := s.Stat(d); bi.Private() {
+		t.Fatal("a private fill made a public blob private")
+	}
+}
+
+// An index rebuilt from the files still knows a private blob for
+// private, and whose it was is lost with the index: no scope reads it
+// until a fill with a credential proves it again.
+func TestPrivateBlobSurvivesARebuiltIndexAsNobodys(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte(strings.Repeat("alice's file ", 700))
+	pub := []byte(strings.Repeat("debian's file ", 700))
+	d, dp := fillIn(t, s, b, "pA"), fillIn(t, s, pub, "")
+	facts := map[string]Known{}
+	for i := range 5000 { // a table to damage
+		facts[fmt.Sprintf("http://deb.example/debian/pool/p%d.deb", i)] = Known{Digest: dp, Size: int64(len(pub))}
+	}
+	if err := s.PutKnown(facts); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damageIndex(t, dir, "lost MANIFEST")
+	s = openStore(t, dir)
+	bi, err := s.Stat(d)
+	if err != nil || !bi.Private() || bi.Readable("pA") || bi.Readable("") || s.Holds(d) {
+		t.Fatalf("the private blob after a rebuild: %+v %v; want private to no scope", bi, err)
+	}
+	if bi, err := s.Stat(dp); err != nil || bi.Private() {
+		t.Fatalf("the public blob after a rebuild: %+v %v", bi, err)
+	}
+	fillIn(t, s, b, "pA")
+	if bi, _ := s.Stat(d); !bi.Readable("pA") || bi.Readable("") {
+		t.Fatalf("proven again by its scope: %+v", bi)
+	}
+}
+
+// The secret scopes are keyed with is made once and kept.
+func TestScopeSecretKept(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.ScopeSecret()
+	if err != nil || len(a) != 32 {
+		t.Fatalf("secret %x, %v", a, err)
+	}
+	if again, _ := s.ScopeSecret(); !bytes.Equal(a, again) {
+		t.Fatal("a second call made another secret")
+	}
+	s.Close()
+	s = openStore(t, dir)
+	if b, err := s.ScopeSecret(); err != nil || !bytes.Equal(a, b) {
+		t.Fatalf("after a restart: %x %v, want %x", b, err, a)
+	}
+	if bytes.Equal(a, make([]byte, 32)) {
+		t.Fatal("an all-zero secret")
+	}
+}
