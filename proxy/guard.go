@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -128,6 +129,36 @@ func (g *destGuard) checkHost(ctx context.Context, hostport string) error {
 		if err := g.check(hostport, a); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// RedirectError is an upstream redirect warren will not follow: from https
+// to plain http (the bytes would cross the network in the clear and then
+// be served as https under the site CA; apt refuses such a redirect too),
+// or one too many.
+type RedirectError struct {
+	From, To string
+	Why      string
+}
+
+func (e *RedirectError) Error() string {
+	return fmt.Sprintf("upstream redirected %s to %s: %s; not followed", e.From, e.To, e.Why)
+}
+
+// maxRedirects bounds the redirects one upstream request follows.
+const maxRedirects = 5
+
+// checkRedirect is the upstream client's redirect policy: https stays
+// https, at most maxRedirects hops. Each hop's destination is checked as
+// the first one was, by the guard's dialer, on the address it connects to.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	from := via[len(via)-1].URL
+	switch {
+	case len(via) > maxRedirects:
+		return &RedirectError{From: via[0].URL.Redacted(), To: req.URL.Redacted(), Why: fmt.Sprintf("more than %d redirects", maxRedirects)}
+	case via[0].URL.Scheme == "https" && req.URL.Scheme != "https":
+		return &RedirectError{From: from.Redacted(), To: req.URL.Redacted(), Why: "a downgrade from https to " + req.URL.Scheme}
 	}
 	return nil
 }

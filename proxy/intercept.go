@@ -99,8 +99,10 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request, origin
 	stop := context.AfterFunc(s.ctx, func() { l.Close() })
 	defer stop()
 	srv := &http.Server{
-		Handler:           s.interceptHandler(origin, r.RemoteAddr),
-		ReadHeaderTimeout: 30 * time.Second,
+		Handler: s.interceptHandler(origin, r.RemoteAddr),
+		// The front's limits: a tunnel is no way around them.
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}

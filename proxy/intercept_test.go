@@ -223,3 +223,97 @@ func TestHTTPRedirectedToHTTPS(t *testing.T) {
 		t.Fatalf("the origin served the deb %d times: the https and http copies are not one blob", up.count(debPath))
 	}
 }
+
+// An https origin that redirects to plain http is not followed: the bytes
+// would cross the network in the clear and be served as https under the
+// site CA (apt itself refuses such a redirect). The client gets 502 with
+// the reason, and the http mirror is never asked; https to https is
+// followed, a few hops at most.
+func TestInterceptedRedirectStaysHTTPS(t *testing.T) {
+	up := newUpstream(t, 30000)
+	public := newTestCA(t, "a public CA")
+	plain := httptest.NewServer(http.HandlerFunc(up.serve)) // the same files in the clear
+	t.Cleanup(plain.Close)
+	tlsUp := newUpstream(t, 30000)
+	_, port := tlsOrigin(t, tlsUp, public)
+	ca, err := siteca.Init(t.TempDir(), []string{"localhost"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+		c.Intercept = siteInterceptor{ca}
+		c.UpstreamRoots = public.pool
+		c.ConnectPorts = []int{port}
+	})
+	// /down redirects to the http mirror; /hop to /hop1 ... /hop6, then the file.
+	tlsUp.hook("/down"+debPath, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+debPath, http.StatusFound)
+	})
+	for i := range 7 {
+		from, to := "/hop"+strconv.Itoa(i)+debPath, "/hop"+strconv.Itoa(i+1)+debPath
+		if i == 6 {
+			to = debPath
+		}
+		tlsUp.hook(from, func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, to, http.StatusFound) })
+	}
+	pu, _ := url.Parse(h.front.URL)
+	siteRoots := x509.NewCertPool()
+	siteRoots.AddCert(ca.Cert)
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: siteRoots}, DisableCompression: true}}
+	base := "https://localhost:" + strconv.Itoa(port)
+	get := func(path string) (int, string) {
+		resp, err := c.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/down" + debPath); code != http.StatusBadGateway || !strings.Contains(body, "downgrade") {
+		t.Fatalf("a redirect from https to http: %d %q, want 502 naming the downgrade", code, clipBody([]byte(body)))
+	}
+	if n := up.count(debPath); n != 0 {
+		t.Fatalf("the http mirror was asked %d times", n)
+	}
+	if code, body := get("/hop0" + debPath); code != http.StatusBadGateway || !strings.Contains(body, "redirects") {
+		t.Fatalf("seven redirects: %d %q, want 502", code, clipBody([]byte(body)))
+	}
+	if code, _ := get("/hop2" + debPath); code != http.StatusOK {
+		t.Fatalf("five https redirects: %d, want 200", code)
+	}
+}
+
+// Inside an intercepted tunnel a request head has the front's limits: a
+// 100 KB header is answered 431, as it is in the clear.
+func TestInterceptedHeadLimits(t *testing.T) {
+	up := newUpstream(t, 1000)
+	public := newTestCA(t, "a public CA")
+	_, port := tlsOrigin(t, up, public)
+	ca, err := siteca.Init(t.TempDir(), []string{"localhost"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+		c.Intercept = siteInterceptor{ca}
+		c.UpstreamRoots = public.pool
+		c.ConnectPorts = []int{port}
+	})
+	pu, _ := url.Parse(h.front.URL)
+	siteRoots := x509.NewCertPool()
+	siteRoots.AddCert(ca.Cert)
+	c := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), TLSClientConfig: &tls.Config{RootCAs: siteRoots}}}
+	req, _ := http.NewRequest(http.MethodGet, "https://localhost:"+strconv.Itoa(port)+debPath, nil)
+	req.Header.Set("X-Padding", strings.Repeat("a", 100<<10))
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("a 100 KB header inside the tunnel: %d, want 431", resp.StatusCode)
+	}
+	// The tunnel ends once net/http has closed it after the 431.
+	c.CloseIdleConnections()
+	h.settle()
+}

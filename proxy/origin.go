@@ -56,7 +56,8 @@ func isUpstreamDown(err error) bool {
 	var fe *upstreamFetchError
 	var st *upstreamStatusError
 	var de *DestinationError
-	if errors.As(err, &de) {
+	var re *RedirectError
+	if errors.As(err, &de) || errors.As(err, &re) {
 		return false // not down: refused, and a copy from before is not served either
 	}
 	return errors.As(err, &fe) || errors.As(err, &st) && st.code >= 500
@@ -167,6 +168,10 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		var de *DestinationError
 		if errors.As(err, &de) {
 			return nil, fill.Stop(de) // no retry, no other source: refused
+		}
+		var re *RedirectError
+		if errors.As(err, &re) {
+			return nil, fill.Stop(re) // the origin's own answer: no other source says otherwise
 		}
 		var be *BudgetError
 		if errors.As(err, &be) {

@@ -294,6 +294,7 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		st   *upstreamStatusError
 		fe   *upstreamFetchError
 		de   *DestinationError
+		re   *RedirectError
 		be   *BudgetError
 		he   *hub.RefusedError
 	)
@@ -303,6 +304,8 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		return
 	case errors.As(err, &de):
 		code, msg = http.StatusForbidden, de.Error()
+	case errors.As(err, &re):
+		code, msg = http.StatusBadGateway, re.Error()
 	case errors.Is(err, errShuttingDown):
 		code = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "5")

@@ -235,6 +235,11 @@ const (
 	DefaultShareMinSize  = 256 << 10
 	DefaultMaxConns      = 1024
 	DefaultMaxClientConn = 64
+	// A client's request head is small: a slow or huge one costs little
+	// and is answered (431 beyond the cap) or cut. The daemon's server
+	// and every intercepted tunnel's apply them.
+	ReadHeaderTimeout = 10 * time.Second
+	MaxHeaderBytes    = 64 << 10
 )
 
 // New builds the proxy.
@@ -316,7 +321,7 @@ func New(cfg Config, store Store) (*Server, error) {
 	s.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warren_chocolatey_upstream_requests_total", Help: "Requests sent to a Chocolatey feed's upstream, by feed and kind of call.",
 	}, []string{"feed", "kind"})
-	s.up = &http.Client{Transport: &budgetTransport{base: tr, budgets: budgets, count: func(feed, kind string) {
+	s.up = &http.Client{CheckRedirect: checkRedirect, Transport: &budgetTransport{base: tr, budgets: budgets, count: func(feed, kind string) {
 		s.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
 	}}}
 	s.neg, _ = lru.New[string, time.Time](10000)

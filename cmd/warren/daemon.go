@@ -431,8 +431,8 @@ func (d *daemon) Run(ctx context.Context) error {
 		Handler: d.handler(),
 		// A client's request head is small: a slow or huge one costs
 		// little and is answered (431 beyond the cap) or cut.
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: proxy.ReadHeaderTimeout,
+		MaxHeaderBytes:    proxy.MaxHeaderBytes,
 		IdleTimeout:       120 * time.Second,
 		ConnContext:       proxy.ConnContext,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelDebug),
