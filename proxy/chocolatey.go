@@ -17,6 +17,7 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/door"
 )
 
 // The NuGet v2 pull-through feed: /chocolatey/api/v2/ (the default feed) and
@@ -145,7 +146,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 		// A preload-only hub answers what it keeps, as it is.
 		a = kept
 	case preloadOnly:
-		s.hubRefuseUnheld(w, plan{url: target})
+		s.hubRefuseUnheld(w, door.Plan{URL: target})
 		s.logFeed(r, target, kind, "refused", http.StatusNotFound, 0, start)
 		return
 	default:
@@ -207,7 +208,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 	w.WriteHeader(a.status)
 	if r.Method == http.MethodGet {
 		w.Write(body)
-		s.hist.add(s.now(), EcoChocolatey, int64(len(body)), 0)
+		s.hist.add(s.now(), door.EcoChocolatey, int64(len(body)), 0)
 	}
 	s.logFeed(r, target, kind, outcome, a.status, len(body), start)
 }
@@ -262,25 +263,24 @@ func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Hea
 	if err != nil {
 		return feedAnswer{}, fmt.Errorf("bad feed request: %w", err)
 	}
-	s.setUpstreamHeaders(req, asker{ua: hdr.Get("User-Agent"), via: hdr.Values("Via")})
 	for _, k := range []string{"Accept", "Accept-Language", "DataServiceVersion", "MaxDataServiceVersion"} {
 		if v := hdr.Get(k); v != "" {
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := s.upstreamDo(req)
+	resp, err := s.door.Upstream(req, door.Asker{UA: hdr.Get("User-Agent"), Via: hdr.Values("Via")})
 	if err != nil {
 		var be *BudgetError
 		if errors.As(err, &be) {
 			return feedAnswer{}, be
 		}
-		return feedAnswer{}, &upstreamFetchError{url: target, err: err}
+		return feedAnswer{}, &door.UpstreamFetchError{URL: target, Err: err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFeedBytes+1))
-	s.hist.add(s.now(), EcoChocolatey, 0, int64(len(body)))
+	s.hist.add(s.now(), door.EcoChocolatey, 0, int64(len(body)))
 	if err != nil {
-		return feedAnswer{}, &upstreamFetchError{url: target, err: err}
+		return feedAnswer{}, &door.UpstreamFetchError{URL: target, Err: err}
 	}
 	if len(body) > maxFeedBytes {
 		return feedAnswer{}, fmt.Errorf("feed answer from %s is larger than %d bytes", target, maxFeedBytes)
@@ -416,10 +416,9 @@ func (s *Server) recordEntries(rt chocoRoute, entries []chocolatey.Entry) {
 	if len(facts) == 0 {
 		return
 	}
-	if err := s.store.PutKnown(facts); err != nil {
+	if err := s.door.LearnFacts(facts); err != nil {
 		s.log.Error("could not record package hashes", slog.String("feed", rt.feed), slog.Any("err", err))
 	}
-	s.knownDirty.Store(true)
 }
 
 // learnPackage asks upstream for one package's entry, for a download whose
@@ -430,8 +429,7 @@ func (s *Server) learnPackage(ctx context.Context, rt chocoRoute, id, version st
 	if err != nil {
 		return
 	}
-	s.setUpstreamHeaders(req, asker{})
-	resp, err := s.upstreamDo(req)
+	resp, err := s.door.Upstream(req, door.Asker{})
 	if err != nil {
 		s.log.Warn("could not look up a package's hash", slog.String("url", target), slog.Any("err", err))
 		return
@@ -462,13 +460,13 @@ func (s *Server) serveNupkg(w http.ResponseWriter, r *http.Request, rt chocoRout
 		k, err = s.store.Known(key)
 	}
 	// PackageSize is informational in feeds; the hash is what is checked.
-	p := plan{kind: "nupkg", eco: EcoChocolatey, size: -1, url: rt.upstream + "package/" + id + "/" + version}
+	p := door.Plan{Kind: "nupkg", Eco: door.EcoChocolatey, Size: -1, URL: rt.upstream + "package/" + id + "/" + version}
 	if err == nil {
-		p.url, p.digest = k.Source, k.Digest
+		p.URL, p.Digest = k.Source, k.Digest
 	}
-	p.key = p.url
-	if key, ok := canonicalString(p.url); ok {
-		p.key = key
+	p.Key = p.URL
+	if key, ok := door.CanonicalString(p.URL); ok {
+		p.Key = key
 	}
 	s.servePlan(w, r, p)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+	"github.com/warren-cache/warren/door"
 )
 
 // The site's saving over the last day: bytes served to clients against
@@ -34,7 +35,7 @@ type history struct {
 }
 
 // ecosystems in the chart's order; "other" is what none of them names.
-var chartEcosystems = []string{EcoDebian, EcoRPM, EcoChocolatey, "other"}
+var chartEcosystems = []string{door.EcoDebian, door.EcoRPM, door.EcoChocolatey, "other"}
 
 func (h *history) add(now time.Time, eco string, served, wan int64) {
 	if served == 0 && wan == 0 {
@@ -136,7 +137,7 @@ func (h *history) totals(now time.Time) []EcoTotal {
 	return out
 }
 
-var chartColors = map[string]string{EcoDebian: "#c70036", EcoRPM: "#2a6ebb", EcoChocolatey: "#7b4f2c", "other": "#8a8a8a"}
+var chartColors = map[string]string{door.EcoDebian: "#c70036", door.EcoRPM: "#2a6ebb", door.EcoChocolatey: "#7b4f2c", "other": "#8a8a8a"}
 
 // chart draws the last day as inline SVG: per hour, the bytes served
 // without the WAN stacked by ecosystem, and the WAN's bytes as a line.

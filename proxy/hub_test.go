@@ -285,7 +285,7 @@ func TestHubMaxRequesters(t *testing.T) {
 	second := make(chan []byte, 1)
 	go func() { _, b, _ := n2.get(up.debURL); second <- b }()
 	deadline := time.After(20 * time.Second)
-	for n2.px.stats.HubWaits.Load() == 0 {
+	for n2.px.door.Stats().HubWaits.Load() == 0 {
 		select {
 		case <-deadline:
 			t.Fatal("the second node was never told to wait")
@@ -486,7 +486,7 @@ func TestHubConsistentRepomd(t *testing.T) {
 	if _, md := n3.mustGet(up.URL+repomd, 200); bytes.Equal(md, md1) {
 		t.Fatal("the new repomd.xml was not handed out once upstream had its primary")
 	}
-	if !hb.px.holds(cachestore.Digest{Algo: "sha256", Hex: strings.TrimSuffix(strings.TrimPrefix(primary2, "/el9/os/repodata/"), "-primary.xml.gz")}) {
+	if !hb.px.door.Holds(cachestore.Digest{Algo: "sha256", Hex: strings.TrimSuffix(strings.TrimPrefix(primary2, "/el9/os/repodata/"), "-primary.xml.gz")}) {
 		t.Fatal("the hub handed out the new repomd.xml without holding its primary")
 	}
 	n3.mustGet(up.URL+primary2, 200)

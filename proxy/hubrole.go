@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 )
 
@@ -81,7 +82,7 @@ func (s *Server) hubAdmit(w http.ResponseWriter, r *http.Request) bool {
 	if err := role.Tokens.Check(r); err != nil {
 		s.hubm.refuse(hub.ReasonToken)
 		s.log.Warn("hub refused a request without a valid token", slog.String("client", r.RemoteAddr),
-			slog.String("url", redactURL(r.URL)), slog.Any("err", err))
+			slog.String("url", door.RedactURL(r.URL)), slog.Any("err", err))
 		hub.Refuse(w, http.StatusUnauthorized, hub.ReasonToken, err.Error())
 		return false
 	}
@@ -110,53 +111,53 @@ func (s *Server) hubAdmit(w http.ResponseWriter, r *http.Request) bool {
 //
 // Otherwise the hub plans from its own facts, and a node's wrong claim
 // only fails that node's own request.
-func (s *Server) hubPlan(r *http.Request, p *plan) {
+func (s *Server) hubPlan(r *http.Request, p *door.Plan) {
 	v := r.Header.Get(hub.HeaderDigest)
 	if v == "" {
 		return
 	}
 	d, err := cachestore.ParseDigest(v)
-	if err != nil || d.Validate() != nil || d == p.digest {
+	if err != nil || d.Validate() != nil || d == p.Digest {
 		return
 	}
 	if d.Algo == "sha1" {
 		return
 	}
-	p.digest, p.size = d, -1
+	p.Digest, p.Size = d, -1
 	if n, err := strconv.ParseInt(r.Header.Get(hub.HeaderSize), 10, 64); err == nil && n >= 0 {
-		p.size = n
+		p.Size = n
 	}
-	p.passThrough = false
+	p.PassThrough = false
 }
 
 // hubRefuseUnheld answers, in preload mode, for what the hub does not
 // hold: 404 with the reason, and no byte over the WAN.
-func (s *Server) hubRefuseUnheld(w http.ResponseWriter, p plan) {
+func (s *Server) hubRefuseUnheld(w http.ResponseWriter, p door.Plan) {
 	s.hubm.refuse(hub.ReasonNotPreloaded)
 	what := "this URL"
-	if !p.digest.IsZero() {
-		what = "blob " + p.digest.String()
+	if !p.Digest.IsZero() {
+		what = "blob " + p.Digest.String()
 	}
 	hub.Refuse(w, http.StatusNotFound, hub.ReasonNotPreloaded,
-		fmt.Sprintf("%s is not held and hub_mode is preload: only what was preloaded is served (%s)", what, p.url))
+		fmt.Sprintf("%s is not held and hub_mode is preload: only what was preloaded is served (%s)", what, p.URL))
 }
 
 // hubEnter admits a requester of an artifact in transfer, or tells it to
 // wait: false means answered (503).
-func (s *Server) hubEnter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, p plan) (leave func(), ok bool) {
+func (s *Server) hubEnter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, p door.Plan) (leave func(), ok bool) {
 	q := s.cfg.Hub.Queue
-	leave, pos, streaming, ok := q.Enter(p.fillKey())
+	leave, pos, streaming, ok := q.Enter(p.FillKey())
 	if ok {
 		return leave, true
 	}
 	s.hubm.refuse(hub.ReasonMaxRequesters)
 	// The size the metadata gives: waiting for the transfer's own would
 	// hold this answer until upstream's headers arrive.
-	total := p.size
-	s.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", p.url),
+	total := p.Size
+	s.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", p.URL),
 		slog.String("client", r.RemoteAddr), slog.Int("position", pos), slog.Int("streaming", streaming))
 	done := f.Written()
-	hub.WriteBusy(w, hub.Busy{Position: pos, RetryAfter: q.Wait(p.fillKey(), done, total), Done: done, Total: total, Requesters: streaming})
+	hub.WriteBusy(w, hub.Busy{Position: pos, RetryAfter: q.Wait(p.FillKey(), done, total), Done: done, Total: total, Requesters: streaming})
 	return nil, false
 }
 

@@ -118,7 +118,7 @@ func (s *Server) interceptHandler(host, client string) http.Handler {
 			pr.SetURL(origin)
 			pr.Out.Host = host
 		},
-		Transport: s.up.Transport,
+		Transport: s.door.Client().Transport,
 		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +133,7 @@ func (s *Server) interceptHandler(host, client string) http.Handler {
 			return
 		}
 		target := &url.URL{Scheme: "https", Host: host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-		s.serveCache(w, r, target, s.credentialOf(r.Header, target))
+		s.serveCache(w, r, target, s.door.CredentialOf(r.Header, target))
 	})
 }
 

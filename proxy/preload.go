@@ -16,6 +16,7 @@ import (
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/rpm"
 )
@@ -57,9 +58,9 @@ type preloadItem struct {
 // or indexes are in the report; err is for a run that could not start.
 func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun, error) {
 	run := hub.PreloadRun{Start: s.now(), DryRun: o.DryRun, Ecosystem: map[string]int{}}
-	who := asker{ua: "warren-preload"}
+	who := door.Asker{UA: "warren-preload"}
 	if o.Rate > 0 {
-		who.rate = rate.NewLimiter(rate.Limit(o.Rate), int(min(o.Rate, 256<<10)))
+		who.Rate = rate.NewLimiter(rate.Limit(o.Rate), int(min(o.Rate, 256<<10)))
 	}
 	if o.Held == nil {
 		o.Held = map[string]bool{}
@@ -104,7 +105,7 @@ func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun,
 		seen[it.d] = true
 		run.Wanted++
 		run.Ecosystem[it.eco]++
-		if s.holds(it.d) {
+		if s.door.Holds(it.d) {
 			o.Held[it.eco+":"+it.name] = true
 			continue
 		}
@@ -123,12 +124,12 @@ func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun,
 		if ctx.Err() != nil {
 			break
 		}
-		if s.holds(it.d) {
+		if s.door.Holds(it.d) {
 			continue
 		}
-		p := s.plan(ctx, mustParse(it.url), credential{})
-		p.digest, p.size = it.d, it.size
-		if err := s.fillNow(ctx, p, who); err != nil {
+		p := s.door.Plan(ctx, mustParse(it.url), door.Credential{})
+		p.Digest, p.Size = it.d, it.size
+		if err := s.fetch(ctx, p, who); err != nil {
 			fail(it.url, err)
 		}
 	}
@@ -143,12 +144,12 @@ func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun,
 			run.Stopped = "stopped: " + ctx.Err().Error()
 			break
 		}
-		p := s.plan(ctx, mustParse(it.url), credential{})
-		p.digest, p.size, p.meta = it.d, it.size, ""
-		if p.kind == "other" {
-			p.kind = "preload"
+		p := s.door.Plan(ctx, mustParse(it.url), door.Credential{})
+		p.Digest, p.Size, p.Meta = it.d, it.size, ""
+		if p.Kind == "other" {
+			p.Kind = "preload"
 		}
-		if err := s.fillNow(ctx, p, who); err != nil {
+		if err := s.fetch(ctx, p, who); err != nil {
 			fail(it.url, err)
 		} else {
 			run.Fetched++
@@ -173,80 +174,37 @@ func mustParse(raw string) *url.URL {
 	return u
 }
 
-// fetchIndex fetches (or revalidates) an index file through the one
-// request story's steps and returns its stored blob, once its facts are
-// being learnt.
-func (s *Server) fetchIndex(ctx context.Context, raw string, who asker) (cachestore.Digest, plan, error) {
+// fetchIndex fetches (or revalidates) an index file through the door, as a
+// request would, and returns its stored blob, once its facts are being
+// learnt.
+func (s *Server) fetchIndex(ctx context.Context, raw string, who door.Asker) (cachestore.Digest, door.Plan, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return cachestore.Digest{}, plan{}, fmt.Errorf("%q is not an http(s) URL", raw)
+		return cachestore.Digest{}, door.Plan{}, fmt.Errorf("%q is not an http(s) URL", raw)
 	}
 	if u.User != nil {
 		// What a hub preloads is for every node; a repository behind a
 		// credential is its users' alone (RFC 9111 §3.5).
-		return cachestore.Digest{}, plan{}, fmt.Errorf("%s: a repository with credentials is private and never preloaded for the site; list it without user:password, or leave it to its own clients",
-			redactURL(u))
+		return cachestore.Digest{}, door.Plan{}, fmt.Errorf("%s: a repository with credentials is private and never preloaded for the site; list it without user:password, or leave it to its own clients",
+			door.RedactURL(u))
 	}
-	p := s.plan(ctx, u, credential{})
-	for range 3 {
-		have, err := s.lookup(p)
-		if err != nil {
-			return cachestore.Digest{}, p, err
-		}
-		switch {
-		case have.blob != nil:
-			have.blob.Close()
-			return have.info.Digest, p, nil
-		case have.cached != nil && s.now().Sub(have.cached.Fetched) < s.cfg.IndexTTL:
-			// Fresh by index_ttl, whatever the mode: preloading is how
-			// a preload-only hub learns what changed upstream.
-			return have.cached.Digest, p, nil
-		}
-		f, leader := s.store.BeginFill(p.fillKey())
-		if leader {
-			s.startFill(f, who, p, have.cached)
-		}
-		d, err := f.Result(ctx)
-		switch {
-		case err == nil:
-			return d, p, nil
-		case errors.Is(err, errNotModified) && have.cached != nil:
-			return have.cached.Digest, p, nil
-		case errors.Is(err, errAlreadyStored), errors.Is(err, errNotModified):
-			continue
-		}
-		return cachestore.Digest{}, p, fmt.Errorf("fetch %s: %w", raw, err)
-	}
-	return cachestore.Digest{}, p, fmt.Errorf("fetch %s: it kept changing while it was fetched", raw)
+	p := s.door.Plan(ctx, u, door.Credential{})
+	d, err := s.door.Fetch(ctx, p, who, door.FetchOptions{})
+	return d, p, err
+}
+
+// fetch brings an artifact in through the door.
+func (s *Server) fetch(ctx context.Context, p door.Plan, who door.Asker) error {
+	_, err := s.door.Fetch(ctx, p, who, door.FetchOptions{})
+	return err
 }
 
 // readIndex opens an index file's stored bytes, decompressed.
 func (s *Server) readIndex(ctx context.Context, d cachestore.Digest, name string) (io.ReadCloser, error) {
-	b, err := s.store.ReadBlob(d)
-	if err != nil {
-		return nil, err
-	}
-	zr, err := s.decoders.open(ctx, name, b.File, maxIndexBytes)
-	if err != nil {
-		b.Close()
-		return nil, err
-	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{zr, closers{zr, b}}, nil
+	return s.door.ReadIndex(ctx, d, name)
 }
 
-type closers []io.Closer
-
-func (c closers) Close() error {
-	for _, x := range c {
-		x.Close()
-	}
-	return nil
-}
-
-func (s *Server) preloadApt(ctx context.Context, a hub.AptPreload, o PreloadOptions, who asker) ([]preloadItem, error) {
+func (s *Server) preloadApt(ctx context.Context, a hub.AptPreload, o PreloadOptions, who door.Asker) ([]preloadItem, error) {
 	base := strings.TrimSuffix(a.URL, "/") + "/"
 	var out []preloadItem
 	var errs []error
@@ -299,7 +257,7 @@ func (s *Server) preloadApt(ctx context.Context, a hub.AptPreload, o PreloadOpti
 
 // aptPackages reads one component's Packages for one architecture, the
 // best compression its Release lists.
-func (s *Server) aptPackages(ctx context.Context, suiteURL, dir string, listed map[string]bool, who asker) (map[string]debian.Package, error) {
+func (s *Server) aptPackages(ctx context.Context, suiteURL, dir string, listed map[string]bool, who door.Asker) (map[string]debian.Package, error) {
 	for _, name := range []string{"Packages.xz", "Packages.gz", "Packages"} {
 		if !listed[dir+name] {
 			continue
@@ -351,7 +309,7 @@ func aptWanted(base string, pkgs map[string]debian.Package, globs []string, o Pr
 
 // preloadRPM returns the packages the globs name, and the repository's
 // other metadata files (what dnf reads besides primary).
-func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOptions, who asker) (_ []preloadItem, metadata []preloadItem, _ error) {
+func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOptions, who door.Asker) (_ []preloadItem, metadata []preloadItem, _ error) {
 	base := strings.TrimSuffix(r.BaseURL, "/") + "/"
 	d, _, err := s.fetchIndex(ctx, base+"repodata/repomd.xml", who)
 	if err != nil {

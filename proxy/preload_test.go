@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/hub"
-	"golang.org/x/time/rate"
 )
 
 // aptPkg is one package of a test archive.
@@ -216,39 +214,6 @@ func TestChocolateyPreloadedFeedDown(t *testing.T) {
 	}
 	if !bytes.Equal(got, feed.pkgs["tool/2.0.0"]) {
 		t.Fatalf("downloaded %d bytes, not the package", len(got))
-	}
-}
-
-// preload_rate: a paced body hands out no more than the limiter's burst
-// per read and takes a token per byte, so a run's WAN bytes follow the
-// rate (the limiter's own clock does the waiting).
-func TestPacedBody(t *testing.T) {
-	body := randomBytes(100<<10, 9)
-	lim := rate.NewLimiter(rate.Inf, 4<<10)
-	p := &paced{ReadCloser: io.NopCloser(bytes.NewReader(body)), ctx: t.Context(), lim: lim}
-	buf := make([]byte, 64<<10)
-	var got []byte
-	for {
-		n, err := p.Read(buf)
-		if n > 4<<10 {
-			t.Fatalf("a read of %d bytes, above the burst of %d", n, 4<<10)
-		}
-		got = append(got, buf[:n]...)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !bytes.Equal(got, body) {
-		t.Fatal("the paced body changed the bytes")
-	}
-	// A finite rate: the tokens a read takes are the bytes it gave.
-	slow := rate.NewLimiter(1, 1<<10)
-	p = &paced{ReadCloser: io.NopCloser(bytes.NewReader(body)), ctx: t.Context(), lim: slow}
-	if n, err := p.Read(buf); err != nil || n != 1<<10 || slow.Tokens() > 0.5 {
-		t.Fatalf("one read at 1 B/s: %d bytes, %v, %.1f tokens left; want the burst, all tokens taken", n, err, slow.Tokens())
 	}
 }
 

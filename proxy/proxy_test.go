@@ -28,6 +28,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -201,13 +202,13 @@ func (h *harness) firstBytes(rawURL string, n int) (*http.Response, []byte) {
 // that teach about it are done (a learn runs after its file's last byte).
 func (h *harness) known(rawURL string) (cachestore.Known, error) {
 	h.t.Helper()
-	key, ok := canonicalString(rawURL)
+	key, ok := door.CanonicalString(rawURL)
 	if !ok {
 		key = rawURL
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h.px.learning.wait(ctx, key, nil)
+	h.px.door.Learnt(ctx, key)
 	return h.store.Known(key)
 }
 
@@ -474,10 +475,10 @@ func TestTruncatedUpstreamBody(t *testing.T) {
 			if !bytes.Equal(body, up.deb) {
 				t.Fatal("after the truncated try, the right bytes were not served")
 			}
-			// The fill resumed each cut body with Range, originTries times,
+			// The fill resumed each cut body with Range, door.OriginTries times,
 			// then gave up; the next request fetched it whole.
-			if n := up.count(debPath); n != originTries+1 {
-				t.Fatalf("upstream GETs %d, want %d (the truncated body must not be cached)", n, originTries+1)
+			if n := up.count(debPath); n != door.OriginTries+1 {
+				t.Fatalf("upstream GETs %d, want %d (the truncated body must not be cached)", n, door.OriginTries+1)
 			}
 		})
 	}
@@ -890,7 +891,7 @@ func TestLoopDetected(t *testing.T) {
 	up := newUpstream(t, 10)
 	h := newHarness(t, up)
 	req, _ := http.NewRequest(http.MethodGet, h.front.URL+"/deb.example/debian/pool/x.deb", nil)
-	req.Header.Set("Via", "1.1 other-proxy, "+h.px.via)
+	req.Header.Set("Via", "1.1 other-proxy, "+h.px.door.Via())
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -1277,32 +1278,6 @@ func TestSweepForgetsAPackageTheArchiveDropped(t *testing.T) {
 	if _, err := h.known(up.URL + debPath); err != nil {
 		t.Fatalf("a listed package was swept: %v", err)
 	}
-}
-
-// A second Commit of a fill registers no second learn: one left running
-// would make every request in its repository wait learnWaitMax.
-func TestCommitRegistersOneLearn(t *testing.T) {
-	up := newUpstream(t, 10)
-	h := newHarness(t, up)
-	p := h.px.plan(t.Context(), mustURL(up.URL+packagesPath), credential{})
-	if p.meta == "" {
-		t.Fatalf("plan of %s has no metadata to learn", packagesPath)
-	}
-	f, _ := h.store.BeginFill("url:" + p.key)
-	if err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: 3}); err != nil {
-		t.Fatal(err)
-	}
-	f.Write([]byte("abc"))
-	cf := &committingFill{Fill: f, s: h.px, p: p}
-	cf.Commit(cachestore.Digest{Algo: "sha256"}, 3)
-	cf.Commit(cachestore.Digest{Algo: "sha256"}, 3)
-	h.px.learning.mu.Lock()
-	n := len(h.px.learning.running)
-	h.px.learning.mu.Unlock()
-	if n != 1 {
-		t.Fatalf("%d learns registered by two Commits, want 1", n)
-	}
-	h.px.learning.end(cf.learn)
 }
 
 // Close cancels the fills in progress and waits for them; a request that

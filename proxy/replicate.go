@@ -13,6 +13,7 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/rpm"
@@ -134,8 +135,8 @@ func (s *Server) topMetadata(ctx context.Context, key string) bool {
 	if strings.HasPrefix(key, hub.FeedQueryPrefix) {
 		return false
 	}
-	p := s.plan(ctx, mustParse(key), credential{})
-	return p.meta == metaRelease || p.meta == metaRepomd
+	p := s.door.Plan(ctx, mustParse(key), door.Credential{})
+	return p.Meta == door.MetaRelease || p.Meta == door.MetaRepomd
 }
 
 // consistent says whether this hub holds, at the hashes e lists, every
@@ -231,19 +232,11 @@ func (s *Server) replicateEntry(ctx context.Context, c hub.FeedClient, e cachest
 // the bytes taken.
 func (s *Server) replicateBlob(ctx context.Context, c hub.FeedClient, e cachestore.Change) (int64, error) {
 	var got atomic.Int64
-	for range 3 {
-		f, leader := s.store.BeginFill(cachestore.FillKey(e.Digest))
-		if !leader {
-			if _, err := f.Result(ctx); err == nil || ctx.Err() != nil {
-				return got.Load(), err
-			}
-			continue // that fill failed: ours may not
-		}
-		src := &replicaSource{c: c, d: e.Digest, got: &got}
-		_, err := s.engine.Run(ctx, f, fill.Want{Digest: e.Digest, Size: e.Size}, []fill.Source{src})
-		return got.Load(), err
-	}
-	return got.Load(), errors.New("other fills of it kept failing")
+	p := s.door.Plan(ctx, mustParse(e.Key), door.Credential{})
+	p.Digest, p.Size = e.Digest, e.Size
+	src := &replicaSource{c: c, d: e.Digest, got: &got}
+	_, err := s.door.Fetch(ctx, p, door.Asker{UA: "warren-replicate"}, door.FetchOptions{Sources: []fill.Source{src}, Unrecorded: true})
+	return got.Load(), err
 }
 
 // replicaSource is a source hub's blob endpoint, as a fill source.

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 )
 
@@ -32,19 +33,19 @@ func (s *Server) recordStored(key, kind string, d cachestore.Digest, size int64,
 
 // recordFill records what a fill for p stored (a file kept by URL with
 // its validators).
-func (s *Server) recordFill(p plan, d cachestore.Digest, size int64) {
-	if s.cfg.Hub == nil || p.cred.private() {
+func (s *Server) recordFill(p door.Plan, d cachestore.Digest, size int64) {
+	if s.cfg.Hub == nil || p.Cred.Private() {
 		return // a private scope's files are never offered (private.go)
 	}
 	var cached *cachestore.Cached
-	if p.digest.IsZero() {
-		c, err := s.store.Cached(p.key)
+	if p.Digest.IsZero() {
+		c, err := s.store.Cached(p.Key)
 		if err != nil || c.Digest != d {
 			return // replaced meanwhile: that fill records its own
 		}
 		cached = &c
 	}
-	s.recordStored(p.key, p.kind, d, size, cached)
+	s.recordStored(p.Key, p.Kind, d, size, cached)
 }
 
 // serveReplication answers the change feed and blobs to a sync token.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 )
 
@@ -260,7 +261,7 @@ func TestReplicationKeepsNewerCopy(t *testing.T) {
 }
 
 func canonicalKey(t *testing.T, raw string) string {
-	key, ok := canonicalString(raw)
+	key, ok := door.CanonicalString(raw)
 	if !ok {
 		t.Fatalf("no canonical form of %s", raw)
 	}

@@ -10,23 +10,22 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/rpm"
 )
 
 // serveCached serves a URL-cache entry; false when its blob is gone.
-func (s *Server) serveCached(w *respWriter, r *http.Request, p plan, c cachestore.Cached) bool {
-	f, bi, err := s.store.OpenHit(c.Digest)
-	if err != nil {
+func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached) bool {
+	f, bi, ok := s.door.OpenCached(p, c)
+	if !ok {
 		return false
 	}
 	defer f.Close()
-	if !p.readable(bi) {
-		return false // never so (a URL's copy is its scope's), but never served if so
-	}
 	mod := bi.Added
 	if t, err := http.ParseTime(c.LastModified); err == nil {
 		mod = t
@@ -115,7 +114,7 @@ func (p pooledWriter) ReadFrom(r io.Reader) (int64, error) {
 // connection. hit says this request joined another's fill whose bytes were
 // already whole and verified (being stored): served from this disk, like a
 // hit. The leader's own request is a miss, however fast its fill was.
-func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p plan, leader bool) (hit bool, err error) {
+func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p door.Plan, leader bool) (hit bool, err error) {
 	info, err := fill.WaitData(r.Context())
 	if err != nil {
 		return false, err
@@ -194,7 +193,7 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 	if err == nil {
 		return hit, nil
 	}
-	if isNoSpace(err) {
+	if door.IsNoSpace(err) {
 		end := int64(-1)
 		if n >= 0 {
 			end = off + n
@@ -275,10 +274,6 @@ func conditional(r *http.Request, etag, lastModified string) (notModified, range
 
 func weakTag(t string) string { return strings.TrimPrefix(strings.TrimSpace(t), "W/") }
 
-func isNoSpace(err error) bool {
-	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, cachestore.ErrNoSpace)
-}
-
 func (s *Server) copyBuf(dst io.Writer, src io.Reader) (int64, error) {
 	bp := s.bufs.Get().(*[]byte)
 	defer s.bufs.Put(bp)
@@ -287,26 +282,26 @@ func (s *Server) copyBuf(dst io.Writer, src io.Reader) (int64, error) {
 
 // fail answers an error that happened before any byte was written; after
 // that it only logs, and serveCache breaks the connection.
-func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
+func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 	var (
 		code = http.StatusInternalServerError
 		msg  = err.Error()
-		st   *upstreamStatusError
-		fe   *upstreamFetchError
-		de   *DestinationError
-		re   *RedirectError
+		st   *door.UpstreamStatusError
+		fe   *door.UpstreamFetchError
+		de   *door.DestinationError
+		re   *door.RedirectError
 		be   *BudgetError
 		he   *hub.RefusedError
 	)
 	switch {
 	case r.Context().Err() != nil:
-		s.log.Debug("client went away", slog.String("url", p.url), slog.Any("err", err))
+		s.log.Debug("client went away", slog.String("url", p.URL), slog.Any("err", err))
 		return
 	case errors.As(err, &de):
 		code, msg = http.StatusForbidden, de.Error()
 	case errors.As(err, &re):
 		code, msg = http.StatusBadGateway, re.Error()
-	case errors.Is(err, errShuttingDown):
+	case errors.Is(err, door.ErrShuttingDown):
 		code = http.StatusServiceUnavailable
 		w.Header().Set("Retry-After", "5")
 	case errors.As(err, &be):
@@ -317,7 +312,7 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		code = http.StatusNotFound
 		w.Header().Set(hub.HeaderRefused, he.Reason)
 	case errors.As(err, &st):
-		code = st.code
+		code = st.Code
 		// A loop stays a loop (508: the request came back to a warren);
 		// other upstream failures are a bad gateway.
 		if code >= 500 && code != http.StatusLoopDetected {
@@ -325,7 +320,7 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		}
 	case errors.As(err, &fe):
 		code = http.StatusBadGateway
-		if fe.timeout() {
+		if fe.Timeout() {
 			code = http.StatusGatewayTimeout
 		}
 	case errors.Is(err, cachestore.ErrDigestMismatch), errors.Is(err, cachestore.ErrSizeMismatch):
@@ -336,11 +331,11 @@ func (s *Server) fail(w *respWriter, r *http.Request, p plan, err error) {
 		msg += " (hub_only is set: the origin is not asked directly; bring a hub back, or unset hub_only)"
 	}
 	if w.wrote {
-		s.log.Error("transfer aborted", slog.String("url", p.url), slog.Any("err", err))
+		s.log.Error("transfer aborted", slog.String("url", p.URL), slog.Any("err", err))
 		return
 	}
 	if code >= 500 {
-		s.log.Warn("request failed", slog.String("url", p.url), slog.Int("status", code), slog.Any("err", err))
+		s.log.Warn("request failed", slog.String("url", p.URL), slog.Int("status", code), slog.Any("err", err))
 	}
 	http.Error(w, "warren: "+msg, code)
 }
@@ -429,3 +424,22 @@ func (w *respWriter) count(n int64) {
 }
 
 func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// contentType is what a stored file is served as when upstream said nothing.
+func contentType(p door.Plan) string {
+	switch {
+	case p.Kind == debian.KindPackage.String():
+		return "application/vnd.debian.binary-package"
+	case p.Kind == rpm.KindPackage.String():
+		return "application/x-rpm"
+	case strings.HasSuffix(p.URL, ".gz"):
+		return "application/gzip"
+	case strings.HasSuffix(p.URL, ".xz"):
+		return "application/x-xz"
+	case strings.HasSuffix(p.URL, ".xml"):
+		return "text/xml"
+	case p.Kind != "other":
+		return "text/plain; charset=utf-8"
+	}
+	return "application/octet-stream"
+}

@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"net/url"
 
-	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 )
 
 // The story of one request, top to bottom. serveCache turns the URL into
@@ -15,9 +15,9 @@ import (
 // answers errors and logs the request once, and serve walks the steps.
 
 // serveCache serves a GET or HEAD for target, whose credential (if any)
-// credentialOf took.
-func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL, cred credential) {
-	p := s.plan(r.Context(), target, cred)
+// the door took (CredentialOf).
+func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL, cred door.Credential) {
+	p := s.door.Plan(r.Context(), target, cred)
 	if s.cfg.Hub != nil {
 		s.hubPlan(r, &p)
 	}
@@ -25,7 +25,7 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.
 }
 
 // servePlan serves a request as p says, answers errors and logs it once.
-func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
+func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) {
 	start := s.now()
 	rw := &respWriter{ResponseWriter: w}
 	outcome, err := s.serve(rw, r, p)
@@ -37,18 +37,18 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 	}
 	s.requestsBy.WithLabelValues(outcome).Inc()
 	s.stats.BytesServed.Add(rw.bytes)
-	s.hist.add(s.now(), p.eco, rw.bytes, 0)
+	s.hist.add(s.now(), p.Eco, rw.bytes, 0)
 	if ctx := r.Context(); s.log.Enabled(ctx, slog.LevelInfo) {
 		// The access log, a line per request: built as a record without
 		// the caller's frame, which Logger.Info looks up on every call
 		// though the handler prints no source.
 		now := s.now()
 		rec := slog.NewRecord(now, slog.LevelInfo, "request", 0)
-		rec.AddAttrs(slog.String("method", r.Method), slog.String("url", p.shownURL()), slog.String("kind", p.kind),
-			slog.Bool("hash_known", !p.digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
+		rec.AddAttrs(slog.String("method", r.Method), slog.String("url", p.ShownURL()), slog.String("kind", p.Kind),
+			slog.Bool("hash_known", !p.Digest.IsZero()), slog.String("outcome", outcome), slog.Int("status", rw.status), slog.Int64("bytes", rw.bytes),
 			slog.Duration("took", now.Sub(start)), slog.String("client", r.RemoteAddr))
-		if p.cred.private() {
-			rec.AddAttrs(slog.String("scope", p.cred.scope))
+		if p.Cred.Private() {
+			rec.AddAttrs(slog.String("scope", p.Cred.Scope()))
 		}
 		_ = s.log.Handler().Handle(ctx, rec)
 	}
@@ -61,24 +61,24 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p plan) {
 }
 
 // serve returns the outcome for the log, or an error for fail to answer.
-// Like groupcache's load:
+// Like groupcache's load, through the door (package door):
 //
 //  1. the store: a stored blob of the known digest, or a fresh copy of a
-//     file cached by URL, is a hit;
+//     file cached by URL, is a hit (what the request's scope may read);
 //  2. a 404 upstream gave lately is given again; a hub in preload mode
 //     refuses what it does not hold;
 //  3. one flight per digest (per URL where no metadata names a hash): the
-//     first request starts the fill from the ordered sources (fillrun.go:
-//     the LAN's peers, the site's hubs, then the origin) on a context no
-//     client owns; a hub lets max_requesters stream one artifact while it
+//     first request starts the fill from the ordered sources (the LAN's
+//     peers, the site's hubs, then the origin) on a context no client
+//     owns; a hub lets max_requesters stream one artifact while it
 //     fetches it, and tells the rest when to come back;
 //  4. every request streams the fill as it grows (respond.go), its last
 //     byte held until the whole blob verifies;
 //  5. the tails: stored meanwhile, or not modified upstream (serve it from
 //     the store); upstream down (the last good copy); no room on the disk
 //     (from the origin without storing, verified as it passes).
-func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
-	if p.passThrough {
+func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, error) {
+	if p.PassThrough {
 		if s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand() {
 			s.hubRefuseUnheld(w, p)
 			return "refused", nil
@@ -88,13 +88,13 @@ func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 	revalidated := false
 	for range 3 {
 		// 1. The store.
-		have, err := s.lookup(p)
+		have, err := s.door.Lookup(p)
 		if err != nil {
 			return "", err
 		}
-		if have.fresh || revalidated {
-			if have.blob != nil && p.meta != "" {
-				s.learnIfNew(p, have.info.Digest)
+		if have.Fresh || revalidated {
+			if have.Blob != nil {
+				s.door.Hit(p, have.Info.Digest)
 			}
 			if s.serveStored(w, r, p, have) {
 				return hitOr(!revalidated, "revalidated"), nil
@@ -105,19 +105,16 @@ func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 			s.hubRefuseUnheld(w, p)
 			return "refused", nil
 		}
-		if r.Method == http.MethodHead && have.cached == nil {
+		if r.Method == http.MethodHead && have.Cached == nil {
 			return "pass", s.passThrough(w, r, p)
 		}
-		if s.negative(p.key) {
-			return "negative", &upstreamStatusError{code: http.StatusNotFound, status: "404 Not Found (remembered)", url: p.url}
+		if s.door.Negative(p) {
+			return "negative", &door.UpstreamStatusError{Code: http.StatusNotFound, Status: "404 Not Found (remembered)", URL: p.URL}
 		}
 		// 3. One flight.
-		fill, leader := s.store.BeginFill(p.fillKey())
-		if leader {
-			s.startFill(fill, askerOf(r), p, have.cached)
-		}
+		fill, leader := s.door.Begin(p, door.AskerOf(r), have.Cached)
 		leave := func() {}
-		if s.cfg.Hub != nil && p.meta == "" && !p.digest.IsZero() {
+		if s.cfg.Hub != nil && p.Meta == "" && !p.Digest.IsZero() {
 			var ok bool
 			if leave, ok = s.hubEnter(w, r, fill, p); !ok {
 				return "queued", nil
@@ -130,81 +127,42 @@ func (s *Server) serve(w *respWriter, r *http.Request, p plan) (string, error) {
 		switch {
 		case err == nil:
 			return hitOr(hit, "miss"), nil
-		case errors.Is(err, errAlreadyStored):
+		case errors.Is(err, door.ErrAlreadyStored):
 			continue
-		case errors.Is(err, errNotModified):
+		case errors.Is(err, door.ErrNotModified):
 			revalidated = true
 			continue
 		case w.wrote:
 			return "miss", err
-		case have.cached != nil && isUpstreamDown(err):
+		case have.Cached != nil && door.IsUpstreamDown(err):
 			s.log.Warn("upstream unavailable; serving the last good copy (offline mode)",
-				slog.String("url", p.url), slog.Time("fetched", have.cached.Fetched), slog.Any("err", err))
+				slog.String("url", p.ShownURL()), slog.Time("fetched", have.Cached.Fetched), slog.Any("err", err))
 			if s.serveStored(w, r, p, have) {
 				return "stale", nil
 			}
 			return "", err
-		case isNoSpace(err):
-			s.log.Warn("cache disk full; serving from upstream without storing", slog.String("url", p.url), slog.Any("err", err))
-			if p.digest.IsZero() {
+		case door.IsNoSpace(err):
+			s.log.Warn("cache disk full; serving from upstream without storing", slog.String("url", p.ShownURL()), slog.Any("err", err))
+			if p.Digest.IsZero() {
 				return "pass", s.passThrough(w, r, p)
 			}
 			return "pass", s.serveUnstored(w, r, p, nil) // verified as it passes
 		}
 		return "miss", err
 	}
-	return "", fmt.Errorf("serve %s: it was stored, then evicted before it could be served, three times in a row; try again", p.url)
+	return "", fmt.Errorf("serve %s: it was stored, then evicted before it could be served, three times in a row; try again", p.ShownURL())
 }
 
-// stored is what the store holds for a plan: the open blob of its digest,
-// or the copy of its URL (fresh, or to revalidate).
-type stored struct {
-	blob   *cachestore.Blob
-	info   cachestore.BlobInfo
-	cached *cachestore.Cached
-	fresh  bool // servable without asking upstream
-}
-
-// lookup finds what the store holds for p.
-func (s *Server) lookup(p plan) (stored, error) {
-	if !p.digest.IsZero() {
-		f, bi, err := s.store.OpenHit(p.digest)
-		switch {
-		case err == nil && !p.readable(bi):
-			// Another scope's: this request's own sources must deliver
-			// the bytes to prove it may have them.
-			f.Close()
-			return stored{}, nil
-		case err == nil:
-			return stored{blob: f, info: bi, fresh: true}, nil
-		case errors.Is(err, cachestore.ErrNotFound):
-			return stored{}, nil
-		}
-		return stored{}, err
-	}
-	c, err := s.store.Cached(p.key)
-	switch {
-	case err == nil:
-		// A preload-only hub serves what it holds as it is: asking
-		// upstream again is what its mode forbids.
-		preloadOnly := s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand()
-		return stored{cached: &c, fresh: preloadOnly || s.now().Sub(c.Fetched) < s.cfg.IndexTTL}, nil
-	case errors.Is(err, cachestore.ErrNotFound):
-		return stored{}, nil
-	}
-	return stored{}, err
-}
-
-// serveStored serves what lookup found; false when the URL's copy lost
-// its blob meanwhile (evicted).
-func (s *Server) serveStored(w *respWriter, r *http.Request, p plan, have stored) bool {
-	if have.blob != nil {
-		defer have.blob.Close()
-		s.serveFile(w, r, have.blob.Content(), have.info.Added, "", contentType(p))
+// serveStored serves what the door's Lookup found; false when the URL's
+// copy lost its blob meanwhile (evicted).
+func (s *Server) serveStored(w *respWriter, r *http.Request, p door.Plan, have door.Stored) bool {
+	if have.Blob != nil {
+		defer have.Blob.Close()
+		s.serveFile(w, r, have.Blob.Content(), have.Info.Added, "", contentType(p))
 		return true
 	}
-	if have.cached != nil {
-		return s.serveCached(w, r, p, *have.cached)
+	if have.Cached != nil {
+		return s.serveCached(w, r, p, *have.Cached)
 	}
 	return false
 }
@@ -214,4 +172,25 @@ func hitOr(hit bool, other string) string {
 		return "hit"
 	}
 	return other
+}
+
+// passThrough answers the client straight from upstream, storing nothing:
+// for HEAD on a miss, mirror lists, and when the disk is full.
+func (s *Server) passThrough(w *respWriter, r *http.Request, p door.Plan) error {
+	resp, err := s.door.PassThrough(r, p)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Last-Modified", "ETag", "Accept-Ranges"} {
+		if v := resp.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.Header().Set("X-Cache", "MISS from warren (not stored)")
+	w.WriteHeader(resp.StatusCode)
+	if _, err := s.copyBuf(w, resp.Body); err != nil {
+		return door.WrapFetch(p.URL, err)
+	}
+	return nil
 }

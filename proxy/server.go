@@ -2,10 +2,7 @@ package proxy
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -21,15 +18,13 @@ import (
 	"time"
 
 	"github.com/elazarl/goproxy"
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
-	"github.com/warren-cache/warren/fill"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
-	"github.com/warren-cache/warren/internal/taskgroup"
 )
 
 // Store is what the proxy needs of the cache.
@@ -61,30 +56,11 @@ type Store interface {
 
 var _ Store = (*cachestore.Store)(nil)
 
-// Peers is what the proxy needs of the LAN (package peering provides it).
-type Peers interface {
-	// Source is the LAN as a fill source of blob d (size bytes, -1
-	// unknown); progress feeds the heartbeats should this node be elected
-	// to download it. Its question starts at once.
-	Source(ctx context.Context, d cachestore.Digest, size int64, progress func() int64) fill.Source
-	// Again is the LAN as the last source of a fill whose others all
-	// failed: it asks afresh who has d now.
-	Again(d cachestore.Digest, size int64, progress func() int64) fill.Source
-	// Done ends this node's part in d; ok announces that it has it now.
-	Done(d cachestore.Digest, ok bool)
-}
-
-// Hub is what the proxy needs of one of its site's hubs (package hub's
-// Parent provides it): an upstream that answers as the origin would, or
-// refuses with a *hub.RefusedError or *hub.BusyError.
-type Hub interface {
-	Name() string
-	Do(req *http.Request) (*http.Response, error)
-	// Received counts the bytes a fill took from it.
-	Received(n int64)
-}
-
-var _ Hub = (*hub.Parent)(nil)
+// Peers and Hub are what the door needs of the LAN and of a hub.
+type (
+	Peers = door.Peers
+	Hub   = door.Hub
+)
 
 // Config holds the proxy's settings.
 type Config struct {
@@ -155,27 +131,13 @@ type Config struct {
 type Server struct {
 	cfg   Config
 	store Store
+	door  *door.Door
 	log   *slog.Logger
 	now   func() time.Time
-	up    *http.Client
 	gp    *goproxy.ProxyHttpServer
-	guard *destGuard
-	// via marks our own upstream requests, so that a request that comes
-	// back to us (a loop) is refused instead of multiplied.
-	via string
-	// scopeSecret keys the private scopes of requests with credentials.
-	scopeSecret []byte
 
-	ctx    context.Context // parent of every fill; no client owns it
+	ctx    context.Context // the tunnels' and feeds' parent; no client owns it
 	cancel context.CancelFunc
-	fills  taskgroup.Group // fills and learns: Close waits for them
-
-	// neg is URL -> until when upstream's 404 stands, the least recently
-	// used forgotten first (a forgotten 404 only costs a request).
-	neg *lru.Cache[string, time.Time]
-	// relearnt are the metadata blobs learnt on a hit since start (see
-	// learnIfNew), the least recently used forgotten first.
-	relearnt *lru.Cache[cachestore.Digest, struct{}]
 
 	bufs sync.Pool // copy buffers
 	// corkBufs hold corked answers' heads (cork.go).
@@ -188,21 +150,10 @@ type Server struct {
 	staleAnswers *prometheus.CounterVec
 	feedUpstream *prometheus.CounterVec
 
-	engine   *fill.Engine
-	learning learning
-	decoders decoders
-	// known counts the learnt URL -> digest facts by ecosystem; recounted
-	// when asked after a learn.
-	knownMu    sync.Mutex // guards known and knownAt
-	known      map[string]int64
-	knownAt    time.Time
-	knownDirty atomic.Bool
-
 	hubm       hubMetrics
 	replServed atomic.Int64 // blob bytes served to hubs pulling from this one
 	stats      Stats
-	waiting    waitList // fills waiting out a busy hub, for the page
-	hist       history  // the last day's bytes by ecosystem, for the page
+	hist       history // the last day's bytes by ecosystem, for the page
 	started    time.Time
 	requestsBy *prometheus.CounterVec
 	metrics    http.Handler
@@ -210,20 +161,12 @@ type Server struct {
 
 // Stats are running totals, read with Snapshot.
 type Stats struct {
-	Requests     atomic.Int64
-	Hits         atomic.Int64
-	Misses       atomic.Int64
-	Errors       atomic.Int64
-	BytesCache   atomic.Int64
-	BytesFetched atomic.Int64 // fetched from upstream
-	BytesPeers   atomic.Int64 // fetched from LAN peers
-	BytesHub     atomic.Int64 // fetched from the site's hubs
-	BytesServed  atomic.Int64 // sent to clients (on a hub: to its nodes)
-	// HubWaits counts a hub's "busy, come back" answers waited out.
-	HubWaits   atomic.Int64
-	Mismatches atomic.Int64
-	// UpstreamFetches counts fills that went to upstream.
-	UpstreamFetches atomic.Int64
+	Requests    atomic.Int64
+	Hits        atomic.Int64
+	Misses      atomic.Int64
+	Errors      atomic.Int64
+	BytesCache  atomic.Int64
+	BytesServed atomic.Int64 // sent to clients (on a hub: to its nodes)
 }
 
 // Defaults the daemon starts from (cmd/warren's defaults() takes them from
@@ -274,11 +217,6 @@ func New(cfg Config, store Store) (*Server, error) {
 		}
 		cfg.AllowClients = nets
 	}
-	guard := newDestGuard(cfg.AllowUpstream, cfg.Now)
-	tr := newTransport(guard, cfg.UpstreamRoots)
-	if cfg.Dial != nil {
-		tr.DialContext = cfg.Dial
-	}
 	budgets := map[string]*budget{}
 	for name, u := range feeds {
 		pu, _ := url.Parse(u)
@@ -295,74 +233,57 @@ func New(cfg Config, store Store) (*Server, error) {
 		}
 		budgets[host] = &budget{feed: name, rate: rate, maxWait: budgetMaxWait, log: cfg.Logger}
 	}
-	var tok [6]byte
-	_, _ = rand.Read(tok[:])
 	s := &Server{
-		cfg:   cfg,
-		guard: guard,
-		store: store,
-		log:   cfg.Logger,
-		now:   cfg.Now,
-		// Redirects are followed: the bytes are verified whatever mirror
-		// ends up sending them.
+		cfg:      cfg,
+		store:    store,
+		log:      cfg.Logger,
+		now:      cfg.Now,
 		budgets:  budgets,
-		via:      "1.1 warren-" + hex.EncodeToString(tok[:]),
 		bufs:     sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
 		corkBufs: sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }},
-	}
-	var err error
-	if s.scopeSecret, err = store.ScopeSecret(); err != nil {
-		// A read-only index (a full disk at start): scopes for this run
-		// only; private entries kept before are not found, never leaked.
-		s.log.Warn("cannot read the credential scope secret from the index; private repositories are cached for this run only", slog.Any("err", err))
-		s.scopeSecret = make([]byte, 32)
-		_, _ = rand.Read(s.scopeSecret)
 	}
 	s.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warren_chocolatey_upstream_requests_total", Help: "Requests sent to a Chocolatey feed's upstream, by feed and kind of call.",
 	}, []string{"feed", "kind"})
-	s.up = &http.Client{CheckRedirect: checkRedirect, Transport: &budgetTransport{base: tr, budgets: budgets, count: func(feed, kind string) {
-		s.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
-	}}}
-	s.neg, _ = lru.New[string, time.Time](10000)
-	s.relearnt, _ = lru.New[cachestore.Digest, struct{}](4096)
-	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
-	s.decoders = findDecoders()
-	if s.decoders.xz == "" {
-		s.log.Info("no xz on PATH: .xz indexes are learnt with Go's decoder, about half as fast (install xz-utils)")
+	dcfg := door.Config{
+		AllowUpstream: cfg.AllowUpstream, UpstreamRoots: cfg.UpstreamRoots,
+		IndexTTL: cfg.IndexTTL, NegativeTTL: cfg.NegativeTTL, StallTimeout: cfg.StallTimeout, ShareMinSize: cfg.ShareMinSize,
+		Peers: cfg.Peers, Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Logger: cfg.Logger, Now: cfg.Now,
+		WAN: func(eco string, n int64) { s.hist.add(s.now(), eco, 0, n) },
+		Transport: func(base http.RoundTripper) http.RoundTripper {
+			return &budgetTransport{base: base, budgets: budgets, count: func(feed, kind string) {
+				s.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
+			}}
+		},
 	}
-	s.gp = s.newGoproxy(tr)
+	if cfg.Hub != nil {
+		dcfg.KeepGenerations = cfg.Hub.KeepGenerations
+		dcfg.PreloadOnly = !cfg.Hub.Mode.OnDemand()
+		dcfg.Record = s.recordStored
+	}
+	d, err := door.New(dcfg, store)
+	if err != nil {
+		return nil, err
+	}
+	s.door = d
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.gp = s.newGoproxy()
 	s.started = cfg.Now()
 	s.hubm = newHubMetrics()
 	s.newMetrics(cfg.Collectors)
 	return s, nil
 }
 
-func newTransport(g *destGuard, roots *x509.CertPool) *http.Transport {
-	d := g.dialer(10 * time.Second)
-	return &http.Transport{
-		Proxy:                 nil, // never follow HTTP_PROXY: we are the proxy
-		DialContext:           d.DialContext,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: 30 * time.Second,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   8,
-		DisableCompression:    true, // store the bytes exactly as upstream sends them
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots},
-	}
-}
-
 // newGoproxy builds the pass-through half: CONNECT tunnels and requests the
 // cache does not take (other methods).
-func (s *Server) newGoproxy(tr *http.Transport) *goproxy.ProxyHttpServer {
+func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	gp := goproxy.NewProxyHttpServer()
 	gp.Logger = slogPrintf{s.log}
-	gp.Tr = tr
-	d := s.guard.dialer(10 * time.Second)
+	gp.Tr = s.door.Transport()
+	d := s.door.Dialer()
 	gp.ConnectDial = func(network, addr string) (net.Conn, error) { return d.Dial(network, addr) }
 	gp.OnRequest().DoFunc(func(r *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
-		r.Header.Add("Via", s.via)
+		r.Header.Add("Via", s.door.Via())
 		return r, nil
 	})
 	return gp
@@ -371,12 +292,11 @@ func (s *Server) newGoproxy(tr *http.Transport) *goproxy.ProxyHttpServer {
 // Close stops every fill and waits for them.
 func (s *Server) Close() error {
 	s.cancel()
-	s.fills.Close()
-	if t, ok := s.up.Transport.(interface{ CloseIdleConnections() }); ok {
-		t.CloseIdleConnections()
-	}
-	return nil
+	return s.door.Close()
 }
+
+// Door is the way bytes enter the store, for warren's own callers.
+func (s *Server) Door() *door.Door { return s.door }
 
 // Snapshot returns the running totals.
 func (s *Server) Snapshot() map[string]int64 {
@@ -385,13 +305,13 @@ func (s *Server) Snapshot() map[string]int64 {
 		"hits":           s.stats.Hits.Load(),
 		"misses":         s.stats.Misses.Load(),
 		"errors":         s.stats.Errors.Load(),
-		"bytes_cache":    s.stats.BytesCache.Load(),   // served from the cache
-		"bytes_upstream": s.stats.BytesFetched.Load(), // fetched from upstream
-		"bytes_peers":    s.stats.BytesPeers.Load(),   // fetched from peers
-		"bytes_hubs":     s.stats.BytesHub.Load(),     // fetched from the site's hubs
-		"bytes_served":   s.stats.BytesServed.Load(),  // sent to clients
-		"hub_waits":      s.stats.HubWaits.Load(),
-		"mismatches":     s.stats.Mismatches.Load(),
+		"bytes_cache":    s.stats.BytesCache.Load(),          // served from the cache
+		"bytes_upstream": s.door.Stats().BytesFetched.Load(), // fetched from upstream
+		"bytes_peers":    s.door.Stats().BytesPeers.Load(),   // fetched from peers
+		"bytes_hubs":     s.door.Stats().BytesHub.Load(),     // fetched from the site's hubs
+		"bytes_served":   s.stats.BytesServed.Load(),         // sent to clients
+		"hub_waits":      s.door.Stats().HubWaits.Load(),
+		"mismatches":     s.door.Stats().Mismatches.Load(),
 	}
 }
 
@@ -401,12 +321,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !s.Admit(w, r) {
 		return
 	}
-	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.via) }) {
+	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.door.Via()) }) {
 		s.log.Warn("refused a request that already passed through this warren (a hub chain that loops back?)",
-			slog.String("client", r.RemoteAddr), slog.String("url", redactURL(r.URL)), slog.Any("via", r.Header.Values("Via")))
+			slog.String("client", r.RemoteAddr), slog.String("url", door.RedactURL(r.URL)), slog.Any("via", r.Header.Values("Via")))
 		s.hubm.refuse(hub.ReasonLoop)
 		hub.Refuse(w, http.StatusLoopDetected, hub.ReasonLoop,
-			"request loop: this request already passed through this warren ("+s.via+"); check the hubs settings along the chain")
+			"request loop: this request already passed through this warren ("+s.door.Via()+"); check the hubs settings along the chain")
 		return
 	}
 	if !r.URL.IsAbs() {
@@ -454,7 +374,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
 			return
 		}
-		if err := s.guard.checkHost(r.Context(), r.URL.Host); err != nil {
+		if err := s.door.CheckHost(r.Context(), r.URL.Host); err != nil {
 			s.refuseDestination(w, r, err)
 			return
 		}
@@ -479,7 +399,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "warren: only GET and HEAD are served for apt-cacher-ng style requests", http.StatusMethodNotAllowed)
 			return
 		}
-		if err := s.guard.checkHost(r.Context(), target.Host); err != nil {
+		if err := s.door.CheckHost(r.Context(), target.Host); err != nil {
 			s.refuseDestination(w, r, err)
 			return
 		}
@@ -496,11 +416,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// From here on target has no userinfo: what warren logs and keys
 	// by never holds a password (private.go).
-	cred := s.credentialOf(r.Header, target)
+	cred := s.door.CredentialOf(r.Header, target)
 	if a, err := netip.ParseAddr(strings.Trim(target.Hostname(), "[]")); err == nil {
 		// A literal address is refused before any lookup or fill; names
 		// are checked on the address the dialer resolves.
-		if err := s.guard.check(target.Host, a); err != nil {
+		if err := s.door.CheckAddr(target.Host, a); err != nil {
 			s.refuseDestination(w, r, err)
 			return
 		}
@@ -633,23 +553,6 @@ func LocalNetworks() ([]netip.Prefix, error) {
 		nets = append(nets, p.Masked())
 	}
 	return nets, nil
-}
-
-// negative remembers an upstream 404 for NegativeTTL.
-func (s *Server) negative(u string) bool {
-	until, ok := s.neg.Get(u)
-	if ok && s.now().After(until) {
-		s.neg.Remove(u)
-		return false
-	}
-	return ok
-}
-
-func (s *Server) rememberNotFound(u string) {
-	if s.cfg.NegativeTTL <= 0 {
-		return
-	}
-	s.neg.Add(u, s.now().Add(s.cfg.NegativeTTL))
 }
 
 // slogPrintf adapts goproxy's Printf logger.

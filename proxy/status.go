@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 )
 
@@ -119,9 +120,9 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f))
 	}
 	bytesHelp := "Bytes by source: sent to clients from the cache, fetched from peers, from the site's hubs, from upstream (the WAN); served: sent to clients (a hub's nodes)."
-	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesHub.Load()) }, prometheus.Labels{"source": "hub"})
+	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.door.Stats().BytesHub.Load()) }, prometheus.Labels{"source": "hub"})
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesServed.Load()) }, prometheus.Labels{"source": "served"})
-	counter("warren_hub_waits_total", "Times a hub said it was busy with an artifact (max_requesters) and a fill waited, then asked the LAN again.", func() float64 { return float64(s.stats.HubWaits.Load()) }, nil)
+	counter("warren_hub_waits_total", "Times a hub said it was busy with an artifact (max_requesters) and a fill waited, then asked the LAN again.", func() float64 { return float64(s.door.Stats().HubWaits.Load()) }, nil)
 	for _, h := range s.cfg.Hubs {
 		if ps, ok := h.(interface{ Status() hub.ParentStatus }); ok {
 			labels := prometheus.Labels{"hub": h.Name()}
@@ -136,8 +137,8 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 		}
 	}
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesCache.Load()) }, prometheus.Labels{"source": "cache"})
-	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesPeers.Load()) }, prometheus.Labels{"source": "peers"})
-	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesFetched.Load()) }, prometheus.Labels{"source": "upstream"})
+	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.door.Stats().BytesPeers.Load()) }, prometheus.Labels{"source": "peers"})
+	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.door.Stats().BytesFetched.Load()) }, prometheus.Labels{"source": "upstream"})
 	for _, eco := range chartEcosystems {
 		labels := prometheus.Labels{"ecosystem": eco}
 		counter("warren_ecosystem_served_bytes_total", "Bytes sent to clients, by ecosystem (debian, rpm, chocolatey, other).",
@@ -145,13 +146,13 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 		counter("warren_ecosystem_wan_bytes_total", "Bytes fetched from upstream (the WAN), by ecosystem.",
 			func() float64 { return float64(s.hist.total(eco).wan) }, labels)
 	}
-	counter("warren_upstream_fetches_total", "Requests fills made to upstream (revalidations included).", func() float64 { return float64(s.stats.UpstreamFetches.Load()) }, nil)
-	counter("warren_digest_mismatches_total", "Blobs refused because their bytes did not match the metadata.", func() float64 { return float64(s.stats.Mismatches.Load()) }, nil)
-	for _, eco := range []string{EcoDebian, EcoRPM, EcoChocolatey} {
+	counter("warren_upstream_fetches_total", "Requests fills made to upstream (revalidations included).", func() float64 { return float64(s.door.Stats().UpstreamFetches.Load()) }, nil)
+	counter("warren_digest_mismatches_total", "Blobs refused because their bytes did not match the metadata.", func() float64 { return float64(s.door.Stats().Mismatches.Load()) }, nil)
+	for _, eco := range []string{door.EcoDebian, door.EcoRPM, door.EcoChocolatey} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "warren_known_artifacts", Help: "URL -> digest facts learnt from repository metadata, by ecosystem.",
 			ConstLabels: prometheus.Labels{"ecosystem": eco},
-		}, func() float64 { return float64(s.KnownArtifacts()[eco]) }))
+		}, func() float64 { return float64(s.door.KnownArtifacts()[eco]) }))
 	}
 	s.staleAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "warren_chocolatey_stale_answers_total", Help: "Feed calls answered with a kept answer because upstream could not be asked (budget spent, 429, down).",
@@ -298,13 +299,13 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	if hits+misses > 0 {
 		ratio = int(100 * hits / (hits + misses))
 	}
-	fromCache, fromPeers := s.stats.BytesCache.Load(), s.stats.BytesPeers.Load()
-	known := s.KnownArtifacts()
+	fromCache, fromPeers := s.stats.BytesCache.Load(), s.door.Stats().BytesPeers.Load()
+	known := s.door.KnownArtifacts()
 	data := map[string]any{
 		"S": st, "Requests": s.stats.Requests.Load(), "Hits": hits, "Misses": misses, "HitRatio": ratio,
-		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": s.stats.BytesFetched.Load(),
-		"Saved": fromCache + fromPeers + s.stats.BytesHub.Load(), "Mismatches": s.stats.Mismatches.Load(),
-		"FromHubs": s.stats.BytesHub.Load(), "Served": s.stats.BytesServed.Load(), "Waiting": s.waiting.list(),
+		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": s.door.Stats().BytesFetched.Load(),
+		"Saved": fromCache + fromPeers + s.door.Stats().BytesHub.Load(), "Mismatches": s.door.Stats().Mismatches.Load(),
+		"FromHubs": s.door.Stats().BytesHub.Load(), "Served": s.stats.BytesServed.Load(), "Waiting": s.door.HubWaits(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
 		"Budgets":       s.BudgetStats(),

@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/fill"
 )
 
@@ -33,8 +34,8 @@ type sentPart struct {
 // serveUnstored serves p's artifact (or URL-keyed file) straight from the
 // origin, storing nothing. sent is nil for a fresh response, or says where
 // a response cut short by a full disk stands.
-func (s *Server) serveUnstored(w *respWriter, r *http.Request, p plan, sent *sentPart) error {
-	df := &directFill{w: w, algo: p.digest.Algo}
+func (s *Server) serveUnstored(w *respWriter, r *http.Request, p door.Plan, sent *sentPart) error {
+	df := &directFill{w: w, algo: p.Digest.Algo}
 	if df.algo == "" {
 		df.algo = "sha256"
 	}
@@ -42,7 +43,7 @@ func (s *Server) serveUnstored(w *respWriter, r *http.Request, p plan, sent *sen
 	if sent != nil {
 		n, err := io.Copy(df.h, sent.before)
 		if err != nil {
-			return fmt.Errorf("read back the bytes sent of %s: %w", p.url, err)
+			return fmt.Errorf("read back the bytes sent of %s: %w", p.URL, err)
 		}
 		df.written, df.from, df.end, df.sent = n, sent.at, sent.end, true
 	} else {
@@ -50,14 +51,13 @@ func (s *Server) serveUnstored(w *respWriter, r *http.Request, p plan, sent *sen
 			s.unstoredHeaders(w, r, p, size, df)
 		}
 	}
-	_, err := s.engine.Run(r.Context(), df, fill.Want{Digest: p.digest, Size: p.size}, s.upstreamSources(p, askerOf(r), nil, nil))
-	return err
+	return s.door.Drive(r.Context(), df, p, door.AskerOf(r))
 }
 
 // unstoredHeaders sets a fresh unstored response's headers once the
 // blob's size is known (-1: unknown), and its window: the client's Range,
 // or the whole blob.
-func (s *Server) unstoredHeaders(w *respWriter, r *http.Request, p plan, size int64, df *directFill) {
+func (s *Server) unstoredHeaders(w *respWriter, r *http.Request, p door.Plan, size int64, df *directFill) {
 	h := w.Header()
 	h.Set("Content-Type", contentType(p))
 	h.Set("X-Cache", "MISS from warren (not stored)")
@@ -187,12 +187,12 @@ func (d *directFill) Abort(error) {}
 // resumeUnstored goes on with a response whose fill ran out of disk after
 // the client got bytes up to at: the rest comes from the origin, verified
 // with the bytes before it.
-func (s *Server) resumeUnstored(w *respWriter, r *http.Request, p plan, rd *cachestore.FillReader, at, end int64) error {
+func (s *Server) resumeUnstored(w *respWriter, r *http.Request, p door.Plan, rd *cachestore.FillReader, at, end int64) error {
 	before, err := rd.Before(at)
 	if err != nil {
 		return err
 	}
 	s.log.Warn("cache disk filled up during a fill; continuing this client from upstream without storing",
-		slog.String("url", p.url), slog.Int64("offset", at))
+		slog.String("url", p.URL), slog.Int64("offset", at))
 	return s.serveUnstored(w, r, p, &sentPart{before: before, at: at, end: end})
 }

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
-	"github.com/warren-cache/warren/proxy"
+	"github.com/warren-cache/warren/door"
 )
 
 // The admin API: what `warren status`, `peers` and `cache ...` ask. The
@@ -182,15 +182,15 @@ func (a *adminAPI) stat(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	known, err := proxy.CountKnown(a.store)
+	known, err := door.CountKnown(a.store)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	writeJSON(w, map[string]any{"cache_dir": a.store.Dir(), "blobs": n, "bytes": used, "cache_max": a.store.MaxBytes(),
 		"free_for_cache": a.store.Free(), "evictions": a.store.Evictions(),
-		"known_artifacts": known[proxy.EcoDebian] + known[proxy.EcoRPM] + known[proxy.EcoChocolatey],
-		"known_debian":    known[proxy.EcoDebian], "known_rpm": known[proxy.EcoRPM], "known_chocolatey": known[proxy.EcoChocolatey]})
+		"known_artifacts": known[door.EcoDebian] + known[door.EcoRPM] + known[door.EcoChocolatey],
+		"known_debian":    known[door.EcoDebian], "known_rpm": known[door.EcoRPM], "known_chocolatey": known[door.EcoChocolatey]})
 }
 
 // resolve turns "sha256:<hex>" or a URL into the blob's digest.
@@ -201,7 +201,7 @@ func (a *adminAPI) resolve(q string) (cachestore.Digest, error) {
 	if d, err := cachestore.ParseDigest(q); err == nil {
 		return d, nil
 	}
-	key := proxy.CanonicalKey(q) // as apt or dnf would have asked for it
+	key := door.CanonicalKey(q) // as apt or dnf would have asked for it
 	if k, err := a.store.Known(key); err == nil {
 		return k.Digest, nil
 	}
@@ -235,7 +235,7 @@ func (a *adminAPI) show(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.Contains(q, "://") { // asked by URL: that one names it too
-		if key := proxy.CanonicalKey(q); !slices.Contains(urls, key) {
+		if key := door.CanonicalKey(q); !slices.Contains(urls, key) {
 			urls = append(urls, key)
 		}
 	}

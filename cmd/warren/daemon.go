@@ -233,7 +233,7 @@ func (d *daemon) status() proxy.Status {
 		}
 	}
 	if d.proxy != nil {
-		st.KnownArtifacts = d.proxy.KnownArtifacts()
+		st.KnownArtifacts = d.proxy.Door().KnownArtifacts()
 	}
 	for _, f := range d.store.Fills() {
 		st.Transfers = append(st.Transfers, proxy.StatusTransfer{What: f.Key, Written: f.Written, Size: f.Size})

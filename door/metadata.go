@@ -1,4 +1,4 @@
-package proxy
+package door
 
 import (
 	"bufio"
@@ -98,34 +98,34 @@ func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
 }
 
 // metaScope is the repository a metadata file teaches about.
-func metaScope(p plan) (repoScope, error) {
+func metaScope(p Plan) (repoScope, error) {
 	// The key, not the URL: the by-hash file of an index teaches about
 	// the repository the index's name says, and a private plan's key
 	// names its scope.
-	ku, err := url.Parse(p.key)
+	ku, err := url.Parse(p.Key)
 	if err != nil {
-		return "", fmt.Errorf("parse key %q: %w", p.key, err)
+		return "", fmt.Errorf("parse key %q: %w", p.Key, err)
 	}
-	switch p.meta {
-	case metaRelease:
+	switch p.Meta {
+	case MetaRelease:
 		return newScope(ku, debian.SuiteDir(ku.EscapedPath())), nil
-	case metaPackages, metaSources:
+	case MetaPackages, MetaSources:
 		return newScope(ku, debian.RepoRoot(ku.EscapedPath())), nil
-	case metaRepomd, metaPrimary:
+	case MetaRepomd, MetaPrimary:
 		return newScope(ku, rpm.RepoBase(ku.EscapedPath())), nil
 	}
-	return "", fmt.Errorf("no parser for metadata kind %q", p.meta)
+	return "", fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }
 
 // beginLearn registers the learn of p's metadata; the caller runs it with
 // learn once the blob is stored, or ends it.
-func (s *Server) beginLearn(p plan) (*learnRun, repoScope, bool) {
-	if p.meta == "" {
+func (s *Door) beginLearn(p Plan) (*learnRun, repoScope, bool) {
+	if p.Meta == "" {
 		return nil, "", false
 	}
 	scope, err := metaScope(p)
 	if err != nil {
-		s.log.Warn("cannot tell which repository metadata belongs to; nothing learnt", slog.String("url", p.url), slog.Any("err", err))
+		s.log.Warn("cannot tell which repository metadata belongs to; nothing learnt", slog.String("url", p.URL), slog.Any("err", err))
 		return nil, "", false
 	}
 	return s.learning.begin(scope), scope, true
@@ -133,30 +133,30 @@ func (s *Server) beginLearn(p plan) (*learnRun, repoScope, bool) {
 
 // learn parses the stored blob d of p's metadata and records its facts in
 // batches. It runs on the server's context and ends lr.
-func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Digest) {
+func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest) {
 	defer s.learning.end(lr)
 	defer func() {
 		// A parser bug must not take the daemon down with a stack trace:
 		// the file teaches nothing, and the log says so.
 		if v := recover(); v != nil {
 			s.log.Error("learning metadata failed: its parser panicked; nothing more is learnt from this file (please report it)",
-				slog.String("url", p.url), slog.String("panic", fmt.Sprint(v)))
+				slog.String("url", p.URL), slog.String("panic", fmt.Sprint(v)))
 		}
 	}()
 	start := s.now()
 	// The parent metadata (Release for a Packages file) may still be
 	// being learnt: its verdict on this file's hash comes first.
-	s.learning.wait(s.ctx, p.key, lr)
-	if p.digest.IsZero() {
-		if k, err := s.store.Known(p.key); err == nil && k.Digest.Algo == d.Algo && k.Digest != d {
+	s.learning.wait(s.ctx, p.Key, lr)
+	if p.Digest.IsZero() {
+		if k, err := s.store.Known(p.Key); err == nil && k.Digest.Algo == d.Algo && k.Digest != d {
 			s.log.Warn("index does not match its Release (mirror mid-sync?); its hashes are not recorded",
-				slog.String("url", p.url), slog.String("release_says", k.Digest.String()), slog.String("actual", d.String()))
+				slog.String("url", p.URL), slog.String("release_says", k.Digest.String()), slog.String("actual", d.String()))
 			return
 		}
 	}
 	f, err := s.store.ReadBlob(d)
 	if err != nil {
-		s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.url), slog.Any("err", err))
+		s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.URL), slog.Any("err", err))
 		return
 	}
 	defer f.Close()
@@ -174,19 +174,19 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 	}
 	if rec.outside > 0 {
 		s.log.Warn("metadata names files outside its own repository; those teach nothing",
-			slog.String("url", p.url), slog.String("repository", string(scope)), slog.Int("count", rec.outside), slog.String("first", rec.firstOutside))
+			slog.String("url", p.URL), slog.String("repository", string(scope)), slog.Int("count", rec.outside), slog.String("first", rec.firstOutside))
 	}
 	switch {
 	// What was recorded before an error is true (the file verified), but
 	// the rest is not learnt.
 	case errors.Is(err, cachestore.ErrNoSpace):
 		s.log.Warn("cache disk nearly full; the rest of this index's hashes are not recorded (its artifacts are cached by URL only)",
-			slog.String("url", p.url), slog.Int("recorded", rec.count), slog.Any("err", err))
+			slog.String("url", p.URL), slog.Int("recorded", rec.count), slog.Any("err", err))
 	case err != nil:
 		s.log.Warn("malformed repository metadata; the rest of its hashes are not recorded and those artifacts are cached by URL only",
-			slog.String("url", p.url), slog.Int("recorded", rec.count), slog.Any("err", err))
+			slog.String("url", p.URL), slog.Int("recorded", rec.count), slog.Any("err", err))
 	default:
-		s.log.Debug("recorded repository hashes", slog.String("url", p.url), slog.Int("count", rec.count),
+		s.log.Debug("recorded repository hashes", slog.String("url", p.URL), slog.Int("count", rec.count),
 			slog.Duration("took", s.now().Sub(start)))
 	}
 	s.knownDirty.Store(true)
@@ -198,7 +198,7 @@ func (s *Server) learn(lr *learnRun, scope repoScope, p plan, d cachestore.Diges
 // registered before the client gets the file, as on a miss. A file learnt
 // from another blob is left alone: an older generation asked for by a
 // client midway through its update must not take the facts back.
-func (s *Server) learnIfNew(p plan, d cachestore.Digest) {
+func (s *Door) learnIfNew(p Plan, d cachestore.Digest) {
 	scope, err := metaScope(p)
 	if err != nil {
 		return
@@ -227,25 +227,25 @@ func (s *Server) learnIfNew(p plan, d cachestore.Digest) {
 // must outlive the versions: the index's directory and its name without
 // the compression suffix (by-hash, .xz and .gz copies share it), the
 // repository for rpm's primary, the suite for Release.
-func listerKey(p plan, scope repoScope) string {
-	switch p.meta {
-	case metaPackages, metaSources:
-		dir := p.key[:strings.LastIndexByte(p.key, '/')+1]
-		if i := strings.Index(p.key, "/by-hash/"); i >= 0 {
-			dir = p.key[:i+1]
+func listerKey(p Plan, scope repoScope) string {
+	switch p.Meta {
+	case MetaPackages, MetaSources:
+		dir := p.Key[:strings.LastIndexByte(p.Key, '/')+1]
+		if i := strings.Index(p.Key, "/by-hash/"); i >= 0 {
+			dir = p.Key[:i+1]
 		}
-		return dir + strings.TrimSuffix(lastSegment(p.metaName), path.Ext(p.metaName))
-	case metaPrimary:
+		return dir + strings.TrimSuffix(lastSegment(p.MetaName), path.Ext(p.MetaName))
+	case MetaPrimary:
 		return string(scope) + "repodata/primary"
-	case metaRelease:
+	case MetaRelease:
 		return string(scope) + "Release"
 	}
-	return p.key
+	return p.Key
 }
 
 // recorder writes facts to the index in bounded batches.
 type recorder struct {
-	s            *Server
+	s            *Door
 	scope        repoScope
 	lister       uint64 // the metadata file's ListerID
 	learnt       int64  // when this learn began (Unix seconds)
@@ -289,13 +289,13 @@ type emitFunc func(key string, inScope bool, k cachestore.Known) error
 
 // parseMeta turns one metadata file into URL -> digest facts, each passed
 // to emit with its canonical key and whether it lies inside scope.
-func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.Reader, emit emitFunc) error {
+func parseMeta(ctx context.Context, dec decoders, p Plan, scope repoScope, r io.Reader, emit emitFunc) error {
 	// A parse of a large (or hostile) file ends with the daemon: each read
 	// of what the parser reads asks whether it is shutting down. (The raw
 	// file stays an *os.File: the system's xz reads it directly.)
 	stoppable := func(r io.Reader) io.Reader { return ctxReader{ctx: ctx, r: r} }
-	switch p.meta {
-	case metaRelease:
+	switch p.Meta {
+	case MetaRelease:
 		rel, err := debian.ParseRelease(bufio.NewReader(stoppable(r)))
 		if err != nil {
 			return err
@@ -315,21 +315,21 @@ func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.
 			}
 		}
 		return nil
-	case metaPackages, metaSources:
-		zr, err := dec.open(ctx, p.metaName, r, maxIndexBytes)
+	case MetaPackages, MetaSources:
+		zr, err := dec.open(ctx, p.MetaName, r, maxIndexBytes)
 		if err != nil {
 			return err
 		}
 		defer zr.Close()
 		parse := debian.ParsePackages
-		if p.meta == metaSources {
+		if p.Meta == MetaSources {
 			parse = debian.ParseSources
 		}
 		return parse(stoppable(zr), func(pkg debian.Package) error {
 			key, ok := scope.join(pkg.Filename)
 			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: pkg.SHA256}, Size: pkg.Size})
 		})
-	case metaRepomd:
+	case MetaRepomd:
 		data, err := rpm.ParseRepomd(bufio.NewReader(stoppable(r)))
 		if err != nil {
 			return err
@@ -341,8 +341,8 @@ func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.
 			}
 		}
 		return nil
-	case metaPrimary:
-		zr, err := dec.open(ctx, p.metaName, r, maxIndexBytes)
+	case MetaPrimary:
+		zr, err := dec.open(ctx, p.MetaName, r, maxIndexBytes)
 		if err != nil {
 			return err
 		}
@@ -355,7 +355,7 @@ func parseMeta(ctx context.Context, dec decoders, p plan, scope repoScope, r io.
 			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: pkg.Checksum.Algo, Hex: pkg.Checksum.Hex}, Size: pkg.Size})
 		})
 	}
-	return fmt.Errorf("no parser for metadata kind %q", p.meta)
+	return fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }
 
 func lastSegment(p string) string {
@@ -393,7 +393,7 @@ func ecosystemOf(key string) string {
 
 // KnownArtifacts is how many URL -> digest facts warren has learnt, by
 // ecosystem. It recounts only after something was learnt.
-func (s *Server) KnownArtifacts() map[string]int64 {
+func (s *Door) KnownArtifacts() map[string]int64 {
 	s.knownMu.Lock()
 	defer s.knownMu.Unlock()
 	// Also recounted now and then: the store's sweep drops facts unseen.

@@ -1,4 +1,4 @@
-package proxy
+package door
 
 import (
 	"context"
@@ -19,71 +19,81 @@ import (
 	"github.com/warren-cache/warren/hub"
 )
 
-// errNotModified ends a revalidating fill whose copy is still good.
-var errNotModified = errors.New("not modified")
+// ErrNotModified ends a revalidating fill whose copy is still good.
+var ErrNotModified = errors.New("not modified")
 
-// upstreamStatusError is an upstream answer that is not the file.
-type upstreamStatusError struct {
-	code   int
-	status string
-	url    string
+// UpstreamStatusError is an upstream answer that is not the file.
+type UpstreamStatusError struct {
+	Code   int
+	Status string
+	URL    string
 }
 
-func (e *upstreamStatusError) Error() string {
-	return fmt.Sprintf("upstream answered %s for %s", e.status, e.url)
+func (e *UpstreamStatusError) Error() string {
+	return fmt.Sprintf("upstream answered %s for %s", e.Status, e.URL)
 }
 
-// upstreamFetchError is upstream not answering at all, or breaking off.
-type upstreamFetchError struct {
-	url string
-	err error
+// UpstreamFetchError is upstream not answering at all, or breaking off.
+type UpstreamFetchError struct {
+	URL string
+	Err error
 }
 
-func (e *upstreamFetchError) Error() string {
-	return fmt.Sprintf("upstream unreachable for %s: %v", e.url, e.err)
+func (e *UpstreamFetchError) Error() string {
+	return fmt.Sprintf("upstream unreachable for %s: %v", e.URL, e.Err)
 }
 
-func (e *upstreamFetchError) Unwrap() error { return e.err }
+func (e *UpstreamFetchError) Unwrap() error { return e.Err }
 
-func (e *upstreamFetchError) timeout() bool {
+// Timeout says whether upstream was too slow rather than gone.
+func (e *UpstreamFetchError) Timeout() bool {
 	var ne net.Error
-	return errors.Is(e.err, context.DeadlineExceeded) || errors.As(e.err, &ne) && ne.Timeout()
+	return errors.Is(e.Err, context.DeadlineExceeded) || errors.As(e.Err, &ne) && ne.Timeout()
 }
 
-// isUpstreamDown says whether err means upstream could not give an answer,
+// Final is an upstream transport's refusal that neither a retry nor
+// another source changes now (a feed's request budget spent): the fill
+// stops with it.
+type Final interface {
+	error
+	Final()
+}
+
+// IsUpstreamDown says whether err means upstream could not give an answer,
 // which is when a cached copy is served instead (offline mode).
-func isUpstreamDown(err error) bool {
-	var fe *upstreamFetchError
-	var st *upstreamStatusError
+func IsUpstreamDown(err error) bool {
+	var fe *UpstreamFetchError
+	var st *UpstreamStatusError
 	var de *DestinationError
 	var re *RedirectError
 	if errors.As(err, &de) || errors.As(err, &re) {
 		return false // not down: refused, and a copy from before is not served either
 	}
-	return errors.As(err, &fe) || errors.As(err, &st) && st.code >= 500
+	return errors.As(err, &fe) || errors.As(err, &st) && st.Code >= 500
 }
 
-// asker is what a fill keeps of the request that started it: it speaks
+// Asker is what a fill keeps of the request that started it: it speaks
 // for every requester upstream.
-type asker struct {
-	ua  string
-	via []string // the Via chain so far: a hub chain that loops is refused
-	// rate, when set, caps what this fill takes from upstream (a
+type Asker struct {
+	UA  string
+	Via []string // the Via chain so far: a hub chain that loops is refused
+	// Rate, when set, caps what this fill takes from upstream (a
 	// preload's preload_rate).
-	rate *rate.Limiter
+	Rate *rate.Limiter
 }
 
-func askerOf(r *http.Request) asker {
-	return asker{ua: r.Header.Get("User-Agent"), via: r.Header.Values("Via")}
+// AskerOf speaks for a client's request.
+func AskerOf(r *http.Request) Asker {
+	return Asker{UA: r.Header.Get("User-Agent"), Via: r.Header.Values("Via")}
 }
 
 // upstreamSource is the origin mirror, or a hub that fetches from it for
 // us, as a fill source: the first Open revalidates a URL-cached copy (304
 // ends the fill), later ones resume with Range after what is written.
 type upstreamSource struct {
-	s    *Server
-	p    plan
-	who  asker
+	s    *Door
+	p    Plan
+	who  Asker
 	prev *cachestore.Cached
 	// hub is the hub asked, nil for the origin itself.
 	hub Hub
@@ -98,9 +108,9 @@ type upstreamSource struct {
 	blamed bool
 }
 
-// originTries bounds the transfers of one fill from one upstream: a body
+// OriginTries bounds the transfers of one fill from one upstream: a body
 // that breaks off is resumed, but not forever.
-const originTries = 3
+const OriginTries = 3
 
 // maxHubWaits bounds how often one fill waits for a busy hub before it
 // goes on to the next source.
@@ -128,17 +138,17 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 	if o.blamed {
 		return nil, fmt.Errorf("%w: %s sent wrong or too slow bytes", fill.ErrSkip, o.name())
 	}
-	if o.tries >= originTries {
+	if o.tries >= OriginTries {
 		return nil, fmt.Errorf("%w: %d transfers from %s broke off", fill.ErrSkip, o.tries, o.name())
 	}
 	o.tries++
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL, nil)
 	if err != nil {
-		return nil, fill.Stop(fmt.Errorf("build upstream request for %s: %w", p.url, err))
+		return nil, fill.Stop(fmt.Errorf("build upstream request for %s: %w", p.URL, err))
 	}
 	s.setUpstreamHeaders(req, o.who)
-	if p.cred.auth != "" {
-		req.Header.Set("Authorization", p.cred.auth)
+	if p.Cred.auth != "" {
+		req.Header.Set("Authorization", p.Cred.auth)
 	}
 	if off == 0 && o.prev != nil && o.tries == 1 {
 		if o.prev.ETag != "" {
@@ -151,12 +161,12 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 	var client fill.Doer = s.up
 	if o.hub != nil {
 		client = o.hub
-		if !p.digest.IsZero() {
+		if !p.Digest.IsZero() {
 			// The blob our metadata names: the hub serves that
 			// generation if it holds it, whatever its own metadata says.
-			req.Header.Set(hub.HeaderDigest, p.digest.String())
-			if p.size >= 0 {
-				req.Header.Set(hub.HeaderSize, strconv.FormatInt(p.size, 10))
+			req.Header.Set(hub.HeaderDigest, p.Digest.String())
+			if p.Size >= 0 {
+				req.Header.Set(hub.HeaderSize, strconv.FormatInt(p.Size, 10))
 			}
 		}
 	}
@@ -173,11 +183,11 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		if errors.As(err, &re) {
 			return nil, fill.Stop(re) // the origin's own answer: no other source says otherwise
 		}
-		var be *BudgetError
-		if errors.As(err, &be) {
-			return nil, fill.Stop(be) // the budget is spent: asking again now would not help
+		var fe Final
+		if errors.As(err, &fe) {
+			return nil, fill.Stop(err) // the budget is spent: asking again now would not help
 		}
-		return nil, &upstreamFetchError{url: p.url, err: err}
+		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
 	}
 	s.stats.UpstreamFetches.Add(1)
 	switch {
@@ -191,33 +201,33 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		if v := resp.Header.Get("Last-Modified"); v != "" {
 			c.LastModified = v
 		}
-		if err := s.store.PutCached(p.key, c); err != nil {
-			s.log.Warn("could not record revalidation", slog.String("url", p.url), slog.Any("err", err))
+		if err := s.store.PutCached(p.Key, c); err != nil {
+			s.log.Warn("could not record revalidation", slog.String("url", p.URL), slog.Any("err", err))
 		}
-		return nil, fill.Stop(errNotModified)
+		return nil, fill.Stop(ErrNotModified)
 	case resp.StatusCode == http.StatusOK, resp.StatusCode == http.StatusPartialContent && off > 0:
 	case o.hub != nil && resp.StatusCode >= 500:
 		// The hub could not get it (its upstream is down, its disk
 		// broke): the next source may.
 		resp.Body.Close()
-		return nil, &upstreamFetchError{url: p.url, err: fmt.Errorf("%s answered %s", o.name(), resp.Status)}
+		return nil, &UpstreamFetchError{URL: p.URL, Err: fmt.Errorf("%s answered %s", o.name(), resp.Status)}
 	default:
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
-			s.rememberNotFound(p.key)
+			s.rememberNotFound(p.Key)
 		}
-		return nil, fill.Stop(&upstreamStatusError{code: resp.StatusCode, status: resp.Status, url: p.url})
+		return nil, fill.Stop(&UpstreamStatusError{Code: resp.StatusCode, Status: resp.Status, URL: p.URL})
 	}
-	if p.size >= 0 && size >= 0 && size != p.size {
+	if p.Size >= 0 && size >= 0 && size != p.Size {
 		resp.Body.Close()
 		s.stats.Mismatches.Add(1)
 		s.log.Error("upstream length differs from the repository metadata; not storing",
-			slog.String("url", p.url), slog.String("from", o.name()), slog.Int64("expected", p.size), slog.Int64("upstream", size))
+			slog.String("url", p.URL), slog.String("from", o.name()), slog.Int64("expected", p.Size), slog.Int64("upstream", size))
 		if o.hub != nil {
 			o.blamed = true
-			return nil, fmt.Errorf("%w: metadata says %d bytes, %s sends %d for %s", cachestore.ErrSizeMismatch, p.size, o.name(), size, p.url)
+			return nil, fmt.Errorf("%w: metadata says %d bytes, %s sends %d for %s", cachestore.ErrSizeMismatch, p.Size, o.name(), size, p.URL)
 		}
-		return nil, fill.Stop(fmt.Errorf("%w: metadata says %d bytes, upstream sends %d for %s", cachestore.ErrSizeMismatch, p.size, size, p.url))
+		return nil, fill.Stop(fmt.Errorf("%w: metadata says %d bytes, upstream sends %d for %s", cachestore.ErrSizeMismatch, p.Size, size, p.URL))
 	}
 	meta := map[string]string{}
 	for _, k := range []string{"Content-Type", "Last-Modified", "ETag"} {
@@ -226,21 +236,21 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		}
 	}
 	body := resp.Body
-	if o.who.rate != nil {
-		body = &paced{ReadCloser: body, ctx: ctx, lim: o.who.rate}
+	if o.who.Rate != nil {
+		body = &paced{ReadCloser: body, ctx: ctx, lim: o.who.Rate}
 	}
 	st := &fill.Stream{
 		Body: body, From: "origin " + req.URL.Host, Size: size, Meta: meta,
-		Received: func(n int64) { s.stats.BytesFetched.Add(n); s.hist.add(s.now(), p.eco, 0, n) },
+		Received: func(n int64) { s.stats.BytesFetched.Add(n); s.cfg.WAN(p.Eco, n) },
 		Blame: func(reason error) {
 			if errors.Is(reason, fill.ErrStalled) {
-				return // a stalled origin is resumed, within originTries
+				return // a stalled origin is resumed, within OriginTries
 			}
 			o.blamed = true
 			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				s.stats.Mismatches.Add(1)
 				s.log.Error("upstream sent bytes that do not match the repository metadata; nothing stored",
-					slog.String("url", p.url), slog.Any("err", reason))
+					slog.String("url", p.URL), slog.Any("err", reason))
 			}
 		},
 	}
@@ -254,7 +264,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				s.stats.Mismatches.Add(1)
 			}
-			s.log.Warn("hub failed this transfer; the next source goes on from here", slog.String("url", p.url),
+			s.log.Warn("hub failed this transfer; the next source goes on from here", slog.String("url", p.URL),
 				slog.String("hub", h.Name()), slog.Any("err", reason))
 		}
 	}
@@ -269,17 +279,17 @@ func (o *upstreamSource) hubFailed(ctx context.Context, off int64, err error) (*
 	o.tries-- // no transfer began
 	var busy *hub.BusyError
 	if !errors.As(err, &busy) {
-		return nil, &upstreamFetchError{url: p.url, err: err}
+		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
 	}
 	if o.waits >= maxHubWaits {
-		return nil, &upstreamFetchError{url: p.url, err: fmt.Errorf("waited %d times and %s is still busy with it: %w", o.waits, o.name(), err)}
+		return nil, &UpstreamFetchError{URL: p.URL, Err: fmt.Errorf("waited %d times and %s is still busy with it: %w", o.waits, o.name(), err)}
 	}
 	o.waits++
 	s.stats.HubWaits.Add(1)
-	s.log.Info("hub busy with this artifact; asking the LAN again after the delay", slog.String("url", p.url),
+	s.log.Info("hub busy with this artifact; asking the LAN again after the delay", slog.String("url", p.URL),
 		slog.String("hub", o.hub.Name()), slog.Int("position", busy.Position), slog.Int64("hub_bytes_done", busy.Done),
 		slog.Int64("hub_bytes_total", busy.Total), slog.Duration("retry_after", busy.RetryAfter))
-	done := s.waiting.add(p.url, o.hub.Name(), s.now().Add(busy.RetryAfter))
+	done := s.waiting.add(p.URL, o.hub.Name(), s.now().Add(busy.RetryAfter))
 	defer done()
 	t := time.NewTimer(busy.RetryAfter)
 	defer t.Stop()
@@ -294,14 +304,14 @@ func (o *upstreamSource) hubFailed(ctx context.Context, off int64, err error) (*
 	return o.Open(ctx, off)
 }
 
-// setUpstreamHeaders speaks for the asker upstream, adding this warren to
+// setUpstreamHeaders speaks for the Asker upstream, adding this warren to
 // the Via chain.
-func (s *Server) setUpstreamHeaders(req *http.Request, who asker) {
-	if who.ua != "" {
-		req.Header.Set("User-Agent", who.ua)
+func (s *Door) setUpstreamHeaders(req *http.Request, who Asker) {
+	if who.UA != "" {
+		req.Header.Set("User-Agent", who.UA)
 	}
 	req.Header.Del("Via")
-	for _, v := range who.via {
+	for _, v := range who.Via {
 		req.Header.Add("Via", v)
 	}
 	req.Header.Add("Via", s.via)
@@ -309,7 +319,7 @@ func (s *Server) setUpstreamHeaders(req *http.Request, who asker) {
 
 // upstreamDo sends a request that is no fill (a feed call, a pass-through)
 // to the first hub that answers it, then the origin unless hub_only.
-func (s *Server) upstreamDo(req *http.Request) (*http.Response, error) {
+func (s *Door) upstreamDo(req *http.Request) (*http.Response, error) {
 	var last error
 	for _, h := range s.cfg.Hubs {
 		resp, err := h.Do(req)
@@ -328,16 +338,18 @@ func (s *Server) upstreamDo(req *http.Request) (*http.Response, error) {
 	return s.up.Do(req)
 }
 
-// passThrough answers the client straight from upstream, storing nothing:
-// for HEAD on a miss and when the disk is full.
-func (s *Server) passThrough(w *respWriter, r *http.Request, p plan) error {
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.url, nil)
+// PassThrough asks upstream (the hubs, then the origin) for what r asks
+// of p, storing nothing: for HEAD on a miss, mirror lists, and a full
+// disk's URL-keyed files. The caller copies the answer (a failed copy is
+// an UpstreamFetchError: WrapFetch) and closes its body.
+func (s *Door) PassThrough(r *http.Request, p Plan) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.URL, nil)
 	if err != nil {
-		return fmt.Errorf("build upstream request for %s: %w", p.url, err)
+		return nil, fmt.Errorf("build upstream request for %s: %w", p.URL, err)
 	}
-	s.setUpstreamHeaders(req, askerOf(r))
-	if p.cred.auth != "" {
-		req.Header.Set("Authorization", p.cred.auth)
+	s.setUpstreamHeaders(req, AskerOf(r))
+	if p.Cred.auth != "" {
+		req.Header.Set("Authorization", p.Cred.auth)
 	}
 	for _, k := range []string{"Range", "If-Range", "If-Modified-Since", "If-None-Match", "Accept"} {
 		if v := r.Header.Get(k); v != "" {
@@ -346,25 +358,17 @@ func (s *Server) passThrough(w *respWriter, r *http.Request, p plan) error {
 	}
 	resp, err := s.upstreamDo(req)
 	if err != nil {
-		return &upstreamFetchError{url: p.url, err: err}
+		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode >= 500 {
-		return &upstreamStatusError{code: resp.StatusCode, status: resp.Status, url: p.url}
+		resp.Body.Close()
+		return nil, &UpstreamStatusError{Code: resp.StatusCode, Status: resp.Status, URL: p.URL}
 	}
-	for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Last-Modified", "ETag", "Accept-Ranges"} {
-		if v := resp.Header.Get(k); v != "" {
-			w.Header().Set(k, v)
-		}
-	}
-	w.Header().Set("X-Cache", "MISS from warren (not stored)")
-	w.WriteHeader(resp.StatusCode)
-	_, err = s.copyBuf(w, resp.Body)
-	if err != nil {
-		return &upstreamFetchError{url: p.url, err: err}
-	}
-	return nil
+	return resp, nil
 }
+
+// WrapFetch says that a transfer from upstream of url broke off.
+func WrapFetch(url string, err error) error { return &UpstreamFetchError{URL: url, Err: err} }
 
 // paced reads no faster than its limiter allows.
 type paced struct {

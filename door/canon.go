@@ -1,4 +1,4 @@
-package proxy
+package door
 
 import (
 	"net/url"
@@ -114,7 +114,7 @@ func writeEscaped(b *strings.Builder, c byte) {
 }
 
 // canonicalURL is the key of u in the index.
-func canonicalURL(u *url.URL) string {
+func CanonicalURL(u *url.URL) string {
 	return canonicalOrigin(u.Scheme, u.Host) + canonicalPath(u.EscapedPath()) + query(u.RawQuery)
 }
 
@@ -140,7 +140,7 @@ func canonicalOrigin(scheme, host string) string {
 // CanonicalKey is the index key of a URL given as text (the CLI's
 // `cache show URL`); text that is not an http(s) URL is returned as is.
 func CanonicalKey(s string) string {
-	if k, ok := canonicalString(s); ok {
+	if k, ok := CanonicalString(s); ok {
 		return k
 	}
 	return s
@@ -148,12 +148,12 @@ func CanonicalKey(s string) string {
 
 // canonicalString parses and canonicalises a URL given as text; ok is false
 // when it is not an absolute http(s) URL.
-func canonicalString(s string) (string, bool) {
+func CanonicalString(s string) (string, bool) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", false
 	}
-	return canonicalURL(u), true
+	return CanonicalURL(u), true
 }
 
 // repoScope is a repository's base in canonical form: the directory its

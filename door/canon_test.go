@@ -1,4 +1,4 @@
-package proxy
+package door
 
 import (
 	"net/url"
@@ -46,7 +46,7 @@ func TestCanonicalURLMatchesMetadata(t *testing.T) {
 			if !ok {
 				t.Fatalf("%q is outside %q", tt.literal, tt.scope)
 			}
-			if got := canonicalURL(u); (got == recorded) != tt.wantSame {
+			if got := CanonicalURL(u); (got == recorded) != tt.wantSame {
 				t.Fatalf("request key %q, recorded key %q: same = %v, want %v", got, recorded, got == recorded, tt.wantSame)
 			}
 		})

@@ -1,4 +1,4 @@
-package proxy
+package door
 
 import (
 	"bufio"
@@ -13,7 +13,6 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/debian"
-	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/rpm"
 )
 
@@ -35,10 +34,10 @@ type listed struct {
 
 // listing reads the index files a top metadata file lists, by the name
 // that stays the same across generations (a Release's path, repomd's type).
-func listing(p plan, scope repoScope, r io.Reader) (map[string]listed, error) {
+func listing(p Plan, scope repoScope, r io.Reader) (map[string]listed, error) {
 	out := map[string]listed{}
-	switch p.meta {
-	case metaRelease:
+	switch p.Meta {
+	case MetaRelease:
 		rel, err := debian.ParseRelease(bufio.NewReader(r))
 		if err != nil {
 			return nil, err
@@ -57,7 +56,7 @@ func listing(p plan, scope repoScope, r io.Reader) (map[string]listed, error) {
 			out[e.Path] = listed{rel: e.Path, url: key, name: lastSegment(e.Path),
 				k: cachestore.Known{Digest: cachestore.Digest{Algo: "sha256", Hex: e.SHA256}, Size: e.Size, Name: e.Path}}
 		}
-	case metaRepomd:
+	case MetaRepomd:
 		data, err := rpm.ParseRepomd(bufio.NewReader(r))
 		if err != nil {
 			return nil, err
@@ -81,10 +80,10 @@ var errInconsistent = errors.New("the hub cannot serve all the index files it li
 // released: it fetches the new versions of the index files the site uses
 // and pins the generations. It returns the plans of the files it fetched,
 // to be learnt once the new file's own facts are; an error (an
-// upstreamFetchError: nodes get the previous generation meanwhile) holds
+// UpstreamFetchError: nodes get the previous generation meanwhile) holds
 // the new file back.
-func (s *Server) holdGeneration(ctx context.Context, f *cachestore.Fill, p plan, who asker) ([]plan, error) {
-	prev, err := s.store.Cached(p.key)
+func (s *Door) holdGeneration(ctx context.Context, f *cachestore.Fill, p Plan, who Asker) ([]Plan, error) {
+	prev, err := s.store.Cached(p.Key)
 	if err != nil || prev.Digest == f.Digest() {
 		return nil, nil // the first generation, or the same one again
 	}
@@ -99,56 +98,49 @@ func (s *Server) holdGeneration(ctx context.Context, f *cachestore.Fill, p plan,
 	old, err := s.readListing(p, scope, prev.Digest)
 	if err != nil {
 		s.log.Warn("cannot read the previous generation of this metadata; the new one is handed out as it is",
-			slog.String("url", p.url), slog.Any("err", err))
+			slog.String("url", p.URL), slog.Any("err", err))
 		return nil, nil
 	}
-	var need []plan
+	var need []Plan
 	for id, o := range old {
 		n, ok := next[id]
-		if !ok || n.k.Digest == o.k.Digest || !s.holds(o.k.Digest) || s.holds(n.k.Digest) {
+		if !ok || n.k.Digest == o.k.Digest || !s.Holds(o.k.Digest) || s.Holds(n.k.Digest) {
 			continue // gone, unchanged, unused by the site, or held already
 		}
-		pp := plan{url: n.url, key: n.url, kind: "index", eco: p.eco, digest: n.k.Digest, size: n.k.Size, metaName: n.name}
-		if p.meta == metaRelease {
-			pp.meta = debianIndexMeta(n.rel)
+		pp := Plan{URL: n.url, Key: n.url, Kind: "index", Eco: p.Eco, Digest: n.k.Digest, Size: n.k.Size, MetaName: n.name}
+		if p.Meta == MetaRelease {
+			pp.Meta = debianIndexMeta(n.rel)
 		} else if n.k.Name == "primary" {
-			pp.meta = metaPrimary
+			pp.Meta = MetaPrimary
 		}
 		need = append(need, pp)
 	}
 	if err := s.prefetch(ctx, need, who); err != nil {
-		return nil, &upstreamFetchError{url: p.url, err: fmt.Errorf("%w: %w", errInconsistent, err)}
+		return nil, &UpstreamFetchError{URL: p.URL, Err: fmt.Errorf("%w: %w", errInconsistent, err)}
 	}
 	if len(need) > 0 {
 		s.log.Info("new repository metadata: fetched the index files the site uses before handing it out",
-			slog.String("url", p.url), slog.Int("files", len(need)))
+			slog.String("url", p.URL), slog.Int("files", len(need)))
 	}
 	gens := []cachestore.PinGen{{Gen: f.Digest(), Digests: s.heldOf(next)}, {Gen: prev.Digest, Digests: s.heldOf(old)}}
-	if _, err := s.store.PinGenerations(p.key, gens, s.cfg.Hub.KeepGenerations); err != nil {
+	if _, err := s.store.PinGenerations(p.Key, gens, s.cfg.KeepGenerations); err != nil {
 		s.log.Warn("could not pin the index files of the last generations; they may be evicted early",
-			slog.String("url", p.url), slog.Any("err", err))
+			slog.String("url", p.URL), slog.Any("err", err))
 	}
 	return need, nil
 }
 
-// holds says whether the hub can serve d to its nodes: held, and not a
-// private scope's.
-func (s *Server) holds(d cachestore.Digest) bool {
-	bi, err := s.store.Stat(d)
-	return err == nil && !bi.Private()
-}
-
-func (s *Server) heldOf(files map[string]listed) []cachestore.Digest {
+func (s *Door) heldOf(files map[string]listed) []cachestore.Digest {
 	var out []cachestore.Digest
 	for _, l := range files {
-		if s.holds(l.k.Digest) {
+		if s.Holds(l.k.Digest) {
 			out = append(out, l.k.Digest)
 		}
 	}
 	return out
 }
 
-func (s *Server) readListing(p plan, scope repoScope, d cachestore.Digest) (map[string]listed, error) {
+func (s *Door) readListing(p Plan, scope repoScope, d cachestore.Digest) (map[string]listed, error) {
 	b, err := s.store.ReadBlob(d)
 	if err != nil {
 		return nil, err
@@ -162,7 +154,7 @@ const prefetchParallel = 4
 
 // prefetch fills each plan (sharing a fill already running) and returns
 // the first failure.
-func (s *Server) prefetch(ctx context.Context, plans []plan, who asker) error {
+func (s *Door) prefetch(ctx context.Context, plans []Plan, who Asker) error {
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -179,7 +171,7 @@ func (s *Server) prefetch(ctx context.Context, plans []plan, who asker) error {
 			if err != nil {
 				mu.Lock()
 				if first == nil {
-					first = fmt.Errorf("%s: %w", pp.url, err)
+					first = fmt.Errorf("%s: %w", pp.URL, err)
 				}
 				mu.Unlock()
 			}
@@ -189,20 +181,10 @@ func (s *Server) prefetch(ctx context.Context, plans []plan, who asker) error {
 	return first
 }
 
-// fillNow fills p's blob from upstream (or waits for the fill already
-// running) without learning from it.
-func (s *Server) fillNow(ctx context.Context, p plan, who asker) error {
-	if s.holds(p.digest) {
-		return nil
-	}
-	f, leader := s.store.BeginFill(p.fillKey())
-	if !leader {
-		_, err := f.Result(ctx)
-		return err
-	}
-	res, err := s.engine.Run(ctx, f, fill.Want{Digest: p.digest, Size: p.size}, s.upstreamSources(p, who, nil, nil))
-	if err == nil {
-		s.recordFill(p, res.Digest, res.Size)
-	}
+// fillNow brings p's blob in through the door without learning from it
+// yet (its Release's own facts come first).
+func (s *Door) fillNow(ctx context.Context, p Plan, who Asker) error {
+	p.Meta = ""
+	_, err := s.Fetch(ctx, p, who, FetchOptions{})
 	return err
 }

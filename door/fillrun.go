@@ -1,4 +1,4 @@
-package proxy
+package door
 
 import (
 	"context"
@@ -13,20 +13,21 @@ import (
 
 // startFill runs the fill on the server's context, not the client's: a
 // client that goes away does not cancel the download the others wait for.
-func (s *Server) startFill(f *cachestore.Fill, who asker, p plan, prev *cachestore.Cached) {
-	if !s.fills.Go(func() { s.runFill(s.ctx, f, who, p, prev) }) {
-		f.Abort(errShuttingDown)
+func (s *Door) startFill(f *cachestore.Fill, who Asker, p Plan, prev *cachestore.Cached) {
+	if !s.fills.Go(func() { s.runFillWith(s.ctx, f, who, p, prev, FetchOptions{}) }) {
+		f.Abort(ErrShuttingDown)
 	}
 }
 
-// errShuttingDown answers a request that comes while the server closes.
-var errShuttingDown = errors.New("warren is shutting down; try again shortly")
+// ErrShuttingDown answers a request that comes while the server closes.
+var ErrShuttingDown = errors.New("warren is shutting down; try again shortly")
 
-// runFill fills f through the engine from the ordered sources. The
-// URL-cache entry is recorded and the metadata's learn registered before
-// the last byte is released (committingFill); the learn itself runs from
-// the stored blob afterwards.
-func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p plan, prev *cachestore.Cached) {
+// runFillWith fills f through the engine from the ordered sources (or
+// from given ones: a source hub's blob endpoint). The URL-cache entry is
+// recorded and the metadata's learn registered before the last byte is
+// released (committingFill); the learn itself runs from the stored blob
+// afterwards; then the change feed records it.
+func (s *Door) runFillWith(ctx context.Context, f *cachestore.Fill, who Asker, p Plan, prev *cachestore.Cached, opts FetchOptions) {
 	// Check the store again inside the flight: a fill that just finished
 	// may have stored what we are about to fetch.
 	if err := s.storedMeanwhile(p); err != nil {
@@ -35,19 +36,22 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p p
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sources, lan := s.sources(ctx, f, p, who, prev)
+	sources, lan := opts.Sources, fill.Source(nil)
+	if sources == nil {
+		sources, lan = s.sources(ctx, f, p, who, prev)
+	}
 	peers := lan != nil
 	cf := &committingFill{Fill: f, s: s, p: p, who: who}
-	res, err := s.engine.Run(ctx, cf, fill.Want{Digest: p.digest, Size: p.size}, sources)
+	res, err := s.run(ctx, cf, p, sources)
 	if peers {
-		s.cfg.Peers.Done(p.digest, err == nil)
+		s.cfg.Peers.Done(p.Digest, err == nil)
 	}
 	if err != nil {
 		if cf.learn != nil {
 			s.learning.end(cf.learn)
 		}
-		if !errors.Is(err, errNotModified) {
-			s.log.Debug("fill failed", slog.String("url", p.url), slog.Any("err", err))
+		if !errors.Is(err, ErrNotModified) {
+			s.log.Debug("fill failed", slog.String("url", p.URL), slog.Any("err", err))
 		}
 		return
 	}
@@ -57,16 +61,18 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p p
 		// they list once the Release's own facts are in.
 		for _, pp := range cf.prefetched {
 			if lr, scope, ok := s.beginLearn(pp); ok {
-				s.learn(lr, scope, pp, pp.digest)
+				s.learn(lr, scope, pp, pp.Digest)
 			}
 		}
 	}) {
 		s.learning.end(cf.learn) // shutting down: learnt on the next fetch
 	}
-	s.recordFill(p, res.Digest, res.Size)
+	if !opts.Unrecorded {
+		s.recordFill(p, res.Digest, res.Size)
+	}
 	// How long each phase of the miss took: the peers' answer, the
 	// downloader known (an election, or one found), the first byte.
-	attrs := []any{slog.String("url", p.url), slog.String("digest", res.Digest.String()),
+	attrs := []any{slog.String("url", p.URL), slog.String("digest", res.Digest.String()),
 		slog.Int64("bytes", res.Size), slog.Any("from", res.From),
 		slog.Duration("first_byte", res.FirstByte), slog.Duration("took", res.Took)}
 	if ph, ok := lan.(phased); ok {
@@ -76,24 +82,47 @@ func (s *Server) runFill(ctx context.Context, f *cachestore.Fill, who asker, p p
 	s.log.Info("stored", attrs...)
 }
 
+// recordFill tells the change feed what a fill for p stored (a file kept
+// by URL with its validators): never a private scope's.
+func (s *Door) recordFill(p Plan, d cachestore.Digest, size int64) {
+	if s.cfg.Record == nil || p.Cred.Private() {
+		return
+	}
+	var cached *cachestore.Cached
+	if p.Digest.IsZero() {
+		c, err := s.store.Cached(p.Key)
+		if err != nil || c.Digest != d {
+			return // replaced meanwhile: that fill records its own
+		}
+		cached = &c
+	}
+	s.cfg.Record(p.Key, p.Kind, d, size, cached)
+}
+
+// run is the one place the fill engine runs: into the store (a fill) or,
+// with no room on the disk, into a client's response.
+func (s *Door) run(ctx context.Context, f fill.Filler, p Plan, sources []fill.Source) (fill.Result, error) {
+	return s.engine.Run(ctx, f, fill.Want{Digest: p.Digest, Size: p.Size}, sources)
+}
+
 // phased is a LAN source that says how long its question and its
 // election took.
 type phased interface {
 	Phases() (query, election time.Duration)
 }
 
-// errAlreadyStored ends a flight whose blob another one stored first.
-var errAlreadyStored = errors.New("blob was stored meanwhile")
+// ErrAlreadyStored ends a flight whose blob another one stored first.
+var ErrAlreadyStored = errors.New("blob was stored meanwhile")
 
 // storedMeanwhile says (as the error to end the flight with) that what p
 // names was stored since the request looked.
-func (s *Server) storedMeanwhile(p plan) error {
-	if !p.digest.IsZero() {
-		if bi, err := s.store.Stat(p.digest); err == nil && p.readable(bi) {
-			return errAlreadyStored
+func (s *Door) storedMeanwhile(p Plan) error {
+	if !p.Digest.IsZero() {
+		if bi, err := s.store.Stat(p.Digest); err == nil && p.Readable(bi) {
+			return ErrAlreadyStored
 		}
-	} else if c, err := s.store.Cached(p.key); err == nil && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
-		return errNotModified
+	} else if c, err := s.store.Cached(p.Key); err == nil && s.now().Sub(c.Fetched) < s.cfg.IndexTTL {
+		return ErrNotModified
 	}
 	return nil
 }
@@ -106,8 +135,8 @@ func (s *Server) storedMeanwhile(p plan) error {
 // other source fail, the peers are asked again: a fill never fails while
 // the LAN holds the blob. lan is the LAN's first source when the LAN
 // takes part (Done ends its part), else nil.
-func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who asker, prev *cachestore.Cached) (sources []fill.Source, lan fill.Source) {
-	if s.cfg.Peers == nil || p.digest.IsZero() || p.cred.private() {
+func (s *Door) sources(ctx context.Context, f *cachestore.Fill, p Plan, who Asker, prev *cachestore.Cached) (sources []fill.Source, lan fill.Source) {
+	if s.cfg.Peers == nil || p.Digest.IsZero() || p.Cred.Private() {
 		// A private fill never involves the LAN: its bytes are its
 		// scope's, and no peer may be told it has them (private.go).
 		return s.upstreamSources(p, who, prev, nil), nil
@@ -120,12 +149,12 @@ func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who as
 	// to fetch it (or fetches it alone), and electing again among peers
 	// that wait for it would have each wait on the other.
 	relan := func(context.Context) fill.Source {
-		return counted(s.cfg.Peers.Again(p.digest, p.size, f.Written))
+		return counted(s.cfg.Peers.Again(p.Digest, p.Size, f.Written))
 	}
 	up := s.upstreamSources(p, who, prev, relan)
-	lan = s.cfg.Peers.Source(ctx, p.digest, p.size, f.Written)
-	again := counted(s.cfg.Peers.Again(p.digest, p.size, f.Written))
-	if p.size >= 0 && p.size < s.cfg.ShareMinSize {
+	lan = s.cfg.Peers.Source(ctx, p.Digest, p.Size, f.Written)
+	again := counted(s.cfg.Peers.Again(p.Digest, p.Size, f.Written))
+	if p.Size >= 0 && p.Size < s.cfg.ShareMinSize {
 		return append(up, counted(lan), again), lan // the peers are the fallback
 	}
 	return append(append([]fill.Source{counted(lan)}, up...), again), lan
@@ -134,11 +163,11 @@ func (s *Server) sources(ctx context.Context, f *cachestore.Fill, p plan, who as
 // upstreamSources are the hubs in their failover order, then the origin
 // unless hub_only. relan, when set, lets a busy hub send the fill back to
 // the LAN after its delay.
-func (s *Server) upstreamSources(p plan, who asker, prev *cachestore.Cached, relan func(context.Context) fill.Source) []fill.Source {
+func (s *Door) upstreamSources(p Plan, who Asker, prev *cachestore.Cached, relan func(context.Context) fill.Source) []fill.Source {
 	var out []fill.Source
 	hubs := s.cfg.Hubs
-	if p.cred.private() && !s.cfg.HubOnly {
-		// A credential goes to its origin alone, unless the site's
+	if p.Cred.Private() && !s.cfg.HubOnly {
+		// A Credential goes to its origin alone, unless the site's
 		// policy is that nothing goes to an origin directly.
 		hubs = nil
 	}
@@ -156,24 +185,24 @@ func (s *Server) upstreamSources(p plan, who asker, prev *cachestore.Cached, rel
 // that a request racing it waits for it).
 type committingFill struct {
 	*cachestore.Fill
-	s     *Server
-	p     plan
-	who   asker
+	s     *Door
+	p     Plan
+	who   Asker
 	learn *learnRun
 	scope repoScope
 	// prefetched are a hub's index files fetched before their new
 	// Release was released (generations.go).
-	prefetched []plan
+	prefetched []Plan
 }
 
 // holdsGeneration says whether this fill is a hub's new top metadata file,
 // released only with what it lists (generations.go).
 func (c *committingFill) holdsGeneration() bool {
-	return c.s.cfg.Hub != nil && c.p.digest.IsZero() && (c.p.meta == metaRelease || c.p.meta == metaRepomd)
+	return c.s.cfg.KeepGenerations > 0 && c.p.Digest.IsZero() && (c.p.Meta == MetaRelease || c.p.Meta == MetaRepomd)
 }
 
 func (c *committingFill) Start(info cachestore.FillInfo) error {
-	info.Scope = c.p.cred.scope // a private plan's bytes are its scope's
+	info.Scope = c.p.Cred.scope // a private plan's bytes are its scope's
 	if err := c.Fill.Start(info); err != nil {
 		return err
 	}
@@ -192,20 +221,20 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 		pre, err := s.holdGeneration(s.ctx, c.Fill, p, c.who)
 		if err != nil {
 			s.log.Warn("new repository metadata held back: nodes get the previous generation until the hub holds what it lists",
-				slog.String("url", p.url), slog.Any("err", err))
+				slog.String("url", p.URL), slog.Any("err", err))
 			return cachestore.Digest{}, err
 		}
 		c.prefetched = pre
 	}
 	got := c.Fill.Digest()
-	if p.digest.IsZero() {
+	if p.Digest.IsZero() {
 		meta := c.Fill.Meta()
 		cached := cachestore.Cached{
 			Digest: got, Size: size, ETag: meta["ETag"], LastModified: meta["Last-Modified"],
 			ContentType: meta["Content-Type"], Fetched: s.now(),
 		}
-		if err := s.store.PutCached(p.key, cached); err != nil {
-			s.log.Warn("could not record a cached URL", slog.String("url", p.url), slog.Any("err", err))
+		if err := s.store.PutCached(p.Key, cached); err != nil {
+			s.log.Warn("could not record a cached URL", slog.String("url", p.URL), slog.Any("err", err))
 		}
 	}
 	if c.learn == nil {

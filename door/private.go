@@ -1,4 +1,4 @@
-package proxy
+package door
 
 import (
 	"crypto/hmac"
@@ -14,37 +14,37 @@ import (
 
 // Private scopes (RFC 9111 §3.5: a shared cache must not answer a request
 // with the response to another's authorized request). A request that
-// carries a credential for its origin (a user:password in the URL, an
+// carries a Credential for its origin (a user:password in the URL, an
 // Authorization header meant for the origin: what apt sends for an
 // auth.conf entry and dnf for a repo's username) is private. Its keys in
 // the index (URL cache, learnt facts, remembered 404s) carry its scope in
-// place of the credential (http://p<hex>@host/...), so what it teaches and
-// keeps is found only by requests with the same credential; the blobs it
+// place of the Credential (http://p<hex>@host/...), so what it teaches and
+// keeps is found only by requests with the same Credential; the blobs it
 // stores are private to that scope (cachestore/private.go) and never
 // offered to peers, pulling hubs or a change feed. Its fills go to the
-// origin (through a hub only with hub_only), with the credential, and
+// origin (through a hub only with hub_only), with the Credential, and
 // never to the LAN.
 
-// credential is what a request proves to its origin.
-type credential struct {
-	// scope is "p" and a keyed hash of the origin and the credential;
+// Credential is what a request proves to its origin.
+type Credential struct {
+	// scope is "p" and a keyed hash of the origin and the Credential;
 	// "" for a request without one.
 	scope string
 	// auth is the Authorization header to send the origin.
 	auth string
-	// user is the URL's user name, for the log ("" when the credential
+	// user is the URL's user name, for the log ("" when the Credential
 	// came as a header).
 	user string
 }
 
-func (c credential) private() bool { return c.scope != "" }
+func (c Credential) Private() bool { return c.scope != "" }
 
-// credentialOf takes the credential for target's origin from a request's
+// credentialOf takes the Credential for target's origin from a request's
 // header h (nil for warren's own requests) and target's userinfo, and
 // removes the userinfo from target, so that no secret is in the URL warren
 // logs, shows or keys anything by.
-func (s *Server) credentialOf(h http.Header, target *url.URL) credential {
-	var c credential
+func (s *Door) CredentialOf(h http.Header, target *url.URL) Credential {
+	var c Credential
 	if target.User != nil {
 		c.user = target.User.Username()
 		pw, _ := target.User.Password()
@@ -68,26 +68,26 @@ func (s *Server) credentialOf(h http.Header, target *url.URL) credential {
 // scopedKey is u's key in the index for a request in scope.
 func scopedKey(u *url.URL, scope string) string {
 	if scope == "" {
-		return canonicalURL(u)
+		return CanonicalURL(u)
 	}
 	return canonicalOrigin(u.Scheme, scope+"@"+u.Host) + canonicalPath(u.EscapedPath()) + query(u.RawQuery)
 }
 
 // shownURL is p's URL for the log: a user name stays, the password is
 // never there.
-func (p plan) shownURL() string {
-	if p.cred.user == "" {
-		return p.url
+func (p Plan) ShownURL() string {
+	if p.Cred.user == "" {
+		return p.URL
 	}
-	scheme, rest, ok := strings.Cut(p.url, "://")
+	scheme, rest, ok := strings.Cut(p.URL, "://")
 	if !ok {
-		return p.url
+		return p.URL
 	}
-	return scheme + "://" + url.User(p.cred.user).String() + ":***@" + rest
+	return scheme + "://" + url.User(p.Cred.user).String() + ":***@" + rest
 }
 
 // redactURL is u for the log, its password (if any) as "***".
-func redactURL(u *url.URL) string {
+func RedactURL(u *url.URL) string {
 	if u.User == nil {
 		return u.String()
 	}
@@ -105,4 +105,7 @@ func redactURL(u *url.URL) string {
 }
 
 // readable says whether a stored blob may answer p.
-func (p plan) readable(bi cachestore.BlobInfo) bool { return bi.Readable(p.cred.scope) }
+func (p Plan) Readable(bi cachestore.BlobInfo) bool { return bi.Readable(p.Cred.scope) }
+
+// Scope names the credential's scope for the log ("" without one).
+func (c Credential) Scope() string { return c.scope }

@@ -1,0 +1,130 @@
+package door
+
+import (
+	"context"
+	"net/url"
+	"path"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/rpm"
+)
+
+// Plan is what a URL says about how to fetch, keep and serve it.
+type Plan struct {
+	URL  string // upstream URL, as the client spelt it (never with a password)
+	Key  string // the canonical form of URL (in its Credential's scope): its key in the index
+	Kind string // what the ecosystem calls it, for the log
+	Eco  string // EcoDebian, EcoRPM, EcoChocolatey or "other", for the day's chart
+	// PassThrough: never cache (mirror lists, metalinks).
+	PassThrough bool
+	// Digest is set when metadata (or the by-hash path) says what the
+	// bytes must hash to: the blob is filled by digest and verified.
+	Digest cachestore.Digest
+	Size   int64 // -1 when unknown
+	// Meta is the metadata to learn from once stored (MetaRelease,
+	// MetaPackages, ...); MetaName is its name as the repository knows
+	// it (which says its compression).
+	Meta     string
+	MetaName string
+	// Cred is the request's Credential for its origin: a private plan's
+	// keys and blobs are its scope's alone (private.go).
+	Cred Credential
+}
+
+// fillKey names p's one flight: by digest when the metadata gave one (a
+// blob is the same whatever URL names it), else by URL.
+func (p Plan) FillKey() string {
+	if !p.Digest.IsZero() {
+		if p.Cred.Private() {
+			// Its own flight: the bytes come with its Credential, and
+			// no one else may follow them (the key says no secret).
+			return cachestore.FillKey(p.Digest) + "#" + p.Cred.scope
+		}
+		return cachestore.FillKey(p.Digest)
+	}
+	return "url:" + p.Key // the key carries the scope
+}
+
+const (
+	MetaRelease  = "release"
+	MetaPackages = "packages"
+	MetaSources  = "sources"
+	MetaRepomd   = "repomd"
+	MetaPrimary  = "primary"
+)
+
+// plan says how to serve u (its userinfo already taken into cred).
+func (s *Door) plan(ctx context.Context, u *url.URL, cred Credential) Plan {
+	p := Plan{URL: u.String(), Key: scopedKey(u, cred.scope), Kind: "other", Eco: "other", Size: -1, Cred: cred}
+	if k := debian.Classify(u.Path); k != debian.KindOther {
+		p.Eco = EcoDebian
+		s.planDebian(ctx, &p, u, k)
+	} else if k := rpm.Classify(u.Host, u.Path); k != rpm.KindOther {
+		p.Eco = EcoRPM
+		s.planRPM(ctx, &p, u, k)
+	}
+	return p
+}
+
+func (s *Door) planDebian(ctx context.Context, p *Plan, u *url.URL, k debian.Kind) {
+	p.Kind = k.String()
+	switch k {
+	case debian.KindByHash:
+		p.Digest = cachestore.Digest{Algo: "sha256", Hex: debian.ByHashDigest(u.Path)}
+		s.learning.wait(ctx, p.Key, nil)
+		if known, err := s.store.Known(p.Key); err == nil && known.Digest == p.Digest {
+			p.Size = known.Size
+			p.Meta, p.MetaName = debianIndexMeta(known.Name), known.Name
+		}
+	case debian.KindPackage, debian.KindSource:
+		s.useKnown(ctx, p)
+	case debian.KindRelease:
+		p.Meta, p.MetaName = MetaRelease, path.Base(u.Path)
+	case debian.KindIndex:
+		p.Meta, p.MetaName = debianIndexMeta(u.Path), path.Base(u.Path)
+		// The Release it came with names its hash: filled by digest, it
+		// is verified, found in the store under any name (by-hash), and a
+		// hub serves the generation this client's Release lists.
+		s.useKnown(ctx, p)
+	}
+}
+
+// debianIndexMeta says which parser an index file needs: MetaPackages or
+// MetaSources, or "" for one that names no artifacts (Translation, ...).
+func debianIndexMeta(name string) string {
+	switch {
+	case debian.IsPackagesIndex(name):
+		return MetaPackages
+	case debian.IsSourcesIndex(name):
+		return MetaSources
+	}
+	return ""
+}
+
+func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
+	p.Kind = k.String()
+	switch k {
+	case rpm.KindPackage:
+		s.useKnown(ctx, p)
+	case rpm.KindRepomd:
+		p.Meta, p.MetaName = MetaRepomd, path.Base(u.Path)
+	case rpm.KindMetadata:
+		// Named by their checksum, listed in repomd.xml: immutable once known.
+		s.useKnown(ctx, p)
+		if rpm.IsPrimary(u.Path) {
+			p.Meta, p.MetaName = MetaPrimary, path.Base(u.Path)
+		}
+	case rpm.KindMirrorList:
+		p.PassThrough = true
+	}
+}
+
+// useKnown takes the digest metadata recorded for the URL, if any, after
+// any learn in progress of the URL's repository.
+func (s *Door) useKnown(ctx context.Context, p *Plan) {
+	s.learning.wait(ctx, p.Key, nil)
+	if k, err := s.store.Known(p.Key); err == nil {
+		p.Digest, p.Size = k.Digest, k.Size
+	}
+}
