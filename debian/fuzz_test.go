@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 func FuzzParseRelease(f *testing.F) {
@@ -43,23 +44,28 @@ func fuzzIndex(f *testing.F, seed string, parse func(io.Reader, func(Package) er
 			if len(p.SHA256) != 64 || p.Size < 0 || checkRelPath(p.Filename) != nil {
 				t.Fatalf("accepted a bad entry %+v", p)
 			}
+			checkDependNames(t, p.Depends)
+			checkDependNames(t, p.Recommends)
 			return nil
 		})
 	})
 }
 
-// FuzzDependNames: a Depends field never yields an empty name or one with
-// a version, architecture or separator left in it.
+// FuzzDependNames: a Depends or Recommends field never yields an empty
+// name or one with a version, qualifier, restriction, space or separator
+// left in it.
 func FuzzDependNames(f *testing.F) {
 	f.Add("libc6 (>= 2.34), libgcc-s1 | libgcc1, python3:any, foo [amd64]")
 	f.Add(", , |")
-	f.Fuzz(func(t *testing.T, depends string) {
-		for _, n := range DependNames(depends) {
-			if n == "" || strings.ContainsAny(n, " (:[,|") {
-				t.Fatalf("DependNames(%q) gave %q", depends, n)
-			}
+	f.Fuzz(checkDependNames)
+}
+
+func checkDependNames(t *testing.T, field string) {
+	for _, n := range DependNames(field) {
+		if n == "" || strings.ContainsAny(n, "(:[<,|") || strings.IndexFunc(n, unicode.IsSpace) >= 0 {
+			t.Fatalf("DependNames(%q) gave %q", field, n)
 		}
-	})
+	}
 }
 
 // FuzzCompareVersions: CompareVersions is a total order on any strings
