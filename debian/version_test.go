@@ -297,6 +297,10 @@ func TestCompareVersionsMalformed(t *testing.T) {
 // does; ParseVersion must refuse exactly the versions dpkg complains about.
 func TestCompareVersionsAgainstDpkg(t *testing.T) {
 	if _, err := exec.LookPath("dpkg"); err != nil {
+		// `make test` runs on Debian, which always has dpkg: never pass unseen there.
+		if os.Getenv("WARREN_E2E") == "1" {
+			t.Fatal("dpkg not found; `make test` runs on Debian, which has it")
+		}
 		t.Skip("no dpkg on this machine")
 	}
 	type pair struct{ a, b, from string }
