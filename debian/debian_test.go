@@ -148,6 +148,12 @@ func TestParseIndexGolden(t *testing.T) {
 		{"testdata/Packages", ParsePackages, []Package{
 			{Filename: "pool/main/h/hello/hello_2.10-3_amd64.deb", Size: 53604, SHA256: "3c3d5b5aa6b0c6d2b6f4c05fe9b6e5cbd2f1bbdd0d1ffb9fe7a51a36a3b0e8c1",
 				Name: "hello", Version: "2.10-3", Depends: "libc6 (>= 2.34)"},
+			// A real paragraph: zsh recommends libpcre3, which apt installs
+			// with it by default.
+			{Filename: "pool/main/z/zsh/zsh_5.9-4+b15_amd64.deb", Size: 907512, SHA256: "8362cc8bbb530d393950522dc8a9df5a860a61227d62ff669a7524056e6289a8",
+				Name: "zsh", Version: "5.9-4+b15",
+				Depends:    "zsh-common (= 5.9-4), libc6 (>= 2.34), libcap2 (>= 1:2.10), libtinfo6 (>= 6), debianutils (>= 5.3-1~)",
+				Recommends: "libc6 (>= 2.35), libgdbm6 (>= 1.16), libncursesw6 (>= 6), libpcre3"},
 			{Filename: "pool/main/h/hello-traditional/hello-traditional_2.10-6_amd64.deb", Size: 61048, SHA256: "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90",
 				Name: "hello-traditional", Version: "2.10-6"},
 		}},
@@ -214,10 +220,52 @@ func TestParseIndexErrors(t *testing.T) {
 	}
 }
 
+func TestParsePackagesRelations(t *testing.T) {
+	in := "Package: a\nVersion: 1:2.0-1\nPre-Depends: dpkg (>= 1.15)\nDepends: b | c, d:any\nRecommends: e (>= 1) | f, g\n" +
+		"Suggests: h\nEnhances: i\nFilename: a.deb\nSize: 1\nSHA256: " + strings.Repeat("f", 64) + "\n"
+	var got []Package
+	if err := ParsePackages(strings.NewReader(in), func(p Package) error { got = append(got, p); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("got %+v", got)
+	}
+	if p := got[0]; p.Depends != "dpkg (>= 1.15), b | c, d:any" || p.Recommends != "e (>= 1) | f, g" {
+		t.Errorf("Depends %q, Recommends %q", p.Depends, p.Recommends)
+	}
+}
+
 func TestDependNames(t *testing.T) {
-	got := DependNames("libc6 (>= 2.34), libgcc-s1 | libgcc1, python3:any, foo [amd64],  , debconf (>= 0.5) | debconf-2.0")
-	want := []string{"libc6", "libgcc-s1", "python3", "foo", "debconf"}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("DependNames = %q, want %q", got, want)
+	tests := []struct {
+		field string
+		want  []string
+	}{
+		{"libc6 (>= 2.34), libgcc-s1 | libgcc1, python3:any, foo [amd64],  , debconf (>= 0.5) | debconf-2.0",
+			[]string{"libc6", "libgcc-s1", "python3", "foo", "debconf"}},
+		// zsh's Recommends in bookworm.
+		{"libc6 (>= 2.35), libgdbm6 (>= 1.16), libncursesw6 (>= 6), libpcre3",
+			[]string{"libc6", "libgdbm6", "libncursesw6", "libpcre3"}},
+		{"foo:any", []string{"foo"}},
+		{"foo:amd64 (>= 1.0)", []string{"foo"}},
+		{"foo (>= 1.0) | bar", []string{"foo"}},
+		{"foo (>= 1:2.0~rc1-1) | bar:any (<< 3)", []string{"foo"}},
+		// Build-Depends-style restrictions: architectures and build profiles.
+		{"debhelper-compat (= 13), libfoo-dev [amd64 i386] <!nocheck>, python3:native <!cross> <!nodoc>",
+			[]string{"debhelper-compat", "libfoo-dev", "python3"}},
+		{"a (>= 1) [!hurd-any] <stage1 !nocheck> | b", []string{"a"}},
+		// The same, unspaced, and folded or tabbed.
+		{"foo<!nocheck>, bar[linux-any], baz(>=1)", []string{"foo", "bar", "baz"}},
+		{"foo\t(>= 1),\n bar", []string{"foo", "bar"}},
+		{"", nil},
+		{", , |", nil},
+		{"| bar", nil},
+		{"(>= 1), [amd64], <!nocheck>, :any", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.field, func(t *testing.T) {
+			if got := DependNames(tt.field); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("DependNames(%q) = %q, want %q", tt.field, got, tt.want)
+			}
+		})
 	}
 }

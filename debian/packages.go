@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Package is what a Packages or Sources index says about one file: a .deb,
@@ -13,21 +14,28 @@ type Package struct {
 	Filename string // relative to the archive root
 	Size     int64
 	SHA256   string // lowercase hex
-	// Name, Version and Depends (Depends and Pre-Depends, as written) say
-	// what the package is, for a preload list's globs and dependencies.
-	Name    string
-	Version string
-	Depends string
+	// Name, Version, Depends (Depends and Pre-Depends, as written) and
+	// Recommends (as written) say what the package is, for a preload
+	// list's globs and dependencies: apt installs what a package
+	// recommends unless told not to, so a preload must fetch it too.
+	Name       string
+	Version    string
+	Depends    string
+	Recommends string
 }
 
-// DependNames lists the package names a Depends field needs: the first of
-// each set of alternatives, without version or architecture.
+// DependNames lists the package names a Depends or Recommends field
+// needs: the first of each set of alternatives, without its version,
+// architecture qualifier (":any"), or the architecture ("[amd64]") and
+// build profile ("<!nocheck>") restrictions of Build-Depends-style fields.
 func DependNames(depends string) []string {
 	var out []string
 	for _, dep := range strings.Split(depends, ",") {
 		first, _, _ := strings.Cut(dep, "|")
 		name := strings.TrimSpace(first)
-		if i := strings.IndexAny(name, " (:["); i >= 0 {
+		// A name ends at a space or where a version, qualifier or
+		// restriction begins, spaced from it or not.
+		if i := strings.IndexFunc(name, endsName); i >= 0 {
 			name = name[:i]
 		}
 		if name != "" {
@@ -36,6 +44,8 @@ func DependNames(depends string) []string {
 	}
 	return out
 }
+
+func endsName(r rune) bool { return unicode.IsSpace(r) || strings.ContainsRune("(:[<", r) }
 
 // ParsePackages streams a (decompressed) Packages file and calls fn for every
 // paragraph that names a file with a SHA256. Paragraphs without SHA256 (very
@@ -77,6 +87,8 @@ func ParsePackages(r io.Reader, fn func(Package) error) error {
 					cur.Depends += ", "
 				}
 				cur.Depends += val
+			case "Recommends":
+				cur.Recommends = val
 			}
 			return nil
 		},
