@@ -1,6 +1,7 @@
 package door
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -533,4 +534,37 @@ func (c closers) Close() error {
 		x.Close()
 	}
 	return nil
+}
+
+// Keep stores bytes warren already holds in hand (a feed answer it fetched
+// and read) under key, as a fill from the origin would store them: hashed,
+// kept by URL with meta (the headers to give back), recorded in the change
+// feed. It returns the blob's digest.
+func (s *Door) Keep(ctx context.Context, key, kind string, body []byte, meta map[string]string) (cachestore.Digest, error) {
+	p := Plan{URL: key, Key: key, Kind: kind, Eco: "other", Size: int64(len(body))}
+	f, leader := s.store.BeginFill(p.FillKey())
+	if leader {
+		src := &heldSource{body: body, meta: meta}
+		if !s.fills.Go(func() { s.runFillWith(s.ctx, f, Asker{}, p, nil, FetchOptions{Sources: []fill.Source{src}}) }) {
+			f.Abort(ErrShuttingDown)
+		}
+	}
+	d, err := f.Result(ctx)
+	if err != nil {
+		return d, fmt.Errorf("keep %s: %w", key, err)
+	}
+	return d, nil
+}
+
+// heldSource is bytes in hand as a fill source.
+type heldSource struct {
+	body []byte
+	meta map[string]string
+}
+
+func (h *heldSource) Open(_ context.Context, off int64) (*fill.Stream, error) {
+	if off > int64(len(h.body)) {
+		return nil, fill.Stop(fmt.Errorf("offset %d past the %d bytes in hand", off, len(h.body)))
+	}
+	return &fill.Stream{Body: io.NopCloser(bytes.NewReader(h.body[off:])), From: "warren", Size: int64(len(h.body)), Meta: h.meta}, nil
 }

@@ -29,10 +29,13 @@ var ErrShuttingDown = errors.New("warren is shutting down; try again shortly")
 // afterwards; then the change feed records it.
 func (s *Door) runFillWith(ctx context.Context, f *cachestore.Fill, who Asker, p Plan, prev *cachestore.Cached, opts FetchOptions) {
 	// Check the store again inside the flight: a fill that just finished
-	// may have stored what we are about to fetch.
-	if err := s.storedMeanwhile(p); err != nil {
-		f.Abort(err)
-		return
+	// may have stored what we are about to fetch. (Given sources are the
+	// caller's choice: it looked itself.)
+	if opts.Sources == nil {
+		if err := s.storedMeanwhile(p); err != nil {
+			f.Abort(err)
+			return
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -67,7 +70,7 @@ func (s *Door) runFillWith(ctx context.Context, f *cachestore.Fill, who Asker, p
 	}) {
 		s.learning.end(cf.learn) // shutting down: learnt on the next fetch
 	}
-	if !opts.Unrecorded {
+	if !opts.Unrecorded && !cf.same {
 		s.recordFill(p, res.Digest, res.Size)
 	}
 	// How long each phase of the miss took: the peers' answer, the
@@ -193,6 +196,9 @@ type committingFill struct {
 	// prefetched are a hub's index files fetched before their new
 	// Release was released (generations.go).
 	prefetched []Plan
+	// same: a URL's copy fetched again with the bytes it had (nothing
+	// new for the change feed).
+	same bool
 }
 
 // holdsGeneration says whether this fill is a hub's new top metadata file,
@@ -228,10 +234,13 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 	}
 	got := c.Fill.Digest()
 	if p.Digest.IsZero() {
+		if old, err := s.store.Cached(p.Key); err == nil && old.Digest == got {
+			c.same = true
+		}
 		meta := c.Fill.Meta()
 		cached := cachestore.Cached{
 			Digest: got, Size: size, ETag: meta["ETag"], LastModified: meta["Last-Modified"],
-			ContentType: meta["Content-Type"], Fetched: s.now(),
+			ContentType: meta["Content-Type"], Fetched: s.now(), Meta: extraMeta(meta),
 		}
 		if err := s.store.PutCached(p.Key, cached); err != nil {
 			s.log.Warn("could not record a cached URL", slog.String("url", p.URL), slog.Any("err", err))
@@ -243,6 +252,24 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 		c.learn, c.scope, _ = s.beginLearn(p)
 	}
 	return c.Fill.Commit(want, size)
+}
+
+// extraMeta are the headers a stream gave beyond the validators and the
+// type (a feed answer's DataServiceVersion), kept with a URL's copy; nil
+// when there are none.
+func extraMeta(meta map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range meta {
+		switch k {
+		case "ETag", "Last-Modified", "Content-Type":
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[k] = v
+	}
+	return out
 }
 
 // countingSource counts what a source sends and what it got wrong.

@@ -3,8 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -312,36 +310,13 @@ func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Hea
 // feedFetchTimeout bounds one upstream feed call, budget wait included.
 const feedFetchTimeout = time.Minute
 
-// keepAnswer stores a good answer as a blob, under its normal form.
+// keepAnswer stores a good answer through the door, under its normal
+// form (recorded for replication when it is a new one).
 func (s *Server) keepAnswer(key string, a feedAnswer) {
-	sum := sha256.Sum256(a.body)
-	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
-	if bi, err := s.store.Stat(d); err != nil || bi.Private() {
-		f, leader := s.store.BeginFill(cachestore.FillKey(d))
-		if !leader {
-			return // the same bytes are being stored by another call
-		}
-		err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: int64(len(a.body))})
-		if err == nil {
-			_, err = f.Write(a.body)
-		}
-		if err == nil {
-			_, err = f.Commit(d, int64(len(a.body)))
-		}
-		if err != nil {
-			f.Abort(err)
-			s.log.Warn("could not keep a feed answer (served, not kept)", slog.String("key", key), slog.Any("err", err))
-			return
-		}
-	}
-	c := cachestore.Cached{Digest: d, Size: int64(len(a.body)), ContentType: a.header["Content-Type"], Fetched: a.fetched, Meta: a.header}
-	old, oerr := s.store.Cached(key)
-	if err := s.store.PutCached(key, c); err != nil {
-		s.log.Warn("could not record a feed answer", slog.String("key", key), slog.Any("err", err))
-		return
-	}
-	if oerr != nil || old.Digest != d {
-		s.recordStored(key, "feed", d, c.Size, &c) // a new answer, for replication
+	ctx, cancel := context.WithTimeout(s.ctx, feedFetchTimeout)
+	defer cancel()
+	if _, err := s.door.Keep(ctx, key, "feed", a.body, a.header); err != nil {
+		s.log.Warn("could not keep a feed answer (served, not kept)", slog.String("key", key), slog.Any("err", err))
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/intercept"
 )
 
 // Store is what the proxy needs of the cache.
@@ -109,8 +110,8 @@ type Config struct {
 	// Hub, when set, makes this warren a site's hub.
 	Hub *HubRole
 	// Intercept, when set, names the https hosts whose CONNECTs warren
-	// answers itself with the site CA's certificates (intercept.go).
-	Intercept Interceptor
+	// answers itself with the site CA's certificates (package intercept).
+	Intercept intercept.Certs
 	// UpstreamRoots are the CAs warren trusts for https upstreams; nil:
 	// the system's (SSL_CERT_FILE and SSL_CERT_DIR are honoured).
 	UpstreamRoots *x509.CertPool
@@ -135,6 +136,8 @@ type Server struct {
 	log   *slog.Logger
 	now   func() time.Time
 	gp    *goproxy.ProxyHttpServer
+	// tunnels answers the CONNECTs to intercepted hosts; nil without.
+	tunnels *intercept.Tunnels
 
 	ctx    context.Context // the tunnels' and feeds' parent; no client owns it
 	cancel context.CancelFunc
@@ -268,6 +271,16 @@ func New(cfg Config, store Store) (*Server, error) {
 	s.door = d
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.gp = s.newGoproxy()
+	if cfg.Intercept != nil {
+		s.tunnels = intercept.New(intercept.Config{
+			Certs: cfg.Intercept, Transport: d.Client().Transport, Logger: cfg.Logger,
+			ReadHeaderTimeout: ReadHeaderTimeout, MaxHeaderBytes: MaxHeaderBytes,
+			Cache: func(w http.ResponseWriter, r *http.Request, target *url.URL) {
+				s.stats.Requests.Add(1)
+				s.serveCache(w, r, target, s.door.CredentialOf(r.Header, target))
+			},
+		})
+	}
 	s.started = cfg.Now()
 	s.hubm = newHubMetrics()
 	s.newMetrics(cfg.Collectors)
@@ -292,6 +305,9 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 // Close stops every fill and waits for them.
 func (s *Server) Close() error {
 	s.cancel()
+	if s.tunnels != nil {
+		s.tunnels.Close()
+	}
 	return s.door.Close()
 }
 
@@ -378,9 +394,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.refuseDestination(w, r, err)
 			return
 		}
-		if host, ok := s.intercepted(r.URL.Host); ok {
-			s.serveIntercepted(w, r, host)
-			return
+		if s.tunnels != nil {
+			if origin, ok := s.tunnels.Target(r.URL.Host); ok {
+				s.tunnels.Serve(w, r, origin)
+				return
+			}
 		}
 		// A tunnel: warren sees the host, never what is inside (a host with
 		// credentials stays here, so its secrets never reach warren).

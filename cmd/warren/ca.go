@@ -51,7 +51,7 @@ func wantedHosts(cfg settings, root string) []string {
 	return slices.Compact(out)
 }
 
-// interception is the daemon's proxy.Interceptor: the wanted hosts the
+// interception is the daemon's intercept.Certs: the wanted hosts the
 // site CA may sign for, the auto list read again at most every 30 s (a
 // repository added to apt's sources is picked up without a restart).
 type interception struct {

@@ -1,4 +1,4 @@
-package proxy
+package intercept
 
 import (
 	"bytes"
@@ -16,35 +16,61 @@ import (
 	"time"
 )
 
-// HTTPS repositories: a CONNECT to an intercepted host is answered by
-// warren itself, with a certificate from the site CA (which may sign for
-// those hosts only), and the requests inside the tunnel take the same
-// path as http ones (serve.go): learnt hashes, verified fills, the store,
-// peers and hubs. warren fetches from the real host over TLS verified
-// with the system's roots. Any other CONNECT is a tunnel, as before.
-
-// Interceptor decides which CONNECT targets warren answers itself, and
-// gives their certificates (the daemon builds it from package siteca).
-type Interceptor interface {
+// Certs decides which CONNECT targets warren answers itself, and gives
+// their certificates (the daemon builds it from the site CA and the scan).
+type Certs interface {
 	Intercepts(host string) bool
 	Leaf(host string) (*tls.Certificate, error)
 }
 
+// Config is what Tunnels needs.
+type Config struct {
+	Certs Certs
+	// Cache serves a GET or HEAD for an https URL inside a tunnel: the
+	// front's request story, as for http.
+	Cache func(w http.ResponseWriter, r *http.Request, target *url.URL)
+	// Transport carries what is not cached (other methods) to the real
+	// host, over verified TLS, under the destination rules.
+	Transport http.RoundTripper
+	// The front's limits on a request head: a tunnel is no way around them.
+	ReadHeaderTimeout time.Duration
+	MaxHeaderBytes    int
+	Logger            *slog.Logger
+}
+
+// Tunnels answers the CONNECTs to intercepted hosts. Close ends them.
+type Tunnels struct {
+	cfg    Config
+	log    *slog.Logger
+	ctx    context.Context // every tunnel's; Close cancels it
+	cancel context.CancelFunc
+}
+
+// New builds the tunnels' side.
+func New(cfg Config) *Tunnels {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	t := &Tunnels{cfg: cfg, log: cfg.Logger}
+	t.ctx, t.cancel = context.WithCancel(context.Background())
+	return t
+}
+
+// Close ends the tunnels being served.
+func (t *Tunnels) Close() { t.cancel() }
+
 // interceptTimeout bounds the TLS handshake with the client.
 const interceptTimeout = 15 * time.Second
 
-// intercepted says whether the CONNECT target host:port is one warren
-// answers itself, and the origin to fetch from (the port kept unless 443).
-func (s *Server) intercepted(hostport string) (string, bool) {
-	if s.cfg.Intercept == nil {
-		return "", false
-	}
+// Target says whether the CONNECT target host:port is one warren answers
+// itself, and the origin to fetch from (the port kept unless 443).
+func (s *Tunnels) Target(hostport string) (string, bool) {
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
 		return "", false
 	}
 	host = strings.ToLower(host)
-	if !s.cfg.Intercept.Intercepts(host) {
+	if !s.cfg.Certs.Intercepts(host) {
 		return "", false
 	}
 	if port != "443" {
@@ -53,9 +79,10 @@ func (s *Server) intercepted(hostport string) (string, bool) {
 	return host, true
 }
 
-// serveIntercepted answers a CONNECT to host with TLS of our own and
-// serves the requests inside it.
-func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request, origin string) {
+// Serve answers a CONNECT to origin (from Target) with TLS of our own and
+// serves the requests inside it, until the client closes the tunnel or
+// Close.
+func (s *Tunnels) Serve(w http.ResponseWriter, r *http.Request, origin string) {
 	host := stripPort(origin)
 	hj, ok := w.(http.Hijacker)
 	if !ok {
@@ -84,7 +111,7 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request, origin
 			if hello.ServerName != "" && !strings.EqualFold(hello.ServerName, host) {
 				return nil, errors.New("the TLS server name is not the CONNECT's host")
 			}
-			return s.cfg.Intercept.Leaf(host)
+			return s.cfg.Certs.Leaf(host)
 		},
 	})
 	tlsConn.SetDeadline(time.Now().Add(interceptTimeout))
@@ -101,8 +128,8 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request, origin
 	srv := &http.Server{
 		Handler: s.interceptHandler(origin, r.RemoteAddr),
 		// The front's limits: a tunnel is no way around them.
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		MaxHeaderBytes:    MaxHeaderBytes,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		IdleTimeout:       90 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
 	}
@@ -111,14 +138,14 @@ func (s *Server) serveIntercepted(w http.ResponseWriter, r *http.Request, origin
 
 // interceptHandler serves the requests of one intercepted tunnel to
 // origin (host, or host:port).
-func (s *Server) interceptHandler(host, client string) http.Handler {
+func (s *Tunnels) interceptHandler(host, client string) http.Handler {
 	origin := &url.URL{Scheme: "https", Host: host}
 	forward := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(origin)
 			pr.Out.Host = host
 		},
-		Transport: s.door.Client().Transport,
+		Transport: s.cfg.Transport,
 		ErrorLog:  slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -127,13 +154,12 @@ func (s *Server) interceptHandler(host, client string) http.Handler {
 			return
 		}
 		r.RemoteAddr = client
-		s.stats.Requests.Add(1)
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			forward.ServeHTTP(w, r) // not cached: passed to the real host, verified TLS
 			return
 		}
 		target := &url.URL{Scheme: "https", Host: host, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-		s.serveCache(w, r, target, s.door.CredentialOf(r.Header, target))
+		s.cfg.Cache(w, r, target)
 	})
 }
 
