@@ -45,8 +45,9 @@ type config struct {
 	ConnectPorts  []int    `yaml:"connect_ports"`
 	// HTTPSIntercept is which https hosts warren answers CONNECTs to
 	// itself, with the site CA: auto (apt's and dnf's https hosts without
-	// credentials), off, or a list of hosts (ca.go).
-	HTTPSIntercept []string `yaml:"https_intercept"`
+	// credentials), off, or a list of hosts (ca.go); one of them may be
+	// written as a plain scalar.
+	HTTPSIntercept stringList `yaml:"https_intercept"`
 	// MaxConnections and MaxClientConnections cap open connections, in all
 	// and per client address (503 beyond).
 	MaxConnections       int      `yaml:"max_connections"`
@@ -215,6 +216,8 @@ func defaultOf(key string) string {
 		}
 		return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(x)), ", "), "[]")
 	case []string:
+		return strings.Join(x, ", ")
+	case stringList:
 		return strings.Join(x, ", ")
 	case map[string]string, map[string]duration:
 		return ""
@@ -628,6 +631,27 @@ func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("line %d: %q is not a duration such as 5s or 2m", n.Line, n.Value)
 	}
 	d.Duration = v
+	return nil
+}
+
+// stringList reads a YAML list, or one scalar as a list of one: the
+// shipped warren.yaml shows "https_intercept: auto", and an operator
+// uncommenting it must not get a type error.
+type stringList []string
+
+func (l *stringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*l = nil // "key:" with no value: none, which the check refuses
+		if n.Tag != "!!null" {
+			*l = stringList{n.Value}
+		}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*l = list
 	return nil
 }
 

@@ -43,6 +43,12 @@ func TestConfigPrecedence(t *testing.T) {
 			[]string{"- http://hub1:3142", "- http://hub2", "hub_only: true"}},
 		{"a hub", nil, []string{"--role", "hub", "--hub-mode", "preload", "--hub-tokens", "a", "--max-requesters", "3", "--retry-delay", "30s"},
 			[]string{"role: hub", "hub_mode: preload", "max_requesters: 3", "retry_delay: 30s", "keep_index_generations: 2"}},
+		// https_intercept as the shipped warren.yaml shows it: a scalar.
+		{"https_intercept auto", nil, []string{"--config", write("hi1.yaml", "https_intercept: auto\n")}, []string{"https_intercept:\n    - auto\n"}},
+		{"https_intercept off", nil, []string{"--config", write("hi2.yaml", "https_intercept: off\n")}, []string{"https_intercept:\n    - \"off\"\n"}},
+		{"https_intercept one host", nil, []string{"--config", write("hi3.yaml", "https_intercept: deb.example.org\n")}, []string{"https_intercept:\n    - deb.example.org\n"}},
+		{"https_intercept a list", nil, []string{"--config", write("hi4.yaml", "https_intercept: [a.example.org, b.example.org]\n")}, []string{"    - a.example.org\n    - b.example.org\n"}},
+		{"https_intercept flag", nil, []string{"--https-intercept", "off"}, []string{"https_intercept:\n    - \"off\"\n"}},
 		{"chocolatey feeds", nil, []string{"--config", write("choco.yaml", "chocolatey:\n  upstream: http://proget:8624/nuget/choco/\n  feeds:\n    internal: http://proget:8624/nuget/internal/\n")},
 			[]string{"upstream: http://proget:8624/nuget/choco/", "internal: http://proget:8624/nuget/internal/"}},
 	}
@@ -125,6 +131,8 @@ func TestConfigErrors(t *testing.T) {
 		{"replicate_from not http", []string{"config", "check", "--role", "hub", "--config", write("r6.yaml", "replicate_from: [{name: main, url: main:3142, token: t}]\n")}, "want the hub's http(s) URL"},
 		{"replicate_from twice", []string{"config", "check", "--role", "hub", "--config", write("r7.yaml", "replicate_from: [{name: m, url: http://a:3142, token: t}, {name: m, url: http://b:3142, token: t}]\n")}, "used twice"},
 		{"replicate_from itself", []string{"config", "check", "--role", "hub", "--listen", ":3142", "--config", write("r8.yaml", "replicate_from: [{name: me, url: http://127.0.0.1:3142, token: t}]\n")}, "cannot pull from itself"},
+		{"https_intercept empty", []string{"config", "check", "--config", write("hi5.yaml", "https_intercept:\n")}, "https_intercept: want auto, off"},
+		{"https_intercept a map", []string{"config", "check", "--config", write("hi6.yaml", "https_intercept: {a: b}\n")}, "config file"},
 		{"bad replicate_schedule", []string{"config", "check", "--replicate-schedule", "hourly"}, "want a duration"},
 	}
 	for _, tt := range tests {
