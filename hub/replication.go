@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/internal/statefile"
 )
 
 // Replication: a hub serves what it holds to other hubs, read-only, as a
@@ -364,7 +365,7 @@ func LoadReplicateState(dir string) (ReplicateState, error) {
 	return st, nil
 }
 
-// Save writes the state to dir atomically, the run log bounded.
+// Save writes the state to dir durably, the run log bounded.
 func (st *ReplicateState) Save(dir string) error {
 	if len(st.Runs) > MaxReplicateRuns {
 		st.Runs = st.Runs[len(st.Runs)-MaxReplicateRuns:]
@@ -373,11 +374,7 @@ func (st *ReplicateState) Save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("save replication state: %w", err)
 	}
-	tmp := filepath.Join(dir, "replication.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return fmt.Errorf("save replication state: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "replication.json")); err != nil {
+	if err := statefile.Write(filepath.Join(dir, "replication.json"), b, 0o640); err != nil {
 		return fmt.Errorf("save replication state: %w", err)
 	}
 	return nil

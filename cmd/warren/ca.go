@@ -16,6 +16,7 @@ import (
 
 	"github.com/warren-cache/warren/internal/repohosts"
 	"github.com/warren-cache/warren/internal/siteca"
+	"github.com/warren-cache/warren/internal/statefile"
 )
 
 // HTTPS repositories: the site CA's commands (`warren ca ...`), which hosts
@@ -240,11 +241,7 @@ func writeBundle(path, systemCAs string, siteCA []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	tmp := path + ".warren-tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return os.Rename(tmp, path)
+	return statefile.Write(path, b, 0o644)
 }
 
 // aptSetup writes (or with undo removes) apt's trust of the site CA for
