@@ -80,7 +80,10 @@ type config struct {
 	// The site's hubs, as a node uses them.
 	Hubs     []string `yaml:"hubs"`      // URLs, tried in order
 	HubToken string   `yaml:"hub_token"` // sent to them as a Bearer token
-	HubOnly  bool     `yaml:"hub_only"`  // never the origin directly
+	// HubTokenFile names a file holding hub_token instead, so that the
+	// config file need not hold it.
+	HubTokenFile string `yaml:"hub_token_file"`
+	HubOnly      bool   `yaml:"hub_only"` // never the origin directly
 	// A hub (role hub).
 	HubMode              string   `yaml:"hub_mode"`   // fetch, fetch-and-preload, preload
 	HubTokens            []string `yaml:"hub_tokens"` // required of nodes when set
@@ -138,6 +141,10 @@ type settings struct {
 	peers         []netip.AddrPort
 	hubMode       hub.Mode
 	preloadRate   int64
+	// hubToken is hub_token, or what hub_token_file holds; replicateFrom
+	// is replicate_from with each token_file read into its token.
+	hubToken      string
+	replicateFrom []hub.ReplicateFrom
 }
 
 const defaultChocolateyUpstream = "https://community.chocolatey.org/api/v2/"
@@ -255,10 +262,11 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "interfaces", Usage: "interfaces that announce and listen for peers, repeatable (default: all up, non-loopback)", EnvVars: []string{"WARREN_INTERFACES"}},
 		&cli.StringFlag{Name: "role", Usage: withDefault("peer (uses and serves peers), passive (uses peers, never serves) or hub (a site's distribution server, which nodes use with --hub)", "role"), EnvVars: []string{"WARREN_ROLE"}},
 		&cli.StringSliceFlag{Name: "hub", Usage: "URL of a site hub (http://host:port), asked after the LAN's peers and before the origin; repeatable, tried in order", EnvVars: []string{"WARREN_HUBS"}},
-		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens)", EnvVars: []string{"WARREN_HUB_TOKEN"}},
+		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens); at least 16 characters", EnvVars: []string{"WARREN_HUB_TOKEN"}},
+		&cli.StringFlag{Name: "hub-token-file", Usage: "a file holding the token sent to the hubs, instead of --hub-token (not readable by others)", EnvVars: []string{"WARREN_HUB_TOKEN_FILE"}},
 		&cli.BoolFlag{Name: "hub-only", Usage: "never go to the origin directly: only through the hubs", EnvVars: []string{"WARREN_HUB_ONLY"}},
 		&cli.StringFlag{Name: "hub-mode", Usage: withDefault("a hub's mode: fetch, fetch-and-preload or preload (serve only what it holds)", "hub_mode"), EnvVars: []string{"WARREN_HUB_MODE"}},
-		&cli.StringSliceFlag{Name: "hub-tokens", Usage: "a token a hub requires of its nodes, repeatable (default: none, allow_clients alone)", EnvVars: []string{"WARREN_HUB_TOKENS"}},
+		&cli.StringSliceFlag{Name: "hub-tokens", Usage: "a token a hub requires of its nodes (at least 16 characters, or sha256:<hex> of it), repeatable (default: none, allow_clients alone)", EnvVars: []string{"WARREN_HUB_TOKENS"}},
 		&cli.IntFlag{Name: "max-requesters", Usage: "a hub's requesters streaming one artifact while it fetches it; the rest are told to retry", DefaultText: defaultOf("max_requesters"), EnvVars: []string{"WARREN_MAX_REQUESTERS"}},
 		&cli.StringFlag{Name: "retry-delay", Usage: withDefault("how long a hub tells the requesters beyond max_requesters to wait", "retry_delay"), EnvVars: []string{"WARREN_RETRY_DELAY"}},
 		&cli.StringFlag{Name: "preload-schedule", Usage: withDefault("the daily window a hub preloads in, HH:MM-HH:MM; empty: on demand only", "preload_schedule"), EnvVars: []string{"WARREN_PRELOAD_SCHEDULE"}},
@@ -313,6 +321,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	str("discovery", &cfg.Discovery)
 	str("role", &cfg.Role)
 	str("hub-token", &cfg.HubToken)
+	str("hub-token-file", &cfg.HubTokenFile)
 	str("hub-mode", &cfg.HubMode)
 	if c.IsSet("preload-schedule") {
 		cfg.PreloadSchedule = c.String("preload-schedule")
@@ -489,6 +498,17 @@ func (cfg config) parse() (settings, error) {
 		}
 		if len(cfg.HubTokens) > 0 && cfg.Role != "hub" {
 			return errors.New("hub_tokens are what a hub requires of its nodes: set them with role hub (a node sends hub_token)")
+		}
+		for i, t := range cfg.HubTokens {
+			if err := hub.CheckAccepted(t); err != nil {
+				return fmt.Errorf("hub_tokens[%d]: %w", i, err)
+			}
+		}
+		if s.hubToken, err = cfg.hubTokenOf(); err != nil {
+			return err
+		}
+		if s.replicateFrom, err = cfg.replicateFromOf(); err != nil {
+			return err
 		}
 		if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
 			return errors.New("max_connections and max_client_connections must be at least 1")
@@ -720,8 +740,8 @@ func (cfg config) checkReplication() error {
 		switch {
 		case t.Name == "":
 			return fmt.Errorf("%s: no name: name each token (the logs say which one was used)", where)
-		case len(t.Token) < 16:
-			return fmt.Errorf("%s (%s): the token is %d characters; give at least 16 (for example: openssl rand -hex 24)", where, t.Name, len(t.Token))
+		case hub.CheckAccepted(t.Token) != nil:
+			return fmt.Errorf("%s (%s): %w", where, t.Name, hub.CheckAccepted(t.Token))
 		case names["t:"+t.Name]:
 			return fmt.Errorf("%s: the name %q is used twice", where, t.Name)
 		}
@@ -746,6 +766,89 @@ func (cfg config) checkReplication() error {
 		return errors.New("replicate_schedule must be 0 (on demand only) or a positive interval such as 1h")
 	}
 	return nil
+}
+
+// hubTokenOf is the token sent to the hubs: hub_token, or what
+// hub_token_file holds.
+func (cfg config) hubTokenOf() (string, error) {
+	tok := cfg.HubToken
+	switch {
+	case tok != "" && cfg.HubTokenFile != "":
+		return "", errors.New("hub_token and hub_token_file both set: give the token one way")
+	case cfg.HubTokenFile != "":
+		var err error
+		if tok, err = readTokenFile("hub_token_file", cfg.HubTokenFile); err != nil {
+			return "", err
+		}
+	case tok == "":
+		return "", nil
+	}
+	if err := hub.CheckSent(tok); err != nil {
+		return "", fmt.Errorf("hub_token: %w", err)
+	}
+	return tok, nil
+}
+
+// replicateFromOf is replicate_from with each token_file read, and every
+// token checked.
+func (cfg config) replicateFromOf() ([]hub.ReplicateFrom, error) {
+	out := slices.Clone(cfg.ReplicateFrom)
+	for i := range out {
+		f := &out[i]
+		where := fmt.Sprintf("replicate_from[%d] (%s)", i, f.Name)
+		if f.TokenFile != "" && f.Token == "" {
+			tok, err := readTokenFile(where+".token_file", f.TokenFile)
+			if err != nil {
+				return nil, err
+			}
+			f.Token, f.TokenFile = tok, ""
+		}
+		if f.Token == "" {
+			continue // Check says what is missing
+		}
+		if err := hub.CheckSent(f.Token); err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	return out, nil
+}
+
+// maxTokenFile bounds what a token file may hold.
+const maxTokenFile = 4 << 10
+
+// readTokenFile reads the token a file holds: one line. The file must
+// not be readable by everyone on the machine (the daemon reads it as user
+// warren: root:warren 0640 does).
+func readTokenFile(key, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", key, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s: %s is not a regular file", key, path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return "", fmt.Errorf("%s: %s is readable or writable by every user (mode %04o): chmod o-rwx %s (the daemon reads it through its group: chgrp warren %s)", key, path, perm, path, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("%s: read %s: %w", key, path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	switch {
+	case len(b) > maxTokenFile:
+		return "", fmt.Errorf("%s: %s is over %d bytes: it should hold one token", key, path, maxTokenFile)
+	case tok == "":
+		return "", fmt.Errorf("%s: %s is empty: put the token in it (%s)", key, path, "openssl rand -hex 24")
+	case strings.ContainsAny(tok, "\r\n"):
+		return "", fmt.Errorf("%s: %s holds more than one line: it should hold one token", key, path)
+	}
+	return tok, nil
 }
 
 // checkIntercept says what is wrong with https_intercept.

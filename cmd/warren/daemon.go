@@ -84,7 +84,7 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		Logger:             log,
 	}
 	for _, u := range cfg.Hubs {
-		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.HubToken, Logger: log.With(slog.String("component", "hub"))})
+		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, Logger: log.With(slog.String("component", "hub"))})
 		if err != nil {
 			return nil, err
 		}

@@ -47,7 +47,7 @@ func TestHubSiteOverNetns(t *testing.T) {
 		mirror  = "10.78.0.100"
 		hubAddr = "10.78.0.50"
 		maxReq  = 2
-		token   = "site-token"
+		token   = "site-token-0123456789"
 		wanRate = "50mbit"
 		bigPath = "/pool/main/warren-e2e-big_1.0_all.deb"
 	)

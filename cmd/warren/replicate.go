@@ -76,7 +76,7 @@ func (r *replicator) run(ctx context.Context, trigger, from string, progress fun
 		return nil, errors.New("this hub has no replicate_from entries: add the hubs to pull from (name, url, token) to its config")
 	}
 	var runs []hub.ReplicateRun
-	for _, src := range cfg.ReplicateFrom {
+	for _, src := range cfg.replicateFrom { // with token_file read
 		if from != "" && src.Name != from {
 			continue
 		}
