@@ -290,3 +290,18 @@ func TestEstimateWait(t *testing.T) {
 		}
 	}
 }
+
+// A hubs entry may carry credentials (http://warren:TOKEN@hub:3142): the
+// hub's name in logs, errors and the status page shows no password.
+func TestParentNameRedacted(t *testing.T) {
+	p, err := NewParent(ParentConfig{URL: "http://warren:hub-pass-0123456789@hub.example:3142"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, st := p.Name(), p.Status(); got != "http://warren:***@hub.example:3142" || st.URL != got {
+		t.Fatalf("Name() = %q, Status().URL = %q", got, st.URL)
+	}
+	if _, err := NewParent(ParentConfig{URL: "http://warren:hub-pass-0123456789@hub.example:3142/x"}); err == nil || strings.Contains(err.Error(), "hub-pass") {
+		t.Fatalf("a bad hub URL: %v", err)
+	}
+}

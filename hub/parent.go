@@ -63,7 +63,7 @@ const downFor = 10 * time.Second
 func ParseURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("hub %q: want http://host:port of a warren started with --role hub", s)
+		return nil, fmt.Errorf("hub %q: want http://host:port of a warren started with --role hub", RedactURLs(s))
 	}
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), "3142")
@@ -104,8 +104,9 @@ func NewParent(cfg ParentConfig) (*Parent, error) {
 	return &Parent{url: u, token: cfg.Token, client: &http.Client{Transport: tr}, log: cfg.Logger, now: cfg.Now}, nil
 }
 
-// Name is the hub's URL, for logs and the status page.
-func (p *Parent) Name() string { return p.url.String() }
+// Name is the hub's URL, for logs and the status page: without the
+// password a hubs entry may carry (http://warren:TOKEN@hub:3142).
+func (p *Parent) Name() string { return RedactURLs(p.url.String()) }
 
 // UnreachableError is a hub that did not answer.
 type UnreachableError struct {

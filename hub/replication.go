@@ -298,7 +298,7 @@ func (f ReplicateFrom) Check(i int) error {
 	case f.Name == "":
 		return fmt.Errorf("%s: no name: give each source hub a name (for the log and --from)", where)
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return fmt.Errorf("%s (%s): url %q: want the hub's http(s) URL, such as http://main-hub:3142", where, f.Name, f.URL)
+		return fmt.Errorf("%s (%s): url %q: want the hub's http(s) URL, such as http://main-hub:3142", where, f.Name, RedactURLs(f.URL))
 	case f.Token == "" && f.TokenFile == "":
 		return fmt.Errorf("%s (%s): no token: set token (or token_file, a file holding it) to one of that hub's replication.tokens", where, f.Name)
 	case f.Token != "" && f.TokenFile != "":

@@ -301,7 +301,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	switch {
 	case err == nil:
 		if err := decodeYAML(b, &cfg); err != nil {
-			return settings{config: cfg}, fmt.Errorf("config file %s: %w", path, err)
+			return settings{config: cfg}, redactedError{fmt.Errorf("config file %s: %w", path, err)}
 		}
 	case explicit || !errors.Is(err, fs.ErrNotExist):
 		return settings{config: cfg}, fmt.Errorf("read config file: %w", err)
@@ -583,7 +583,10 @@ func (cfg config) parse() (settings, error) {
 		}
 		return nil
 	}
-	return s, check()
+	if err := check(); err != nil {
+		return s, redactedError{err}
+	}
+	return s, nil
 }
 
 // sameListener says whether a hub's host:port is this warren's own listen
@@ -767,6 +770,49 @@ func (cfg config) checkReplication() error {
 	}
 	return nil
 }
+
+// printable is the config as `warren config check` prints it: as written
+// (what the file would say), but every secret shown by its last
+// characters and every URL without its password.
+func (cfg config) printable() ([]byte, error) {
+	var doc yaml.Node
+	if err := doc.Encode(cfg); err != nil {
+		return nil, err
+	}
+	redactNode(&doc, false)
+	return yaml.Marshal(&doc)
+}
+
+// secretKeys are the keys, at any depth, whose values are secrets.
+var secretKeys = map[string]bool{"hub_token": true, "hub_tokens": true, "token": true, "group_secret": true}
+
+// redactNode redacts n's scalars: tokens under secretKeys, URLs' passwords
+// everywhere (hubs, replicate_from, chocolatey feeds, preload lists).
+func redactNode(n *yaml.Node, secret bool) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			redactNode(n.Content[i+1], secretKeys[n.Content[i].Value])
+		}
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			redactNode(c, secret)
+		}
+	case yaml.ScalarNode:
+		if secret {
+			n.Value = hub.RedactToken(n.Value)
+		} else {
+			n.Value = hub.RedactURLs(n.Value)
+		}
+	}
+}
+
+// redactedError is a settings error as shown: some quote the URL they
+// refuse, never with its password.
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return hub.RedactURLs(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
 
 // hubTokenOf is the token sent to the hubs: hub_token, or what
 // hub_token_file holds.

@@ -224,3 +224,47 @@ func TestTokenFiles(t *testing.T) {
 		t.Error("parse changed the config it was given")
 	}
 }
+
+// config check prints the settings with every secret redacted: tokens by
+// their last 4 characters, URLs without their password.
+func TestConfigCheckRedacts(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hub.yaml")
+	os.WriteFile(file, []byte(`role: hub
+hubs: ["http://warren:hub-pass-0123456789@upper-hub:3142"]
+hub_token: node-token-0123456789aaaa
+hub_tokens: [site-token-0123456789bbbb, "sha256:`+strings.Repeat("0", 60)+`cccc"]
+group_secret: group-secret-0123456789dddd
+replication:
+  tokens: [{name: region, token: sync-token-0123456789eeee}]
+replicate_from: [{name: main, url: "http://puller:pull-pass@main:3142", token: pull-token-0123456789ffff}]
+chocolatey:
+  upstream: https://feeduser:feed-pass@proget.example/nuget/choco/
+  feeds:
+    internal: https://TOKEN-IN-USER@proget.example/nuget/internal/
+`), 0o640)
+	out, err := runApp(t, "config", "check", "--config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"hub-pass", "node-token", "site-token", strings.Repeat("0", 60), "group-secret", "sync-token", "pull-pass", "pull-token", "feed-pass", "TOKEN-IN-USER"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("config check shows %s", secret)
+		}
+	}
+	for _, want := range []string{"- http://warren:***@upper-hub:3142", "hub_token: …aaaa", "- …bbbb", "- sha256:…cccc", "group_secret: …dddd",
+		"token: …eeee", "url: http://puller:***@main:3142", "token: …ffff", "upstream: https://feeduser:***@proget.example/nuget/choco/",
+		"internal: https://***@proget.example/nuget/internal/"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+	// An error that quotes a URL does not show its password.
+	_, err = runApp(t, "config", "check", "--hub", "http://warren:hub-pass-0123456789@hub:3142/path")
+	if err == nil || strings.Contains(err.Error(), "hub-pass") || !strings.Contains(err.Error(), "warren:***@hub") {
+		t.Errorf("a bad hubs entry: %v", err)
+	}
+}
