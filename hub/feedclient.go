@@ -107,6 +107,8 @@ func (c FeedClient) refused(resp *http.Response) error {
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("replicate from %s: refused (401): %s; check that replicate_from's token is one of that hub's replication.tokens", c.From.Name, msg)
+	case http.StatusTooManyRequests:
+		return fmt.Errorf("replicate from %s: refused (429) after too many wrong tokens from this hub's address, for %s s: %s; check that replicate_from's token is one of that hub's replication.tokens", c.From.Name, resp.Header.Get("Retry-After"), msg)
 	case http.StatusLoopDetected:
 		return &LoopError{Source: c.From.Name, Chain: msg}
 	case http.StatusNotFound:

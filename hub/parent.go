@@ -186,8 +186,11 @@ func (p *Parent) Do(req *http.Request) (*http.Response, error) {
 		return nil, parseBusy(p.Name(), resp.Header)
 	}
 	msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(body)), "warren hub:"))
-	if reason == ReasonToken {
-		p.failed(fmt.Errorf("token refused: %s", msg))
+	switch reason {
+	case ReasonToken:
+		p.failed(fmt.Errorf("token refused (%s): %s", resp.Status, msg))
+	case ReasonAuthLimit:
+		p.failed(fmt.Errorf("refused (%s) after too many wrong tokens from this node's address: %s", resp.Status, msg))
 	}
 	return nil, &RefusedError{Hub: p.Name(), Status: resp.StatusCode, Reason: reason, Message: msg}
 }
@@ -293,8 +296,12 @@ func (p *Parent) Probe(ctx context.Context) (Info, error) {
 			p.failed(err)
 			return Info{}, err
 		}
-	case resp.StatusCode == http.StatusUnauthorized:
-		err := fmt.Errorf("hub %s refused our token: check hub_token against the hub's hub_tokens", p.Name())
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusProxyAuthRequired:
+		err := fmt.Errorf("hub %s refused our token (%s): check hub_token against the hub's hub_tokens", p.Name(), resp.Status)
+		p.failed(err)
+		return Info{}, err
+	case resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get(HeaderRefused) == ReasonAuthLimit:
+		err := fmt.Errorf("hub %s refuses this node's address for %ss after too many wrong tokens from it: check hub_token against the hub's hub_tokens", p.Name(), resp.Header.Get("Retry-After"))
 		p.failed(err)
 		return Info{}, err
 	default:

@@ -88,7 +88,7 @@ func (t Tokens) Enabled() bool { return len(t.sums) > 0 }
 // Errors Check returns.
 var (
 	ErrNoToken  = errors.New("this hub needs a token: set hub_token (--hub-token) on the node, or Acquire::http::Proxy \"http://warren:TOKEN@hub:port/\" for apt")
-	ErrBadToken = errors.New("the token is not one of this hub's hub_tokens")
+	ErrBadToken = errors.New("the token is not one of this hub's hub_tokens: check hub_token (--hub-token) on the node, or the password in apt's Acquire::http::Proxy \"http://warren:TOKEN@hub:port/\"")
 )
 
 // Check accepts a request that carries one of the tokens, as

@@ -241,6 +241,12 @@ func New(cfg Config, store Store) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Hub != nil && cfg.Hub.Failures == nil {
+		// Never a hub whose tokens can be tried at line speed.
+		role := *cfg.Hub
+		role.Failures = hub.NewFailLimit(hub.FailLimitConfig{Now: cfg.Now})
+		cfg.Hub = &role
+	}
 	// Only settings for which zero means nothing take a default; a zero
 	// TTL or share size means zero.
 	if len(cfg.ConnectPorts) == 0 {
