@@ -392,7 +392,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.via) }) {
 		s.log.Warn("refused a request that already passed through this warren (a hub chain that loops back?)",
-			slog.String("client", r.RemoteAddr), slog.String("url", r.URL.String()), slog.Any("via", r.Header.Values("Via")))
+			slog.String("client", r.RemoteAddr), slog.String("url", shownURL(r)), slog.Any("via", r.Header.Values("Via")))
 		s.hubm.refuse(hub.ReasonLoop)
 		hub.Refuse(w, http.StatusLoopDetected, hub.ReasonLoop,
 			"request loop: this request already passed through this warren ("+s.via+"); check the hubs settings along the chain")

@@ -262,7 +262,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "interfaces", Usage: "interfaces that announce and listen for peers, repeatable (default: all up, non-loopback)", EnvVars: []string{"WARREN_INTERFACES"}},
 		&cli.StringFlag{Name: "role", Usage: withDefault("peer (uses and serves peers), passive (uses peers, never serves) or hub (a site's distribution server, which nodes use with --hub)", "role"), EnvVars: []string{"WARREN_ROLE"}},
 		&cli.StringSliceFlag{Name: "hub", Usage: "URL of a site hub (http://host:port), asked after the LAN's peers and before the origin; repeatable, tried in order", EnvVars: []string{"WARREN_HUBS"}},
-		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens); at least 16 characters", EnvVars: []string{"WARREN_HUB_TOKEN"}},
+		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens); at least 16 characters. A flag is seen by every user in ps: prefer --hub-token-file or the config file", EnvVars: []string{"WARREN_HUB_TOKEN"}},
 		&cli.StringFlag{Name: "hub-token-file", Usage: "a file holding the token sent to the hubs, instead of --hub-token (not readable by others)", EnvVars: []string{"WARREN_HUB_TOKEN_FILE"}},
 		&cli.BoolFlag{Name: "hub-only", Usage: "never go to the origin directly: only through the hubs", EnvVars: []string{"WARREN_HUB_ONLY"}},
 		&cli.StringFlag{Name: "hub-mode", Usage: withDefault("a hub's mode: fetch, fetch-and-preload or preload (serve only what it holds)", "hub_mode"), EnvVars: []string{"WARREN_HUB_MODE"}},
