@@ -26,6 +26,9 @@ type FeedClient struct {
 
 func (c FeedClient) base() string { return strings.TrimSuffix(c.From.URL, "/") }
 
+// shown is the source's URL as errors show it: without a password.
+func (c FeedClient) shown() string { return RedactURLs(c.base()) }
+
 func (c FeedClient) request(ctx context.Context, u string) (*http.Request, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
@@ -54,7 +57,7 @@ func (c FeedClient) Page(ctx context.Context, after uint64) (Page, error) {
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return Page{}, fmt.Errorf("replicate from %s: the change feed at %s: %w", c.From.Name, c.base(), err)
+		return Page{}, fmt.Errorf("replicate from %s: the change feed at %s: %w", c.From.Name, c.shown(), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -104,10 +107,12 @@ func (c FeedClient) refused(resp *http.Response) error {
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
 		return fmt.Errorf("replicate from %s: refused (401): %s; check that replicate_from's token is one of that hub's replication.tokens", c.From.Name, msg)
+	case http.StatusTooManyRequests:
+		return fmt.Errorf("replicate from %s: refused (429) after too many wrong tokens from this hub's address, for %s s: %s; check that replicate_from's token is one of that hub's replication.tokens", c.From.Name, resp.Header.Get("Retry-After"), msg)
 	case http.StatusLoopDetected:
 		return &LoopError{Source: c.From.Name, Chain: msg}
 	case http.StatusNotFound:
-		return fmt.Errorf("replicate from %s: %s serves no replication (404): is it a warren hub with replication.tokens set?", c.From.Name, c.base())
+		return fmt.Errorf("replicate from %s: %s serves no replication (404): is it a warren hub with replication.tokens set?", c.From.Name, c.shown())
 	}
 	return fmt.Errorf("replicate from %s: the change feed answered %s: %s", c.From.Name, resp.Status, msg)
 }

@@ -2,6 +2,8 @@ package hub
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -48,6 +50,54 @@ func TestTokens(t *testing.T) {
 	StripCredentials(h)
 	if h.Get("Proxy-Authorization") != "" || h.Get("Authorization") == "" {
 		t.Fatalf("StripCredentials left %v", h)
+	}
+}
+
+// A hub's settings may hold a token's SHA-256 instead of the token: the
+// token is accepted, the sum itself is not.
+func TestTokenSums(t *testing.T) {
+	const token = "node-token-0123456789"
+	sum := sha256.Sum256([]byte(token))
+	given := SumPrefix + hex.EncodeToString(sum[:])
+	toks := NewTokens([]string{given})
+	sync := NewSyncTokens([]SyncToken{{Name: "s", Token: strings.ToUpper(given[:7]) + given[7:]}, {Name: "t", Token: given}})
+	for _, tt := range []struct {
+		bearer string
+		ok     bool
+	}{{token, true}, {given, false}, {"node-token-012345678", false}} {
+		r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
+		r.Header.Set("Authorization", "Bearer "+tt.bearer)
+		if err := toks.Check(r); (err == nil) != tt.ok {
+			t.Errorf("hub token %q: %v, want accepted %v", tt.bearer, err, tt.ok)
+		}
+		if tok, err := sync.Check(r); (err == nil) != tt.ok || tt.ok && tok.Name != "t" {
+			t.Errorf("sync token %q: %q %v, want accepted %v (as t: the prefix is lower-case)", tt.bearer, tok.Name, err, tt.ok)
+		}
+	}
+}
+
+func TestCheckTokens(t *testing.T) {
+	sum := SumPrefix + strings.Repeat("0f", 32)
+	for _, tt := range []struct {
+		token          string
+		accepted, sent string // "" where fine; else what the error says
+	}{
+		{"0123456789abcdef", "", ""},
+		{"0123456789abcde", "15 characters; give at least 16 (make one with: openssl rand -hex 24)", "15 characters"},
+		{"", "0 characters", "0 characters"},
+		{sum, "", "give the token itself"},
+		{SumPrefix + "0f", "64 characters", "give the token itself"},
+		{SumPrefix + strings.Repeat("zz", 32), "in hex", "give the token itself"},
+	} {
+		for _, c := range []struct {
+			name  string
+			err   error
+			wants string
+		}{{"CheckAccepted", CheckAccepted(tt.token), tt.accepted}, {"CheckSent", CheckSent(tt.token), tt.sent}} {
+			if (c.err == nil) != (c.wants == "") || c.err != nil && !strings.Contains(c.err.Error(), c.wants) {
+				t.Errorf("%s(%q) = %v, want %q", c.name, tt.token, c.err, c.wants)
+			}
+		}
 	}
 }
 
@@ -238,5 +288,20 @@ func TestEstimateWait(t *testing.T) {
 		if got := estimateWait(c.began, c.now, c.done, c.total, 90*time.Second); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
+	}
+}
+
+// A hubs entry may carry credentials (http://warren:TOKEN@hub:3142): the
+// hub's name in logs, errors and the status page shows no password.
+func TestParentNameRedacted(t *testing.T) {
+	p, err := NewParent(ParentConfig{URL: "http://warren:hub-pass-0123456789@hub.example:3142"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, st := p.Name(), p.Status(); got != "http://warren:***@hub.example:3142" || st.URL != got {
+		t.Fatalf("Name() = %q, Status().URL = %q", got, st.URL)
+	}
+	if _, err := NewParent(ParentConfig{URL: "http://warren:hub-pass-0123456789@hub.example:3142/x"}); err == nil || strings.Contains(err.Error(), "hub-pass") {
+		t.Fatalf("a bad hub URL: %v", err)
 	}
 }

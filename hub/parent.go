@@ -63,7 +63,7 @@ const downFor = 10 * time.Second
 func ParseURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("hub %q: want http://host:port of a warren started with --role hub", s)
+		return nil, fmt.Errorf("hub %q: want http://host:port of a warren started with --role hub", RedactURLs(s))
 	}
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), "3142")
@@ -104,8 +104,9 @@ func NewParent(cfg ParentConfig) (*Parent, error) {
 	return &Parent{url: u, token: cfg.Token, client: &http.Client{Transport: tr}, log: cfg.Logger, now: cfg.Now}, nil
 }
 
-// Name is the hub's URL, for logs and the status page.
-func (p *Parent) Name() string { return p.url.String() }
+// Name is the hub's URL, for logs and the status page: without the
+// password a hubs entry may carry (http://warren:TOKEN@hub:3142).
+func (p *Parent) Name() string { return RedactURLs(p.url.String()) }
 
 // UnreachableError is a hub that did not answer.
 type UnreachableError struct {
@@ -185,8 +186,11 @@ func (p *Parent) Do(req *http.Request) (*http.Response, error) {
 		return nil, parseBusy(p.Name(), resp.Header)
 	}
 	msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(body)), "warren hub:"))
-	if reason == ReasonToken {
-		p.failed(fmt.Errorf("token refused: %s", msg))
+	switch reason {
+	case ReasonToken:
+		p.failed(fmt.Errorf("token refused (%s): %s", resp.Status, msg))
+	case ReasonAuthLimit:
+		p.failed(fmt.Errorf("refused (%s) after too many wrong tokens from this node's address: %s", resp.Status, msg))
 	}
 	return nil, &RefusedError{Hub: p.Name(), Status: resp.StatusCode, Reason: reason, Message: msg}
 }
@@ -292,8 +296,12 @@ func (p *Parent) Probe(ctx context.Context) (Info, error) {
 			p.failed(err)
 			return Info{}, err
 		}
-	case resp.StatusCode == http.StatusUnauthorized:
-		err := fmt.Errorf("hub %s refused our token: check hub_token against the hub's hub_tokens", p.Name())
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusProxyAuthRequired:
+		err := fmt.Errorf("hub %s refused our token (%s): check hub_token against the hub's hub_tokens", p.Name(), resp.Status)
+		p.failed(err)
+		return Info{}, err
+	case resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get(HeaderRefused) == ReasonAuthLimit:
+		err := fmt.Errorf("hub %s refuses this node's address for %ss after too many wrong tokens from it: check hub_token against the hub's hub_tokens", p.Name(), resp.Header.Get("Retry-After"))
 		p.failed(err)
 		return Info{}, err
 	default:

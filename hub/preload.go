@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/warren-cache/warren/internal/statefile"
 )
 
 // PreloadList is what a site must hold (the preload setting), by ecosystem.
@@ -239,7 +241,7 @@ func LoadPreloadState(dir string) (PreloadState, error) {
 	return st, nil
 }
 
-// Save writes the state to dir atomically, with the run log bounded.
+// Save writes the state to dir durably, with the run log bounded.
 func (st *PreloadState) Save(dir string) error {
 	if len(st.Runs) > maxRuns {
 		st.Runs = st.Runs[len(st.Runs)-maxRuns:]
@@ -248,11 +250,7 @@ func (st *PreloadState) Save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("save preload state: %w", err)
 	}
-	tmp := filepath.Join(dir, "preload.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return fmt.Errorf("save preload state: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "preload.json")); err != nil {
+	if err := statefile.Write(filepath.Join(dir, "preload.json"), b, 0o640); err != nil {
 		return fmt.Errorf("save preload state: %w", err)
 	}
 	return nil

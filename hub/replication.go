@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/internal/statefile"
 )
 
 // Replication: a hub serves what it holds to other hubs, read-only, as a
@@ -219,13 +220,14 @@ type SyncTokens struct {
 	sums [][32]byte
 }
 
-// NewSyncTokens takes the configured tokens.
+// NewSyncTokens takes the configured tokens (each the token itself or
+// "sha256:<hex>" of it).
 func NewSyncTokens(list []SyncToken) SyncTokens {
 	var t SyncTokens
 	for _, s := range list {
 		if s.Token != "" {
 			t.list = append(t.list, s)
-			t.sums = append(t.sums, sha256.Sum256([]byte(s.Token)))
+			t.sums = append(t.sums, tokenSum(s.Token))
 		}
 	}
 	return t
@@ -279,9 +281,12 @@ const MaxPage = 1000
 
 // ReplicateFrom is one replicate_from entry: a hub to pull from.
 type ReplicateFrom struct {
-	Name         string `yaml:"name" json:"name"`
-	URL          string `yaml:"url" json:"url"`
-	Token        string `yaml:"token" json:"-"`
+	Name  string `yaml:"name" json:"name"`
+	URL   string `yaml:"url" json:"url"`
+	Token string `yaml:"token" json:"-"`
+	// TokenFile names a file holding the token instead (the settings read
+	// it into Token), so that the config file need not hold it.
+	TokenFile    string `yaml:"token_file" json:"-"`
 	Repositories Repos  `yaml:"repositories" json:"repositories"`
 }
 
@@ -293,9 +298,11 @@ func (f ReplicateFrom) Check(i int) error {
 	case f.Name == "":
 		return fmt.Errorf("%s: no name: give each source hub a name (for the log and --from)", where)
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		return fmt.Errorf("%s (%s): url %q: want the hub's http(s) URL, such as http://main-hub:3142", where, f.Name, f.URL)
-	case f.Token == "":
-		return fmt.Errorf("%s (%s): no token: set one of that hub's replication.tokens", where, f.Name)
+		return fmt.Errorf("%s (%s): url %q: want the hub's http(s) URL, such as http://main-hub:3142", where, f.Name, RedactURLs(f.URL))
+	case f.Token == "" && f.TokenFile == "":
+		return fmt.Errorf("%s (%s): no token: set token (or token_file, a file holding it) to one of that hub's replication.tokens", where, f.Name)
+	case f.Token != "" && f.TokenFile != "":
+		return fmt.Errorf("%s (%s): token and token_file both set: give the token one way", where, f.Name)
 	}
 	return f.Repositories.Check(where + ".repositories")
 }
@@ -364,7 +371,7 @@ func LoadReplicateState(dir string) (ReplicateState, error) {
 	return st, nil
 }
 
-// Save writes the state to dir atomically, the run log bounded.
+// Save writes the state to dir durably, the run log bounded.
 func (st *ReplicateState) Save(dir string) error {
 	if len(st.Runs) > MaxReplicateRuns {
 		st.Runs = st.Runs[len(st.Runs)-MaxReplicateRuns:]
@@ -373,11 +380,7 @@ func (st *ReplicateState) Save(dir string) error {
 	if err != nil {
 		return fmt.Errorf("save replication state: %w", err)
 	}
-	tmp := filepath.Join(dir, "replication.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return fmt.Errorf("save replication state: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "replication.json")); err != nil {
+	if err := statefile.Write(filepath.Join(dir, "replication.json"), b, 0o640); err != nil {
 		return fmt.Errorf("save replication state: %w", err)
 	}
 	return nil

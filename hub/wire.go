@@ -33,7 +33,8 @@ const (
 
 // Reasons a hub refuses.
 const (
-	ReasonToken         = "token"          // 401
+	ReasonToken         = "token"          // 407 to a proxy request, 401 to a direct one
+	ReasonAuthLimit     = "auth-limit"     // 429, with Retry-After: too many failed tokens from the address
 	ReasonNotPreloaded  = "not-preloaded"  // 404 in preload mode
 	ReasonMaxRequesters = "max-requesters" // 503, with Retry-After
 	ReasonLoop          = "loop"           // 508
@@ -79,8 +80,29 @@ func Refuse(w http.ResponseWriter, code int, reason, msg string) {
 	h := w.Header()
 	h.Set(HeaderRefused, reason)
 	h.Set("Cache-Control", "no-store")
-	if reason == ReasonToken {
-		h.Set("WWW-Authenticate", `Bearer realm="warren hub"`)
-	}
 	http.Error(w, "warren hub: "+msg, code)
+}
+
+// RefuseToken answers a request without a token the hub takes. A proxy
+// request (an absolute URL or a CONNECT: apt, dnf, a node) gets 407 and a
+// Basic challenge, which apt answers with its proxy URL's user:TOKEN; a
+// request to the hub itself (its info, apt-cacher-ng style paths,
+// replication) gets 401 and a Bearer challenge.
+func RefuseToken(w http.ResponseWriter, proxy bool, msg string) {
+	if proxy {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="warren hub"`)
+		Refuse(w, http.StatusProxyAuthRequired, ReasonToken, msg)
+		return
+	}
+	w.Header().Set("WWW-Authenticate", `Bearer realm="warren hub"`)
+	Refuse(w, http.StatusUnauthorized, ReasonToken, msg)
+}
+
+// RefuseAuthLimit answers a client whose tokens failed too often lately:
+// 429, and when it may try again.
+func RefuseAuthLimit(w http.ResponseWriter, wait time.Duration) {
+	secs := max(int((wait+time.Second-1)/time.Second), 1)
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	Refuse(w, http.StatusTooManyRequests, ReasonAuthLimit,
+		fmt.Sprintf("too many requests with a wrong or missing token from this address: try again in %d s, with a token the hub takes", secs))
 }

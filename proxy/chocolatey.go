@@ -16,6 +16,7 @@ import (
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/door"
+	"github.com/warren-cache/warren/hub"
 )
 
 // The NuGet v2 pull-through feed: /chocolatey/api/v2/ (the default feed) and
@@ -171,14 +172,14 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 			if err == nil {
 				err = fmt.Errorf("upstream answered %d", got.status)
 			}
-			s.log.Debug("chocolatey feed answered from the cache while upstream cannot be asked", slog.String("url", target), slog.Any("why", err))
+			s.log.Debug("chocolatey feed answered from the cache while upstream cannot be asked", slog.String("url", hub.RedactURLs(target)), slog.Any("why", err))
 		case errors.As(err, &be):
 			w.Header().Set("Retry-After", strconv.Itoa(int(max(be.RetryAfter.Round(time.Second)/time.Second, 1))))
 			http.Error(w, "warren: "+be.Error()+"; no earlier answer to this call is kept", http.StatusServiceUnavailable)
 			s.logFeed(r, target, kind, "budget", http.StatusServiceUnavailable, 0, start)
 			return
 		case err != nil:
-			s.log.Warn("chocolatey feed upstream unreachable", slog.String("url", target), slog.Any("err", err))
+			s.log.Warn("chocolatey feed upstream unreachable", slog.String("url", hub.RedactURLs(target)), slog.Any("err", err))
 			http.Error(w, "warren: "+err.Error(), http.StatusBadGateway)
 			s.logFeed(r, target, kind, "error", http.StatusBadGateway, 0, start)
 			return
@@ -224,7 +225,7 @@ func (s *Server) blockedFor(rt chocoRoute) int {
 }
 
 func (s *Server) logFeed(r *http.Request, target string, kind chocolatey.QueryKind, outcome string, status, n int, start time.Time) {
-	s.log.Info("request", slog.String("method", r.Method), slog.String("url", target), slog.String("kind", "nuget-"+string(kind)),
+	s.log.Info("request", slog.String("method", r.Method), slog.String("url", hub.RedactURLs(target)), slog.String("kind", "nuget-"+string(kind)),
 		slog.String("outcome", outcome), slog.Int("status", status), slog.Int("bytes", n),
 		slog.Duration("took", s.now().Sub(start)), slog.String("client", r.RemoteAddr))
 }
@@ -272,16 +273,16 @@ func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Hea
 		if errors.As(err, &be) {
 			return feedAnswer{}, be
 		}
-		return feedAnswer{}, &door.UpstreamFetchError{URL: target, Err: err}
+		return feedAnswer{}, &door.UpstreamFetchError{URL: hub.RedactURLs(target), Err: err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFeedBytes+1))
 	s.hist.add(s.now(), door.EcoChocolatey, 0, int64(len(body)))
 	if err != nil {
-		return feedAnswer{}, &door.UpstreamFetchError{URL: target, Err: err}
+		return feedAnswer{}, &door.UpstreamFetchError{URL: hub.RedactURLs(target), Err: err}
 	}
 	if len(body) > maxFeedBytes {
-		return feedAnswer{}, fmt.Errorf("feed answer from %s is larger than %d bytes", target, maxFeedBytes)
+		return feedAnswer{}, fmt.Errorf("feed answer from %s is larger than %d bytes", hub.RedactURLs(target), maxFeedBytes)
 	}
 	a := feedAnswer{status: resp.StatusCode, header: map[string]string{}, body: body, fetched: s.now()}
 	for _, k := range feedHeaders {
@@ -292,11 +293,11 @@ func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Hea
 	if a.status == http.StatusOK && isXML(a.header["Content-Type"]) {
 		feed, err := chocolatey.ParseFeed(bytes.NewReader(body))
 		if err != nil {
-			s.log.Warn("malformed feed answer; passed on unchanged, nothing learnt, not kept", slog.String("url", target), slog.Any("err", err))
+			s.log.Warn("malformed feed answer; passed on unchanged, nothing learnt, not kept", slog.String("url", hub.RedactURLs(target)), slog.Any("err", err))
 			return a, nil
 		}
 		if len(feed.Skipped) > 0 {
-			s.log.Warn("feed entries left out (they download from upstream directly)", slog.String("url", target),
+			s.log.Warn("feed entries left out (they download from upstream directly)", slog.String("url", hub.RedactURLs(target)),
 				slog.Int("count", len(feed.Skipped)), slog.String("first", feed.Skipped[0]))
 		}
 		s.recordEntries(rt, feed.Entries)
@@ -406,7 +407,7 @@ func (s *Server) learnPackage(ctx context.Context, rt chocoRoute, id, version st
 	}
 	resp, err := s.door.Upstream(req, door.Asker{})
 	if err != nil {
-		s.log.Warn("could not look up a package's hash", slog.String("url", target), slog.Any("err", err))
+		s.log.Warn("could not look up a package's hash", slog.String("url", hub.RedactURLs(target)), slog.Any("err", err))
 		return
 	}
 	defer resp.Body.Close()
@@ -415,7 +416,7 @@ func (s *Server) learnPackage(ctx context.Context, rt chocoRoute, id, version st
 	}
 	feed, err := chocolatey.ParseFeed(io.LimitReader(resp.Body, maxFeedBytes))
 	if err != nil {
-		s.log.Warn("malformed package entry", slog.String("url", target), slog.Any("err", err))
+		s.log.Warn("malformed package entry", slog.String("url", hub.RedactURLs(target)), slog.Any("err", err))
 		return
 	}
 	s.recordEntries(rt, feed.Entries)

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -448,5 +449,48 @@ func TestNuGetExeThroughFeed(t *testing.T) {
 	}
 	if n := feed.count("/cdn/tool.2.0.0.nupkg"); n != 1 {
 		t.Fatalf("upstream downloads of the nupkg: %d, want 1", n)
+	}
+}
+
+// lockedBuffer collects a logger's lines from every goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// A feed whose URL carries credentials is logged without the password,
+// whether upstream answers or not.
+func TestChocolateyFeedCredentialsNotLogged(t *testing.T) {
+	feed := newNugetFeed(t)
+	var logs lockedBuffer
+	withCreds := strings.Replace(feed.base(), "http://", "http://alice:s3cret-pass@", 1)
+	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+		c.ChocolateyFeeds = map[string]string{"": withCreds, "gone": "http://alice:s3cret-pass@127.0.0.1:1/api/v2/"}
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	c := &chocoClient{t: t, base: h.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+	if resp, _ := c.get(c.base + "Packages()?$filter=IsLatestVersion"); resp.StatusCode != 200 {
+		t.Fatalf("feed call: %d", resp.StatusCode)
+	}
+	gone := &chocoClient{t: t, base: h.front.URL + "/chocolatey/gone/api/v2/", hc: &http.Client{}}
+	resp, body := gone.get(gone.base + "Packages()")
+	if resp.StatusCode != http.StatusBadGateway || strings.Contains(string(body), "s3cret") {
+		t.Fatalf("a feed that is down: %d %s", resp.StatusCode, body)
+	}
+	h.settle()
+	if l := logs.String(); strings.Contains(l, "s3cret-pass") || !strings.Contains(l, "alice:***@") {
+		t.Fatalf("the log shows the feed's password, or not the feed:\n%s", l)
 	}
 }

@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -536,5 +540,156 @@ func TestOldIndexHitDoesNotRelearn(t *testing.T) {
 	h.mustGet(byHash1, 200) // the first generation's Packages, from the store
 	if k, err := h.known(up.debURL); err != nil || k.Digest.Hex != sha256hex(deb2) {
 		t.Fatalf("an old generation's Packages served from the store took the facts back: %+v %v", k, err)
+	}
+}
+
+// fromAddr is a client of h that connects from a loopback address of its
+// own (127.0.0.0/8 is all this machine's), so that a test has several
+// client addresses; proxy sends its requests as proxy requests.
+func fromAddr(t *testing.T, h *harness, ip string, proxy bool) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	tr := &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}
+	if proxy {
+		pu, _ := url.Parse(h.front.URL)
+		tr.Proxy = http.ProxyURL(pu)
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+// The hub's door: a proxy request without a good token gets 407 and a
+// Basic challenge naming the setting, a direct one (apt-cacher-ng style,
+// the hub's info, replication) 401 and a Bearer challenge. Past 5
+// failures a minute an address gets 429 with Retry-After, its token not
+// even checked, while another address is served; each address's failures
+// are logged once a window, its URL cut at 256 characters.
+func TestHubDoor(t *testing.T) {
+	up := newUpstream(t, 1000)
+	const token, syncToken = "right-token-0123456789", "sync-token-0123456789"
+	var logs lockedBuffer
+	hb := newHarness(t, up, asHub(hub.Fetch, 5, token), func(c *Config, _ *cachestore.Config) {
+		c.Hub.Sync = hub.NewSyncTokens([]hub.SyncToken{{Name: "s", Token: syncToken}})
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	release := up.URL + releasePath
+	direct := hb.front.URL + "/" + strings.TrimPrefix(up.URL, "http://") + releasePath
+	long := release + "?" + strings.Repeat("x", 1000)
+	changes := hb.front.URL + hub.ChangesPath
+	type try struct {
+		name    string
+		from    string
+		proxy   bool
+		url     string
+		bearer  string
+		status  int
+		headers map[string]string
+		body    string
+	}
+	do := func(t *testing.T, tt try) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, tt.url, nil)
+		if tt.bearer != "" {
+			h := "Authorization"
+			if tt.proxy {
+				h = "Proxy-Authorization"
+			}
+			req.Header.Set(h, "Bearer "+tt.bearer)
+		}
+		resp, err := fromAddr(t, hb, tt.from, tt.proxy).Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Fatalf("%s: %d, want %d: %s", tt.name, resp.StatusCode, tt.status, body)
+		}
+		for k, v := range tt.headers {
+			if got := resp.Header.Get(k); got != v {
+				t.Errorf("%s: %s: %q, want %q", tt.name, k, got, v)
+			}
+		}
+		if !strings.Contains(string(body), tt.body) {
+			t.Errorf("%s: the body does not say %q: %s", tt.name, tt.body, body)
+		}
+	}
+	const bad, good = "127.0.0.2", "127.0.0.3"
+	basic := map[string]string{"Proxy-Authenticate": `Basic realm="warren hub"`, hub.HeaderRefused: hub.ReasonToken}
+	bearer := map[string]string{"WWW-Authenticate": `Bearer realm="warren hub"`, hub.HeaderRefused: hub.ReasonToken}
+	limited := map[string]string{"Retry-After": "60", hub.HeaderRefused: hub.ReasonAuthLimit}
+	for _, tt := range []try{
+		{"a proxy request with a wrong token and a long URL", bad, true, long, "wrong-token-0123456789", http.StatusProxyAuthRequired, basic, "hub_token"},
+		{"a proxy request without a token", bad, true, release, "", http.StatusProxyAuthRequired, basic, `Acquire::http::Proxy "http://warren:TOKEN@hub:port/"`},
+		{"a direct request without a token", bad, false, direct, "", http.StatusUnauthorized, bearer, "hub_token"},
+		{"the hub's info without a token", bad, false, hb.front.URL + hub.InfoPath, "", http.StatusUnauthorized, bearer, "hub_token"},
+		{"the change feed with a wrong sync token", bad, false, changes, token, http.StatusUnauthorized, bearer, "replication.tokens"},
+		{"the sixth failure in the minute", bad, true, release, "", http.StatusTooManyRequests, limited, "try again in 60 s"},
+		{"the right token from that address: not even checked", bad, true, release, token, http.StatusTooManyRequests, limited, "try again"},
+		{"the right sync token from that address", bad, false, changes, syncToken, http.StatusTooManyRequests, limited, "try again"},
+		{"another address with the right token", good, true, release, token, http.StatusOK, nil, ""},
+		{"another address, direct, with the right token", good, false, direct, token, http.StatusOK, nil, ""},
+		{"another address with the right sync token", good, false, changes, syncToken, http.StatusOK, nil, `"entries"`},
+	} {
+		do(t, tt)
+	}
+	hb.settle()
+	l := logs.String()
+	if n := strings.Count(l, "client="+bad); n != 1 {
+		t.Errorf("the failures of %s were logged %d times in their window, want once:\n%s", bad, n, l)
+	}
+	if strings.Contains(l, strings.Repeat("x", 300)) || !strings.Contains(l, "…(cut, ") {
+		t.Errorf("a long URL was logged whole, or its cut not marked:\n%s", l)
+	}
+	if got := hb.px.hubRefusals(); got[hub.ReasonToken] != 5 || got[hub.ReasonAuthLimit] != 3 {
+		t.Errorf("refusals counted: %v, want 5 for the token, 3 for the limit", got)
+	}
+	// A minute on: the address may try again; its next failure is
+	// logged with the last window's count.
+	hb.clock.advance(time.Minute)
+	do(t, try{"the right token a minute later", bad, true, release, token, http.StatusOK, nil, ""})
+	do(t, try{"a wrong one again", bad, true, release, "", http.StatusProxyAuthRequired, basic, "hub_token"})
+	hb.settle()
+	if l := logs.String(); !strings.Contains(l, "failures_window_before=8") {
+		t.Errorf("the new window's line does not count the last window's 8 failures:\n%s", l)
+	}
+}
+
+// A node tells its operator what its hub said of its token: 407 to its
+// proxy requests, 401 to its probe, 429 once its address failed too often.
+func TestNodeSeesTokenRefusals(t *testing.T) {
+	up := newUpstream(t, 1000)
+	hb := newHarness(t, up, asHub(hub.Fetch, 5, "right-token-0123456789"))
+	p, err := hub.NewParent(hub.ParentConfig{URL: hb.front.URL, Token: "wrong-token-0123456789"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.CloseIdleConnections)
+	get := func() error {
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, up.URL+releasePath, nil)
+		resp, err := p.Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err
+	}
+	var re *hub.RefusedError
+	if err := get(); !errors.As(err, &re) || re.Status != http.StatusProxyAuthRequired || !strings.Contains(err.Error(), "hub_token") {
+		t.Fatalf("a proxy request with a wrong token: %v", err)
+	}
+	if _, err := p.Probe(t.Context()); err == nil || !strings.Contains(err.Error(), "refused our token (401") {
+		t.Fatalf("the probe with a wrong token: %v", err)
+	}
+	for range 3 {
+		get()
+	}
+	err = get()
+	if !errors.As(err, &re) || re.Status != http.StatusTooManyRequests || re.Reason != hub.ReasonAuthLimit || !strings.Contains(err.Error(), "try again in") {
+		t.Fatalf("past the limit: %v", err)
+	}
+	if _, err := p.Probe(t.Context()); err == nil || !strings.Contains(err.Error(), "too many wrong tokens") {
+		t.Fatalf("the probe past the limit: %v", err)
+	}
+	if st := p.Status(); st.Reachable || !strings.Contains(st.LastError, "too many wrong tokens") {
+		t.Fatalf("the node's status of its hub: %+v", st)
 	}
 }

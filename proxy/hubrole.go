@@ -35,6 +35,9 @@ type HubRole struct {
 	// Chain is this hub's id and those of the hubs it pulls from (as
 	// last seen): a hub among them may not pull from this one.
 	Chain func() []string
+	// Failures bounds failed tokens (hub and sync tokens alike) per
+	// client address; nil: New makes one with hub's defaults.
+	Failures *hub.FailLimit
 }
 
 // DefaultKeepIndexGenerations is keep_index_generations unless set.
@@ -53,7 +56,7 @@ func (m *hubMetrics) refuse(reason string) {
 
 func newHubMetrics() hubMetrics {
 	m := hubMetrics{refused: map[string]*atomic.Int64{}}
-	for _, r := range []string{hub.ReasonToken, hub.ReasonNotPreloaded, hub.ReasonMaxRequesters, hub.ReasonLoop} {
+	for _, r := range []string{hub.ReasonToken, hub.ReasonAuthLimit, hub.ReasonNotPreloaded, hub.ReasonMaxRequesters, hub.ReasonLoop} {
 		m.refused[r] = new(atomic.Int64)
 	}
 	return m
@@ -62,7 +65,7 @@ func newHubMetrics() hubMetrics {
 func (s *Server) registerHubMetrics(reg *prometheus.Registry) {
 	for r, n := range s.hubm.refused {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "warren_hub_refusals_total", Help: "Requests the hub refused, by reason (token, not-preloaded, max-requesters, loop).",
+			Name: "warren_hub_refusals_total", Help: "Requests the hub refused, by reason (token, auth-limit, not-preloaded, max-requesters, loop).",
 			ConstLabels: prometheus.Labels{"reason": r},
 		}, func() float64 { return float64(n.Load()) }))
 	}
@@ -79,11 +82,7 @@ func (s *Server) registerHubMetrics(reg *prometheus.Registry) {
 // of its pages: the token, and its info answer. false: answered.
 func (s *Server) hubAdmit(w http.ResponseWriter, r *http.Request) bool {
 	role := s.cfg.Hub
-	if err := role.Tokens.Check(r); err != nil {
-		s.hubm.refuse(hub.ReasonToken)
-		s.log.Warn("hub refused a request without a valid token", slog.String("client", r.RemoteAddr),
-			slog.String("url", door.RedactURL(r.URL)), slog.Any("err", err))
-		hub.Refuse(w, http.StatusUnauthorized, hub.ReasonToken, err.Error())
+	if role.Tokens.Enabled() && !s.authenticate(w, r, "hub token", func() error { return role.Tokens.Check(r) }) {
 		return false
 	}
 	// What proved the node goes no further upstream.
@@ -94,6 +93,43 @@ func (s *Server) hubAdmit(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	return true
+}
+
+// authenticate runs check, a token check, under the hub's failure limit:
+// false means answered (429, 407 or 401). An address that failed too often
+// lately is refused before its token is looked at; each window of its
+// failures is logged once, with the count of the window before.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request, what string, check func() error) bool {
+	lim := s.cfg.Hub.Failures
+	if wait := lim.Blocked(r.RemoteAddr); wait > 0 {
+		s.hubm.refuse(hub.ReasonAuthLimit)
+		hub.RefuseAuthLimit(w, wait)
+		return false
+	}
+	err := check()
+	if err == nil {
+		return true
+	}
+	s.hubm.refuse(hub.ReasonToken)
+	if f := lim.Failed(r.RemoteAddr); f.First {
+		s.log.Warn("hub refused a request without a valid "+what+" (logged once a window per address; too many and it is refused with 429)",
+			slog.String("client", r.RemoteAddr), slog.String("url", shownURL(r)), slog.Int("failures_window_before", f.Before), slog.Any("err", err))
+	}
+	hub.RefuseToken(w, r.Method == http.MethodConnect || r.URL.IsAbs(), err.Error())
+	return false
+}
+
+// maxShownURL bounds a request's URL in a log line: a client chooses it.
+const maxShownURL = 256
+
+// shownURL is a request's URL as a log line shows it: without a password,
+// and cut at maxShownURL characters, marked so.
+func shownURL(r *http.Request) string {
+	u := hub.RedactURLs(r.URL.String())
+	if len(u) > maxShownURL {
+		return fmt.Sprintf("%s…(cut, %d bytes)", u[:maxShownURL], len(u))
+	}
+	return u
 }
 
 // hubPlan takes the digest a node expects, when it sends one: the hub

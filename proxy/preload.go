@@ -67,8 +67,11 @@ func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun,
 	}
 	var items []preloadItem
 	fail := func(what string, err error) {
-		run.Failures = append(run.Failures, fmt.Sprintf("%s: %v", what, err))
-		s.log.Warn("preload: a part of the list could not be read", slog.String("what", what), slog.Any("err", err))
+		// A list's URL may carry a password, and errors quote URLs: the
+		// run log (warren preload status) and the log show neither.
+		f := hub.RedactURLs(fmt.Sprintf("%s: %v", what, err))
+		run.Failures = append(run.Failures, f)
+		s.log.Warn("preload: a part of the list could not be read", slog.String("failure", f))
 	}
 	for _, a := range o.List.Apt {
 		got, err := s.preloadApt(ctx, a, o, who)

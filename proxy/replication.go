@@ -59,12 +59,8 @@ func (s *Server) serveReplication(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "warren: replication is read-only: GET only", http.StatusMethodNotAllowed)
 		return
 	}
-	tok, err := role.Sync.Check(r)
-	if err != nil {
-		s.hubm.refuse(hub.ReasonToken)
-		s.log.Warn("replication refused a request without a valid sync token", slog.String("client", r.RemoteAddr),
-			slog.String("path", r.URL.Path), slog.Any("err", err))
-		hub.Refuse(w, http.StatusUnauthorized, hub.ReasonToken, err.Error())
+	var tok hub.SyncToken
+	if !s.authenticate(w, r, "sync token", func() (err error) { tok, err = role.Sync.Check(r); return err }) {
 		return
 	}
 	chain := []string{role.ID}

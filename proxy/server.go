@@ -196,6 +196,12 @@ func New(cfg Config, store Store) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Hub != nil && cfg.Hub.Failures == nil {
+		// Never a hub whose tokens can be tried at line speed.
+		role := *cfg.Hub
+		role.Failures = hub.NewFailLimit(hub.FailLimitConfig{Now: cfg.Now})
+		cfg.Hub = &role
+	}
 	// Only settings for which zero means nothing take a default; a zero
 	// TTL or share size means zero.
 	if len(cfg.ConnectPorts) == 0 {
@@ -339,7 +345,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.door.Via()) }) {
 		s.log.Warn("refused a request that already passed through this warren (a hub chain that loops back?)",
-			slog.String("client", r.RemoteAddr), slog.String("url", door.RedactURL(r.URL)), slog.Any("via", r.Header.Values("Via")))
+			slog.String("client", r.RemoteAddr), slog.String("url", shownURL(r)), slog.Any("via", r.Header.Values("Via")))
 		s.hubm.refuse(hub.ReasonLoop)
 		hub.Refuse(w, http.StatusLoopDetected, hub.ReasonLoop,
 			"request loop: this request already passed through this warren ("+s.door.Via()+"); check the hubs settings along the chain")

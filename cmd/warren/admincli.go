@@ -15,6 +15,8 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
 	"github.com/warren-cache/warren/cachestore"
 )
 
@@ -227,7 +229,9 @@ func runVerify(c *cli.Context, cfg settings) error {
 	return errors.New("verify: the daemon ended the report early")
 }
 
+// isTerminal says whether f is a terminal: a character device that
+// answers a terminal's ioctl (/dev/null is a character device too).
 func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

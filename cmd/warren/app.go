@@ -9,7 +9,6 @@ import (
 	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
-	"gopkg.in/yaml.v3"
 
 	"github.com/warren-cache/warren/internal/logsink"
 )
@@ -72,7 +71,7 @@ func configCommand() *cli.Command {
 				if err != nil {
 					return usageError{err}
 				}
-				out, err := yaml.Marshal(cfg.config) // as written: what the file would say
+				out, err := cfg.printable()
 				if err != nil {
 					return fmt.Errorf("print config: %w", err)
 				}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/warren-cache/warren/internal/repohosts"
 	"github.com/warren-cache/warren/internal/siteca"
+	"github.com/warren-cache/warren/internal/statefile"
 )
 
 // HTTPS repositories: the site CA's commands (`warren ca ...`), which hosts
@@ -128,8 +129,9 @@ func caCommands(flags []cli.Flag, usageErr cli.OnUsageErrorFunc, withCfg func(fu
 			Action: withCfg(caInit)},
 		{Name: "install", Usage: "take the site CA made on the hub (the file warren ca export wrote)", ArgsUsage: "FILE", OnUsageError: usageErr,
 			Flags: flags, Action: withCfg(caInstall)},
-		{Name: "export", Usage: "print the site CA's certificate and key, for warren ca install on the site's nodes (keep it secret)", OnUsageError: usageErr,
-			Flags: flags, Action: withCfg(caExport)},
+		{Name: "export", Usage: "write the site CA's certificate and private key, for warren ca install on the site's nodes: --out FILE makes FILE mode 0600 (never over an existing file); without it the export goes to standard output only when that is a pipe or a file, never to a terminal", OnUsageError: usageErr,
+			Flags:  append(slices.Clip(flags), &cli.StringFlag{Name: "out", Usage: "the file to write, created mode 0600; it must not exist"}),
+			Action: withCfg(caExport)},
 		{Name: "show", Usage: "the site CA's fingerprint, hosts and lifetime", OnUsageError: usageErr,
 			Flags: flags, Action: withCfg(caShow)},
 	}}
@@ -181,8 +183,48 @@ func caExport(c *cli.Context, cfg settings) error {
 	if err != nil {
 		return err
 	}
+	if out := c.String("out"); out != "" {
+		if err := writeSecret(out, b); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.App.Writer, "wrote the site CA's certificate and private key to %s (mode 0600): on each node, warren ca install %s; then delete the copies\n", out, out)
+		return nil
+	}
+	// A private key on a screen is in the scrollback, a screen recording,
+	// the shoulder behind: to a terminal, refuse; a pipe (ssh to a node)
+	// or a redirect is the operator's choice.
+	if f, ok := c.App.Writer.(*os.File); ok && isTerminal(f) {
+		return usageError{errors.New("ca export: the export holds the site CA's private key and standard output is a terminal: write it with --out FILE (mode 0600), or pipe it")}
+	}
 	_, err = c.App.Writer.Write(b)
 	return err
+}
+
+// writeSecret creates path, mode 0600 whatever the umask, with b: never
+// over an existing file (nor through a symlink planted there).
+func writeSecret(path string, b []byte) (err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w (it must not exist)", path, err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(path)
+		}
+	}()
+	// A umask can only narrow the create's mode; a strict one (0277) would
+	// leave the owner unable to read it.
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(b); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 func caShow(c *cli.Context, cfg settings) error {
@@ -240,11 +282,7 @@ func writeBundle(path, systemCAs string, siteCA []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	tmp := path + ".warren-tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return os.Rename(tmp, path)
+	return statefile.Write(path, b, 0o644)
 }
 
 // aptSetup writes (or with undo removes) apt's trust of the site CA for

@@ -1,12 +1,48 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 )
+
+// ca export never prints the CA's private key on a terminal: a pty
+// stands for one.
+func TestCAExportRefusesATerminal(t *testing.T) {
+	cache := t.TempDir()
+	if _, err := runApp(t, "ca", "init", "--https-intercept", "repo.example", "--cache-dir", cache); err != nil {
+		t.Fatal(err)
+	}
+	pty, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatalf("a pty for the test: %v", err)
+	}
+	defer pty.Close()
+	for _, tt := range []struct {
+		name string
+		out  *os.File
+		ok   bool
+	}{{"terminal", pty, false}, {"/dev/null", devNull(t), true}} {
+		app := newApp()
+		app.Writer, app.ErrWriter = tt.out, io.Discard
+		err := app.Run([]string{"warren", "ca", "export", "--cache-dir", cache})
+		if tt.ok != (err == nil) || !tt.ok && !strings.Contains(err.Error(), "--out FILE") {
+			t.Errorf("ca export to a %s: %v", tt.name, err)
+		}
+	}
+}
+
+func devNull(t *testing.T) *os.File {
+	f, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
 
 // The site CA from the CLI, and what apt and dnf are told: ca init (the
 // key 0600, refused a second time without --force), show, export and
@@ -35,10 +71,21 @@ func TestSiteCAFromTheCLI(t *testing.T) {
 	}
 	exported, err := runApp(t, append([]string{"ca", "export"}, host...)...)
 	if err != nil || !strings.Contains(exported, "PRIVATE KEY") {
-		t.Fatalf("ca export: %v", err)
+		t.Fatalf("ca export to a pipe: %v", err)
 	}
 	file := filepath.Join(base, "site-ca.pem")
-	os.WriteFile(file, []byte(exported), 0o600)
+	if out, err := runApp(t, append([]string{"ca", "export", "--out", file}, host...)...); err != nil || strings.Contains(out, "PRIVATE KEY") {
+		t.Fatalf("ca export --out: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != exported {
+		t.Fatalf("ca export --out wrote %d bytes (%v), not the export", len(b), err)
+	}
+	if fi, _ := os.Stat(file); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("ca export --out: mode %v, want 0600", fi.Mode().Perm())
+	}
+	if _, err := runApp(t, append([]string{"ca", "export", "--out", file}, host...)...); err == nil || !strings.Contains(err.Error(), "must not exist") {
+		t.Fatalf("ca export --out over an existing file: %v", err)
+	}
 	if out, err := runApp(t, "ca", "install", "--cache-dir", filepath.Join(base, "node"), file); err != nil || !strings.Contains(out, fp[1]) {
 		t.Fatalf("ca install: %v\n%s", err, out)
 	}

@@ -45,8 +45,9 @@ type config struct {
 	ConnectPorts  []int    `yaml:"connect_ports"`
 	// HTTPSIntercept is which https hosts warren answers CONNECTs to
 	// itself, with the site CA: auto (apt's and dnf's https hosts without
-	// credentials), off, or a list of hosts (ca.go).
-	HTTPSIntercept []string `yaml:"https_intercept"`
+	// credentials), off, or a list of hosts (ca.go); one of them may be
+	// written as a plain scalar.
+	HTTPSIntercept stringList `yaml:"https_intercept"`
 	// MaxConnections and MaxClientConnections cap open connections, in all
 	// and per client address (503 beyond).
 	MaxConnections       int      `yaml:"max_connections"`
@@ -79,7 +80,10 @@ type config struct {
 	// The site's hubs, as a node uses them.
 	Hubs     []string `yaml:"hubs"`      // URLs, tried in order
 	HubToken string   `yaml:"hub_token"` // sent to them as a Bearer token
-	HubOnly  bool     `yaml:"hub_only"`  // never the origin directly
+	// HubTokenFile names a file holding hub_token instead, so that the
+	// config file need not hold it.
+	HubTokenFile string `yaml:"hub_token_file"`
+	HubOnly      bool   `yaml:"hub_only"` // never the origin directly
 	// A hub (role hub).
 	HubMode              string   `yaml:"hub_mode"`   // fetch, fetch-and-preload, preload
 	HubTokens            []string `yaml:"hub_tokens"` // required of nodes when set
@@ -137,6 +141,10 @@ type settings struct {
 	peers         []netip.AddrPort
 	hubMode       hub.Mode
 	preloadRate   int64
+	// hubToken is hub_token, or what hub_token_file holds; replicateFrom
+	// is replicate_from with each token_file read into its token.
+	hubToken      string
+	replicateFrom []hub.ReplicateFrom
 }
 
 const defaultChocolateyUpstream = "https://community.chocolatey.org/api/v2/"
@@ -216,6 +224,8 @@ func defaultOf(key string) string {
 		return strings.Trim(strings.Join(strings.Fields(fmt.Sprint(x)), ", "), "[]")
 	case []string:
 		return strings.Join(x, ", ")
+	case stringList:
+		return strings.Join(x, ", ")
 	case map[string]string, map[string]duration:
 		return ""
 	default:
@@ -252,10 +262,11 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "interfaces", Usage: "interfaces that announce and listen for peers, repeatable (default: all up, non-loopback)", EnvVars: []string{"WARREN_INTERFACES"}},
 		&cli.StringFlag{Name: "role", Usage: withDefault("peer (uses and serves peers), passive (uses peers, never serves) or hub (a site's distribution server, which nodes use with --hub)", "role"), EnvVars: []string{"WARREN_ROLE"}},
 		&cli.StringSliceFlag{Name: "hub", Usage: "URL of a site hub (http://host:port), asked after the LAN's peers and before the origin; repeatable, tried in order", EnvVars: []string{"WARREN_HUBS"}},
-		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens)", EnvVars: []string{"WARREN_HUB_TOKEN"}},
+		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens); at least 16 characters. A flag is seen by every user in ps: prefer --hub-token-file or the config file", EnvVars: []string{"WARREN_HUB_TOKEN"}},
+		&cli.StringFlag{Name: "hub-token-file", Usage: "a file holding the token sent to the hubs, instead of --hub-token (not readable by others)", EnvVars: []string{"WARREN_HUB_TOKEN_FILE"}},
 		&cli.BoolFlag{Name: "hub-only", Usage: "never go to the origin directly: only through the hubs", EnvVars: []string{"WARREN_HUB_ONLY"}},
 		&cli.StringFlag{Name: "hub-mode", Usage: withDefault("a hub's mode: fetch, fetch-and-preload or preload (serve only what it holds)", "hub_mode"), EnvVars: []string{"WARREN_HUB_MODE"}},
-		&cli.StringSliceFlag{Name: "hub-tokens", Usage: "a token a hub requires of its nodes, repeatable (default: none, allow_clients alone)", EnvVars: []string{"WARREN_HUB_TOKENS"}},
+		&cli.StringSliceFlag{Name: "hub-tokens", Usage: "a token a hub requires of its nodes (at least 16 characters, or sha256:<hex> of it), repeatable (default: none, allow_clients alone)", EnvVars: []string{"WARREN_HUB_TOKENS"}},
 		&cli.IntFlag{Name: "max-requesters", Usage: "a hub's requesters streaming one artifact while it fetches it; the rest are told to retry", DefaultText: defaultOf("max_requesters"), EnvVars: []string{"WARREN_MAX_REQUESTERS"}},
 		&cli.StringFlag{Name: "retry-delay", Usage: withDefault("how long a hub tells the requesters beyond max_requesters to wait", "retry_delay"), EnvVars: []string{"WARREN_RETRY_DELAY"}},
 		&cli.StringFlag{Name: "preload-schedule", Usage: withDefault("the daily window a hub preloads in, HH:MM-HH:MM; empty: on demand only", "preload_schedule"), EnvVars: []string{"WARREN_PRELOAD_SCHEDULE"}},
@@ -290,7 +301,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	switch {
 	case err == nil:
 		if err := decodeYAML(b, &cfg); err != nil {
-			return settings{config: cfg}, fmt.Errorf("config file %s: %w", path, err)
+			return settings{config: cfg}, redactedError{fmt.Errorf("config file %s: %w", path, err)}
 		}
 	case explicit || !errors.Is(err, fs.ErrNotExist):
 		return settings{config: cfg}, fmt.Errorf("read config file: %w", err)
@@ -310,6 +321,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	str("discovery", &cfg.Discovery)
 	str("role", &cfg.Role)
 	str("hub-token", &cfg.HubToken)
+	str("hub-token-file", &cfg.HubTokenFile)
 	str("hub-mode", &cfg.HubMode)
 	if c.IsSet("preload-schedule") {
 		cfg.PreloadSchedule = c.String("preload-schedule")
@@ -487,6 +499,17 @@ func (cfg config) parse() (settings, error) {
 		if len(cfg.HubTokens) > 0 && cfg.Role != "hub" {
 			return errors.New("hub_tokens are what a hub requires of its nodes: set them with role hub (a node sends hub_token)")
 		}
+		for i, t := range cfg.HubTokens {
+			if err := hub.CheckAccepted(t); err != nil {
+				return fmt.Errorf("hub_tokens[%d]: %w", i, err)
+			}
+		}
+		if s.hubToken, err = cfg.hubTokenOf(); err != nil {
+			return err
+		}
+		if s.replicateFrom, err = cfg.replicateFromOf(); err != nil {
+			return err
+		}
 		if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
 			return errors.New("max_connections and max_client_connections must be at least 1")
 		}
@@ -560,7 +583,10 @@ func (cfg config) parse() (settings, error) {
 		}
 		return nil
 	}
-	return s, check()
+	if err := check(); err != nil {
+		return s, redactedError{err}
+	}
+	return s, nil
 }
 
 // sameListener says whether a hub's host:port is this warren's own listen
@@ -631,6 +657,27 @@ func (d *duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// stringList reads a YAML list, or one scalar as a list of one: the
+// shipped warren.yaml shows "https_intercept: auto", and an operator
+// uncommenting it must not get a type error.
+type stringList []string
+
+func (l *stringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*l = nil // "key:" with no value: none, which the check refuses
+		if n.Tag != "!!null" {
+			*l = stringList{n.Value}
+		}
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	*l = list
+	return nil
+}
+
 // sizeOrPercent is "5GB" or "10%" (of the file system holding the cache).
 type sizeOrPercent struct {
 	bytes_  int64
@@ -696,8 +743,8 @@ func (cfg config) checkReplication() error {
 		switch {
 		case t.Name == "":
 			return fmt.Errorf("%s: no name: name each token (the logs say which one was used)", where)
-		case len(t.Token) < 16:
-			return fmt.Errorf("%s (%s): the token is %d characters; give at least 16 (for example: openssl rand -hex 24)", where, t.Name, len(t.Token))
+		case hub.CheckAccepted(t.Token) != nil:
+			return fmt.Errorf("%s (%s): %w", where, t.Name, hub.CheckAccepted(t.Token))
 		case names["t:"+t.Name]:
 			return fmt.Errorf("%s: the name %q is used twice", where, t.Name)
 		}
@@ -722,6 +769,132 @@ func (cfg config) checkReplication() error {
 		return errors.New("replicate_schedule must be 0 (on demand only) or a positive interval such as 1h")
 	}
 	return nil
+}
+
+// printable is the config as `warren config check` prints it: as written
+// (what the file would say), but every secret shown by its last
+// characters and every URL without its password.
+func (cfg config) printable() ([]byte, error) {
+	var doc yaml.Node
+	if err := doc.Encode(cfg); err != nil {
+		return nil, err
+	}
+	redactNode(&doc, false)
+	return yaml.Marshal(&doc)
+}
+
+// secretKeys are the keys, at any depth, whose values are secrets.
+var secretKeys = map[string]bool{"hub_token": true, "hub_tokens": true, "token": true, "group_secret": true}
+
+// redactNode redacts n's scalars: tokens under secretKeys, URLs' passwords
+// everywhere (hubs, replicate_from, chocolatey feeds, preload lists).
+func redactNode(n *yaml.Node, secret bool) {
+	switch n.Kind {
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			redactNode(n.Content[i+1], secretKeys[n.Content[i].Value])
+		}
+	case yaml.DocumentNode, yaml.SequenceNode:
+		for _, c := range n.Content {
+			redactNode(c, secret)
+		}
+	case yaml.ScalarNode:
+		if secret {
+			n.Value = hub.RedactToken(n.Value)
+		} else {
+			n.Value = hub.RedactURLs(n.Value)
+		}
+	}
+}
+
+// redactedError is a settings error as shown: some quote the URL they
+// refuse, never with its password.
+type redactedError struct{ err error }
+
+func (e redactedError) Error() string { return hub.RedactURLs(e.err.Error()) }
+func (e redactedError) Unwrap() error { return e.err }
+
+// hubTokenOf is the token sent to the hubs: hub_token, or what
+// hub_token_file holds.
+func (cfg config) hubTokenOf() (string, error) {
+	tok := cfg.HubToken
+	switch {
+	case tok != "" && cfg.HubTokenFile != "":
+		return "", errors.New("hub_token and hub_token_file both set: give the token one way")
+	case cfg.HubTokenFile != "":
+		var err error
+		if tok, err = readTokenFile("hub_token_file", cfg.HubTokenFile); err != nil {
+			return "", err
+		}
+	case tok == "":
+		return "", nil
+	}
+	if err := hub.CheckSent(tok); err != nil {
+		return "", fmt.Errorf("hub_token: %w", err)
+	}
+	return tok, nil
+}
+
+// replicateFromOf is replicate_from with each token_file read, and every
+// token checked.
+func (cfg config) replicateFromOf() ([]hub.ReplicateFrom, error) {
+	out := slices.Clone(cfg.ReplicateFrom)
+	for i := range out {
+		f := &out[i]
+		where := fmt.Sprintf("replicate_from[%d] (%s)", i, f.Name)
+		if f.TokenFile != "" && f.Token == "" {
+			tok, err := readTokenFile(where+".token_file", f.TokenFile)
+			if err != nil {
+				return nil, err
+			}
+			f.Token, f.TokenFile = tok, ""
+		}
+		if f.Token == "" {
+			continue // Check says what is missing
+		}
+		if err := hub.CheckSent(f.Token); err != nil {
+			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	return out, nil
+}
+
+// maxTokenFile bounds what a token file may hold.
+const maxTokenFile = 4 << 10
+
+// readTokenFile reads the token a file holds: one line. The file must
+// not be readable by everyone on the machine (the daemon reads it as user
+// warren: root:warren 0640 does).
+func readTokenFile(key, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", key, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", key, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s: %s is not a regular file", key, path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return "", fmt.Errorf("%s: %s is readable or writable by every user (mode %04o): chmod o-rwx %s (the daemon reads it through its group: chgrp warren %s)", key, path, perm, path, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("%s: read %s: %w", key, path, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	switch {
+	case len(b) > maxTokenFile:
+		return "", fmt.Errorf("%s: %s is over %d bytes: it should hold one token", key, path, maxTokenFile)
+	case tok == "":
+		return "", fmt.Errorf("%s: %s is empty: put the token in it (%s)", key, path, "openssl rand -hex 24")
+	case strings.ContainsAny(tok, "\r\n"):
+		return "", fmt.Errorf("%s: %s holds more than one line: it should hold one token", key, path)
+	}
+	return tok, nil
 }
 
 // checkIntercept says what is wrong with https_intercept.

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/warren-cache/warren/hub"
 )
 
 // runApp runs warren with args and returns what it printed and its error.
@@ -39,10 +41,17 @@ func TestConfigPrecedence(t *testing.T) {
 		{"env over file", map[string]string{"WARREN_CACHE_DIR": "/from/env"}, []string{"--config", file}, []string{"cache_dir: /from/env", "listen: 127.0.0.1:4000"}},
 		{"flag over env", map[string]string{"WARREN_CACHE_DIR": "/from/env"}, []string{"--config", file, "--cache-dir", "/from/flag", "--index-ttl", "1m"}, []string{"cache_dir: /from/flag", "index_ttl: 1m0s"}},
 		{"config file from env", map[string]string{"WARREN_CONFIG": file}, nil, []string{"listen: 127.0.0.1:4000"}},
-		{"a node of two hubs", nil, []string{"--config", write("node.yaml", "hubs: [http://hub1:3142, http://hub2]\nhub_token: t0k\nhub_only: true\n")},
+		{"a node of two hubs", nil, []string{"--config", write("node.yaml", "hubs: [http://hub1:3142, http://hub2]\nhub_token: t0k-0123456789abcdef\nhub_only: true\n")},
 			[]string{"- http://hub1:3142", "- http://hub2", "hub_only: true"}},
-		{"a hub", nil, []string{"--role", "hub", "--hub-mode", "preload", "--hub-tokens", "a", "--max-requesters", "3", "--retry-delay", "30s"},
+		{"a hub", nil, []string{"--role", "hub", "--hub-mode", "preload", "--hub-tokens", "a-0123456789abcdef", "--max-requesters", "3", "--retry-delay", "30s"},
 			[]string{"role: hub", "hub_mode: preload", "max_requesters: 3", "retry_delay: 30s", "keep_index_generations: 2"}},
+		{"a hub token given as its sum", nil, []string{"--role", "hub", "--hub-tokens", "sha256:" + strings.Repeat("ab", 32)}, []string{"role: hub"}},
+		// https_intercept as the shipped warren.yaml shows it: a scalar.
+		{"https_intercept auto", nil, []string{"--config", write("hi1.yaml", "https_intercept: auto\n")}, []string{"https_intercept:\n    - auto\n"}},
+		{"https_intercept off", nil, []string{"--config", write("hi2.yaml", "https_intercept: off\n")}, []string{"https_intercept:\n    - \"off\"\n"}},
+		{"https_intercept one host", nil, []string{"--config", write("hi3.yaml", "https_intercept: deb.example.org\n")}, []string{"https_intercept:\n    - deb.example.org\n"}},
+		{"https_intercept a list", nil, []string{"--config", write("hi4.yaml", "https_intercept: [a.example.org, b.example.org]\n")}, []string{"    - a.example.org\n    - b.example.org\n"}},
+		{"https_intercept flag", nil, []string{"--https-intercept", "off"}, []string{"https_intercept:\n    - \"off\"\n"}},
 		{"chocolatey feeds", nil, []string{"--config", write("choco.yaml", "chocolatey:\n  upstream: http://proget:8624/nuget/choco/\n  feeds:\n    internal: http://proget:8624/nuget/internal/\n")},
 			[]string{"upstream: http://proget:8624/nuget/choco/", "internal: http://proget:8624/nuget/internal/"}},
 	}
@@ -71,6 +80,12 @@ func TestConfigErrors(t *testing.T) {
 	write := func(name, body string) string {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, []byte(body), 0o644)
+		return p
+	}
+	writeMode := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(body), mode)
+		os.Chmod(p, mode)
 		return p
 	}
 	tests := []struct {
@@ -125,6 +140,24 @@ func TestConfigErrors(t *testing.T) {
 		{"replicate_from not http", []string{"config", "check", "--role", "hub", "--config", write("r6.yaml", "replicate_from: [{name: main, url: main:3142, token: t}]\n")}, "want the hub's http(s) URL"},
 		{"replicate_from twice", []string{"config", "check", "--role", "hub", "--config", write("r7.yaml", "replicate_from: [{name: m, url: http://a:3142, token: t}, {name: m, url: http://b:3142, token: t}]\n")}, "used twice"},
 		{"replicate_from itself", []string{"config", "check", "--role", "hub", "--listen", ":3142", "--config", write("r8.yaml", "replicate_from: [{name: me, url: http://127.0.0.1:3142, token: t}]\n")}, "cannot pull from itself"},
+		{"https_intercept empty", []string{"config", "check", "--config", write("hi5.yaml", "https_intercept:\n")}, "https_intercept: want auto, off"},
+		{"https_intercept a map", []string{"config", "check", "--config", write("hi6.yaml", "https_intercept: {a: b}\n")}, "config file"},
+		{"short hub_token", []string{"config", "check", "--hub-token", "t0k"}, "hub_token: the token is 3 characters; give at least 16 (make one with: openssl rand -hex 24)"},
+		{"short hub_tokens", []string{"config", "check", "--role", "hub", "--hub-tokens", "0123456789abcdef", "--hub-tokens", "short"}, "hub_tokens[1]: the token is 5 characters; give at least 16"},
+		{"hub_tokens sum not hex", []string{"config", "check", "--role", "hub", "--hub-tokens", "sha256:" + strings.Repeat("x", 64)}, "hub_tokens[0]: sha256: must be followed by the token's SHA-256 in hex"},
+		{"hub_tokens sum too short", []string{"config", "check", "--role", "hub", "--hub-tokens", "sha256:abcd"}, "64 characters"},
+		{"hub_token as a sum", []string{"config", "check", "--hub-token", "sha256:" + strings.Repeat("ab", 32)}, "hub_token: give the token itself"},
+		{"short replicate_from token", []string{"config", "check", "--role", "hub", "--config", write("r9.yaml", "replicate_from: [{name: main, url: http://main:3142, token: short}]\n")}, "replicate_from[0] (main): the token is 5 characters"},
+		{"sync token as a short sum", []string{"config", "check", "--role", "hub", "--config", write("r10.yaml", "replication:\n  tokens: [{name: a, token: \"sha256:0123\"}]\n")}, "replication.tokens[0] (a): sha256: must be followed"},
+		{"hub_token_file missing", []string{"config", "check", "--hub-token-file", filepath.Join(dir, "nope")}, "hub_token_file: open " + filepath.Join(dir, "nope") + ": no such file"},
+		{"hub_token_file empty", []string{"config", "check", "--hub-token-file", writeMode("empty-token", "\n", 0o600)}, "hub_token_file: " + filepath.Join(dir, "empty-token") + " is empty"},
+		{"hub_token_file readable by all", []string{"config", "check", "--hub-token-file", writeMode("open-token", "0123456789abcdef\n", 0o644)}, "(mode 0644): chmod o-rwx"},
+		{"hub_token_file a directory", []string{"config", "check", "--hub-token-file", dir}, "is not a regular file"},
+		{"hub_token_file two lines", []string{"config", "check", "--hub-token-file", writeMode("two-tokens", "0123456789abcdef\n0123456789abcdef\n", 0o600)}, "more than one line"},
+		{"hub_token_file short", []string{"config", "check", "--hub-token-file", writeMode("short-token", "short\n", 0o640)}, "hub_token: the token is 5 characters"},
+		{"hub_token and its file", []string{"config", "check", "--hub-token", "0123456789abcdef", "--hub-token-file", writeMode("token", "0123456789abcdef", 0o600)}, "both set"},
+		{"replicate_from token_file empty", []string{"config", "check", "--role", "hub", "--config", write("r11.yaml", "replicate_from: [{name: main, url: http://main:3142, token_file: "+writeMode("empty-sync", "", 0o600)+"}]\n")}, "replicate_from[0] (main).token_file: " + filepath.Join(dir, "empty-sync") + " is empty"},
+		{"replicate_from token and token_file", []string{"config", "check", "--role", "hub", "--config", write("r12.yaml", "replicate_from: [{name: main, url: http://main:3142, token: 0123456789abcdef, token_file: /x}]\n")}, "token and token_file both set"},
 		{"bad replicate_schedule", []string{"config", "check", "--replicate-schedule", "hourly"}, "want a duration"},
 	}
 	for _, tt := range tests {
@@ -164,5 +197,74 @@ func TestSizeOrPercent(t *testing.T) {
 	n, err := v.bytes(t.TempDir())
 	if err != nil || n <= 0 {
 		t.Errorf("50%% of the temp dir's file system = %d, %v", n, err)
+	}
+}
+
+// A token may come from a file (hub_token_file, a replicate_from entry's
+// token_file): what is sent is the file's one line.
+func TestTokenFiles(t *testing.T) {
+	dir := t.TempDir()
+	hubTok, syncTok := filepath.Join(dir, "hub-token"), filepath.Join(dir, "sync-token")
+	os.WriteFile(hubTok, []byte("  node-token-0123456789\n"), 0o640)
+	os.WriteFile(syncTok, []byte("sync-token-0123456789"), 0o600)
+	cfg := defaults()
+	cfg.Role, cfg.HubTokenFile = "hub", hubTok
+	cfg.ReplicateFrom = []hub.ReplicateFrom{{Name: "main", URL: "http://main:3142", TokenFile: syncTok}, {Name: "b", URL: "http://b:3142", Token: "in-the-config-0123"}}
+	s, err := cfg.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.hubToken != "node-token-0123456789" {
+		t.Errorf("hub token %q, want the file's line", s.hubToken)
+	}
+	if len(s.replicateFrom) != 2 || s.replicateFrom[0].Token != "sync-token-0123456789" || s.replicateFrom[1].Token != "in-the-config-0123" {
+		t.Errorf("replicate_from tokens: %+v", s.replicateFrom)
+	}
+	if cfg.ReplicateFrom[0].Token != "" {
+		t.Error("parse changed the config it was given")
+	}
+}
+
+// config check prints the settings with every secret redacted: tokens by
+// their last 4 characters, URLs without their password.
+func TestConfigCheckRedacts(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "hub.yaml")
+	os.WriteFile(file, []byte(`role: hub
+hubs: ["http://warren:hub-pass-0123456789@upper-hub:3142"]
+hub_token: node-token-0123456789aaaa
+hub_tokens: [site-token-0123456789bbbb, "sha256:`+strings.Repeat("0", 60)+`cccc"]
+group_secret: group-secret-0123456789dddd
+replication:
+  tokens: [{name: region, token: sync-token-0123456789eeee}]
+replicate_from: [{name: main, url: "http://puller:pull-pass@main:3142", token: pull-token-0123456789ffff}]
+chocolatey:
+  upstream: https://feeduser:feed-pass@proget.example/nuget/choco/
+  feeds:
+    internal: https://TOKEN-IN-USER@proget.example/nuget/internal/
+`), 0o640)
+	out, err := runApp(t, "config", "check", "--config", file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{"hub-pass", "node-token", "site-token", strings.Repeat("0", 60), "group-secret", "sync-token", "pull-pass", "pull-token", "feed-pass", "TOKEN-IN-USER"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("config check shows %s", secret)
+		}
+	}
+	for _, want := range []string{"- http://warren:***@upper-hub:3142", "hub_token: …aaaa", "- …bbbb", "- sha256:…cccc", "group_secret: …dddd",
+		"token: …eeee", "url: http://puller:***@main:3142", "token: …ffff", "upstream: https://feeduser:***@proget.example/nuget/choco/",
+		"internal: https://***@proget.example/nuget/internal/"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config check lacks %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+	// An error that quotes a URL does not show its password.
+	_, err = runApp(t, "config", "check", "--hub", "http://warren:hub-pass-0123456789@hub:3142/path")
+	if err == nil || strings.Contains(err.Error(), "hub-pass") || !strings.Contains(err.Error(), "warren:***@hub") {
+		t.Errorf("a bad hubs entry: %v", err)
 	}
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/internal/statefile"
 	"github.com/warren-cache/warren/internal/taskgroup"
 	"github.com/warren-cache/warren/mdns"
 	"github.com/warren-cache/warren/peering"
@@ -83,7 +84,7 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		Logger:             log,
 	}
 	for _, u := range cfg.Hubs {
-		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.HubToken, Logger: log.With(slog.String("component", "hub"))})
+		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, Logger: log.With(slog.String("component", "hub"))})
 		if err != nil {
 			return nil, err
 		}
@@ -341,7 +342,7 @@ func nodeID(dir string) (peering.NodeID, error) {
 	}
 	var id peering.NodeID
 	_, _ = rand.Read(id[:])
-	if err := os.WriteFile(path, []byte(hex.EncodeToString(id[:])+"\n"), 0o640); err != nil {
+	if err := statefile.Write(path, []byte(hex.EncodeToString(id[:])+"\n"), 0o640); err != nil {
 		return id, fmt.Errorf("write node id: %w", err)
 	}
 	return id, nil

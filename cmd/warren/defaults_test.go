@@ -61,3 +61,38 @@ func TestDefaultsAgree(t *testing.T) {
 		}
 	}
 }
+
+// Every setting the shipped warren.yaml shows can be uncommented as it is
+// shown: "# https_intercept: auto" once failed, being a scalar where the
+// file's type wanted a list.
+func TestShippedConfigUncomments(t *testing.T) {
+	shipped, err := os.ReadFile("../../packaging/warren.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(shipped), "\n")
+	key := regexp.MustCompile(`^# ([a-z_]+):`)
+	n := 0
+	for i, l := range lines {
+		m := key.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		// The setting's line, and the indented lines of a block under it.
+		doc := strings.TrimPrefix(l, "# ")
+		for _, more := range lines[i+1:] {
+			if !strings.HasPrefix(more, "#   ") {
+				break
+			}
+			doc += "\n" + strings.TrimPrefix(more, "# ")
+		}
+		cfg := defaults()
+		if err := decodeYAML([]byte(doc+"\n"), &cfg); err != nil {
+			t.Errorf("uncommented, the shipped %s does not load: %v\n%s", m[1], err, doc)
+		}
+		n++
+	}
+	if n < 30 {
+		t.Fatalf("found only %d settings in the shipped warren.yaml: the walk is broken", n)
+	}
+}

@@ -143,10 +143,10 @@ func TestDnfThroughHub(t *testing.T) {
 	t.Cleanup(func() { run(t, base, nil, "gpgconf", "--kill", "gpg-agent") })
 	repo, sums := buildRPMRepo(t, base)
 	up := serveDir(t, repo)
-	hubURL, _, _ := startWarren(t, "--role", "hub", "--cache-dir", filepath.Join(base, "hub"), "--hub-tokens", "tok")
+	hubURL, _, _ := startWarren(t, "--role", "hub", "--cache-dir", filepath.Join(base, "hub"), "--hub-tokens", "tok-0123456789abcdef")
 	for i, client := range []string{"dnf1", "dnf2"} {
 		node, _, logs := startWarren(t, "--cache-dir", filepath.Join(base, fmt.Sprintf("node%d", i)), "--hub", hubURL,
-			"--hub-token", "tok", "--hub-only", "--log-level", "debug")
+			"--hub-token", "tok-0123456789abcdef", "--hub-only", "--log-level", "debug")
 		dl := filepath.Join(base, client, "dl")
 		dnfRun(t, base, client, up.URL, node, "download", "--destdir="+dl, "warren-e2e-hello", "libwarren++-e2e")
 		for path, sum := range sums {

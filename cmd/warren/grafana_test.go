@@ -42,7 +42,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	base := t.TempDir()
 	conf := filepath.Join(base, "hub.yaml")
 	os.WriteFile(conf, []byte(fmt.Sprintf("role: hub\npreload_schedule: \"\"\npreload:\n  rpm: [{baseurl: %s/os/, packages: [x]}]\n"+
-		"replicate_schedule: 0s\nreplicate_from: [{name: main, url: \"http://127.0.0.1:9\", token: t}]\n", up.URL)), 0o644)
+		"replicate_schedule: 0s\nreplicate_from: [{name: main, url: \"http://127.0.0.1:9\", token: t-0123456789abcdef}]\n", up.URL)), 0o644)
 	hubURL, _, _ := startWarren(t, "--config", conf, "--cache-dir", filepath.Join(base, "hub"))
 	node, _, _ := startWarren(t, "--cache-dir", filepath.Join(base, "node"), "--hub", hubURL, "--discovery", "static", "--peer", "127.0.0.1:9")
 	c := proxyClient(t, node)

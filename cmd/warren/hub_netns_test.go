@@ -22,7 +22,7 @@ import (
 // to 50 Mbit/s (the WAN), a hub, and six nodes on one LAN (mDNS inside the
 // namespaces this test makes), every node using the hub with a token.
 //
-//   - A wrong token gets 401.
+//   - A wrong token gets 407 (Proxy Authentication Required).
 //   - Real apt-get update on all six at once: the mirror serves each index
 //     file once.
 //   - All six ask for the same 20 MB package at once. The nodes ask the hub
@@ -47,7 +47,7 @@ func TestHubSiteOverNetns(t *testing.T) {
 		mirror  = "10.78.0.100"
 		hubAddr = "10.78.0.50"
 		maxReq  = 2
-		token   = "site-token"
+		token   = "site-token-0123456789"
 		wanRate = "50mbit"
 		bigPath = "/pool/main/warren-e2e-big_1.0_all.deb"
 	)
@@ -136,11 +136,11 @@ func TestHubSiteOverNetns(t *testing.T) {
 		return true
 	})
 
-	// A wrong token: 401, and the hub says why.
+	// A wrong token: 407 (a proxy request), and the hub says why.
 	code, err := exec.Command("ip", "netns", "exec", lan.ns("h1"), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
 		"-x", hubURL, "--proxy-header", "Proxy-Authorization: Bearer wrong", "http://"+mirror+"/dists/stable/InRelease").Output()
-	if err != nil || string(code) != "401" {
-		t.Fatalf("a wrong token: %s %v, want 401", code, err)
+	if err != nil || string(code) != "407" {
+		t.Fatalf("a wrong token: %s %v, want 407", code, err)
 	}
 
 	// apt-get update on all six at once.

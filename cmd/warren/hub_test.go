@@ -17,9 +17,9 @@ func TestHubSeenByTheOperator(t *testing.T) {
 	up := serveDir(t, t.TempDir())
 	up.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })
 	base := t.TempDir()
-	hubURL, hubCmd, _ := startWarren(t, "--role", "hub", "--cache-dir", filepath.Join(base, "hub"), "--hub-tokens", "tok")
+	hubURL, hubCmd, _ := startWarren(t, "--role", "hub", "--cache-dir", filepath.Join(base, "hub"), "--hub-tokens", "tok-0123456789abcdef")
 	dir := filepath.Join(base, "node")
-	node, _, logs := startWarren(t, "--cache-dir", dir, "--hub", hubURL, "--hub-token", "tok", "--hub", "http://127.0.0.1:1", "--log-level", "debug")
+	node, _, logs := startWarren(t, "--cache-dir", dir, "--hub", hubURL, "--hub-token", "tok-0123456789abcdef", "--hub", "http://127.0.0.1:1", "--log-level", "debug")
 	c := proxyClient(t, node)
 	resp, err := c.Get(up.URL + "/file.bin")
 	if err != nil {

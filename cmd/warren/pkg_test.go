@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,6 +50,11 @@ func TestPackages(t *testing.T) {
 	if strings.Contains(list, "apt.conf.d") {
 		t.Fatalf("the rpm ships apt's snippet:\n%s", list)
 	}
+	// The config may hold tokens: never readable by all (its group is
+	// warren once the post-install script has run).
+	if l := sh("rpm", "-qlvp", rpms[0]); !regexp.MustCompile(`(?m)^-rw-r----- .*/etc/warren/warren.yaml$`).MatchString(l) {
+		t.Fatalf("the rpm's warren.yaml is not mode 0640:\n%s", l)
+	}
 
 	// The .deb, installed for real.
 	sh("dpkg", "-i", debs[0])
@@ -70,6 +76,15 @@ func TestPackages(t *testing.T) {
 	if out := sh("stat", "-c", "%U", "/var/cache/warren"); strings.TrimSpace(out) != "warren" {
 		t.Fatalf("/var/cache/warren owned by %s", out)
 	}
+	// The config may hold tokens: root writes it, the daemon (group
+	// warren) reads it, nobody else does.
+	configMode := func(when string) {
+		t.Helper()
+		if out := strings.TrimSpace(sh("stat", "-c", "%a %U %G", "/etc/warren/warren.yaml")); out != "640 root warren" {
+			t.Fatalf("%s, /etc/warren/warren.yaml is %s, want 640 root warren", when, out)
+		}
+	}
+	configMode("after dpkg -i")
 	if out := sh("/usr/bin/warren", "--version"); !strings.Contains(out, "warren version") {
 		t.Fatalf("--version: %s", out)
 	}
@@ -85,8 +100,17 @@ func TestPackages(t *testing.T) {
 	// (peering traffic never leaves this machine), and the test's upstream
 	// on loopback allowed.
 	addr := freeLoopbackPort(t)
-	if err := os.WriteFile("/etc/warren/warren.yaml", []byte(fmt.Sprintf("listen: %q\ndiscovery: \"off\"\nallow_upstream: [127.0.0.0/8]\n", addr)), 0o644); err != nil {
+	settings := fmt.Sprintf("listen: %q\ndiscovery: \"off\"\nallow_upstream: [127.0.0.0/8]\n", addr)
+	if err := os.WriteFile("/etc/warren/warren.yaml", []byte(settings), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// An upgrade (here the same package again) keeps the administrator's
+	// file, and leaves it 0640 root:warren even if it was loosened.
+	os.Chmod("/etc/warren/warren.yaml", 0o644)
+	sh("dpkg", "-i", debs[0])
+	configMode("after an upgrade over a changed (and loosened) config")
+	if b, _ := os.ReadFile("/etc/warren/warren.yaml"); string(b) != settings {
+		t.Fatalf("an upgrade replaced the administrator's config:\n%s", b)
 	}
 	// As the service runs it: user warren (the signal goes to warren itself).
 	u, err := user.Lookup("warren")

@@ -76,16 +76,21 @@ func (r *replicator) run(ctx context.Context, trigger, from string, progress fun
 		return nil, errors.New("this hub has no replicate_from entries: add the hubs to pull from (name, url, token) to its config")
 	}
 	var runs []hub.ReplicateRun
-	for _, src := range cfg.ReplicateFrom {
+	for _, src := range cfg.replicateFrom { // with token_file read
 		if from != "" && src.Name != from {
 			continue
 		}
 		r.mu.Lock()
+		// replication.json keeps the URL without its password (a state file
+		// is no place for one); one kept whole by an older warren is the
+		// same hub.
+		shown := hub.RedactURLs(src.URL)
 		ss := r.state.Sources[src.Name]
-		if ss == nil || ss.URL != src.URL {
-			ss = &hub.SourceState{URL: src.URL} // a new hub under this name: from the start
+		if ss == nil || ss.URL != shown && ss.URL != src.URL {
+			ss = &hub.SourceState{} // a new hub under this name: from the start
 			r.state.Sources[src.Name] = ss
 		}
+		ss.URL = shown
 		cursor := ss.Cursor
 		r.mu.Unlock()
 		o := proxy.ReplicateOptions{
@@ -104,7 +109,7 @@ func (r *replicator) run(ctx context.Context, trigger, from string, progress fun
 		if progress != nil {
 			o.Progress = func(done, total int, bytes int64) { progress(src.Name, done, total, bytes) }
 		}
-		run := r.d.proxy.Replicate(ctx, o)
+		run := redactRun(r.d.proxy.Replicate(ctx, o))
 		run.Trigger = trigger
 		if !run.OK() {
 			r.d.log.Warn("replication run failed", slog.String("from", src.Name), slog.String("error", run.Error), slog.Any("failures", run.Failures))
@@ -128,6 +133,17 @@ func (r *replicator) run(ctx context.Context, trigger, from string, progress fun
 		return nil, fmt.Errorf("no replicate_from entry is named %q", from)
 	}
 	return runs, nil
+}
+
+// redactRun is a run as kept and shown: its errors come from many layers,
+// and none may show a source's password.
+func redactRun(run hub.ReplicateRun) hub.ReplicateRun {
+	run.Error = hub.RedactURLs(run.Error)
+	run.Failures = slices.Clone(run.Failures)
+	for i, f := range run.Failures {
+		run.Failures[i] = hub.RedactURLs(f)
+	}
+	return run
 }
 
 // runs is the run log, newest last.
@@ -248,7 +264,7 @@ func (a *adminAPI) replicateStatus(w http.ResponseWriter, r *http.Request) {
 	rp.mu.Lock()
 	sources := []replicaSourceStatus{}
 	for _, src := range a.d.cfg.ReplicateFrom {
-		st := replicaSourceStatus{Name: src.Name, URL: src.URL}
+		st := replicaSourceStatus{Name: src.Name, URL: hub.RedactURLs(src.URL)}
 		if ss := rp.state.Sources[src.Name]; ss != nil {
 			st.Cursor, st.Chain = ss.Cursor, ss.Chain
 		}

@@ -17,7 +17,9 @@ import (
 // loopback: a main hub preloads, a region hub in preload mode pulls from it
 // at start (replicate_schedule) and on demand; status, log, the page and
 // /metrics show the runs; a node behind the region hub gets the packages
-// with no byte from upstream.
+// with no byte from upstream. The source's URL carries a password (which
+// the main hub ignores: the sync token is what counts), and no output, log
+// or state file shows it or the token.
 func TestReplicateFromTheCLI(t *testing.T) {
 	repo := t.TempDir()
 	paths := writeArchive(t, repo, map[string]string{"office-core": "libfoo", "libfoo": "", "games": ""})
@@ -43,7 +45,7 @@ hub_mode: preload
 preload_schedule: ""
 replicate_schedule: 1h
 replicate_from: [{name: main, url: %q, token: region-token-0123456789}]
-`, mainURL)), 0o644)
+`, strings.Replace(mainURL, "http://", "http://region:s3cret-pass@", 1))), 0o644)
 	regionDir := filepath.Join(base, "region")
 	regionURL, _, regionLogs := startWarren(t, "--config", regionConf, "--cache-dir", regionDir)
 	// The schedule's first run is at start.
@@ -57,9 +59,26 @@ replicate_from: [{name: main, url: %q, token: region-token-0123456789}]
 		t.Fatalf("replicate log: want the scheduled run with its 4 blobs (InRelease, Packages, 2 packages), then the one on demand: %v\n%s", err, out)
 	}
 	out, err = runApp(t, "replicate", "status", "--config", regionConf, "--cache-dir", regionDir)
-	if err != nil || !strings.Contains(out, "every 1h0m0s") || !regexp.MustCompile(`main\s+http://\S+\s+\d+\s+0 entries\s.*\sok`).MatchString(out) {
+	if err != nil || !strings.Contains(out, "every 1h0m0s") || !regexp.MustCompile(`main\s+http://region:\*\*\*@\S+\s+\d+\s+0 entries\s.*\sok`).MatchString(out) {
 		t.Fatalf("replicate status: %v\n%s", err, out)
 	}
+	secrets := []string{"s3cret-pass", "region-token-0123456789"}
+	noSecret := func(what, s string) {
+		t.Helper()
+		for _, secret := range secrets {
+			if strings.Contains(s, secret) {
+				t.Fatalf("%s shows %s:\n%s", what, secret, s)
+			}
+		}
+	}
+	noSecret("replicate status", out)
+	out, _ = runApp(t, "replicate", "status", "--json", "--config", regionConf, "--cache-dir", regionDir)
+	noSecret("replicate status --json", out)
+	out, _ = runApp(t, "config", "check", "--config", regionConf, "--cache-dir", regionDir)
+	if !strings.Contains(out, "token: …6789") {
+		t.Fatalf("config check does not show the token's end:\n%s", out)
+	}
+	noSecret("config check", out)
 	if _, err := runApp(t, "replicate", "run", "--from", "nope", "--config", regionConf, "--cache-dir", regionDir); err == nil || !strings.Contains(err.Error(), `no replicate_from entry is named "nope"`) {
 		t.Fatalf("a run from an unknown source: %v", err)
 	}
@@ -104,4 +123,24 @@ replicate_from: [{name: main, url: %q, token: region-token-0123456789}]
 	if p := page(mainURL + "/"); !strings.Contains(p, "serves its change feed to other hubs") {
 		t.Fatal("the main hub's page does not say it serves replication")
 	}
+	noSecret("the region hub's page", page(regionURL+"/"))
+	noSecret("the region hub's log", regionLogs.String())
+	state, _ := os.ReadFile(filepath.Join(regionDir, "replication.json"))
+	noSecret("replication.json", string(state))
+	// A run that fails quotes the source's URL: without the password.
+	down := filepath.Join(base, "down.yaml")
+	os.WriteFile(down, []byte(`role: hub
+replicate_schedule: 0s
+replicate_from: [{name: gone, url: "http://region:s3cret-pass@127.0.0.1:1", token: region-token-0123456789}]
+`), 0o644)
+	downURL, _, downLogs := startWarren(t, "--config", down, "--cache-dir", filepath.Join(base, "down"))
+	out, err = runApp(t, "replicate", "run", "--config", down, "--cache-dir", filepath.Join(base, "down"))
+	if err == nil || !strings.Contains(out, "http://region:***@127.0.0.1:1") {
+		t.Fatalf("a run from a hub that is down: %v\n%s", err, out)
+	}
+	noSecret("a failed run", out)
+	out, _ = runApp(t, "replicate", "log", "--config", down, "--cache-dir", filepath.Join(base, "down"))
+	noSecret("replicate log", out)
+	noSecret("the log of a failed run", downLogs.String())
+	noSecret("the page of a failed run", page(downURL+"/"))
 }

@@ -31,6 +31,16 @@ func TestSiteCA(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(dir, KeyFile)); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key mode %o, want 600", fi.Mode().Perm())
 	}
+	// Written like blobs (internal/statefile): a write that fails leaves
+	// no temp file beside the CA's files.
+	bad := t.TempDir()
+	os.Mkdir(filepath.Join(bad, CertFile), 0o755)
+	if _, err := Init(bad, []string{"repo.example"}, time.Now()); err == nil {
+		t.Fatal("Init wrote over a directory")
+	}
+	if ents, _ := os.ReadDir(bad); len(ents) != 2 {
+		t.Fatalf("a failed Init left %d files, want the key and the directory in the certificate's place", len(ents))
+	}
 	if got := strings.Join(ca.Hosts(), ","); got != "download.docker.com,repo.example" {
 		t.Fatalf("hosts %s", got)
 	}

@@ -14,6 +14,13 @@ for d in /var/cache/warren /var/lib/warren; do
 	chown -R warren:warren "$d"
 	chmod 0750 "$d"
 done
+# The config may hold tokens: root writes it, the daemon reads it through
+# its group, nobody else reads it; again on every upgrade (a conffile dpkg
+# replaces comes unpacked as root:root).
+if [ -f /etc/warren/warren.yaml ]; then
+	chown root:warren /etc/warren/warren.yaml
+	chmod 0640 /etc/warren/warren.yaml
+fi
 # With a site CA (warren ca init or ca install), apt trusts it for the
 # intercepted https hosts: what a rotation or an upgrade needs too.
 if [ -e /var/cache/warren/ca/site-ca.crt ] && [ -d /etc/apt/apt.conf.d ]; then
