@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/hub"
 )
 
 // Private scopes (RFC 9111 §3.5: a shared cache must not answer a request
@@ -86,25 +87,11 @@ func (p Plan) ShownURL() string {
 	return scheme + "://" + url.User(p.Cred.user).String() + ":***@" + rest
 }
 
-// redactURL is u for the log, its password (if any) as "***".
-func RedactURL(u *url.URL) string {
-	if u.User == nil {
-		return u.String()
-	}
-	c := *u
-	c.User = nil
-	scheme, rest, ok := strings.Cut(c.String(), "://")
-	if !ok {
-		return c.String()
-	}
-	shown := url.User(u.User.Username()).String()
-	if _, has := u.User.Password(); has {
-		shown += ":***"
-	}
-	return scheme + "://" + shown + "@" + rest
-}
+// RedactURL is u for the log, its password (if any) as "***"
+// (hub.RedactURLs).
+func RedactURL(u *url.URL) string { return hub.RedactURLs(u.String()) }
 
-// readable says whether a stored blob may answer p.
+// Readable says whether a stored blob may answer p.
 func (p Plan) Readable(bi cachestore.BlobInfo) bool { return bi.Readable(p.Cred.scope) }
 
 // Scope names the credential's scope for the log ("" without one).
