@@ -170,7 +170,7 @@ func (s *Door) upstreamSources(p Plan, who Asker, prev *cachestore.Cached, relan
 	var out []fill.Source
 	hubs := s.cfg.Hubs
 	if p.Cred.Private() && !s.cfg.HubOnly {
-		// A Credential goes to its origin alone, unless the site's
+		// A credential goes to its origin alone, unless the site's
 		// policy is that nothing goes to an origin directly.
 		hubs = nil
 	}

@@ -304,7 +304,7 @@ func (o *upstreamSource) hubFailed(ctx context.Context, off int64, err error) (*
 	return o.Open(ctx, off)
 }
 
-// setUpstreamHeaders speaks for the Asker upstream, adding this warren to
+// setUpstreamHeaders speaks for the asker upstream, adding this warren to
 // the Via chain.
 func (s *Door) setUpstreamHeaders(req *http.Request, who Asker) {
 	if who.UA != "" {

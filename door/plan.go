@@ -13,7 +13,7 @@ import (
 // Plan is what a URL says about how to fetch, keep and serve it.
 type Plan struct {
 	URL  string // upstream URL, as the client spelt it (never with a password)
-	Key  string // the canonical form of URL (in its Credential's scope): its key in the index
+	Key  string // the canonical form of URL (in its credential's scope): its key in the index
 	Kind string // what the ecosystem calls it, for the log
 	Eco  string // EcoDebian, EcoRPM, EcoChocolatey or "other", for the day's chart
 	// PassThrough: never cache (mirror lists, metalinks).
@@ -27,7 +27,7 @@ type Plan struct {
 	// it (which says its compression).
 	Meta     string
 	MetaName string
-	// Cred is the request's Credential for its origin: a private plan's
+	// Cred is the request's credential for its origin: a private plan's
 	// keys and blobs are its scope's alone (private.go).
 	Cred Credential
 }
@@ -37,7 +37,7 @@ type Plan struct {
 func (p Plan) FillKey() string {
 	if !p.Digest.IsZero() {
 		if p.Cred.Private() {
-			// Its own flight: the bytes come with its Credential, and
+			// Its own flight: the bytes come with its credential, and
 			// no one else may follow them (the key says no secret).
 			return cachestore.FillKey(p.Digest) + "#" + p.Cred.scope
 		}

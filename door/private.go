@@ -15,32 +15,32 @@ import (
 
 // Private scopes (RFC 9111 §3.5: a shared cache must not answer a request
 // with the response to another's authorized request). A request that
-// carries a Credential for its origin (a user:password in the URL, an
+// carries a credential for its origin (a user:password in the URL, an
 // Authorization header meant for the origin: what apt sends for an
 // auth.conf entry and dnf for a repo's username) is private. Its keys in
 // the index (URL cache, learnt facts, remembered 404s) carry its scope in
-// place of the Credential (http://p<hex>@host/...), so what it teaches and
-// keeps is found only by requests with the same Credential; the blobs it
+// place of the credential (http://p<hex>@host/...), so what it teaches and
+// keeps is found only by requests with the same credential; the blobs it
 // stores are private to that scope (cachestore/private.go) and never
 // offered to peers, pulling hubs or a change feed. Its fills go to the
-// origin (through a hub only with hub_only), with the Credential, and
+// origin (through a hub only with hub_only), with the credential, and
 // never to the LAN.
 
 // Credential is what a request proves to its origin.
 type Credential struct {
-	// scope is "p" and a keyed hash of the origin and the Credential;
+	// scope is "p" and a keyed hash of the origin and the credential;
 	// "" for a request without one.
 	scope string
 	// auth is the Authorization header to send the origin.
 	auth string
-	// user is the URL's user name, for the log ("" when the Credential
+	// user is the URL's user name, for the log ("" when the credential
 	// came as a header).
 	user string
 }
 
 func (c Credential) Private() bool { return c.scope != "" }
 
-// credentialOf takes the Credential for target's origin from a request's
+// credentialOf takes the credential for target's origin from a request's
 // header h (nil for warren's own requests) and target's userinfo, and
 // removes the userinfo from target, so that no secret is in the URL warren
 // logs, shows or keys anything by.

@@ -59,11 +59,11 @@ func loggingTo(l *logBuffer) harnessOpt {
 }
 
 // A password-protected repository stays its users': what a client with
-// the Credential fetched (index files by URL, the .deb by its digest) is
-// served again to that Credential alone, whichever way the client sends
+// the credential fetched (index files by URL, the .deb by its digest) is
+// served again to that credential alone, whichever way the client sends
 // it (user:password in the URL, as apt with a sources.list URL; an
 // Authorization header, as apt with auth.conf); an anonymous client and
-// one with another Credential get the origin's answer; the password is in
+// one with another credential get the origin's answer; the password is in
 // no log line; and the blob is never offered to peers or pulling hubs.
 func TestPrivateRepositoryStaysPrivate(t *testing.T) {
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("alice:s3cretpw"))
@@ -110,7 +110,7 @@ func TestPrivateRepositoryStaysPrivate(t *testing.T) {
 				t.Fatalf("the .deb is not stored as a private blob: %+v, %v", bi, err)
 			}
 
-			// Anonymous, and with another Credential: the origin's 401,
+			// Anonymous, and with another credential: the origin's 401,
 			// never the kept bytes.
 			for _, hdr := range [][]string{nil, {"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte("bob:guess"))}} {
 				for _, p := range []string{releasePath, packagesPath, debPath} {
