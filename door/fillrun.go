@@ -54,7 +54,7 @@ func (s *Door) runFillWith(ctx context.Context, f *cachestore.Fill, who Asker, p
 			s.learning.end(cf.learn)
 		}
 		if !errors.Is(err, ErrNotModified) {
-			s.log.Debug("fill failed", slog.String("url", p.URL), slog.Any("err", err))
+			s.log.Debug("fill failed", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		}
 		return
 	}
@@ -75,7 +75,7 @@ func (s *Door) runFillWith(ctx context.Context, f *cachestore.Fill, who Asker, p
 	}
 	// How long each phase of the miss took: the peers' answer, the
 	// downloader known (an election, or one found), the first byte.
-	attrs := []any{slog.String("url", p.URL), slog.String("digest", res.Digest.String()),
+	attrs := []any{slog.String("url", p.ShownURL()), slog.String("digest", res.Digest.String()),
 		slog.Int64("bytes", res.Size), slog.Any("from", res.From),
 		slog.Duration("first_byte", res.FirstByte), slog.Duration("took", res.Took)}
 	if ph, ok := lan.(phased); ok {
@@ -227,7 +227,7 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 		pre, err := s.holdGeneration(s.ctx, c.Fill, p, c.who)
 		if err != nil {
 			s.log.Warn("new repository metadata held back: nodes get the previous generation until the hub holds what it lists",
-				slog.String("url", p.URL), slog.Any("err", err))
+				slog.String("url", p.ShownURL()), slog.Any("err", err))
 			return cachestore.Digest{}, err
 		}
 		c.prefetched = pre
@@ -243,7 +243,7 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 			ContentType: meta["Content-Type"], Fetched: s.now(), Meta: extraMeta(meta),
 		}
 		if err := s.store.PutCached(p.Key, cached); err != nil {
-			s.log.Warn("could not record a cached URL", slog.String("url", p.URL), slog.Any("err", err))
+			s.log.Warn("could not record a cached URL", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		}
 	}
 	if c.learn == nil {

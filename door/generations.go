@@ -98,7 +98,7 @@ func (s *Door) holdGeneration(ctx context.Context, f *cachestore.Fill, p Plan, w
 	old, err := s.readListing(p, scope, prev.Digest)
 	if err != nil {
 		s.log.Warn("cannot read the previous generation of this metadata; the new one is handed out as it is",
-			slog.String("url", p.URL), slog.Any("err", err))
+			slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return nil, nil
 	}
 	var need []Plan
@@ -120,12 +120,12 @@ func (s *Door) holdGeneration(ctx context.Context, f *cachestore.Fill, p Plan, w
 	}
 	if len(need) > 0 {
 		s.log.Info("new repository metadata: fetched the index files the site uses before handing it out",
-			slog.String("url", p.URL), slog.Int("files", len(need)))
+			slog.String("url", p.ShownURL()), slog.Int("files", len(need)))
 	}
 	gens := []cachestore.PinGen{{Gen: f.Digest(), Digests: s.heldOf(next)}, {Gen: prev.Digest, Digests: s.heldOf(old)}}
 	if _, err := s.store.PinGenerations(p.Key, gens, s.cfg.KeepGenerations); err != nil {
 		s.log.Warn("could not pin the index files of the last generations; they may be evicted early",
-			slog.String("url", p.URL), slog.Any("err", err))
+			slog.String("url", p.ShownURL()), slog.Any("err", err))
 	}
 	return need, nil
 }

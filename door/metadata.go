@@ -125,7 +125,7 @@ func (s *Door) beginLearn(p Plan) (*learnRun, repoScope, bool) {
 	}
 	scope, err := metaScope(p)
 	if err != nil {
-		s.log.Warn("cannot tell which repository metadata belongs to; nothing learnt", slog.String("url", p.URL), slog.Any("err", err))
+		s.log.Warn("cannot tell which repository metadata belongs to; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return nil, "", false
 	}
 	return s.learning.begin(scope), scope, true
@@ -140,7 +140,7 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 		// the file teaches nothing, and the log says so.
 		if v := recover(); v != nil {
 			s.log.Error("learning metadata failed: its parser panicked; nothing more is learnt from this file (please report it)",
-				slog.String("url", p.URL), slog.String("panic", fmt.Sprint(v)))
+				slog.String("url", p.ShownURL()), slog.String("panic", fmt.Sprint(v)))
 		}
 	}()
 	start := s.now()
@@ -150,13 +150,13 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	if p.Digest.IsZero() {
 		if k, err := s.store.Known(p.Key); err == nil && k.Digest.Algo == d.Algo && k.Digest != d {
 			s.log.Warn("index does not match its Release (mirror mid-sync?); its hashes are not recorded",
-				slog.String("url", p.URL), slog.String("release_says", k.Digest.String()), slog.String("actual", d.String()))
+				slog.String("url", p.ShownURL()), slog.String("release_says", k.Digest.String()), slog.String("actual", d.String()))
 			return
 		}
 	}
 	f, err := s.store.ReadBlob(d)
 	if err != nil {
-		s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.URL), slog.Any("err", err))
+		s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return
 	}
 	defer f.Close()
@@ -174,19 +174,19 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	}
 	if rec.outside > 0 {
 		s.log.Warn("metadata names files outside its own repository; those teach nothing",
-			slog.String("url", p.URL), slog.String("repository", string(scope)), slog.Int("count", rec.outside), slog.String("first", rec.firstOutside))
+			slog.String("url", p.ShownURL()), slog.String("repository", string(scope)), slog.Int("count", rec.outside), slog.String("first", rec.firstOutside))
 	}
 	switch {
 	// What was recorded before an error is true (the file verified), but
 	// the rest is not learnt.
 	case errors.Is(err, cachestore.ErrNoSpace):
 		s.log.Warn("cache disk nearly full; the rest of this index's hashes are not recorded (its artifacts are cached by URL only)",
-			slog.String("url", p.URL), slog.Int("recorded", rec.count), slog.Any("err", err))
+			slog.String("url", p.ShownURL()), slog.Int("recorded", rec.count), slog.Any("err", err))
 	case err != nil:
 		s.log.Warn("malformed repository metadata; the rest of its hashes are not recorded and those artifacts are cached by URL only",
-			slog.String("url", p.URL), slog.Int("recorded", rec.count), slog.Any("err", err))
+			slog.String("url", p.ShownURL()), slog.Int("recorded", rec.count), slog.Any("err", err))
 	default:
-		s.log.Debug("recorded repository hashes", slog.String("url", p.URL), slog.Int("count", rec.count),
+		s.log.Debug("recorded repository hashes", slog.String("url", p.ShownURL()), slog.Int("count", rec.count),
 			slog.Duration("took", s.now().Sub(start)))
 	}
 	s.knownDirty.Store(true)

@@ -202,7 +202,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			c.LastModified = v
 		}
 		if err := s.store.PutCached(p.Key, c); err != nil {
-			s.log.Warn("could not record revalidation", slog.String("url", p.URL), slog.Any("err", err))
+			s.log.Warn("could not record revalidation", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		}
 		return nil, fill.Stop(ErrNotModified)
 	case resp.StatusCode == http.StatusOK, resp.StatusCode == http.StatusPartialContent && off > 0:
@@ -222,7 +222,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		resp.Body.Close()
 		s.stats.Mismatches.Add(1)
 		s.log.Error("upstream length differs from the repository metadata; not storing",
-			slog.String("url", p.URL), slog.String("from", o.name()), slog.Int64("expected", p.Size), slog.Int64("upstream", size))
+			slog.String("url", p.ShownURL()), slog.String("from", o.name()), slog.Int64("expected", p.Size), slog.Int64("upstream", size))
 		if o.hub != nil {
 			o.blamed = true
 			return nil, fmt.Errorf("%w: metadata says %d bytes, %s sends %d for %s", cachestore.ErrSizeMismatch, p.Size, o.name(), size, p.URL)
@@ -250,7 +250,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				s.stats.Mismatches.Add(1)
 				s.log.Error("upstream sent bytes that do not match the repository metadata; nothing stored",
-					slog.String("url", p.URL), slog.Any("err", reason))
+					slog.String("url", p.ShownURL()), slog.Any("err", reason))
 			}
 		},
 	}
@@ -264,7 +264,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				s.stats.Mismatches.Add(1)
 			}
-			s.log.Warn("hub failed this transfer; the next source goes on from here", slog.String("url", p.URL),
+			s.log.Warn("hub failed this transfer; the next source goes on from here", slog.String("url", p.ShownURL()),
 				slog.String("hub", h.Name()), slog.Any("err", reason))
 		}
 	}
@@ -286,7 +286,7 @@ func (o *upstreamSource) hubFailed(ctx context.Context, off int64, err error) (*
 	}
 	o.waits++
 	s.stats.HubWaits.Add(1)
-	s.log.Info("hub busy with this artifact; asking the LAN again after the delay", slog.String("url", p.URL),
+	s.log.Info("hub busy with this artifact; asking the LAN again after the delay", slog.String("url", p.ShownURL()),
 		slog.String("hub", o.hub.Name()), slog.Int("position", busy.Position), slog.Int64("hub_bytes_done", busy.Done),
 		slog.Int64("hub_bytes_total", busy.Total), slog.Duration("retry_after", busy.RetryAfter))
 	done := s.waiting.add(p.URL, o.hub.Name(), s.now().Add(busy.RetryAfter))

@@ -78,7 +78,7 @@ func scopedKey(u *url.URL, scope string) string {
 // never there.
 func (p Plan) ShownURL() string {
 	if p.Cred.user == "" {
-		return p.URL
+		return hub.RedactURLs(p.URL) // a key of warren's own (a feed's) may name a URL with a password
 	}
 	scheme, rest, ok := strings.Cut(p.URL, "://")
 	if !ok {

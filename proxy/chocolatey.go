@@ -135,7 +135,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 		target += "?" + r.URL.RawQuery
 	}
 	// The answer depends on the upstream, not on the name a feed has here.
-	key := "chocolatey-query:" + rt.upstream + norm
+	key := feedQueryKey(rt.upstream, norm)
 	kept, haveKept := s.keptAnswer(key)
 	var a feedAnswer
 	outcome := "hit"
@@ -374,6 +374,23 @@ func (s *Server) rewriteFeed(rt chocoRoute, target string, body []byte) []byte {
 }
 
 func xmlAttr(s string) string { return strings.ReplaceAll(s, "&", "&amp;") }
+
+// feedQueryKey is the index key of a feed answer: the call's normal form
+// on the feed's URL, without the feed's credentials (a key is on disk, in
+// logs and in the change feed; a replication scope names the feed without
+// them).
+func feedQueryKey(upstream, norm string) string {
+	return hub.FeedQueryPrefix + withoutUserinfo(upstream) + norm
+}
+
+func withoutUserinfo(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	u.User = nil
+	return u.String()
+}
 
 func chocoKey(feed, id, version string) string {
 	return "chocolatey:" + feed + ":" + strings.ToLower(id) + "/" + strings.ToLower(version)

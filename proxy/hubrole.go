@@ -190,7 +190,7 @@ func (s *Server) hubEnter(w http.ResponseWriter, r *http.Request, f *cachestore.
 	// The size the metadata gives: waiting for the transfer's own would
 	// hold this answer until upstream's headers arrive.
 	total := p.Size
-	s.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", p.URL),
+	s.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", p.ShownURL()),
 		slog.String("client", r.RemoteAddr), slog.Int("position", pos), slog.Int("streaming", streaming))
 	done := f.Written()
 	hub.WriteBusy(w, hub.Busy{Position: pos, RetryAfter: q.Wait(p.FillKey(), done, total), Done: done, Total: total, Requesters: streaming})

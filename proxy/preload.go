@@ -424,7 +424,7 @@ func (s *Server) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload)
 		if err != nil {
 			return nil, nil, err
 		}
-		a, err := s.fetchFeed(rt, rt.upstream+rest, string(kind), "chocolatey-query:"+rt.upstream+norm, nil)
+		a, err := s.fetchFeed(rt, rt.upstream+rest, string(kind), feedQueryKey(rt.upstream, norm), nil)
 		if err == nil && a.status != 200 {
 			err = fmt.Errorf("the feed answered %d", a.status)
 		}

@@ -295,7 +295,7 @@ func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 	)
 	switch {
 	case r.Context().Err() != nil:
-		s.log.Debug("client went away", slog.String("url", p.URL), slog.Any("err", err))
+		s.log.Debug("client went away", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return
 	case errors.As(err, &de):
 		code, msg = http.StatusForbidden, de.Error()
@@ -331,11 +331,11 @@ func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 		msg += " (hub_only is set: the origin is not asked directly; bring a hub back, or unset hub_only)"
 	}
 	if w.wrote {
-		s.log.Error("transfer aborted", slog.String("url", p.URL), slog.Any("err", err))
+		s.log.Error("transfer aborted", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return
 	}
 	if code >= 500 {
-		s.log.Warn("request failed", slog.String("url", p.URL), slog.Int("status", code), slog.Any("err", err))
+		s.log.Warn("request failed", slog.String("url", p.ShownURL()), slog.Int("status", code), slog.Any("err", err))
 	}
 	http.Error(w, "warren: "+msg, code)
 }

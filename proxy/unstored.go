@@ -193,6 +193,6 @@ func (s *Server) resumeUnstored(w *respWriter, r *http.Request, p door.Plan, rd 
 		return err
 	}
 	s.log.Warn("cache disk filled up during a fill; continuing this client from upstream without storing",
-		slog.String("url", p.URL), slog.Int64("offset", at))
+		slog.String("url", p.ShownURL()), slog.Int64("offset", at))
 	return s.serveUnstored(w, r, p, &sentPart{before: before, at: at, end: end})
 }
