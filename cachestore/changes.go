@@ -1,10 +1,13 @@
 package cachestore
 
 import (
+	"crypto/rand"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -39,7 +42,111 @@ const (
 	prefixChangeDig = "xd/" // xd/<digest>/<key>: key's latest entry stores digest
 	prefixTomb      = "xt/" // xt/<digest>: deleted here; replication does not bring it back
 	keyChangeSeq    = "xs"  // the last seq given
+	keyChangeLog    = "xi"  // the log's identity (ChangeLogID)
 )
+
+// TombstoneTTL is how long the change log keeps a deletion (and the
+// tombstone that keeps a pull from bringing the blob back): a hub that
+// pulls less often than this misses it. Compacting drops older ones.
+const TombstoneTTL = 30 * 24 * time.Hour
+
+// ChangeLogID names this change log, made with its first read and kept in
+// the index: a hub that pulls from this one keeps it with its cursor, and
+// a rebuilt log (a new index: its numbers start again) has another one,
+// so the puller starts over instead of skipping the new log's first
+// entries.
+func (s *Store) ChangeLogID() (string, error) {
+	var id string
+	err := s.getWith(keyChangeLog, func(b []byte) error { id = string(b); return nil })
+	if err == nil && id != "" {
+		return id, nil
+	}
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return "", err
+	}
+	if s.readOnly {
+		return "", fmt.Errorf("make the change log's identity: %w", s.indexRoom())
+	}
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("make the change log's identity: %w", err)
+	}
+	fresh := hex.EncodeToString(b[:])
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	err = s.db.Update(func(txn *badger.Txn) error {
+		if it, err := txn.Get([]byte(keyChangeLog)); err == nil && it.ValueSize() > 0 {
+			return it.Value(func(v []byte) error { id = string(v); return nil })
+		}
+		id = fresh
+		return txn.Set([]byte(keyChangeLog), []byte(fresh))
+	})
+	if err != nil {
+		return "", fmt.Errorf("record the change log's identity: %w", err)
+	}
+	return id, nil
+}
+
+// CompactChanges drops the deletions recorded before cutoff from the log,
+// with their tombstones (TombstoneTTL); it returns how many.
+func (s *Store) CompactChanges(cutoff time.Time) (int, error) {
+	if s.readOnly {
+		return 0, nil
+	}
+	type old struct {
+		seq uint64
+		c   Change
+	}
+	var drop []old
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixChange)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var c Change
+			if it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &c) }) != nil {
+				continue
+			}
+			if c.Delete && c.At.Before(cutoff) {
+				drop = append(drop, old{c.Seq, c})
+			}
+		}
+		return nil
+	})
+	if err != nil || len(drop) == 0 {
+		return 0, err
+	}
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
+	n := 0
+	for _, o := range drop {
+		err := s.db.Update(func(txn *badger.Txn) error {
+			if err := txn.Delete(changeKey(o.seq)); err != nil {
+				return err
+			}
+			// The key's latest entry may be newer (stored again since).
+			if it, err := txn.Get([]byte(prefixChangeKey + o.c.Key)); err == nil {
+				var seq uint64
+				it.Value(func(v []byte) error {
+					if len(v) == 8 {
+						seq = binary.BigEndian.Uint64(v)
+					}
+					return nil
+				})
+				if seq == o.seq {
+					if err := txn.Delete([]byte(prefixChangeKey + o.c.Key)); err != nil {
+						return err
+					}
+				}
+			}
+			return txn.Delete([]byte(prefixTomb + o.c.Digest.String()))
+		})
+		if err != nil {
+			return n, fmt.Errorf("compact the change log: %w", err)
+		}
+		n++
+	}
+	return n, nil
+}
 
 func changeKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(prefixChange), seq)
@@ -137,6 +244,9 @@ func (s *Store) Changes(after uint64, n int) ([]Change, uint64, error) {
 		}
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: min(n, 100), Prefix: []byte(prefixChange)})
 		defer it.Close()
+		if after == math.MaxUint64 {
+			return nil // nothing comes after the last number (and after+1 would wrap to the start)
+		}
 		for it.Seek(changeKey(after + 1)); it.Valid() && len(out) < n; it.Next() {
 			var c Change
 			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &c) }); err != nil {

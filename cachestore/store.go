@@ -262,6 +262,11 @@ func (s *Store) Run(ctx context.Context) error {
 			if _, err := s.SweepKnown(ctx, s.now().Unix(), knownMaxIdle); err != nil {
 				s.log.Warn("could not sweep learnt hashes", slog.Any("err", err))
 			}
+			if n, err := s.CompactChanges(s.now().Add(-TombstoneTTL)); err != nil {
+				s.log.Warn("could not compact the change log", slog.Any("err", err))
+			} else if n > 0 {
+				s.log.Info("compacted the change log: deletions older than their time dropped", slog.Int("dropped", n), slog.Duration("kept", TombstoneTTL))
+			}
 		}
 	}
 }

@@ -387,14 +387,10 @@ func (s *Door) Fetch(ctx context.Context, p Plan, who Asker, opts FetchOptions) 
 		switch {
 		case have.Blob != nil:
 			have.Blob.Close()
-			if p.Meta != "" {
-				s.learnIfNew(p, have.Info.Digest)
-			}
+			s.learnHeld(p, have.Info.Digest, opts.Newest)
 			return have.Info.Digest, nil
 		case have.Cached != nil && (have.Fresh || opts.Stale):
-			if p.Meta != "" {
-				s.learnIfNew(p, have.Cached.Digest)
-			}
+			s.learnHeld(p, have.Cached.Digest, opts.Newest)
 			return have.Cached.Digest, nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -430,6 +426,43 @@ func (s *Door) Fetch(ctx context.Context, p Plan, who Asker, opts FetchOptions) 
 	return cachestore.Digest{}, fmt.Errorf("fetch %s: it kept changing while it was fetched", p.ShownURL())
 }
 
+// learnHeld learns a held metadata blob the way Fetch was asked to.
+func (s *Door) learnHeld(p Plan, d cachestore.Digest, newest bool) {
+	switch {
+	case p.Meta == "":
+	case newest:
+		s.learnNewest(p, d)
+	default:
+		s.learnIfNew(p, d)
+	}
+}
+
+// PinGeneration pins, on a hub, the index files of top metadata file p
+// (a Release, a repomd.xml) at next and at prev, the one before it, as a
+// fetched one's are (generations.go): a node midway through its update
+// still gets what the one it has lists.
+func (s *Door) PinGeneration(p Plan, prev, next cachestore.Digest) {
+	if s.cfg.KeepGenerations <= 0 || (p.Meta != MetaRelease && p.Meta != MetaRepomd) {
+		return
+	}
+	scope, err := metaScope(p)
+	if err != nil {
+		return
+	}
+	nextL, err := s.readListing(p, scope, next)
+	if err != nil {
+		return
+	}
+	gens := []cachestore.PinGen{{Gen: next, Digests: s.heldOf(nextL)}}
+	if prevL, err := s.readListing(p, scope, prev); err == nil {
+		gens = append(gens, cachestore.PinGen{Gen: prev, Digests: s.heldOf(prevL)})
+	}
+	if _, err := s.store.PinGenerations(p.Key, gens, s.cfg.KeepGenerations); err != nil {
+		s.log.Warn("could not pin the index files of the last generations; they may be evicted early",
+			slog.String("url", p.ShownURL()), slog.Any("err", err))
+	}
+}
+
 // FetchOptions change how Fetch gets p's bytes.
 type FetchOptions struct {
 	// Sources replace the ordered sources (store, LAN, hubs, origin).
@@ -440,6 +473,11 @@ type FetchOptions struct {
 	// Unrecorded: the caller records what it stored in the change feed
 	// itself (replication, with the URL-cache entry it carries).
 	Unrecorded bool
+	// Newest: a metadata file held is the newest of its name (replication
+	// applied it): learnt from unless this very blob was, replacing what
+	// an older one taught. (Otherwise a file of an older generation, as a
+	// client midway through its update asks for, never takes facts back.)
+	Newest bool
 }
 
 // Learnt waits until no learn in progress teaches about key (or ctx ends),
@@ -568,3 +606,7 @@ func (h *heldSource) Open(_ context.Context, off int64) (*fill.Stream, error) {
 	}
 	return &fill.Stream{Body: io.NopCloser(bytes.NewReader(h.body[off:])), From: "warren", Size: int64(len(h.body)), Meta: h.meta}, nil
 }
+
+// ReadBlob opens a stored blob for warren's own reading (a Release a
+// preload run reads): kept from eviction until Close, not counted a use.
+func (s *Door) ReadBlob(d cachestore.Digest) (*cachestore.Blob, error) { return s.store.ReadBlob(d) }

@@ -24,6 +24,9 @@ import (
 // node midway through `apt-get update` on the previous one still gets
 // what it lists (by hash, or by name with the digest it expects).
 
+// DefaultKeepGenerations is keep_index_generations unless set.
+const DefaultKeepGenerations = 2
+
 // listed is one index file a Release or repomd.xml lists.
 type listed struct {
 	rel  string // path relative to the repository, as listed

@@ -220,6 +220,25 @@ func (s *Door) learnIfNew(p Plan, d cachestore.Digest) {
 	}
 }
 
+// learnNewest learns a metadata blob known to be the newest of its name
+// (replication applied it) unless that very blob was learnt last.
+func (s *Door) learnNewest(p Plan, d cachestore.Digest) {
+	scope, err := metaScope(p)
+	if err != nil {
+		return
+	}
+	if from, err := s.store.LearntFrom(cachestore.ListerID(listerKey(p, scope))); err == nil && from == d {
+		return
+	}
+	lr, scope, ok := s.beginLearn(p)
+	if !ok {
+		return
+	}
+	if !s.fills.Go(func() { s.learn(lr, scope, p, d) }) {
+		s.learning.end(lr)
+	}
+}
+
 // listerKey names the metadata file a learn reads as its repository knows
 // it, whatever URL it came by: apt fetches an index by hash, under a new
 // URL each update, and rpm names primary.xml by its checksum. A fact is

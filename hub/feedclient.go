@@ -80,6 +80,11 @@ func DecodePage(r io.Reader, after uint64) (Page, error) {
 	if p.Next < after || len(p.Entries) > MaxPage || p.Last < p.Next {
 		return Page{}, fmt.Errorf("a change feed page that goes back (cursor %d after %d, newest %d) or is too long (%d entries)", p.Next, after, p.Last, len(p.Entries))
 	}
+	if p.More && p.Next == after {
+		// Asking again from the same cursor would get the same page,
+		// forever.
+		return Page{}, fmt.Errorf("a change feed page that does not advance (cursor %d again, with more to come): the source hub is broken; the run stops", after)
+	}
 	prev := after
 	for _, e := range p.Entries {
 		if e.Seq <= prev || e.Seq > p.Next || e.Digest.Validate() != nil || e.Key == "" || e.Size < 0 && !e.Delete {

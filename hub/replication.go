@@ -265,8 +265,11 @@ func (t SyncTokens) Check(r *http.Request) (SyncToken, error) {
 type Page struct {
 	// Hub is the serving hub's id; Chain, it and the hubs it pulls from
 	// (transitively, as last seen): a hub in it must not pull from this one.
-	Hub     string              `json:"hub"`
-	Chain   []string            `json:"chain"`
+	Hub   string   `json:"hub"`
+	Chain []string `json:"chain"`
+	// Log names the serving hub's change log (cachestore.ChangeLogID): a
+	// cursor is a place in that log only.
+	Log     string              `json:"log,omitempty"`
 	Entries []cachestore.Change `json:"entries"`
 	// Next is the cursor to ask from next; Last the log's newest seq, and
 	// LastAt when it was written (for the puller's lag).
@@ -278,6 +281,10 @@ type Page struct {
 
 // MaxPage bounds the entries of one page.
 const MaxPage = 1000
+
+// MaxRetry bounds the failed entries a hub keeps to try again; past it
+// the cursor stops before the first one left out, so nothing is lost.
+const MaxRetry = 10000
 
 // ReplicateFrom is one replicate_from entry: a hub to pull from.
 type ReplicateFrom struct {
@@ -323,6 +330,14 @@ type ReplicateRun struct {
 	Bytes   int64     `json:"bytes"`
 	Deleted int       `json:"deleted"`
 	Skipped int       `json:"skipped"` // held already, or deleted here
+	// Refused counts the source's entries this hub does not take: outside
+	// its repositories, malformed.
+	Refused int `json:"refused,omitempty"`
+	// ToRetry counts the entries that failed, kept to try again.
+	ToRetry int `json:"to_retry,omitempty"`
+	// Restarted: the source's change log was a new one (it was rebuilt),
+	// read from its start.
+	Restarted bool `json:"restarted,omitempty"`
 	// Failures say what could not be replicated and why; Error, a run
 	// that could not go on (a wrong token, a loop, the hub unreachable).
 	Failures []string `json:"failures,omitempty"`
@@ -336,6 +351,12 @@ func (r ReplicateRun) OK() bool { return r.Error == "" && len(r.Failures) == 0 }
 type SourceState struct {
 	Cursor uint64   `json:"cursor"`
 	Chain  []string `json:"chain,omitempty"`
+	// Log is the source's change log the cursor is a place in: another
+	// one (the source rebuilt) starts from 0.
+	Log string `json:"log,omitempty"`
+	// Retry are entries before the cursor that failed: tried again first
+	// by the next run (at most MaxRetry).
+	Retry []cachestore.Change `json:"retry,omitempty"`
 	// URL is the source's URL the cursor belongs to: another hub at that
 	// name starts from 0.
 	URL string `json:"url"`

@@ -37,7 +37,7 @@ func BenchmarkServeHitHTTPS20MB(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	h := newHarness(b, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(b, up, func(c *testConfig, _ *cachestore.Config) {
 		c.Intercept = siteInterceptor{ca}
 		c.UpstreamRoots = public.pool
 		c.ConnectPorts = []int{port}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/chocolatey/feedserver"
 )
 
 // nugetFeed is a real HTTP server speaking NuGet v2 OData the way the
@@ -290,7 +291,7 @@ func (c *chocoClient) tryInstall(upstream string) ([]byte, error) {
 }
 
 func newChocoHarness(t *testing.T, feed *nugetFeed) *harness {
-	return newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+	return newHarness(t, newUpstream(t, 10), func(c *testConfig, _ *cachestore.Config) {
 		c.ChocolateyFeeds = map[string]string{"": feed.base(), "internal": feed.base()}
 	})
 }
@@ -326,7 +327,7 @@ func TestChocolateyDownloadWithoutMetadataFirst(t *testing.T) {
 	if n := feed.count("/cdn/tool.1.0.0.nupkg"); n != 1 {
 		t.Fatalf("upstream downloads %d, want 1", n)
 	}
-	if k, err := h.known(chocoKey("", "tool", "1.0.0")); err != nil || k.Digest.Algo != "sha512" {
+	if k, err := h.known(feedserver.PackageKey("", "tool", "1.0.0")); err != nil || k.Digest.Algo != "sha512" {
 		t.Fatalf("hash not learnt: %+v %v", k, err)
 	}
 }
@@ -476,7 +477,7 @@ func TestChocolateyFeedCredentialsNotLogged(t *testing.T) {
 	feed := newNugetFeed(t)
 	var logs lockedBuffer
 	withCreds := strings.Replace(feed.base(), "http://", "http://alice:s3cret-pass@", 1)
-	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, newUpstream(t, 10), func(c *testConfig, _ *cachestore.Config) {
 		c.ChocolateyFeeds = map[string]string{"": withCreds, "gone": "http://alice:s3cret-pass@127.0.0.1:1/api/v2/"}
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

@@ -2,12 +2,9 @@ package proxy
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha512"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -18,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/chocolatey/feedserver"
 )
 
 // A site of 30 machines runs `choco install tool` at once through one
@@ -31,9 +29,9 @@ import (
 func TestChocolateyFleet(t *testing.T) {
 	feed := newNugetFeed(t)
 	feed.limit = 20
-	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, newUpstream(t, 10), func(c *testConfig, _ *cachestore.Config) {
 		c.ChocolateyFeeds = map[string]string{"": feed.base()}
-		c.ChocolateyRate = &Rate{15, time.Minute}
+		c.ChocolateyRate = &feedserver.Rate{N: 15, Per: time.Minute}
 	})
 	want := sha512.Sum512(feed.pkgs["tool/2.0.0"])
 	const clients = 30
@@ -75,7 +73,7 @@ func TestChocolateyFleet(t *testing.T) {
 	if err != nil || sha512.Sum512(got) != want {
 		t.Fatalf("offline install: %v (right package: %v)", err, err == nil && sha512.Sum512(got) == want)
 	}
-	if n := testutil.ToFloat64(h.px.staleAnswers.WithLabelValues("default")); n == 0 {
+	if n := testutil.ToFloat64(h.feeds.StaleAnswers("default")); n == 0 {
 		t.Fatal("no answer was counted stale while upstream was down")
 	}
 }
@@ -85,7 +83,7 @@ func TestChocolateyFleet(t *testing.T) {
 // not asked again until its Retry-After has passed.
 func TestChocolatey429Obeyed(t *testing.T) {
 	feed := newNugetFeed(t)
-	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, newUpstream(t, 10), func(c *testConfig, _ *cachestore.Config) {
 		c.ChocolateyFeeds = map[string]string{"": feed.base()}
 	})
 	base := h.front.URL + "/chocolatey/api/v2/"
@@ -120,7 +118,7 @@ func TestChocolatey429Obeyed(t *testing.T) {
 	if after != asked {
 		t.Fatalf("upstream was asked %d more times during its Retry-After", after-asked)
 	}
-	st := h.px.BudgetStats()
+	st := h.feeds.BudgetStats()
 	if len(st) != 1 || st[0].TooMany != 1 || !st[0].BlockedUntil.After(time.Now().Add(30*time.Minute)) {
 		t.Fatalf("budget figures after a 429: %+v", st)
 	}
@@ -143,9 +141,9 @@ func TestChocolatey429Obeyed(t *testing.T) {
 // what the budget allows.
 func TestChocolateyBudgetSpent(t *testing.T) {
 	feed := newNugetFeed(t)
-	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, newUpstream(t, 10), func(c *testConfig, _ *cachestore.Config) {
 		c.ChocolateyFeeds = map[string]string{"": feed.base()}
-		c.ChocolateyRate = &Rate{1, time.Hour}
+		c.ChocolateyRate = &feedserver.Rate{N: 1, Per: time.Hour}
 	})
 	base := h.front.URL + "/chocolatey/api/v2/"
 	get := func(u string) (*http.Response, []byte) { t.Helper(); return directGet(t, u) }
@@ -169,67 +167,11 @@ func TestChocolateyBudgetSpent(t *testing.T) {
 	}
 }
 
-func TestBudgetWindow(t *testing.T) {
-	b := &budget{feed: "", rate: Rate{3, 300 * time.Millisecond}, maxWait: time.Second, log: slog.New(slog.DiscardHandler)}
-	ctx := context.Background()
-	var at []time.Time
-	for i := range 7 {
-		if err := b.take(ctx); err != nil {
-			t.Fatalf("take %d: %v", i, err)
-		}
-		at = append(at, time.Now())
-	}
-	// Never more than 3 grants in any 300ms: grant i+3 comes at least
-	// 300ms after grant i (less the jitter of noting the time here).
-	for i := 0; i+3 < len(at); i++ {
-		if d := at[i+3].Sub(at[i]); d < 290*time.Millisecond {
-			t.Fatalf("grants %d and %d only %s apart", i, i+3, d)
-		}
-	}
-	if st := b.stats(); st.Waits < 2 {
-		t.Fatalf("%d waits, want at least 2", st.Waits)
-	}
-	// A wait past maxWait is refused with the time to retry.
-	short := &budget{rate: Rate{1, time.Hour}, maxWait: time.Millisecond, log: slog.New(slog.DiscardHandler)}
-	if err := short.take(ctx); err != nil {
-		t.Fatal(err)
-	}
-	var be *BudgetError
-	if err := short.take(ctx); !errors.As(err, &be) || be.RetryAfter < 59*time.Minute {
-		t.Fatalf("over budget: %v", err)
-	}
-	// A 429 stops everything until its Retry-After.
-	free := &budget{log: slog.New(slog.DiscardHandler)}
-	free.tooManyRequests(time.Minute)
-	if err := free.take(ctx); !errors.As(err, &be) {
-		t.Fatalf("during a 429 block: %v", err)
-	}
-}
-
-func TestParseRate(t *testing.T) {
-	for in, want := range map[string]Rate{"15/min": {15, time.Minute}, "2/s": {2, time.Second}, "100/h": {100, time.Hour}, "0": {}} {
-		if got, err := ParseRate(in); err != nil || got != want {
-			t.Errorf("%q: %v %v", in, got, err)
-		}
-	}
-	for _, bad := range []string{"", "fast", "0/min", "-1/min", "15/fortnight", "15"} {
-		if _, err := ParseRate(bad); err == nil {
-			t.Errorf("%q: no error", bad)
-		}
-	}
-	for host, want := range map[string]bool{"community.chocolatey.org": true, "community.chocolatey.org:443": true, "chocolatey.org": true,
-		"proget.example": false, "evilchocolatey.org": false} {
-		if isCommunityHost(host) != want {
-			t.Errorf("isCommunityHost(%q) != %v", host, want)
-		}
-	}
-}
-
 // One kept answer serves clients that reach warren under different host
 // names: each gets links to the host it used.
 func TestChocolateyKeptAnswerPerHostName(t *testing.T) {
 	feed := newNugetFeed(t)
-	h := newHarness(t, newUpstream(t, 10), func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, newUpstream(t, 10), func(c *testConfig, _ *cachestore.Config) {
 		c.ChocolateyFeeds = map[string]string{"": feed.base()}
 	})
 	port := h.front.URL[strings.LastIndex(h.front.URL, ":")+1:]

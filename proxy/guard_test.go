@@ -20,7 +20,7 @@ import (
 func TestUpstreamDestinationRefused(t *testing.T) {
 	up := newUpstream(t, 10)
 	up.files["/secret"] = []byte("loopback only")
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) { c.AllowUpstream = nil })
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) { c.AllowUpstream = nil })
 	_, port, _ := net.SplitHostPort(strings.TrimPrefix(up.URL, "http://"))
 	for _, u := range []string{
 		up.URL + "/secret",                             // a literal loopback address
@@ -71,7 +71,7 @@ func TestUpstreamDestinationRefused(t *testing.T) {
 func TestUpstreamDestinationAllowed(t *testing.T) {
 	up := newUpstream(t, 10)
 	up.files["/secret"] = []byte("loopback only")
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
 		c.AllowUpstream = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	})
 	h.mustGet(up.URL+"/secret", 200)

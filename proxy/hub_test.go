@@ -15,20 +15,20 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 )
 
 // asHub makes a harness a site hub.
 func asHub(mode hub.Mode, maxRequesters int, tokens ...string) harnessOpt {
-	return func(c *Config, _ *cachestore.Config) {
-		c.Hub = &HubRole{ID: "hub-under-test", Mode: mode, Tokens: hub.NewTokens(tokens),
-			Queue: hub.NewQueue(maxRequesters, time.Second), KeepGenerations: DefaultKeepIndexGenerations}
+	return func(c *testConfig, _ *cachestore.Config) {
+		c.Hub = &testHub{ID: "hub-under-test", Mode: mode, Tokens: tokens, MaxRequesters: maxRequesters}
 	}
 }
 
 // usingHubs makes a harness a node of the hubs at the given URLs.
 func usingHubs(t testing.TB, only bool, token string, urls ...string) harnessOpt {
-	return func(c *Config, _ *cachestore.Config) {
+	return func(c *testConfig, _ *cachestore.Config) {
 		for _, u := range urls {
 			p, err := hub.NewParent(hub.ParentConfig{URL: u, Token: token})
 			if err != nil {
@@ -134,7 +134,7 @@ func TestHubTokens(t *testing.T) {
 			if got := up.count(releasePath); got != tt.origin {
 				t.Errorf("origin GETs of the Release: %d, want %d", got, tt.origin)
 			}
-			if got := hb.px.hubRefusals()[hub.ReasonToken]; got != tt.refusals {
+			if got := hb.role.Refusals()[hub.ReasonToken]; got != tt.refusals {
 				t.Errorf("hub refused %d requests for their token, want %d", got, tt.refusals)
 			}
 		})
@@ -310,7 +310,7 @@ func TestHubMaxRequesters(t *testing.T) {
 	if n := up.count(debPath); n != 1 {
 		t.Fatalf("the origin served the deb %d times, want once", n)
 	}
-	if got := hb.px.hubRefusals()[hub.ReasonMaxRequesters]; got < 2 {
+	if got := hb.role.Refusals()[hub.ReasonMaxRequesters]; got < 2 {
 		t.Fatalf("the hub told %d requesters to wait, want at least 2", got)
 	}
 }
@@ -330,7 +330,7 @@ func TestHubChainLoopRefused(t *testing.T) {
 	up := newUpstream(t, 1000)
 	var pa, pb *hub.Parent
 	withLate := func(p **hub.Parent) harnessOpt {
-		return func(c *Config, _ *cachestore.Config) { c.Hubs = []Hub{lateHub{p}} }
+		return func(c *testConfig, _ *cachestore.Config) { c.Hubs = []door.Hub{lateHub{p}} }
 	}
 	a := newHarness(t, up, asHub(hub.Fetch, 5), withLate(&pb))
 	b := newHarness(t, up, asHub(hub.Fetch, 5), withLate(&pa))
@@ -344,7 +344,7 @@ func TestHubChainLoopRefused(t *testing.T) {
 	t.Cleanup(pa.CloseIdleConnections)
 	t.Cleanup(pb.CloseIdleConnections)
 	a.mustGet(up.URL+releasePath, 200)
-	if got := a.px.hubRefusals()[hub.ReasonLoop]; got != 1 {
+	if got := a.role.Refusals()[hub.ReasonLoop]; got != 1 {
 		t.Fatalf("loops refused by the first hub: %d, want 1", got)
 	}
 	if n := up.count(releasePath); n != 1 {
@@ -436,7 +436,7 @@ func TestChocolateyThroughHub(t *testing.T) {
 	}
 	after := 0
 	for i := range 2 {
-		n := newHarness(t, newUpstream(t, 10), usingHubs(t, true, "t0ken", hb.front.URL), func(c *Config, _ *cachestore.Config) {
+		n := newHarness(t, newUpstream(t, 10), usingHubs(t, true, "t0ken", hb.front.URL), func(c *testConfig, _ *cachestore.Config) {
 			c.ChocolateyFeeds = map[string]string{"": feed.base()}
 		})
 		c := &chocoClient{t: t, base: n.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
@@ -567,8 +567,8 @@ func TestHubDoor(t *testing.T) {
 	up := newUpstream(t, 1000)
 	const token, syncToken = "right-token-0123456789", "sync-token-0123456789"
 	var logs lockedBuffer
-	hb := newHarness(t, up, asHub(hub.Fetch, 5, token), func(c *Config, _ *cachestore.Config) {
-		c.Hub.Sync = hub.NewSyncTokens([]hub.SyncToken{{Name: "s", Token: syncToken}})
+	hb := newHarness(t, up, asHub(hub.Fetch, 5, token), func(c *testConfig, _ *cachestore.Config) {
+		c.Hub.Sync = []hub.SyncToken{{Name: "s", Token: syncToken}}
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
 	release := up.URL + releasePath
@@ -640,7 +640,7 @@ func TestHubDoor(t *testing.T) {
 	if strings.Contains(l, strings.Repeat("x", 300)) || !strings.Contains(l, "…(cut, ") {
 		t.Errorf("a long URL was logged whole, or its cut not marked:\n%s", l)
 	}
-	if got := hb.px.hubRefusals(); got[hub.ReasonToken] != 5 || got[hub.ReasonAuthLimit] != 3 {
+	if got := hb.role.Refusals(); got[hub.ReasonToken] != 5 || got[hub.ReasonAuthLimit] != 3 {
 		t.Errorf("refusals counted: %v, want 5 for the token, 3 for the limit", got)
 	}
 	// A minute on: the address may try again; its next failure is

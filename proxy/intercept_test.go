@@ -89,7 +89,7 @@ func TestInterceptedHTTPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
 		c.Intercept = siteInterceptor{ca}
 		c.UpstreamRoots = public.pool
 		c.ConnectPorts = []int{port, wrongPort}
@@ -178,7 +178,7 @@ func TestHTTPRedirectedToHTTPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
 		c.Intercept = siteInterceptor{ca}
 		c.UpstreamRoots = public.pool
 		c.ConnectPorts = []int{port}
@@ -240,7 +240,7 @@ func TestInterceptedRedirectStaysHTTPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
 		c.Intercept = siteInterceptor{ca}
 		c.UpstreamRoots = public.pool
 		c.ConnectPorts = []int{port}
@@ -294,7 +294,7 @@ func TestInterceptedHeadLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
 		c.Intercept = siteInterceptor{ca}
 		c.UpstreamRoots = public.pool
 		c.ConnectPorts = []int{port}

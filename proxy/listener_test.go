@@ -77,7 +77,7 @@ func readStatus(t *testing.T, c net.Conn) int {
 // sent a byte: its request head is never read into memory.
 func TestOutsiderRefusedOnAccept(t *testing.T) {
 	up := newUpstream(t, 10)
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
 		c.AllowClients = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
 	})
 	addr := serveGuarded(t, h.px, ConnLimits{})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/peering"
 )
 
@@ -71,9 +72,9 @@ func benchNode(b *testing.B, id byte, has func(cachestore.Digest) bool) *peering
 // missHarness is a node in front of manyDebs's upstream, with its store's
 // housekeeping running as in the daemon (spare temp files) and the hashes
 // of urls learnt, so that each of them is a hash-known miss.
-func missHarness(b *testing.B, urls []string, peers Peers) *harness {
+func missHarness(b *testing.B, urls []string, peers door.Peers) *harness {
 	base := strings.SplitN(urls[0], "/debian/", 2)[0]
-	h := newHarness(b, nil, func(c *Config, _ *cachestore.Config) { c.Peers = peers; c.Now = nil })
+	h := newHarness(b, nil, func(c *testConfig, _ *cachestore.Config) { c.Peers = peers; c.Now = nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan struct{})
 	go func() { defer close(ran); h.store.Run(ctx) }()
@@ -113,11 +114,11 @@ func BenchmarkMissFirstByte(b *testing.B) {
 	defer direct.CloseIdleConnections()
 	for _, tt := range []struct {
 		name  string
-		peers func(b *testing.B) Peers
+		peers func(b *testing.B) door.Peers
 	}{
-		{"no-peering", func(b *testing.B) Peers { return nil }},
-		{"lone", func(b *testing.B) Peers { return benchNode(b, 1, nil) }},
-		{"lan-nobody-has-it", func(b *testing.B) Peers {
+		{"no-peering", func(b *testing.B) door.Peers { return nil }},
+		{"lone", func(b *testing.B) door.Peers { return benchNode(b, 1, nil) }},
+		{"lan-nobody-has-it", func(b *testing.B) door.Peers {
 			other := benchNode(b, 2, func(cachestore.Digest) bool { return false })
 			self := benchNode(b, 1, nil)
 			self.Table().Seen(peering.Peer{ID: peering.NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: other.Addr().Port(), Priority: 100})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/hub/preload"
 )
 
 // aptPkg is one package of a test archive.
@@ -68,7 +69,7 @@ func TestPreload(t *testing.T) {
 	rpmBody := randomBytes(25000, 36)
 	_, _, rpmPath := addRPMRepo(up, rpmBody)
 	feed := newNugetFeed(t)
-	hb := newHarness(t, up, asHub(hub.Preload, 5), func(c *Config, _ *cachestore.Config) {
+	hb := newHarness(t, up, asHub(hub.Preload, 5), func(c *testConfig, _ *cachestore.Config) {
 		c.ChocolateyFeeds = map[string]string{"": feed.base()}
 	})
 	list := hub.PreloadList{
@@ -78,7 +79,7 @@ func TestPreload(t *testing.T) {
 		Chocolatey: []hub.ChocolateyPreload{{Feed: feed.base(), IDs: []string{"tool"}, Versions: "latest"}},
 	}
 	held := map[string]bool{}
-	opts := PreloadOptions{List: list, Updates: true, Held: held}
+	opts := preload.Options{List: list, Updates: true, Held: held}
 	wantBytes := int64(30000 + 20000 + 10000 + 25000 + len(feed.pkgs["tool/2.0.0"]))
 
 	// Before: a node may use only this preload-mode hub, which holds none.
@@ -87,7 +88,7 @@ func TestPreload(t *testing.T) {
 
 	dry := opts
 	dry.DryRun = true
-	run, err := hb.px.Preload(t.Context(), dry)
+	run, err := hb.preload(t.Context(), dry)
 	if err != nil || len(run.Failures) > 0 {
 		t.Fatalf("dry run: %v %v", err, run.Failures)
 	}
@@ -98,7 +99,7 @@ func TestPreload(t *testing.T) {
 		t.Fatal("a dry run fetched an artifact")
 	}
 
-	run, err = hb.px.Preload(t.Context(), opts)
+	run, err = hb.preload(t.Context(), opts)
 	if err != nil || len(run.Failures) > 0 || run.Fetched != 5 || run.FetchedB != wantBytes {
 		t.Fatalf("run: %+v %v", run, err)
 	}
@@ -128,7 +129,7 @@ func TestPreload(t *testing.T) {
 	}
 
 	// A second run moves nothing.
-	run, err = hb.px.Preload(t.Context(), opts)
+	run, err = hb.preload(t.Context(), opts)
 	if err != nil || run.Fetched != 0 || run.Missing != 0 || run.Wanted != 5 {
 		t.Fatalf("second run: %+v %v", run, err)
 	}
@@ -137,7 +138,7 @@ func TestPreload(t *testing.T) {
 	pkgs[2] = aptPkg{"libbar", "3.2-1", "", randomBytes(11000, 37)}
 	up.setArchive(pkgs)
 	hb.clock.advance(time.Hour)
-	run, err = hb.px.Preload(t.Context(), opts)
+	run, err = hb.preload(t.Context(), opts)
 	if err != nil || run.Fetched != 1 || up.count(pkgs[2].path()) != 1 {
 		t.Fatalf("after libbar 3.2: %+v %v (upstream GETs %d)", run, err, up.count(pkgs[2].path()))
 	}
@@ -162,7 +163,7 @@ func TestPreloadStopsAtTheWindowsEnd(t *testing.T) {
 	}
 	now := time.Date(2026, 12, 3, 3, 58, 0, 0, time.Local)
 	_, end := w.Open(now)
-	opts := PreloadOptions{List: hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"},
+	opts := preload.Options{List: hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"},
 		Components: []string{"main"}, Architectures: []string{"amd64"}, Packages: []string{"pkg*"}}}}}
 	// Each artifact takes a minute on the test's clock.
 	opts.Stop = func() string {
@@ -172,12 +173,12 @@ func TestPreloadStopsAtTheWindowsEnd(t *testing.T) {
 		}
 		return ""
 	}
-	run, err := hb.px.Preload(context.Background(), opts)
+	run, err := hb.preload(context.Background(), opts)
 	if err != nil || run.Fetched != 2 || run.Stopped == "" {
 		t.Fatalf("a run at 03:58 in 02:00-04:00: %+v %v, want 2 fetched, then stopped", run, err)
 	}
 	opts.Stop = nil
-	run, err = hb.px.Preload(context.Background(), opts)
+	run, err = hb.preload(context.Background(), opts)
 	if err != nil || run.Fetched != 2 || run.Missing != 2 {
 		t.Fatalf("the next run: %+v %v, want the 2 left", run, err)
 	}
@@ -193,14 +194,14 @@ func TestPreloadStopsAtTheWindowsEnd(t *testing.T) {
 // node's client installs it.
 func TestChocolateyPreloadedFeedDown(t *testing.T) {
 	feed := newNugetFeed(t)
-	withFeed := func(c *Config, _ *cachestore.Config) { c.ChocolateyFeeds = map[string]string{"": feed.base()} }
+	withFeed := func(c *testConfig, _ *cachestore.Config) { c.ChocolateyFeeds = map[string]string{"": feed.base()} }
 	hb := newHarness(t, newUpstream(t, 10), asHub(hub.Preload, 5), withFeed)
 	n := newHarness(t, newUpstream(t, 10), usingHubs(t, true, "", hb.front.URL), withFeed)
 	c := &chocoClient{t: t, base: n.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
 	if _, err := c.tryInstall(feed.URL); err == nil {
 		t.Fatal("a preload-only hub that holds nothing answered choco's calls")
 	}
-	run, err := hb.px.Preload(t.Context(), PreloadOptions{List: hub.PreloadList{
+	run, err := hb.preload(t.Context(), preload.Options{List: hub.PreloadList{
 		Chocolatey: []hub.ChocolateyPreload{{Feed: feed.base(), IDs: []string{"tool"}}}}})
 	if err != nil || len(run.Failures) > 0 || run.Fetched != 1 {
 		t.Fatalf("preload: %+v %v", run, err)
@@ -260,7 +261,7 @@ func TestPreloadRPMDependencies(t *testing.T) {
 	}
 	up.mu.Unlock()
 	hb := newHarness(t, up, asHub(hub.Preload, 5))
-	run, err := hb.px.Preload(t.Context(), PreloadOptions{List: hub.PreloadList{RPM: []hub.RPMPreload{{BaseURL: up.URL + "/el9/", Packages: []string{"app"}}}}})
+	run, err := hb.preload(t.Context(), preload.Options{List: hub.PreloadList{RPM: []hub.RPMPreload{{BaseURL: up.URL + "/el9/", Packages: []string{"app"}}}}})
 	if err != nil || len(run.Failures) > 0 || run.Fetched != 2 {
 		t.Fatalf("preload: %+v %v; want app 1.10 and libfoo", run, err)
 	}

@@ -53,7 +53,7 @@ func (l *logBuffer) String() string {
 }
 
 func loggingTo(l *logBuffer) harnessOpt {
-	return func(c *Config, _ *cachestore.Config) {
+	return func(c *testConfig, _ *cachestore.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"compress/gzip"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -28,7 +30,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/chocolatey/feedserver"
 	"github.com/warren-cache/warren/door"
+	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/hub/replicate"
+	"github.com/warren-cache/warren/intercept"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -48,6 +55,11 @@ type harness struct {
 	t      testing.TB
 	up     *upstream
 	store  *cachestore.Store
+	door   *door.Door
+	feeds  *feedserver.Server
+	role   *hub.Role         // a hub's
+	repl   *replicate.Server // a hub's serving side
+	chain  []string          // the hub\'s chain as its feed says, when set
 	px     *Server
 	front  *httptest.Server
 	client *http.Client
@@ -101,7 +113,45 @@ func (h *harness) settle() {
 	}
 }
 
-type harnessOpt func(*Config, *cachestore.Config)
+// testConfig is what a test sets of the parts a harness wires as the
+// daemon does: the door's settings, the front's, the feeds', a hub's.
+type testConfig struct {
+	// The front's.
+	AllowClients []netip.Prefix
+	ConnectPorts []int
+	Intercept    intercept.Certs
+	Status       func() Status
+	// The door's.
+	AllowUpstream []netip.Prefix
+	UpstreamRoots *x509.CertPool
+	IndexTTL      time.Duration
+	NegativeTTL   time.Duration
+	StallTimeout  time.Duration
+	ShareMinSize  int64
+	Peers         door.Peers
+	Hubs          []door.Hub
+	HubOnly       bool
+	Dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	// The feeds'.
+	ChocolateyFeeds    map[string]string
+	ChocolateyQueryTTL map[chocolatey.QueryKind]time.Duration
+	ChocolateyRate     *feedserver.Rate
+	// A hub's, when set.
+	Hub    *testHub
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// testHub makes a harness a site's hub.
+type testHub struct {
+	ID            string
+	Mode          hub.Mode
+	Tokens        []string
+	MaxRequesters int
+	Sync          []hub.SyncToken // replication.tokens
+}
+
+type harnessOpt func(*testConfig, *cachestore.Config)
 
 func newHarness(t testing.TB, up *upstream, opts ...harnessOpt) *harness {
 	t.Helper()
@@ -113,23 +163,82 @@ func newHarness(t testing.TB, up *upstream, opts ...harnessOpt) *harness {
 func (h *harness) start(opts ...harnessOpt) {
 	t := h.t
 	// The test upstreams listen on loopback, which warren refuses by default.
-	cfg := Config{IndexTTL: 5 * time.Second, NegativeTTL: 30 * time.Second, Now: h.clock.now,
+	cfg := testConfig{IndexTTL: 5 * time.Second, NegativeTTL: 30 * time.Second, Now: h.clock.now,
 		AllowUpstream: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}}
 	scfg := cachestore.Config{Dir: h.dir}
 	for _, o := range opts {
 		o(&cfg, &scfg)
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
 	store, err := cachestore.Open(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	px, err := New(cfg, store)
+	// Wired as the daemon wires them (cmd/warren/daemon.go).
+	feeds, budgets, err := feedserver.NewBudgets(cfg.ChocolateyFeeds, cfg.ChocolateyRate, cfg.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var px *Server
+	history := func(eco string, served, wan int64) {
+		if px != nil {
+			px.History(eco, served, wan)
+		}
+	}
+	dcfg := door.Config{AllowUpstream: cfg.AllowUpstream, UpstreamRoots: cfg.UpstreamRoots, IndexTTL: cfg.IndexTTL,
+		NegativeTTL: cfg.NegativeTTL, StallTimeout: cfg.StallTimeout, ShareMinSize: cfg.ShareMinSize, Peers: cfg.Peers,
+		Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Transport: budgets.Wrap, Logger: cfg.Logger, Now: cfg.Now,
+		WAN: func(eco string, n int64) { history(eco, 0, n) }}
+	pcfg := Config{AllowClients: cfg.AllowClients, ConnectPorts: cfg.ConnectPorts, Intercept: cfg.Intercept, Status: cfg.Status,
+		HubOnly: cfg.HubOnly, Hubs: cfg.Hubs, Logger: cfg.Logger, Now: cfg.Now}
+	var role *hub.Role
+	if hc := cfg.Hub; hc != nil {
+		role = hub.NewRole(hub.RoleConfig{ID: hc.ID, Mode: hc.Mode, Tokens: hub.NewTokens(hc.Tokens),
+			Queue: hub.NewQueue(max(hc.MaxRequesters, 1), time.Second), Logger: cfg.Logger, Now: cfg.Now})
+		pcfg.Role = role
+		dcfg.KeepGenerations = door.DefaultKeepGenerations
+		dcfg.PreloadOnly = !hc.Mode.OnDemand()
+		dcfg.Record = replicate.Record(store, cfg.Logger)
+	}
+	d, err := door.New(dcfg, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fs *feedserver.Server
+	if len(feeds) > 0 {
+		fcfg := feedserver.Config{Feeds: feeds, QueryTTL: cfg.ChocolateyQueryTTL, Logger: cfg.Logger, Now: cfg.Now,
+			Served: func(eco string, n int64) { history(eco, n, 0) }, WAN: func(eco string, n int64) { history(eco, 0, n) }}
+		if role != nil {
+			fcfg.PreloadOnly, fcfg.Unheld = !cfg.Hub.Mode.OnDemand(), role.Unheld
+		}
+		fs = feedserver.New(fcfg, d, store, budgets)
+		pcfg.Feeds, pcfg.Budgets = fs, fs.BudgetStats
+		pcfg.Collectors = append(pcfg.Collectors, fs.Collectors()...)
+	}
+	var repl *replicate.Server
+	if role != nil {
+		id := cfg.Hub.ID
+		chain := func() []string {
+			if h.chain != nil {
+				return h.chain
+			}
+			return []string{id}
+		}
+		repl = replicate.NewServer(replicate.ServerConfig{ID: id, Chain: chain, Tokens: hub.NewSyncTokens(cfg.Hub.Sync),
+			Authenticate: role.Authenticate, Refuse: role.Refuse, Store: store, Logger: cfg.Logger})
+		pcfg.Replication = repl
+		pcfg.Collectors = append(pcfg.Collectors, role.Collectors()...)
+	}
+	pcfg.Door = d
+	px, err = New(pcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	front := httptest.NewServer(h.busy.wrap(px))
 	pu, _ := url.Parse(front.URL)
-	h.store, h.px, h.front = store, px, front
+	h.store, h.px, h.front, h.door, h.feeds, h.role, h.repl = store, px, front, d, fs, role, repl
 	h.client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}}
 	t.Cleanup(h.stop)
 }
@@ -141,6 +250,10 @@ func (h *harness) stop() {
 	h.client.CloseIdleConnections()
 	h.front.Close()
 	h.px.Close()
+	if h.feeds != nil {
+		h.feeds.Close()
+	}
+	h.door.Close()
 	h.store.Close()
 	h.front = nil
 }
@@ -814,7 +927,7 @@ func TestBadIndexRecordsNothing(t *testing.T) {
 
 func TestAccessControl(t *testing.T) {
 	up := newUpstream(t, 1000)
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
 		c.AllowClients = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 	})
 	_, body := h.mustGet(up.debURL, http.StatusForbidden)
@@ -832,7 +945,7 @@ func TestConnectPolicy(t *testing.T) {
 	_, portStr, _ := net.SplitHostPort(tlsUp.Listener.Addr().String())
 	port, _ := strconv.Atoi(portStr)
 	up := newUpstream(t, 10)
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) { c.ConnectPorts = []int{port} })
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) { c.ConnectPorts = []int{port} })
 
 	// Allowed port: tunnelled end to end.
 	tr := &http.Transport{Proxy: http.ProxyURL(mustURL(h.front.URL)), TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
@@ -927,7 +1040,7 @@ func TestDiskFullPassesThrough(t *testing.T) {
 	h := newHarness(t, up)
 	h.learn()
 	h.stop()
-	h.start(func(_ *Config, s *cachestore.Config) { s.MinFreeBytes = 1 << 62 })
+	h.start(func(_ *testConfig, s *cachestore.Config) { s.MinFreeBytes = 1 << 62 })
 	resp, body := h.mustGet(up.debURL, 200)
 	if !bytes.Equal(body, up.deb) {
 		t.Fatalf("disk full: %d bytes served", len(body))
@@ -952,7 +1065,7 @@ func TestDiskFullPassThroughVerifies(t *testing.T) {
 	h := newHarness(t, up)
 	h.learn()
 	h.stop()
-	h.start(func(_ *Config, s *cachestore.Config) { s.MinFreeBytes = 1 << 62 })
+	h.start(func(_ *testConfig, s *cachestore.Config) { s.MinFreeBytes = 1 << 62 })
 	resp, body := h.mustGet(up.debURL, http.StatusPartialContent, "Range", "bytes=100-199")
 	if !bytes.Equal(body, up.deb[100:200]) || resp.Header.Get("Content-Range") != fmt.Sprintf("bytes 100-199/%d", len(up.deb)) {
 		t.Fatalf("range on a full disk: %d bytes, Content-Range %q", len(body), resp.Header.Get("Content-Range"))
@@ -1129,7 +1242,7 @@ func fillUp(t *testing.T, dir string, keep int64) {
 // /metrics and the status page show the true figures of what was served.
 func TestMetricsAndStatusPage(t *testing.T) {
 	up := newUpstream(t, 100000)
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
 		c.Status = func() Status {
 			return Status{NodeID: "n1", CacheBytes: 100000, CacheMax: 400000, Blobs: 1, UploadSlots: 2, UploadsPeak: 2, BytesUploaded: 777,
 				Peers:     []StatusPeer{{ID: "peer-a", Addr: "10.0.0.2:3142", Role: "peer", Priority: 100}},
@@ -1289,7 +1402,8 @@ func TestCloseEndsFillsAndRefusesNew(t *testing.T) {
 	_, reached, hangUp := startGatedFill(t, h)
 	defer hangUp()
 	<-reached
-	h.px.Close() // returns: the gated fill was cancelled and waited for
+	h.px.Close()
+	h.door.Close() // returns: the gated fill was cancelled and waited for
 	resp, body, err := h.get(up.URL + "/debian/pool/main/h/hello/other_1.0_amd64.deb")
 	if err != nil {
 		t.Fatal(err)
@@ -1362,7 +1476,7 @@ func TestMalformedEntryKeepsWhatCameBefore(t *testing.T) {
 // to be taken for "unset" and became 5s).
 func TestZeroIndexTTLAlwaysRevalidates(t *testing.T) {
 	up := newUpstream(t, 10)
-	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) { c.IndexTTL = 0 })
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) { c.IndexTTL = 0 })
 	u := up.URL + packagesPath
 	h.mustGet(u, 200)
 	h.mustGet(u, 200)

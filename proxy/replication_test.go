@@ -14,14 +14,15 @@ import (
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/hub/preload"
+	"github.com/warren-cache/warren/hub/replicate"
 )
 
 // asSyncHub makes a harness a hub with its own id that serves
 // replication to the given tokens.
 func asSyncHub(id string, mode hub.Mode, tokens ...hub.SyncToken) harnessOpt {
-	return func(c *Config, _ *cachestore.Config) {
-		c.Hub = &HubRole{ID: id, Mode: mode, Queue: hub.NewQueue(5, time.Second), KeepGenerations: DefaultKeepIndexGenerations,
-			Sync: hub.NewSyncTokens(tokens)}
+	return func(c *testConfig, _ *cachestore.Config) {
+		c.Hub = &testHub{ID: id, Mode: mode, MaxRequesters: 5, Sync: tokens}
 	}
 }
 
@@ -29,8 +30,22 @@ func asSyncHub(id string, mode hub.Mode, tokens ...hub.SyncToken) harnessOpt {
 func (h *harness) pull(ctx context.Context, from *harness, token string, repos hub.Repos, cursor uint64, deletes bool) hub.ReplicateRun {
 	h.t.Helper()
 	c := hub.FeedClient{From: hub.ReplicateFrom{Name: "src", URL: from.front.URL, Token: token, Repositories: repos},
-		Self: h.px.cfg.Hub.ID, HTTP: &http.Client{}}
-	return h.px.Replicate(ctx, ReplicateOptions{Client: c, Cursor: cursor, Deletes: deletes})
+		Self: h.role.ID(), HTTP: &http.Client{}}
+	return h.puller().Run(ctx, replicate.Options{Client: c, From: hub.SourceState{Cursor: cursor}, Deletes: deletes})
+}
+
+// puller is the harness hub's pulling side.
+func (h *harness) puller() *replicate.Puller {
+	return replicate.NewPuller(h.door, h.store, h.role.ID(), nil, h.clock.now)
+}
+
+// preload runs a preload list on the harness hub.
+func (h *harness) preload(ctx context.Context, o preload.Options) (hub.PreloadRun, error) {
+	var feeds preload.Feeds
+	if h.feeds != nil {
+		feeds = h.feeds
+	}
+	return preload.NewRunner(h.door, feeds, nil, h.clock.now).Run(ctx, o)
 }
 
 const (
@@ -50,7 +65,7 @@ func TestReplication(t *testing.T) {
 	rpmRepo := hub.Repos{RPM: []hub.RPMRepo{{BaseURL: up.URL + "/el9/os/"}}}
 	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload,
 		hub.SyncToken{Name: "all", Token: allToken}, hub.SyncToken{Name: "rpm", Token: rpmToken, Repositories: rpmRepo}))
-	run, err := main.px.Preload(t.Context(), PreloadOptions{List: hub.PreloadList{
+	run, err := main.preload(t.Context(), preload.Options{List: hub.PreloadList{
 		Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"},
 			Architectures: []string{"amd64"}, Packages: []string{"app"}}},
 		RPM: []hub.RPMPreload{{BaseURL: up.URL + "/el9/os/", Packages: []string{"hel*"}}},
@@ -78,7 +93,7 @@ func TestReplication(t *testing.T) {
 
 	// A spoke pulls from the secondary; then the WAN is down and a node
 	// behind the spoke installs from what was replicated.
-	spoke := newHarness(t, up, asSyncHub("spoke", hub.FetchAndPreload))
+	spoke := newHarness(t, up, asSyncHub("spoke", hub.FetchAndPreload, hub.SyncToken{Name: "x", Token: allToken}))
 	if r := spoke.pull(t.Context(), sec, allToken, hub.Repos{}, 0, false); !r.OK() || r.Blobs != r1.Blobs || r.Bytes != r1.Bytes {
 		t.Fatalf("the spoke's run from the secondary: %+v (the secondary's: %+v)", r, r1)
 	}
@@ -127,9 +142,8 @@ func TestReplication(t *testing.T) {
 		t.Fatalf("a run with a wrong token: %+v", rw)
 	}
 	// A loop: the main hub pulling from the spoke, whose chain names it.
-	main.px.cfg.Hub.Chain = func() []string { return []string{"main"} }
-	spoke.px.cfg.Hub.Chain = func() []string { return []string{"spoke", "secondary", "main"} }
-	spoke.px.cfg.Hub.Sync = hub.NewSyncTokens([]hub.SyncToken{{Name: "x", Token: allToken}})
+	main.chain = []string{"main"}
+	spoke.chain = []string{"spoke", "secondary", "main"}
 	if rl := main.pull(t.Context(), spoke, allToken, hub.Repos{}, 0, false); rl.OK() || !strings.Contains(rl.Error, "loop") || rl.Blobs != 0 {
 		t.Fatalf("the main hub pulling from its own spoke: %+v", rl)
 	}
@@ -205,7 +219,7 @@ func TestReplicationResumes(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	c := hub.FeedClient{From: hub.ReplicateFrom{Name: "main", URL: main.front.URL, Token: allToken}, Self: "spoke", HTTP: &http.Client{}}
 	var saved uint64
-	first := spoke.px.Replicate(ctx, ReplicateOptions{Client: c, Saved: func(c uint64, _ []string) { saved = c },
+	first := spoke.puller().Run(ctx, replicate.Options{Client: c, Saved: func(st hub.SourceState) { saved = st.Cursor },
 		Progress: func(done, _ int, _ int64) {
 			if done == 3 {
 				cancel()
@@ -214,9 +228,9 @@ func TestReplicationResumes(t *testing.T) {
 	if first.OK() || !strings.Contains(first.Error, "stopped") || first.Blobs == 0 || saved != 0 {
 		t.Fatalf("a run stopped midway: %+v (cursor saved %d)", first, saved)
 	}
-	second := spoke.px.Replicate(t.Context(), ReplicateOptions{Client: c, Cursor: saved})
-	if !second.OK() || second.Blobs+first.Blobs != 8 || second.Bytes+first.Bytes != main.px.replServed.Load() {
-		t.Fatalf("the run after it: %+v (first %+v); the main hub served %d bytes", second, first, main.px.replServed.Load())
+	second := spoke.puller().Run(t.Context(), replicate.Options{Client: c, From: hub.SourceState{Cursor: saved}})
+	if !second.OK() || second.Blobs+first.Blobs != 8 || second.Bytes+first.Bytes != main.repl.Served() {
+		t.Fatalf("the run after it: %+v (first %+v); the main hub served %d bytes", second, first, main.repl.Served())
 	}
 }
 
@@ -291,7 +305,7 @@ func TestReplicationReleaseOnlyWithItsFiles(t *testing.T) {
 	t.Cleanup(src.Close)
 	spoke := newHarness(t, up, asSyncHub("spoke", hub.Preload))
 	c := hub.FeedClient{From: hub.ReplicateFrom{Name: "main", URL: src.URL, Token: allToken}, Self: "spoke", HTTP: &http.Client{}}
-	r := spoke.px.Replicate(t.Context(), ReplicateOptions{Client: c})
+	r := spoke.puller().Run(t.Context(), replicate.Options{Client: c})
 	if r.OK() || len(r.Failures) != 2 || !strings.Contains(strings.Join(r.Failures, "\n"), "kept the previous one") {
 		t.Fatalf("a run whose Packages fails: %+v", r)
 	}
@@ -300,7 +314,7 @@ func TestReplicationReleaseOnlyWithItsFiles(t *testing.T) {
 	}
 	// Once the Packages come through, the Release follows.
 	c.From.URL = main.front.URL
-	if r := spoke.px.Replicate(t.Context(), ReplicateOptions{Client: c}); !r.OK() {
+	if r := spoke.puller().Run(t.Context(), replicate.Options{Client: c}); !r.OK() {
 		t.Fatalf("the run after: %+v", r)
 	}
 	if _, err := spoke.store.Cached(canonicalKey(t, up.URL+releasePath)); err != nil {

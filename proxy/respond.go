@@ -282,6 +282,13 @@ func (s *Server) copyBuf(dst io.Writer, src io.Reader) (int64, error) {
 
 // fail answers an error that happened before any byte was written; after
 // that it only logs, and serveCache breaks the connection.
+// retryLater is an upstream's refusal for now (a feed's request budget
+// spent): 503 with when to come back.
+type retryLater interface {
+	error
+	RetryIn() time.Duration
+}
+
 func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 	var (
 		code = http.StatusInternalServerError
@@ -290,7 +297,7 @@ func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 		fe   *door.UpstreamFetchError
 		de   *door.DestinationError
 		re   *door.RedirectError
-		be   *BudgetError
+		be   retryLater
 		he   *hub.RefusedError
 	)
 	switch {
@@ -306,7 +313,7 @@ func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 		w.Header().Set("Retry-After", "5")
 	case errors.As(err, &be):
 		code, msg = http.StatusServiceUnavailable, be.Error()
-		w.Header().Set("Retry-After", strconv.Itoa(int(max(be.RetryAfter.Round(time.Second)/time.Second, 1))))
+		w.Header().Set("Retry-After", strconv.Itoa(int(max(be.RetryIn().Round(time.Second)/time.Second, 1))))
 	case errors.As(err, &he) && he.Reason == hub.ReasonNotPreloaded:
 		// Passed on as the hub said it: not an upstream failure.
 		code = http.StatusNotFound

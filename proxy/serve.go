@@ -18,8 +18,8 @@ import (
 // the door took (CredentialOf).
 func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL, cred door.Credential) {
 	p := s.door.Plan(r.Context(), target, cred)
-	if s.cfg.Hub != nil {
-		s.hubPlan(r, &p)
+	if d, size, ok := s.role.Claim(r); ok && d != p.Digest {
+		p.Digest, p.Size, p.PassThrough = d, size, false
 	}
 	s.servePlan(w, r, p)
 }
@@ -79,8 +79,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 //     (from the origin without storing, verified as it passes).
 func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, error) {
 	if p.PassThrough {
-		if s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand() {
-			s.hubRefuseUnheld(w, p)
+		if s.unheld(w, p) {
 			return "refused", nil
 		}
 		return "pass", s.passThrough(w, r, p)
@@ -101,8 +100,7 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 			}
 		}
 		// 2. A 404 remembered; what a preload-only hub does not hold.
-		if s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand() {
-			s.hubRefuseUnheld(w, p)
+		if s.unheld(w, p) {
 			return "refused", nil
 		}
 		if r.Method == http.MethodHead && have.Cached == nil {
@@ -114,9 +112,9 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 		// 3. One flight.
 		fill, leader := s.door.Begin(p, door.AskerOf(r), have.Cached)
 		leave := func() {}
-		if s.cfg.Hub != nil && p.Meta == "" && !p.Digest.IsZero() {
+		if p.Meta == "" && !p.Digest.IsZero() {
 			var ok bool
-			if leave, ok = s.hubEnter(w, r, fill, p); !ok {
+			if leave, ok = s.role.Enter(w, r, fill, p.FillKey(), p.Size, p.ShownURL()); !ok {
 				return "queued", nil
 			}
 		}
@@ -151,6 +149,16 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 		return "miss", err
 	}
 	return "", fmt.Errorf("serve %s: it was stored, then evicted before it could be served, three times in a row; try again", p.ShownURL())
+}
+
+// unheld lets the role answer for what it does not fetch (a preload-only
+// hub's refusal).
+func (s *Server) unheld(w http.ResponseWriter, p door.Plan) bool {
+	what := "this URL"
+	if !p.Digest.IsZero() {
+		what = "blob " + p.Digest.String()
+	}
+	return s.role.Unheld(w, what, p.ShownURL())
 }
 
 // serveStored serves what the door's Lookup found; false when the URL's

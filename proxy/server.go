@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"context"
-	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,142 +19,118 @@ import (
 
 	"github.com/elazarl/goproxy"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/warren-cache/warren/cachestore"
-	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/chocolatey/feedserver"
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/intercept"
 )
 
-// Store is what the proxy needs of the cache.
-type Store interface {
-	Known(url string) (cachestore.Known, error)
-	PutKnown(facts map[string]cachestore.Known) error
-	Cached(url string) (cachestore.Cached, error)
-	PutCached(url string, c cachestore.Cached) error
-	Stat(d cachestore.Digest) (cachestore.BlobInfo, error)
-	OpenBlob(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
-	// OpenHit is OpenBlob for serving a hit: read through Content.
-	OpenHit(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
-	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
-	KnownKeys(fn func(key string)) error
-	Learnt(lister uint64, at int64, d cachestore.Digest) error
-	LearntFrom(lister uint64) (cachestore.Digest, error)
-	BeginFill(key string) (*cachestore.Fill, bool)
-	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
-	// The change log (replication.go, replicate.go).
-	RecordChange(c cachestore.Change) (uint64, error)
-	Changes(after uint64, n int) ([]cachestore.Change, uint64, error)
-	ChangeKeys(d cachestore.Digest) ([]string, error)
-	Tombstoned(d cachestore.Digest) bool
-	Holds(d cachestore.Digest) bool
-	Remove(d cachestore.Digest) error
-	// ScopeSecret keys private scopes (private.go).
-	ScopeSecret() ([]byte, error)
+// Role is what a warren's site role adds to the front's request story
+// (package hub's Role on a hub; a node's adds nothing): who may come in,
+// what a node says it expects, what is refused, the max-requesters queue.
+type Role interface {
+	// Admit applies the role's door to a request that is not for the
+	// front's own pages. false: answered.
+	Admit(w http.ResponseWriter, r *http.Request) bool
+	// Target says whether r, a node's, asks for an https URL as plain
+	// http (it sets target's scheme).
+	Target(r *http.Request, target *url.URL) (https bool)
+	// Claim is the digest (and size, -1 unknown) a node expects, if it
+	// may claim one.
+	Claim(r *http.Request) (d cachestore.Digest, size int64, ok bool)
+	// Unheld answers for what the role does not fetch (a preload-only
+	// hub): true when answered.
+	Unheld(w http.ResponseWriter, what, url string) bool
+	// Enter admits a requester of the artifact in transfer under key, or
+	// tells it to wait: false when answered.
+	Enter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, key string, size int64, shown string) (leave func(), ok bool)
+	// Refuse counts a refusal the front made (a loop).
+	Refuse(reason string)
+	// Figures are the role's numbers for /_warren/stats.
+	Figures() map[string]any
 }
 
-var _ Store = (*cachestore.Store)(nil)
+// nodeRole is a node's: it adds nothing.
+type nodeRole struct{}
 
-// Peers and Hub are what the door needs of the LAN and of a hub.
-type (
-	Peers = door.Peers
-	Hub   = door.Hub
-)
+func (nodeRole) Admit(http.ResponseWriter, *http.Request) bool   { return true }
+func (nodeRole) Target(*http.Request, *url.URL) bool             { return false }
+func (nodeRole) Unheld(http.ResponseWriter, string, string) bool { return false }
+func (nodeRole) Refuse(string)                                   {}
+func (nodeRole) Figures() map[string]any                         { return nil }
+func (nodeRole) Claim(*http.Request) (cachestore.Digest, int64, bool) {
+	return cachestore.Digest{}, -1, false
+}
+func (nodeRole) Enter(http.ResponseWriter, *http.Request, *cachestore.Fill, string, int64, string) (func(), bool) {
+	return func() {}, true
+}
 
-// Config holds the proxy's settings.
+// Feeds is the Chocolatey feed server (package feedserver).
+type Feeds interface {
+	// Serve answers a request under /chocolatey/, but for a package
+	// download, whose plan it returns.
+	Serve(w http.ResponseWriter, r *http.Request) *door.Plan
+	// ServeCall answers a proxy request for a feed call by its upstream
+	// URL; false when target is none.
+	ServeCall(w http.ResponseWriter, r *http.Request, target *url.URL) bool
+}
+
+// Config holds the front's settings and parts.
 type Config struct {
+	// Door is the way bytes enter the store: every request's plan, store
+	// lookup, flight and sources are its.
+	Door *door.Door
 	// AllowClients are the networks that may use the proxy. Empty means
 	// loopback and the subnets of this machine's interfaces.
 	AllowClients []netip.Prefix
-	// AllowUpstream are networks upstream may be in although they are
-	// loopback, link-local, unspecified or this machine's own addresses,
-	// which are refused otherwise.
-	AllowUpstream []netip.Prefix
 	// ConnectPorts are the ports CONNECT may tunnel to (empty:
 	// DefaultConnectPort).
 	ConnectPorts []int
-	// IndexTTL is how long a URL-cached file (Release, Packages, ...) is
-	// served without asking upstream again (0: always asked;
-	// DefaultIndexTTL is the daemon's default).
-	IndexTTL time.Duration
-	// NegativeTTL is how long a 404 from upstream is remembered (0: not at all).
-	NegativeTTL time.Duration
-	// StallTimeout moves a fill on to its next source when the current one
-	// makes too little progress for this long (0: fill.DefaultStallTimeout).
-	StallTimeout time.Duration
-	// ShareMinSize: artifacts smaller than this go upstream at once, the
-	// peers' answers only a fallback (0: peers first for every size;
-	// DefaultShareMinSize is the daemon's default).
-	ShareMinSize int64
-	// ChocolateyFeeds maps a feed name to its upstream NuGet v2 base URL;
-	// "" is the default feed at /chocolatey/api/v2/, others are served at
-	// /chocolatey/<name>/api/v2/.
-	ChocolateyFeeds map[string]string
-	// ChocolateyQueryTTL is how long a feed answer is kept, by kind of
-	// call; kinds not set keep DefaultQueryTTL.
-	ChocolateyQueryTTL map[chocolatey.QueryKind]time.Duration
-	// ChocolateyRate is each feed's upstream request budget; nil: 15 a
-	// minute for feeds on the community repository, no limit elsewhere.
-	ChocolateyRate *Rate
-	// Peers finds blobs of known digests on the LAN before upstream; nil:
-	// no peering.
-	Peers Peers
-	// Hubs are the site's hubs, in failover order: asked after the LAN's
-	// peers and before the origin, for index files and feed answers too.
-	Hubs []Hub
-	// HubOnly: never the origin directly (sites whose WAN policy forbids
-	// it); with no hub answering, a client gets a clear error.
-	HubOnly bool
-	// Hub, when set, makes this warren a site's hub.
-	Hub *HubRole
+	// Role is the site role's policy (a hub's); nil: a node.
+	Role Role
+	// Replication serves other hubs' pulls at hub.ReplicationPrefix (a
+	// hub's); nil: none.
+	Replication http.Handler
+	// Feeds serves /chocolatey/; nil: no feeds.
+	Feeds Feeds
 	// Intercept, when set, names the https hosts whose CONNECTs warren
 	// answers itself with the site CA's certificates (package intercept).
 	Intercept intercept.Certs
-	// UpstreamRoots are the CAs warren trusts for https upstreams; nil:
-	// the system's (SSL_CERT_FILE and SSL_CERT_DIR are honoured).
-	UpstreamRoots *x509.CertPool
+	// HubOnly: the door never asks the origin directly; errors say so.
+	HubOnly bool
+	// Hubs are the site's hubs, for the page.
+	Hubs []door.Hub
 	// Status gives the status page and /_warren/stats the other parts'
 	// state (cache, peers, uploads).
 	Status func() Status
 	// Collectors are more Prometheus metrics for /metrics (peers, cache).
 	Collectors []prometheus.Collector
-	// Dial, when set, makes upstream connections instead of TCP (the
-	// simulator's network): the destination rules, which check the
-	// addresses real sockets connect to, do not apply to it.
-	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
-	Logger *slog.Logger
-	Now    func() time.Time
+	// Budgets are the Chocolatey feeds' request budgets, for the page.
+	Budgets func() []feedserver.BudgetStats
+	Logger  *slog.Logger
+	Now     func() time.Time
 }
 
 // Server is the proxy. Close stops its fills.
 type Server struct {
-	cfg   Config
-	store Store
-	door  *door.Door
-	log   *slog.Logger
-	now   func() time.Time
-	gp    *goproxy.ProxyHttpServer
+	cfg  Config
+	door *door.Door
+	role Role
+	log  *slog.Logger
+	now  func() time.Time
+	gp   *goproxy.ProxyHttpServer
 	// tunnels answers the CONNECTs to intercepted hosts; nil without.
 	tunnels *intercept.Tunnels
 
-	ctx    context.Context // the tunnels' and feeds' parent; no client owns it
+	ctx    context.Context // the tunnels' parent; no client owns it
 	cancel context.CancelFunc
 
 	bufs sync.Pool // copy buffers
 	// corkBufs hold corked answers' heads (cork.go).
 	corkBufs sync.Pool
 
-	// The Chocolatey feeds: identical calls share one upstream answer,
-	// and each feed's host has a request budget.
-	feedFlight   singleflight.Group
-	budgets      map[string]*budget // by upstream host
-	staleAnswers *prometheus.CounterVec
-	feedUpstream *prometheus.CounterVec
-
-	hubm       hubMetrics
-	replServed atomic.Int64 // blob bytes served to hubs pulling from this one
 	stats      Stats
 	hist       history // the last day's bytes by ecosystem, for the page
 	started    time.Time
@@ -188,37 +164,20 @@ const (
 	MaxHeaderBytes    = 64 << 10
 )
 
-// New builds the proxy.
-func New(cfg Config, store Store) (*Server, error) {
+// New builds the front.
+func New(cfg Config) (*Server, error) {
+	if cfg.Door == nil {
+		return nil, errors.New("proxy: no door given")
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	if cfg.Hub != nil && cfg.Hub.Failures == nil {
-		// Never a hub whose tokens can be tried at line speed.
-		role := *cfg.Hub
-		role.Failures = hub.NewFailLimit(hub.FailLimitConfig{Now: cfg.Now})
-		cfg.Hub = &role
-	}
-	// Only settings for which zero means nothing take a default; a zero
-	// TTL or share size means zero.
 	if len(cfg.ConnectPorts) == 0 {
 		cfg.ConnectPorts = []int{DefaultConnectPort}
 	}
-	feeds := map[string]string{}
-	for name, u := range cfg.ChocolateyFeeds {
-		pu, err := url.Parse(u)
-		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			return nil, fmt.Errorf("chocolatey feed %q: upstream %q is not an http(s) URL", name, u)
-		}
-		if name != "" && !chocolatey.ValidID(name) {
-			return nil, fmt.Errorf("chocolatey feed name %q: use letters, digits, '.', '-', '_'", name)
-		}
-		feeds[name] = strings.TrimSuffix(u, "/") + "/"
-	}
-	cfg.ChocolateyFeeds = feeds
 	if len(cfg.AllowClients) == 0 {
 		nets, err := LocalNetworks()
 		if err != nil {
@@ -226,60 +185,23 @@ func New(cfg Config, store Store) (*Server, error) {
 		}
 		cfg.AllowClients = nets
 	}
-	budgets := map[string]*budget{}
-	for name, u := range feeds {
-		pu, _ := url.Parse(u)
-		host := strings.ToLower(pu.Host)
-		if budgets[host] != nil {
-			continue // feeds on one host share its budget: the limit is the host's
-		}
-		rate := Rate{}
-		switch {
-		case cfg.ChocolateyRate != nil:
-			rate = *cfg.ChocolateyRate
-		case isCommunityHost(host):
-			rate = communityRate
-		}
-		budgets[host] = &budget{feed: name, rate: rate, maxWait: budgetMaxWait, log: cfg.Logger}
-	}
 	s := &Server{
 		cfg:      cfg,
-		store:    store,
+		door:     cfg.Door,
+		role:     cfg.Role,
 		log:      cfg.Logger,
 		now:      cfg.Now,
-		budgets:  budgets,
 		bufs:     sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
 		corkBufs: sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }},
 	}
-	s.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "warren_chocolatey_upstream_requests_total", Help: "Requests sent to a Chocolatey feed's upstream, by feed and kind of call.",
-	}, []string{"feed", "kind"})
-	dcfg := door.Config{
-		AllowUpstream: cfg.AllowUpstream, UpstreamRoots: cfg.UpstreamRoots,
-		IndexTTL: cfg.IndexTTL, NegativeTTL: cfg.NegativeTTL, StallTimeout: cfg.StallTimeout, ShareMinSize: cfg.ShareMinSize,
-		Peers: cfg.Peers, Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Logger: cfg.Logger, Now: cfg.Now,
-		WAN: func(eco string, n int64) { s.hist.add(s.now(), eco, 0, n) },
-		Transport: func(base http.RoundTripper) http.RoundTripper {
-			return &budgetTransport{base: base, budgets: budgets, count: func(feed, kind string) {
-				s.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
-			}}
-		},
+	if s.role == nil {
+		s.role = nodeRole{}
 	}
-	if cfg.Hub != nil {
-		dcfg.KeepGenerations = cfg.Hub.KeepGenerations
-		dcfg.PreloadOnly = !cfg.Hub.Mode.OnDemand()
-		dcfg.Record = s.recordStored
-	}
-	d, err := door.New(dcfg, store)
-	if err != nil {
-		return nil, err
-	}
-	s.door = d
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.gp = s.newGoproxy()
 	if cfg.Intercept != nil {
 		s.tunnels = intercept.New(intercept.Config{
-			Certs: cfg.Intercept, Transport: d.Client().Transport, Logger: cfg.Logger,
+			Certs: cfg.Intercept, Transport: s.door.Client().Transport, Logger: cfg.Logger,
 			ReadHeaderTimeout: ReadHeaderTimeout, MaxHeaderBytes: MaxHeaderBytes,
 			Cache: func(w http.ResponseWriter, r *http.Request, target *url.URL) {
 				s.stats.Requests.Add(1)
@@ -288,10 +210,13 @@ func New(cfg Config, store Store) (*Server, error) {
 		})
 	}
 	s.started = cfg.Now()
-	s.hubm = newHubMetrics()
 	s.newMetrics(cfg.Collectors)
 	return s, nil
 }
+
+// History counts bytes for the day's chart by ecosystem: served to
+// clients, and taken from upstream (the door's and the feeds' WAN).
+func (s *Server) History(eco string, served, wan int64) { s.hist.add(s.now(), eco, served, wan) }
 
 // newGoproxy builds the pass-through half: CONNECT tunnels and requests the
 // cache does not take (other methods).
@@ -308,13 +233,13 @@ func (s *Server) newGoproxy() *goproxy.ProxyHttpServer {
 	return gp
 }
 
-// Close stops every fill and waits for them.
+// Close ends the tunnels (its door is its owner's to close).
 func (s *Server) Close() error {
 	s.cancel()
 	if s.tunnels != nil {
 		s.tunnels.Close()
 	}
-	return s.door.Close()
+	return nil
 }
 
 // Door is the way bytes enter the store, for warren's own callers.
@@ -345,8 +270,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if slices.ContainsFunc(r.Header.Values("Via"), func(v string) bool { return strings.Contains(v, s.door.Via()) }) {
 		s.log.Warn("refused a request that already passed through this warren (a hub chain that loops back?)",
-			slog.String("client", r.RemoteAddr), slog.String("url", shownURL(r)), slog.Any("via", r.Header.Values("Via")))
-		s.hubm.refuse(hub.ReasonLoop)
+			slog.String("client", r.RemoteAddr), slog.String("url", hub.ShownRequestURL(r)), slog.Any("via", r.Header.Values("Via")))
+		s.role.Refuse(hub.ReasonLoop)
 		hub.Refuse(w, http.StatusLoopDetected, hub.ReasonLoop,
 			"request loop: this request already passed through this warren ("+s.door.Via()+"); check the hubs settings along the chain")
 		return
@@ -373,15 +298,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, hub.ReplicationPrefix) {
 		// Other hubs, with a sync token (not a hub token): read-only.
-		s.serveReplication(w, r)
+		if s.cfg.Replication == nil {
+			http.Error(w, "warren: this warren serves no replication: set role hub and replication.tokens", http.StatusNotFound)
+			return
+		}
+		s.cfg.Replication.ServeHTTP(w, r)
 		return
 	}
-	if s.cfg.Hub != nil && !s.hubAdmit(w, r) {
+	if !s.role.Admit(w, r) {
 		return
 	}
 	s.stats.Requests.Add(1) // what clients ask of the proxy, not of its own pages
-	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, chocoPrefix) {
-		s.serveChocolatey(w, r)
+	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, feedserver.Prefix) {
+		if s.cfg.Feeds == nil {
+			http.Error(w, "warren: no chocolatey feed is configured (chocolatey.upstream)", http.StatusNotFound)
+			return
+		}
+		if p := s.cfg.Feeds.Serve(w, r); p != nil {
+			s.servePlan(w, r, *p)
+		}
 		return
 	}
 	if r.Method == http.MethodConnect {
@@ -430,11 +365,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.gp.ServeHTTP(w, r)
 		return
 	}
-	if s.cfg.Hub != nil && r.URL.IsAbs() && target.Scheme == "http" && r.Header.Get(hub.HeaderScheme) == "https" {
-		// A node's request for an https URL (see hub.HeaderScheme).
-		target.Scheme = "https"
-	}
-	if target.Scheme != "http" && !(target.Scheme == "https" && s.cfg.Hub != nil && r.Header.Get(hub.HeaderScheme) == "https") {
+	// A node's request for an https URL (see hub.HeaderScheme).
+	nodeHTTPS := s.role.Target(r, target)
+	if target.Scheme != "http" && !nodeHTTPS {
 		http.Error(w, "warren: only http:// URLs are proxied in the clear; use CONNECT for https", http.StatusBadRequest)
 		return
 	}
@@ -449,11 +382,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if rt, ok := s.feedOf(target); ok && !strings.HasPrefix(strings.ToLower(rt.rest), "package/") {
+	if s.cfg.Feeds != nil && s.cfg.Feeds.ServeCall(w, r, target) {
 		// A feed call by its upstream URL: one answer per normal form,
 		// kept and learnt from, as at /chocolatey/ (downloads are
 		// artifacts: the cache's).
-		s.serveFeed(w, r, rt)
 		return
 	}
 	s.serveCache(w, r, target, cred)
@@ -481,12 +413,8 @@ func (s *Server) serveStats(w http.ResponseWriter) {
 			out[k] = v
 		}
 	}
-	if s.cfg.Hub != nil {
-		for r, n := range s.hubRefusals() {
-			out["hub_refused_"+r] = n
-		}
-		out["hub_mode"] = string(s.cfg.Hub.Mode)
-		out["hub_streaming_peak"] = s.cfg.Hub.Queue.Peak()
+	for k, v := range s.role.Figures() {
+		out[k] = v
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)

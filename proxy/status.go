@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/warren-cache/warren/chocolatey/feedserver"
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 )
@@ -153,13 +153,6 @@ func (s *Server) newMetrics(extra []prometheus.Collector) {
 			Name: "warren_known_artifacts", Help: "URL -> digest facts learnt from repository metadata, by ecosystem.",
 			ConstLabels: prometheus.Labels{"ecosystem": eco},
 		}, func() float64 { return float64(s.door.KnownArtifacts()[eco]) }))
-	}
-	s.staleAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "warren_chocolatey_stale_answers_total", Help: "Feed calls answered with a kept answer because upstream could not be asked (budget spent, 429, down).",
-	}, []string{"feed"})
-	reg.MustRegister(s.feedUpstream, s.staleAnswers, budgetCollector{s})
-	if s.cfg.Hub != nil {
-		s.registerHubMetrics(reg)
 	}
 	for _, c := range extra {
 		reg.MustRegister(c)
@@ -308,7 +301,7 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 		"FromHubs": s.door.Stats().BytesHub.Load(), "Served": s.stats.BytesServed.Load(), "Waiting": s.door.HubWaits(),
 		"Uptime": time.Since(s.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
-		"Budgets":       s.BudgetStats(),
+		"Budgets":       s.budgetStats(),
 		"PreloadRuns":   lastRuns(st.PreloadRuns, 10),
 		"ReplicateRuns": lastRuns(st.Replication, 10),
 		"Chart":         s.hist.chart(s.now()),
@@ -316,9 +309,9 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 		"Ecosystems":    chartLegend(),
 		"Host":          r.Host,
 	}
-	if s.cfg.Hub != nil {
-		q, refused := s.cfg.Hub.Queue.Stats()
-		data["Hub"], data["HubQueue"], data["HubRefusedBusy"], data["HubRefusals"] = s.cfg.Hub, q, refused, s.hubRefusals()
+	if hr, ok := s.role.(*hub.Role); ok {
+		q, refused := hr.Queue().Stats()
+		data["Hub"], data["HubQueue"], data["HubRefusedBusy"], data["HubRefusals"] = hr, q, refused, hr.Refusals()
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, data); err != nil {
@@ -326,40 +319,12 @@ func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// budgetCollector shows each Chocolatey feed budget's figures.
-type budgetCollector struct{ s *Server }
-
-var (
-	budgetWaitsDesc   = prometheus.NewDesc("warren_chocolatey_budget_waits_total", "Upstream feed requests that waited for the request budget.", []string{"feed"}, nil)
-	budgetRefusedDesc = prometheus.NewDesc("warren_chocolatey_budget_refusals_total", "Upstream feed requests not sent: the budget's wait would pass its bound, or upstream said 429.", []string{"feed"}, nil)
-	budget429Desc     = prometheus.NewDesc("warren_chocolatey_upstream_429_total", "429 Too Many Requests answers from a feed's upstream.", []string{"feed"}, nil)
-	budgetBlockedDesc = prometheus.NewDesc("warren_chocolatey_upstream_blocked_seconds", "Seconds until a feed's upstream may be asked again after a 429 (0: it may).", []string{"feed"}, nil)
-)
-
-func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- budgetWaitsDesc
-	ch <- budgetRefusedDesc
-	ch <- budget429Desc
-	ch <- budgetBlockedDesc
-}
-
-func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, st := range c.s.BudgetStats() {
-		ch <- prometheus.MustNewConstMetric(budgetWaitsDesc, prometheus.CounterValue, float64(st.Waits), st.Feed)
-		ch <- prometheus.MustNewConstMetric(budgetRefusedDesc, prometheus.CounterValue, float64(st.Refused), st.Feed)
-		ch <- prometheus.MustNewConstMetric(budget429Desc, prometheus.CounterValue, float64(st.TooMany), st.Feed)
-		ch <- prometheus.MustNewConstMetric(budgetBlockedDesc, prometheus.GaugeValue, max(time.Until(st.BlockedUntil).Seconds(), 0), st.Feed)
+// budgetStats are the Chocolatey feeds' request budgets, by feed.
+func (s *Server) budgetStats() []feedserver.BudgetStats {
+	if s.cfg.Budgets == nil {
+		return nil
 	}
-}
-
-// BudgetStats are the Chocolatey feeds' request budgets, by feed.
-func (s *Server) BudgetStats() []budgetStats {
-	var out []budgetStats
-	for _, b := range s.budgets {
-		out = append(out, b.stats())
-	}
-	slices.SortFunc(out, func(a, b budgetStats) int { return strings.Compare(a.Feed, b.Feed) })
-	return out
+	return s.cfg.Budgets()
 }
 
 // lastRuns are the newest n runs, newest first.

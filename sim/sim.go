@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
@@ -146,12 +147,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	stop = append(stop, func() { hubStore.Close() })
 	runStore(ctx, hubStore, &stop)
+	hubDoor, err := door.New(door.Config{KeepGenerations: door.DefaultKeepGenerations, Dial: hh.Dial, Logger: discard}, hubStore)
+	if err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	stop = append(stop, func() { hubDoor.Close() })
 	hubSrv, err := proxy.New(proxy.Config{
+		Door:         hubDoor,
 		AllowClients: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")},
-		Hub: &proxy.HubRole{ID: "sim-hub", Mode: hub.Fetch, Queue: hub.NewQueue(hub.DefaultMaxRequesters, hub.DefaultRetryDelay),
-			KeepGenerations: proxy.DefaultKeepIndexGenerations},
-		Dial: hh.Dial, Logger: discard,
-	}, hubStore)
+		Role:         hub.NewRole(hub.RoleConfig{ID: "sim-hub", Mode: hub.Fetch, Queue: hub.NewQueue(hub.DefaultMaxRequesters, hub.DefaultRetryDelay), Logger: discard}),
+		Logger:       discard,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
 	}
@@ -346,10 +352,16 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 	if err != nil {
 		return nil, err
 	}
+	d, err := door.New(door.Config{Peers: n.peers, Hubs: []door.Hub{parent}, HubOnly: true, Logger: log}, n.store)
+	if err != nil {
+		return nil, err
+	}
+	*stop = append(*stop, func() { d.Close() })
 	n.proxy, err = proxy.New(proxy.Config{
+		Door:         d,
 		AllowClients: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("10.0.0.0/8")},
-		Peers:        n.peers, Hubs: []proxy.Hub{parent}, HubOnly: true, Logger: log,
-	}, n.store)
+		HubOnly:      true, Logger: log,
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/chocolatey/feedserver"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/internal/siteca"
@@ -91,10 +93,13 @@ type config struct {
 	RetryDelay           duration `yaml:"retry_delay"`
 	KeepIndexGenerations int      `yaml:"keep_index_generations"`
 	// What a hub holds before anyone asks (preload.go).
-	Preload         hub.PreloadList `yaml:"preload"`
-	PreloadUpdates  bool            `yaml:"preload_updates"`
-	PreloadSchedule string          `yaml:"preload_schedule"` // HH:MM-HH:MM daily, "" on demand only
-	PreloadRate     string          `yaml:"preload_rate"`     // bytes/s from upstream, 0 no cap
+	Preload        hub.PreloadList `yaml:"preload"`
+	PreloadUpdates bool            `yaml:"preload_updates"`
+	// PreloadRecommends follows Recommends as apt does by default
+	// (APT::Install-Recommends).
+	PreloadRecommends bool   `yaml:"preload_recommends"`
+	PreloadSchedule   string `yaml:"preload_schedule"` // HH:MM-HH:MM daily, "" on demand only
+	PreloadRate       string `yaml:"preload_rate"`     // bytes/s from upstream, 0 no cap
 	// Replication between hubs (replicate.go): what this hub serves to
 	// others, and what it pulls from others.
 	Replication struct {
@@ -130,7 +135,7 @@ type settings struct {
 	config
 	logLevel      slog.Level
 	allowClients  []netip.Prefix
-	chocoRate     *proxy.Rate // nil: auto
+	chocoRate     *feedserver.Rate // nil: auto
 	chocoTTL      map[chocolatey.QueryKind]time.Duration
 	allowUpstream []netip.Prefix
 	diskMinFree   sizeOrPercent
@@ -181,8 +186,9 @@ func defaults() config {
 		HubMode:              string(hub.DefaultMode),
 		MaxRequesters:        hub.DefaultMaxRequesters,
 		RetryDelay:           duration{hub.DefaultRetryDelay},
-		KeepIndexGenerations: proxy.DefaultKeepIndexGenerations,
+		KeepIndexGenerations: door.DefaultKeepGenerations,
 		PreloadUpdates:       true,
+		PreloadRecommends:    true,
 		PreloadSchedule:      "02:00-04:00",
 		PreloadRate:          "0",
 		ReplicateSchedule:    duration{time.Hour},
@@ -553,7 +559,7 @@ func (cfg config) parse() (settings, error) {
 		}
 		s.chocoRate = nil
 		if r := cfg.Chocolatey.UpstreamRate; r != "auto" && r != "" {
-			rate, err := proxy.ParseRate(r)
+			rate, err := feedserver.ParseRate(r)
 			if err != nil {
 				return fmt.Errorf("chocolatey.upstream_rate %w", err)
 			}

@@ -21,7 +21,10 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/chocolatey/feedserver"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/hub/replicate"
 	"github.com/warren-cache/warren/internal/statefile"
 	"github.com/warren-cache/warren/internal/taskgroup"
 	"github.com/warren-cache/warren/mdns"
@@ -31,19 +34,22 @@ import (
 
 // daemon is every part of a running warren, wired.
 type daemon struct {
-	cfg       settings
-	log       *slog.Logger
-	store     *cachestore.Store
-	proxy     *proxy.Server
-	node      *peering.Node       // nil with discovery off
-	blobs     *peering.BlobServer // nil when passive or discovery off
-	hubs      []*hub.Parent       // the site's hubs, in failover order
-	preload   *preloader          // a hub with a preload list; nil otherwise
-	replicate *replicator         // a hub; nil otherwise
-	intercept *interception       // the site CA's https hosts; nil when none
-	ln        net.Listener
-	id        peering.NodeID
-	started   time.Time
+	cfg        settings
+	log        *slog.Logger
+	store      *cachestore.Store
+	door       *door.Door
+	proxy      *proxy.Server
+	feeds      *feedserver.Server  // nil without chocolatey feeds
+	replServer *replicate.Server   // a hub's serving side; nil otherwise
+	node       *peering.Node       // nil with discovery off
+	blobs      *peering.BlobServer // nil when passive or discovery off
+	hubs       []*hub.Parent       // the site's hubs, in failover order
+	preload    *preloader          // a hub with a preload list; nil otherwise
+	replicate  *replicator         // a hub; nil otherwise
+	intercept  *interception       // the site CA's https hosts; nil when none
+	ln         net.Listener
+	id         peering.NodeID
+	started    time.Time
 	// handlers are the HTTP requests being served.
 	handlers taskgroup.Group
 }
@@ -70,18 +76,35 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	// The parts, each over the door: the door (the one way bytes enter
+	// the store), the site role, replication, preloading, the feeds,
+	// interception; the front (proxy) last, routing to them.
+	feeds, budgets, err := feedserver.NewBudgets(cfg.chocolateyFeeds(), cfg.chocoRate, log)
+	if err != nil {
+		return nil, err
+	}
+	var front *proxy.Server // the chart's counts reach it once it is built
+	history := func(eco string, served, wan int64) {
+		if front != nil {
+			front.History(eco, served, wan)
+		}
+	}
+	dcfg := door.Config{
+		AllowUpstream: cfg.allowUpstream,
+		IndexTTL:      cfg.IndexTTL.Duration,
+		NegativeTTL:   cfg.NegativeTTL.Duration,
+		StallTimeout:  cfg.StallTimeout.Duration,
+		ShareMinSize:  cfg.shareMinSize, // 0: peers first for every size
+		HubOnly:       cfg.HubOnly,
+		Transport:     budgets.Wrap,
+		WAN:           func(eco string, n int64) { history(eco, 0, n) },
+		Logger:        log,
+	}
 	pcfg := proxy.Config{
-		AllowClients:       cfg.allowClients,
-		AllowUpstream:      cfg.allowUpstream,
-		ConnectPorts:       cfg.ConnectPorts,
-		IndexTTL:           cfg.IndexTTL.Duration,
-		NegativeTTL:        cfg.NegativeTTL.Duration,
-		StallTimeout:       cfg.StallTimeout.Duration,
-		ShareMinSize:       cfg.shareMinSize, // 0: peers first for every size
-		ChocolateyFeeds:    cfg.chocolateyFeeds(),
-		ChocolateyRate:     cfg.chocoRate,
-		ChocolateyQueryTTL: cfg.chocoTTL,
-		Logger:             log,
+		AllowClients: cfg.allowClients,
+		ConnectPorts: cfg.ConnectPorts,
+		HubOnly:      cfg.HubOnly,
+		Logger:       log,
 	}
 	for _, u := range cfg.Hubs {
 		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, Logger: log.With(slog.String("component", "hub"))})
@@ -89,18 +112,20 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 			return nil, err
 		}
 		d.hubs = append(d.hubs, h)
-		pcfg.Hubs = append(pcfg.Hubs, h)
+		dcfg.Hubs = append(dcfg.Hubs, h)
 	}
-	pcfg.HubOnly = cfg.HubOnly
+	pcfg.Hubs = dcfg.Hubs
+	var role *hub.Role
 	switch {
 	case cfg.Role == "hub":
 		// A hub serves its nodes through its door (tokens, the queue),
 		// never as a LAN peer beside them.
-		pcfg.Hub = &proxy.HubRole{ID: d.id.String(), Mode: cfg.hubMode, Tokens: hub.NewTokens(cfg.HubTokens),
-			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), KeepGenerations: cfg.KeepIndexGenerations,
-			Sync: hub.NewSyncTokens(cfg.Replication.Tokens)}
-		d.replicate = newReplicator(d)
-		pcfg.Hub.Chain = d.replicate.chain
+		role = hub.NewRole(hub.RoleConfig{ID: d.id.String(), Mode: cfg.hubMode, Tokens: hub.NewTokens(cfg.HubTokens),
+			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), Logger: log})
+		pcfg.Role = role
+		dcfg.KeepGenerations = cfg.KeepIndexGenerations
+		dcfg.PreloadOnly = !cfg.hubMode.OnDemand()
+		dcfg.Record = replicate.Record(d.store, log)
 		if cfg.Discovery != "off" {
 			log.Info("a hub takes no part in LAN peering: nodes use it with --hub; discovery is off", slog.String("discovery", cfg.Discovery))
 		}
@@ -108,11 +133,30 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		if err := d.startPeering(); err != nil {
 			return nil, err
 		}
-		pcfg.Peers = d.node
+		dcfg.Peers = d.node
 	}
-	if cfg.Role == "hub" && !cfg.Preload.Empty() {
-		// Its runs use d.proxy, built below; its figures go into the
-		// proxy's /metrics.
+	if d.door, err = door.New(dcfg, d.store); err != nil {
+		return nil, err
+	}
+	if len(feeds) > 0 {
+		fcfg := feedserver.Config{Feeds: feeds, QueryTTL: cfg.chocoTTL, Logger: log,
+			Served: func(eco string, n int64) { history(eco, n, 0) }, WAN: func(eco string, n int64) { history(eco, 0, n) }}
+		if role != nil {
+			fcfg.PreloadOnly, fcfg.Unheld = !cfg.hubMode.OnDemand(), role.Unheld
+		}
+		d.feeds = feedserver.New(fcfg, d.door, d.store, budgets)
+		pcfg.Feeds = d.feeds
+		pcfg.Budgets = d.feeds.BudgetStats
+	}
+	if role != nil {
+		d.replicate = newReplicator(d)
+		d.replServer = replicate.NewServer(replicate.ServerConfig{ID: d.id.String(), Chain: d.replicate.chain,
+			Tokens: hub.NewSyncTokens(cfg.Replication.Tokens), Authenticate: role.Authenticate, Refuse: role.Refuse,
+			Store: d.store, Logger: log})
+		pcfg.Replication = d.replServer
+	}
+	if role != nil && !cfg.Preload.Empty() {
+		// Its figures go into the front's /metrics.
 		if d.preload, err = newPreloader(d); err != nil {
 			return nil, err
 		}
@@ -123,14 +167,24 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	if d.intercept != nil {
 		pcfg.Intercept = d.intercept
 	}
+	pcfg.Door = d.door
 	pcfg.Status = d.status
 	pcfg.Collectors = d.collectors()
-	d.proxy, err = proxy.New(pcfg, d.store)
-	if err != nil {
+	if role != nil {
+		pcfg.Collectors = append(pcfg.Collectors, role.Collectors()...)
+	}
+	if d.feeds != nil {
+		pcfg.Collectors = append(pcfg.Collectors, d.feeds.Collectors()...)
+	}
+	if front, err = proxy.New(pcfg); err != nil {
 		return nil, err
 	}
+	d.proxy = front
 	return d, nil
 }
+
+// The front takes the hub's role through its interface.
+var _ proxy.Role = (*hub.Role)(nil)
 
 func (d *daemon) startPeering() error {
 	cfg := d.cfg
@@ -523,6 +577,12 @@ func (d *daemon) close() {
 	}
 	if d.proxy != nil {
 		d.proxy.Close()
+	}
+	if d.feeds != nil {
+		d.feeds.Close()
+	}
+	if d.door != nil {
+		d.door.Close() // its fills and learns, before the store closes
 	}
 	if d.ln != nil {
 		d.ln.Close()

@@ -20,7 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/warren-cache/warren/hub"
-	"github.com/warren-cache/warren/proxy"
+	"github.com/warren-cache/warren/hub/preload"
 )
 
 // Preloading, as the daemon runs it: in the preload_schedule window and on
@@ -30,6 +30,7 @@ import (
 // preloader is the daemon's preloading.
 type preloader struct {
 	d      *daemon
+	runner *preload.Runner
 	window hub.Window
 	now    func() time.Time
 
@@ -53,7 +54,12 @@ func newPreloader(d *daemon) (*preloader, error) {
 	if err != nil {
 		d.log.Warn("preload state", slog.Any("err", err))
 	}
-	return &preloader{d: d, window: w, now: time.Now, state: st}, nil
+	var feeds preload.Feeds // an untyped nil without feeds
+	if d.feeds != nil {
+		feeds = d.feeds
+	}
+	runner := preload.NewRunner(d.door, feeds, d.log.With(slog.String("component", "preload")), nil)
+	return &preloader{d: d, runner: runner, window: w, now: time.Now, state: st}, nil
 }
 
 // errPreloadRunning refuses a second run while one is going.
@@ -72,7 +78,7 @@ func (p *preloader) run(ctx context.Context, trigger string, dryRun bool, stop f
 	}
 	p.mu.Unlock()
 	cfg := p.d.cfg
-	run, err := p.d.proxy.Preload(ctx, proxy.PreloadOptions{List: cfg.Preload, Updates: cfg.PreloadUpdates, DryRun: dryRun,
+	run, err := p.runner.Run(ctx, preload.Options{List: cfg.Preload, Updates: cfg.PreloadUpdates, Recommends: cfg.PreloadRecommends, DryRun: dryRun,
 		Rate: cfg.preloadRate, Stop: stop, Progress: progress, Held: held})
 	if err != nil {
 		return run, err

@@ -20,7 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/warren-cache/warren/hub"
-	"github.com/warren-cache/warren/proxy"
+	"github.com/warren-cache/warren/hub/replicate"
 )
 
 // Replication, as the daemon runs it: a pull from each replicate_from hub
@@ -29,9 +29,10 @@ import (
 // cache directory (replication.json).
 
 type replicator struct {
-	d    *daemon
-	self string
-	http *http.Client
+	d      *daemon
+	self   string
+	http   *http.Client
+	puller *replicate.Puller
 
 	running sync.Mutex // held by the run in progress
 	mu      sync.Mutex // guards state and totals
@@ -50,7 +51,7 @@ func newReplicator(d *daemon) *replicator {
 	}
 	// Each pull is bounded by the fill engine's stall rule; a feed page
 	// by this timeout.
-	return &replicator{d: d, self: d.id.String(), state: st, http: &http.Client{Transport: &http.Transport{
+	return &replicator{d: d, self: d.id.String(), state: st, puller: replicate.NewPuller(d.door, d.store, d.id.String(), d.log.With(slog.String("component", "replicate")), nil), http: &http.Client{Transport: &http.Transport{
 		Proxy: nil, ResponseHeaderTimeout: 60 * time.Second, IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 4,
 	}}}
 }
@@ -91,16 +92,18 @@ func (r *replicator) run(ctx context.Context, trigger, from string, progress fun
 			r.state.Sources[src.Name] = ss
 		}
 		ss.URL = shown
-		cursor := ss.Cursor
+		from := *ss
 		r.mu.Unlock()
-		o := proxy.ReplicateOptions{
+		o := replicate.Options{
 			Client:  hub.FeedClient{From: src, Self: r.self, HTTP: r.http},
-			Cursor:  cursor,
+			From:    from,
 			Deletes: cfg.ReplicateDeletes,
-			Saved: func(c uint64, chain []string) {
+			Saved: func(st hub.SourceState) {
 				r.mu.Lock()
 				defer r.mu.Unlock()
-				ss.Cursor, ss.Chain = c, chain
+				url := ss.URL
+				*ss = st
+				ss.URL = url
 				if err := r.state.Save(cfg.CacheDir); err != nil {
 					r.d.log.Warn("could not save the replication cursor", slog.Any("err", err))
 				}
@@ -109,7 +112,7 @@ func (r *replicator) run(ctx context.Context, trigger, from string, progress fun
 		if progress != nil {
 			o.Progress = func(done, total int, bytes int64) { progress(src.Name, done, total, bytes) }
 		}
-		run := redactRun(r.d.proxy.Replicate(ctx, o))
+		run := redactRun(r.puller.Run(ctx, o))
 		run.Trigger = trigger
 		if !run.OK() {
 			r.d.log.Warn("replication run failed", slog.String("from", src.Name), slog.String("error", run.Error), slog.Any("failures", run.Failures))

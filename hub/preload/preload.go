@@ -1,4 +1,4 @@
-package proxy
+package preload
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/time/rate"
 
@@ -21,14 +22,46 @@ import (
 	"github.com/warren-cache/warren/rpm"
 )
 
-// Preloading: a hub fetches what its preload list names before anyone asks,
-// through the same fills (verified, stored by digest) and learning as a
-// request: the index files first (so their hashes are learnt), then each
-// artifact not held yet. What is held already is never fetched again, so
-// a run cut short (the window closed, a restart) resumes where it stopped.
+// Door is what a preload run needs of the door: plans, fetches that are
+// verified, learnt and stored as a request's are, and reading index files
+// back.
+type Door interface {
+	Plan(ctx context.Context, u *url.URL, cred door.Credential) door.Plan
+	Fetch(ctx context.Context, p door.Plan, who door.Asker, opts door.FetchOptions) (cachestore.Digest, error)
+	Holds(d cachestore.Digest) bool
+	ReadIndex(ctx context.Context, d cachestore.Digest, name string) (io.ReadCloser, error)
+	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
+}
 
-// PreloadOptions are one run's settings.
-type PreloadOptions struct {
+// Feeds makes a feed call as a client's would be answered (kept, its
+// entries learnt): package feedserver provides it.
+type Feeds interface {
+	// Call asks the feed at feedURL for rest (what follows api/v2/) and
+	// returns its entries, or its body when it is no XML page.
+	Call(ctx context.Context, feedURL, rest string) ([]chocolatey.Entry, []byte, error)
+}
+
+// Runner runs a hub's preload list through the door.
+type Runner struct {
+	door  Door
+	feeds Feeds // nil: no Chocolatey feeds
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// NewRunner builds a runner.
+func NewRunner(d Door, feeds Feeds, log *slog.Logger, now func() time.Time) *Runner {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Runner{door: d, feeds: feeds, log: log, now: now}
+}
+
+// Options are one run's settings.
+type Options struct {
 	List hub.PreloadList
 	// Updates fetches the current version of every package seen held
 	// before (State.Held), when the indexes list one not held.
@@ -43,6 +76,9 @@ type PreloadOptions struct {
 	Progress func(done, total int, bytes int64)
 	// Held is the state's packages seen held; the run adds to it.
 	Held map[string]bool
+	// Recommends follows Recommends as Depends, as apt does by default
+	// (preload_recommends, apt's APT::Install-Recommends).
+	Recommends bool
 }
 
 // preloadItem is one artifact a list names.
@@ -56,7 +92,7 @@ type preloadItem struct {
 
 // Preload runs the list once and reports it. Failures of single artifacts
 // or indexes are in the report; err is for a run that could not start.
-func (s *Server) Preload(ctx context.Context, o PreloadOptions) (hub.PreloadRun, error) {
+func (s *Runner) Run(ctx context.Context, o Options) (hub.PreloadRun, error) {
 	run := hub.PreloadRun{Start: s.now(), DryRun: o.DryRun, Ecosystem: map[string]int{}}
 	who := door.Asker{UA: "warren-preload"}
 	if o.Rate > 0 {
@@ -180,7 +216,7 @@ func mustParse(raw string) *url.URL {
 // fetchIndex fetches (or revalidates) an index file through the door, as a
 // request would, and returns its stored blob, once its facts are being
 // learnt.
-func (s *Server) fetchIndex(ctx context.Context, raw string, who door.Asker) (cachestore.Digest, door.Plan, error) {
+func (s *Runner) fetchIndex(ctx context.Context, raw string, who door.Asker) (cachestore.Digest, door.Plan, error) {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
 		return cachestore.Digest{}, door.Plan{}, fmt.Errorf("%q is not an http(s) URL", raw)
@@ -197,20 +233,27 @@ func (s *Server) fetchIndex(ctx context.Context, raw string, who door.Asker) (ca
 }
 
 // fetch brings an artifact in through the door.
-func (s *Server) fetch(ctx context.Context, p door.Plan, who door.Asker) error {
+func (s *Runner) fetch(ctx context.Context, p door.Plan, who door.Asker) error {
 	_, err := s.door.Fetch(ctx, p, who, door.FetchOptions{})
 	return err
 }
 
 // readIndex opens an index file's stored bytes, decompressed.
-func (s *Server) readIndex(ctx context.Context, d cachestore.Digest, name string) (io.ReadCloser, error) {
+func (s *Runner) readIndex(ctx context.Context, d cachestore.Digest, name string) (io.ReadCloser, error) {
 	return s.door.ReadIndex(ctx, d, name)
 }
 
-func (s *Server) preloadApt(ctx context.Context, a hub.AptPreload, o PreloadOptions, who door.Asker) ([]preloadItem, error) {
+func (s *Runner) preloadApt(ctx context.Context, a hub.AptPreload, o Options, who door.Asker) ([]preloadItem, error) {
 	base := strings.TrimSuffix(a.URL, "/") + "/"
 	var out []preloadItem
 	var errs []error
+	// As apt sees them on a machine of each architecture: every suite and
+	// component of the archive at once, the newest version of each name
+	// (dpkg's order) the candidate.
+	byArch := map[string]map[string]debian.Package{}
+	for _, arch := range a.Architectures {
+		byArch[arch] = map[string]debian.Package{}
+	}
 	for _, suite := range a.Suites {
 		relURL := base + "dists/" + suite + "/InRelease"
 		d, _, err := s.fetchIndex(ctx, relURL, who)
@@ -218,7 +261,7 @@ func (s *Server) preloadApt(ctx context.Context, a hub.AptPreload, o PreloadOpti
 			errs = append(errs, err)
 			continue
 		}
-		rf, err := s.store.ReadBlob(d)
+		rf, err := s.door.ReadBlob(d)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -246,49 +289,49 @@ func (s *Server) preloadApt(ctx context.Context, a hub.AptPreload, o PreloadOpti
 				}
 			}
 			for _, arch := range a.Architectures {
-				pkgs, err := s.aptPackages(ctx, base+"dists/"+suite+"/", comp+"/binary-"+arch+"/", listed, who)
-				if err != nil {
+				if err := s.aptPackages(ctx, base+"dists/"+suite+"/", comp+"/binary-"+arch+"/", listed, who, byArch[arch]); err != nil {
 					errs = append(errs, err)
-					continue
 				}
-				out = append(out, aptWanted(base, pkgs, a.Packages, o)...)
 			}
 		}
+	}
+	for _, arch := range a.Architectures {
+		out = append(out, aptWanted(base, byArch[arch], a.Packages, o)...)
 	}
 	return out, errors.Join(errs...)
 }
 
 // aptPackages reads one component's Packages for one architecture, the
-// best compression its Release lists.
-func (s *Server) aptPackages(ctx context.Context, suiteURL, dir string, listed map[string]bool, who door.Asker) (map[string]debian.Package, error) {
+// best compression its Release lists, into pkgs: a name's newest version
+// (dpkg's order: epochs, ~) wins, whichever suite lists it.
+func (s *Runner) aptPackages(ctx context.Context, suiteURL, dir string, listed map[string]bool, who door.Asker, pkgs map[string]debian.Package) error {
 	for _, name := range []string{"Packages.xz", "Packages.gz", "Packages"} {
 		if !listed[dir+name] {
 			continue
 		}
 		d, _, err := s.fetchIndex(ctx, suiteURL+dir+name, who)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r, err := s.readIndex(ctx, d, name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		defer r.Close()
-		pkgs := map[string]debian.Package{}
-		err = debian.ParsePackages(r, func(p debian.Package) error {
-			if old, ok := pkgs[p.Name]; !ok || old.Version < p.Version {
+		return debian.ParsePackages(r, func(p debian.Package) error {
+			if old, ok := pkgs[p.Name]; !ok || debian.CompareVersions(p.Version, old.Version) > 0 {
 				pkgs[p.Name] = p
 			}
 			return nil
 		})
-		return pkgs, err
 	}
-	return nil, fmt.Errorf("%s lists no Packages under %s", suiteURL, dir)
+	return fmt.Errorf("%s lists no Packages under %s", suiteURL, dir)
 }
 
-// aptWanted is what the globs name, their dependencies, and (with
-// Updates) the packages seen held before.
-func aptWanted(base string, pkgs map[string]debian.Package, globs []string, o PreloadOptions) []preloadItem {
+// aptWanted is what the globs name, their dependencies (and what they
+// recommend, as apt installs it by default), and (with Updates) the
+// packages seen held before.
+func aptWanted(base string, pkgs map[string]debian.Package, globs []string, o Options) []preloadItem {
 	var roots []string
 	for name := range pkgs {
 		if hub.Match(globs, name) || o.Updates && o.Held["apt:"+name] {
@@ -301,7 +344,11 @@ func aptWanted(base string, pkgs map[string]debian.Package, globs []string, o Pr
 		if !ok {
 			return nil, false
 		}
-		return debian.DependNames(p.Depends), true
+		next := debian.DependNames(p.Depends)
+		if o.Recommends {
+			next = append(next, debian.DependNames(p.Recommends)...)
+		}
+		return next, true
 	}) {
 		p := pkgs[name]
 		out = append(out, preloadItem{eco: "apt", name: name, url: base + p.Filename,
@@ -312,13 +359,13 @@ func aptWanted(base string, pkgs map[string]debian.Package, globs []string, o Pr
 
 // preloadRPM returns the packages the globs name, and the repository's
 // other metadata files (what dnf reads besides primary).
-func (s *Server) preloadRPM(ctx context.Context, r hub.RPMPreload, o PreloadOptions, who door.Asker) (_ []preloadItem, metadata []preloadItem, _ error) {
+func (s *Runner) preloadRPM(ctx context.Context, r hub.RPMPreload, o Options, who door.Asker) (_ []preloadItem, metadata []preloadItem, _ error) {
 	base := strings.TrimSuffix(r.BaseURL, "/") + "/"
 	d, _, err := s.fetchIndex(ctx, base+"repodata/repomd.xml", who)
 	if err != nil {
 		return nil, nil, err
 	}
-	mf, err := s.store.ReadBlob(d)
+	mf, err := s.door.ReadBlob(d)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -403,42 +450,15 @@ var reNextLink = regexp.MustCompile(`<link rel="next" href="([^"]+)"`)
 // preloadChocolatey keeps the answers to the calls choco makes for each
 // id (so that a preload-only hub can answer them) and returns the
 // packages: the latest version of each, or all.
-func (s *Server) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload) ([]preloadItem, error) {
+func (s *Runner) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload) ([]preloadItem, error) {
 	feed := strings.TrimSuffix(c.Feed, "/") + "/"
-	var rt chocoRoute
-	found := false
-	for name, up := range s.cfg.ChocolateyFeeds {
-		if strings.EqualFold(up, feed) {
-			rt, found = chocoRoute{feed: name, upstream: up}, true
-			break
-		}
-	}
-	if !found {
+	if s.feeds == nil {
 		return nil, fmt.Errorf("feed %s is not one this warren serves: add it as chocolatey.upstream or under chocolatey.feeds", feed)
 	}
 	// call asks upstream for one feed call and keeps its answer under the
-	// call's normal form, as serveFeed would.
+	// call's normal form, as a client's would be.
 	call := func(rest string) ([]chocolatey.Entry, []byte, error) {
-		path, query, _ := strings.Cut(rest, "?")
-		norm, kind, err := chocolatey.NormalizeQuery(path, query)
-		if err != nil {
-			return nil, nil, err
-		}
-		a, err := s.fetchFeed(rt, rt.upstream+rest, string(kind), feedQueryKey(rt.upstream, norm), nil)
-		if err == nil && a.status != 200 {
-			err = fmt.Errorf("the feed answered %d", a.status)
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", rt.upstream+rest, err)
-		}
-		if !isXML(a.header["Content-Type"]) {
-			return nil, a.body, nil
-		}
-		f, err := chocolatey.ParseFeed(strings.NewReader(string(a.body)))
-		if err != nil {
-			return nil, a.body, fmt.Errorf("%s: %w", rt.upstream+rest, err)
-		}
-		return f.Entries, a.body, nil
+		return s.feeds.Call(ctx, feed, rest)
 	}
 	var errs []error
 	for _, rest := range []string{"", "$metadata"} {
@@ -471,7 +491,7 @@ func (s *Server) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload)
 			all = append(all, entries...)
 			next = ""
 			if m := reNextLink.FindSubmatch(body); m != nil {
-				next = strings.TrimPrefix(strings.ReplaceAll(string(m[1]), "&amp;", "&"), rt.upstream)
+				next = strings.TrimPrefix(strings.ReplaceAll(string(m[1]), "&amp;", "&"), feed)
 				if strings.Contains(next, "://") {
 					errs = append(errs, fmt.Errorf("%s: the next page %s is not under the feed; paging stops", id, next))
 					next = ""

@@ -1,4 +1,4 @@
-package proxy
+package feedserver
 
 import (
 	"bytes"
@@ -13,16 +13,170 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
+	"golang.org/x/sync/singleflight"
 )
 
-// The NuGet v2 pull-through feed: /chocolatey/api/v2/ (the default feed) and
-// /chocolatey/<name>/api/v2/. Feed pages are fetched from upstream each
-// time, their PackageHash facts recorded, and every link rewritten to point
-// here; packages are served from the store by digest, shared like any blob.
+// Door is what the feed server needs of the door: its upstream client,
+// learning the packages' hashes, keeping answers.
+type Door interface {
+	Upstream(req *http.Request, who door.Asker) (*http.Response, error)
+	LearnFacts(facts map[string]cachestore.Known) error
+	Keep(ctx context.Context, key, kind string, body []byte, meta map[string]string) (cachestore.Digest, error)
+}
+
+// Store is what it reads of the cache: kept answers and learnt hashes.
+type Store interface {
+	Cached(url string) (cachestore.Cached, error)
+	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
+	Known(url string) (cachestore.Known, error)
+}
+
+// Config is the feed server's.
+type Config struct {
+	// Feeds maps a feed name to its upstream NuGet v2 base URL; "" is the
+	// default feed at /chocolatey/api/v2/, others are served at
+	// /chocolatey/<name>/api/v2/ (checked by NewBudgets).
+	Feeds map[string]string
+	// QueryTTL is how long an answer is kept, by kind of call; kinds not
+	// set keep DefaultQueryTTL.
+	QueryTTL map[chocolatey.QueryKind]time.Duration
+	// PreloadOnly: a hub in preload mode answers what it keeps, as it is,
+	// and the rest with Unheld (hub.Role.Unheld), never asking upstream.
+	PreloadOnly bool
+	Unheld      func(w http.ResponseWriter, what, url string) bool
+	// Served and WAN count bytes for the day's chart: sent to clients,
+	// taken from upstream.
+	Served, WAN func(eco string, n int64)
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Server is the NuGet v2 pull-through feed: /chocolatey/api/v2/ (the
+// default feed) and /chocolatey/<name>/api/v2/. Feed pages are fetched
+// from upstream within each feed's request budget, their PackageHash facts
+// learnt through the door, kept, and every link rewritten to point here;
+// packages are the front's to serve, from the store by digest, shared like
+// any blob. Close ends its upstream calls.
+type Server struct {
+	cfg     Config
+	door    Door
+	store   Store
+	budgets *Budgets
+	log     *slog.Logger
+	now     func() time.Time
+	ctx     context.Context // the feed calls'; no client owns them
+	cancel  context.CancelFunc
+
+	// Identical calls share one upstream answer.
+	feedFlight   singleflight.Group
+	staleAnswers *prometheus.CounterVec
+}
+
+// New builds the feed server over the door whose upstream transport
+// budgets wraps (door.Config.Transport: budgets.Wrap).
+func New(cfg Config, d Door, store Store, budgets *Budgets) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Served == nil {
+		cfg.Served = func(string, int64) {}
+	}
+	if cfg.WAN == nil {
+		cfg.WAN = func(string, int64) {}
+	}
+	if cfg.Unheld == nil {
+		cfg.Unheld = func(w http.ResponseWriter, what, url string) bool {
+			http.Error(w, "warren: "+what+" is not held and this hub serves only what it preloaded ("+url+")", http.StatusNotFound)
+			return true
+		}
+	}
+	s := &Server{cfg: cfg, door: d, store: store, budgets: budgets, log: cfg.Logger, now: cfg.Now}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.staleAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warren_chocolatey_stale_answers_total", Help: "Feed calls answered with a kept answer because upstream could not be asked (budget spent, 429, down).",
+	}, []string{"feed"})
+	return s
+}
+
+// Close ends the feed calls in progress.
+func (s *Server) Close() { s.cancel() }
+
+// Prefix is where the feeds are served.
+const Prefix = chocoPrefix
+
+// Serve answers a request under /chocolatey/, except a package download,
+// whose plan it returns for the front's request story (the store, peers,
+// hubs, the origin, verified against the feed's PackageHash).
+func (s *Server) Serve(w http.ResponseWriter, r *http.Request) (download *door.Plan) {
+	return s.serveChocolatey(w, r)
+}
+
+// ServeCall answers a proxy request whose target is a feed call by its
+// upstream URL (a node behind a hub, or a client that uses warren as its
+// proxy for the feed itself); false when target is none (a download is
+// an artifact: the front's).
+func (s *Server) ServeCall(w http.ResponseWriter, r *http.Request, target *url.URL) bool {
+	rt, ok := s.feedOf(target)
+	if !ok || strings.HasPrefix(strings.ToLower(rt.rest), "package/") {
+		return false
+	}
+	s.serveFeed(w, r, rt)
+	return true
+}
+
+// Call asks the feed at feedURL (one this server serves) for rest (what
+// follows api/v2/) as a client's call would be answered (kept, its
+// entries learnt), and returns its entries, or its body when it is no
+// XML page: a hub's preloading.
+func (s *Server) Call(ctx context.Context, feedURL, rest string) ([]chocolatey.Entry, []byte, error) {
+	var rt chocoRoute
+	found := false
+	for name, up := range s.cfg.Feeds {
+		if strings.EqualFold(up, feedURL) {
+			rt, found = chocoRoute{feed: name, upstream: up}, true
+			break
+		}
+	}
+	if !found {
+		return nil, nil, fmt.Errorf("feed %s is not one this warren serves: add it as chocolatey.upstream or under chocolatey.feeds", hub.RedactURLs(feedURL))
+	}
+	path, query, _ := strings.Cut(rest, "?")
+	norm, kind, err := chocolatey.NormalizeQuery(path, query)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := s.fetchFeed(rt, rt.upstream+rest, string(kind), feedQueryKey(rt.upstream, norm), nil)
+	if err == nil && a.status != 200 {
+		err = fmt.Errorf("the feed answered %d", a.status)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", hub.RedactURLs(rt.upstream+rest), err)
+	}
+	if !isXML(a.header["Content-Type"]) {
+		return nil, a.body, nil
+	}
+	f, err := chocolatey.ParseFeed(bytes.NewReader(a.body))
+	if err != nil {
+		return nil, a.body, fmt.Errorf("%s: %w", hub.RedactURLs(rt.upstream+rest), err)
+	}
+	return f.Entries, a.body, nil
+}
+
+// Collectors are the feeds' metrics for /metrics.
+func (s *Server) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.budgets.feedUpstream, s.staleAnswers, budgetCollector{s.budgets}}
+}
+
+// BudgetStats are the feeds' request budgets, by feed.
+func (s *Server) BudgetStats() []BudgetStats { return s.budgets.Stats() }
 
 const (
 	chocoPrefix  = "/chocolatey/"
@@ -55,7 +209,7 @@ func (s *Server) chocoRoute(r *http.Request) (chocoRoute, error) {
 	if !ok || rest != "" && rest[0] != '/' {
 		return chocoRoute{}, fmt.Errorf("%q is not a feed path: use %sapi/v2/ or %s<feed>/api/v2/", r.URL.Path, chocoPrefix, chocoPrefix)
 	}
-	up, ok := s.cfg.ChocolateyFeeds[feed]
+	up, ok := s.cfg.Feeds[feed]
 	if !ok {
 		return chocoRoute{}, fmt.Errorf("no chocolatey feed named %q is configured (chocolatey.feeds in the config)", feed)
 	}
@@ -66,25 +220,25 @@ func (s *Server) chocoRoute(r *http.Request) (chocoRoute, error) {
 	return chocoRoute{feed: feed, upstream: up, ourBase: our + "api/v2/", rest: strings.TrimPrefix(rest, "/")}, nil
 }
 
-func (s *Server) serveChocolatey(w http.ResponseWriter, r *http.Request) {
+func (s *Server) serveChocolatey(w http.ResponseWriter, r *http.Request) *door.Plan {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "warren: the chocolatey feed is read-only (GET and HEAD)", http.StatusMethodNotAllowed)
-		return
+		return nil
 	}
 	rt, err := s.chocoRoute(r)
 	if errors.Is(err, errBadFeedPath) {
 		http.Error(w, "warren: "+err.Error(), http.StatusBadRequest)
-		return
+		return nil
 	}
 	if err != nil {
 		http.Error(w, "warren: "+err.Error(), http.StatusNotFound)
-		return
+		return nil
 	}
 	if parts := strings.Split(rt.rest, "/"); len(parts) == 3 && strings.EqualFold(parts[0], "package") {
-		s.serveNupkg(w, r, rt, parts[1], parts[2])
-		return
+		return s.nupkgPlan(w, r, rt, parts[1], parts[2])
 	}
 	s.serveFeed(w, r, rt)
+	return nil
 }
 
 // feedOf says which configured feed a proxy request's target lies
@@ -96,7 +250,7 @@ func (s *Server) feedOf(target *url.URL) (chocoRoute, bool) {
 	u := *target
 	u.RawQuery = ""
 	full := u.String()
-	for name, up := range s.cfg.ChocolateyFeeds {
+	for name, up := range s.cfg.Feeds {
 		if rest, ok := strings.CutPrefix(full, up); ok && !strings.Contains("/"+rest+"/", "/../") {
 			return chocoRoute{feed: name, upstream: up, rest: rest}, true
 		}
@@ -139,13 +293,12 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 	kept, haveKept := s.keptAnswer(key)
 	var a feedAnswer
 	outcome := "hit"
-	preloadOnly := s.cfg.Hub != nil && !s.cfg.Hub.Mode.OnDemand()
 	switch {
-	case haveKept && (preloadOnly || s.now().Sub(kept.fetched) < s.queryTTL(kind)):
+	case haveKept && (s.cfg.PreloadOnly || s.now().Sub(kept.fetched) < s.queryTTL(kind)):
 		// A preload-only hub answers what it keeps, as it is.
 		a = kept
-	case preloadOnly:
-		s.hubRefuseUnheld(w, door.Plan{URL: target})
+	case s.cfg.PreloadOnly:
+		s.cfg.Unheld(w, "this URL", hub.RedactURLs(target))
 		s.logFeed(r, target, kind, "refused", http.StatusNotFound, 0, start)
 		return
 	default:
@@ -207,7 +360,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 	w.WriteHeader(a.status)
 	if r.Method == http.MethodGet {
 		w.Write(body)
-		s.hist.add(s.now(), door.EcoChocolatey, int64(len(body)), 0)
+		s.cfg.Served(door.EcoChocolatey, int64(len(body)))
 	}
 	s.logFeed(r, target, kind, outcome, a.status, len(body), start)
 }
@@ -217,7 +370,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 func (s *Server) blockedFor(rt chocoRoute) int {
 	secs := 1
 	if u, err := url.Parse(rt.upstream); err == nil {
-		if b := s.budgets[strings.ToLower(u.Host)]; b != nil {
+		if b := s.budgets.byHost[strings.ToLower(u.Host)]; b != nil {
 			secs = max(secs, int(time.Until(b.stats().BlockedUntil)/time.Second))
 		}
 	}
@@ -232,7 +385,7 @@ func (s *Server) logFeed(r *http.Request, target string, kind chocolatey.QueryKi
 
 // queryTTL is how long an answer of kind is served without asking again.
 func (s *Server) queryTTL(kind chocolatey.QueryKind) time.Duration {
-	if d, ok := s.cfg.ChocolateyQueryTTL[kind]; ok {
+	if d, ok := s.cfg.QueryTTL[kind]; ok {
 		return d
 	}
 	return DefaultQueryTTL[kind]
@@ -277,7 +430,7 @@ func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Hea
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFeedBytes+1))
-	s.hist.add(s.now(), door.EcoChocolatey, 0, int64(len(body)))
+	s.cfg.WAN(door.EcoChocolatey, int64(len(body)))
 	if err != nil {
 		return feedAnswer{}, &door.UpstreamFetchError{URL: hub.RedactURLs(target), Err: err}
 	}
@@ -392,6 +545,10 @@ func withoutUserinfo(raw string) string {
 	return u.String()
 }
 
+// PackageKey is the index key of a package's learnt hash: by feed, id and
+// version (what a download names), not by URL.
+func PackageKey(feed, id, version string) string { return chocoKey(feed, id, version) }
+
 func chocoKey(feed, id, version string) string {
 	return "chocolatey:" + feed + ":" + strings.ToLower(id) + "/" + strings.ToLower(version)
 }
@@ -439,12 +596,13 @@ func (s *Server) learnPackage(ctx context.Context, rt chocoRoute, id, version st
 	s.recordEntries(rt, feed.Entries)
 }
 
-// serveNupkg serves a package by the digest its feed entry gave, fetched
-// from its upstream content src on a miss and verified against PackageHash.
-func (s *Server) serveNupkg(w http.ResponseWriter, r *http.Request, rt chocoRoute, id, version string) {
+// nupkgPlan is how a package download is served: by the digest its feed
+// entry gave, fetched from its upstream content src on a miss and
+// verified against PackageHash. nil: answered (a bad id or version).
+func (s *Server) nupkgPlan(w http.ResponseWriter, r *http.Request, rt chocoRoute, id, version string) *door.Plan {
 	if !chocolatey.ValidID(id) || !chocolatey.ValidVersion(version) {
 		http.Error(w, fmt.Sprintf("warren: %q %q is not a package id and version", id, version), http.StatusBadRequest)
-		return
+		return nil
 	}
 	key := chocoKey(rt.feed, id, version)
 	k, err := s.store.Known(key)
@@ -461,5 +619,11 @@ func (s *Server) serveNupkg(w http.ResponseWriter, r *http.Request, rt chocoRout
 	if key, ok := door.CanonicalString(p.URL); ok {
 		p.Key = key
 	}
-	s.servePlan(w, r, p)
+	return &p
+}
+
+// StaleAnswers counts feed's calls answered with a kept answer because
+// upstream could not be asked.
+func (s *Server) StaleAnswers(feed string) prometheus.Counter {
+	return s.staleAnswers.WithLabelValues(feedLabel(feed))
 }

@@ -1,15 +1,20 @@
-package proxy
+package feedserver
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/hub"
 )
 
 // Rate is a request budget: at most N requests in any Per. The zero Rate
@@ -80,6 +85,13 @@ type BudgetError struct {
 	RetryAfter time.Duration
 	Why        string
 }
+
+// Final marks a spent budget as the fill's end (door.Final): neither a
+// retry nor another source changes it now.
+func (e *BudgetError) Final() {}
+
+// RetryIn is when the budget will send again.
+func (e *BudgetError) RetryIn() time.Duration { return e.RetryAfter }
 
 func (e *BudgetError) Error() string {
 	return fmt.Sprintf("the upstream request budget of feed %q is spent (%s); retry in %s", feedLabel(e.Feed), e.Why, e.RetryAfter.Round(time.Second))
@@ -180,8 +192,8 @@ func (b *budget) tooManyRequests(retryAfter time.Duration) {
 	}
 }
 
-// budgetStats is what the page and /metrics show of a budget.
-type budgetStats struct {
+// BudgetStats is what the page and /metrics show of a budget.
+type BudgetStats struct {
 	Feed         string
 	Rate         Rate
 	Waits        int64
@@ -190,10 +202,10 @@ type budgetStats struct {
 	BlockedUntil time.Time
 }
 
-func (b *budget) stats() budgetStats {
+func (b *budget) stats() BudgetStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return budgetStats{Feed: feedLabel(b.feed), Rate: b.rate, Waits: b.waits, Refused: b.refused, TooMany: b.tooMany, BlockedUntil: b.blockedUntil}
+	return BudgetStats{Feed: feedLabel(b.feed), Rate: b.rate, Waits: b.waits, Refused: b.refused, TooMany: b.tooMany, BlockedUntil: b.blockedUntil}
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date; def when
@@ -257,4 +269,97 @@ func (t *budgetTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		b.tooManyRequests(retryAfter(resp.Header, time.Now(), time.Minute))
 	}
 	return resp, err
+}
+
+// Budgets are the feeds' upstream request budgets, one per upstream host
+// (feeds on one host share it: the limit is the host's). Wrap puts them
+// on the door's upstream transport, so that every request to a feed's
+// host is spent from its budget, whatever asked for it.
+type Budgets struct {
+	byHost       map[string]*budget
+	feedUpstream *prometheus.CounterVec
+}
+
+// NewBudgets checks the feeds (name -> upstream base URL) and makes their
+// budgets: rate for each when set, else 15 a minute for feeds on the
+// community repository and no limit elsewhere. It returns the feeds in
+// their normal form (one trailing slash).
+func NewBudgets(feeds map[string]string, rate *Rate, log *slog.Logger) (map[string]string, *Budgets, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	norm := map[string]string{}
+	for name, u := range feeds {
+		pu, err := url.Parse(u)
+		if err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
+			return nil, nil, fmt.Errorf("chocolatey feed %q: upstream %q is not an http(s) URL", name, hub.RedactURLs(u))
+		}
+		if name != "" && !chocolatey.ValidID(name) {
+			return nil, nil, fmt.Errorf("chocolatey feed name %q: use letters, digits, '.', '-', '_'", name)
+		}
+		norm[name] = strings.TrimSuffix(u, "/") + "/"
+	}
+	b := &Budgets{byHost: map[string]*budget{}}
+	b.feedUpstream = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "warren_chocolatey_upstream_requests_total", Help: "Requests sent to a Chocolatey feed's upstream, by feed and kind of call.",
+	}, []string{"feed", "kind"})
+	for name, u := range norm {
+		pu, _ := url.Parse(u)
+		host := strings.ToLower(pu.Host)
+		if b.byHost[host] != nil {
+			continue // feeds on one host share its budget: the limit is the host's
+		}
+		r := Rate{}
+		switch {
+		case rate != nil:
+			r = *rate
+		case isCommunityHost(host):
+			r = communityRate
+		}
+		b.byHost[host] = &budget{feed: name, rate: r, maxWait: budgetMaxWait, log: log}
+	}
+	return norm, b, nil
+}
+
+// Wrap spends a budget for every request to a feed's host.
+func (b *Budgets) Wrap(base http.RoundTripper) http.RoundTripper {
+	return &budgetTransport{base: base, budgets: b.byHost, count: func(feed, kind string) {
+		b.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
+	}}
+}
+
+// Stats are the budgets' figures, by feed.
+func (b *Budgets) Stats() []BudgetStats {
+	var out []BudgetStats
+	for _, bb := range b.byHost {
+		out = append(out, bb.stats())
+	}
+	slices.SortFunc(out, func(a, b BudgetStats) int { return strings.Compare(a.Feed, b.Feed) })
+	return out
+}
+
+// budgetCollector shows each feed budget's figures in /metrics.
+type budgetCollector struct{ b *Budgets }
+
+var (
+	budgetWaitsDesc   = prometheus.NewDesc("warren_chocolatey_budget_waits_total", "Upstream feed requests that waited for the request budget.", []string{"feed"}, nil)
+	budgetRefusedDesc = prometheus.NewDesc("warren_chocolatey_budget_refusals_total", "Upstream feed requests not sent: the budget's wait would pass its bound, or upstream said 429.", []string{"feed"}, nil)
+	budget429Desc     = prometheus.NewDesc("warren_chocolatey_upstream_429_total", "429 Too Many Requests answers from a feed's upstream.", []string{"feed"}, nil)
+	budgetBlockedDesc = prometheus.NewDesc("warren_chocolatey_upstream_blocked_seconds", "Seconds until a feed's upstream may be asked again after a 429 (0: it may).", []string{"feed"}, nil)
+)
+
+func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- budgetWaitsDesc
+	ch <- budgetRefusedDesc
+	ch <- budget429Desc
+	ch <- budgetBlockedDesc
+}
+
+func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.b.Stats() {
+		ch <- prometheus.MustNewConstMetric(budgetWaitsDesc, prometheus.CounterValue, float64(st.Waits), st.Feed)
+		ch <- prometheus.MustNewConstMetric(budgetRefusedDesc, prometheus.CounterValue, float64(st.Refused), st.Feed)
+		ch <- prometheus.MustNewConstMetric(budget429Desc, prometheus.CounterValue, float64(st.TooMany), st.Feed)
+		ch <- prometheus.MustNewConstMetric(budgetBlockedDesc, prometheus.GaugeValue, max(time.Until(st.BlockedUntil).Seconds(), 0), st.Feed)
+	}
 }

@@ -1,0 +1,568 @@
+package replicate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/debian"
+	"github.com/warren-cache/warren/door"
+	"github.com/warren-cache/warren/fill"
+	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/rpm"
+)
+
+// Door is what a pull needs of the door: plans, and fetches from a given
+// source that are verified, learnt and stored as a request's are.
+type Door interface {
+	Plan(ctx context.Context, u *url.URL, cred door.Credential) door.Plan
+	Fetch(ctx context.Context, p door.Plan, who door.Asker, opts door.FetchOptions) (cachestore.Digest, error)
+	Holds(d cachestore.Digest) bool
+	// PinGeneration pins the index files of a top metadata file p (a
+	// Release, a repomd.xml) now at next, and of prev, the one before it.
+	PinGeneration(p door.Plan, prev, next cachestore.Digest)
+}
+
+// PullStore is what a pull needs of the cache beyond the door: the URL
+// cache's entries of files kept by URL, tombstones and the change log.
+type PullStore interface {
+	Cached(url string) (cachestore.Cached, error)
+	PutCached(url string, c cachestore.Cached) error
+	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
+	Tombstoned(d cachestore.Digest) bool
+	Remove(d cachestore.Digest) error
+	RecordChange(c cachestore.Change) (uint64, error)
+}
+
+var _ PullStore = (*cachestore.Store)(nil)
+
+// Puller pulls from source hubs into this one.
+type Puller struct {
+	door  Door
+	store PullStore
+	self  string // this hub's id: a source whose chain holds it is a loop
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+// NewPuller builds the pulling side of hub self.
+func NewPuller(d Door, store PullStore, self string, log *slog.Logger, now func() time.Time) *Puller {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Puller{door: d, store: store, self: self, log: log, now: now}
+}
+
+// Options are one run's settings.
+type Options struct {
+	Client hub.FeedClient
+	// From is where the last run stopped: the cursor, the source's log
+	// it is a place in, and the entries to try again.
+	From hub.SourceState
+	// Deletes applies the source's deletions (replicate_deletes).
+	Deletes bool
+	// Saved is told each place applied (a page done): cursor, chain, log
+	// and what to try again.
+	Saved func(hub.SourceState)
+	// Progress is told of each entry done, of about total.
+	Progress func(done, total int, bytes int64)
+}
+
+// maxPages bounds the pages of one run: a source that advances its
+// cursor by one entry a page for ever does not hold the run (and its
+// lock) for ever.
+const maxPages = 100000
+
+// run is one pull in progress.
+type run struct {
+	p      *Puller
+	o      Options
+	rep    hub.ReplicateRun
+	failed map[cachestore.Digest]error // blobs that failed verification from this source, this run
+	retry  []cachestore.Change
+	// offered are the index files the source offered over the run, by
+	// key: a Release or repomd.xml is applied only when this hub holds
+	// those of them it lists.
+	offered map[string]cachestore.Digest
+	total   int // entries to go over, about: for Progress
+}
+
+// done tells Progress of an entry done.
+func (r *run) done() {
+	if r.o.Progress != nil {
+		r.o.Progress(r.rep.Entries, max(r.total, r.rep.Entries), r.rep.Bytes)
+	}
+}
+
+// Run runs one pull from the source and reports it.
+func (p *Puller) Run(ctx context.Context, o Options) hub.ReplicateRun {
+	r := &run{p: p, o: o, failed: map[cachestore.Digest]error{}, offered: map[string]cachestore.Digest{},
+		rep: hub.ReplicateRun{From: o.Client.From.Name, Start: p.now(), CursorIn: o.From.Cursor, CursorOut: o.From.Cursor}}
+	defer func() {
+		r.rep.End = p.now()
+		p.log.Info("replication run", slog.String("from", r.rep.From), slog.Uint64("cursor_before", r.rep.CursorIn),
+			slog.Uint64("cursor_after", r.rep.CursorOut), slog.Int("entries", r.rep.Entries), slog.Int("blobs", r.rep.Blobs),
+			slog.Int64("bytes", r.rep.Bytes), slog.Int("deleted", r.rep.Deleted), slog.Int("refused", r.rep.Refused),
+			slog.Int("failures", len(r.rep.Failures)), slog.Int("to_retry", len(r.retry)), slog.String("error", r.rep.Error))
+	}()
+	r.walk(ctx)
+	return r.rep
+}
+
+func (r *run) walk(ctx context.Context) {
+	p, o := r.p, r.o
+	state := o.From
+	// What failed last time first: its place in the log is behind the
+	// cursor now.
+	if len(state.Retry) > 0 {
+		r.apply(ctx, state.Retry)
+	}
+	cursor := state.Cursor
+	for pages := 0; ; pages++ {
+		if ctx.Err() != nil {
+			r.rep.Error = "stopped: " + ctx.Err().Error()
+			r.save(state, cursor)
+			return
+		}
+		if pages == maxPages {
+			r.rep.Error = fmt.Sprintf("the source sent %d pages in one run without reaching its end; the run stops (next run goes on from cursor %d)", maxPages, cursor)
+			r.save(state, cursor)
+			return
+		}
+		page, err := o.Client.Page(ctx, cursor)
+		if err != nil {
+			r.rep.Error = err.Error()
+			r.save(state, cursor)
+			return
+		}
+		if p.self != "" && slices.Contains(page.Chain, p.self) {
+			r.rep.Error = (&hub.LoopError{Source: o.Client.From.Name, Chain: strings.Join(page.Chain, " <- ")}).Error()
+			return
+		}
+		if page.Log != state.Log {
+			// A state kept before logs had names (state.Log "") takes the
+			// page's: its cursor is most likely in that log.
+			if state.Log != "" {
+				// Another log at the same URL: the source was rebuilt, and
+				// its numbers started again. Read it from its start; what is
+				// held already is not fetched again.
+				p.log.Warn("the source hub's change log is a new one (rebuilt?); reading it from its start",
+					slog.String("from", o.Client.From.Name), slog.String("log", page.Log), slog.String("was", state.Log), slog.Uint64("cursor_was", cursor))
+				state.Log, cursor = page.Log, 0
+				r.rep.Restarted = true
+				r.save(state, 0)
+				continue
+			}
+			state.Log = page.Log
+		}
+		state.Chain = page.Chain
+		r.rep.Last, r.rep.LastAt = page.Last, page.LastAt
+		r.total = int(max(page.Last, cursor) - o.From.Cursor)
+		r.apply(ctx, page.Entries)
+		if ctx.Err() != nil {
+			r.rep.Error = "stopped: " + ctx.Err().Error()
+			r.save(state, cursor) // this page again next time: what it stored is held
+			return
+		}
+		cursor = page.Next
+		r.save(state, cursor)
+		if !page.More {
+			return
+		}
+	}
+}
+
+// save tells the caller the place reached and what is left to try again;
+// past MaxRetry of those, the cursor stays before the first one kept out,
+// so that nothing is lost.
+func (r *run) save(state hub.SourceState, cursor uint64) {
+	if len(r.retry) > hub.MaxRetry {
+		slices.SortFunc(r.retry, func(a, b cachestore.Change) int { return int(a.Seq - b.Seq) })
+		cursor = min(cursor, r.retry[hub.MaxRetry].Seq-1)
+		r.retry = r.retry[:hub.MaxRetry]
+	}
+	state.Cursor, state.Retry = cursor, slices.Clone(r.retry)
+	r.rep.CursorOut = cursor
+	r.rep.ToRetry = len(r.retry)
+	if r.o.Saved != nil {
+		r.o.Saved(state)
+	}
+}
+
+// apply stores a page's entries: index files and artifacts first, then
+// the top metadata files that list them (a Release, a repomd.xml), each
+// only once this hub holds what the source offered of what it lists.
+func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
+	var top []cachestore.Change
+	for _, e := range entries {
+		if ctx.Err() != nil {
+			r.retry = append(r.retry, e)
+			continue
+		}
+		r.rep.Entries++
+		err := r.check(e)
+		if err == nil && !e.Delete && (strings.Contains(e.Key, "/dists/") || strings.Contains(e.Key, "/repodata/")) {
+			r.offered[e.Key] = e.Digest // what a Release or repomd.xml may list
+		}
+		switch {
+		case err != nil:
+			r.rep.Refused++
+			r.p.log.Warn("replication refused an entry of the source", slog.String("from", r.o.Client.From.Name),
+				slog.String("key", hub.RedactURLs(e.Key)), slog.Any("err", err))
+		case e.Delete:
+			r.delete(e)
+		case r.p.isTop(ctx, e.Key):
+			top = append(top, e) // after what it lists
+		default:
+			r.entry(ctx, e)
+		}
+		r.done()
+	}
+	for _, e := range top {
+		if ctx.Err() != nil {
+			r.retry = append(r.retry, e)
+			continue
+		}
+		r.top(ctx, e)
+	}
+}
+
+// check refuses what the source may not give this hub: an entry outside
+// the repositories it pulls, a key that is no URL of a repository (or
+// names a private scope), a malformed one.
+func (r *run) check(e cachestore.Change) error {
+	if !r.o.Client.From.Repositories.Admits(e.Key) {
+		return errors.New("outside the repositories this hub pulls (replicate_from repositories)")
+	}
+	if e.Digest.Validate() != nil && !e.Delete {
+		return fmt.Errorf("malformed digest %q", e.Digest)
+	}
+	if strings.HasPrefix(e.Key, hub.FeedQueryPrefix) {
+		return nil
+	}
+	u, err := url.Parse(e.Key)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return errors.New("not the URL of a repository's file")
+	}
+	return nil
+}
+
+// failure notes an entry that failed: tried again by the next run.
+func (r *run) failure(e cachestore.Change, err error) {
+	r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%s: %v", hub.RedactURLs(e.Key), err))
+	r.retry = append(r.retry, e)
+}
+
+// entry stores what e names: its blob (unless held), and the URL-cache
+// entry of a file kept by URL; a new one is recorded in this hub's own
+// change log, for the hubs that pull from it.
+func (r *run) entry(ctx context.Context, e cachestore.Change) {
+	if r.p.store.Tombstoned(e.Digest) {
+		r.rep.Skipped++ // deleted here: not brought back
+		return
+	}
+	changed := false
+	if !r.p.door.Holds(e.Digest) {
+		if err := r.blob(ctx, e); err != nil {
+			r.failure(e, err)
+			return
+		}
+		changed = true
+	}
+	ch, err := r.keep(e)
+	if err != nil {
+		r.failure(e, err)
+		return
+	}
+	if !changed && !ch {
+		r.rep.Skipped++
+		return
+	}
+	r.record(e)
+}
+
+// keep records the URL-cache entry of a file kept by URL (an InRelease,
+// an index by name): what nodes and clients are served at that URL. The
+// source's time is never taken past now, and a newer copy of this hub's
+// own (fetched from the origin since) is not replaced. It says whether
+// the entry changed.
+func (r *run) keep(e cachestore.Change) (bool, error) {
+	if e.Cached == nil {
+		return false, nil
+	}
+	cc := *e.Cached
+	cc.Digest, cc.Size = e.Digest, e.Size
+	if now := r.p.now(); cc.Fetched.After(now) {
+		cc.Fetched = now // a clock ahead, or a lie: not fresher than now
+	}
+	old, err := r.p.store.Cached(e.Key)
+	if err == nil && old.Digest != e.Digest && !old.Fetched.Before(cc.Fetched) {
+		r.rep.Skipped++
+		return false, nil // this hub's copy is as new or newer
+	}
+	if err == nil && old.Digest == e.Digest {
+		return false, nil
+	}
+	if err := r.p.store.PutCached(e.Key, cc); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// record adds a replicated entry to this hub's own change log.
+func (r *run) record(e cachestore.Change) {
+	c := cachestore.Change{Key: e.Key, Kind: e.Kind, Digest: e.Digest, Size: e.Size}
+	if e.Cached != nil {
+		if cc, err := r.p.store.Cached(e.Key); err == nil && cc.Digest == e.Digest {
+			c.Cached = &cc
+		}
+	}
+	if _, err := r.p.store.RecordChange(c); err != nil {
+		r.p.log.Warn("could not record a replicated change (hubs pulling from this one miss it until it is stored again)",
+			slog.String("key", hub.RedactURLs(e.Key)), slog.Any("err", err))
+	}
+}
+
+// blob brings e's blob in through the door from the source's blob
+// endpoint: verified against its digest, learnt from if it is an index
+// file, as if fetched from the origin. A blob the source sent wrong is not
+// asked of it again this run.
+func (r *run) blob(ctx context.Context, e cachestore.Change) error {
+	if err := r.failed[e.Digest]; err != nil {
+		return fmt.Errorf("not asked again: %w", err)
+	}
+	p := r.p.plan(ctx, e)
+	var got atomic.Int64
+	src := &source{c: r.o.Client, d: e.Digest, got: &got}
+	_, err := r.p.door.Fetch(ctx, p, door.Asker{UA: "warren-replicate"}, door.FetchOptions{Sources: []fill.Source{src}, Unrecorded: true})
+	r.rep.Bytes += got.Load()
+	if err != nil {
+		if src.blamed.Load() || errors.Is(err, cachestore.ErrDigestMismatch) || errors.Is(err, cachestore.ErrSizeMismatch) {
+			r.failed[e.Digest] = err
+		}
+		return err
+	}
+	r.rep.Blobs++
+	r.p.log.Debug("replicated", slog.String("key", hub.RedactURLs(e.Key)), slog.String("digest", e.Digest.String()), slog.Int64("bytes", got.Load()))
+	return nil
+}
+
+// plan is how the door plans e: as a request for its key would be, at the
+// digest the source gives (verified on arrival).
+func (p *Puller) plan(ctx context.Context, e cachestore.Change) door.Plan {
+	u, err := url.Parse(e.Key)
+	if err != nil || u.Host == "" {
+		// A feed answer's key: kept by its digest, no parser.
+		return door.Plan{URL: e.Key, Key: e.Key, Kind: e.Kind, Eco: "other", Digest: e.Digest, Size: e.Size}
+	}
+	pl := p.door.Plan(ctx, u, door.Credential{})
+	pl.Digest, pl.Size = e.Digest, e.Size
+	return pl
+}
+
+// isTop says whether key is a file that names others' hashes and is
+// named by none: a Release, InRelease or repomd.xml (Release.gpg goes
+// with them).
+func (p *Puller) isTop(ctx context.Context, key string) bool {
+	if strings.HasSuffix(key, "/Release.gpg") {
+		return true
+	}
+	if strings.HasPrefix(key, hub.FeedQueryPrefix) {
+		return false
+	}
+	u, err := url.Parse(key)
+	if err != nil {
+		return false
+	}
+	pl := p.door.Plan(ctx, u, door.Credential{})
+	return pl.Meta == door.MetaRelease || pl.Meta == door.MetaRepomd
+}
+
+// top applies a Release or repomd.xml: its bytes first, to read what it
+// lists; its URL entry (what nodes are served) only once this hub holds
+// what the source offered of that; then the index files it lists are
+// learnt (those that came before it were planned without its facts), and
+// the generation pinned as a fetched one is.
+func (r *run) top(ctx context.Context, e cachestore.Change) {
+	if r.p.store.Tombstoned(e.Digest) {
+		r.rep.Skipped++
+		return
+	}
+	if !r.p.door.Holds(e.Digest) {
+		if err := r.blob(ctx, e); err != nil {
+			r.failure(e, err)
+			return
+		}
+	}
+	listed, err := r.p.consistent(e, r.offered)
+	if err != nil {
+		r.failure(e, fmt.Errorf("kept the previous one: %w", err))
+		return
+	}
+	var prev cachestore.Digest
+	if old, err := r.p.store.Cached(e.Key); err == nil {
+		prev = old.Digest
+	}
+	changed, err := r.keep(e)
+	if err != nil {
+		r.failure(e, err)
+		return
+	}
+	if changed || prev.IsZero() {
+		r.record(e)
+	} else {
+		r.rep.Skipped++
+	}
+	if strings.HasSuffix(e.Key, "/Release.gpg") {
+		return
+	}
+	pl := r.p.plan(ctx, e)
+	if changed && !prev.IsZero() {
+		r.p.door.PinGeneration(pl, prev, e.Digest)
+	}
+	// Learnt as a request's would be: the Release first (its facts name
+	// the index files), then each index file it lists that is held. It is
+	// the newest: what it teaches replaces what an older one taught.
+	if _, err := r.p.door.Fetch(ctx, pl, door.Asker{UA: "warren-replicate"}, door.FetchOptions{Stale: true, Newest: true}); err != nil {
+		r.failure(e, fmt.Errorf("learn it: %w", err))
+		return
+	}
+	for _, key := range listed {
+		u, err := url.Parse(key)
+		if err != nil {
+			continue
+		}
+		ip := r.p.door.Plan(ctx, u, door.Credential{})
+		if ip.Digest.IsZero() || ip.Meta == "" || !r.p.door.Holds(ip.Digest) {
+			continue
+		}
+		if _, err := r.p.door.Fetch(ctx, ip, door.Asker{UA: "warren-replicate"}, door.FetchOptions{Stale: true, Newest: true}); err != nil {
+			r.failure(cachestore.Change{Key: key, Digest: ip.Digest, Size: ip.Size}, fmt.Errorf("learn it: %w", err))
+		}
+	}
+}
+
+// consistent says whether this hub holds, at the hashes e lists, every
+// file of e that the source offered in this run (by name, or by hash where
+// the Release says Acquire-By-Hash), and returns the keys of the files it
+// lists.
+func (p *Puller) consistent(e cachestore.Change, offered map[string]cachestore.Digest) ([]string, error) {
+	if strings.HasSuffix(e.Key, "/Release.gpg") || p.store.Tombstoned(e.Digest) {
+		return nil, nil
+	}
+	b, err := p.store.ReadBlob(e.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("read it: %w", err)
+	}
+	defer b.Close()
+	dir := e.Key[:strings.LastIndex(e.Key, "/")+1]
+	type file struct {
+		keys []string // its names: by name, and by hash
+		d    cachestore.Digest
+	}
+	var files []file
+	if strings.HasSuffix(e.Key, "/repomd.xml") {
+		data, err := rpm.ParseRepomd(b.File)
+		if err != nil {
+			return nil, fmt.Errorf("malformed repomd.xml: %w", err)
+		}
+		base := strings.TrimSuffix(dir, "repodata/")
+		for _, d := range data {
+			files = append(files, file{[]string{base + d.Href}, cachestore.Digest{Algo: d.Checksum.Algo, Hex: d.Checksum.Hex}})
+		}
+	} else {
+		rel, err := debian.ParseRelease(b.File)
+		if err != nil {
+			return nil, fmt.Errorf("malformed Release: %w", err)
+		}
+		for _, f := range rel.Files {
+			keys := []string{dir + f.Path}
+			if rel.AcquireByHash {
+				keys = append(keys, dir+path.Dir(f.Path)+"/by-hash/SHA256/"+f.SHA256)
+			}
+			files = append(files, file{keys, cachestore.Digest{Algo: "sha256", Hex: f.SHA256}})
+		}
+	}
+	var listed []string
+	for _, f := range files {
+		for _, k := range f.keys {
+			listed = append(listed, k)
+			if got, ok := offered[k]; ok && !p.door.Holds(f.d) {
+				return nil, fmt.Errorf("it lists %s at %s, which this hub does not hold (the source offered %s)", path.Base(k), f.d, got)
+			}
+		}
+	}
+	return listed, nil
+}
+
+// delete applies a source's deletion when asked to, and keeps its
+// tombstone either way: a pull from another hub does not bring the blob
+// back.
+func (r *run) delete(e cachestore.Change) {
+	if !r.o.Deletes {
+		r.rep.Skipped++
+		return
+	}
+	if r.p.door.Holds(e.Digest) {
+		if err := r.p.store.Remove(e.Digest); err != nil && !errors.Is(err, cachestore.ErrNotFound) {
+			r.failure(e, fmt.Errorf("delete %s: %w", e.Digest, err))
+			return
+		}
+		r.rep.Deleted++
+	}
+	if _, err := r.p.store.RecordChange(cachestore.Change{Delete: true, Key: e.Key, Digest: e.Digest}); err != nil {
+		r.failure(e, fmt.Errorf("record the deletion: %w", err))
+	}
+}
+
+// source is a source hub's blob endpoint as a fill source. Once its bytes
+// failed verification it is not asked again: the same source would send
+// the same wrong bytes.
+type source struct {
+	c      hub.FeedClient
+	d      cachestore.Digest
+	tries  int
+	got    *atomic.Int64
+	blamed atomic.Bool
+}
+
+func (s *source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
+	if s.blamed.Load() {
+		return nil, fmt.Errorf("%w: hub %s sent wrong bytes for blob %s", fill.ErrSkip, s.c.From.Name, s.d)
+	}
+	if s.tries >= 3 {
+		return nil, fmt.Errorf("%w: 3 transfers from hub %s broke off", fill.ErrSkip, s.c.From.Name)
+	}
+	s.tries++
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.c.BlobURL(s.d), nil)
+	if err != nil {
+		return nil, fill.Stop(err)
+	}
+	resp, size, err := fill.GetAt(s.c, req, off)
+	if err != nil {
+		return nil, fmt.Errorf("hub %s: %w", s.c.From.Name, err)
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+		resp.Body.Close()
+		return nil, fill.Stop(fmt.Errorf("hub %s answered %s for blob %s", s.c.From.Name, resp.Status, s.d))
+	}
+	return &fill.Stream{Body: resp.Body, From: "hub " + s.c.From.Name, Size: size,
+		Received: func(n int64) { s.got.Add(n) },
+		Blame: func(reason error) {
+			if !errors.Is(reason, fill.ErrStalled) {
+				s.blamed.Store(true)
+			}
+		}}, nil
+}
