@@ -49,17 +49,21 @@ func (e *PermissionError) Unwrap() error { return e.Err }
 // Blob files are not each checked (a start would stat every one): a run as
 // root that stored a blob also wrote index files. Root may use anything.
 func checkAccess(dir string) error {
-	check := func(p string, isDir bool) error {
+	check := func(p string) error {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil // not there yet, or another failure: the open meets it
+		}
 		mode := uint32(unix.R_OK | unix.W_OK)
-		if isDir {
+		if st.IsDir() {
 			mode |= unix.X_OK
 		}
 		// AT_EACCESS: as the effective user, the one that opens files.
-		err := unix.Faccessat(unix.AT_FDCWD, p, mode, unix.AT_EACCESS)
+		err = unix.Faccessat(unix.AT_FDCWD, p, mode, unix.AT_EACCESS)
 		if errors.Is(err, fs.ErrPermission) {
 			return permissionError(dir, p, &fs.PathError{Op: "access", Path: p, Err: err})
 		}
-		return nil // not there yet, or another failure: the open meets it
+		return nil
 	}
 	dirs := func(p string) []string {
 		entries, _ := os.ReadDir(p) // checked before, readable
@@ -71,26 +75,26 @@ func checkAccess(dir string) error {
 		}
 		return out
 	}
-	if err := check(dir, true); err != nil {
+	if err := check(dir); err != nil {
 		return err
 	}
 	for _, sub := range []string{"blobs", "tmp", "index"} {
-		if err := check(filepath.Join(dir, sub), true); err != nil {
+		if err := check(filepath.Join(dir, sub)); err != nil {
 			return err
 		}
 	}
 	index, _ := os.ReadDir(filepath.Join(dir, "index"))
 	for _, e := range index {
-		if err := check(filepath.Join(dir, "index", e.Name()), e.IsDir()); err != nil {
+		if err := check(filepath.Join(dir, "index", e.Name())); err != nil {
 			return err
 		}
 	}
 	for _, algo := range dirs(filepath.Join(dir, "blobs")) {
-		if err := check(algo, true); err != nil {
+		if err := check(algo); err != nil {
 			return err
 		}
 		for _, aa := range dirs(algo) {
-			if err := check(aa, true); err != nil {
+			if err := check(aa); err != nil {
 				return err
 			}
 		}

@@ -131,6 +131,18 @@ func currentUser(t *testing.T) (*user.User, string) {
 	return me, group
 }
 
+// A file where the cache should be is no permission error, for root too
+// (which may not execute a file).
+func TestOpenOnAFileIsNoPermissionError(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := reportOpen(file); got.Err == "" || got.PermissionError || got.ErrPermission {
+		t.Fatalf("Open on a file: %+v, want an error that is no permission error", got)
+	}
+}
+
 // openReport is what Open said, in a form that crosses a process.
 type openReport struct {
 	Err             string
