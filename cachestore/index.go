@@ -21,7 +21,9 @@ import (
 // cannot (a truncated table, a lost MANIFEST beside its tables, a panic
 // while loading), the damaged index is moved aside for inspection, the
 // log says loudly what is lost, and a fresh one is built: recovery then
-// adopts every blob on disk, each one rehashed first.
+// adopts every blob on disk, each one rehashed first. Only a checksum or
+// format failure is damage: a file this process may not read, another
+// process's lock or a full disk fail the open and move nothing.
 
 // errIndexLocked is another process holding the index: never "damage".
 var errIndexLocked = errors.New("the cache index is in use by another process")
@@ -69,6 +71,13 @@ func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt bool, mode 
 			return nil, false, indexOnDisk, fmt.Errorf("%w: the cache index in %s cannot be opened on a full disk; free some space there: %w", ErrNoSpace, dir, err)
 		}
 		why = err
+	}
+	// Nor is a file this process may not read (checkAccess finds most
+	// before; this is for what it cannot see): only a checksum or
+	// format failure is damage.
+	var pe *PermissionError
+	if err := asPermission(filepath.Dir(dir), dir, why); errors.As(err, &pe) {
+		return nil, false, indexOnDisk, err
 	}
 	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405Z"))
 	if err := os.Rename(dir, aside); err != nil {

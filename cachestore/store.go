@@ -138,13 +138,22 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	// Before anything is created or moved: a permission error is not
+	// damage (access.go).
+	if err := checkAccess(cfg.Dir); err != nil {
+		return nil, err
+	}
 	for _, sub := range []string{"blobs", "tmp", "index"} {
 		if err := os.MkdirAll(filepath.Join(cfg.Dir, sub), 0o750); err != nil {
-			return nil, fmt.Errorf("open cache: create %s: %w", filepath.Join(cfg.Dir, sub), err)
+			return nil, asPermission(cfg.Dir, cfg.Dir, fmt.Errorf("open cache: create %s: %w", filepath.Join(cfg.Dir, sub), err))
 		}
 	}
 	db, rebuilt, mode, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Logger)
 	readOnly := mode == indexReadOnly
+	var pe *PermissionError
+	if errors.As(err, &pe) {
+		return nil, err // it says what was being done
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open cache index in %s: %w", cfg.Dir, err)
 	}
@@ -175,7 +184,7 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if err := s.recover(rebuilt); err != nil {
 		db.Close()
-		return nil, err
+		return nil, asPermission(cfg.Dir, cfg.Dir, err)
 	}
 	if err := s.loadPins(); err != nil {
 		db.Close()

@@ -19,7 +19,14 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain is also Open run as another user (access_test.go), when
+// CACHESTORE_OPEN names the cache to open.
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("CACHESTORE_OPEN"); dir != "" {
+		os.Exit(openAndReport(dir))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func openStore(t *testing.T, dir string) *Store {
 	t.Helper()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -42,7 +43,11 @@ func adminCall(ctx context.Context, cfg settings, method, path string) (*http.Re
 	}
 	store, oerr := cachestore.Open(scfg)
 	if oerr != nil {
-		if _, serr := os.Stat(sock); serr == nil {
+		// A socket this user may not use says a daemon runs; one left
+		// behind (the daemon killed) must not hide the files a run as
+		// root left, which Open names.
+		var pe *cachestore.PermissionError
+		if _, serr := os.Stat(sock); serr == nil && (!errors.As(oerr, &pe) || errors.Is(err, fs.ErrPermission)) {
 			return nil, fmt.Errorf("the cache in %s is held by a running warren, but its admin socket %s does not answer (%v); are you root or in the warren group?", cfg.CacheDir, sock, err)
 		}
 		return nil, oerr

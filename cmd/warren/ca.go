@@ -4,10 +4,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -36,20 +39,53 @@ const (
 )
 
 // wantedHosts are the hosts https_intercept names: apt's and dnf's https
-// hosts without credentials (auto, read under root), or the list.
-func wantedHosts(cfg settings, root string) []string {
+// hosts without credentials (auto, read under root), or the list. With
+// auto, a file warren cannot read may give any host a credential: then no
+// host is wanted, and the error (an unreadableConfig) says what to do.
+func wantedHosts(cfg settings, root string) ([]string, error) {
 	switch {
 	case len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "off":
-		return nil
+		return nil, nil
 	case len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "auto":
-		return repohosts.Scan(root).Intercept()
+		found := repohosts.Scan(root)
+		if len(found.Unreadable) > 0 {
+			return nil, unreadableConfig(found.Unreadable)
+		}
+		return found.Intercept(), nil
 	}
 	out := make([]string, 0, len(cfg.HTTPSIntercept))
 	for _, h := range cfg.HTTPSIntercept {
 		out = append(out, strings.ToLower(h))
 	}
 	slices.Sort(out)
-	return slices.Compact(out)
+	return slices.Compact(out), nil
+}
+
+// unreadableConfig is apt's or dnf's configuration that warren could not
+// read: typically a root-only auth.conf while the daemon runs as user
+// warren. Its text names each file and the fix.
+type unreadableConfig []repohosts.Unreadable
+
+func (u unreadableConfig) Error() string {
+	group := strconv.Itoa(os.Getgid())
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	var what, fix []string
+	for _, f := range u {
+		what = append(what, fmt.Sprintf("%s (%v)", f.Path, f.Err))
+		mode := "0640"
+		if f.Dir {
+			mode = "0750"
+		}
+		if errors.Is(f.Err, fs.ErrPermission) {
+			fix = append(fix, fmt.Sprintf("let group %s read it: chgrp %[1]s %s; chmod %s %[2]s", group, f.Path, mode))
+		} else {
+			fix = append(fix, "mend or remove "+f.Path)
+		}
+	}
+	return fmt.Sprintf("https_intercept auto intercepts nothing: warren cannot read %s, which may hold credentials for any host; %s, or name the hosts to intercept in https_intercept",
+		strings.Join(what, ", "), strings.Join(fix, "; "))
 }
 
 // interception is the daemon's intercept.Certs: the wanted hosts the
@@ -61,10 +97,11 @@ type interception struct {
 	root string
 	log  *slog.Logger
 
-	mu          sync.Mutex
-	hosts       []string
-	scanned     time.Time
-	lastOutside []string // warned of once, until the list changes
+	mu             sync.Mutex
+	hosts          []string
+	scanned        time.Time
+	lastOutside    []string // warned of once, until the list changes
+	lastUnreadable string   // likewise: the configuration warren could not read
 }
 
 func (in *interception) current() []string {
@@ -74,7 +111,16 @@ func (in *interception) current() []string {
 		return in.hosts
 	}
 	var hosts, outside []string
-	for _, h := range wantedHosts(in.cfg, in.root) {
+	wanted, err := wantedHosts(in.cfg, in.root)
+	if why := errText(err); why != in.lastUnreadable {
+		if err != nil {
+			in.log.Warn("apt's or dnf's configuration cannot be read", slog.Any("err", err))
+		} else {
+			in.log.Info("apt's and dnf's configuration can be read again: https_intercept auto intercepts its hosts")
+		}
+		in.lastUnreadable = why
+	}
+	for _, h := range wanted {
 		if in.ca.Permits(h) {
 			hosts = append(hosts, h)
 		} else {
@@ -88,6 +134,13 @@ func (in *interception) current() []string {
 	in.hosts, in.scanned = append([]string{}, hosts...), time.Now()
 	in.lastOutside = outside
 	return in.hosts
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 // Intercepts says whether CONNECTs to host are answered by warren.
@@ -144,7 +197,10 @@ func caInit(c *cli.Context, cfg settings) error {
 	}
 	hosts := c.StringSlice("host")
 	if len(hosts) == 0 {
-		hosts = wantedHosts(cfg, "/")
+		var err error
+		if hosts, err = wantedHosts(cfg, "/"); err != nil {
+			return fmt.Errorf("%w (or give them with --host)", err)
+		}
 	}
 	ca, err := siteca.Init(dir, hosts, time.Now())
 	if err != nil {
@@ -234,12 +290,16 @@ func caShow(c *cli.Context, cfg settings) error {
 	}
 	printCA(c, ca, caDir(cfg))
 	var live []string
-	for _, h := range wantedHosts(cfg, "/") {
+	wanted, err := wantedHosts(cfg, "/")
+	for _, h := range wanted {
 		if ca.Permits(h) {
 			live = append(live, h)
 		}
 	}
 	fmt.Fprintf(c.App.Writer, "intercepted now (https_intercept %s): %s\n", strings.Join(cfg.HTTPSIntercept, ","), orNone(live))
+	if err != nil {
+		fmt.Fprintln(c.App.Writer, err)
+	}
 	return nil
 }
 
@@ -256,14 +316,19 @@ func orNone(list []string) string {
 }
 
 // trustedHosts are the hosts apt and dnf are told to trust the site CA
-// for: those https_intercept names that the CA may sign for.
+// for: those https_intercept names that the CA may sign for. An
+// unreadableConfig comes with the CA's certificate.
 func trustedHosts(cfg settings) ([]string, []byte, error) {
 	cert, certPEM, err := siteca.LoadCert(caDir(cfg))
 	if err != nil {
 		return nil, nil, fmt.Errorf("the site CA in %s: %w: warren ca init (or ca install) first", caDir(cfg), err)
 	}
+	wanted, err := wantedHosts(cfg, "/")
+	if err != nil {
+		return nil, certPEM, err
+	}
 	var hosts []string
-	for _, h := range wantedHosts(cfg, "/") {
+	for _, h := range wanted {
 		if siteca.Permits(cert, h) {
 			hosts = append(hosts, h)
 		}
@@ -308,6 +373,10 @@ func aptSetup(c *cli.Context, cfg settings) error {
 		return nil
 	}
 	hosts, caPEM, err := trustedHosts(cfg)
+	var unread unreadableConfig
+	if errors.As(err, &unread) && c.Bool("refresh") {
+		err = nil // the bundle needs no hosts
+	}
 	if err != nil {
 		return err
 	}

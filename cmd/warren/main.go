@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/warren-cache/warren/cachestore"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -20,8 +22,11 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "warren:", err)
+		// A usage mistake, or a cache this user may not use (files a run
+		// as root left): for the admin to mend, a restart will not.
 		var ue usageError
-		if errors.As(err, &ue) {
+		var pe *cachestore.PermissionError
+		if errors.As(err, &ue) || errors.As(err, &pe) {
 			os.Exit(2)
 		}
 		os.Exit(1)

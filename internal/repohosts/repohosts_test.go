@@ -16,8 +16,18 @@ func TestScan(t *testing.T) {
 		"etc/apt/sources.list.d/gh.list":            "deb [signed-by=/x.gpg] https://cli.github.com/packages stable main\n",
 		"etc/apt/sources.list.d/nodesource.sources": "Types: deb\nURIs: https://deb.nodesource.com/node_20.x\nSuites: nodistro\nComponents: main\n\nTypes: deb\nURIs: https://private.example/apt https://user:secret@inline.example/apt\nSuites: stable\n",
 		"etc/apt/auth.conf.d/private.conf":          "machine private.example/apt login me password secret\n",
-		"etc/yum.repos.d/docker.repo":               "[docker]\nname=Docker\nbaseurl=https://download.docker.com/linux/centos/9/x86_64/stable\n\n[vendor]\nbaseurl=https://rpm.vendor.example/el9\nsslclientcert=/etc/pki/vendor.pem\n",
-		"etc/yum.repos.d/alma.repo":                 "[baseos]\nmirrorlist=https://mirrors.almalinux.org/mirrorlist/9/baseos\nbaseurl=http://plain.example/el9\n",
+		// apt reads every form of auth.conf: one field per line, a port,
+		// a scheme, a "#" line (no comment to apt), a part with no
+		// extension; it skips a part with another extension.
+		"etc/apt/auth.conf":            "machine\nlines.example\nlogin\nme\npassword\nx\n# machine hash.example login me password x\nmachine port.example:8443 login me\n",
+		"etc/apt/auth.conf.d/vendor":   "machine https://scheme.example/debian\n\tpassword x login me\n",
+		"etc/apt/auth.conf.d/old.save": "machine https://ignored.example login me password x\n",
+		"etc/apt/sources.list.d/more.list": "deb https://lines.example/d s m\ndeb https://hash.example/d s m\ndeb https://port.example/d s m\n" +
+			"deb https://scheme.example/debian s m\ndeb https://ignored.example/d s m\n",
+		"etc/yum.repos.d/docker.repo": "[docker]\nname=Docker\nbaseurl=https://download.docker.com/linux/centos/9/x86_64/stable\n\n[vendor]\nbaseurl=https://rpm.vendor.example/el9\nsslclientcert=/etc/pki/vendor.pem\n",
+		"etc/yum.repos.d/alma.repo":   "[baseos]\nmirrorlist=https://mirrors.almalinux.org/mirrorlist/9/baseos\nbaseurl=http://plain.example/el9\n",
+		// An empty password after a username takes nothing back.
+		"etc/yum.repos.d/login.repo": "[login]\nbaseurl=https://rpm.login.example/el9\nusername=me\npassword=\n",
 	}
 	for p, body := range files {
 		full := filepath.Join(root, p)
@@ -25,14 +35,17 @@ func TestScan(t *testing.T) {
 		os.WriteFile(full, []byte(body), 0o644)
 	}
 	f := Scan(root)
-	if got := strings.Join(f.HTTPS, " "); got != "cli.github.com deb.nodesource.com download.docker.com inline.example mirrors.almalinux.org private.example rpm.vendor.example" {
+	if got := strings.Join(f.HTTPS, " "); got != "cli.github.com deb.nodesource.com download.docker.com hash.example ignored.example inline.example lines.example mirrors.almalinux.org port.example private.example rpm.login.example rpm.vendor.example scheme.example" {
 		t.Fatalf("https hosts: %s", got)
 	}
-	if got := strings.Join(f.Credentials, " "); got != "inline.example private.example rpm.vendor.example" {
+	if got := strings.Join(f.Credentials, " "); got != "hash.example inline.example lines.example port.example private.example rpm.login.example rpm.vendor.example scheme.example" {
 		t.Fatalf("hosts with credentials: %s", got)
 	}
-	if got := strings.Join(f.Intercept(), " "); got != "cli.github.com deb.nodesource.com download.docker.com mirrors.almalinux.org" {
+	if got := strings.Join(f.Intercept(), " "); got != "cli.github.com deb.nodesource.com download.docker.com ignored.example mirrors.almalinux.org" {
 		t.Fatalf("to intercept: %s", got)
+	}
+	if len(f.Unreadable) != 0 {
+		t.Fatalf("unreadable: %v", f.Unreadable)
 	}
 	if f := Scan(filepath.Join(root, "nothing-here")); len(f.HTTPS) != 0 {
 		t.Fatalf("an empty root: %v", f)
