@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fillIn stores b through a fill whose bytes came in scope ("" public).
@@ -160,5 +161,65 @@ func TestScopeSecretKept(t *testing.T) {
 	}
 	if bytes.Equal(a, make([]byte, 32)) {
 		t.Fatal("an all-zero secret")
+	}
+}
+
+// The change log's identity is made once and kept; a rebuilt index has
+// another one (its numbers start again).
+func TestChangeLogIDKeptAndNewWhenRebuilt(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.ChangeLogID()
+	if err != nil || a == "" {
+		t.Fatalf("id %q, %v", a, err)
+	}
+	s.Close()
+	s, err = Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := s.ChangeLogID(); b != a {
+		t.Fatalf("after a restart: %q, want %q", b, a)
+	}
+	s.Close()
+	damageIndex(t, dir, "lost MANIFEST")
+	s = openStore(t, dir)
+	if b, _ := s.ChangeLogID(); b == a || b == "" {
+		t.Fatalf("a rebuilt index's log id %q, want a new one (was %q)", b, a)
+	}
+}
+
+// Deletions older than their time leave the log with their tombstones;
+// newer ones and stored entries stay.
+func TestCompactChanges(t *testing.T) {
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	s, err := Open(Config{Dir: t.TempDir(), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	old, fresh, kept := sha([]byte("old")), sha([]byte("fresh")), sha([]byte("kept"))
+	for _, c := range []Change{
+		{Key: "http://x/a", Digest: old, Delete: true, At: now.Add(-40 * 24 * time.Hour)},
+		{Key: "http://x/b", Digest: fresh, Delete: true, At: now.Add(-time.Hour)},
+		{Key: "http://x/c", Digest: kept, Size: 1, At: now.Add(-40 * 24 * time.Hour)},
+	} {
+		if _, err := s.RecordChange(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.CompactChanges(now.Add(-TombstoneTTL))
+	if err != nil || n != 1 {
+		t.Fatalf("compacted %d, %v; want 1", n, err)
+	}
+	if s.Tombstoned(old) || !s.Tombstoned(fresh) {
+		t.Fatal("the wrong tombstones went")
+	}
+	cs, _, _ := s.Changes(0, 10)
+	if len(cs) != 2 || cs[0].Key != "http://x/b" || cs[1].Key != "http://x/c" {
+		t.Fatalf("the log after compacting: %+v", cs)
 	}
 }

@@ -321,3 +321,40 @@ func TestReplicationReleaseOnlyWithItsFiles(t *testing.T) {
 		t.Fatalf("the Release after its Packages came: %v", err)
 	}
 }
+
+// A spoke learns what it pulls, as if it had fetched it from the origin:
+// with the WAN gone, a plain apt client of the spoke (no X-Warren-Digest,
+// as apt sends none) updates by hash and gets every .deb it never asked
+// for before.
+func TestReplicatedSpokeServesPlainClientsOffline(t *testing.T) {
+	up := newUpstream(t, 40000)
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload, hub.SyncToken{Name: "all", Token: allToken}))
+	byHash := "/debian/dists/stable/main/binary-amd64/by-hash/SHA256/" + sha256hex(up.files[packagesPath])
+	for _, p := range []string{releasePath, byHash, debPath} {
+		main.mustGet(up.URL+p, 200) // one machine of the main site, as apt asks
+	}
+	main.settle()
+	if err := main.store.Idle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	spoke := newHarness(t, up, asSyncHub("spoke", hub.FetchAndPreload))
+	if r := spoke.pull(t.Context(), main, allToken, hub.Repos{}, 0, false); !r.OK() || r.Blobs != 3 {
+		t.Fatalf("the pull: %+v", r)
+	}
+	up.Close() // the WAN is down
+	spoke.clock.advance(time.Hour)
+	gets := up.count(debPath)
+	if _, body := spoke.mustGet(up.URL+releasePath, 200); !bytes.Equal(body, up.files[releasePath]) {
+		t.Fatal("the spoke's InRelease, offline")
+	}
+	if _, body := spoke.mustGet(up.URL+byHash, 200); !bytes.Equal(body, up.files[packagesPath]) {
+		t.Fatal("the spoke's Packages by hash, offline")
+	}
+	resp, body := spoke.mustGet(up.URL+debPath, 200)
+	if !bytes.Equal(body, up.deb) || !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") || up.count(debPath) != gets {
+		t.Fatalf("a plain client's .deb from the spoke, offline: %d bytes, X-Cache %q", len(body), resp.Header.Get("X-Cache"))
+	}
+	if k, err := spoke.known(up.debURL); err != nil || k.Digest.Hex != sha256hex(up.deb) {
+		t.Fatalf("the spoke did not learn the .deb's hash from what it pulled: %+v %v", k, err)
+	}
+}

@@ -294,21 +294,24 @@ func (r *run) entry(ctx context.Context, e cachestore.Change) {
 }
 
 // keep records the URL-cache entry of a file kept by URL (an InRelease,
-// an index by name): what nodes and clients are served at that URL. The
-// source's time is never taken past now, and a newer copy of this hub's
-// own (fetched from the origin since) is not replaced. It says whether
-// the entry changed.
+// an index by name): what nodes and clients are served at that URL. A
+// newer copy of this hub's own (fetched from the origin since) is not
+// replaced. The source's time is never taken past now: a time from the
+// future is a clock ahead or a lie, so such an entry replaces no copy of
+// this hub's and is dated now (fresh for index_ttl, then asked of the
+// origin again). It says whether the entry changed.
 func (r *run) keep(e cachestore.Change) (bool, error) {
 	if e.Cached == nil {
 		return false, nil
 	}
 	cc := *e.Cached
 	cc.Digest, cc.Size = e.Digest, e.Size
-	if now := r.p.now(); cc.Fetched.After(now) {
-		cc.Fetched = now // a clock ahead, or a lie: not fresher than now
+	future := cc.Fetched.After(r.p.now())
+	if future {
+		cc.Fetched = r.p.now()
 	}
 	old, err := r.p.store.Cached(e.Key)
-	if err == nil && old.Digest != e.Digest && !old.Fetched.Before(cc.Fetched) {
+	if err == nil && old.Digest != e.Digest && (future || !old.Fetched.Before(cc.Fetched)) {
 		r.rep.Skipped++
 		return false, nil // this hub's copy is as new or newer
 	}
