@@ -208,6 +208,9 @@ type PreloadRun struct {
 	Failures  []string       `json:"failures,omitempty"`
 	Stopped   string         `json:"stopped,omitempty"` // why it ended early (the window closed)
 	Ecosystem map[string]int `json:"wanted_by_ecosystem,omitempty"`
+	// MissingSuites are the apt suites clients asked this (preload-only)
+	// hub for that the list lacks ("archive suite": times asked).
+	MissingSuites map[string]int64 `json:"missing_suites,omitempty"`
 }
 
 // PreloadState is what preloading keeps across restarts: the run log,

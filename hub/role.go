@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,6 +28,11 @@ type Role struct {
 	cfg     RoleConfig
 	log     *slog.Logger
 	refused map[string]*atomic.Int64 // by reason; made once, in NewRole
+
+	missingMu sync.Mutex // guards missing
+	// missing counts what clients asked for of apt suites the preload
+	// list lacks, by "archive suite" (a bounded number of them).
+	missing map[string]int64
 }
 
 // RoleConfig is a hub's policy.
@@ -40,6 +49,9 @@ type RoleConfig struct {
 	Failures *FailLimit
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// Preload is the hub's preload list: in preload mode, an index file of
+	// a suite the list lacks is refused saying so, and counted.
+	Preload PreloadList
 }
 
 // NewRole builds a hub's role.
@@ -54,7 +66,7 @@ func NewRole(cfg RoleConfig) *Role {
 	if cfg.Queue == nil {
 		cfg.Queue = NewQueue(DefaultMaxRequesters, DefaultRetryDelay)
 	}
-	r := &Role{cfg: cfg, log: cfg.Logger, refused: map[string]*atomic.Int64{}}
+	r := &Role{cfg: cfg, log: cfg.Logger, refused: map[string]*atomic.Int64{}, missing: map[string]int64{}}
 	for _, reason := range []string{ReasonToken, ReasonAuthLimit, ReasonNotPreloaded, ReasonMaxRequesters, ReasonLoop} {
 		r.refused[reason] = new(atomic.Int64)
 	}
@@ -188,9 +200,52 @@ func (h *Role) Unheld(w http.ResponseWriter, what, url string) bool {
 		return false
 	}
 	h.Refuse(ReasonNotPreloaded)
+	if archive, suite, ok := h.missingSuite(url); ok {
+		Refuse(w, http.StatusNotFound, ReasonNotPreloaded,
+			fmt.Sprintf("suite %s of %s is not on this hub's preload list and hub_mode is preload: add it to the suites of that archive's preload.apt entry (warren preload run --dry-run lists the suites clients asked for), or take it out of the clients' sources (%s)", suite, archive, url))
+		return true
+	}
 	Refuse(w, http.StatusNotFound, ReasonNotPreloaded,
 		fmt.Sprintf("%s is not held and hub_mode is preload: only what was preloaded is served (%s)", what, url))
 	return true
+}
+
+// maxMissingSuites bounds the suites counted: clients name them.
+const maxMissingSuites = 256
+
+// missingSuite says whether url is a file under an apt suite's dists/
+// directory that the preload list lacks (its archive not listed, or the
+// suite not among the archive's), and counts it.
+func (h *Role) missingSuite(raw string) (archive, suite string, ok bool) {
+	i := strings.Index(raw, "/dists/")
+	if i < 0 {
+		return "", "", false
+	}
+	archive = raw[:i+1]
+	suite, _, _ = strings.Cut(raw[i+len("/dists/"):], "/")
+	if suite == "" {
+		return "", "", false
+	}
+	for _, a := range h.cfg.Preload.Apt {
+		if normRoot(a.URL) == normRoot(archive) && slices.Contains(a.Suites, suite) {
+			return "", "", false
+		}
+	}
+	h.missingMu.Lock()
+	defer h.missingMu.Unlock()
+	k := archive + " " + suite
+	if _, seen := h.missing[k]; seen || len(h.missing) < maxMissingSuites {
+		h.missing[k]++
+	}
+	return archive, suite, true
+}
+
+// MissingSuites are the apt suites clients asked for that the preload
+// list lacks ("archive suite"), with how often.
+func (h *Role) MissingSuites() map[string]int64 {
+	h.missingMu.Lock()
+	defer h.missingMu.Unlock()
+	return maps.Clone(h.missing)
 }
 
 // Enter admits a requester of the artifact in transfer under key (size
@@ -217,6 +272,9 @@ func (h *Role) Figures() map[string]any {
 	out := map[string]any{"hub_mode": string(h.cfg.Mode), "hub_streaming_peak": h.cfg.Queue.Peak()}
 	for r, n := range h.Refusals() {
 		out["hub_refused_"+r] = n
+	}
+	if m := h.MissingSuites(); len(m) > 0 {
+		out["hub_missing_suites"] = m
 	}
 	return out
 }

@@ -693,3 +693,46 @@ func TestNodeSeesTokenRefusals(t *testing.T) {
 		t.Fatalf("the node's status of its hub: %+v", st)
 	}
 }
+
+// A preload-only hub asked for an index of a suite its list lacks (the
+// clients use bookworm-updates, the list names bookworm) says so: which
+// suite, of which archive, and what to change; it counts each, for the
+// page and `warren preload run --dry-run`.
+func TestPreloadHubNamesTheSuitesItLacks(t *testing.T) {
+	up := newUpstream(t, 10)
+	hb := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
+		c.Hub = &testHub{ID: "hub", Mode: hub.Preload, MaxRequesters: 5, Preload: hub.PreloadList{Apt: []hub.AptPreload{{
+			URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"}, Architectures: []string{"amd64"}, Packages: []string{"hello"}}}}}
+	})
+	for range 2 {
+		_, body := hb.mustGet(up.URL+"/debian/dists/stable-updates/InRelease", http.StatusNotFound)
+		if !strings.Contains(string(body), "suite stable-updates of "+up.URL+"/debian/") || !strings.Contains(string(body), "preload.apt") {
+			t.Fatalf("the refusal does not name the suite and the setting: %q", body)
+		}
+	}
+	// A listed suite's file that is not held is refused as before.
+	if _, body := hb.mustGet(up.URL+"/debian/dists/stable/InRelease", http.StatusNotFound); strings.Contains(string(body), "suite stable ") {
+		t.Fatalf("a listed suite called missing: %q", body)
+	}
+	if m := hb.role.MissingSuites(); m[up.URL+"/debian/ stable-updates"] != 2 || len(m) != 1 {
+		t.Fatalf("missing suites counted: %v", m)
+	}
+	if got := figureAny(t, hb, "hub_missing_suites"); got == nil {
+		t.Fatal("/_warren/stats does not list the missing suites")
+	}
+}
+
+func figureAny(t testing.TB, h *harness, name string) any {
+	t.Helper()
+	h.settle()
+	resp, err := http.Get(h.front.URL + "/_warren/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v[name]
+}

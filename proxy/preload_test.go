@@ -271,3 +271,71 @@ func TestPreloadRPMDependencies(t *testing.T) {
 		}
 	}
 }
+
+// Preload resolves as apt does: the newest version in dpkg's order
+// (1.10-1 after 1.9-1, an epoch above both), whichever suite lists it, and
+// what a package recommends (apt installs it by default) unless
+// preload_recommends is off.
+func TestPreloadResolvesAsApt(t *testing.T) {
+	up := newUpstream(t, 10)
+	type pkg struct{ suite, name, version, extra string }
+	list := []pkg{
+		{"stable", "zsh", "5.9-4", "Recommends: libpcre3, zsh-common"},
+		{"stable", "libpcre3", "8.39-15", ""},
+		{"stable", "zsh-common", "5.9-4", ""},
+		{"stable", "tool", "1.9-1", ""},
+		{"stable-updates", "tool", "1.10-1", ""},
+		{"stable", "lib", "2.0-1", ""},
+		{"stable-updates", "lib", "1:1.0-1", ""},
+	}
+	bodies := map[pkg][]byte{}
+	bySuite := map[string]*strings.Builder{}
+	for i, p := range list {
+		body := randomBytes(5000+i, uint64(200+i))
+		bodies[p] = body
+		b := bySuite[p.suite]
+		if b == nil {
+			b = &strings.Builder{}
+			bySuite[p.suite] = b
+		}
+		fmt.Fprintf(b, "Package: %s\nVersion: %s\nArchitecture: amd64\n", p.name, p.version)
+		if p.extra != "" {
+			b.WriteString(p.extra + "\n")
+		}
+		fmt.Fprintf(b, "Filename: pool/main/%s_%s_amd64.deb\nSize: %d\nSHA256: %s\n\n", p.name, noEpoch(p.version), len(body), sha256hex(body))
+	}
+	up.mu.Lock()
+	for p, body := range bodies {
+		up.files["/debian/pool/main/"+p.name+"_"+noEpoch(p.version)+"_amd64.deb"] = body
+	}
+	for suite, b := range bySuite {
+		pk := []byte(b.String())
+		up.files["/debian/dists/"+suite+"/main/binary-amd64/Packages"] = pk
+		up.files["/debian/dists/"+suite+"/InRelease"] = []byte(fmt.Sprintf("Suite: %s\nSHA256:\n %s %d main/binary-amd64/Packages\n", suite, sha256hex(pk), len(pk)))
+	}
+	up.mu.Unlock()
+	entry := hub.AptPreload{URL: up.URL + "/debian", Suites: []string{"stable", "stable-updates"}, Components: []string{"main"},
+		Architectures: []string{"amd64"}, Packages: []string{"zsh", "tool", "lib"}}
+	for _, recommends := range []bool{true, false} {
+		hb := newHarness(t, up, asHub(hub.Preload, 5))
+		run, err := hb.preload(t.Context(), preload.Options{List: hub.PreloadList{Apt: []hub.AptPreload{entry}}, Recommends: recommends})
+		if err != nil || len(run.Failures) > 0 {
+			t.Fatalf("preload: %+v %v", run, err)
+		}
+		want := map[string]bool{"zsh 5.9-4": true, "tool 1.10-1": true, "lib 1:1.0-1": true, "libpcre3 8.39-15": recommends, "zsh-common 5.9-4": recommends}
+		for p, body := range bodies {
+			key := p.name + " " + p.version
+			if got := hb.door.Holds(digestOf(body)); got != want[key] {
+				t.Errorf("recommends %v: %s held %v, want %v", recommends, key, got, want[key])
+			}
+		}
+	}
+}
+
+// noEpoch is a version as the pool names files: without its epoch.
+func noEpoch(v string) string {
+	if _, rest, ok := strings.Cut(v, ":"); ok {
+		return rest
+	}
+	return v
+}

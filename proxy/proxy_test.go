@@ -149,6 +149,7 @@ type testHub struct {
 	Tokens        []string
 	MaxRequesters int
 	Sync          []hub.SyncToken // replication.tokens
+	Preload       hub.PreloadList
 }
 
 type harnessOpt func(*testConfig, *cachestore.Config)
@@ -196,7 +197,7 @@ func (h *harness) start(opts ...harnessOpt) {
 	var role *hub.Role
 	if hc := cfg.Hub; hc != nil {
 		role = hub.NewRole(hub.RoleConfig{ID: hc.ID, Mode: hc.Mode, Tokens: hub.NewTokens(hc.Tokens),
-			Queue: hub.NewQueue(max(hc.MaxRequesters, 1), time.Second), Logger: cfg.Logger, Now: cfg.Now})
+			Queue: hub.NewQueue(max(hc.MaxRequesters, 1), time.Second), Preload: hc.Preload, Logger: cfg.Logger, Now: cfg.Now})
 		pcfg.Role = role
 		dcfg.KeepGenerations = door.DefaultKeepGenerations
 		dcfg.PreloadOnly = !hc.Mode.OnDemand()

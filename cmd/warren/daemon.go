@@ -40,6 +40,7 @@ type daemon struct {
 	door       *door.Door
 	proxy      *proxy.Server
 	feeds      *feedserver.Server  // nil without chocolatey feeds
+	role       *hub.Role           // a hub's; nil otherwise
 	replServer *replicate.Server   // a hub's serving side; nil otherwise
 	node       *peering.Node       // nil with discovery off
 	blobs      *peering.BlobServer // nil when passive or discovery off
@@ -121,7 +122,8 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		// A hub serves its nodes through its door (tokens, the queue),
 		// never as a LAN peer beside them.
 		role = hub.NewRole(hub.RoleConfig{ID: d.id.String(), Mode: cfg.hubMode, Tokens: hub.NewTokens(cfg.HubTokens),
-			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), Logger: log})
+			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), Preload: cfg.Preload, Logger: log})
+		d.role = role
 		pcfg.Role = role
 		dcfg.KeepGenerations = cfg.KeepIndexGenerations
 		dcfg.PreloadOnly = !cfg.hubMode.OnDemand()

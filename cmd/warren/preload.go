@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -84,6 +85,9 @@ func (p *preloader) run(ctx context.Context, trigger string, dryRun bool, stop f
 		return run, err
 	}
 	run.Trigger = trigger
+	if p.d.role != nil {
+		run.MissingSuites = p.d.role.MissingSuites()
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.state.Runs = append(p.state.Runs, run)
@@ -281,6 +285,12 @@ func printRun(w io.Writer, r hub.PreloadRun) {
 	}
 	for _, f := range r.Failures {
 		fmt.Fprintf(w, "  failed: %s\n", f)
+	}
+	if len(r.MissingSuites) > 0 {
+		fmt.Fprintf(w, "suites clients asked for that the preload list lacks (refused; add them to preload.apt):\n")
+		for _, k := range slices.Sorted(maps.Keys(r.MissingSuites)) {
+			fmt.Fprintf(w, "  %s (asked %d times)\n", k, r.MissingSuites[k])
+		}
 	}
 }
 
