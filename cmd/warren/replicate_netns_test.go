@@ -25,8 +25,10 @@ import (
 //     mirror stopped: a second run moves zero bytes.
 //   - The spoke's first run, killed midway and run again, completes
 //     without fetching again a blob it had stored.
-//   - With every WAN link down, the node installs with real apt-get and
-//     real dnf, and Chocolatey's calls succeed from replicated answers.
+//   - With every WAN link down, a plain apt-get and dnf using the spoke as
+//     their proxy install what they never asked for (the spoke learnt
+//     what it pulled), and so does the node, and Chocolatey's calls
+//     succeed from replicated answers.
 //   - A wrong token gets 401 and a failed run in `warren replicate log`; a
 //     token limited to the rpm repository reads no apt file; the main hub
 //     pulling from the spoke is refused as a loop.
@@ -45,7 +47,7 @@ func TestReplicationOverNetns(t *testing.T) {
 	lan := newLAN(t, "wrr", "10.81.0")
 	lan.host("up", mirror)
 	lan.sh("ip", "netns", "exec", lan.ns("up"), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "50mbit", "burst", "256k", "latency", "100ms")
-	for name, addr := range map[string]string{"main": mainAddr, "sec": secAddr, "spoke": spokeAddr, "h1": "10.81.0.1"} {
+	for name, addr := range map[string]string{"main": mainAddr, "sec": secAddr, "spoke": spokeAddr, "h1": "10.81.0.1", "h2": "10.81.0.2"} {
 		lan.host(name, addr)
 	}
 	// The secondary's link to the spoke is slow enough that a kill lands
@@ -176,8 +178,33 @@ replicate_from:
 		t.Fatalf("the spoke's second run moved bytes:\n%s", out)
 	}
 
-	// The node installs from the spoke with every WAN link down.
+	// A plain apt-get and dnf that use the spoke as their proxy (no
+	// warren on their machine, no digest sent) install with every WAN
+	// link down what they never asked for before: the spoke learnt what it
+	// pulled as if it had fetched it from the mirror.
 	sources := fmt.Sprintf("deb [signed-by=%s] %s/ stable main", repo.keyring, aptURL)
+	plain := newAptClient(t, base, "apt-h2", sources, "http://"+spokeAddr+":3142")
+	plain.in = lan.ns("h2")
+	if out, err := plain.try("update"); err != nil || strings.Contains(out, "W:") {
+		t.Fatalf("a plain apt-get update through the spoke, WAN down: %v\n%s", err, out)
+	}
+	if out, err := plain.try("install", "-y", "--download-only", "warren-e2e-big", "warren-e2e-small"); err != nil {
+		t.Fatalf("a plain apt-get install through the spoke, WAN down: %v\n%s", err, out)
+	}
+	for pool, sum := range repo.debs {
+		if got := sha256File(t, filepath.Join(plain.dir, "cache", "archives", filepath.Base(pool))); got != sum {
+			t.Fatalf("plain apt got %s with sha256 %s, want %s", pool, got, sum)
+		}
+	}
+	plainDl := filepath.Join(base, "dnf-h2", "dl")
+	dnfIn(t, lan.ns("h2"), base, "dnf-h2", rpmURL, "http://"+spokeAddr+":3142", "download", "--destdir="+plainDl, "warren-e2e-hello", "libwarren++-e2e")
+	for p, sum := range rpmSums {
+		if got := sha256File(t, filepath.Join(plainDl, filepath.Base(p))); got != sum {
+			t.Fatalf("plain dnf got %s with sha256 %s, want %s", p, got, sum)
+		}
+	}
+
+	// The node installs from the spoke with every WAN link down.
 	apt := newAptClient(t, base, "apt-h1", sources, "http://127.0.0.1:3142")
 	apt.in = lan.ns("h1")
 	if out, err := apt.try("update"); err != nil || strings.Contains(out, "W:") {
