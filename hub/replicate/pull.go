@@ -110,14 +110,12 @@ func (r *run) done() {
 func (p *Puller) Run(ctx context.Context, o Options) hub.ReplicateRun {
 	r := &run{p: p, o: o, failed: map[cachestore.Digest]error{}, offered: map[string]cachestore.Digest{},
 		rep: hub.ReplicateRun{From: o.Client.From.Name, Start: p.now(), CursorIn: o.From.Cursor, CursorOut: o.From.Cursor}}
-	defer func() {
-		r.rep.End = p.now()
-		p.log.Info("replication run", slog.String("from", r.rep.From), slog.Uint64("cursor_before", r.rep.CursorIn),
-			slog.Uint64("cursor_after", r.rep.CursorOut), slog.Int("entries", r.rep.Entries), slog.Int("blobs", r.rep.Blobs),
-			slog.Int64("bytes", r.rep.Bytes), slog.Int("deleted", r.rep.Deleted), slog.Int("refused", r.rep.Refused),
-			slog.Int("failures", len(r.rep.Failures)), slog.Int("to_retry", len(r.retry)), slog.String("error", r.rep.Error))
-	}()
 	r.walk(ctx)
+	r.rep.End = p.now()
+	p.log.Info("replication run", slog.String("from", r.rep.From), slog.Uint64("cursor_before", r.rep.CursorIn),
+		slog.Uint64("cursor_after", r.rep.CursorOut), slog.Int("entries", r.rep.Entries), slog.Int("blobs", r.rep.Blobs),
+		slog.Int64("bytes", r.rep.Bytes), slog.Int("deleted", r.rep.Deleted), slog.Int("refused", r.rep.Refused),
+		slog.Int("failures", len(r.rep.Failures)), slog.Int("to_retry", len(r.retry)), slog.String("error", r.rep.Error))
 	return r.rep
 }
 

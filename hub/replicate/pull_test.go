@@ -153,6 +153,9 @@ func TestPullRefusesEntriesOutsideItsRepositories(t *testing.T) {
 	if run.Refused != 3 || run.Blobs != 1 {
 		t.Fatalf("a pull with entries outside its repositories: %+v; want 1 blob and 3 refused", run)
 	}
+	if run.End.IsZero() || run.End.Before(run.Start) {
+		t.Fatalf("the run's end %s, its start %s", run.End, run.Start)
+	}
 	if !s.door.Holds(in.Digest) {
 		t.Fatal("the archive's file was not pulled")
 	}
