@@ -70,11 +70,16 @@ func withScope(bi BlobInfo, known bool, scope string) BlobInfo {
 // OpenShared opens a blob for a peer or a pulling hub: a private blob is
 // ErrNotFound to them, as if it were not here.
 func (s *Store) OpenShared(d Digest) (*Blob, BlobInfo, error) {
+	// Looked at before it is opened: a probe for a private blob must not
+	// count as a use of it (that would keep it from eviction).
+	if bi, err := s.Stat(d); err == nil && bi.Private() {
+		return nil, BlobInfo{Digest: d}, ErrNotFound
+	}
 	b, bi, err := s.OpenBlob(d)
 	if err != nil {
 		return nil, bi, err
 	}
-	if bi.Private() {
+	if bi.Private() { // made private between the two looks
 		b.Close()
 		return nil, BlobInfo{Digest: d}, ErrNotFound
 	}

@@ -27,6 +27,9 @@ type UpstreamStatusError struct {
 	Code   int
 	Status string
 	URL    string
+	// Challenge is the origin's WWW-Authenticate on a 401: passed on, so
+	// that a client can answer it as it would the origin's own.
+	Challenge []string
 }
 
 func (e *UpstreamStatusError) Error() string {
@@ -216,7 +219,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
 			s.rememberNotFound(p.Key)
 		}
-		return nil, fill.Stop(&UpstreamStatusError{Code: resp.StatusCode, Status: resp.Status, URL: p.URL})
+		return nil, fill.Stop(&UpstreamStatusError{Code: resp.StatusCode, Status: resp.Status, URL: p.URL, Challenge: resp.Header.Values("WWW-Authenticate")})
 	}
 	if p.Size >= 0 && size >= 0 && size != p.Size {
 		resp.Body.Close()

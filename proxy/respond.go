@@ -320,6 +320,9 @@ func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 		w.Header().Set(hub.HeaderRefused, he.Reason)
 	case errors.As(err, &st):
 		code = st.Code
+		for _, c := range st.Challenge {
+			w.Header().Add("WWW-Authenticate", c)
+		}
 		// A loop stays a loop (508: the request came back to a warren);
 		// other upstream failures are a bad gateway.
 		if code >= 500 && code != http.StatusLoopDetected {
