@@ -119,7 +119,10 @@ func TestPrivateRepositoryStaysPrivate(t *testing.T) {
 						t.Fatal(err)
 					}
 					if resp.StatusCode != http.StatusUnauthorized || bytes.Contains(body, up.deb[:64]) {
-						t.Fatalf("%s without alice's door.Credential (%v): %d, want the origin's 401", p, hdr, resp.StatusCode)
+						t.Fatalf("%s without alice's credential (%v): %d, want the origin's 401", p, hdr, resp.StatusCode)
+					}
+					if got := resp.Header.Get("WWW-Authenticate"); got != `Basic realm="private"` {
+						t.Fatalf("%s: the origin's challenge was not passed on: %q", p, got)
 					}
 				}
 			}
