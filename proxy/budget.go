@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/warren-cache/warren/status"
 )
 
 // Rate is a request budget: at most N requests in any Per. The zero Rate
@@ -180,20 +182,21 @@ func (b *budget) tooManyRequests(retryAfter time.Duration) {
 	}
 }
 
-// budgetStats is what the page and /metrics show of a budget.
-type budgetStats struct {
-	Feed         string
-	Rate         Rate
-	Waits        int64
-	Refused      int64
-	TooMany      int64
-	BlockedUntil time.Time
-}
-
-func (b *budget) stats() budgetStats {
+// stats is what the page and /metrics show of a budget.
+func (b *budget) stats() status.Budget {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return budgetStats{Feed: feedLabel(b.feed), Rate: b.rate, Waits: b.waits, Refused: b.refused, TooMany: b.tooMany, BlockedUntil: b.blockedUntil}
+	return status.Budget{Feed: feedLabel(b.feed), Rate: b.rate.String(), Waits: b.waits, Refused: b.refused, TooMany: b.tooMany, BlockedUntil: b.blockedUntil}
+}
+
+// BudgetStats are the Chocolatey feeds' request budgets, by feed.
+func (s *Server) BudgetStats() []status.Budget {
+	var out []status.Budget
+	for _, b := range s.budgets {
+		out = append(out, b.stats())
+	}
+	slices.SortFunc(out, func(a, b status.Budget) int { return strings.Compare(a.Feed, b.Feed) })
+	return out
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date; def when

@@ -207,7 +207,7 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 	w.WriteHeader(a.status)
 	if r.Method == http.MethodGet {
 		w.Write(body)
-		s.hist.add(s.now(), door.EcoChocolatey, int64(len(body)), 0)
+		s.hist.Add(s.now(), door.EcoChocolatey, int64(len(body)), 0)
 	}
 	s.logFeed(r, target, kind, outcome, a.status, len(body), start)
 }
@@ -277,7 +277,7 @@ func (s *Server) fetchFeed(rt chocoRoute, target, kind, key string, hdr http.Hea
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxFeedBytes+1))
-	s.hist.add(s.now(), door.EcoChocolatey, 0, int64(len(body)))
+	s.hist.Add(s.now(), door.EcoChocolatey, 0, int64(len(body)))
 	if err != nil {
 		return feedAnswer{}, &door.UpstreamFetchError{URL: hub.RedactURLs(target), Err: err}
 	}

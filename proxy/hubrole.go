@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
@@ -60,22 +58,6 @@ func newHubMetrics() hubMetrics {
 		m.refused[r] = new(atomic.Int64)
 	}
 	return m
-}
-
-func (s *Server) registerHubMetrics(reg *prometheus.Registry) {
-	for r, n := range s.hubm.refused {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "warren_hub_refusals_total", Help: "Requests the hub refused, by reason (token, auth-limit, not-preloaded, max-requesters, loop).",
-			ConstLabels: prometheus.Labels{"reason": r},
-		}, func() float64 { return float64(n.Load()) }))
-	}
-	q := s.cfg.Hub.Queue
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "warren_hub_queue_waiting", Help: "Requesters told to wait (max_requesters) during the transfers in progress.",
-	}, func() float64 { _, n := q.Totals(); return float64(n) }))
-	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "warren_hub_queue_streaming", Help: "Requesters streaming an artifact the hub is still fetching.",
-	}, func() float64 { n, _ := q.Totals(); return float64(n) }))
 }
 
 // hubAdmit applies the hub's door rules to a request that is not for one

@@ -29,6 +29,7 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/door"
+	"github.com/warren-cache/warren/status"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -1130,10 +1131,10 @@ func fillUp(t *testing.T, dir string, keep int64) {
 func TestMetricsAndStatusPage(t *testing.T) {
 	up := newUpstream(t, 100000)
 	h := newHarness(t, up, func(c *Config, _ *cachestore.Config) {
-		c.Status = func() Status {
-			return Status{NodeID: "n1", CacheBytes: 100000, CacheMax: 400000, Blobs: 1, UploadSlots: 2, UploadsPeak: 2, BytesUploaded: 777,
-				Peers:     []StatusPeer{{ID: "peer-a", Addr: "10.0.0.2:3142", Role: "peer", Priority: 100}},
-				Transfers: []StatusTransfer{{What: "digest:sha256:ab", Written: 50, Size: 100}}}
+		c.Status = func() status.Status {
+			return status.Status{NodeID: "n1", CacheBytes: 100000, CacheMax: 400000, Blobs: 1, UploadSlots: 2, UploadsPeak: 2, BytesUploaded: 777,
+				Peers:     []status.Peer{{ID: "peer-a", Addr: "10.0.0.2:3142", Role: "peer", Priority: 100}},
+				Transfers: []status.Transfer{{What: "digest:sha256:ab", Written: 50, Size: 100}}}
 		}
 	})
 	h.learn()

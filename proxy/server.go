@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -26,6 +25,7 @@ import (
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/intercept"
+	"github.com/warren-cache/warren/status"
 )
 
 // Store is what the proxy needs of the cache.
@@ -117,7 +117,7 @@ type Config struct {
 	UpstreamRoots *x509.CertPool
 	// Status gives the status page and /_warren/stats the other parts'
 	// state (cache, peers, uploads).
-	Status func() Status
+	Status func() status.Status
 	// Collectors are more Prometheus metrics for /metrics (peers, cache).
 	Collectors []prometheus.Collector
 	// Dial, when set, makes upstream connections instead of TCP (the
@@ -156,10 +156,8 @@ type Server struct {
 	hubm       hubMetrics
 	replServed atomic.Int64 // blob bytes served to hubs pulling from this one
 	stats      Stats
-	hist       history // the last day's bytes by ecosystem, for the page
-	started    time.Time
-	requestsBy *prometheus.CounterVec
-	metrics    http.Handler
+	hist       status.History // the last day's bytes by ecosystem, for the page
+	board      *status.Board  // the status page, /_warren/stats and /metrics
 }
 
 // Stats are running totals, read with Snapshot.
@@ -258,7 +256,7 @@ func New(cfg Config, store Store) (*Server, error) {
 		AllowUpstream: cfg.AllowUpstream, UpstreamRoots: cfg.UpstreamRoots,
 		IndexTTL: cfg.IndexTTL, NegativeTTL: cfg.NegativeTTL, StallTimeout: cfg.StallTimeout, ShareMinSize: cfg.ShareMinSize,
 		Peers: cfg.Peers, Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Logger: cfg.Logger, Now: cfg.Now,
-		WAN: func(eco string, n int64) { s.hist.add(s.now(), eco, 0, n) },
+		WAN: func(eco string, n int64) { s.hist.Add(s.now(), eco, 0, n) },
 		Transport: func(base http.RoundTripper) http.RoundTripper {
 			return &budgetTransport{base: base, budgets: budgets, count: func(feed, kind string) {
 				s.feedUpstream.WithLabelValues(feedLabel(feed), kind).Inc()
@@ -287,9 +285,8 @@ func New(cfg Config, store Store) (*Server, error) {
 			},
 		})
 	}
-	s.started = cfg.Now()
 	s.hubm = newHubMetrics()
-	s.newMetrics(cfg.Collectors)
+	s.board = s.newBoard()
 	return s, nil
 }
 
@@ -354,15 +351,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !r.URL.IsAbs() {
 		switch r.URL.Path {
 		case "/_warren/stats":
-			s.serveStats(w)
+			s.board.ServeStats(w, r)
 			return
 		case "/_warren/", "/_warren", "/":
 			// "/" is a person with a browser (apt-cacher-ng answers it
 			// with its usage page): the status page, with how to use it.
-			s.serveStatusPage(w, r)
+			s.board.ServePage(w, r)
 			return
 		case "/metrics":
-			s.metrics.ServeHTTP(w, r)
+			s.board.ServeMetrics(w, r)
 			return
 		case "/favicon.ico":
 			// Browsers ask for it beside the status page: it is no
@@ -463,33 +460,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) refuseDestination(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Warn("refused upstream destination", slog.String("client", r.RemoteAddr), slog.Any("err", err))
 	http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
-}
-
-// serveStats answers the running totals as JSON, for scripts and tests
-// (the status page and /metrics build on the same figures).
-func (s *Server) serveStats(w http.ResponseWriter) {
-	out := map[string]any{}
-	for k, v := range s.Snapshot() {
-		out[k] = v
-	}
-	if s.cfg.Status != nil {
-		st := s.cfg.Status()
-		for k, v := range st.Figures() {
-			out[k] = v
-		}
-		for k, v := range st.HubLines() {
-			out[k] = v
-		}
-	}
-	if s.cfg.Hub != nil {
-		for r, n := range s.hubRefusals() {
-			out["hub_refused_"+r] = n
-		}
-		out["hub_mode"] = string(s.cfg.Hub.Mode)
-		out["hub_streaming_peak"] = s.cfg.Hub.Queue.Peak()
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
 }
 
 // targetURL is the upstream URL a request names: the absolute request URI
