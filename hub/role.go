@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/warren-cache/warren/cachestore"
 )
 
@@ -265,36 +263,4 @@ func (h *Role) Enter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill,
 	done := f.Written()
 	WriteBusy(w, Busy{Position: pos, RetryAfter: q.Wait(key, done, size), Done: done, Total: size, Requesters: streaming})
 	return nil, false
-}
-
-// Figures are the hub's numbers for /_warren/stats.
-func (h *Role) Figures() map[string]any {
-	out := map[string]any{"hub_mode": string(h.cfg.Mode), "hub_streaming_peak": h.cfg.Queue.Peak()}
-	for r, n := range h.Refusals() {
-		out["hub_refused_"+r] = n
-	}
-	if m := h.MissingSuites(); len(m) > 0 {
-		out["hub_missing_suites"] = m
-	}
-	return out
-}
-
-// Collectors are the hub's metrics for /metrics.
-func (h *Role) Collectors() []prometheus.Collector {
-	var out []prometheus.Collector
-	for r, n := range h.refused {
-		out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "warren_hub_refusals_total", Help: "Requests the hub refused, by reason (token, auth-limit, not-preloaded, max-requesters, loop).",
-			ConstLabels: prometheus.Labels{"reason": r},
-		}, func() float64 { return float64(n.Load()) }))
-	}
-	q := h.cfg.Queue
-	out = append(out,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "warren_hub_queue_waiting", Help: "Requesters told to wait (max_requesters) during the transfers in progress.",
-		}, func() float64 { _, n := q.Totals(); return float64(n) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "warren_hub_queue_streaming", Help: "Requesters streaming an artifact the hub is still fetching.",
-		}, func() float64 { n, _ := q.Totals(); return float64(n) }))
-	return out
 }

@@ -1,23 +1,17 @@
-// Package proxy is warren's HTTP front. apt (and later dnf and choco) talk to
+// Package proxy is warren's HTTP front, and only that: apt and dnf talk to
 // it as an HTTP proxy, or apt-cacher-ng style with the upstream host in the
-// path. It classifies each URL and keys it in one canonical form, serves
-// hits from the store, and hands misses to the fill engine (package fill):
-// one fill per digest (or per URL) on a context no client owns, over the
-// LAN's peers, the site's hubs and the origin as sources, verified against the hashes learnt
-// from repository metadata. Metadata is learnt from its verified blob once
-// stored (metadata.go). CONNECT tunnels and requests it does not cache go
-// through elazarl/goproxy.
+// path, and choco reaches the feeds under /chocolatey/. It admits clients
+// (allow_clients and connection caps on accept: listener.go), routes
+// (server.go: its own pages, a hub's replication endpoints, the feeds,
+// CONNECT tunnels and intercepted https, the cache), and tells the story
+// of one request top to bottom (serve.go) through the door (package door,
+// the one way bytes enter the store): the plan, the store, a remembered
+// 404, one flight from the ordered sources, the stream, the tails. It
+// writes the answer (respond.go), a small hit corked with its body sent by
+// sendfile (cork.go), and serves without storing when the disk has no room
+// (unstored.go, the door still verifying).
 //
-// It also owns who may talk to it and whom it talks to: allow_clients and
-// connection caps on accept (listener.go), upstream destinations that are
-// never this machine or its link (guard.go), and the Chocolatey feeds'
-// kept answers and upstream request budgets (chocolatey.go, budget.go).
-//
-// serve.go tells the story of one request from top to bottom (serve);
-// plan.go says what a URL must hash to, fillrun.go runs the one flight
-// over its ordered sources, origin.go is the origin (or a hub) as a
-// source, respond.go writes the answer, unstored.go serves when the disk
-// has no room. In the hub role, hubrole.go applies package hub's policy
-// (tokens, mode, the max-requesters queue) at the story's steps, and
-// generations.go keeps the metadata it hands nodes consistent.
+// It knows no role: a hub's policy reaches it through the small Role
+// interface (package hub's Role), the feeds through Feeds (package
+// feedserver), the page and metrics through package status.
 package proxy

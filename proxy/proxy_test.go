@@ -36,6 +36,7 @@ import (
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/hub/replicate"
 	"github.com/warren-cache/warren/intercept"
+	"github.com/warren-cache/warren/status"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -120,7 +121,7 @@ type testConfig struct {
 	AllowClients []netip.Prefix
 	ConnectPorts []int
 	Intercept    intercept.Certs
-	Status       func() Status
+	Status       func() status.Status
 	// The door's.
 	AllowUpstream []netip.Prefix
 	UpstreamRoots *x509.CertPool
@@ -230,7 +231,7 @@ func (h *harness) start(opts ...harnessOpt) {
 		repl = replicate.NewServer(replicate.ServerConfig{ID: id, Chain: chain, Tokens: hub.NewSyncTokens(cfg.Hub.Sync),
 			Authenticate: role.Authenticate, Refuse: role.Refuse, Store: store, Logger: cfg.Logger})
 		pcfg.Replication = repl
-		pcfg.Collectors = append(pcfg.Collectors, role.Collectors()...)
+		pcfg.HubStatus = &status.HubRole{Mode: role.Mode(), Queue: role.Queue(), Refusals: role.Refusals, MissingSuites: role.MissingSuites}
 	}
 	pcfg.Door = d
 	px, err = New(pcfg)
@@ -1244,10 +1245,10 @@ func fillUp(t *testing.T, dir string, keep int64) {
 func TestMetricsAndStatusPage(t *testing.T) {
 	up := newUpstream(t, 100000)
 	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
-		c.Status = func() Status {
-			return Status{NodeID: "n1", CacheBytes: 100000, CacheMax: 400000, Blobs: 1, UploadSlots: 2, UploadsPeak: 2, BytesUploaded: 777,
-				Peers:     []StatusPeer{{ID: "peer-a", Addr: "10.0.0.2:3142", Role: "peer", Priority: 100}},
-				Transfers: []StatusTransfer{{What: "digest:sha256:ab", Written: 50, Size: 100}}}
+		c.Status = func() status.Status {
+			return status.Status{NodeID: "n1", CacheBytes: 100000, CacheMax: 400000, Blobs: 1, UploadSlots: 2, UploadsPeak: 2, BytesUploaded: 777,
+				Peers:     []status.Peer{{ID: "peer-a", Addr: "10.0.0.2:3142", Role: "peer", Priority: 100}},
+				Transfers: []status.Transfer{{What: "digest:sha256:ab", Written: 50, Size: 100}}}
 		}
 	})
 	h.learn()

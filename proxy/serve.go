@@ -35,9 +35,9 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 		s.stats.Errors.Add(1)
 		s.fail(rw, r, p, err)
 	}
-	s.requestsBy.WithLabelValues(outcome).Inc()
+	s.board.CountRequest(outcome)
 	s.stats.BytesServed.Add(rw.bytes)
-	s.hist.add(s.now(), p.Eco, rw.bytes, 0)
+	s.hist.Add(s.now(), p.Eco, rw.bytes, 0)
 	if ctx := r.Context(); s.log.Enabled(ctx, slog.LevelInfo) {
 		// The access log, a line per request: built as a record without
 		// the caller's frame, which Logger.Info looks up on every call

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/intercept"
+	"github.com/warren-cache/warren/status"
 )
 
 // Role is what a warren's site role adds to the front's request story
@@ -48,8 +48,6 @@ type Role interface {
 	Enter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, key string, size int64, shown string) (leave func(), ok bool)
 	// Refuse counts a refusal the front made (a loop).
 	Refuse(reason string)
-	// Figures are the role's numbers for /_warren/stats.
-	Figures() map[string]any
 }
 
 // nodeRole is a node's: it adds nothing.
@@ -59,7 +57,6 @@ func (nodeRole) Admit(http.ResponseWriter, *http.Request) bool   { return true }
 func (nodeRole) Target(*http.Request, *url.URL) bool             { return false }
 func (nodeRole) Unheld(http.ResponseWriter, string, string) bool { return false }
 func (nodeRole) Refuse(string)                                   {}
-func (nodeRole) Figures() map[string]any                         { return nil }
 func (nodeRole) Claim(*http.Request) (cachestore.Digest, int64, bool) {
 	return cachestore.Digest{}, -1, false
 }
@@ -104,13 +101,16 @@ type Config struct {
 	Hubs []door.Hub
 	// Status gives the status page and /_warren/stats the other parts'
 	// state (cache, peers, uploads).
-	Status func() Status
+	Status func() status.Status
 	// Collectors are more Prometheus metrics for /metrics (peers, cache).
 	Collectors []prometheus.Collector
 	// Budgets are the Chocolatey feeds' request budgets, for the page.
-	Budgets func() []feedserver.BudgetStats
-	Logger  *slog.Logger
-	Now     func() time.Time
+	Budgets func() []status.Budget
+	// HubStatus is a hub's own figures for the page, /_warren/stats and
+	// /metrics; nil: a node.
+	HubStatus *status.HubRole
+	Logger    *slog.Logger
+	Now       func() time.Time
 }
 
 // Server is the proxy. Close stops its fills.
@@ -131,11 +131,9 @@ type Server struct {
 	// corkBufs hold corked answers' heads (cork.go).
 	corkBufs sync.Pool
 
-	stats      Stats
-	hist       history // the last day's bytes by ecosystem, for the page
-	started    time.Time
-	requestsBy *prometheus.CounterVec
-	metrics    http.Handler
+	stats Stats
+	hist  status.History // the last day's bytes by ecosystem, for the page
+	board *status.Board  // the status page, /_warren/stats and /metrics
 }
 
 // Stats are running totals, read with Snapshot.
@@ -209,14 +207,13 @@ func New(cfg Config) (*Server, error) {
 			},
 		})
 	}
-	s.started = cfg.Now()
-	s.newMetrics(cfg.Collectors)
+	s.board = s.newBoard()
 	return s, nil
 }
 
 // History counts bytes for the day's chart by ecosystem: served to
 // clients, and taken from upstream (the door's and the feeds' WAN).
-func (s *Server) History(eco string, served, wan int64) { s.hist.add(s.now(), eco, served, wan) }
+func (s *Server) History(eco string, served, wan int64) { s.hist.Add(s.now(), eco, served, wan) }
 
 // newGoproxy builds the pass-through half: CONNECT tunnels and requests the
 // cache does not take (other methods).
@@ -279,15 +276,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !r.URL.IsAbs() {
 		switch r.URL.Path {
 		case "/_warren/stats":
-			s.serveStats(w)
+			s.board.ServeStats(w, r)
 			return
 		case "/_warren/", "/_warren", "/":
 			// "/" is a person with a browser (apt-cacher-ng answers it
 			// with its usage page): the status page, with how to use it.
-			s.serveStatusPage(w, r)
+			s.board.ServePage(w, r)
 			return
 		case "/metrics":
-			s.metrics.ServeHTTP(w, r)
+			s.board.ServeMetrics(w, r)
 			return
 		case "/favicon.ico":
 			// Browsers ask for it beside the status page: it is no
@@ -395,29 +392,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) refuseDestination(w http.ResponseWriter, r *http.Request, err error) {
 	s.log.Warn("refused upstream destination", slog.String("client", r.RemoteAddr), slog.Any("err", err))
 	http.Error(w, "warren: "+err.Error(), http.StatusForbidden)
-}
-
-// serveStats answers the running totals as JSON, for scripts and tests
-// (the status page and /metrics build on the same figures).
-func (s *Server) serveStats(w http.ResponseWriter) {
-	out := map[string]any{}
-	for k, v := range s.Snapshot() {
-		out[k] = v
-	}
-	if s.cfg.Status != nil {
-		st := s.cfg.Status()
-		for k, v := range st.Figures() {
-			out[k] = v
-		}
-		for k, v := range st.HubLines() {
-			out[k] = v
-		}
-	}
-	for k, v := range s.role.Figures() {
-		out[k] = v
-	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
 }
 
 // targetURL is the upstream URL a request names: the absolute request URI

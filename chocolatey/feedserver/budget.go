@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/status"
 )
 
 // Rate is a request budget: at most N requests in any Per. The zero Rate
@@ -192,20 +193,11 @@ func (b *budget) tooManyRequests(retryAfter time.Duration) {
 	}
 }
 
-// BudgetStats is what the page and /metrics show of a budget.
-type BudgetStats struct {
-	Feed         string
-	Rate         Rate
-	Waits        int64
-	Refused      int64
-	TooMany      int64
-	BlockedUntil time.Time
-}
-
-func (b *budget) stats() BudgetStats {
+// stats is what the page and /metrics show of a budget.
+func (b *budget) stats() status.Budget {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return BudgetStats{Feed: feedLabel(b.feed), Rate: b.rate, Waits: b.waits, Refused: b.refused, TooMany: b.tooMany, BlockedUntil: b.blockedUntil}
+	return status.Budget{Feed: feedLabel(b.feed), Rate: b.rate.String(), Waits: b.waits, Refused: b.refused, TooMany: b.tooMany, BlockedUntil: b.blockedUntil}
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date; def when
@@ -329,37 +321,11 @@ func (b *Budgets) Wrap(base http.RoundTripper) http.RoundTripper {
 }
 
 // Stats are the budgets' figures, by feed.
-func (b *Budgets) Stats() []BudgetStats {
-	var out []BudgetStats
+func (b *Budgets) Stats() []status.Budget {
+	var out []status.Budget
 	for _, bb := range b.byHost {
 		out = append(out, bb.stats())
 	}
-	slices.SortFunc(out, func(a, b BudgetStats) int { return strings.Compare(a.Feed, b.Feed) })
+	slices.SortFunc(out, func(a, b status.Budget) int { return strings.Compare(a.Feed, b.Feed) })
 	return out
-}
-
-// budgetCollector shows each feed budget's figures in /metrics.
-type budgetCollector struct{ b *Budgets }
-
-var (
-	budgetWaitsDesc   = prometheus.NewDesc("warren_chocolatey_budget_waits_total", "Upstream feed requests that waited for the request budget.", []string{"feed"}, nil)
-	budgetRefusedDesc = prometheus.NewDesc("warren_chocolatey_budget_refusals_total", "Upstream feed requests not sent: the budget's wait would pass its bound, or upstream said 429.", []string{"feed"}, nil)
-	budget429Desc     = prometheus.NewDesc("warren_chocolatey_upstream_429_total", "429 Too Many Requests answers from a feed's upstream.", []string{"feed"}, nil)
-	budgetBlockedDesc = prometheus.NewDesc("warren_chocolatey_upstream_blocked_seconds", "Seconds until a feed's upstream may be asked again after a 429 (0: it may).", []string{"feed"}, nil)
-)
-
-func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- budgetWaitsDesc
-	ch <- budgetRefusedDesc
-	ch <- budget429Desc
-	ch <- budgetBlockedDesc
-}
-
-func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, st := range c.b.Stats() {
-		ch <- prometheus.MustNewConstMetric(budgetWaitsDesc, prometheus.CounterValue, float64(st.Waits), st.Feed)
-		ch <- prometheus.MustNewConstMetric(budgetRefusedDesc, prometheus.CounterValue, float64(st.Refused), st.Feed)
-		ch <- prometheus.MustNewConstMetric(budget429Desc, prometheus.CounterValue, float64(st.TooMany), st.Feed)
-		ch <- prometheus.MustNewConstMetric(budgetBlockedDesc, prometheus.GaugeValue, max(time.Until(st.BlockedUntil).Seconds(), 0), st.Feed)
-	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/status"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -170,13 +171,14 @@ func (s *Server) Call(ctx context.Context, feedURL, rest string) ([]chocolatey.E
 	return f.Entries, a.body, nil
 }
 
-// Collectors are the feeds' metrics for /metrics.
+// Collectors are the feeds' counters for /metrics (the budgets' figures
+// the status board shows from BudgetStats).
 func (s *Server) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.budgets.feedUpstream, s.staleAnswers, budgetCollector{s.budgets}}
+	return []prometheus.Collector{s.budgets.feedUpstream, s.staleAnswers}
 }
 
 // BudgetStats are the feeds' request budgets, by feed.
-func (s *Server) BudgetStats() []BudgetStats { return s.budgets.Stats() }
+func (s *Server) BudgetStats() []status.Budget { return s.budgets.Stats() }
 
 const (
 	chocoPrefix  = "/chocolatey/"

@@ -30,6 +30,7 @@ import (
 	"github.com/warren-cache/warren/mdns"
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
+	"github.com/warren-cache/warren/status"
 )
 
 // daemon is every part of a running warren, wired.
@@ -173,7 +174,7 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	pcfg.Status = d.status
 	pcfg.Collectors = d.collectors()
 	if role != nil {
-		pcfg.Collectors = append(pcfg.Collectors, role.Collectors()...)
+		pcfg.HubStatus = &status.HubRole{Mode: role.Mode(), Queue: role.Queue(), Refusals: role.Refusals, MissingSuites: role.MissingSuites}
 	}
 	if d.feeds != nil {
 		pcfg.Collectors = append(pcfg.Collectors, d.feeds.Collectors()...)
@@ -254,9 +255,9 @@ func storeConfig(cfg settings, log *slog.Logger) (cachestore.Config, error) {
 
 // status is what the status page, /_warren/stats and `warren status` show
 // of the store, the peers and the uploads.
-func (d *daemon) status() proxy.Status {
+func (d *daemon) status() status.Status {
 	used, blobs, _ := d.store.Usage()
-	st := proxy.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role}
+	st := status.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role}
 	for _, h := range d.hubs {
 		st.Hubs = append(st.Hubs, h.Status())
 	}
@@ -285,7 +286,7 @@ func (d *daemon) status() proxy.Status {
 			if p.Passive {
 				role = "passive"
 			}
-			st.Peers = append(st.Peers, proxy.StatusPeer{ID: p.ID.String(), Addr: p.AddrPort().String(), Role: role,
+			st.Peers = append(st.Peers, status.Peer{ID: p.ID.String(), Addr: p.AddrPort().String(), Role: role,
 				Priority: p.Priority, FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
 		}
 	}
@@ -293,7 +294,7 @@ func (d *daemon) status() proxy.Status {
 		st.KnownArtifacts = d.proxy.Door().KnownArtifacts()
 	}
 	for _, f := range d.store.Fills() {
-		st.Transfers = append(st.Transfers, proxy.StatusTransfer{What: f.Key, Written: f.Written, Size: f.Size})
+		st.Transfers = append(st.Transfers, status.Transfer{What: f.Key, Written: f.Written, Size: f.Size})
 	}
 	return st
 }

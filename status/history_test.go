@@ -1,9 +1,7 @@
-package proxy
+package status
 
 import (
 	"encoding/xml"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -12,18 +10,18 @@ import (
 )
 
 func TestHistory(t *testing.T) {
-	var h history
+	var h History
 	now := time.Date(2026, 12, 3, 15, 30, 0, 0, time.UTC)
-	h.add(now.Add(-25*time.Hour), door.EcoDebian, 1<<30, 0) // older than a day: not in the chart
-	h.add(now.Add(-2*time.Hour), door.EcoDebian, 3000, 1000)
-	h.add(now, door.EcoDebian, 2000, 0)
-	h.add(now, door.EcoRPM, 500, 500)
+	h.Add(now.Add(-25*time.Hour), door.EcoDebian, 1<<30, 0) // older than a day: not in the chart
+	h.Add(now.Add(-2*time.Hour), door.EcoDebian, 3000, 1000)
+	h.Add(now, door.EcoDebian, 2000, 0)
+	h.Add(now, door.EcoRPM, 500, 500)
 	rows := h.rows(now)
 	if len(rows) != historyHours || !rows[historyHours-1].start.Equal(now.Truncate(time.Hour)) {
 		t.Fatalf("rows: %d, last %s", len(rows), rows[len(rows)-1].start)
 	}
 	day := h.totals(now)
-	if len(day) != 2 || day[0] != (EcoTotal{door.EcoDebian, 5000, 1000}) || day[0].Saved() != 80 || day[1].Saved() != 0 {
+	if len(day) != 2 || day[0] != (ecoTotal{door.EcoDebian, 5000, 1000}) || day[0].Saved() != 80 || day[1].Saved() != 0 {
 		t.Fatalf("the day's totals: %+v", day)
 	}
 	svg := string(h.chart(now))
@@ -44,28 +42,5 @@ func TestHistory(t *testing.T) {
 	}
 	if h.total(door.EcoDebian).served != 1<<30+5000 {
 		t.Fatalf("the total since start lost the old hour")
-	}
-}
-
-// The page draws the day: what was served, by ecosystem.
-func TestStatusPageChart(t *testing.T) {
-	up := newUpstream(t, 100000)
-	h := newHarness(t, up)
-	h.learn()
-	h.mustGet(up.debURL, 200)
-	h.mustGet(up.debURL, 200)
-	h.settle()
-	resp, err := http.Get(h.front.URL + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	page := string(b)
-	if !strings.Contains(page, `<svg id="history"`) || !strings.Contains(page, `class="saved debian"`) || !strings.Contains(page, "<td>debian</td>") {
-		t.Fatalf("the page has no chart of the day with debian's saving")
-	}
-	if strings.Contains(page, "ZgotmplZ") {
-		t.Fatal("the template refused a value (ZgotmplZ)")
 	}
 }

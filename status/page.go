@@ -1,164 +1,15 @@
-package proxy
+package status
 
 import (
 	"fmt"
 	"html/template"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/warren-cache/warren/chocolatey/feedserver"
-	"github.com/warren-cache/warren/door"
+
 	"github.com/warren-cache/warren/hub"
 )
-
-// Status is what other parts tell the status page (cmd assembles it).
-type Status struct {
-	NodeID      string
-	CacheBytes  int64
-	CacheMax    int64 // 0: no limit
-	Blobs       int
-	UploadSlots int
-	Uploads     int64 // uploads to peers running now
-	UploadsPeak int64 // most at once since start
-	// BytesUploaded, UploadsRefused (busy) and DatagramsDropped (bad
-	// peer messages) count since start.
-	BytesUploaded    int64
-	UploadsRefused   int64
-	DatagramsDropped int64
-	Peers            []StatusPeer
-	Transfers        []StatusTransfer
-	// KnownArtifacts counts the URL -> digest facts learnt, by ecosystem.
-	KnownArtifacts map[string]int64
-	// Role is peer, passive or hub.
-	Role string
-	// Hubs are the site's hubs as this node sees them.
-	Hubs []hub.ParentStatus
-	// PreloadSchedule and PreloadRuns are a hub's preloading (runs newest
-	// last); Preloading says the hub has a preload list.
-	Preloading      bool
-	PreloadSchedule string
-	PreloadRuns     []hub.PreloadRun
-	// Replication is a hub's pulls (runs newest last), when it has
-	// replicate_from entries; ReplicationServes says it serves other hubs.
-	Replication       []hub.ReplicateRun
-	ReplicateSchedule string
-	ReplicationServes bool
-	// HTTPSIntercept are the https hosts answered with the site CA, whose
-	// fingerprint SiteCA is.
-	HTTPSIntercept []string
-	SiteCA         string
-}
-
-// Figures are the status's numbers by name, for /_warren/stats and the CLI.
-func (st Status) Figures() map[string]any {
-	return map[string]any{
-		"node": st.NodeID, "cache_bytes": st.CacheBytes, "cache_max": st.CacheMax, "blobs": st.Blobs,
-		"peers": len(st.Peers), "uploads_active": st.Uploads, "uploads_peak": st.UploadsPeak,
-		"bytes_uploaded": st.BytesUploaded, "uploads_refused_busy": st.UploadsRefused,
-		"datagrams_dropped": st.DatagramsDropped, "transfers": len(st.Transfers),
-		"known_artifacts": sumValues(st.KnownArtifacts), "role": st.Role,
-	}
-}
-
-// HubLines are the hubs as `warren status` prints them, one line each.
-func (st Status) HubLines() map[string]string {
-	out := map[string]string{}
-	for i, h := range st.Hubs {
-		state := "reachable"
-		if !h.Reachable {
-			state = "unreachable"
-			if h.LastError != "" {
-				state += " (" + h.LastError + ")"
-			}
-		}
-		out[fmt.Sprintf("hub_%d", i+1)] = fmt.Sprintf("%s %s, %s from it, %d requests, %d waits", h.URL, state, humanBytes(h.Bytes), h.Requests, h.Waits)
-	}
-	if st.SiteCA != "" {
-		// apt's helper reads https_intercept to answer for https URIs.
-		out["https_intercept"] = strings.Join(st.HTTPSIntercept, ",")
-		out["site_ca"] = st.SiteCA
-	}
-	return out
-}
-
-func sumValues(m map[string]int64) int64 {
-	var n int64
-	for _, v := range m {
-		n += v
-	}
-	return n
-}
-
-// StatusPeer is one row of the peers table.
-type StatusPeer struct {
-	ID, Addr, Role string
-	Priority       int32
-	FreeBytes      uint64
-	LastSeen       time.Time
-}
-
-// StatusTransfer is a fill in progress.
-type StatusTransfer struct {
-	What          string
-	Written, Size int64
-}
-
-// newMetrics registers the proxy's figures and the extra collectors in a
-// registry of this server's own (no process-wide state).
-func (s *Server) newMetrics(extra []prometheus.Collector) {
-	s.requestsBy = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "warren_requests_total", Help: "Requests served, by outcome (hit, miss, revalidated, stale, pass, negative, error; a hub's refused and queued).",
-	}, []string{"outcome"})
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.requestsBy, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	counter := func(name, help string, f func() float64, labels prometheus.Labels) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f))
-	}
-	bytesHelp := "Bytes by source: sent to clients from the cache, fetched from peers, from the site's hubs, from upstream (the WAN); served: sent to clients (a hub's nodes)."
-	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.door.Stats().BytesHub.Load()) }, prometheus.Labels{"source": "hub"})
-	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesServed.Load()) }, prometheus.Labels{"source": "served"})
-	counter("warren_hub_waits_total", "Times a hub said it was busy with an artifact (max_requesters) and a fill waited, then asked the LAN again.", func() float64 { return float64(s.door.Stats().HubWaits.Load()) }, nil)
-	for _, h := range s.cfg.Hubs {
-		if ps, ok := h.(interface{ Status() hub.ParentStatus }); ok {
-			labels := prometheus.Labels{"hub": h.Name()}
-			counter("warren_hub_received_bytes_total", "Bytes fills took from each hub.", func() float64 { return float64(ps.Status().Bytes) }, labels)
-			reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_hub_reachable", Help: "1 when the hub answered last, 0 when it failed.", ConstLabels: labels},
-				func() float64 {
-					if ps.Status().Reachable {
-						return 1
-					}
-					return 0
-				}))
-		}
-	}
-	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.stats.BytesCache.Load()) }, prometheus.Labels{"source": "cache"})
-	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.door.Stats().BytesPeers.Load()) }, prometheus.Labels{"source": "peers"})
-	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(s.door.Stats().BytesFetched.Load()) }, prometheus.Labels{"source": "upstream"})
-	for _, eco := range chartEcosystems {
-		labels := prometheus.Labels{"ecosystem": eco}
-		counter("warren_ecosystem_served_bytes_total", "Bytes sent to clients, by ecosystem (debian, rpm, chocolatey, other).",
-			func() float64 { return float64(s.hist.total(eco).served) }, labels)
-		counter("warren_ecosystem_wan_bytes_total", "Bytes fetched from upstream (the WAN), by ecosystem.",
-			func() float64 { return float64(s.hist.total(eco).wan) }, labels)
-	}
-	counter("warren_upstream_fetches_total", "Requests fills made to upstream (revalidations included).", func() float64 { return float64(s.door.Stats().UpstreamFetches.Load()) }, nil)
-	counter("warren_digest_mismatches_total", "Blobs refused because their bytes did not match the metadata.", func() float64 { return float64(s.door.Stats().Mismatches.Load()) }, nil)
-	for _, eco := range []string{door.EcoDebian, door.EcoRPM, door.EcoChocolatey} {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "warren_known_artifacts", Help: "URL -> digest facts learnt from repository metadata, by ecosystem.",
-			ConstLabels: prometheus.Labels{"ecosystem": eco},
-		}, func() float64 { return float64(s.door.KnownArtifacts()[eco]) }))
-	}
-	for _, c := range extra {
-		reg.MustRegister(c)
-	}
-	s.metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-}
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"bytes": humanBytes,
@@ -228,7 +79,9 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{range .HubQueue}}<tr><td>{{.Key}}</td><td>{{.Streaming}}</td><td>{{.Waiting}}</td></tr>
 {{else}}<tr><td colspan="3">none</td></tr>{{end}}</table>
 <table id="hub-refusals"><tr><th>refused</th><th>count</th></tr>
-{{range $r, $n := .HubRefusals}}<tr><td>{{$r}}</td><td>{{$n}}</td></tr>{{end}}</table>{{end}}
+{{range $r, $n := .HubRefusals}}<tr><td>{{$r}}</td><td>{{$n}}</td></tr>{{end}}</table>
+{{if .HubMissingSuites}}<table id="hub-missing-suites"><tr><th>suite asked for, not on the preload list (refused)</th><th>times</th></tr>
+{{range $s, $n := .HubMissingSuites}}<tr><td>{{$s}}</td><td>{{$n}}</td></tr>{{end}}</table>{{end}}{{end}}
 {{if .S.Hubs}}<h2>Hubs</h2>
 <table id="hubs"><tr><th>hub</th><th>state</th><th>received</th><th>requests</th><th>busy answers</th><th>last answer</th></tr>
 {{range .S.Hubs}}<tr><td>{{.URL}}</td><td>{{if .Reachable}}reachable{{else}}unreachable{{if .LastError}}: {{.LastError}}{{end}}{{end}}</td>
@@ -281,50 +134,51 @@ func humanBytes(v any) string {
 	return fmt.Sprint(v)
 }
 
-// serveStatusPage renders /_warren/.
-func (s *Server) serveStatusPage(w http.ResponseWriter, r *http.Request) {
+// ServePage renders the status page (/_warren/).
+func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 	var st Status
-	if s.cfg.Status != nil {
-		st = s.cfg.Status()
+	if b.src.Status != nil {
+		st = b.src.Status()
 	}
-	hits, misses := s.stats.Hits.Load(), s.stats.Misses.Load()
+	front, ds := b.src.Snapshot(), b.src.Door.Stats()
+	hits, misses := front["hits"], front["misses"]
 	ratio := 0
 	if hits+misses > 0 {
 		ratio = int(100 * hits / (hits + misses))
 	}
-	fromCache, fromPeers := s.stats.BytesCache.Load(), s.door.Stats().BytesPeers.Load()
-	known := s.door.KnownArtifacts()
+	fromCache, fromPeers := front["bytes_cache"], ds.BytesPeers.Load()
+	known := b.src.Door.KnownArtifacts()
+	var budgets []Budget
+	if b.src.Budgets != nil {
+		budgets = b.src.Budgets()
+	}
+	now := b.src.Now()
 	data := map[string]any{
-		"S": st, "Requests": s.stats.Requests.Load(), "Hits": hits, "Misses": misses, "HitRatio": ratio,
-		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": s.door.Stats().BytesFetched.Load(),
-		"Saved": fromCache + fromPeers + s.door.Stats().BytesHub.Load(), "Mismatches": s.door.Stats().Mismatches.Load(),
-		"FromHubs": s.door.Stats().BytesHub.Load(), "Served": s.stats.BytesServed.Load(), "Waiting": s.door.HubWaits(),
-		"Uptime": time.Since(s.started).Round(time.Second).String(),
+		"S": st, "Requests": front["requests"], "Hits": hits, "Misses": misses, "HitRatio": ratio,
+		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": ds.BytesFetched.Load(),
+		"Saved": fromCache + fromPeers + ds.BytesHub.Load(), "Mismatches": ds.Mismatches.Load(),
+		"FromHubs": ds.BytesHub.Load(), "Served": front["bytes_served"], "Waiting": b.src.Door.HubWaits(),
+		"Uptime": time.Since(b.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
-		"Budgets":       s.budgetStats(),
+		"Budgets":       budgets,
 		"PreloadRuns":   lastRuns(st.PreloadRuns, 10),
 		"ReplicateRuns": lastRuns(st.Replication, 10),
-		"Chart":         s.hist.chart(s.now()),
-		"Day":           s.hist.totals(s.now()),
+		"Chart":         b.src.History.chart(now),
+		"Day":           b.src.History.totals(now),
 		"Ecosystems":    chartLegend(),
 		"Host":          r.Host,
 	}
-	if hr, ok := s.role.(*hub.Role); ok {
-		q, refused := hr.Queue().Stats()
-		data["Hub"], data["HubQueue"], data["HubRefusedBusy"], data["HubRefusals"] = hr, q, refused, hr.Refusals()
+	if h := b.src.Hub; h != nil {
+		q, refused := h.Queue.Stats()
+		data["Hub"], data["HubQueue"], data["HubRefusedBusy"], data["HubRefusals"] = h, q, refused, h.Refusals()
+		if h.MissingSuites != nil {
+			data["HubMissingSuites"] = h.MissingSuites()
+		}
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	if err := statusPage.Execute(w, data); err != nil {
-		s.log.Warn("render status page", "err", err)
+		b.src.Logger.Warn("render status page", "err", err)
 	}
-}
-
-// budgetStats are the Chocolatey feeds' request budgets, by feed.
-func (s *Server) budgetStats() []feedserver.BudgetStats {
-	if s.cfg.Budgets == nil {
-		return nil
-	}
-	return s.cfg.Budgets()
 }
 
 // lastRuns are the newest n runs, newest first.

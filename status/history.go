@@ -1,4 +1,4 @@
-package proxy
+package status
 
 import (
 	"fmt"
@@ -27,8 +27,10 @@ type historyHour struct {
 	eco   map[string]*ecoBytes
 }
 
-// history is a ring of hourly buckets, and the totals since start.
-type history struct {
+// History is the day's bytes by ecosystem: a ring of hourly buckets, and
+// the totals since start. The zero value is ready; it is safe for
+// concurrent use.
+type History struct {
 	mu    sync.Mutex // guards hours and since
 	hours [historyHours]historyHour
 	since map[string]ecoBytes
@@ -37,7 +39,9 @@ type history struct {
 // ecosystems in the chart's order; "other" is what none of them names.
 var chartEcosystems = []string{door.EcoDebian, door.EcoRPM, door.EcoChocolatey, "other"}
 
-func (h *history) add(now time.Time, eco string, served, wan int64) {
+// Add counts bytes of ecosystem eco ("" is "other") at now: served to
+// clients, and fetched over the WAN.
+func (h *History) Add(now time.Time, eco string, served, wan int64) {
 	if served == 0 && wan == 0 {
 		return
 	}
@@ -69,7 +73,7 @@ func (h *history) add(now time.Time, eco string, served, wan int64) {
 }
 
 // total is eco's bytes since start.
-func (h *history) total(eco string) ecoBytes {
+func (h *History) total(eco string) ecoBytes {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.since[eco]
@@ -82,7 +86,7 @@ type hourRow struct {
 }
 
 // rows are the last historyHours hours, oldest first (empty hours too).
-func (h *history) rows(now time.Time) []hourRow {
+func (h *History) rows(now time.Time) []hourRow {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	last := now.Truncate(time.Hour)
@@ -101,34 +105,36 @@ func (h *history) rows(now time.Time) []hourRow {
 	return out
 }
 
-// EcoTotal is one ecosystem's day.
-type EcoTotal struct {
+// ecoTotal is one ecosystem's day.
+type ecoTotal struct {
 	Ecosystem   string
 	Served, WAN int64
 }
 
 // Saved is what clients got without the WAN, in percent of what they got.
-func (t EcoTotal) Saved() int {
+func (t ecoTotal) Saved() int {
 	if t.Served <= 0 {
 		return 0
 	}
 	return int(100 * max(t.Served-t.WAN, 0) / t.Served)
 }
 
-func (h *history) totals(now time.Time) []EcoTotal {
-	sum := map[string]*EcoTotal{}
+// totals are the day's bytes by ecosystem, in the chart's order (those
+// with none left out).
+func (h *History) totals(now time.Time) []ecoTotal {
+	sum := map[string]*ecoTotal{}
 	for _, r := range h.rows(now) {
 		for eco, e := range r.eco {
 			t := sum[eco]
 			if t == nil {
-				t = &EcoTotal{Ecosystem: eco}
+				t = &ecoTotal{Ecosystem: eco}
 				sum[eco] = t
 			}
 			t.Served += e.served
 			t.WAN += e.wan
 		}
 	}
-	var out []EcoTotal
+	var out []ecoTotal
 	for _, eco := range chartEcosystems {
 		if t := sum[eco]; t != nil {
 			out = append(out, *t)
@@ -141,7 +147,7 @@ var chartColors = map[string]string{door.EcoDebian: "#c70036", door.EcoRPM: "#2a
 
 // chart draws the last day as inline SVG: per hour, the bytes served
 // without the WAN stacked by ecosystem, and the WAN's bytes as a line.
-func (h *history) chart(now time.Time) template.HTML {
+func (h *History) chart(now time.Time) template.HTML {
 	const (
 		w, hgt       = 720, 220
 		left, bottom = 60, 24

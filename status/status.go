@@ -1,0 +1,101 @@
+package status
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/warren-cache/warren/hub"
+)
+
+// Status is what other parts tell the status page (cmd assembles it).
+type Status struct {
+	NodeID      string
+	CacheBytes  int64
+	CacheMax    int64 // 0: no limit
+	Blobs       int
+	UploadSlots int
+	Uploads     int64 // uploads to peers running now
+	UploadsPeak int64 // most at once since start
+	// BytesUploaded, UploadsRefused (busy) and DatagramsDropped (bad
+	// peer messages) count since start.
+	BytesUploaded    int64
+	UploadsRefused   int64
+	DatagramsDropped int64
+	Peers            []Peer
+	Transfers        []Transfer
+	// KnownArtifacts counts the URL -> digest facts learnt, by ecosystem.
+	KnownArtifacts map[string]int64
+	// Role is peer, passive or hub.
+	Role string
+	// Hubs are the site's hubs as this node sees them.
+	Hubs []hub.ParentStatus
+	// PreloadSchedule and PreloadRuns are a hub's preloading (runs newest
+	// last); Preloading says the hub has a preload list.
+	Preloading      bool
+	PreloadSchedule string
+	PreloadRuns     []hub.PreloadRun
+	// Replication is a hub's pulls (runs newest last), when it has
+	// replicate_from entries; ReplicationServes says it serves other hubs.
+	Replication       []hub.ReplicateRun
+	ReplicateSchedule string
+	ReplicationServes bool
+	// HTTPSIntercept are the https hosts answered with the site CA, whose
+	// fingerprint SiteCA is.
+	HTTPSIntercept []string
+	SiteCA         string
+}
+
+// Figures are the status's numbers by name, for /_warren/stats and the CLI.
+func (st Status) Figures() map[string]any {
+	return map[string]any{
+		"node": st.NodeID, "cache_bytes": st.CacheBytes, "cache_max": st.CacheMax, "blobs": st.Blobs,
+		"peers": len(st.Peers), "uploads_active": st.Uploads, "uploads_peak": st.UploadsPeak,
+		"bytes_uploaded": st.BytesUploaded, "uploads_refused_busy": st.UploadsRefused,
+		"datagrams_dropped": st.DatagramsDropped, "transfers": len(st.Transfers),
+		"known_artifacts": sumValues(st.KnownArtifacts), "role": st.Role,
+	}
+}
+
+// HubLines are the hubs as `warren status` prints them, one line each.
+func (st Status) HubLines() map[string]string {
+	out := map[string]string{}
+	for i, h := range st.Hubs {
+		state := "reachable"
+		if !h.Reachable {
+			state = "unreachable"
+			if h.LastError != "" {
+				state += " (" + h.LastError + ")"
+			}
+		}
+		out[fmt.Sprintf("hub_%d", i+1)] = fmt.Sprintf("%s %s, %s from it, %d requests, %d waits", h.URL, state, humanBytes(h.Bytes), h.Requests, h.Waits)
+	}
+	if st.SiteCA != "" {
+		// apt's helper reads https_intercept to answer for https URIs.
+		out["https_intercept"] = strings.Join(st.HTTPSIntercept, ",")
+		out["site_ca"] = st.SiteCA
+	}
+	return out
+}
+
+func sumValues(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// Peer is one row of the peers table.
+type Peer struct {
+	ID, Addr, Role string
+	Priority       int32
+	FreeBytes      uint64
+	LastSeen       time.Time
+}
+
+// Transfer is a fill in progress.
+type Transfer struct {
+	What          string
+	Written, Size int64
+}
