@@ -523,7 +523,7 @@ func IsNoSpace(err error) bool {
 // origin unless hub_only, speaking for who.
 func (s *Door) Upstream(req *http.Request, who Asker) (*http.Response, error) {
 	s.setUpstreamHeaders(req, who)
-	return s.upstreamDo(req)
+	return s.upstreamDo(req, false)
 }
 
 // LearnFacts records facts that an answer warren keeps itself lists (a

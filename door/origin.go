@@ -33,7 +33,7 @@ type UpstreamStatusError struct {
 }
 
 func (e *UpstreamStatusError) Error() string {
-	return fmt.Sprintf("upstream answered %s for %s", e.Status, e.URL)
+	return fmt.Sprintf("upstream answered %s for %s", e.Status, hub.RedactURLs(e.URL))
 }
 
 // UpstreamFetchError is upstream not answering at all, or breaking off.
@@ -43,7 +43,7 @@ type UpstreamFetchError struct {
 }
 
 func (e *UpstreamFetchError) Error() string {
-	return fmt.Sprintf("upstream unreachable for %s: %v", e.URL, e.Err)
+	return hub.RedactURLs(fmt.Sprintf("upstream unreachable for %s: %v", e.URL, e.Err))
 }
 
 func (e *UpstreamFetchError) Unwrap() error { return e.Err }
@@ -322,9 +322,15 @@ func (s *Door) setUpstreamHeaders(req *http.Request, who Asker) {
 
 // upstreamDo sends a request that is no fill (a feed call, a pass-through)
 // to the first hub that answers it, then the origin unless hub_only.
-func (s *Door) upstreamDo(req *http.Request) (*http.Response, error) {
+// A private request's (private: it carries its origin's credential) goes
+// to its origin alone, as its fills do, unless hub_only.
+func (s *Door) upstreamDo(req *http.Request, private bool) (*http.Response, error) {
 	var last error
-	for _, h := range s.cfg.Hubs {
+	hubs := s.cfg.Hubs
+	if private && !s.cfg.HubOnly {
+		hubs = nil
+	}
+	for _, h := range hubs {
 		resp, err := h.Do(req)
 		if err == nil && resp.StatusCode < 500 {
 			return resp, nil
@@ -359,7 +365,7 @@ func (s *Door) PassThrough(r *http.Request, p Plan) (*http.Response, error) {
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := s.upstreamDo(req)
+	resp, err := s.upstreamDo(req, p.Cred.Private())
 	if err != nil {
 		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
 	}

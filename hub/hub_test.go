@@ -44,12 +44,19 @@ func TestTokens(t *testing.T) {
 	if err := (Tokens{}).Check(httptest.NewRequest(http.MethodGet, "http://x/", nil)); err != nil {
 		t.Fatalf("no tokens set: %v, want every request accepted", err)
 	}
-	h := http.Header{}
-	h.Set("Proxy-Authorization", "Bearer alpha")
-	h.Set("Authorization", "Basic abc")
-	StripCredentials(h)
-	if h.Get("Proxy-Authorization") != "" || h.Get("Authorization") == "" {
-		t.Fatalf("StripCredentials left %v", h)
+	// What proved the node goes; the origin's credential stays: a Basic
+	// one, and a Bearer one that is no hub token (a private repository's).
+	for _, tt := range []struct {
+		auth string
+		kept bool
+	}{{"Basic abc", true}, {"Bearer an-origin-token", true}, {"Bearer alpha", false}} {
+		h := http.Header{}
+		h.Set("Proxy-Authorization", "Bearer alpha")
+		h.Set("Authorization", tt.auth)
+		tok.Strip(h)
+		if h.Get("Proxy-Authorization") != "" || (h.Get("Authorization") != "") != tt.kept {
+			t.Fatalf("Strip with Authorization %q left %v", tt.auth, h)
+		}
 	}
 }
 

@@ -103,7 +103,7 @@ func (h *Role) Admit(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	// What proved the node goes no further upstream.
-	StripCredentials(r.Header)
+	h.cfg.Tokens.Strip(r.Header)
 	if !r.URL.IsAbs() && r.URL.Path == InfoPath {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(Info{ID: h.cfg.ID, Mode: h.cfg.Mode})

@@ -19,7 +19,9 @@ import (
 func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL, cred door.Credential) {
 	p := s.door.Plan(r.Context(), target, cred)
 	if d, size, ok := s.role.Claim(r); ok && d != p.Digest {
-		p.Digest, p.Size, p.PassThrough = d, size, false
+		// The claimed blob is served, never learnt from: a node's claim
+		// teaches the hub nothing.
+		p.Digest, p.Size, p.PassThrough, p.Meta = d, size, false, ""
 	}
 	s.servePlan(w, r, p)
 }

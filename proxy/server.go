@@ -402,6 +402,9 @@ func targetURL(r *http.Request) (*url.URL, error) {
 		u := *r.URL
 		u.Host = strings.ToLower(u.Host)
 		u.Fragment = ""
+		if !validHost(u.Host) {
+			return nil, fmt.Errorf("the request's host %q is not a host name or address (with an optional port)", u.Host)
+		}
 		return &u, nil
 	}
 	p := strings.TrimPrefix(r.URL.Path, "/")
@@ -409,8 +412,51 @@ func targetURL(r *http.Request) (*url.URL, error) {
 	if host == "" || !(strings.ContainsAny(host, ".:") || host == "localhost") {
 		return nil, fmt.Errorf("%q is neither a proxy request nor /<upstream host>/<path> (apt-cacher-ng style)", r.URL.Path)
 	}
-	u := &url.URL{Scheme: "http", Host: strings.ToLower(host), Path: "/" + rest, RawQuery: r.URL.RawQuery}
+	host = strings.ToLower(host)
+	if !validHost(host) {
+		// A user name here (/user@host/...) would name a private scope's
+		// key without its credential.
+		return nil, fmt.Errorf("%q in %q is not a host name or address (with an optional port); credentials go in sources.list or auth.conf, not in /<host>/<path>", host, r.URL.Path)
+	}
+	u := &url.URL{Scheme: "http", Host: host, Path: "/" + rest, RawQuery: r.URL.RawQuery}
 	return u, nil
+}
+
+// validHost says whether h is a lower-case host name, IPv4 address or
+// [IPv6] address with an optional port: nothing a key could read as
+// userinfo, a path or a query.
+func validHost(h string) bool {
+	name, port := h, ""
+	if strings.HasPrefix(h, "[") {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return false
+		}
+		if _, err := netip.ParseAddr(strings.SplitN(h[1:end], "%", 2)[0]); err != nil {
+			return false
+		}
+		name, port = "", h[end+1:]
+		if port != "" && port[0] != ':' {
+			return false
+		}
+		port = strings.TrimPrefix(port, ":")
+	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		name, port = h[:i], h[i+1:]
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	if !strings.HasPrefix(h, "[") && name == "" {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // WithBlobs serves the peers' blob requests (a path under prefix, not a

@@ -294,7 +294,7 @@ func (d *daemon) status() status.Status {
 		st.KnownArtifacts = d.proxy.Door().KnownArtifacts()
 	}
 	for _, f := range d.store.Fills() {
-		st.Transfers = append(st.Transfers, status.Transfer{What: f.Key, Written: f.Written, Size: f.Size})
+		st.Transfers = append(st.Transfers, status.Transfer{What: hub.RedactScope(f.Key), Written: f.Written, Size: f.Size})
 	}
 	return st
 }
