@@ -134,3 +134,27 @@ func TestHotDescriptorsBounded(t *testing.T) {
 		t.Fatal("the least recently used descriptor was kept")
 	}
 }
+
+// A descriptor opened before its blob was forgotten (dropped, stored
+// again in another scope: made public, made private) is not kept: the
+// record read with it no longer holds, and a later hit would be answered
+// with the old privacy.
+func TestHotDescriptorForgottenWhileOpened(t *testing.T) {
+	var h hotFiles
+	d := Digest{Algo: "sha256", Hex: "ab" + string(bytes.Repeat([]byte("0"), 62))}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp := h.stamp(d)
+	h.forget(d) // the blob was stored again meanwhile
+	if hf := h.put(d, f, BlobInfo{Digest: d, Scopes: []string{"pold"}}, stamp); hf != nil {
+		t.Fatal("a descriptor opened before its blob was forgotten was kept, with its out-of-date record")
+	}
+	f.Close()
+	g, _ := os.Open(os.DevNull)
+	if hf := h.put(d, g, BlobInfo{Digest: d}, h.stamp(d)); hf == nil {
+		t.Fatal("a descriptor opened after the forget was not kept")
+	}
+	h.closeAll()
+}

@@ -206,20 +206,24 @@ func TestCompactChanges(t *testing.T) {
 		{Key: "http://x/a", Digest: old, Delete: true, At: now.Add(-40 * 24 * time.Hour)},
 		{Key: "http://x/b", Digest: fresh, Delete: true, At: now.Add(-time.Hour)},
 		{Key: "http://x/c", Digest: kept, Size: 1, At: now.Add(-40 * 24 * time.Hour)},
+		// The same blob under two URLs: the older deletion goes, the
+		// tombstone stays with the newer one.
+		{Key: "http://x/d1", Digest: sha([]byte("twice")), Delete: true, At: now.Add(-40 * 24 * time.Hour)},
+		{Key: "http://x/d2", Digest: sha([]byte("twice")), Delete: true, At: now.Add(-time.Hour)},
 	} {
 		if _, err := s.RecordChange(c); err != nil {
 			t.Fatal(err)
 		}
 	}
 	n, err := s.CompactChanges(now.Add(-TombstoneTTL))
-	if err != nil || n != 1 {
-		t.Fatalf("compacted %d, %v; want 1", n, err)
+	if err != nil || n != 2 {
+		t.Fatalf("compacted %d, %v; want 2", n, err)
 	}
-	if s.Tombstoned(old) || !s.Tombstoned(fresh) {
+	if s.Tombstoned(old) || !s.Tombstoned(fresh) || !s.Tombstoned(sha([]byte("twice"))) {
 		t.Fatal("the wrong tombstones went")
 	}
 	cs, _, _ := s.Changes(0, 10)
-	if len(cs) != 2 || cs[0].Key != "http://x/b" || cs[1].Key != "http://x/c" {
+	if len(cs) != 3 || cs[0].Key != "http://x/b" || cs[1].Key != "http://x/c" || cs[2].Key != "http://x/d2" {
 		t.Fatalf("the log after compacting: %+v", cs)
 	}
 }

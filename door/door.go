@@ -163,9 +163,9 @@ type Door struct {
 	// neg is URL -> until when upstream's 404 stands, the least recently
 	// used forgotten first (a forgotten 404 only costs a request).
 	neg *lru.Cache[string, time.Time]
-	// relearnt are the metadata blobs learnt on a hit since start (see
+	// relearnt are the metadata blobs learnt on a hit since start, by lister (see
 	// learnIfNew), the least recently used forgotten first.
-	relearnt *lru.Cache[cachestore.Digest, struct{}]
+	relearnt *lru.Cache[string, struct{}]
 
 	engine   *fill.Engine
 	learning learning
@@ -224,7 +224,7 @@ func New(cfg Config, store Store) (*Door, error) {
 		_, _ = rand.Read(s.scopeSecret)
 	}
 	s.neg, _ = lru.New[string, time.Time](10000)
-	s.relearnt, _ = lru.New[cachestore.Digest, struct{}](4096)
+	s.relearnt, _ = lru.New[string, struct{}](4096)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()
@@ -398,17 +398,11 @@ func (s *Door) Fetch(ctx context.Context, p Plan, who Asker, opts FetchOptions) 
 		}
 		f, leader := s.store.BeginFill(p.FillKey())
 		if leader {
-			// The caller's run owns this fill (a window that closes, a
-			// stop, ends it): it resumes from what is held next time.
-			fctx, cancel := context.WithCancel(s.ctx)
-			stop := context.AfterFunc(ctx, cancel)
-			if !s.fills.Go(func() {
-				defer cancel()
-				defer stop()
-				s.runFillWith(fctx, f, who, p, have.Cached, opts)
-			}) {
-				cancel()
-				stop()
+			// The fill is the door's, not the caller's: a client that
+			// joined it is not cut off when the run that started it
+			// stops (a window that closes, a run canceled); only the
+			// caller's wait ends. Shutdown ends it.
+			if !s.fills.Go(func() { s.runFillWith(s.ctx, f, who, p, have.Cached, opts) }) {
 				f.Abort(ErrShuttingDown)
 			}
 		}

@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -207,10 +208,13 @@ func (s *Door) learnIfNew(p Plan, d cachestore.Digest) {
 	if from, err := s.store.LearntFrom(lister); err == nil && !from.IsZero() {
 		return
 	}
-	if _, tried := s.relearnt.Get(d); tried {
+	// Once per lister and blob: the same bytes in another scope (a
+	// private copy of a public Release) are another lister's to learn.
+	tried := strconv.FormatUint(lister, 16) + "/" + d.String()
+	if _, ok := s.relearnt.Get(tried); ok {
 		return
 	}
-	s.relearnt.Add(d, struct{}{})
+	s.relearnt.Add(tried, struct{}{})
 	lr, scope, ok := s.beginLearn(p)
 	if !ok {
 		return

@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,11 +93,15 @@ type run struct {
 	rep    hub.ReplicateRun
 	failed map[cachestore.Digest]error // blobs that failed verification from this source, this run
 	retry  []cachestore.Change
+	// tops are the run's Releases and repomd.xml files, applied at its
+	// end: what they list may come on any later page.
+	tops []cachestore.Change
 	// offered are the index files the source offered over the run, by
 	// key: a Release or repomd.xml is applied only when this hub holds
 	// those of them it lists.
 	offered map[string]cachestore.Digest
-	total   int // entries to go over, about: for Progress
+	total   int    // entries to go over, about: for Progress
+	base    uint64 // the cursor the run started from (0 once the log restarted)
 }
 
 // done tells Progress of an entry done.
@@ -108,7 +113,7 @@ func (r *run) done() {
 
 // Run runs one pull from the source and reports it.
 func (p *Puller) Run(ctx context.Context, o Options) hub.ReplicateRun {
-	r := &run{p: p, o: o, failed: map[cachestore.Digest]error{}, offered: map[string]cachestore.Digest{},
+	r := &run{p: p, o: o, failed: map[cachestore.Digest]error{}, offered: map[string]cachestore.Digest{}, base: o.From.Cursor,
 		rep: hub.ReplicateRun{From: o.Client.From.Name, Start: p.now(), CursorIn: o.From.Cursor, CursorOut: o.From.Cursor}}
 	r.walk(ctx)
 	r.rep.End = p.now()
@@ -120,6 +125,20 @@ func (p *Puller) Run(ctx context.Context, o Options) hub.ReplicateRun {
 }
 
 func (r *run) walk(ctx context.Context) {
+	state, cursor, ok := r.pages(ctx)
+	if !ok {
+		return
+	}
+	// The tops last, once every page is in: a Release's Packages may
+	// come pages after it.
+	r.applyTops(ctx)
+	r.save(state, cursor)
+}
+
+// pages stores the source's pages from the cursor on (the tops kept for
+// the end) and returns the place reached; false when the run may not go
+// on at all (a loop).
+func (r *run) pages(ctx context.Context) (hub.SourceState, uint64, bool) {
 	p, o := r.p, r.o
 	state := o.From
 	// What failed last time first: its place in the log is behind the
@@ -131,23 +150,20 @@ func (r *run) walk(ctx context.Context) {
 	for pages := 0; ; pages++ {
 		if ctx.Err() != nil {
 			r.rep.Error = "stopped: " + ctx.Err().Error()
-			r.save(state, cursor)
-			return
+			return state, cursor, true
 		}
 		if pages == maxPages {
 			r.rep.Error = fmt.Sprintf("the source sent %d pages in one run without reaching its end; the run stops (next run goes on from cursor %d)", maxPages, cursor)
-			r.save(state, cursor)
-			return
+			return state, cursor, true
 		}
-		page, err := o.Client.Page(ctx, cursor)
+		page, err := o.Client.Page(ctx, state.Log, cursor)
 		if err != nil {
 			r.rep.Error = err.Error()
-			r.save(state, cursor)
-			return
+			return state, cursor, true
 		}
 		if p.self != "" && slices.Contains(page.Chain, p.self) {
 			r.rep.Error = (&hub.LoopError{Source: o.Client.From.Name, Chain: strings.Join(page.Chain, " <- ")}).Error()
-			return
+			return state, cursor, false
 		}
 		if page.Log != state.Log {
 			// A state kept before logs had names (state.Log "") takes the
@@ -158,7 +174,7 @@ func (r *run) walk(ctx context.Context) {
 				// held already is not fetched again.
 				p.log.Warn("the source hub's change log is a new one (rebuilt?); reading it from its start",
 					slog.String("from", o.Client.From.Name), slog.String("log", page.Log), slog.String("was", state.Log), slog.Uint64("cursor_was", cursor))
-				state.Log, cursor = page.Log, 0
+				state.Log, cursor, r.base = page.Log, 0, 0
 				r.rep.Restarted = true
 				r.save(state, 0)
 				continue
@@ -167,43 +183,47 @@ func (r *run) walk(ctx context.Context) {
 		}
 		state.Chain = page.Chain
 		r.rep.Last, r.rep.LastAt = page.Last, page.LastAt
-		r.total = int(max(page.Last, cursor) - o.From.Cursor)
+		r.total = int(max(page.Last, cursor) - min(r.base, max(page.Last, cursor)))
 		r.apply(ctx, page.Entries)
 		if ctx.Err() != nil {
 			r.rep.Error = "stopped: " + ctx.Err().Error()
-			r.save(state, cursor) // this page again next time: what it stored is held
-			return
+			return state, cursor, true // this page again next time: what it stored is held
 		}
 		cursor = page.Next
 		r.save(state, cursor)
 		if !page.More {
-			return
+			return state, cursor, true
 		}
 	}
 }
 
-// save tells the caller the place reached and what is left to try again;
-// past MaxRetry of those, the cursor stays before the first one kept out,
-// so that nothing is lost.
+// save tells the caller the place reached and what is left to try again
+// (the tops not applied yet among them: the cursor is past them); past
+// MaxRetry of those, the cursor stays before the first one kept out, so
+// that nothing is lost.
 func (r *run) save(state hub.SourceState, cursor uint64) {
 	if len(r.retry) > hub.MaxRetry {
-		slices.SortFunc(r.retry, func(a, b cachestore.Change) int { return int(a.Seq - b.Seq) })
-		cursor = min(cursor, r.retry[hub.MaxRetry].Seq-1)
+		slices.SortFunc(r.retry, func(a, b cachestore.Change) int { return cmp.Compare(a.Seq, b.Seq) })
+		for _, e := range r.retry[hub.MaxRetry:] {
+			if e.Seq > 0 {
+				cursor = min(cursor, e.Seq-1)
+				break
+			}
+		}
 		r.retry = r.retry[:hub.MaxRetry]
 	}
-	state.Cursor, state.Retry = cursor, slices.Clone(r.retry)
+	state.Cursor, state.Retry = cursor, append(slices.Clone(r.retry), r.tops...)
 	r.rep.CursorOut = cursor
-	r.rep.ToRetry = len(r.retry)
+	r.rep.ToRetry = len(state.Retry)
 	if r.o.Saved != nil {
 		r.o.Saved(state)
 	}
 }
 
-// apply stores a page's entries: index files and artifacts first, then
-// the top metadata files that list them (a Release, a repomd.xml), each
-// only once this hub holds what the source offered of what it lists.
+// apply stores a page's entries: index files and artifacts; the top
+// metadata files that list them (a Release, a repomd.xml) are kept for
+// the run's end (applyTops).
 func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
-	var top []cachestore.Change
 	for _, e := range entries {
 		if ctx.Err() != nil {
 			r.retry = append(r.retry, e)
@@ -222,13 +242,23 @@ func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
 		case e.Delete:
 			r.delete(e)
 		case r.p.isTop(ctx, e.Key):
-			top = append(top, e) // after what it lists
+			// After what it lists; a newer one of the same file replaces it.
+			r.tops = slices.DeleteFunc(r.tops, func(t cachestore.Change) bool { return t.Key == e.Key })
+			r.tops = append(r.tops, e)
 		default:
 			r.entry(ctx, e)
 		}
 		r.done()
 	}
-	for _, e := range top {
+}
+
+// applyTops applies the run's Releases and repomd.xml files, each only
+// once this hub holds what the source offered of what it lists; those a
+// stop leaves are tried again next run.
+func (r *run) applyTops(ctx context.Context) {
+	tops := r.tops
+	r.tops = nil
+	for _, e := range tops {
 		if ctx.Err() != nil {
 			r.retry = append(r.retry, e)
 			continue
@@ -440,6 +470,10 @@ func (r *run) top(ctx context.Context, e cachestore.Change) {
 		r.failure(e, fmt.Errorf("learn it: %w", err))
 		return
 	}
+	// A listed file not learnt is reported; the top is tried again (it
+	// learns them all again), not the file, which has no place in the
+	// source's log.
+	relearn := false
 	for _, key := range listed {
 		u, err := url.Parse(key)
 		if err != nil {
@@ -450,8 +484,12 @@ func (r *run) top(ctx context.Context, e cachestore.Change) {
 			continue
 		}
 		if _, err := r.p.door.Fetch(ctx, ip, door.Asker{UA: "warren-replicate"}, door.FetchOptions{Stale: true, Newest: true}); err != nil {
-			r.failure(cachestore.Change{Key: key, Digest: ip.Digest, Size: ip.Size}, fmt.Errorf("learn it: %w", err))
+			r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%s: learn it: %v", hub.RedactURLs(key), err))
+			relearn = true
 		}
+	}
+	if relearn {
+		r.retry = append(r.retry, e)
 	}
 }
 
