@@ -39,6 +39,7 @@ type Store interface {
 	OpenHit(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
 	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
 	KnownKeys(fn func(key string)) error
+	KnownPrefix(prefix string, fn func(key string, k cachestore.Known)) error
 	Learnt(lister uint64, at int64, d cachestore.Digest) error
 	LearntFrom(lister uint64) (cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
@@ -118,6 +119,11 @@ type Config struct {
 	Record func(key, kind string, d cachestore.Digest, size int64, cached *cachestore.Cached)
 	// WAN is told of bytes taken from the origin, by ecosystem.
 	WAN func(eco string, n int64)
+	// Intercepts says whether warren answers CONNECTs to an https host
+	// itself (the site CA may sign for it): a mirror group's https
+	// mirrors on such hosts are cacheable, and put first with the http
+	// ones. nil: none is.
+	Intercepts func(host string) bool
 	// Transport, when set, wraps the upstream transport (the Chocolatey
 	// feeds' request budgets).
 	Transport func(http.RoundTripper) http.RoundTripper
@@ -176,6 +182,8 @@ type Door struct {
 	known      map[string]int64
 	knownAt    time.Time
 	knownDirty atomic.Bool
+
+	mirrors mirrorGroups // the lists of mirrors read (mirrors.go)
 
 	stats   Stats
 	waiting waitList // fills waiting out a busy hub, for the page
@@ -354,6 +362,22 @@ func (s *Door) Hit(p Plan, d cachestore.Digest) {
 	if p.Meta != "" {
 		s.learnIfNew(p, d)
 	}
+}
+
+// Alternate opens a blob held of another digest p's bytes may have (a
+// metalink's previous repomd.xml), if p may read one.
+func (s *Door) Alternate(p Plan) (*cachestore.Blob, cachestore.BlobInfo, bool) {
+	for _, d := range p.Also {
+		f, bi, err := s.store.OpenHit(d)
+		if err != nil {
+			continue
+		}
+		if p.Readable(bi) {
+			return f, bi, true
+		}
+		f.Close()
+	}
+	return nil, cachestore.BlobInfo{}, false
 }
 
 // Negative says whether upstream answered 404 for p lately.

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +24,9 @@ import (
 
 // serveCached serves a URL-cache entry; false when its blob is gone.
 func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached) bool {
+	if p.Meta == door.MetaMirrors {
+		return s.serveList(w, r, p, c, "HIT from warren")
+	}
 	f, bi, ok := s.door.OpenCached(p, c)
 	if !ok {
 		return false
@@ -36,6 +42,49 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cach
 	}
 	s.serveFile(w, r, f.Content(), mod, c.ETag, ct)
 	return true
+}
+
+// serveList answers a list of mirrors with the site's view of it
+// (door.SiteList: the mirrors in the order every machine of the site
+// gets; a metalink's hashes as they came); false when its blob is gone.
+func (s *Server) serveList(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached, cache string) bool {
+	body, err := s.door.SiteList(r.Context(), p, c)
+	if err != nil {
+		return false
+	}
+	h := w.Header()
+	ct := c.ContentType
+	if ct == "" {
+		ct = contentType(p)
+	}
+	sum := sha256.Sum256(body)
+	h.Set("Content-Type", ct)
+	h.Set("X-Cache", cache)
+	h.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
+	h.Set(door.HeaderMirrors, "site")
+	if strings.HasPrefix(cache, "HIT") {
+		w.source = &s.stats.BytesCache
+		s.stats.Hits.Add(1)
+	}
+	mod, _ := http.ParseTime(c.LastModified)
+	http.ServeContent(w, r, "", mod, bytes.NewReader(body))
+	return true
+}
+
+// serveListFill answers a list of mirrors once its fill is whole.
+func (s *Server) serveListFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p door.Plan) error {
+	if _, err := fill.Result(r.Context()); err != nil {
+		return err
+	}
+	s.stats.Misses.Add(1)
+	have, err := s.door.Lookup(p)
+	if err != nil {
+		return err
+	}
+	if have.Cached == nil || !s.serveList(w, r, p, *have.Cached, "MISS from warren") {
+		return door.ErrAlreadyStored // replaced or evicted meanwhile: the store again
+	}
+	return nil
 }
 
 // serveFile serves a stored blob with Range, HEAD and conditional requests;
