@@ -90,24 +90,35 @@ func (u unreadableConfig) Error() string {
 
 // interception is the daemon's intercept.Certs: the wanted hosts the
 // site CA may sign for, the auto list read again at most every 30 s (a
-// repository added to apt's sources is picked up without a restart).
+// repository added to apt's sources is picked up without a restart), and
+// with auto the https mirrors of the lists of mirrors warren read (at
+// once when they change).
 type interception struct {
 	ca   *siteca.CA
 	cfg  settings
 	root string
 	log  *slog.Logger
+	// mirrors are the https hosts of the mirror groups (the door's
+	// MirrorHosts); nil: none.
+	mirrors func() []string
 
 	mu             sync.Mutex
 	hosts          []string
 	scanned        time.Time
+	lastMirrors    []string
 	lastOutside    []string // warned of once, until the list changes
+	lastMirrorsOut []string // likewise, of the mirrors
 	lastUnreadable string   // likewise: the configuration warren could not read
 }
 
 func (in *interception) current() []string {
+	var mirrors []string
+	if in.mirrors != nil && isAuto(in.cfg) {
+		mirrors = in.mirrors()
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil {
+	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil && slices.Equal(mirrors, in.lastMirrors) {
 		return in.hosts
 	}
 	var hosts, outside []string
@@ -131,9 +142,28 @@ func (in *interception) current() []string {
 		in.log.Warn("https hosts outside the site CA's name constraints stay tunnels: make a new CA that names them (warren ca init --force, then warren apt-setup)",
 			slog.Any("hosts", outside))
 	}
+	var mirrorsOut []string
+	for _, h := range mirrors {
+		switch {
+		case slices.Contains(hosts, h):
+		case in.ca.Permits(h):
+			hosts = append(hosts, h)
+		default:
+			mirrorsOut = append(mirrorsOut, h)
+		}
+	}
+	if len(mirrorsOut) > 0 && !slices.Equal(mirrorsOut, in.lastMirrorsOut) {
+		in.log.Warn("https mirrors of the lists of mirrors dnf uses stay tunnels, and what dnf fetches from them is not cached: the site CA's name constraints do not name them; make a CA that names their domains (warren ca init --force --host <domain> ..., then warren dnf-setup --https), or let the list put the http mirrors first",
+			slog.Any("hosts", mirrorsOut))
+	}
 	in.hosts, in.scanned = append([]string{}, hosts...), time.Now()
-	in.lastOutside = outside
+	in.lastOutside, in.lastMirrors, in.lastMirrorsOut = outside, mirrors, mirrorsOut
 	return in.hosts
+}
+
+// isAuto says whether https_intercept is auto.
+func isAuto(cfg settings) bool {
+	return len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "auto"
 }
 
 func errText(err error) string {
