@@ -446,9 +446,10 @@ func aptSetup(c *cli.Context, cfg settings) error {
 	return nil
 }
 
-// dnfRepoCA adds (or with undo removes) sslcacert=bundle to each repo of
-// the .repo files in dir whose URLs are on an intercepted host.
-func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
+// dnfRepoUndo removes the sslcacert lines an older warren dnf-setup
+// --https put in the repo files of dir (it now sets dnf.conf's [main]:
+// no repo file is edited).
+func dnfRepoUndo(dir string) (int, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.repo"))
 	changed := 0
 	for _, f := range files {
@@ -457,11 +458,7 @@ func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
 			return changed, err
 		}
 		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		out := withoutDnfMarked(lines)
-		if !undo {
-			out = addSSLCACert(out, bundle, hosts)
-		}
-		if !slices.Equal(out, lines) {
+		if out := withoutDnfMarked(lines); !slices.Equal(out, lines) {
 			if err := writeLines(f, out); err != nil {
 				return changed, err
 			}
@@ -471,73 +468,29 @@ func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
 	return changed, nil
 }
 
-// addSSLCACert inserts the line after the header of each section that
-// names an intercepted https host and sets no sslcacert of its own.
-func addSSLCACert(lines []string, bundle string, hosts []string) []string {
-	var out []string
-	start := -1 // the current section's header in out
-	intercepted, own := false, false
-	flush := func() {
-		if start >= 0 && intercepted && !own {
-			out = append(out[:start+1], append([]string{dnfMarker, "sslcacert=" + bundle}, out[start+1:]...)...)
-		}
-	}
-	for _, l := range lines {
-		t := strings.TrimSpace(l)
-		if strings.HasPrefix(t, "[") {
-			flush()
-			start, intercepted, own = len(out), false, false
-		}
-		if k, v, ok := strings.Cut(t, "="); ok {
-			switch strings.ToLower(strings.TrimSpace(k)) {
-			case "baseurl", "mirrorlist", "metalink":
-				for _, u := range strings.Fields(strings.ReplaceAll(v, ",", " ")) {
-					if h, ok := strings.CutPrefix(u, "https://"); ok {
-						h, _, _ = strings.Cut(h, "/")
-						if slices.Contains(hosts, strings.ToLower(stripHostPort(h))) {
-							intercepted = true
-						}
-					}
-				}
-			case "sslcacert":
-				own = true
-			}
-		}
-		out = append(out, l)
-	}
-	flush()
-	return out
-}
-
-func stripHostPort(h string) string {
-	if i := strings.LastIndexByte(h, ':'); i > 0 && !strings.Contains(h[i:], "]") {
-		return h[:i]
-	}
-	return h
-}
-
-// dnfHTTPSSetup sets (or with --undo removes) sslcacert in the repos on
-// intercepted hosts.
-func dnfHTTPSSetup(c *cli.Context, cfg settings) error {
-	dir, bundle := c.String("repos-dir"), c.String("bundle")
-	if c.Bool("undo") {
-		n, err := dnfRepoCA(dir, bundle, nil, true)
-		if err == nil && n > 0 {
-			fmt.Fprintf(c.App.Writer, "removed warren's sslcacert from %d repo files in %s\n", n, dir)
-		}
-		return err
-	}
+// dnfHTTPSBundle writes the bundle dnf is told to trust (the system's
+// CAs and the site CA) and returns its path; dnfSetup names it in [main]
+// (sslcacert), which every repository inherits unless it sets its own:
+// the repo files stay as the distribution shipped them, metalink= and
+// mirrorlist= ones with their mirrors included.
+func dnfHTTPSBundle(c *cli.Context, cfg settings) (string, error) {
+	bundle := c.String("bundle")
 	hosts, caPEM, err := trustedHosts(cfg)
-	if err != nil {
-		return err
+	var unread unreadableConfig
+	if err != nil && !errors.As(err, &unread) {
+		return "", err
+	}
+	if caPEM == nil {
+		return "", err
 	}
 	if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
-		return err
+		return "", err
 	}
-	n, err := dnfRepoCA(dir, bundle, hosts, false)
-	if err != nil {
-		return err
+	if n, err := dnfRepoUndo(c.String("repos-dir")); err != nil {
+		return "", err
+	} else if n > 0 {
+		fmt.Fprintf(c.App.Writer, "removed the per-repo sslcacert of an older warren dnf-setup from %d repo files (dnf.conf's [main] names it now)\n", n)
 	}
-	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s) in the repos on %s: %d repo files changed in %s\n", bundle, orNone(hosts), n, dir)
-	return nil
+	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s, beside the system's CAs) in every repository; intercepted now: %s, and the https mirrors of the lists warren reads that the CA names\n", bundle, orNone(hosts))
+	return bundle, nil
 }
