@@ -80,7 +80,7 @@ test-pkg: deb rpm
 # root and ip, and says SKIP otherwise. Prints the WAN ratio, the time
 # ratio, the hub's RSS and each replication run.
 test-netns: check-go
-	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
+	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns|TestMirrorGroupsOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

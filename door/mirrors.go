@@ -261,23 +261,27 @@ func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) 
 }
 
 // siteOrder is the order warren answers a group's list in: mirrors it can
-// cache first, then those whose repomd.xml it holds a copy of (what the
-// site used), then the list's preference, then a hash of the URL (the
-// same on every warren, so every machine and node agrees).
+// cache first; among them the one it put first before (a list server
+// that shuffles its mirrors for every request does not move the site),
+// then those whose metadata the site holds (a repomd.xml's copy, a
+// primary.xml learnt: what it used before a restart), then the list's
+// preference, then a hash of the URL (the same on every warren).
 func (s *Door) siteOrder(g *mirrorGroup) []int {
 	type rank struct {
-		i                int
-		cacheable, holds bool
-		preference       int
-		hash             uint64
+		i                        int
+		cacheable, chosen, holds bool
+		preference               int
+		hash                     uint64
 	}
+	chosen := g.fig.chosen.Load()
 	ranks := make([]rank, len(g.l.Mirrors))
 	for i, m := range g.l.Mirrors {
-		r := rank{i: i, preference: m.Preference}
+		r := rank{i: i, preference: m.Preference, chosen: chosen != nil && *chosen == m.Base}
 		if base := g.bases[i]; base != "" {
 			r.cacheable = !m.HTTPS() || s.cacheableHTTPS(base)
 			_, err := s.store.Cached(base + "repodata/repomd.xml")
-			r.holds = err == nil
+			from, _ := s.store.LearntFrom(cachestore.ListerID(base + "repodata/primary"))
+			r.holds = err == nil || !from.IsZero()
 		}
 		h := fnv.New64a()
 		h.Write([]byte(m.Base))
@@ -287,6 +291,9 @@ func (s *Door) siteOrder(g *mirrorGroup) []int {
 	slices.SortStableFunc(ranks, func(a, b rank) int {
 		if a.cacheable != b.cacheable {
 			return boolFirst(a.cacheable)
+		}
+		if a.chosen != b.chosen {
+			return boolFirst(a.chosen)
 		}
 		if a.holds != b.holds {
 			return boolFirst(a.holds)

@@ -257,6 +257,9 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 	}
 	if p.Size >= 0 && size >= 0 && size != p.Size {
 		resp.Body.Close()
+		if o.staleRepomd(fmt.Errorf("%w: the metalink says %d bytes, the mirror sends %d", cachestore.ErrSizeMismatch, p.Size, size)) {
+			return nil, fmt.Errorf("%w: %s's repomd.xml is not the metalink's", fill.ErrSkip, o.name())
+		}
 		s.stats.Mismatches.Add(1)
 		s.log.Error("upstream length differs from the repository metadata; not storing",
 			slog.String("url", p.ShownURL()), slog.String("from", o.name()), slog.Int64("expected", p.Size), slog.Int64("upstream", size))
@@ -285,10 +288,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			}
 			o.blamed = true
 			switch {
-			case errors.Is(reason, cachestore.ErrDigestMismatch) && o.group != nil && p.Meta == MetaRepomd:
-				o.group.fig.refused.Add(1)
-				s.log.Warn("a mirror's repomd.xml is not one its metalink names (a stale mirror?); refused, the next mirror asked",
-					slog.String("url", o.target()), slog.String("list", hub.RedactURLs(o.group.list)), slog.Any("err", reason))
+			case errors.Is(reason, cachestore.ErrDigestMismatch) && o.staleRepomd(reason):
 			case errors.Is(reason, cachestore.ErrDigestMismatch):
 				s.stats.Mismatches.Add(1)
 				s.log.Error("upstream sent bytes that do not match the repository metadata; nothing stored",
@@ -320,6 +320,20 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		}
 	}
 	return st, nil
+}
+
+// staleRepomd refuses, for the rest of the fill, a mirror's repomd.xml
+// that its metalink does not name (a mirror not synced: the next one
+// has it); false when this is no such file.
+func (o *upstreamSource) staleRepomd(why error) bool {
+	if o.group == nil || o.p.Meta != MetaRepomd {
+		return false
+	}
+	o.blamed = true
+	o.group.fig.refused.Add(1)
+	o.s.log.Warn("a mirror's repomd.xml is not one its metalink names (a stale mirror?); refused, the next mirror asked",
+		slog.String("url", o.target()), slog.String("list", hub.RedactURLs(o.group.list)), slog.Any("err", why))
+	return true
 }
 
 // hubFailed turns a hub's refusal or silence into the fill's next step.

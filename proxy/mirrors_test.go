@@ -341,8 +341,9 @@ func TestMirrorStallGoesOnFromTheNext(t *testing.T) {
 	}
 }
 
-// A plain mirror list: kept, answered in the site's order (a mirror whose
-// repomd.xml the site holds first), served stale.
+// A plain mirror list: kept, answered in the site's order (the mirror it
+// put first stays first; after a restart, a mirror whose repomd.xml the
+// site holds), served stale.
 func TestMirrorlistIsAnIndexFile(t *testing.T) {
 	site := newMirrorSite(t, 1000)
 	h := newHarness(t, site.lists)
@@ -351,9 +352,20 @@ func TestMirrorlistIsAnIndexFile(t *testing.T) {
 	if l.Metalink || len(l.Mirrors) != 3 {
 		t.Fatalf("%+v", l)
 	}
-	// The site used the last one: it comes first from now on.
-	last := l.Mirrors[2].Base
+	// The list server's next answer prefers another mirror: the site's
+	// stays first.
+	site.setLists(site.repomd, nil, 2, 1, 0)
+	h.clock.advance(time.Minute)
+	_, again := h.mustGet(site.mirrorlistURL(), 200)
+	if got := listed(t, again).Mirrors[0].Base; got != l.Mirrors[0].Base {
+		t.Fatalf("first mirror %s after the list server reordered, want %s still", got, l.Mirrors[0].Base)
+	}
+	// The site used the last one, then warren restarted: the one whose
+	// metadata it holds comes first.
+	last := listed(t, again).Mirrors[2].Base
 	h.mustGet(last+"repodata/repomd.xml", 200)
+	h.stop()
+	h.start()
 	h.clock.advance(time.Minute)
 	_, body = h.mustGet(site.mirrorlistURL(), 200)
 	if got := listed(t, body).Mirrors[0].Base; got != last {

@@ -91,8 +91,9 @@ func (u unreadableConfig) Error() string {
 // interception is the daemon's intercept.Certs: the wanted hosts the
 // site CA may sign for, the auto list read again at most every 30 s (a
 // repository added to apt's sources is picked up without a restart), and
-// with auto the https mirrors of the lists of mirrors warren read (at
-// once when they change).
+// the https mirrors of the lists of mirrors warren read (at once when they
+// change) that the CA's constraints name: naming a distribution's mirror
+// domains there is the operator's leave to cache them.
 type interception struct {
 	ca   *siteca.CA
 	cfg  settings
@@ -113,7 +114,7 @@ type interception struct {
 
 func (in *interception) current() []string {
 	var mirrors []string
-	if in.mirrors != nil && isAuto(in.cfg) {
+	if in.mirrors != nil {
 		mirrors = in.mirrors()
 	}
 	in.mu.Lock()
@@ -159,11 +160,6 @@ func (in *interception) current() []string {
 	in.hosts, in.scanned = append([]string{}, hosts...), time.Now()
 	in.lastOutside, in.lastMirrors, in.lastMirrorsOut = outside, mirrors, mirrorsOut
 	return in.hosts
-}
-
-// isAuto says whether https_intercept is auto.
-func isAuto(cfg settings) bool {
-	return len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "auto"
 }
 
 func errText(err error) string {
