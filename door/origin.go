@@ -404,7 +404,7 @@ func (s *Door) upstreamDo(req *http.Request) (*http.Response, error) {
 }
 
 // PassThrough asks upstream (the hubs, then the origin) for what r asks
-// of p, storing nothing: for HEAD on a miss, mirror lists, and a full
+// of p, storing nothing: for HEAD on a miss, and a full
 // disk's URL-keyed files. The caller copies the answer (a failed copy is
 // an UpstreamFetchError: WrapFetch) and closes its body.
 func (s *Door) PassThrough(r *http.Request, p Plan) (*http.Response, error) {

@@ -202,7 +202,7 @@ func (s *Server) serveAlternate(w *respWriter, r *http.Request, p door.Plan, why
 }
 
 // passThrough answers the client straight from upstream, storing nothing:
-// for HEAD on a miss, mirror lists, and when the disk is full.
+// for HEAD on a miss, and when the disk is full.
 func (s *Server) passThrough(w *respWriter, r *http.Request, p door.Plan) error {
 	resp, err := s.door.PassThrough(r, p)
 	if err != nil {
