@@ -378,3 +378,31 @@ func TestMirrorlistIsAnIndexFile(t *testing.T) {
 		t.Fatalf("stale answer differs:\n%s\n%s", stale, body)
 	}
 }
+
+// The mirrors down and the site holding only the previous push's
+// repomd.xml, which the new metalink still names as an alternate: that
+// one is served (dnf takes it), with the offline-mode line.
+func TestMetalinkAlternateServedOffline(t *testing.T) {
+	site := newMirrorSite(t, 1000)
+	previous := site.repomd
+	current := bytes.Replace(previous, []byte("<revision>2"), []byte("<revision>3"), 1)
+	var logs logBuffer
+	h := newHarness(t, site.lists, loggingTo(&logs))
+	_, body := h.mustGet(site.metalinkURL(), 200)
+	first := listed(t, body).Mirrors[0].Base
+	h.mustGet(first+"repodata/repomd.xml", 200)
+	// A new push: the site holds none of it, and the mirrors go away.
+	site.setLists(current, [][]byte{previous})
+	for _, u := range site.mirrors {
+		u.Close()
+	}
+	h.clock.advance(time.Minute)
+	h.mustGet(site.metalinkURL(), 200)
+	_, got := h.mustGet(first+"repodata/repomd.xml", 200)
+	if !bytes.Equal(got, previous) {
+		t.Fatalf("served\n%s\nwant the previous push's repomd.xml", got)
+	}
+	if !strings.Contains(logs.String(), "the previous repomd.xml its metalink still names") {
+		t.Fatal("no offline-mode line for the alternate")
+	}
+}
