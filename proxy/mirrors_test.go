@@ -177,6 +177,14 @@ func TestMetalinkIsAnIndexFile(t *testing.T) {
 	if n := site.lists.count("/metalink"); n != 1 {
 		t.Fatalf("the list server was asked %d times, want once", n)
 	}
+	// The list server prefers another mirror now (MirrorManager shuffles
+	// for every request): the site's first mirror stays first.
+	site.setLists(site.repomd, nil, 1, 0, 2)
+	h.clock.advance(time.Minute)
+	_, body = h.mustGet(site.metalinkURL(), 200)
+	if got := listed(t, body).Mirrors[0].Base; got != site.bases[2] {
+		t.Fatalf("the site's first mirror moved to %s when the list server reordered", got)
+	}
 	// The list server goes away: the metalink is served stale, with the
 	// log line apt's stale InRelease gets.
 	h.clock.advance(time.Minute)
@@ -292,7 +300,7 @@ func TestStaleMirrorRefused(t *testing.T) {
 // tried again three times and the fill failed.)
 func TestMirrorStallGoesOnFromTheNext(t *testing.T) {
 	site := newMirrorSite(t, 3<<20)
-	h := newHarness(t, site.lists, func(c *testConfig, _ *cachestore.Config) { c.StallTimeout = 300 * time.Millisecond })
+	h := newHarness(t, site.lists, func(c *testConfig, _ *cachestore.Config) { c.StallTimeout = time.Second })
 	_, body := h.mustGet(site.metalinkURL(), 200)
 	first := listed(t, body).Mirrors[0].Base
 	h.mustGet(first+"repodata/repomd.xml", 200)
