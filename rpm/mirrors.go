@@ -139,7 +139,7 @@ func parseMirrorlist(r io.Reader) (*MirrorList, error) {
 		if u.Scheme != "http" && u.Scheme != "https" {
 			continue // ftp, rsync: dnf's business, not warren's
 		}
-		if err := l.add(Mirror{Base: withSlash(line), Listed: line}); err != nil {
+		if err := l.add(Mirror{Base: withSlash(lowerScheme(line, u)), Listed: line}); err != nil {
 			return nil, err
 		}
 	}
@@ -155,6 +155,11 @@ func (l *MirrorList) add(m Mirror) error {
 	}
 	l.Mirrors = append(l.Mirrors, m)
 	return nil
+}
+
+// lowerScheme is s with its scheme as url.Parse read it (lower case).
+func lowerScheme(s string, u *url.URL) string {
+	return u.Scheme + s[len(u.Scheme):]
 }
 
 func withSlash(s string) string {
@@ -254,7 +259,7 @@ func parseMetalink(r io.Reader) (*MirrorList, error) {
 					continue
 				}
 				pref, _ := strconv.Atoi(attr(t, "preference"))
-				base, _ := strings.CutSuffix(s, repomdSuffix)
+				base, _ := strings.CutSuffix(lowerScheme(s, u), repomdSuffix)
 				if err := l.add(Mirror{Base: withSlash(base), Listed: s, Preference: pref, Location: attr(t, "location")}); err != nil {
 					return nil, err
 				}
