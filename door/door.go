@@ -172,6 +172,9 @@ type Door struct {
 	// relearnt are the metadata blobs learnt on a hit since start (see
 	// learnIfNew), the least recently used forgotten first.
 	relearnt *lru.Cache[cachestore.Digest, struct{}]
+	// besideZck are the repomd.xml files whose plain primary.xml was
+	// fetched for a zchunk client (zchunk.go).
+	besideZck *lru.Cache[cachestore.Digest, struct{}]
 
 	engine   *fill.Engine
 	learning learning
@@ -233,6 +236,7 @@ func New(cfg Config, store Store) (*Door, error) {
 	}
 	s.neg, _ = lru.New[string, time.Time](10000)
 	s.relearnt, _ = lru.New[cachestore.Digest, struct{}](4096)
+	s.besideZck, _ = lru.New[cachestore.Digest, struct{}](1024)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()

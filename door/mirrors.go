@@ -442,8 +442,12 @@ func (s *Door) MirrorGroups() []MirrorGroup {
 	return out
 }
 
-// Served counts how a request for p ended, for its mirror group's figures.
+// Served is told how a request for p ended: its mirror group's figures,
+// and a zchunk primary.xml's plain one fetched beside it (zchunk.go).
 func (s *Door) Served(p Plan, outcome string) {
+	if outcome == "hit" || outcome == "miss" {
+		s.learnBesideZchunk(p)
+	}
 	if p.Group == "" {
 		return
 	}

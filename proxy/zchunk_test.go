@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // zchunk metadata (Fedora's primary.xml.zck): librepo first asks for the
@@ -136,5 +137,48 @@ func TestZchunkMultiRange(t *testing.T) {
 	h.settle()
 	if n := up.count(zckPath); n != 1 {
 		t.Fatalf("upstream sent the zck file %d times, want once", n)
+	}
+}
+
+// A client that reads only zchunk metadata (Fedora's dnf asks for
+// primary.xml.zck, never primary.xml.gz): warren fetches the plain
+// primary.xml the same repomd.xml lists, once, and learns the packages'
+// hashes from it. (Before, that repository's packages stayed cached by
+// URL only: never verified, never shared with peers.)
+func TestZchunkClientStillHashKnown(t *testing.T) {
+	up := newUpstream(t, 10)
+	rpmBody := randomBytes(50000, 33)
+	repomdPath, primaryPath, rpmPath := addRPMRepo(up, rpmBody)
+	zck := append([]byte("\x00ZCK1"), randomBytes(5000, 34)...)
+	zckPath := "/el9/os/repodata/" + sha256hex(zck) + "-primary.xml.zck"
+	up.mu.Lock()
+	up.files[zckPath] = zck
+	up.files[repomdPath] = bytes.Replace(up.files[repomdPath], []byte("</repomd>"), []byte(fmt.Sprintf(`  <data type="primary_zck">
+    <checksum type="sha256">%s</checksum>
+    <location href="repodata/%s-primary.xml.zck"/>
+    <size>%d</size>
+  </data>
+</repomd>`, sha256hex(zck), sha256hex(zck), len(zck))), 1)
+	up.mu.Unlock()
+	h := newHarness(t, up)
+	h.mustGet(up.URL+repomdPath, 200)
+	h.mustGet(up.URL+zckPath, 200)
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if k, err := h.known(up.URL + rpmPath); err == nil && k.Digest.Hex == sha512hex(rpmBody) {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the rpm never became hash-known: the plain primary.xml was not fetched beside the zchunk one")
+		}
+	}
+	h.mustGet(up.URL+zckPath, 200) // again: nothing more fetched
+	h.settle()
+	if n := up.count(primaryPath); n != 1 {
+		t.Fatalf("primary.xml.gz fetched %d times, want once", n)
 	}
 }
