@@ -12,6 +12,7 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/door"
+	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/rpm"
 )
 
@@ -412,5 +413,33 @@ func TestMetalinkAlternateServedOffline(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "the previous repomd.xml its metalink still names") {
 		t.Fatal("no offline-mode line for the alternate")
+	}
+}
+
+// A hub decides for its nodes: a node answers a list in the order its hub
+// gave it, not its own. (Here the list server prefers another mirror by
+// the time the node asks: the hub keeps its first choice, and the node,
+// which never chose, would put the new favourite first of its own.)
+func TestNodeKeepsItsHubsOrder(t *testing.T) {
+	site := newMirrorSite(t, 1000)
+	site.setLists(site.repomd, nil, 0, 1, 2)
+	hubH := newHarness(t, site.lists, asHub(hub.FetchAndPreload, 5))
+	_, body := hubH.mustGet(site.metalinkURL(), 200)
+	if got := listed(t, body).Mirrors[0].Base; got != site.bases[0] {
+		t.Fatalf("the hub's first mirror %s, want %s", got, site.bases[0])
+	}
+	site.setLists(site.repomd, nil, 2, 1, 0)
+	hubH.clock.advance(time.Minute)
+	node := newHarness(t, site.lists, usingHubs(t, true, "", hubH.front.URL))
+	resp, body := node.mustGet(site.metalinkURL(), 200)
+	if got := listed(t, body).Mirrors[0].Base; got != site.bases[0] {
+		t.Fatalf("the node's first mirror %s, want its hub's %s", got, site.bases[0])
+	}
+	if resp.Header.Get(door.HeaderMirrors) != "site" {
+		t.Fatal("the node's answer is not marked as the site's order")
+	}
+	// What the node learnt from it: repomd.xml hash-known on each mirror.
+	if k, err := node.known(site.bases[1] + "repodata/repomd.xml"); err != nil || k.Digest.Hex != sha256hex(site.repomd) {
+		t.Fatalf("the node learnt nothing from its hub's list: %+v %v", k, err)
 	}
 }
