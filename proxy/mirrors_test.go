@@ -417,29 +417,32 @@ func TestMetalinkAlternateServedOffline(t *testing.T) {
 }
 
 // A hub decides for its nodes: a node answers a list in the order its hub
-// gave it, not its own. (Here the list server prefers another mirror by
-// the time the node asks: the hub keeps its first choice, and the node,
-// which never chose, would put the new favourite first of its own.)
+// gave it, not its own. (Here the hub puts first the mirror whose
+// metadata it holds since before its restart; the node, which holds
+// nothing, would order the list otherwise.)
 func TestNodeKeepsItsHubsOrder(t *testing.T) {
 	site := newMirrorSite(t, 1000)
-	site.setLists(site.repomd, nil, 0, 1, 2)
 	hubH := newHarness(t, site.lists, asHub(hub.FetchAndPreload, 5))
-	_, body := hubH.mustGet(site.metalinkURL(), 200)
-	if got := listed(t, body).Mirrors[0].Base; got != site.bases[0] {
-		t.Fatalf("the hub's first mirror %s, want %s", got, site.bases[0])
-	}
-	site.setLists(site.repomd, nil, 2, 1, 0)
+	_, body := hubH.mustGet(site.mirrorlistURL(), 200)
+	own := listed(t, body).Mirrors[0].Base // what a warren with no history puts first
+	last := listed(t, body).Mirrors[2].Base
+	hubH.mustGet(last+"repodata/repomd.xml", 200)
+	hubH.stop()
+	hubH.start()
 	hubH.clock.advance(time.Minute)
 	node := newHarness(t, site.lists, usingHubs(t, true, "", hubH.front.URL))
-	resp, body := node.mustGet(site.metalinkURL(), 200)
-	if got := listed(t, body).Mirrors[0].Base; got != site.bases[0] {
-		t.Fatalf("the node's first mirror %s, want its hub's %s", got, site.bases[0])
+	resp, body := node.mustGet(site.mirrorlistURL(), 200)
+	if got := listed(t, body).Mirrors[0].Base; got != last || got == own {
+		t.Fatalf("the node's first mirror %s, want its hub's %s (its own would be %s)", got, last, own)
 	}
 	if resp.Header.Get(door.HeaderMirrors) != "site" {
 		t.Fatal("the node's answer is not marked as the site's order")
 	}
-	// What the node learnt from it: repomd.xml hash-known on each mirror.
-	if k, err := node.known(site.bases[1] + "repodata/repomd.xml"); err != nil || k.Digest.Hex != sha256hex(site.repomd) {
-		t.Fatalf("the node learnt nothing from its hub's list: %+v %v", k, err)
+	// What the node learnt from it: the group, shared facts included.
+	node.mustGet(last+"repodata/repomd.xml", 200)
+	node.mustGet(last+site.primaryRel, 200)
+	node.known(last + site.rpmRel) // the learns done
+	if p := node.door.Plan(t.Context(), mustURL(own+site.rpmRel), door.Credential{}); p.Digest.Hex != sha256hex(site.rpm) {
+		t.Fatalf("the node's group does not share what it learnt: the rpm on another mirror plans as %+v", p)
 	}
 }
