@@ -39,6 +39,7 @@ type Store interface {
 	OpenHit(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
 	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
 	KnownKeys(fn func(key string)) error
+	KnownPrefix(prefix string, fn func(key string, k cachestore.Known)) error
 	Learnt(lister uint64, at int64, d cachestore.Digest) error
 	LearntFrom(lister uint64) (cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
@@ -118,6 +119,11 @@ type Config struct {
 	Record func(key, kind string, d cachestore.Digest, size int64, cached *cachestore.Cached)
 	// WAN is told of bytes taken from the origin, by ecosystem.
 	WAN func(eco string, n int64)
+	// Intercepts says whether warren answers CONNECTs to an https host
+	// itself (the site CA may sign for it): a mirror group's https
+	// mirrors on such hosts are cacheable, and put first with the http
+	// ones. nil: none is.
+	Intercepts func(host string) bool
 	// Transport, when set, wraps the upstream transport (the Chocolatey
 	// feeds' request budgets).
 	Transport func(http.RoundTripper) http.RoundTripper
@@ -166,6 +172,9 @@ type Door struct {
 	// relearnt are the metadata blobs learnt on a hit since start, by lister (see
 	// learnIfNew), the least recently used forgotten first.
 	relearnt *lru.Cache[string, struct{}]
+	// besideZck are the repomd.xml files whose plain primary.xml was
+	// fetched for a zchunk client (zchunk.go).
+	besideZck *lru.Cache[cachestore.Digest, struct{}]
 
 	engine   *fill.Engine
 	learning learning
@@ -176,6 +185,8 @@ type Door struct {
 	known      map[string]int64
 	knownAt    time.Time
 	knownDirty atomic.Bool
+
+	mirrors mirrorGroups // the lists of mirrors read (mirrors.go)
 
 	stats   Stats
 	waiting waitList // fills waiting out a busy hub, for the page
@@ -225,6 +236,7 @@ func New(cfg Config, store Store) (*Door, error) {
 	}
 	s.neg, _ = lru.New[string, time.Time](10000)
 	s.relearnt, _ = lru.New[string, struct{}](4096)
+	s.besideZck, _ = lru.New[cachestore.Digest, struct{}](1024)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()
@@ -354,6 +366,22 @@ func (s *Door) Hit(p Plan, d cachestore.Digest) {
 	if p.Meta != "" {
 		s.learnIfNew(p, d)
 	}
+}
+
+// Alternate opens a blob held of another digest p's bytes may have (a
+// metalink's previous repomd.xml), if p may read one.
+func (s *Door) Alternate(p Plan) (*cachestore.Blob, cachestore.BlobInfo, bool) {
+	for _, d := range p.Also {
+		f, bi, err := s.store.OpenHit(d)
+		if err != nil {
+			continue
+		}
+		if p.Readable(bi) {
+			return f, bi, true
+		}
+		f.Close()
+	}
+	return nil, cachestore.BlobInfo{}, false
 }
 
 // Negative says whether upstream answered 404 for p lately.

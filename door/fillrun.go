@@ -105,7 +105,7 @@ func (s *Door) recordFill(p Plan, d cachestore.Digest, size int64) {
 // run is the one place the fill engine runs: into the store (a fill) or,
 // with no room on the disk, into a client's response.
 func (s *Door) run(ctx context.Context, f fill.Filler, p Plan, sources []fill.Source) (fill.Result, error) {
-	return s.engine.Run(ctx, f, fill.Want{Digest: p.Digest, Size: p.Size}, sources)
+	return s.engine.Run(ctx, f, fill.Want{Digest: p.Digest, Size: p.Size, Also: p.Also}, sources)
 }
 
 // phased is a LAN source that says how long its question and its
@@ -178,7 +178,13 @@ func (s *Door) upstreamSources(p Plan, who Asker, prev *cachestore.Cached, relan
 		out = append(out, &upstreamSource{s: s, p: p, who: who, prev: prev, hub: h, relan: relan})
 	}
 	if !s.cfg.HubOnly || len(s.cfg.Hubs) == 0 {
-		out = append(out, &upstreamSource{s: s, p: p, who: who, prev: prev})
+		origin := &upstreamSource{s: s, p: p, who: who, prev: prev}
+		out = append(out, origin)
+		// The other mirrors of its group, after the one asked for.
+		if mirrors := s.mirrorSources(p, who); len(mirrors) > 0 {
+			origin.group = mirrors[0].(*upstreamSource).group
+			out = append(out, mirrors...)
+		}
 	}
 	return out
 }
@@ -213,10 +219,28 @@ func (c *committingFill) Start(info cachestore.FillInfo) error {
 	if err := c.Fill.Start(info); err != nil {
 		return err
 	}
-	if c.holdsGeneration() {
+	if c.held() {
 		// Not a byte reaches a node before the hub knows it can serve
 		// what the file lists: else a held-back Release would be cut
-		// mid-transfer instead of the previous one served.
+		// mid-transfer instead of the previous one served. Nor of a
+		// mirror's repomd.xml a metalink names the hash of: a stale
+		// mirror's is refused unseen, the next mirror's sent instead.
+		c.Fill.Hold()
+	}
+	return nil
+}
+
+// held says whether the fill's bytes reach no reader before they verify.
+func (c *committingFill) held() bool {
+	return c.holdsGeneration() || c.p.Group != "" && c.p.Meta == MetaRepomd && !c.p.Digest.IsZero()
+}
+
+// Restart begins again from the next source, held as before.
+func (c *committingFill) Restart() error {
+	if err := c.Fill.Restart(); err != nil {
+		return err
+	}
+	if c.held() {
 		c.Fill.Hold()
 	}
 	return nil

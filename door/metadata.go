@@ -114,6 +114,11 @@ func metaScope(p Plan) (repoScope, error) {
 		return newScope(ku, debian.RepoRoot(ku.EscapedPath())), nil
 	case MetaRepomd, MetaPrimary:
 		return newScope(ku, rpm.RepoBase(ku.EscapedPath())), nil
+	case MetaMirrors:
+		// Its facts are its mirrors' (mirrors.go); a request waits for
+		// its learn only for the list itself, which SiteList answers
+		// once it is learnt.
+		return repoScope(p.Key), nil
 	}
 	return "", fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }
@@ -163,7 +168,7 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	defer f.Close()
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
-	err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
+	err = parseMeta(s.ctx, s.decoders, p, d, scope, f.File, rec.add)
 	// What was parsed before an error is true (the file verified): it is
 	// recorded, and only the rest is lost.
 	if ferr := rec.flush(); err == nil {
@@ -191,6 +196,9 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 			slog.Duration("took", s.now().Sub(start)))
 	}
 	s.knownDirty.Store(true)
+	if p.Meta == MetaMirrors {
+		s.listLearnt()
+	}
 }
 
 // learnIfNew learns a metadata blob served from the store when the index
@@ -288,7 +296,10 @@ func (r *recorder) add(key string, inScope bool, k cachestore.Known) error {
 		r.outside++
 		return nil
 	}
-	k.Lister, k.Learnt, k.Depth = r.lister, r.learnt, len(r.scope)
+	k.Lister, k.Learnt = r.lister, r.learnt
+	if k.Depth == 0 {
+		k.Depth = len(r.scope)
+	}
 	r.batch[key] = k
 	if len(r.batch) >= learnBatch {
 		return r.flush()
@@ -310,9 +321,10 @@ func (r *recorder) flush() error {
 
 type emitFunc func(key string, inScope bool, k cachestore.Known) error
 
-// parseMeta turns one metadata file into URL -> digest facts, each passed
-// to emit with its canonical key and whether it lies inside scope.
-func parseMeta(ctx context.Context, dec decoders, p Plan, scope repoScope, r io.Reader, emit emitFunc) error {
+// parseMeta turns one metadata file (blob d) into URL -> digest facts,
+// each passed to emit with its canonical key and whether it lies inside
+// scope.
+func parseMeta(ctx context.Context, dec decoders, p Plan, d cachestore.Digest, scope repoScope, r io.Reader, emit emitFunc) error {
 	// A parse of a large (or hostile) file ends with the daemon: each read
 	// of what the parser reads asks whether it is shutting down. (The raw
 	// file stays an *os.File: the system's xz reads it directly.)
@@ -377,6 +389,8 @@ func parseMeta(ctx context.Context, dec decoders, p Plan, scope repoScope, r io.
 			}
 			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: pkg.Checksum.Algo, Hex: pkg.Checksum.Hex}, Size: pkg.Size})
 		})
+	case MetaMirrors:
+		return listFacts(p, d, stoppable(r), emit)
 	}
 	return fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }

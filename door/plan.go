@@ -16,8 +16,6 @@ type Plan struct {
 	Key  string // the canonical form of URL (in its credential's scope): its key in the index
 	Kind string // what the ecosystem calls it, for the log
 	Eco  string // EcoDebian, EcoRPM, EcoChocolatey or "other", for the day's chart
-	// PassThrough: never cache (mirror lists, metalinks).
-	PassThrough bool
 	// Digest is set when metadata (or the by-hash path) says what the
 	// bytes must hash to: the blob is filled by digest and verified.
 	Digest cachestore.Digest
@@ -27,6 +25,13 @@ type Plan struct {
 	// it (which says its compression).
 	Meta     string
 	MetaName string
+	// Also are other digests the bytes may have (a metalink's alternates
+	// of repomd.xml: the previous push, still valid).
+	Also []cachestore.Digest
+	// Group is the key of the list of mirrors whose group the URL's
+	// mirror belongs to (mirrors.go), groupBase that mirror's base.
+	Group     string
+	groupBase string
 	// Cred is the request's credential for its origin: a private plan's
 	// keys and blobs are its scope's alone (private.go).
 	Cred Credential
@@ -52,6 +57,7 @@ const (
 	MetaSources  = "sources"
 	MetaRepomd   = "repomd"
 	MetaPrimary  = "primary"
+	MetaMirrors  = "mirrors"
 )
 
 // plan says how to serve u (its userinfo already taken into cred).
@@ -104,11 +110,27 @@ func debianIndexMeta(name string) string {
 
 func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 	p.Kind = k.String()
+	if k != rpm.KindMirrorList && !p.Cred.Private() {
+		if g, base := s.groupOf(p.Key); g != nil {
+			p.Group, p.groupBase = g.list, base
+		}
+	}
 	switch k {
 	case rpm.KindPackage:
 		s.useKnown(ctx, p)
 	case rpm.KindRepomd:
 		p.Meta, p.MetaName = MetaRepomd, path.Base(u.Path)
+		if p.Group != "" {
+			// A metalink's hash (mirrors.go): from any mirror, only
+			// a repomd.xml the list names is taken.
+			s.useKnown(ctx, p)
+			if g := s.groupNamed(p.Group); g != nil && len(g.repomd) > 0 && p.Digest == g.repomd[0] {
+				p.Also = g.repomd[1:]
+				if len(p.Also) > 0 {
+					p.Size = -1 // an alternate's size differs
+				}
+			}
+		}
 	case rpm.KindMetadata:
 		// Named by their checksum, listed in repomd.xml: immutable once known.
 		s.useKnown(ctx, p)
@@ -116,7 +138,11 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 			p.Meta, p.MetaName = MetaPrimary, path.Base(u.Path)
 		}
 	case rpm.KindMirrorList:
-		p.PassThrough = true
+		// An index file of its own (mirrors.go); a private one is kept
+		// for its scope and teaches nothing.
+		if !p.Cred.Private() {
+			p.Meta, p.MetaName = MetaMirrors, path.Base(u.Path)
+		}
 	}
 }
 
@@ -126,5 +152,12 @@ func (s *Door) useKnown(ctx context.Context, p *Plan) {
 	s.learning.wait(ctx, p.Key, nil)
 	if k, err := s.store.Known(p.Key); err == nil {
 		p.Digest, p.Size = k.Digest, k.Size
+		return
+	}
+	if p.Group != "" {
+		// The same path on another mirror of its group.
+		if k, ok := s.groupFact(ctx, p); ok {
+			p.Digest, p.Size = k.Digest, k.Size
+		}
 	}
 }

@@ -21,7 +21,7 @@ func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.
 	if d, size, ok := s.role.Claim(r); ok && d != p.Digest {
 		// The claimed blob is served, never learnt from: a node's claim
 		// teaches the hub nothing.
-		p.Digest, p.Size, p.PassThrough, p.Meta = d, size, false, ""
+		p.Digest, p.Size, p.Meta = d, size, ""
 	}
 	s.servePlan(w, r, p)
 }
@@ -38,6 +38,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 		s.fail(rw, r, p, err)
 	}
 	s.board.CountRequest(outcome)
+	s.door.Served(p, outcome)
 	s.stats.BytesServed.Add(rw.bytes)
 	s.hist.Add(s.now(), p.Eco, rw.bytes, 0)
 	if ctx := r.Context(); s.log.Enabled(ctx, slog.LevelInfo) {
@@ -77,15 +78,10 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 //  4. every request streams the fill as it grows (respond.go), its last
 //     byte held until the whole blob verifies;
 //  5. the tails: stored meanwhile, or not modified upstream (serve it from
-//     the store); upstream down (the last good copy); no room on the disk
-//     (from the origin without storing, verified as it passes).
+//     the store); upstream down (the last good copy, or a metalink's
+//     alternate repomd.xml held); no room on the disk (from the origin
+//     without storing, verified as it passes).
 func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, error) {
-	if p.PassThrough {
-		if s.unheld(w, p) {
-			return "refused", nil
-		}
-		return "pass", s.passThrough(w, r, p)
-	}
 	revalidated := false
 	for range 3 {
 		// 1. The store.
@@ -120,8 +116,14 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 				return "queued", nil
 			}
 		}
-		// 4. Stream it.
-		hit, err := s.serveFill(w, r, fill, p, leader)
+		// 4. Stream it (a list of mirrors: the site's view of it, once
+		// it is whole and learnt).
+		var hit bool
+		if p.Meta == door.MetaMirrors {
+			err = s.serveListFill(w, r, fill, p)
+		} else {
+			hit, err = s.serveFill(w, r, fill, p, leader)
+		}
 		leave()
 		// 5. The tails.
 		switch {
@@ -141,6 +143,8 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 				return "stale", nil
 			}
 			return "", err
+		case len(p.Also) > 0 && door.IsUpstreamDown(err) && s.serveAlternate(w, r, p, err):
+			return "stale", nil
 		case door.IsNoSpace(err):
 			s.log.Warn("cache disk full; serving from upstream without storing", slog.String("url", p.ShownURL()), slog.Any("err", err))
 			if p.Digest.IsZero() {
@@ -184,8 +188,23 @@ func hitOr(hit bool, other string) string {
 	return other
 }
 
+// serveAlternate serves, with the mirrors down, a repomd.xml that a
+// metalink names as the previous push's (valid: dnf takes it) in place of
+// its current one, when that is all the site holds.
+func (s *Server) serveAlternate(w *respWriter, r *http.Request, p door.Plan, why error) bool {
+	b, bi, ok := s.door.Alternate(p)
+	if !ok {
+		return false
+	}
+	defer b.Close()
+	s.log.Warn("upstream unavailable; serving the last good copy (offline mode): the previous repomd.xml its metalink still names",
+		slog.String("url", p.ShownURL()), slog.String("digest", bi.Digest.String()), slog.Any("err", why))
+	s.serveFile(w, r, b.Content(), bi.Added, "", contentType(p))
+	return true
+}
+
 // passThrough answers the client straight from upstream, storing nothing:
-// for HEAD on a miss, mirror lists, and when the disk is full.
+// for HEAD on a miss, and when the disk is full.
 func (s *Server) passThrough(w *respWriter, r *http.Request, p door.Plan) error {
 	resp, err := s.door.PassThrough(r, p)
 	if err != nil {

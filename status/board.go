@@ -36,6 +36,9 @@ type Sources struct {
 	// Budgets are the Chocolatey feeds' request budgets, by feed; nil:
 	// none.
 	Budgets func() []Budget
+	// MirrorGroups are the lists of mirrors warren read (door's
+	// MirrorGroups): each group's chosen mirror and hit ratio; nil: none.
+	MirrorGroups func() []door.MirrorGroup
 	// Collectors are more Prometheus metrics for /metrics (the front's
 	// feed counters, the store's and the peers').
 	Collectors []prometheus.Collector
@@ -162,6 +165,11 @@ func (b *Board) ServeStats(w http.ResponseWriter, _ *http.Request) {
 			if m := h.MissingSuites(); len(m) > 0 {
 				out["hub_missing_suites"] = m
 			}
+		}
+	}
+	if b.src.MirrorGroups != nil {
+		if g := b.src.MirrorGroups(); len(g) > 0 {
+			out["mirror_groups"] = g
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")

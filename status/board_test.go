@@ -80,9 +80,23 @@ func TestBoard(t *testing.T) {
 					`warren_known_artifacts{ecosystem="debian"} 7`, `warren_ecosystem_served_bytes_total{ecosystem="debian"} 3000`},
 			},
 			absent: map[string][]string{
-				"/_warren/":      {"<h2>Hub</h2>", "Chocolatey upstream", "ZgotmplZ"},
+				"/_warren/":      {"<h2>Hub</h2>", "Chocolatey upstream", "ZgotmplZ", "Mirror groups"},
 				"/_warren/stats": {"hub_mode", "hub_refused_"},
 				"/metrics":       {"warren_hub_refusals_total", "warren_hub_queue_", "warren_chocolatey_"},
+			},
+		},
+		{
+			name: "mirror groups",
+			src: func(s *Sources) {
+				s.MirrorGroups = func() []door.MirrorGroup {
+					return []door.MirrorGroup{{List: "https://mirrors.example/metalink?repo=f40", Metalink: true, Mirrors: 3,
+						Chosen: "http://m1.example/fedora/", Hits: 3, Misses: 1, Refused: 2}}
+				}
+			},
+			want: map[string][]string{
+				"/_warren/": {"<h2>Mirror groups</h2>", "metalink https://mirrors.example/metalink?repo=f40</td><td>3</td>",
+					"<td>http://m1.example/fedora/</td>", "<td>3</td><td>1</td><td>75%</td><td>2</td>"},
+				"/_warren/stats": {`"mirror_groups":[{"List":"https://mirrors.example/metalink?repo=f40"`, `"Chosen":"http://m1.example/fedora/"`},
 			},
 		},
 		{

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 )
 
@@ -18,6 +19,12 @@ var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 			return 0
 		}
 		return int(100 * a / b)
+	},
+	"ratio": func(hits, misses int64) string {
+		if hits+misses == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%d%%", 100*hits/(hits+misses))
 	},
 	"ago":  func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
 	"took": func(from, to time.Time) string { return to.Sub(from).Round(100 * time.Millisecond).String() },
@@ -106,6 +113,11 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
 {{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
 {{else}}<tr><td colspan="6">none</td></tr>{{end}}</table>
+{{if .MirrorGroups}}<h2>Mirror groups</h2>
+<table id="mirrors"><tr><th>list</th><th>mirrors</th><th>the site's mirror</th><th>hits</th><th>misses</th><th>hit ratio</th><th>stale repomd.xml refused</th></tr>
+{{range .MirrorGroups}}<tr><td>{{if .Metalink}}metalink {{else}}mirror list {{end}}{{.List}}</td><td>{{.Mirrors}}</td><td>{{if .Chosen}}{{.Chosen}}{{else}}not answered yet{{end}}</td>
+<td>{{.Hits}}</td><td>{{.Misses}}</td><td>{{ratio .Hits .Misses}}</td><td>{{.Refused}}</td></tr>
+{{end}}</table>{{end}}
 {{if .Budgets}}<h2>Chocolatey upstream</h2>
 <table id="chocolatey"><tr><th>feed</th><th>budget</th><th>waited</th><th>refused</th><th>429 answers</th><th>state</th></tr>
 {{range .Budgets}}<tr><td>{{.Feed}}</td><td>{{.Rate}}</td><td>{{.Waits}}</td><td>{{.Refused}}</td><td>{{.TooMany}}</td>
@@ -152,6 +164,10 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 	if b.src.Budgets != nil {
 		budgets = b.src.Budgets()
 	}
+	var mirrorGroups []door.MirrorGroup
+	if b.src.MirrorGroups != nil {
+		mirrorGroups = b.src.MirrorGroups()
+	}
 	now := b.src.Now()
 	data := map[string]any{
 		"S": st, "Requests": front["requests"], "Hits": hits, "Misses": misses, "HitRatio": ratio,
@@ -161,6 +177,7 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 		"Uptime": time.Since(b.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
 		"Budgets":       budgets,
+		"MirrorGroups":  mirrorGroups,
 		"PreloadRuns":   lastRuns(st.PreloadRuns, 10),
 		"ReplicateRuns": lastRuns(st.Replication, 10),
 		"Chart":         b.src.History.chart(now),

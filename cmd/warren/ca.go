@@ -90,24 +90,36 @@ func (u unreadableConfig) Error() string {
 
 // interception is the daemon's intercept.Certs: the wanted hosts the
 // site CA may sign for, the auto list read again at most every 30 s (a
-// repository added to apt's sources is picked up without a restart).
+// repository added to apt's sources is picked up without a restart), and
+// the https mirrors of the lists of mirrors warren read (at once when they
+// change) that the CA's constraints name: naming a distribution's mirror
+// domains there is the operator's leave to cache them.
 type interception struct {
 	ca   *siteca.CA
 	cfg  settings
 	root string
 	log  *slog.Logger
+	// mirrors are the https hosts of the mirror groups (the door's
+	// MirrorHosts); nil: none.
+	mirrors func() []string
 
 	mu             sync.Mutex
 	hosts          []string
 	scanned        time.Time
+	lastMirrors    []string
 	lastOutside    []string // warned of once, until the list changes
+	lastMirrorsOut []string // likewise, of the mirrors
 	lastUnreadable string   // likewise: the configuration warren could not read
 }
 
 func (in *interception) current() []string {
+	var mirrors []string
+	if in.mirrors != nil {
+		mirrors = in.mirrors()
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil {
+	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil && slices.Equal(mirrors, in.lastMirrors) {
 		return in.hosts
 	}
 	var hosts, outside []string
@@ -131,8 +143,22 @@ func (in *interception) current() []string {
 		in.log.Warn("https hosts outside the site CA's name constraints stay tunnels: make a new CA that names them (warren ca init --force, then warren apt-setup)",
 			slog.Any("hosts", outside))
 	}
+	var mirrorsOut []string
+	for _, h := range mirrors {
+		switch {
+		case slices.Contains(hosts, h):
+		case in.ca.Permits(h):
+			hosts = append(hosts, h)
+		default:
+			mirrorsOut = append(mirrorsOut, h)
+		}
+	}
+	if len(mirrorsOut) > 0 && !slices.Equal(mirrorsOut, in.lastMirrorsOut) {
+		in.log.Warn("https mirrors of the lists of mirrors dnf uses stay tunnels, and what dnf fetches from them is not cached: the site CA's name constraints do not name them; make a CA that names their domains (warren ca init --force --host <domain> ..., then warren dnf-setup --https), or let the list put the http mirrors first",
+			slog.Any("hosts", mirrorsOut))
+	}
 	in.hosts, in.scanned = append([]string{}, hosts...), time.Now()
-	in.lastOutside = outside
+	in.lastOutside, in.lastMirrors, in.lastMirrorsOut = outside, mirrors, mirrorsOut
 	return in.hosts
 }
 
@@ -416,9 +442,10 @@ func aptSetup(c *cli.Context, cfg settings) error {
 	return nil
 }
 
-// dnfRepoCA adds (or with undo removes) sslcacert=bundle to each repo of
-// the .repo files in dir whose URLs are on an intercepted host.
-func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
+// dnfRepoUndo removes the sslcacert lines an older warren dnf-setup
+// --https put in the repo files of dir (it now sets dnf.conf's [main]:
+// no repo file is edited).
+func dnfRepoUndo(dir string) (int, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.repo"))
 	changed := 0
 	for _, f := range files {
@@ -427,11 +454,7 @@ func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
 			return changed, err
 		}
 		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		out := withoutDnfMarked(lines)
-		if !undo {
-			out = addSSLCACert(out, bundle, hosts)
-		}
-		if !slices.Equal(out, lines) {
+		if out := withoutDnfMarked(lines); !slices.Equal(out, lines) {
 			if err := writeLines(f, out); err != nil {
 				return changed, err
 			}
@@ -441,73 +464,29 @@ func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
 	return changed, nil
 }
 
-// addSSLCACert inserts the line after the header of each section that
-// names an intercepted https host and sets no sslcacert of its own.
-func addSSLCACert(lines []string, bundle string, hosts []string) []string {
-	var out []string
-	start := -1 // the current section's header in out
-	intercepted, own := false, false
-	flush := func() {
-		if start >= 0 && intercepted && !own {
-			out = append(out[:start+1], append([]string{dnfMarker, "sslcacert=" + bundle}, out[start+1:]...)...)
-		}
-	}
-	for _, l := range lines {
-		t := strings.TrimSpace(l)
-		if strings.HasPrefix(t, "[") {
-			flush()
-			start, intercepted, own = len(out), false, false
-		}
-		if k, v, ok := strings.Cut(t, "="); ok {
-			switch strings.ToLower(strings.TrimSpace(k)) {
-			case "baseurl", "mirrorlist", "metalink":
-				for _, u := range strings.Fields(strings.ReplaceAll(v, ",", " ")) {
-					if h, ok := strings.CutPrefix(u, "https://"); ok {
-						h, _, _ = strings.Cut(h, "/")
-						if slices.Contains(hosts, strings.ToLower(stripHostPort(h))) {
-							intercepted = true
-						}
-					}
-				}
-			case "sslcacert":
-				own = true
-			}
-		}
-		out = append(out, l)
-	}
-	flush()
-	return out
-}
-
-func stripHostPort(h string) string {
-	if i := strings.LastIndexByte(h, ':'); i > 0 && !strings.Contains(h[i:], "]") {
-		return h[:i]
-	}
-	return h
-}
-
-// dnfHTTPSSetup sets (or with --undo removes) sslcacert in the repos on
-// intercepted hosts.
-func dnfHTTPSSetup(c *cli.Context, cfg settings) error {
-	dir, bundle := c.String("repos-dir"), c.String("bundle")
-	if c.Bool("undo") {
-		n, err := dnfRepoCA(dir, bundle, nil, true)
-		if err == nil && n > 0 {
-			fmt.Fprintf(c.App.Writer, "removed warren's sslcacert from %d repo files in %s\n", n, dir)
-		}
-		return err
-	}
+// dnfHTTPSBundle writes the bundle dnf is told to trust (the system's
+// CAs and the site CA) and returns its path; dnfSetup names it in [main]
+// (sslcacert), which every repository inherits unless it sets its own:
+// the repo files stay as the distribution shipped them, metalink= and
+// mirrorlist= ones with their mirrors included.
+func dnfHTTPSBundle(c *cli.Context, cfg settings) (string, error) {
+	bundle := c.String("bundle")
 	hosts, caPEM, err := trustedHosts(cfg)
-	if err != nil {
-		return err
+	var unread unreadableConfig
+	if err != nil && !errors.As(err, &unread) {
+		return "", err
+	}
+	if caPEM == nil {
+		return "", err
 	}
 	if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
-		return err
+		return "", err
 	}
-	n, err := dnfRepoCA(dir, bundle, hosts, false)
-	if err != nil {
-		return err
+	if n, err := dnfRepoUndo(c.String("repos-dir")); err != nil {
+		return "", err
+	} else if n > 0 {
+		fmt.Fprintf(c.App.Writer, "removed the per-repo sslcacert of an older warren dnf-setup from %d repo files (dnf.conf's [main] names it now)\n", n)
 	}
-	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s) in the repos on %s: %d repo files changed in %s\n", bundle, orNone(hosts), n, dir)
-	return nil
+	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s, beside the system's CAs) in every repository; intercepted now: %s, and the https mirrors of the lists warren reads that the CA names\n", bundle, orNone(hosts))
+	return bundle, nil
 }

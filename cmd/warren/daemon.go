@@ -100,7 +100,10 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		HubOnly:       cfg.HubOnly,
 		Transport:     budgets.Wrap,
 		WAN:           func(eco string, n int64) { history(eco, 0, n) },
-		Logger:        log,
+		// A mirror group's https mirrors are cacheable when warren
+		// answers their CONNECTs (interception, built below).
+		Intercepts: func(host string) bool { return d.intercept != nil && d.intercept.Intercepts(host) },
+		Logger:     log,
 	}
 	pcfg := proxy.Config{
 		AllowClients: cfg.allowClients,
@@ -168,6 +171,7 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("https interception: %w (https_intercept: off turns it off)", err)
 	}
 	if d.intercept != nil {
+		d.intercept.mirrors = d.door.MirrorHosts
 		pcfg.Intercept = d.intercept
 	}
 	pcfg.Door = d.door
