@@ -152,10 +152,11 @@ func (h *hotFiles) closeAll() {
 	}
 }
 
-// OpenHit opens a stored blob to serve it and counts the use, as OpenBlob;
-// read it only through Content. A small blob shares one descriptor kept
-// open across requests.
-func (s *Store) OpenHit(d Digest) (*Blob, BlobInfo, error) {
+// OpenHit opens a stored blob to serve it to a request in scope ("" for
+// none) and counts the use, as OpenBlob; read it only through Content. A
+// small blob shares one descriptor kept open across requests. A blob the
+// scope may not read is ErrOtherScope, and no use of it.
+func (s *Store) OpenHit(d Digest, scope string) (*Blob, BlobInfo, error) {
 	if hf := s.hot.get(d); hf != nil {
 		// Counted as open before the index is read, as in openBlob.
 		s.openMu.Lock()
@@ -170,20 +171,32 @@ func (s *Store) OpenHit(d Digest) (*Blob, BlobInfo, error) {
 		if size, err := hf.fileSize(); err != nil || size != hf.size {
 			b.Close()
 			s.hot.forget(d)
-			return s.openHitCold(d)
+			return s.openHitCold(d, scope)
+		}
+		if !hf.bi.Readable(scope) {
+			b.Close()
+			return nil, hf.bi, ErrOtherScope
 		}
 		return b, s.countUse(hf.bi), nil
 	}
-	return s.openHitCold(d)
+	return s.openHitCold(d, scope)
 }
 
 // openHitCold is OpenHit without a shared descriptor yet: the blob is opened
 // and checked as by OpenBlob, and a small one's descriptor kept.
-func (s *Store) openHitCold(d Digest) (*Blob, BlobInfo, error) {
+func (s *Store) openHitCold(d Digest, scope string) (*Blob, BlobInfo, error) {
 	stamp := s.hot.stamp(d)
-	b, bi, err := s.openBlob(d, true)
-	if err != nil || bi.Size > hotMaxSize {
+	b, bi, err := s.openBlob(d, false)
+	if err != nil {
 		return b, bi, err
+	}
+	if !bi.Readable(scope) {
+		b.Close()
+		return nil, bi, ErrOtherScope
+	}
+	bi = s.countUse(bi)
+	if bi.Size > hotMaxSize {
+		return b, bi, nil
 	}
 	hf := s.hot.put(d, b.File, bi, stamp)
 	if hf == nil {

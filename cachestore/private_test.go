@@ -227,3 +227,30 @@ func TestCompactChanges(t *testing.T) {
 		t.Fatalf("the log after compacting: %+v", cs)
 	}
 }
+
+// A hit on a private blob from outside its scope is refused and is no
+// use of it (an anonymous request for a public URL that names the same
+// digest does not keep it from eviction); from inside it, a use.
+func TestOpenHitOutsideTheScopeIsNoUse(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	for _, size := range []int{5000, hotMaxSize + 1} { // shared descriptor, and not
+		d := fillIn(t, s, bytes.Repeat([]byte{byte(size)}, size), "palice")
+		for range 2 { // cold, then hot
+			if _, _, err := s.OpenHit(d, ""); !errors.Is(err, ErrOtherScope) {
+				t.Fatalf("%d B: an anonymous hit on a private blob: %v, want ErrOtherScope", size, err)
+			}
+			if _, _, err := s.OpenHit(d, "pbob"); !errors.Is(err, ErrOtherScope) {
+				t.Fatalf("%d B: another scope's hit: %v", size, err)
+			}
+			b, _, err := s.OpenHit(d, "palice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Close()
+		}
+		s.flushUses()
+		if bi, err := s.Stat(d); err != nil || bi.Hits != 2 {
+			t.Fatalf("%d B: %d hits, %v; want the 2 of its own scope", size, bi.Hits, err)
+		}
+	}
+}

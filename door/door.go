@@ -36,7 +36,7 @@ type Store interface {
 	PutCached(url string, c cachestore.Cached) error
 	Stat(d cachestore.Digest) (cachestore.BlobInfo, error)
 	// OpenHit opens a blob to serve it: read through Content.
-	OpenHit(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
+	OpenHit(d cachestore.Digest, scope string) (*cachestore.Blob, cachestore.BlobInfo, error)
 	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
 	KnownKeys(fn func(key string)) error
 	KnownPrefix(prefix string, fn func(key string, k cachestore.Known)) error
@@ -321,12 +321,11 @@ func (s *Door) Lookup(p Plan) (Stored, error) { return s.lookup(p, s.cfg.Preload
 // lookup is Lookup; asHeld serves a URL's copy however old.
 func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
 	if !p.Digest.IsZero() {
-		f, bi, err := s.store.OpenHit(p.Digest)
+		f, bi, err := s.store.OpenHit(p.Digest, p.Cred.scope)
 		switch {
-		case err == nil && !p.Readable(bi):
+		case errors.Is(err, cachestore.ErrOtherScope):
 			// Another scope's: this request's own sources must deliver
-			// the bytes to prove it may have them.
-			f.Close()
+			// the bytes to prove it may have them. No use of it.
 			return Stored{}, nil
 		case err == nil:
 			return Stored{Blob: f, Info: bi, Fresh: true}, nil
@@ -349,12 +348,9 @@ func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
 
 // OpenCached opens the blob of a URL's copy for p, if p may read it.
 func (s *Door) OpenCached(p Plan, c cachestore.Cached) (*cachestore.Blob, cachestore.BlobInfo, bool) {
-	f, bi, err := s.store.OpenHit(c.Digest)
+	// A URL's copy is its scope's: another scope's blob is never served.
+	f, bi, err := s.store.OpenHit(c.Digest, p.Cred.scope)
 	if err != nil {
-		return nil, bi, false
-	}
-	if !p.Readable(bi) {
-		f.Close() // never so (a URL's copy is its scope's), but never served if so
 		return nil, bi, false
 	}
 	return f, bi, true
@@ -372,14 +368,9 @@ func (s *Door) Hit(p Plan, d cachestore.Digest) {
 // metalink's previous repomd.xml), if p may read one.
 func (s *Door) Alternate(p Plan) (*cachestore.Blob, cachestore.BlobInfo, bool) {
 	for _, d := range p.Also {
-		f, bi, err := s.store.OpenHit(d)
-		if err != nil {
-			continue
-		}
-		if p.Readable(bi) {
+		if f, bi, err := s.store.OpenHit(d, p.Cred.scope); err == nil {
 			return f, bi, true
 		}
-		f.Close()
 	}
 	return nil, cachestore.BlobInfo{}, false
 }

@@ -425,3 +425,23 @@ func TestTargetURLHosts(t *testing.T) {
 		}
 	}
 }
+
+// A password in an apt-cacher-ng style path is refused with 400, neither
+// echoed in the answer nor logged; the refusal is logged.
+func TestCredentialInPathRefused(t *testing.T) {
+	var logs logBuffer
+	h := newHarness(t, newUpstream(t, 10), loggingTo(&logs))
+	resp, err := http.Get(h.front.URL + "/alice:s3cretpw@deb.example/debian/pool/a.deb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	h.settle()
+	if resp.StatusCode != http.StatusBadRequest || strings.Contains(string(body), "s3cretpw") {
+		t.Fatalf("%d %q; want 400 without the password", resp.StatusCode, body)
+	}
+	if l := logs.String(); !strings.Contains(l, "request refused") || strings.Contains(l, "s3cretpw") {
+		t.Fatalf("the log: %s", l)
+	}
+}

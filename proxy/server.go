@@ -347,7 +347,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	target, err := targetURL(r)
 	if err != nil {
-		http.Error(w, "warren: "+err.Error(), http.StatusNotFound)
+		code := http.StatusNotFound
+		if errors.Is(err, errNotAHost) {
+			code = http.StatusBadRequest
+		}
+		s.log.Info("request refused", slog.String("method", r.Method), slog.Int("status", code),
+			slog.String("client", r.RemoteAddr), slog.Any("err", err))
+		http.Error(w, "warren: "+err.Error(), code)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -403,7 +409,7 @@ func targetURL(r *http.Request) (*url.URL, error) {
 		u.Host = strings.ToLower(u.Host)
 		u.Fragment = ""
 		if !validHost(u.Host) {
-			return nil, fmt.Errorf("the request's host %q is not a host name or address (with an optional port)", u.Host)
+			return nil, fmt.Errorf("%w: the request's host", errNotAHost)
 		}
 		return &u, nil
 	}
@@ -415,12 +421,15 @@ func targetURL(r *http.Request) (*url.URL, error) {
 	host = strings.ToLower(host)
 	if !validHost(host) {
 		// A user name here (/user@host/...) would name a private scope's
-		// key without its credential.
-		return nil, fmt.Errorf("%q in %q is not a host name or address (with an optional port); credentials go in sources.list or auth.conf, not in /<host>/<path>", host, r.URL.Path)
+		// key without its credential. Not echoed: it may be a password.
+		return nil, fmt.Errorf("%w: the first part of the path (/<host>/<path>, apt-cacher-ng style); credentials go in sources.list or auth.conf, not in the path", errNotAHost)
 	}
 	u := &url.URL{Scheme: "http", Host: host, Path: "/" + rest, RawQuery: r.URL.RawQuery}
 	return u, nil
 }
+
+// errNotAHost is a request whose host is none.
+var errNotAHost = errors.New("not a host name or address (with an optional port)")
 
 // validHost says whether h is a lower-case host name, IPv4 address or
 // [IPv6] address with an optional port: nothing a key could read as

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -403,10 +404,15 @@ func decodeYAML(b []byte, cfg *config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)                                              // a misspelt key is an error, not a silent default
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		return err
+		// yaml quotes the start of a value it cannot take, and a value
+		// may be a token: the line and the type say enough.
+		return errors.New(yamlValue.ReplaceAllString(err.Error(), "$1 (a value not shown)"))
 	}
 	return nil
 }
+
+// yamlValue is a value as yaml's errors quote it (!!str `s3cr...`).
+var yamlValue = regexp.MustCompile("(!!\\w+) `[^`]*`")
 
 // parse checks every value and parses those the parts need in another
 // form; an error says which setting is wrong and what it wants.

@@ -130,6 +130,7 @@ func TestConfigErrors(t *testing.T) {
 		{"preload entry without suites", []string{"config", "check", "--role", "hub", "--config", write("pl3.yaml", "preload:\n  apt: [{url: http://m/debian, packages: [x]}]\n")}, "preload.apt[0]: suites"},
 		{"preload bad glob", []string{"config", "check", "--role", "hub", "--config", write("pl4.yaml", "preload:\n  rpm: [{baseurl: http://m/os/, packages: [\"[\"]}]\n")}, "not a name glob"},
 		{"preload bad versions", []string{"config", "check", "--role", "hub", "--config", write("pl5.yaml", "preload:\n  chocolatey: [{feed: http://f/api/v2/, ids: [git], versions: newest}]\n")}, "want latest or all"},
+		{"preload of a private repository", []string{"config", "check", "--role", "hub", "--config", write("pl6.yaml", "preload:\n  apt: [{url: \"http://alice:s3cretpw@m/debian\", suites: [stable], components: [main], architectures: [amd64], packages: [x]}]\n")}, "preload.apt[0]: http://alice:***@m/debian: a repository with credentials is private"},
 		{"bad preload_schedule", []string{"config", "check", "--preload-schedule", "nightly"}, "preload_schedule"},
 		{"bad preload_rate", []string{"config", "check", "--preload-rate", "fast"}, "preload_rate"},
 		{"replication on a node", []string{"config", "check", "--config", write("r1.yaml", "replication:\n  tokens: [{name: a, token: 0123456789abcdef}]\n")}, "need role hub"},
@@ -266,5 +267,11 @@ chocolatey:
 	_, err = runApp(t, "config", "check", "--hub", "http://warren:hub-pass-0123456789@hub:3142/path")
 	if err == nil || strings.Contains(err.Error(), "hub-pass") || !strings.Contains(err.Error(), "warren:***@hub") {
 		t.Errorf("a bad hubs entry: %v", err)
+	}
+	// Nor does yaml's complaint about a token given where a list is wanted.
+	os.WriteFile(file, []byte("hub_tokens: s3cretpw-0123456789abcdef\n"), 0o640)
+	_, err = runApp(t, "config", "check", "--config", file)
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("a token where a list is wanted: %v", err)
 	}
 }
