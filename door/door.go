@@ -42,6 +42,7 @@ type Store interface {
 	Learnt(lister uint64, at int64, d cachestore.Digest) error
 	LearntFrom(lister uint64) (cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
+	Filling(key string) (*cachestore.Fill, bool)
 	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
 	RecordChange(c cachestore.Change) (uint64, error)
 	// ScopeSecret keys private scopes (private.go).
@@ -308,6 +309,9 @@ func (s *Door) Lookup(p Plan) (Stored, error) { return s.lookup(p, s.cfg.Preload
 
 // lookup is Lookup; asHeld serves a URL's copy however old.
 func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
+	if !s.confirmed(p) {
+		return Stored{}, nil // the origin first (installer.go)
+	}
 	if !p.Digest.IsZero() {
 		f, bi, err := s.store.OpenHit(p.Digest)
 		switch {
@@ -363,6 +367,13 @@ func (s *Door) Negative(p Plan) bool { return s.negative(p.Key) }
 // context, from p's ordered sources; prev is the URL's copy to revalidate.
 // The fill's readers follow its bytes; its last byte waits for the verify.
 func (s *Door) Begin(p Plan, who Asker, prev *cachestore.Cached) (f *cachestore.Fill, leader bool) {
+	if p.Kind == "installer" && !p.Unconfirmed {
+		// The flight that is confirming it, if any: its digest is
+		// recorded for the URL before its blob is stored.
+		if uf, ok := s.store.Filling(unconfirmedFillKey(p)); ok {
+			return uf, false
+		}
+	}
 	f, leader = s.store.BeginFill(p.FillKey())
 	if leader {
 		s.startFill(f, who, p, prev)

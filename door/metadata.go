@@ -113,6 +113,8 @@ func metaScope(p Plan) (repoScope, error) {
 		return newScope(ku, debian.RepoRoot(ku.EscapedPath())), nil
 	case MetaRepomd, MetaPrimary:
 		return newScope(ku, rpm.RepoBase(ku.EscapedPath())), nil
+	case MetaNupkg:
+		return installerScope, nil
 	}
 	return "", fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }
@@ -144,6 +146,9 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 		}
 	}()
 	start := s.now()
+	if p.Meta == MetaNupkg && p.Digest.IsZero() {
+		return // a package its feed gave no hash for teaches nothing
+	}
 	// The parent metadata (Release for a Packages file) may still be
 	// being learnt: its verdict on this file's hash comes first.
 	s.learning.wait(s.ctx, p.Key, lr)
@@ -162,7 +167,11 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	defer f.Close()
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
-	err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
+	if p.Meta == MetaNupkg {
+		err = s.parseNupkg(p, f.File, rec.add)
+	} else {
+		err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
+	}
 	// What was parsed before an error is true (the file verified): it is
 	// recorded, and only the rest is lost.
 	if ferr := rec.flush(); err == nil {
@@ -394,8 +403,11 @@ const (
 
 // ecosystemOf says which ecosystem a learnt key belongs to.
 func ecosystemOf(key string) string {
-	if strings.HasPrefix(key, "chocolatey:") {
+	if strings.HasPrefix(key, "chocolatey:") || isInstallerFact(key) {
 		return EcoChocolatey
+	}
+	if strings.HasPrefix(key, installerPrefix) {
+		return "" // an installer's digest, counted by its URL
 	}
 	u, err := url.Parse(key)
 	if err != nil {

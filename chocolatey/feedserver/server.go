@@ -616,6 +616,9 @@ func (s *Server) nupkgPlan(w http.ResponseWriter, r *http.Request, rt chocoRoute
 	p := door.Plan{Kind: "nupkg", Eco: door.EcoChocolatey, Size: -1, URL: rt.upstream + "package/" + id + "/" + version}
 	if err == nil {
 		p.URL, p.Digest = k.Source, k.Digest
+		// Verified against the feed's hash, its install script
+		// teaches what its installers must hash to.
+		p.Meta, p.MetaName = door.MetaNupkg, id+"."+version+".nupkg"
 	}
 	p.Key = p.URL
 	if key, ok := door.CanonicalString(p.URL); ok {
