@@ -117,6 +117,10 @@ type Config struct {
 	// (a hub's change feed); cached is the URL-cache entry of a file kept
 	// by URL.
 	Record func(key, kind string, d cachestore.Digest, size int64, cached *cachestore.Cached)
+	// Keys are the repositories' signing keys (verify_signatures: auto):
+	// their top metadata is checked before anything is learnt from it,
+	// and a hub stores none that fails (signatures.go); nil: none checked.
+	Keys Keys
 	// WAN is told of bytes taken from the origin, by ecosystem.
 	WAN func(eco string, n int64)
 	// Transport, when set, wraps the upstream transport (the Chocolatey
@@ -179,7 +183,8 @@ type Door struct {
 	knownDirty atomic.Bool
 
 	stats   Stats
-	waiting waitList // fills waiting out a busy hub, for the page
+	waiting waitList   // fills waiting out a busy hub, for the page
+	sigs    signatures // checked top files, and the repositories' states
 }
 
 // New builds the door.
@@ -226,6 +231,7 @@ func New(cfg Config, store Store) (*Door, error) {
 	}
 	s.neg, _ = lru.New[string, time.Time](10000)
 	s.relearnt, _ = lru.New[cachestore.Digest, struct{}](4096)
+	s.sigs = newSignatures()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()

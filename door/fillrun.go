@@ -3,6 +3,7 @@ package door
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -228,6 +229,16 @@ func (c *committingFill) Start(info cachestore.FillInfo) error {
 
 func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
 	s, p := c.s, c.p
+	if c.holdsGeneration() && c.learn == nil && s.cfg.Keys != nil {
+		// A hub stores no top metadata that fails its signature check:
+		// nodes and clients keep the previous generation (signatures.go).
+		body, err := io.ReadAll(io.LimitReader(c.Fill.Bytes(), maxTopBytes+1))
+		if err == nil {
+			if v := s.checkTop(s.ctx, p, c.Fill.Digest(), body); !v.ok {
+				return cachestore.Digest{}, &UpstreamFetchError{URL: p.URL, Err: v.err}
+			}
+		}
+	}
 	if c.holdsGeneration() && c.learn == nil {
 		pre, err := s.holdGeneration(s.ctx, c.Fill, p, c.who)
 		if err != nil {

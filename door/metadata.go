@@ -2,6 +2,7 @@ package door
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -159,18 +160,41 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 			return
 		}
 	}
+	if !s.vouched(p, d) {
+		s.log.Info("index file that no verified Release or repomd.xml lists, in a repository with keys; nothing learnt from it",
+			slog.String("url", p.ShownURL()), slog.String("digest", d.String()))
+		return
+	}
 	f, err := s.store.ReadBlob(d)
 	if err != nil {
 		s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return
 	}
 	defer f.Close()
+	var src io.Reader = f.File
+	if isTop(p) && s.cfg.Keys != nil {
+		// Its signature first: what fails teaches nothing
+		// (signatures.go); an InRelease's signed text alone is read.
+		body, err := io.ReadAll(io.LimitReader(f.File, maxTopBytes+1))
+		if err != nil || len(body) > maxTopBytes {
+			s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
+			return
+		}
+		v := s.checkTop(s.ctx, p, d, body)
+		if !v.ok {
+			return
+		}
+		src = bytes.NewReader(body)
+		if v.text != nil {
+			src = bytes.NewReader(v.text)
+		}
+	}
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
 	if p.Meta == MetaNupkg {
 		err = s.parseNupkg(p, f.File, rec.add)
 	} else {
-		err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
+		err = parseMeta(s.ctx, s.decoders, p, scope, src, rec.add)
 	}
 	// What was parsed before an error is true (the file verified): it is
 	// recorded, and only the rest is lost.
@@ -213,12 +237,16 @@ func (s *Door) learnIfNew(p Plan, d cachestore.Digest) {
 		return
 	}
 	lister := cachestore.ListerID(listerKey(p, scope))
-	if from, err := s.store.LearntFrom(lister); err == nil && !from.IsZero() {
+	// A file whose signature could not be fetched when it came is checked
+	// again now.
+	_, recheck := s.sigs.retry.Get(d)
+	if from, err := s.store.LearntFrom(lister); err == nil && !from.IsZero() && !recheck {
 		return
 	}
-	if _, tried := s.relearnt.Get(d); tried {
+	if _, tried := s.relearnt.Get(d); tried && !recheck {
 		return
 	}
+	s.sigs.retry.Remove(d)
 	s.relearnt.Add(d, struct{}{})
 	lr, scope, ok := s.beginLearn(p)
 	if !ok {

@@ -133,6 +133,7 @@ type testConfig struct {
 	Hubs          []door.Hub
 	HubOnly       bool
 	Dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	Keys          door.Keys // verify_signatures
 	// The feeds'.
 	ChocolateyFeeds    map[string]string
 	ChocolateyQueryTTL map[chocolatey.QueryKind]time.Duration
@@ -191,7 +192,7 @@ func (h *harness) start(opts ...harnessOpt) {
 	}
 	dcfg := door.Config{AllowUpstream: cfg.AllowUpstream, UpstreamRoots: cfg.UpstreamRoots, IndexTTL: cfg.IndexTTL,
 		NegativeTTL: cfg.NegativeTTL, StallTimeout: cfg.StallTimeout, ShareMinSize: cfg.ShareMinSize, Peers: cfg.Peers,
-		Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Transport: budgets.Wrap, Logger: cfg.Logger, Now: cfg.Now,
+		Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Transport: budgets.Wrap, Logger: cfg.Logger, Now: cfg.Now, Keys: cfg.Keys,
 		WAN: func(eco string, n int64) { history(eco, 0, n) }}
 	pcfg := Config{AllowClients: cfg.AllowClients, ConnectPorts: cfg.ConnectPorts, Intercept: cfg.Intercept, Status: cfg.Status,
 		HubOnly: cfg.HubOnly, Hubs: cfg.Hubs, Logger: cfg.Logger, Now: cfg.Now}

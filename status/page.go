@@ -106,6 +106,10 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
 {{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
 {{else}}<tr><td colspan="6">none</td></tr>{{end}}</table>
+{{if .Signatures}}<h2>Repository signatures</h2>
+<table id="signatures"><tr><th>repository</th><th>signature</th><th>key</th><th>checked</th></tr>
+{{range .Signatures}}<tr><td>{{.Repository}}</td><td>{{if eq .State "failed"}}<b>failed</b>: {{.Reason}} (not learnt{{if $.Hub}}, not handed to nodes{{end}}){{else}}{{.State}}{{end}}</td><td>{{if .Signer}}{{.Signer}}{{else}}{{.Keys}}{{end}}</td><td>{{if not .At.IsZero}}{{ago .At}} ago{{end}}</td></tr>
+{{end}}</table>{{end}}
 {{if .Budgets}}<h2>Chocolatey upstream</h2>
 <table id="chocolatey"><tr><th>feed</th><th>budget</th><th>waited</th><th>refused</th><th>429 answers</th><th>state</th></tr>
 {{range .Budgets}}<tr><td>{{.Feed}}</td><td>{{.Rate}}</td><td>{{.Waits}}</td><td>{{.Refused}}</td><td>{{.TooMany}}</td>
@@ -160,6 +164,7 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 		"FromHubs": ds.BytesHub.Load(), "Served": front["bytes_served"], "Waiting": b.src.Door.HubWaits(),
 		"Uptime": time.Since(b.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
+		"Signatures":    b.src.Door.SignatureStates(),
 		"Budgets":       budgets,
 		"PreloadRuns":   lastRuns(st.PreloadRuns, 10),
 		"ReplicateRuns": lastRuns(st.Replication, 10),

@@ -30,6 +30,9 @@ type Door interface {
 	// PinGeneration pins the index files of a top metadata file p (a
 	// Release, a repomd.xml) now at next, and of prev, the one before it.
 	PinGeneration(p door.Plan, prev, next cachestore.Digest)
+	// CheckSignature checks a held Release or repomd.xml as a fetched
+	// one is (verify_signatures): an error refuses it.
+	CheckSignature(ctx context.Context, p door.Plan, d cachestore.Digest) error
 }
 
 // PullStore is what a pull needs of the cache beyond the door: the URL
@@ -228,6 +231,18 @@ func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
 		}
 		r.done()
 	}
+	// A Release's signature before the Release: checked, the Release
+	// finds it held.
+	slices.SortStableFunc(top, func(a, b cachestore.Change) int {
+		ag, bg := strings.HasSuffix(a.Key, "/Release.gpg"), strings.HasSuffix(b.Key, "/Release.gpg")
+		switch {
+		case ag && !bg:
+			return -1
+		case bg && !ag:
+			return 1
+		}
+		return 0
+	})
 	for _, e := range top {
 		if ctx.Err() != nil {
 			r.retry = append(r.retry, e)
@@ -411,6 +426,14 @@ func (r *run) top(ctx context.Context, e cachestore.Change) {
 	if err != nil {
 		r.failure(e, fmt.Errorf("kept the previous one: %w", err))
 		return
+	}
+	// Signed by the repository's keys, as one fetched from the origin
+	// must be: a source hub's word is not enough.
+	if !strings.HasSuffix(e.Key, "/Release.gpg") {
+		if err := r.p.door.CheckSignature(ctx, r.p.plan(ctx, e), e.Digest); err != nil {
+			r.failure(e, fmt.Errorf("kept the previous one: %w", err))
+			return
+		}
 	}
 	var prev cachestore.Digest
 	if old, err := r.p.store.Cached(e.Key); err == nil {
