@@ -336,11 +336,11 @@ func (s *Door) readTop(d cachestore.Digest) ([]byte, error) {
 
 // vouched says whether an index file (blob d of p) is one a verified top
 // file lists, or needs not be: in a repository with keys, an index whose
-// hash no Release or repomd.xml gave (theirs failed, or it is not
-// listed) teaches nothing.
+// hash no learnt Release or repomd.xml gave (theirs failed, it is not
+// listed, or only a replication source says so) teaches nothing.
 func (s *Door) vouched(p Plan, d cachestore.Digest) bool {
 	switch {
-	case s.cfg.Keys == nil || !p.Digest.IsZero():
+	case s.cfg.Keys == nil:
 		return true
 	case p.Meta != MetaPackages && p.Meta != MetaSources && p.Meta != MetaPrimary:
 		return true // a top file (checked itself), a package

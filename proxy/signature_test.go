@@ -14,6 +14,7 @@ import (
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/hub/preload"
 	"github.com/warren-cache/warren/trust"
 )
 
@@ -291,4 +292,70 @@ func TestRepomdSignature(t *testing.T) {
 func ioReadAll(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
 	return io.ReadAll(resp.Body)
+}
+
+// Replication and preload check signatures as a fetch does: a source hub
+// without the keys holds a mirror's re-signed generation; a hub with them
+// pulls the signed generation and refuses the forged one (its nodes keep
+// the signed one), and its preload run refuses it from the mirror.
+func TestSignaturesReplicationAndPreload(t *testing.T) {
+	publisher, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	up := newUpstream(t, 10)
+	good := aptPkg{"app", "1.0", "", randomBytes(20000, 71)}
+	up.setArchive([]aptPkg{good})
+	signRelease(up, publisher, "")
+	list := hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"},
+		Architectures: []string{"amd64"}, Packages: []string{"app"}}}}
+	// The source hub has no keys: it learns and offers whatever comes.
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload, hub.SyncToken{Name: "all", Token: allToken}))
+	main.clock.ns.Store(time.Now().UnixNano())
+	if run, err := main.preload(t.Context(), preload.Options{List: list}); err != nil || run.Fetched != 1 {
+		t.Fatalf("the source hub's preload: %+v %v", run, err)
+	}
+	up.mu.Lock()
+	signedGen := bytes.Clone(up.files[releasePath])
+	up.mu.Unlock()
+	sec := newHarness(t, up, asSyncHub("secondary", hub.FetchAndPreload), withKeys(t, up.URL+"/debian/", publisher.keyring()))
+	sec.clock.ns.Store(time.Now().UnixNano())
+	if r := sec.pull(t.Context(), main, allToken, hub.Repos{}, 0, false); !r.OK() {
+		t.Fatalf("pulling the signed generation: %+v", r)
+	}
+
+	evil := aptPkg{"app", "1.1", "", randomBytes(20000, 72)}
+	up.setArchive([]aptPkg{evil})
+	signRelease(up, mirror, "")
+	main.clock.advance(time.Minute)
+	if run, err := main.preload(t.Context(), preload.Options{List: list}); err != nil || run.Fetched != 1 {
+		t.Fatalf("the source hub took the mirror's generation: %+v %v", run, err)
+	}
+	r := sec.pull(t.Context(), main, allToken, hub.Repos{}, 0, false)
+	if r.OK() || !strings.Contains(strings.Join(r.Failures, "\n"), "signature") {
+		t.Fatalf("pulling the mirror's generation: %+v, want it refused for its signature", r)
+	}
+	key, _ := door.CanonicalString(up.URL + releasePath)
+	if c, err := sec.store.Cached(key); err != nil || c.Digest.Hex != sha256hex(signedGen) {
+		t.Fatalf("the pulling hub's InRelease is %+v %v, want the signed generation", c, err)
+	}
+	if k := sec.mustGetKnown(up.URL + good.path()); k.Digest.Hex != sha256hex(good.body) {
+		t.Fatal("the pulling hub learnt the mirror's generation")
+	}
+	if _, err := sec.known(up.URL + evil.path()); err == nil {
+		t.Fatal("the pulling hub learnt the mirror's package")
+	}
+	// Its own preload from the mirror refuses the generation, and takes
+	// none of what it lists.
+	sec.clock.advance(time.Minute)
+	run, err := sec.preload(t.Context(), preload.Options{List: list})
+	if err != nil || run.Fetched != 0 || !strings.Contains(strings.Join(run.Failures, "\n"), "signature") {
+		t.Fatalf("preloading the mirror's generation: %+v %v, want it refused", run, err)
+	}
+	changes, _, err := sec.store.Changes(0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range changes {
+		if c.Key == key && c.Digest.Hex != sha256hex(signedGen) {
+			t.Fatal("the pulling hub offers the mirror's InRelease in its own change feed")
+		}
+	}
 }
