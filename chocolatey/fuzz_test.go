@@ -120,3 +120,37 @@ func FuzzReadPackage(f *testing.F) {
 		_, _ = pkg.Installers()
 	})
 }
+
+// FuzzEditEntries: an edited page still parses, with the same entries
+// (ids and versions) in the same order.
+func FuzzEditEntries(f *testing.F) {
+	for _, name := range []string{"testdata/feed-chocolatey.xml", "testdata/feed-nugetgallery.xml", "testdata/entry.xml"} {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		before, err := ParseFeed(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		out, err := EditEntries(data, func(Entry) (EntryEdit, bool) {
+			return EntryEdit{HashB64: strings.Repeat("B", 86) + "==", Size: 7, ContentSrc: "http://hub.test/p?a=1&b='2'"}, true
+		})
+		if err != nil {
+			return // what ParseFeed skips past, EditEntries may refuse: nothing is edited
+		}
+		after, err := ParseFeed(bytes.NewReader(out))
+		if err != nil {
+			t.Fatalf("the edited page does not parse: %v\n%s", err, out)
+		}
+		if len(after.Entries) != len(before.Entries) {
+			t.Fatalf("%d entries after the edit, %d before", len(after.Entries), len(before.Entries))
+		}
+		for i := range after.Entries {
+			if after.Entries[i].ID != before.Entries[i].ID || after.Entries[i].Version != before.Entries[i].Version {
+				t.Fatalf("entry %d is another after the edit", i)
+			}
+		}
+	})
+}
