@@ -717,9 +717,12 @@ func (p *parser) record(h helper, args map[string]value) {
 	}
 }
 
+// seen says whether in is learnt already: the same download from the same
+// literal (one written twice, as -Url and -Url64bit, is two: a rewrite
+// must change both).
 func (p *parser) seen(in Installer) bool {
 	for _, o := range p.out.Installers {
-		if o.URL == in.URL && o.Checksum == in.Checksum {
+		if o.URL == in.URL && o.Checksum == in.Checksum && o.URLSpan == in.URLSpan {
 			return true
 		}
 	}

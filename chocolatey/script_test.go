@@ -36,8 +36,11 @@ func TestParseInstallScriptFixtures(t *testing.T) {
 		}},
 		// Without the version choco sets, the URLs are not known.
 		{file: "variables.ps1", skipped: 2},
+		// One URL for both: two downloads, from two literals ("$url",
+		// "$url64"), each of which a rewrite must change.
 		{file: "positional.ps1", want: []Installer{
 			{Call: "Install-ChocolateyPackage", Arch: "32", URL: "http://www.example.net/files/oldtool-setup-1.0.exe", ChecksumType: "sha256", Checksum: sha("6", 64), FileType: "exe"},
+			{Call: "Install-ChocolateyPackage", Arch: "64", URL: "http://www.example.net/files/oldtool-setup-1.0.exe", ChecksumType: "sha256", Checksum: sha("6", 64), FileType: "exe"},
 		}},
 		{file: "webfile.ps1", want: []Installer{
 			{Call: "Get-ChocolateyWebFile", Arch: "32", URL: "https://cdn.example.io/fonttool/fonttool-3.2.exe", ChecksumType: "sha256", Checksum: sha("7", 64)},

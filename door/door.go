@@ -611,6 +611,30 @@ func (s *Door) Keep(ctx context.Context, key, kind string, body []byte, meta map
 	return d, nil
 }
 
+// KeepBlob stores bytes warren made itself (a hub's rewritten package)
+// under their digest d, verified against it as any fill is: found by
+// digest, not kept by URL, and not offered in the change feed (they are
+// this warren's own making).
+func (s *Door) KeepBlob(ctx context.Context, key, kind string, body []byte, d cachestore.Digest) error {
+	if s.Holds(d) {
+		return nil
+	}
+	p := Plan{URL: key, Key: key, Kind: kind, Eco: EcoChocolatey, Digest: d, Size: int64(len(body))}
+	f, leader := s.store.BeginFill(p.FillKey())
+	if leader {
+		src := &heldSource{body: body}
+		if !s.fills.Go(func() {
+			s.runFillWith(s.ctx, f, Asker{}, p, nil, FetchOptions{Sources: []fill.Source{src}, Unrecorded: true})
+		}) {
+			f.Abort(ErrShuttingDown)
+		}
+	}
+	if _, err := f.Result(ctx); err != nil {
+		return fmt.Errorf("keep %s: %w", key, err)
+	}
+	return nil
+}
+
 // heldSource is bytes in hand as a fill source.
 type heldSource struct {
 	body []byte

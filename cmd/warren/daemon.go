@@ -156,6 +156,7 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 			Served: func(eco string, n int64) { history(eco, n, 0) }, WAN: func(eco string, n int64) { history(eco, 0, n) }}
 		if role != nil {
 			fcfg.PreloadOnly, fcfg.Unheld = !cfg.hubMode.OnDemand(), role.Unheld
+			fcfg.Internalize = cfg.Chocolatey.Internalize
 		}
 		d.feeds = feedserver.New(fcfg, d.door, d.store, budgets)
 		pcfg.Feeds = d.feeds
