@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha512"
 	"crypto/x509"
 	"encoding/base64"
@@ -18,7 +19,10 @@ import (
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
+	"github.com/warren-cache/warren/hub/preload"
+	"github.com/warren-cache/warren/hub/replicate"
 )
 
 // internalizingHub is a hub whose feeds serve packages rewritten to
@@ -203,5 +207,75 @@ func TestNuGetExeInternalized(t *testing.T) {
 	// And the installer the script names is served by the hub.
 	if resp, body := c.get(want); resp.StatusCode != 200 || !bytes.Equal(body, installer) {
 		t.Fatalf("the installer from the hub: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
+// An internalizing hub's preload run readies the packages it preloads
+// (their rewritten form, their installers from the vendor) in its window,
+// and a hub that pulls them by replication does the same: a client then
+// takes everything from the hub, the vendor not asked again.
+func TestInternalizePreloadAndReplication(t *testing.T) {
+	installer := randomBytes(1<<20, 95)
+	vsrv, v := httpsVendor(t, map[string][]byte{"/dl/tool-setup.exe": installer})
+	feed := newNugetFeed(t)
+	feed.mu.Lock()
+	feed.pkgs["tool/2.0.0"] = makeNupkg(t, "tool", "2.0.0", randomBytes(5000, 96), "tools/chocolateyInstall.ps1",
+		splattedScript(vsrv.URL+"/dl/tool-setup.exe", sha256hex(installer), vsrv.URL+"/dl/tool-setup.exe", sha256hex(installer)))
+	feed.mu.Unlock()
+	main := newHarness(t, newUpstream(t, 10), asSyncHub("main", hub.FetchAndPreload, hub.SyncToken{Name: "all", Token: allToken}),
+		func(c *testConfig, _ *cachestore.Config) {
+			c.ChocolateyFeeds = map[string]string{"": feed.base()}
+			c.ChocolateyInternalize = internalizeSelf
+			c.UpstreamRoots = x509.NewCertPool()
+			c.UpstreamRoots.AddCert(vsrv.Certificate())
+		})
+	run, err := main.preload(t.Context(), preload.Options{List: hub.PreloadList{Chocolatey: []hub.ChocolateyPreload{{Feed: feed.base(), IDs: []string{"tool"}}}}})
+	if err != nil || run.Fetched != 1 || len(run.Failures) > 0 {
+		t.Fatalf("preload: %+v %v", run, err)
+	}
+	if n := v.count("/dl/tool-setup.exe"); n != 1 {
+		t.Fatalf("the preload run took the installer from the vendor %d times, want once", n)
+	}
+	// A long answer (no rewrite as it is served) already links the
+	// rewritten package: the run made it.
+	c := &chocoClient{t: t, base: main.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+	_, versions := c.get(c.base + "FindPackagesById()?id='tool'&semVerLevel=2.0.0")
+	pkg := checkEntries(t, c, versions)[c.base+"package/tool/2.0.0"]
+	if pkg == nil || bytes.Equal(pkg, feed.pkgs["tool/2.0.0"]) {
+		t.Fatal("the preloaded package is not served rewritten")
+	}
+	ins := scriptOf(t, pkg)
+	if resp, body := c.get(ins[0].URL); resp.StatusCode != 200 || !bytes.Equal(body, installer) {
+		t.Fatalf("the installer from the hub: %d", resp.StatusCode)
+	}
+
+	// A second hub pulls the package by replication: it readies it too.
+	sec := newHarness(t, newUpstream(t, 10), asSyncHub("secondary", hub.FetchAndPreload), func(c *testConfig, _ *cachestore.Config) {
+		c.ChocolateyFeeds = map[string]string{"": feed.base()}
+		c.ChocolateyInternalize = internalizeSelf
+		c.UpstreamRoots = x509.NewCertPool()
+		c.UpstreamRoots.AddCert(vsrv.Certificate())
+	})
+	client := hub.FeedClient{From: hub.ReplicateFrom{Name: "main", URL: main.front.URL, Token: allToken}, Self: sec.role.ID(), HTTP: &http.Client{}}
+	r := sec.puller().Run(t.Context(), replicate.Options{Client: client, Package: func(ctx context.Context, d cachestore.Digest) error {
+		return sec.feeds.PrepareHeld(ctx, d, door.Asker{UA: "warren-replicate"})
+	}})
+	if !r.OK() {
+		t.Fatalf("replication: %+v", r)
+	}
+	if !sec.door.Holds(cachestore.Digest{Algo: "sha256", Hex: sha256hex(installer)}) {
+		t.Fatal("the pulling hub does not hold the installer of the package it pulled")
+	}
+	if n := v.count("/dl/tool-setup.exe"); n != 1 {
+		t.Fatalf("the vendor served %d times, want once: the pulling hub takes the installer (and its origin's word) from the source hub", n)
+	}
+	sc := &chocoClient{t: t, base: sec.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+	_, entry := sc.get(sc.base + "Packages(Id='tool',Version='2.0.0')")
+	spkg := checkEntries(t, sc, entry)[sc.base+"package/tool/2.0.0"]
+	if resp, body := sc.get(scriptOf(t, spkg)[0].URL); resp.StatusCode != 200 || !bytes.Equal(body, installer) {
+		t.Fatalf("the installer from the pulling hub: %d", resp.StatusCode)
+	}
+	if n := v.count("/dl/tool-setup.exe"); n != 1 {
+		t.Fatalf("the vendor served %d times", n)
 	}
 }

@@ -273,6 +273,13 @@ func (s *Server) Prepare(ctx context.Context, feedURL string, e chocolatey.Entry
 	if !ok {
 		return fmt.Errorf("feed %s is not one this warren serves", hub.RedactURLs(feedURL))
 	}
+	// Held (the run fetched it), it is learnt now if it never was: its
+	// installers' facts.
+	if p := s.packagePlan(ctx, rt, e.ID, e.Version); p.Digest == orig {
+		if _, err := s.door.Fetch(ctx, *p, who, door.FetchOptions{}); err != nil {
+			return err
+		}
+	}
 	if _, ok := s.formOf(ctx, rt, e.ID, e.Version, orig, true); !ok {
 		return fmt.Errorf("%s %s: not rewritten (the log says why)", e.ID, e.Version)
 	}

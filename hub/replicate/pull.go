@@ -81,6 +81,9 @@ type Options struct {
 	Saved func(hub.SourceState)
 	// Progress is told of each entry done, of about total.
 	Progress func(done, total int, bytes int64)
+	// Package, when set, readies a Chocolatey package the run holds (a
+	// hub's internalization: its rewritten form and its installers).
+	Package func(ctx context.Context, d cachestore.Digest) error
 }
 
 // maxPages bounds the pages of one run: a source that advances its
@@ -100,6 +103,10 @@ type run struct {
 	// those of them it lists.
 	offered map[string]cachestore.Digest
 	total   int // entries to go over, about: for Progress
+	// packages are the Chocolatey packages a page brought, readied
+	// (Options.Package) once the page's other entries are in: their
+	// installers may be among them.
+	packages []cachestore.Change
 }
 
 // done tells Progress of an entry done.
@@ -250,6 +257,15 @@ func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
 		}
 		r.top(ctx, e)
 	}
+	for _, e := range r.packages {
+		if r.o.Package == nil || ctx.Err() != nil {
+			break
+		}
+		if err := r.o.Package(ctx, e.Digest); err != nil {
+			r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%s: ready the package: %v", hub.RedactURLs(e.Key), err))
+		}
+	}
+	r.packages = nil
 }
 
 // check refuses what the source may not give this hub: an entry outside
@@ -298,6 +314,9 @@ func (r *run) entry(ctx context.Context, e cachestore.Change) {
 	if err != nil {
 		r.failure(e, err)
 		return
+	}
+	if e.Kind == "nupkg" {
+		r.packages = append(r.packages, e)
 	}
 	if !changed && !ch {
 		r.rep.Skipped++
@@ -385,6 +404,11 @@ func (p *Puller) plan(ctx context.Context, e cachestore.Change) door.Plan {
 	}
 	pl := p.door.Plan(ctx, u, door.Credential{})
 	pl.Digest, pl.Size = e.Digest, e.Size
+	if e.Kind == "nupkg" {
+		// The source's feed verified it: its install script teaches
+		// what its installers must hash to (their origin confirms it).
+		pl.Kind, pl.Meta, pl.MetaName = "nupkg", door.MetaNupkg, path.Base(u.Path)
+	}
 	return pl
 }
 
