@@ -16,6 +16,7 @@ import (
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/chocolatey"
 	"github.com/warren-cache/warren/door"
+	"github.com/warren-cache/warren/hub"
 )
 
 // vendor is an installer's origin: the vendor's own server, which no
@@ -257,5 +258,39 @@ func TestChocolateyInstallerNeedsItsOriginFirst(t *testing.T) {
 	}
 	if n := v.count("/dl/real-setup.exe"); n != 1 {
 		t.Fatalf("the vendor's origin was asked %d times, want once: its first answer decides", n)
+	}
+}
+
+// Two nodes behind one hub, an hour apart: the hub learns the package its
+// nodes fetch through it by its own feed's hash, so the installer is a
+// hash-known artifact at the hub too: the vendor serves it once for the
+// site, and the hub holds it by its digest.
+func TestChocolateyInstallerThroughAHub(t *testing.T) {
+	v := newVendor(t)
+	installer := randomBytes(2<<20, 44)
+	v.put("/dl/setup.exe", installer)
+	feed := newNugetFeed(t)
+	feed.mu.Lock()
+	feed.pkgs["tool/2.0.0"] = makeNupkg(t, "tool", "2.0.0", randomBytes(3000, 45), "tools/chocolateyInstall.ps1",
+		splattedScript(v.URL+"/dl/setup.exe", sha256hex(installer), v.URL+"/dl/setup.exe", sha256hex(installer)))
+	feed.mu.Unlock()
+	withFeed := func(c *testConfig, _ *cachestore.Config) { c.ChocolateyFeeds = map[string]string{"": feed.base()} }
+	hb := newHarness(t, newUpstream(t, 10), asHub(hub.Fetch, 5), withFeed)
+	for i := range 2 {
+		n := newHarness(t, newUpstream(t, 10), usingHubs(t, false, "", hb.front.URL), withFeed)
+		c := &chocoClient{t: t, base: n.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+		nupkg := c.install(feed.URL)
+		for _, in := range scriptOf(t, nupkg) {
+			if _, body := n.mustGet(in.URL, 200); !bytes.Equal(body, installer) {
+				t.Fatalf("node %d: wrong installer", i)
+			}
+		}
+		hb.clock.advance(time.Hour) // a copy kept by URL would be asked of the vendor again
+	}
+	if n := v.count("/dl/setup.exe"); n != 1 {
+		t.Fatalf("the vendor served the installer %d times for the site, want once", n)
+	}
+	if _, err := hb.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(installer)}); err != nil {
+		t.Fatalf("the hub does not hold the installer by its digest: %v", err)
 	}
 }

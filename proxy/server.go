@@ -72,6 +72,9 @@ type Feeds interface {
 	// ServeCall answers a proxy request for a feed call by its upstream
 	// URL; false when target is none.
 	ServeCall(w http.ResponseWriter, r *http.Request, target *url.URL) bool
+	// DownloadPlan is the plan of a proxy request for a package download
+	// by its upstream URL; nil when target is none.
+	DownloadPlan(ctx context.Context, target *url.URL) *door.Plan
 	// ServeInstaller answers a request for an installer a rewritten
 	// package downloads from this hub, but for its plan, which it returns.
 	ServeInstaller(w http.ResponseWriter, r *http.Request) *door.Plan
@@ -401,6 +404,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// kept and learnt from, as at /chocolatey/ (downloads are
 		// artifacts: the cache's).
 		return
+	}
+	if s.cfg.Feeds != nil && !cred.Private() {
+		if p := s.cfg.Feeds.DownloadPlan(r.Context(), target); p != nil {
+			// A package by its feed's hash, its script learnt; a node's
+			// other claim is served as claimed, and teaches nothing.
+			if d, size, ok := s.role.Claim(r); ok && d != p.Digest {
+				p.Digest, p.Size, p.Meta, p.MetaName = d, size, "", ""
+			}
+			s.servePlan(w, r, *p)
+			return
+		}
 	}
 	s.serveCache(w, r, target, cred)
 }

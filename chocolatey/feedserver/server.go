@@ -150,6 +150,27 @@ func (s *Server) ServeCall(w http.ResponseWriter, r *http.Request, target *url.U
 	return true
 }
 
+// DownloadPlan is the plan of a proxy request for a package download by
+// its upstream URL (a node behind this hub, a client that uses warren as
+// its proxy for the feed itself), as at /chocolatey/: by its feed's hash,
+// its install script learnt. nil: target is no configured feed's
+// download, or no hash is known for it (the cache's as any URL).
+func (s *Server) DownloadPlan(ctx context.Context, target *url.URL) *door.Plan {
+	rt, ok := s.feedOf(target)
+	if !ok {
+		return nil
+	}
+	parts := strings.Split(rt.rest, "/")
+	if len(parts) != 3 || !strings.EqualFold(parts[0], "package") || !chocolatey.ValidID(parts[1]) || !chocolatey.ValidVersion(parts[2]) {
+		return nil
+	}
+	p := s.packagePlan(ctx, rt, parts[1], parts[2])
+	if p.Digest.IsZero() {
+		return nil
+	}
+	return p
+}
+
 // Call asks the feed at feedURL (one this server serves) for rest (what
 // follows api/v2/) as a client's call would be answered (kept, its
 // entries learnt), and returns its entries, or its body when it is no
