@@ -151,7 +151,7 @@ func (s *Door) checkTop(ctx context.Context, p Plan, d cachestore.Digest, body [
 	if err != nil {
 		return topVerdict{ok: true}
 	}
-	repoName := RedactURL(mustURL(string(scope)))
+	repoName := repositoryName(scope)
 	repo, ok := s.cfg.Keys.For(p.Key)
 	if !ok {
 		s.noteSignature(SignatureState{Repository: repoName, State: SigNoKey})
@@ -352,10 +352,13 @@ func (s *Door) vouched(p Plan, d cachestore.Digest) bool {
 	return err == nil && k.Digest == d
 }
 
-func mustURL(raw string) *url.URL {
-	u, err := url.Parse(raw)
+// repositoryName is a repository's scope as the page shows it: without a
+// private scope's name (the log's access lines carry that).
+func repositoryName(scope repoScope) string {
+	u, err := url.Parse(string(scope))
 	if err != nil {
-		return &url.URL{Path: raw}
+		return string(scope)
 	}
-	return u
+	u.User = nil
+	return u.String()
 }
