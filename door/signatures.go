@@ -246,8 +246,8 @@ func (s *Door) checkDetached(ctx context.Context, p Plan, repo *trust.Repo, body
 		}
 		last = err
 	}
-	var fe *UpstreamFetchError
-	return nil, last, errors.As(last, &fe) || errors.Is(last, context.Canceled)
+	// Upstream down or refusing for now: the check was not made.
+	return nil, last, IsUpstreamDown(last) || errors.Is(last, context.Canceled)
 }
 
 // fetchSignature brings the signature file name beside p in through the
