@@ -77,12 +77,13 @@ test-pkg: deb rpm
 # mDNS and UDP broadcast, which never leave them), a site of six nodes
 # behind a hub, a preload-only hub, and a chain of replicating hubs (main,
 # secondary, spoke) with a node installing with every WAN link down, an
-# https repository, and dnf's metalink and mirror list repositories over
-# three mirrors (a node, a hub, a replicated spoke, then offline); needs
+# https repository, dnf's metalink and mirror list repositories over
+# three mirrors (a node, a hub, a replicated spoke, then offline), and a
+# hub refusing a hostile mirror's re-signed InRelease for its site; needs
 # root and ip, and says SKIP otherwise. Prints the WAN ratio, the time
 # ratio, the hub's RSS, each replication run and the WAN bytes per file.
 test-netns: check-go
-	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns|TestMirrorGroupsOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
+	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns|TestMirrorGroupsOverNetns|TestSignaturesOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

@@ -43,6 +43,7 @@ type Store interface {
 	Learnt(lister uint64, at int64, d cachestore.Digest) error
 	LearntFrom(lister uint64) (cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
+	Filling(key string) (*cachestore.Fill, bool)
 	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
 	RecordChange(c cachestore.Change) (uint64, error)
 	// ScopeSecret keys private scopes (private.go).
@@ -117,6 +118,10 @@ type Config struct {
 	// (a hub's change feed); cached is the URL-cache entry of a file kept
 	// by URL.
 	Record func(key, kind string, d cachestore.Digest, size int64, cached *cachestore.Cached)
+	// Keys are the repositories' signing keys (verify_signatures: auto):
+	// their top metadata is checked before anything is learnt from it,
+	// and a hub stores none that fails (signatures.go); nil: none checked.
+	Keys Keys
 	// WAN is told of bytes taken from the origin, by ecosystem.
 	WAN func(eco string, n int64)
 	// Intercepts says whether warren answers CONNECTs to an https host
@@ -189,7 +194,8 @@ type Door struct {
 	mirrors mirrorGroups // the lists of mirrors read (mirrors.go)
 
 	stats   Stats
-	waiting waitList // fills waiting out a busy hub, for the page
+	waiting waitList   // fills waiting out a busy hub, for the page
+	sigs    signatures // checked top files, and the repositories' states
 }
 
 // New builds the door.
@@ -237,6 +243,7 @@ func New(cfg Config, store Store) (*Door, error) {
 	s.neg, _ = lru.New[string, time.Time](10000)
 	s.relearnt, _ = lru.New[string, struct{}](4096)
 	s.besideZck, _ = lru.New[cachestore.Digest, struct{}](1024)
+	s.sigs = newSignatures()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()
@@ -320,6 +327,9 @@ func (s *Door) Lookup(p Plan) (Stored, error) { return s.lookup(p, s.cfg.Preload
 
 // lookup is Lookup; asHeld serves a URL's copy however old.
 func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
+	if !s.confirmed(p) {
+		return Stored{}, nil // the origin first (installer.go)
+	}
 	if !p.Digest.IsZero() {
 		f, bi, err := s.store.OpenHit(p.Digest, p.Cred.scope)
 		switch {
@@ -382,6 +392,13 @@ func (s *Door) Negative(p Plan) bool { return s.negative(p.Key) }
 // context, from p's ordered sources; prev is the URL's copy to revalidate.
 // The fill's readers follow its bytes; its last byte waits for the verify.
 func (s *Door) Begin(p Plan, who Asker, prev *cachestore.Cached) (f *cachestore.Fill, leader bool) {
+	if p.Kind == "installer" && !p.Unconfirmed {
+		// The flight that is confirming it, if any: its digest is
+		// recorded for the URL before its blob is stored.
+		if uf, ok := s.store.Filling(unconfirmedFillKey(p)); ok {
+			return uf, false
+		}
+	}
 	f, leader = s.store.BeginFill(p.FillKey())
 	if leader {
 		s.startFill(f, who, p, prev)
@@ -605,6 +622,30 @@ func (s *Door) Keep(ctx context.Context, key, kind string, body []byte, meta map
 		return d, fmt.Errorf("keep %s: %w", key, err)
 	}
 	return d, nil
+}
+
+// KeepBlob stores bytes warren made itself (a hub's rewritten package)
+// under their digest d, verified against it as any fill is: found by
+// digest, not kept by URL, and not offered in the change feed (they are
+// this warren's own making).
+func (s *Door) KeepBlob(ctx context.Context, key, kind string, body []byte, d cachestore.Digest) error {
+	if s.Holds(d) {
+		return nil
+	}
+	p := Plan{URL: key, Key: key, Kind: kind, Eco: EcoChocolatey, Digest: d, Size: int64(len(body))}
+	f, leader := s.store.BeginFill(p.FillKey())
+	if leader {
+		src := &heldSource{body: body}
+		if !s.fills.Go(func() {
+			s.runFillWith(s.ctx, f, Asker{}, p, nil, FetchOptions{Sources: []fill.Source{src}, Unrecorded: true})
+		}) {
+			f.Abort(ErrShuttingDown)
+		}
+	}
+	if _, err := f.Result(ctx); err != nil {
+		return fmt.Errorf("keep %s: %w", key, err)
+	}
+	return nil
 }
 
 // heldSource is bytes in hand as a fill source.

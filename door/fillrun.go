@@ -3,6 +3,7 @@ package door
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -92,7 +93,7 @@ func (s *Door) recordFill(p Plan, d cachestore.Digest, size int64) {
 		return
 	}
 	var cached *cachestore.Cached
-	if p.Digest.IsZero() {
+	if p.Digest.IsZero() || p.Unconfirmed {
 		c, err := s.store.Cached(p.Key)
 		if err != nil || c.Digest != d {
 			return // replaced meanwhile: that fill records its own
@@ -120,6 +121,9 @@ var ErrAlreadyStored = errors.New("blob was stored meanwhile")
 // storedMeanwhile says (as the error to end the flight with) that what p
 // names was stored since the request looked.
 func (s *Door) storedMeanwhile(p Plan) error {
+	if !s.confirmed(p) {
+		return nil
+	}
 	if !p.Digest.IsZero() {
 		if bi, err := s.store.Stat(p.Digest); err == nil && p.Readable(bi) {
 			return ErrAlreadyStored
@@ -139,9 +143,11 @@ func (s *Door) storedMeanwhile(p Plan) error {
 // the LAN holds the blob. lan is the LAN's first source when the LAN
 // takes part (Done ends its part), else nil.
 func (s *Door) sources(ctx context.Context, f *cachestore.Fill, p Plan, who Asker, prev *cachestore.Cached) (sources []fill.Source, lan fill.Source) {
-	if s.cfg.Peers == nil || p.Digest.IsZero() || p.Cred.Private() {
+	if s.cfg.Peers == nil || p.Digest.IsZero() || p.Cred.Private() || p.Unconfirmed {
 		// A private fill never involves the LAN: its bytes are its
 		// scope's, and no peer may be told it has them (private.go).
+		// Nor does an installer its origin has not confirmed: a peer
+		// holds bytes of that digest from anywhere (installer.go).
 		return s.upstreamSources(p, who, prev, nil), nil
 	}
 	counted := func(src fill.Source) fill.Source {
@@ -248,6 +254,16 @@ func (c *committingFill) Restart() error {
 
 func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
 	s, p := c.s, c.p
+	if c.holdsGeneration() && c.learn == nil && s.cfg.Keys != nil {
+		// A hub stores no top metadata that fails its signature check:
+		// nodes and clients keep the previous generation (signatures.go).
+		body, err := io.ReadAll(io.LimitReader(c.Fill.Bytes(), maxTopBytes+1))
+		if err == nil {
+			if v := s.checkTop(s.ctx, p, c.Fill.Digest(), body); !v.ok {
+				return cachestore.Digest{}, &UpstreamFetchError{URL: p.URL, Err: v.err}
+			}
+		}
+	}
 	if c.holdsGeneration() && c.learn == nil {
 		pre, err := s.holdGeneration(s.ctx, c.Fill, p, c.who)
 		if err != nil {
@@ -258,7 +274,9 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 		c.prefetched = pre
 	}
 	got := c.Fill.Digest()
-	if p.Digest.IsZero() {
+	// A file kept by URL, or an installer its origin just confirmed (the
+	// engine verified it): the URL's copy is recorded.
+	if p.Digest.IsZero() || p.Unconfirmed && got == p.Digest {
 		if old, err := s.store.Cached(p.Key); err == nil && old.Digest == got {
 			c.same = true
 		}

@@ -2,6 +2,7 @@ package door
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -119,6 +120,8 @@ func metaScope(p Plan) (repoScope, error) {
 		// its learn only for the list itself, which SiteList answers
 		// once it is learnt.
 		return repoScope(p.Key), nil
+	case MetaNupkg:
+		return installerScope, nil
 	}
 	return "", fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }
@@ -150,6 +153,9 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 		}
 	}()
 	start := s.now()
+	if p.Meta == MetaNupkg && p.Digest.IsZero() {
+		return // a package its feed gave no hash for teaches nothing
+	}
 	// The parent metadata (Release for a Packages file) may still be
 	// being learnt: its verdict on this file's hash comes first.
 	s.learning.wait(s.ctx, p.Key, lr)
@@ -160,15 +166,42 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 			return
 		}
 	}
+	if !s.vouched(p, d) {
+		s.log.Info("index file that no verified Release or repomd.xml lists, in a repository with keys; nothing learnt from it",
+			slog.String("url", p.ShownURL()), slog.String("digest", d.String()))
+		return
+	}
 	f, err := s.store.ReadBlob(d)
 	if err != nil {
 		s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return
 	}
 	defer f.Close()
+	var src io.Reader = f.File
+	if isTop(p) && s.cfg.Keys != nil {
+		// Its signature first: what fails teaches nothing
+		// (signatures.go); an InRelease's signed text alone is read.
+		body, err := io.ReadAll(io.LimitReader(f.File, maxTopBytes+1))
+		if err != nil || len(body) > maxTopBytes {
+			s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
+			return
+		}
+		v := s.checkTop(s.ctx, p, d, body)
+		if !v.ok {
+			return
+		}
+		src = bytes.NewReader(body)
+		if v.text != nil {
+			src = bytes.NewReader(v.text)
+		}
+	}
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
-	err = parseMeta(s.ctx, s.decoders, p, d, scope, f.File, rec.add)
+	if p.Meta == MetaNupkg {
+		err = s.parseNupkg(p, f.File, rec.add)
+	} else {
+		err = parseMeta(s.ctx, s.decoders, p, d, scope, src, rec.add)
+	}
 	// What was parsed before an error is true (the file verified): it is
 	// recorded, and only the rest is lost.
 	if ferr := rec.flush(); err == nil {
@@ -213,15 +246,19 @@ func (s *Door) learnIfNew(p Plan, d cachestore.Digest) {
 		return
 	}
 	lister := cachestore.ListerID(listerKey(p, scope))
-	if from, err := s.store.LearntFrom(lister); err == nil && !from.IsZero() {
+	// A file whose signature could not be fetched when it came is checked
+	// again now.
+	_, recheck := s.sigs.retry.Get(d)
+	if from, err := s.store.LearntFrom(lister); err == nil && !from.IsZero() && !recheck {
 		return
 	}
 	// Once per lister and blob: the same bytes in another scope (a
 	// private copy of a public Release) are another lister's to learn.
 	tried := strconv.FormatUint(lister, 16) + "/" + d.String()
-	if _, ok := s.relearnt.Get(tried); ok {
+	if _, ok := s.relearnt.Get(tried); ok && !recheck {
 		return
 	}
+	s.sigs.retry.Remove(d)
 	s.relearnt.Add(tried, struct{}{})
 	lr, scope, ok := s.beginLearn(p)
 	if !ok {
@@ -412,8 +449,11 @@ const (
 
 // ecosystemOf says which ecosystem a learnt key belongs to.
 func ecosystemOf(key string) string {
-	if strings.HasPrefix(key, "chocolatey:") {
+	if strings.HasPrefix(key, "chocolatey:") || isInstallerFact(key) {
 		return EcoChocolatey
+	}
+	if strings.HasPrefix(key, installerPrefix) {
+		return "" // an installer's digest, counted by its URL
 	}
 	u, err := url.Parse(key)
 	if err != nil {

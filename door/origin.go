@@ -189,9 +189,11 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 	var client fill.Doer = s.up
 	if o.hub != nil {
 		client = o.hub
-		if !p.Digest.IsZero() {
+		if !p.Digest.IsZero() && !p.Unconfirmed {
 			// The blob our metadata names: the hub serves that
 			// generation if it holds it, whatever its own metadata says.
+			// (Not an installer's checksum its origin has not
+			// confirmed: the hub plans that URL by its own facts.)
 			req.Header.Set(hub.HeaderDigest, p.Digest.String())
 			if p.Size >= 0 {
 				req.Header.Set(hub.HeaderSize, strconv.FormatInt(p.Size, 10))

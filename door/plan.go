@@ -35,11 +35,20 @@ type Plan struct {
 	// Cred is the request's credential for its origin: a private plan's
 	// keys and blobs are its scope's alone (private.go).
 	Cred Credential
+	// Unconfirmed: Digest is what a package's install script says the
+	// URL serves, and the URL's own origin has not confirmed it yet
+	// (installer.go): filled from the hubs (not told the digest) and the
+	// origin alone, in a flight of the URL's own, never from the store or
+	// the LAN by digest. Its verified fill confirms it.
+	Unconfirmed bool
 }
 
 // fillKey names p's one flight: by digest when the metadata gave one (a
 // blob is the same whatever URL names it), else by URL.
 func (p Plan) FillKey() string {
+	if p.Unconfirmed {
+		return unconfirmedFillKey(p)
+	}
 	if !p.Digest.IsZero() {
 		if p.Cred.Private() {
 			// Its own flight: the bytes come with its credential, and
@@ -49,6 +58,12 @@ func (p Plan) FillKey() string {
 		return cachestore.FillKey(p.Digest)
 	}
 	return "url:" + p.Key // the key carries the scope
+}
+
+// Artifact says whether p is a hash-known artifact (a package, an
+// installer), not an index file.
+func (p Plan) Artifact() bool {
+	return !p.Digest.IsZero() && (p.Meta == "" || p.Meta == MetaNupkg)
 }
 
 const (
@@ -69,6 +84,8 @@ func (s *Door) plan(ctx context.Context, u *url.URL, cred Credential) Plan {
 	} else if k := rpm.Classify(u.Host, u.Path); k != rpm.KindOther {
 		p.Eco = EcoRPM
 		s.planRPM(ctx, &p, u, k)
+	} else if !cred.Private() {
+		s.planInstaller(ctx, &p)
 	}
 	return p
 }

@@ -110,7 +110,7 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 		// 3. One flight.
 		fill, leader := s.door.Begin(p, door.AskerOf(r), have.Cached)
 		leave := func() {}
-		if p.Meta == "" && !p.Digest.IsZero() {
+		if p.Artifact() {
 			var ok bool
 			if leave, ok = s.role.Enter(w, r, fill, p.FillKey(), p.Size, p.ShownURL()); !ok {
 				return "queued", nil

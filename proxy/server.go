@@ -72,7 +72,15 @@ type Feeds interface {
 	// ServeCall answers a proxy request for a feed call by its upstream
 	// URL; false when target is none.
 	ServeCall(w http.ResponseWriter, r *http.Request, target *url.URL) bool
+	// DownloadPlan is the plan of a proxy request for a package download
+	// by its upstream URL; nil when target is none.
+	DownloadPlan(ctx context.Context, target *url.URL) *door.Plan
+	// ServeInstaller answers a request for an installer a rewritten
+	// package downloads from this hub, but for its plan, which it returns.
+	ServeInstaller(w http.ResponseWriter, r *http.Request) *door.Plan
 }
+
+var _ Feeds = (*feedserver.Server)(nil)
 
 // Config holds the front's settings and parts.
 type Config struct {
@@ -306,12 +314,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.stats.Requests.Add(1) // what clients ask of the proxy, not of its own pages
-	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, feedserver.Prefix) {
+	if !r.URL.IsAbs() && (strings.HasPrefix(r.URL.Path, feedserver.Prefix) || strings.HasPrefix(r.URL.Path, feedserver.OriginalPrefix)) {
 		if s.cfg.Feeds == nil {
 			http.Error(w, "warren: no chocolatey feed is configured (chocolatey.upstream)", http.StatusNotFound)
 			return
 		}
 		if p := s.cfg.Feeds.Serve(w, r); p != nil {
+			s.servePlan(w, r, *p)
+		}
+		return
+	}
+	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, feedserver.InstallersPrefix) {
+		// An installer a hub's rewritten package downloads: through the
+		// door as any artifact (verified against its checksum).
+		if s.cfg.Feeds == nil {
+			http.Error(w, "warren: no chocolatey feed is configured (chocolatey.upstream)", http.StatusNotFound)
+			return
+		}
+		if p := s.cfg.Feeds.ServeInstaller(w, r); p != nil {
 			s.servePlan(w, r, *p)
 		}
 		return
@@ -390,6 +410,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// kept and learnt from, as at /chocolatey/ (downloads are
 		// artifacts: the cache's).
 		return
+	}
+	if s.cfg.Feeds != nil && !cred.Private() {
+		if p := s.cfg.Feeds.DownloadPlan(r.Context(), target); p != nil {
+			// A package by its feed's hash, its script learnt; a node's
+			// other claim is served as claimed, and teaches nothing.
+			if d, size, ok := s.role.Claim(r); ok && d != p.Digest {
+				p.Digest, p.Size, p.Meta, p.MetaName = d, size, "", ""
+			}
+			s.servePlan(w, r, *p)
+			return
+		}
 	}
 	s.serveCache(w, r, target, cred)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,8 @@ type Door interface {
 	Stats() *door.Stats
 	KnownArtifacts() map[string]int64
 	HubWaits() []door.HubWait
+	// SignatureStates are the repositories' last signature checks.
+	SignatureStates() []door.SignatureState
 }
 
 var _ Door = (*door.Door)(nil)
@@ -171,6 +174,12 @@ func (b *Board) ServeStats(w http.ResponseWriter, _ *http.Request) {
 		if g := b.src.MirrorGroups(); len(g) > 0 {
 			out["mirror_groups"] = g
 		}
+	}
+	// Repositories by signature state: verified, failed, unsigned (no key).
+	for _, st := range b.src.Door.SignatureStates() {
+		k := "repositories_" + strings.NewReplacer(" (no key)", "", " ", "_").Replace(st.State)
+		n, _ := out[k].(int)
+		out[k] = n + 1
 	}
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(out)

@@ -118,6 +118,10 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{range .MirrorGroups}}<tr><td>{{if .Metalink}}metalink {{else}}mirror list {{end}}{{.List}}</td><td>{{.Mirrors}}</td><td>{{if .Chosen}}{{.Chosen}}{{else}}not answered yet{{end}}</td>
 <td>{{.Hits}}</td><td>{{.Misses}}</td><td>{{ratio .Hits .Misses}}</td><td>{{.Refused}}</td></tr>
 {{end}}</table>{{end}}
+{{if .Signatures}}<h2>Repository signatures</h2>
+<table id="signatures"><tr><th>repository</th><th>signature</th><th>key</th><th>checked</th></tr>
+{{range .Signatures}}<tr><td>{{.Repository}}</td><td>{{if eq .State "failed"}}<b>failed</b>: {{.Reason}} (not learnt{{if $.Hub}}, not handed to nodes{{end}}){{else}}{{.State}}{{end}}</td><td>{{if .Signer}}{{.Signer}}{{else}}{{.Keys}}{{end}}</td><td>{{if not .At.IsZero}}{{ago .At}} ago{{end}}</td></tr>
+{{end}}</table>{{end}}
 {{if .Budgets}}<h2>Chocolatey upstream</h2>
 <table id="chocolatey"><tr><th>feed</th><th>budget</th><th>waited</th><th>refused</th><th>429 answers</th><th>state</th></tr>
 {{range .Budgets}}<tr><td>{{.Feed}}</td><td>{{.Rate}}</td><td>{{.Waits}}</td><td>{{.Refused}}</td><td>{{.TooMany}}</td>
@@ -176,6 +180,7 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 		"FromHubs": ds.BytesHub.Load(), "Served": front["bytes_served"], "Waiting": b.src.Door.HubWaits(),
 		"Uptime": time.Since(b.started).Round(time.Second).String(),
 		"Known":  known, "KnownTotal": sumValues(known),
+		"Signatures":    b.src.Door.SignatureStates(),
 		"Budgets":       budgets,
 		"MirrorGroups":  mirrorGroups,
 		"PreloadRuns":   lastRuns(st.PreloadRuns, 10),

@@ -31,6 +31,7 @@ import (
 	"github.com/warren-cache/warren/internal/siteca"
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
+	"github.com/warren-cache/warren/trust"
 )
 
 const defaultConfigFile = "/etc/warren/warren.yaml"
@@ -110,6 +111,20 @@ type config struct {
 	ReplicateSchedule duration            `yaml:"replicate_schedule"` // every; 0 on demand only
 	ReplicateDeletes  bool                `yaml:"replicate_deletes"`
 
+	// VerifySignatures: auto checks repositories' signatures with the
+	// keys Signatures names (apt's and dnf's, and more) before anything
+	// is learnt from their metadata; off checks none.
+	VerifySignatures string `yaml:"verify_signatures"`
+	Signatures       struct {
+		// AptDir is apt's configuration: sources with Signed-By,
+		// trusted.gpg and trusted.gpg.d.
+		AptDir string `yaml:"apt_dir"`
+		// YumReposDir holds dnf's .repo files (repo_gpgcheck, gpgkey).
+		YumReposDir string `yaml:"yum_repos_dir"`
+		// Keys are more repositories and the keyrings that sign them.
+		Keys []trust.RepoKeyring `yaml:"keys"`
+	} `yaml:"signatures"`
+
 	// The fill engine.
 	StallTimeout duration `yaml:"stall_timeout"`
 	// ScrubRate is bytes/s for the background rehash of stored blobs; 0 off.
@@ -127,6 +142,10 @@ type config struct {
 		// (15/min on the community repository, no limit elsewhere), "0"
 		// (no limit), or e.g. "15/min".
 		UpstreamRate string `yaml:"upstream_rate"`
+		// Internalize, on a hub, is the hub's URL as its clients reach
+		// it (http://hub.example:3142/): its feeds serve packages whose
+		// install scripts download their installers from it; "": off.
+		Internalize string `yaml:"internalize"`
 	} `yaml:"chocolatey"`
 }
 
@@ -194,7 +213,10 @@ func defaults() config {
 		PreloadRate:          "0",
 		ReplicateSchedule:    duration{time.Hour},
 		ScrubRate:            "20MB",
+		VerifySignatures:     "auto",
 	}
+	cfg.Signatures.AptDir = "/etc/apt"
+	cfg.Signatures.YumReposDir = "/etc/yum.repos.d"
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
 	cfg.Chocolatey.UpstreamRate = "auto"
 	return cfg
@@ -289,6 +311,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "heartbeat", Usage: withDefault("interval of the elected downloader's heartbeats", "heartbeat"), EnvVars: []string{"WARREN_HEARTBEAT"}},
 		&cli.StringFlag{Name: "share-min-size", Usage: withDefault("artifacts smaller than this go upstream at once, peers only as a fallback; 0 asks peers first for all", "share_min_size"), EnvVars: []string{"WARREN_SHARE_MIN_SIZE"}},
 		&cli.StringFlag{Name: "scrub-rate", Usage: withDefault("bytes/s for rehashing stored blobs in the background to find bit rot, e.g. 20MB; 0 off", "scrub_rate"), EnvVars: []string{"WARREN_SCRUB_RATE"}},
+		&cli.StringFlag{Name: "verify-signatures", Usage: withDefault("check repositories' signatures before learning from their metadata: auto (the keys apt and dnf trust, and signatures.keys) or off", "verify_signatures"), EnvVars: []string{"WARREN_VERIFY_SIGNATURES"}},
 		&cli.StringFlag{Name: "stall-timeout", Usage: withDefault("a fill source that makes too little progress this long is left for the next one", "stall_timeout"), EnvVars: []string{"WARREN_STALL_TIMEOUT"}},
 		&cli.StringFlag{Name: "group-secret", Usage: "shared secret: peer messages carry an HMAC, blob requests a token", EnvVars: []string{"WARREN_GROUP_SECRET"}},
 		&cli.StringFlag{Name: "cache-max", Usage: withDefault("most the cache may hold, e.g. 200GB or 30% of its disk; 0 for no limit", "cache_max"), EnvVars: []string{"WARREN_CACHE_MAX"}},
@@ -356,6 +379,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	str("group-secret", &cfg.GroupSecret)
 	str("share-min-size", &cfg.ShareMinSize)
 	str("scrub-rate", &cfg.ScrubRate)
+	str("verify-signatures", &cfg.VerifySignatures)
 	if c.IsSet("peer") {
 		cfg.Peers = c.StringSlice("peer")
 	}
@@ -562,6 +586,28 @@ func (cfg config) parse() (settings, error) {
 			return fmt.Errorf("share_min_size %q: want a size such as 256KiB, or 0 to ask peers first for every artifact", cfg.ShareMinSize)
 		} else {
 			s.shareMinSize = int64(n)
+		}
+		switch cfg.VerifySignatures {
+		case "auto", "off":
+		default:
+			return fmt.Errorf("verify_signatures %q: want auto or off", cfg.VerifySignatures)
+		}
+		for i, k := range cfg.Signatures.Keys {
+			if u, err := url.Parse(k.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("signatures.keys[%d]: url %q: want the repository's http(s) base URL", i, k.URL)
+			}
+			if k.Keyring == "" {
+				return fmt.Errorf("signatures.keys[%d] (%s): no keyring: name the file holding the repository's keys", i, k.URL)
+			}
+		}
+		if v := cfg.Chocolatey.Internalize; v != "" {
+			u, err := url.Parse(v)
+			if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.User != nil {
+				return fmt.Errorf("chocolatey.internalize %q: want this hub's URL as its clients reach it, such as http://hub.example:3142/", v)
+			}
+			if cfg.Role != "hub" {
+				return errors.New("chocolatey.internalize is a hub's: set role hub (its clients download the installers from it)")
+			}
 		}
 		s.chocoRate = nil
 		if r := cfg.Chocolatey.UpstreamRate; r != "auto" && r != "" {

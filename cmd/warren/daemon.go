@@ -31,6 +31,7 @@ import (
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
 	"github.com/warren-cache/warren/status"
+	"github.com/warren-cache/warren/trust"
 )
 
 // daemon is every part of a running warren, wired.
@@ -105,6 +106,15 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		Intercepts: func(host string) bool { return d.intercept != nil && d.intercept.Intercepts(host) },
 		Logger:     log,
 	}
+	if cfg.VerifySignatures == "auto" {
+		keys, warnings := trust.Load(trust.Config{AptDir: cfg.Signatures.AptDir, YumReposDir: cfg.Signatures.YumReposDir, Keys: cfg.Signatures.Keys})
+		for _, w := range warnings {
+			log.Warn("repository keys: a problem reading them", slog.String("problem", w))
+		}
+		log.Info("repository signatures are checked before metadata is learnt; repositories without a known key are learnt from unchecked",
+			slog.Int("repositories_with_keys", keys.Len()), slog.String("apt_dir", cfg.Signatures.AptDir), slog.String("yum_repos_dir", cfg.Signatures.YumReposDir))
+		dcfg.Keys = keys
+	}
 	pcfg := proxy.Config{
 		AllowClients: cfg.allowClients,
 		ConnectPorts: cfg.ConnectPorts,
@@ -149,6 +159,7 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 			Served: func(eco string, n int64) { history(eco, n, 0) }, WAN: func(eco string, n int64) { history(eco, 0, n) }}
 		if role != nil {
 			fcfg.PreloadOnly, fcfg.Unheld = !cfg.hubMode.OnDemand(), role.Unheld
+			fcfg.Internalize = cfg.Chocolatey.Internalize
 		}
 		d.feeds = feedserver.New(fcfg, d.door, d.store, budgets)
 		pcfg.Feeds = d.feeds

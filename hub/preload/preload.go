@@ -39,6 +39,10 @@ type Feeds interface {
 	// Call asks the feed at feedURL for rest (what follows api/v2/) and
 	// returns its entries, or its body when it is no XML page.
 	Call(ctx context.Context, feedURL, rest string) ([]chocolatey.Entry, []byte, error)
+	// Prepare readies a preloaded package for the site (a hub's
+	// internalization: its rewritten form, and the installers its script
+	// downloads, fetched through the door).
+	Prepare(ctx context.Context, feedURL string, e chocolatey.Entry, who door.Asker) error
 }
 
 // Runner runs a hub's preload list through the door.
@@ -88,6 +92,9 @@ type preloadItem struct {
 	url  string
 	d    cachestore.Digest
 	size int64
+	// feed and entry are a Chocolatey package's.
+	feed  string
+	entry chocolatey.Entry
 }
 
 // Preload runs the list once and reports it. Failures of single artifacts
@@ -136,12 +143,15 @@ func (s *Runner) Run(ctx context.Context, o Options) (hub.PreloadRun, error) {
 	}
 	// One per blob; the rest are what is not held.
 	seen := map[cachestore.Digest]bool{}
-	var missing []preloadItem
+	var missing, chocos []preloadItem
 	for _, it := range items {
 		if seen[it.d] {
 			continue
 		}
 		seen[it.d] = true
+		if it.eco == "chocolatey" {
+			chocos = append(chocos, it)
+		}
 		run.Wanted++
 		run.Ecosystem[it.eco]++
 		if s.door.Holds(it.d) {
@@ -188,6 +198,11 @@ func (s *Runner) Run(ctx context.Context, o Options) (hub.PreloadRun, error) {
 		if p.Kind == "other" {
 			p.Kind = "preload"
 		}
+		if it.eco == "chocolatey" {
+			// Verified against its feed's hash: its install script
+			// teaches what its installers must hash to.
+			p.Kind, p.Meta, p.MetaName = "nupkg", door.MetaNupkg, it.name+".nupkg"
+		}
 		if err := s.fetch(ctx, p, who); err != nil {
 			fail(it.url, err)
 		} else {
@@ -197,6 +212,24 @@ func (s *Runner) Run(ctx context.Context, o Options) (hub.PreloadRun, error) {
 		}
 		if o.Progress != nil {
 			o.Progress(i+1, len(missing), run.FetchedB)
+		}
+	}
+	// The installers of the Chocolatey packages held, in the window too.
+	for _, it := range chocos {
+		if o.Stop != nil {
+			if why := o.Stop(); why != "" {
+				run.Stopped = why
+				break
+			}
+		}
+		if ctx.Err() != nil || run.Stopped != "" {
+			break
+		}
+		if !s.door.Holds(it.d) {
+			continue
+		}
+		if err := s.feeds.Prepare(ctx, it.feed, it.entry, who); err != nil {
+			fail(it.entry.ID+" "+it.entry.Version, err)
 		}
 	}
 	run.End = s.now()
@@ -510,7 +543,7 @@ func (s *Runner) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload)
 				errs = append(errs, err)
 			}
 			out = append(out, preloadItem{eco: "chocolatey", name: lower, url: e.ContentSrc,
-				d: cachestore.Digest{Algo: e.HashAlgo, Hex: e.HashHex}, size: e.Size})
+				d: cachestore.Digest{Algo: e.HashAlgo, Hex: e.HashHex}, size: e.Size, feed: feed, entry: e})
 		}
 	}
 	return out, errors.Join(errs...)

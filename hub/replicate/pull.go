@@ -31,6 +31,9 @@ type Door interface {
 	// PinGeneration pins the index files of a top metadata file p (a
 	// Release, a repomd.xml) now at next, and of prev, the one before it.
 	PinGeneration(p door.Plan, prev, next cachestore.Digest)
+	// CheckSignature checks a held Release or repomd.xml as a fetched
+	// one is (verify_signatures): an error refuses it.
+	CheckSignature(ctx context.Context, p door.Plan, d cachestore.Digest) error
 }
 
 // PullStore is what a pull needs of the cache beyond the door: the URL
@@ -79,6 +82,9 @@ type Options struct {
 	Saved func(hub.SourceState)
 	// Progress is told of each entry done, of about total.
 	Progress func(done, total int, bytes int64)
+	// Package, when set, readies a Chocolatey package the run holds (a
+	// hub's internalization: its rewritten form and its installers).
+	Package func(ctx context.Context, d cachestore.Digest) error
 }
 
 // maxPages bounds the pages of one run: a source that advances its
@@ -102,6 +108,10 @@ type run struct {
 	offered map[string]cachestore.Digest
 	total   int    // entries to go over, about: for Progress
 	base    uint64 // the cursor the run started from (0 once the log restarted)
+	// packages are the Chocolatey packages a page brought, readied
+	// (Options.Package) once the page's other entries are in: their
+	// installers may be among them.
+	packages []cachestore.Change
 }
 
 // done tells Progress of an entry done.
@@ -250,6 +260,15 @@ func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
 		}
 		r.done()
 	}
+	for _, e := range r.packages {
+		if r.o.Package == nil || ctx.Err() != nil {
+			break
+		}
+		if err := r.o.Package(ctx, e.Digest); err != nil {
+			r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%s: ready the package: %v", hub.RedactURLs(e.Key), err))
+		}
+	}
+	r.packages = nil
 }
 
 // applyTops applies the run's Releases and repomd.xml files, each only
@@ -258,6 +277,18 @@ func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
 func (r *run) applyTops(ctx context.Context) {
 	tops := r.tops
 	r.tops = nil
+	// A Release's signature before the Release: checked, the Release
+	// finds it held.
+	slices.SortStableFunc(tops, func(a, b cachestore.Change) int {
+		ag, bg := strings.HasSuffix(a.Key, "/Release.gpg"), strings.HasSuffix(b.Key, "/Release.gpg")
+		switch {
+		case ag && !bg:
+			return -1
+		case bg && !ag:
+			return 1
+		}
+		return 0
+	})
 	for _, e := range tops {
 		if ctx.Err() != nil {
 			r.retry = append(r.retry, e)
@@ -313,6 +344,9 @@ func (r *run) entry(ctx context.Context, e cachestore.Change) {
 	if err != nil {
 		r.failure(e, err)
 		return
+	}
+	if e.Kind == "nupkg" {
+		r.packages = append(r.packages, e)
 	}
 	if !changed && !ch {
 		r.rep.Skipped++
@@ -400,6 +434,11 @@ func (p *Puller) plan(ctx context.Context, e cachestore.Change) door.Plan {
 	}
 	pl := p.door.Plan(ctx, u, door.Credential{})
 	pl.Digest, pl.Size = e.Digest, e.Size
+	if e.Kind == "nupkg" {
+		// The source's feed verified it: its install script teaches
+		// what its installers must hash to (their origin confirms it).
+		pl.Kind, pl.Meta, pl.MetaName = "nupkg", door.MetaNupkg, path.Base(u.Path)
+	}
 	return pl
 }
 
@@ -441,6 +480,14 @@ func (r *run) top(ctx context.Context, e cachestore.Change) {
 	if err != nil {
 		r.failure(e, fmt.Errorf("kept the previous one: %w", err))
 		return
+	}
+	// Signed by the repository's keys, as one fetched from the origin
+	// must be: a source hub's word is not enough.
+	if !strings.HasSuffix(e.Key, "/Release.gpg") {
+		if err := r.p.door.CheckSignature(ctx, r.p.plan(ctx, e), e.Digest); err != nil {
+			r.failure(e, fmt.Errorf("kept the previous one: %w", err))
+			return
+		}
 	}
 	var prev cachestore.Digest
 	if old, err := r.p.store.Cached(e.Key); err == nil {

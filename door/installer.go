@@ -1,0 +1,172 @@
+package door
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/chocolatey"
+)
+
+// Chocolatey installers. Most community packages are wrappers whose
+// install script downloads the real installer from its vendor, with a
+// checksum in the script. When a .nupkg is stored with the digest its
+// feed's PackageHash gave (and only then: a package kept by URL teaches
+// nothing), its script is read as a Packages file is (package chocolatey)
+// and each download it names is learnt: its URL -> the script's SHA256 or
+// SHA512.
+//
+// The rule, since the vendor's host publishes no metadata of its own and
+// a fact's repository scope cannot apply:
+//
+//   - The checksum comes from a package the feed's PackageHash verified:
+//     the same check choco makes on that download, made for it earlier.
+//   - The fact names one exact URL (no directory below it), under a
+//     prefix of its own (installerPrefix): no package can change what a
+//     repository's metadata says of a URL, and a URL that one lists is
+//     planned by that metadata alone.
+//   - The package learnt last names the checksum: vendors replace the file
+//     behind a stable URL, and the newest package says what it is now.
+//   - The vendor's origin has the last word: until the URL's own origin
+//     (or a hub, which applies the same rule) has delivered bytes with that
+//     digest to this warren, the URL is filled from its hubs (not told the
+//     digest) and its origin alone, never from the store or the LAN by
+//     digest (Plan.Unconfirmed). A package cannot make warren serve, for
+//     another vendor's URL, bytes that URL never served: the worst it can
+//     do is a checksum that fails, refused as any mismatch. Once the origin
+//     confirmed it (the URL's copy recorded at that digest), the installer
+//     is a hash-known artifact like a .deb: store, peers, hubs.
+
+// MetaNupkg is a Chocolatey package whose install script teaches where its
+// installers come from.
+const MetaNupkg = "nupkg"
+
+// installerPrefix keys what packages' scripts teach: installerPrefix+URL
+// (the canonical URL) -> the checksum; installerPrefix+"digest:"+digest ->
+// the URL that serves it (a hub's /_warren/installers/ path names only the
+// digest).
+const installerPrefix = "installer:"
+
+// installerScope is the scope a package's learn registers: an installer
+// request waits for the learns of packages in progress (choco runs the
+// script as soon as it has the package).
+const installerScope = repoScope(installerPrefix)
+
+func installerKey(canonical string) string { return installerPrefix + canonical }
+
+func installerDigestKey(d cachestore.Digest) string { return installerPrefix + "digest:" + d.String() }
+
+// planInstaller takes the checksum a package's script gave for p's URL,
+// if any (p is no repository's file).
+func (s *Door) planInstaller(ctx context.Context, p *Plan) {
+	key := installerKey(p.Key)
+	s.learning.wait(ctx, key, nil)
+	k, err := s.store.Known(key)
+	if err != nil {
+		return
+	}
+	s.asInstaller(p, k.Digest)
+}
+
+// asInstaller makes p an installer's plan at digest d, unconfirmed unless
+// the URL's own copy was d.
+func (s *Door) asInstaller(p *Plan, d cachestore.Digest) {
+	p.Digest, p.Size, p.Meta, p.MetaName = d, -1, "", ""
+	p.Kind, p.Eco = "installer", EcoChocolatey
+	c, err := s.store.Cached(p.Key)
+	p.Unconfirmed = err != nil || c.Digest != d
+}
+
+// confirmed says whether p may be served by digest: not an installer its
+// origin has not confirmed, unless it did since p was planned.
+func (s *Door) confirmed(p Plan) bool {
+	if !p.Unconfirmed {
+		return true
+	}
+	c, err := s.store.Cached(p.Key)
+	return err == nil && c.Digest == p.Digest
+}
+
+// unconfirmedFillKey names the flight of an installer's URL that its
+// origin has not confirmed: the URL's and the digest's, apart from a fill
+// of the URL kept by URL (planned before the package was learnt), which
+// verifies nothing.
+func unconfirmedFillKey(p Plan) string { return installerPrefix + p.Key + "#" + p.Digest.String() }
+
+// InstallerPlan is the plan of the installer a package's script names by
+// digest d (a hub's /_warren/installers/<hex>/<name>): its vendor URL, at
+// d. false: no package learnt names d.
+func (s *Door) InstallerPlan(ctx context.Context, d cachestore.Digest) (Plan, bool) {
+	s.learning.wait(ctx, installerDigestKey(d), nil)
+	k, err := s.store.Known(installerDigestKey(d))
+	if err != nil || k.Digest != d {
+		return Plan{}, false
+	}
+	u, err := url.Parse(k.Source)
+	if err != nil || u.Host == "" {
+		return Plan{}, false
+	}
+	p := s.plan(ctx, u, Credential{})
+	if p.Digest != d || p.Kind != "installer" {
+		// The URL's newest package names another file now, or a
+		// repository lists the URL: d is still what an older package
+		// checks, fetched from that URL and verified against d.
+		if p.Eco == EcoDebian || p.Eco == EcoRPM {
+			return Plan{}, false
+		}
+		s.asInstaller(&p, d)
+	}
+	return p, true
+}
+
+// parseNupkg reads a stored package's install script and emits what its
+// downloads must hash to.
+func (s *Door) parseNupkg(p Plan, r io.Reader, emit emitFunc) error {
+	f, ok := r.(interface {
+		io.ReaderAt
+		Stat() (fs.FileInfo, error)
+	})
+	if !ok {
+		return fmt.Errorf("package %s: not a file", p.ShownURL())
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	pkg, err := chocolatey.ReadPackage(f, st.Size())
+	if err != nil {
+		return err
+	}
+	sc, err := pkg.Installers()
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", pkg.ID, pkg.Version, err)
+	}
+	if len(sc.Skipped) > 0 {
+		s.log.Debug("package's install script names downloads warren cannot learn (they are cached by URL)",
+			slog.String("package", pkg.ID+" "+pkg.Version), slog.Int("count", len(sc.Skipped)), slog.String("first", sc.Skipped[0]))
+	}
+	for _, in := range sc.Installers {
+		key, ok := CanonicalString(in.URL)
+		d := cachestore.Digest{Algo: in.ChecksumType, Hex: in.Checksum}
+		k := cachestore.Known{Digest: d, Size: -1, Name: path.Base(in.URL), Source: in.URL}
+		if err := emit(installerKey(key), ok, k); err != nil {
+			return err
+		}
+		if err := emit(installerDigestKey(d), ok, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// isInstallerFact says whether an index key is an installer's URL fact
+// (not its digest's), for the known-artifacts count.
+func isInstallerFact(key string) bool {
+	return strings.HasPrefix(key, installerPrefix+"http")
+}
