@@ -44,6 +44,12 @@ type Status struct {
 	// fingerprint SiteCA is.
 	HTTPSIntercept []string
 	SiteCA         string
+	// Warnings are risks the settings run (a token that crosses the
+	// network in clear), shown at the top of the page and by warren status.
+	Warnings []string
+	// HTTPSNames are the names a hub's https certificate carries (none:
+	// plain http only).
+	HTTPSNames []string
 }
 
 // Figures are the status's numbers by name, for /_warren/stats and the CLI.
@@ -68,7 +74,20 @@ func (st Status) HubLines() map[string]string {
 				state += " (" + h.LastError + ")"
 			}
 		}
-		out[fmt.Sprintf("hub_%d", i+1)] = fmt.Sprintf("%s %s, %s from it, %d requests, %d waits", h.URL, state, humanBytes(h.Bytes), h.Requests, h.Waits)
+		link := "http"
+		switch {
+		case h.TLS:
+			link = "https"
+		case h.TokenInClear:
+			link = "http, token in clear"
+		}
+		out[fmt.Sprintf("hub_%d", i+1)] = fmt.Sprintf("%s %s, %s from it, %d requests, %d waits; %s", h.URL, state, humanBytes(h.Bytes), h.Requests, h.Waits, link)
+	}
+	for i, w := range st.Warnings {
+		out[fmt.Sprintf("warning_%d", i+1)] = w
+	}
+	if len(st.HTTPSNames) > 0 {
+		out["https"] = strings.Join(st.HTTPSNames, ",")
 	}
 	if st.SiteCA != "" {
 		// apt's helper reads https_intercept to answer for https URIs.
