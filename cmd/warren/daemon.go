@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -49,6 +50,9 @@ type daemon struct {
 	preload    *preloader          // a hub with a preload list; nil otherwise
 	replicate  *replicator         // a hub; nil otherwise
 	intercept  *interception       // the site CA's https hosts; nil when none
+	trust      *tls.Config         // what https hubs are verified with
+	serverCert *serverCert         // a hub's https certificate; nil: plain http only
+	warnings   []string            // risks the settings run, for the page and warren status
 	ln         net.Listener
 	id         peering.NodeID
 	started    time.Time
@@ -108,8 +112,15 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		HubOnly:      cfg.HubOnly,
 		Logger:       log,
 	}
+	if d.trust, err = siteTrust(cfg); err != nil {
+		return nil, err
+	}
+	for _, clear := range cfg.tokensInClear() {
+		d.warnings = append(d.warnings, clear+": "+clearTokenRisk)
+		log.Warn(clear + ": " + clearTokenRisk)
+	}
 	for _, u := range cfg.Hubs {
-		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, Logger: log.With(slog.String("component", "hub"))})
+		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, TLS: d.trust, Logger: log.With(slog.String("component", "hub"))})
 		if err != nil {
 			return nil, err
 		}
@@ -122,8 +133,16 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	case cfg.Role == "hub":
 		// A hub serves its nodes through its door (tokens, the queue),
 		// never as a LAN peer beside them.
+		if d.serverCert, err = hubServerCert(cfg, log); err != nil {
+			return nil, err
+		}
+		if d.serverCert == nil && (len(cfg.HubTokens) > 0 || len(cfg.Replication.Tokens) > 0) {
+			w := "this hub serves plain http only, so the tokens its nodes and pulling hubs send cross the network in clear: give it a certificate (warren ca issue --host, or tls_cert and tls_key) and have them use its https:// URL"
+			d.warnings = append(d.warnings, w)
+			log.Warn(w)
+		}
 		role = hub.NewRole(hub.RoleConfig{ID: d.id.String(), Mode: cfg.hubMode, Tokens: hub.NewTokens(cfg.HubTokens),
-			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), Preload: cfg.Preload, Logger: log})
+			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), Preload: cfg.Preload, SignNode: signNode(cfg), Logger: log})
 		d.role = role
 		pcfg.Role = role
 		dcfg.KeepGenerations = cfg.KeepIndexGenerations
@@ -257,7 +276,11 @@ func storeConfig(cfg settings, log *slog.Logger) (cachestore.Config, error) {
 // of the store, the peers and the uploads.
 func (d *daemon) status() status.Status {
 	used, blobs, _ := d.store.Usage()
-	st := status.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role}
+	st := status.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role,
+		Warnings: d.warnings}
+	if d.serverCert != nil {
+		st.HTTPSNames = d.serverCert.names()
+	}
 	for _, h := range d.hubs {
 		st.Hubs = append(st.Hubs, h.Status())
 	}
@@ -500,6 +523,11 @@ func (d *daemon) Run(ctx context.Context) error {
 	if d.node != nil {
 		attrs = append(attrs, slog.String("node", d.id.String()), slog.String("udp", d.node.Addr().String()))
 	}
+	var serverTLS *tls.Config
+	if d.serverCert != nil {
+		serverTLS = d.serverCert.config()
+		attrs = append(attrs, slog.String("https", d.serverCert.what), slog.Any("https_names", d.serverCert.names()))
+	}
 	// The admin socket listens before "serving" is said: a CLI run right
 	// after must not find a crashed run's stale socket instead.
 	adminLn, err := d.listenAdmin()
@@ -510,6 +538,9 @@ func (d *daemon) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		ln := d.proxy.Listen(d.ln, proxy.ConnLimits{PerClient: d.cfg.MaxClientConnections, Total: d.cfg.MaxConnections})
+		if serverTLS != nil {
+			ln = proxy.WithTLS(ln, serverTLS) // https beside plain http, on the one port
+		}
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
 		}
