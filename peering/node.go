@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -32,10 +30,12 @@ type Config struct {
 	Passive bool
 	// Port is this node's HTTP port (blobs) and UDP port: one number for both.
 	Port uint16
-	// ListenUDP is the UDP address to bind, e.g. 0.0.0.0:3142.
+	// ListenUDP is the UDP address to bind: [::]:3142 binds both
+	// families, 0.0.0.0:3142 IPv4 alone.
 	ListenUDP netip.AddrPort
-	// Broadcast are where queries and wants go besides the known peers
-	// (subnet broadcast addresses).
+	// Broadcast are where queries and wants go besides the known peers:
+	// subnet broadcast addresses, and MulticastOn each IPv6 interface
+	// (whose group the node joins).
 	Broadcast []netip.AddrPort
 	// Static peers are greeted periodically; they answer and join the table.
 	Static []netip.AddrPort
@@ -184,24 +184,13 @@ func Listen(cfg Config) (*Node, error) {
 	if cfg.Has == nil {
 		cfg.Has = func(cachestore.Digest) bool { return false }
 	}
-	// SO_BROADCAST: queries and wants go to subnet broadcast addresses.
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
 	conn := cfg.Conn
 	if conn == nil {
-		pc, err := lc.ListenPacket(context.Background(), "udp4", cfg.ListenUDP.String())
+		c, err := listenUDP(cfg.ListenUDP, cfg.Broadcast) // udp.go
 		if err != nil {
-			return nil, fmt.Errorf("listen for peers on udp %s: %w", cfg.ListenUDP, err)
+			return nil, err
 		}
-		conn = pc.(*net.UDPConn)
+		conn = c
 	}
 	hc := cfg.Client
 	if hc == nil {
@@ -297,7 +286,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Debug("dropped a datagram", slog.String("from", src.String()), slog.Any("err", err))
 			continue
 		}
-		n.handle(m, src)
+		n.handle(m, n.sameHost(m.From, src))
 	}
 }
 

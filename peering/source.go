@@ -278,8 +278,7 @@ const failedPeerPause = 2 * time.Minute
 // open asks p for the blob from off on.
 func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*fill.Stream, error) {
 	n := s.n
-	u := "http://" + p.AddrPort().String() + BlobPathPrefix + s.d.Algo + "/" + s.d.Hex
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.blobURL(p.AddrPort(), s.d), nil)
 	if err != nil {
 		return nil, err
 	}
