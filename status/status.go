@@ -2,6 +2,7 @@ package status
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -47,6 +48,8 @@ type Status struct {
 	// Warnings are risks the settings run (a token that crosses the
 	// network in clear), shown at the top of the page and by warren status.
 	Warnings []string
+	// Listen is where this warren serves (Families: IPv4, IPv6, or both).
+	Listen, Families string
 	// HTTPSNames are the names a hub's https certificate carries (none:
 	// plain http only).
 	HTTPSNames []string
@@ -59,7 +62,7 @@ func (st Status) Figures() map[string]any {
 		"peers": len(st.Peers), "uploads_active": st.Uploads, "uploads_peak": st.UploadsPeak,
 		"bytes_uploaded": st.BytesUploaded, "uploads_refused_busy": st.UploadsRefused,
 		"datagrams_dropped": st.DatagramsDropped, "transfers": len(st.Transfers),
-		"known_artifacts": sumValues(st.KnownArtifacts), "role": st.Role,
+		"known_artifacts": sumValues(st.KnownArtifacts), "role": st.Role, "listen": st.Listen, "families": st.Families,
 	}
 }
 
@@ -108,9 +111,19 @@ func sumValues(m map[string]int64) int64 {
 // Peer is one row of the peers table.
 type Peer struct {
 	ID, Addr, Role string
-	Priority       int32
-	FreeBytes      uint64
-	LastSeen       time.Time
+	// Family is IPv4 or IPv6: how this node reaches the peer.
+	Family    string
+	Priority  int32
+	FreeBytes uint64
+	LastSeen  time.Time
+}
+
+// Family names an address's family as the page and metrics show it.
+func Family(a netip.Addr) string {
+	if a.Unmap().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // Transfer is a fill in progress.

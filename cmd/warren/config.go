@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -650,11 +651,16 @@ func sameListener(hubHost, listen string) bool {
 	return err == nil && a.IsLoopback() && (lh == "" || lh == "0.0.0.0" || lh == "::")
 }
 
-// resolvePeer turns host:port into an address (IPv4: peers talk UDP over v4).
+// resolvePeer turns host:port into an address: [fd00::5]:3142 or
+// 10.0.0.5:3142, or a name (its first address, as the resolver orders
+// them: RFC 6724, the families this machine can reach first).
 func resolvePeer(s string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:3142", s)
+		if strings.Count(s, ":") >= 2 && !strings.HasPrefix(s, "[") {
+			return netip.AddrPort{}, fmt.Errorf("%q: an IPv6 address and its port are written [address]:port, e.g. [fd00::5]:3142", s)
+		}
+		return netip.AddrPort{}, fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:3142 or [fd00::5]:3142", s)
 	}
 	pn, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || pn == 0 {
@@ -663,17 +669,14 @@ func resolvePeer(s string) (netip.AddrPort, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
 	}
-	ips, err := net.LookupIP(host)
+	addrs, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("%q: cannot resolve %s: %w", s, host, err)
 	}
-	for _, ip := range ips {
-		if v4 := ip.To4(); v4 != nil {
-			a, _ := netip.AddrFromSlice(v4)
-			return netip.AddrPortFrom(a, uint16(pn)), nil
-		}
+	if len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: %s has no address", s, host)
 	}
-	return netip.AddrPort{}, fmt.Errorf("%q: %s has no IPv4 address", s, host)
+	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(pn)), nil
 }
 
 // chocolateyFeeds is the default feed ("") and the named ones.

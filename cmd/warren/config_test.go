@@ -52,6 +52,8 @@ func TestConfigPrecedence(t *testing.T) {
 		{"https_intercept one host", nil, []string{"--config", write("hi3.yaml", "https_intercept: deb.example.org\n")}, []string{"https_intercept:\n    - deb.example.org\n"}},
 		{"https_intercept a list", nil, []string{"--config", write("hi4.yaml", "https_intercept: [a.example.org, b.example.org]\n")}, []string{"    - a.example.org\n    - b.example.org\n"}},
 		{"https_intercept flag", nil, []string{"--https-intercept", "off"}, []string{"https_intercept:\n    - \"off\"\n"}},
+		{"IPv6 peers, hubs and networks", nil, []string{"--discovery", "static", "--peer", "[fd00:77::12]:3142", "--peer", "[fe80::12%eth0]:3142", "--hub", "https://[fd00:77::2]:3142",
+			"--allow-client", "fd00:77::/64", "--allow-upstream", "fd00:99::/48"}, []string{"- '[fd00:77::12]:3142'", "- https://[fd00:77::2]:3142", "- fd00:77::/64", "- fd00:99::/48"}},
 		{"chocolatey feeds", nil, []string{"--config", write("choco.yaml", "chocolatey:\n  upstream: http://proget:8624/nuget/choco/\n  feeds:\n    internal: http://proget:8624/nuget/internal/\n")},
 			[]string{"upstream: http://proget:8624/nuget/choco/", "internal: http://proget:8624/nuget/internal/"}},
 	}
@@ -125,6 +127,8 @@ func TestConfigErrors(t *testing.T) {
 			"hub_require_tls: the hub token goes to http://hub2.example:3142 in clear; use the hub's https:// URL"},
 		{"a token in an http hub URL under hub_require_tls", []string{"config", "check", "--hub-require-tls", "--hub", "http://warren:t0k-0123456789abcdef@hub.example"}, "the hub token goes to http://warren:***@hub.example:3142 in clear"},
 		{"a replicate_from token over http under hub_require_tls", []string{"config", "check", "--role", "hub", "--hub-require-tls", "--config", write("rtls.yaml", "replicate_from: [{name: main, url: http://main:3142, token: 0123456789abcdef}]\n")}, "replicate_from main's token goes to http://main:3142 in clear"},
+		{"a peer's IPv6 literal without brackets", []string{"config", "check", "--discovery", "static", "--peer", "fd00:77::12:3142"}, `"fd00:77::12:3142": an IPv6 address and its port are written [address]:port, e.g. [fd00::5]:3142`},
+		{"a peer without a port", []string{"config", "check", "--discovery", "static", "--peer", "10.0.0.5"}, "want host:port"},
 		{"bad peer_tls", []string{"config", "check", "--peer-tls", "maybe"}, "peer_tls \"maybe\": want auto"},
 		{"peer_tls on a hub", []string{"config", "check", "--role", "hub", "--peer-tls", "on"}, "a hub takes no part in LAN peering"},
 		{"tls_cert without tls_key", []string{"config", "check", "--role", "hub", "--tls-cert", "/etc/warren/hub.crt"}, "tls_cert and tls_key go together"},

@@ -219,17 +219,22 @@ func (d *daemon) startPeering() error {
 	if !passive {
 		d.blobs = peering.NewBlobServer(d.store, peering.BlobConfig{Slots: cfg.UploadSlots, UploadRate: cfg.uploadRate, Secret: secret, Logger: d.log})
 	}
-	// Broadcasts only reach a socket bound to the wildcard address; with
-	// static discovery alone, bind where HTTP listens.
-	udp := netip.AddrPortFrom(netip.IPv4Unspecified(), port)
+	// Broadcasts and multicasts only reach a socket bound to the wildcard
+	// address: the families HTTP listens on ([::] both, 0.0.0.0 IPv4
+	// alone). With static discovery alone, bind where HTTP listens.
+	tcp, _ := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP)
+	udp := netip.AddrPortFrom(netip.IPv6Unspecified(), port)
+	if tcp.Is4() || tcp.Is4In6() {
+		udp = netip.AddrPortFrom(netip.IPv4Unspecified(), port)
+	}
 	var bcast []netip.AddrPort
 	if cfg.Discovery != "static" {
-		b, err := broadcastAddrs(cfg.Interfaces, port)
+		b, err := broadcastAddrs(cfg.Interfaces, port, !udp.Addr().Is4())
 		if err != nil {
 			return err
 		}
 		bcast = b
-	} else if tcp, ok := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP); ok && !tcp.IsUnspecified() {
+	} else if !tcp.IsUnspecified() {
 		udp = netip.AddrPortFrom(tcp.Unmap(), port)
 	}
 	node, err := peering.Listen(peering.Config{
@@ -277,7 +282,7 @@ func storeConfig(cfg settings, log *slog.Logger) (cachestore.Config, error) {
 func (d *daemon) status() status.Status {
 	used, blobs, _ := d.store.Usage()
 	st := status.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role,
-		Warnings: d.warnings}
+		Warnings: d.warnings, Listen: d.Addr(), Families: listenFamilies(d.ln)}
 	if d.serverCert != nil {
 		st.HTTPSNames = d.serverCert.names()
 	}
@@ -309,7 +314,7 @@ func (d *daemon) status() status.Status {
 			if p.Passive {
 				role = "passive"
 			}
-			st.Peers = append(st.Peers, status.Peer{ID: p.ID.String(), Addr: p.AddrPort().String(), Role: role,
+			st.Peers = append(st.Peers, status.Peer{ID: p.ID.String(), Addr: p.AddrPort().String(), Family: status.Family(p.Addr), Role: role,
 				Priority: p.Priority, FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
 		}
 	}
@@ -337,6 +342,19 @@ func (d *daemon) collectors() []prometheus.Collector {
 	if d.node != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peers", Help: "Peers in the table."},
 			func() float64 { return float64(len(d.node.Table().Peers())) }))
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peers_by_family", Help: "Peers in the table, by the address family they are reached over.",
+				ConstLabels: prometheus.Labels{"family": strings.ToLower(fam)}},
+				func() float64 {
+					n := 0
+					for _, p := range d.node.Table().Peers() {
+						if status.Family(p.Addr) == fam {
+							n++
+						}
+					}
+					return float64(n)
+				}))
+		}
 	}
 	if d.blobs != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peer_uploads_in_progress", Help: "Uploads to peers running now."},
@@ -405,8 +423,34 @@ func (d *daemon) runMDNSOnce(ctx context.Context) error {
 		if err != nil || id == d.id {
 			return
 		}
-		d.node.Table().Offer(peering.Peer{ID: id, Addr: f.Addr, Port: f.Port, Priority: f.Priority, Passive: f.Passive}, false)
+		if a, ok := reachable(f.Addrs); ok {
+			d.node.Table().Offer(peering.Peer{ID: id, Addr: a, Port: f.Port, Priority: f.Priority, Passive: f.Passive}, false)
+		}
 	})
+}
+
+// reachable is the first of a peer's addresses in a family this machine
+// has an address of (not loopback): a dual-stack peer's IPv4 address from
+// a machine with IPv4, its IPv6 one from an IPv6-only machine.
+func reachable(addrs []netip.Addr) (netip.Addr, bool) {
+	var has4, has6 bool
+	if ifas, err := net.InterfaceAddrs(); err == nil {
+		for _, ia := range ifas {
+			if ipn, ok := ia.(*net.IPNet); ok && !ipn.IP.IsLoopback() {
+				if ipn.IP.To4() != nil {
+					has4 = true
+				} else {
+					has6 = true
+				}
+			}
+		}
+	}
+	for _, a := range addrs {
+		if a.Is4() && has4 || a.Is6() && has6 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // nodeID reads the node's id from the cache directory, making one the
@@ -428,9 +472,11 @@ func nodeID(dir string) (peering.NodeID, error) {
 	return id, nil
 }
 
-// broadcastAddrs are the IPv4 subnet broadcast addresses of the chosen
-// interfaces (default: all up, non-loopback, broadcast-capable).
-func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, error) {
+// broadcastAddrs are where the LAN hears a node's queries and wants: the
+// IPv4 subnet broadcast address of each chosen interface (default: all
+// up, non-loopback), and with v6 the IPv6 multicast group on each of them
+// that has an IPv6 address and can multicast.
+func broadcastAddrs(names []string, port uint16, v6 bool) ([]netip.AddrPort, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil, fmt.Errorf("list interfaces: %w", err)
@@ -440,16 +486,24 @@ func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, error) {
 		if len(names) > 0 && !contains(names, ifc.Name) {
 			continue
 		}
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagBroadcast == 0 || len(names) == 0 && ifc.Flags&net.FlagLoopback != 0 {
+		if ifc.Flags&net.FlagUp == 0 || len(names) == 0 && ifc.Flags&net.FlagLoopback != 0 {
 			continue
 		}
 		addrs, err := ifc.Addrs()
 		if err != nil {
 			continue
 		}
+		has6 := false
 		for _, a := range addrs {
 			ipn, ok := a.(*net.IPNet)
-			if !ok || ipn.IP.To4() == nil {
+			if !ok {
+				continue
+			}
+			if ipn.IP.To4() == nil {
+				has6 = true
+				continue
+			}
+			if ifc.Flags&net.FlagBroadcast == 0 {
 				continue
 			}
 			ip, mask := ipn.IP.To4(), ipn.Mask
@@ -459,6 +513,9 @@ func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, error) {
 			}
 			ba, _ := netip.AddrFromSlice(b)
 			out = append(out, netip.AddrPortFrom(ba, port))
+		}
+		if v6 && has6 && ifc.Flags&net.FlagMulticast != 0 {
+			out = append(out, peering.MulticastOn(ifc.Name, port))
 		}
 	}
 	for _, n := range names {
@@ -476,6 +533,22 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// listenFamilies says which families ln takes connections of.
+func listenFamilies(ln net.Listener) string {
+	tcp, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	a, _ := netip.AddrFromSlice(tcp.IP)
+	switch {
+	case a.Is4() || a.Is4In6():
+		return "IPv4"
+	case a.IsUnspecified():
+		return "IPv4 and IPv6"
+	}
+	return "IPv6"
 }
 
 // Addr is where the daemon serves HTTP.
