@@ -3,6 +3,7 @@ package peering
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"math/rand/v2"
@@ -69,6 +70,10 @@ type Config struct {
 	Blobs *BlobServer
 
 	Client *http.Client // for blob fetches; nil builds one
+	// TLS, when set, makes blob fetches https with this client
+	// configuration (peer_tls: the node's certificate, the peer's checked
+	// against the site CA; tls.go checks it names the node asked).
+	TLS *tls.Config
 	// Conn, when set, is the datagram socket (ListenUDP is then unused):
 	// the simulator's network.
 	Conn   PacketConn
@@ -122,6 +127,8 @@ type Node struct {
 	// Dropped counts datagrams refused (garbage, wrong version, bad MAC,
 	// replayed, over a source's rate, an impostor's).
 	Dropped atomic.Int64
+
+	tls tlsStates // how blob transfers went over TLS, by peer (tls.go)
 }
 
 // Bounds on what a LAN host can make a node do or keep.
@@ -200,6 +207,8 @@ func Listen(cfg Config) (*Node, error) {
 			ResponseHeaderTimeout: peerHeaderTimeout,
 			MaxIdleConnsPerHost:   4,
 			DisableCompression:    true,
+			TLSClientConfig:       cfg.TLS,
+			TLSHandshakeTimeout:   peerHeaderTimeout,
 		}}
 	}
 	n := &Node{

@@ -285,7 +285,7 @@ func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*f
 	if len(n.cfg.Secret) > 0 {
 		req.Header.Set(tokenHeader, BlobToken(n.cfg.Secret, s.d, n.cfg.ID, n.now().Add(TokenLife), rand.Uint64()))
 	}
-	resp, size, err := fill.GetAt(n.hc, req, off)
+	resp, size, err := n.getBlob(req, p.ID, off) // tls.go
 	if err != nil {
 		return nil, err
 	}

@@ -202,9 +202,9 @@ func (n *Node) sameHost(id NodeID, src netip.AddrPort) netip.AddrPort {
 	return src
 }
 
-// blobURL is where the peer at ap serves d: an IPv6 address in brackets,
-// its zone (a link-local peer's interface) escaped as %25.
-func (n *Node) blobURL(ap netip.AddrPort, d cachestore.Digest) string {
-	u := url.URL{Scheme: "http", Host: ap.String(), Path: BlobPathPrefix + d.Algo + "/" + d.Hex}
+// blobURL is where the peer at ap serves d over scheme: an IPv6 address
+// in brackets, its zone (a link-local peer's interface) escaped as %25.
+func blobURL(scheme string, ap netip.AddrPort, d cachestore.Digest) string {
+	u := url.URL{Scheme: scheme, Host: ap.String(), Path: BlobPathPrefix + d.Algo + "/" + d.Hex}
 	return u.String()
 }

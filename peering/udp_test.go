@@ -102,7 +102,7 @@ func TestBlobURL(t *testing.T) {
 		"[fe80::5%eth0]:3142":  "http://[fe80::5%25eth0]:3142/v1/blobs/sha256/ab",
 		"[::ffff:10.0.0.5]:80": "http://[::ffff:10.0.0.5]:80/v1/blobs/sha256/ab",
 	} {
-		if got := (&Node{}).blobURL(netip.MustParseAddrPort(ap), d); got != want {
+		if got := blobURL("http", netip.MustParseAddrPort(ap), d); got != want {
 			t.Errorf("%s: %s, want %s", ap, got, want)
 		}
 		if _, err := http.NewRequest(http.MethodGet, want, nil); err != nil {
