@@ -78,11 +78,12 @@ test-pkg: deb rpm
 # mDNS and UDP broadcast, which never leave them), a site of six nodes
 # behind a hub, a preload-only hub, and a chain of replicating hubs (main,
 # secondary, spoke) with a node installing with every WAN link down, a
-# hub over https with a capture on the bridge, an IPv6-only site and a
-# dual-stack one; needs root and ip, and says SKIP otherwise. Prints the WAN ratio, the time ratio, the hub's RSS and
+# hub over https with a capture on the bridge, peers over mutual TLS, an
+# IPv6-only site and a dual-stack one; needs root and ip, and says SKIP
+# otherwise. Prints the WAN ratio, the time ratio, the hub's RSS and
 # each replication run.
 test-netns: check-go
-	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns|TestHubTLSOverNetns|TestIPv6SiteOverNetns|TestDualStackSiteOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
+	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns|TestHubTLSOverNetns|TestIPv6SiteOverNetns|TestDualStackSiteOverNetns|TestPeerTLSOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

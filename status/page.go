@@ -108,10 +108,10 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <td>{{if .OK}}ok{{else}}failed: {{if .Error}}{{.Error}}{{else}}{{index .Failures 0}}{{if gt (len .Failures) 1}} (and {{len .Failures}} in all){{end}}{{end}}{{end}}</td></tr>
 {{else}}<tr><td colspan="10">no run yet</td></tr>{{end}}</table>{{end}}{{end}}
 <h2>Peers</h2>
-{{if .S.Listen}}<p id="listen">serving on {{.S.Listen}} ({{.S.Families}})</p>{{end}}
-<table id="peers"><tr><th>id</th><th>address</th><th>family</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
-{{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Family}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
-{{else}}<tr><td colspan="7">none</td></tr>{{end}}</table>
+{{if .S.Listen}}<p id="listen">serving on {{.S.Listen}} ({{.S.Families}}){{if .S.PeerTLS}} · blobs between peers: <span id="peer-tls">{{.S.PeerTLS}}</span>{{if .S.PeerTLSRefused}}, {{.S.PeerTLSRefused}} peers refused for want of one{{end}}{{end}}</p>{{end}}
+<table id="peers"><tr><th>id</th><th>address</th><th>family</th><th>link</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
+{{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Family}}</td><td>{{.TLS}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
+{{else}}<tr><td colspan="8">none</td></tr>{{end}}</table>
 {{if .Budgets}}<h2>Chocolatey upstream</h2>
 <table id="chocolatey"><tr><th>feed</th><th>budget</th><th>waited</th><th>refused</th><th>429 answers</th><th>state</th></tr>
 {{range .Budgets}}<tr><td>{{.Feed}}</td><td>{{.Rate}}</td><td>{{.Waits}}</td><td>{{.Refused}}</td><td>{{.TooMany}}</td>

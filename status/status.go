@@ -48,6 +48,10 @@ type Status struct {
 	// Warnings are risks the settings run (a token that crosses the
 	// network in clear), shown at the top of the page and by warren status.
 	Warnings []string
+	// PeerTLS says how blobs go between this node and its peers;
+	// PeerTLSRefused counts peers turned away without a site CA certificate.
+	PeerTLS        string
+	PeerTLSRefused int64
 	// Listen is where this warren serves (Families: IPv4, IPv6, or both).
 	Listen, Families string
 	// HTTPSNames are the names a hub's https certificate carries (none:
@@ -63,6 +67,7 @@ func (st Status) Figures() map[string]any {
 		"bytes_uploaded": st.BytesUploaded, "uploads_refused_busy": st.UploadsRefused,
 		"datagrams_dropped": st.DatagramsDropped, "transfers": len(st.Transfers),
 		"known_artifacts": sumValues(st.KnownArtifacts), "role": st.Role, "listen": st.Listen, "families": st.Families,
+		"peer_tls": st.PeerTLS, "peer_tls_refused": st.PeerTLSRefused,
 	}
 }
 
@@ -111,11 +116,12 @@ func sumValues(m map[string]int64) int64 {
 // Peer is one row of the peers table.
 type Peer struct {
 	ID, Addr, Role string
-	// Family is IPv4 or IPv6: how this node reaches the peer.
-	Family    string
-	Priority  int32
-	FreeBytes uint64
-	LastSeen  time.Time
+	// Family is IPv4 or IPv6: how this node reaches the peer; TLS how its
+	// blobs go ("mutual TLS", "refused: why", "plain http").
+	Family, TLS string
+	Priority    int32
+	FreeBytes   uint64
+	LastSeen    time.Time
 }
 
 // Family names an address's family as the page and metrics show it.

@@ -52,6 +52,7 @@ type daemon struct {
 	intercept  *interception       // the site CA's https hosts; nil when none
 	trust      *tls.Config         // what https hubs are verified with
 	serverCert *serverCert         // a hub's https certificate; nil: plain http only
+	peerTLS    *nodeTLS            // a node's certificate for mutual TLS with its peers; nil: peer_tls off
 	warnings   []string            // risks the settings run, for the page and warren status
 	ln         net.Listener
 	id         peering.NodeID
@@ -152,6 +153,9 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 			log.Info("a hub takes no part in LAN peering: nodes use it with --hub; discovery is off", slog.String("discovery", cfg.Discovery))
 		}
 	case cfg.Discovery != "off":
+		if d.peerTLS, err = newNodeTLS(context.Background(), cfg, d.id.String(), d.hubs, log); err != nil {
+			return nil, err
+		}
 		if err := d.startPeering(); err != nil {
 			return nil, err
 		}
@@ -217,7 +221,12 @@ func (d *daemon) startPeering() error {
 		secret = []byte(cfg.GroupSecret)
 	}
 	if !passive {
-		d.blobs = peering.NewBlobServer(d.store, peering.BlobConfig{Slots: cfg.UploadSlots, UploadRate: cfg.uploadRate, Secret: secret, Logger: d.log})
+		d.blobs = peering.NewBlobServer(d.store, peering.BlobConfig{Slots: cfg.UploadSlots, UploadRate: cfg.uploadRate, Secret: secret,
+			RequireTLS: d.peerTLS != nil, Logger: d.log})
+	}
+	var peerTLS *tls.Config
+	if d.peerTLS != nil {
+		peerTLS = d.peerTLS.config().ClientConfig()
 	}
 	// Broadcasts and multicasts only reach a socket bound to the wildcard
 	// address: the families HTTP listens on ([::] both, 0.0.0.0 IPv4
@@ -250,6 +259,7 @@ func (d *daemon) startPeering() error {
 		Has:       d.store.Holds,
 		Recheck:   d.store.Recheck,
 		Blobs:     d.blobs,
+		TLS:       peerTLS,
 		Logger:    d.log.With(slog.String("component", "peering")),
 	})
 	d.node = node
@@ -315,7 +325,15 @@ func (d *daemon) status() status.Status {
 				role = "passive"
 			}
 			st.Peers = append(st.Peers, status.Peer{ID: p.ID.String(), Addr: p.AddrPort().String(), Family: status.Family(p.Addr), Role: role,
-				Priority: p.Priority, FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
+				TLS: d.peerLink(p.ID), Priority: p.Priority, FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
+		}
+		st.PeerTLS = "off"
+		if d.peerTLS != nil {
+			st.PeerTLS, st.PeerTLSRefused = "mutual TLS with node certificates from the site CA", d.peerTLS.refused.Load()
+			if why := d.peerTLS.missing(); why != "" {
+				st.PeerTLS = "on, but this node has no certificate"
+				st.Warnings = append(st.Warnings, "peer_tls: this node has no certificate from the site CA, so its peers give it nothing and it serves them nothing: "+why)
+			}
 		}
 	}
 	if d.proxy != nil {
@@ -325,6 +343,19 @@ func (d *daemon) status() status.Status {
 		st.Transfers = append(st.Transfers, status.Transfer{What: f.Key, Written: f.Written, Size: f.Size})
 	}
 	return st
+}
+
+// peerLink is how blobs go with peer id: "mutual TLS", "refused: why"
+// (its last transfer over TLS failed on TLS), "TLS" (not asked yet), or
+// "plain http" with peer_tls off.
+func (d *daemon) peerLink(id peering.NodeID) string {
+	if !d.node.TLS() {
+		return "plain http"
+	}
+	if st, ok := d.node.PeerTLS(id); ok {
+		return st.String()
+	}
+	return "TLS (nothing asked yet)"
 }
 
 // collectors are the store's and the peers' figures for /metrics.
@@ -597,9 +628,14 @@ func (d *daemon) Run(ctx context.Context) error {
 		attrs = append(attrs, slog.String("node", d.id.String()), slog.String("udp", d.node.Addr().String()))
 	}
 	var serverTLS *tls.Config
-	if d.serverCert != nil {
+	switch {
+	case d.serverCert != nil:
 		serverTLS = d.serverCert.config()
 		attrs = append(attrs, slog.String("https", d.serverCert.what), slog.Any("https_names", d.serverCert.names()))
+	case d.peerTLS != nil && d.blobs != nil:
+		// Peers' blob requests over mutual TLS, on the one port.
+		serverTLS = d.peerTLS.config().ServerConfig()
+		attrs = append(attrs, slog.Bool("peer_tls", true))
 	}
 	// The admin socket listens before "serving" is said: a CLI run right
 	// after must not find a crashed run's stale socket instead.
@@ -629,6 +665,9 @@ func (d *daemon) Run(ctx context.Context) error {
 	}
 	if len(d.hubs) > 0 {
 		g.Go(func() error { d.probeHubs(gctx); return nil })
+	}
+	if d.peerTLS != nil {
+		g.Go(func() error { d.peerTLS.loop(gctx); return nil })
 	}
 	if d.preload != nil {
 		g.Go(func() error { d.preload.loop(gctx); return nil })
