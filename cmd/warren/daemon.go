@@ -192,6 +192,15 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	}
 	if d.intercept != nil {
 		pcfg.Intercept = d.intercept
+		for _, h := range d.hubs {
+			if !h.TLS() {
+				// What a client fetched over https would cross the site in
+				// clear between this node and its hub.
+				w := "https repositories this node intercepts are fetched through " + h.Name() + " over plain http: use the hub's https:// URL"
+				d.warnings = append(d.warnings, w)
+				log.Warn(w)
+			}
+		}
 	}
 	pcfg.Door = d.door
 	pcfg.Status = d.status
