@@ -193,7 +193,7 @@ func Listen(cfg Config) (*Node, error) {
 	}
 	conn := cfg.Conn
 	if conn == nil {
-		c, err := listenUDP(cfg.ListenUDP, cfg.Broadcast) // udp.go
+		c, err := listenUDP(cfg.ListenUDP, cfg.Broadcast, cfg.Logger) // udp.go
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
@@ -32,7 +33,7 @@ func MulticastOn(ifname string, port uint16) netip.AddrPort {
 // address is the IPv6 wildcard ([::]:port, what a listen of ":port"
 // binds), else the one family it names. The IPv6 socket joins
 // MulticastGroup on the interface of each multicast target's zone.
-func listenUDP(addr netip.AddrPort, targets []netip.AddrPort) (PacketConn, error) {
+func listenUDP(addr netip.AddrPort, targets []netip.AddrPort, log *slog.Logger) (PacketConn, error) {
 	a := addr.Addr()
 	switch {
 	case a.Is4() || a.Is4In6():
@@ -46,9 +47,12 @@ func listenUDP(addr netip.AddrPort, targets []netip.AddrPort) (PacketConn, error
 	case err4 != nil && err6 != nil:
 		return nil, errors.Join(err4, err6)
 	case err6 != nil:
-		// A machine with IPv6 turned off: IPv4 alone, as before.
+		// A machine with IPv6 turned off, or an interface that cannot
+		// join the group: IPv4 alone, as before, and said.
+		log.Warn("peers over IPv4 only: the IPv6 datagram socket cannot be made", slog.Any("err", err6))
 		return v4, nil
 	case err4 != nil:
+		log.Warn("peers over IPv6 only: the IPv4 datagram socket cannot be made", slog.Any("err", err4))
 		return v6, nil
 	}
 	return newDualConn(v4, v6), nil

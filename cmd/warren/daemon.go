@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -301,7 +302,7 @@ func storeConfig(cfg settings, log *slog.Logger) (cachestore.Config, error) {
 func (d *daemon) status() status.Status {
 	used, blobs, _ := d.store.Usage()
 	st := status.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role,
-		Warnings: d.warnings, Listen: d.Addr(), Families: listenFamilies(d.ln)}
+		Warnings: slices.Clone(d.warnings), Listen: d.Addr(), Families: listenFamilies(d.ln)}
 	if d.serverCert != nil {
 		st.HTTPSNames = d.serverCert.names()
 	}
