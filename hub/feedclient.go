@@ -61,7 +61,7 @@ func (c FeedClient) Page(ctx context.Context, log string, after uint64) (Page, e
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
-		return Page{}, fmt.Errorf("replicate from %s: the change feed at %s: %w", c.From.Name, c.shown(), err)
+		return Page{}, fmt.Errorf("replicate from %s: the change feed at %s: %w", c.From.Name, c.shown(), explainTLS(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -302,6 +302,8 @@ func (f ReplicateFrom) Check(i int) error {
 	where := fmt.Sprintf("replicate_from[%d]", i)
 	u, err := url.Parse(f.URL)
 	switch {
+	case CheckURLHost(f.URL) != nil:
+		return fmt.Errorf("%s (%s): url %q: %w", where, f.Name, RedactURLs(f.URL), CheckURLHost(f.URL))
 	case f.Name == "":
 		return fmt.Errorf("%s: no name: give each source hub a name (for the log and --from)", where)
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":

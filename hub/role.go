@@ -50,6 +50,9 @@ type RoleConfig struct {
 	// Preload is the hub's preload list: in preload mode, an index file of
 	// a suite the list lacks is refused saying so, and counted.
 	Preload PreloadList
+	// SignNode signs nodes' certificate requests (enrol.go): set when the
+	// hub holds the site CA's key.
+	SignNode SignNode
 }
 
 // NewRole builds a hub's role.
@@ -107,6 +110,10 @@ func (h *Role) Admit(w http.ResponseWriter, r *http.Request) bool {
 	if !r.URL.IsAbs() && r.URL.Path == InfoPath {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(Info{ID: h.cfg.ID, Mode: h.cfg.Mode})
+		return false
+	}
+	if !r.URL.IsAbs() && r.URL.Path == EnrolPath {
+		h.serveEnrol(w, r)
 		return false
 	}
 	return true

@@ -2,6 +2,7 @@ package mdns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -39,8 +40,11 @@ type Config struct {
 
 // Found is a warren seen on the LAN.
 type Found struct {
-	ID       string
-	Addr     netip.Addr
+	ID string
+	// Addrs are its addresses from the answer's A and AAAA records, IPv4
+	// first; an IPv6 link-local one carries the zone of the one interface
+	// browsed, and is left out when several were.
+	Addrs    []netip.Addr
 	Port     uint16
 	Priority int32
 	Passive  bool
@@ -132,15 +136,71 @@ func Browse(ctx context.Context, cfg Config, found func(Found)) error {
 	return nil
 }
 
+// newResolver browses over IPv4 and IPv6, or over the one family the
+// interfaces have (zeroconf refuses both when either cannot join its
+// group: an IPv6-only or IPv4-only LAN).
+func newResolver(cfg Config) (*zeroconf.Resolver, error) {
+	var errs []error
+	for _, family := range []zeroconf.IPType{zeroconf.IPv4AndIPv6, zeroconf.IPv6, zeroconf.IPv4} {
+		opts := []zeroconf.ClientOption{zeroconf.SelectIPTraffic(family)}
+		if cfg.Interfaces != nil {
+			opts = append(opts, zeroconf.SelectIfaces(cfg.Interfaces))
+		}
+		r, err := zeroconf.NewResolver(opts...)
+		if err == nil {
+			return r, nil
+		}
+		errs = append(errs, err)
+	}
+	return nil, fmt.Errorf("start mDNS resolver: %w", errors.Join(errs...))
+}
+
+// addrsOf are an entry's addresses as Found gives them: IPv4 first, then
+// IPv6; link-local IPv6 only with zone (the one interface browsed).
+func addrsOf(e *zeroconf.ServiceEntry, zone string) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range e.AddrIPv4 {
+		if a, ok := netip.AddrFromSlice(ip.To4()); ok {
+			out = append(out, a)
+		}
+	}
+	for _, ip := range e.AddrIPv6 {
+		a, ok := netip.AddrFromSlice(ip.To16())
+		switch {
+		case !ok || a.Is4In6():
+		case a.IsLinkLocalUnicast() && zone != "":
+			out = append(out, a.WithZone(zone))
+		case !a.IsLinkLocalUnicast():
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// browseZone is the zone a link-local address seen by browsing cfg's
+// interfaces is on: the one interface, when there is one.
+func browseZone(cfg Config) string {
+	ifs := cfg.Interfaces
+	if ifs == nil {
+		all, _ := net.Interfaces()
+		for _, ifc := range all {
+			if ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagMulticast != 0 && ifc.Flags&net.FlagLoopback == 0 {
+				ifs = append(ifs, ifc)
+			}
+		}
+	}
+	if len(ifs) == 1 {
+		return ifs[0].Name
+	}
+	return ""
+}
+
 func browseRound(ctx context.Context, cfg Config, d time.Duration, found func(Found)) error {
-	opts := []zeroconf.ClientOption{zeroconf.SelectIPTraffic(zeroconf.IPv4)}
-	if cfg.Interfaces != nil {
-		opts = append(opts, zeroconf.SelectIfaces(cfg.Interfaces))
-	}
-	r, err := zeroconf.NewResolver(opts...)
+	r, err := newResolver(cfg)
 	if err != nil {
-		return fmt.Errorf("start mDNS resolver: %w", err)
+		return err
 	}
+	zone := browseZone(cfg)
 	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	entries := make(chan *zeroconf.ServiceEntry, 16)
@@ -161,14 +221,9 @@ func browseRound(ctx context.Context, cfg Config, d time.Duration, found func(Fo
 				cfg.Logger.Debug("ignoring an mDNS entry", slog.String("instance", e.Instance), slog.Any("err", err))
 				continue
 			}
-			if f.ID == cfg.ID || len(e.AddrIPv4) == 0 {
+			if f.Addrs = addrsOf(e, zone); f.ID == cfg.ID || len(f.Addrs) == 0 {
 				continue
 			}
-			a, ok := netip.AddrFromSlice(e.AddrIPv4[0].To4())
-			if !ok {
-				continue
-			}
-			f.Addr = a
 			found(f)
 		}
 	}

@@ -3,8 +3,8 @@ package peering
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -13,7 +13,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -32,10 +31,12 @@ type Config struct {
 	Passive bool
 	// Port is this node's HTTP port (blobs) and UDP port: one number for both.
 	Port uint16
-	// ListenUDP is the UDP address to bind, e.g. 0.0.0.0:3142.
+	// ListenUDP is the UDP address to bind: [::]:3142 binds both
+	// families, 0.0.0.0:3142 IPv4 alone.
 	ListenUDP netip.AddrPort
-	// Broadcast are where queries and wants go besides the known peers
-	// (subnet broadcast addresses).
+	// Broadcast are where queries and wants go besides the known peers:
+	// subnet broadcast addresses, and MulticastOn each IPv6 interface
+	// (whose group the node joins).
 	Broadcast []netip.AddrPort
 	// Static peers are greeted periodically; they answer and join the table.
 	Static []netip.AddrPort
@@ -69,6 +70,10 @@ type Config struct {
 	Blobs *BlobServer
 
 	Client *http.Client // for blob fetches; nil builds one
+	// TLS, when set, makes blob fetches https with this client
+	// configuration (peer_tls: the node's certificate, the peer's checked
+	// against the site CA; tls.go checks it names the node asked).
+	TLS *tls.Config
 	// Conn, when set, is the datagram socket (ListenUDP is then unused):
 	// the simulator's network.
 	Conn   PacketConn
@@ -122,6 +127,8 @@ type Node struct {
 	// Dropped counts datagrams refused (garbage, wrong version, bad MAC,
 	// replayed, over a source's rate, an impostor's).
 	Dropped atomic.Int64
+
+	tls tlsStates // how blob transfers went over TLS, by peer (tls.go)
 }
 
 // Bounds on what a LAN host can make a node do or keep.
@@ -184,24 +191,13 @@ func Listen(cfg Config) (*Node, error) {
 	if cfg.Has == nil {
 		cfg.Has = func(cachestore.Digest) bool { return false }
 	}
-	// SO_BROADCAST: queries and wants go to subnet broadcast addresses.
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
 	conn := cfg.Conn
 	if conn == nil {
-		pc, err := lc.ListenPacket(context.Background(), "udp4", cfg.ListenUDP.String())
+		c, err := listenUDP(cfg.ListenUDP, cfg.Broadcast, cfg.Logger) // udp.go
 		if err != nil {
-			return nil, fmt.Errorf("listen for peers on udp %s: %w", cfg.ListenUDP, err)
+			return nil, err
 		}
-		conn = pc.(*net.UDPConn)
+		conn = c
 	}
 	hc := cfg.Client
 	if hc == nil {
@@ -211,6 +207,8 @@ func Listen(cfg Config) (*Node, error) {
 			ResponseHeaderTimeout: peerHeaderTimeout,
 			MaxIdleConnsPerHost:   4,
 			DisableCompression:    true,
+			TLSClientConfig:       cfg.TLS,
+			TLSHandshakeTimeout:   peerHeaderTimeout,
 		}}
 	}
 	n := &Node{
@@ -297,7 +295,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Debug("dropped a datagram", slog.String("from", src.String()), slog.Any("err", err))
 			continue
 		}
-		n.handle(m, src)
+		n.handle(m, n.sameHost(m.From, src))
 	}
 }
 

@@ -167,8 +167,11 @@ func (c *countedConn) Close() error {
 	return err
 }
 
-// clientAllowed checks a against allow_clients.
+// clientAllowed checks a against allow_clients. A link-local IPv6
+// client's zone (the interface it came in on) is no part of its network:
+// a prefix never contains a zoned address.
 func (s *Server) clientAllowed(a netip.Addr) error {
+	a = a.WithZone("")
 	for _, p := range s.cfg.AllowClients {
 		if p.Contains(a) {
 			return nil

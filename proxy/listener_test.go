@@ -393,3 +393,39 @@ func TestCorkedHitClientGoneMidBody(t *testing.T) {
 		t.Fatalf("after clients went away: %d, %d bytes, %v", resp.StatusCode, len(body), err)
 	}
 }
+
+// allow_clients with IPv6 ranges: a link-local client is judged without
+// its zone, and a v4-mapped one (a dual-stack socket's) as the IPv4
+// address it is.
+func TestAllowClientsIPv6(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
+		c.AllowClients = []netip.Prefix{netip.MustParsePrefix("fd00:77::/64"), netip.MustParsePrefix("fe80::/64"), netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	for addr, ok := range map[string]bool{
+		"fd00:77::11": true, "fd00:78::11": false, "fe80::5%eth0": true, "fe80:0:0:1::5%eth0": false,
+		"10.1.2.3": true, "192.0.2.1": false, "::1": false,
+	} {
+		a := netip.MustParseAddr(addr)
+		if err := h.px.clientAllowed(a); (err == nil) != ok {
+			t.Errorf("%s: allowed %v, want %v (%v)", addr, err == nil, ok, err)
+		}
+	}
+	// Over a real dual-stack socket: a client from ::ffff:127.0.0.1 is
+	// 127.0.0.1, outside these networks, and refused on accept.
+	ln, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Skipf("no dual-stack socket here: %v", err)
+	}
+	serveGuardedOn(t, h.px, ln, ConnLimits{})
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	c, err := net.Dial("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if got := readStatus(t, c); got != http.StatusForbidden {
+		t.Fatalf("a v4-mapped client outside allow_clients got %d, want 403", got)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
@@ -14,6 +15,7 @@ import (
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"bytes": humanBytes,
+	"join":  strings.Join,
 	"pct": func(a, b int64) int {
 		if b <= 0 {
 			return 0
@@ -55,9 +57,11 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 .bar{background:#eee;width:16em;height:1em;display:inline-block;vertical-align:middle}
 .bar span{background:#4a8;height:1em;display:block}
 .big{font-size:1.6em;font-weight:600}
+.warn{background:#fde8c8;border-left:4px solid #d80;padding:.4em .8em}
 </style></head><body>
 <h1>warren <small>{{.S.NodeID}}</small></h1>
-<table>
+{{range .S.Warnings}}<p class="warn" id="warning">⚠ {{.}}</p>
+{{end}}<table>
 <tr><th>hit ratio</th><td class="big" id="hit-ratio">{{.HitRatio}}%</td><td>{{.Hits}} hits, {{.Misses}} misses of {{.Requests}} requests</td></tr>
 <tr><th>bytes saved</th><td class="big" id="bytes-saved">{{bytes .Saved}}</td><td>{{bytes .FromCache}} from the cache, {{bytes .FromPeers}} from peers{{if .S.Hubs}}, {{bytes .FromHubs}} from hubs{{end}}, {{bytes .FromUpstream}} from upstream</td></tr>
 <tr><th>cache</th><td id="cache-use">{{bytes .S.CacheBytes}}{{if .S.CacheMax}} of {{bytes .S.CacheMax}}{{end}}</td>
@@ -79,6 +83,7 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{else}}<tr><td colspan="3">none</td></tr>{{end}}</table>
 {{if .Hub}}<h2>Hub</h2>
 <table id="hub"><tr><th>mode</th><td>{{.Hub.Mode}}</td></tr>
+<tr><th>https</th><td id="hub-https">{{if .S.HTTPSNames}}for {{join .S.HTTPSNames ", "}}, beside plain http{{else}}none: plain http only{{end}}</td></tr>
 <tr><th>served to nodes</th><td class="big">{{bytes .Served}}</td><td>against {{bytes .FromUpstream}} fetched over the WAN</td></tr>
 <tr><th>max requesters</th><td>{{.Hub.Queue.Max}} per artifact in transfer</td><td>told to wait: {{.HubRefusedBusy}} since start; retry delay {{.Hub.Queue.Delay}}</td></tr>
 </table>
@@ -90,8 +95,8 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{if .HubMissingSuites}}<table id="hub-missing-suites"><tr><th>suite asked for, not on the preload list (refused)</th><th>times</th></tr>
 {{range $s, $n := .HubMissingSuites}}<tr><td>{{$s}}</td><td>{{$n}}</td></tr>{{end}}</table>{{end}}{{end}}
 {{if .S.Hubs}}<h2>Hubs</h2>
-<table id="hubs"><tr><th>hub</th><th>state</th><th>received</th><th>requests</th><th>busy answers</th><th>last answer</th></tr>
-{{range .S.Hubs}}<tr><td>{{.URL}}</td><td>{{if .Reachable}}reachable{{else}}unreachable{{if .LastError}}: {{.LastError}}{{end}}{{end}}</td>
+<table id="hubs"><tr><th>hub</th><th>link</th><th>state</th><th>received</th><th>requests</th><th>busy answers</th><th>last answer</th></tr>
+{{range .S.Hubs}}<tr><td>{{.URL}}</td><td>{{if .TLS}}https{{else if .TokenInClear}}http: token in clear{{else}}http{{end}}</td><td>{{if .Reachable}}reachable{{else}}unreachable{{if .LastError}}: {{.LastError}}{{end}}{{end}}</td>
 <td>{{bytes .Bytes}}</td><td>{{.Requests}}</td><td>{{.Waits}}</td><td>{{if not .LastOK.IsZero}}{{ago .LastOK}} ago{{else}}never{{end}}</td></tr>
 {{end}}</table>
 {{if .Waiting}}<table id="hub-waits"><tr><th>waiting out a busy hub</th><th>hub</th><th>asks the LAN again in</th></tr>
@@ -110,9 +115,10 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <td>{{if .OK}}ok{{else}}failed: {{if .Error}}{{.Error}}{{else}}{{index .Failures 0}}{{if gt (len .Failures) 1}} (and {{len .Failures}} in all){{end}}{{end}}{{end}}</td></tr>
 {{else}}<tr><td colspan="10">no run yet</td></tr>{{end}}</table>{{end}}{{end}}
 <h2>Peers</h2>
-<table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
-{{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
-{{else}}<tr><td colspan="6">none</td></tr>{{end}}</table>
+{{if .S.Listen}}<p id="listen">serving on {{.S.Listen}} ({{.S.Families}}){{if .S.PeerTLS}} · blobs between peers: <span id="peer-tls">{{.S.PeerTLS}}</span>{{if .S.PeerTLSRefused}}, {{.S.PeerTLSRefused}} peers refused for want of one{{end}}{{end}}</p>{{end}}
+<table id="peers"><tr><th>id</th><th>address</th><th>family</th><th>link</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
+{{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Family}}</td><td>{{.TLS}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
+{{else}}<tr><td colspan="8">none</td></tr>{{end}}</table>
 {{if .MirrorGroups}}<h2>Mirror groups</h2>
 <table id="mirrors"><tr><th>list</th><th>mirrors</th><th>the site's mirror</th><th>hits</th><th>misses</th><th>hit ratio</th><th>stale repomd.xml refused</th></tr>
 {{range .MirrorGroups}}<tr><td>{{if .Metalink}}metalink {{else}}mirror list {{end}}{{.List}}</td><td>{{.Mirrors}}</td><td>{{if .Chosen}}{{.Chosen}}{{else}}not answered yet{{end}}</td>

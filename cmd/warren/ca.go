@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -184,6 +185,10 @@ func newInterception(cfg settings, log *slog.Logger) (*interception, error) {
 		return nil, nil
 	}
 	ca, err := siteca.Load(caDir(cfg))
+	if errors.Is(err, siteca.ErrNoKey) {
+		log.Info("the site CA's certificate is here without its key: hubs and peers are verified with it, and no https host is intercepted (that needs the key: warren ca install of what warren ca export wrote)")
+		return nil, nil
+	}
 	if errors.Is(err, siteca.ErrNoCA) {
 		if !(len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "auto") {
 			log.Warn("https_intercept names hosts, but there is no site CA: they stay tunnels until `warren ca init` makes one", slog.Any("hosts", cfg.HTTPSIntercept))
@@ -201,16 +206,25 @@ func newInterception(cfg settings, log *slog.Logger) (*interception, error) {
 
 func caCommands(flags []cli.Flag, usageErr cli.OnUsageErrorFunc, withCfg func(func(*cli.Context, settings) error) cli.ActionFunc) *cli.Command {
 	return &cli.Command{Name: "ca", Usage: "the site CA that lets warren cache https repositories", Subcommands: []*cli.Command{
-		{Name: "init", Usage: "make the site CA for the https hosts (https_intercept; --force replaces one: a rotation)", OnUsageError: usageErr,
+		{Name: "init", Usage: "make the site CA for the https hosts (https_intercept) and the hubs' names (--hub-host; --force replaces one: a rotation)", OnUsageError: usageErr,
 			Flags: append(slices.Clip(flags),
 				&cli.BoolFlag{Name: "force", Usage: "replace the CA there is (nodes need the new one, and apt-setup again)"},
-				&cli.StringSliceFlag{Name: "host", Usage: "an https host the CA may sign for, repeatable (default: what https_intercept names now)"}),
+				&cli.StringSliceFlag{Name: "host", Usage: "an https host the CA may sign for, repeatable (default: what https_intercept names now)"},
+				&cli.StringSliceFlag{Name: "hub-host", Usage: "a name the site's hubs are reached by, which the CA may sign https certificates for (warren ca issue --host), repeatable"}),
 			Action: withCfg(caInit)},
-		{Name: "install", Usage: "take the site CA made on the hub (the file warren ca export wrote)", ArgsUsage: "FILE", OnUsageError: usageErr,
+		{Name: "install", Usage: "take the site CA made on the hub (the file warren ca export wrote: its certificate and key, or with --cert its certificate alone, to trust the site's hubs and peers without intercepting)", ArgsUsage: "FILE", OnUsageError: usageErr,
 			Flags: flags, Action: withCfg(caInstall)},
-		{Name: "export", Usage: "write the site CA's certificate and private key, for warren ca install on the site's nodes: --out FILE makes FILE mode 0600 (never over an existing file); without it the export goes to standard output only when that is a pipe or a file, never to a terminal", OnUsageError: usageErr,
-			Flags:  append(slices.Clip(flags), &cli.StringFlag{Name: "out", Usage: "the file to write, created mode 0600; it must not exist"}),
+		{Name: "export", Usage: "write the site CA's certificate and private key, for warren ca install on the site's nodes: --out FILE makes FILE mode 0600 (never over an existing file); without it the export goes to standard output only when that is a pipe or a file, never to a terminal; --cert writes the certificate alone (public)", OnUsageError: usageErr,
+			Flags: append(slices.Clip(flags), &cli.StringFlag{Name: "out", Usage: "the file to write, created mode 0600; it must not exist"},
+				&cli.BoolFlag{Name: "cert", Usage: "the certificate alone, no key: what a node needs to verify its hubs and peers"}),
 			Action: withCfg(caExport)},
+		{Name: "issue", Usage: "issue a certificate with the site CA: --host NAME for a hub's https (written to <cache_dir>/tls/hub.{crt,key}, where the hub takes it), or --node for a node's mutual TLS with its peers (<cache_dir>/tls/node.{crt,key})", OnUsageError: usageErr,
+			Flags: append(slices.Clip(flags),
+				&cli.StringSliceFlag{Name: "host", Usage: "a name nodes reach the hub by (its hubs URL's host), repeatable; the CA must permit it (ca init --hub-host)"},
+				&cli.BoolFlag{Name: "node", Usage: "a node certificate, for peers"},
+				&cli.StringFlag{Name: "id", Usage: "with --node: the node's id, as warren status shows it (default: this machine's)"},
+				&cli.StringFlag{Name: "out", Usage: "write PREFIX.crt and PREFIX.key (mode 0600) instead, to copy to the machine (its <cache_dir>/tls/)"}),
+			Action: withCfg(caIssue)},
 		{Name: "show", Usage: "the site CA's fingerprint, hosts and lifetime", OnUsageError: usageErr,
 			Flags: flags, Action: withCfg(caShow)},
 	}}
@@ -228,6 +242,7 @@ func caInit(c *cli.Context, cfg settings) error {
 			return fmt.Errorf("%w (or give them with --host)", err)
 		}
 	}
+	hosts = append(hosts, c.StringSlice("hub-host")...)
 	ca, err := siteca.Init(dir, hosts, time.Now())
 	if err != nil {
 		return err
@@ -258,11 +273,26 @@ func caInstall(c *cli.Context, cfg settings) error {
 
 func caExport(c *cli.Context, cfg settings) error {
 	ca, err := siteca.Load(caDir(cfg))
+	if errors.Is(err, siteca.ErrNoKey) && c.Bool("cert") {
+		ca, err = loadCertOnly(cfg)
+	}
 	if err != nil {
 		return fmt.Errorf("%w in %s: warren ca init makes one", err, caDir(cfg))
 	}
 	b, err := ca.Export()
 	if err != nil {
+		return err
+	}
+	if c.Bool("cert") {
+		// Public: a node that must trust its hubs and peers but not sign.
+		if out := c.String("out"); out != "" {
+			if err := statefile.Write(out, siteca.CertPEM(ca.Cert), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "wrote the site CA's certificate to %s: on each node, warren ca install %s\n", out, out)
+			return nil
+		}
+		_, err = c.App.Writer.Write(siteca.CertPEM(ca.Cert))
 		return err
 	}
 	if out := c.String("out"); out != "" {
@@ -309,8 +339,89 @@ func writeSecret(path string, b []byte) (err error) {
 	return f.Close()
 }
 
+// loadCertOnly is the site CA as a machine holding its certificate alone
+// knows it.
+func loadCertOnly(cfg settings) (*siteca.CA, error) {
+	c, _, err := siteca.LoadCert(caDir(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return &siteca.CA{Cert: c}, nil
+}
+
+// caIssue issues a hub's https certificate or a node's.
+func caIssue(c *cli.Context, cfg settings) error {
+	hosts, node := c.StringSlice("host"), c.Bool("node")
+	if (len(hosts) > 0) == node {
+		return usageError{errors.New("ca issue: give --host NAME (a hub's https certificate) or --node (a node's, for peers)")}
+	}
+	ca, err := siteca.Load(caDir(cfg))
+	if err != nil {
+		return fmt.Errorf("%w in %s: ca issue runs where the site CA's key is (the hub that made it: warren ca init)", err, caDir(cfg))
+	}
+	key, err := siteca.NewKey()
+	if err != nil {
+		return err
+	}
+	var cert *x509.Certificate
+	prefix := c.String("out")
+	if node {
+		id := c.String("id")
+		if id == "" {
+			nid, err := nodeID(cfg.CacheDir)
+			if err != nil {
+				return err
+			}
+			id = nid.String()
+		}
+		if cert, err = ca.IssueNode(id, &key.PublicKey, siteca.NodeLifetime); err != nil {
+			return err
+		}
+		if prefix == "" {
+			prefix = filepath.Join(tlsDir(cfg), "node")
+		}
+	} else {
+		if cert, err = ca.IssueServer(hosts, &key.PublicKey, siteca.ServerLifetime); err != nil {
+			return err
+		}
+		if prefix == "" {
+			prefix = filepath.Join(tlsDir(cfg), "hub")
+		}
+	}
+	if err := siteca.WriteKeyPair(prefix, []*x509.Certificate{cert, ca.Cert}, key); err != nil {
+		return err
+	}
+	if err := keepOwner(cfg.CacheDir); err != nil {
+		return err
+	}
+	what := "hub https for " + strings.Join(cert.DNSNames, ", ")
+	if node {
+		id, _ := siteca.NodeOf(cert)
+		what = "node " + id + ", for mutual TLS with its peers"
+	}
+	fmt.Fprintf(c.App.Writer, "issued a certificate (%s), valid until %s: %s.crt, key %s.key (mode 0600)\n",
+		what, cert.NotAfter.Format("2006-01-02"), prefix, prefix)
+	if c.String("out") != "" {
+		name := "hub"
+		if node {
+			name = "node"
+		}
+		fmt.Fprintf(c.App.Writer, "copy both to that machine's %s/ as %s.crt and %s.key (the key mode 0600, owned by warren), then restart warren there\n", tlsDir(cfg), name, name)
+	} else {
+		fmt.Fprintln(c.App.Writer, "restart warren to use it")
+	}
+	return nil
+}
+
 func caShow(c *cli.Context, cfg settings) error {
 	ca, err := siteca.Load(caDir(cfg))
+	if errors.Is(err, siteca.ErrNoKey) {
+		if ca, err = loadCertOnly(cfg); err == nil {
+			printCA(c, ca, caDir(cfg))
+			fmt.Fprintln(c.App.Writer, "this machine holds the certificate alone: it trusts the site's hubs and peers, intercepts nothing, signs nothing")
+			return nil
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%w in %s: warren ca init makes one", err, caDir(cfg))
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -88,6 +89,21 @@ type config struct {
 	// config file need not hold it.
 	HubTokenFile string `yaml:"hub_token_file"`
 	HubOnly      bool   `yaml:"hub_only"` // never the origin directly
+	// HubRequireTLS refuses a token that would go to a hub (hubs,
+	// replicate_from) over plain http (sitetls.go).
+	HubRequireTLS bool `yaml:"hub_require_tls"`
+	// The certificate this warren serves https with on its port (beside
+	// plain http): a hub's for its nodes and other hubs. TLSCert and
+	// TLSKey are an operator's own files; without them a hub takes
+	// <cache_dir>/tls/hub.{crt,key} (warren ca issue --host) or, holding
+	// the site CA, makes one for TLSHosts (default: this machine's name).
+	TLSCert  string   `yaml:"tls_cert"`
+	TLSKey   string   `yaml:"tls_key"`
+	TLSHosts []string `yaml:"tls_hosts"`
+	// PeerTLS: blob transfers between peers over mutual TLS with node
+	// certificates from the site CA: auto (when the site CA's certificate
+	// is here), on, off.
+	PeerTLS string `yaml:"peer_tls"`
 	// A hub (role hub).
 	HubMode              string   `yaml:"hub_mode"`   // fetch, fetch-and-preload, preload
 	HubTokens            []string `yaml:"hub_tokens"` // required of nodes when set
@@ -189,6 +205,7 @@ func defaults() config {
 		DiskMinFree:          "1GB",
 		CacheMax:             "30%",
 
+		PeerTLS:            "auto",
 		Discovery:          "mdns",
 		Role:               "peer",
 		Priority:           peering.DefaultPriority,
@@ -294,6 +311,11 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens); at least 16 characters. A flag is seen by every user in ps: prefer --hub-token-file or the config file", EnvVars: []string{"WARREN_HUB_TOKEN"}},
 		&cli.StringFlag{Name: "hub-token-file", Usage: "a file holding the token sent to the hubs, instead of --hub-token (not readable by others)", EnvVars: []string{"WARREN_HUB_TOKEN_FILE"}},
 		&cli.BoolFlag{Name: "hub-only", Usage: "never go to the origin directly: only through the hubs", EnvVars: []string{"WARREN_HUB_ONLY"}},
+		&cli.BoolFlag{Name: "hub-require-tls", Usage: "refuse to send a token (hub_token, replicate_from's) to a hub over plain http: only https:// hubs", EnvVars: []string{"WARREN_HUB_REQUIRE_TLS"}},
+		&cli.StringFlag{Name: "tls-cert", Usage: "a certificate (PEM, with its chain) a hub serves https with on its port, beside plain http (default: <cache_dir>/tls/hub.crt, or one the site CA makes)", EnvVars: []string{"WARREN_TLS_CERT"}},
+		&cli.StringFlag{Name: "tls-key", Usage: "the key of --tls-cert (PEM, not readable by others)", EnvVars: []string{"WARREN_TLS_KEY"}},
+		&cli.StringSliceFlag{Name: "tls-host", Usage: "a name nodes reach this hub by, for the certificate the site CA makes it (default: this machine's host name), repeatable", EnvVars: []string{"WARREN_TLS_HOSTS"}},
+		&cli.StringFlag{Name: "peer-tls", Usage: withDefault("blob transfers between peers over mutual TLS with site CA node certificates: auto (when the site CA is here), on, off", "peer_tls"), EnvVars: []string{"WARREN_PEER_TLS"}},
 		&cli.StringFlag{Name: "hub-mode", Usage: withDefault("a hub's mode: fetch, fetch-and-preload or preload (serve only what it holds)", "hub_mode"), EnvVars: []string{"WARREN_HUB_MODE"}},
 		&cli.StringSliceFlag{Name: "hub-tokens", Usage: "a token a hub requires of its nodes (at least 16 characters, or sha256:<hex> of it), repeatable (default: none, allow_clients alone)", EnvVars: []string{"WARREN_HUB_TOKENS"}},
 		&cli.IntFlag{Name: "max-requesters", Usage: "a hub's requesters streaming one artifact while it fetches it; the rest are told to retry", DefaultText: defaultOf("max_requesters"), EnvVars: []string{"WARREN_MAX_REQUESTERS"}},
@@ -366,6 +388,15 @@ func loadConfig(c *cli.Context) (settings, error) {
 	if c.IsSet("hub-only") {
 		cfg.HubOnly = c.Bool("hub-only")
 	}
+	if c.IsSet("hub-require-tls") {
+		cfg.HubRequireTLS = c.Bool("hub-require-tls")
+	}
+	str("tls-cert", &cfg.TLSCert)
+	str("tls-key", &cfg.TLSKey)
+	if c.IsSet("tls-host") {
+		cfg.TLSHosts = c.StringSlice("tls-host")
+	}
+	str("peer-tls", &cfg.PeerTLS)
 	if c.IsSet("max-requesters") {
 		cfg.MaxRequesters = c.Int("max-requesters")
 	}
@@ -501,6 +532,9 @@ func (cfg config) parse() (settings, error) {
 				return fmt.Errorf("hubs: %s is this hub itself (listen %s): a hub chain must not include itself", h, cfg.Listen)
 			}
 		}
+		if err := cfg.checkTLS(); err != nil {
+			return err
+		}
 		if cfg.HubOnly && len(cfg.Hubs) == 0 {
 			return errors.New("hub_only needs at least one hub (--hub URL): with none, nothing could be fetched")
 		}
@@ -545,6 +579,9 @@ func (cfg config) parse() (settings, error) {
 		}
 		if s.replicateFrom, err = cfg.replicateFromOf(); err != nil {
 			return err
+		}
+		if clear := s.tokensInClear(); cfg.HubRequireTLS && len(clear) > 0 {
+			return fmt.Errorf("hub_require_tls: %s; use the hub's https:// URL (its certificate from the site CA: warren ca issue --host), or unset hub_require_tls", strings.Join(clear, "; "))
 		}
 		if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
 			return errors.New("max_connections and max_client_connections must be at least 1")
@@ -666,11 +703,16 @@ func sameListener(hubHost, listen string) bool {
 	return err == nil && a.IsLoopback() && (lh == "" || lh == "0.0.0.0" || lh == "::")
 }
 
-// resolvePeer turns host:port into an address (IPv4: peers talk UDP over v4).
+// resolvePeer turns host:port into an address: [fd00::5]:3142 or
+// 10.0.0.5:3142, or a name (its first address, as the resolver orders
+// them: RFC 6724, the families this machine can reach first).
 func resolvePeer(s string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:3142", s)
+		if strings.Count(s, ":") >= 2 && !strings.HasPrefix(s, "[") {
+			return netip.AddrPort{}, fmt.Errorf("%q: an IPv6 address and its port are written [address]:port, e.g. [fd00::5]:3142", s)
+		}
+		return netip.AddrPort{}, fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:3142 or [fd00::5]:3142", s)
 	}
 	pn, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || pn == 0 {
@@ -679,17 +721,14 @@ func resolvePeer(s string) (netip.AddrPort, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
 	}
-	ips, err := net.LookupIP(host)
+	addrs, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("%q: cannot resolve %s: %w", s, host, err)
 	}
-	for _, ip := range ips {
-		if v4 := ip.To4(); v4 != nil {
-			a, _ := netip.AddrFromSlice(v4)
-			return netip.AddrPortFrom(a, uint16(pn)), nil
-		}
+	if len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: %s has no address", s, host)
 	}
-	return netip.AddrPort{}, fmt.Errorf("%q: %s has no IPv4 address", s, host)
+	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(pn)), nil
 }
 
 // chocolateyFeeds is the default feed ("") and the named ones.

@@ -195,10 +195,12 @@ func bestOnLAN(ctx context.Context, cfg settings, wait time.Duration) string {
 			best, found = f, true
 		}
 	})
-	if !found {
+	a, ok := reachable(best.Addrs)
+	if !found || !ok {
 		return ""
 	}
-	return "http://" + netip.AddrPortFrom(best.Addr, best.Port).String()
+	u := url.URL{Scheme: "http", Host: netip.AddrPortFrom(a, best.Port).String()} // [v6]:port, a zone as %25
+	return u.String()
 }
 
 // dnfMarker is a line of its own before each line warren adds to dnf's

@@ -55,6 +55,8 @@ func newReplicator(d *daemon) *replicator {
 	// by this timeout.
 	return &replicator{d: d, self: d.id.String(), state: st, puller: replicate.NewPuller(d.door, d.store, d.id.String(), d.log.With(slog.String("component", "replicate")), nil), http: &http.Client{Transport: &http.Transport{
 		Proxy: nil, ResponseHeaderTimeout: 60 * time.Second, IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 4,
+		// An https source is verified against the site CA and the system's roots.
+		TLSClientConfig: d.trust, TLSHandshakeTimeout: 10 * time.Second,
 	}}}
 }
 
