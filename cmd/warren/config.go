@@ -719,6 +719,9 @@ func resolvePeer(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("%q: %q is not a port", s, port)
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
+		if err := needsZone(a); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("%q: %w", s, err)
+		}
 		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
 	}
 	addrs, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
@@ -728,7 +731,20 @@ func resolvePeer(s string) (netip.AddrPort, error) {
 	if len(addrs) == 0 {
 		return netip.AddrPort{}, fmt.Errorf("%q: %s has no address", s, host)
 	}
+	if err := needsZone(addrs[0]); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: %s resolves to %s: %w", s, host, addrs[0], err)
+	}
 	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(pn)), nil
+}
+
+// needsZone refuses an IPv6 link-local address without its zone: the
+// same fe80:: address may be on every link, so the kernel cannot send to
+// one without knowing the interface (each datagram would fail, EINVAL).
+func needsZone(a netip.Addr) error {
+	if a.Is6() && !a.Is4In6() && (a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()) && a.Zone() == "" {
+		return fmt.Errorf("%s is link-local: name its interface, e.g. [%s%%eth0]:3142", a, a)
+	}
+	return nil
 }
 
 // chocolateyFeeds is the default feed ("") and the named ones.
