@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/internal/siteca"
 	"github.com/warren-cache/warren/peering"
@@ -39,7 +41,17 @@ type nodeTLS struct {
 	why  string // why there is none, when there is none
 
 	refused atomic.Int64 // peers turned away in the handshake
-	warned  sync.Map     // remote host -> last warning (time.Time): one a minute each
+	// warned is when each refused host was last warned of: one a minute
+	// each, the least recently warned forgotten first (a host cycling
+	// through IPv6 addresses costs a log line each, never memory).
+	warned *lru.Cache[string, time.Time]
+}
+
+// newWarnedHosts is an empty nodeTLS.warned, bounded as the front's
+// listener bounds its own.
+func newWarnedHosts() *lru.Cache[string, time.Time] {
+	c, _ := lru.New[string, time.Time](4096)
+	return c
 }
 
 // newNodeTLS says whether peer TLS is on (peer_tls on, or auto with the
@@ -61,7 +73,7 @@ func newNodeTLS(ctx context.Context, cfg settings, id string, hubs []*hub.Parent
 		return nil, fmt.Errorf("peer_tls: the site CA: %w", err)
 	}
 	n := &nodeTLS{id: id, prefix: filepath.Join(tlsDir(cfg), "node"), roots: siteca.Pool(caCert), hubs: hubs, token: cfg.hubToken != "",
-		log: log.With(slog.String("component", "peer-tls"))}
+		log: log.With(slog.String("component", "peer-tls")), warned: newWarnedHosts()}
 	if ca, err := siteca.Load(caDir(cfg)); err == nil {
 		n.ca = ca
 	}
@@ -228,10 +240,10 @@ func (n *nodeTLS) refuse(remote string, err error) {
 		host = h
 	}
 	now := time.Now()
-	if last, ok := n.warned.Load(host); ok && now.Sub(last.(time.Time)) < time.Minute {
+	if last, ok := n.warned.Get(host); ok && now.Sub(last) < time.Minute {
 		return
 	}
-	n.warned.Store(host, now)
+	n.warned.Add(host, now)
 	n.log.Warn("refused a peer without a node certificate from the site CA (logged once a minute per address)", slog.String("peer", remote), slog.Any("err", err))
 }
 
