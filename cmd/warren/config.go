@@ -296,7 +296,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "allow-upstream", Usage: "CIDR upstream may be in although it is loopback, link-local or this machine's own address (refused by default), repeatable", EnvVars: []string{"WARREN_ALLOW_UPSTREAM"}},
 		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
 		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: defaultOf("max_connections"), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
-		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client address may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
+		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client (address; IPv6: its /64) may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
 		&cli.StringSliceFlag{Name: "https-intercept", Usage: withDefault("https hosts whose CONNECTs warren answers with the site CA (warren ca init): auto (apt's and dnf's https sources without credentials), off, or host names, repeatable", "https_intercept"), EnvVars: []string{"WARREN_HTTPS_INTERCEPT"}},
 		&cli.IntSliceFlag{Name: "connect-port", Usage: withDefault("port CONNECT may tunnel to, repeatable", "connect_ports"), EnvVars: []string{"WARREN_CONNECT_PORTS"}},
 		&cli.StringFlag{Name: "index-ttl", Usage: withDefault("how long Release/Packages are served before asking upstream again", "index_ttl"), EnvVars: []string{"WARREN_INDEX_TTL"}},
