@@ -91,9 +91,9 @@ func (p *Parent) Enrol(ctx context.Context, id string, csr []byte) ([]*x509.Cert
 	}
 	req.Header.Set("Authorization", "Bearer "+p.token)
 	req.Header.Set(HeaderNode, id)
-	resp, err := p.direct.Do(req)
+	resp, err := do(p.direct, req)
 	if err != nil {
-		return nil, &UnreachableError{Hub: p.Name(), Err: explainTLS(err)}
+		return nil, &UnreachableError{Hub: p.Name(), Err: err}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxEnrolBody))

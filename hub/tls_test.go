@@ -128,6 +128,10 @@ func TestHTTPSHub(t *testing.T) {
 func TestHTTPSHubRefused(t *testing.T) {
 	good := newHTTPSHub(t, time.Now(), true)
 	expired := newHTTPSHub(t, time.Now().Add(-48*time.Hour), true)
+	// A hub without a certificate answers a TLS client in plain http.
+	plainSrv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(plainSrv.Close)
+	plain := &httpsHub{srv: plainSrv, ca: good.ca, addr: plainSrv.Listener.Addr().String()}
 	for _, tc := range []struct {
 		name  string
 		hub   *httpsHub
@@ -138,6 +142,7 @@ func TestHTTPSHubRefused(t *testing.T) {
 		{"a URL that does not name it", good, good.url("other.test"), siteca.Pool(good.ca.Cert), "must name the hub as its certificate does (hub.test)"},
 		{"another CA", good, good.url("hub.test"), siteca.Pool(expired.ca.Cert), "not from the site CA"},
 		{"expired", expired, expired.url("hub.test"), siteca.Pool(expired.ca.Cert), "give the hub a new certificate"},
+		{"no https there", plain, plain.url("hub.test"), siteca.Pool(good.ca.Cert), "the hub serves no https on that port: give it a certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := tc.hub.parent(t, tc.url, tc.roots, tlsTestToken)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -111,6 +112,13 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 	// read and dropped for a moment (at most 64 KiB, 250 ms each way). A
 	// flood beyond that gets the answer and a plain close, costing nothing
 	// more.
+	//
+	// A client that opens with a TLS handshake (a node reaching its hub
+	// or a peer over https) would read a plain answer as a broken TLS
+	// record ("first record does not look like a TLS handshake"), the
+	// reason lost: it gets a TLS alert instead where one says it (403:
+	// access denied), else the close alone, which its side reports as a
+	// handshake the server cut short (internal/tlstrace).
 	select {
 	case l.lingering <- struct{}{}:
 		go func() { // ends by its read deadlines
@@ -118,8 +126,15 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 			defer c.Close()
 			_ = c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
 			var first [1]byte
-			_, _ = c.Read(first[:])
-			answer()
+			n, _ := c.Read(first[:])
+			switch {
+			case n == 1 && first[0] == tlsHandshakeByte && strings.HasPrefix(status, "403"):
+				_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+				_, _ = c.Write(alertAccessDenied[:])
+			case n == 1 && first[0] == tlsHandshakeByte:
+			default:
+				answer()
+			}
 			if cw, ok := c.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
 			}
@@ -142,6 +157,11 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 		l.s.log.Warn("refused connection", slog.String("client", a.String()), slog.String("status", status), slog.Any("err", why))
 	}
 }
+
+// alertAccessDenied is a TLS record (plaintext, as before any handshake)
+// holding a fatal access_denied alert (RFC 8446 §6): a TLS client reports
+// "remote error: tls: access denied".
+var alertAccessDenied = [...]byte{21, 3, 3, 0, 2, 2, 49}
 
 // countedConn gives its place back when closed, once. It can also be
 // corked for one answer (cork.go).
