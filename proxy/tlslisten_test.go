@@ -167,3 +167,33 @@ func TestRefusedTLSClientIsToldInTLS(t *testing.T) {
 		})
 	}
 }
+
+// The first byte and the TLS handshake share one deadline from the
+// accept: a client that opens a handshake and never finishes it is cut
+// when that deadline passes, not given the handshake's own timeout on
+// top (10 s + 10 s).
+func TestTLSHandshakeWithinTheFirstByteDeadline(t *testing.T) {
+	cfg, _ := testServerTLS(t, "front.test")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wait = 300 * time.Millisecond
+	srv := &http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: ReadHeaderTimeout}
+	go srv.Serve(withTLS(ln, cfg, wait))
+	t.Cleanup(func() { srv.Close() })
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.Write([]byte{0x16, 3, 1}) // a handshake's first bytes, and no more
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.Copy(io.Discard, c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("a stalled handshake was still open %s after its accept (the deadline is %s)", time.Since(start).Round(time.Millisecond), wait)
+	}
+	t.Logf("a stalled handshake was cut after %s (deadline %s)", time.Since(start).Round(time.Millisecond), wait)
+}
