@@ -31,6 +31,8 @@ type Parent struct {
 	token  string
 	client *http.Client
 	direct *http.Client // requests to the hub itself (its info, enrolment)
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	tls    *tls.Config // the hub's verification, for a client with a certificate
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -151,9 +153,22 @@ func NewParent(cfg ParentConfig) (*Parent, error) {
 		DisableCompression:    true, // the bytes exactly as upstream sent them
 	}
 	// Requests to the hub itself: not through the proxy transport's Proxy.
-	direct := &http.Client{Transport: &http.Transport{DialContext: dial, TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Second, DisableKeepAlives: true}}
-	return &Parent{url: u, token: cfg.Token, client: &http.Client{Transport: tr}, direct: direct, log: cfg.Logger, now: cfg.Now}, nil
+	direct := &http.Client{Transport: directTransport(dial, tlsCfg)}
+	return &Parent{url: u, token: cfg.Token, client: &http.Client{Transport: tr}, direct: direct, dial: dial, tls: tlsCfg, log: cfg.Logger, now: cfg.Now}, nil
+}
+
+// directTransport makes requests to the hub itself (its info, enrolment).
+func directTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), tlsCfg *tls.Config) *http.Transport {
+	return &http.Transport{DialContext: dial, TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second, DisableKeepAlives: true}
+}
+
+// withClientCert is a client for requests to the hub itself that presents
+// cert when the hub asks for a certificate (mutual TLS).
+func (p *Parent) withClientCert(cert *tls.Certificate) *http.Client {
+	c := p.tls.Clone()
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	return &http.Client{Transport: directTransport(p.dial, c)}
 }
 
 // do sends req with c, and says what an https hub's failure means.

@@ -99,7 +99,7 @@ func (n *nodeTLS) refresh(ctx context.Context) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		why = err.Error()
 	}
-	fresh, how, ierr := n.issue(ctx)
+	fresh, how, ierr := n.issue(ctx, cert)
 	if ierr != nil {
 		if cert != nil && time.Now().Before(cert.Leaf.NotAfter) {
 			n.log.Warn("renew this node's certificate; the current one serves until it ends", slog.Time("not_after", cert.Leaf.NotAfter), slog.Any("err", ierr))
@@ -146,11 +146,20 @@ func (n *nodeTLS) load() (*tls.Certificate, error) {
 }
 
 // issue gets a new certificate: from the site CA on this machine, else by
-// enrolment with the first https hub that signs it.
-func (n *nodeTLS) issue(ctx context.Context) (*tls.Certificate, string, error) {
+// enrolment with the first https hub that signs it. A hub takes a new key
+// for this node only with its current certificate (a valid one, presented
+// over mutual TLS); without one, this node enrols again with the key it
+// has (a certificate that ran out while the node was off), and with a new
+// key only when it has none.
+func (n *nodeTLS) issue(ctx context.Context, current *tls.Certificate) (*tls.Certificate, string, error) {
 	key, err := siteca.NewKey()
 	if err != nil {
 		return nil, "", err
+	}
+	if current == nil && n.ca == nil {
+		if old, err := siteca.LoadKey(n.prefix + ".key"); err == nil {
+			key = old
+		}
 	}
 	var chain []*x509.Certificate
 	how := ""
@@ -172,7 +181,7 @@ func (n *nodeTLS) issue(ctx context.Context) (*tls.Certificate, string, error) {
 				continue
 			}
 			ectx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			got, err := h.Enrol(ectx, n.id, csr)
+			got, err := h.Enrol(ectx, n.id, csr, current)
 			cancel()
 			if err == nil {
 				id, verr := siteca.VerifyNode(got, n.roots, x509.ExtKeyUsageClientAuth, time.Now())
