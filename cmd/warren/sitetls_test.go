@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -191,5 +192,73 @@ func TestNodeRenewsWithItsHub(t *testing.T) {
 	}
 	if got := role.Refusals()[hub.ReasonEnrolKey]; got != 1 {
 		t.Fatalf("the hub counted %d refusals for another key, want 1", got)
+	}
+}
+
+// Enrolment at start waits on the daemon's context: a stop while a hub
+// takes its time (here one that accepts and never answers) cuts it short,
+// and the daemon starts without a certificate (its renewal loop tries
+// again), rather than holding the start for each hub's timeouts.
+func TestStartEnrolmentStopsWithTheDaemon(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	raw := defaults()
+	raw.Listen, raw.CacheDir, raw.Discovery = "127.0.0.1:0", t.TempDir(), "static"
+	raw.Peers = []string{"127.0.0.1:9"}
+	raw.Hubs = []string{"https://" + silent.Addr().String()}
+	raw.HubToken = "a-hub-token-of-24-chars!"
+	// The site CA's certificate alone, as ca install leaves it on a node.
+	ca, err := siteca.Init(t.TempDir(), []string{"hub.site.test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := raw.parse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(caDir(cfg), 0o700)
+	if err := os.WriteFile(filepath.Join(caDir(cfg), siteca.CertFile), siteca.CertPEM(ca.Cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	stop() // stopped as it starts
+	start := time.Now()
+	made := make(chan error, 1)
+	go func() {
+		d, err := newDaemon(ctx, cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			if d.peerTLS == nil || d.peerTLS.current() != nil {
+				err = errors.New("peer TLS off, or a certificate from a hub that never answered")
+			}
+			d.close()
+		}
+		made <- err
+	}()
+	select {
+	case err := <-made:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("a start stopped during enrolment returned after %s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("a stopped daemon's start still waits on a hub that never answers, 5s on")
 	}
 }
