@@ -489,7 +489,7 @@ func (d *daemon) runMDNSOnce(ctx context.Context) error {
 			return
 		}
 		if a, ok := reachable(f.Addrs); ok {
-			d.node.Table().Offer(peering.Peer{ID: id, Addr: a, Port: f.Port, Priority: f.Priority, Passive: f.Passive}, false)
+			d.node.Discovered(peering.Peer{ID: id, Addr: a, Port: f.Port, Priority: f.Priority, Passive: f.Passive})
 		}
 	})
 }
