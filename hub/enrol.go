@@ -3,6 +3,7 @@ package hub
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -11,13 +12,19 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/warren-cache/warren/internal/siteca"
 )
 
 // Enrolment: a node that holds the hub token, but not the site CA's key,
 // gets its node certificate (mutual TLS between peers) from its hub. It
 // sends a certificate request for its own node name over https with the
 // token; the hub, holding the CA's key, signs it if it names that node and
-// nothing else.
+// nothing else, and if the request's key is the one that node id first
+// enrolled with, or the request comes over mutual TLS with the node's
+// current certificate (a renewal with a new key). The token is shared by
+// every node: without the tie to a key, any holder could have a
+// certificate made for another node's id and pose as it to the peers.
 
 // EnrolPath is where a hub signs nodes' certificate requests.
 const EnrolPath = "/_warren/hub/enrol"
@@ -28,9 +35,13 @@ const HeaderNode = "X-Warren-Node"
 // maxEnrolBody bounds what a hub reads of a certificate request.
 const maxEnrolBody = 64 << 10
 
-// SignNode signs node id's certificate request (DER): the certificate and
-// the CA's, leaf first. (cmd wires the site CA here.)
-type SignNode func(csr []byte, id string) ([]*x509.Certificate, error)
+// SignNode signs node id's certificate request (DER), given the
+// certificates the request came with over TLS (current, leaf first; none
+// without mutual TLS): the certificate and the CA's, leaf first, and
+// whether it took a new key for a known node. An id enrolled with another
+// key is refused with siteca.ErrOtherKey unless current is that node's
+// valid certificate. (cmd wires the site CA and its record here.)
+type SignNode func(csr []byte, id string, current []*x509.Certificate) (chain []*x509.Certificate, newKey bool, err error)
 
 // serveEnrol answers an enrolment; the token was checked by Admit.
 func (h *Role) serveEnrol(w http.ResponseWriter, r *http.Request) {
@@ -61,13 +72,29 @@ func (h *Role) serveEnrol(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "warren hub: want a PEM certificate request", http.StatusBadRequest)
 		return
 	}
-	chain, err := h.cfg.SignNode(blk.Bytes, id)
-	if err != nil {
+	var current []*x509.Certificate
+	if r.TLS != nil {
+		current = r.TLS.PeerCertificates
+	}
+	chain, newKey, err := h.cfg.SignNode(blk.Bytes, id, current)
+	switch {
+	case errors.Is(err, siteca.ErrOtherKey):
+		// Another node's id, claimed with the shared token: counted, and
+		// counted against the address as a wrong token is (429 after too
+		// many), logged once a window.
+		h.Refuse(ReasonEnrolKey)
+		if f := h.cfg.Failures.Failed(r.RemoteAddr); f.First {
+			h.log.Warn("refused a certificate request for a node id enrolled with another key: another node's id claimed with the hub token, or a node that lost its key (then: warren ca issue --node --id on this machine; logged once a window per address)",
+				slog.String("client", r.RemoteAddr), slog.String("node", id), slog.Int("failures_window_before", f.Before), slog.Any("err", err))
+		}
+		http.Error(w, "warren hub: "+err.Error(), http.StatusForbidden)
+		return
+	case err != nil:
 		h.log.Warn("refused a node's certificate request", slog.String("client", r.RemoteAddr), slog.String("node", id), slog.Any("err", err))
 		http.Error(w, "warren hub: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	h.log.Info("signed a node certificate", slog.String("client", r.RemoteAddr), slog.String("node", id), slog.Time("not_after", chain[0].NotAfter))
+	h.log.Info("signed a node certificate", slog.String("client", r.RemoteAddr), slog.String("node", id), slog.Bool("new_key", newKey), slog.Time("not_after", chain[0].NotAfter))
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	for _, c := range chain {
 		pem.Encode(w, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
@@ -75,9 +102,12 @@ func (h *Role) serveEnrol(w http.ResponseWriter, r *http.Request) {
 }
 
 // Enrol asks the hub to sign this node's certificate request (DER) for
-// node id, with the hub token, over https only. It returns the chain the
-// hub sent, leaf first; the caller verifies it against the site CA.
-func (p *Parent) Enrol(ctx context.Context, id string, csr []byte) ([]*x509.Certificate, error) {
+// node id, with the hub token, over https only. current, when set, is the
+// node's certificate now, presented over mutual TLS: the hub then takes a
+// new key for the node (a renewal); without it, only the key the node
+// first enrolled with. It returns the chain the hub sent, leaf first; the
+// caller verifies it against the site CA.
+func (p *Parent) Enrol(ctx context.Context, id string, csr []byte, current *tls.Certificate) ([]*x509.Certificate, error) {
 	switch {
 	case !p.TLS():
 		return nil, fmt.Errorf("hub %s: enrolment sends the hub token and is over https only: give the hub's https:// URL in hubs", p.Name())
@@ -91,9 +121,14 @@ func (p *Parent) Enrol(ctx context.Context, id string, csr []byte) ([]*x509.Cert
 	}
 	req.Header.Set("Authorization", "Bearer "+p.token)
 	req.Header.Set(HeaderNode, id)
-	resp, err := p.direct.Do(req)
+	client := p.direct
+	if current != nil {
+		client = p.withClientCert(current)
+		defer client.CloseIdleConnections()
+	}
+	resp, err := do(client, req)
 	if err != nil {
-		return nil, &UnreachableError{Hub: p.Name(), Err: explainTLS(err)}
+		return nil, &UnreachableError{Hub: p.Name(), Err: err}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxEnrolBody))
@@ -101,7 +136,11 @@ func (p *Parent) Enrol(ctx context.Context, id string, csr []byte) ([]*x509.Cert
 		return nil, fmt.Errorf("hub %s: read its answer to the enrolment: %w", p.Name(), err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("hub %s refused the enrolment (%s): %s", p.Name(), resp.Status, strings.TrimSpace(strings.TrimPrefix(string(b), "warren hub:")))
+		msg := strings.TrimSpace(strings.TrimPrefix(string(b), "warren hub:"))
+		if resp.StatusCode == http.StatusForbidden && strings.Contains(msg, siteca.ErrOtherKey.Error()) {
+			return nil, fmt.Errorf("hub %s refused the enrolment (%s): %s: %w", p.Name(), resp.Status, msg, siteca.ErrOtherKey)
+		}
+		return nil, fmt.Errorf("hub %s refused the enrolment (%s): %s", p.Name(), resp.Status, msg)
 	}
 	var chain []*x509.Certificate
 	for rest := b; ; {

@@ -59,9 +59,9 @@ func (c FeedClient) Page(ctx context.Context, log string, after uint64) (Page, e
 	if err != nil {
 		return Page{}, err
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := do(c.HTTP, req)
 	if err != nil {
-		return Page{}, fmt.Errorf("replicate from %s: the change feed at %s: %w", c.From.Name, c.shown(), explainTLS(err))
+		return Page{}, fmt.Errorf("replicate from %s: the change feed at %s: %w", c.From.Name, c.shown(), err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -111,7 +111,7 @@ func (c FeedClient) BlobURL(d cachestore.Digest) string { return c.base() + Blob
 func (c FeedClient) Do(req *http.Request) (*http.Response, error) {
 	req.Header.Set("Authorization", "Bearer "+c.From.Token)
 	req.Header.Set(HeaderHubID, c.Self)
-	return c.HTTP.Do(req)
+	return do(c.HTTP, req)
 }
 
 // refused turns a refusal into an error that says what to do.

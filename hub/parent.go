@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/warren-cache/warren/internal/tlstrace"
 )
 
 // Parent is one hub as a node uses it: an HTTP proxy for upstream URLs
@@ -29,6 +31,8 @@ type Parent struct {
 	token  string
 	client *http.Client
 	direct *http.Client // requests to the hub itself (its info, enrolment)
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	tls    *tls.Config // the hub's verification, for a client with a certificate
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -149,18 +153,53 @@ func NewParent(cfg ParentConfig) (*Parent, error) {
 		DisableCompression:    true, // the bytes exactly as upstream sent them
 	}
 	// Requests to the hub itself: not through the proxy transport's Proxy.
-	direct := &http.Client{Transport: &http.Transport{DialContext: dial, TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Second, DisableKeepAlives: true}}
-	return &Parent{url: u, token: cfg.Token, client: &http.Client{Transport: tr}, direct: direct, log: cfg.Logger, now: cfg.Now}, nil
+	direct := &http.Client{Transport: directTransport(dial, tlsCfg)}
+	return &Parent{url: u, token: cfg.Token, client: &http.Client{Transport: tr}, direct: direct, dial: dial, tls: tlsCfg, log: cfg.Logger, now: cfg.Now}, nil
 }
 
-// explainTLS adds what to do to an https hub's certificate failure.
+// directTransport makes requests to the hub itself (its info, enrolment).
+func directTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), tlsCfg *tls.Config) *http.Transport {
+	return &http.Transport{DialContext: dial, TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second, DisableKeepAlives: true}
+}
+
+// withClientCert is a client for requests to the hub itself that presents
+// cert when the hub asks for a certificate (mutual TLS).
+func (p *Parent) withClientCert(cert *tls.Certificate) *http.Client {
+	c := p.tls.Clone()
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	return &http.Client{Transport: directTransport(p.dial, c)}
+}
+
+// do sends req with c, and says what an https hub's failure means.
+func do(c *http.Client, req *http.Request) (*http.Response, error) {
+	ctx, w := tlstrace.With(req.Context())
+	resp, err := c.Do(req.WithContext(ctx))
+	if err != nil {
+		return nil, explainTLS(w.Explain(err))
+	}
+	return resp, nil
+}
+
+// explainTLS adds what to do to an https hub's failure in TLS: a
+// certificate that does not verify, or a hub that turned this node away
+// or does not speak TLS.
 func explainTLS(err error) error {
 	var host x509.HostnameError
 	var unknown x509.UnknownAuthorityError
 	var invalid x509.CertificateInvalidError
 	var verify *tls.CertificateVerificationError
+	var record tls.RecordHeaderError
 	switch {
+	case errors.Is(err, tlstrace.ErrCutShort):
+		return fmt.Errorf("%w: the hub turned this node away before any request: it holds its max_client_connections (per address, an IPv6 node's /64) or max_connections open (the hub's log says \"refused connection\"), or it is stopping", err)
+	case strings.Contains(err.Error(), "tls: access denied"):
+		return fmt.Errorf("%w: the hub refuses this node's address: add its network to allow_clients on the hub", err)
+	case errors.Is(err, http.ErrSchemeMismatch) || errors.As(err, &record):
+		// A plain-http answer to the handshake: net/http says so for a
+		// request to the hub, and leaves the record error for a proxy
+		// request through it.
+		return fmt.Errorf("%w: the hub serves no https on that port: give it a certificate (tls_cert and tls_key, or warren ca issue --host on the machine holding the site CA), or use its http:// URL", err)
 	case errors.As(err, &host):
 		return fmt.Errorf("%w: the URL must name the hub as its certificate does (%s)", err, certNames(host.Certificate))
 	case errors.As(err, &unknown):
@@ -254,9 +293,8 @@ func (p *Parent) Do(req *http.Request) (*http.Response, error) {
 		r.Header.Set("Proxy-Authorization", "Bearer "+p.token)
 	}
 	p.requests.Add(1)
-	resp, err := p.client.Do(r)
+	resp, err := do(p.client, r)
 	if err != nil {
-		err = explainTLS(err)
 		if req.Context().Err() == nil {
 			p.failed(err)
 		}
@@ -365,9 +403,8 @@ func (p *Parent) Probe(ctx context.Context) (Info, error) {
 	if p.token != "" {
 		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
-	resp, err := p.direct.Do(req)
+	resp, err := do(p.direct, req)
 	if err != nil {
-		err = explainTLS(err)
 		if ctx.Err() == nil {
 			p.failed(err)
 		}

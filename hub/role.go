@@ -68,7 +68,7 @@ func NewRole(cfg RoleConfig) *Role {
 		cfg.Queue = NewQueue(DefaultMaxRequesters, DefaultRetryDelay)
 	}
 	r := &Role{cfg: cfg, log: cfg.Logger, refused: map[string]*atomic.Int64{}, missing: map[string]int64{}}
-	for _, reason := range []string{ReasonToken, ReasonAuthLimit, ReasonNotPreloaded, ReasonMaxRequesters, ReasonLoop} {
+	for _, reason := range []string{ReasonToken, ReasonAuthLimit, ReasonNotPreloaded, ReasonMaxRequesters, ReasonLoop, ReasonEnrolKey} {
 		r.refused[reason] = new(atomic.Int64)
 	}
 	return r

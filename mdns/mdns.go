@@ -136,23 +136,31 @@ func Browse(ctx context.Context, cfg Config, found func(Found)) error {
 	return nil
 }
 
-// newResolver browses over IPv4 and IPv6, or over the one family the
-// interfaces have (zeroconf refuses both when either cannot join its
-// group: an IPv6-only or IPv4-only LAN).
-func newResolver(cfg Config) (*zeroconf.Resolver, error) {
+// newResolvers are a resolver per family the interfaces can browse
+// (IPv4's, IPv6's): one per family, never one for both, because
+// zeroconf's resolver for both leaks the IPv4 socket it opened when the
+// IPv6 group cannot be joined (an IPv4-only machine), which every browse
+// round would repeat. A resolver for one family opens one socket and
+// closes it when it fails. The caller ends them with the Browse context.
+func newResolvers(cfg Config) ([]*zeroconf.Resolver, error) {
+	var rs []*zeroconf.Resolver
 	var errs []error
-	for _, family := range []zeroconf.IPType{zeroconf.IPv4AndIPv6, zeroconf.IPv6, zeroconf.IPv4} {
+	for _, family := range []zeroconf.IPType{zeroconf.IPv4, zeroconf.IPv6} {
 		opts := []zeroconf.ClientOption{zeroconf.SelectIPTraffic(family)}
 		if cfg.Interfaces != nil {
 			opts = append(opts, zeroconf.SelectIfaces(cfg.Interfaces))
 		}
 		r, err := zeroconf.NewResolver(opts...)
-		if err == nil {
-			return r, nil
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
-		errs = append(errs, err)
+		rs = append(rs, r)
 	}
-	return nil, fmt.Errorf("start mDNS resolver: %w", errors.Join(errs...))
+	if len(rs) == 0 {
+		return nil, fmt.Errorf("start mDNS resolver: %w", errors.Join(errs...))
+	}
+	return rs, nil
 }
 
 // addrsOf are an entry's addresses as Found gives them: IPv4 first, then
@@ -196,26 +204,46 @@ func browseZone(cfg Config) string {
 }
 
 func browseRound(ctx context.Context, cfg Config, d time.Duration, found func(Found)) error {
-	r, err := newResolver(cfg)
+	rs, err := newResolvers(cfg)
 	if err != nil {
 		return err
 	}
 	zone := browseZone(cfg)
+	// The resolvers' sockets close when rctx ends, whatever happens
+	// below: zeroconf's loops end with the context they browse with.
 	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	entries := make(chan *zeroconf.ServiceEntry, 16)
-	if err := r.Browse(rctx, ServiceWarren, domain, entries); err != nil {
-		return fmt.Errorf("browse %s: %w", ServiceWarren, err)
+	// One resolver's answers or two (a peer heard over both families is
+	// found twice: found takes it twice, as it does round after round).
+	// Every resolver browses, since zeroconf has no other way to close one
+	// (a failed Browse closes its own), and each one's channel is drained
+	// until zeroconf closes it as its loop ends: a loop blocked on a send
+	// would never see the context end, nor close its socket.
+	in := make(chan *zeroconf.ServiceEntry)
+	var errs []error
+	for _, r := range rs {
+		ch := make(chan *zeroconf.ServiceEntry, 16)
+		if err := r.Browse(rctx, ServiceWarren, domain, ch); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		go func() {
+			for e := range ch {
+				select {
+				case in <- e:
+				case <-rctx.Done():
+				}
+			}
+		}()
+	}
+	if len(errs) == len(rs) {
+		return fmt.Errorf("browse %s: %w", ServiceWarren, errors.Join(errs...))
 	}
 	for {
 		select {
 		case <-rctx.Done():
 			return nil
-		case e, ok := <-entries:
-			if !ok {
-				<-rctx.Done()
-				return nil
-			}
+		case e := <-in:
 			f, err := ParseTXT(e.Text)
 			if err != nil {
 				cfg.Logger.Debug("ignoring an mDNS entry", slog.String("instance", e.Instance), slog.Any("err", err))

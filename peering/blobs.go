@@ -175,8 +175,7 @@ func (bs *BlobServer) checkToken(tok string, d cachestore.Digest, remote netip.A
 	if t == nil {
 		return errors.New("no peer table to check the token's requester against")
 	}
-	p, ok := t.Get(id)
-	if !ok || p.Addr != remote {
+	if !t.Holds(id, remote) { // its address, or one tied to it (a dual-stack peer's other family)
 		return fmt.Errorf("group token names node %s, which is not a peer at %s", id, remote)
 	}
 	bs.mu.Lock()

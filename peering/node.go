@@ -105,7 +105,7 @@ type Node struct {
 	hc    *http.Client
 	ready atomic.Bool // false while starting and stopping
 
-	mu        sync.Mutex                      // guards queries, elections, nextReq, rechecked
+	mu        sync.Mutex                      // guards queries, elections, nextReq, rechecked, challenges
 	queries   map[uint32]chan Message         // open queries by request id
 	elections map[cachestore.Digest]*election // what the group wants, per digest
 	beating   map[cachestore.Digest]*beat     // downloads this node heartbeats
@@ -114,6 +114,14 @@ type Node struct {
 	// at most once a minute, so a LAN host cannot keep us rehashing.
 	rechecked *lru.Cache[cachestore.Digest, time.Time]
 	pruned    time.Time // when elections were last swept
+	// challenges are the outstanding proofs of peers' other addresses,
+	// by peer (ties.go).
+	challenges map[NodeID]challenge
+	echoes     *rate.Limiter // echoes of others' challenges
+	// multi: the socket takes IPv6, where a peer may be heard from two
+	// scopes (and, dual-stack, two families): joining peers are
+	// challenged at once.
+	multi bool
 
 	// Datagram admission, used by the read loop only.
 	limits  *lru.Cache[netip.Addr, *rate.Limiter] // per source address, the least recently heard forgotten first
@@ -213,12 +221,17 @@ func Listen(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, conn: conn, hc: hc,
-		table:     NewTable(cfg.MaxPeers, 90*time.Second, cfg.Now),
-		queries:   map[uint32]chan Message{},
-		elections: map[cachestore.Digest]*election{},
-		beating:   map[cachestore.Digest]*beat{},
-		replay:    map[replayKey]int64{},
-		nextReq:   rand.Uint32(),
+		table:      NewTable(cfg.MaxPeers, 90*time.Second, cfg.Now),
+		queries:    map[uint32]chan Message{},
+		elections:  map[cachestore.Digest]*election{},
+		beating:    map[cachestore.Digest]*beat{},
+		replay:     map[replayKey]int64{},
+		nextReq:    rand.Uint32(),
+		challenges: map[NodeID]challenge{},
+		echoes:     rate.NewLimiter(echoRate, echoBurst),
+	}
+	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
+		n.multi = true
 	}
 	// Both only rate-limit: an address or digest forgotten costs a fresh
 	// limiter or one more recheck, never memory.
@@ -295,7 +308,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Debug("dropped a datagram", slog.String("from", src.String()), slog.Any("err", err))
 			continue
 		}
-		n.handle(m, n.sameHost(m.From, src))
+		n.receive(m, src)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/internal/siteca"
+	"github.com/warren-cache/warren/internal/tlstrace"
 )
 
 // Blob transfers over mutual TLS (peer_tls): each node holds a
@@ -78,10 +79,12 @@ func (n *Node) TLS() bool { return n.cfg.TLS != nil }
 // certificate must name the node asked (the handshake has checked it
 // comes from the site CA), and the outcome is noted for the page.
 func (n *Node) getBlob(req *http.Request, id NodeID, off int64) (*http.Response, int64, error) {
-	resp, size, err := fill.GetAt(n.hc, req, off)
 	if n.cfg.TLS == nil {
-		return resp, size, err
+		return fill.GetAt(n.hc, req, off)
 	}
+	ctx, w := tlstrace.With(req.Context())
+	resp, size, err := fill.GetAt(n.hc, req.WithContext(ctx), off)
+	err = w.Explain(err)
 	if err == nil {
 		err = certNames(resp, id)
 		if err != nil {
@@ -108,12 +111,14 @@ func certNames(resp *http.Response, id NodeID) error {
 }
 
 // isTLSError says whether a transfer failed on TLS (the handshake, a
-// certificate) rather than on what came after.
+// certificate, a peer that answers in plain http or closes in the
+// handshake) rather than on what came after.
 func isTLSError(err error) bool {
 	var verify *tls.CertificateVerificationError
 	var alert tls.AlertError
 	var rh tls.RecordHeaderError
 	return errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &rh) ||
+		errors.Is(err, http.ErrSchemeMismatch) || errors.Is(err, tlstrace.ErrCutShort) ||
 		strings.Contains(err.Error(), "tls: ") || strings.Contains(err.Error(), "remote error")
 }
 
@@ -122,8 +127,14 @@ func tlsReason(err error) string {
 	var rh tls.RecordHeaderError
 	msg := err.Error()
 	switch {
-	case errors.As(err, &rh):
+	case errors.Is(err, http.ErrSchemeMismatch) || errors.As(err, &rh):
+		// net/http turns a plain-http answer to the handshake into
+		// ErrSchemeMismatch; another protocol's is the record error.
 		return "the peer does not speak TLS (peer_tls off there?)"
+	case errors.Is(err, tlstrace.ErrCutShort):
+		return "the peer closed the connection in the TLS handshake: it holds its max_client_connections (per address, an IPv6 node's /64) or max_connections open (its log says \"refused connection\"), or it is stopping"
+	case strings.Contains(msg, "remote error: tls: access denied"):
+		return "the peer refuses this node's address: its allow_clients leaves it out"
 	case strings.Contains(msg, "remote error: tls: internal error"):
 		return "the peer has no certificate of its own to serve with"
 	case strings.Contains(msg, "remote error: tls: bad certificate"):

@@ -128,3 +128,63 @@ func TestPeerTLS(t *testing.T) {
 		t.Fatalf("a peer with another node's certificate: %v", err)
 	}
 }
+
+// A peer that takes no TLS handshake is shown as what it is, not left
+// blank: one with peer_tls off (a plain-http answer, which net/http
+// reports as ErrSchemeMismatch), one whose listener turns this node away
+// before any request (a TLS alert, or the connection closed in the
+// handshake).
+func TestPeerTLSStateWithoutAHandshake(t *testing.T) {
+	ca, err := siteca.Init(t.TempDir(), []string{"repo.example"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, d := testBlob(t, bytes.Repeat([]byte("x"), 1000))
+	plain := httptest.NewServer(NewBlobServer(store, BlobConfig{Slots: 2}))
+	defer plain.Close()
+	// refusing is a listener that reads the ClientHello's first byte, then
+	// sends answer (nothing: a plain close) and closes.
+	refusing := func(answer []byte) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Read(make([]byte, 1))
+				c.Write(answer)
+				c.(*net.TCPConn).CloseWrite()
+				io.Copy(io.Discard, c)
+				c.Close()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	cert := nodeCert(t, ca, NodeID{5})
+	for _, tc := range []struct {
+		name, addr, want string
+	}{
+		{"peer_tls off there", plain.Listener.Addr().String(), "refused: the peer does not speak TLS (peer_tls off there?)"},
+		{"closed in the handshake", refusing(nil), "refused: the peer closed the connection in the TLS handshake: it holds its max_client_connections"},
+		{"access denied", refusing([]byte{21, 3, 3, 0, 2, 2, 49}), "refused: the peer refuses this node's address: its allow_clients leaves it out"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := testNode(t, Config{ID: NodeID{5}, TLS: TLSConfig{Cert: func() *tls.Certificate { return cert }, Roots: siteca.Pool(ca.Cert)}.ClientConfig()})
+			req, _ := http.NewRequest(http.MethodGet, n.blobURL(netip.MustParseAddrPort(tc.addr), d), nil)
+			resp, _, err := n.getBlob(req, NodeID{9}, 0)
+			if err == nil {
+				resp.Body.Close()
+				t.Fatal("a blob taken without TLS")
+			}
+			st, ok := n.PeerTLS(NodeID{9})
+			if !ok || !strings.HasPrefix(st.String(), tc.want) {
+				t.Fatalf("TLS state %q (noted: %v), want %q; the fetch said %v", st.String(), ok, tc.want, err)
+			}
+		})
+	}
+}

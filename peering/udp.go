@@ -183,29 +183,6 @@ func (d *dualConn) Close() error {
 	return errors.Join(d.v4.Close(), d.v6.Close())
 }
 
-// sameHost maps a datagram's source to the address the table knows its
-// sender by when the two are one host reached two ways: over the other
-// family (a dual-stack peer heard over IPv4 and IPv6) or the other IPv6
-// scope (a link-local multicast's source beside the peer's unique
-// address). Without it, a dual-stack peer's every second datagram would
-// look like an impostor's, and its answers to a question asked over the
-// other family would be dropped. Replies still go to the known address,
-// and the table never moves on such a datagram.
-func (n *Node) sameHost(id NodeID, src netip.AddrPort) netip.AddrPort {
-	p, ok := n.table.Get(id)
-	if !ok {
-		return src
-	}
-	a, b := p.Addr, src.Addr().Unmap()
-	if a == b {
-		return src
-	}
-	if a.Is4() != b.Is4() || a.Is6() && b.Is6() && a.IsLinkLocalUnicast() != b.IsLinkLocalUnicast() {
-		return p.AddrPort()
-	}
-	return src
-}
-
 // blobURL is where the peer at ap serves d over scheme: an IPv6 address
 // in brackets, its zone (a link-local peer's interface) escaped as %25.
 func blobURL(scheme string, ap netip.AddrPort, d cachestore.Digest) string {

@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 )
@@ -63,33 +62,26 @@ func TestDualStackNode(t *testing.T) {
 	waitPeers(t, dual, 2)
 }
 
-// A peer heard over the other family, or the other IPv6 scope, is the
-// peer the table knows, answered at its known address; one heard from
-// another address of the same family and scope is not.
-func TestSameHost(t *testing.T) {
-	n := &Node{table: NewTable(10, time.Minute, time.Now)}
-	id := NodeID{7}
+// A host known at one address is reached the other way over the other
+// family or the other IPv6 scope; another address of the same family and
+// scope is another host.
+func TestOtherWay(t *testing.T) {
 	for _, tc := range []struct {
-		known, from, want string
+		known, from string
+		other       bool
 	}{
-		{"10.0.0.5", "[fd00:77::5]:40000", "10.0.0.5:3142"},
-		{"10.0.0.5", "[fe80::5%eth0]:40000", "10.0.0.5:3142"},
-		{"fd00:77::5", "10.0.0.5:40000", "[fd00:77::5]:3142"},
-		{"fd00:77::5", "[fe80::5%eth0]:3142", "[fd00:77::5]:3142"},
-		{"fe80::5%eth0", "[fd00:77::5]:3142", "[fe80::5%eth0]:3142"},
-		// The same family and scope: another host, left as it came (the
-		// table drops it as an impostor's).
-		{"10.0.0.5", "10.0.0.6:3142", "10.0.0.6:3142"},
-		{"fd00:77::5", "[fd00:77::6]:3142", "[fd00:77::6]:3142"},
+		{"10.0.0.5", "fd00:77::5", true},
+		{"10.0.0.5", "fe80::5%eth0", true},
+		{"fd00:77::5", "10.0.0.5", true},
+		{"fd00:77::5", "fe80::5%eth0", true},
+		{"fe80::5%eth0", "fd00:77::5", true},
+		{"10.0.0.5", "10.0.0.6", false},
+		{"fd00:77::5", "fd00:77::6", false},
+		{"fe80::5%eth0", "fe80::6%eth0", false},
 	} {
-		n.table = NewTable(10, time.Minute, time.Now)
-		n.table.Seen(Peer{ID: id, Addr: netip.MustParseAddr(tc.known), Port: 3142})
-		if got := n.sameHost(id, netip.MustParseAddrPort(tc.from)); got.String() != tc.want {
-			t.Errorf("known at %s, heard from %s: %s, want %s", tc.known, tc.from, got, tc.want)
+		if got := otherWay(netip.MustParseAddr(tc.known), netip.MustParseAddr(tc.from)); got != tc.other {
+			t.Errorf("known at %s, heard from %s: the other way %v, want %v", tc.known, tc.from, got, tc.other)
 		}
-	}
-	if got := n.sameHost(NodeID{8}, netip.MustParseAddrPort("[fd00::9]:1")); got.String() != "[fd00::9]:1" {
-		t.Errorf("an unknown id: %s", got)
 	}
 }
 

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"net"
 	"sync"
 	"syscall"
@@ -25,7 +27,12 @@ import (
 // connection caps) for at most ReadHeaderTimeout, never the next client's
 // accept.
 func WithTLS(ln net.Listener, cfg *tls.Config) net.Listener {
-	l := &tlsListener{Listener: ln, cfg: cfg, out: make(chan accepted), done: make(chan struct{})}
+	return withTLS(ln, cfg, ReadHeaderTimeout)
+}
+
+// withTLS is WithTLS with wait for the first byte and the handshake.
+func withTLS(ln net.Listener, cfg *tls.Config, wait time.Duration) net.Listener {
+	l := &tlsListener{Listener: ln, cfg: cfg, wait: wait, out: make(chan accepted), done: make(chan struct{})}
 	go l.loop()
 	return l
 }
@@ -42,6 +49,7 @@ type accepted struct {
 type tlsListener struct {
 	net.Listener
 	cfg  *tls.Config
+	wait time.Duration // for the first byte and the handshake, together
 	out  chan accepted
 	done chan struct{} // closed by Close
 	once sync.Once
@@ -67,18 +75,37 @@ func (l *tlsListener) loop() {
 	}
 }
 
-// classify waits for c's first byte and hands c on, as TLS or as it is.
+// classify waits for c's first byte and hands c on, as TLS (its
+// handshake done) or as it is. The wait for the first byte and the
+// handshake share one deadline, l.wait (ReadHeaderTimeout) from the
+// accept: a client that dawdles over both holds its place no longer than
+// one that dawdles over either.
 func (l *tlsListener) classify(c net.Conn) {
-	_ = c.SetReadDeadline(time.Now().Add(ReadHeaderTimeout))
+	deadline := time.Now().Add(l.wait)
+	_ = c.SetDeadline(deadline)
 	first, err := peekByte(c)
-	_ = c.SetReadDeadline(time.Time{})
 	if err != nil {
 		c.Close() // closed or silent before its first byte: nothing to serve
 		return
 	}
 	if first == tlsHandshakeByte {
-		c = tls.Server(c, l.cfg)
+		tc := tls.Server(c, l.cfg)
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			// A refused peer was heard by the config's own check
+			// (peering's Refused); the rest is a client's failure,
+			// said as net/http says it when it does the handshake.
+			if g, ok := l.Listener.(*guardedListener); ok {
+				g.s.log.Debug("TLS handshake failed", slog.String("client", c.RemoteAddr().String()), slog.Any("err", err))
+			}
+			tc.Close()
+			return
+		}
+		c = tc
 	}
+	_ = c.SetDeadline(time.Time{})
 	select {
 	case l.out <- accepted{c: c}:
 	case <-l.done:

@@ -377,6 +377,16 @@ func caIssue(c *cli.Context, cfg settings) error {
 		if cert, err = ca.IssueNode(id, &key.PublicKey, siteca.NodeLifetime); err != nil {
 			return err
 		}
+		// The hub's enrolment takes this key for this id from now on:
+		// by hand, the CA's holder may give a node that lost its key a
+		// new one.
+		replaced, err := siteca.OpenEnrolled(caDir(cfg)).Bind(id, &key.PublicKey, true, time.Now())
+		if err != nil {
+			return err
+		}
+		if replaced {
+			fmt.Fprintf(c.App.Writer, "node %s was enrolled with another key: this certificate's key replaces it (enrolment with the hub takes only this one now)\n", id)
+		}
 		if prefix == "" {
 			prefix = filepath.Join(tlsDir(cfg), "node")
 		}

@@ -89,6 +89,20 @@ func TestSiteCAFromTheCLI(t *testing.T) {
 	if out, err := runApp(t, "ca", "install", "--cache-dir", filepath.Join(base, "node"), file); err != nil || !strings.Contains(out, fp[1]) {
 		t.Fatalf("ca install: %v\n%s", err, out)
 	}
+	// A node certificate by hand ties the node's id to its key for the
+	// hub's enrolment; issued again (a node that lost its key), the new key
+	// replaces the old, and says so.
+	const nodeID = "00112233445566778899aabbccddeeff"
+	issue := append([]string{"ca", "issue", "--node", "--id", nodeID, "--out", filepath.Join(base, "n1node")}, host...)
+	if out, err := runApp(t, issue...); err != nil || strings.Contains(out, "replaces") {
+		t.Fatalf("ca issue --node: %v\n%s", err, out)
+	}
+	if out, err := runApp(t, issue...); err != nil || !strings.Contains(out, "node "+nodeID+" was enrolled with another key: this certificate's key replaces it") {
+		t.Fatalf("ca issue --node again: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(cache, "ca", "enrolled.json")); err != nil || !strings.Contains(string(b), nodeID) {
+		t.Fatalf("the hub's record of enrolled nodes: %v\n%s", err, b)
+	}
 
 	// apt.
 	sys := filepath.Join(base, "system-cas.pem")

@@ -296,7 +296,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "allow-upstream", Usage: "CIDR upstream may be in although it is loopback, link-local or this machine's own address (refused by default), repeatable", EnvVars: []string{"WARREN_ALLOW_UPSTREAM"}},
 		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
 		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: defaultOf("max_connections"), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
-		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client address may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
+		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client (address; IPv6: its /64) may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
 		&cli.StringSliceFlag{Name: "https-intercept", Usage: withDefault("https hosts whose CONNECTs warren answers with the site CA (warren ca init): auto (apt's and dnf's https sources without credentials), off, or host names, repeatable", "https_intercept"), EnvVars: []string{"WARREN_HTTPS_INTERCEPT"}},
 		&cli.IntSliceFlag{Name: "connect-port", Usage: withDefault("port CONNECT may tunnel to, repeatable", "connect_ports"), EnvVars: []string{"WARREN_CONNECT_PORTS"}},
 		&cli.StringFlag{Name: "index-ttl", Usage: withDefault("how long Release/Packages are served before asking upstream again", "index_ttl"), EnvVars: []string{"WARREN_INDEX_TTL"}},
@@ -719,6 +719,9 @@ func resolvePeer(s string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("%q: %q is not a port", s, port)
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
+		if err := needsZone(a); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("%q: %w", s, err)
+		}
 		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
 	}
 	addrs, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
@@ -728,7 +731,20 @@ func resolvePeer(s string) (netip.AddrPort, error) {
 	if len(addrs) == 0 {
 		return netip.AddrPort{}, fmt.Errorf("%q: %s has no address", s, host)
 	}
+	if err := needsZone(addrs[0]); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: %s resolves to %s: %w", s, host, addrs[0], err)
+	}
 	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(pn)), nil
+}
+
+// needsZone refuses an IPv6 link-local address without its zone: the
+// same fe80:: address may be on every link, so the kernel cannot send to
+// one without knowing the interface (each datagram would fail, EINVAL).
+func needsZone(a netip.Addr) error {
+	if a.Is6() && !a.Is4In6() && (a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()) && a.Zone() == "" {
+		return fmt.Errorf("%s is link-local: name its interface, e.g. [%s%%eth0]:3142", a, a)
+	}
+	return nil
 }
 
 // chocolateyFeeds is the default feed ("") and the named ones.

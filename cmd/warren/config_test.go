@@ -128,6 +128,7 @@ func TestConfigErrors(t *testing.T) {
 		{"a token in an http hub URL under hub_require_tls", []string{"config", "check", "--hub-require-tls", "--hub", "http://warren:t0k-0123456789abcdef@hub.example"}, "the hub token goes to http://warren:***@hub.example:3142 in clear"},
 		{"a replicate_from token over http under hub_require_tls", []string{"config", "check", "--role", "hub", "--hub-require-tls", "--config", write("rtls.yaml", "replicate_from: [{name: main, url: http://main:3142, token: 0123456789abcdef}]\n")}, "replicate_from main's token goes to http://main:3142 in clear"},
 		{"a peer's IPv6 literal without brackets", []string{"config", "check", "--discovery", "static", "--peer", "fd00:77::12:3142"}, `"fd00:77::12:3142": an IPv6 address and its port are written [address]:port, e.g. [fd00::5]:3142`},
+		{"a link-local peer without its zone", []string{"config", "check", "--discovery", "static", "--peer", "[fe80::5]:3142"}, `"[fe80::5]:3142": fe80::5 is link-local: name its interface, e.g. [fe80::5%eth0]:3142`},
 		{"a peer without a port", []string{"config", "check", "--discovery", "static", "--peer", "10.0.0.5"}, "want host:port"},
 		{"bad peer_tls", []string{"config", "check", "--peer-tls", "maybe"}, "peer_tls \"maybe\": want auto"},
 		{"peer_tls on a hub", []string{"config", "check", "--role", "hub", "--peer-tls", "on"}, "a hub takes no part in LAN peering"},

@@ -63,8 +63,14 @@ type daemon struct {
 	handlers taskgroup.Group
 }
 
-// newDaemon builds the parts and binds the ports; Run serves.
-func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
+// startEnrolment bounds what getting a node certificate from the hubs
+// may add to a start: past it the node starts without one, and its
+// renewal loop tries again every minute or so.
+const startEnrolment = 30 * time.Second
+
+// newDaemon builds the parts and binds the ports; Run serves. ctx cuts
+// short what a start may wait on (enrolment with a hub).
+func newDaemon(ctx context.Context, cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	scfg, err := storeConfig(cfg, log)
 	if err != nil {
 		return nil, err
@@ -167,7 +173,10 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 			log.Info("a hub takes no part in LAN peering: nodes use it with --hub; discovery is off", slog.String("discovery", cfg.Discovery))
 		}
 	case cfg.Discovery != "off":
-		if d.peerTLS, err = newNodeTLS(context.Background(), cfg, d.id.String(), d.hubs, log); err != nil {
+		ectx, cancel := context.WithTimeout(ctx, startEnrolment)
+		d.peerTLS, err = newNodeTLS(ectx, cfg, d.id.String(), d.hubs, log)
+		cancel()
+		if err != nil {
 			return nil, err
 		}
 		if err := d.startPeering(); err != nil {
@@ -480,7 +489,7 @@ func (d *daemon) runMDNSOnce(ctx context.Context) error {
 			return
 		}
 		if a, ok := reachable(f.Addrs); ok {
-			d.node.Table().Offer(peering.Peer{ID: id, Addr: a, Port: f.Port, Priority: f.Priority, Passive: f.Passive}, false)
+			d.node.Discovered(peering.Peer{ID: id, Addr: a, Port: f.Port, Priority: f.Priority, Passive: f.Passive})
 		}
 	})
 }

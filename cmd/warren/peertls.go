@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
+
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/internal/siteca"
 	"github.com/warren-cache/warren/peering"
@@ -39,7 +41,17 @@ type nodeTLS struct {
 	why  string // why there is none, when there is none
 
 	refused atomic.Int64 // peers turned away in the handshake
-	warned  sync.Map     // remote host -> last warning (time.Time): one a minute each
+	// warned is when each refused host was last warned of: one a minute
+	// each, the least recently warned forgotten first (a host cycling
+	// through IPv6 addresses costs a log line each, never memory).
+	warned *lru.Cache[string, time.Time]
+}
+
+// newWarnedHosts is an empty nodeTLS.warned, bounded as the front's
+// listener bounds its own.
+func newWarnedHosts() *lru.Cache[string, time.Time] {
+	c, _ := lru.New[string, time.Time](4096)
+	return c
 }
 
 // newNodeTLS says whether peer TLS is on (peer_tls on, or auto with the
@@ -61,7 +73,7 @@ func newNodeTLS(ctx context.Context, cfg settings, id string, hubs []*hub.Parent
 		return nil, fmt.Errorf("peer_tls: the site CA: %w", err)
 	}
 	n := &nodeTLS{id: id, prefix: filepath.Join(tlsDir(cfg), "node"), roots: siteca.Pool(caCert), hubs: hubs, token: cfg.hubToken != "",
-		log: log.With(slog.String("component", "peer-tls"))}
+		log: log.With(slog.String("component", "peer-tls")), warned: newWarnedHosts()}
 	if ca, err := siteca.Load(caDir(cfg)); err == nil {
 		n.ca = ca
 	}
@@ -87,7 +99,7 @@ func (n *nodeTLS) refresh(ctx context.Context) {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		why = err.Error()
 	}
-	fresh, how, ierr := n.issue(ctx)
+	fresh, how, ierr := n.issue(ctx, cert)
 	if ierr != nil {
 		if cert != nil && time.Now().Before(cert.Leaf.NotAfter) {
 			n.log.Warn("renew this node's certificate; the current one serves until it ends", slog.Time("not_after", cert.Leaf.NotAfter), slog.Any("err", ierr))
@@ -134,11 +146,20 @@ func (n *nodeTLS) load() (*tls.Certificate, error) {
 }
 
 // issue gets a new certificate: from the site CA on this machine, else by
-// enrolment with the first https hub that signs it.
-func (n *nodeTLS) issue(ctx context.Context) (*tls.Certificate, string, error) {
+// enrolment with the first https hub that signs it. A hub takes a new key
+// for this node only with its current certificate (a valid one, presented
+// over mutual TLS); without one, this node enrols again with the key it
+// has (a certificate that ran out while the node was off), and with a new
+// key only when it has none.
+func (n *nodeTLS) issue(ctx context.Context, current *tls.Certificate) (*tls.Certificate, string, error) {
 	key, err := siteca.NewKey()
 	if err != nil {
 		return nil, "", err
+	}
+	if current == nil && n.ca == nil {
+		if old, err := siteca.LoadKey(n.prefix + ".key"); err == nil {
+			key = old
+		}
 	}
 	var chain []*x509.Certificate
 	how := ""
@@ -160,7 +181,7 @@ func (n *nodeTLS) issue(ctx context.Context) (*tls.Certificate, string, error) {
 				continue
 			}
 			ectx, cancel := context.WithTimeout(ctx, 15*time.Second)
-			got, err := h.Enrol(ectx, n.id, csr)
+			got, err := h.Enrol(ectx, n.id, csr, current)
 			cancel()
 			if err == nil {
 				id, verr := siteca.VerifyNode(got, n.roots, x509.ExtKeyUsageClientAuth, time.Now())
@@ -228,10 +249,10 @@ func (n *nodeTLS) refuse(remote string, err error) {
 		host = h
 	}
 	now := time.Now()
-	if last, ok := n.warned.Load(host); ok && now.Sub(last.(time.Time)) < time.Minute {
+	if last, ok := n.warned.Get(host); ok && now.Sub(last) < time.Minute {
 		return
 	}
-	n.warned.Store(host, now)
+	n.warned.Add(host, now)
 	n.log.Warn("refused a peer without a node certificate from the site CA (logged once a minute per address)", slog.String("peer", remote), slog.Any("err", err))
 }
 

@@ -186,9 +186,12 @@ func (s *serverCert) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 }
 
 // config is the hub's TLS server configuration: HTTP/1.1 (proxy requests
-// in absolute form), no client certificate asked (tokens prove nodes).
+// in absolute form). Tokens prove nodes; a client certificate is asked for
+// but never required nor checked in the handshake: a node renewing its
+// certificate with a new key presents its current one, which enrolment
+// checks (hub/enrol.go).
 func (s *serverCert) config() *tls.Config {
-	return &tls.Config{GetCertificate: s.get, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+	return &tls.Config{GetCertificate: s.get, NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12, ClientAuth: tls.RequestClientCert}
 }
 
 // names are what the certificate is for, for the log and the page.
@@ -204,11 +207,12 @@ func signNode(cfg settings) hub.SignNode {
 	if err != nil {
 		return nil
 	}
-	return func(csr []byte, id string) ([]*x509.Certificate, error) {
-		c, err := ca.SignNodeRequest(csr, id)
+	rec := siteca.OpenEnrolled(caDir(cfg))
+	return func(csr []byte, id string, current []*x509.Certificate) ([]*x509.Certificate, bool, error) {
+		c, newKey, err := ca.EnrolNode(csr, id, current, rec)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return []*x509.Certificate{c, ca.Cert}, nil
+		return []*x509.Certificate{c, ca.Cert}, newKey, nil
 	}
 }

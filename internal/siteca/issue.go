@@ -136,13 +136,13 @@ func (ca *CA) IssueNode(id string, pub crypto.PublicKey, lifetime time.Duration)
 // maxRequest bounds a certificate request a hub reads.
 const maxRequest = 16 << 10
 
-// SignNodeRequest signs a node's certificate request (DER) for node id,
-// the node the request says it is. The request must name exactly that
-// node and nothing else: a request for a host name (a repository's, the
-// hub's own) or for another node is refused, whatever token came with it.
-// The certificate is made from the CA's own template; only the public key
-// is taken from the request.
-func (ca *CA) SignNodeRequest(der []byte, id string) (*x509.Certificate, error) {
+// checkNodeRequest reads a node's certificate request (DER) for node id,
+// the node the request says it is: it must name exactly that node and
+// nothing else, so a request for a host name (a repository's, the hub's
+// own) or for another node is refused, whatever token came with it. Only
+// its public key is used: the certificate is made from the CA's own
+// template (EnrolNode).
+func (ca *CA) checkNodeRequest(der []byte, id string) (*x509.CertificateRequest, error) {
 	if err := validNodeID(id); err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (ca *CA) SignNodeRequest(der []byte, id string) (*x509.Certificate, error) 
 		return nil, fmt.Errorf("the certificate request names %s, not node %s alone (%s): a hub signs only a node's own name",
 			orNothing(names), id, NodeName(id))
 	}
-	return ca.IssueNode(id, csr.PublicKey, NodeLifetime)
+	return csr, nil
 }
 
 func orNothing(names []string) string {
@@ -232,6 +232,24 @@ func KeyPEM(key *ecdsa.PrivateKey) ([]byte, error) {
 		return nil, err
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
+}
+
+// LoadKey reads an EC key KeyPEM wrote (a node's, to enrol again with the
+// key it enrolled with when its certificate has run out).
+func LoadKey(file string) (*ecdsa.PrivateKey, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "EC PRIVATE KEY" {
+		return nil, fmt.Errorf("%s: not an EC private key in PEM", file)
+	}
+	k, err := x509.ParseECPrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return k, nil
 }
 
 // WriteKeyPair writes prefix.crt (the chain, 0644) and prefix.key (0600),

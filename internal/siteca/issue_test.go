@@ -1,6 +1,7 @@
 package siteca
 
 import (
+	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -60,7 +61,8 @@ func TestNodeCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := ca.SignNodeRequest(req, testNode)
+	rec := OpenEnrolled(t.TempDir())
+	c, _, err := ca.EnrolNode(req, testNode, nil, rec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,17 +94,17 @@ func TestNodeCertificates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ca.SignNodeRequest(der, testNode); err == nil || !strings.Contains(err.Error(), tc.want) {
+			if _, _, err := ca.EnrolNode(der, testNode, nil, rec); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("signed, or the wrong reason: %v (want %q)", err, tc.want)
 			}
 		})
 	}
-	if _, err := ca.SignNodeRequest([]byte("not a request"), testNode); err == nil {
+	if _, _, err := ca.EnrolNode([]byte("not a request"), testNode, nil, rec); err == nil {
 		t.Fatal("signed garbage")
 	}
 	tampered := append([]byte{}, req...)
 	tampered[len(tampered)-5] ^= 0xff // inside the signature
-	if _, err := ca.SignNodeRequest(tampered, testNode); err == nil {
+	if _, _, err := ca.EnrolNode(tampered, testNode, nil, rec); err == nil {
 		t.Fatal("signed a request whose signature is wrong")
 	}
 
@@ -204,5 +206,42 @@ func TestInstallCertificateAlone(t *testing.T) {
 	}
 	if again, err := Load(hub); err != nil || !again.HasKey() {
 		t.Fatalf("the hub lost its key: %v", err)
+	}
+}
+
+// The record of which key each node id enrolled with: kept in the CA's
+// directory across opens, a known id's other key refused unless replaced,
+// a damaged record said as such.
+func TestEnrolled(t *testing.T) {
+	dir := t.TempDir()
+	keyA, _ := NewKey()
+	keyB, _ := NewKey()
+	now := time.Now()
+	for _, step := range []struct {
+		name     string
+		key      *ecdsa.PrivateKey
+		replace  bool
+		replaced bool
+		err      error
+	}{
+		{"first", keyA, false, false, nil},
+		{"the same key", keyA, false, false, nil},
+		{"another key", keyB, false, false, ErrOtherKey},
+		{"another key, replacing", keyB, true, true, nil},
+		{"the first key again", keyA, false, false, ErrOtherKey},
+	} {
+		t.Run(step.name, func(t *testing.T) {
+			// Opened afresh each time: what counts is the file.
+			replaced, err := OpenEnrolled(dir).Bind(testNode, &step.key.PublicKey, step.replace, now)
+			if !errors.Is(err, step.err) || (err == nil) != (step.err == nil) || replaced != step.replaced {
+				t.Fatalf("replaced %v, %v; want %v, %v", replaced, err, step.replaced, step.err)
+			}
+		})
+	}
+	if err := os.WriteFile(filepath.Join(dir, EnrolledFile), []byte("{"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenEnrolled(dir).Bind(testNode, &keyB.PublicKey, false, now); err == nil || !strings.Contains(err.Error(), "is damaged") {
+		t.Fatalf("a damaged record: %v", err)
 	}
 }

@@ -1,7 +1,9 @@
 // Package siteca owns a site's certificate authority: an ECDSA key and a
 // certificate whose X.509 name constraints permit only the intercepted
 // repository hosts and the site's hub names (and no IP address), so the
-// key can sign for nothing else; the short-lived leaf certificates minted
+// key can sign for no other host (within the site it signs hub and node
+// certificates: its holder can pose as the hub or any node); the
+// short-lived leaf certificates minted
 // from it, in memory, for the hosts a client CONNECTs to; and the
 // certificates of the site's own links (issue.go): hubs' for https, and
 // nodes' for mutual TLS between peers.
