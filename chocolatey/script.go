@@ -38,8 +38,11 @@ import (
 
 // Limits: real install scripts are a few KB with a handful of downloads,
 // and no value longer than a URL. A script could make a value double with
-// each line ($a = $a + $a): each value is bounded, and so is the text a
-// parse puts together in all. A value past a bound is unknown.
+// each line ($a = $a + $a) or splat one big table on every argument: each
+// value is bounded, so is the text a parse puts together in all, and so is
+// its work (tokens read, table entries bound). What passes a bound is not
+// followed: a value too long is unknown, and a parse out of steps stops
+// where it is, learning nothing from the call it was reading.
 const (
 	maxScriptBytes = 256 << 10
 	maxInstallers  = 32
@@ -47,6 +50,7 @@ const (
 	maxNesting     = 32
 	maxValueBytes  = 8 << 10
 	maxBuiltBytes  = 16 * maxScriptBytes
+	maxSteps       = 1 << 20
 )
 
 // ErrScriptTooLarge refuses a script over maxScriptBytes.
@@ -140,20 +144,42 @@ type parser struct {
 	vars  map[string]value
 	out   *Script
 	depth int
-	// built counts the bytes of the strings put together so far.
-	built int
+	// built counts the bytes of the strings put together so far, steps
+	// the tokens read and table entries bound (the limits above).
+	built, steps int
+	// stopped: out of steps, the parse reads nothing more (every token
+	// is the end).
+	stopped bool
 	// tooLong: a value was past maxValueBytes (said once in Skipped).
 	tooLong bool
 }
 
-func (p *parser) peek() token { return p.toks[p.i] }
+var eof = token{kind: tEOF}
+
+func (p *parser) peek() token {
+	if p.stopped {
+		return eof
+	}
+	return p.toks[p.i]
+}
 
 func (p *parser) advance() token {
-	t := p.toks[p.i]
+	t := p.peek()
 	if t.kind != tEOF {
 		p.i++
+		p.step(1)
 	}
 	return t
+}
+
+// step counts n units of work, and stops the parse past maxSteps.
+func (p *parser) step(n int) bool {
+	p.steps += n
+	if p.steps > maxSteps && !p.stopped {
+		p.stopped = true
+		p.skip(fmt.Sprintf("the script takes more than %d steps to read: the rest of it is not learnt", maxSteps))
+	}
+	return !p.stopped
 }
 
 // join puts strings together into one value: unknown when it would be
@@ -565,6 +591,9 @@ func (p *parser) evalString(parts []strPart) (string, bool) {
 			strs = append(strs, pt.lit)
 		}
 	}
+	if !p.step(len(parts)) {
+		return "", false
+	}
 	return p.join(strs...)
 }
 
@@ -605,6 +634,9 @@ func (p *parser) call(h helper) {
 		case t.kind == tSplat:
 			p.advance()
 			if v, ok := p.vars[t.text]; ok && v.kind == vTable {
+				if !p.step(len(v.table)) {
+					return // out of steps: this call is not read whole
+				}
 				for k, w := range v.table {
 					named[canonicalParam(k)] = w
 				}
@@ -623,6 +655,9 @@ func (p *parser) call(h helper) {
 		default:
 			positional = append(positional, p.argument())
 		}
+	}
+	if p.stopped {
+		return // its arguments were not all read: it teaches nothing
 	}
 	// Named first, then positional ones fill the positions left, in order.
 	next := 0

@@ -1,12 +1,14 @@
 package chocolatey
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The fixtures under testdata/scripts are shaped like the community
@@ -215,6 +217,74 @@ func TestParseInstallScriptValueBounds(t *testing.T) {
 			}
 			if !slices.ContainsFunc(got.Skipped, func(s string) bool { return strings.Contains(s, "longer than") }) {
 				t.Errorf("no reason says a value was too long: %q", got.Skipped)
+			}
+		})
+	}
+}
+
+// A parse's work is bounded: one big table splatted on every argument of
+// a call (85,000 times a table of 4,000 entries) took 14 s of CPU. Out of
+// steps, the parse stops, and the call it was reading teaches nothing
+// (its later arguments were not read); what came before is learnt.
+func TestParseInstallScriptWorkBound(t *testing.T) {
+	const sum = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	before := "Install-ChocolateyPackage -Url 'https://a.example/x.exe' -Checksum '" + sum + "' -ChecksumType sha256\n"
+	tests := []struct{ name, script string }{
+		{"a table splatted on every argument", func() string {
+			var b strings.Builder
+			b.WriteString(before + "$t = @{")
+			for i := range 4000 {
+				fmt.Fprintf(&b, "k%d=1;", i)
+			}
+			b.WriteString("url='https://a.example/late.exe';checksum='" + sum + "';checksumtype='sha256'}\nInstall-ChocolateyPackage")
+			for b.Len() < maxScriptBytes-4 {
+				b.WriteString(" @t")
+			}
+			return b.String() + "\n"
+		}()},
+		{"many calls that splat a big table", func() string {
+			var b strings.Builder
+			b.WriteString(before + "$t = @{")
+			for i := range 4000 {
+				fmt.Fprintf(&b, "k%d=1;", i)
+			}
+			b.WriteString("}\n")
+			for b.Len() < maxScriptBytes-100 {
+				b.WriteString("Get-ChocolateyWebFile @t\n")
+			}
+			return b.String()
+		}()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			type result struct {
+				sc  *Script
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				sc, err := ParseInstallScript(strings.NewReader(tt.script), Env{})
+				done <- result{sc, err}
+			}()
+			var got *Script
+			select {
+			case r := <-done:
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				got = r.sc
+			case <-time.After(20 * time.Second):
+				t.Fatalf("a %d KiB script was still being read after 20 s", len(tt.script)>>10)
+			}
+			var urls []string
+			for _, in := range got.Installers {
+				urls = append(urls, in.URL)
+			}
+			if !slices.Equal(urls, []string{"https://a.example/x.exe"}) {
+				t.Errorf("learnt %q, want the download before the costly part alone", urls)
+			}
+			if !slices.ContainsFunc(got.Skipped, func(s string) bool { return strings.Contains(s, "steps") }) {
+				t.Errorf("no reason says the script was too costly to read: %q", got.Skipped)
 			}
 		})
 	}
