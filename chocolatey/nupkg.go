@@ -151,23 +151,25 @@ func Internalize(nupkg []byte, to func(Installer) (string, bool)) ([]byte, []Ins
 		return nil, nil, err
 	}
 	repl := map[Span]string{}
+	// poisoned are literals that feed downloads which must differ (or one
+	// that to refuses): not rewritten, whatever other downloads of them say.
+	poisoned := map[Span]bool{}
 	var done []Installer
 	for _, in := range sc.Installers {
-		if in.URLSpan.IsZero() {
+		if in.URLSpan.IsZero() || poisoned[in.URLSpan] {
 			continue
 		}
 		u, ok := to(in)
-		if !ok {
-			continue
-		}
-		if prev, seen := repl[in.URLSpan]; seen && prev != u {
+		if prev, seen := repl[in.URLSpan]; !ok || seen && prev != u {
 			// One literal, two downloads that must differ: not rewritten.
+			poisoned[in.URLSpan] = true
 			delete(repl, in.URLSpan)
 			continue
 		}
 		repl[in.URLSpan] = u
 		done = append(done, in)
 	}
+	done = slices.DeleteFunc(done, func(in Installer) bool { return poisoned[in.URLSpan] })
 	if len(repl) == 0 {
 		return nil, nil, ErrNothingToRewrite
 	}

@@ -124,3 +124,54 @@ func TestInternalize(t *testing.T) {
 		t.Fatalf("a package with no download warren can rewrite: %v", err)
 	}
 }
+
+// A literal that feeds downloads which must differ (checksums that differ,
+// or one the hub refuses) is not rewritten, however many downloads use it
+// and in whatever order: a rewrite would send each of them to one hub URL,
+// whose bytes cannot match all their checksums. What else the script
+// downloads is rewritten as usual, and done names only what was.
+func TestInternalizeSharedLiteral(t *testing.T) {
+	sum := func(c string) string { return strings.Repeat(c, 64) }
+	call := func(u, c string) string {
+		return "Get-ChocolateyWebFile -PackageName x -FileFullPath f -Url " + u + " -Checksum " + sum(c) + " -ChecksumType sha256\n"
+	}
+	other := call("'https://v.example/other.exe'", "f")
+	hub := func(in Installer) (string, bool) {
+		return "http://hub/_warren/installers/" + in.Checksum + "/x.exe", in.Checksum != sum("e")
+	}
+	tests := []struct {
+		name, script string
+	}{
+		{"three downloads, the first two differ", "$u = 'https://v.example/a.exe'\n" + call("$u", "a") + call("$u", "b") + call("$u", "c") + other},
+		{"three downloads, the last differs", "$u = 'https://v.example/a.exe'\n" + call("$u", "a") + call("$u", "a") + call("$u", "c") + other},
+		{"one the hub refuses, then one it takes", "$u = 'https://v.example/a.exe'\n" + call("$u", "e") + call("$u", "a") + other},
+		{"one the hub takes, then one it refuses", "$u = 'https://v.example/a.exe'\n" + call("$u", "a") + call("$u", "e") + other},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, done, err := Internalize(testPackage(t, "x", "1.0", tt.script), hub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(done) != 1 || !strings.HasSuffix(done[0].URL, "/other.exe") {
+				t.Errorf("done names %+v, want other.exe alone", done)
+			}
+			pkg, err := ReadPackage(bytes.NewReader(out), int64(len(out)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := pkg.Installers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range sc.Installers {
+				switch {
+				case strings.HasPrefix(in.URL, "http://hub/") && !strings.Contains(in.URL, in.Checksum):
+					t.Errorf("a download checked against %s… now fetches %s: it cannot match", in.Checksum[:8], in.URL)
+				case in.Checksum == sum("f") && !strings.HasPrefix(in.URL, "http://hub/"):
+					t.Errorf("the other download was not rewritten: %s", in.URL)
+				}
+			}
+		})
+	}
+}
