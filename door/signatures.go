@@ -205,15 +205,24 @@ func (s *Door) checkTop(ctx context.Context, p Plan, d cachestore.Digest, body [
 			slog.String("url", p.ShownURL()), slog.String("repository", repoName), slog.String("keys", repo.From), slog.Any("err", verr))
 		return topVerdict{err: fmt.Errorf("%w: %w", ErrSignature, verr), transient: transient}
 	}
-	st.State, st.Signer = SigVerified, signed.Signer
+	st.State, st.Signer = SigVerified, signerName(signed)
 	s.noteSignature(st)
 	if !d.IsZero() {
-		s.sigs.verified.Add(d, verifiedTop{signer: signed.Signer, validUntil: until})
+		s.sigs.verified.Add(d, verifiedTop{signer: st.Signer, validUntil: until})
 	}
 	if inline {
 		return topVerdict{ok: true, text: signed.Text}
 	}
 	return topVerdict{ok: true}
+}
+
+// signerName names the key that signed, for the page: a subkey with its
+// primary key.
+func signerName(signed *trust.Signed) string {
+	if signed.Primary != "" && signed.Primary != signed.Signer {
+		return signed.Signer + " (a subkey of " + signed.Primary + ")"
+	}
+	return signed.Signer
 }
 
 // signedText is a clearsigned text as a file of whole lines.
