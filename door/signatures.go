@@ -77,9 +77,10 @@ const maxSigStates = 512
 
 // signatures is the door's signature bookkeeping.
 type signatures struct {
-	// verified are the top files whose signature verified (by blob):
-	// learnt again, they need no second fetch of their signature.
-	verified *lru.Cache[cachestore.Digest, verifiedTop]
+	// verified are the checks of top files that verified: the same
+	// bytes checked the same way against the same keys need no second
+	// fetch of their signature.
+	verified *lru.Cache[verifiedKey, verifiedTop]
 	// retry are blobs whose check could not be made (their signature
 	// could not be fetched): a hit learns them again.
 	retry *lru.Cache[cachestore.Digest, struct{}]
@@ -88,13 +89,24 @@ type signatures struct {
 	states map[string]SignatureState
 }
 
+// verifiedKey names a check made: a blob, read as the same kind of file
+// (an InRelease, a Release with its Release.gpg, a repomd.xml with its
+// repomd.xml.asc), verified with the keys of the same repository. Bytes
+// another repository's keys verified prove nothing here.
+type verifiedKey struct {
+	repo   *trust.Repo
+	meta   string
+	inline bool
+	d      cachestore.Digest
+}
+
 type verifiedTop struct {
 	signer     string
 	validUntil time.Time // zero: none
 }
 
 func newSignatures() signatures {
-	v, _ := lru.New[cachestore.Digest, verifiedTop](1024)
+	v, _ := lru.New[verifiedKey, verifiedTop](1024)
 	r, _ := lru.New[cachestore.Digest, struct{}](256)
 	return signatures{verified: v, retry: r, states: map[string]SignatureState{}}
 }
@@ -158,7 +170,8 @@ func (s *Door) checkTop(ctx context.Context, p Plan, d cachestore.Digest, body [
 		return topVerdict{ok: true}
 	}
 	inline := path.Base(p.MetaName) == "InRelease"
-	if v, ok := s.sigs.verified.Get(d); ok && !d.IsZero() {
+	vk := verifiedKey{repo: repo, meta: p.Meta, inline: inline, d: d}
+	if v, ok := s.sigs.verified.Get(vk); ok && !d.IsZero() {
 		if err := s.validUntil(v.validUntil); err == nil {
 			text := []byte(nil)
 			if inline {
@@ -166,6 +179,9 @@ func (s *Door) checkTop(ctx context.Context, p Plan, d cachestore.Digest, body [
 					text = signedText(blk.Plaintext)
 				}
 			}
+			// The repository's state is this check's, whatever the
+			// one before it said.
+			s.noteSignature(SignatureState{Repository: repoName, State: SigVerified, Signer: v.signer, Keys: repo.From})
 			return topVerdict{ok: true, text: text}
 		}
 	}
@@ -208,7 +224,7 @@ func (s *Door) checkTop(ctx context.Context, p Plan, d cachestore.Digest, body [
 	st.State, st.Signer = SigVerified, signerName(signed)
 	s.noteSignature(st)
 	if !d.IsZero() {
-		s.sigs.verified.Add(d, verifiedTop{signer: st.Signer, validUntil: until})
+		s.sigs.verified.Add(vk, verifiedTop{signer: st.Signer, validUntil: until})
 	}
 	if inline {
 		return topVerdict{ok: true, text: signed.Text}

@@ -359,3 +359,82 @@ func TestSignaturesReplicationAndPreload(t *testing.T) {
 		}
 	}
 }
+
+// A check that verified is remembered for the same bytes, read as the same
+// kind of file, in the same repository only: bytes /debian/'s key signed
+// do not pass as /other/'s InRelease (another key), an InRelease's bytes
+// served as a Release still need their Release.gpg, and a remembered
+// check says so on the page as a new one would.
+func TestVerifiedChecksStayInTheirRepository(t *testing.T) {
+	publisher, internal, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "internal@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	setup := func(t *testing.T) (*upstream, *harness) {
+		up := newUpstream(t, 1000)
+		signRelease(up, publisher, "")
+		up.mu.Lock()
+		for _, p := range []string{releasePath, packagesPath, debPath} {
+			up.files["/other/"+strings.TrimPrefix(p, "/debian/")] = up.files[p]
+		}
+		up.mu.Unlock()
+		keys := func(c *testConfig, _ *cachestore.Config) {
+			k, w := trust.Load(trust.Config{Keys: []trust.RepoKeyring{
+				{URL: up.URL + "/debian/", Keyring: publisher.keyring()},
+				{URL: up.URL + "/other/", Keyring: internal.keyring()},
+			}})
+			if len(w) > 0 {
+				t.Fatal(w)
+			}
+			c.Keys = k
+		}
+		h := newHarness(t, up, keys)
+		h.clock.ns.Store(time.Now().UnixNano())
+		h.learn() // /debian/'s InRelease verified with /debian/'s key
+		return up, h
+	}
+	t.Run("another repository's InRelease", func(t *testing.T) {
+		up, h := setup(t)
+		h.mustGet(up.URL+"/other/dists/stable/InRelease", 200)
+		h.mustGet(up.URL+"/other/dists/stable/main/binary-amd64/Packages.gz", 200)
+		if _, err := h.known(up.URL + "/other/pool/main/h/hello/hello_1.0_amd64.deb"); err == nil {
+			t.Error("/other/ learnt from an InRelease /other/'s key did not sign")
+		}
+		if st := stateOf(h, up.URL+"/other/dists/stable/"); st.State != door.SigFailed {
+			t.Errorf("/other/: %+v, want failed", st)
+		}
+	})
+	t.Run("an InRelease's bytes as a Release", func(t *testing.T) {
+		up, h := setup(t)
+		up.mu.Lock()
+		up.files["/debian/dists/stable/Release"] = up.files[releasePath] // and no Release.gpg
+		up.mu.Unlock()
+		h.mustGet(up.URL+"/debian/dists/stable/Release", 200)
+		h.known(up.URL + "/debian/dists/stable/Release") // its learn (and check) done
+		st := stateOf(h, up.URL+"/debian/dists/stable/")
+		if st.State != door.SigFailed || !strings.Contains(st.Reason, "Release.gpg") {
+			t.Errorf("a Release with no Release.gpg: %+v, want failed for want of it", st)
+		}
+	})
+	t.Run("a remembered check is shown", func(t *testing.T) {
+		up, h := setup(t)
+		suite := up.URL + "/debian/dists/stable/"
+		serve := func(b []byte) {
+			up.mu.Lock()
+			up.files[releasePath] = b
+			up.modAt = up.modAt.Add(time.Hour)
+			up.mu.Unlock()
+			h.clock.advance(time.Minute) // past index_ttl: fetched again
+			h.mustGet(up.URL+releasePath, 200)
+			h.known(suite + "InRelease") // its learn (and check) done
+		}
+		up.mu.Lock()
+		good := up.files[releasePath]
+		up.mu.Unlock()
+		serve(mirror.clearsign([]byte("Origin: test\nSuite: stable\n")))
+		if st := stateOf(h, suite); st.State != door.SigFailed {
+			t.Fatalf("a mirror's InRelease: %+v, want failed", st)
+		}
+		serve(good) // the bytes checked first, again
+		if st := stateOf(h, suite); st.State != door.SigVerified || st.Signer == "" {
+			t.Errorf("the publisher's InRelease again: %+v, want verified, by its key", st)
+		}
+	})
+}
