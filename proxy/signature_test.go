@@ -438,3 +438,55 @@ func TestVerifiedChecksStayInTheirRepository(t *testing.T) {
 		}
 	})
 }
+
+// A hub checks a repomd.xml whatever planned its digest: one a metalink
+// names the hash of (a mirror group) is stored, handed out and preloaded
+// from only when its repomd.xml.asc verifies, as one planned by its URL.
+func TestHubChecksMetalinkRepomd(t *testing.T) {
+	publisher, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	for _, tt := range []struct {
+		name   string
+		by     *signer
+		stored bool
+	}{{"its key", publisher, true}, {"a mirror's key", mirror, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			site := newMirrorSite(t, 1000)
+			for i, u := range site.mirrors {
+				u.mu.Lock()
+				u.files[site.path(i, "repodata/repomd.xml.asc")] = tt.by.detach(site.repomd)
+				u.mu.Unlock()
+			}
+			keys := func(c *testConfig, _ *cachestore.Config) {
+				var rk []trust.RepoKeyring
+				for _, b := range site.bases {
+					rk = append(rk, trust.RepoKeyring{URL: b, Keyring: publisher.keyring()})
+				}
+				k, w := trust.Load(trust.Config{Keys: rk})
+				if len(w) > 0 {
+					t.Fatal(w)
+				}
+				c.Keys = k
+			}
+			h := newHarness(t, site.lists, asHub(hub.FetchAndPreload, 5), keys)
+			h.clock.ns.Store(time.Now().UnixNano())
+			_, body := h.mustGet(site.metalinkURL(), 200)
+			base := listed(t, body).Mirrors[0].Base
+			resp, got, err := h.get(base + "repodata/repomd.xml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, serr := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(site.repomd)})
+			if stored := serr == nil; stored != tt.stored {
+				t.Errorf("repomd.xml stored: %v, want %v", stored, tt.stored)
+			}
+			if served := resp.StatusCode == 200 && bytes.Equal(got, site.repomd); served != tt.stored {
+				t.Errorf("repomd.xml handed out (%d): %v, want %v", resp.StatusCode, served, tt.stored)
+			}
+			run, err := h.preload(t.Context(), preload.Options{List: hub.PreloadList{RPM: []hub.RPMPreload{{BaseURL: base, Packages: []string{"hello"}}}}})
+			if took := run.Fetched > 0; took != tt.stored {
+				t.Errorf("preload took %d packages (failures %q, %v); want some: %v", run.Fetched, run.Failures, err, tt.stored)
+			}
+		})
+	}
+}
+
