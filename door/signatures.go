@@ -333,14 +333,32 @@ func (s *Door) CheckSignature(ctx context.Context, p Plan, d cachestore.Digest) 
 	if s.cfg.Keys == nil || !isTop(p) {
 		return nil
 	}
+	_, err := s.VerifiedTop(ctx, p, d)
+	return err
+}
+
+// VerifiedTop reads a held top metadata file p (blob d) as a learn reads
+// it, once it passed its check as a fetched one must: an InRelease's
+// signed text (nothing around it), another file whole. A file that fails
+// gives an error wrapping ErrSignature; one of a repository with no keys
+// is read whole. For warren's own readers (a preload run): what they act
+// on is what a learn would have learnt from.
+func (s *Door) VerifiedTop(ctx context.Context, p Plan, d cachestore.Digest) ([]byte, error) {
 	body, err := s.readTop(d)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if v := s.checkTop(ctx, p, d, body); !v.ok {
-		return v.err
+	if s.cfg.Keys == nil || !isTop(p) {
+		return body, nil
 	}
-	return nil
+	v := s.checkTop(ctx, p, d, body)
+	switch {
+	case !v.ok:
+		return nil, v.err
+	case v.text != nil:
+		return v.text, nil
+	}
+	return body, nil
 }
 
 func (s *Door) readTop(d cachestore.Digest) ([]byte, error) {

@@ -490,3 +490,28 @@ func TestHubChecksMetalinkRepomd(t *testing.T) {
 	}
 }
 
+// A preload run acts on what the door's check passed, not on the bytes it
+// holds: a warren that keeps a Release failing its check (a node passes it
+// to its clients) preloads nothing that Release lists.
+func TestPreloadReadsOnlyVerifiedReleases(t *testing.T) {
+	publisher, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	for _, tt := range []struct {
+		name    string
+		by      *signer
+		fetched int
+	}{{"its key", publisher, 1}, {"a mirror's key", mirror, 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, 10)
+			up.setArchive([]aptPkg{{"app", "1.0", "", randomBytes(20000, 73)}})
+			signRelease(up, tt.by, "")
+			h := newHarness(t, up, withKeys(t, up.URL+"/debian/", publisher.keyring()))
+			h.clock.ns.Store(time.Now().UnixNano())
+			list := hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"},
+				Architectures: []string{"amd64"}, Packages: []string{"app"}}}}
+			run, err := h.preload(t.Context(), preload.Options{List: list})
+			if run.Fetched != tt.fetched {
+				t.Errorf("preload took %d packages (failures %q, %v), want %d", run.Fetched, run.Failures, err, tt.fetched)
+			}
+		})
+	}
+}
