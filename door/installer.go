@@ -6,8 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"io/fs"
 	"log/slog"
 	"net/url"
 	"path"
@@ -212,44 +210,48 @@ func (s *Door) installerURLs(d cachestore.Digest, hint string) []string {
 	return out
 }
 
-// parseNupkg reads a stored package's install script and emits what its
-// downloads must hash to.
-func (s *Door) parseNupkg(p Plan, r io.Reader, emit emitFunc) error {
-	f, ok := r.(interface {
-		io.ReaderAt
-		Stat() (fs.FileInfo, error)
-	})
-	if !ok {
-		return fmt.Errorf("package %s: not a file", p.ShownURL())
-	}
-	st, err := f.Stat()
+// nupkgFact is one fact a package's script teaches: key -> k; waitKey is
+// what a request that may need it waits on (learning.wait).
+type nupkgFact struct {
+	key, waitKey string
+	inScope      bool
+	k            cachestore.Known
+}
+
+// readNupkg reads stored package p (blob d)'s install script: what its
+// downloads must hash to. What it read before an error is kept.
+func (s *Door) readNupkg(p Plan, d cachestore.Digest) ([]nupkgFact, error) {
+	b, err := s.store.ReadBlob(d)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("read package %s back: %w", p.ShownURL(), err)
 	}
-	pkg, err := chocolatey.ReadPackage(f, st.Size())
+	defer b.Close()
+	st, err := b.File.Stat()
 	if err != nil {
-		return err
+		return nil, err
+	}
+	pkg, err := chocolatey.ReadPackage(b.File, st.Size())
+	if err != nil {
+		return nil, err
 	}
 	sc, err := pkg.Installers()
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", pkg.ID, pkg.Version, err)
+		return nil, fmt.Errorf("%s %s: %w", pkg.ID, pkg.Version, err)
 	}
 	if len(sc.Skipped) > 0 {
 		s.log.Debug("package's install script names downloads warren cannot learn (they are cached by URL)",
 			slog.String("package", pkg.ID+" "+pkg.Version), slog.Int("count", len(sc.Skipped)), slog.String("first", sc.Skipped[0]))
 	}
+	var out []nupkgFact
 	for _, in := range sc.Installers {
 		key, ok := CanonicalString(in.URL)
 		d := cachestore.Digest{Algo: in.ChecksumType, Hex: in.Checksum}
 		k := cachestore.Known{Digest: d, Size: -1, Name: path.Base(in.URL), Source: in.URL}
-		if err := emit(installerKey(key), ok, k); err != nil {
-			return err
-		}
-		if err := emit(installerURLKey(d, key), ok, k); err != nil {
-			return err
-		}
+		out = append(out,
+			nupkgFact{key: installerKey(key), waitKey: installerKey(key), inScope: ok, k: k},
+			nupkgFact{key: installerURLKey(d, key), waitKey: installerDigestKey(d), inScope: ok, k: k})
 	}
-	return nil
+	return out, nil
 }
 
 // isInstallerFact says whether an index key is an installer's URL fact
