@@ -337,6 +337,17 @@ func (s *Door) CheckSignature(ctx context.Context, p Plan, d cachestore.Digest) 
 	return err
 }
 
+// Keyed says whether the file at key belongs to a repository whose
+// metadata must be signed (its keys are known): what it lists is learnt
+// only from a verified Release or repomd.xml.
+func (s *Door) Keyed(key string) bool {
+	if s.cfg.Keys == nil {
+		return false
+	}
+	_, ok := s.cfg.Keys.For(key)
+	return ok
+}
+
 // VerifiedTop reads a held top metadata file p (blob d) as a learn reads
 // it, once it passed its check as a fetched one must: an InRelease's
 // signed text (nothing around it), another file whole. A file that fails

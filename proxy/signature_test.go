@@ -15,6 +15,7 @@ import (
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/hub/preload"
+	"github.com/warren-cache/warren/hub/replicate"
 	"github.com/warren-cache/warren/trust"
 )
 
@@ -513,5 +514,80 @@ func TestPreloadReadsOnlyVerifiedReleases(t *testing.T) {
 				t.Errorf("preload took %d packages (failures %q, %v), want %d", run.Fetched, run.Failures, err, tt.fetched)
 			}
 		})
+	}
+}
+
+// A hub with the keys that pulls from one without them applies the index
+// files and packages of a repository with keys only once a verified
+// Release lists them: a mirror's forged generation (its InRelease refused)
+// leaves nothing stored or offered in its change feed, its files kept
+// aside until a newer verified Release, pulled next, leaves them out and
+// its own are applied.
+func TestPullerAppliesOnlyWhatAVerifiedReleaseLists(t *testing.T) {
+	publisher, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	up := newUpstream(t, 10)
+	list := hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"},
+		Architectures: []string{"amd64"}, Packages: []string{"app"}}}}
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload, hub.SyncToken{Name: "all", Token: allToken}))
+	main.clock.ns.Store(time.Now().UnixNano())
+	sec := newHarness(t, up, asSyncHub("secondary", hub.FetchAndPreload), withKeys(t, up.URL+"/debian/", publisher.keyring()))
+	sec.clock.ns.Store(time.Now().UnixNano())
+	var state hub.SourceState
+	pull := func() hub.ReplicateRun {
+		c := hub.FeedClient{From: hub.ReplicateFrom{Name: "src", URL: main.front.URL, Token: allToken}, Self: sec.role.ID(), HTTP: &http.Client{}}
+		return sec.puller().Run(t.Context(), replicate.Options{Client: c, From: state, Saved: func(s hub.SourceState) { state = s }})
+	}
+	generation := func(p aptPkg, by *signer) {
+		up.setArchive([]aptPkg{p})
+		signRelease(up, by, "")
+		main.clock.advance(time.Minute)
+		if run, err := main.preload(t.Context(), preload.Options{List: list}); err != nil || run.Fetched != 1 {
+			t.Fatalf("the source hub's preload: %+v %v", run, err)
+		}
+	}
+	offered := func(after uint64, p aptPkg) bool {
+		changes, _, err := sec.store.Changes(after, 100000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range changes {
+			if c.Digest.Hex == sha256hex(p.body) || strings.HasSuffix(c.Key, p.path()) {
+				return true
+			}
+		}
+		return false
+	}
+
+	good := aptPkg{"app", "1.0", "", randomBytes(20000, 71)}
+	generation(good, publisher)
+	if r := pull(); !r.OK() || r.Unverified != 0 || !offered(0, good) {
+		t.Fatalf("the signed generation: %+v; offered on: %v", r, offered(0, good))
+	}
+	_, cursor, _ := sec.store.Changes(0, 100000)
+
+	evil := aptPkg{"app", "1.1", "", randomBytes(20000, 72)}
+	generation(evil, mirror)
+	r := pull()
+	if r.OK() || r.Unverified == 0 {
+		t.Errorf("the forged generation: %+v, want its InRelease refused and its files kept aside", r)
+	}
+	if offered(cursor, evil) {
+		t.Error("the forged generation's package is offered in the pulling hub's change feed")
+	}
+	if sec.door.Holds(cachestore.Digest{Algo: "sha256", Hex: sha256hex(evil.body)}) {
+		t.Error("the forged generation's package is stored")
+	}
+	if len(state.Retry) == 0 {
+		t.Error("the forged generation's files were not kept to try again")
+	}
+
+	newer := aptPkg{"app", "1.2", "", randomBytes(20000, 73)}
+	generation(newer, publisher)
+	r = pull()
+	if !offered(cursor, newer) {
+		t.Errorf("the next signed generation was not applied: %+v", r)
+	}
+	if offered(cursor, evil) || len(state.Retry) != 0 {
+		t.Errorf("after a newer verified Release: forged package offered %v, %d entries still kept (%+v)", offered(cursor, evil), len(state.Retry), r)
 	}
 }
