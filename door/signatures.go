@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -304,12 +305,25 @@ func (s *Door) fetchSignature(ctx context.Context, p Plan, name string, stale bo
 }
 
 // releaseValidUntil reads a verified Release's Valid-Until (zero: none).
+// A Release the parser refuses still has its field honoured, read from
+// its lines (a malformed file is the learn's to report, but an expired
+// one is expired whatever else it holds).
 func releaseValidUntil(text []byte) (time.Time, error) {
-	rel, err := debian.ParseRelease(bytes.NewReader(text))
-	if err != nil || rel.ValidUntil == "" {
-		return time.Time{}, nil // a malformed file is the learn's to report
+	var until string
+	if rel, err := debian.ParseRelease(bytes.NewReader(text)); err == nil {
+		until = rel.ValidUntil
+	} else {
+		for line := range strings.Lines(string(text)) {
+			if v, ok := strings.CutPrefix(line, "Valid-Until:"); ok {
+				until = strings.TrimSpace(v)
+				break
+			}
+		}
 	}
-	t, err := debian.ParseDate(rel.ValidUntil)
+	if until == "" {
+		return time.Time{}, nil
+	}
+	t, err := debian.ParseDate(until)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("its Valid-Until: %w", err)
 	}

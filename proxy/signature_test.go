@@ -591,3 +591,29 @@ func TestPullerAppliesOnlyWhatAVerifiedReleaseLists(t *testing.T) {
 		t.Errorf("after a newer verified Release: forged package offered %v, %d entries still kept (%+v)", offered(cursor, evil), len(state.Retry), r)
 	}
 }
+
+// Valid-Until is honoured in a Release warren's parser refuses: a
+// mirror replaying an old, validly signed generation gains nothing from
+// a line the parser does not read.
+func TestValidUntilOfAMalformedRelease(t *testing.T) {
+	publisher := newSigner(t, "publisher@warren.invalid")
+	for _, tt := range []struct {
+		name, extra string
+		want        string
+	}{
+		{"expired", "Valid-Until: " + time.Now().Add(-time.Hour).UTC().Format(time.RFC1123) + "\nnot a field\n", door.SigFailed},
+		{"valid", "Valid-Until: " + time.Now().Add(time.Hour).UTC().Format(time.RFC1123) + "\nnot a field\n", door.SigVerified},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, 1000)
+			signRelease(up, publisher, tt.extra)
+			h := newHarness(t, up, withKeys(t, up.URL+"/debian/", publisher.keyring()))
+			h.clock.ns.Store(time.Now().UnixNano())
+			h.mustGet(up.URL+releasePath, 200)
+			h.known(up.URL + releasePath) // its learn (and check) done
+			if st := stateOf(h, up.URL+"/debian/dists/stable/"); st.State != tt.want {
+				t.Errorf("state %+v, want %s", st, tt.want)
+			}
+		})
+	}
+}
