@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -173,5 +175,42 @@ func TestInternalizeSharedLiteral(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// archive/zip builds every entry of a zip's directory before the number
+// of files can be counted: a package of many empty entries cost memory
+// several times its size (a 50 MiB one of 512 Ki entries, 121 MiB). Its
+// directory is read within a bound, and the package refused.
+func TestReadPackageManyEntries(t *testing.T) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i := range 1 << 19 {
+		if _, err := zw.CreateHeader(&zip.FileHeader{Name: strconv.FormatInt(int64(i), 16), Method: zip.Store}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zw.Close()
+	b := buf.Bytes()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := ReadPackage(bytes.NewReader(b), int64(len(b)))
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a package of 512 Ki files was read")
+	}
+	t.Logf("%v; allocated %d MiB", err, (after.TotalAlloc-before.TotalAlloc)>>20)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8*maxDirectoryBytes {
+		t.Errorf("opening a package of %d MiB allocated %d MiB", len(b)>>20, alloc>>20)
+	}
+	// A package of a few thousand files reads as before.
+	var files []string
+	for i := range 3000 {
+		files = append(files, "content/"+strings.Repeat("d", 40)+"/"+strconv.Itoa(i)+".txt", "x")
+	}
+	ok := testPackage(t, "many", "1.0", "", files...)
+	if _, err := ReadPackage(bytes.NewReader(ok), int64(len(ok))); err != nil {
+		t.Fatalf("a package of 3000 files: %v", err)
 	}
 }
