@@ -9,6 +9,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/warren-cache/warren/internal/xmlbound"
 )
@@ -17,10 +18,16 @@ import (
 // package, and tools/chocolateyInstall.ps1 is what choco runs.
 
 // Limits: a package holds a handful of files to a few thousand; its
-// nuspec is a few KB.
+// nuspec is a few KB. archive/zip builds every entry of the central
+// directory before anyone can count them (a few hundred bytes of memory
+// for each 46 bytes of directory), reading the directory to its end
+// whatever its end record says: what it may read while it opens a
+// package is bounded (maxDirectoryBytes), and a package whose directory
+// is longer is refused.
 const (
-	maxPackageFiles = 1 << 16
-	maxNuspecBytes  = 1 << 20
+	maxPackageFiles   = 1 << 16
+	maxNuspecBytes    = 1 << 20
+	maxDirectoryBytes = 4 << 20
 )
 
 // Package is what warren reads of a .nupkg.
@@ -34,11 +41,59 @@ type Package struct {
 
 // ReadPackage reads a package's nuspec and install script.
 func ReadPackage(r io.ReaderAt, size int64) (*Package, error) {
-	zr, err := zip.NewReader(r, size)
+	zr, err := openZip(r, size)
 	if err != nil {
 		return nil, fmt.Errorf("read package: %w", err)
 	}
 	return readPackage(zr)
+}
+
+// errDirectoryTooLarge refuses a package whose central directory is
+// longer than maxDirectoryBytes.
+var errDirectoryTooLarge = fmt.Errorf("its zip directory is larger than %d bytes: more files than a package holds", maxDirectoryBytes)
+
+// openZip opens a zip, reading at most maxDirectoryBytes (and the end
+// record) to do so: its entries are read as usual afterwards.
+func openZip(r io.ReaderAt, size int64) (*zip.Reader, error) {
+	br := &budgetReader{r: r, left: maxDirectoryBytes + 66<<10}
+	zr, err := zip.NewReader(br, size)
+	br.mu.Lock()
+	br.left = -1 // opened: the entries' reads are not counted
+	br.mu.Unlock()
+	return zr, err
+}
+
+// budgetReader fails its reads once left bytes were read (-1: never).
+type budgetReader struct {
+	r    io.ReaderAt
+	mu   sync.Mutex // guards left
+	left int64
+}
+
+func (b *budgetReader) ReadAt(p []byte, off int64) (int, error) {
+	b.mu.Lock()
+	left := b.left
+	b.mu.Unlock()
+	if left < 0 {
+		return b.r.ReadAt(p, off)
+	}
+	if left == 0 {
+		return 0, errDirectoryTooLarge
+	}
+	short := int64(len(p)) > left
+	if short {
+		p = p[:left]
+	}
+	n, err := b.r.ReadAt(p, off)
+	b.mu.Lock()
+	if b.left >= 0 {
+		b.left = max(0, b.left-int64(n))
+	}
+	b.mu.Unlock()
+	if err == nil && short {
+		err = errDirectoryTooLarge
+	}
+	return n, err
 }
 
 func readPackage(zr *zip.Reader) (*Package, error) {
@@ -138,7 +193,7 @@ var ErrNothingToRewrite = errors.New("the install script names no download warre
 // the rewrite makes false. It returns the new package and the downloads
 // rewritten. The same package and answers give the same bytes.
 func Internalize(nupkg []byte, to func(Installer) (string, bool)) ([]byte, []Installer, error) {
-	zr, err := zip.NewReader(bytes.NewReader(nupkg), int64(len(nupkg)))
+	zr, err := openZip(bytes.NewReader(nupkg), int64(len(nupkg)))
 	if err != nil {
 		return nil, nil, fmt.Errorf("read package: %w", err)
 	}
@@ -151,23 +206,25 @@ func Internalize(nupkg []byte, to func(Installer) (string, bool)) ([]byte, []Ins
 		return nil, nil, err
 	}
 	repl := map[Span]string{}
+	// poisoned are literals that feed downloads which must differ (or one
+	// that to refuses): not rewritten, whatever other downloads of them say.
+	poisoned := map[Span]bool{}
 	var done []Installer
 	for _, in := range sc.Installers {
-		if in.URLSpan.IsZero() {
+		if in.URLSpan.IsZero() || poisoned[in.URLSpan] {
 			continue
 		}
 		u, ok := to(in)
-		if !ok {
-			continue
-		}
-		if prev, seen := repl[in.URLSpan]; seen && prev != u {
+		if prev, seen := repl[in.URLSpan]; !ok || seen && prev != u {
 			// One literal, two downloads that must differ: not rewritten.
+			poisoned[in.URLSpan] = true
 			delete(repl, in.URLSpan)
 			continue
 		}
 		repl[in.URLSpan] = u
 		done = append(done, in)
 	}
+	done = slices.DeleteFunc(done, func(in Installer) bool { return poisoned[in.URLSpan] })
 	if len(repl) == 0 {
 		return nil, nil, ErrNothingToRewrite
 	}

@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +124,93 @@ func TestInternalize(t *testing.T) {
 	md5, _ := os.ReadFile("testdata/scripts/md5.ps1")
 	if _, _, err := Internalize(testPackage(t, "legacy", "1.0", string(md5)), hub); err != ErrNothingToRewrite {
 		t.Fatalf("a package with no download warren can rewrite: %v", err)
+	}
+}
+
+// A literal that feeds downloads which must differ (checksums that differ,
+// or one the hub refuses) is not rewritten, however many downloads use it
+// and in whatever order: a rewrite would send each of them to one hub URL,
+// whose bytes cannot match all their checksums. What else the script
+// downloads is rewritten as usual, and done names only what was.
+func TestInternalizeSharedLiteral(t *testing.T) {
+	sum := func(c string) string { return strings.Repeat(c, 64) }
+	call := func(u, c string) string {
+		return "Get-ChocolateyWebFile -PackageName x -FileFullPath f -Url " + u + " -Checksum " + sum(c) + " -ChecksumType sha256\n"
+	}
+	other := call("'https://v.example/other.exe'", "f")
+	hub := func(in Installer) (string, bool) {
+		return "http://hub/_warren/installers/" + in.Checksum + "/x.exe", in.Checksum != sum("e")
+	}
+	tests := []struct {
+		name, script string
+	}{
+		{"three downloads, the first two differ", "$u = 'https://v.example/a.exe'\n" + call("$u", "a") + call("$u", "b") + call("$u", "c") + other},
+		{"three downloads, the last differs", "$u = 'https://v.example/a.exe'\n" + call("$u", "a") + call("$u", "a") + call("$u", "c") + other},
+		{"one the hub refuses, then one it takes", "$u = 'https://v.example/a.exe'\n" + call("$u", "e") + call("$u", "a") + other},
+		{"one the hub takes, then one it refuses", "$u = 'https://v.example/a.exe'\n" + call("$u", "a") + call("$u", "e") + other},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, done, err := Internalize(testPackage(t, "x", "1.0", tt.script), hub)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(done) != 1 || !strings.HasSuffix(done[0].URL, "/other.exe") {
+				t.Errorf("done names %+v, want other.exe alone", done)
+			}
+			pkg, err := ReadPackage(bytes.NewReader(out), int64(len(out)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc, err := pkg.Installers()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, in := range sc.Installers {
+				switch {
+				case strings.HasPrefix(in.URL, "http://hub/") && !strings.Contains(in.URL, in.Checksum):
+					t.Errorf("a download checked against %s… now fetches %s: it cannot match", in.Checksum[:8], in.URL)
+				case in.Checksum == sum("f") && !strings.HasPrefix(in.URL, "http://hub/"):
+					t.Errorf("the other download was not rewritten: %s", in.URL)
+				}
+			}
+		})
+	}
+}
+
+// archive/zip builds every entry of a zip's directory before the number
+// of files can be counted: a package of many empty entries cost memory
+// several times its size (a 50 MiB one of 512 Ki entries, 121 MiB). Its
+// directory is read within a bound, and the package refused.
+func TestReadPackageManyEntries(t *testing.T) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i := range 1 << 19 {
+		if _, err := zw.CreateHeader(&zip.FileHeader{Name: strconv.FormatInt(int64(i), 16), Method: zip.Store}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zw.Close()
+	b := buf.Bytes()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := ReadPackage(bytes.NewReader(b), int64(len(b)))
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a package of 512 Ki files was read")
+	}
+	t.Logf("%v; allocated %d MiB", err, (after.TotalAlloc-before.TotalAlloc)>>20)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8*maxDirectoryBytes {
+		t.Errorf("opening a package of %d MiB allocated %d MiB", len(b)>>20, alloc>>20)
+	}
+	// A package of a few thousand files reads as before.
+	var files []string
+	for i := range 3000 {
+		files = append(files, "content/"+strings.Repeat("d", 40)+"/"+strconv.Itoa(i)+".txt", "x")
+	}
+	ok := testPackage(t, "many", "1.0", "", files...)
+	if _, err := ReadPackage(bytes.NewReader(ok), int64(len(ok))); err != nil {
+		t.Fatalf("a package of 3000 files: %v", err)
 	}
 }

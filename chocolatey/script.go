@@ -36,12 +36,21 @@ import (
 // kept: MD5 and SHA1 (choco's default type is MD5) can be forged, and a
 // blob's name must not be.
 
-// Limits: real install scripts are a few KB with a handful of downloads.
+// Limits: real install scripts are a few KB with a handful of downloads,
+// and no value longer than a URL. A script could make a value double with
+// each line ($a = $a + $a) or splat one big table on every argument: each
+// value is bounded, so is the text a parse puts together in all, and so is
+// its work (tokens read, table entries bound). What passes a bound is not
+// followed: a value too long is unknown, and a parse out of steps stops
+// where it is, learning nothing from the call it was reading.
 const (
 	maxScriptBytes = 256 << 10
 	maxInstallers  = 32
 	maxVars        = 4096
 	maxNesting     = 32
+	maxValueBytes  = 8 << 10
+	maxBuiltBytes  = 16 * maxScriptBytes
+	maxSteps       = 1 << 20
 )
 
 // ErrScriptTooLarge refuses a script over maxScriptBytes.
@@ -135,16 +144,78 @@ type parser struct {
 	vars  map[string]value
 	out   *Script
 	depth int
+	// built counts the bytes of the strings put together so far, steps
+	// the tokens read and table entries bound (the limits above).
+	built, steps int
+	// stopped: out of steps, the parse reads nothing more (every token
+	// is the end).
+	stopped bool
+	// tooLong: a value was past maxValueBytes (said once in Skipped).
+	tooLong bool
 }
 
-func (p *parser) peek() token { return p.toks[p.i] }
+var eof = token{kind: tEOF}
+
+func (p *parser) peek() token {
+	if p.stopped {
+		return eof
+	}
+	return p.toks[p.i]
+}
 
 func (p *parser) advance() token {
-	t := p.toks[p.i]
+	t := p.peek()
 	if t.kind != tEOF {
 		p.i++
+		p.step(1)
 	}
 	return t
+}
+
+// step counts n units of work, and stops the parse past maxSteps.
+func (p *parser) step(n int) bool {
+	p.steps += n
+	if p.steps > maxSteps && !p.stopped {
+		p.stopped = true
+		p.skip(fmt.Sprintf("the script takes more than %d steps to read: the rest of it is not learnt", maxSteps))
+	}
+	return !p.stopped
+}
+
+// join puts strings together into one value: unknown when it would be
+// longer than maxValueBytes, or the parse has put too much together.
+func (p *parser) join(parts ...string) (string, bool) {
+	n := 0
+	for _, s := range parts {
+		n += len(s)
+	}
+	if n > maxValueBytes {
+		if !p.tooLong {
+			p.tooLong = true
+			p.skip(fmt.Sprintf("a value longer than %d bytes is not followed", maxValueBytes))
+		}
+		return "", false
+	}
+	if p.built += n; p.built > maxBuiltBytes {
+		if !p.tooLong {
+			p.tooLong = true
+			p.skip(fmt.Sprintf("the script puts more than %d bytes of text together: the rest of its values are not followed", maxBuiltBytes))
+		}
+		return "", false
+	}
+	return strings.Join(parts, ""), true
+}
+
+// concat is a + b: a string when both are, and not too long.
+func (p *parser) concat(a, b value) value {
+	if a.kind != vString || b.kind != vString {
+		return unknown
+	}
+	s, ok := p.join(a.s, b.s)
+	if !ok {
+		return unknown
+	}
+	return value{kind: vString, s: s}
 }
 
 func (p *parser) isPunct(text string) bool {
@@ -204,7 +275,7 @@ func (p *parser) assignment() bool {
 				return false
 			}
 			p.advance()
-			key, ok := evalString(k.parts, p.vars)
+			key, ok := p.evalString(k.parts)
 			if !ok || !p.isPunct("]") {
 				return false
 			}
@@ -254,12 +325,7 @@ func (p *parser) expression() value {
 	for !p.atEnd() {
 		if p.isPunct("+") {
 			p.advance()
-			w := p.primary(false)
-			if v.kind == vString && w.kind == vString {
-				v = value{kind: vString, s: v.s + w.s}
-				continue
-			}
-			v = unknown
+			v = p.concat(v, p.primary(false))
 			continue
 		}
 		// An operator, a method call, an index: not followed.
@@ -323,7 +389,7 @@ func (p *parser) primary(argMode bool) value {
 	switch t.kind {
 	case tString:
 		p.advance()
-		s, ok := evalString(t.parts, p.vars)
+		s, ok := p.evalString(t.parts)
 		if !ok {
 			return p.members(unknown)
 		}
@@ -407,7 +473,7 @@ func (p *parser) members(v value) value {
 			if k.kind == tString && len(p.toks) > p.i+1 && p.toks[p.i+1].kind == tPunct && p.toks[p.i+1].text == "]" {
 				p.advance()
 				p.advance()
-				key, ok := evalString(k.parts, p.vars)
+				key, ok := p.evalString(k.parts)
 				if ok && v.kind == vTable {
 					if w, found := v.table[strings.ToLower(key)]; found {
 						v = w
@@ -451,7 +517,7 @@ func (p *parser) hashtable() value {
 		case tWord:
 			key = strings.ToLower(t.text)
 		case tString:
-			s, ok := evalString(t.parts, p.vars)
+			s, ok := p.evalString(t.parts)
 			if !ok {
 				p.skipEntry()
 				continue
@@ -485,12 +551,7 @@ func (p *parser) entryValue() value {
 		}
 		if p.isPunct("+") {
 			p.advance()
-			w := p.primary(false)
-			if v.kind == vString && w.kind == vString {
-				v = value{kind: vString, s: v.s + w.s}
-			} else {
-				v = unknown
-			}
+			v = p.concat(v, p.primary(false))
 			continue
 		}
 		p.skipOne()
@@ -509,24 +570,31 @@ func (p *parser) skipEntry() {
 	}
 }
 
-// evalString puts a string's parts together; false when one is unknown.
-func evalString(parts []strPart, vars map[string]value) (string, bool) {
-	var b strings.Builder
+// evalString puts a string's parts together; false when one is unknown,
+// or the whole would be too long (join).
+func (p *parser) evalString(parts []strPart) (string, bool) {
+	if len(parts) == 1 && parts[0].varName == "" && !parts[0].unknown {
+		return parts[0].lit, true // a literal: the script's own text, no copy
+	}
+	strs := make([]string, 0, len(parts))
 	for _, pt := range parts {
 		switch {
 		case pt.unknown:
 			return "", false
 		case pt.varName != "":
-			v, ok := vars[pt.varName]
+			v, ok := p.vars[pt.varName]
 			if !ok || v.kind != vString {
 				return "", false
 			}
-			b.WriteString(v.s)
+			strs = append(strs, v.s)
 		default:
-			b.WriteString(pt.lit)
+			strs = append(strs, pt.lit)
 		}
 	}
-	return b.String(), true
+	if !p.step(len(parts)) {
+		return "", false
+	}
+	return p.join(strs...)
 }
 
 // ---- the helpers that download ----
@@ -566,6 +634,9 @@ func (p *parser) call(h helper) {
 		case t.kind == tSplat:
 			p.advance()
 			if v, ok := p.vars[t.text]; ok && v.kind == vTable {
+				if !p.step(len(v.table)) {
+					return // out of steps: this call is not read whole
+				}
 				for k, w := range v.table {
 					named[canonicalParam(k)] = w
 				}
@@ -584,6 +655,9 @@ func (p *parser) call(h helper) {
 		default:
 			positional = append(positional, p.argument())
 		}
+	}
+	if p.stopped {
+		return // its arguments were not all read: it teaches nothing
 	}
 	// Named first, then positional ones fill the positions left, in order.
 	next := 0
@@ -609,12 +683,7 @@ func (p *parser) argument() value {
 		t, prev := p.peek(), p.toks[p.i-1]
 		switch {
 		case prev.span.End == t.span.Start && (t.kind == tWord || t.kind == tVar || t.kind == tString):
-			w := p.primary(true)
-			if v.kind == vString && w.kind == vString {
-				v = value{kind: vString, s: v.s + w.s}
-			} else {
-				v = unknown
-			}
+			v = p.concat(v, p.primary(true))
 		case p.isPunct(","):
 			p.advance()
 			if !p.atEnd() {

@@ -1,11 +1,14 @@
 package chocolatey
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The fixtures under testdata/scripts are shaped like the community
@@ -169,5 +172,120 @@ func TestParseInstallScriptLimits(t *testing.T) {
 	}
 	if len(got.Installers) != maxInstallers {
 		t.Fatalf("%d downloads kept, want the limit %d", len(got.Installers), maxInstallers)
+	}
+}
+
+// A value that doubles with each line is bounded: a few hundred bytes of
+// script must not make the parser allocate without end, and what comes
+// after the bomb is still read. Each form is a way of putting strings
+// together: '+', a double-quoted string, a table's entry, an argument
+// written in pieces.
+func TestParseInstallScriptValueBounds(t *testing.T) {
+	const sum = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	after := "Install-ChocolateyPackage -Url 'https://a.example/x.exe' -Checksum '" + sum + "' -ChecksumType sha256\n"
+	tests := []struct{ name, double, use string }{
+		{"plus", "$a = $a + $a\n", "Install-ChocolateyPackage -Url ('https://v.example/' + $a) -Checksum '" + sum + "' -ChecksumType sha256\n"},
+		{"double-quoted", "$a = \"$a$a\"\n", "Install-ChocolateyPackage -Url \"https://v.example/$a\" -Checksum '" + sum + "' -ChecksumType sha256\n"},
+		{"table entry", "$t = @{ u = $a + $a }\n$a = $t.u\n", "Install-ChocolateyPackage @{ url = 'https://v.example/' + $a }\n"},
+		{"argument in pieces", "$a = $a + $a\n", "Install-ChocolateyPackage -Url https://v.example/$a$a -Checksum '" + sum + "' -ChecksumType sha256\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b strings.Builder
+			b.WriteString("$a = '" + strings.Repeat("x", 64) + "'\n")
+			for range 22 { // 64 B * 2^22: 256 MiB, were it not bounded
+				b.WriteString(tt.double)
+			}
+			b.WriteString(tt.use + after)
+			var before, done runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			got, err := ParseInstallScript(strings.NewReader(b.String()), Env{})
+			runtime.ReadMemStats(&done)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if alloc := done.TotalAlloc - before.TotalAlloc; alloc > 2*maxBuiltBytes {
+				t.Errorf("a %d-byte script allocated %d MiB", b.Len(), alloc>>20)
+			}
+			if len(got.Installers) != 1 || got.Installers[0].URL != "https://a.example/x.exe" {
+				var urls []string
+				for _, in := range got.Installers {
+					urls = append(urls, clip(in.URL))
+				}
+				t.Errorf("learnt %q, want the download after the bomb alone", urls)
+			}
+			if !slices.ContainsFunc(got.Skipped, func(s string) bool { return strings.Contains(s, "longer than") }) {
+				t.Errorf("no reason says a value was too long: %q", got.Skipped)
+			}
+		})
+	}
+}
+
+// A parse's work is bounded: one big table splatted on every argument of
+// a call (85,000 times a table of 4,000 entries) took 14 s of CPU. Out of
+// steps, the parse stops, and the call it was reading teaches nothing
+// (its later arguments were not read); what came before is learnt.
+func TestParseInstallScriptWorkBound(t *testing.T) {
+	const sum = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	before := "Install-ChocolateyPackage -Url 'https://a.example/x.exe' -Checksum '" + sum + "' -ChecksumType sha256\n"
+	tests := []struct{ name, script string }{
+		{"a table splatted on every argument", func() string {
+			var b strings.Builder
+			b.WriteString(before + "$t = @{")
+			for i := range 4000 {
+				fmt.Fprintf(&b, "k%d=1;", i)
+			}
+			b.WriteString("url='https://a.example/late.exe';checksum='" + sum + "';checksumtype='sha256'}\nInstall-ChocolateyPackage")
+			for b.Len() < maxScriptBytes-4 {
+				b.WriteString(" @t")
+			}
+			return b.String() + "\n"
+		}()},
+		{"many calls that splat a big table", func() string {
+			var b strings.Builder
+			b.WriteString(before + "$t = @{")
+			for i := range 4000 {
+				fmt.Fprintf(&b, "k%d=1;", i)
+			}
+			b.WriteString("}\n")
+			for b.Len() < maxScriptBytes-100 {
+				b.WriteString("Get-ChocolateyWebFile @t\n")
+			}
+			return b.String()
+		}()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			type result struct {
+				sc  *Script
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				sc, err := ParseInstallScript(strings.NewReader(tt.script), Env{})
+				done <- result{sc, err}
+			}()
+			var got *Script
+			select {
+			case r := <-done:
+				if r.err != nil {
+					t.Fatal(r.err)
+				}
+				got = r.sc
+			case <-time.After(20 * time.Second):
+				t.Fatalf("a %d KiB script was still being read after 20 s", len(tt.script)>>10)
+			}
+			var urls []string
+			for _, in := range got.Installers {
+				urls = append(urls, in.URL)
+			}
+			if !slices.Equal(urls, []string{"https://a.example/x.exe"}) {
+				t.Errorf("learnt %q, want the download before the costly part alone", urls)
+			}
+			if !slices.ContainsFunc(got.Skipped, func(s string) bool { return strings.Contains(s, "steps") }) {
+				t.Errorf("no reason says the script was too costly to read: %q", got.Skipped)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package door
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -236,6 +237,30 @@ func (c *committingFill) Start(info cachestore.FillInfo) error {
 	return nil
 }
 
+// checksSignature says whether this fill is a hub's top metadata file (a
+// Release, an InRelease, a repomd.xml), which it stores only once its
+// signature verifies: whatever planned its digest (none, or a metalink's).
+func (c *committingFill) checksSignature() bool {
+	return c.s.cfg.KeepGenerations > 0 && c.s.cfg.Keys != nil && isTop(c.p) && !c.p.Cred.Private()
+}
+
+// checkSignature checks the fill's bytes (verified against the plan's
+// digest, if any, by the engine) as top metadata, closed: bytes that
+// cannot be read back fail.
+func (c *committingFill) checkSignature() error {
+	body, err := io.ReadAll(io.LimitReader(c.Fill.Bytes(), maxTopBytes+1))
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: its bytes could not be read back to check: %w", ErrSignature, err)
+	case len(body) > maxTopBytes:
+		return fmt.Errorf("%w: larger than %d bytes", ErrSignature, maxTopBytes)
+	}
+	if v := c.s.checkTop(c.s.ctx, c.p, c.Fill.Digest(), body); !v.ok {
+		return v.err
+	}
+	return nil
+}
+
 // held says whether the fill's bytes reach no reader before they verify.
 func (c *committingFill) held() bool {
 	return c.holdsGeneration() || c.p.Group != "" && c.p.Meta == MetaRepomd && !c.p.Digest.IsZero()
@@ -254,14 +279,11 @@ func (c *committingFill) Restart() error {
 
 func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
 	s, p := c.s, c.p
-	if c.holdsGeneration() && c.learn == nil && s.cfg.Keys != nil {
+	if c.checksSignature() {
 		// A hub stores no top metadata that fails its signature check:
 		// nodes and clients keep the previous generation (signatures.go).
-		body, err := io.ReadAll(io.LimitReader(c.Fill.Bytes(), maxTopBytes+1))
-		if err == nil {
-			if v := s.checkTop(s.ctx, p, c.Fill.Digest(), body); !v.ok {
-				return cachestore.Digest{}, &UpstreamFetchError{URL: p.URL, Err: v.err}
-			}
+		if err := c.checkSignature(); err != nil {
+			return cachestore.Digest{}, &UpstreamFetchError{URL: p.URL, Err: err}
 		}
 	}
 	if c.holdsGeneration() && c.learn == nil {

@@ -46,6 +46,12 @@ type learnRun struct {
 	scope string
 	seq   uint64 // order of begin: a learn waits only for older ones
 	done  chan struct{}
+	// named, for a package's learn (installerScope, which is every
+	// URL no repository lists), is closed once its script is read, and
+	// names then holds the keys it teaches about: a request for any other
+	// URL does not wait for the rest of it. nil: not a package's learn.
+	named chan struct{}
+	names map[string]bool
 }
 
 func (l *learning) begin(scope repoScope) *learnRun {
@@ -53,6 +59,9 @@ func (l *learning) begin(scope repoScope) *learnRun {
 	defer l.mu.Unlock()
 	l.seq++
 	lr := &learnRun{scope: string(scope), seq: l.seq, done: make(chan struct{})}
+	if scope == installerScope {
+		lr.named = make(chan struct{})
+	}
 	if l.running == nil {
 		l.running = map[*learnRun]struct{}{}
 	}
@@ -60,7 +69,28 @@ func (l *learning) begin(scope repoScope) *learnRun {
 	return lr
 }
 
+// name says which keys a package's learn teaches about, once (the first
+// call counts): requests for others no longer wait for it.
+func (l *learning) name(lr *learnRun, keys []string) {
+	if lr.named == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-lr.named:
+		return
+	default:
+	}
+	lr.names = make(map[string]bool, len(keys))
+	for _, k := range keys {
+		lr.names[k] = true
+	}
+	close(lr.named)
+}
+
 func (l *learning) end(lr *learnRun) {
+	l.name(lr, nil) // a learn that ends unread teaches about nothing
 	l.mu.Lock()
 	delete(l.running, lr)
 	l.mu.Unlock()
@@ -69,17 +99,27 @@ func (l *learning) end(lr *learnRun) {
 
 // wait blocks until no learn teaches about key (none older than self, if
 // self is set: so two learns never wait for each other), ctx ends or
-// learnWaitMax passes.
+// learnWaitMax passes. A package's learn is waited for until its script
+// is read, and to its end only when the script names key.
 func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
 	var deadline *time.Timer // made only once there is something to wait for: most calls (every hit) have nothing
 	for {
-		var pending *learnRun
+		var pending <-chan struct{}
 		l.mu.Lock()
 		for lr := range l.running {
-			if (self == nil || lr.seq < self.seq) && strings.HasPrefix(key, lr.scope) {
-				pending = lr
-				break
+			if (self != nil && lr.seq >= self.seq) || !strings.HasPrefix(key, lr.scope) {
+				continue
 			}
+			ch := lr.done
+			if lr.named != nil {
+				if !closed(lr.named) {
+					ch = lr.named // its script is not read yet: until it is
+				} else if !lr.names[key] {
+					continue // its script does not name key
+				}
+			}
+			pending = ch
+			break
 		}
 		l.mu.Unlock()
 		if pending == nil {
@@ -90,12 +130,22 @@ func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
 			defer deadline.Stop()
 		}
 		select {
-		case <-pending.done:
+		case <-pending:
 		case <-ctx.Done():
 			return
 		case <-deadline.C:
 			return
 		}
+	}
+}
+
+// closed says whether ch is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -156,6 +206,19 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	if p.Meta == MetaNupkg && p.Digest.IsZero() {
 		return // a package its feed gave no hash for teaches nothing
 	}
+	var nupkg []nupkgFact
+	var nupkgErr error
+	if p.Meta == MetaNupkg {
+		// Its script first: until it is read, a request for any URL no
+		// repository lists waits for this learn; then only one for a URL
+		// the script names does (learning.wait).
+		nupkg, nupkgErr = s.readNupkg(p, d)
+		var keys []string
+		for _, f := range nupkg {
+			keys = append(keys, f.key, f.waitKey)
+		}
+		s.learning.name(lr, keys)
+	}
 	// The parent metadata (Release for a Packages file) may still be
 	// being learnt: its verdict on this file's hash comes first.
 	s.learning.wait(s.ctx, p.Key, lr)
@@ -198,7 +261,12 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
 	if p.Meta == MetaNupkg {
-		err = s.parseNupkg(p, f.File, rec.add)
+		err = nupkgErr
+		for _, nf := range nupkg {
+			if aerr := rec.add(nf.key, nf.inScope, nf.k); aerr != nil && err == nil {
+				err = aerr
+			}
+		}
 	} else {
 		err = parseMeta(s.ctx, s.decoders, p, d, scope, src, rec.add)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,9 +78,10 @@ const maxSigStates = 512
 
 // signatures is the door's signature bookkeeping.
 type signatures struct {
-	// verified are the top files whose signature verified (by blob):
-	// learnt again, they need no second fetch of their signature.
-	verified *lru.Cache[cachestore.Digest, verifiedTop]
+	// verified are the checks of top files that verified: the same
+	// bytes checked the same way against the same keys need no second
+	// fetch of their signature.
+	verified *lru.Cache[verifiedKey, verifiedTop]
 	// retry are blobs whose check could not be made (their signature
 	// could not be fetched): a hit learns them again.
 	retry *lru.Cache[cachestore.Digest, struct{}]
@@ -88,13 +90,24 @@ type signatures struct {
 	states map[string]SignatureState
 }
 
+// verifiedKey names a check made: a blob, read as the same kind of file
+// (an InRelease, a Release with its Release.gpg, a repomd.xml with its
+// repomd.xml.asc), verified with the keys of the same repository. Bytes
+// another repository's keys verified prove nothing here.
+type verifiedKey struct {
+	repo   *trust.Repo
+	meta   string
+	inline bool
+	d      cachestore.Digest
+}
+
 type verifiedTop struct {
 	signer     string
 	validUntil time.Time // zero: none
 }
 
 func newSignatures() signatures {
-	v, _ := lru.New[cachestore.Digest, verifiedTop](1024)
+	v, _ := lru.New[verifiedKey, verifiedTop](1024)
 	r, _ := lru.New[cachestore.Digest, struct{}](256)
 	return signatures{verified: v, retry: r, states: map[string]SignatureState{}}
 }
@@ -158,7 +171,8 @@ func (s *Door) checkTop(ctx context.Context, p Plan, d cachestore.Digest, body [
 		return topVerdict{ok: true}
 	}
 	inline := path.Base(p.MetaName) == "InRelease"
-	if v, ok := s.sigs.verified.Get(d); ok && !d.IsZero() {
+	vk := verifiedKey{repo: repo, meta: p.Meta, inline: inline, d: d}
+	if v, ok := s.sigs.verified.Get(vk); ok && !d.IsZero() {
 		if err := s.validUntil(v.validUntil); err == nil {
 			text := []byte(nil)
 			if inline {
@@ -166,6 +180,9 @@ func (s *Door) checkTop(ctx context.Context, p Plan, d cachestore.Digest, body [
 					text = signedText(blk.Plaintext)
 				}
 			}
+			// The repository's state is this check's, whatever the
+			// one before it said.
+			s.noteSignature(SignatureState{Repository: repoName, State: SigVerified, Signer: v.signer, Keys: repo.From})
 			return topVerdict{ok: true, text: text}
 		}
 	}
@@ -205,15 +222,24 @@ func (s *Door) checkTop(ctx context.Context, p Plan, d cachestore.Digest, body [
 			slog.String("url", p.ShownURL()), slog.String("repository", repoName), slog.String("keys", repo.From), slog.Any("err", verr))
 		return topVerdict{err: fmt.Errorf("%w: %w", ErrSignature, verr), transient: transient}
 	}
-	st.State, st.Signer = SigVerified, signed.Signer
+	st.State, st.Signer = SigVerified, signerName(signed)
 	s.noteSignature(st)
 	if !d.IsZero() {
-		s.sigs.verified.Add(d, verifiedTop{signer: signed.Signer, validUntil: until})
+		s.sigs.verified.Add(vk, verifiedTop{signer: st.Signer, validUntil: until})
 	}
 	if inline {
 		return topVerdict{ok: true, text: signed.Text}
 	}
 	return topVerdict{ok: true}
+}
+
+// signerName names the key that signed, for the page: a subkey with its
+// primary key.
+func signerName(signed *trust.Signed) string {
+	if signed.Primary != "" && signed.Primary != signed.Signer {
+		return signed.Signer + " (a subkey of " + signed.Primary + ")"
+	}
+	return signed.Signer
 }
 
 // signedText is a clearsigned text as a file of whole lines.
@@ -279,12 +305,25 @@ func (s *Door) fetchSignature(ctx context.Context, p Plan, name string, stale bo
 }
 
 // releaseValidUntil reads a verified Release's Valid-Until (zero: none).
+// A Release the parser refuses still has its field honoured, read from
+// its lines (a malformed file is the learn's to report, but an expired
+// one is expired whatever else it holds).
 func releaseValidUntil(text []byte) (time.Time, error) {
-	rel, err := debian.ParseRelease(bytes.NewReader(text))
-	if err != nil || rel.ValidUntil == "" {
-		return time.Time{}, nil // a malformed file is the learn's to report
+	var until string
+	if rel, err := debian.ParseRelease(bytes.NewReader(text)); err == nil {
+		until = rel.ValidUntil
+	} else {
+		for line := range strings.Lines(string(text)) {
+			if v, ok := strings.CutPrefix(line, "Valid-Until:"); ok {
+				until = strings.TrimSpace(v)
+				break
+			}
+		}
 	}
-	t, err := debian.ParseDate(rel.ValidUntil)
+	if until == "" {
+		return time.Time{}, nil
+	}
+	t, err := debian.ParseDate(until)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("its Valid-Until: %w", err)
 	}
@@ -308,14 +347,43 @@ func (s *Door) CheckSignature(ctx context.Context, p Plan, d cachestore.Digest) 
 	if s.cfg.Keys == nil || !isTop(p) {
 		return nil
 	}
+	_, err := s.VerifiedTop(ctx, p, d)
+	return err
+}
+
+// Keyed says whether the file at key belongs to a repository whose
+// metadata must be signed (its keys are known): what it lists is learnt
+// only from a verified Release or repomd.xml.
+func (s *Door) Keyed(key string) bool {
+	if s.cfg.Keys == nil {
+		return false
+	}
+	_, ok := s.cfg.Keys.For(key)
+	return ok
+}
+
+// VerifiedTop reads a held top metadata file p (blob d) as a learn reads
+// it, once it passed its check as a fetched one must: an InRelease's
+// signed text (nothing around it), another file whole. A file that fails
+// gives an error wrapping ErrSignature; one of a repository with no keys
+// is read whole. For warren's own readers (a preload run): what they act
+// on is what a learn would have learnt from.
+func (s *Door) VerifiedTop(ctx context.Context, p Plan, d cachestore.Digest) ([]byte, error) {
 	body, err := s.readTop(d)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if v := s.checkTop(ctx, p, d, body); !v.ok {
-		return v.err
+	if s.cfg.Keys == nil || !isTop(p) {
+		return body, nil
 	}
-	return nil
+	v := s.checkTop(ctx, p, d, body)
+	switch {
+	case !v.ok:
+		return nil, v.err
+	case v.text != nil:
+		return v.text, nil
+	}
+	return body, nil
 }
 
 func (s *Door) readTop(d cachestore.Digest) ([]byte, error) {

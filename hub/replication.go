@@ -337,6 +337,11 @@ type ReplicateRun struct {
 	Refused int `json:"refused,omitempty"`
 	// ToRetry counts the entries that failed, kept to try again.
 	ToRetry int `json:"to_retry,omitempty"`
+	// Unverified counts the entries of repositories with keys that no
+	// verified Release or repomd.xml (nor an index file one lists) lists:
+	// not applied nor offered on; kept to try again, or dropped once a
+	// newer verified one does not list them either.
+	Unverified int `json:"unverified,omitempty"`
 	// Restarted: the source's change log was a new one (it was rebuilt),
 	// read from its start.
 	Restarted bool `json:"restarted,omitempty"`

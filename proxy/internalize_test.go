@@ -186,7 +186,7 @@ func TestNuGetExeInternalized(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := h.front.URL + "/_warren/installers/" + sha256hex(installer) + "/tool-setup.exe"
+	want := h.front.URL + "/_warren/installers/" + sha256hex(installer) + "/" + door.InstallerHint(vsrv.URL+"/dl/tool-setup.exe") + "/tool-setup.exe"
 	if !strings.Contains(string(script), "'"+want+"'") || !strings.Contains(strings.ToLower(string(script)), sha256hex(installer)) {
 		t.Fatalf("the installed script does not download from the hub (%s) with the same checksum:\n%s", want, script)
 	}
@@ -277,5 +277,74 @@ func TestInternalizePreloadAndReplication(t *testing.T) {
 	}
 	if n := v.count("/dl/tool-setup.exe"); n != 1 {
 		t.Fatalf("the vendor served %d times", n)
+	}
+}
+
+// A hub's /_warren/installers/<digest>/… path is the digest's: another
+// package (of any feed the hub serves) that names the same checksum with a
+// URL of its own, learnt before or after the real one, does not make the
+// hub fetch the rewritten package's installer from that URL, nor stop it
+// serving the installer it holds.
+func TestInstallerDigestPathStaysTheDigests(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		otherFirst bool // the other package is learnt before the real one
+		held       bool // the hub holds the installer before the other package is learnt
+	}{
+		{"held, then another package names it", false, true},
+		{"another package learnt first", true, false},
+		{"another package learnt after", false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			installer := randomBytes(1<<20, 81)
+			vsrv, _ := httpsVendor(t, map[string][]byte{"/releases/tool-2.0.0-setup.exe": installer})
+			other := newVendor(t) // serves nothing at its URL
+			feed := newNugetFeed(t)
+			u := vsrv.URL + "/releases/tool-2.0.0-setup.exe"
+			feed.mu.Lock()
+			feed.pkgs["tool/2.0.0"] = makeNupkg(t, "tool", "2.0.0", randomBytes(2000, 82), "tools/chocolateyInstall.ps1",
+				splattedScript(u, sha256hex(installer), u, sha256hex(installer)))
+			// The same file name, on another host: only the URL differs.
+			feed.pkgs["other/1.0.0"] = makeNupkg(t, "other", "1.0.0", randomBytes(2000, 83), "tools/chocolateyInstall.ps1",
+				splattedScript(other.URL+"/releases/tool-2.0.0-setup.exe", sha256hex(installer), other.URL+"/releases/tool-2.0.0-setup.exe", sha256hex(installer)))
+			feed.mu.Unlock()
+			h := internalizingHub(t, feed, vsrv.Certificate())
+			c := &chocoClient{t: t, base: h.front.URL + "/chocolatey/api/v2/", hc: &http.Client{}}
+			learnOther := func() {
+				_, entry := c.get(c.base + "Packages(Id='other',Version='1.0.0')")
+				checkEntries(t, c, entry) // its package downloaded, as choco does: learnt
+			}
+			if tt.otherFirst {
+				learnOther()
+			}
+			_, entry := c.get(c.base + "Packages(Id='tool',Version='2.0.0')")
+			ins := scriptOf(t, checkEntries(t, c, entry)[c.base+"package/tool/2.0.0"])
+			if len(ins) == 0 || !strings.Contains(ins[0].URL, "/_warren/installers/") {
+				t.Fatalf("not rewritten: %+v", ins)
+			}
+			if tt.held {
+				if resp, body := c.get(ins[0].URL); resp.StatusCode != 200 || !bytes.Equal(body, installer) {
+					t.Fatalf("the installer from the hub: %d", resp.StatusCode)
+				}
+			}
+			if !tt.otherFirst {
+				learnOther()
+			}
+			resp, body := c.get(ins[0].URL)
+			if resp.StatusCode != 200 || !bytes.Equal(body, installer) {
+				t.Errorf("the rewritten package's installer from the hub: %d %q", resp.StatusCode, clipBody(body))
+			}
+			if n := other.count("/releases/tool-2.0.0-setup.exe"); n != 0 {
+				t.Errorf("the other package's URL was asked %d times for the real package's installer", n)
+			}
+			// As an older hub wrote it (no hint): the digest's blob.
+			hint := door.InstallerHint(u)
+			if resp, body := c.get(strings.Replace(ins[0].URL, "/"+hint+"/", "/", 1)); resp.StatusCode != 200 || !bytes.Equal(body, installer) {
+				t.Errorf("the installer by its digest alone: %d", resp.StatusCode)
+			}
+			if resp, _ := c.get(strings.Replace(ins[0].URL, "/"+hint+"/", "/not-a-hint/", 1)); resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("a hint that is none: %d, want 400", resp.StatusCode)
+			}
+		})
 	}
 }

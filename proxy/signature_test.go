@@ -15,6 +15,7 @@ import (
 	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/hub/preload"
+	"github.com/warren-cache/warren/hub/replicate"
 	"github.com/warren-cache/warren/trust"
 )
 
@@ -357,5 +358,262 @@ func TestSignaturesReplicationAndPreload(t *testing.T) {
 		if c.Key == key && c.Digest.Hex != sha256hex(signedGen) {
 			t.Fatal("the pulling hub offers the mirror's InRelease in its own change feed")
 		}
+	}
+}
+
+// A check that verified is remembered for the same bytes, read as the same
+// kind of file, in the same repository only: bytes /debian/'s key signed
+// do not pass as /other/'s InRelease (another key), an InRelease's bytes
+// served as a Release still need their Release.gpg, and a remembered
+// check says so on the page as a new one would.
+func TestVerifiedChecksStayInTheirRepository(t *testing.T) {
+	publisher, internal, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "internal@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	setup := func(t *testing.T) (*upstream, *harness) {
+		up := newUpstream(t, 1000)
+		signRelease(up, publisher, "")
+		up.mu.Lock()
+		for _, p := range []string{releasePath, packagesPath, debPath} {
+			up.files["/other/"+strings.TrimPrefix(p, "/debian/")] = up.files[p]
+		}
+		up.mu.Unlock()
+		keys := func(c *testConfig, _ *cachestore.Config) {
+			k, w := trust.Load(trust.Config{Keys: []trust.RepoKeyring{
+				{URL: up.URL + "/debian/", Keyring: publisher.keyring()},
+				{URL: up.URL + "/other/", Keyring: internal.keyring()},
+			}})
+			if len(w) > 0 {
+				t.Fatal(w)
+			}
+			c.Keys = k
+		}
+		h := newHarness(t, up, keys)
+		h.clock.ns.Store(time.Now().UnixNano())
+		h.learn() // /debian/'s InRelease verified with /debian/'s key
+		return up, h
+	}
+	t.Run("another repository's InRelease", func(t *testing.T) {
+		up, h := setup(t)
+		h.mustGet(up.URL+"/other/dists/stable/InRelease", 200)
+		h.mustGet(up.URL+"/other/dists/stable/main/binary-amd64/Packages.gz", 200)
+		if _, err := h.known(up.URL + "/other/pool/main/h/hello/hello_1.0_amd64.deb"); err == nil {
+			t.Error("/other/ learnt from an InRelease /other/'s key did not sign")
+		}
+		if st := stateOf(h, up.URL+"/other/dists/stable/"); st.State != door.SigFailed {
+			t.Errorf("/other/: %+v, want failed", st)
+		}
+	})
+	t.Run("an InRelease's bytes as a Release", func(t *testing.T) {
+		up, h := setup(t)
+		up.mu.Lock()
+		up.files["/debian/dists/stable/Release"] = up.files[releasePath] // and no Release.gpg
+		up.mu.Unlock()
+		h.mustGet(up.URL+"/debian/dists/stable/Release", 200)
+		h.known(up.URL + "/debian/dists/stable/Release") // its learn (and check) done
+		st := stateOf(h, up.URL+"/debian/dists/stable/")
+		if st.State != door.SigFailed || !strings.Contains(st.Reason, "Release.gpg") {
+			t.Errorf("a Release with no Release.gpg: %+v, want failed for want of it", st)
+		}
+	})
+	t.Run("a remembered check is shown", func(t *testing.T) {
+		up, h := setup(t)
+		suite := up.URL + "/debian/dists/stable/"
+		serve := func(b []byte) {
+			up.mu.Lock()
+			up.files[releasePath] = b
+			up.modAt = up.modAt.Add(time.Hour)
+			up.mu.Unlock()
+			h.clock.advance(time.Minute) // past index_ttl: fetched again
+			h.mustGet(up.URL+releasePath, 200)
+			h.known(suite + "InRelease") // its learn (and check) done
+		}
+		up.mu.Lock()
+		good := up.files[releasePath]
+		up.mu.Unlock()
+		serve(mirror.clearsign([]byte("Origin: test\nSuite: stable\n")))
+		if st := stateOf(h, suite); st.State != door.SigFailed {
+			t.Fatalf("a mirror's InRelease: %+v, want failed", st)
+		}
+		serve(good) // the bytes checked first, again
+		if st := stateOf(h, suite); st.State != door.SigVerified || st.Signer == "" {
+			t.Errorf("the publisher's InRelease again: %+v, want verified, by its key", st)
+		}
+	})
+}
+
+// A hub checks a repomd.xml whatever planned its digest: one a metalink
+// names the hash of (a mirror group) is stored, handed out and preloaded
+// from only when its repomd.xml.asc verifies, as one planned by its URL.
+func TestHubChecksMetalinkRepomd(t *testing.T) {
+	publisher, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	for _, tt := range []struct {
+		name   string
+		by     *signer
+		stored bool
+	}{{"its key", publisher, true}, {"a mirror's key", mirror, false}} {
+		t.Run(tt.name, func(t *testing.T) {
+			site := newMirrorSite(t, 1000)
+			for i, u := range site.mirrors {
+				u.mu.Lock()
+				u.files[site.path(i, "repodata/repomd.xml.asc")] = tt.by.detach(site.repomd)
+				u.mu.Unlock()
+			}
+			keys := func(c *testConfig, _ *cachestore.Config) {
+				var rk []trust.RepoKeyring
+				for _, b := range site.bases {
+					rk = append(rk, trust.RepoKeyring{URL: b, Keyring: publisher.keyring()})
+				}
+				k, w := trust.Load(trust.Config{Keys: rk})
+				if len(w) > 0 {
+					t.Fatal(w)
+				}
+				c.Keys = k
+			}
+			h := newHarness(t, site.lists, asHub(hub.FetchAndPreload, 5), keys)
+			h.clock.ns.Store(time.Now().UnixNano())
+			_, body := h.mustGet(site.metalinkURL(), 200)
+			base := listed(t, body).Mirrors[0].Base
+			resp, got, err := h.get(base + "repodata/repomd.xml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, serr := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(site.repomd)})
+			if stored := serr == nil; stored != tt.stored {
+				t.Errorf("repomd.xml stored: %v, want %v", stored, tt.stored)
+			}
+			if served := resp.StatusCode == 200 && bytes.Equal(got, site.repomd); served != tt.stored {
+				t.Errorf("repomd.xml handed out (%d): %v, want %v", resp.StatusCode, served, tt.stored)
+			}
+			run, err := h.preload(t.Context(), preload.Options{List: hub.PreloadList{RPM: []hub.RPMPreload{{BaseURL: base, Packages: []string{"hello"}}}}})
+			if took := run.Fetched > 0; took != tt.stored {
+				t.Errorf("preload took %d packages (failures %q, %v); want some: %v", run.Fetched, run.Failures, err, tt.stored)
+			}
+		})
+	}
+}
+
+// A preload run acts on what the door's check passed, not on the bytes it
+// holds: a warren that keeps a Release failing its check (a node passes it
+// to its clients) preloads nothing that Release lists.
+func TestPreloadReadsOnlyVerifiedReleases(t *testing.T) {
+	publisher, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	for _, tt := range []struct {
+		name    string
+		by      *signer
+		fetched int
+	}{{"its key", publisher, 1}, {"a mirror's key", mirror, 0}} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, 10)
+			up.setArchive([]aptPkg{{"app", "1.0", "", randomBytes(20000, 73)}})
+			signRelease(up, tt.by, "")
+			h := newHarness(t, up, withKeys(t, up.URL+"/debian/", publisher.keyring()))
+			h.clock.ns.Store(time.Now().UnixNano())
+			list := hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"},
+				Architectures: []string{"amd64"}, Packages: []string{"app"}}}}
+			run, err := h.preload(t.Context(), preload.Options{List: list})
+			if run.Fetched != tt.fetched {
+				t.Errorf("preload took %d packages (failures %q, %v), want %d", run.Fetched, run.Failures, err, tt.fetched)
+			}
+		})
+	}
+}
+
+// A hub with the keys that pulls from one without them applies the index
+// files and packages of a repository with keys only once a verified
+// Release lists them: a mirror's forged generation (its InRelease refused)
+// leaves nothing stored or offered in its change feed, its files kept
+// aside until a newer verified Release, pulled next, leaves them out and
+// its own are applied.
+func TestPullerAppliesOnlyWhatAVerifiedReleaseLists(t *testing.T) {
+	publisher, mirror := newSigner(t, "publisher@warren.invalid"), newSigner(t, "mirror@warren.invalid")
+	up := newUpstream(t, 10)
+	list := hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"}, Components: []string{"main"},
+		Architectures: []string{"amd64"}, Packages: []string{"app"}}}}
+	main := newHarness(t, up, asSyncHub("main", hub.FetchAndPreload, hub.SyncToken{Name: "all", Token: allToken}))
+	main.clock.ns.Store(time.Now().UnixNano())
+	sec := newHarness(t, up, asSyncHub("secondary", hub.FetchAndPreload), withKeys(t, up.URL+"/debian/", publisher.keyring()))
+	sec.clock.ns.Store(time.Now().UnixNano())
+	var state hub.SourceState
+	pull := func() hub.ReplicateRun {
+		c := hub.FeedClient{From: hub.ReplicateFrom{Name: "src", URL: main.front.URL, Token: allToken}, Self: sec.role.ID(), HTTP: &http.Client{}}
+		return sec.puller().Run(t.Context(), replicate.Options{Client: c, From: state, Saved: func(s hub.SourceState) { state = s }})
+	}
+	generation := func(p aptPkg, by *signer) {
+		up.setArchive([]aptPkg{p})
+		signRelease(up, by, "")
+		main.clock.advance(time.Minute)
+		if run, err := main.preload(t.Context(), preload.Options{List: list}); err != nil || run.Fetched != 1 {
+			t.Fatalf("the source hub's preload: %+v %v", run, err)
+		}
+	}
+	offered := func(after uint64, p aptPkg) bool {
+		changes, _, err := sec.store.Changes(after, 100000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range changes {
+			if c.Digest.Hex == sha256hex(p.body) || strings.HasSuffix(c.Key, p.path()) {
+				return true
+			}
+		}
+		return false
+	}
+
+	good := aptPkg{"app", "1.0", "", randomBytes(20000, 71)}
+	generation(good, publisher)
+	if r := pull(); !r.OK() || r.Unverified != 0 || !offered(0, good) {
+		t.Fatalf("the signed generation: %+v; offered on: %v", r, offered(0, good))
+	}
+	_, cursor, _ := sec.store.Changes(0, 100000)
+
+	evil := aptPkg{"app", "1.1", "", randomBytes(20000, 72)}
+	generation(evil, mirror)
+	r := pull()
+	if r.OK() || r.Unverified == 0 {
+		t.Errorf("the forged generation: %+v, want its InRelease refused and its files kept aside", r)
+	}
+	if offered(cursor, evil) {
+		t.Error("the forged generation's package is offered in the pulling hub's change feed")
+	}
+	if sec.door.Holds(cachestore.Digest{Algo: "sha256", Hex: sha256hex(evil.body)}) {
+		t.Error("the forged generation's package is stored")
+	}
+	if len(state.Retry) == 0 {
+		t.Error("the forged generation's files were not kept to try again")
+	}
+
+	newer := aptPkg{"app", "1.2", "", randomBytes(20000, 73)}
+	generation(newer, publisher)
+	r = pull()
+	if !offered(cursor, newer) {
+		t.Errorf("the next signed generation was not applied: %+v", r)
+	}
+	if offered(cursor, evil) || len(state.Retry) != 0 {
+		t.Errorf("after a newer verified Release: forged package offered %v, %d entries still kept (%+v)", offered(cursor, evil), len(state.Retry), r)
+	}
+}
+
+// Valid-Until is honoured in a Release warren's parser refuses: a
+// mirror replaying an old, validly signed generation gains nothing from
+// a line the parser does not read.
+func TestValidUntilOfAMalformedRelease(t *testing.T) {
+	publisher := newSigner(t, "publisher@warren.invalid")
+	for _, tt := range []struct {
+		name, extra string
+		want        string
+	}{
+		{"expired", "Valid-Until: " + time.Now().Add(-time.Hour).UTC().Format(time.RFC1123) + "\nnot a field\n", door.SigFailed},
+		{"valid", "Valid-Until: " + time.Now().Add(time.Hour).UTC().Format(time.RFC1123) + "\nnot a field\n", door.SigVerified},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			up := newUpstream(t, 1000)
+			signRelease(up, publisher, tt.extra)
+			h := newHarness(t, up, withKeys(t, up.URL+"/debian/", publisher.keyring()))
+			h.clock.ns.Store(time.Now().UnixNano())
+			h.mustGet(up.URL+releasePath, 200)
+			h.known(up.URL + releasePath) // its learn (and check) done
+			if st := stateOf(h, up.URL+"/debian/dists/stable/"); st.State != tt.want {
+				t.Errorf("state %+v, want %s", st, tt.want)
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
 // Config says where the keys are.
@@ -49,10 +50,22 @@ type Repo struct {
 	// From says where its keys were named (a sources line, a .repo
 	// section, the configuration).
 	From string
-	ring openpgp.EntityList
+	// sets are the keys each of the sources naming it trusts: a
+	// signature by a key of any of them is good.
+	sets []keySet
 	// problem, when set, is why its keys could not be read: its
 	// metadata fails (closed, as apt would on that machine).
 	problem string
+}
+
+// keySet is the keys one source trusts to sign: a keyring's, all of
+// them or those its Signed-By fingerprints select (apt's rules, in
+// signedBy).
+type keySet struct {
+	ring openpgp.EntityList
+	// only, when set, are the fingerprints (upper-case hex) of the keys
+	// and subkeys that may sign; nil: every key of ring.
+	only map[string]bool
 }
 
 // Keys are the repositories with keys, found by URL.
@@ -80,7 +93,7 @@ func Load(cfg Config) (*Keys, []string) {
 			continue
 		}
 		ring, err := readKeyring(k.Keyring)
-		l.add(prefix, where+" ("+k.Keyring+")", ring, err)
+		l.add(prefix, where+" ("+k.Keyring+")", keySet{ring: ring}, err)
 	}
 	keys := &Keys{}
 	for _, r := range l.byPrefix {
@@ -149,9 +162,9 @@ func (l *loader) warn(format string, args ...any) {
 	l.warnings = append(l.warnings, fmt.Sprintf(format, args...))
 }
 
-// add records that prefix's metadata is signed by ring (named at from);
-// the keys of two entries for one repository are both good.
-func (l *loader) add(prefix, from string, ring openpgp.EntityList, err error) {
+// add records that prefix's metadata is signed by the keys of set (named
+// at from); the keys of two entries for one repository are both good.
+func (l *loader) add(prefix, from string, set keySet, err error) {
 	r := l.byPrefix[prefix]
 	if r == nil {
 		r = &Repo{Prefix: prefix, From: from}
@@ -166,7 +179,7 @@ func (l *loader) add(prefix, from string, ring openpgp.EntityList, err error) {
 		}
 		return
 	}
-	r.ring = append(r.ring, ring...)
+	r.sets = append(r.sets, set)
 }
 
 // apt reads apt's sources and keyrings under dir.
@@ -216,61 +229,96 @@ func (l *loader) apt(dir string) {
 		}
 		if len(src.SignedBy) == 0 {
 			if len(l.global) > 0 {
-				l.add(prefix, src.Where, l.global, nil)
+				l.add(prefix, src.Where, keySet{ring: l.global}, nil)
 			}
 			continue
 		}
-		var ring openpgp.EntityList
-		var firstErr error
-		for _, sb := range src.SignedBy {
-			got, err := l.signedBy(sb)
-			if err != nil && firstErr == nil {
-				firstErr = err
+		set, err := l.signedBy(src.SignedBy, src.Where)
+		l.add(prefix, src.Where, set, err)
+	}
+}
+
+// signedBy reads a source's Signed-By as apt 2.6 does (sources.list(5),
+// and apt's gpgv method): one inline armored key, or keyring files
+// (absolute paths) and fingerprints, which select keys from those
+// keyrings, or from trusted.gpg and trusted.gpg.d when it names none.
+// With no fingerprint, every key of the keyrings signs. A fingerprint
+// selects the key that has it: a primary key with its subkeys, or a
+// subkey alone; FPR! the key with that very fingerprint, not its
+// subkeys. apt fails the source when a keyring it names cannot be read or
+// a fingerprint is not one (40 hex digits): so does warren, closed.
+func (l *loader) signedBy(items []string, from string) (keySet, error) {
+	if len(items) == 1 && strings.Contains(items[0], "BEGIN PGP PUBLIC KEY BLOCK") {
+		ring, err := openpgp.ReadArmoredKeyRing(strings.NewReader(items[0]))
+		if err == nil && len(ring) == 0 {
+			err = errors.New("its inline key block holds no key")
+		}
+		return keySet{ring: ring}, err
+	}
+	var ring openpgp.EntityList
+	var fprs []string
+	files := 0
+	for _, v := range items {
+		if strings.HasPrefix(v, "/") {
+			files++
+			got, err := readKeyring(v)
+			if err != nil {
+				return keySet{}, err // apt: "At least one invalid signature was encountered"
 			}
 			ring = append(ring, got...)
+			continue
 		}
-		if len(ring) > 0 {
-			firstErr = nil // one readable keyring of several is what apt uses
+		fp := strings.ToUpper(v)
+		if h := strings.TrimSuffix(fp, "!"); len(h) != 40 || strings.Trim(h, "0123456789ABCDEF") != "" {
+			return keySet{}, fmt.Errorf("signed-by %q is neither a keyring file (an absolute path) nor a fingerprint (its 40 hex digits): apt refuses the source", v)
 		}
-		l.add(prefix, src.Where, ring, firstErr)
+		fprs = append(fprs, fp)
 	}
+	where := "the keyrings it names"
+	if files == 0 {
+		ring, where = l.global, "trusted.gpg or trusted.gpg.d"
+	}
+	if len(fprs) == 0 {
+		return keySet{ring: ring}, nil
+	}
+	only := map[string]bool{}
+	var missing []string
+	for _, fp := range fprs {
+		h, exact := strings.CutSuffix(fp, "!")
+		found := false
+		for _, e := range ring {
+			if keyFingerprint(e.PrimaryKey) == h {
+				found, only[h] = true, true
+				if !exact {
+					for _, sk := range e.Subkeys {
+						only[keyFingerprint(sk.PublicKey)] = true
+					}
+				}
+			}
+			for _, sk := range e.Subkeys {
+				if keyFingerprint(sk.PublicKey) == h {
+					found, only[h] = true, true // a subkey's: that subkey alone
+				}
+			}
+		}
+		if !found {
+			missing = append(missing, h)
+		}
+	}
+	if len(only) == 0 {
+		return keySet{}, fmt.Errorf("no key %s in %s", strings.Join(missing, ", "), where)
+	}
+	if len(missing) > 0 {
+		l.warn("%s: signed-by names key %s, which is not in %s (the other keys it names sign)", from, strings.Join(missing, ", "), where)
+	}
+	return keySet{ring: ring, only: only}, nil
 }
 
-// signedBy reads one Signed-By item: an inline key, a keyring file, or a
-// fingerprint of a key in trusted.gpg(.d).
-func (l *loader) signedBy(v string) (openpgp.EntityList, error) {
-	switch {
-	case strings.Contains(v, "BEGIN PGP PUBLIC KEY BLOCK"):
-		return openpgp.ReadArmoredKeyRing(strings.NewReader(v))
-	case strings.HasPrefix(v, "/"):
-		return readKeyring(v)
+func keyFingerprint(k *packet.PublicKey) string {
+	if k == nil {
+		return ""
 	}
-	fp := strings.ToUpper(strings.TrimSuffix(v, "!"))
-	if _, err := hex.DecodeString(fp); err != nil || len(fp) < 16 {
-		return nil, fmt.Errorf("signed-by %q is neither a keyring file nor a fingerprint", v)
-	}
-	var out openpgp.EntityList
-	for _, e := range l.global {
-		if hasFingerprint(e, fp) {
-			out = append(out, e)
-		}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("no key %s in trusted.gpg or trusted.gpg.d", fp)
-	}
-	return out, nil
-}
-
-func hasFingerprint(e *openpgp.Entity, fp string) bool {
-	if strings.HasSuffix(strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint)), fp) {
-		return true
-	}
-	for _, sk := range e.Subkeys {
-		if strings.HasSuffix(strings.ToUpper(hex.EncodeToString(sk.PublicKey.Fingerprint)), fp) {
-			return true
-		}
-	}
-	return false
+	return strings.ToUpper(hex.EncodeToString(k.Fingerprint))
 }
 
 // yum reads dnf's .repo files under dir: a repository with repo_gpgcheck
@@ -319,7 +367,7 @@ func (l *loader) yum(dir string) {
 					continue
 				}
 				if prefix, ok := normalize(b, true); ok {
-					l.add(prefix, r.Where+" ["+r.ID+"]", ring, firstErr)
+					l.add(prefix, r.Where+" ["+r.ID+"]", keySet{ring: ring}, firstErr)
 				}
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -251,6 +252,108 @@ func TestLoad(t *testing.T) {
 			if (err == nil) != (k == tt.signer) {
 				t.Errorf("%s: signed by %s: %v", tt.url, k.email, err)
 			}
+		}
+	}
+}
+
+// fingerprints are the key's primary fingerprint and its subkeys', as gpg
+// lists them.
+func (k *gpgKey) fingerprints() []string {
+	var out []string
+	for _, line := range strings.Split(string(k.gpg(nil, "--with-colons", "--fingerprint", "--with-subkey-fingerprints", k.email)), "\n") {
+		if f := strings.Split(line, ":"); f[0] == "fpr" && len(f) > 9 {
+			out = append(out, f[9])
+		}
+	}
+	return out
+}
+
+// Signed-By as apt 2.6 reads it (sources.list(5), apt's gpgv method):
+// fingerprints select keys from the keyrings named beside them (or from
+// trusted.gpg.d when none is); a primary key's fingerprint takes its
+// subkeys too, FPR! that very key alone, a subkey's fingerprint that
+// subkey alone; a short key id, or a keyring that cannot be read, fails
+// the source. Each row was checked against apt-get update of apt 2.6.2
+// with the same keys and sources.
+func TestSignedByAsApt(t *testing.T) {
+	a, b := newGPGKey(t, "a@warren.invalid", "never"), newGPGKey(t, "b@warren.invalid", "never")
+	A := a.fingerprints()[0]
+	a.gpg(nil, "--quick-add-key", A, "ed25519", "sign", "never")
+	fprs := a.fingerprints()
+	if len(fprs) != 2 {
+		t.Fatalf("key a has %d fingerprints, want a primary and a subkey", len(fprs))
+	}
+	S, B := fprs[1], b.fingerprints()[0]
+	dir := t.TempDir()
+	ringA, ringB := filepath.Join(dir, "a.gpg"), filepath.Join(dir, "b.gpg")
+	both := filepath.Join(dir, "both.gpg")
+	os.WriteFile(ringA, a.gpg(nil, "--export", a.email), 0o644)
+	os.WriteFile(ringB, b.gpg(nil, "--export", b.email), 0o644)
+	os.WriteFile(both, append(a.gpg(nil, "--export", a.email), b.gpg(nil, "--export", b.email)...), 0o644)
+	signed := map[string][]byte{
+		"primary": a.gpg([]byte(release), "--local-user", A+"!", "--clearsign"),
+		"subkey":  a.gpg([]byte(release), "--local-user", S+"!", "--clearsign"),
+		"b":       b.clearsign(release),
+	}
+	tests := []struct {
+		signedBy string // as a one-line source's option: commas
+		accepts  []string
+		problem  bool // the source fails, closed
+	}{
+		{signedBy: A, accepts: []string{"primary", "subkey"}},
+		{signedBy: strings.ToLower(A), accepts: []string{"primary", "subkey"}},
+		{signedBy: A + "!", accepts: []string{"primary"}},
+		{signedBy: S, accepts: []string{"subkey"}},
+		{signedBy: S + "!", accepts: []string{"subkey"}},
+		{signedBy: B, accepts: []string{"b"}},
+		{signedBy: A + "," + B, accepts: []string{"primary", "subkey", "b"}},
+		{signedBy: both, accepts: []string{"primary", "subkey", "b"}},
+		{signedBy: both + "," + A, accepts: []string{"primary", "subkey"}},
+		{signedBy: both + "," + A + "!", accepts: []string{"primary"}},
+		{signedBy: both + "," + B, accepts: []string{"b"}},
+		{signedBy: ringA + "," + ringB, accepts: []string{"primary", "subkey", "b"}},
+		{signedBy: ringB + "," + A, problem: true},                              // A is not in b.gpg
+		{signedBy: A[24:], problem: true},                                       // a long key id, not a fingerprint
+		{signedBy: ringA + "," + A[24:], problem: true},                         // the same beside a keyring
+		{signedBy: filepath.Join(dir, "none.gpg") + "," + ringA, problem: true}, // apt fails on the keyring it cannot read
+	}
+	for _, tt := range tests {
+		name := strings.NewReplacer(A, "A", S, "S", B, "B", strings.ToLower(A), "a", A[24:], "A-id", dir+"/", "").Replace(tt.signedBy)
+		for _, form := range []string{"one-line", "deb822"} {
+			t.Run(name+"/"+form, func(t *testing.T) {
+				apt := filepath.Join(t.TempDir(), "apt")
+				os.MkdirAll(filepath.Join(apt, "trusted.gpg.d"), 0o755)
+				os.MkdirAll(filepath.Join(apt, "sources.list.d"), 0o755)
+				os.WriteFile(filepath.Join(apt, "trusted.gpg.d", "a.gpg"), a.gpg(nil, "--export", a.email), 0o644)
+				os.WriteFile(filepath.Join(apt, "trusted.gpg.d", "b.gpg"), b.gpg(nil, "--export", b.email), 0o644)
+				if form == "one-line" {
+					os.WriteFile(filepath.Join(apt, "sources.list.d", "x.list"), []byte("deb [signed-by="+tt.signedBy+"] http://repo.example/debian stable main\n"), 0o644)
+				} else {
+					os.WriteFile(filepath.Join(apt, "sources.list.d", "x.sources"), []byte("Types: deb\nURIs: http://repo.example/debian\nSuites: stable\nComponents: main\nSigned-By: "+strings.ReplaceAll(tt.signedBy, ",", " ")+"\n"), 0o644)
+				}
+				keys, _ := Load(Config{AptDir: apt})
+				repo, ok := keys.For("http://repo.example/debian/dists/stable/InRelease")
+				if !ok {
+					t.Fatal("no keys for the repository")
+				}
+				if got := repo.Problem() != ""; got != tt.problem {
+					t.Fatalf("problem %q, want one: %v", repo.Problem(), tt.problem)
+				}
+				for _, who := range []string{"primary", "subkey", "b"} {
+					s, err := repo.CheckInline(signed[who], time.Now().Add(time.Minute))
+					if want := slices.Contains(tt.accepts, who); (err == nil) != want {
+						t.Errorf("signed by %s: accepted %v (%v), want %v", who, err == nil, err, want)
+						continue
+					}
+					if err != nil {
+						continue
+					}
+					wantSigner, wantPrimary := map[string]string{"primary": A, "subkey": S, "b": B}[who], map[string]string{"primary": A, "subkey": A, "b": B}[who]
+					if s.Signer != wantSigner || s.Primary != wantPrimary {
+						t.Errorf("signed by %s: reported signer %s (primary %s), want %s (%s)", who, s.Signer, s.Primary, wantSigner, wantPrimary)
+					}
+				}
+			})
 		}
 	}
 }

@@ -18,8 +18,10 @@ import (
 
 // Signed is a file whose signature verified.
 type Signed struct {
-	// Signer is the fingerprint of the key that signed it.
-	Signer string
+	// Signer is the fingerprint of the key that signed it (a subkey's,
+	// when a subkey signed), Primary that of its primary key (the same
+	// when the primary key signed).
+	Signer, Primary string
 	// Text is what the signature covers: an InRelease's signed text
 	// (what to read, nothing around it), a detached signature's file.
 	Text []byte
@@ -66,7 +68,8 @@ func (r *Repo) CheckInline(data []byte, now time.Time) (*Signed, error) {
 	if len(plain) > 0 && plain[len(plain)-1] != '\n' {
 		plain = append(plain[:len(plain):len(plain)], '\n')
 	}
-	return &Signed{Signer: signer, Text: plain}, nil
+	signer.Text = plain
+	return signer, nil
 }
 
 // clearBlock is a clearsigned message's parts.
@@ -118,27 +121,66 @@ func (r *Repo) CheckDetached(data, sig []byte, now time.Time) (*Signed, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Signed{Signer: signer, Text: data}, nil
+	signer.Text = data
+	return signer, nil
 }
 
 // check verifies signed against the binary signature packets sig with
-// the repository's keys, and says which key signed.
-func (r *Repo) check(signed io.Reader, sig []byte, now time.Time) (string, error) {
+// the keys the repository's sources trust to sign, and says which key
+// signed.
+func (r *Repo) check(signed io.Reader, sig []byte, now time.Time) (*Signed, error) {
 	cfg := &packet.Config{Time: func() time.Time { return now }}
-	e, err := openpgp.CheckDetachedSignature(r.ring, signed, bytes.NewReader(sig), cfg)
+	ring := signingKeys(r.sets)
+	s, e, err := openpgp.VerifyDetachedSignature(ring, signed, bytes.NewReader(sig), cfg)
 	switch {
 	case err == nil:
-		return fingerprint(e), nil
+		return &Signed{Signer: ring.signer(s, e), Primary: keyFingerprint(e.PrimaryKey)}, nil
 	case errors.Is(err, pgperrors.ErrUnknownIssuer):
-		return "", fmt.Errorf("%w: signed by %s", ErrUnknownSigner, issuers(sig))
-	case errors.Is(err, pgperrors.ErrKeyExpired), errors.Is(err, pgperrors.ErrSignatureExpired), errors.Is(err, pgperrors.ErrKeyRevoked):
-		return "", fmt.Errorf("%w: %v", ErrBadSignature, err)
+		return nil, fmt.Errorf("%w: signed by %s", ErrUnknownSigner, issuers(sig))
 	}
-	var se pgperrors.SignatureError
-	if errors.As(err, &se) {
-		return "", fmt.Errorf("%w: %v", ErrBadSignature, err)
+	return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+}
+
+// signingKeys is the keys of sets that may sign, as the OpenPGP library
+// looks them up: a key a Signed-By fingerprint leaves out is not found,
+// as if its keyring did not hold it.
+type signingKeys []keySet
+
+func (k signingKeys) KeysById(id uint64) []openpgp.Key {
+	return k.allowed(func(ring openpgp.EntityList) []openpgp.Key { return ring.KeysById(id) })
+}
+
+func (k signingKeys) KeysByIdUsage(id uint64, usage byte) []openpgp.Key {
+	return k.allowed(func(ring openpgp.EntityList) []openpgp.Key { return ring.KeysByIdUsage(id, usage) })
+}
+
+// DecryptionKeys: none (nothing is decrypted).
+func (k signingKeys) DecryptionKeys() []openpgp.Key { return nil }
+
+func (k signingKeys) allowed(find func(openpgp.EntityList) []openpgp.Key) []openpgp.Key {
+	var out []openpgp.Key
+	for _, set := range k {
+		for _, key := range find(set.ring) {
+			if set.only == nil || set.only[keyFingerprint(key.PublicKey)] {
+				out = append(out, key)
+			}
+		}
 	}
-	return "", fmt.Errorf("%w: %v", ErrBadSignature, err)
+	return out
+}
+
+// signer is the fingerprint of the key of e that made s: the one the
+// library verified it with (the first of its issuer's keys it may use).
+func (k signingKeys) signer(s *packet.Signature, e *openpgp.Entity) string {
+	if s != nil && s.IssuerKeyId != nil {
+		for _, key := range k.KeysByIdUsage(*s.IssuerKeyId, packet.KeyFlagSign) {
+			fp := keyFingerprint(key.PublicKey)
+			if key.Entity == e && (len(s.IssuerFingerprint) == 0 || fp == strings.ToUpper(hex.EncodeToString(s.IssuerFingerprint))) {
+				return fp
+			}
+		}
+	}
+	return keyFingerprint(e.PrimaryKey)
 }
 
 // issuers names the keys a signature says made it (for the log).
@@ -165,13 +207,6 @@ func issuers(sig []byte) string {
 		return "no key it names"
 	}
 	return "key " + strings.Join(ids, ", ")
-}
-
-func fingerprint(e *openpgp.Entity) string {
-	if e == nil || e.PrimaryKey == nil {
-		return ""
-	}
-	return strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint))
 }
 
 // decoded is a clearsigned message taken apart.

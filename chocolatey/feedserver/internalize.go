@@ -26,7 +26,8 @@ import (
 // paid Package Internalizer; a hub does the same for its site: the
 // package it serves at /chocolatey/… is rewritten so that its install
 // script downloads each installer from the hub
-// (InstallersPrefix<sha256>/<file name>), the checksums left as they were,
+// (InstallersPrefix<sha256>/<hint>/<file name>), the checksums left as
+// they were,
 // so choco checks the very bytes the package named. https vendor URLs
 // need no interception this way. Feed answers carry the rewritten
 // package's hash and size: an entry whose package is rewritten already
@@ -47,7 +48,9 @@ import (
 const OriginalPrefix = "/chocolatey-original/"
 
 // InstallersPrefix is where a hub serves the installers its rewritten
-// packages download: InstallersPrefix<hex digest>/<file name>.
+// packages download: InstallersPrefix<hex digest>/<hint>/<file name>, the
+// hint naming the vendor URL the package gave (door.InstallerHint), or
+// InstallersPrefix<hex digest>/<file name> (as older hubs wrote it).
 const InstallersPrefix = "/_warren/installers/"
 
 // maxInternalizeBytes bounds a package read whole to be rewritten: a
@@ -154,10 +157,10 @@ func (s *Server) rewriteHeld(ctx context.Context, orig cachestore.Digest) (inter
 }
 
 // installerURL is where a rewritten script downloads an installer: this
-// hub, by its checksum, with the vendor's file name (choco names the file
-// it saves by it).
+// hub, by its checksum and the hint of the vendor URL the script named,
+// with the vendor's file name (choco names the file it saves by it).
 func (s *Server) installerURL(in chocolatey.Installer) string {
-	return strings.TrimSuffix(s.cfg.Internalize, "/") + InstallersPrefix + in.Checksum + "/" + installerFileName(in.URL)
+	return strings.TrimSuffix(s.cfg.Internalize, "/") + InstallersPrefix + in.Checksum + "/" + door.InstallerHint(in.URL) + "/" + installerFileName(in.URL)
 }
 
 // installerFileName is the vendor URL's last path segment, in safe bytes.
@@ -246,18 +249,34 @@ func (s *Server) ServeInstaller(w http.ResponseWriter, r *http.Request) *door.Pl
 		return nil
 	}
 	hexd, name, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, InstallersPrefix), "/")
+	hint := ""
+	if h, rest, ok := strings.Cut(name, "/"); ok {
+		hint, name = h, rest
+	}
 	algo := map[int]string{64: "sha256", 128: "sha512"}[len(hexd)]
 	d := cachestore.Digest{Algo: algo, Hex: hexd}
-	if algo == "" || d.Validate() != nil || name == "" || strings.Contains(name, "/") {
-		http.Error(w, "warren: want "+InstallersPrefix+"<sha256 or sha512, lower-case hex>/<file name>", http.StatusBadRequest)
+	if algo == "" || d.Validate() != nil || name == "" || strings.Contains(name, "/") || !validHint(hint) {
+		http.Error(w, "warren: want "+InstallersPrefix+"<sha256 or sha512, lower-case hex>/<hint, 16 hex digits>/<file name>", http.StatusBadRequest)
 		return nil
 	}
-	p, ok := s.door.InstallerPlan(r.Context(), d)
+	p, ok := s.door.InstallerPlan(r.Context(), d, hint)
 	if !ok {
 		http.Error(w, "warren: no package this hub learnt downloads an installer with checksum "+d.String(), http.StatusNotFound)
 		return nil
 	}
 	return &p
+}
+
+// validHint says whether h is an installer URL's hint (or none).
+func validHint(h string) bool {
+	if h == "" {
+		return true
+	}
+	if len(h) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(h)
+	return err == nil && strings.ToLower(h) == h
 }
 
 // Prepare readies a package a hub preloaded (orig, from the feed at
@@ -325,7 +344,7 @@ func (s *Server) fetchInstallers(ctx context.Context, orig cachestore.Digest, wh
 		if s.door.Holds(d) {
 			continue
 		}
-		p, ok := s.door.InstallerPlan(ctx, d)
+		p, ok := s.door.InstallerPlan(ctx, d, door.InstallerHint(in.URL))
 		if !ok {
 			errs = append(errs, fmt.Errorf("%s %s: installer %s not learnt", pkg.ID, pkg.Version, in.URL))
 			continue

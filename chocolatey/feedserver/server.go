@@ -35,7 +35,7 @@ type Door interface {
 	Fetch(ctx context.Context, p door.Plan, who door.Asker, opts door.FetchOptions) (cachestore.Digest, error)
 	Holds(d cachestore.Digest) bool
 	KeepBlob(ctx context.Context, key, kind string, body []byte, d cachestore.Digest) error
-	InstallerPlan(ctx context.Context, d cachestore.Digest) (door.Plan, bool)
+	InstallerPlan(ctx context.Context, d cachestore.Digest, hint string) (door.Plan, bool)
 }
 
 var _ Door = (*door.Door)(nil)

@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/warren-cache/warren/door"
 )
 
 // --chocolatey-upstream-rate reaches the daemon: with a budget of one
@@ -110,7 +112,7 @@ func TestInternalizeConfig(t *testing.T) {
 			rc.Close()
 		}
 	}
-	hubInstaller := u + "/_warren/installers/" + hexSum256(installer) + "/setup.exe"
+	hubInstaller := u + "/_warren/installers/" + hexSum256(installer) + "/" + door.InstallerHint(feed.URL+"/vendor/setup.exe") + "/setup.exe"
 	if !strings.Contains(string(script), "'"+hubInstaller+"'") {
 		t.Fatalf("the rewritten script:\n%s\nwant it to download %s", script, hubInstaller)
 	}

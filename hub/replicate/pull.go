@@ -34,6 +34,11 @@ type Door interface {
 	// CheckSignature checks a held Release or repomd.xml as a fetched
 	// one is (verify_signatures): an error refuses it.
 	CheckSignature(ctx context.Context, p door.Plan, d cachestore.Digest) error
+	// Keyed says whether key is a file of a repository with keys, and
+	// Learnt what its verified metadata says of it (after any learn in
+	// progress).
+	Keyed(key string) bool
+	Learnt(ctx context.Context, key string) (cachestore.Known, error)
 }
 
 // PullStore is what a pull needs of the cache beyond the door: the URL
@@ -102,6 +107,14 @@ type run struct {
 	// tops are the run's Releases and repomd.xml files, applied at its
 	// end: what they list may come on any later page.
 	tops []cachestore.Change
+	// held are the index files and packages of repositories with keys,
+	// applied at the run's end once a verified top (or an index file one
+	// lists) lists them at their digest: a source hub's word is not
+	// enough (applyHeld).
+	held []cachestore.Change
+	// verified are the repository roots of the tops whose signature
+	// verified this run, with the greatest of their places in the log.
+	verified map[string]uint64
 	// offered are the index files the source offered over the run, by
 	// key: a Release or repomd.xml is applied only when this hub holds
 	// those of them it lists.
@@ -123,14 +136,14 @@ func (r *run) done() {
 
 // Run runs one pull from the source and reports it.
 func (p *Puller) Run(ctx context.Context, o Options) hub.ReplicateRun {
-	r := &run{p: p, o: o, failed: map[cachestore.Digest]error{}, offered: map[string]cachestore.Digest{}, base: o.From.Cursor,
+	r := &run{p: p, o: o, failed: map[cachestore.Digest]error{}, offered: map[string]cachestore.Digest{}, verified: map[string]uint64{}, base: o.From.Cursor,
 		rep: hub.ReplicateRun{From: o.Client.From.Name, Start: p.now(), CursorIn: o.From.Cursor, CursorOut: o.From.Cursor}}
 	r.walk(ctx)
 	r.rep.End = p.now()
 	p.log.Info("replication run", slog.String("from", r.rep.From), slog.Uint64("cursor_before", r.rep.CursorIn),
 		slog.Uint64("cursor_after", r.rep.CursorOut), slog.Int("entries", r.rep.Entries), slog.Int("blobs", r.rep.Blobs),
 		slog.Int64("bytes", r.rep.Bytes), slog.Int("deleted", r.rep.Deleted), slog.Int("refused", r.rep.Refused),
-		slog.Int("failures", len(r.rep.Failures)), slog.Int("to_retry", len(r.retry)), slog.String("error", r.rep.Error))
+		slog.Int("unverified", r.rep.Unverified), slog.Int("failures", len(r.rep.Failures)), slog.Int("to_retry", len(r.retry)), slog.String("error", r.rep.Error))
 	return r.rep
 }
 
@@ -140,8 +153,12 @@ func (r *run) walk(ctx context.Context) {
 		return
 	}
 	// The tops last, once every page is in: a Release's Packages may
-	// come pages after it.
-	r.applyTops(ctx)
+	// come pages after it. Their bytes first (checked, and learnt from
+	// when they verify), then what they list of the repositories with
+	// keys, then the tops themselves.
+	tops := r.fetchTops(ctx)
+	r.applyHeld(ctx)
+	r.applyTops(ctx, tops)
 	r.save(state, cursor)
 }
 
@@ -222,7 +239,7 @@ func (r *run) save(state hub.SourceState, cursor uint64) {
 		}
 		r.retry = r.retry[:hub.MaxRetry]
 	}
-	state.Cursor, state.Retry = cursor, append(slices.Clone(r.retry), r.tops...)
+	state.Cursor, state.Retry = cursor, append(append(slices.Clone(r.retry), r.tops...), r.held...)
 	r.rep.CursorOut = cursor
 	r.rep.ToRetry = len(state.Retry)
 	if r.o.Saved != nil {
@@ -255,6 +272,8 @@ func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
 			// After what it lists; a newer one of the same file replaces it.
 			r.tops = slices.DeleteFunc(r.tops, func(t cachestore.Change) bool { return t.Key == e.Key })
 			r.tops = append(r.tops, e)
+		case r.p.door.Keyed(e.Key):
+			r.held = append(r.held, e) // once a verified top lists it
 		default:
 			r.entry(ctx, e)
 		}
@@ -271,10 +290,11 @@ func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
 	r.packages = nil
 }
 
-// applyTops applies the run's Releases and repomd.xml files, each only
-// once this hub holds what the source offered of what it lists; those a
-// stop leaves are tried again next run.
-func (r *run) applyTops(ctx context.Context) {
+// fetchTops brings in the bytes of the run's Releases and repomd.xml
+// files (a fill of one learns from it once its signature verifies) and
+// notes the repositories whose top verified; it returns those to apply.
+// Those a stop leaves, or whose bytes failed, are tried again next run.
+func (r *run) fetchTops(ctx context.Context) []cachestore.Change {
 	tops := r.tops
 	r.tops = nil
 	// A Release's signature before the Release: checked, the Release
@@ -289,6 +309,31 @@ func (r *run) applyTops(ctx context.Context) {
 		}
 		return 0
 	})
+	var out []cachestore.Change
+	for _, e := range tops {
+		if ctx.Err() != nil {
+			r.retry = append(r.retry, e)
+			continue
+		}
+		if !r.p.store.Tombstoned(e.Digest) && !r.p.door.Holds(e.Digest) {
+			if err := r.blob(ctx, e); err != nil {
+				r.failure(e, err)
+				continue
+			}
+		}
+		if root := topRoot(e.Key); root != "" && !strings.HasSuffix(e.Key, "/Release.gpg") && r.p.door.Keyed(e.Key) &&
+			r.p.door.CheckSignature(ctx, r.p.plan(ctx, e), e.Digest) == nil {
+			r.verified[root] = max(r.verified[root], e.Seq)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// applyTops applies the run's Releases and repomd.xml files, each only
+// once this hub holds what the source offered of what it lists; those a
+// stop leaves are tried again next run.
+func (r *run) applyTops(ctx context.Context, tops []cachestore.Change) {
 	for _, e := range tops {
 		if ctx.Err() != nil {
 			r.retry = append(r.retry, e)
@@ -296,6 +341,76 @@ func (r *run) applyTops(ctx context.Context) {
 		}
 		r.top(ctx, e)
 	}
+}
+
+// applyHeld applies the held entries of repositories with keys that what
+// this hub learnt from verified metadata lists at their digest: index
+// files first (the packages they list are learnt from them), then the
+// rest. One that nothing verified lists is not stored nor offered on:
+// kept to try again (its Release may come in a later run), or dropped
+// once a verified top of its repository that came after it in the
+// source's log does not list it either (a forged generation's files).
+func (r *run) applyHeld(ctx context.Context) {
+	held := r.held
+	r.held = nil
+	slices.SortStableFunc(held, func(a, b cachestore.Change) int {
+		return cmp.Compare(indexRank(a.Key), indexRank(b.Key))
+	})
+	for _, e := range held {
+		if ctx.Err() != nil {
+			r.retry = append(r.retry, e)
+			continue
+		}
+		if k, err := r.p.door.Learnt(ctx, e.Key); err == nil && k.Digest == e.Digest {
+			r.entry(ctx, e)
+			if p := r.p.plan(ctx, e); indexRank(e.Key) == 0 && p.Meta != "" && r.p.door.Holds(e.Digest) {
+				// Learnt (if it was held already, a fill did not learn
+				// it): the packages it lists come next.
+				_, _ = r.p.door.Fetch(ctx, p, door.Asker{UA: "warren-replicate"}, door.FetchOptions{Newest: true})
+			}
+			continue
+		}
+		r.rep.Unverified++
+		if r.superseded(e) {
+			r.p.log.Warn("replication dropped an entry that no verified metadata of its repository lists (a newer verified one does not either)",
+				slog.String("from", r.o.Client.From.Name), slog.String("key", hub.RedactURLs(e.Key)), slog.String("digest", e.Digest.String()))
+			continue
+		}
+		r.retry = append(r.retry, e)
+	}
+}
+
+// superseded says whether a verified top of e's repository came after e
+// in the source's log this run: what it lists is the repository's newest
+// word.
+func (r *run) superseded(e cachestore.Change) bool {
+	for root, seq := range r.verified {
+		if strings.HasPrefix(e.Key, root) && seq > e.Seq {
+			return true
+		}
+	}
+	return false
+}
+
+// indexRank puts index files (what a Release or repomd.xml lists) before
+// what they list.
+func indexRank(key string) int {
+	if strings.Contains(key, "/dists/") || strings.Contains(key, "/repodata/") {
+		return 0
+	}
+	return 1
+}
+
+// topRoot is the repository a Release or repomd.xml key belongs to: the
+// archive root above dists/, the base above repodata/ ("" for another).
+func topRoot(key string) string {
+	if i := strings.Index(key, "/dists/"); i >= 0 {
+		return key[:i+1]
+	}
+	if i := strings.LastIndex(key, "/repodata/"); i >= 0 {
+		return key[:i+1]
+	}
+	return ""
 }
 
 // check refuses what the source may not give this hub: an entry outside
