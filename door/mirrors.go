@@ -1,7 +1,6 @@
 package door
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -67,7 +66,6 @@ const HeaderMirrors = "X-Warren-Mirrors"
 type mirrorGroup struct {
 	list   string            // the list's key
 	digest cachestore.Digest // the stored copy it was read from
-	raw    []byte
 	l      *rpm.MirrorList
 	bases  []string            // each mirror's base, canonical ("" when unusable)
 	repomd []cachestore.Digest // a metalink's: current, then alternates
@@ -106,15 +104,11 @@ func (s *Door) readList(list string, d cachestore.Digest) (*mirrorGroup, error) 
 		return nil, err
 	}
 	defer b.Close()
-	raw, err := io.ReadAll(io.LimitReader(b.File, rpm.MaxMirrorListBytes+1))
+	l, err := rpm.ParseMirrorList(b.File)
 	if err != nil {
 		return nil, fmt.Errorf("read the list %s: %w", list, err)
 	}
-	l, err := rpm.ParseMirrorList(bytes.NewReader(raw))
-	if err != nil {
-		return nil, err
-	}
-	g := &mirrorGroup{list: list, digest: d, raw: raw, l: l}
+	g := &mirrorGroup{list: list, digest: d, l: l}
 	for _, m := range l.Mirrors {
 		g.bases = append(g.bases, baseOf(m.Base))
 	}
@@ -341,18 +335,13 @@ func (s *Door) SiteList(ctx context.Context, p Plan, c cachestore.Cached) ([]byt
 		}
 	}
 	if g == nil || c.Meta[HeaderMirrors] != "" {
-		b, err := s.store.ReadBlob(c.Digest)
-		if err != nil {
-			return nil, err
-		}
-		defer b.Close()
-		return io.ReadAll(io.LimitReader(b.File, max(c.Size, 0)))
+		return s.storedList(c)
 	}
 	order := s.siteOrder(g)
-	out, err := g.l.Rewrite(g.raw, order)
+	out, err := g.l.Rewrite(order)
 	if err != nil {
 		s.log.Warn("cannot reorder this list of mirrors; answered as it came", slog.String("url", p.ShownURL()), slog.Any("err", err))
-		return g.raw, nil
+		return s.storedList(c)
 	}
 	chosen := g.l.Mirrors[order[0]].Base
 	if old := g.fig.chosen.Swap(&chosen); old == nil || *old != chosen {
@@ -360,6 +349,16 @@ func (s *Door) SiteList(ctx context.Context, p Plan, c cachestore.Cached) ([]byt
 			slog.Int("mirrors", len(g.l.Mirrors)), slog.Bool("metalink", g.l.Metalink))
 	}
 	return out, nil
+}
+
+// storedList is a list's stored copy as it came.
+func (s *Door) storedList(c cachestore.Cached) ([]byte, error) {
+	b, err := s.store.ReadBlob(c.Digest)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	return io.ReadAll(io.LimitReader(b.File, max(c.Size, 0)))
 }
 
 // mirrorSources are the other mirrors of p's group as sources of p's
