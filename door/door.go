@@ -124,6 +124,10 @@ type Config struct {
 	Keys Keys
 	// WAN is told of bytes taken from the origin, by ecosystem.
 	WAN func(eco string, n int64)
+	// Lists, when set, says which lists of mirrors are trusted to make
+	// mirror groups (listtrust.go): those the repo files here name and
+	// mirror_lists. nil: only those a hub answers in the site's order.
+	Lists func() *ListPolicy
 	// Intercepts says whether warren answers CONNECTs to an https host
 	// itself (the site CA may sign for it): a mirror group's https
 	// mirrors on such hosts are cacheable, and put first with the http
@@ -180,6 +184,8 @@ type Door struct {
 	// besideZck are the repomd.xml files whose plain primary.xml was
 	// fetched for a zchunk client (zchunk.go).
 	besideZck *lru.Cache[cachestore.Digest, struct{}]
+	// untrusted are the lists of mirrors whose refusal was logged.
+	untrusted *lru.Cache[string, struct{}]
 
 	engine   *fill.Engine
 	learning learning
@@ -243,6 +249,7 @@ func New(cfg Config, store Store) (*Door, error) {
 	s.neg, _ = lru.New[string, time.Time](10000)
 	s.relearnt, _ = lru.New[string, struct{}](4096)
 	s.besideZck, _ = lru.New[cachestore.Digest, struct{}](1024)
+	s.untrusted, _ = lru.New[string, struct{}](256)
 	s.sigs = newSignatures()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})

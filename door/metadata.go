@@ -197,9 +197,12 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	}
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
-	if p.Meta == MetaNupkg {
+	switch p.Meta {
+	case MetaNupkg:
 		err = s.parseNupkg(p, f.File, rec.add)
-	} else {
+	case MetaMirrors:
+		err = s.learnList(p, d, ctxReader{ctx: s.ctx, r: src}, rec.add)
+	default:
 		err = parseMeta(s.ctx, s.decoders, p, d, scope, src, rec.add)
 	}
 	// What was parsed before an error is true (the file verified): it is
@@ -426,8 +429,6 @@ func parseMeta(ctx context.Context, dec decoders, p Plan, d cachestore.Digest, s
 			}
 			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: pkg.Checksum.Algo, Hex: pkg.Checksum.Hex}, Size: pkg.Size})
 		})
-	case MetaMirrors:
-		return listFacts(p, d, stoppable(r), emit)
 	}
 	return fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }

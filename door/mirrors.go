@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -23,11 +24,11 @@ import (
 // list of mirrors (rpm.ParseMirrorList): dnf takes the first that works,
 // in an order that differs from machine to machine. The list is an index
 // file like any other (kept by URL, revalidated, served stale when its
-// host does not answer, passed through a hub, replicated), and it defines
-// a repository scope of its own: the mirror group. In dnf's trust model
-// the list is what names the repository (fetched over https from the
-// distribution, a metalink carrying repomd.xml's hashes), so within the
-// group:
+// host does not answer, passed through a hub, replicated), and a trusted
+// one (listtrust.go) defines a repository scope of its own: the mirror
+// group. In dnf's trust model the list is what names the repository
+// (fetched over https from the distribution, a metalink carrying
+// repomd.xml's hashes), so within the group:
 //
 //   - a metalink's hashes of repomd.xml (current and alternates) are facts
 //     for repodata/repomd.xml under every mirror: repomd.xml is
@@ -47,7 +48,10 @@ import (
 // A mirror's membership is a fact of its own (groupPrefix + its base ->
 // the list's key), recorded and swept with the list's learn, so the group
 // outlives a restart; the group itself is read from the list's stored
-// copy when first needed.
+// copy when first needed. A base belongs to one list: the first trusted
+// list that names it keeps it, but a metalink (whose hash anchors it)
+// takes it from a plain mirror list, and a newer answer of the same list
+// (the same URL but for its query: dnf adds countme=1) from the older.
 
 // groupPrefix keys the fact that a mirror's base belongs to a list.
 const groupPrefix = "mirror-group:"
@@ -82,10 +86,22 @@ type groupFigures struct {
 type mirrorGroups struct {
 	mu      sync.Mutex // guards the rest
 	loaded  bool
-	byBase  map[string]string // a mirror's base -> its list's key
+	byBase  map[string]holder // a mirror's base -> the list it belongs to
 	groups  map[string]*mirrorGroup
 	figures map[string]*groupFigures
 }
+
+// holder is the list a base belongs to.
+type holder struct {
+	list     string // its key
+	metalink bool
+}
+
+// Membership facts say which kind of list holds the base (Known.Source).
+const (
+	kindMetalink   = "metalink"
+	kindMirrorlist = "mirrorlist"
+)
 
 // baseOf is a mirror's base URL in canonical form, "" when it cannot be
 // one (not http(s), a user name in it).
@@ -119,20 +135,57 @@ func (s *Door) readList(list string, d cachestore.Digest) (*mirrorGroup, error) 
 	return g, nil
 }
 
-// listFacts are what a list teaches: each mirror's membership, and a
-// metalink's current repomd.xml hash under each mirror.
-func listFacts(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc) error {
+// trustedList says whether the list at key, whose stored copy has meta,
+// makes a group (listtrust.go): a repo file or mirror_lists names it, or
+// this node's hub answered it in the site's order.
+func (s *Door) trustedList(key string, meta map[string]string) bool {
+	if meta[HeaderMirrors] != "" {
+		return true
+	}
+	return s.cfg.Lists != nil && s.cfg.Lists().Trusts(key)
+}
+
+// liveList says whether list still makes a group: it is held, and trusted.
+func (s *Door) liveList(list string) bool {
+	c, err := s.store.Cached(list)
+	return err == nil && s.trustedList(list, c.Meta)
+}
+
+// learnList records what list p (its stored blob d) teaches: each
+// mirror's membership of its group, and a metalink's current repomd.xml
+// hash under each mirror; nothing at all when the list is not trusted.
+func (s *Door) learnList(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc) error {
+	c, err := s.store.Cached(p.Key)
+	if err != nil || !s.trustedList(p.Key, c.Meta) {
+		if _, logged := s.untrusted.Get(p.Key); !logged {
+			s.untrusted.Add(p.Key, struct{}{})
+			s.log.Info("a list of mirrors that no repo file, mirror_lists entry or hub names: served as it came, and no mirror group is made of it",
+				slog.String("url", p.ShownURL()))
+		}
+		return nil
+	}
 	l, err := rpm.ParseMirrorList(r)
 	if err != nil {
 		return err
 	}
+	s.loadGroups()
+	var policy *ListPolicy
+	if s.cfg.Lists != nil {
+		policy = s.cfg.Lists()
+	}
+	kind := kindMirrorlist
+	if l.Metalink {
+		kind = kindMetalink
+	}
+	var kept []string
 	for _, m := range l.Mirrors {
 		base := baseOf(m.Base)
-		if base == "" {
+		if base == "" || policy.Plain(base) || !s.mayTake(p.Key, l.Metalink, base) {
 			continue
 		}
+		kept = append(kept, base)
 		// Depth -1: no repository scope (the key is no URL).
-		if err := emit(groupPrefix+base, true, cachestore.Known{Digest: d, Size: -1, Name: p.Key, Depth: -1}); err != nil {
+		if err := emit(groupPrefix+base, true, cachestore.Known{Digest: d, Size: -1, Name: p.Key, Source: kind, Depth: -1}); err != nil {
 			return err
 		}
 		if l.Metalink {
@@ -143,7 +196,34 @@ func listFacts(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc) error {
 			}
 		}
 	}
+	if len(kept) < len(l.Mirrors) {
+		s.log.Debug("a list's mirrors that belong to another list or are a repo file's baseurl are left out of its group",
+			slog.String("url", p.ShownURL()), slog.Int("mirrors", len(l.Mirrors)), slog.Int("kept", len(kept)))
+	}
 	return nil
+}
+
+// mayTake says whether list (a metalink or not) may take base into its
+// group: a base held by another live list stays with it, unless that is
+// an older answer of the same list, or a plain mirror list and list a
+// metalink.
+func (s *Door) mayTake(list string, metalink bool, base string) bool {
+	gs := &s.mirrors
+	gs.mu.Lock()
+	h, held := gs.byBase[base]
+	gs.mu.Unlock()
+	switch {
+	case !held, h.list == list, sameList(h.list, list), metalink && !h.metalink:
+		return true
+	}
+	return !s.liveList(h.list)
+}
+
+// sameList says whether two lists' keys differ at most in their query.
+func sameList(a, b string) bool {
+	a, _, _ = strings.Cut(a, "?")
+	b, _, _ = strings.Cut(b, "?")
+	return a == b
 }
 
 // listLearnt drops what the door read of the groups: a list changed.
@@ -168,10 +248,10 @@ func (s *Door) groupOf(key string) (*mirrorGroup, string) {
 			continue
 		}
 		gs.mu.Lock()
-		list, ok := gs.byBase[key[:j+1]]
+		h, ok := gs.byBase[key[:j+1]]
 		gs.mu.Unlock()
 		if ok {
-			if g := s.groupNamed(list); g != nil {
+			if g := s.groupNamed(h.list); g != nil && slices.Contains(g.bases, key[:j+1]) {
 				return g, key[:j+1]
 			}
 			return nil, ""
@@ -188,9 +268,9 @@ func (s *Door) loadGroups() {
 	if gs.loaded {
 		return
 	}
-	byBase := map[string]string{}
+	byBase := map[string]holder{}
 	err := s.store.KnownPrefix(groupPrefix, func(key string, k cachestore.Known) {
-		byBase[strings.TrimPrefix(key, groupPrefix)] = k.Name
+		byBase[strings.TrimPrefix(key, groupPrefix)] = holder{list: k.Name, metalink: k.Source == kindMetalink}
 	})
 	if err != nil {
 		s.log.Warn("cannot read the mirror groups; each mirror is a repository of its own until its list is fetched again", slog.Any("err", err))
@@ -198,11 +278,12 @@ func (s *Door) loadGroups() {
 	gs.byBase, gs.loaded = byBase, true
 }
 
-// groupNamed is the group of a list, read from its stored copy if need be.
+// groupNamed is the group of a trusted list, read from its stored copy if
+// need be.
 func (s *Door) groupNamed(list string) *mirrorGroup {
 	c, err := s.store.Cached(list)
-	if err != nil {
-		return nil // its copy is gone: each mirror stands alone
+	if err != nil || !s.trustedList(list, c.Meta) {
+		return nil // its copy is gone, or no one trusts it: each mirror stands alone
 	}
 	gs := &s.mirrors
 	gs.mu.Lock()
@@ -324,41 +405,36 @@ func (s *Door) cacheableHTTPS(base string) bool {
 // SiteList is what a client is answered for list p, whose stored copy is
 // c: the list with its mirrors in the site's order (a metalink's hashes
 // as they were), once what it teaches is learnt, so that no request that
-// follows from it can miss a fact. A list that does not parse is answered
-// as it is; one a hub ordered for its nodes too (HeaderMirrors).
-func (s *Door) SiteList(ctx context.Context, p Plan, c cachestore.Cached) ([]byte, error) {
+// follows from it can miss a fact. body is nil when the stored copy is
+// the answer as it is: a list that makes no group, or one its hub
+// ordered for its nodes (ordered then). ordered says the answer is in
+// the site's order (HeaderMirrors).
+func (s *Door) SiteList(ctx context.Context, p Plan, c cachestore.Cached) (body []byte, ordered bool, err error) {
 	s.learning.wait(ctx, p.Key, nil)
+	if c.Meta[HeaderMirrors] != "" {
+		return nil, true, nil
+	}
 	var g *mirrorGroup
 	if p.Meta == MetaMirrors {
 		if g = s.groupNamed(p.Key); g != nil && g.digest != c.Digest {
 			g = nil
 		}
 	}
-	if g == nil || c.Meta[HeaderMirrors] != "" {
-		return s.storedList(c)
+	if g == nil {
+		return nil, false, nil
 	}
 	order := s.siteOrder(g)
 	out, err := g.l.Rewrite(order)
 	if err != nil {
 		s.log.Warn("cannot reorder this list of mirrors; answered as it came", slog.String("url", p.ShownURL()), slog.Any("err", err))
-		return s.storedList(c)
+		return nil, false, nil
 	}
 	chosen := g.l.Mirrors[order[0]].Base
 	if old := g.fig.chosen.Swap(&chosen); old == nil || *old != chosen {
 		s.log.Info("mirror group: the site's mirror", slog.String("list", p.ShownURL()), slog.String("mirror", chosen),
 			slog.Int("mirrors", len(g.l.Mirrors)), slog.Bool("metalink", g.l.Metalink))
 	}
-	return out, nil
-}
-
-// storedList is a list's stored copy as it came.
-func (s *Door) storedList(c cachestore.Cached) ([]byte, error) {
-	b, err := s.store.ReadBlob(c.Digest)
-	if err != nil {
-		return nil, err
-	}
-	defer b.Close()
-	return io.ReadAll(io.LimitReader(b.File, max(c.Size, 0)))
+	return out, true, nil
 }
 
 // mirrorSources are the other mirrors of p's group as sources of p's
@@ -387,15 +463,25 @@ func (s *Door) mirrorSources(p Plan, who Asker) []fill.Source {
 	return out
 }
 
-// MirrorHosts are the https hosts of the mirrors of every group warren
-// knows: what interception may add (cmd/warren).
+// MirrorHosts are the https hosts of the mirrors of every group of a
+// trusted list warren knows: what interception may add (cmd/warren).
 func (s *Door) MirrorHosts() []string {
 	s.loadGroups()
 	gs := &s.mirrors
 	gs.mu.Lock()
-	defer gs.mu.Unlock()
+	byBase := maps.Clone(gs.byBase)
+	gs.mu.Unlock()
+	live := map[string]bool{}
 	var out []string
-	for base := range gs.byBase {
+	for base, h := range byBase {
+		ok, seen := live[h.list]
+		if !seen {
+			ok = s.liveList(h.list)
+			live[h.list] = ok
+		}
+		if !ok {
+			continue
+		}
 		if rest, ok := strings.CutPrefix(base, "https://"); ok {
 			host, _, _ := strings.Cut(rest, "/")
 			if u, err := url.Parse("https://" + host); err == nil {

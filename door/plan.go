@@ -155,9 +155,11 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 			p.Meta, p.MetaName = MetaPrimary, path.Base(u.Path)
 		}
 	case rpm.KindMirrorList:
-		// An index file of its own (mirrors.go); a private one is kept
-		// for its scope and teaches nothing.
-		if !p.Cred.Private() {
+		// An index file of its own (mirrors.go), read when it may be
+		// trusted (listtrust.go): a list a repo file or mirror_lists
+		// names, or one a hub may answer in the site's order. Any other
+		// is an ordinary file, as is a private one (kept for its scope).
+		if !p.Cred.Private() && (len(s.cfg.Hubs) > 0 || s.cfg.Lists != nil && s.cfg.Lists().Trusts(p.Key)) {
 			p.Meta, p.MetaName = MetaMirrors, path.Base(u.Path)
 		}
 	}

@@ -111,6 +111,23 @@ func (m *mirrorSite) setLists(current []byte, alternates [][]byte, order ...int)
 	m.lists.mu.Unlock()
 }
 
+// repoFile is what a repo file of the site's machines says of its lists
+// (dnf's variables in them), as the daemon reads it: the lists it trusts.
+func (m *mirrorSite) repoFile() harnessOpt {
+	return trustingLists([]string{m.lists.URL + "/metalink?repo=updates-released-f$releasever&arch=${basearch}", m.lists.URL + "/mirrorlist/$releasever/updates"}, nil, nil)
+}
+
+// trustingLists is a door whose lists of mirrors policy is this.
+func trustingLists(lists, bases, prefixes []string) harnessOpt {
+	return func(c *testConfig, _ *cachestore.Config) {
+		p, err := door.NewListPolicy(lists, bases, prefixes)
+		if err != nil {
+			panic(err)
+		}
+		c.Lists = p
+	}
+}
+
 func (m *mirrorSite) metalinkURL() string {
 	return m.lists.URL + "/metalink?repo=updates-released-f40&arch=x86_64"
 }
@@ -152,7 +169,7 @@ func TestMetalinkIsAnIndexFile(t *testing.T) {
 	// The list server prefers mirror 2, then 0, then 1.
 	site.setLists(site.repomd, nil, 2, 0, 1)
 	var logs logBuffer
-	h := newHarness(t, site.lists, loggingTo(&logs))
+	h := newHarness(t, site.lists, site.repoFile(), loggingTo(&logs))
 	resp, body := h.mustGet(site.metalinkURL(), 200)
 	if resp.Header.Get(door.HeaderMirrors) != "site" {
 		t.Fatalf("the metalink came back without the site's order: %v", resp.Header)
@@ -207,7 +224,7 @@ func TestMirrorGroupSharesWhatItLearnt(t *testing.T) {
 	for _, kind := range []string{"metalink", "mirrorlist"} {
 		t.Run(kind, func(t *testing.T) {
 			site := newMirrorSite(t, 200000)
-			h := newHarness(t, site.lists)
+			h := newHarness(t, site.lists, site.repoFile())
 			list := site.metalinkURL()
 			if kind == "mirrorlist" {
 				list = site.mirrorlistURL()
@@ -253,7 +270,7 @@ func TestStaleMirrorRefused(t *testing.T) {
 	stale := bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>0"), 1)
 	site.setLists(site.repomd, [][]byte{previous})
 	var logs logBuffer
-	h := newHarness(t, site.lists, loggingTo(&logs))
+	h := newHarness(t, site.lists, site.repoFile(), loggingTo(&logs))
 	_, body := h.mustGet(site.metalinkURL(), 200)
 	l := listed(t, body)
 	firstIdx := -1
@@ -287,7 +304,7 @@ func TestStaleMirrorRefused(t *testing.T) {
 			u.files[site.path(i, "repodata/repomd.xml")] = tc.serve
 			u.mu.Unlock()
 		}
-		h2 := newHarness(t, site.lists)
+		h2 := newHarness(t, site.lists, site.repoFile())
 		_, body := h2.mustGet(site.metalinkURL(), 200)
 		_, got := h2.mustGet(listed(t, body).Mirrors[0].Base+"repodata/repomd.xml", tc.status)
 		if tc.status == 200 && !bytes.Equal(got, previous) {
@@ -301,7 +318,7 @@ func TestStaleMirrorRefused(t *testing.T) {
 // tried again three times and the fill failed.)
 func TestMirrorStallGoesOnFromTheNext(t *testing.T) {
 	site := newMirrorSite(t, 3<<20)
-	h := newHarness(t, site.lists, func(c *testConfig, _ *cachestore.Config) { c.StallTimeout = time.Second })
+	h := newHarness(t, site.lists, site.repoFile(), func(c *testConfig, _ *cachestore.Config) { c.StallTimeout = time.Second })
 	_, body := h.mustGet(site.metalinkURL(), 200)
 	first := listed(t, body).Mirrors[0].Base
 	h.mustGet(first+"repodata/repomd.xml", 200)
@@ -355,7 +372,7 @@ func TestMirrorStallGoesOnFromTheNext(t *testing.T) {
 // site holds), served stale.
 func TestMirrorlistIsAnIndexFile(t *testing.T) {
 	site := newMirrorSite(t, 1000)
-	h := newHarness(t, site.lists)
+	h := newHarness(t, site.lists, site.repoFile())
 	_, body := h.mustGet(site.mirrorlistURL(), 200)
 	l := listed(t, body)
 	if l.Metalink || len(l.Mirrors) != 3 {
@@ -374,7 +391,7 @@ func TestMirrorlistIsAnIndexFile(t *testing.T) {
 	last := listed(t, again).Mirrors[2].Base
 	h.mustGet(last+"repodata/repomd.xml", 200)
 	h.stop()
-	h.start()
+	h.start(site.repoFile())
 	h.clock.advance(time.Minute)
 	_, body = h.mustGet(site.mirrorlistURL(), 200)
 	if got := listed(t, body).Mirrors[0].Base; got != last {
@@ -396,7 +413,7 @@ func TestMetalinkAlternateServedOffline(t *testing.T) {
 	previous := site.repomd
 	current := bytes.Replace(previous, []byte("<revision>2"), []byte("<revision>3"), 1)
 	var logs logBuffer
-	h := newHarness(t, site.lists, loggingTo(&logs))
+	h := newHarness(t, site.lists, site.repoFile(), loggingTo(&logs))
 	_, body := h.mustGet(site.metalinkURL(), 200)
 	first := listed(t, body).Mirrors[0].Base
 	h.mustGet(first+"repodata/repomd.xml", 200)
@@ -422,13 +439,13 @@ func TestMetalinkAlternateServedOffline(t *testing.T) {
 // nothing, would order the list otherwise.)
 func TestNodeKeepsItsHubsOrder(t *testing.T) {
 	site := newMirrorSite(t, 1000)
-	hubH := newHarness(t, site.lists, asHub(hub.FetchAndPreload, 5))
+	hubH := newHarness(t, site.lists, site.repoFile(), asHub(hub.FetchAndPreload, 5))
 	_, body := hubH.mustGet(site.mirrorlistURL(), 200)
 	own := listed(t, body).Mirrors[0].Base // what a warren with no history puts first
 	last := listed(t, body).Mirrors[2].Base
 	hubH.mustGet(last+"repodata/repomd.xml", 200)
 	hubH.stop()
-	hubH.start()
+	hubH.start(site.repoFile())
 	hubH.clock.advance(time.Minute)
 	node := newHarness(t, site.lists, usingHubs(t, true, "", hubH.front.URL))
 	resp, body := node.mustGet(site.mirrorlistURL(), 200)

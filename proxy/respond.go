@@ -29,6 +29,11 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cach
 	if p.Meta == door.MetaMirrors {
 		return s.serveList(w, r, p, c, "HIT from warren")
 	}
+	return s.serveCopy(w, r, p, c, "HIT from warren")
+}
+
+// serveCopy serves the blob of a URL's copy; false when it is gone.
+func (s *Server) serveCopy(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached, cache string) bool {
 	f, bi, ok := s.door.OpenCached(p, c)
 	if !ok {
 		return false
@@ -42,19 +47,27 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cach
 	if ct == "" {
 		ct = contentType(p)
 	}
-	s.serveFile(w, r, f.Content(), mod, c.ETag, ct)
+	s.serveBlob(w, r, f.Content(), mod, c.ETag, ct, cache)
 	return true
 }
 
 // serveList answers a list of mirrors with the site's view of it
 // (door.SiteList: the mirrors in the order every machine of the site
-// gets; a metalink's hashes as they came); false when its blob is gone.
+// gets; a metalink's hashes as they came), or as it came when it makes
+// no group; false when its blob is gone.
 func (s *Server) serveList(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached, cache string) bool {
-	body, err := s.door.SiteList(r.Context(), p, c)
+	body, ordered, err := s.door.SiteList(r.Context(), p, c)
 	if err != nil {
 		return false
 	}
 	h := w.Header()
+	if ordered {
+		// The site's order: a node of this hub keeps it, and trusts it.
+		h.Set(door.HeaderMirrors, "site")
+	}
+	if body == nil {
+		return s.serveCopy(w, r, p, c, cache)
+	}
 	ct := c.ContentType
 	if ct == "" {
 		ct = contentType(p)
@@ -63,7 +76,6 @@ func (s *Server) serveList(w *respWriter, r *http.Request, p door.Plan, c caches
 	h.Set("Content-Type", ct)
 	h.Set("X-Cache", cache)
 	h.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
-	h.Set(door.HeaderMirrors, "site")
 	if strings.HasPrefix(cache, "HIT") {
 		w.source = &s.stats.BytesCache
 		s.stats.Hits.Add(1)
@@ -94,14 +106,22 @@ func (s *Server) serveListFill(w *respWriter, r *http.Request, fill *cachestore.
 // descriptor goes with sendfile behind a corked head (cork.go), or, on a
 // connection not of Listen's, is read with pread.
 func (s *Server) serveFile(w *respWriter, r *http.Request, f io.ReadSeeker, mod time.Time, etag, ctype string) {
+	s.serveBlob(w, r, f, mod, etag, ctype, "HIT from warren")
+}
+
+// serveBlob is serveFile for a hit, or for a miss whose fill is whole
+// (cache says which: its X-Cache).
+func (s *Server) serveBlob(w *respWriter, r *http.Request, f io.ReadSeeker, mod time.Time, etag, ctype, cache string) {
 	h := w.Header()
 	h.Set("Content-Type", ctype)
-	h.Set("X-Cache", "HIT from warren")
+	h.Set("X-Cache", cache)
 	if etag != "" {
 		h.Set("ETag", etag)
 	}
-	w.source = &s.stats.BytesCache
-	s.stats.Hits.Add(1)
+	if strings.HasPrefix(cache, "HIT") {
+		w.source = &s.stats.BytesCache
+		s.stats.Hits.Add(1)
+	}
 	if r.Header.Get("Range") != "" {
 		// Ranges as every path reads them (ranges.go).
 		if size, err := f.Seek(0, io.SeekEnd); err == nil {
