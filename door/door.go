@@ -26,6 +26,7 @@ import (
 	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/internal/taskgroup"
+	"github.com/warren-cache/warren/rpm"
 )
 
 // Store is what the door needs of the cache.
@@ -42,6 +43,7 @@ type Store interface {
 	KnownPrefix(prefix string, fn func(key string, k cachestore.Known)) error
 	Learnt(lister uint64, at int64, d cachestore.Digest) error
 	LearntFrom(lister uint64) (cachestore.Digest, error)
+	LearntAt(lister uint64) (int64, cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
 	Filling(key string) (*cachestore.Fill, bool)
 	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
@@ -184,6 +186,9 @@ type Door struct {
 	// besideZck are the repomd.xml files whose plain primary.xml was
 	// fetched for a zchunk client (zchunk.go).
 	besideZck *lru.Cache[cachestore.Digest, struct{}]
+	// listings are the files of repomd.xml blobs a metalink names
+	// (mirrors.go), read once.
+	listings *lru.Cache[cachestore.Digest, []rpm.Data]
 	// untrusted are the lists of mirrors whose refusal was logged.
 	untrusted *lru.Cache[string, struct{}]
 
@@ -250,6 +255,7 @@ func New(cfg Config, store Store) (*Door, error) {
 	s.relearnt, _ = lru.New[string, struct{}](4096)
 	s.besideZck, _ = lru.New[cachestore.Digest, struct{}](1024)
 	s.untrusted, _ = lru.New[string, struct{}](256)
+	s.listings, _ = lru.New[cachestore.Digest, []rpm.Data](256)
 	s.sigs = newSignatures()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})

@@ -34,9 +34,12 @@ import (
 //     for repodata/repomd.xml under every mirror: repomd.xml is
 //     hash-known from any of them, and a stale mirror's, which the list
 //     does not name, is refused;
-//   - a fact learnt from one mirror's metadata applies to the same path
-//     on every mirror (useKnown): the mirror a package is asked of need
-//     not be the one whose primary.xml passed through warren;
+//   - in a metalink's group, what its hash anchors (a file a repomd.xml
+//     it names lists; a package a primary.xml such a repomd.xml lists,
+//     learnt from any mirror) applies to the same path on every mirror
+//     (groupFact): the mirror a package is asked of need not be the one
+//     whose primary.xml passed through warren. A plain list anchors
+//     nothing: one mirror's metadata never decides another's files;
 //   - every mirror is a source of the same verified bytes: a fill that
 //     stalls on one goes on from the next (mirrorSources);
 //   - the list is answered in the site's order (SiteList): mirrors warren
@@ -314,11 +317,33 @@ func (s *Door) groupNamed(list string) *mirrorGroup {
 	return g
 }
 
-// groupFact is what another mirror of p's group knows of the same path,
-// when p's own URL has no fact.
+// groupFact is what p's group's metalink vouches for at p's path, when
+// p's own URL has no fact. Its hash anchors a chain: a file repomd.xml
+// lists, from a repomd.xml the metalink names (current or an alternate)
+// that the site holds; a package, from another mirror's fact learnt from
+// a primary.xml such a repomd.xml lists (and still listed by it). One
+// mirror's own metadata, whatever it says, never decides another
+// mirror's files: a plain mirror list anchors nothing, and shares no
+// fact.
 func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) {
 	g := s.groupNamed(p.Group)
-	if g == nil || !strings.HasPrefix(p.Key, p.groupBase) {
+	if g == nil || !g.l.Metalink || !strings.HasPrefix(p.Key, p.groupBase) {
+		return cachestore.Known{}, false
+	}
+	scope := repoScope(p.groupBase)
+	primaries := map[cachestore.Digest]bool{}
+	for _, d := range g.repomd {
+		for _, data := range s.repomdListing(d) {
+			k := cachestore.Known{Digest: cachestore.Digest{Algo: data.Checksum.Algo, Hex: data.Checksum.Hex}, Size: data.Size, Name: data.Type}
+			if key, ok := scope.join(data.Href); ok && key == p.Key {
+				return k, true
+			}
+			if data.Type == "primary" {
+				primaries[k.Digest] = true
+			}
+		}
+	}
+	if len(primaries) == 0 {
 		return cachestore.Known{}, false
 	}
 	rel := p.Key[len(p.groupBase):]
@@ -328,11 +353,41 @@ func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) 
 		}
 		key := base + rel
 		s.learning.wait(ctx, key, nil)
-		if k, err := s.store.Known(key); err == nil {
+		k, err := s.store.Known(key)
+		if err != nil {
+			continue
+		}
+		lister := cachestore.ListerID(base + "repodata/primary")
+		if k.Lister != lister {
+			continue
+		}
+		if at, from, err := s.store.LearntAt(lister); err == nil && k.Learnt >= at && primaries[from] {
 			return k, true
 		}
 	}
 	return cachestore.Known{}, false
+}
+
+// repomdListing is what repomd.xml blob d lists, when the site holds it
+// (nil otherwise), read once.
+func (s *Door) repomdListing(d cachestore.Digest) []rpm.Data {
+	if l, ok := s.listings.Get(d); ok {
+		return l
+	}
+	if !s.Holds(d) {
+		return nil
+	}
+	b, err := s.store.ReadBlob(d)
+	if err != nil {
+		return nil
+	}
+	defer b.Close()
+	data, err := rpm.ParseRepomd(io.LimitReader(b.File, maxTopBytes))
+	if err != nil {
+		data = []rpm.Data{} // verified, and malformed: nothing, once
+	}
+	s.listings.Add(d, data)
+	return data
 }
 
 // siteOrder is the order warren answers a group's list in: mirrors it can

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -216,17 +217,23 @@ func TestMetalinkIsAnIndexFile(t *testing.T) {
 	}
 }
 
-// Within a group a fact learnt from one mirror's metadata holds for the
-// same path on the others, and every mirror is a source of the same
-// bytes: a client on another mirror costs the WAN nothing. (Before, each
-// mirror was a repository of its own.)
+// Within a metalink's group a fact learnt from one mirror's metadata
+// holds for the same path on the others (the metalink's hash anchors that
+// metadata), and every mirror is a source of the same bytes: a client on
+// another mirror costs the WAN nothing. (Before, each mirror was a
+// repository of its own.) A plain mirror list anchors nothing: each
+// mirror's packages are its own metadata's (see TestRogueMirrorDecidesNothing),
+// though the group's mirrors are still sources of a hash-known file.
 func TestMirrorGroupSharesWhatItLearnt(t *testing.T) {
-	for _, kind := range []string{"metalink", "mirrorlist"} {
-		t.Run(kind, func(t *testing.T) {
+	for _, tc := range []struct {
+		kind   string
+		shared bool
+	}{{"metalink", true}, {"mirrorlist", false}} {
+		t.Run(tc.kind, func(t *testing.T) {
 			site := newMirrorSite(t, 200000)
 			h := newHarness(t, site.lists, site.repoFile())
 			list := site.metalinkURL()
-			if kind == "mirrorlist" {
+			if tc.kind == "mirrorlist" {
 				list = site.mirrorlistURL()
 			}
 			_, body := h.mustGet(list, 200)
@@ -234,20 +241,25 @@ func TestMirrorGroupSharesWhatItLearnt(t *testing.T) {
 			h.mustGet(first+"repodata/repomd.xml", 200)
 			h.mustGet(first+site.primaryRel, 200)
 			// librepo spreads downloads over the mirrors: the rpm asked
-			// of each one.
-			for i, base := range site.bases {
+			// of each one, the site's first mirror first.
+			bases := append([]string{first}, slices.DeleteFunc(slices.Clone(site.bases), func(b string) bool { return b == first })...)
+			for i, base := range bases {
 				resp, got := h.mustGet(base+site.rpmRel, 200)
 				if !bytes.Equal(got, site.rpm) {
 					t.Fatalf("mirror %d's rpm: wrong bytes", i)
 				}
-				if i > 0 && !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") {
-					t.Fatalf("the rpm asked of mirror %d is no hit: %s", i, resp.Header.Get("X-Cache"))
+				if hit := strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT"); i > 0 && hit != tc.shared {
+					t.Fatalf("the rpm asked of mirror %d: %s", i, resp.Header.Get("X-Cache"))
 				}
 			}
-			if n := site.gets(site.rpmRel); n != 1 {
-				t.Fatalf("the mirrors sent the rpm %d times, want once", n)
+			want := 1
+			if !tc.shared {
+				want = len(site.bases)
 			}
-			if kind == "metalink" {
+			if n := site.gets(site.rpmRel); n != want {
+				t.Fatalf("the mirrors sent the rpm %d times, want %d", n, want)
+			}
+			if tc.kind == "metalink" {
 				// Each mirror's repomd.xml is the one the site holds.
 				for _, base := range site.bases {
 					h.mustGet(base+"repodata/repomd.xml", 200)
@@ -455,7 +467,9 @@ func TestNodeKeepsItsHubsOrder(t *testing.T) {
 	if resp.Header.Get(door.HeaderMirrors) != "site" {
 		t.Fatal("the node's answer is not marked as the site's order")
 	}
-	// What the node learnt from it: the group, shared facts included.
+	// What the node learnt from its hub's metalink: the group, shared
+	// facts included.
+	node.mustGet(site.metalinkURL(), 200)
 	node.mustGet(last+"repodata/repomd.xml", 200)
 	node.mustGet(last+site.primaryRel, 200)
 	node.known(last + site.rpmRel) // the learns done

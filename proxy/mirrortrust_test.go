@@ -196,3 +196,81 @@ func TestNodeTrustsWhatItsHubTrusts(t *testing.T) {
 		})
 	}
 }
+
+// rogueMirror makes mirror i of the site serve its own repomd.xml and
+// primary, which list the rpm's path with other bytes.
+func rogueMirror(site *mirrorSite, i int) (primaryRel string, rogueRPM []byte) {
+	rogueRPM = []byte("rogue bytes")
+	primary := fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" packages="1">
+<package type="rpm"><name>hello</name><arch>noarch</arch>
+  <checksum type="sha256" pkgid="YES">%s</checksum>
+  <size package="%d" installed="1" archive="1"/>
+  <location href="%s"/>
+</package>
+</metadata>
+`, sha256hex(rogueRPM), len(rogueRPM), site.rpmRel)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(primary))
+	zw.Close()
+	primaryRel = "repodata/" + sha256hex(gz.Bytes()) + "-primary.xml.gz"
+	repomd := []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo"><revision>9</revision>
+  <data type="primary"><checksum type="sha256">%s</checksum><location href="%s"/><size>%d</size></data>
+</repomd>
+`, sha256hex(gz.Bytes()), primaryRel, gz.Len()))
+	u := site.mirrors[i]
+	u.mu.Lock()
+	u.files[site.path(i, "repodata/repomd.xml")] = repomd
+	u.files[site.path(i, primaryRel)] = gz.Bytes()
+	u.files[site.path(i, site.rpmRel)] = rogueRPM
+	u.mu.Unlock()
+	return primaryRel, rogueRPM
+}
+
+// One rogue mirror of a group decides nothing of another mirror's files:
+// in a plain mirror list (AlmaLinux's, Rocky's: no hash) no mirror's
+// metadata holds for another; in a metalink's group only metadata its
+// hash anchors does, and the rogue's, learnt before its list made it a
+// member, is not. (Before, whatever any mirror's primary said held for
+// the same path on every mirror: a client whose metadata came from an
+// honest mirror got the rogue's bytes under another honest mirror's URL.)
+func TestRogueMirrorDecidesNothing(t *testing.T) {
+	const rogue, honest = 0, 2 // the list names the rogue first
+	for _, kind := range []string{"mirrorlist", "metalink"} {
+		t.Run(kind, func(t *testing.T) {
+			site := newMirrorSite(t, 1000)
+			primaryRel, _ := rogueMirror(site, rogue)
+			h := newHarness(t, site.lists, site.repoFile())
+			list := site.mirrorlistURL()
+			if kind == "metalink" {
+				// The rogue's metadata passes through before any list
+				// names it; then the metalink, and the honest metadata
+				// from another mirror.
+				h.mustGet(site.bases[rogue]+"repodata/repomd.xml", 200)
+				h.mustGet(site.bases[rogue]+primaryRel, 200)
+				h.known(site.bases[rogue] + site.rpmRel) // learns done
+				list = site.metalinkURL()
+				h.mustGet(list, 200)
+				h.mustGet(site.bases[honest]+"repodata/repomd.xml", 200)
+				h.mustGet(site.bases[honest]+site.primaryRel, 200)
+			} else {
+				// Anyone on the LAN, or a machine whose dnf used the
+				// rogue mirror.
+				h.mustGet(list, 200)
+				h.mustGet(site.bases[rogue]+"repodata/repomd.xml", 200)
+				h.mustGet(site.bases[rogue]+primaryRel, 200)
+			}
+			h.known(site.bases[rogue] + site.rpmRel) // learns done
+			// The victim's package download from mirror 1, an honest one.
+			p := h.door.Plan(t.Context(), mustURL(site.bases[1]+site.rpmRel), door.Credential{})
+			if !p.Digest.IsZero() && p.Digest.Hex != sha256hex(site.rpm) {
+				t.Fatalf("honest mirror 1's rpm plans as the rogue's digest %s", p.Digest)
+			}
+			if _, got := h.mustGet(site.bases[1]+site.rpmRel, 200); !bytes.Equal(got, site.rpm) {
+				t.Fatalf("honest mirror 1's rpm URL served the rogue mirror's bytes: %q", got)
+			}
+		})
+	}
+}
