@@ -201,7 +201,14 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	case MetaNupkg:
 		err = s.parseNupkg(p, f.File, rec.add)
 	case MetaMirrors:
-		err = s.learnList(p, d, ctxReader{ctx: s.ctx, r: src}, rec.add)
+		var (
+			kept     []string
+			metalink bool
+		)
+		kept, metalink, err = s.learnList(p, d, ctxReader{ctx: s.ctx, r: src}, rec.add)
+		if err == nil {
+			defer s.listLearnt(p.Key, kept, metalink) // before the learn ends (deferred earlier)
+		}
 	default:
 		err = parseMeta(s.ctx, s.decoders, p, d, scope, src, rec.add)
 	}
@@ -232,9 +239,6 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 			slog.Duration("took", s.now().Sub(start)))
 	}
 	s.knownDirty.Store(true)
-	if p.Meta == MetaMirrors {
-		s.listLearnt()
-	}
 }
 
 // learnIfNew learns a metadata blob served from the store when the index

@@ -14,6 +14,9 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"golang.org/x/sync/singleflight"
+
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/hub"
@@ -30,10 +33,12 @@ import (
 // (fetched over https from the distribution, a metalink carrying
 // repomd.xml's hashes), so within the group:
 //
-//   - a metalink's hashes of repomd.xml (current and alternates) are facts
-//     for repodata/repomd.xml under every mirror: repomd.xml is
-//     hash-known from any of them, and a stale mirror's, which the list
-//     does not name, is refused;
+//   - a metalink's hashes of repomd.xml (current and alternates) are
+//     what repodata/repomd.xml must hash to under every mirror (planRPM
+//     takes them from the group: no fact is recorded under each mirror,
+//     so a list of a thousand mirrors is no thousand repositories in the
+//     index): repomd.xml is hash-known from any of them, and a stale
+//     mirror's, which the list does not name, is refused;
 //   - in a metalink's group, what its hash anchors (a file a repomd.xml
 //     it names lists; a package a primary.xml such a repomd.xml lists,
 //     learnt from any mirror) applies to the same path on every mirror
@@ -62,8 +67,14 @@ const groupPrefix = "mirror-group:"
 // maxMirrorSources bounds the other mirrors one fill may go on to.
 const maxMirrorSources = 4
 
-// maxGroups bounds the groups kept read in memory.
-const maxGroups = 256
+// maxGroups and maxGroupBytes bound the groups kept read in memory (the
+// least recently used forgotten first): a list's parsed form, what its
+// rewrite needs of it (a metalink's head and tail), not its bytes. Real
+// lists are tens of KB.
+const (
+	maxGroups     = 256
+	maxGroupBytes = 16 << 20
+)
 
 // HeaderMirrors marks a list a warren answered in its site's order: a node
 // keeps the order its hub chose.
@@ -76,6 +87,7 @@ type mirrorGroup struct {
 	l      *rpm.MirrorList
 	bases  []string            // each mirror's base, canonical ("" when unusable)
 	repomd []cachestore.Digest // a metalink's: current, then alternates
+	size   int                 // what it holds in memory, about
 	fig    *groupFigures
 }
 
@@ -87,11 +99,25 @@ type groupFigures struct {
 
 // mirrorGroups is what the door knows of the groups.
 type mirrorGroups struct {
-	mu      sync.Mutex // guards the rest
-	loaded  bool
-	byBase  map[string]holder // a mirror's base -> the list it belongs to
-	groups  map[string]*mirrorGroup
+	mu     sync.Mutex // guards the rest
+	loaded bool
+	// byBase is every membership fact, read once and kept as lists are
+	// learnt (listLearnt).
+	byBase map[string]holder // a mirror's base -> the list it belongs to
+	// groups are the lists read, by key; bytes what they hold.
+	groups  *simplelru.LRU[string, *mirrorGroup]
+	bytes   int
 	figures map[string]*groupFigures
+	// hosts are MirrorHosts' answer, built from byBase with policy;
+	// stale once a list is learnt. version changes with the hosts.
+	hosts      []string
+	hostsOf    *ListPolicy
+	hostsStale bool
+	version    uint64
+	// reads makes one read of a list at a time (readList); readCount
+	// counts them.
+	reads     singleflight.Group
+	readCount atomic.Int64
 }
 
 // holder is the list a base belongs to.
@@ -118,6 +144,7 @@ func baseOf(raw string) string {
 
 // readList reads a stored list (bounded) and what it says.
 func (s *Door) readList(list string, d cachestore.Digest) (*mirrorGroup, error) {
+	s.mirrors.readCount.Add(1)
 	b, err := s.store.ReadBlob(d)
 	if err != nil {
 		return nil, err
@@ -135,6 +162,10 @@ func (s *Door) readList(list string, d cachestore.Digest) (*mirrorGroup, error) 
 		h, _ := v.Hash()
 		g.repomd = append(g.repomd, cachestore.Digest{Algo: h.Algo, Hex: h.Hex})
 	}
+	g.size = l.Bytes() + len(list) + 128*len(g.repomd)
+	for _, b := range g.bases {
+		g.size += len(b) + 16
+	}
 	return g, nil
 }
 
@@ -145,7 +176,7 @@ func (s *Door) trustedList(key string, meta map[string]string) bool {
 	if meta[HeaderMirrors] != "" {
 		return true
 	}
-	return s.cfg.Lists != nil && s.cfg.Lists().Trusts(key)
+	return s.listPolicy().Trusts(key)
 }
 
 // liveList says whether list still makes a group: it is held, and trusted.
@@ -155,9 +186,9 @@ func (s *Door) liveList(list string) bool {
 }
 
 // learnList records what list p (its stored blob d) teaches: each
-// mirror's membership of its group, and a metalink's current repomd.xml
-// hash under each mirror; nothing at all when the list is not trusted.
-func (s *Door) learnList(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc) error {
+// mirror's membership of its group; nothing at all when the list is not
+// trusted. It returns the bases it took, for listLearnt.
+func (s *Door) learnList(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc) (kept []string, metalink bool, err error) {
 	c, err := s.store.Cached(p.Key)
 	if err != nil || !s.trustedList(p.Key, c.Meta) {
 		if _, logged := s.untrusted.Get(p.Key); !logged {
@@ -165,45 +196,45 @@ func (s *Door) learnList(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc
 			s.log.Info("a list of mirrors that no repo file, mirror_lists entry or hub names: served as it came, and no mirror group is made of it",
 				slog.String("url", p.ShownURL()))
 		}
-		return nil
+		return nil, false, nil
 	}
 	l, err := rpm.ParseMirrorList(r)
 	if err != nil {
-		return err
+		return nil, false, err
 	}
 	s.loadGroups()
-	var policy *ListPolicy
-	if s.cfg.Lists != nil {
-		policy = s.cfg.Lists()
-	}
+	policy := s.listPolicy()
 	kind := kindMirrorlist
 	if l.Metalink {
 		kind = kindMetalink
 	}
-	var kept []string
 	for _, m := range l.Mirrors {
 		base := baseOf(m.Base)
 		if base == "" || policy.Plain(base) || !s.mayTake(p.Key, l.Metalink, base) {
 			continue
 		}
 		kept = append(kept, base)
-		// Depth -1: no repository scope (the key is no URL).
+		// Depth -1: no repository scope (the key is no URL). A metalink's
+		// hash of repomd.xml is no fact of its own under each mirror: the
+		// plan takes it from the group (planRPM).
 		if err := emit(groupPrefix+base, true, cachestore.Known{Digest: d, Size: -1, Name: p.Key, Source: kind, Depth: -1}); err != nil {
-			return err
-		}
-		if l.Metalink {
-			h, _ := l.Repomd[0].Hash()
-			k := cachestore.Known{Digest: cachestore.Digest{Algo: h.Algo, Hex: h.Hex}, Size: l.Repomd[0].Size, Name: "repomd", Depth: len(base)}
-			if err := emit(base+"repodata/repomd.xml", true, k); err != nil {
-				return err
-			}
+			return nil, false, err
 		}
 	}
 	if len(kept) < len(l.Mirrors) {
 		s.log.Debug("a list's mirrors that belong to another list or are a repo file's baseurl are left out of its group",
 			slog.String("url", p.ShownURL()), slog.Int("mirrors", len(l.Mirrors)), slog.Int("kept", len(kept)))
 	}
-	return nil
+	return kept, l.Metalink, nil
+}
+
+// listPolicy is the lists of mirrors policy now (nil: none trusted but a
+// hub's).
+func (s *Door) listPolicy() *ListPolicy {
+	if s.cfg.Lists == nil {
+		return nil
+	}
+	return s.cfg.Lists()
 }
 
 // mayTake says whether list (a metalink or not) may take base into its
@@ -229,12 +260,24 @@ func sameList(a, b string) bool {
 	return a == b
 }
 
-// listLearnt drops what the door read of the groups: a list changed.
-func (s *Door) listLearnt() {
-	g := &s.mirrors
-	g.mu.Lock()
-	g.loaded, g.byBase, g.groups = false, nil, nil
-	g.mu.Unlock()
+// listLearnt records in memory what a learn of list taught: the bases
+// it took (none when it is not trusted), which another list no longer
+// holds, and the bases it held and no longer names. Other groups stay as
+// they were read.
+func (s *Door) listLearnt(list string, kept []string, metalink bool) {
+	s.loadGroups()
+	gs := &s.mirrors
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	for base, h := range gs.byBase {
+		if h.list == list {
+			delete(gs.byBase, base)
+		}
+	}
+	for _, base := range kept {
+		gs.byBase[base] = holder{list: list, metalink: metalink}
+	}
+	gs.hostsStale = true
 }
 
 // groupOf finds the group whose mirror key lies under, and that
@@ -282,7 +325,7 @@ func (s *Door) loadGroups() {
 }
 
 // groupNamed is the group of a trusted list, read from its stored copy if
-// need be.
+// need be (once for all who ask at the same time).
 func (s *Door) groupNamed(list string) *mirrorGroup {
 	c, err := s.store.Cached(list)
 	if err != nil || !s.trustedList(list, c.Meta) {
@@ -290,31 +333,44 @@ func (s *Door) groupNamed(list string) *mirrorGroup {
 	}
 	gs := &s.mirrors
 	gs.mu.Lock()
-	g := gs.groups[list]
-	gs.mu.Unlock()
-	if g != nil && g.digest == c.Digest {
-		return g
+	if gs.groups != nil {
+		if g, ok := gs.groups.Get(list); ok && g.digest == c.Digest {
+			gs.mu.Unlock()
+			return g
+		}
 	}
-	g, err = s.readList(list, c.Digest)
+	gs.mu.Unlock()
+	v, err, _ := gs.reads.Do(list+"@"+c.Digest.String(), func() (any, error) {
+		g, err := s.readList(list, c.Digest)
+		if err != nil {
+			return nil, err
+		}
+		gs.mu.Lock()
+		defer gs.mu.Unlock()
+		if gs.groups == nil {
+			gs.groups, _ = simplelru.NewLRU(maxGroups, func(_ string, old *mirrorGroup) { gs.bytes -= old.size })
+		}
+		if gs.figures == nil {
+			gs.figures = map[string]*groupFigures{}
+		}
+		if g.fig = gs.figures[list]; g.fig == nil {
+			g.fig = &groupFigures{}
+			if len(gs.figures) < maxGroups {
+				gs.figures[list] = g.fig
+			}
+		}
+		gs.groups.Remove(list) // an older read's (evicted: its bytes counted off)
+		gs.groups.Add(list, g)
+		gs.bytes += g.size
+		for gs.bytes > maxGroupBytes && gs.groups.Len() > 1 {
+			gs.groups.RemoveOldest()
+		}
+		return g, nil
+	})
 	if err != nil {
 		return nil
 	}
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	if gs.groups == nil || len(gs.groups) >= maxGroups {
-		gs.groups = map[string]*mirrorGroup{}
-	}
-	if gs.figures == nil {
-		gs.figures = map[string]*groupFigures{}
-	}
-	if g.fig = gs.figures[list]; g.fig == nil {
-		g.fig = &groupFigures{}
-		if len(gs.figures) < maxGroups {
-			gs.figures[list] = g.fig
-		}
-	}
-	gs.groups[list] = g
-	return g
+	return v.(*mirrorGroup)
 }
 
 // groupFact is what p's group's metalink vouches for at p's path, when
@@ -519,33 +575,51 @@ func (s *Door) mirrorSources(p Plan, who Asker) []fill.Source {
 }
 
 // MirrorHosts are the https hosts of the mirrors of every group of a
-// trusted list warren knows: what interception may add (cmd/warren).
-func (s *Door) MirrorHosts() []string {
+// trusted list warren knows: what interception may add (cmd/warren); the
+// slice is shared, not to be changed. version changes whenever the hosts
+// do: built once, again only when a list is learnt or the lists policy
+// changes (interception asks on every CONNECT).
+func (s *Door) MirrorHosts() (hosts []string, version uint64) {
 	s.loadGroups()
+	policy := s.listPolicy()
 	gs := &s.mirrors
 	gs.mu.Lock()
+	if gs.hosts != nil && !gs.hostsStale && gs.hostsOf == policy {
+		defer gs.mu.Unlock()
+		return gs.hosts, gs.version
+	}
 	byBase := maps.Clone(gs.byBase)
+	gs.hostsStale, gs.hostsOf = false, policy
 	gs.mu.Unlock()
 	live := map[string]bool{}
-	var out []string
+	out := []string{}
 	for base, h := range byBase {
-		ok, seen := live[h.list]
-		if !seen {
-			ok = s.liveList(h.list)
-			live[h.list] = ok
-		}
+		rest, ok := strings.CutPrefix(base, "https://")
 		if !ok {
 			continue
 		}
-		if rest, ok := strings.CutPrefix(base, "https://"); ok {
-			host, _, _ := strings.Cut(rest, "/")
-			if u, err := url.Parse("https://" + host); err == nil {
-				out = append(out, u.Hostname())
-			}
+		isLive, seen := live[h.list]
+		if !seen {
+			isLive = s.liveList(h.list)
+			live[h.list] = isLive
+		}
+		if !isLive {
+			continue
+		}
+		host, _, _ := strings.Cut(rest, "/")
+		if u, err := url.Parse("https://" + host); err == nil {
+			out = append(out, u.Hostname())
 		}
 	}
 	slices.Sort(out)
-	return slices.Compact(out)
+	out = slices.Compact(out)
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if !slices.Equal(out, gs.hosts) || gs.hosts == nil {
+		gs.hosts = out
+		gs.version++
+	}
+	return gs.hosts, gs.version
 }
 
 // MirrorGroup is one group, for the page.
@@ -564,9 +638,9 @@ type MirrorGroup struct {
 func (s *Door) MirrorGroups() []MirrorGroup {
 	gs := &s.mirrors
 	gs.mu.Lock()
-	groups := make([]*mirrorGroup, 0, len(gs.groups))
-	for _, g := range gs.groups {
-		groups = append(groups, g)
+	var groups []*mirrorGroup
+	if gs.groups != nil {
+		groups = gs.groups.Values()
 	}
 	gs.mu.Unlock()
 	out := make([]MirrorGroup, 0, len(groups))

@@ -137,12 +137,11 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 		s.useKnown(ctx, p)
 	case rpm.KindRepomd:
 		p.Meta, p.MetaName = MetaRepomd, path.Base(u.Path)
-		if p.Group != "" {
+		if p.Group != "" && p.Key == p.groupBase+"repodata/repomd.xml" {
 			// A metalink's hash (mirrors.go): from any mirror, only
 			// a repomd.xml the list names is taken.
-			s.useKnown(ctx, p)
-			if g := s.groupNamed(p.Group); g != nil && len(g.repomd) > 0 && p.Digest == g.repomd[0] {
-				p.Also = g.repomd[1:]
+			if g := s.groupNamed(p.Group); g != nil && len(g.repomd) > 0 {
+				p.Digest, p.Size, p.Also = g.repomd[0], g.l.Repomd[0].Size, g.repomd[1:]
 				if len(p.Also) > 0 {
 					p.Size = -1 // an alternate's size differs
 				}

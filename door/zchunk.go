@@ -33,8 +33,13 @@ func (s *Door) learnBesideZchunk(p Plan) {
 	var d cachestore.Digest
 	if c, err := s.store.Cached(repomd.Key); err == nil {
 		d = c.Digest
-	} else if k, err := s.store.Known(repomd.Key); err == nil {
-		d = k.Digest // a metalink's: hash-known
+	} else if g, base := s.groupOf(repomd.Key); g != nil && base == string(scope) {
+		for _, r := range g.repomd { // a metalink's: hash-known
+			if s.Holds(r) {
+				d = r
+				break
+			}
+		}
 	}
 	if d.IsZero() {
 		return

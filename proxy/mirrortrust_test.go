@@ -91,7 +91,7 @@ func TestHostileListMakesNoGroup(t *testing.T) {
 			if _, got = h.mustGet(site.bases[0]+site.rpmRel, 200); !bytes.Equal(got, site.rpm) {
 				t.Fatalf("the victim's rpm is the attacker's: %q", got)
 			}
-			if hosts := h.door.MirrorHosts(); slices.Contains(hosts, "accounts.example.org") {
+			if hosts, _ := h.door.MirrorHosts(); slices.Contains(hosts, "accounts.example.org") {
 				t.Fatalf("an untrusted list's https host may be intercepted: %v", hosts)
 			}
 			for _, g := range h.door.MirrorGroups() {

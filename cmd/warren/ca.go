@@ -100,28 +100,39 @@ type interception struct {
 	cfg  settings
 	root string
 	log  *slog.Logger
-	// mirrors are the https hosts of the mirror groups (the door's
-	// MirrorHosts); nil: none.
-	mirrors func() []string
+	// mirrors are the https hosts of the mirror groups and their
+	// version (the door's MirrorHosts); nil: none.
+	mirrors func() ([]string, uint64)
 
 	mu             sync.Mutex
 	hosts          []string
+	hostSet        map[string]bool // hosts, for Intercepts
 	scanned        time.Time
-	lastMirrors    []string
+	mirrorsVersion uint64
 	lastOutside    []string // warned of once, until the list changes
 	lastMirrorsOut []string // likewise, of the mirrors
 	lastUnreadable string   // likewise: the configuration warren could not read
 }
 
 func (in *interception) current() []string {
-	var mirrors []string
+	hosts, _ := in.currentSet()
+	return hosts
+}
+
+// currentSet is current, and its hosts as a set; the same until the auto
+// list's rescan or the mirrors change (a CONNECT asks each time).
+func (in *interception) currentSet() ([]string, map[string]bool) {
+	var (
+		mirrors []string
+		version uint64
+	)
 	if in.mirrors != nil {
-		mirrors = in.mirrors()
+		mirrors, version = in.mirrors()
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil && slices.Equal(mirrors, in.lastMirrors) {
-		return in.hosts
+	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil && version == in.mirrorsVersion {
+		return in.hosts, in.hostSet
 	}
 	var hosts, outside []string
 	wanted, err := wantedHosts(in.cfg, in.root)
@@ -159,8 +170,12 @@ func (in *interception) current() []string {
 			slog.Any("hosts", mirrorsOut))
 	}
 	in.hosts, in.scanned = append([]string{}, hosts...), time.Now()
-	in.lastOutside, in.lastMirrors, in.lastMirrorsOut = outside, mirrors, mirrorsOut
-	return in.hosts
+	in.hostSet = make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		in.hostSet[h] = true
+	}
+	in.lastOutside, in.mirrorsVersion, in.lastMirrorsOut = outside, version, mirrorsOut
+	return in.hosts, in.hostSet
 }
 
 func errText(err error) string {
@@ -172,7 +187,8 @@ func errText(err error) string {
 
 // Intercepts says whether CONNECTs to host are answered by warren.
 func (in *interception) Intercepts(host string) bool {
-	return slices.Contains(in.current(), strings.ToLower(host))
+	_, set := in.currentSet()
+	return set[strings.ToLower(host)]
 }
 
 // Leaf is the site CA's certificate for host.
