@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -353,7 +354,7 @@ func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
 		case err == nil:
 			return Stored{Blob: f, Info: bi, Fresh: true}, nil
 		case errors.Is(err, cachestore.ErrNotFound):
-			return Stored{}, nil
+			return s.lookupAlternate(p, asHeld)
 		}
 		return Stored{}, err
 	}
@@ -367,6 +368,26 @@ func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
 		return Stored{}, nil
 	}
 	return Stored{}, err
+}
+
+// lookupAlternate finds, for a metalink-hashed repomd.xml whose current
+// version the site does not hold, the alternate (the previous push, still
+// valid) its URL answered within index_ttl: mirrors not synced yet serve
+// it, and asking them again on every request would only bring it again.
+// Once index_ttl has passed the mirror is asked again (it may have synced).
+func (s *Door) lookupAlternate(p Plan, asHeld bool) (Stored, error) {
+	if len(p.Also) == 0 {
+		return Stored{}, nil
+	}
+	c, err := s.store.Cached(p.Key)
+	if err != nil || !slices.Contains(p.Also, c.Digest) || !asHeld && s.now().Sub(c.Fetched) >= s.cfg.IndexTTL {
+		return Stored{}, nil
+	}
+	f, bi, err := s.store.OpenHit(c.Digest, p.Cred.scope)
+	if err != nil {
+		return Stored{}, nil
+	}
+	return Stored{Blob: f, Info: bi, Fresh: true}, nil
 }
 
 // OpenCached opens the blob of a URL's copy for p, if p may read it.

@@ -238,7 +238,7 @@ func (c *committingFill) Start(info cachestore.FillInfo) error {
 
 // held says whether the fill's bytes reach no reader before they verify.
 func (c *committingFill) held() bool {
-	return c.holdsGeneration() || c.p.Group != "" && c.p.Meta == MetaRepomd && !c.p.Digest.IsZero()
+	return c.holdsGeneration() || c.p.listHashed()
 }
 
 // Restart begins again from the next source, held as before.
@@ -274,9 +274,11 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 		c.prefetched = pre
 	}
 	got := c.Fill.Digest()
-	// A file kept by URL, or an installer its origin just confirmed (the
-	// engine verified it): the URL's copy is recorded.
-	if p.Digest.IsZero() || p.Unconfirmed && got == p.Digest {
+	// A file kept by URL, an installer its origin just confirmed (the
+	// engine verified it), or a metalink-hashed repomd.xml (which version
+	// this mirror serves: lookupAlternate; a hub's previous generation):
+	// the URL's copy is recorded.
+	if p.Digest.IsZero() || p.Unconfirmed && got == p.Digest || p.listHashed() {
 		if old, err := s.store.Cached(p.Key); err == nil && old.Digest == got {
 			c.same = true
 		}

@@ -60,6 +60,12 @@ func (p Plan) FillKey() string {
 	return "url:" + p.Key // the key carries the scope
 }
 
+// listHashed says whether p is a repomd.xml its mirror group's metalink
+// gives the hash of (mirrors.go).
+func (p Plan) listHashed() bool {
+	return p.Meta == MetaRepomd && p.Group != "" && !p.Digest.IsZero()
+}
+
 // Artifact says whether p is a hash-known artifact (a package, an
 // installer), not an index file.
 func (p Plan) Artifact() bool {

@@ -482,3 +482,46 @@ func TestNodeKeepsItsHubsOrder(t *testing.T) {
 		t.Fatalf("the node's group does not share what it learnt: the rpm on another mirror plans as %+v", p)
 	}
 }
+
+// While the mirrors still serve the previous push (an alternate the
+// metalink names), its repomd.xml crosses the WAN once per index_ttl, not
+// once per request; once the mirror has the current one, that is taken.
+// (Before, the plan looked only for the current digest, which the site
+// did not hold: every request went to the mirror again.)
+func TestMetalinkAlternateKeptForIndexTTL(t *testing.T) {
+	site := newMirrorSite(t, 1000)
+	previous := site.repomd
+	current := bytes.Replace(previous, []byte("<revision>2"), []byte("<revision>3"), 1)
+	site.setLists(current, [][]byte{previous})
+	h := newHarness(t, site.lists, site.repoFile())
+	_, body := h.mustGet(site.metalinkURL(), 200)
+	first := listed(t, body).Mirrors[0].Base
+	for i := range 5 {
+		resp, got := h.mustGet(first+"repodata/repomd.xml", 200)
+		if !bytes.Equal(got, previous) {
+			t.Fatalf("request %d: not the alternate the mirrors serve:\n%s", i, got)
+		}
+		if i > 0 && !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") {
+			t.Fatalf("request %d: %s", i, resp.Header.Get("X-Cache"))
+		}
+		h.settle()
+	}
+	if n := site.gets("repodata/repomd.xml"); n != 1 {
+		t.Fatalf("5 requests within index_ttl: the WAN carried repomd.xml %d times, want once", n)
+	}
+	// The mirrors sync; index_ttl passes: the current one.
+	for i, u := range site.mirrors {
+		u.mu.Lock()
+		u.files[site.path(i, "repodata/repomd.xml")] = current
+		u.mu.Unlock()
+	}
+	h.clock.advance(time.Minute)
+	for range 2 {
+		if _, got := h.mustGet(first+"repodata/repomd.xml", 200); !bytes.Equal(got, current) {
+			t.Fatalf("after index_ttl, with the mirror synced: not the current repomd.xml:\n%s", got)
+		}
+	}
+	if n := site.gets("repodata/repomd.xml"); n != 2 {
+		t.Fatalf("the WAN carried repomd.xml %d times, want twice", n)
+	}
+}
