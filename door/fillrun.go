@@ -214,10 +214,13 @@ type committingFill struct {
 }
 
 // holdsGeneration says whether this fill is a hub's new top metadata file,
-// released only with what it lists (generations.go). A private scope's is
-// not held: what it lists is its client's to fetch, with its credential.
+// released only with what it lists (generations.go): a Release or
+// repomd.xml kept by URL, or a repomd.xml a metalink gives the hash of
+// (its URL's copy is recorded too). A private scope's is not held: what
+// it lists is its client's to fetch, with its credential.
 func (c *committingFill) holdsGeneration() bool {
-	return c.s.cfg.KeepGenerations > 0 && c.p.Digest.IsZero() && (c.p.Meta == MetaRelease || c.p.Meta == MetaRepomd) && !c.p.Cred.Private()
+	top := c.p.Digest.IsZero() && (c.p.Meta == MetaRelease || c.p.Meta == MetaRepomd) || c.p.listHashed()
+	return c.s.cfg.KeepGenerations > 0 && top && !c.p.Cred.Private()
 }
 
 func (c *committingFill) Start(info cachestore.FillInfo) error {

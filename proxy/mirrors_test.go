@@ -525,3 +525,50 @@ func TestMetalinkAlternateKeptForIndexTTL(t *testing.T) {
 		t.Fatalf("the WAN carried repomd.xml %d times, want twice", n)
 	}
 }
+
+// A hub hands out a metalink's new repomd.xml as it does any other: only
+// once it holds the new versions of the index files the site uses (and
+// the generations pinned). (Before, a metalink-hashed repomd.xml skipped
+// the hold: the hub handed out a generation whose primary.xml it did not
+// hold yet.)
+func TestHubHoldsAMetalinksNewGeneration(t *testing.T) {
+	site := newMirrorSite(t, 1000)
+	h := newHarness(t, site.lists, site.repoFile(), asHub(hub.FetchAndPreload, 5))
+	_, body := h.mustGet(site.metalinkURL(), 200)
+	first := listed(t, body).Mirrors[0].Base
+	h.mustGet(first+"repodata/repomd.xml", 200)
+	h.mustGet(first+site.primaryRel, 200) // the site uses it
+	// The next push: a new primary.xml, and its repomd.xml.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" packages="0">
+</metadata>
+`))
+	zw.Close()
+	primary2 := "repodata/" + sha256hex(gz.Bytes()) + "-primary.xml.gz"
+	repomd2 := []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo">
+  <revision>3</revision>
+  <data type="primary"><checksum type="sha256">%s</checksum><location href="%s"/><size>%d</size></data>
+</repomd>
+`, sha256hex(gz.Bytes()), primary2, gz.Len()))
+	for i, u := range site.mirrors {
+		u.mu.Lock()
+		u.files[site.path(i, "repodata/repomd.xml")] = repomd2
+		u.files[site.path(i, primary2)] = gz.Bytes()
+		u.mu.Unlock()
+	}
+	site.setLists(repomd2, [][]byte{site.repomd})
+	h.clock.advance(time.Minute)
+	h.mustGet(site.metalinkURL(), 200)
+	if _, got := h.mustGet(first+"repodata/repomd.xml", 200); !bytes.Equal(got, repomd2) {
+		t.Fatalf("the new repomd.xml: got\n%s", got)
+	}
+	if n := site.gets(primary2); n != 1 {
+		t.Fatalf("the hub handed out the new repomd.xml having fetched its primary.xml %d times, want once before", n)
+	}
+	if _, err := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(gz.Bytes())}); err != nil {
+		t.Fatalf("the new primary.xml is not held: %v", err)
+	}
+}
