@@ -44,6 +44,8 @@ func (s *Door) learnBesideZchunk(p Plan) {
 	if d.IsZero() {
 		return
 	}
+	// Once per repomd.xml: marked while its fetch runs or once it is
+	// done, unmarked when it fails (the next zchunk request tries again).
 	if _, tried := s.besideZck.Get(d); tried {
 		return
 	}
@@ -67,12 +69,16 @@ func (s *Door) learnBesideZchunk(p Plan) {
 		s.learnIfNew(pp, pp.Digest)
 		return
 	}
-	s.fills.Go(func() {
+	started := s.fills.Go(func() {
 		if _, err := s.Fetch(s.ctx, pp, Asker{UA: "warren (primary.xml beside primary.xml.zck)"}, FetchOptions{}); err != nil {
-			s.log.Warn("could not fetch the plain primary.xml beside a zchunk one; this repository's packages are cached by URL only",
+			s.besideZck.Remove(d)
+			s.log.Warn("could not fetch the plain primary.xml beside a zchunk one; tried again on the next request for the zchunk one, this repository's packages cached by URL only meanwhile",
 				slog.String("url", pp.ShownURL()), slog.Any("err", err))
 			return
 		}
 		s.log.Info("fetched the plain primary.xml beside the zchunk one dnf reads, to learn its packages' hashes", slog.String("url", pp.ShownURL()))
 	})
+	if !started {
+		s.besideZck.Remove(d) // shutting down
+	}
 }
