@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net"
@@ -555,8 +556,62 @@ func (s *Door) Learnt(ctx context.Context, key string) (cachestore.Known, error)
 // itself, when the disk has no room), from p's upstream sources: the
 // bytes are verified as they pass, as a stored fill's are.
 func (s *Door) Drive(ctx context.Context, sink fill.Filler, p Plan, who Asker) error {
+	if p.listHashed() {
+		// As a stored fill is held (committingFill.held): a stale
+		// mirror's is refused unseen, the next mirror's sent instead.
+		sink = newHeldFill(sink, p.Digest.Algo)
+	}
 	_, err := s.run(ctx, sink, p, s.upstreamSources(p, who, nil, nil))
 	return err
+}
+
+// heldFill keeps what a fill into a response receives in memory until it
+// verifies, then hands it to the response: for a small file whose bytes
+// reach no reader before they verify, filled without the store.
+type heldFill struct {
+	fill.Filler
+	buf  []byte
+	h    hash.Hash
+	algo string
+}
+
+func newHeldFill(f fill.Filler, algo string) *heldFill {
+	return &heldFill{Filler: f, h: cachestore.Digest{Algo: algo}.NewHash(), algo: algo}
+}
+
+// errTooLargeToHold ends a held fill past maxTopBytes.
+var errTooLargeToHold = fmt.Errorf("more than %d bytes to hold until verified without the store", maxTopBytes)
+
+func (h *heldFill) Write(b []byte) (int, error) {
+	if len(h.buf)+len(b) > maxTopBytes {
+		return 0, errTooLargeToHold
+	}
+	h.buf = append(h.buf, b...)
+	h.h.Write(b)
+	return len(b), nil
+}
+
+func (h *heldFill) Written() int64 { return int64(len(h.buf)) }
+
+func (h *heldFill) Digest() cachestore.Digest {
+	return cachestore.Digest{Algo: h.algo, Hex: hex.EncodeToString(h.h.Sum(nil))}
+}
+
+func (h *heldFill) Hold() {}
+
+// Restart begins again: nothing reached the response.
+func (h *heldFill) Restart() error {
+	h.buf, h.h = h.buf[:0], cachestore.Digest{Algo: h.algo}.NewHash()
+	return nil
+}
+
+// Commit hands the verified bytes to the response, which checks them as
+// it would have as they came.
+func (h *heldFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
+	if _, err := h.Filler.Write(h.buf); err != nil {
+		return cachestore.Digest{}, err
+	}
+	return h.Filler.Commit(want, size)
 }
 
 // negative remembers an upstream 404 for NegativeTTL.

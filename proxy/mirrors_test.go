@@ -572,3 +572,30 @@ func TestHubHoldsAMetalinksNewGeneration(t *testing.T) {
 		t.Fatalf("the new primary.xml is not held: %v", err)
 	}
 }
+
+// With no room on the disk, a metalink-hashed repomd.xml is still held
+// until it verifies: a stale mirror's is refused unseen and the next
+// mirror's sent whole. (Before, the full disk's pass-through streamed the
+// stale mirror's bytes to the client, then could only cut the
+// connection.)
+func TestDiskFullHoldsAMetalinksRepomd(t *testing.T) {
+	site := newMirrorSite(t, 1000)
+	h := newHarness(t, site.lists, site.repoFile())
+	_, body := h.mustGet(site.metalinkURL(), 200)
+	first := listed(t, body).Mirrors[0].Base
+	idx := slices.Index(site.bases, first)
+	stale := bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>0"), 1)
+	u := site.mirrors[idx]
+	u.mu.Lock()
+	u.files[site.path(idx, "repodata/repomd.xml")] = stale
+	u.mu.Unlock()
+	h.stop()
+	h.start(site.repoFile(), func(_ *testConfig, s *cachestore.Config) { s.MinFreeBytes = 1 << 62 })
+	resp, got := h.mustGet(first+"repodata/repomd.xml", 200)
+	if !bytes.Equal(got, site.repomd) {
+		t.Fatalf("disk full: the client got\n%s\nwant the repomd.xml the metalink names", got)
+	}
+	if !strings.Contains(resp.Header.Get("X-Cache"), "not stored") {
+		t.Fatalf("X-Cache %q: not the full disk's path", resp.Header.Get("X-Cache"))
+	}
+}
