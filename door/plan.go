@@ -26,8 +26,11 @@ type Plan struct {
 	Meta     string
 	MetaName string
 	// Also are other digests the bytes may have (a metalink's alternates
-	// of repomd.xml: the previous push, still valid).
-	Also []cachestore.Digest
+	// of repomd.xml: the previous push, still valid); sizes the sizes of
+	// Digest and Also when the metalink gives every one (Size is then
+	// -1: which version comes is not known).
+	Also  []cachestore.Digest
+	sizes []int64
 	// Group is the key of the list of mirrors whose group the URL's
 	// mirror belongs to (mirrors.go), groupBase that mirror's base.
 	Group     string
@@ -150,6 +153,13 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 				p.Digest, p.Size, p.Also = g.repomd[0], g.l.Repomd[0].Size, g.repomd[1:]
 				if len(p.Also) > 0 {
 					p.Size = -1 // an alternate's size differs
+					for _, v := range g.l.Repomd {
+						if v.Size < 0 {
+							p.sizes = nil
+							break
+						}
+						p.sizes = append(p.sizes, v.Size)
+					}
 				}
 			}
 		}

@@ -286,29 +286,33 @@ func TestStaleMirrorRefused(t *testing.T) {
 	previous := bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>1"), 1)
 	stale := bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>0"), 1)
 	site.setLists(site.repomd, [][]byte{previous})
-	var logs logBuffer
-	h := newHarness(t, site.lists, site.repoFile(), loggingTo(&logs))
-	_, body := h.mustGet(site.metalinkURL(), 200)
-	l := listed(t, body)
-	firstIdx := -1
-	for i, b := range site.bases {
-		if b == l.Mirrors[0].Base {
-			firstIdx = i
+	// A stale repomd.xml of the same length, and one of another (with
+	// alternates the metalink's size is no single number: before, the
+	// stale one's length became the fill's, and the next mirror's right
+	// one was refused for its length: 502).
+	for _, bad := range [][]byte{stale, bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>0000"), 1)} {
+		var logs logBuffer
+		h := newHarness(t, site.lists, site.repoFile(), loggingTo(&logs))
+		_, body := h.mustGet(site.metalinkURL(), 200)
+		l := listed(t, body)
+		firstIdx := slices.Index(site.bases, l.Mirrors[0].Base)
+		u := site.mirrors[firstIdx]
+		u.mu.Lock()
+		u.files[site.path(firstIdx, "repodata/repomd.xml")] = bad
+		u.mu.Unlock()
+		_, got := h.mustGet(l.Mirrors[0].Base+"repodata/repomd.xml", 200)
+		if !bytes.Equal(got, site.repomd) {
+			t.Fatalf("the client got a repomd.xml the metalink does not name:\n%s", got)
 		}
-	}
-	u := site.mirrors[firstIdx]
-	u.mu.Lock()
-	u.files[site.path(firstIdx, "repodata/repomd.xml")] = stale
-	u.mu.Unlock()
-	_, got := h.mustGet(l.Mirrors[0].Base+"repodata/repomd.xml", 200)
-	if !bytes.Equal(got, site.repomd) {
-		t.Fatalf("the client got a repomd.xml the metalink does not name:\n%s", got)
-	}
-	if !strings.Contains(logs.String(), "not one its metalink names") {
-		t.Fatal("the refusal is not in the log")
-	}
-	if g := h.door.MirrorGroups(); len(g) != 1 || g[0].Refused != 1 {
-		t.Fatalf("the page's mirror groups: %+v, want one with one refusal", g)
+		if !strings.Contains(logs.String(), "not one its metalink names") {
+			t.Fatal("the refusal is not in the log")
+		}
+		if g := h.door.MirrorGroups(); len(g) != 1 || g[0].Refused != 1 {
+			t.Fatalf("the page's mirror groups: %+v, want one with one refusal", g)
+		}
+		u.mu.Lock()
+		u.files[site.path(firstIdx, "repodata/repomd.xml")] = site.repomd
+		u.mu.Unlock()
 	}
 	// Mirrors that serve the previous push (an alternate): taken; mirrors
 	// all stale: 502, nothing served.
