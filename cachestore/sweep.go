@@ -48,6 +48,27 @@ func (s *Store) LearntFrom(lister uint64) (Digest, error) {
 	return d, err
 }
 
+// LearntAt is the time (Unix seconds) and the blob of lister's latest
+// whole learn: a fact it listed is current when it was learnt at or after
+// that time (SweepKnown drops the others).
+func (s *Store) LearntAt(lister uint64) (int64, Digest, error) {
+	var (
+		at int64
+		d  Digest
+	)
+	err := s.getWith(string(learnKey(lister)), func(v []byte) error {
+		t, n := binary.Uvarint(v)
+		if n > 0 {
+			at = int64(t)
+			if n < len(v) {
+				d, _ = ParseDigest(string(v[n:]))
+			}
+		}
+		return nil
+	})
+	return at, d, err
+}
+
 func learnKey(lister uint64) []byte {
 	return []byte(prefixLearn + strconv.FormatUint(lister, 16))
 }

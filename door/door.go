@@ -9,12 +9,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +28,7 @@ import (
 	"github.com/warren-cache/warren/fill"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/internal/taskgroup"
+	"github.com/warren-cache/warren/rpm"
 )
 
 // Store is what the door needs of the cache.
@@ -42,6 +45,7 @@ type Store interface {
 	KnownPrefix(prefix string, fn func(key string, k cachestore.Known)) error
 	Learnt(lister uint64, at int64, d cachestore.Digest) error
 	LearntFrom(lister uint64) (cachestore.Digest, error)
+	LearntAt(lister uint64) (int64, cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
 	Filling(key string) (*cachestore.Fill, bool)
 	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
@@ -124,6 +128,10 @@ type Config struct {
 	Keys Keys
 	// WAN is told of bytes taken from the origin, by ecosystem.
 	WAN func(eco string, n int64)
+	// Lists, when set, says which lists of mirrors are trusted to make
+	// mirror groups (listtrust.go): those the repo files here name and
+	// mirror_lists. nil: only those a hub answers in the site's order.
+	Lists func() *ListPolicy
 	// Intercepts says whether warren answers CONNECTs to an https host
 	// itself (the site CA may sign for it): a mirror group's https
 	// mirrors on such hosts are cacheable, and put first with the http
@@ -180,6 +188,11 @@ type Door struct {
 	// besideZck are the repomd.xml files whose plain primary.xml was
 	// fetched for a zchunk client (zchunk.go).
 	besideZck *lru.Cache[cachestore.Digest, struct{}]
+	// listings are the files of repomd.xml blobs a metalink names
+	// (mirrors.go), read once.
+	listings *lru.Cache[cachestore.Digest, []rpm.Data]
+	// untrusted are the lists of mirrors whose refusal was logged.
+	untrusted *lru.Cache[string, struct{}]
 
 	engine   *fill.Engine
 	learning learning
@@ -243,6 +256,8 @@ func New(cfg Config, store Store) (*Door, error) {
 	s.neg, _ = lru.New[string, time.Time](10000)
 	s.relearnt, _ = lru.New[string, struct{}](4096)
 	s.besideZck, _ = lru.New[cachestore.Digest, struct{}](1024)
+	s.untrusted, _ = lru.New[string, struct{}](256)
+	s.listings, _ = lru.New[cachestore.Digest, []rpm.Data](256)
 	s.sigs = newSignatures()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
@@ -340,7 +355,7 @@ func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
 		case err == nil:
 			return Stored{Blob: f, Info: bi, Fresh: true}, nil
 		case errors.Is(err, cachestore.ErrNotFound):
-			return Stored{}, nil
+			return s.lookupAlternate(p, asHeld)
 		}
 		return Stored{}, err
 	}
@@ -354,6 +369,26 @@ func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
 		return Stored{}, nil
 	}
 	return Stored{}, err
+}
+
+// lookupAlternate finds, for a metalink-hashed repomd.xml whose current
+// version the site does not hold, the alternate (the previous push, still
+// valid) its URL answered within index_ttl: mirrors not synced yet serve
+// it, and asking them again on every request would only bring it again.
+// Once index_ttl has passed the mirror is asked again (it may have synced).
+func (s *Door) lookupAlternate(p Plan, asHeld bool) (Stored, error) {
+	if len(p.Also) == 0 {
+		return Stored{}, nil
+	}
+	c, err := s.store.Cached(p.Key)
+	if err != nil || !slices.Contains(p.Also, c.Digest) || !asHeld && s.now().Sub(c.Fetched) >= s.cfg.IndexTTL {
+		return Stored{}, nil
+	}
+	f, bi, err := s.store.OpenHit(c.Digest, p.Cred.scope)
+	if err != nil {
+		return Stored{}, nil
+	}
+	return Stored{Blob: f, Info: bi, Fresh: true}, nil
 }
 
 // OpenCached opens the blob of a URL's copy for p, if p may read it.
@@ -521,8 +556,62 @@ func (s *Door) Learnt(ctx context.Context, key string) (cachestore.Known, error)
 // itself, when the disk has no room), from p's upstream sources: the
 // bytes are verified as they pass, as a stored fill's are.
 func (s *Door) Drive(ctx context.Context, sink fill.Filler, p Plan, who Asker) error {
+	if p.listHashed() {
+		// As a stored fill is held (committingFill.held): a stale
+		// mirror's is refused unseen, the next mirror's sent instead.
+		sink = newHeldFill(sink, p.Digest.Algo)
+	}
 	_, err := s.run(ctx, sink, p, s.upstreamSources(p, who, nil, nil))
 	return err
+}
+
+// heldFill keeps what a fill into a response receives in memory until it
+// verifies, then hands it to the response: for a small file whose bytes
+// reach no reader before they verify, filled without the store.
+type heldFill struct {
+	fill.Filler
+	buf  []byte
+	h    hash.Hash
+	algo string
+}
+
+func newHeldFill(f fill.Filler, algo string) *heldFill {
+	return &heldFill{Filler: f, h: cachestore.Digest{Algo: algo}.NewHash(), algo: algo}
+}
+
+// errTooLargeToHold ends a held fill past maxTopBytes.
+var errTooLargeToHold = fmt.Errorf("more than %d bytes to hold until verified without the store", maxTopBytes)
+
+func (h *heldFill) Write(b []byte) (int, error) {
+	if len(h.buf)+len(b) > maxTopBytes {
+		return 0, errTooLargeToHold
+	}
+	h.buf = append(h.buf, b...)
+	h.h.Write(b)
+	return len(b), nil
+}
+
+func (h *heldFill) Written() int64 { return int64(len(h.buf)) }
+
+func (h *heldFill) Digest() cachestore.Digest {
+	return cachestore.Digest{Algo: h.algo, Hex: hex.EncodeToString(h.h.Sum(nil))}
+}
+
+func (h *heldFill) Hold() {}
+
+// Restart begins again: nothing reached the response.
+func (h *heldFill) Restart() error {
+	h.buf, h.h = h.buf[:0], cachestore.Digest{Algo: h.algo}.NewHash()
+	return nil
+}
+
+// Commit hands the verified bytes to the response, which checks them as
+// it would have as they came.
+func (h *heldFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
+	if _, err := h.Filler.Write(h.buf); err != nil {
+		return cachestore.Digest{}, err
+	}
+	return h.Filler.Commit(want, size)
 }
 
 // negative remembers an upstream 404 for NegativeTTL.

@@ -215,10 +215,13 @@ type committingFill struct {
 }
 
 // holdsGeneration says whether this fill is a hub's new top metadata file,
-// released only with what it lists (generations.go). A private scope's is
-// not held: what it lists is its client's to fetch, with its credential.
+// released only with what it lists (generations.go): a Release or
+// repomd.xml kept by URL, or a repomd.xml a metalink gives the hash of
+// (its URL's copy is recorded too). A private scope's is not held: what
+// it lists is its client's to fetch, with its credential.
 func (c *committingFill) holdsGeneration() bool {
-	return c.s.cfg.KeepGenerations > 0 && c.p.Digest.IsZero() && (c.p.Meta == MetaRelease || c.p.Meta == MetaRepomd) && !c.p.Cred.Private()
+	top := c.p.Digest.IsZero() && (c.p.Meta == MetaRelease || c.p.Meta == MetaRepomd) || c.p.listHashed()
+	return c.s.cfg.KeepGenerations > 0 && top && !c.p.Cred.Private()
 }
 
 func (c *committingFill) Start(info cachestore.FillInfo) error {
@@ -263,7 +266,7 @@ func (c *committingFill) checkSignature() error {
 
 // held says whether the fill's bytes reach no reader before they verify.
 func (c *committingFill) held() bool {
-	return c.holdsGeneration() || c.p.Group != "" && c.p.Meta == MetaRepomd && !c.p.Digest.IsZero()
+	return c.holdsGeneration() || c.p.listHashed()
 }
 
 // Restart begins again from the next source, held as before.
@@ -296,9 +299,11 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 		c.prefetched = pre
 	}
 	got := c.Fill.Digest()
-	// A file kept by URL, or an installer its origin just confirmed (the
-	// engine verified it): the URL's copy is recorded.
-	if p.Digest.IsZero() || p.Unconfirmed && got == p.Digest {
+	// A file kept by URL, an installer its origin just confirmed (the
+	// engine verified it), or a metalink-hashed repomd.xml (which version
+	// this mirror serves: lookupAlternate; a hub's previous generation):
+	// the URL's copy is recorded.
+	if p.Digest.IsZero() || p.Unconfirmed && got == p.Digest || p.listHashed() {
 		if old, err := s.store.Cached(p.Key); err == nil && old.Digest == got {
 			c.same = true
 		}

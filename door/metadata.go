@@ -260,14 +260,24 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 	}
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
-	if p.Meta == MetaNupkg {
+	switch p.Meta {
+	case MetaNupkg:
 		err = nupkgErr
 		for _, nf := range nupkg {
 			if aerr := rec.add(nf.key, nf.inScope, nf.k); aerr != nil && err == nil {
 				err = aerr
 			}
 		}
-	} else {
+	case MetaMirrors:
+		var (
+			kept     []string
+			metalink bool
+		)
+		kept, metalink, err = s.learnList(p, d, ctxReader{ctx: s.ctx, r: src}, rec.add)
+		if err == nil {
+			defer s.listLearnt(p.Key, kept, metalink) // before the learn ends (deferred earlier)
+		}
+	default:
 		err = parseMeta(s.ctx, s.decoders, p, d, scope, src, rec.add)
 	}
 	// What was parsed before an error is true (the file verified): it is
@@ -297,9 +307,6 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 			slog.Duration("took", s.now().Sub(start)))
 	}
 	s.knownDirty.Store(true)
-	if p.Meta == MetaMirrors {
-		s.listLearnt()
-	}
 }
 
 // learnIfNew learns a metadata blob served from the store when the index
@@ -494,8 +501,6 @@ func parseMeta(ctx context.Context, dec decoders, p Plan, d cachestore.Digest, s
 			}
 			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: pkg.Checksum.Algo, Hex: pkg.Checksum.Hex}, Size: pkg.Size})
 		})
-	case MetaMirrors:
-		return listFacts(p, d, stoppable(r), emit)
 	}
 	return fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }

@@ -1,18 +1,21 @@
 package door
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/fill"
@@ -24,19 +27,24 @@ import (
 // list of mirrors (rpm.ParseMirrorList): dnf takes the first that works,
 // in an order that differs from machine to machine. The list is an index
 // file like any other (kept by URL, revalidated, served stale when its
-// host does not answer, passed through a hub, replicated), and it defines
-// a repository scope of its own: the mirror group. In dnf's trust model
-// the list is what names the repository (fetched over https from the
-// distribution, a metalink carrying repomd.xml's hashes), so within the
-// group:
+// host does not answer, passed through a hub, replicated), and a trusted
+// one (listtrust.go) defines a repository scope of its own: the mirror
+// group. In dnf's trust model the list is what names the repository
+// (fetched over https from the distribution, a metalink carrying
+// repomd.xml's hashes), so within the group:
 //
-//   - a metalink's hashes of repomd.xml (current and alternates) are facts
-//     for repodata/repomd.xml under every mirror: repomd.xml is
-//     hash-known from any of them, and a stale mirror's, which the list
-//     does not name, is refused;
-//   - a fact learnt from one mirror's metadata applies to the same path
-//     on every mirror (useKnown): the mirror a package is asked of need
-//     not be the one whose primary.xml passed through warren;
+//   - a metalink's hashes of repomd.xml (current and alternates) are
+//     what repodata/repomd.xml must hash to under every mirror (planRPM
+//     takes them from the group: no fact is recorded under each mirror,
+//     so a list of a thousand mirrors is no thousand repositories in the
+//     index): repomd.xml is hash-known from any of them, and a stale
+//     mirror's, which the list does not name, is refused;
+//   - in a metalink's group, what its hash anchors (a file a repomd.xml
+//     it names lists; a package a primary.xml such a repomd.xml lists,
+//     learnt from any mirror) applies to the same path on every mirror
+//     (groupFact): the mirror a package is asked of need not be the one
+//     whose primary.xml passed through warren. A plain list anchors
+//     nothing: one mirror's metadata never decides another's files;
 //   - every mirror is a source of the same verified bytes: a fill that
 //     stalls on one goes on from the next (mirrorSources);
 //   - the list is answered in the site's order (SiteList): mirrors warren
@@ -48,7 +56,10 @@ import (
 // A mirror's membership is a fact of its own (groupPrefix + its base ->
 // the list's key), recorded and swept with the list's learn, so the group
 // outlives a restart; the group itself is read from the list's stored
-// copy when first needed.
+// copy when first needed. A base belongs to one list: the first trusted
+// list that names it keeps it, but a metalink (whose hash anchors it)
+// takes it from a plain mirror list, and a newer answer of the same list
+// (the same URL but for its query: dnf adds countme=1) from the older.
 
 // groupPrefix keys the fact that a mirror's base belongs to a list.
 const groupPrefix = "mirror-group:"
@@ -56,8 +67,14 @@ const groupPrefix = "mirror-group:"
 // maxMirrorSources bounds the other mirrors one fill may go on to.
 const maxMirrorSources = 4
 
-// maxGroups bounds the groups kept read in memory.
-const maxGroups = 256
+// maxGroups and maxGroupBytes bound the groups kept read in memory (the
+// least recently used forgotten first): a list's parsed form, what its
+// rewrite needs of it (a metalink's head and tail), not its bytes. Real
+// lists are tens of KB.
+const (
+	maxGroups     = 256
+	maxGroupBytes = 16 << 20
+)
 
 // HeaderMirrors marks a list a warren answered in its site's order: a node
 // keeps the order its hub chose.
@@ -67,10 +84,10 @@ const HeaderMirrors = "X-Warren-Mirrors"
 type mirrorGroup struct {
 	list   string            // the list's key
 	digest cachestore.Digest // the stored copy it was read from
-	raw    []byte
 	l      *rpm.MirrorList
 	bases  []string            // each mirror's base, canonical ("" when unusable)
 	repomd []cachestore.Digest // a metalink's: current, then alternates
+	size   int                 // what it holds in memory, about
 	fig    *groupFigures
 }
 
@@ -82,12 +99,38 @@ type groupFigures struct {
 
 // mirrorGroups is what the door knows of the groups.
 type mirrorGroups struct {
-	mu      sync.Mutex // guards the rest
-	loaded  bool
-	byBase  map[string]string // a mirror's base -> its list's key
-	groups  map[string]*mirrorGroup
+	mu     sync.Mutex // guards the rest
+	loaded bool
+	// byBase is every membership fact, read once and kept as lists are
+	// learnt (listLearnt).
+	byBase map[string]holder // a mirror's base -> the list it belongs to
+	// groups are the lists read, by key; bytes what they hold.
+	groups  *simplelru.LRU[string, *mirrorGroup]
+	bytes   int
 	figures map[string]*groupFigures
+	// hosts are MirrorHosts' answer, built from byBase with policy;
+	// stale once a list is learnt. version changes with the hosts.
+	hosts      []string
+	hostsOf    *ListPolicy
+	hostsStale bool
+	version    uint64
+	// reads makes one read of a list at a time (readList); readCount
+	// counts them.
+	reads     singleflight.Group
+	readCount atomic.Int64
 }
+
+// holder is the list a base belongs to.
+type holder struct {
+	list     string // its key
+	metalink bool
+}
+
+// Membership facts say which kind of list holds the base (Known.Source).
+const (
+	kindMetalink   = "metalink"
+	kindMirrorlist = "mirrorlist"
+)
 
 // baseOf is a mirror's base URL in canonical form, "" when it cannot be
 // one (not http(s), a user name in it).
@@ -101,20 +144,17 @@ func baseOf(raw string) string {
 
 // readList reads a stored list (bounded) and what it says.
 func (s *Door) readList(list string, d cachestore.Digest) (*mirrorGroup, error) {
+	s.mirrors.readCount.Add(1)
 	b, err := s.store.ReadBlob(d)
 	if err != nil {
 		return nil, err
 	}
 	defer b.Close()
-	raw, err := io.ReadAll(io.LimitReader(b.File, rpm.MaxMirrorListBytes+1))
+	l, err := rpm.ParseMirrorList(b.File)
 	if err != nil {
 		return nil, fmt.Errorf("read the list %s: %w", list, err)
 	}
-	l, err := rpm.ParseMirrorList(bytes.NewReader(raw))
-	if err != nil {
-		return nil, err
-	}
-	g := &mirrorGroup{list: list, digest: d, raw: raw, l: l}
+	g := &mirrorGroup{list: list, digest: d, l: l}
 	for _, m := range l.Mirrors {
 		g.bases = append(g.bases, baseOf(m.Base))
 	}
@@ -122,42 +162,122 @@ func (s *Door) readList(list string, d cachestore.Digest) (*mirrorGroup, error) 
 		h, _ := v.Hash()
 		g.repomd = append(g.repomd, cachestore.Digest{Algo: h.Algo, Hex: h.Hex})
 	}
+	g.size = l.Bytes() + len(list) + 128*len(g.repomd)
+	for _, b := range g.bases {
+		g.size += len(b) + 16
+	}
 	return g, nil
 }
 
-// listFacts are what a list teaches: each mirror's membership, and a
-// metalink's current repomd.xml hash under each mirror.
-func listFacts(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc) error {
+// trustedList says whether the list at key, whose stored copy has meta,
+// makes a group (listtrust.go): a repo file or mirror_lists names it, or
+// this node's hub answered it in the site's order.
+func (s *Door) trustedList(key string, meta map[string]string) bool {
+	if meta[HeaderMirrors] != "" {
+		return true
+	}
+	return s.listPolicy().Trusts(key)
+}
+
+// liveList says whether list still makes a group: it is held, and trusted.
+func (s *Door) liveList(list string) bool {
+	c, err := s.store.Cached(list)
+	return err == nil && s.trustedList(list, c.Meta)
+}
+
+// learnList records what list p (its stored blob d) teaches: each
+// mirror's membership of its group; nothing at all when the list is not
+// trusted. It returns the bases it took, for listLearnt.
+func (s *Door) learnList(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc) (kept []string, metalink bool, err error) {
+	c, err := s.store.Cached(p.Key)
+	if err != nil || !s.trustedList(p.Key, c.Meta) {
+		if _, logged := s.untrusted.Get(p.Key); !logged {
+			s.untrusted.Add(p.Key, struct{}{})
+			s.log.Info("a list of mirrors that no repo file, mirror_lists entry or hub names: served as it came, and no mirror group is made of it",
+				slog.String("url", p.ShownURL()))
+		}
+		return nil, false, nil
+	}
 	l, err := rpm.ParseMirrorList(r)
 	if err != nil {
-		return err
+		return nil, false, err
+	}
+	s.loadGroups()
+	policy := s.listPolicy()
+	kind := kindMirrorlist
+	if l.Metalink {
+		kind = kindMetalink
 	}
 	for _, m := range l.Mirrors {
 		base := baseOf(m.Base)
-		if base == "" {
+		if base == "" || policy.Plain(base) || !s.mayTake(p.Key, l.Metalink, base) {
 			continue
 		}
-		// Depth -1: no repository scope (the key is no URL).
-		if err := emit(groupPrefix+base, true, cachestore.Known{Digest: d, Size: -1, Name: p.Key, Depth: -1}); err != nil {
-			return err
-		}
-		if l.Metalink {
-			h, _ := l.Repomd[0].Hash()
-			k := cachestore.Known{Digest: cachestore.Digest{Algo: h.Algo, Hex: h.Hex}, Size: l.Repomd[0].Size, Name: "repomd", Depth: len(base)}
-			if err := emit(base+"repodata/repomd.xml", true, k); err != nil {
-				return err
-			}
+		kept = append(kept, base)
+		// Depth -1: no repository scope (the key is no URL). A metalink's
+		// hash of repomd.xml is no fact of its own under each mirror: the
+		// plan takes it from the group (planRPM).
+		if err := emit(groupPrefix+base, true, cachestore.Known{Digest: d, Size: -1, Name: p.Key, Source: kind, Depth: -1}); err != nil {
+			return nil, false, err
 		}
 	}
-	return nil
+	if len(kept) < len(l.Mirrors) {
+		s.log.Debug("a list's mirrors that belong to another list or are a repo file's baseurl are left out of its group",
+			slog.String("url", p.ShownURL()), slog.Int("mirrors", len(l.Mirrors)), slog.Int("kept", len(kept)))
+	}
+	return kept, l.Metalink, nil
 }
 
-// listLearnt drops what the door read of the groups: a list changed.
-func (s *Door) listLearnt() {
-	g := &s.mirrors
-	g.mu.Lock()
-	g.loaded, g.byBase, g.groups = false, nil, nil
-	g.mu.Unlock()
+// listPolicy is the lists of mirrors policy now (nil: none trusted but a
+// hub's).
+func (s *Door) listPolicy() *ListPolicy {
+	if s.cfg.Lists == nil {
+		return nil
+	}
+	return s.cfg.Lists()
+}
+
+// mayTake says whether list (a metalink or not) may take base into its
+// group: a base held by another live list stays with it, unless that is
+// an older answer of the same list, or a plain mirror list and list a
+// metalink.
+func (s *Door) mayTake(list string, metalink bool, base string) bool {
+	gs := &s.mirrors
+	gs.mu.Lock()
+	h, held := gs.byBase[base]
+	gs.mu.Unlock()
+	switch {
+	case !held, h.list == list, sameList(h.list, list), metalink && !h.metalink:
+		return true
+	}
+	return !s.liveList(h.list)
+}
+
+// sameList says whether two lists' keys differ at most in their query.
+func sameList(a, b string) bool {
+	a, _, _ = strings.Cut(a, "?")
+	b, _, _ = strings.Cut(b, "?")
+	return a == b
+}
+
+// listLearnt records in memory what a learn of list taught: the bases
+// it took (none when it is not trusted), which another list no longer
+// holds, and the bases it held and no longer names. Other groups stay as
+// they were read.
+func (s *Door) listLearnt(list string, kept []string, metalink bool) {
+	s.loadGroups()
+	gs := &s.mirrors
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	for base, h := range gs.byBase {
+		if h.list == list {
+			delete(gs.byBase, base)
+		}
+	}
+	for _, base := range kept {
+		gs.byBase[base] = holder{list: list, metalink: metalink}
+	}
+	gs.hostsStale = true
 }
 
 // groupOf finds the group whose mirror key lies under, and that
@@ -174,10 +294,10 @@ func (s *Door) groupOf(key string) (*mirrorGroup, string) {
 			continue
 		}
 		gs.mu.Lock()
-		list, ok := gs.byBase[key[:j+1]]
+		h, ok := gs.byBase[key[:j+1]]
 		gs.mu.Unlock()
 		if ok {
-			if g := s.groupNamed(list); g != nil {
+			if g := s.groupNamed(h.list); g != nil && slices.Contains(g.bases, key[:j+1]) {
 				return g, key[:j+1]
 			}
 			return nil, ""
@@ -194,9 +314,9 @@ func (s *Door) loadGroups() {
 	if gs.loaded {
 		return
 	}
-	byBase := map[string]string{}
+	byBase := map[string]holder{}
 	err := s.store.KnownPrefix(groupPrefix, func(key string, k cachestore.Known) {
-		byBase[strings.TrimPrefix(key, groupPrefix)] = k.Name
+		byBase[strings.TrimPrefix(key, groupPrefix)] = holder{list: k.Name, metalink: k.Source == kindMetalink}
 	})
 	if err != nil {
 		s.log.Warn("cannot read the mirror groups; each mirror is a repository of its own until its list is fetched again", slog.Any("err", err))
@@ -204,46 +324,82 @@ func (s *Door) loadGroups() {
 	gs.byBase, gs.loaded = byBase, true
 }
 
-// groupNamed is the group of a list, read from its stored copy if need be.
+// groupNamed is the group of a trusted list, read from its stored copy if
+// need be (once for all who ask at the same time).
 func (s *Door) groupNamed(list string) *mirrorGroup {
 	c, err := s.store.Cached(list)
-	if err != nil {
-		return nil // its copy is gone: each mirror stands alone
+	if err != nil || !s.trustedList(list, c.Meta) {
+		return nil // its copy is gone, or no one trusts it: each mirror stands alone
 	}
 	gs := &s.mirrors
 	gs.mu.Lock()
-	g := gs.groups[list]
-	gs.mu.Unlock()
-	if g != nil && g.digest == c.Digest {
-		return g
+	if gs.groups != nil {
+		if g, ok := gs.groups.Get(list); ok && g.digest == c.Digest {
+			gs.mu.Unlock()
+			return g
+		}
 	}
-	g, err = s.readList(list, c.Digest)
+	gs.mu.Unlock()
+	v, err, _ := gs.reads.Do(list+"@"+c.Digest.String(), func() (any, error) {
+		g, err := s.readList(list, c.Digest)
+		if err != nil {
+			return nil, err
+		}
+		gs.mu.Lock()
+		defer gs.mu.Unlock()
+		if gs.groups == nil {
+			gs.groups, _ = simplelru.NewLRU(maxGroups, func(_ string, old *mirrorGroup) { gs.bytes -= old.size })
+		}
+		if gs.figures == nil {
+			gs.figures = map[string]*groupFigures{}
+		}
+		if g.fig = gs.figures[list]; g.fig == nil {
+			g.fig = &groupFigures{}
+			if len(gs.figures) < maxGroups {
+				gs.figures[list] = g.fig
+			}
+		}
+		gs.groups.Remove(list) // an older read's (evicted: its bytes counted off)
+		gs.groups.Add(list, g)
+		gs.bytes += g.size
+		for gs.bytes > maxGroupBytes && gs.groups.Len() > 1 {
+			gs.groups.RemoveOldest()
+		}
+		return g, nil
+	})
 	if err != nil {
 		return nil
 	}
-	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	if gs.groups == nil || len(gs.groups) >= maxGroups {
-		gs.groups = map[string]*mirrorGroup{}
-	}
-	if gs.figures == nil {
-		gs.figures = map[string]*groupFigures{}
-	}
-	if g.fig = gs.figures[list]; g.fig == nil {
-		g.fig = &groupFigures{}
-		if len(gs.figures) < maxGroups {
-			gs.figures[list] = g.fig
-		}
-	}
-	gs.groups[list] = g
-	return g
+	return v.(*mirrorGroup)
 }
 
-// groupFact is what another mirror of p's group knows of the same path,
-// when p's own URL has no fact.
+// groupFact is what p's group's metalink vouches for at p's path, when
+// p's own URL has no fact. Its hash anchors a chain: a file repomd.xml
+// lists, from a repomd.xml the metalink names (current or an alternate)
+// that the site holds; a package, from another mirror's fact learnt from
+// a primary.xml such a repomd.xml lists (and still listed by it). One
+// mirror's own metadata, whatever it says, never decides another
+// mirror's files: a plain mirror list anchors nothing, and shares no
+// fact.
 func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) {
 	g := s.groupNamed(p.Group)
-	if g == nil || !strings.HasPrefix(p.Key, p.groupBase) {
+	if g == nil || !g.l.Metalink || !strings.HasPrefix(p.Key, p.groupBase) {
+		return cachestore.Known{}, false
+	}
+	scope := repoScope(p.groupBase)
+	primaries := map[cachestore.Digest]bool{}
+	for _, d := range g.repomd {
+		for _, data := range s.repomdListing(d) {
+			k := cachestore.Known{Digest: cachestore.Digest{Algo: data.Checksum.Algo, Hex: data.Checksum.Hex}, Size: data.Size, Name: data.Type}
+			if key, ok := scope.join(data.Href); ok && key == p.Key {
+				return k, true
+			}
+			if data.Type == "primary" {
+				primaries[k.Digest] = true
+			}
+		}
+	}
+	if len(primaries) == 0 {
 		return cachestore.Known{}, false
 	}
 	rel := p.Key[len(p.groupBase):]
@@ -253,11 +409,41 @@ func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) 
 		}
 		key := base + rel
 		s.learning.wait(ctx, key, nil)
-		if k, err := s.store.Known(key); err == nil {
+		k, err := s.store.Known(key)
+		if err != nil {
+			continue
+		}
+		lister := cachestore.ListerID(base + "repodata/primary")
+		if k.Lister != lister {
+			continue
+		}
+		if at, from, err := s.store.LearntAt(lister); err == nil && k.Learnt >= at && primaries[from] {
 			return k, true
 		}
 	}
 	return cachestore.Known{}, false
+}
+
+// repomdListing is what repomd.xml blob d lists, when the site holds it
+// (nil otherwise), read once.
+func (s *Door) repomdListing(d cachestore.Digest) []rpm.Data {
+	if l, ok := s.listings.Get(d); ok {
+		return l
+	}
+	if !s.Holds(d) {
+		return nil
+	}
+	b, err := s.store.ReadBlob(d)
+	if err != nil {
+		return nil
+	}
+	defer b.Close()
+	data, err := rpm.ParseRepomd(io.LimitReader(b.File, maxTopBytes))
+	if err != nil {
+		data = []rpm.Data{} // verified, and malformed: nothing, once
+	}
+	s.listings.Add(d, data)
+	return data
 }
 
 // siteOrder is the order warren answers a group's list in: mirrors it can
@@ -330,36 +516,36 @@ func (s *Door) cacheableHTTPS(base string) bool {
 // SiteList is what a client is answered for list p, whose stored copy is
 // c: the list with its mirrors in the site's order (a metalink's hashes
 // as they were), once what it teaches is learnt, so that no request that
-// follows from it can miss a fact. A list that does not parse is answered
-// as it is; one a hub ordered for its nodes too (HeaderMirrors).
-func (s *Door) SiteList(ctx context.Context, p Plan, c cachestore.Cached) ([]byte, error) {
+// follows from it can miss a fact. body is nil when the stored copy is
+// the answer as it is: a list that makes no group, or one its hub
+// ordered for its nodes (ordered then). ordered says the answer is in
+// the site's order (HeaderMirrors).
+func (s *Door) SiteList(ctx context.Context, p Plan, c cachestore.Cached) (body []byte, ordered bool, err error) {
 	s.learning.wait(ctx, p.Key, nil)
+	if c.Meta[HeaderMirrors] != "" {
+		return nil, true, nil
+	}
 	var g *mirrorGroup
 	if p.Meta == MetaMirrors {
 		if g = s.groupNamed(p.Key); g != nil && g.digest != c.Digest {
 			g = nil
 		}
 	}
-	if g == nil || c.Meta[HeaderMirrors] != "" {
-		b, err := s.store.ReadBlob(c.Digest)
-		if err != nil {
-			return nil, err
-		}
-		defer b.Close()
-		return io.ReadAll(io.LimitReader(b.File, max(c.Size, 0)))
+	if g == nil {
+		return nil, false, nil
 	}
 	order := s.siteOrder(g)
-	out, err := g.l.Rewrite(g.raw, order)
+	out, err := g.l.Rewrite(order)
 	if err != nil {
 		s.log.Warn("cannot reorder this list of mirrors; answered as it came", slog.String("url", p.ShownURL()), slog.Any("err", err))
-		return g.raw, nil
+		return nil, false, nil
 	}
 	chosen := g.l.Mirrors[order[0]].Base
 	if old := g.fig.chosen.Swap(&chosen); old == nil || *old != chosen {
 		s.log.Info("mirror group: the site's mirror", slog.String("list", p.ShownURL()), slog.String("mirror", chosen),
 			slog.Int("mirrors", len(g.l.Mirrors)), slog.Bool("metalink", g.l.Metalink))
 	}
-	return out, nil
+	return out, true, nil
 }
 
 // mirrorSources are the other mirrors of p's group as sources of p's
@@ -388,24 +574,52 @@ func (s *Door) mirrorSources(p Plan, who Asker) []fill.Source {
 	return out
 }
 
-// MirrorHosts are the https hosts of the mirrors of every group warren
-// knows: what interception may add (cmd/warren).
-func (s *Door) MirrorHosts() []string {
+// MirrorHosts are the https hosts of the mirrors of every group of a
+// trusted list warren knows: what interception may add (cmd/warren); the
+// slice is shared, not to be changed. version changes whenever the hosts
+// do: built once, again only when a list is learnt or the lists policy
+// changes (interception asks on every CONNECT).
+func (s *Door) MirrorHosts() (hosts []string, version uint64) {
 	s.loadGroups()
+	policy := s.listPolicy()
 	gs := &s.mirrors
 	gs.mu.Lock()
-	defer gs.mu.Unlock()
-	var out []string
-	for base := range gs.byBase {
-		if rest, ok := strings.CutPrefix(base, "https://"); ok {
-			host, _, _ := strings.Cut(rest, "/")
-			if u, err := url.Parse("https://" + host); err == nil {
-				out = append(out, u.Hostname())
-			}
+	if gs.hosts != nil && !gs.hostsStale && gs.hostsOf == policy {
+		defer gs.mu.Unlock()
+		return gs.hosts, gs.version
+	}
+	byBase := maps.Clone(gs.byBase)
+	gs.hostsStale, gs.hostsOf = false, policy
+	gs.mu.Unlock()
+	live := map[string]bool{}
+	out := []string{}
+	for base, h := range byBase {
+		rest, ok := strings.CutPrefix(base, "https://")
+		if !ok {
+			continue
+		}
+		isLive, seen := live[h.list]
+		if !seen {
+			isLive = s.liveList(h.list)
+			live[h.list] = isLive
+		}
+		if !isLive {
+			continue
+		}
+		host, _, _ := strings.Cut(rest, "/")
+		if u, err := url.Parse("https://" + host); err == nil {
+			out = append(out, u.Hostname())
 		}
 	}
 	slices.Sort(out)
-	return slices.Compact(out)
+	out = slices.Compact(out)
+	gs.mu.Lock()
+	defer gs.mu.Unlock()
+	if !slices.Equal(out, gs.hosts) || gs.hosts == nil {
+		gs.hosts = out
+		gs.version++
+	}
+	return gs.hosts, gs.version
 }
 
 // MirrorGroup is one group, for the page.
@@ -424,9 +638,9 @@ type MirrorGroup struct {
 func (s *Door) MirrorGroups() []MirrorGroup {
 	gs := &s.mirrors
 	gs.mu.Lock()
-	groups := make([]*mirrorGroup, 0, len(gs.groups))
-	for _, g := range gs.groups {
-		groups = append(groups, g)
+	var groups []*mirrorGroup
+	if gs.groups != nil {
+		groups = gs.groups.Values()
 	}
 	gs.mu.Unlock()
 	out := make([]MirrorGroup, 0, len(groups))

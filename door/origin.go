@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -256,6 +257,12 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			s.rememberNotFound(p.Key)
 		}
 		return nil, fill.Stop(&UpstreamStatusError{Code: resp.StatusCode, Status: resp.Status, URL: p.URL, Challenge: resp.Header.Values("WWW-Authenticate")})
+	}
+	if p.Size < 0 && size >= 0 && len(p.sizes) > 0 && !slices.Contains(p.sizes, size) && o.staleRepomd(fmt.Errorf("%w: the metalink's versions are %v bytes, the mirror sends %d", cachestore.ErrSizeMismatch, p.sizes, size)) {
+		// Of no version the metalink names: refused before a byte is
+		// read (its length would become the fill's).
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: %s's repomd.xml is not the metalink's", fill.ErrSkip, o.name())
 	}
 	if p.Size >= 0 && size >= 0 && size != p.Size {
 		resp.Body.Close()

@@ -26,8 +26,11 @@ type Plan struct {
 	Meta     string
 	MetaName string
 	// Also are other digests the bytes may have (a metalink's alternates
-	// of repomd.xml: the previous push, still valid).
-	Also []cachestore.Digest
+	// of repomd.xml: the previous push, still valid); sizes the sizes of
+	// Digest and Also when the metalink gives every one (Size is then
+	// -1: which version comes is not known).
+	Also  []cachestore.Digest
+	sizes []int64
 	// Group is the key of the list of mirrors whose group the URL's
 	// mirror belongs to (mirrors.go), groupBase that mirror's base.
 	Group     string
@@ -58,6 +61,12 @@ func (p Plan) FillKey() string {
 		return cachestore.FillKey(p.Digest)
 	}
 	return "url:" + p.Key // the key carries the scope
+}
+
+// listHashed says whether p is a repomd.xml its mirror group's metalink
+// gives the hash of (mirrors.go).
+func (p Plan) listHashed() bool {
+	return p.Meta == MetaRepomd && p.Group != "" && !p.Digest.IsZero()
 }
 
 // Artifact says whether p is a hash-known artifact (a package, an
@@ -137,14 +146,20 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 		s.useKnown(ctx, p)
 	case rpm.KindRepomd:
 		p.Meta, p.MetaName = MetaRepomd, path.Base(u.Path)
-		if p.Group != "" {
+		if p.Group != "" && p.Key == p.groupBase+"repodata/repomd.xml" {
 			// A metalink's hash (mirrors.go): from any mirror, only
 			// a repomd.xml the list names is taken.
-			s.useKnown(ctx, p)
-			if g := s.groupNamed(p.Group); g != nil && len(g.repomd) > 0 && p.Digest == g.repomd[0] {
-				p.Also = g.repomd[1:]
+			if g := s.groupNamed(p.Group); g != nil && len(g.repomd) > 0 {
+				p.Digest, p.Size, p.Also = g.repomd[0], g.l.Repomd[0].Size, g.repomd[1:]
 				if len(p.Also) > 0 {
 					p.Size = -1 // an alternate's size differs
+					for _, v := range g.l.Repomd {
+						if v.Size < 0 {
+							p.sizes = nil
+							break
+						}
+						p.sizes = append(p.sizes, v.Size)
+					}
 				}
 			}
 		}
@@ -155,9 +170,11 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 			p.Meta, p.MetaName = MetaPrimary, path.Base(u.Path)
 		}
 	case rpm.KindMirrorList:
-		// An index file of its own (mirrors.go); a private one is kept
-		// for its scope and teaches nothing.
-		if !p.Cred.Private() {
+		// An index file of its own (mirrors.go), read when it may be
+		// trusted (listtrust.go): a list a repo file or mirror_lists
+		// names, or one a hub may answer in the site's order. Any other
+		// is an ordinary file, as is a private one (kept for its scope).
+		if !p.Cred.Private() && (len(s.cfg.Hubs) > 0 || s.cfg.Lists != nil && s.cfg.Lists().Trusts(p.Key)) {
 			p.Meta, p.MetaName = MetaMirrors, path.Base(u.Path)
 		}
 	}

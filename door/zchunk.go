@@ -33,12 +33,19 @@ func (s *Door) learnBesideZchunk(p Plan) {
 	var d cachestore.Digest
 	if c, err := s.store.Cached(repomd.Key); err == nil {
 		d = c.Digest
-	} else if k, err := s.store.Known(repomd.Key); err == nil {
-		d = k.Digest // a metalink's: hash-known
+	} else if g, base := s.groupOf(repomd.Key); g != nil && base == string(scope) {
+		for _, r := range g.repomd { // a metalink's: hash-known
+			if s.Holds(r) {
+				d = r
+				break
+			}
+		}
 	}
 	if d.IsZero() {
 		return
 	}
+	// Once per repomd.xml: marked while its fetch runs or once it is
+	// done, unmarked when it fails (the next zchunk request tries again).
 	if _, tried := s.besideZck.Get(d); tried {
 		return
 	}
@@ -62,12 +69,16 @@ func (s *Door) learnBesideZchunk(p Plan) {
 		s.learnIfNew(pp, pp.Digest)
 		return
 	}
-	s.fills.Go(func() {
+	started := s.fills.Go(func() {
 		if _, err := s.Fetch(s.ctx, pp, Asker{UA: "warren (primary.xml beside primary.xml.zck)"}, FetchOptions{}); err != nil {
-			s.log.Warn("could not fetch the plain primary.xml beside a zchunk one; this repository's packages are cached by URL only",
+			s.besideZck.Remove(d)
+			s.log.Warn("could not fetch the plain primary.xml beside a zchunk one; tried again on the next request for the zchunk one, this repository's packages cached by URL only meanwhile",
 				slog.String("url", pp.ShownURL()), slog.Any("err", err))
 			return
 		}
 		s.log.Info("fetched the plain primary.xml beside the zchunk one dnf reads, to learn its packages' hashes", slog.String("url", pp.ShownURL()))
 	})
+	if !started {
+		s.besideZck.Remove(d) // shutting down
+	}
 }

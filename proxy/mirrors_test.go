@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -111,6 +112,23 @@ func (m *mirrorSite) setLists(current []byte, alternates [][]byte, order ...int)
 	m.lists.mu.Unlock()
 }
 
+// repoFile is what a repo file of the site's machines says of its lists
+// (dnf's variables in them), as the daemon reads it: the lists it trusts.
+func (m *mirrorSite) repoFile() harnessOpt {
+	return trustingLists([]string{m.lists.URL + "/metalink?repo=updates-released-f$releasever&arch=${basearch}", m.lists.URL + "/mirrorlist/$releasever/updates"}, nil, nil)
+}
+
+// trustingLists is a door whose lists of mirrors policy is this.
+func trustingLists(lists, bases, prefixes []string) harnessOpt {
+	return func(c *testConfig, _ *cachestore.Config) {
+		p, err := door.NewListPolicy(lists, bases, prefixes)
+		if err != nil {
+			panic(err)
+		}
+		c.Lists = p
+	}
+}
+
 func (m *mirrorSite) metalinkURL() string {
 	return m.lists.URL + "/metalink?repo=updates-released-f40&arch=x86_64"
 }
@@ -152,7 +170,7 @@ func TestMetalinkIsAnIndexFile(t *testing.T) {
 	// The list server prefers mirror 2, then 0, then 1.
 	site.setLists(site.repomd, nil, 2, 0, 1)
 	var logs logBuffer
-	h := newHarness(t, site.lists, loggingTo(&logs))
+	h := newHarness(t, site.lists, site.repoFile(), loggingTo(&logs))
 	resp, body := h.mustGet(site.metalinkURL(), 200)
 	if resp.Header.Get(door.HeaderMirrors) != "site" {
 		t.Fatalf("the metalink came back without the site's order: %v", resp.Header)
@@ -164,11 +182,16 @@ func TestMetalinkIsAnIndexFile(t *testing.T) {
 	if h0, _ := l.Repomd[0].Hash(); h0.Hex != sha256hex(site.repomd) || !bytes.Contains(body, []byte(`<hash type="md5">`+strings.Repeat("0", 32))) {
 		t.Fatalf("the metalink's hashes changed: %+v", l.Repomd)
 	}
-	// Learnt: repomd.xml is hash-known under every mirror.
+	// Learnt: repomd.xml is hash-known under every mirror, from the
+	// group (no fact recorded under each mirror: a list of a thousand
+	// mirrors is no thousand repositories in the index).
 	for _, base := range site.bases {
-		k, err := h.known(base + "repodata/repomd.xml")
-		if err != nil || k.Digest.Hex != sha256hex(site.repomd) {
-			t.Fatalf("%srepodata/repomd.xml not learnt from the metalink: %+v %v", base, k, err)
+		p := h.door.Plan(t.Context(), mustURL(base+"repodata/repomd.xml"), door.Credential{})
+		if p.Digest.Hex != sha256hex(site.repomd) || p.Size != int64(len(site.repomd)) {
+			t.Fatalf("%srepodata/repomd.xml not hash-known from the metalink: %+v", base, p)
+		}
+		if _, err := h.known(base + "repodata/repomd.xml"); err == nil {
+			t.Fatalf("%srepodata/repomd.xml is a fact of its own in the index", base)
 		}
 	}
 	resp, again := h.mustGet(site.metalinkURL(), 200)
@@ -199,17 +222,23 @@ func TestMetalinkIsAnIndexFile(t *testing.T) {
 	}
 }
 
-// Within a group a fact learnt from one mirror's metadata holds for the
-// same path on the others, and every mirror is a source of the same
-// bytes: a client on another mirror costs the WAN nothing. (Before, each
-// mirror was a repository of its own.)
+// Within a metalink's group a fact learnt from one mirror's metadata
+// holds for the same path on the others (the metalink's hash anchors that
+// metadata), and every mirror is a source of the same bytes: a client on
+// another mirror costs the WAN nothing. (Before, each mirror was a
+// repository of its own.) A plain mirror list anchors nothing: each
+// mirror's packages are its own metadata's (see TestRogueMirrorDecidesNothing),
+// though the group's mirrors are still sources of a hash-known file.
 func TestMirrorGroupSharesWhatItLearnt(t *testing.T) {
-	for _, kind := range []string{"metalink", "mirrorlist"} {
-		t.Run(kind, func(t *testing.T) {
+	for _, tc := range []struct {
+		kind   string
+		shared bool
+	}{{"metalink", true}, {"mirrorlist", false}} {
+		t.Run(tc.kind, func(t *testing.T) {
 			site := newMirrorSite(t, 200000)
-			h := newHarness(t, site.lists)
+			h := newHarness(t, site.lists, site.repoFile())
 			list := site.metalinkURL()
-			if kind == "mirrorlist" {
+			if tc.kind == "mirrorlist" {
 				list = site.mirrorlistURL()
 			}
 			_, body := h.mustGet(list, 200)
@@ -217,20 +246,25 @@ func TestMirrorGroupSharesWhatItLearnt(t *testing.T) {
 			h.mustGet(first+"repodata/repomd.xml", 200)
 			h.mustGet(first+site.primaryRel, 200)
 			// librepo spreads downloads over the mirrors: the rpm asked
-			// of each one.
-			for i, base := range site.bases {
+			// of each one, the site's first mirror first.
+			bases := append([]string{first}, slices.DeleteFunc(slices.Clone(site.bases), func(b string) bool { return b == first })...)
+			for i, base := range bases {
 				resp, got := h.mustGet(base+site.rpmRel, 200)
 				if !bytes.Equal(got, site.rpm) {
 					t.Fatalf("mirror %d's rpm: wrong bytes", i)
 				}
-				if i > 0 && !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") {
-					t.Fatalf("the rpm asked of mirror %d is no hit: %s", i, resp.Header.Get("X-Cache"))
+				if hit := strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT"); i > 0 && hit != tc.shared {
+					t.Fatalf("the rpm asked of mirror %d: %s", i, resp.Header.Get("X-Cache"))
 				}
 			}
-			if n := site.gets(site.rpmRel); n != 1 {
-				t.Fatalf("the mirrors sent the rpm %d times, want once", n)
+			want := 1
+			if !tc.shared {
+				want = len(site.bases)
 			}
-			if kind == "metalink" {
+			if n := site.gets(site.rpmRel); n != want {
+				t.Fatalf("the mirrors sent the rpm %d times, want %d", n, want)
+			}
+			if tc.kind == "metalink" {
 				// Each mirror's repomd.xml is the one the site holds.
 				for _, base := range site.bases {
 					h.mustGet(base+"repodata/repomd.xml", 200)
@@ -252,29 +286,33 @@ func TestStaleMirrorRefused(t *testing.T) {
 	previous := bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>1"), 1)
 	stale := bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>0"), 1)
 	site.setLists(site.repomd, [][]byte{previous})
-	var logs logBuffer
-	h := newHarness(t, site.lists, loggingTo(&logs))
-	_, body := h.mustGet(site.metalinkURL(), 200)
-	l := listed(t, body)
-	firstIdx := -1
-	for i, b := range site.bases {
-		if b == l.Mirrors[0].Base {
-			firstIdx = i
+	// A stale repomd.xml of the same length, and one of another (with
+	// alternates the metalink's size is no single number: before, the
+	// stale one's length became the fill's, and the next mirror's right
+	// one was refused for its length: 502).
+	for _, bad := range [][]byte{stale, bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>0000"), 1)} {
+		var logs logBuffer
+		h := newHarness(t, site.lists, site.repoFile(), loggingTo(&logs))
+		_, body := h.mustGet(site.metalinkURL(), 200)
+		l := listed(t, body)
+		firstIdx := slices.Index(site.bases, l.Mirrors[0].Base)
+		u := site.mirrors[firstIdx]
+		u.mu.Lock()
+		u.files[site.path(firstIdx, "repodata/repomd.xml")] = bad
+		u.mu.Unlock()
+		_, got := h.mustGet(l.Mirrors[0].Base+"repodata/repomd.xml", 200)
+		if !bytes.Equal(got, site.repomd) {
+			t.Fatalf("the client got a repomd.xml the metalink does not name:\n%s", got)
 		}
-	}
-	u := site.mirrors[firstIdx]
-	u.mu.Lock()
-	u.files[site.path(firstIdx, "repodata/repomd.xml")] = stale
-	u.mu.Unlock()
-	_, got := h.mustGet(l.Mirrors[0].Base+"repodata/repomd.xml", 200)
-	if !bytes.Equal(got, site.repomd) {
-		t.Fatalf("the client got a repomd.xml the metalink does not name:\n%s", got)
-	}
-	if !strings.Contains(logs.String(), "not one its metalink names") {
-		t.Fatal("the refusal is not in the log")
-	}
-	if g := h.door.MirrorGroups(); len(g) != 1 || g[0].Refused != 1 {
-		t.Fatalf("the page's mirror groups: %+v, want one with one refusal", g)
+		if !strings.Contains(logs.String(), "not one its metalink names") {
+			t.Fatal("the refusal is not in the log")
+		}
+		if g := h.door.MirrorGroups(); len(g) != 1 || g[0].Refused != 1 {
+			t.Fatalf("the page's mirror groups: %+v, want one with one refusal", g)
+		}
+		u.mu.Lock()
+		u.files[site.path(firstIdx, "repodata/repomd.xml")] = site.repomd
+		u.mu.Unlock()
 	}
 	// Mirrors that serve the previous push (an alternate): taken; mirrors
 	// all stale: 502, nothing served.
@@ -287,7 +325,7 @@ func TestStaleMirrorRefused(t *testing.T) {
 			u.files[site.path(i, "repodata/repomd.xml")] = tc.serve
 			u.mu.Unlock()
 		}
-		h2 := newHarness(t, site.lists)
+		h2 := newHarness(t, site.lists, site.repoFile())
 		_, body := h2.mustGet(site.metalinkURL(), 200)
 		_, got := h2.mustGet(listed(t, body).Mirrors[0].Base+"repodata/repomd.xml", tc.status)
 		if tc.status == 200 && !bytes.Equal(got, previous) {
@@ -301,7 +339,7 @@ func TestStaleMirrorRefused(t *testing.T) {
 // tried again three times and the fill failed.)
 func TestMirrorStallGoesOnFromTheNext(t *testing.T) {
 	site := newMirrorSite(t, 3<<20)
-	h := newHarness(t, site.lists, func(c *testConfig, _ *cachestore.Config) { c.StallTimeout = time.Second })
+	h := newHarness(t, site.lists, site.repoFile(), func(c *testConfig, _ *cachestore.Config) { c.StallTimeout = time.Second })
 	_, body := h.mustGet(site.metalinkURL(), 200)
 	first := listed(t, body).Mirrors[0].Base
 	h.mustGet(first+"repodata/repomd.xml", 200)
@@ -355,7 +393,7 @@ func TestMirrorStallGoesOnFromTheNext(t *testing.T) {
 // site holds), served stale.
 func TestMirrorlistIsAnIndexFile(t *testing.T) {
 	site := newMirrorSite(t, 1000)
-	h := newHarness(t, site.lists)
+	h := newHarness(t, site.lists, site.repoFile())
 	_, body := h.mustGet(site.mirrorlistURL(), 200)
 	l := listed(t, body)
 	if l.Metalink || len(l.Mirrors) != 3 {
@@ -374,7 +412,7 @@ func TestMirrorlistIsAnIndexFile(t *testing.T) {
 	last := listed(t, again).Mirrors[2].Base
 	h.mustGet(last+"repodata/repomd.xml", 200)
 	h.stop()
-	h.start()
+	h.start(site.repoFile())
 	h.clock.advance(time.Minute)
 	_, body = h.mustGet(site.mirrorlistURL(), 200)
 	if got := listed(t, body).Mirrors[0].Base; got != last {
@@ -396,7 +434,7 @@ func TestMetalinkAlternateServedOffline(t *testing.T) {
 	previous := site.repomd
 	current := bytes.Replace(previous, []byte("<revision>2"), []byte("<revision>3"), 1)
 	var logs logBuffer
-	h := newHarness(t, site.lists, loggingTo(&logs))
+	h := newHarness(t, site.lists, site.repoFile(), loggingTo(&logs))
 	_, body := h.mustGet(site.metalinkURL(), 200)
 	first := listed(t, body).Mirrors[0].Base
 	h.mustGet(first+"repodata/repomd.xml", 200)
@@ -422,13 +460,13 @@ func TestMetalinkAlternateServedOffline(t *testing.T) {
 // nothing, would order the list otherwise.)
 func TestNodeKeepsItsHubsOrder(t *testing.T) {
 	site := newMirrorSite(t, 1000)
-	hubH := newHarness(t, site.lists, asHub(hub.FetchAndPreload, 5))
+	hubH := newHarness(t, site.lists, site.repoFile(), asHub(hub.FetchAndPreload, 5))
 	_, body := hubH.mustGet(site.mirrorlistURL(), 200)
 	own := listed(t, body).Mirrors[0].Base // what a warren with no history puts first
 	last := listed(t, body).Mirrors[2].Base
 	hubH.mustGet(last+"repodata/repomd.xml", 200)
 	hubH.stop()
-	hubH.start()
+	hubH.start(site.repoFile())
 	hubH.clock.advance(time.Minute)
 	node := newHarness(t, site.lists, usingHubs(t, true, "", hubH.front.URL))
 	resp, body := node.mustGet(site.mirrorlistURL(), 200)
@@ -438,11 +476,130 @@ func TestNodeKeepsItsHubsOrder(t *testing.T) {
 	if resp.Header.Get(door.HeaderMirrors) != "site" {
 		t.Fatal("the node's answer is not marked as the site's order")
 	}
-	// What the node learnt from it: the group, shared facts included.
+	// What the node learnt from its hub's metalink: the group, shared
+	// facts included.
+	node.mustGet(site.metalinkURL(), 200)
 	node.mustGet(last+"repodata/repomd.xml", 200)
 	node.mustGet(last+site.primaryRel, 200)
 	node.known(last + site.rpmRel) // the learns done
 	if p := node.door.Plan(t.Context(), mustURL(own+site.rpmRel), door.Credential{}); p.Digest.Hex != sha256hex(site.rpm) {
 		t.Fatalf("the node's group does not share what it learnt: the rpm on another mirror plans as %+v", p)
+	}
+}
+
+// While the mirrors still serve the previous push (an alternate the
+// metalink names), its repomd.xml crosses the WAN once per index_ttl, not
+// once per request; once the mirror has the current one, that is taken.
+// (Before, the plan looked only for the current digest, which the site
+// did not hold: every request went to the mirror again.)
+func TestMetalinkAlternateKeptForIndexTTL(t *testing.T) {
+	site := newMirrorSite(t, 1000)
+	previous := site.repomd
+	current := bytes.Replace(previous, []byte("<revision>2"), []byte("<revision>3"), 1)
+	site.setLists(current, [][]byte{previous})
+	h := newHarness(t, site.lists, site.repoFile())
+	_, body := h.mustGet(site.metalinkURL(), 200)
+	first := listed(t, body).Mirrors[0].Base
+	for i := range 5 {
+		resp, got := h.mustGet(first+"repodata/repomd.xml", 200)
+		if !bytes.Equal(got, previous) {
+			t.Fatalf("request %d: not the alternate the mirrors serve:\n%s", i, got)
+		}
+		if i > 0 && !strings.HasPrefix(resp.Header.Get("X-Cache"), "HIT") {
+			t.Fatalf("request %d: %s", i, resp.Header.Get("X-Cache"))
+		}
+		h.settle()
+	}
+	if n := site.gets("repodata/repomd.xml"); n != 1 {
+		t.Fatalf("5 requests within index_ttl: the WAN carried repomd.xml %d times, want once", n)
+	}
+	// The mirrors sync; index_ttl passes: the current one.
+	for i, u := range site.mirrors {
+		u.mu.Lock()
+		u.files[site.path(i, "repodata/repomd.xml")] = current
+		u.mu.Unlock()
+	}
+	h.clock.advance(time.Minute)
+	for range 2 {
+		if _, got := h.mustGet(first+"repodata/repomd.xml", 200); !bytes.Equal(got, current) {
+			t.Fatalf("after index_ttl, with the mirror synced: not the current repomd.xml:\n%s", got)
+		}
+	}
+	if n := site.gets("repodata/repomd.xml"); n != 2 {
+		t.Fatalf("the WAN carried repomd.xml %d times, want twice", n)
+	}
+}
+
+// A hub hands out a metalink's new repomd.xml as it does any other: only
+// once it holds the new versions of the index files the site uses (and
+// the generations pinned). (Before, a metalink-hashed repomd.xml skipped
+// the hold: the hub handed out a generation whose primary.xml it did not
+// hold yet.)
+func TestHubHoldsAMetalinksNewGeneration(t *testing.T) {
+	site := newMirrorSite(t, 1000)
+	h := newHarness(t, site.lists, site.repoFile(), asHub(hub.FetchAndPreload, 5))
+	_, body := h.mustGet(site.metalinkURL(), 200)
+	first := listed(t, body).Mirrors[0].Base
+	h.mustGet(first+"repodata/repomd.xml", 200)
+	h.mustGet(first+site.primaryRel, 200) // the site uses it
+	// The next push: a new primary.xml, and its repomd.xml.
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?>
+<metadata xmlns="http://linux.duke.edu/metadata/common" packages="0">
+</metadata>
+`))
+	zw.Close()
+	primary2 := "repodata/" + sha256hex(gz.Bytes()) + "-primary.xml.gz"
+	repomd2 := []byte(fmt.Sprintf(`<?xml version="1.0" encoding="UTF-8"?>
+<repomd xmlns="http://linux.duke.edu/metadata/repo">
+  <revision>3</revision>
+  <data type="primary"><checksum type="sha256">%s</checksum><location href="%s"/><size>%d</size></data>
+</repomd>
+`, sha256hex(gz.Bytes()), primary2, gz.Len()))
+	for i, u := range site.mirrors {
+		u.mu.Lock()
+		u.files[site.path(i, "repodata/repomd.xml")] = repomd2
+		u.files[site.path(i, primary2)] = gz.Bytes()
+		u.mu.Unlock()
+	}
+	site.setLists(repomd2, [][]byte{site.repomd})
+	h.clock.advance(time.Minute)
+	h.mustGet(site.metalinkURL(), 200)
+	if _, got := h.mustGet(first+"repodata/repomd.xml", 200); !bytes.Equal(got, repomd2) {
+		t.Fatalf("the new repomd.xml: got\n%s", got)
+	}
+	if n := site.gets(primary2); n != 1 {
+		t.Fatalf("the hub handed out the new repomd.xml having fetched its primary.xml %d times, want once before", n)
+	}
+	if _, err := h.store.Stat(cachestore.Digest{Algo: "sha256", Hex: sha256hex(gz.Bytes())}); err != nil {
+		t.Fatalf("the new primary.xml is not held: %v", err)
+	}
+}
+
+// With no room on the disk, a metalink-hashed repomd.xml is still held
+// until it verifies: a stale mirror's is refused unseen and the next
+// mirror's sent whole. (Before, the full disk's pass-through streamed the
+// stale mirror's bytes to the client, then could only cut the
+// connection.)
+func TestDiskFullHoldsAMetalinksRepomd(t *testing.T) {
+	site := newMirrorSite(t, 1000)
+	h := newHarness(t, site.lists, site.repoFile())
+	_, body := h.mustGet(site.metalinkURL(), 200)
+	first := listed(t, body).Mirrors[0].Base
+	idx := slices.Index(site.bases, first)
+	stale := bytes.Replace(site.repomd, []byte("<revision>2"), []byte("<revision>0"), 1)
+	u := site.mirrors[idx]
+	u.mu.Lock()
+	u.files[site.path(idx, "repodata/repomd.xml")] = stale
+	u.mu.Unlock()
+	h.stop()
+	h.start(site.repoFile(), func(_ *testConfig, s *cachestore.Config) { s.MinFreeBytes = 1 << 62 })
+	resp, got := h.mustGet(first+"repodata/repomd.xml", 200)
+	if !bytes.Equal(got, site.repomd) {
+		t.Fatalf("disk full: the client got\n%s\nwant the repomd.xml the metalink names", got)
+	}
+	if !strings.Contains(resp.Header.Get("X-Cache"), "not stored") {
+		t.Fatalf("X-Cache %q: not the full disk's path", resp.Header.Get("X-Cache"))
 	}
 }

@@ -134,6 +134,7 @@ type testConfig struct {
 	HubOnly       bool
 	Dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	Keys          door.Keys // verify_signatures
+	Lists         *door.ListPolicy
 	// The feeds'.
 	ChocolateyFeeds    map[string]string
 	ChocolateyQueryTTL map[chocolatey.QueryKind]time.Duration
@@ -200,6 +201,9 @@ func (h *harness) start(opts ...harnessOpt) {
 		NegativeTTL: cfg.NegativeTTL, StallTimeout: cfg.StallTimeout, ShareMinSize: cfg.ShareMinSize, Peers: cfg.Peers,
 		Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Transport: budgets.Wrap, Logger: cfg.Logger, Now: cfg.Now, Keys: cfg.Keys,
 		WAN: func(eco string, n int64) { history(eco, 0, n) }}
+	if cfg.Lists != nil {
+		dcfg.Lists = func() *door.ListPolicy { return cfg.Lists }
+	}
 	pcfg := Config{AllowClients: cfg.AllowClients, ConnectPorts: cfg.ConnectPorts, Intercept: cfg.Intercept, Status: cfg.Status,
 		HubOnly: cfg.HubOnly, Hubs: cfg.Hubs, Logger: cfg.Logger, Now: cfg.Now}
 	var role *hub.Role

@@ -29,6 +29,11 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cach
 	if p.Meta == door.MetaMirrors {
 		return s.serveList(w, r, p, c, "HIT from warren")
 	}
+	return s.serveCopy(w, r, p, c, "HIT from warren")
+}
+
+// serveCopy serves the blob of a URL's copy; false when it is gone.
+func (s *Server) serveCopy(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached, cache string) bool {
 	f, bi, ok := s.door.OpenCached(p, c)
 	if !ok {
 		return false
@@ -42,19 +47,27 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cach
 	if ct == "" {
 		ct = contentType(p)
 	}
-	s.serveFile(w, r, f.Content(), mod, c.ETag, ct)
+	s.serveBlob(w, r, f.Content(), mod, c.ETag, ct, cache)
 	return true
 }
 
 // serveList answers a list of mirrors with the site's view of it
 // (door.SiteList: the mirrors in the order every machine of the site
-// gets; a metalink's hashes as they came); false when its blob is gone.
+// gets; a metalink's hashes as they came), or as it came when it makes
+// no group; false when its blob is gone.
 func (s *Server) serveList(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached, cache string) bool {
-	body, err := s.door.SiteList(r.Context(), p, c)
+	body, ordered, err := s.door.SiteList(r.Context(), p, c)
 	if err != nil {
 		return false
 	}
 	h := w.Header()
+	if ordered {
+		// The site's order: a node of this hub keeps it, and trusts it.
+		h.Set(door.HeaderMirrors, "site")
+	}
+	if body == nil {
+		return s.serveCopy(w, r, p, c, cache)
+	}
 	ct := c.ContentType
 	if ct == "" {
 		ct = contentType(p)
@@ -63,13 +76,12 @@ func (s *Server) serveList(w *respWriter, r *http.Request, p door.Plan, c caches
 	h.Set("Content-Type", ct)
 	h.Set("X-Cache", cache)
 	h.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
-	h.Set(door.HeaderMirrors, "site")
 	if strings.HasPrefix(cache, "HIT") {
 		w.source = &s.stats.BytesCache
 		s.stats.Hits.Add(1)
 	}
 	mod, _ := http.ParseTime(c.LastModified)
-	http.ServeContent(w, r, "", mod, bytes.NewReader(body))
+	http.ServeContent(w, withRanges(r, int64(len(body))), "", mod, bytes.NewReader(body))
 	return true
 }
 
@@ -94,14 +106,30 @@ func (s *Server) serveListFill(w *respWriter, r *http.Request, fill *cachestore.
 // descriptor goes with sendfile behind a corked head (cork.go), or, on a
 // connection not of Listen's, is read with pread.
 func (s *Server) serveFile(w *respWriter, r *http.Request, f io.ReadSeeker, mod time.Time, etag, ctype string) {
+	s.serveBlob(w, r, f, mod, etag, ctype, "HIT from warren")
+}
+
+// serveBlob is serveFile for a hit, or for a miss whose fill is whole
+// (cache says which: its X-Cache).
+func (s *Server) serveBlob(w *respWriter, r *http.Request, f io.ReadSeeker, mod time.Time, etag, ctype, cache string) {
 	h := w.Header()
 	h.Set("Content-Type", ctype)
-	h.Set("X-Cache", "HIT from warren")
+	h.Set("X-Cache", cache)
 	if etag != "" {
 		h.Set("ETag", etag)
 	}
-	w.source = &s.stats.BytesCache
-	s.stats.Hits.Add(1)
+	if strings.HasPrefix(cache, "HIT") {
+		w.source = &s.stats.BytesCache
+		s.stats.Hits.Add(1)
+	}
+	if r.Header.Get("Range") != "" {
+		// Ranges as every path reads them (ranges.go).
+		if size, err := f.Seek(0, io.SeekEnd); err == nil {
+			if _, err := f.Seek(0, io.SeekStart); err == nil {
+				r = withRanges(r, size)
+			}
+		}
+	}
 	if _, ok := f.(*os.File); ok {
 		http.ServeContent(w, r, "", mod, f)
 		return
@@ -201,16 +229,25 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 		return hit, nil
 	}
 	off, n, status := int64(0), size, http.StatusOK
-	if ranges := parseRanges(r.Header.Get("Range"), size); len(ranges) > 1 && rangeOK {
-		h.Set("Accept-Ranges", "bytes")
-		return hit, s.serveFillRanges(w, r, fill, ranges, size)
+	ranges, verdict := parseRanges(r.Header.Get("Range"), size)
+	if !rangeOK {
+		verdict = rangeWhole
 	}
 	if size >= 0 {
 		h.Set("Accept-Ranges", "bytes")
-		if start, length, ok := parseRange(r.Header.Get("Range"), size); ok && rangeOK {
-			off, n, status = start, length, http.StatusPartialContent
-			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
-		}
+	}
+	switch {
+	case verdict == rangeUnsatisfiable:
+		h.Del("Content-Type")
+		notSatisfiable(w, size)
+		return hit, nil
+	case verdict == rangeParts && len(ranges) > 1:
+		return hit, s.serveFillRanges(w, r, fill, ranges, size)
+	case verdict == rangeParts:
+		off, n, status = ranges[0].start, ranges[0].length, http.StatusPartialContent
+		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, size))
+	}
+	if size >= 0 {
 		h.Set("Content-Length", strconv.FormatInt(n, 10))
 	}
 	rd, err := fill.NewReader(r.Context(), off)
@@ -403,81 +440,6 @@ func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 		s.log.Warn("request failed", slog.String("url", p.ShownURL()), slog.Int("status", code), slog.Any("err", err))
 	}
 	http.Error(w, "warren: "+msg, code)
-}
-
-// maxRanges bounds the ranges of one request (librepo asks for the chunks
-// of a zchunk file it lacks in one request; net/http's hits take any).
-const maxRanges = 1024
-
-// byteRange is one range of a Range header, resolved against a size.
-type byteRange struct{ start, length int64 }
-
-// parseRange understands one byte range ("bytes=a-b", "bytes=a-",
-// "bytes=-n"). Anything else is ignored and the whole file is sent, as
-// RFC 9110 allows.
-func parseRange(h string, size int64) (start, length int64, ok bool) {
-	rs := parseRanges(h, size)
-	if len(rs) != 1 {
-		return 0, 0, false
-	}
-	return rs[0].start, rs[0].length, true
-}
-
-// parseRanges reads a Range header of one or more byte ranges; nil (the
-// whole file) for one it cannot satisfy whole, for more than maxRanges,
-// and for ranges that add up to more than the file, as net/http does.
-func parseRanges(h string, size int64) []byteRange {
-	spec, found := strings.CutPrefix(h, "bytes=")
-	if !found || size <= 0 {
-		return nil
-	}
-	parts := strings.Split(spec, ",")
-	if len(parts) > maxRanges {
-		return nil
-	}
-	out := make([]byteRange, 0, len(parts))
-	var sum int64
-	for _, part := range parts {
-		start, length, ok := oneRange(strings.TrimSpace(part), size)
-		if !ok {
-			return nil
-		}
-		sum += length
-		out = append(out, byteRange{start, length})
-	}
-	if sum > size {
-		return nil
-	}
-	return out
-}
-
-// oneRange resolves "a-b", "a-" or "-n" against size.
-func oneRange(spec string, size int64) (start, length int64, ok bool) {
-	a, b, found := strings.Cut(spec, "-")
-	if !found {
-		return 0, 0, false
-	}
-	if a == "" {
-		n, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || n <= 0 {
-			return 0, 0, false
-		}
-		n = min(n, size)
-		return size - n, n, n > 0
-	}
-	start, err := strconv.ParseInt(a, 10, 64)
-	if err != nil || start < 0 || start >= size {
-		return 0, 0, false
-	}
-	end := size - 1
-	if b != "" {
-		e, err := strconv.ParseInt(b, 10, 64)
-		if err != nil || e < start {
-			return 0, 0, false
-		}
-		end = min(e, size-1)
-	}
-	return start, end - start + 1, true
 }
 
 // serveFillRanges answers a request for several ranges of a fill (the

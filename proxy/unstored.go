@@ -67,7 +67,10 @@ func (s *Server) unstoredHeaders(w *respWriter, r *http.Request, p door.Plan, si
 	}
 	h.Set("Accept-Ranges", "bytes")
 	n := size
-	if start, length, ok := parseRange(r.Header.Get("Range"), size); ok {
+	// One range at most: a multi-range answer needs the ranges in the
+	// order asked, which a stream from the origin does not give.
+	if ranges, verdict := parseRanges(r.Header.Get("Range"), size); verdict == rangeParts && len(ranges) == 1 {
+		start, length := ranges[0].start, ranges[0].length
 		df.from, n, df.status = start, length, http.StatusPartialContent
 		h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+length-1, size))
 	}

@@ -21,18 +21,24 @@ import (
 // either from either URL, by its content, and so does ParseMirrorList.
 
 // Bounds of a list: real ones are tens of KB and list at most a few
-// hundred mirrors.
+// hundred mirrors, a repomd.xml's current version and a few alternates,
+// each with up to four hashes (md5, sha1, sha256, sha512). Every <url>
+// and every URL line counts against MaxMirrors, whatever its protocol.
 const (
 	MaxMirrorListBytes = 4 << 20
 	MaxMirrors         = 1000
+	MaxAlternates      = 32
+	maxHashes          = 8 // of one version of repomd.xml
 	maxListLine        = 8 << 10
 )
 
 // Errors a list is refused with.
 var (
-	ErrNoMirror       = errors.New("the list names no http or https mirror")
-	ErrTooManyMirrors = fmt.Errorf("the list names more than %d mirrors", MaxMirrors)
-	ErrListTooLarge   = fmt.Errorf("the list is larger than %d bytes", MaxMirrorListBytes)
+	ErrNoMirror          = errors.New("the list names no http or https mirror")
+	ErrTooManyMirrors    = fmt.Errorf("the list names more than %d mirrors", MaxMirrors)
+	ErrListTooLarge      = fmt.Errorf("the list is larger than %d bytes", MaxMirrorListBytes)
+	ErrTooManyAlternates = fmt.Errorf("the metalink names more than %d alternates of repomd.xml", MaxAlternates)
+	ErrTooManyHashes     = fmt.Errorf("the metalink gives a version of repomd.xml more than %d hashes", maxHashes)
 )
 
 // MirrorList is a metalink or a mirror list, as read.
@@ -46,14 +52,14 @@ type MirrorList struct {
 	// yet still serve it, and dnf accepts it).
 	Repomd []RepomdVersion
 
-	// A metalink's <resources> of repomd.xml: where its content starts
-	// and ends in the bytes read, and each <url> element's span.
-	resStart, resEnd int64
-	urls             []span
-	other            []span // <url>s of other protocols (rsync, ftp), kept as they are
+	// What Rewrite keeps of a metalink as it came: the bytes before its
+	// <resources>' content and after it, and the elements in it that are
+	// no http(s) mirror (rsync, ftp), each whole. Copies: the list's
+	// bytes need not be kept.
+	head, tail []byte
+	other      [][]byte
+	reorder    bool // a <resources> was found whole
 }
-
-type span struct{ start, end int64 }
 
 // Mirror is one repository base of a list.
 type Mirror struct {
@@ -95,23 +101,23 @@ func (v RepomdVersion) Hash() (Checksum, bool) {
 
 // ParseMirrorList reads a metalink or a mirror list (by its first bytes,
 // as librepo does), at most MaxMirrorListBytes. A list with no usable
-// mirror, more than MaxMirrors, or a malformed hash is refused whole.
+// mirror, more than MaxMirrors URLs, more than MaxAlternates, or a
+// malformed hash is refused whole.
 func ParseMirrorList(r io.Reader) (*MirrorList, error) {
-	lr := &io.LimitedReader{R: r, N: MaxMirrorListBytes + 1}
-	br := bufio.NewReader(lr)
-	head, _ := br.Peek(512)
-	head = bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\xef\xbb\xbf")), " \t\r\n")
-	var (
-		l   *MirrorList
-		err error
-	)
-	if bytes.HasPrefix(head, []byte("<")) {
-		l, err = parseMetalink(br)
-	} else {
-		l, err = parseMirrorlist(br)
+	raw, err := io.ReadAll(io.LimitReader(r, MaxMirrorListBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read the list: %w", err)
 	}
-	if lr.N <= 0 {
+	if len(raw) > MaxMirrorListBytes {
 		return nil, ErrListTooLarge
+	}
+	head := raw[:min(len(raw), 512)]
+	head = bytes.TrimLeft(bytes.TrimPrefix(head, []byte("\xef\xbb\xbf")), " \t\r\n")
+	var l *MirrorList
+	if bytes.HasPrefix(head, []byte("<")) {
+		l, err = parseMetalink(raw)
+	} else {
+		l, err = parseMirrorlist(bytes.NewReader(raw))
 	}
 	if err != nil {
 		return nil, err
@@ -122,11 +128,30 @@ func ParseMirrorList(r io.Reader) (*MirrorList, error) {
 	return l, nil
 }
 
+// Bytes is about what l holds in memory.
+func (l *MirrorList) Bytes() int {
+	n := len(l.head) + len(l.tail) + 200
+	for _, o := range l.other {
+		n += len(o) + 24
+	}
+	for _, m := range l.Mirrors {
+		n += len(m.Base) + len(m.Listed) + len(m.Location) + 64
+	}
+	for _, v := range l.Repomd {
+		n += 48
+		for _, h := range v.Hashes {
+			n += len(h.Algo) + len(h.Hex) + 32
+		}
+	}
+	return n
+}
+
 // parseMirrorlist reads the plain form: a URL a line, '#' comments.
 func parseMirrorlist(r io.Reader) (*MirrorList, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), maxListLine)
 	l := &MirrorList{}
+	urls := 0
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
@@ -136,25 +161,18 @@ func parseMirrorlist(r io.Reader) (*MirrorList, error) {
 		if err != nil || u.Scheme == "" || u.Host == "" && u.Scheme != "file" {
 			return nil, fmt.Errorf("mirror list line %d: %q is not a URL", n, clip(line))
 		}
+		if urls++; urls > MaxMirrors {
+			return nil, ErrTooManyMirrors
+		}
 		if u.Scheme != "http" && u.Scheme != "https" {
 			continue // ftp, rsync: dnf's business, not warren's
 		}
-		if err := l.add(Mirror{Base: withSlash(lowerScheme(line, u)), Listed: line}); err != nil {
-			return nil, err
-		}
+		l.Mirrors = append(l.Mirrors, Mirror{Base: withSlash(lowerScheme(line, u)), Listed: line})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("mirror list: %w", err)
 	}
 	return l, nil
-}
-
-func (l *MirrorList) add(m Mirror) error {
-	if len(l.Mirrors) >= MaxMirrors {
-		return ErrTooManyMirrors
-	}
-	l.Mirrors = append(l.Mirrors, m)
-	return nil
 }
 
 // lowerScheme is s with its scheme as url.Parse read it (lower case).
@@ -173,14 +191,19 @@ func withSlash(s string) string {
 const repomdSuffix = "repodata/repomd.xml"
 
 // parseMetalink reads MirrorManager's metalink 3.0: of its files, only
-// repomd.xml's entry.
-func parseMetalink(r io.Reader) (*MirrorList, error) {
-	dec := newDecoder(r)
-	l := &MirrorList{Metalink: true, resStart: -1}
+// repomd.xml's entry, and of that entry's <resources> (the first one),
+// its <url> elements.
+func parseMetalink(raw []byte) (*MirrorList, error) {
+	dec := newDecoder(bytes.NewReader(raw))
+	l := &MirrorList{Metalink: true}
 	var (
 		sawRoot, inFile, done bool
-		cur                   *RepomdVersion // the current one, or an alternate
+		cur                   int   // the version of repomd.xml read: 0 the current one, else an alternate
+		hashes                []int // hashes given of each
 		depth                 int
+		resLevel              int   // the depth of the <resources> read, 0 outside it
+		resStart, resEnd      int64 = -1, -1
+		children              int   // elements in it
 	)
 	for {
 		before := dec.InputOffset()
@@ -202,14 +225,49 @@ func parseMetalink(r io.Reader) (*MirrorList, error) {
 				if name == "file" && !done && attr(t, "name") == "repomd.xml" {
 					inFile, done = true, true
 					l.Repomd = append(l.Repomd, RepomdVersion{Size: -1})
-					cur = &l.Repomd[0]
+					cur, hashes = 0, []int{0}
 				}
+				continue
+			}
+			if resLevel > 0 {
+				// An element of <resources>: a mirror, or kept whole.
+				if depth != resLevel+1 {
+					continue
+				}
+				if children++; children > MaxMirrors {
+					return nil, ErrTooManyMirrors
+				}
+				keep := name != "url"
+				if !keep {
+					var s string
+					if err := dec.DecodeElement(&s, &t); err != nil {
+						return nil, fmt.Errorf("metalink url: %w", err)
+					}
+					depth--
+					s = strings.TrimSpace(s)
+					u, err := url.Parse(s)
+					if err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
+						pref, _ := strconv.Atoi(attr(t, "preference"))
+						base, _ := strings.CutSuffix(lowerScheme(s, u), repomdSuffix)
+						l.Mirrors = append(l.Mirrors, Mirror{Base: withSlash(base), Listed: s, Preference: pref, Location: attr(t, "location")})
+						continue
+					}
+				} else {
+					if err := dec.Skip(); err != nil {
+						return nil, fmt.Errorf("metalink resources: %w", err)
+					}
+					depth--
+				}
+				l.other = append(l.other, bytes.Clone(raw[before:dec.InputOffset()]))
 				continue
 			}
 			switch name {
 			case "alternate":
+				if len(l.Repomd) > MaxAlternates {
+					return nil, ErrTooManyAlternates
+				}
 				l.Repomd = append(l.Repomd, RepomdVersion{Size: -1})
-				cur = &l.Repomd[len(l.Repomd)-1]
+				cur, hashes = len(l.Repomd)-1, append(hashes, 0)
 			case "size", "timestamp":
 				var s string
 				if err := dec.DecodeElement(&s, &t); err != nil {
@@ -221,11 +279,14 @@ func parseMetalink(r io.Reader) (*MirrorList, error) {
 					return nil, fmt.Errorf("metalink: %s %q is not a number", name, clip(s))
 				}
 				if name == "size" {
-					cur.Size = v
+					l.Repomd[cur].Size = v
 				} else {
-					cur.Timestamp = v
+					l.Repomd[cur].Timestamp = v
 				}
 			case "hash":
+				if hashes[cur]++; hashes[cur] > maxHashes {
+					return nil, ErrTooManyHashes
+				}
 				var s string
 				if err := dec.DecodeElement(&s, &t); err != nil {
 					return nil, fmt.Errorf("metalink hash: %w", err)
@@ -242,41 +303,23 @@ func parseMetalink(r io.Reader) (*MirrorList, error) {
 				if err != nil {
 					return nil, fmt.Errorf("metalink: repomd.xml's %w", err)
 				}
-				cur.Hashes = append(cur.Hashes, sum)
+				l.Repomd[cur].Hashes = append(l.Repomd[cur].Hashes, sum)
 			case "resources":
-				l.resStart = dec.InputOffset()
-			case "url":
-				var s string
-				if err := dec.DecodeElement(&s, &t); err != nil {
-					return nil, fmt.Errorf("metalink url: %w", err)
+				if resStart < 0 {
+					resLevel, resStart = depth, dec.InputOffset()
 				}
-				depth--
-				sp := span{before, dec.InputOffset()}
-				s = strings.TrimSpace(s)
-				u, err := url.Parse(s)
-				if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-					l.other = append(l.other, sp)
-					continue
-				}
-				pref, _ := strconv.Atoi(attr(t, "preference"))
-				base, _ := strings.CutSuffix(lowerScheme(s, u), repomdSuffix)
-				if err := l.add(Mirror{Base: withSlash(base), Listed: s, Preference: pref, Location: attr(t, "location")}); err != nil {
-					return nil, err
-				}
-				l.urls = append(l.urls, sp)
 			}
 		case xml.EndElement:
+			if inFile && resLevel > 0 && depth == resLevel && t.Name.Local == "resources" {
+				resLevel, resEnd = 0, before
+			}
 			depth--
 			if !inFile {
 				continue
 			}
 			switch t.Name.Local {
 			case "alternate":
-				cur = &l.Repomd[0]
-			case "resources":
-				if l.resEnd == 0 {
-					l.resEnd = before
-				}
+				cur = 0
 			case "file":
 				inFile = false
 			}
@@ -297,6 +340,9 @@ func parseMetalink(r io.Reader) (*MirrorList, error) {
 			return nil, fmt.Errorf("metalink: %s has no sha256, sha512 or sha1 hash", what)
 		}
 	}
+	if resStart >= 0 && resEnd >= resStart {
+		l.head, l.tail, l.reorder = bytes.Clone(raw[:resStart]), bytes.Clone(raw[resEnd:]), true
+	}
 	return l, nil
 }
 
@@ -309,12 +355,13 @@ func attr(se xml.StartElement, name string) string {
 	return ""
 }
 
-// Rewrite returns raw, the bytes l was read from, with the mirrors in the
-// given order (indexes into l.Mirrors; those left out follow in the list's
-// order). Of a metalink only the <url> elements change (in order, each
-// its new preference, 100 down); its hashes, sizes and alternates stay as
-// they are, byte for byte: they are what dnf checks repomd.xml against.
-func (l *MirrorList) Rewrite(raw []byte, order []int) ([]byte, error) {
+// Rewrite returns the list l was read from with the mirrors in the given
+// order (indexes into l.Mirrors; those left out follow in the list's
+// order). Of a metalink only its <resources>' <url> elements change (in
+// order, each its new preference, 100 down; the other elements there
+// follow as they were); its hashes, sizes and alternates stay as they
+// are, byte for byte: they are what dnf checks repomd.xml against.
+func (l *MirrorList) Rewrite(order []int) ([]byte, error) {
 	order = l.fullOrder(order)
 	if !l.Metalink {
 		var b bytes.Buffer
@@ -325,11 +372,11 @@ func (l *MirrorList) Rewrite(raw []byte, order []int) ([]byte, error) {
 		}
 		return b.Bytes(), nil
 	}
-	if l.resStart < 0 || l.resEnd < l.resStart || l.resEnd > int64(len(raw)) || len(l.urls) != len(l.Mirrors) {
+	if !l.reorder {
 		return nil, errors.New("metalink: cannot find its resources to reorder")
 	}
 	var b bytes.Buffer
-	b.Write(raw[:l.resStart])
+	b.Write(l.head)
 	for n, i := range order {
 		m := l.Mirrors[i]
 		proto := "http"
@@ -342,12 +389,12 @@ func (l *MirrorList) Rewrite(raw []byte, order []int) ([]byte, error) {
 		}
 		fmt.Fprintf(&b, " preference=\"%d\">%s</url>", max(100-n, 1), html.EscapeString(m.Listed))
 	}
-	for _, sp := range l.other {
+	for _, o := range l.other {
 		b.WriteString("\n      ")
-		b.Write(raw[sp.start:sp.end])
+		b.Write(o)
 	}
 	b.WriteString("\n    ")
-	b.Write(raw[l.resEnd:])
+	b.Write(l.tail)
 	return b.Bytes(), nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/warren-cache/warren/internal/xmlbound"
 )
 
 func TestParseMetalink(t *testing.T) {
@@ -49,7 +51,7 @@ func TestParseMetalink(t *testing.T) {
 
 	// Reordered: the mirrors as asked, the rest after; everything else
 	// byte for byte.
-	out, err := l.Rewrite(raw, []int{3, 1})
+	out, err := l.Rewrite([]int{3, 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestParseMirrorlist(t *testing.T) {
 	if l.Mirrors[2].Base != "http://mirror.netcologne.de/almalinux/9.5/BaseOS/x86_64/os/" || l.Mirrors[2].Listed != "http://mirror.netcologne.de/almalinux/9.5/BaseOS/x86_64/os" {
 		t.Fatalf("a base without its slash: %+v", l.Mirrors[2])
 	}
-	out, err := l.Rewrite(raw, []int{2})
+	out, err := l.Rewrite([]int{2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,10 +111,15 @@ func TestMirrorListRefused(t *testing.T) {
 	}
 	good := `<hash type="sha256">` + strings.Repeat("a", 64) + `</hash>`
 	url := `<url protocol="http">http://m.example/r/repodata/repomd.xml</url>`
-	var huge strings.Builder
+	var huge, ftps strings.Builder
 	for i := range MaxMirrors + 1 {
 		fmt.Fprintf(&huge, "http://m%d.example/r/\n", i)
+		fmt.Fprintf(&ftps, "ftp://m%d.example/r/\n", i)
 	}
+	ftps.WriteString("http://m.example/r/\n")
+	rsyncs := strings.Repeat(`<url protocol="rsync">rsync://m.example/r/repodata/repomd.xml</url>`, MaxMirrors) + url
+	alternate := `<alternate><verification>` + good + `</verification></alternate>`
+	n := MaxMirrorListBytes / 6
 	for _, tc := range []struct {
 		name, list string
 		want       error
@@ -132,6 +139,16 @@ func TestMirrorListRefused(t *testing.T) {
 		{"a line that is no URL", "Service Unavailable\n", nil, "is not a URL"},
 		{"a line too long", "http://m.example/" + strings.Repeat("a", maxListLine) + "\n", nil, "too long"},
 		{"entities", `<!DOCTYPE m [<!ENTITY x "y">]><metalink>&x;</metalink>`, nil, "entity"},
+		// Each URL counts, whatever its protocol: a list of a million
+		// rsync URLs and one http one is no list.
+		{"too many URLs of another protocol (metalink)", meta(good, rsyncs), ErrTooManyMirrors, ""},
+		{"too many URLs of another protocol (list)", ftps.String(), ErrTooManyMirrors, ""},
+		{"too many alternates", strings.Replace(meta(good, url), "</verification>", "</verification>"+strings.Repeat(alternate, MaxAlternates+1), 1), ErrTooManyAlternates, ""},
+		{"too many hashes", meta(strings.Repeat(good, maxHashes+1), url), ErrTooManyHashes, ""},
+		// encoding/xml makes an xml.Attr of each attribute before the
+		// parser sees the element: 4 MB of a="" was 200 MB.
+		{"an attribute bomb", meta(good, "<url "+strings.Repeat(`a="" `, n)+">http://m.example/r/</url>"), xmlbound.ErrTooManyAttrs, ""},
+		{"a namespace bomb", meta(good, "<url "+strings.Repeat(`xmlns:a="" `, n/2)+">http://m.example/r/</url>"), xmlbound.ErrTooManyAttrs, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseMirrorList(strings.NewReader(tc.list))
@@ -139,5 +156,39 @@ func TestMirrorListRefused(t *testing.T) {
 				t.Fatalf("err %v, want %v %q", err, tc.want, tc.says)
 			}
 		})
+	}
+}
+
+// A metalink's <url> elements outside its <resources>, and a second
+// <resources>, are no mirrors: left where they are by a rewrite, never
+// copied into the first <resources> (before, each came back twice).
+func TestRewriteKeepsWhatIsNoMirror(t *testing.T) {
+	raw := `<?xml version="1.0"?><metalink version="3.0" xmlns="http://www.metalinker.org/"><files><file name="repomd.xml">` +
+		`<url>http://outside.example/r/repodata/repomd.xml</url>` +
+		`<verification><hash type="sha256">` + strings.Repeat("a", 64) + `</hash></verification>` +
+		`<resources><url protocol="http">http://a.example/r/repodata/repomd.xml</url><!-- a comment -->` +
+		`<url protocol="rsync">rsync://a.example/r/repodata/repomd.xml</url>` +
+		`<url protocol="http">http://b.example/r/repodata/repomd.xml</url></resources>` +
+		`<resources><url>http://second.example/r/repodata/repomd.xml</url></resources>` +
+		`</file></files></metalink>`
+	l, err := ParseMirrorList(strings.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Mirrors) != 2 || l.Mirrors[0].Base != "http://a.example/r/" || l.Mirrors[1].Base != "http://b.example/r/" {
+		t.Fatalf("mirrors %+v, want a and b (those of the first <resources>)", l.Mirrors)
+	}
+	out, err := l.Rewrite([]int{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, want := range map[string]int{"outside.example": 1, "second.example": 1, "rsync://a.example": 1, "http://a.example": 1, "http://b.example": 1} {
+		if got := strings.Count(string(out), what); got != want {
+			t.Errorf("%s %d times in the rewrite, want %d:\n%s", what, got, want, out)
+		}
+	}
+	again, err := ParseMirrorList(bytes.NewReader(out))
+	if err != nil || len(again.Mirrors) != 2 || again.Mirrors[0].Base != "http://b.example/r/" {
+		t.Fatalf("the rewrite read again: %v %+v\n%s", err, again, out)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,12 +33,39 @@ func caDir(cfg settings) string { return filepath.Join(cfg.CacheDir, "ca") }
 
 // Defaults of the files apt-setup and dnf-setup write and read.
 const (
-	defaultBundle    = "/etc/warren/ca-bundle.crt"
-	defaultSystemCAs = "/etc/ssl/certs/ca-certificates.crt"
-	defaultAptDir    = "/etc/apt/apt.conf.d"
-	defaultHelper    = "/usr/lib/warren/apt-proxy-detect"
-	aptSnippet       = "31warren-https"
+	defaultBundle = "/etc/warren/ca-bundle.crt"
+	defaultAptDir = "/etc/apt/apt.conf.d"
+	defaultHelper = "/usr/lib/warren/apt-proxy-detect"
+	aptSnippet    = "31warren-https"
 )
+
+// systemCAFiles are where distributions keep the system's CAs, one file,
+// as Go's crypto/x509 looks for them: Debian and Ubuntu; Fedora, RHEL and
+// their rebuilds; their extracted bundle; openSUSE.
+var systemCAFiles = []string{
+	"/etc/ssl/certs/ca-certificates.crt",
+	"/etc/pki/tls/certs/ca-bundle.crt",
+	"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+	"/etc/ssl/ca-bundle.pem",
+}
+
+// systemCAs is the --system-cas given, else the first of systemCAFiles
+// there is; with none, an error that names them and the flag.
+func systemCAs(c *cli.Context) (string, error) {
+	if p := c.String("system-cas"); p != "" {
+		return p, nil
+	}
+	for _, p := range systemCAFiles {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			return p, nil // there (a file warren cannot read: its error names it)
+		}
+	}
+	return "", fmt.Errorf("the system's CAs are in none of %s: name the file that holds them (PEM) with --system-cas", strings.Join(systemCAFiles, ", "))
+}
+
+// configRoot is where apt's and dnf's configuration is read from for the
+// CLI's commands ("/"; a test's tree in tests).
+var configRoot = "/"
 
 // wantedHosts are the hosts https_intercept names: apt's and dnf's https
 // hosts without credentials (auto, read under root), or the list. With
@@ -100,28 +128,39 @@ type interception struct {
 	cfg  settings
 	root string
 	log  *slog.Logger
-	// mirrors are the https hosts of the mirror groups (the door's
-	// MirrorHosts); nil: none.
-	mirrors func() []string
+	// mirrors are the https hosts of the mirror groups and their
+	// version (the door's MirrorHosts); nil: none.
+	mirrors func() ([]string, uint64)
 
 	mu             sync.Mutex
 	hosts          []string
+	hostSet        map[string]bool // hosts, for Intercepts
 	scanned        time.Time
-	lastMirrors    []string
+	mirrorsVersion uint64
 	lastOutside    []string // warned of once, until the list changes
 	lastMirrorsOut []string // likewise, of the mirrors
 	lastUnreadable string   // likewise: the configuration warren could not read
 }
 
 func (in *interception) current() []string {
-	var mirrors []string
+	hosts, _ := in.currentSet()
+	return hosts
+}
+
+// currentSet is current, and its hosts as a set; the same until the auto
+// list's rescan or the mirrors change (a CONNECT asks each time).
+func (in *interception) currentSet() ([]string, map[string]bool) {
+	var (
+		mirrors []string
+		version uint64
+	)
 	if in.mirrors != nil {
-		mirrors = in.mirrors()
+		mirrors, version = in.mirrors()
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil && slices.Equal(mirrors, in.lastMirrors) {
-		return in.hosts
+	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil && version == in.mirrorsVersion {
+		return in.hosts, in.hostSet
 	}
 	var hosts, outside []string
 	wanted, err := wantedHosts(in.cfg, in.root)
@@ -159,8 +198,12 @@ func (in *interception) current() []string {
 			slog.Any("hosts", mirrorsOut))
 	}
 	in.hosts, in.scanned = append([]string{}, hosts...), time.Now()
-	in.lastOutside, in.lastMirrors, in.lastMirrorsOut = outside, mirrors, mirrorsOut
-	return in.hosts
+	in.hostSet = make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		in.hostSet[h] = true
+	}
+	in.lastOutside, in.mirrorsVersion, in.lastMirrorsOut = outside, version, mirrorsOut
+	return in.hosts, in.hostSet
 }
 
 func errText(err error) string {
@@ -172,7 +215,8 @@ func errText(err error) string {
 
 // Intercepts says whether CONNECTs to host are answered by warren.
 func (in *interception) Intercepts(host string) bool {
-	return slices.Contains(in.current(), strings.ToLower(host))
+	_, set := in.currentSet()
+	return set[strings.ToLower(host)]
 }
 
 // Leaf is the site CA's certificate for host.
@@ -238,7 +282,7 @@ func caInit(c *cli.Context, cfg settings) error {
 	hosts := c.StringSlice("host")
 	if len(hosts) == 0 {
 		var err error
-		if hosts, err = wantedHosts(cfg, "/"); err != nil {
+		if hosts, err = wantedHosts(cfg, configRoot); err != nil {
 			return fmt.Errorf("%w (or give them with --host)", err)
 		}
 	}
@@ -437,7 +481,7 @@ func caShow(c *cli.Context, cfg settings) error {
 	}
 	printCA(c, ca, caDir(cfg))
 	var live []string
-	wanted, err := wantedHosts(cfg, "/")
+	wanted, err := wantedHosts(cfg, configRoot)
 	for _, h := range wanted {
 		if ca.Permits(h) {
 			live = append(live, h)
@@ -470,7 +514,7 @@ func trustedHosts(cfg settings) ([]string, []byte, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("the site CA in %s: %w: warren ca init (or ca install) first", caDir(cfg), err)
 	}
-	wanted, err := wantedHosts(cfg, "/")
+	wanted, err := wantedHosts(cfg, configRoot)
 	if err != nil {
 		return nil, certPEM, err
 	}
@@ -532,16 +576,24 @@ func aptSetup(c *cli.Context, cfg settings) error {
 			fmt.Fprintf(w, "%s is not there (warren apt-setup was not run): nothing to refresh\n", snippet)
 			return nil
 		}
-		if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
+		sys, err := systemCAs(c)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "refreshed %s from %s and the site CA\n", bundle, c.String("system-cas"))
+		if err := writeBundle(bundle, sys, caPEM); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "refreshed %s from %s and the site CA\n", bundle, sys)
 		return nil
 	}
 	if len(hosts) == 0 {
 		return errors.New("no https host to set up: https_intercept names none that the site CA may sign for (warren ca show)")
 	}
-	if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
+	sys, err := systemCAs(c)
+	if err != nil {
+		return err
+	}
+	if err := writeBundle(bundle, sys, caPEM); err != nil {
 		return err
 	}
 	var b strings.Builder
@@ -586,28 +638,71 @@ func dnfRepoUndo(dir string) (int, error) {
 }
 
 // dnfHTTPSBundle writes the bundle dnf is told to trust (the system's
-// CAs and the site CA) and returns its path; dnfSetup names it in [main]
+// CAs and the site CA) at bundle; dnfSetup names it in [main]
 // (sslcacert), which every repository inherits unless it sets its own:
 // the repo files stay as the distribution shipped them, metalink= and
-// mirrorlist= ones with their mirrors included.
-func dnfHTTPSBundle(c *cli.Context, cfg settings) (string, error) {
-	bundle := c.String("bundle")
+// mirrorlist= ones with their mirrors included. dnf then trusts the site
+// CA for every https host of every repository: no per-host trust as
+// apt's, only the CA's name constraints confine it. Configuration warren
+// cannot read stops it, as apt-setup stops: the hosts it would intercept
+// are not known.
+func dnfHTTPSBundle(c *cli.Context, cfg settings, bundle string) error {
 	hosts, caPEM, err := trustedHosts(cfg)
-	var unread unreadableConfig
-	if err != nil && !errors.As(err, &unread) {
-		return "", err
+	if err != nil {
+		return err
 	}
-	if caPEM == nil {
-		return "", err
+	sys, err := systemCAs(c)
+	if err != nil {
+		return err
 	}
-	if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
-		return "", err
+	if err := writeBundle(bundle, sys, caPEM); err != nil {
+		return err
 	}
 	if n, err := dnfRepoUndo(c.String("repos-dir")); err != nil {
-		return "", err
+		return err
 	} else if n > 0 {
 		fmt.Fprintf(c.App.Writer, "removed the per-repo sslcacert of an older warren dnf-setup from %d repo files (dnf.conf's [main] names it now)\n", n)
 	}
-	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s, beside the system's CAs) in every repository; intercepted now: %s, and the https mirrors of the lists warren reads that the CA names\n", bundle, orNone(hosts))
-	return bundle, nil
+	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s, beside the system's CAs) for every https host of every repository (the CA may sign only for %s); intercepted now: %s, and the https mirrors of the trusted lists warren reads that the CA names\n",
+		bundle, strings.Join(caHosts(caPEM), ", "), orNone(hosts))
+	return nil
+}
+
+// caHosts are the hosts the site CA's certificate (PEM) may sign for.
+func caHosts(certPEM []byte) []string {
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return nil
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil
+	}
+	return cert.PermittedDNSDomains
+}
+
+// dnfRefresh writes again the bundle dnf's config (dnfConf, its lines)
+// names as sslcacert where dnf-setup --https put it (warren's marker),
+// from the system's CAs now and the site CA: run when the system's CAs
+// change.
+func dnfRefresh(c *cli.Context, cfg settings, dnfConf string, lines []string) error {
+	w := c.App.Writer
+	bundle := dnfMarkedCACert(lines)
+	if bundle == "" {
+		fmt.Fprintf(w, "%s names no bundle of warren dnf-setup --https: nothing to refresh\n", dnfConf)
+		return nil
+	}
+	_, caPEM, err := siteca.LoadCert(caDir(cfg))
+	if err != nil {
+		return fmt.Errorf("the site CA in %s: %w: warren ca init (or ca install) first", caDir(cfg), err)
+	}
+	sys, err := systemCAs(c)
+	if err != nil {
+		return err
+	}
+	if err := writeBundle(bundle, sys, caPEM); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "refreshed %s (named in %s) from %s and the site CA\n", bundle, dnfConf, sys)
+	return nil
 }

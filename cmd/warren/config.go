@@ -53,6 +53,12 @@ type config struct {
 	// credentials), off, or a list of hosts (ca.go); one of them may be
 	// written as a plain scalar.
 	HTTPSIntercept stringList `yaml:"https_intercept"`
+	// MirrorLists is which of dnf's lists of mirrors (metalink=,
+	// mirrorlist=) warren trusts to make mirror groups: auto (those the
+	// repo files in signatures.yum_repos_dir name), URL prefixes (a hub's
+	// or a site server's, for machines whose repo files it lacks), both,
+	// or off (only those a hub answers in the site's order).
+	MirrorLists stringList `yaml:"mirror_lists"`
 	// MaxConnections and MaxClientConnections cap open connections, in all
 	// and per client address (503 beyond).
 	MaxConnections       int      `yaml:"max_connections"`
@@ -197,6 +203,7 @@ func defaults() config {
 		LogLevel:       "info",
 		ConnectPorts:   []int{proxy.DefaultConnectPort},
 		HTTPSIntercept: []string{"auto"},
+		MirrorLists:    []string{"auto"},
 
 		MaxConnections:       proxy.DefaultMaxConns,
 		MaxClientConnections: proxy.DefaultMaxClientConn,
@@ -298,6 +305,7 @@ func settingFlags() []cli.Flag {
 		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: defaultOf("max_connections"), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
 		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client (address; IPv6: its /64) may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
 		&cli.StringSliceFlag{Name: "https-intercept", Usage: withDefault("https hosts whose CONNECTs warren answers with the site CA (warren ca init): auto (apt's and dnf's https sources without credentials), off, or host names, repeatable", "https_intercept"), EnvVars: []string{"WARREN_HTTPS_INTERCEPT"}},
+		&cli.StringSliceFlag{Name: "mirror-lists", Usage: withDefault("dnf's lists of mirrors (metalink=, mirrorlist=) trusted to make mirror groups: auto (those the repo files in signatures.yum_repos_dir name), URL prefixes, repeatable, or off (only those a hub answers in the site's order)", "mirror_lists"), EnvVars: []string{"WARREN_MIRROR_LISTS"}},
 		&cli.IntSliceFlag{Name: "connect-port", Usage: withDefault("port CONNECT may tunnel to, repeatable", "connect_ports"), EnvVars: []string{"WARREN_CONNECT_PORTS"}},
 		&cli.StringFlag{Name: "index-ttl", Usage: withDefault("how long Release/Packages are served before asking upstream again", "index_ttl"), EnvVars: []string{"WARREN_INDEX_TTL"}},
 		&cli.StringFlag{Name: "negative-ttl", Usage: withDefault("how long an upstream 404 is remembered, 0 for not at all", "negative_ttl"), EnvVars: []string{"WARREN_NEGATIVE_TTL"}},
@@ -438,6 +446,9 @@ func loadConfig(c *cli.Context) (settings, error) {
 	if c.IsSet("https-intercept") {
 		cfg.HTTPSIntercept = c.StringSlice("https-intercept")
 	}
+	if c.IsSet("mirror-lists") {
+		cfg.MirrorLists = c.StringSlice("mirror-lists")
+	}
 	if c.IsSet("connect-port") {
 		cfg.ConnectPorts = c.IntSlice("connect-port")
 	}
@@ -561,6 +572,9 @@ func (cfg config) parse() (settings, error) {
 			s.preloadRate = int64(n)
 		}
 		if err := checkIntercept(cfg.HTTPSIntercept); err != nil {
+			return err
+		}
+		if err := checkMirrorLists(cfg.MirrorLists); err != nil {
 			return err
 		}
 		if err := cfg.checkReplication(); err != nil {
@@ -1008,6 +1022,25 @@ func readTokenFile(key, path string) (string, error) {
 		return "", fmt.Errorf("%s: %s holds more than one line: it should hold one token", key, path)
 	}
 	return tok, nil
+}
+
+// checkMirrorLists says what is wrong with mirror_lists.
+func checkMirrorLists(list []string) error {
+	if len(list) == 0 {
+		return errors.New("mirror_lists: want auto, off, or URL prefixes of the lists of mirrors to trust (auto may go with them)")
+	}
+	for _, l := range list {
+		switch {
+		case l == "off" && len(list) > 1:
+			return errors.New("mirror_lists: off stands alone")
+		case l == "off", l == "auto":
+		default:
+			if _, err := door.NewListPolicy(nil, nil, []string{l}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // checkIntercept says what is wrong with https_intercept.

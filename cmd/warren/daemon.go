@@ -118,6 +118,9 @@ func newDaemon(ctx context.Context, cfg settings, log *slog.Logger) (_ *daemon, 
 		Intercepts: func(host string) bool { return d.intercept != nil && d.intercept.Intercepts(host) },
 		Logger:     log,
 	}
+	if lt := newListTrust(cfg, log); lt != nil {
+		dcfg.Lists = lt.Policy
+	}
 	if cfg.VerifySignatures == "auto" {
 		keys, warnings := trust.Load(trust.Config{AptDir: cfg.Signatures.AptDir, YumReposDir: cfg.Signatures.YumReposDir, Keys: cfg.Signatures.Keys})
 		for _, w := range warnings {

@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/netip"
@@ -51,7 +53,7 @@ func helperCommands() []*cli.Command {
 				&cli.BoolFlag{Name: "refresh", Usage: "rewrite only the CA bundle (after the system's CAs changed), if apt-setup was run"},
 				&cli.StringFlag{Name: "apt-conf-dir", Value: defaultAptDir, Usage: "apt's configuration directory"},
 				&cli.StringFlag{Name: "bundle", Value: defaultBundle, Usage: "the CA bundle written: the system's CAs and the site CA"},
-				&cli.StringFlag{Name: "system-cas", Value: defaultSystemCAs, Usage: "the system's CAs, copied into the bundle"},
+				&cli.StringFlag{Name: "system-cas", Usage: "the system's CAs, copied into the bundle (default: the first there is of " + strings.Join(systemCAFiles, ", ") + ")"},
 				&cli.StringFlag{Name: "helper", Value: defaultHelper, Usage: "apt's proxy auto-detect helper"}),
 			Action: func(c *cli.Context) error {
 				cfg, err := loadConfig(c)
@@ -67,39 +69,53 @@ func helperCommands() []*cli.Command {
 			OnUsageError: usageErr,
 			Flags: append(settingFlags(),
 				&cli.BoolFlag{Name: "undo", Usage: "remove the lines warren added"},
+				&cli.BoolFlag{Name: "refresh", Usage: "write the bundle dnf.conf names again, from the system's CAs now and the site CA (run when the system's CAs change: update-ca-trust)"},
 				&cli.StringFlag{Name: "dnf-conf", Usage: "dnf's config (default /etc/dnf/dnf.conf, else /etc/yum.conf)"},
 				&cli.BoolFlag{Name: "https", Usage: "also set sslcacert (the system's CAs and the site CA) in dnf.conf's [main], which every repository inherits"},
 				&cli.StringFlag{Name: "repos-dir", Value: "/etc/yum.repos.d", Usage: "dnf's repository files (what an older dnf-setup --https added there is taken out)"},
 				&cli.StringFlag{Name: "bundle", Value: defaultBundle, Usage: "the CA bundle written: the system's CAs and the site CA"},
-				&cli.StringFlag{Name: "system-cas", Value: defaultSystemCAs, Usage: "the system's CAs, copied into the bundle"}),
+				&cli.StringFlag{Name: "system-cas", Usage: "the system's CAs, copied into the bundle (default: the first there is of " + strings.Join(systemCAFiles, ", ") + ")"}),
 			Action: func(c *cli.Context) error {
 				cfg, err := loadConfig(c)
 				if err != nil {
 					return usageError{err}
 				}
+				// dnf's config is read and its change planned before
+				// anything is written: one warren cannot read or must
+				// not change leaves every file as it was.
+				path, err := dnfConfPath(c.String("dnf-conf"))
+				if err != nil {
+					return err
+				}
+				lines, err := readDnfConf(path)
+				if err != nil {
+					return err
+				}
+				if c.Bool("refresh") {
+					return dnfRefresh(c, cfg, path, lines)
+				}
 				cacert := ""
+				if c.Bool("https") && !c.Bool("undo") {
+					cacert = c.String("bundle")
+				}
+				out, msg, err := dnfEdit(path, lines, "http://127.0.0.1:"+listenPort(cfg.Listen), cacert, c.Bool("undo"))
+				if err != nil {
+					return err
+				}
 				switch {
 				case c.Bool("undo"):
 					if _, err := dnfRepoUndo(c.String("repos-dir")); err != nil {
 						return err
 					}
-				case c.Bool("https"):
-					if cacert, err = dnfHTTPSBundle(c, cfg); err != nil {
+				case cacert != "":
+					if err := dnfHTTPSBundle(c, cfg, cacert); err != nil {
 						return err
 					}
 				}
-				path := c.String("dnf-conf")
-				if path == "" {
-					path = "/etc/dnf/dnf.conf"
-					if _, err := os.Stat(path); err != nil {
-						if _, yerr := os.Stat("/etc/yum.conf"); yerr == nil {
-							path = "/etc/yum.conf"
-						}
+				if out != nil {
+					if err := writeLines(path, out); err != nil {
+						return err
 					}
-				}
-				msg, err := dnfSetup(path, "http://127.0.0.1:"+listenPort(cfg.Listen), cacert, c.Bool("undo"))
-				if err != nil {
-					return err
 				}
 				fmt.Fprintln(c.App.Writer, msg)
 				return nil
@@ -227,23 +243,82 @@ func withoutDnfMarked(lines []string) []string {
 	return kept
 }
 
+// dnfMarkedCACert is the sslcacert warren put in dnf's config, "" when
+// none.
+func dnfMarkedCACert(lines []string) string {
+	for i := 0; i+1 < len(lines); i++ {
+		if lines[i] == dnfMarker {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(lines[i+1]), "sslcacert="); ok {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return ""
+}
+
+// dnfConfFiles are where dnf's config is looked for when --dnf-conf
+// names none: dnf's, else yum's.
+var dnfConfFiles = []string{"/etc/dnf/dnf.conf", "/etc/yum.conf"}
+
+// dnfConfPath is the --dnf-conf given, else the first of dnfConfFiles
+// there is; with none, an error that names them and the flag.
+func dnfConfPath(given string) (string, error) {
+	if given != "" {
+		return given, nil
+	}
+	for _, p := range dnfConfFiles {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			return p, nil // there (a file warren cannot read: its error names it)
+		}
+	}
+	return "", fmt.Errorf("dnf's config is in none of %s: is dnf installed? name its config with --dnf-conf", strings.Join(dnfConfFiles, ", "))
+}
+
+// readDnfConf is the lines of dnf's config at path. One that is not there
+// or that warren cannot read is an error saying what to do: dnf-setup
+// never writes a config of its own (dnf would read warren's lines and
+// none of the distribution's).
+func readDnfConf(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("dnf's config %s is not there: is dnf installed? name its config with --dnf-conf", path)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("read dnf's config %s: %w: run warren dnf-setup as root", path, err)
+	case err != nil:
+		return nil, fmt.Errorf("read dnf's config %s: %w: mend it, or name dnf's config with --dnf-conf", path, err)
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return strings.Split(strings.TrimRight(string(b), "\n"), "\n"), nil
+}
+
 // dnfSetup puts "proxy=URL" in the [main] section of dnf's config, or with
 // undo takes out what it put there. Running it twice changes nothing.
 func dnfSetup(path, proxy, cacert string, undo bool) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		return "", fmt.Errorf("read %s: %w", path, err)
+	lines, err := readDnfConf(path)
+	if err != nil {
+		return "", err
 	}
-	var lines []string
-	if len(b) > 0 {
-		lines = strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	out, msg, err := dnfEdit(path, lines, proxy, cacert, undo)
+	if err != nil || out == nil {
+		return msg, err
 	}
+	return msg, writeLines(path, out)
+}
+
+// dnfEdit is lines, dnf's config at path, with warren's proxy line (and
+// sslcacert line when cacert is given) in [main], or with undo without
+// them, and what to tell the user; out is nil when nothing changes. It
+// writes nothing: an error leaves every file as it was.
+func dnfEdit(path string, lines []string, proxy, cacert string, undo bool) (out []string, msg string, err error) {
 	kept := withoutDnfMarked(lines)
 	if undo {
 		if len(kept) == len(lines) {
-			return fmt.Sprintf("%s has no proxy line from warren; nothing to undo", path), nil
+			return nil, fmt.Sprintf("%s has no proxy line from warren; nothing to undo", path), nil
 		}
-		return fmt.Sprintf("removed warren's proxy line from %s", path), writeLines(path, kept)
+		return kept, fmt.Sprintf("removed warren's proxy line from %s", path), nil
 	}
 	section := ""
 	for _, l := range kept {
@@ -254,16 +329,16 @@ func dnfSetup(path, proxy, cacert string, undo bool) (string, error) {
 		k, _, _ := strings.Cut(t, "=")
 		switch k = strings.TrimSpace(k); {
 		case k == "proxy":
-			return "", fmt.Errorf("%s already sets a proxy (%q); take it out first, warren does not override it", path, t)
+			return nil, "", fmt.Errorf("%s already sets a proxy (%q); take it out first, warren does not override it", path, t)
 		case k == "sslcacert" && cacert != "" && section == "[main]":
-			return "", fmt.Errorf("%s already sets sslcacert in [main] (%q); take it out first, or add the site CA to that file", path, t)
+			return nil, "", fmt.Errorf("%s already sets sslcacert in [main] (%q); take it out first, or add the site CA to that file", path, t)
 		}
 	}
 	add := []string{dnfMarker, "proxy=" + proxy}
 	if cacert != "" {
 		add = append(add, dnfMarker, "sslcacert="+cacert)
 	}
-	out, inserted := []string{}, false
+	inserted := false
 	for _, l := range kept {
 		out = append(out, l)
 		if strings.TrimSpace(l) == "[main]" && !inserted {
@@ -274,10 +349,7 @@ func dnfSetup(path, proxy, cacert string, undo bool) (string, error) {
 	if !inserted {
 		out = append(append([]string{"[main]"}, add...), out...)
 	}
-	if err := writeLines(path, out); err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("dnf now uses %s (in %s); undo with: warren dnf-setup --undo", proxy, path), nil
+	return out, fmt.Sprintf("dnf now uses %s (in %s); undo with: warren dnf-setup --undo", proxy, path), nil
 }
 
 func writeLines(path string, lines []string) error {

@@ -15,7 +15,9 @@ func TestDnfSetup(t *testing.T) {
 		name, before, want, wantErr string
 		cacert                      string
 	}{
-		{"no file", "", "[main]\n" + dnfMarker + "\nproxy=http://127.0.0.1:3142\n", "", ""},
+		// None is written: dnf would read warren's lines and none of the
+		// distribution's.
+		{"no file", "", "", "is not there", ""},
 		// --https: the bundle in [main], which every repo inherits (the
 		// repo files stay as shipped, metalink= ones too).
 		{"https", "[main]\ngpgcheck=1\n[local]\nsslcacert=/etc/pki/local.pem\n", "[main]\n" + dnfMarker + "\nproxy=http://127.0.0.1:3142\n" + dnfMarker +

@@ -111,13 +111,16 @@ func TestMirrorHostsIntercepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	var mirrors []string
-	in := &interception{ca: ca, root: root, log: slog.New(slog.NewTextHandler(logs, nil)), mirrors: func() []string { return mirrors }}
+	var (
+		mirrors []string
+		version uint64
+	)
+	in := &interception{ca: ca, root: root, log: slog.New(slog.NewTextHandler(logs, nil)), mirrors: func() ([]string, uint64) { return mirrors, version }}
 	in.cfg.HTTPSIntercept = []string{"auto"}
 	if !in.Intercepts("mirrors.fedora.example") || in.Intercepts("fr.mirror.example") {
 		t.Fatal("before any list: the list host alone")
 	}
-	mirrors = []string{"fr.mirror.example", "ftp.elsewhere.example"}
+	mirrors, version = []string{"fr.mirror.example", "ftp.elsewhere.example"}, 1
 	for range 2 {
 		if !in.Intercepts("fr.mirror.example") || in.Intercepts("ftp.elsewhere.example") || !in.Intercepts("mirrors.fedora.example") {
 			t.Fatalf("once the list is read: %v", in.current())

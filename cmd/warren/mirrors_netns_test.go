@@ -16,6 +16,8 @@ import (
 )
 
 // TestMirrorGroupsOverNetns is dnf as distributions ship it: repo files
+// (the node's machine has them too: the lists it trusts; the hub and the
+// spoke name the list server in mirror_lists)
 // with a metalink= and a mirrorlist= URL on an https list server
 // (lists.test, shaped like MirrorManager: it answers every request with
 // the mirrors in another order), listing three mirrors of one fixture
@@ -194,18 +196,7 @@ func TestMirrorGroupsOverNetns(t *testing.T) {
 	client := func(ns, name, cache, listen, repoKind string) dnfClient {
 		c := newDnfClient(base, name, "")
 		os.Remove(filepath.Join(c.reposDir, "e2e.repo"))
-		os.WriteFile(filepath.Join(c.reposDir, "fixture.repo"), []byte(`[fixture-metalink]
-name=fixture $releasever - metalink
-metalink=https://lists.test/metalink?repo=fixture-$releasever&arch=$basearch
-enabled=`+strconv.Itoa(boolInt(repoKind == "metalink"))+`
-gpgcheck=0
-
-[fixture-mirrorlist]
-name=fixture $releasever - mirrorlist
-mirrorlist=https://lists.test/mirrorlist/$releasever/fixture
-enabled=`+strconv.Itoa(boolInt(repoKind == "mirrorlist"))+`
-gpgcheck=0
-`), 0o644)
+		os.WriteFile(filepath.Join(c.reposDir, "fixture.repo"), []byte(fixtureRepo(repoKind)), 0o644)
 		out, err := exec.Command("ip", "netns", "exec", lan.ns(ns), warrenBinary(t), "dnf-setup", "--https", "--config", "/dev/null", "--listen", listen,
 			"--https-intercept", "lists.test", "--cache-dir", cache, "--dnf-conf", c.conf, "--repos-dir", c.reposDir,
 			"--bundle", filepath.Join(c.dir, "bundle.crt"), "--system-cas", systemCAs).CombinedOutput()
@@ -241,9 +232,15 @@ gpgcheck=0
 		return -1
 	}
 
-	// Through a node.
+	// Through a node, on the machine of its dnf clients: its repo files
+	// (signatures.yum_repos_dir) name the lists it trusts.
 	before := wanBytes()
-	node, nodeLogs, nodeCache := startWarrenIn("w", "node", "127.0.0.1:3142")
+	nodeRepos := filepath.Join(base, "node-yum.repos.d")
+	os.MkdirAll(nodeRepos, 0o755)
+	os.WriteFile(filepath.Join(nodeRepos, "fixture.repo"), []byte(fixtureRepo("metalink")), 0o644)
+	nodeConf := filepath.Join(base, "node.yaml")
+	os.WriteFile(nodeConf, []byte("signatures:\n  yum_repos_dir: "+nodeRepos+"\n"), 0o644)
+	node, nodeLogs, nodeCache := startWarrenIn("w", "node", "127.0.0.1:3142", "--config", nodeConf)
 	first := siteFirst("w", "http://127.0.0.1:3142", nodeCache)
 	// The site's mirror is stale (its repomd.xml is none the metalink
 	// names) and stalls halfway through the big rpm.
@@ -265,9 +262,12 @@ gpgcheck=0
 		t.Fatalf("the list server was asked %d times: the lists did not go through the node", n)
 	}
 
-	// Through a hub, with a spoke that replicates it.
+	// Through a hub, with a spoke that replicates it: neither has the
+	// repo files of the machines it serves, and mirror_lists names the
+	// list server (a node trusts the lists its hub answers in the site's
+	// order).
 	hubConf := filepath.Join(base, "hub.yaml")
-	os.WriteFile(hubConf, []byte("role: hub\nhub_tokens: ["+token+"]\nreplication:\n  tokens: [{name: spoke, token: "+syncToken+"}]\n"), 0o644)
+	os.WriteFile(hubConf, []byte("role: hub\nmirror_lists: [\"https://lists.test/\"]\nhub_tokens: ["+token+"]\nreplication:\n  tokens: [{name: spoke, token: "+syncToken+"}]\n"), 0o644)
 	before = wanBytes()
 	_, hubLogs, _ := startWarrenIn("hub", "hub", "0.0.0.0:3142", "--config", hubConf)
 	hubNode := func(name, listen string) (*syncBuffer, string) {
@@ -282,7 +282,7 @@ gpgcheck=0
 		t.Fatal("the hub did not order the list for its nodes")
 	}
 	spokeConf := filepath.Join(base, "spoke.yaml")
-	os.WriteFile(spokeConf, []byte("role: hub\nreplicate_schedule: 0s\nreplicate_from:\n  - {name: hub, url: \"http://"+hubAddr+":3142\", token: "+syncToken+"}\n"), 0o644)
+	os.WriteFile(spokeConf, []byte("role: hub\nmirror_lists: [\"https://lists.test/\"]\nreplicate_schedule: 0s\nreplicate_from:\n  - {name: hub, url: \"http://"+hubAddr+":3142\", token: "+syncToken+"}\n"), 0o644)
 	_, _, spokeCache := startWarrenIn("spoke", "spoke", "0.0.0.0:3142", "--config", spokeConf)
 	if out, err := runApp(t, "replicate", "run", "--config", spokeConf, "--cache-dir", spokeCache); err != nil || strings.Contains(out, "failed") {
 		t.Fatalf("the spoke's replication run: %v\n%s", err, out)
@@ -303,6 +303,24 @@ gpgcheck=0
 	install(client("n", "third-hub", n2Cache, "127.0.0.1:3143", "mirrorlist"), lan.ns("n"), "a third machine through a fresh node of the hub, offline")
 	install(client("spoke", "third-spoke", spokeCache, "127.0.0.1:3142", "metalink"), lan.ns("spoke"), "a third machine through the replicated spoke, offline")
 	_ = node
+}
+
+// fixtureRepo is the test's repo file as distributions ship theirs: a
+// metalink= and a mirrorlist= repository of the fixture, the one of
+// enabled kind enabled.
+func fixtureRepo(enabled string) string {
+	return `[fixture-metalink]
+name=fixture $releasever - metalink
+metalink=https://lists.test/metalink?repo=fixture-$releasever&arch=$basearch
+enabled=` + strconv.Itoa(boolInt(enabled == "metalink")) + `
+gpgcheck=0
+
+[fixture-mirrorlist]
+name=fixture $releasever - mirrorlist
+mirrorlist=https://lists.test/mirrorlist/$releasever/fixture
+enabled=` + strconv.Itoa(boolInt(enabled == "mirrorlist")) + `
+gpgcheck=0
+`
 }
 
 // grepLines are the lines of s that hold what.

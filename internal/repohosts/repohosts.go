@@ -4,7 +4,8 @@
 // auth.conf and auth.conf.d, a dnf repo's username or sslclientcert, a
 // user:password in a URI): those are never intercepted, so warren never
 // sees their secrets. A file it cannot read may hold a credential for any
-// host: Scan names it, and Intercept is then empty.
+// host: Scan names it, and Intercept is then empty. ScanYumRepos gives
+// dnf's lists of mirrors and base URLs as its repo files write them.
 package repohosts
 
 import (

@@ -51,3 +51,26 @@ func TestScan(t *testing.T) {
 		t.Fatalf("an empty root: %v", f)
 	}
 }
+
+// dnf's repo files' lists and bases, as written: what makes a list of
+// mirrors trusted (package door), and which bases no list may take.
+func TestScanYumRepos(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "fedora.repo"), []byte("[fedora]\nmetalink=https://mirrors.fedoraproject.org/metalink?repo=fedora-$releasever&arch=$basearch\n#baseurl=http://commented.example/\n"+
+		"[local]\nbaseurl=http://a.example/el9/, http://b.example/el9\n\thttp://c.example/el9\nenabled=0\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "alma.repo"), []byte("[baseos]\nmirrorlist = https://mirrors.almalinux.org/mirrorlist/$releasever/baseos\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "old.repo.rpmsave"), []byte("[x]\nmetalink=https://ignored.example/metalink\n"), 0o644)
+	got := ScanYumRepos(dir)
+	if want := "https://mirrors.almalinux.org/mirrorlist/$releasever/baseos https://mirrors.fedoraproject.org/metalink?repo=fedora-$releasever&arch=$basearch"; strings.Join(got.Lists, " ") != want {
+		t.Errorf("lists %q, want %q", got.Lists, want)
+	}
+	if want := "http://a.example/el9/ http://b.example/el9 http://c.example/el9"; strings.Join(got.BaseURLs, " ") != want {
+		t.Errorf("bases %q, want %q", got.BaseURLs, want)
+	}
+	if len(got.Unreadable) != 0 {
+		t.Errorf("unreadable %v", got.Unreadable)
+	}
+	if got := ScanYumRepos(filepath.Join(dir, "not-there")); len(got.Lists)+len(got.BaseURLs)+len(got.Unreadable) != 0 {
+		t.Errorf("no directory: %+v", got)
+	}
+}

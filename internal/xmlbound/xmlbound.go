@@ -1,10 +1,13 @@
 // Package xmlbound bounds what an XML document can cost the parser that
 // reads it: it sits between the bytes and encoding/xml, follows the markup
 // with a small state machine, and fails the read once elements nest deeper
-// than MaxDepth or one token (text, a tag, a comment) grows past MaxToken.
-// encoding/xml keeps a stack entry per open element and buffers each token
-// whole, so without it a 1 MB compressed file of nested elements or of
-// spaces grows the daemon by gigabytes.
+// than MaxDepth, one token (text, a tag, a comment) grows past MaxToken,
+// or one element has more than MaxAttrs attributes. encoding/xml keeps a
+// stack entry per open element, buffers each token whole and makes an
+// xml.Attr (some 60 bytes, and a namespace entry for an xmlns one) of
+// each attribute, so without it a 1 MB compressed file of nested elements
+// or of spaces grows the daemon by gigabytes, and a 4 MB tag of a=""
+// attributes allocates 200 MB.
 //
 // It checks cost, not validity: the decoder behind it still rejects what
 // is malformed.
@@ -22,12 +25,16 @@ import (
 const (
 	DefaultMaxDepth = 64
 	DefaultMaxToken = 4 << 20
+	// MaxAttrs bounds the attributes of one element: real documents
+	// have a handful (an rpm:entry six, a feed's root its namespaces).
+	MaxAttrs = 256
 )
 
 // ErrTooDeep and ErrTokenTooLarge say why a document was refused.
 var (
 	ErrTooDeep       = errors.New("XML elements nest too deep")
 	ErrTokenTooLarge = errors.New("XML token too large")
+	ErrTooManyAttrs  = errors.New("XML element with too many attributes")
 )
 
 type state uint8
@@ -53,6 +60,7 @@ type Reader struct {
 	state  state
 	run    int    // bytes of the current token
 	depth  int    // open elements
+	attrs  int    // attributes of the start tag being read
 	pre    []byte // what follows '<' until the kind of markup is known
 	endTag bool   // the tag being read is </...>
 	slash  bool   // the tag's last byte outside quotes was '/'
@@ -126,7 +134,7 @@ func (b *Reader) step(c byte) error {
 		case b.pre[0] == '/':
 			b.state, b.endTag, b.slash = inTag, true, false
 		default:
-			b.state, b.endTag, b.slash = inTag, false, false
+			b.state, b.endTag, b.slash, b.attrs = inTag, false, false, 0
 			return b.tagByte(c)
 		}
 	case inTag:
@@ -175,6 +183,12 @@ func (b *Reader) tagByte(c byte) error {
 		}
 		b.endMarkup()
 	case ' ', '\t', '\r', '\n':
+	case '=':
+		// Outside quotes, '=' in a start tag is an attribute's.
+		b.slash = false
+		if b.attrs++; b.attrs > MaxAttrs && !b.endTag {
+			return fmt.Errorf("%w: more than %d", ErrTooManyAttrs, MaxAttrs)
+		}
 	default:
 		b.slash = c == '/'
 	}

@@ -33,6 +33,10 @@ func TestBounds(t *testing.T) {
 		{"comment bomb", "<r><!--" + strings.Repeat("< ", 3<<20) + "--></r>", ErrTokenTooLarge},
 		{"cdata bomb", "<r><![CDATA[" + strings.Repeat("<>", 3<<20) + "]]></r>", ErrTokenTooLarge},
 		{"attribute bomb", `<r a="` + strings.Repeat("x", 5<<20) + `"/>`, ErrTokenTooLarge},
+		{"at the attributes' bound", "<r " + strings.Repeat(`a="=" `, MaxAttrs) + "/>", nil},
+		{"attributes bomb", "<r " + strings.Repeat(`a="" `, MaxAttrs+1) + "/>", ErrTooManyAttrs},
+		{"namespaces bomb", "<r " + strings.Repeat(`xmlns:a='' `, MaxAttrs+1) + ">", ErrTooManyAttrs},
+		{"attributes of many elements", "<r>" + strings.Repeat(`<a b="" c=""/>`, 1000) + "</r>", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			// One byte a read: state must carry across reads.
