@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -534,6 +535,10 @@ func TestPullerAppliesOnlyWhatAVerifiedReleaseLists(t *testing.T) {
 	sec.clock.ns.Store(time.Now().UnixNano())
 	var state hub.SourceState
 	pull := func() hub.ReplicateRun {
+		// The pulling hub's clock is the real one's now: a Release signed
+		// a second after the harness's clock was set is from its future,
+		// and the check refuses it (openpgp: "signature expired").
+		sec.clock.ns.Store(time.Now().UnixNano())
 		c := hub.FeedClient{From: hub.ReplicateFrom{Name: "src", URL: main.front.URL, Token: allToken}, Self: sec.role.ID(), HTTP: &http.Client{}}
 		return sec.puller().Run(t.Context(), replicate.Options{Client: c, From: state, Saved: func(s hub.SourceState) { state = s }})
 	}
@@ -543,6 +548,20 @@ func TestPullerAppliesOnlyWhatAVerifiedReleaseLists(t *testing.T) {
 		main.clock.advance(time.Minute)
 		if run, err := main.preload(t.Context(), preload.Options{List: list}); err != nil || run.Fetched != 1 {
 			t.Fatalf("the source hub's preload: %+v %v", run, err)
+		}
+		// The change feed records a fill after its last byte is
+		// released, so the preload may return first: pull once it is in.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			changes, _, err := main.store.Changes(0, 100000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.ContainsFunc(changes, func(c cachestore.Change) bool { return c.Digest.Hex == sha256hex(p.body) }) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the source hub's change feed lacks %s 10s after its preload", p.path())
+			}
 		}
 	}
 	offered := func(after uint64, p aptPkg) bool {
