@@ -105,6 +105,10 @@ type upstreamSource struct {
 	// requesters on the LAN may hold the artifact.
 	relan func(ctx context.Context) fill.Source
 	lan   fill.Source // the LAN, asked after a wait, until it has no more
+	// yield, when set, says when to leave this download to yieldTo (the
+	// LAN, which then streams from a peer further along).
+	yield   func() <-chan struct{}
+	yieldTo fill.Source
 	// tries counts transfers; waits the hub's "busy" answers.
 	tries  int
 	waits  int
@@ -256,6 +260,11 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 					slog.String("url", p.ShownURL()), slog.Any("err", reason))
 			}
 		},
+	}
+	if o.yield != nil {
+		if ch := o.yield(); ch != nil {
+			st.Yield, st.YieldTo = ch, o.yieldTo
+		}
 	}
 	if h := o.hub; h != nil {
 		st.From = "hub " + h.Name()

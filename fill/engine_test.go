@@ -395,3 +395,69 @@ func TestHeldPrefixThenOriginBlamesThePeer(t *testing.T) {
 		t.Fatalf("the peer's blame: %v, want a digest mismatch", b)
 	}
 }
+
+// yieldingSource is an upstream whose stream yields, once the first
+// half is sent, to a LAN peer further along: the yield channel closes
+// when the server has sent half, and the server then holds the rest.
+type yieldingSource struct {
+	httpSource
+	yield chan struct{}
+	to    Source
+}
+
+func (y *yieldingSource) Open(ctx context.Context, off int64) (*Stream, error) {
+	st, err := y.httpSource.Open(ctx, off)
+	if err != nil {
+		return nil, err
+	}
+	if y.yield != nil {
+		st.Yield, st.YieldTo = y.yield, y.to
+		y.yield = nil // once: a source re-arms its yield for its next stream
+	}
+	return st, nil
+}
+
+// A stream told to yield is left unblamed at the offset it reached, the
+// source it yields to sends the rest, and the blob is whole and exact;
+// should that source have nothing, the stream's own source goes on.
+func TestYieldToASourceFurtherAlong(t *testing.T) {
+	body, d := blob(600<<10, 3)
+	for _, peerHasIt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("peer has it %v", peerHasIt), func(t *testing.T) {
+			yield := make(chan struct{})
+			var once sync.Once
+			up := serve(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Range") != "" {
+					// Asked again (the peer had nothing): the rest.
+					http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+					return
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				w.Write(body[:len(body)/2])
+				w.(http.Flusher).Flush()
+				once.Do(func() { close(yield) })
+				<-r.Context().Done() // the rest never comes this way
+			})
+			peer := &httpSource{url: up, name: "peer", hold: true}
+			if !peerHasIt {
+				peer.max = -1 // opens nothing
+				peer.opens = 1
+			}
+			src := &yieldingSource{httpSource: httpSource{url: up, name: "origin", max: 2}, yield: yield, to: peer}
+			got, res, err := runFill(t, New(Config{StallTimeout: 5 * time.Second}), openStore(t), Want{Digest: d, Size: int64(len(body))}, src)
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("fill: %v, %d bytes; want the exact blob", err, len(got))
+			}
+			if b := src.blame(); len(b) > 0 {
+				t.Fatalf("the stream that yielded was blamed: %v", b)
+			}
+			want := []string{"origin", "peer"}
+			if !peerHasIt {
+				want = []string{"origin", "origin"}
+			}
+			if !slices.Equal(res.From, want) {
+				t.Fatalf("bytes came from %v, want %v", res.From, want)
+			}
+		})
+	}
+}

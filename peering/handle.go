@@ -52,14 +52,24 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		n.send(Message{Type: MsgAnswer, To: m.From, ReqID: m.ReqID, Digest: m.Digest, Has: has,
 			Ready: has && n.ready.Load() && slots > 0, FreeSlots: uint8(min(slots, 255)), Want: n.wanting(m.Digest)}, src)
 	case MsgAnswer:
+		if at, ok := n.askedAt.Get(m.ReqID); ok {
+			n.answeredAfter(n.now().Sub(at))
+		}
 		n.mu.Lock()
 		ch := n.queries[m.ReqID]
+		e := n.elections[m.Digest]
+		late := ch == nil && e != nil && e.interest
 		n.mu.Unlock()
 		if ch != nil {
 			select {
 			case ch <- m:
 			default:
 			}
+		}
+		if late && m.Has && !m.Passive {
+			// The question closed before this answer came: what it says
+			// still counts, as the "have" it would be.
+			n.update(m.Digest, func(e *election) { putVoter(e.haves, m.From, true) })
 		}
 	case MsgWant:
 		n.update(m.Digest, func(e *election) { putVoter(e.wants, m.From, m) })
@@ -85,6 +95,7 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 				delete(e.dead, m.From)
 			}
 		})
+		n.weighYield(m.Digest, m.From, m)
 	case MsgHave:
 		n.update(m.Digest, func(e *election) { putVoter(e.haves, m.From, true) })
 	case MsgBadBlob:

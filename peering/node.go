@@ -100,7 +100,7 @@ type Node struct {
 	hc    *http.Client
 	ready atomic.Bool // false while starting and stopping
 
-	mu        sync.Mutex                      // guards queries, elections, nextReq, rechecked
+	mu        sync.Mutex                      // guards queries, elections, beating, nextReq, rechecked, late
 	queries   map[uint32]chan Message         // open queries by request id
 	elections map[cachestore.Digest]*election // what the group wants, per digest
 	beating   map[cachestore.Digest]*beat     // downloads this node heartbeats
@@ -109,6 +109,11 @@ type Node struct {
 	// at most once a minute, so a LAN host cannot keep us rehashing.
 	rechecked *lru.Cache[cachestore.Digest, time.Time]
 	pruned    time.Time // when elections were last swept
+	// askedAt is when each recent question went out, by request id: how
+	// late its answers come, even after it closed, sets the election
+	// window (lateness.go).
+	askedAt *lru.Cache[uint32, time.Time]
+	late    lateness
 
 	// Datagram admission, used by the read loop only.
 	limits  *lru.Cache[netip.Addr, *rate.Limiter] // per source address, the least recently heard forgotten first
@@ -226,6 +231,7 @@ func Listen(cfg Config) (*Node, error) {
 	// limiter or one more recheck, never memory.
 	n.limits, _ = lru.New[netip.Addr, *rate.Limiter](maxSources)
 	n.rechecked, _ = lru.New[cachestore.Digest, time.Time](1024)
+	n.askedAt, _ = lru.New[uint32, time.Time](256)
 	if cfg.Blobs != nil {
 		cfg.Blobs.attach(n.table)
 	}

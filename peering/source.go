@@ -138,6 +138,16 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	if w, ok := n.yielded(s.d); ok {
+		// This node left its download to w (see Yield): follow w as the
+		// winner of an election, waiting on its heartbeats while it is
+		// busy, electing again should it go quiet.
+		s.over, s.electing, s.windowEnd = nil, true, nil
+		s.winner, s.decided, s.decidedAt = w, true, n.now()
+		if s.deadline.IsZero() {
+			s.deadline = n.now().Add(n.cfg.MaxWait)
+		}
+	}
 	for s.over == nil {
 		if s.failures >= n.cfg.PeerRetries {
 			s.over = fmt.Errorf("%w: %d peer tries failed", ErrNoPeer, s.failures)
@@ -179,6 +189,12 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	}
 	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
 }
+
+// Yield is closed when this node, downloading the blob from outside the
+// LAN (this source found no peer to take it from), should leave that
+// download to a LAN peer further along: this source, opened again, then
+// streams from that peer. nil when this node does not download the blob.
+func (s *Source) Yield() <-chan struct{} { return s.n.yieldCh(s.d) }
 
 // openAgain is Open for Again: one fresh question, then whoever has the
 // blob or is receiving it, until the tries are spent.
@@ -349,7 +365,7 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 		n.updateFor(d, true, func(e *election) { e.wants[n.cfg.ID] = me })
 		n.sendAll(want)
 		s.deadline = n.now().Add(n.cfg.MaxWait)
-		s.windowEnd = time.After(n.cfg.ElectionWindow)
+		s.windowEnd = time.After(n.electionWindow())
 	}
 	for {
 		snap, changed := n.snapshot(d)

@@ -25,6 +25,12 @@ type Peer struct {
 	// answers costs neither every miss a wait nor an honest newcomer its
 	// place.
 	Silent int
+	// Answered: the peer has answered one of this node's questions. Until
+	// then it is asked but not waited for, unless no peer has answered
+	// yet (a node new to its LAN waits for everyone once): a newcomer earns
+	// its place among those a miss waits on, so ids forged afresh for
+	// every question cost a miss nothing.
+	Answered bool
 }
 
 // silentLimit is how many questions in a row a peer may leave unanswered
@@ -48,11 +54,18 @@ type Table struct {
 	expireAfter time.Duration
 	now         func() time.Time
 
-	mu       sync.Mutex // guards peers, badAddrs and joined
+	mu       sync.Mutex // guards peers, badAddrs, joined and evicted
 	peers    map[NodeID]*Peer
 	badAddrs map[netip.Addr]time.Time // addresses that sent wrong bytes or failed, until when
 	joined   chan struct{}            // closed and replaced when a peer joins
+	// evicted is when a newcomer last pushed a silent member out: at most
+	// one an evictEvery, so a flood of fresh ids cannot churn the table.
+	evicted time.Time
 }
+
+// evictEvery is how often a newcomer may take a silent member's place in
+// a full table.
+const evictEvery = 10 * time.Second
 
 // perAddr is how many node ids one address may hold in the table: a host
 // runs one warren, maybe a second during an upgrade.
@@ -88,7 +101,7 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 		if old.Addr != p.Addr && !mayMove {
 			return false
 		}
-		p.BadUntil, p.Silent = old.BadUntil, old.Silent
+		p.BadUntil, p.Silent, p.Answered = old.BadUntil, old.Silent, old.Answered
 		*old = p
 		return true
 	}
@@ -114,9 +127,13 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 }
 
 // dropSilentLocked makes room in a full table by dropping the peer that
-// has left the most questions unanswered (at least silentLimit), if any:
-// members that answer keep their places.
+// has left the most questions unanswered (at least silentLimit), if any
+// and at most once an evictEvery: members that answer keep their places.
 func (t *Table) dropSilentLocked() bool {
+	now := t.now()
+	if !t.evicted.IsZero() && now.Sub(t.evicted) < evictEvery {
+		return false
+	}
 	var worst *Peer
 	for _, p := range t.peers {
 		if p.Silent >= silentLimit && (worst == nil || p.Silent > worst.Silent) {
@@ -127,6 +144,7 @@ func (t *Table) dropSilentLocked() bool {
 		return false
 	}
 	delete(t.peers, worst.ID)
+	t.evicted = now
 	return true
 }
 
@@ -147,7 +165,7 @@ func (t *Table) Answered(id NodeID) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p, ok := t.peers[id]; ok {
-		p.Silent = 0
+		p.Silent, p.Answered = 0, true
 	}
 }
 

@@ -1,0 +1,131 @@
+package peering
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+)
+
+// Two LAN nodes both download a blob from outside the LAN (an election
+// whose answers came late made two winners, or one began before it heard
+// of the other). The one further along, or about as far and first in the
+// election's order, keeps the download; the other leaves its own and
+// streams from it at the offset it reached. Never both.
+func TestTwoDownloadersOneYields(t *testing.T) {
+	body := bytes.Repeat([]byte("two winners "), 200<<10/12)
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	size := int64(len(body))
+	tests := []struct {
+		name string
+		// progress of a, of b; priorities of a, b (ids: a 1, b 2)
+		aDone, bDone int64
+		aPrio, bPrio int32
+		aYields      bool
+	}{
+		{"b far ahead", 1 << 10, 150 << 10, 100, 100, true},
+		{"b far ahead though a ranks first", 1 << 10, 150 << 10, 200, 100, true},
+		{"level, a ranks first (lower id)", 10 << 10, 12 << 10, 100, 100, false},
+		{"level, b ranks first (priority)", 10 << 10, 12 << 10, 100, 200, true},
+		{"a far ahead, b ranks first", 150 << 10, 1 << 10, 100, 200, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// b's HTTP side serves the blob from any offset, as its
+			// growing file would.
+			var asked atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				asked.Add(1)
+				http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+			}))
+			defer srv.Close()
+			defer http.DefaultClient.CloseIdleConnections()
+			port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+			// One port number for HTTP and UDP, as in the daemon: the
+			// datagrams name it, and b's blobs are served on it.
+			a := testNode(t, Config{ID: NodeID{1}, Priority: tc.aPrio, Heartbeat: time.Hour})
+			b := testNode(t, Config{ID: NodeID{2}, Priority: tc.bPrio, Heartbeat: time.Hour, Port: uint16(port),
+				ListenUDP: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))})
+			// Each knows the other, as mDNS would tell them.
+			a.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: b.Addr().Port(), Priority: tc.bPrio})
+			b.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: a.Addr().Port(), Priority: tc.aPrio})
+			// a asks, nobody has it: a downloads it (b said no: it did
+			// not want it yet).
+			src := a.Source(t.Context(), d, size, func() int64 { return tc.aDone })
+			if _, err := src.Open(t.Context(), 0); !errors.Is(err, ErrNoPeer) {
+				t.Fatalf("a: %v, want this node to download it", err)
+			}
+			defer a.Done(d, false)
+			yield := src.(*Source).Yield()
+			if yield == nil {
+				t.Fatal("a downloads the blob but its source offers no yield")
+			}
+			// b began too, without hearing of a; its first heartbeat goes
+			// out at once, and a's reaches b as a answers b's want.
+			b.startBeats(d, size, func() int64 { return tc.bDone }, false)
+			defer b.Done(d, false)
+			b.sendAll(Message{Type: MsgWant, Digest: d, Total: size})
+			if !tc.aYields {
+				// b leaves it to a instead: wait for that, then check a did not.
+				select {
+				case <-yieldOf(b, d):
+				case <-time.After(10 * time.Second):
+					t.Fatal("neither node left the download to the other")
+				}
+				select {
+				case <-yield:
+					t.Fatal("both nodes left the download to each other")
+				default:
+				}
+				return
+			}
+			select {
+			case <-yield:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a kept its download beside b's")
+			}
+			select {
+			case <-yieldOf(b, d):
+				t.Fatal("b left its download too: nobody keeps it")
+			default:
+			}
+			// Opened again, a's LAN source streams from b at a's offset.
+			st, err := src.Open(t.Context(), tc.aDone)
+			if err != nil {
+				t.Fatalf("a after yielding: %v", err)
+			}
+			defer st.Body.Close()
+			var got bytes.Buffer
+			got.Write(body[:tc.aDone])
+			got.ReadFrom(st.Body)
+			if !bytes.Equal(got.Bytes(), body) || st.From != "peer "+(NodeID{2}).String() {
+				t.Fatalf("a got %d bytes from %s, want the blob from b", got.Len(), st.From)
+			}
+			if beating, relay := a.beatingAs(d); !beating || !relay {
+				t.Fatalf("a heartbeats %v, relay %v: want a relay now", beating, relay)
+			}
+		})
+	}
+}
+
+// yieldOf is the yield channel of n's download of d, closed or not: nil
+// when n does not download d.
+func yieldOf(n *Node, d cachestore.Digest) <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if b := n.beating[d]; b != nil {
+		return b.yield
+	}
+	return nil
+}
