@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -162,6 +163,15 @@ func (s *Door) sources(ctx context.Context, f *cachestore.Fill, p Plan, who Aske
 	}
 	lan = s.cfg.Peers.Source(ctx, p.Digest, p.Size, f.Written)
 	up := s.upstreamSources(p, who, prev, relan)
+	for _, src := range up {
+		if u := src.(*upstreamSource); u.hub != nil {
+			// A hub that streams the blob to this LAN already names the
+			// peers receiving it.
+			u.hint = func(peers []netip.AddrPort) fill.Source {
+				return counted(s.cfg.Peers.From(peers, p.Digest, p.Size, f.Written))
+			}
+		}
+	}
 	if y, ok := lan.(yielder); ok {
 		// Downloading for the LAN, this node leaves the download to a LAN
 		// peer further along, should the election have made two winners.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -105,6 +106,10 @@ type upstreamSource struct {
 	// requesters on the LAN may hold the artifact.
 	relan func(ctx context.Context) fill.Source
 	lan   fill.Source // the LAN, asked after a wait, until it has no more
+	// hint, when set, makes the LAN a source from the peers a busy hub
+	// names (they receive the blob from it); hinted: it was used, once.
+	hint   func(peers []netip.AddrPort) fill.Source
+	hinted bool
 	// yield, when set, says when to leave this download to yieldTo (the
 	// LAN, which then streams from a peer further along).
 	yield   func() <-chan struct{}
@@ -292,6 +297,16 @@ func (o *upstreamSource) hubFailed(ctx context.Context, off int64, err error) (*
 	var busy *hub.BusyError
 	if !errors.As(err, &busy) {
 		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
+	}
+	if len(busy.Peers) > 0 && o.hint != nil && !o.hinted {
+		// Peers of ours receive it from the hub: from them at once. A
+		// second such answer waits out the delay first.
+		o.hinted = true
+		s.stats.HubHints.Add(1)
+		s.log.Debug("hub streams this artifact to LAN peers already; taking it from them", slog.String("url", p.ShownURL()),
+			slog.String("hub", o.hub.Name()), slog.Any("peers", busy.Peers))
+		o.lan = o.hint(busy.Peers)
+		return o.Open(ctx, off)
 	}
 	if o.waits >= maxHubWaits {
 		return nil, &UpstreamFetchError{URL: p.URL, Err: fmt.Errorf("waited %d times and %s is still busy with it: %w", o.waits, o.name(), err)}

@@ -150,7 +150,7 @@ const (
 // Defaults of a Config that leaves them zero (cmd/warren's defaults()
 // takes the daemon's from here, so each is written once).
 const (
-	DefaultMaxPeers       = 30
+	DefaultMaxPeers       = 128
 	DefaultPeerRetries    = 3
 	DefaultUploadSlots    = 2   // a BlobConfig's, too
 	DefaultPriority       = 100 // the daemon's; a zero priority is a priority

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -50,6 +51,8 @@ type Source struct {
 
 	// again: the last source of a fill whose others all failed (Again).
 	again bool
+	// hinted are peers a hub says receive the blob, tried first (From).
+	hinted []netip.AddrPort
 	// declined are the peers whose answer said they neither have nor want
 	// the blob: with them and every wanting peer heard, the election
 	// window has nothing left to collect.
@@ -105,6 +108,28 @@ func (n *Node) Again(d cachestore.Digest, size int64, progress func() int64) fil
 	s := n.newSource(d, size, progress)
 	s.again = true
 	return s
+}
+
+// From returns the LAN as a source that first tries peers, which a hub
+// says receive the blob from it (this node did not know them, or their
+// heartbeats had not reached it), then, as Again, whoever has it or is
+// receiving it.
+func (n *Node) From(peers []netip.AddrPort, d cachestore.Digest, size int64, progress func() int64) fill.Source {
+	s := n.newSource(d, size, progress)
+	s.again = true
+	s.hinted = slices.Clone(peers)
+	return s
+}
+
+// peerAt is the table's peer at a, or one made for it (a peer this node
+// does not know: blame then goes to its address).
+func (n *Node) peerAt(a netip.AddrPort) Peer {
+	for _, p := range n.table.Peers() {
+		if p.AddrPort() == a {
+			return p
+		}
+	}
+	return Peer{Addr: a.Addr(), Port: a.Port(), Priority: DefaultPriority}
 }
 
 // Phases says how long the question took to be answered and the
@@ -200,6 +225,21 @@ func (s *Source) Yield() <-chan struct{} { return s.n.yieldCh(s.d) }
 // blob or is receiving it, until the tries are spent.
 func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error) {
 	n := s.n
+	for len(s.hinted) > 0 && ctx.Err() == nil {
+		p := n.peerAt(s.hinted[0])
+		s.hinted = s.hinted[1:]
+		if !n.table.GoodAddr(p.AddrPort()) {
+			continue
+		}
+		if _, known := n.table.Get(p.ID); !known {
+			// So that it knows this node: with a secret, a blob token
+			// names a requester its table holds.
+			n.send(Message{Type: MsgHello}, p.AddrPort())
+		}
+		if st, ok := s.try(ctx, p, off, false); ok {
+			return st, nil
+		}
+	}
 	if s.answeredAt.IsZero() {
 		s.answeredAt = n.now()
 		close(s.asked)

@@ -233,6 +233,23 @@ func (t *Table) Good(id NodeID) bool {
 	return !now.Before(p.BadUntil) && !now.Before(t.badAddrs[p.Addr])
 }
 
+// GoodAddr reports whether neither the address nor the peer at it (if
+// known) is marked bad.
+func (t *Table) GoodAddr(a netip.AddrPort) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if now.Before(t.badAddrs[a.Addr()]) {
+		return false
+	}
+	for _, p := range t.peers {
+		if p.AddrPort() == a && now.Before(p.BadUntil) {
+			return false
+		}
+	}
+	return true
+}
+
 // Peers lists the live peers, by id.
 func (t *Table) Peers() []Peer {
 	t.mu.Lock()

@@ -36,6 +36,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 		s.fail(rw, r, p, err)
 	}
 	s.board.CountRequest(outcome)
+	s.role.Served(r, outcome, rw.bytes)
 	s.stats.BytesServed.Add(rw.bytes)
 	s.hist.Add(s.now(), p.Eco, rw.bytes, 0)
 	if ctx := r.Context(); s.log.Enabled(ctx, slog.LevelInfo) {

@@ -48,6 +48,9 @@ type Role interface {
 	Enter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, key string, size int64, shown string) (leave func(), ok bool)
 	// Refuse counts a refusal the front made (a loop).
 	Refuse(reason string)
+	// Served is told of each request answered: its outcome and the bytes
+	// sent.
+	Served(r *http.Request, outcome string, n int64)
 }
 
 // nodeRole is a node's: it adds nothing.
@@ -57,6 +60,7 @@ func (nodeRole) Admit(http.ResponseWriter, *http.Request) bool   { return true }
 func (nodeRole) Target(*http.Request, *url.URL) bool             { return false }
 func (nodeRole) Unheld(http.ResponseWriter, string, string) bool { return false }
 func (nodeRole) Refuse(string)                                   {}
+func (nodeRole) Served(*http.Request, string, int64)             {}
 func (nodeRole) Claim(*http.Request) (cachestore.Digest, int64, bool) {
 	return cachestore.Digest{}, -1, false
 }

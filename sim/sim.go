@@ -49,6 +49,11 @@ type Config struct {
 	Slots     int           // upload slots of each node
 	Dir       string        // where the nodes' caches go ("": a temporary directory)
 	Seed      uint64
+	// Delay bounds each node's scheduling delay, heavy-tailed (see
+	// Network.Delay); Loss is the share of datagrams lost. Both 0: a LAN
+	// of idle machines.
+	Delay time.Duration
+	Loss  float64
 	// Progress, when set, is told what the simulation is doing.
 	Progress func(format string, args ...any)
 }
@@ -74,9 +79,14 @@ func (c Config) Defaults() Config {
 // ArtifactReport is what happened to one artifact.
 type ArtifactReport struct {
 	Path       string
-	OriginGETs int             // the hub's fetches from the origin: the WAN
-	HubGETs    int             // the nodes' fetches at the hub
-	HubWaits   int             // the hub's "busy, retry later" answers
+	OriginGETs int // the hub's fetches from the origin: the WAN
+	HubGETs    int // the nodes' fetches at the hub
+	HubWaits   int // the hub's "busy, retry later" answers
+	// SubnetGETs and SubnetBytes are, per subnet, the fetches at the hub
+	// and the bytes of the artifact the hub sent over the subnet's link
+	// to it (each subnet is a site, the link its WAN).
+	SubnetGETs  map[int]int
+	SubnetBytes map[int]int64
 	Failed     int             // clients that did not get it whole
 	Times      []time.Duration // each client's, from its request to its last byte
 }
@@ -163,15 +173,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	stop = append(stop, func() { hubSrv.Close() })
 	hubGETs, hubWaits := &counter{m: map[string]int{}}, &counter{m: map[string]int{}}
+	hubBySubnet := &subnetCounter{gets: map[subnetKey]int{}, bytes: map[subnetKey]int64{}}
 	stop = append(stop, serve(hh, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		hubSrv.ServeHTTP(sw, r)
 		switch {
 		case r.Method != http.MethodGet:
-		case sw.status == http.StatusServiceUnavailable: // max_requesters: told to wait
+		case sw.status == http.StatusServiceUnavailable: // told to wait, or which peer has it
 			hubWaits.add(r.URL.Path)
 		default:
 			hubGETs.add(r.URL.Path)
+			hubBySubnet.add(r.RemoteAddr, r.URL.Path, sw.n)
 		}
 	})))
 
@@ -188,6 +200,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lone download: %w", err)
 	}
+	// From here on, slow nodes and lost datagrams (the yardstick is an
+	// idle machine's).
+	nw.Delay, nw.Loss = cfg.Delay, cfg.Loss
 
 	cfg.Progress("starting %d nodes in %d subnets", cfg.Nodes, cfg.Subnets)
 	nodes := make([]*node, cfg.Nodes)
@@ -270,6 +285,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for a := range cfg.Artifacts {
 		ar := ArtifactReport{Path: origin.paths[a], OriginGETs: origin.gets.get(origin.paths[a]),
 			HubGETs: hubGETs.get(origin.paths[a]), HubWaits: hubWaits.get(origin.paths[a])}
+		ar.SubnetGETs, ar.SubnetBytes = hubBySubnet.of(origin.paths[a], cfg.Subnets)
 		for _, res := range results[a] {
 			if res.err != nil {
 				ar.Failed++
@@ -348,7 +364,8 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 	pdone := make(chan struct{})
 	go func() { defer close(pdone); n.peers.Run(pctx) }()
 	*stop = append(*stop, func() { pcancel(); <-pdone })
-	parent, err := hub.NewParent(hub.ParentConfig{URL: "http://" + hubAddr + ":3142", Dial: h.Dial, Logger: log})
+	self := hub.Self{Node: n.id.String(), LAN: netip.PrefixFrom(addr, 16).Masked(), Peer: netip.AddrPortFrom(addr, port)}
+	parent, err := hub.NewParent(hub.ParentConfig{URL: "http://" + hubAddr + ":3142", Self: self, Dial: h.Dial, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -420,10 +437,11 @@ func serveCatching(h http.Handler, w http.ResponseWriter, req *http.Request) (br
 	return false
 }
 
-// statusWriter keeps the status a handler answered.
+// statusWriter keeps the status a handler answered and the body's length.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	n      int64
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -437,7 +455,56 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}
+
+// ReadFrom counts what a handler sends with io.Copy (a verified blob's
+// rest is sent that way).
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	w.n += n
+	return n, err
+}
+
+// subnetKey is one artifact's path at one subnet.
+type subnetKey struct {
+	subnet int
+	path   string
+}
+
+// subnetCounter counts the hub's answers and their bytes by subnet.
+type subnetCounter struct {
+	mu    sync.Mutex // guards gets and bytes
+	gets  map[subnetKey]int
+	bytes map[subnetKey]int64
+}
+
+func (c *subnetCounter) add(remote, path string, n int64) {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil || !ap.Addr().Is4() {
+		return
+	}
+	k := subnetKey{int(ap.Addr().As4()[1]), path}
+	c.mu.Lock()
+	c.gets[k]++
+	c.bytes[k] += n
+	c.mu.Unlock()
+}
+
+// of is path's fetches and bytes by subnet, for the site's subnets.
+func (c *subnetCounter) of(path string, subnets int) (map[int]int, map[int]int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gets, bytes := map[int]int{}, map[int]int64{}
+	for s := range subnets {
+		gets[s], bytes[s] = c.gets[subnetKey{s, path}], c.bytes[subnetKey{s, path}]
+	}
+	return gets, bytes
 }
 
 // Unwrap lets http.ResponseController reach the connection.
@@ -590,6 +657,11 @@ func (rep *Report) Print(w io.Writer) {
 		c.Nodes, c.Subnets, c.Artifacts, c.Size>>10, c.Spread)
 	fmt.Fprintf(w, "  links: node %.0f Mbit/s, each subnet's WAN to the hub %.0f Mbit/s, hub to origin %.0f Mbit/s; %d upload slots a node\n",
 		c.NodeNIC*8/1e6, c.WAN*8/1e6, c.Origin*8/1e6, c.Slots)
+	if c.Delay > 0 || c.Loss > 0 {
+		fmt.Fprintf(w, "  slow nodes: scheduling delay 0-%s, heavy-tailed; %.1f%% of datagrams lost\n", c.Delay, 100*c.Loss)
+	} else {
+		fmt.Fprintf(w, "  idle nodes: no scheduling delay, no datagram lost\n")
+	}
 	fmt.Fprintf(w, "  one lone download through the cold hub: %s\n", rep.Lone.Round(time.Millisecond))
 	for _, a := range rep.Artifacts {
 		q := func(p float64) time.Duration {
@@ -599,8 +671,15 @@ func (rep *Report) Print(w io.Writer) {
 			return a.Times[min(len(a.Times)-1, int(p*float64(len(a.Times))))]
 		}
 		ratio := func(d time.Duration) float64 { return float64(d) / float64(rep.Lone) }
-		fmt.Fprintf(w, "  %s: WAN fetches %d, fetches at the hub %d (and %d told to wait), failed %d; completion p50 %s (%.2fx lone), p90 %s (%.2fx), p99 %s (%.2fx), max %s (%.2fx)\n",
-			filepath.Base(a.Path), a.OriginGETs, a.HubGETs, a.HubWaits, a.Failed,
+		maxGETs, maxBytes, sumBytes := 0, int64(0), int64(0)
+		for s, n := range a.SubnetGETs {
+			maxGETs = max(maxGETs, n)
+			maxBytes = max(maxBytes, a.SubnetBytes[s])
+			sumBytes += a.SubnetBytes[s]
+		}
+		perSubnet := float64(sumBytes) / float64(max(len(a.SubnetBytes), 1)) / float64(c.Size)
+		fmt.Fprintf(w, "  %s: origin fetches %d; fetches at the hub %d (%d answered busy or with a peer); per subnet (its WAN): fetches at most %d, bytes %.2fx the artifact on average, %.2fx at most; failed %d; completion p50 %s (%.2fx lone), p90 %s (%.2fx), p99 %s (%.2fx), max %s (%.2fx)\n",
+			filepath.Base(a.Path), a.OriginGETs, a.HubGETs, a.HubWaits, maxGETs, perSubnet, float64(maxBytes)/float64(c.Size), a.Failed,
 			q(0.5).Round(time.Millisecond), ratio(q(0.5)), q(0.9).Round(time.Millisecond), ratio(q(0.9)),
 			q(0.99).Round(time.Millisecond), ratio(q(0.99)), q(1).Round(time.Millisecond), ratio(q(1)))
 	}

@@ -108,8 +108,20 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		HubOnly:      cfg.HubOnly,
 		Logger:       log,
 	}
+	self := hub.Self{Node: d.id.String()}
+	if cfg.Role != "hub" && cfg.Discovery != "off" {
+		// The hubs hear which LAN this node is on, and, unless passive,
+		// where its peers take blobs from it: a hub that streams an
+		// artifact to this LAN already names the peers receiving it.
+		if lan, addr, ok := lanOf(cfg.Interfaces); ok {
+			self.LAN = lan
+			if cfg.Role != "passive" {
+				self.Peer = netip.AddrPortFrom(addr, uint16(d.ln.Addr().(*net.TCPAddr).Port))
+			}
+		}
+	}
 	for _, u := range cfg.Hubs {
-		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, Logger: log.With(slog.String("component", "hub"))})
+		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, Self: self, Logger: log.With(slog.String("component", "hub"))})
 		if err != nil {
 			return nil, err
 		}
@@ -444,6 +456,40 @@ func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, error) {
 		}
 	}
 	return out, nil
+}
+
+// lanOf is this machine's first IPv4 address on the chosen interfaces (as
+// broadcastAddrs picks them) and its network.
+func lanOf(names []string) (netip.Prefix, netip.Addr, bool) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, false
+	}
+	for _, ifc := range ifs {
+		if len(names) > 0 && !contains(names, ifc.Name) {
+			continue
+		}
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagBroadcast == 0 || len(names) == 0 && ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.To4() == nil {
+				continue
+			}
+			addr, _ := netip.AddrFromSlice(ipn.IP.To4())
+			bits, _ := ipn.Mask.Size()
+			if len(ipn.Mask) == net.IPv6len {
+				bits -= 96 // an IPv4 mask in 16 bytes
+			}
+			return netip.PrefixFrom(addr, bits).Masked(), addr, true
+		}
+	}
+	return netip.Prefix{}, netip.Addr{}, false
 }
 
 func contains(xs []string, x string) bool {

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/hub"
@@ -52,6 +55,73 @@ type Server struct {
 	cfg    ServerConfig
 	log    *slog.Logger
 	served atomic.Int64 // blob bytes served to pullers
+
+	mu      sync.Mutex // guards pullers
+	pullers map[string]*Pulling
+}
+
+// Pulling is a hub that pulls from this one, as its requests show: under
+// which sync token, from where, the cursor it reached and the log's end
+// then (its lag), when it came last and the blob bytes it took.
+type Pulling struct {
+	Token    string    `json:"token"`
+	Hub      string    `json:"hub,omitempty"`
+	Addr     string    `json:"addr"`
+	LastSeen time.Time `json:"last_seen"`
+	Cursor   uint64    `json:"cursor"`
+	Last     uint64    `json:"last"`
+	Bytes    int64     `json:"bytes"`
+}
+
+// Lag is the change-log entries the puller had not reached yet.
+func (p Pulling) Lag() uint64 { return p.Last - min(p.Last, p.Cursor) }
+
+// maxPullers bounds the pullers remembered (tokens are few; their hubs too).
+const maxPullers = 256
+
+// puller records what r, under tok, did: a page up to cursor of a log
+// ending at last (zeros for a blob), or n blob bytes.
+func (s *Server) puller(r *http.Request, tok hub.SyncToken, page *hub.Page, n int64) {
+	addr := r.RemoteAddr
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		addr = ap.Addr().Unmap().String()
+	}
+	id := r.Header.Get(hub.HeaderHubID)
+	if len(id) > 64 {
+		id = id[:64]
+	}
+	key := tok.Name + " " + id + " " + addr
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pullers == nil {
+		s.pullers = map[string]*Pulling{}
+	}
+	p := s.pullers[key]
+	if p == nil {
+		if len(s.pullers) >= maxPullers {
+			return
+		}
+		p = &Pulling{Token: tok.Name, Hub: id, Addr: addr}
+		s.pullers[key] = p
+	}
+	p.LastSeen = time.Now()
+	p.Bytes += n
+	if page != nil {
+		p.Cursor, p.Last = page.Next, page.Last
+	}
+}
+
+// Pullers are the hubs pulling from this one, the most recently seen
+// first.
+func (s *Server) Pullers() []Pulling {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Pulling, 0, len(s.pullers))
+	for _, p := range s.pullers {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b Pulling) int { return b.LastSeen.Compare(a.LastSeen) })
+	return out
 }
 
 // NewServer builds the serving side.
@@ -202,6 +272,7 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request, tok hub.Sy
 	}
 	s.log.Debug("replication page", slog.String("token", tok.Name), slog.Uint64("after", after), slog.Uint64("next", page.Next),
 		slog.Int("entries", len(page.Entries)), slog.String("client", r.RemoteAddr))
+	s.puller(r, tok, &page, 0)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(page)
 }
@@ -240,6 +311,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, tok hub.SyncT
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", info.Added, b.File)
 	s.served.Add(cw.n)
+	s.puller(r, tok, nil, cw.n)
 }
 
 // countingWriter counts the body bytes written.
