@@ -142,8 +142,10 @@ type Stats struct {
 	HubWaits   atomic.Int64
 	HubHints   atomic.Int64
 	Mismatches atomic.Int64
-	// UpstreamFetches counts transfers that went to upstream.
+	// UpstreamFetches counts requests fills made to the origin (the
+	// WAN), HubFetches those to the site's hubs.
 	UpstreamFetches atomic.Int64
+	HubFetches      atomic.Int64
 }
 
 // Door is the one way bytes enter the store. Close stops its fills.

@@ -201,7 +201,11 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		}
 		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
 	}
-	s.stats.UpstreamFetches.Add(1)
+	if o.hub != nil {
+		s.stats.HubFetches.Add(1)
+	} else {
+		s.stats.UpstreamFetches.Add(1)
+	}
 	switch {
 	case resp.StatusCode == http.StatusNotModified && o.prev != nil && off == 0:
 		resp.Body.Close()

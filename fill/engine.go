@@ -455,10 +455,13 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 		if rerr == nil {
 			continue
 		}
+		if r.size >= 0 && r.f.Written() >= r.size {
+			// Every byte is in, whatever ended the stream with them (the
+			// watchdog firing as the last bytes came, a yield, a reset):
+			// the verify decides, and no source is asked past the end.
+			return true, nil
+		}
 		if yielded.Load() {
-			if r.size >= 0 && r.f.Written() >= r.size {
-				return true, nil // every byte came meanwhile
-			}
 			return false, errYielded
 		}
 		if stalled.Load() || slow.Load() {

@@ -106,13 +106,13 @@ type Busy struct {
 	Position int    `json:"position"`
 	// Peers are the requester's LAN peers receiving it: take it from them.
 	Peers      []netip.AddrPort `json:"peers,omitempty"`
-	RetryAfter time.Duration `json:"-"`
-	RetrySecs  int           `json:"retry_after_seconds"`
-	RetryMs    int64         `json:"retry_after_ms"`
-	Done       int64         `json:"bytes_done"`
-	Total      int64         `json:"bytes_total"`
-	Requesters int           `json:"requesters"`
-	Message    string        `json:"message"`
+	RetryAfter time.Duration    `json:"-"`
+	RetrySecs  int              `json:"retry_after_seconds"`
+	RetryMs    int64            `json:"retry_after_ms"`
+	Done       int64            `json:"bytes_done"`
+	Total      int64            `json:"bytes_total"`
+	Requesters int              `json:"requesters"`
+	Message    string           `json:"message"`
 }
 
 // WriteBusy answers 503 with Retry-After, the queue position and the

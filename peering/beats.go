@@ -81,7 +81,7 @@ func (n *Node) startBeats(d cachestore.Digest, size int64, progress func() int64
 		// while the question or the election ran) is weighed at once.
 		snap, _ := n.snapshot(d)
 		for id, m := range snap.beats {
-			if !snap.dead[id] && n.now().Sub(snap.beatAt[id]) <= 3*n.cfg.Heartbeat {
+			if !snap.dead[id] && n.now().Sub(snap.beatAt[id]) <= n.quietAfter() {
 				n.weighYield(d, id, m)
 			}
 		}

@@ -32,18 +32,30 @@ func (n *Node) answeredAfter(d time.Duration) {
 	l.n = min(l.n+1, lateSamples)
 }
 
+// quietAfter is how long a downloader's heartbeats may stop before it is
+// taken for gone: three intervals, and four times the delay nine answers
+// in ten came within lately (at most 10 s more): a busy LAN's heartbeats
+// come late too, and electing again then would start a second download.
+func (n *Node) quietAfter() time.Duration {
+	return 3*n.cfg.Heartbeat + min(4*n.lateP90(), 10*time.Second)
+}
+
+// lateP90 is the delay nine answers in ten came within lately.
+func (n *Node) lateP90() time.Duration {
+	n.mu.Lock()
+	ds := slices.Clone(n.late.delays[:n.late.n])
+	n.mu.Unlock()
+	if len(ds) == 0 {
+		return 0
+	}
+	slices.Sort(ds)
+	return ds[len(ds)*9/10]
+}
+
 // electionWindow is how long wants are collected: twice the delay nine
 // answers in ten came within lately, at least the configured window and at
 // most four times it.
 func (n *Node) electionWindow() time.Duration {
-	n.mu.Lock()
-	ds := slices.Clone(n.late.delays[:n.late.n])
-	n.mu.Unlock()
 	w := n.cfg.ElectionWindow
-	if len(ds) == 0 {
-		return w
-	}
-	slices.Sort(ds)
-	p90 := ds[len(ds)*9/10]
-	return min(max(w, 2*p90), 4*w)
+	return min(max(w, 2*n.lateP90()), 4*w)
 }

@@ -32,7 +32,13 @@ type Source struct {
 	settled  bool          // every known peer answered, and none has or wants it
 	handed   bool          // a stream was handed out: another Open means it failed
 	failures int
-	over     error // set when the source has nothing more to offer
+	// slowed: the stream handed out was left for being too slow (see
+	// slowPeerPause), which costs a try only once slowTries are spent: on
+	// a busy machine every transfer is slow, and leaving the LAN for the
+	// WAN then multiplies the WAN without making anything faster.
+	slowed bool
+	slow   int
+	over   error // set when the source has nothing more to offer
 
 	// The election, once entered.
 	electing  bool
@@ -153,7 +159,12 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	n := s.n
 	if s.handed {
 		s.handed = false
-		s.failures++
+		if s.slowed && s.slow < slowTries {
+			s.slow++
+		} else {
+			s.failures++
+		}
+		s.slowed = false
 	}
 	if s.again {
 		return s.openAgain(ctx, off)
@@ -331,6 +342,18 @@ var errBusy = errors.New("peer busy")
 // failedPeerPause is how long a peer that failed to deliver is skipped.
 const failedPeerPause = 2 * time.Minute
 
+// slowPeerPause is how long a peer left for being too slow is skipped;
+// badPeerPause one whose bytes were wrong or too many. Slowness is often
+// this machine's own (a busy CPU, its clock read late), never a lie.
+const (
+	slowPeerPause = 30 * time.Second
+	badPeerPause  = 10 * time.Minute
+)
+
+// slowTries is how many streams one fill may leave for slowness before
+// each costs a try: enough to go round a few relays.
+const slowTries = 6
+
 // open asks p for the blob from off on.
 func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*fill.Stream, error) {
 	n := s.n
@@ -369,11 +392,18 @@ func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*f
 		Size:    size,
 		Hold:    true, // a peer's bytes reach clients only once they verify
 		Blame: func(reason error) {
+			if errors.Is(reason, fill.ErrStalled) {
+				s.slowed = true
+				n.table.MarkBad(id, addr, slowPeerPause)
+				n.log.Info("peer too slow; going on from another for now", slog.String("peer", id.String()),
+					slog.String("digest", s.d.String()), slog.Duration("pause", slowPeerPause), slog.Any("why", reason))
+				return
+			}
 			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				// Its copy may have rotted: tell it, so it rechecks.
 				n.send(Message{Type: MsgBadBlob, To: id, Digest: s.d}, addr)
 			}
-			n.table.MarkBad(id, addr, 10*time.Minute)
+			n.table.MarkBad(id, addr, badPeerPause)
 			n.log.Warn("peer blamed; not asking it for 10m", slog.String("peer", id.String()),
 				slog.String("digest", s.d.String()), slog.Any("why", reason))
 		},
@@ -421,7 +451,7 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 			// Quiet, or failed us since (a downloader that answers every
 			// request "busy"): heartbeats it may still send do not make it
 			// worth waiting for.
-			quiet := n.now().Sub(last) > 3*n.cfg.Heartbeat
+			quiet := n.now().Sub(last) > n.quietAfter()
 			if failed := s.winner != n.cfg.ID && !n.table.Good(s.winner); quiet || failed {
 				n.log.Info("elected downloader went quiet or failed; electing again", slog.String("digest", d.String()), slog.String("was", s.winner.String()))
 				w := s.winner
@@ -497,7 +527,7 @@ func (s *Source) liveDownloader(snap election) (NodeID, bool) {
 	var bestAt time.Time
 	for id, at := range snap.beatAt {
 		// A relay is no downloader: its bytes come from one.
-		if snap.dead[id] || id == n.cfg.ID || n.now().Sub(at) > 3*n.cfg.Heartbeat || !n.table.Good(id) || snap.beats[id].Relay {
+		if snap.dead[id] || id == n.cfg.ID || n.now().Sub(at) > n.quietAfter() || !n.table.Good(id) || snap.beats[id].Relay {
 			continue
 		}
 		if at.After(bestAt) {
@@ -528,7 +558,7 @@ func (s *Source) holder(snap election) (p Peer, complete, ok bool) {
 	beating, _ := n.beatingAs(s.d)
 	var weights []int64
 	for id, at := range snap.beatAt {
-		if snap.dead[id] || n.now().Sub(at) > 3*n.cfg.Heartbeat || id == n.cfg.ID || !at.After(s.triedBeat[id]) {
+		if snap.dead[id] || n.now().Sub(at) > n.quietAfter() || id == n.cfg.ID || !at.After(s.triedBeat[id]) {
 			continue
 		}
 		m := snap.beats[id]

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/fill"
 )
 
 // Two LAN nodes both download a blob from outside the LAN (an election
@@ -128,4 +130,62 @@ func yieldOf(n *Node, d cachestore.Digest) <-chan struct{} {
 		return b.yield
 	}
 	return nil
+}
+
+// Streams left for slowness (the engine's stall rule, a holder under its
+// minimum rate) are not failed tries while the LAN has other peers to go
+// on from: on a busy machine every transfer is slow, and going to the WAN
+// then multiplies it without making anything faster. The slow peer is
+// skipped for a short while, never for the ten minutes wrong bytes cost.
+// (Before, peer_retries slow peers sent the fill upstream, each banned
+// for ten minutes.)
+func TestSlowPeersAreNotFailedTries(t *testing.T) {
+	var asked atomic.Int32
+	var peers []netip.AddrPort
+	for id := byte(1); id <= 4; id++ {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			asked.Add(1)
+			w.Write([]byte("some"))
+		}))
+		t.Cleanup(srv.Close)
+		port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+		p := testNode(t, Config{ID: NodeID{id}, Port: uint16(port), Priority: 100, Has: func(cachestore.Digest) bool { return true }})
+		peers = append(peers, p.Addr())
+	}
+	now := time.Now()
+	clock := func() time.Time { return now }
+	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 2, Static: peers, Now: clock})
+	waitPeers(t, r, 4)
+	src := r.Source(t.Context(), testDigest, 1000, func() int64 { return 0 })
+	tried := map[string]bool{}
+	for {
+		st, err := src.Open(t.Context(), 0)
+		if err != nil {
+			if !errors.Is(err, ErrNoPeer) {
+				t.Fatal(err)
+			}
+			break
+		}
+		tried[st.From] = true
+		st.Body.Close()
+		st.Blame(fmt.Errorf("%w: below its minimum rate", fill.ErrStalled)) // as the engine does
+		if len(tried) > 4 {
+			t.Fatalf("tried %d peers of 4", len(tried))
+		}
+	}
+	r.Done(testDigest, false)
+	if len(tried) != 4 {
+		t.Fatalf("the fill left the LAN after %d slow peers of 4 (peer_retries 2)", len(tried))
+	}
+	for _, p := range r.Table().Peers() {
+		if r.Table().Good(p.ID) {
+			t.Fatalf("peer %s, too slow, is asked again at once", p.ID)
+		}
+	}
+	now = now.Add(slowPeerPause + time.Second)
+	for _, p := range r.Table().Peers() {
+		if !r.Table().Good(p.ID) {
+			t.Fatalf("peer %s, only too slow, is still skipped after %s", p.ID, slowPeerPause)
+		}
+	}
 }

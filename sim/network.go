@@ -102,11 +102,11 @@ type Host struct {
 	// and fromHub are its two directions.
 	toHub, fromHub *Link
 
-	inbox    chan datagram
-	closed   chan struct{}
+	inbox  chan datagram
+	closed chan struct{}
 	// slow is the scale of this host's scheduling delay (see slowness);
 	// 0 for the hub and the origin.
-	slow time.Duration
+	slow     time.Duration
 	once     sync.Once
 	listener *listener
 

@@ -87,8 +87,8 @@ type ArtifactReport struct {
 	// to it (each subnet is a site, the link its WAN).
 	SubnetGETs  map[int]int
 	SubnetBytes map[int]int64
-	Failed     int             // clients that did not get it whole
-	Times      []time.Duration // each client's, from its request to its last byte
+	Failed      int             // clients that did not get it whole
+	Times       []time.Duration // each client's, from its request to its last byte
 }
 
 // Report is a simulation's figures.

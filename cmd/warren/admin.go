@@ -82,18 +82,12 @@ func (a *adminAPI) status(w http.ResponseWriter, r *http.Request) {
 	used, blobs, _ := a.store.Usage()
 	out := map[string]any{"running": a.d != nil, "cache_dir": a.store.Dir(), "cache_bytes": used, "cache_max": a.store.MaxBytes(), "blobs": blobs}
 	if a.d != nil {
-		for k, v := range a.d.proxy.Snapshot() {
-			out[k] = v
-		}
-		st := a.d.status()
-		for k, v := range st.Figures() {
-			out[k] = v
-		}
-		for k, v := range st.HubLines() {
+		// What the page and /_warren/stats show: bytes by source, a hub's
+		// mode, refusals and the site's saving.
+		for k, v := range a.d.proxy.Figures() {
 			out[k] = v
 		}
 		out["uptime"] = time.Since(a.d.started).Round(time.Second).String()
-		out["bytes_saved"] = out["bytes_cache"].(int64) + out["bytes_peers"].(int64) + out["bytes_hubs"].(int64)
 	}
 	writeJSON(w, out)
 }

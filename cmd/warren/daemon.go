@@ -52,6 +52,8 @@ type daemon struct {
 	ln         net.Listener
 	id         peering.NodeID
 	started    time.Time
+	// history is the page's last day of bytes, kept in the index.
+	history *status.History
 	// handlers are the HTTP requests being served.
 	handlers taskgroup.Group
 }
@@ -113,7 +115,8 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		// The hubs hear which LAN this node is on, and, unless passive,
 		// where its peers take blobs from it: a hub that streams an
 		// artifact to this LAN already names the peers receiving it.
-		if lan, addr, ok := lanOf(cfg.Interfaces); ok {
+		listen, _ := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP)
+		if lan, addr, ok := lanOf(cfg.Interfaces, listen.Unmap()); ok {
 			self.LAN = lan
 			if cfg.Role != "passive" {
 				self.Peer = netip.AddrPortFrom(addr, uint16(d.ln.Addr().(*net.TCPAddr).Port))
@@ -186,8 +189,22 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	pcfg.Status = d.status
 	pcfg.Collectors = d.collectors()
 	if role != nil {
-		pcfg.HubStatus = &status.HubRole{Mode: role.Mode(), Queue: role.Queue(), Refusals: role.Refusals, MissingSuites: role.MissingSuites}
+		pcfg.HubStatus = &status.HubRole{Mode: role.Mode(), Queue: role.Queue(), Refusals: role.Refusals, MissingSuites: role.MissingSuites,
+			Tokens: len(cfg.HubTokens) > 0, Clients: role.Clients}
+		if len(cfg.Replication.Tokens) > 0 {
+			pcfg.HubStatus.Pullers = d.replServer.Pullers
+		}
+		if len(cfg.ReplicateFrom) > 0 {
+			pcfg.Replicated = d.replicate.bytes
+		}
 	}
+	d.history = new(status.History)
+	if b, err := d.store.State(historyState); err == nil {
+		if err := d.history.Restore(b, time.Now()); err != nil {
+			log.Warn("the status page's chart starts afresh", slog.Any("err", err))
+		}
+	}
+	pcfg.History = d.history
 	if d.feeds != nil {
 		pcfg.Collectors = append(pcfg.Collectors, d.feeds.Collectors()...)
 	}
@@ -200,6 +217,38 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 
 // The front takes the hub's role through its interface.
 var _ proxy.Role = (*hub.Role)(nil)
+
+// historyState names the page's last day of bytes in the index.
+const historyState = "status-history"
+
+// historySaveEvery is how often the day's bytes are written to the index
+// (and once more as the daemon stops): a crash loses at most this much.
+const historySaveEvery = time.Minute
+
+// saveHistory keeps the page's last day of bytes in the index.
+func (d *daemon) saveHistory() {
+	b, err := d.history.Save()
+	if err == nil {
+		err = d.store.PutState(historyState, b)
+	}
+	if err != nil {
+		d.log.Warn("could not keep the status page's chart in the index; a restart would start it afresh", slog.Any("err", err))
+	}
+}
+
+// keepHistory saves the day's bytes every historySaveEvery until ctx ends.
+func (d *daemon) keepHistory(ctx context.Context) {
+	t := time.NewTicker(historySaveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.saveHistory()
+		}
+	}
+}
 
 func (d *daemon) startPeering() error {
 	cfg := d.cfg
@@ -458,9 +507,14 @@ func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, error) {
 	return out, nil
 }
 
-// lanOf is this machine's first IPv4 address on the chosen interfaces (as
-// broadcastAddrs picks them) and its network.
-func lanOf(names []string) (netip.Prefix, netip.Addr, bool) {
+// lanOf is the IPv4 address peers reach this node at, and its network:
+// listen itself when warren listens on one address (none when that is
+// loopback: no LAN peer reaches it), else the first on the chosen
+// interfaces (as broadcastAddrs picks them).
+func lanOf(names []string, listen netip.Addr) (netip.Prefix, netip.Addr, bool) {
+	if listen.IsLoopback() {
+		return netip.Prefix{}, netip.Addr{}, false
+	}
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return netip.Prefix{}, netip.Addr{}, false
@@ -482,6 +536,9 @@ func lanOf(names []string) (netip.Prefix, netip.Addr, bool) {
 				continue
 			}
 			addr, _ := netip.AddrFromSlice(ipn.IP.To4())
+			if listen.IsValid() && !listen.IsUnspecified() && addr != listen {
+				continue
+			}
 			bits, _ := ipn.Mask.Size()
 			if len(ipn.Mask) == net.IPv6len {
 				bits -= 96 // an IPv4 mask in 16 bytes
@@ -562,6 +619,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return d.store.Run(gctx) })
+	g.Go(func() error { d.keepHistory(gctx); return nil })
 	g.Go(func() error { return d.serveAdmin(gctx, adminLn) })
 	if d.node != nil {
 		g.Go(func() error { return d.node.Run(gctx) })
@@ -637,6 +695,9 @@ func (d *daemon) close() {
 		d.ln.Close()
 	}
 	if d.store != nil {
+		if d.history != nil {
+			d.saveHistory()
+		}
 		d.store.Close()
 	}
 }

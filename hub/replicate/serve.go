@@ -57,24 +57,8 @@ type Server struct {
 	served atomic.Int64 // blob bytes served to pullers
 
 	mu      sync.Mutex // guards pullers
-	pullers map[string]*Pulling
+	pullers map[string]*hub.PullerStatus
 }
-
-// Pulling is a hub that pulls from this one, as its requests show: under
-// which sync token, from where, the cursor it reached and the log's end
-// then (its lag), when it came last and the blob bytes it took.
-type Pulling struct {
-	Token    string    `json:"token"`
-	Hub      string    `json:"hub,omitempty"`
-	Addr     string    `json:"addr"`
-	LastSeen time.Time `json:"last_seen"`
-	Cursor   uint64    `json:"cursor"`
-	Last     uint64    `json:"last"`
-	Bytes    int64     `json:"bytes"`
-}
-
-// Lag is the change-log entries the puller had not reached yet.
-func (p Pulling) Lag() uint64 { return p.Last - min(p.Last, p.Cursor) }
 
 // maxPullers bounds the pullers remembered (tokens are few; their hubs too).
 const maxPullers = 256
@@ -94,14 +78,14 @@ func (s *Server) puller(r *http.Request, tok hub.SyncToken, page *hub.Page, n in
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pullers == nil {
-		s.pullers = map[string]*Pulling{}
+		s.pullers = map[string]*hub.PullerStatus{}
 	}
 	p := s.pullers[key]
 	if p == nil {
 		if len(s.pullers) >= maxPullers {
 			return
 		}
-		p = &Pulling{Token: tok.Name, Hub: id, Addr: addr}
+		p = &hub.PullerStatus{Token: tok.Name, Hub: id, Addr: addr}
 		s.pullers[key] = p
 	}
 	p.LastSeen = time.Now()
@@ -112,15 +96,15 @@ func (s *Server) puller(r *http.Request, tok hub.SyncToken, page *hub.Page, n in
 }
 
 // Pullers are the hubs pulling from this one, the most recently seen
-// first.
-func (s *Server) Pullers() []Pulling {
+// first: the page of a source hub lists them.
+func (s *Server) Pullers() []hub.PullerStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]Pulling, 0, len(s.pullers))
+	out := make([]hub.PullerStatus, 0, len(s.pullers))
 	for _, p := range s.pullers {
 		out = append(out, *p)
 	}
-	slices.SortFunc(out, func(a, b Pulling) int { return b.LastSeen.Compare(a.LastSeen) })
+	slices.SortFunc(out, func(a, b hub.PullerStatus) int { return b.LastSeen.Compare(a.LastSeen) })
 	return out
 }
 
