@@ -187,13 +187,18 @@ func (a *adminAPI) stat(w http.ResponseWriter, r *http.Request) {
 		"known_debian":    known[door.EcoDebian], "known_rpm": known[door.EcoRPM], "known_chocolatey": known[door.EcoChocolatey]})
 }
 
-// resolve turns "sha256:<hex>" or a URL into the blob's digest.
+// resolve turns a digest ("sha256:<hex>", or its first hex digits with
+// or without the algorithm, as cache ls prints it) or a URL into the
+// blob's digest.
 func (a *adminAPI) resolve(q string) (cachestore.Digest, error) {
 	if q == "" {
-		return cachestore.Digest{}, errors.New("give a digest (sha256:<hex>) or a URL")
+		return cachestore.Digest{}, errors.New("give a digest (sha256:<hex>, or its first digits as warren cache ls prints them) or a URL")
 	}
-	if d, err := cachestore.ParseDigest(q); err == nil {
-		return d, nil
+	if !strings.Contains(q, "/") {
+		d, err := a.store.Resolve(q)
+		if err == nil || errors.Is(err, cachestore.ErrAmbiguous) {
+			return d, err
+		}
 	}
 	key := door.CanonicalKey(q) // as apt or dnf would have asked for it
 	if k, err := a.store.Known(key); err == nil {
@@ -202,14 +207,21 @@ func (a *adminAPI) resolve(q string) (cachestore.Digest, error) {
 	if c, err := a.store.Cached(key); err == nil {
 		return c.Digest, nil
 	}
-	return cachestore.Digest{}, fmt.Errorf("%q is neither a digest nor a URL the cache knows", q)
+	return cachestore.Digest{}, fmt.Errorf("%q is neither a stored blob's digest (or its first digits) nor a URL the cache knows", q)
 }
+
+// maxShownURLs bounds the learnt URLs cache show lists for one blob.
+const maxShownURLs = 50
 
 // show looks up one blob by key, without a scan of the index: its record,
 // the URL-cache entries that name it, and the URL it was asked by.
 func (a *adminAPI) show(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query().Get("q")
 	d, err := a.resolve(q)
+	if errors.Is(err, cachestore.ErrAmbiguous) {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
@@ -223,17 +235,28 @@ func (a *adminAPI) show(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	// The URLs that name it: the URL cache's entries, and the facts
+	// learnt from repository metadata (a hash-known artifact has no URL
+	// cache entry).
 	urls, err := a.store.CachedURLs(d)
+	if err == nil {
+		var known []string
+		if known, err = a.store.KnownURLs(d, maxShownURLs); err == nil {
+			urls = append(urls, known...)
+		}
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	if strings.Contains(q, "://") { // asked by URL: that one names it too
-		if key := door.CanonicalKey(q); !slices.Contains(urls, key) {
-			urls = append(urls, key)
-		}
+		urls = append(urls, door.CanonicalKey(q))
 	}
 	slices.Sort(urls)
+	urls = slices.Compact(urls)
+	if urls == nil {
+		urls = []string{}
+	}
 	writeJSON(w, blobRow{BlobInfo: bi, Digest: d.String(), URLs: urls})
 }
 
@@ -249,7 +272,7 @@ func (a *adminAPI) rm(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch {
-	case errors.Is(err, cachestore.ErrInUse):
+	case errors.Is(err, cachestore.ErrInUse), errors.Is(err, cachestore.ErrAmbiguous):
 		http.Error(w, err.Error(), http.StatusConflict)
 	case err != nil:
 		http.Error(w, err.Error(), http.StatusNotFound)
