@@ -15,8 +15,11 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	// replay) may move a peer's address; otherwise a message naming a known
 	// peer from elsewhere is an impostor's. One sent to many cannot: a
 	// member that missed it could be sent it again.
-	admitted := n.table.Offer(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes},
-		len(n.cfg.Secret) > 0 && m.To == n.cfg.ID)
+	// A datagram for many (To zero) from a peer on our LAN came by
+	// broadcast (or to a static address: those keep their own copies).
+	broadcasts := m.To == (NodeID{}) && m.Type != MsgHello
+	admitted := n.table.Offer(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes,
+		Broadcasts: broadcasts}, len(n.cfg.Secret) > 0 && m.To == n.cfg.ID)
 	switch {
 	case !admitted && inTable:
 		n.Dropped.Add(1)

@@ -15,11 +15,14 @@ import (
 // lateSamples is how many recent answer delays are kept.
 const lateSamples = 32
 
-// lateness is a ring of the latest answer delays; n.mu guards it.
+// lateness is a ring of the latest answer delays and their 90th
+// percentile, kept as each comes (it is read far more often); n.mu
+// guards it.
 type lateness struct {
 	delays [lateSamples]time.Duration
 	next   int
 	n      int
+	p90    time.Duration
 }
 
 // answeredAfter records an answer that came d after its question.
@@ -30,6 +33,9 @@ func (n *Node) answeredAfter(d time.Duration) {
 	l.delays[l.next] = d
 	l.next = (l.next + 1) % lateSamples
 	l.n = min(l.n+1, lateSamples)
+	ds := slices.Clone(l.delays[:l.n])
+	slices.Sort(ds)
+	l.p90 = ds[len(ds)*9/10]
 }
 
 // quietAfter is how long a downloader's heartbeats may stop before it is
@@ -43,13 +49,8 @@ func (n *Node) quietAfter() time.Duration {
 // lateP90 is the delay nine answers in ten came within lately.
 func (n *Node) lateP90() time.Duration {
 	n.mu.Lock()
-	ds := slices.Clone(n.late.delays[:n.late.n])
-	n.mu.Unlock()
-	if len(ds) == 0 {
-		return 0
-	}
-	slices.Sort(ds)
-	return ds[len(ds)*9/10]
+	defer n.mu.Unlock()
+	return n.late.p90
 }
 
 // electionWindow is how long wants are collected: twice the delay nine

@@ -178,3 +178,39 @@ func TestLateWantsCountInTheElection(t *testing.T) {
 	n.Done(testDigest, false)
 	n.Done(warm, false)
 }
+
+// What goes to many goes to a LAN peer by the LAN's broadcast alone once
+// that peer's own broadcasts reach this node: a copy of its own as well
+// doubled what every member of a fifty-node LAN handled. A peer not heard
+// by broadcast, off the LAN, or static keeps its copy, and so does one
+// that left a question unanswered (broadcasts may no longer reach it).
+func TestBroadcastReachedPeersGetNoCopy(t *testing.T) {
+	bcast := netip.MustParseAddrPort("127.255.255.255:9")
+	static := netip.MustParseAddrPort("127.0.0.45:3142")
+	n := testNode(t, Config{ID: NodeID{1}, Broadcast: []netip.AddrPort{bcast}, LANs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Static: []netip.AddrPort{static}})
+	heard := udpFrom(t, "127.0.0.41")
+	unheard := udpFrom(t, "127.0.0.42")
+	port := func(c *net.UDPConn) uint16 { return uint16(c.LocalAddr().(*net.UDPAddr).Port) }
+	// One broadcasts a question (To zero); the other only greets us.
+	sendRaw(t, heard, n, nil, signed(t, Message{Type: MsgQuery, From: NodeID{2}, ReqID: 1, Digest: testDigest, HTTPPort: port(heard)}, nil))
+	sendRaw(t, unheard, n, nil, signed(t, Message{Type: MsgHello, From: NodeID{3}, HTTPPort: port(unheard)}, nil))
+	n.Table().Seen(Peer{ID: NodeID{4}, Addr: static.Addr(), Port: static.Port()})
+	n.Table().Offer(Peer{ID: NodeID{4}, Addr: static.Addr(), Port: static.Port(), Broadcasts: true}, false)
+	targets := n.targets()
+	if _, ok := targets[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.41"), port(heard))]; ok {
+		t.Fatal("a peer our broadcasts reach got its own copy too")
+	}
+	if _, ok := targets[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.42"), port(unheard))]; !ok {
+		t.Fatal("a peer never heard by broadcast got no copy")
+	}
+	if _, ok := targets[static]; !ok {
+		t.Fatal("a static peer got no copy")
+	}
+	if _, ok := targets[bcast]; !ok {
+		t.Fatal("nothing went to the broadcast address")
+	}
+	n.Table().Asked(map[NodeID]bool{{2}: true})
+	if _, ok := n.targets()[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.41"), port(heard))]; !ok {
+		t.Fatal("a peer that left a question unanswered still gets no copy of its own")
+	}
+}

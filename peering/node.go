@@ -37,6 +37,10 @@ type Config struct {
 	// Broadcast are where queries and wants go besides the known peers
 	// (subnet broadcast addresses).
 	Broadcast []netip.AddrPort
+	// LANs are the networks of those broadcast addresses: a peer in one,
+	// once its own broadcasts have reached this node, gets what goes to
+	// many by broadcast alone, not a copy of its own as well.
+	LANs []netip.Prefix
 	// Static peers are greeted periodically; they answer and join the table.
 	Static []netip.AddrPort
 
@@ -356,8 +360,13 @@ func (n *Node) targets() map[netip.AddrPort]NodeID {
 		}
 	}
 	// Known peers last: a static address whose node is in the table is
-	// addressed to that node.
+	// addressed to that node. A peer on a LAN this node broadcasts to,
+	// whose own broadcasts reach this node, is reached by them: a copy
+	// of its own would double what every member of a big LAN handles.
 	for _, p := range n.table.Peers() {
+		if p.Broadcasts && !slices.Contains(n.cfg.Static, p.AddrPort()) && slices.ContainsFunc(n.cfg.LANs, func(l netip.Prefix) bool { return l.Contains(p.Addr) }) {
+			continue
+		}
 		out[p.AddrPort()] = p.ID
 	}
 	return out

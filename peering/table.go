@@ -31,6 +31,10 @@ type Peer struct {
 	// its place among those a miss waits on, so ids forged afresh for
 	// every question cost a miss nothing.
 	Answered bool
+	// Broadcasts: a datagram it sent to many (a broadcast) reached this
+	// node, so this node's broadcasts reach it too; cleared when it
+	// leaves a question unanswered.
+	Broadcasts bool
 }
 
 // silentLimit is how many questions in a row a peer may leave unanswered
@@ -102,6 +106,7 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 			return false
 		}
 		p.BadUntil, p.Silent, p.Answered = old.BadUntil, old.Silent, old.Answered
+		p.Broadcasts = p.Broadcasts || old.Broadcasts
 		*old = p
 		return true
 	}
@@ -156,6 +161,7 @@ func (t *Table) Asked(unanswered map[NodeID]bool) {
 	for id := range unanswered {
 		if p, ok := t.peers[id]; ok {
 			p.Silent++
+			p.Broadcasts = false // its own copies again, in case ours no longer reach it
 		}
 	}
 }

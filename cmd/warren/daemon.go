@@ -265,18 +265,19 @@ func (d *daemon) startPeering() error {
 	// static discovery alone, bind where HTTP listens.
 	udp := netip.AddrPortFrom(netip.IPv4Unspecified(), port)
 	var bcast []netip.AddrPort
+	var lans []netip.Prefix
 	if cfg.Discovery != "static" {
-		b, err := broadcastAddrs(cfg.Interfaces, port)
+		b, l, err := broadcastAddrs(cfg.Interfaces, port)
 		if err != nil {
 			return err
 		}
-		bcast = b
+		bcast, lans = b, l
 	} else if tcp, ok := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP); ok && !tcp.IsUnspecified() {
 		udp = netip.AddrPortFrom(tcp.Unmap(), port)
 	}
 	node, err := peering.Listen(peering.Config{
 		ID: d.id, Priority: cfg.Priority, Passive: passive, Port: port,
-		ListenUDP: udp, Broadcast: bcast, Static: cfg.peers,
+		ListenUDP: udp, Broadcast: bcast, LANs: lans, Static: cfg.peers,
 		MaxPeers: cfg.MaxPeers, PeerRetries: cfg.PeerRetries,
 		// A peer busy to every request for as long as the stall rule allows
 		// any source counts as a failed try.
@@ -467,13 +468,15 @@ func nodeID(dir string) (peering.NodeID, error) {
 }
 
 // broadcastAddrs are the IPv4 subnet broadcast addresses of the chosen
-// interfaces (default: all up, non-loopback, broadcast-capable).
-func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, error) {
+// interfaces (default: all up, non-loopback, broadcast-capable), and
+// their networks.
+func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, []netip.Prefix, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
-		return nil, fmt.Errorf("list interfaces: %w", err)
+		return nil, nil, fmt.Errorf("list interfaces: %w", err)
 	}
 	var out []netip.AddrPort
+	var lans []netip.Prefix
 	for _, ifc := range ifs {
 		if len(names) > 0 && !contains(names, ifc.Name) {
 			continue
@@ -497,14 +500,21 @@ func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, error) {
 			}
 			ba, _ := netip.AddrFromSlice(b)
 			out = append(out, netip.AddrPortFrom(ba, port))
+			if a, ok := netip.AddrFromSlice(ip); ok {
+				bits, _ := mask.Size()
+				if len(mask) == net.IPv6len {
+					bits -= 96 // an IPv4 mask in 16 bytes
+				}
+				lans = append(lans, netip.PrefixFrom(a, bits).Masked())
+			}
 		}
 	}
 	for _, n := range names {
 		if _, err := net.InterfaceByName(n); err != nil {
-			return nil, fmt.Errorf("interfaces: %q: %w", n, err)
+			return nil, nil, fmt.Errorf("interfaces: %q: %w", n, err)
 		}
 	}
-	return out, nil
+	return out, lans, nil
 }
 
 // lanOf is the IPv4 address peers reach this node at, and its network:
