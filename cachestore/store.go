@@ -43,7 +43,7 @@ type Config struct {
 	// small for its life: the simulator's thousand stores, whose
 	// compactors woke 40,000 times a second between them).
 	Compactors int
-	Logger    *slog.Logger
+	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
