@@ -167,6 +167,25 @@ func (n *Node) weighYield(d cachestore.Digest, from NodeID, m Message) {
 		slog.Int64("our_bytes", mine), slog.Int64("its_bytes", theirs), slog.Bool("further_along", ahead))
 }
 
+// weighHolder is told that from holds d. A node downloading d from
+// outside the LAN leaves that download to it: its answer came too late
+// for the question that sent this node to the WAN.
+func (n *Node) weighHolder(d cachestore.Digest, from NodeID) {
+	if from == n.cfg.ID || !n.table.Good(from) {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	b := n.beating[d]
+	if b == nil || b.relay || b.yield == nil || b.yieldTo != (NodeID{}) {
+		return
+	}
+	b.yieldTo, b.relay = from, true
+	close(b.yield)
+	n.log.Info("a LAN node holds the blob this node downloads; taking the rest from it",
+		slog.String("digest", d.String()), slog.String("peer", from.String()), slog.Int64("our_bytes", b.progress()))
+}
+
 // yieldCh is the channel closed when this node should leave its download
 // of d (weighYield); nil when it does not download d from outside the LAN.
 func (n *Node) yieldCh(d cachestore.Digest) <-chan struct{} {

@@ -57,6 +57,9 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	case MsgAnswer:
 		if at, ok := n.askedAt.Get(m.ReqID); ok {
 			n.answeredAfter(n.now().Sub(at))
+			// An answer to one of our questions, in time or late: a peer
+			// that answers, however slowly, is one to wait for.
+			n.table.Answered(m.From)
 		}
 		n.mu.Lock()
 		ch := n.queries[m.ReqID]
@@ -73,6 +76,7 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 			// The question closed before this answer came: what it says
 			// still counts, as the "have" it would be.
 			n.update(m.Digest, func(e *election) { putVoter(e.haves, m.From, true) })
+			n.weighHolder(m.Digest, m.From)
 		}
 	case MsgWant:
 		n.update(m.Digest, func(e *election) { putVoter(e.wants, m.From, m) })
@@ -101,6 +105,7 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		n.weighYield(m.Digest, m.From, m)
 	case MsgHave:
 		n.update(m.Digest, func(e *election) { putVoter(e.haves, m.From, true) })
+		n.weighHolder(m.Digest, m.From)
 	case MsgBadBlob:
 		n.badBlobReported(m, src)
 	}

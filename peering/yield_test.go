@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -187,5 +188,47 @@ func TestSlowPeersAreNotFailedTries(t *testing.T) {
 		if !r.Table().Good(p.ID) {
 			t.Fatalf("peer %s, only too slow, is still skipped after %s", p.ID, slowPeerPause)
 		}
+	}
+}
+
+// A node that went to the WAN because no answer said "has it" in time
+// (the holder's came late, or it finished meanwhile) leaves its download
+// when it hears that a LAN peer holds the blob, and takes the rest from
+// that peer. (Before, it went on fetching the whole blob over the WAN.)
+func TestDownloaderLeavesItToAHolder(t *testing.T) {
+	body := bytes.Repeat([]byte("held "), 40<<10)
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	defer http.DefaultClient.CloseIdleConnections()
+	port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+	holder := testNode(t, Config{ID: NodeID{2}, Priority: 100, Port: uint16(port),
+		ListenUDP: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))})
+	n := testNode(t, Config{ID: NodeID{1}, Priority: 100, Heartbeat: time.Hour})
+	n.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: uint16(port), Priority: 100})
+	holder.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: n.Addr().Port(), Priority: 100})
+	src := n.Source(t.Context(), d, int64(len(body)), func() int64 { return 1000 })
+	if _, err := src.Open(t.Context(), 0); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("%v: want this node to download it (nobody had it yet)", err)
+	}
+	defer n.Done(d, false)
+	yield := src.(*Source).Yield()
+	holder.Done(d, true) // it has it now, and says so
+	select {
+	case <-yield:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the downloader kept fetching over the WAN beside a LAN holder")
+	}
+	st, err := src.Open(t.Context(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Body.Close()
+	got, _ := io.ReadAll(st.Body)
+	if !bytes.Equal(got, body[1000:]) || st.From != "peer "+(NodeID{2}).String() {
+		t.Fatalf("after leaving the download: %d bytes from %s, want the rest from the holder", len(got), st.From)
 	}
 }
