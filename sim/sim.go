@@ -80,6 +80,9 @@ func (c Config) Defaults() Config {
 type ArtifactReport struct {
 	Path       string
 	OriginGETs int // the hub's fetches from the origin: the WAN
+	// OriginTook is how long the hub's fetch from the origin took: no
+	// client of the hub can have the artifact sooner.
+	OriginTook time.Duration
 	HubGETs    int // the nodes' fetches at the hub
 	HubWaits   int // the hub's "busy, retry later" answers
 	// SubnetGETs and SubnetBytes are, per subnet, the fetches at the hub
@@ -286,6 +289,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		ar := ArtifactReport{Path: origin.paths[a], OriginGETs: origin.gets.get(origin.paths[a]),
 			HubGETs: hubGETs.get(origin.paths[a]), HubWaits: hubWaits.get(origin.paths[a])}
 		ar.SubnetGETs, ar.SubnetBytes = hubBySubnet.of(origin.paths[a], cfg.Subnets)
+		origin.mu.Lock()
+		ar.OriginTook = origin.took[origin.paths[a]]
+		origin.mu.Unlock()
 		for _, res := range results[a] {
 			if res.err != nil {
 				ar.Failed++
@@ -546,10 +552,13 @@ type origin struct {
 	paths []string
 	lone  string
 	gets  *counter
+
+	mu   sync.Mutex               // guards took
+	took map[string]time.Duration // the longest transfer of each path
 }
 
 func newOrigin(cfg Config) *origin {
-	o := &origin{files: map[string][]byte{}, gets: &counter{m: map[string]int{}}}
+	o := &origin{files: map[string][]byte{}, gets: &counter{m: map[string]int{}}, took: map[string]time.Duration{}}
 	r := mrand.New(mrand.NewPCG(cfg.Seed, 1))
 	var pkgs strings.Builder
 	add := func(name string) string {
@@ -584,7 +593,13 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		o.gets.add(r.URL.Path)
 	}
+	began := time.Now()
 	http.ServeContent(w, r, "", time.Unix(1700000000, 0), strings.NewReader(string(body)))
+	if r.Method == http.MethodGet {
+		o.mu.Lock()
+		o.took[r.URL.Path] = max(o.took[r.URL.Path], time.Since(began))
+		o.mu.Unlock()
+	}
 }
 
 type counter struct {
@@ -681,8 +696,8 @@ func (rep *Report) Print(w io.Writer) {
 			sumBytes += a.SubnetBytes[s]
 		}
 		perSubnet := float64(sumBytes) / float64(max(len(a.SubnetBytes), 1)) / float64(c.Size)
-		fmt.Fprintf(w, "  %s: origin fetches %d; fetches at the hub %d (%d answered busy or with a peer); per subnet (its WAN): fetches at most %d, bytes %.2fx the artifact on average, %.2fx at most; failed %d; completion p50 %s (%.2fx lone), p90 %s (%.2fx), p99 %s (%.2fx), max %s (%.2fx)\n",
-			filepath.Base(a.Path), a.OriginGETs, a.HubGETs, a.HubWaits, maxGETs, perSubnet, float64(maxBytes)/float64(c.Size), a.Failed,
+		fmt.Fprintf(w, "  %s: origin fetches %d (the hub's took %s, %.2fx lone); fetches at the hub %d (%d answered busy or with a peer); per subnet (its WAN): fetches at most %d, bytes %.2fx the artifact on average, %.2fx at most; failed %d; completion p50 %s (%.2fx lone), p90 %s (%.2fx), p99 %s (%.2fx), max %s (%.2fx)\n",
+			filepath.Base(a.Path), a.OriginGETs, a.OriginTook.Round(time.Millisecond), ratio(a.OriginTook), a.HubGETs, a.HubWaits, maxGETs, perSubnet, float64(maxBytes)/float64(c.Size), a.Failed,
 			q(0.5).Round(time.Millisecond), ratio(q(0.5)), q(0.9).Round(time.Millisecond), ratio(q(0.9)),
 			q(0.99).Round(time.Millisecond), ratio(q(0.99)), q(1).Round(time.Millisecond), ratio(q(1)))
 	}
