@@ -17,10 +17,11 @@ FUZZTIME ?= 30s
 KEEP ?= 0
 # Debian packages the end-to-end tests drive: apt-ftparchive, dpkg-deb, gpg, xz,
 # dnf with its download plugin, createrepo_c, rpmbuild, NuGet.exe on mono;
-# ip, tc, curl and python3 for the network-namespace site test; chromium for
+# ip, tc, curl and python3 for the network-namespace site test; tcpdump for
+# the capture that shows no token crosses the site in clear; chromium for
 # the status page test.
 TEST_DEBS := apt-utils dpkg-dev gnupg xz-utils gzip ca-certificates \
-	dnf dnf-plugins-core createrepo-c rpm nuget iproute2 curl python3 chromium
+	dnf dnf-plugins-core createrepo-c rpm nuget iproute2 curl python3 tcpdump chromium
 
 .PHONY: all build run test test-netns test-pkg test-deps check-go lint vet fuzz bench bench-deps sim clean deb rpm pkg-bin
 
@@ -76,11 +77,16 @@ test-pkg: deb rpm
 # Five warren hosts and a 50 Mbit/s upstream in network namespaces (real
 # mDNS and UDP broadcast, which never leave them), a site of six nodes
 # behind a hub, a preload-only hub, and a chain of replicating hubs (main,
-# secondary, spoke) with a node installing with every WAN link down; needs
-# root and ip, and says SKIP otherwise. Prints the WAN ratio, the time
-# ratio, the hub's RSS and each replication run.
+# secondary, spoke) with a node installing with every WAN link down, an
+# https repository, dnf's metalink and mirror list repositories over
+# three mirrors (a node, a hub, a replicated spoke, then offline), a hub
+# refusing a hostile mirror's re-signed InRelease for its site, a hub over
+# https with a capture on the bridge, peers over mutual TLS, an IPv6-only
+# site and a dual-stack one; needs root and ip, and says SKIP otherwise.
+# Prints the WAN ratio, the time ratio, the hub's RSS, each replication
+# run and the WAN bytes per file.
 test-netns: check-go
-	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 15m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
+	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 25m -run '^(TestSiteOverNetns|TestSite50OverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns|TestMirrorGroupsOverNetns|TestSignaturesOverNetns|TestHubTLSOverNetns|TestIPv6SiteOverNetns|TestDualStackSiteOverNetns|TestPeerTLSOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

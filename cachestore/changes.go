@@ -98,6 +98,13 @@ func (s *Store) CompactChanges(cutoff time.Time) (int, error) {
 		c   Change
 	}
 	var drop []old
+	// A digest's tombstone stays while a deletion that names it stays
+	// (another URL of the same blob, deleted later).
+	keep := map[Digest]bool{}
+	// Held throughout: a deletion recorded between the look and the
+	// drop would lose its tombstone.
+	s.changeMu.Lock()
+	defer s.changeMu.Unlock()
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixChange)})
 		defer it.Close()
@@ -106,8 +113,11 @@ func (s *Store) CompactChanges(cutoff time.Time) (int, error) {
 			if it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &c) }) != nil {
 				continue
 			}
-			if c.Delete && c.At.Before(cutoff) {
+			switch {
+			case c.Delete && c.At.Before(cutoff):
 				drop = append(drop, old{c.Seq, c})
+			case c.Delete:
+				keep[c.Digest] = true
 			}
 		}
 		return nil
@@ -115,8 +125,6 @@ func (s *Store) CompactChanges(cutoff time.Time) (int, error) {
 	if err != nil || len(drop) == 0 {
 		return 0, err
 	}
-	s.changeMu.Lock()
-	defer s.changeMu.Unlock()
 	n := 0
 	for _, o := range drop {
 		err := s.db.Update(func(txn *badger.Txn) error {
@@ -137,6 +145,9 @@ func (s *Store) CompactChanges(cutoff time.Time) (int, error) {
 						return err
 					}
 				}
+			}
+			if keep[o.c.Digest] {
+				return nil
 			}
 			return txn.Delete([]byte(prefixTomb + o.c.Digest.String()))
 		})

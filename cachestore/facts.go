@@ -160,6 +160,27 @@ func (s *Store) KnownKeys(fn func(key string)) error {
 	return nil
 }
 
+// KnownPrefix calls fn with every learnt fact whose key begins with
+// prefix (a mirror group's members: few, found by a seek).
+func (s *Store) KnownPrefix(prefix string, fn func(key string, k Known)) error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixKnown + prefix)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var k Known
+			if it.Item().Value(func(b []byte) error { return decodeKnown(b, &k) }) != nil {
+				continue // a damaged record teaches nothing
+			}
+			fn(string(it.Item().Key()[len(prefixKnown):]), k)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list learnt hashes under %s: %w", prefix, err)
+	}
+	return nil
+}
+
 // scopesOf is the set of repository scopes the facts came from: each
 // fact's key begins with its scope, Depth bytes long.
 func scopesOf(facts map[string]Known) map[string]struct{} {

@@ -49,6 +49,26 @@ type hotFiles struct {
 	mu  sync.Mutex
 	m   map[Digest]*hotFile
 	lru list.List // front: most recently used
+	// forgets counts forgets by slot of digest: a descriptor opened
+	// before its blob was forgotten (dropped, stored again, made public
+	// or private) carries a record that no longer holds, and is not kept.
+	forgets [256]uint64
+}
+
+// slot is d's place in forgets.
+func slot(d Digest) int {
+	h := 0
+	for i := 0; i < len(d.Hex) && i < 4; i++ {
+		h = h*31 + int(d.Hex[i])
+	}
+	return h & 0xff
+}
+
+// stamp is d's forget count now, for put.
+func (h *hotFiles) stamp(d Digest) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.forgets[slot(d)]
 }
 
 // get returns d's shared descriptor, counted as one more reader, or nil.
@@ -66,10 +86,14 @@ func (h *hotFiles) get(d Digest) *hotFile {
 
 // put keeps f as d's shared descriptor, counted as one reader, and returns
 // it; when another reader put one first, f is closed and that one is
-// returned instead.
-func (h *hotFiles) put(d Digest, f *os.File, bi BlobInfo) *hotFile {
+// returned instead. When d was forgotten since stamp, nothing is kept
+// and nil returned: bi may be out of date.
+func (h *hotFiles) put(d Digest, f *os.File, bi BlobInfo, stamp uint64) *hotFile {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.forgets[slot(d)] != stamp {
+		return nil
+	}
 	if h.m == nil {
 		h.m = map[Digest]*hotFile{}
 	}
@@ -104,6 +128,7 @@ func (h *hotFiles) release(hf *hotFile) {
 func (h *hotFiles) forget(d Digest) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.forgets[slot(d)]++
 	if hf := h.m[d]; hf != nil {
 		h.dropLocked(hf)
 	}
@@ -127,10 +152,11 @@ func (h *hotFiles) closeAll() {
 	}
 }
 
-// OpenHit opens a stored blob to serve it and counts the use, as OpenBlob;
-// read it only through Content. A small blob shares one descriptor kept
-// open across requests.
-func (s *Store) OpenHit(d Digest) (*Blob, BlobInfo, error) {
+// OpenHit opens a stored blob to serve it to a request in scope ("" for
+// none) and counts the use, as OpenBlob; read it only through Content. A
+// small blob shares one descriptor kept open across requests. A blob the
+// scope may not read is ErrOtherScope, and no use of it.
+func (s *Store) OpenHit(d Digest, scope string) (*Blob, BlobInfo, error) {
 	if hf := s.hot.get(d); hf != nil {
 		// Counted as open before the index is read, as in openBlob.
 		s.openMu.Lock()
@@ -145,21 +171,37 @@ func (s *Store) OpenHit(d Digest) (*Blob, BlobInfo, error) {
 		if size, err := hf.fileSize(); err != nil || size != hf.size {
 			b.Close()
 			s.hot.forget(d)
-			return s.openHitCold(d)
+			return s.openHitCold(d, scope)
+		}
+		if !hf.bi.Readable(scope) {
+			b.Close()
+			return nil, hf.bi, ErrOtherScope
 		}
 		return b, s.countUse(hf.bi), nil
 	}
-	return s.openHitCold(d)
+	return s.openHitCold(d, scope)
 }
 
 // openHitCold is OpenHit without a shared descriptor yet: the blob is opened
 // and checked as by OpenBlob, and a small one's descriptor kept.
-func (s *Store) openHitCold(d Digest) (*Blob, BlobInfo, error) {
-	b, bi, err := s.openBlob(d, true)
-	if err != nil || bi.Size > hotMaxSize {
+func (s *Store) openHitCold(d Digest, scope string) (*Blob, BlobInfo, error) {
+	stamp := s.hot.stamp(d)
+	b, bi, err := s.openBlob(d, false)
+	if err != nil {
 		return b, bi, err
 	}
-	hf := s.hot.put(d, b.File, bi)
+	if !bi.Readable(scope) {
+		b.Close()
+		return nil, bi, ErrOtherScope
+	}
+	bi = s.countUse(bi)
+	if bi.Size > hotMaxSize {
+		return b, bi, nil
+	}
+	hf := s.hot.put(d, b.File, bi, stamp)
+	if hf == nil {
+		return b, bi, nil // changed while it was opened: this request's alone
+	}
 	release := b.release
 	return &Blob{shared: hf, release: func() { release(); s.hot.release(hf) }}, bi, nil
 }

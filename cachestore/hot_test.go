@@ -13,7 +13,7 @@ import (
 // readHit opens d for a hit and reads it whole through Content.
 func readHit(t *testing.T, s *Store, d Digest) []byte {
 	t.Helper()
-	b, _, err := s.OpenHit(d)
+	b, _, err := s.OpenHit(d, "")
 	if err != nil {
 		t.Fatalf("OpenHit: %v", err)
 	}
@@ -37,7 +37,7 @@ func TestHotDescriptorShared(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b, _, err := s.OpenHit(d)
+			b, _, err := s.OpenHit(d, "")
 			if err != nil {
 				errs <- err
 				return
@@ -70,7 +70,7 @@ func TestHotDescriptorShared(t *testing.T) {
 		t.Fatalf("descriptor still has %d readers after every Close", hf.refs)
 	}
 	big := fill(t, s, bytes.Repeat([]byte("b"), hotMaxSize+1))
-	b, _, err := s.OpenHit(big)
+	b, _, err := s.OpenHit(big, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,13 +91,13 @@ func TestHotDescriptorFollowsTheDisk(t *testing.T) {
 	if err := os.Truncate(s.blobPath(d), 5); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.OpenHit(d); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.OpenHit(d, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("OpenHit of a blob cut short on disk: %v, want ErrNotFound", err)
 	}
 
 	d2 := fill(t, s, []byte("another small blob"))
 	readHit(t, s, d2)
-	open, _, err := s.OpenHit(d2)
+	open, _, err := s.OpenHit(d2, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestHotDescriptorFollowsTheDisk(t *testing.T) {
 		t.Fatalf("a reader open before the drop read %q, %v", got, err)
 	}
 	open.Close()
-	if _, _, err := s.OpenHit(d2); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.OpenHit(d2, ""); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("OpenHit after the drop: %v, want ErrNotFound", err)
 	}
 }
@@ -133,4 +133,28 @@ func TestHotDescriptorsBounded(t *testing.T) {
 	if s.hot.m[first] != nil {
 		t.Fatal("the least recently used descriptor was kept")
 	}
+}
+
+// A descriptor opened before its blob was forgotten (dropped, stored
+// again in another scope: made public, made private) is not kept: the
+// record read with it no longer holds, and a later hit would be answered
+// with the old privacy.
+func TestHotDescriptorForgottenWhileOpened(t *testing.T) {
+	var h hotFiles
+	d := Digest{Algo: "sha256", Hex: "ab" + string(bytes.Repeat([]byte("0"), 62))}
+	f, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp := h.stamp(d)
+	h.forget(d) // the blob was stored again meanwhile
+	if hf := h.put(d, f, BlobInfo{Digest: d, Scopes: []string{"pold"}}, stamp); hf != nil {
+		t.Fatal("a descriptor opened before its blob was forgotten was kept, with its out-of-date record")
+	}
+	f.Close()
+	g, _ := os.Open(os.DevNull)
+	if hf := h.put(d, g, BlobInfo{Digest: d}, h.stamp(d)); hf == nil {
+		t.Fatal("a descriptor opened after the forget was not kept")
+	}
+	h.closeAll()
 }

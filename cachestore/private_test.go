@@ -206,20 +206,51 @@ func TestCompactChanges(t *testing.T) {
 		{Key: "http://x/a", Digest: old, Delete: true, At: now.Add(-40 * 24 * time.Hour)},
 		{Key: "http://x/b", Digest: fresh, Delete: true, At: now.Add(-time.Hour)},
 		{Key: "http://x/c", Digest: kept, Size: 1, At: now.Add(-40 * 24 * time.Hour)},
+		// The same blob under two URLs: the older deletion goes, the
+		// tombstone stays with the newer one.
+		{Key: "http://x/d1", Digest: sha([]byte("twice")), Delete: true, At: now.Add(-40 * 24 * time.Hour)},
+		{Key: "http://x/d2", Digest: sha([]byte("twice")), Delete: true, At: now.Add(-time.Hour)},
 	} {
 		if _, err := s.RecordChange(c); err != nil {
 			t.Fatal(err)
 		}
 	}
 	n, err := s.CompactChanges(now.Add(-TombstoneTTL))
-	if err != nil || n != 1 {
-		t.Fatalf("compacted %d, %v; want 1", n, err)
+	if err != nil || n != 2 {
+		t.Fatalf("compacted %d, %v; want 2", n, err)
 	}
-	if s.Tombstoned(old) || !s.Tombstoned(fresh) {
+	if s.Tombstoned(old) || !s.Tombstoned(fresh) || !s.Tombstoned(sha([]byte("twice"))) {
 		t.Fatal("the wrong tombstones went")
 	}
 	cs, _, _ := s.Changes(0, 10)
-	if len(cs) != 2 || cs[0].Key != "http://x/b" || cs[1].Key != "http://x/c" {
+	if len(cs) != 3 || cs[0].Key != "http://x/b" || cs[1].Key != "http://x/c" || cs[2].Key != "http://x/d2" {
 		t.Fatalf("the log after compacting: %+v", cs)
+	}
+}
+
+// A hit on a private blob from outside its scope is refused and is no
+// use of it (an anonymous request for a public URL that names the same
+// digest does not keep it from eviction); from inside it, a use.
+func TestOpenHitOutsideTheScopeIsNoUse(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	for _, size := range []int{5000, hotMaxSize + 1} { // shared descriptor, and not
+		d := fillIn(t, s, bytes.Repeat([]byte{byte(size)}, size), "palice")
+		for range 2 { // cold, then hot
+			if _, _, err := s.OpenHit(d, ""); !errors.Is(err, ErrOtherScope) {
+				t.Fatalf("%d B: an anonymous hit on a private blob: %v, want ErrOtherScope", size, err)
+			}
+			if _, _, err := s.OpenHit(d, "pbob"); !errors.Is(err, ErrOtherScope) {
+				t.Fatalf("%d B: another scope's hit: %v", size, err)
+			}
+			b, _, err := s.OpenHit(d, "palice")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Close()
+		}
+		s.flushUses()
+		if bi, err := s.Stat(d); err != nil || bi.Hits != 2 {
+			t.Fatalf("%d B: %d hits, %v; want the 2 of its own scope", size, bi.Hits, err)
+		}
 	}
 }

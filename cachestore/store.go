@@ -21,6 +21,8 @@ var (
 	ErrDigestMismatch = errors.New("digest mismatch")
 	ErrSizeMismatch   = errors.New("size mismatch")
 	ErrNoSpace        = errors.New("not enough free disk space")
+	// ErrOtherScope is a private blob asked for outside its scopes.
+	ErrOtherScope = errors.New("held for another credential scope")
 )
 
 // Config is what Open needs.

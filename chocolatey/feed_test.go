@@ -156,3 +156,52 @@ func TestFeedBombsAreRefused(t *testing.T) {
 		})
 	}
 }
+
+func TestEditEntries(t *testing.T) {
+	body, err := os.ReadFile("testdata/feed-chocolatey.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := ParseFeed(bytes.NewReader(body))
+	if err != nil || len(before.Entries) < 2 {
+		t.Fatalf("fixture: %v", err)
+	}
+	first, second := before.Entries[0], before.Entries[1]
+	newHash := strings.Repeat("A", 86) + "=="
+	out, err := EditEntries(body, func(e Entry) (EntryEdit, bool) {
+		switch e.ID + "/" + e.Version {
+		case first.ID + "/" + first.Version:
+			return EntryEdit{HashB64: newHash, Size: 4242}, true
+		case second.ID + "/" + second.Version:
+			return EntryEdit{ContentSrc: "http://hub.example:3142/chocolatey-original/api/v2/package/x/1.0?a=1&b=2"}, true
+		}
+		return EntryEdit{}, false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := ParseFeed(bytes.NewReader(out))
+	if err != nil || len(after.Entries) != len(before.Entries) {
+		t.Fatalf("the edited page: %v, %d entries", err, len(after.Entries))
+	}
+	algo, hexHash, _ := PackageHash(newHash, "SHA512")
+	if e := after.Entries[0]; e.HashHex != hexHash || e.HashAlgo != algo || e.ContentSrc != first.ContentSrc {
+		t.Fatalf("first entry: %+v", e)
+	}
+	if first.Size >= 0 && after.Entries[0].Size != 4242 {
+		t.Fatalf("first entry's size: %d", after.Entries[0].Size)
+	}
+	if e := after.Entries[1]; e.ContentSrc != "http://hub.example:3142/chocolatey-original/api/v2/package/x/1.0?a=1&b=2" || e.HashHex != second.HashHex {
+		t.Fatalf("second entry: %+v", e)
+	}
+	for i := 2; i < len(after.Entries); i++ {
+		if after.Entries[i] != before.Entries[i] {
+			t.Fatalf("entry %d changed", i)
+		}
+	}
+	// Nothing to change: the same bytes.
+	same, err := EditEntries(body, func(Entry) (EntryEdit, bool) { return EntryEdit{}, false })
+	if err != nil || !bytes.Equal(same, body) {
+		t.Fatal("a page with nothing to edit changed")
+	}
+}

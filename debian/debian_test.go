@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestClassify(t *testing.T) {
@@ -267,5 +268,22 @@ func TestDependNames(t *testing.T) {
 				t.Errorf("DependNames(%q) = %q, want %q", tt.field, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseReleaseDates(t *testing.T) {
+	rel, err := ParseRelease(strings.NewReader("Suite: stable\nDate: Sun, 06 Dec 2026 02:14:57 UTC\nValid-Until: Sun, 13 Dec 2026 02:14:57 +0000\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	date, err1 := ParseDate(rel.Date)
+	until, err2 := ParseDate(rel.ValidUntil)
+	if err1 != nil || err2 != nil || until.Sub(date) != 7*24*time.Hour {
+		t.Fatalf("Date %v %v, Valid-Until %v %v", date, err1, until, err2)
+	}
+	for _, bad := range []string{"", "tomorrow", "2026-12-13"} {
+		if _, err := ParseDate(bad); err == nil {
+			t.Errorf("%q read as a date", bad)
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // maxLine bounds one line of a control file. Real Packages lines stay below
@@ -31,6 +32,9 @@ type ReleaseFile struct {
 	Codename      string
 	AcquireByHash bool
 	Files         []FileEntry
+	// Date and ValidUntil are the fields as written ("" when absent):
+	// ParseDate reads them.
+	Date, ValidUntil string
 }
 
 // ParseRelease reads a Release or InRelease file (the clear-signed wrapper
@@ -89,12 +93,27 @@ func ParseRelease(r io.Reader) (*ReleaseFile, error) {
 			rel.Codename = val
 		case "Acquire-By-Hash":
 			rel.AcquireByHash = strings.EqualFold(val, "yes")
+		case "Date":
+			rel.Date = val
+		case "Valid-Until":
+			rel.ValidUntil = val
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read release: %w", err)
 	}
 	return rel, nil
+}
+
+// ParseDate reads a Release's Date or Valid-Until (RFC 2822, as apt
+// reads them: "Sat, 07 Dec 2024 08:10:37 UTC", a numeric zone too).
+func ParseDate(s string) (time.Time, error) {
+	for _, layout := range []string{time.RFC1123, time.RFC1123Z, "Mon, 2 Jan 2006 15:04:05 MST", "Mon, 2 Jan 2006 15:04:05 -0700"} {
+		if t, err := time.Parse(layout, strings.TrimSpace(s)); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("date %q is not an RFC 2822 date", clip(s))
 }
 
 func parseChecksumLine(line string) (FileEntry, error) {

@@ -36,12 +36,14 @@ type Store interface {
 	PutCached(url string, c cachestore.Cached) error
 	Stat(d cachestore.Digest) (cachestore.BlobInfo, error)
 	// OpenHit opens a blob to serve it: read through Content.
-	OpenHit(d cachestore.Digest) (*cachestore.Blob, cachestore.BlobInfo, error)
+	OpenHit(d cachestore.Digest, scope string) (*cachestore.Blob, cachestore.BlobInfo, error)
 	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
 	KnownKeys(fn func(key string)) error
+	KnownPrefix(prefix string, fn func(key string, k cachestore.Known)) error
 	Learnt(lister uint64, at int64, d cachestore.Digest) error
 	LearntFrom(lister uint64) (cachestore.Digest, error)
 	BeginFill(key string) (*cachestore.Fill, bool)
+	Filling(key string) (*cachestore.Fill, bool)
 	PinGenerations(owner string, gens []cachestore.PinGen, keep int) ([]cachestore.PinGen, error)
 	RecordChange(c cachestore.Change) (uint64, error)
 	// ScopeSecret keys private scopes (private.go).
@@ -119,8 +121,17 @@ type Config struct {
 	// (a hub's change feed); cached is the URL-cache entry of a file kept
 	// by URL.
 	Record func(key, kind string, d cachestore.Digest, size int64, cached *cachestore.Cached)
+	// Keys are the repositories' signing keys (verify_signatures: auto):
+	// their top metadata is checked before anything is learnt from it,
+	// and a hub stores none that fails (signatures.go); nil: none checked.
+	Keys Keys
 	// WAN is told of bytes taken from the origin, by ecosystem.
 	WAN func(eco string, n int64)
+	// Intercepts says whether warren answers CONNECTs to an https host
+	// itself (the site CA may sign for it): a mirror group's https
+	// mirrors on such hosts are cacheable, and put first with the http
+	// ones. nil: none is.
+	Intercepts func(host string) bool
 	// Transport, when set, wraps the upstream transport (the Chocolatey
 	// feeds' request budgets).
 	Transport func(http.RoundTripper) http.RoundTripper
@@ -170,9 +181,12 @@ type Door struct {
 	// neg is URL -> until when upstream's 404 stands, the least recently
 	// used forgotten first (a forgotten 404 only costs a request).
 	neg *lru.Cache[string, time.Time]
-	// relearnt are the metadata blobs learnt on a hit since start (see
+	// relearnt are the metadata blobs learnt on a hit since start, by lister (see
 	// learnIfNew), the least recently used forgotten first.
-	relearnt *lru.Cache[cachestore.Digest, struct{}]
+	relearnt *lru.Cache[string, struct{}]
+	// besideZck are the repomd.xml files whose plain primary.xml was
+	// fetched for a zchunk client (zchunk.go).
+	besideZck *lru.Cache[cachestore.Digest, struct{}]
 
 	engine   *fill.Engine
 	learning learning
@@ -184,8 +198,11 @@ type Door struct {
 	knownAt    time.Time
 	knownDirty atomic.Bool
 
+	mirrors mirrorGroups // the lists of mirrors read (mirrors.go)
+
 	stats   Stats
-	waiting waitList // fills waiting out a busy hub, for the page
+	waiting waitList   // fills waiting out a busy hub, for the page
+	sigs    signatures // checked top files, and the repositories' states
 }
 
 // New builds the door.
@@ -231,7 +248,9 @@ func New(cfg Config, store Store) (*Door, error) {
 		_, _ = rand.Read(s.scopeSecret)
 	}
 	s.neg, _ = lru.New[string, time.Time](10000)
-	s.relearnt, _ = lru.New[cachestore.Digest, struct{}](4096)
+	s.relearnt, _ = lru.New[string, struct{}](4096)
+	s.besideZck, _ = lru.New[cachestore.Digest, struct{}](1024)
+	s.sigs = newSignatures()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.engine = fill.New(fill.Config{StallTimeout: cfg.StallTimeout, Logger: cfg.Logger, Now: cfg.Now})
 	s.decoders = findDecoders()
@@ -315,13 +334,15 @@ func (s *Door) Lookup(p Plan) (Stored, error) { return s.lookup(p, s.cfg.Preload
 
 // lookup is Lookup; asHeld serves a URL's copy however old.
 func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
+	if !s.confirmed(p) {
+		return Stored{}, nil // the origin first (installer.go)
+	}
 	if !p.Digest.IsZero() {
-		f, bi, err := s.store.OpenHit(p.Digest)
+		f, bi, err := s.store.OpenHit(p.Digest, p.Cred.scope)
 		switch {
-		case err == nil && !p.Readable(bi):
+		case errors.Is(err, cachestore.ErrOtherScope):
 			// Another scope's: this request's own sources must deliver
-			// the bytes to prove it may have them.
-			f.Close()
+			// the bytes to prove it may have them. No use of it.
 			return Stored{}, nil
 		case err == nil:
 			return Stored{Blob: f, Info: bi, Fresh: true}, nil
@@ -344,12 +365,9 @@ func (s *Door) lookup(p Plan, asHeld bool) (Stored, error) {
 
 // OpenCached opens the blob of a URL's copy for p, if p may read it.
 func (s *Door) OpenCached(p Plan, c cachestore.Cached) (*cachestore.Blob, cachestore.BlobInfo, bool) {
-	f, bi, err := s.store.OpenHit(c.Digest)
+	// A URL's copy is its scope's: another scope's blob is never served.
+	f, bi, err := s.store.OpenHit(c.Digest, p.Cred.scope)
 	if err != nil {
-		return nil, bi, false
-	}
-	if !p.Readable(bi) {
-		f.Close() // never so (a URL's copy is its scope's), but never served if so
 		return nil, bi, false
 	}
 	return f, bi, true
@@ -363,6 +381,17 @@ func (s *Door) Hit(p Plan, d cachestore.Digest) {
 	}
 }
 
+// Alternate opens a blob held of another digest p's bytes may have (a
+// metalink's previous repomd.xml), if p may read one.
+func (s *Door) Alternate(p Plan) (*cachestore.Blob, cachestore.BlobInfo, bool) {
+	for _, d := range p.Also {
+		if f, bi, err := s.store.OpenHit(d, p.Cred.scope); err == nil {
+			return f, bi, true
+		}
+	}
+	return nil, cachestore.BlobInfo{}, false
+}
+
 // Negative says whether upstream answered 404 for p lately.
 func (s *Door) Negative(p Plan) bool { return s.negative(p.Key) }
 
@@ -370,6 +399,13 @@ func (s *Door) Negative(p Plan) bool { return s.negative(p.Key) }
 // context, from p's ordered sources; prev is the URL's copy to revalidate.
 // The fill's readers follow its bytes; its last byte waits for the verify.
 func (s *Door) Begin(p Plan, who Asker, prev *cachestore.Cached) (f *cachestore.Fill, leader bool) {
+	if p.Kind == "installer" && !p.Unconfirmed {
+		// The flight that is confirming it, if any: its digest is
+		// recorded for the URL before its blob is stored.
+		if uf, ok := s.store.Filling(unconfirmedFillKey(p)); ok {
+			return uf, false
+		}
+	}
 	f, leader = s.store.BeginFill(p.FillKey())
 	if leader {
 		s.startFill(f, who, p, prev)
@@ -405,17 +441,11 @@ func (s *Door) Fetch(ctx context.Context, p Plan, who Asker, opts FetchOptions) 
 		}
 		f, leader := s.store.BeginFill(p.FillKey())
 		if leader {
-			// The caller's run owns this fill (a window that closes, a
-			// stop, ends it): it resumes from what is held next time.
-			fctx, cancel := context.WithCancel(s.ctx)
-			stop := context.AfterFunc(ctx, cancel)
-			if !s.fills.Go(func() {
-				defer cancel()
-				defer stop()
-				s.runFillWith(fctx, f, who, p, have.Cached, opts)
-			}) {
-				cancel()
-				stop()
+			// The fill is the door's, not the caller's: a client that
+			// joined it is not cut off when the run that started it
+			// stops (a window that closes, a run canceled); only the
+			// caller's wait ends. Shutdown ends it.
+			if !s.fills.Go(func() { s.runFillWith(s.ctx, f, who, p, have.Cached, opts) }) {
 				f.Abort(ErrShuttingDown)
 			}
 		}
@@ -530,7 +560,7 @@ func IsNoSpace(err error) bool {
 // origin unless hub_only, speaking for who.
 func (s *Door) Upstream(req *http.Request, who Asker) (*http.Response, error) {
 	s.setUpstreamHeaders(req, who)
-	return s.upstreamDo(req)
+	return s.upstreamDo(req, false)
 }
 
 // LearnFacts records facts that an answer warren keeps itself lists (a
@@ -599,6 +629,30 @@ func (s *Door) Keep(ctx context.Context, key, kind string, body []byte, meta map
 		return d, fmt.Errorf("keep %s: %w", key, err)
 	}
 	return d, nil
+}
+
+// KeepBlob stores bytes warren made itself (a hub's rewritten package)
+// under their digest d, verified against it as any fill is: found by
+// digest, not kept by URL, and not offered in the change feed (they are
+// this warren's own making).
+func (s *Door) KeepBlob(ctx context.Context, key, kind string, body []byte, d cachestore.Digest) error {
+	if s.Holds(d) {
+		return nil
+	}
+	p := Plan{URL: key, Key: key, Kind: kind, Eco: EcoChocolatey, Digest: d, Size: int64(len(body))}
+	f, leader := s.store.BeginFill(p.FillKey())
+	if leader {
+		src := &heldSource{body: body}
+		if !s.fills.Go(func() {
+			s.runFillWith(s.ctx, f, Asker{}, p, nil, FetchOptions{Sources: []fill.Source{src}, Unrecorded: true})
+		}) {
+			f.Abort(ErrShuttingDown)
+		}
+	}
+	if _, err := f.Result(ctx); err != nil {
+		return fmt.Errorf("keep %s: %w", key, err)
+	}
+	return nil
 }
 
 // heldSource is bytes in hand as a fill source.

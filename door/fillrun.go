@@ -3,6 +3,8 @@ package door
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"sync/atomic"
@@ -93,7 +95,7 @@ func (s *Door) recordFill(p Plan, d cachestore.Digest, size int64) {
 		return
 	}
 	var cached *cachestore.Cached
-	if p.Digest.IsZero() {
+	if p.Digest.IsZero() || p.Unconfirmed {
 		c, err := s.store.Cached(p.Key)
 		if err != nil || c.Digest != d {
 			return // replaced meanwhile: that fill records its own
@@ -106,7 +108,7 @@ func (s *Door) recordFill(p Plan, d cachestore.Digest, size int64) {
 // run is the one place the fill engine runs: into the store (a fill) or,
 // with no room on the disk, into a client's response.
 func (s *Door) run(ctx context.Context, f fill.Filler, p Plan, sources []fill.Source) (fill.Result, error) {
-	return s.engine.Run(ctx, f, fill.Want{Digest: p.Digest, Size: p.Size}, sources)
+	return s.engine.Run(ctx, f, fill.Want{Digest: p.Digest, Size: p.Size, Also: p.Also}, sources)
 }
 
 // yielder is a LAN source that says when this node should leave its own
@@ -127,6 +129,9 @@ var ErrAlreadyStored = errors.New("blob was stored meanwhile")
 // storedMeanwhile says (as the error to end the flight with) that what p
 // names was stored since the request looked.
 func (s *Door) storedMeanwhile(p Plan) error {
+	if !s.confirmed(p) {
+		return nil
+	}
 	if !p.Digest.IsZero() {
 		if bi, err := s.store.Stat(p.Digest); err == nil && p.Readable(bi) {
 			return ErrAlreadyStored
@@ -146,9 +151,11 @@ func (s *Door) storedMeanwhile(p Plan) error {
 // the LAN holds the blob. lan is the LAN's first source when the LAN
 // takes part (Done ends its part), else nil.
 func (s *Door) sources(ctx context.Context, f *cachestore.Fill, p Plan, who Asker, prev *cachestore.Cached) (sources []fill.Source, lan fill.Source) {
-	if s.cfg.Peers == nil || p.Digest.IsZero() || p.Cred.Private() {
+	if s.cfg.Peers == nil || p.Digest.IsZero() || p.Cred.Private() || p.Unconfirmed {
 		// A private fill never involves the LAN: its bytes are its
 		// scope's, and no peer may be told it has them (private.go).
+		// Nor does an installer its origin has not confirmed: a peer
+		// holds bytes of that digest from anywhere (installer.go).
 		return s.upstreamSources(p, who, prev, nil), nil
 	}
 	counted := func(src fill.Source) fill.Source {
@@ -202,7 +209,13 @@ func (s *Door) upstreamSources(p Plan, who Asker, prev *cachestore.Cached, relan
 		out = append(out, &upstreamSource{s: s, p: p, who: who, prev: prev, hub: h, relan: relan})
 	}
 	if !s.cfg.HubOnly || len(s.cfg.Hubs) == 0 {
-		out = append(out, &upstreamSource{s: s, p: p, who: who, prev: prev})
+		origin := &upstreamSource{s: s, p: p, who: who, prev: prev}
+		out = append(out, origin)
+		// The other mirrors of its group, after the one asked for.
+		if mirrors := s.mirrorSources(p, who); len(mirrors) > 0 {
+			origin.group = mirrors[0].(*upstreamSource).group
+			out = append(out, mirrors...)
+		}
 	}
 	return out
 }
@@ -226,9 +239,10 @@ type committingFill struct {
 }
 
 // holdsGeneration says whether this fill is a hub's new top metadata file,
-// released only with what it lists (generations.go).
+// released only with what it lists (generations.go). A private scope's is
+// not held: what it lists is its client's to fetch, with its credential.
 func (c *committingFill) holdsGeneration() bool {
-	return c.s.cfg.KeepGenerations > 0 && c.p.Digest.IsZero() && (c.p.Meta == MetaRelease || c.p.Meta == MetaRepomd)
+	return c.s.cfg.KeepGenerations > 0 && c.p.Digest.IsZero() && (c.p.Meta == MetaRelease || c.p.Meta == MetaRepomd) && !c.p.Cred.Private()
 }
 
 func (c *committingFill) Start(info cachestore.FillInfo) error {
@@ -236,10 +250,52 @@ func (c *committingFill) Start(info cachestore.FillInfo) error {
 	if err := c.Fill.Start(info); err != nil {
 		return err
 	}
-	if c.holdsGeneration() {
+	if c.held() {
 		// Not a byte reaches a node before the hub knows it can serve
 		// what the file lists: else a held-back Release would be cut
-		// mid-transfer instead of the previous one served.
+		// mid-transfer instead of the previous one served. Nor of a
+		// mirror's repomd.xml a metalink names the hash of: a stale
+		// mirror's is refused unseen, the next mirror's sent instead.
+		c.Fill.Hold()
+	}
+	return nil
+}
+
+// checksSignature says whether this fill is a hub's top metadata file (a
+// Release, an InRelease, a repomd.xml), which it stores only once its
+// signature verifies: whatever planned its digest (none, or a metalink's).
+func (c *committingFill) checksSignature() bool {
+	return c.s.cfg.KeepGenerations > 0 && c.s.cfg.Keys != nil && isTop(c.p) && !c.p.Cred.Private()
+}
+
+// checkSignature checks the fill's bytes (verified against the plan's
+// digest, if any, by the engine) as top metadata, closed: bytes that
+// cannot be read back fail.
+func (c *committingFill) checkSignature() error {
+	body, err := io.ReadAll(io.LimitReader(c.Fill.Bytes(), maxTopBytes+1))
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: its bytes could not be read back to check: %w", ErrSignature, err)
+	case len(body) > maxTopBytes:
+		return fmt.Errorf("%w: larger than %d bytes", ErrSignature, maxTopBytes)
+	}
+	if v := c.s.checkTop(c.s.ctx, c.p, c.Fill.Digest(), body); !v.ok {
+		return v.err
+	}
+	return nil
+}
+
+// held says whether the fill's bytes reach no reader before they verify.
+func (c *committingFill) held() bool {
+	return c.holdsGeneration() || c.p.Group != "" && c.p.Meta == MetaRepomd && !c.p.Digest.IsZero()
+}
+
+// Restart begins again from the next source, held as before.
+func (c *committingFill) Restart() error {
+	if err := c.Fill.Restart(); err != nil {
+		return err
+	}
+	if c.held() {
 		c.Fill.Hold()
 	}
 	return nil
@@ -247,6 +303,13 @@ func (c *committingFill) Start(info cachestore.FillInfo) error {
 
 func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.Digest, error) {
 	s, p := c.s, c.p
+	if c.checksSignature() {
+		// A hub stores no top metadata that fails its signature check:
+		// nodes and clients keep the previous generation (signatures.go).
+		if err := c.checkSignature(); err != nil {
+			return cachestore.Digest{}, &UpstreamFetchError{URL: p.URL, Err: err}
+		}
+	}
 	if c.holdsGeneration() && c.learn == nil {
 		pre, err := s.holdGeneration(s.ctx, c.Fill, p, c.who)
 		if err != nil {
@@ -257,7 +320,9 @@ func (c *committingFill) Commit(want cachestore.Digest, size int64) (cachestore.
 		c.prefetched = pre
 	}
 	got := c.Fill.Digest()
-	if p.Digest.IsZero() {
+	// A file kept by URL, or an installer its origin just confirmed (the
+	// engine verified it): the URL's copy is recorded.
+	if p.Digest.IsZero() || p.Unconfirmed && got == p.Digest {
 		if old, err := s.store.Cached(p.Key); err == nil && old.Digest == got {
 			c.same = true
 		}

@@ -44,30 +44,80 @@ func newDestGuard(allow []netip.Prefix, now func() time.Time) *destGuard {
 	return &destGuard{allow: allow, now: now}
 }
 
-// check returns a *DestinationError when a may not be dialled.
+// check returns a *DestinationError when a may not be dialled. An IPv6
+// address that carries an IPv4 one (v4-mapped, NAT64, 6to4, Teredo, the
+// old v4-compatible form) is judged as that IPv4 address too: a NAT64
+// gateway asked for 64:ff9b::7f00:1 connects to its own 127.0.0.1.
 func (g *destGuard) check(target string, a netip.Addr) error {
-	a = a.Unmap()
-	for _, p := range g.allow {
-		if p.Contains(a) {
-			return nil
+	a = a.Unmap().WithZone("")
+	if g.allowed(a) {
+		return nil
+	}
+	why := g.refused(a)
+	if v4, how, ok := embeddedIPv4(a); ok && why == "" && !g.allowed(v4) {
+		if w := g.refused(v4); w != "" {
+			why = fmt.Sprintf("%s address of %s, a %s", how, v4, w) // "...is 64:ff9b::7f00:1, a NAT64 address of 127.0.0.1, a loopback address"
 		}
 	}
-	why := ""
-	switch {
-	case a.IsLoopback():
-		why = "loopback"
-	case a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast():
-		why = "link-local"
-	case a.IsUnspecified():
-		why = "unspecified"
-	case a.IsMulticast():
-		why = "multicast"
-	case g.isOwn(a):
-		why = "this machine's own"
-	default:
+	if why == "" {
 		return nil
 	}
 	return &DestinationError{Target: target, Addr: a, Why: why}
+}
+
+func (g *destGuard) allowed(a netip.Addr) bool {
+	for _, p := range g.allow {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// refused says why a is refused, "" when it is not.
+func (g *destGuard) refused(a netip.Addr) string {
+	switch {
+	case a.IsLoopback():
+		return "loopback"
+	case a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast():
+		return "link-local"
+	case a.IsUnspecified():
+		return "unspecified"
+	case a.IsMulticast():
+		return "multicast"
+	case g.isOwn(a):
+		return "this machine's own"
+	}
+	return ""
+}
+
+// Prefixes of IPv6 addresses that carry an IPv4 address.
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")   // RFC 6052, well-known
+	nat64Loc  = netip.MustParsePrefix("64:ff9b:1::/48") // RFC 8215, local use
+	sixToFour = netip.MustParsePrefix("2002::/16")      // RFC 3056
+	teredo    = netip.MustParsePrefix("2001::/32")      // RFC 4380
+	v4Compat  = netip.MustParsePrefix("::/96")          // RFC 4291, deprecated
+)
+
+// embeddedIPv4 is the IPv4 address an IPv6 address carries, and how.
+func embeddedIPv4(a netip.Addr) (netip.Addr, string, bool) {
+	if !a.Is6() {
+		return netip.Addr{}, "", false
+	}
+	b := a.As16()
+	switch {
+	case nat64.Contains(a), nat64Loc.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:16])), "NAT64", true
+	case sixToFour.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), "6to4", true
+	case teredo.Contains(a):
+		// The client's address, obfuscated (every bit inverted).
+		return netip.AddrFrom4([4]byte{^b[12], ^b[13], ^b[14], ^b[15]}), "Teredo", true
+	case v4Compat.Contains(a) && !a.IsUnspecified() && !a.IsLoopback():
+		return netip.AddrFrom4([4]byte(b[12:16])), "IPv4-compatible", true
+	}
+	return netip.Addr{}, "", false
 }
 
 // isOwn reports whether a is one of this machine's interface addresses,

@@ -2,6 +2,7 @@ package door
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"maps"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,6 +46,12 @@ type learnRun struct {
 	scope string
 	seq   uint64 // order of begin: a learn waits only for older ones
 	done  chan struct{}
+	// named, for a package's learn (installerScope, which is every
+	// URL no repository lists), is closed once its script is read, and
+	// names then holds the keys it teaches about: a request for any other
+	// URL does not wait for the rest of it. nil: not a package's learn.
+	named chan struct{}
+	names map[string]bool
 }
 
 func (l *learning) begin(scope repoScope) *learnRun {
@@ -51,6 +59,9 @@ func (l *learning) begin(scope repoScope) *learnRun {
 	defer l.mu.Unlock()
 	l.seq++
 	lr := &learnRun{scope: string(scope), seq: l.seq, done: make(chan struct{})}
+	if scope == installerScope {
+		lr.named = make(chan struct{})
+	}
 	if l.running == nil {
 		l.running = map[*learnRun]struct{}{}
 	}
@@ -58,7 +69,28 @@ func (l *learning) begin(scope repoScope) *learnRun {
 	return lr
 }
 
+// name says which keys a package's learn teaches about, once (the first
+// call counts): requests for others no longer wait for it.
+func (l *learning) name(lr *learnRun, keys []string) {
+	if lr.named == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-lr.named:
+		return
+	default:
+	}
+	lr.names = make(map[string]bool, len(keys))
+	for _, k := range keys {
+		lr.names[k] = true
+	}
+	close(lr.named)
+}
+
 func (l *learning) end(lr *learnRun) {
+	l.name(lr, nil) // a learn that ends unread teaches about nothing
 	l.mu.Lock()
 	delete(l.running, lr)
 	l.mu.Unlock()
@@ -67,17 +99,27 @@ func (l *learning) end(lr *learnRun) {
 
 // wait blocks until no learn teaches about key (none older than self, if
 // self is set: so two learns never wait for each other), ctx ends or
-// learnWaitMax passes.
+// learnWaitMax passes. A package's learn is waited for until its script
+// is read, and to its end only when the script names key.
 func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
 	var deadline *time.Timer // made only once there is something to wait for: most calls (every hit) have nothing
 	for {
-		var pending *learnRun
+		var pending <-chan struct{}
 		l.mu.Lock()
 		for lr := range l.running {
-			if (self == nil || lr.seq < self.seq) && strings.HasPrefix(key, lr.scope) {
-				pending = lr
-				break
+			if (self != nil && lr.seq >= self.seq) || !strings.HasPrefix(key, lr.scope) {
+				continue
 			}
+			ch := lr.done
+			if lr.named != nil {
+				if !closed(lr.named) {
+					ch = lr.named // its script is not read yet: until it is
+				} else if !lr.names[key] {
+					continue // its script does not name key
+				}
+			}
+			pending = ch
+			break
 		}
 		l.mu.Unlock()
 		if pending == nil {
@@ -88,12 +130,22 @@ func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
 			defer deadline.Stop()
 		}
 		select {
-		case <-pending.done:
+		case <-pending:
 		case <-ctx.Done():
 			return
 		case <-deadline.C:
 			return
 		}
+	}
+}
+
+// closed says whether ch is closed.
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -113,6 +165,13 @@ func metaScope(p Plan) (repoScope, error) {
 		return newScope(ku, debian.RepoRoot(ku.EscapedPath())), nil
 	case MetaRepomd, MetaPrimary:
 		return newScope(ku, rpm.RepoBase(ku.EscapedPath())), nil
+	case MetaMirrors:
+		// Its facts are its mirrors' (mirrors.go); a request waits for
+		// its learn only for the list itself, which SiteList answers
+		// once it is learnt.
+		return repoScope(p.Key), nil
+	case MetaNupkg:
+		return installerScope, nil
 	}
 	return "", fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }
@@ -144,6 +203,22 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 		}
 	}()
 	start := s.now()
+	if p.Meta == MetaNupkg && p.Digest.IsZero() {
+		return // a package its feed gave no hash for teaches nothing
+	}
+	var nupkg []nupkgFact
+	var nupkgErr error
+	if p.Meta == MetaNupkg {
+		// Its script first: until it is read, a request for any URL no
+		// repository lists waits for this learn; then only one for a URL
+		// the script names does (learning.wait).
+		nupkg, nupkgErr = s.readNupkg(p, d)
+		var keys []string
+		for _, f := range nupkg {
+			keys = append(keys, f.key, f.waitKey)
+		}
+		s.learning.name(lr, keys)
+	}
 	// The parent metadata (Release for a Packages file) may still be
 	// being learnt: its verdict on this file's hash comes first.
 	s.learning.wait(s.ctx, p.Key, lr)
@@ -154,15 +229,47 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 			return
 		}
 	}
+	if !s.vouched(p, d) {
+		s.log.Info("index file that no verified Release or repomd.xml lists, in a repository with keys; nothing learnt from it",
+			slog.String("url", p.ShownURL()), slog.String("digest", d.String()))
+		return
+	}
 	f, err := s.store.ReadBlob(d)
 	if err != nil {
 		s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return
 	}
 	defer f.Close()
+	var src io.Reader = f.File
+	if isTop(p) && s.cfg.Keys != nil {
+		// Its signature first: what fails teaches nothing
+		// (signatures.go); an InRelease's signed text alone is read.
+		body, err := io.ReadAll(io.LimitReader(f.File, maxTopBytes+1))
+		if err != nil || len(body) > maxTopBytes {
+			s.log.Warn("could not read metadata back from the cache; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
+			return
+		}
+		v := s.checkTop(s.ctx, p, d, body)
+		if !v.ok {
+			return
+		}
+		src = bytes.NewReader(body)
+		if v.text != nil {
+			src = bytes.NewReader(v.text)
+		}
+	}
 	rec := &recorder{s: s, scope: scope, batch: make(map[string]cachestore.Known, learnBatch),
 		lister: cachestore.ListerID(listerKey(p, scope)), learnt: start.Unix()}
-	err = parseMeta(s.ctx, s.decoders, p, scope, f.File, rec.add)
+	if p.Meta == MetaNupkg {
+		err = nupkgErr
+		for _, nf := range nupkg {
+			if aerr := rec.add(nf.key, nf.inScope, nf.k); aerr != nil && err == nil {
+				err = aerr
+			}
+		}
+	} else {
+		err = parseMeta(s.ctx, s.decoders, p, d, scope, src, rec.add)
+	}
 	// What was parsed before an error is true (the file verified): it is
 	// recorded, and only the rest is lost.
 	if ferr := rec.flush(); err == nil {
@@ -190,6 +297,9 @@ func (s *Door) learn(lr *learnRun, scope repoScope, p Plan, d cachestore.Digest)
 			slog.Duration("took", s.now().Sub(start)))
 	}
 	s.knownDirty.Store(true)
+	if p.Meta == MetaMirrors {
+		s.listLearnt()
+	}
 }
 
 // learnIfNew learns a metadata blob served from the store when the index
@@ -204,13 +314,20 @@ func (s *Door) learnIfNew(p Plan, d cachestore.Digest) {
 		return
 	}
 	lister := cachestore.ListerID(listerKey(p, scope))
-	if from, err := s.store.LearntFrom(lister); err == nil && !from.IsZero() {
+	// A file whose signature could not be fetched when it came is checked
+	// again now.
+	_, recheck := s.sigs.retry.Get(d)
+	if from, err := s.store.LearntFrom(lister); err == nil && !from.IsZero() && !recheck {
 		return
 	}
-	if _, tried := s.relearnt.Get(d); tried {
+	// Once per lister and blob: the same bytes in another scope (a
+	// private copy of a public Release) are another lister's to learn.
+	tried := strconv.FormatUint(lister, 16) + "/" + d.String()
+	if _, ok := s.relearnt.Get(tried); ok && !recheck {
 		return
 	}
-	s.relearnt.Add(d, struct{}{})
+	s.sigs.retry.Remove(d)
+	s.relearnt.Add(tried, struct{}{})
 	lr, scope, ok := s.beginLearn(p)
 	if !ok {
 		return
@@ -284,7 +401,10 @@ func (r *recorder) add(key string, inScope bool, k cachestore.Known) error {
 		r.outside++
 		return nil
 	}
-	k.Lister, k.Learnt, k.Depth = r.lister, r.learnt, len(r.scope)
+	k.Lister, k.Learnt = r.lister, r.learnt
+	if k.Depth == 0 {
+		k.Depth = len(r.scope)
+	}
 	r.batch[key] = k
 	if len(r.batch) >= learnBatch {
 		return r.flush()
@@ -306,9 +426,10 @@ func (r *recorder) flush() error {
 
 type emitFunc func(key string, inScope bool, k cachestore.Known) error
 
-// parseMeta turns one metadata file into URL -> digest facts, each passed
-// to emit with its canonical key and whether it lies inside scope.
-func parseMeta(ctx context.Context, dec decoders, p Plan, scope repoScope, r io.Reader, emit emitFunc) error {
+// parseMeta turns one metadata file (blob d) into URL -> digest facts,
+// each passed to emit with its canonical key and whether it lies inside
+// scope.
+func parseMeta(ctx context.Context, dec decoders, p Plan, d cachestore.Digest, scope repoScope, r io.Reader, emit emitFunc) error {
 	// A parse of a large (or hostile) file ends with the daemon: each read
 	// of what the parser reads asks whether it is shutting down. (The raw
 	// file stays an *os.File: the system's xz reads it directly.)
@@ -373,6 +494,8 @@ func parseMeta(ctx context.Context, dec decoders, p Plan, scope repoScope, r io.
 			}
 			return emit(key, ok, cachestore.Known{Digest: cachestore.Digest{Algo: pkg.Checksum.Algo, Hex: pkg.Checksum.Hex}, Size: pkg.Size})
 		})
+	case MetaMirrors:
+		return listFacts(p, d, stoppable(r), emit)
 	}
 	return fmt.Errorf("no parser for metadata kind %q", p.Meta)
 }
@@ -394,8 +517,11 @@ const (
 
 // ecosystemOf says which ecosystem a learnt key belongs to.
 func ecosystemOf(key string) string {
-	if strings.HasPrefix(key, "chocolatey:") {
+	if strings.HasPrefix(key, "chocolatey:") || isInstallerFact(key) {
 		return EcoChocolatey
+	}
+	if strings.HasPrefix(key, installerPrefix) {
+		return "" // an installer's digest, counted by its URL
 	}
 	u, err := url.Parse(key)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -34,7 +35,7 @@ type UpstreamStatusError struct {
 }
 
 func (e *UpstreamStatusError) Error() string {
-	return fmt.Sprintf("upstream answered %s for %s", e.Status, e.URL)
+	return fmt.Sprintf("upstream answered %s for %s", e.Status, hub.RedactURLs(e.URL))
 }
 
 // UpstreamFetchError is upstream not answering at all, or breaking off.
@@ -44,7 +45,7 @@ type UpstreamFetchError struct {
 }
 
 func (e *UpstreamFetchError) Error() string {
-	return fmt.Sprintf("upstream unreachable for %s: %v", e.URL, e.Err)
+	return hub.RedactURLs(fmt.Sprintf("upstream unreachable for %s: %v", e.URL, e.Err))
 }
 
 func (e *UpstreamFetchError) Unwrap() error { return e.Err }
@@ -101,6 +102,12 @@ type upstreamSource struct {
 	prev *cachestore.Cached
 	// hub is the hub asked, nil for the origin itself.
 	hub Hub
+	// url, when set, is another mirror of p's group to ask (mirrors.go)
+	// in place of p's own URL; group is the group of either, when the
+	// fill has other mirrors to go on to: then a stall, a refusal or a
+	// wrong file moves on at once instead of ending the fill.
+	url   string
+	group *mirrorGroup
 	// relan makes the LAN a source again, for the wait a busy hub asks
 	// for (nil without peers or digest): by then the hub's first
 	// requesters on the LAN may hold the artifact.
@@ -129,10 +136,28 @@ const OriginTries = 3
 const maxHubWaits = 5
 
 func (o *upstreamSource) name() string {
-	if o.hub != nil {
+	switch {
+	case o.hub != nil:
 		return "hub " + o.hub.Name()
+	case o.url != "":
+		return "mirror " + hostOf(o.url)
 	}
 	return "the origin"
+}
+
+// target is the URL this source asks for.
+func (o *upstreamSource) target() string {
+	if o.url != "" {
+		return o.url
+	}
+	return o.p.URL
+}
+
+func hostOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Host
+	}
+	return raw
 }
 
 func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, error) {
@@ -154,9 +179,9 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		return nil, fmt.Errorf("%w: %d transfers from %s broke off", fill.ErrSkip, o.tries, o.name())
 	}
 	o.tries++
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.URL, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.target(), nil)
 	if err != nil {
-		return nil, fill.Stop(fmt.Errorf("build upstream request for %s: %w", p.URL, err))
+		return nil, fill.Stop(fmt.Errorf("build upstream request for %s: %w", o.target(), err))
 	}
 	s.setUpstreamHeaders(req, o.who)
 	if p.Cred.auth != "" {
@@ -173,9 +198,11 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 	var client fill.Doer = s.up
 	if o.hub != nil {
 		client = o.hub
-		if !p.Digest.IsZero() {
+		if !p.Digest.IsZero() && !p.Unconfirmed {
 			// The blob our metadata names: the hub serves that
 			// generation if it holds it, whatever its own metadata says.
+			// (Not an installer's checksum its origin has not
+			// confirmed: the hub plans that URL by its own facts.)
 			req.Header.Set(hub.HeaderDigest, p.Digest.String())
 			if p.Size >= 0 {
 				req.Header.Set(hub.HeaderSize, strconv.FormatInt(p.Size, 10))
@@ -199,7 +226,7 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		if errors.As(err, &fe) {
 			return nil, fill.Stop(err) // the budget is spent: asking again now would not help
 		}
-		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
+		return nil, &UpstreamFetchError{URL: o.target(), Err: err}
 	}
 	if o.hub != nil {
 		s.stats.HubFetches.Add(1)
@@ -227,6 +254,15 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		// broke): the next source may.
 		resp.Body.Close()
 		return nil, &UpstreamFetchError{URL: p.URL, Err: fmt.Errorf("%s answered %s", o.name(), resp.Status)}
+	case o.group != nil:
+		// One mirror of a group lacking the file (not synced yet,
+		// gone) says nothing of the others.
+		resp.Body.Close()
+		err := &UpstreamStatusError{Code: resp.StatusCode, Status: resp.Status, URL: o.target()}
+		if resp.StatusCode < 500 {
+			return nil, fmt.Errorf("%w: %w", fill.ErrSkip, err)
+		}
+		return nil, &UpstreamFetchError{URL: o.target(), Err: err}
 	default:
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
@@ -236,10 +272,13 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 	}
 	if p.Size >= 0 && size >= 0 && size != p.Size {
 		resp.Body.Close()
+		if o.staleRepomd(fmt.Errorf("%w: the metalink says %d bytes, the mirror sends %d", cachestore.ErrSizeMismatch, p.Size, size)) {
+			return nil, fmt.Errorf("%w: %s's repomd.xml is not the metalink's", fill.ErrSkip, o.name())
+		}
 		s.stats.Mismatches.Add(1)
 		s.log.Error("upstream length differs from the repository metadata; not storing",
 			slog.String("url", p.ShownURL()), slog.String("from", o.name()), slog.Int64("expected", p.Size), slog.Int64("upstream", size))
-		if o.hub != nil {
+		if o.hub != nil || o.group != nil {
 			o.blamed = true
 			return nil, fmt.Errorf("%w: metadata says %d bytes, %s sends %d for %s", cachestore.ErrSizeMismatch, p.Size, o.name(), size, p.URL)
 		}
@@ -259,14 +298,19 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		Body: body, From: "origin " + req.URL.Host, Size: size, Meta: meta,
 		Received: func(n int64) { s.stats.BytesFetched.Add(n); s.cfg.WAN(p.Eco, n) },
 		Blame: func(reason error) {
-			if errors.Is(reason, fill.ErrStalled) {
-				return // a stalled origin is resumed, within OriginTries
+			if errors.Is(reason, fill.ErrStalled) && o.group == nil {
+				return // a stalled origin is resumed, within OriginTries; a group's next mirror takes over
 			}
 			o.blamed = true
-			if errors.Is(reason, cachestore.ErrDigestMismatch) {
+			switch {
+			case errors.Is(reason, cachestore.ErrDigestMismatch) && o.staleRepomd(reason):
+			case errors.Is(reason, cachestore.ErrDigestMismatch):
 				s.stats.Mismatches.Add(1)
 				s.log.Error("upstream sent bytes that do not match the repository metadata; nothing stored",
-					slog.String("url", p.ShownURL()), slog.Any("err", reason))
+					slog.String("url", o.target()), slog.Any("err", reason))
+			case o.group != nil:
+				s.log.Warn("a mirror failed this transfer; the next mirror of its group goes on from here",
+					slog.String("url", o.target()), slog.Any("err", reason))
 			}
 		},
 	}
@@ -275,7 +319,13 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			st.Yield, st.YieldTo = ch, o.yieldTo
 		}
 	}
+	if o.url != "" {
+		st.From = "mirror " + req.URL.Host
+	}
 	if h := o.hub; h != nil {
+		if v := resp.Header.Get(HeaderMirrors); v != "" {
+			meta[HeaderMirrors] = v // a list in its hub's order: kept so (mirrors.go)
+		}
 		st.From = "hub " + h.Name()
 		st.Received = func(n int64) { s.stats.BytesHub.Add(n); h.Received(n) }
 		st.Blame = func(reason error) {
@@ -290,6 +340,20 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		}
 	}
 	return st, nil
+}
+
+// staleRepomd refuses, for the rest of the fill, a mirror's repomd.xml
+// that its metalink does not name (a mirror not synced: the next one
+// has it); false when this is no such file.
+func (o *upstreamSource) staleRepomd(why error) bool {
+	if o.group == nil || o.p.Meta != MetaRepomd {
+		return false
+	}
+	o.blamed = true
+	o.group.fig.refused.Add(1)
+	o.s.log.Warn("a mirror's repomd.xml is not one its metalink names (a stale mirror?); refused, the next mirror asked",
+		slog.String("url", o.target()), slog.String("list", hub.RedactURLs(o.group.list)), slog.Any("err", why))
+	return true
 }
 
 // hubFailed turns a hub's refusal or silence into the fill's next step.
@@ -350,9 +414,15 @@ func (s *Door) setUpstreamHeaders(req *http.Request, who Asker) {
 
 // upstreamDo sends a request that is no fill (a feed call, a pass-through)
 // to the first hub that answers it, then the origin unless hub_only.
-func (s *Door) upstreamDo(req *http.Request) (*http.Response, error) {
+// A private request's (private: it carries its origin's credential) goes
+// to its origin alone, as its fills do, unless hub_only.
+func (s *Door) upstreamDo(req *http.Request, private bool) (*http.Response, error) {
 	var last error
-	for _, h := range s.cfg.Hubs {
+	hubs := s.cfg.Hubs
+	if private && !s.cfg.HubOnly {
+		hubs = nil
+	}
+	for _, h := range hubs {
 		resp, err := h.Do(req)
 		if err == nil && resp.StatusCode < 500 {
 			return resp, nil
@@ -370,7 +440,7 @@ func (s *Door) upstreamDo(req *http.Request) (*http.Response, error) {
 }
 
 // PassThrough asks upstream (the hubs, then the origin) for what r asks
-// of p, storing nothing: for HEAD on a miss, mirror lists, and a full
+// of p, storing nothing: for HEAD on a miss, and a full
 // disk's URL-keyed files. The caller copies the answer (a failed copy is
 // an UpstreamFetchError: WrapFetch) and closes its body.
 func (s *Door) PassThrough(r *http.Request, p Plan) (*http.Response, error) {
@@ -387,7 +457,7 @@ func (s *Door) PassThrough(r *http.Request, p Plan) (*http.Response, error) {
 			req.Header.Set(k, v)
 		}
 	}
-	resp, err := s.upstreamDo(req)
+	resp, err := s.upstreamDo(req, p.Cred.Private())
 	if err != nil {
 		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
 	}

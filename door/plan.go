@@ -16,8 +16,6 @@ type Plan struct {
 	Key  string // the canonical form of URL (in its credential's scope): its key in the index
 	Kind string // what the ecosystem calls it, for the log
 	Eco  string // EcoDebian, EcoRPM, EcoChocolatey or "other", for the day's chart
-	// PassThrough: never cache (mirror lists, metalinks).
-	PassThrough bool
 	// Digest is set when metadata (or the by-hash path) says what the
 	// bytes must hash to: the blob is filled by digest and verified.
 	Digest cachestore.Digest
@@ -27,14 +25,30 @@ type Plan struct {
 	// it (which says its compression).
 	Meta     string
 	MetaName string
+	// Also are other digests the bytes may have (a metalink's alternates
+	// of repomd.xml: the previous push, still valid).
+	Also []cachestore.Digest
+	// Group is the key of the list of mirrors whose group the URL's
+	// mirror belongs to (mirrors.go), groupBase that mirror's base.
+	Group     string
+	groupBase string
 	// Cred is the request's credential for its origin: a private plan's
 	// keys and blobs are its scope's alone (private.go).
 	Cred Credential
+	// Unconfirmed: Digest is what a package's install script says the
+	// URL serves, and the URL's own origin has not confirmed it yet
+	// (installer.go): filled from the hubs (not told the digest) and the
+	// origin alone, in a flight of the URL's own, never from the store or
+	// the LAN by digest. Its verified fill confirms it.
+	Unconfirmed bool
 }
 
 // fillKey names p's one flight: by digest when the metadata gave one (a
 // blob is the same whatever URL names it), else by URL.
 func (p Plan) FillKey() string {
+	if p.Unconfirmed {
+		return unconfirmedFillKey(p)
+	}
 	if !p.Digest.IsZero() {
 		if p.Cred.Private() {
 			// Its own flight: the bytes come with its credential, and
@@ -46,12 +60,19 @@ func (p Plan) FillKey() string {
 	return "url:" + p.Key // the key carries the scope
 }
 
+// Artifact says whether p is a hash-known artifact (a package, an
+// installer), not an index file.
+func (p Plan) Artifact() bool {
+	return !p.Digest.IsZero() && (p.Meta == "" || p.Meta == MetaNupkg)
+}
+
 const (
 	MetaRelease  = "release"
 	MetaPackages = "packages"
 	MetaSources  = "sources"
 	MetaRepomd   = "repomd"
 	MetaPrimary  = "primary"
+	MetaMirrors  = "mirrors"
 )
 
 // plan says how to serve u (its userinfo already taken into cred).
@@ -63,6 +84,8 @@ func (s *Door) plan(ctx context.Context, u *url.URL, cred Credential) Plan {
 	} else if k := rpm.Classify(u.Host, u.Path); k != rpm.KindOther {
 		p.Eco = EcoRPM
 		s.planRPM(ctx, &p, u, k)
+	} else if !cred.Private() {
+		s.planInstaller(ctx, &p)
 	}
 	return p
 }
@@ -104,11 +127,27 @@ func debianIndexMeta(name string) string {
 
 func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 	p.Kind = k.String()
+	if k != rpm.KindMirrorList && !p.Cred.Private() {
+		if g, base := s.groupOf(p.Key); g != nil {
+			p.Group, p.groupBase = g.list, base
+		}
+	}
 	switch k {
 	case rpm.KindPackage:
 		s.useKnown(ctx, p)
 	case rpm.KindRepomd:
 		p.Meta, p.MetaName = MetaRepomd, path.Base(u.Path)
+		if p.Group != "" {
+			// A metalink's hash (mirrors.go): from any mirror, only
+			// a repomd.xml the list names is taken.
+			s.useKnown(ctx, p)
+			if g := s.groupNamed(p.Group); g != nil && len(g.repomd) > 0 && p.Digest == g.repomd[0] {
+				p.Also = g.repomd[1:]
+				if len(p.Also) > 0 {
+					p.Size = -1 // an alternate's size differs
+				}
+			}
+		}
 	case rpm.KindMetadata:
 		// Named by their checksum, listed in repomd.xml: immutable once known.
 		s.useKnown(ctx, p)
@@ -116,7 +155,11 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 			p.Meta, p.MetaName = MetaPrimary, path.Base(u.Path)
 		}
 	case rpm.KindMirrorList:
-		p.PassThrough = true
+		// An index file of its own (mirrors.go); a private one is kept
+		// for its scope and teaches nothing.
+		if !p.Cred.Private() {
+			p.Meta, p.MetaName = MetaMirrors, path.Base(u.Path)
+		}
 	}
 }
 
@@ -126,5 +169,12 @@ func (s *Door) useKnown(ctx context.Context, p *Plan) {
 	s.learning.wait(ctx, p.Key, nil)
 	if k, err := s.store.Known(p.Key); err == nil {
 		p.Digest, p.Size = k.Digest, k.Size
+		return
+	}
+	if p.Group != "" {
+		// The same path on another mirror of its group.
+		if k, ok := s.groupFact(ctx, p); ok {
+			p.Digest, p.Size = k.Digest, k.Size
+		}
 	}
 }

@@ -34,7 +34,8 @@ type Credential struct {
 	// auth is the Authorization header to send the origin.
 	auth string
 	// user is the URL's user name, for the log ("" when the credential
-	// came as a header).
+	// came as a header, or when the user name is itself the secret: a
+	// token with no password, as packagecloud's and Gemfury's URLs carry).
 	user string
 }
 
@@ -47,9 +48,14 @@ func (c Credential) Private() bool { return c.scope != "" }
 func (s *Door) CredentialOf(h http.Header, target *url.URL) Credential {
 	var c Credential
 	if target.User != nil {
-		c.user = target.User.Username()
+		user := target.User.Username()
 		pw, _ := target.User.Password()
-		c.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(c.user+":"+pw))
+		c.auth = "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pw))
+		if pw != "" {
+			c.user = user // shown with the password hidden; without one, the user is the secret
+		} else {
+			c.user = "***"
+		}
 		target.User = nil
 	}
 	if v := h.Get("Authorization"); v != "" {
@@ -83,6 +89,9 @@ func (p Plan) ShownURL() string {
 	scheme, rest, ok := strings.Cut(p.URL, "://")
 	if !ok {
 		return p.URL
+	}
+	if p.Cred.user == "***" {
+		return scheme + "://***@" + rest
 	}
 	return scheme + "://" + url.User(p.Cred.user).String() + ":***@" + rest
 }

@@ -39,14 +39,18 @@ func (c FeedClient) request(ctx context.Context, u string) (*http.Request, error
 	return req, nil
 }
 
-// Page asks for the entries after the cursor, within the repositories
-// this hub pulls.
-func (c FeedClient) Page(ctx context.Context, after uint64) (Page, error) {
+// Page asks for the entries after the cursor, a place in the change log
+// named log ("" when not known yet), within the repositories this hub
+// pulls. A source whose log is another (rebuilt) answers from its start.
+func (c FeedClient) Page(ctx context.Context, log string, after uint64) (Page, error) {
 	// A page is small: one that takes longer than this is a source
 	// trickling it, which must not hold the run (and the schedule) forever.
 	ctx, cancel := context.WithTimeout(ctx, PageTimeout)
 	defer cancel()
 	q := url.Values{"after": {strconv.FormatUint(after, 10)}, "limit": {strconv.Itoa(MaxPage)}}
+	if log != "" {
+		q.Set("log", log)
+	}
 	if !c.From.Repositories.All() {
 		b, _ := json.Marshal(c.From.Repositories)
 		q.Set("scope", string(b))
@@ -55,7 +59,7 @@ func (c FeedClient) Page(ctx context.Context, after uint64) (Page, error) {
 	if err != nil {
 		return Page{}, err
 	}
-	resp, err := c.HTTP.Do(req)
+	resp, err := do(c.HTTP, req)
 	if err != nil {
 		return Page{}, fmt.Errorf("replicate from %s: the change feed at %s: %w", c.From.Name, c.shown(), err)
 	}
@@ -63,19 +67,24 @@ func (c FeedClient) Page(ctx context.Context, after uint64) (Page, error) {
 	if resp.StatusCode != http.StatusOK {
 		return Page{}, c.refused(resp)
 	}
-	p, err := DecodePage(io.LimitReader(resp.Body, 64<<20), after)
+	p, err := DecodePage(io.LimitReader(resp.Body, 64<<20), log, after)
 	if err != nil {
 		return Page{}, fmt.Errorf("replicate from %s: %w", c.From.Name, err)
 	}
 	return p, nil
 }
 
-// DecodePage reads one change feed page asked for after the cursor, and
-// refuses one that goes back, runs long or names malformed entries.
-func DecodePage(r io.Reader, after uint64) (Page, error) {
+// DecodePage reads one change feed page asked for after the cursor in the
+// change log named log, and refuses one that goes back, runs long or names
+// malformed entries. A page of another log (the source was rebuilt) is
+// read from that log's start.
+func DecodePage(r io.Reader, log string, after uint64) (Page, error) {
 	var p Page
 	if err := json.NewDecoder(r).Decode(&p); err != nil {
 		return Page{}, fmt.Errorf("a malformed change feed page: %w", err)
+	}
+	if log != "" && p.Log != log {
+		after = 0
 	}
 	if p.Next < after || len(p.Entries) > MaxPage || p.Last < p.Next {
 		return Page{}, fmt.Errorf("a change feed page that goes back (cursor %d after %d, newest %d) or is too long (%d entries)", p.Next, after, p.Last, len(p.Entries))
@@ -102,7 +111,7 @@ func (c FeedClient) BlobURL(d cachestore.Digest) string { return c.base() + Blob
 func (c FeedClient) Do(req *http.Request) (*http.Response, error) {
 	req.Header.Set("Authorization", "Bearer "+c.From.Token)
 	req.Header.Set(HeaderHubID, c.Self)
-	return c.HTTP.Do(req)
+	return do(c.HTTP, req)
 }
 
 // refused turns a refusal into an error that says what to do.

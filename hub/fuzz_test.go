@@ -47,7 +47,7 @@ func FuzzReplication(f *testing.F) {
 		Chocolatey: []ChocolateyRepo{{Feed: "http://h/api/v2/", IDs: []string{"git"}}},
 	}
 	f.Fuzz(func(t *testing.T, page string, after uint64, key string) {
-		if p, err := DecodePage(strings.NewReader(page), after); err == nil {
+		if p, err := DecodePage(strings.NewReader(page), "", after); err == nil {
 			prev := after
 			for _, e := range p.Entries {
 				if e.Seq <= prev || e.Seq > p.Next {

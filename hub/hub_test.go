@@ -46,12 +46,19 @@ func TestTokens(t *testing.T) {
 	if err := (Tokens{}).Check(httptest.NewRequest(http.MethodGet, "http://x/", nil)); err != nil {
 		t.Fatalf("no tokens set: %v, want every request accepted", err)
 	}
-	h := http.Header{}
-	h.Set("Proxy-Authorization", "Bearer alpha")
-	h.Set("Authorization", "Basic abc")
-	StripCredentials(h)
-	if h.Get("Proxy-Authorization") != "" || h.Get("Authorization") == "" {
-		t.Fatalf("StripCredentials left %v", h)
+	// What proved the node goes; the origin's credential stays: a Basic
+	// one, and a Bearer one that is no hub token (a private repository's).
+	for _, tt := range []struct {
+		auth string
+		kept bool
+	}{{"Basic abc", true}, {"Bearer an-origin-token", true}, {"Bearer alpha", false}} {
+		h := http.Header{}
+		h.Set("Proxy-Authorization", "Bearer alpha")
+		h.Set("Authorization", tt.auth)
+		tok.Strip(h)
+		if h.Get("Proxy-Authorization") != "" || (h.Get("Authorization") != "") != tt.kept {
+			t.Fatalf("Strip with Authorization %q left %v", tt.auth, h)
+		}
 	}
 }
 
@@ -222,15 +229,23 @@ func TestBusyRoundTrip(t *testing.T) {
 }
 
 func TestParseURL(t *testing.T) {
-	for in, want := range map[string]string{"http://hub": "http://hub:3142", "http://10.0.0.5:8080/": "http://10.0.0.5:8080"} {
+	for in, want := range map[string]string{"http://hub": "http://hub:3142", "http://10.0.0.5:8080/": "http://10.0.0.5:8080",
+		"https://hub": "https://hub:3142", "https://hub.example:3143": "https://hub.example:3143",
+		"http://[fd00:77::2]": "http://[fd00:77::2]:3142", "https://[fd00:77::2]:3143/": "https://[fd00:77::2]:3143",
+		"http://[fe80::1%25eth0]:3142": "http://[fe80::1%25eth0]:3142"} {
 		u, err := ParseURL(in)
 		if err != nil || u.String() != want {
 			t.Errorf("ParseURL(%q) = %v, %v; want %s", in, u, err, want)
 		}
 	}
-	for _, bad := range []string{"https://hub", "hub:3142", "http://hub/x", "http://hub?x=1", ""} {
-		if _, err := ParseURL(bad); err == nil {
-			t.Errorf("ParseURL(%q) accepted", bad)
+	for bad, why := range map[string]string{"ftp://hub": "want http", "hub:3142": "want http", "http://hub/x": "want http",
+		"http://hub?x=1": "want http", "": "want http",
+		"http://fd00:77::2:3142":         "goes in brackets",
+		"https://warren:tok@fd00::2":     "goes in brackets",
+		"http://[fe80::1%eth0]:3142":     "written %25: [fe80::1%25eth0]",
+		"http://warren:s3cret@hub/x?y=1": "warren:***@hub"} {
+		if _, err := ParseURL(bad); err == nil || !strings.Contains(err.Error(), why) {
+			t.Errorf("ParseURL(%q): %v, want an error saying %q", bad, err, why)
 		}
 	}
 }

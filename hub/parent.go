@@ -2,6 +2,8 @@ package hub
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/warren-cache/warren/internal/tlstrace"
 )
 
 // Parent is one hub as a node uses it: an HTTP proxy for upstream URLs
@@ -28,6 +32,9 @@ type Parent struct {
 	token  string
 	self   Self
 	client *http.Client
+	direct *http.Client // requests to the hub itself (its info, enrolment)
+	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
+	tls    *tls.Config // the hub's verification, for a client with a certificate
 	log    *slog.Logger
 	now    func() time.Time
 
@@ -46,8 +53,12 @@ type Parent struct {
 
 // ParentConfig configures a Parent.
 type ParentConfig struct {
-	URL   string // http://host:port of the hub
+	URL   string // http(s)://host:port of the hub
 	Token string // hub_token: sent as a Bearer token
+	// TLS verifies an https hub: RootCAs the site CA with the system's
+	// roots (nil: the system's alone). The hub must be named in the URL as
+	// its certificate names it.
+	TLS *tls.Config
 	// HeaderTimeout bounds the wait for the hub's answer to begin; the
 	// fill engine's stall rule bounds the body.
 	HeaderTimeout time.Duration
@@ -71,11 +82,15 @@ type Self struct {
 // downFor is how long an unreachable hub is skipped.
 const downFor = 10 * time.Second
 
-// ParseURL checks a hub URL as the settings give it.
+// ParseURL checks a hub URL as the settings give it: http or https (one
+// port serves both), a host name or an address ([fd00::2] for IPv6).
 func ParseURL(s string) (*url.URL, error) {
+	if err := CheckURLHost(s); err != nil {
+		return nil, fmt.Errorf("hub %q: %w", RedactURLs(s), err)
+	}
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "http" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return nil, fmt.Errorf("hub %q: want http://host:port of a warren started with --role hub", RedactURLs(s))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return nil, fmt.Errorf("hub %q: want http://host:port or https://host:port of a warren started with --role hub", RedactURLs(s))
 	}
 	if u.Port() == "" {
 		u.Host = net.JoinHostPort(u.Hostname(), "3142")
@@ -83,6 +98,31 @@ func ParseURL(s string) (*url.URL, error) {
 	u.Path = ""
 	return u, nil
 }
+
+// CheckURLHost says what is wrong with the host of URL s in a way that
+// url.Parse's "invalid port" does not: an IPv6 address without its
+// brackets, or a zone not written %25.
+func CheckURLHost(s string) error {
+	_, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return nil // url.Parse's check says what it wants
+	}
+	host, _, _ := strings.Cut(rest, "/")
+	host, _, _ = strings.Cut(host, "?")
+	if i := strings.LastIndexByte(host, '@'); i >= 0 {
+		host = host[i+1:]
+	}
+	switch {
+	case strings.Count(host, ":") >= 2 && !strings.HasPrefix(host, "["):
+		return fmt.Errorf("%s: an IPv6 address in a URL goes in brackets, the port after them, e.g. http://[fd00::2]:3142", host)
+	case strings.HasPrefix(host, "[") && strings.Contains(host, "%") && !strings.Contains(host, "%25"):
+		return fmt.Errorf("a zone in a URL is written %%25: %s", strings.Replace(host, "%", "%25", 1))
+	}
+	return nil
+}
+
+// TLS says whether the hub is reached over https.
+func (p *Parent) TLS() bool { return p.url.Scheme == "https" }
 
 // NewParent builds the node's side of one hub.
 func NewParent(cfg ParentConfig) (*Parent, error) {
@@ -103,17 +143,103 @@ func NewParent(cfg ParentConfig) (*Parent, error) {
 	if dial == nil {
 		dial = (&net.Dialer{Timeout: 5 * time.Second}).DialContext
 	}
+	tlsCfg := cfg.TLS.Clone()
+	if tlsCfg == nil {
+		tlsCfg = &tls.Config{}
+	}
+	// HTTP/1.1: proxy requests in absolute form, as to a plain hub.
+	tlsCfg.NextProtos = []string{"http/1.1"}
 	tr := &http.Transport{
 		// Every request goes to the hub, as a proxy request: the hub is
 		// chosen by the operator, so no destination rule applies to it.
+		// To an https hub the request travels inside TLS (an https
+		// proxy): its token, and what an https origin sent, never cross
+		// the site in clear.
 		Proxy:                 http.ProxyURL(u),
 		DialContext:           dial,
+		TLSClientConfig:       tlsCfg,
+		TLSHandshakeTimeout:   10 * time.Second,
 		ResponseHeaderTimeout: cfg.HeaderTimeout,
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   16,
 		DisableCompression:    true, // the bytes exactly as upstream sent them
 	}
-	return &Parent{url: u, token: cfg.Token, self: cfg.Self, client: &http.Client{Transport: tr}, log: cfg.Logger, now: cfg.Now}, nil
+	// Requests to the hub itself: not through the proxy transport's Proxy.
+	direct := &http.Client{Transport: directTransport(dial, tlsCfg)}
+	return &Parent{url: u, token: cfg.Token, self: cfg.Self, client: &http.Client{Transport: tr}, direct: direct, dial: dial, tls: tlsCfg, log: cfg.Logger, now: cfg.Now}, nil
+}
+
+// directTransport makes requests to the hub itself (its info, enrolment).
+func directTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error), tlsCfg *tls.Config) *http.Transport {
+	return &http.Transport{DialContext: dial, TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second, DisableKeepAlives: true}
+}
+
+// withClientCert is a client for requests to the hub itself that presents
+// cert when the hub asks for a certificate (mutual TLS).
+func (p *Parent) withClientCert(cert *tls.Certificate) *http.Client {
+	c := p.tls.Clone()
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
+	return &http.Client{Transport: directTransport(p.dial, c)}
+}
+
+// do sends req with c, and says what an https hub's failure means.
+func do(c *http.Client, req *http.Request) (*http.Response, error) {
+	ctx, w := tlstrace.With(req.Context())
+	resp, err := c.Do(req.WithContext(ctx))
+	if err != nil {
+		return nil, explainTLS(w.Explain(err))
+	}
+	return resp, nil
+}
+
+// explainTLS adds what to do to an https hub's failure in TLS: a
+// certificate that does not verify, or a hub that turned this node away
+// or does not speak TLS.
+func explainTLS(err error) error {
+	var host x509.HostnameError
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	var record tls.RecordHeaderError
+	switch {
+	case errors.Is(err, tlstrace.ErrCutShort):
+		return fmt.Errorf("%w: the hub turned this node away before any request: it holds its max_client_connections (per address, an IPv6 node's /64) or max_connections open (the hub's log says \"refused connection\"), or it is stopping", err)
+	case strings.Contains(err.Error(), "tls: access denied"):
+		return fmt.Errorf("%w: the hub refuses this node's address: add its network to allow_clients on the hub", err)
+	case errors.Is(err, http.ErrSchemeMismatch) || errors.As(err, &record):
+		// A plain-http answer to the handshake: net/http says so for a
+		// request to the hub, and leaves the record error for a proxy
+		// request through it.
+		return fmt.Errorf("%w: the hub serves no https on that port: give it a certificate (tls_cert and tls_key, or warren ca issue --host on the machine holding the site CA), or use its http:// URL", err)
+	case errors.As(err, &host):
+		return fmt.Errorf("%w: the URL must name the hub as its certificate does (%s)", err, certNames(host.Certificate))
+	case errors.As(err, &unknown):
+		return fmt.Errorf("%w: the hub's certificate is not from the site CA (warren ca install, ca export --cert on the hub) nor from a CA this machine trusts", err)
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Errorf("%w: give the hub a new certificate (warren ca issue --host on the machine holding the site CA)", err)
+	case errors.As(err, &verify):
+		return fmt.Errorf("%w: check the hub's certificate", err)
+	}
+	return err
+}
+
+// isCertError says whether err is a certificate that did not verify: it
+// will not mend by itself, so the hub is left alone for a while.
+func isCertError(err error) bool {
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &verify)
+}
+
+func certNames(c *x509.Certificate) string {
+	names := append([]string{}, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		names = append(names, ip.String())
+	}
+	if len(names) == 0 {
+		return "no name"
+	}
+	return strings.Join(names, ", ")
 }
 
 // Name is the hub's URL, for logs and the status page: without the
@@ -195,7 +321,7 @@ func (p *Parent) Do(req *http.Request) (*http.Response, error) {
 		}
 	}
 	p.requests.Add(1)
-	resp, err := p.client.Do(r)
+	resp, err := do(p.client, r)
 	if err != nil {
 		if req.Context().Err() == nil {
 			p.failed(err)
@@ -272,7 +398,7 @@ func (p *Parent) failed(err error) {
 	// answer that timed out): a refused connection costs nothing to try
 	// again, and a hub back from a restart is used at once.
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) || isCertError(err) {
 		p.downUntil = p.lastFail.Add(downFor)
 	}
 	if first {
@@ -310,10 +436,7 @@ func (p *Parent) Probe(ctx context.Context) (Info, error) {
 	if p.token != "" {
 		req.Header.Set("Authorization", "Bearer "+p.token)
 	}
-	// Not through the proxy transport's Proxy: this is a request to the
-	// hub itself.
-	resp, err := (&http.Client{Transport: &http.Transport{DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		ResponseHeaderTimeout: 10 * time.Second, DisableKeepAlives: true}}).Do(req)
+	resp, err := do(p.direct, req)
 	if err != nil {
 		if ctx.Err() == nil {
 			p.failed(err)
@@ -351,26 +474,34 @@ func (p *Parent) Probe(ctx context.Context) (Info, error) {
 
 // ParentStatus is one hub as a node sees it.
 type ParentStatus struct {
-	URL         string    `json:"url"`
-	ID          string    `json:"id,omitempty"`
-	Reachable   bool      `json:"reachable"`
-	LastOK      time.Time `json:"last_ok"`
-	LastFailure time.Time `json:"last_failure"`
-	LastError   string    `json:"last_error,omitempty"`
-	Bytes       int64     `json:"bytes"`
-	Requests    int64     `json:"requests"`
-	Failures    int64     `json:"failures"`
-	Waits       int64     `json:"waits"` // times it said "busy, retry later"
+	URL string `json:"url"`
+	// TLS: reached over https, verified. TokenInClear: a token goes to
+	// it over plain http, readable by anyone on the path.
+	TLS          bool      `json:"tls"`
+	TokenInClear bool      `json:"token_in_clear,omitempty"`
+	ID           string    `json:"id,omitempty"`
+	Reachable    bool      `json:"reachable"`
+	LastOK       time.Time `json:"last_ok"`
+	LastFailure  time.Time `json:"last_failure"`
+	LastError    string    `json:"last_error,omitempty"`
+	Bytes        int64     `json:"bytes"`
+	Requests     int64     `json:"requests"`
+	Failures     int64     `json:"failures"`
+	Waits        int64     `json:"waits"` // times it said "busy, retry later"
 }
 
 // Status reports the hub's state and what came from it.
 func (p *Parent) Status() ParentStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return ParentStatus{URL: p.Name(), ID: p.id, Reachable: !p.lastOK.IsZero() && !p.lastFail.After(p.lastOK),
+	return ParentStatus{URL: p.Name(), TLS: p.TLS(), TokenInClear: !p.TLS() && p.SendsToken(), ID: p.id, Reachable: !p.lastOK.IsZero() && !p.lastFail.After(p.lastOK),
 		LastOK: p.lastOK, LastFailure: p.lastFail, LastError: p.lastErr,
 		Bytes: p.bytes.Load(), Requests: p.requests.Load(), Failures: p.failures.Load(), Waits: p.waits.Load()}
 }
+
+// SendsToken says whether a token goes to the hub: hub_token, or one in
+// the URL's userinfo.
+func (p *Parent) SendsToken() bool { return p.token != "" || p.url.User != nil }
 
 // CloseIdleConnections closes the kept-alive connections to the hub.
 func (p *Parent) CloseIdleConnections() { p.client.CloseIdleConnections() }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -51,7 +52,16 @@ func (l PreloadList) Empty() bool { return len(l.Apt)+len(l.RPM)+len(l.Chocolate
 // Check says what is wrong with the list, naming the entry.
 func (l PreloadList) Check() error {
 	httpURL := func(s string) bool {
-		return (strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")) && len(s) > len("https://")
+		u, err := url.Parse(s)
+		return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+	}
+	// What a hub preloads is for every node: a repository behind a
+	// credential is its users' alone (RFC 9111 §3.5).
+	private := func(where, s string) error {
+		if u, err := url.Parse(s); err == nil && u.User != nil {
+			return fmt.Errorf("%s: %s: a repository with credentials is private and never preloaded for the site; list it without user:password, or leave it to its own clients", where, RedactURLs(s))
+		}
+		return nil
 	}
 	globs := func(where string, gs []string) error {
 		if len(gs) == 0 {
@@ -68,7 +78,9 @@ func (l PreloadList) Check() error {
 		where := fmt.Sprintf("preload.apt[%d]", i)
 		switch {
 		case !httpURL(a.URL):
-			return fmt.Errorf("%s: url %q: want the archive's http(s) URL, such as http://deb.debian.org/debian", where, a.URL)
+			return fmt.Errorf("%s: url %q: want the archive's http(s) URL, such as http://deb.debian.org/debian", where, RedactURLs(a.URL))
+		case private(where, a.URL) != nil:
+			return private(where, a.URL)
 		case len(a.Suites) == 0 || len(a.Components) == 0 || len(a.Architectures) == 0:
 			return fmt.Errorf("%s: suites, components and architectures are all needed", where)
 		}
@@ -79,7 +91,10 @@ func (l PreloadList) Check() error {
 	for i, r := range l.RPM {
 		where := fmt.Sprintf("preload.rpm[%d]", i)
 		if !httpURL(r.BaseURL) {
-			return fmt.Errorf("%s: baseurl %q: want the repository's http(s) URL (the directory holding repodata/)", where, r.BaseURL)
+			return fmt.Errorf("%s: baseurl %q: want the repository's http(s) URL (the directory holding repodata/)", where, RedactURLs(r.BaseURL))
+		}
+		if err := private(where, r.BaseURL); err != nil {
+			return err
 		}
 		if err := globs(where, r.Packages); err != nil {
 			return err
@@ -89,7 +104,9 @@ func (l PreloadList) Check() error {
 		where := fmt.Sprintf("preload.chocolatey[%d]", i)
 		switch {
 		case !httpURL(c.Feed):
-			return fmt.Errorf("%s: feed %q: want a NuGet v2 URL such as https://community.chocolatey.org/api/v2/", where, c.Feed)
+			return fmt.Errorf("%s: feed %q: want a NuGet v2 URL such as https://community.chocolatey.org/api/v2/", where, RedactURLs(c.Feed))
+		case private(where, c.Feed) != nil:
+			return private(where, c.Feed)
 		case len(c.IDs) == 0:
 			return fmt.Errorf("%s: no ids", where)
 		case c.Versions != "" && c.Versions != "latest" && c.Versions != "all":

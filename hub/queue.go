@@ -200,7 +200,7 @@ func (q *Queue) Stats() (transfers []QueueStat, refused int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for k, t := range q.byKey {
-		transfers = append(transfers, QueueStat{Key: k, Streaming: t.streaming, Waiting: t.waiting, Hinted: t.hinted, LANs: len(t.byLAN)})
+		transfers = append(transfers, QueueStat{Key: RedactScope(k), Streaming: t.streaming, Waiting: t.waiting, Hinted: t.hinted, LANs: len(t.byLAN)})
 	}
 	return transfers, q.refused
 }

@@ -45,13 +45,26 @@ func RedactURLs(s string) string {
 	return userinfo.ReplaceAllStringFunc(s, func(m string) string {
 		sub := userinfo.FindStringSubmatch(m)
 		scheme, info := sub[1], sub[2]
-		user, _, hasPass := strings.Cut(info, ":")
-		if !hasPass {
-			return scheme + "***@"
+		user, pass, hasPass := strings.Cut(info, ":")
+		if !hasPass || pass == "" {
+			return scheme + "***@" // a user with no password is the secret itself (TOKEN@, TOKEN:@)
 		}
 		if u, err := url.PathUnescape(user); err == nil {
 			user = url.User(u).String() // as a URL spells it
 		}
 		return scheme + user + ":***@"
 	})
+}
+
+// scopeName is a private scope's name in a key: "#p<hex>" after a digest,
+// "://p<hex>@" before a host.
+var scopeName = regexp.MustCompile(`(#|://)p[0-9a-f]{32}(@?)`)
+
+// RedactScope shows a key (a fill's, a transfer's) without the private
+// scope it names: whoever knew a scope's name could ask for its key.
+func RedactScope(key string) string {
+	if !strings.Contains(key, "p") {
+		return key
+	}
+	return scopeName.ReplaceAllString(key, "${1}private${2}")
 }

@@ -24,9 +24,24 @@ func TestRedact(t *testing.T) {
 		{`hub http://w:t0k@hub:3142 refused (407, token); replicate from main: the change feed at https://a:b@main:3142: EOF`,
 			`hub http://w:***@hub:3142 refused (407, token); replicate from main: the change feed at https://a:***@main:3142: EOF`},
 		{"mailto-ish alice@example.org", "mailto-ish alice@example.org"},
+		{"https://Tk0123456789secret:@packagecloud.example/r/", "https://***@packagecloud.example/r/"},
 	} {
 		if got := RedactURLs(tt.in); got != tt.want {
 			t.Errorf("RedactURLs(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestRedactScope(t *testing.T) {
+	const scope = "p0123456789abcdef0123456789abcdef"
+	for _, tt := range []struct{ in, want string }{
+		{"url:http://" + scope + "@deb.example/pool/a.deb", "url:http://private@deb.example/pool/a.deb"},
+		{"sha256:00ff#" + scope, "sha256:00ff#private"},
+		{"url:http://deb.example/pool/p0123.deb", "url:http://deb.example/pool/p0123.deb"},
+		{"url:http://pub.example/x", "url:http://pub.example/x"},
+	} {
+		if got := RedactScope(tt.in); got != tt.want {
+			t.Errorf("RedactScope(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

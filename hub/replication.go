@@ -302,6 +302,8 @@ func (f ReplicateFrom) Check(i int) error {
 	where := fmt.Sprintf("replicate_from[%d]", i)
 	u, err := url.Parse(f.URL)
 	switch {
+	case CheckURLHost(f.URL) != nil:
+		return fmt.Errorf("%s (%s): url %q: %w", where, f.Name, RedactURLs(f.URL), CheckURLHost(f.URL))
 	case f.Name == "":
 		return fmt.Errorf("%s: no name: give each source hub a name (for the log and --from)", where)
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
@@ -335,6 +337,11 @@ type ReplicateRun struct {
 	Refused int `json:"refused,omitempty"`
 	// ToRetry counts the entries that failed, kept to try again.
 	ToRetry int `json:"to_retry,omitempty"`
+	// Unverified counts the entries of repositories with keys that no
+	// verified Release or repomd.xml (nor an index file one lists) lists:
+	// not applied nor offered on; kept to try again, or dropped once a
+	// newer verified one does not list them either.
+	Unverified int `json:"unverified,omitempty"`
 	// Restarted: the source's change log was a new one (it was rebuilt),
 	// read from its start.
 	Restarted bool `json:"restarted,omitempty"`

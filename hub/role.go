@@ -52,6 +52,9 @@ type RoleConfig struct {
 	// Preload is the hub's preload list: in preload mode, an index file of
 	// a suite the list lacks is refused saying so, and counted.
 	Preload PreloadList
+	// SignNode signs nodes' certificate requests (enrol.go): set when the
+	// hub holds the site CA's key.
+	SignNode SignNode
 }
 
 // NewRole builds a hub's role.
@@ -67,7 +70,7 @@ func NewRole(cfg RoleConfig) *Role {
 		cfg.Queue = NewQueue(DefaultMaxRequesters, DefaultRetryDelay)
 	}
 	r := &Role{cfg: cfg, log: cfg.Logger, refused: map[string]*atomic.Int64{}, missing: map[string]int64{}}
-	for _, reason := range []string{ReasonToken, ReasonAuthLimit, ReasonNotPreloaded, ReasonMaxRequesters, ReasonLoop} {
+	for _, reason := range []string{ReasonToken, ReasonAuthLimit, ReasonNotPreloaded, ReasonMaxRequesters, ReasonLoop, ReasonEnrolKey} {
 		r.refused[reason] = new(atomic.Int64)
 	}
 	return r
@@ -105,10 +108,14 @@ func (h *Role) Admit(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	// What proved the node goes no further upstream.
-	StripCredentials(r.Header)
+	h.cfg.Tokens.Strip(r.Header)
 	if !r.URL.IsAbs() && r.URL.Path == InfoPath {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(Info{ID: h.cfg.ID, Mode: h.cfg.Mode})
+		return false
+	}
+	if !r.URL.IsAbs() && r.URL.Path == EnrolPath {
+		h.serveEnrol(w, r)
 		return false
 	}
 	return true

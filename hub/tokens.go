@@ -141,14 +141,24 @@ func tokenOf(r *http.Request) (string, bool) {
 	return "", false
 }
 
-// StripCredentials removes what a node sent the hub to prove itself, so
-// that nothing of it travels further upstream.
-func StripCredentials(h http.Header) {
+// Strip removes what a node sent the hub to prove itself, so that
+// nothing of it travels further upstream: Proxy-Authorization (the
+// proxy's, never the origin's), and an Authorization that carries one of
+// the hub's tokens. Any other Authorization is the origin's (a private
+// repository's credential) and stays.
+func (t Tokens) Strip(h http.Header) {
 	h.Del("Proxy-Authorization")
-	if v := h.Get("Authorization"); v != "" {
-		scheme, _, _ := strings.Cut(v, " ")
-		if strings.EqualFold(scheme, "bearer") {
-			h.Del("Authorization")
-		}
+	v := h.Get("Authorization")
+	scheme, cred, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") || !t.Enabled() {
+		return
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(cred)))
+	match := 0
+	for i := range t.sums {
+		match |= subtle.ConstantTimeCompare(sum[:], t.sums[i][:])
+	}
+	if match == 1 {
+		h.Del("Authorization")
 	}
 }

@@ -96,6 +96,9 @@ const (
 	ReasonNotPreloaded  = "not-preloaded"  // 404 in preload mode
 	ReasonMaxRequesters = "max-requesters" // 503, with Retry-After
 	ReasonLoop          = "loop"           // 508
+	// ReasonEnrolKey: 403 to an enrolment for a node id enrolled with
+	// another key, without that node's current certificate.
+	ReasonEnrolKey = "enrol-other-key"
 )
 
 // Busy is a hub's answer to a requester beyond max_requesters of an

@@ -2,6 +2,7 @@ package mdns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -39,8 +40,11 @@ type Config struct {
 
 // Found is a warren seen on the LAN.
 type Found struct {
-	ID       string
-	Addr     netip.Addr
+	ID string
+	// Addrs are its addresses from the answer's A and AAAA records, IPv4
+	// first; an IPv6 link-local one carries the zone of the one interface
+	// browsed, and is left out when several were.
+	Addrs    []netip.Addr
 	Port     uint16
 	Priority int32
 	Passive  bool
@@ -132,43 +136,122 @@ func Browse(ctx context.Context, cfg Config, found func(Found)) error {
 	return nil
 }
 
+// newResolvers are a resolver per family the interfaces can browse
+// (IPv4's, IPv6's): one per family, never one for both, because
+// zeroconf's resolver for both leaks the IPv4 socket it opened when the
+// IPv6 group cannot be joined (an IPv4-only machine), which every browse
+// round would repeat. A resolver for one family opens one socket and
+// closes it when it fails. The caller ends them with the Browse context.
+func newResolvers(cfg Config) ([]*zeroconf.Resolver, error) {
+	var rs []*zeroconf.Resolver
+	var errs []error
+	for _, family := range []zeroconf.IPType{zeroconf.IPv4, zeroconf.IPv6} {
+		opts := []zeroconf.ClientOption{zeroconf.SelectIPTraffic(family)}
+		if cfg.Interfaces != nil {
+			opts = append(opts, zeroconf.SelectIfaces(cfg.Interfaces))
+		}
+		r, err := zeroconf.NewResolver(opts...)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rs = append(rs, r)
+	}
+	if len(rs) == 0 {
+		return nil, fmt.Errorf("start mDNS resolver: %w", errors.Join(errs...))
+	}
+	return rs, nil
+}
+
+// addrsOf are an entry's addresses as Found gives them: IPv4 first, then
+// IPv6; link-local IPv6 only with zone (the one interface browsed).
+func addrsOf(e *zeroconf.ServiceEntry, zone string) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range e.AddrIPv4 {
+		if a, ok := netip.AddrFromSlice(ip.To4()); ok {
+			out = append(out, a)
+		}
+	}
+	for _, ip := range e.AddrIPv6 {
+		a, ok := netip.AddrFromSlice(ip.To16())
+		switch {
+		case !ok || a.Is4In6():
+		case a.IsLinkLocalUnicast() && zone != "":
+			out = append(out, a.WithZone(zone))
+		case !a.IsLinkLocalUnicast():
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// browseZone is the zone a link-local address seen by browsing cfg's
+// interfaces is on: the one interface, when there is one.
+func browseZone(cfg Config) string {
+	ifs := cfg.Interfaces
+	if ifs == nil {
+		all, _ := net.Interfaces()
+		for _, ifc := range all {
+			if ifc.Flags&net.FlagUp != 0 && ifc.Flags&net.FlagMulticast != 0 && ifc.Flags&net.FlagLoopback == 0 {
+				ifs = append(ifs, ifc)
+			}
+		}
+	}
+	if len(ifs) == 1 {
+		return ifs[0].Name
+	}
+	return ""
+}
+
 func browseRound(ctx context.Context, cfg Config, d time.Duration, found func(Found)) error {
-	opts := []zeroconf.ClientOption{zeroconf.SelectIPTraffic(zeroconf.IPv4)}
-	if cfg.Interfaces != nil {
-		opts = append(opts, zeroconf.SelectIfaces(cfg.Interfaces))
-	}
-	r, err := zeroconf.NewResolver(opts...)
+	rs, err := newResolvers(cfg)
 	if err != nil {
-		return fmt.Errorf("start mDNS resolver: %w", err)
+		return err
 	}
+	zone := browseZone(cfg)
+	// The resolvers' sockets close when rctx ends, whatever happens
+	// below: zeroconf's loops end with the context they browse with.
 	rctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	entries := make(chan *zeroconf.ServiceEntry, 16)
-	if err := r.Browse(rctx, ServiceWarren, domain, entries); err != nil {
-		return fmt.Errorf("browse %s: %w", ServiceWarren, err)
+	// One resolver's answers or two (a peer heard over both families is
+	// found twice: found takes it twice, as it does round after round).
+	// Every resolver browses, since zeroconf has no other way to close one
+	// (a failed Browse closes its own), and each one's channel is drained
+	// until zeroconf closes it as its loop ends: a loop blocked on a send
+	// would never see the context end, nor close its socket.
+	in := make(chan *zeroconf.ServiceEntry)
+	var errs []error
+	for _, r := range rs {
+		ch := make(chan *zeroconf.ServiceEntry, 16)
+		if err := r.Browse(rctx, ServiceWarren, domain, ch); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		go func() {
+			for e := range ch {
+				select {
+				case in <- e:
+				case <-rctx.Done():
+				}
+			}
+		}()
+	}
+	if len(errs) == len(rs) {
+		return fmt.Errorf("browse %s: %w", ServiceWarren, errors.Join(errs...))
 	}
 	for {
 		select {
 		case <-rctx.Done():
 			return nil
-		case e, ok := <-entries:
-			if !ok {
-				<-rctx.Done()
-				return nil
-			}
+		case e := <-in:
 			f, err := ParseTXT(e.Text)
 			if err != nil {
 				cfg.Logger.Debug("ignoring an mDNS entry", slog.String("instance", e.Instance), slog.Any("err", err))
 				continue
 			}
-			if f.ID == cfg.ID || len(e.AddrIPv4) == 0 {
+			if f.Addrs = addrsOf(e, zone); f.ID == cfg.ID || len(f.Addrs) == 0 {
 				continue
 			}
-			a, ok := netip.AddrFromSlice(e.AddrIPv4[0].To4())
-			if !ok {
-				continue
-			}
-			f.Addr = a
 			found(f)
 		}
 	}

@@ -1,8 +1,12 @@
 package mdns
 
 import (
+	"fmt"
+	"net"
 	"strings"
 	"testing"
+
+	"github.com/grandcat/zeroconf"
 )
 
 func TestTXTRoundTrip(t *testing.T) {
@@ -41,4 +45,25 @@ func FuzzParseTXT(f *testing.F) {
 			t.Fatalf("accepted %+v", got)
 		}
 	})
+}
+
+// A peer's A and AAAA records: IPv4 first, then IPv6; a link-local IPv6
+// address only with the zone of the one interface browsed.
+func TestAddrsOf(t *testing.T) {
+	e := &zeroconf.ServiceEntry{
+		AddrIPv4: []net.IP{net.ParseIP("10.0.0.5")},
+		AddrIPv6: []net.IP{net.ParseIP("fe80::5"), net.ParseIP("fd00:77::5")},
+	}
+	for zone, want := range map[string]string{
+		"":     "[10.0.0.5 fd00:77::5]",
+		"eth0": "[10.0.0.5 fe80::5%eth0 fd00:77::5]",
+	} {
+		if got := fmt.Sprint(addrsOf(e, zone)); got != want {
+			t.Errorf("zone %q: %s, want %s", zone, got, want)
+		}
+	}
+	v6only := &zeroconf.ServiceEntry{AddrIPv6: []net.IP{net.ParseIP("fd00:77::6")}}
+	if got := fmt.Sprint(addrsOf(v6only, "")); got != "[fd00:77::6]" {
+		t.Errorf("an IPv6-only peer: %s", got)
+	}
 }

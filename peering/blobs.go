@@ -45,6 +45,7 @@ type BlobServer struct {
 	slots   chan struct{}
 	limiter *rate.Limiter // nil: unlimited
 	secret  []byte
+	tlsOnly bool
 	log     *slog.Logger
 	now     func() time.Time
 
@@ -72,6 +73,10 @@ type BlobConfig struct {
 	Slots      int   // uploads at once (0: DefaultUploadSlots)
 	UploadRate int64 // bytes/s shared by all uploads; 0: unlimited
 	Secret     []byte
+	// RequireTLS refuses a blob request that did not come over TLS
+	// (peer_tls: the listener's TLS asks each peer for its node
+	// certificate; tls.go).
+	RequireTLS bool
 	Logger     *slog.Logger
 	Now        func() time.Time
 }
@@ -88,7 +93,7 @@ func NewBlobServer(store BlobStore, cfg BlobConfig) *BlobServer {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: cfg.Secret, log: cfg.Logger, now: cfg.Now, writeTimeout: 30 * time.Second,
+	bs := &BlobServer{store: store, slots: make(chan struct{}, slots), secret: cfg.Secret, tlsOnly: cfg.RequireTLS, log: cfg.Logger, now: cfg.Now, writeTimeout: 30 * time.Second,
 		notYet: notYetWait, used: map[uint64]int64{}}
 	// The 4,096 most recent uploads: a report about an older one is not
 	// believed, which costs only a recheck not done.
@@ -170,8 +175,7 @@ func (bs *BlobServer) checkToken(tok string, d cachestore.Digest, remote netip.A
 	if t == nil {
 		return errors.New("no peer table to check the token's requester against")
 	}
-	p, ok := t.Get(id)
-	if !ok || p.Addr != remote {
+	if !t.Holds(id, remote) { // its address, or one tied to it (a dual-stack peer's other family)
 		return fmt.Errorf("group token names node %s, which is not a peer at %s", id, remote)
 	}
 	bs.mu.Lock()
@@ -211,6 +215,10 @@ func (bs *BlobServer) SentTo(a netip.Addr, d cachestore.Digest) bool {
 func (bs *BlobServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "warren: blobs are read-only", http.StatusMethodNotAllowed)
+		return
+	}
+	if bs.tlsOnly && (r.TLS == nil || len(r.TLS.PeerCertificates) == 0) {
+		http.Error(w, "warren: this node serves blobs to its peers over mutual TLS only (peer_tls): a peer asks over https with a node certificate from the site CA", http.StatusForbidden)
 		return
 	}
 	algo, hx, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, BlobPathPrefix), "/")

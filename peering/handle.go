@@ -6,8 +6,27 @@ import (
 	"time"
 )
 
-// Dispatch: one admitted datagram, by its type.
+// Dispatch: one admitted datagram, by how it came (ties.go) and its type.
 
+// receive takes one admitted datagram from src.
+func (n *Node) receive(m Message, src netip.AddrPort) {
+	w, reply := n.way(m, src)
+	if m.Type == MsgHello && m.Prove && m.To == n.cfg.ID {
+		n.echo(m, reply) // from any address, as a question is answered
+	}
+	switch {
+	case m.Type == MsgHello && m.Echo:
+		// Its own challenge's echo tied its source (way); for any other
+		// node an echo says nothing.
+	case w == wayUntied:
+		n.untied(m, src, reply)
+	default:
+		n.handle(m, reply)
+	}
+}
+
+// handle acts on a datagram from src, the address its sender is known by
+// (or a new sender's).
 func (n *Node) handle(m Message, src netip.AddrPort) {
 	_, inTable := n.table.Get(m.From)
 	// An authenticated message for this node (the group has a secret, its
@@ -32,6 +51,7 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		return
 	case admitted && !inTable:
 		n.log.Debug("peer joined the table", slog.String("peer", m.From.String()), slog.String("addr", src.String()), slog.Bool("passive", m.Passive))
+		n.joined(m.From, src)
 	}
 	switch m.Type {
 	case MsgHello:
@@ -42,18 +62,7 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 			n.send(Message{Type: MsgHello, To: m.From}, src)
 		}
 	case MsgQuery:
-		if n.cfg.Passive {
-			return
-		}
-		// Always answered, "no" included: the asker moves on as soon as
-		// every peer it knows has answered, not at its timeout.
-		has := n.cfg.Has(m.Digest)
-		slots := 0
-		if n.cfg.Blobs != nil {
-			slots = n.cfg.Blobs.FreeSlots()
-		}
-		n.send(Message{Type: MsgAnswer, To: m.From, ReqID: m.ReqID, Digest: m.Digest, Has: has,
-			Ready: has && n.ready.Load() && slots > 0, FreeSlots: uint8(min(slots, 255)), Want: n.wanting(m.Digest)}, src)
+		n.answer(m, src)
 	case MsgAnswer:
 		if at, ok := n.askedAt.Get(m.ReqID); ok {
 			n.answeredAfter(n.now().Sub(at))
@@ -109,6 +118,45 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	case MsgBadBlob:
 		n.badBlobReported(m, src)
 	}
+}
+
+// answer answers a query, at to.
+func (n *Node) answer(m Message, to netip.AddrPort) {
+	if n.cfg.Passive {
+		return
+	}
+	// Always answered, "no" included: the asker moves on as soon as
+	// every peer it knows has answered, not at its timeout.
+	has := n.cfg.Has(m.Digest)
+	slots := 0
+	if n.cfg.Blobs != nil {
+		slots = n.cfg.Blobs.FreeSlots()
+	}
+	n.send(Message{Type: MsgAnswer, To: m.From, ReqID: m.ReqID, Digest: m.Digest, Has: has,
+		Ready: has && n.ready.Load() && slots > 0, FreeSlots: uint8(min(slots, 255)), Want: n.wanting(m.Digest)}, to)
+}
+
+// joined is a peer that joined the table at addr. On an IPv6-capable
+// socket it may be heard another way too (its other family, or scope), so
+// its other addresses are asked for at once (ties.go), before it says
+// anything that counts from them.
+func (n *Node) joined(id NodeID, addr netip.AddrPort) {
+	if n.multi {
+		n.challengePeer(id, addr)
+	}
+}
+
+// Discovered offers p, found by discovery (mDNS), to the table as
+// Table.Offer does (its address must be the one the table knows, or tied
+// to it), and reports whether it is in the table. One that joins is asked
+// for its other addresses as one heard in a datagram is.
+func (n *Node) Discovered(p Peer) bool {
+	_, known := n.table.Get(p.ID)
+	in := n.table.Offer(p, false)
+	if in && !known {
+		n.joined(p.ID, p.AddrPort())
+	}
+	return in
 }
 
 // badBlobReported rechecks a blob a peer says we sent it wrong, at most

@@ -36,7 +36,14 @@ func udpFrom(t *testing.T, ip string) *net.UDPConn {
 // before it has been handled when the answer comes.
 func sendRaw(t *testing.T, c *net.UDPConn, n *Node, secret []byte, datagrams ...[]byte) {
 	t.Helper()
-	to := net.UDPAddrFromAddrPort(n.Addr())
+	exchange(t, c, n.Addr(), secret, datagrams...)
+}
+
+// exchange is sendRaw to the node at to, returning what else came to c
+// meanwhile (decoded; undecodable datagrams left out).
+func exchange(t *testing.T, c *net.UDPConn, ap netip.AddrPort, secret []byte, datagrams ...[]byte) []Message {
+	t.Helper()
+	to := net.UDPAddrFromAddrPort(ap)
 	for _, b := range datagrams {
 		if _, err := c.WriteToUDP(b, to); err != nil {
 			t.Fatal(err)
@@ -56,13 +63,19 @@ func sendRaw(t *testing.T, c *net.UDPConn, n *Node, secret []byte, datagrams ...
 	c.WriteToUDP(b, to)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, MaxDatagram)
+	var got []Message
 	for {
 		k, _, err := c.ReadFromUDP(buf)
 		if err != nil {
 			t.Fatalf("no answer to the probe: %v", err)
 		}
-		if m, err := Decode(buf[:k], secret); err == nil && m.Type == MsgAnswer && m.ReqID == 4242 {
-			return
+		m, err := Decode(buf[:k], secret)
+		switch {
+		case err != nil:
+		case m.Type == MsgAnswer && m.ReqID == 4242:
+			return got
+		default:
+			got = append(got, m)
 		}
 	}
 }

@@ -3,8 +3,8 @@ package peering
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -13,7 +13,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -32,10 +31,12 @@ type Config struct {
 	Passive bool
 	// Port is this node's HTTP port (blobs) and UDP port: one number for both.
 	Port uint16
-	// ListenUDP is the UDP address to bind, e.g. 0.0.0.0:3142.
+	// ListenUDP is the UDP address to bind: [::]:3142 binds both
+	// families, 0.0.0.0:3142 IPv4 alone.
 	ListenUDP netip.AddrPort
-	// Broadcast are where queries and wants go besides the known peers
-	// (subnet broadcast addresses).
+	// Broadcast are where queries and wants go besides the known peers:
+	// subnet broadcast addresses, and MulticastOn each IPv6 interface
+	// (whose group the node joins).
 	Broadcast []netip.AddrPort
 	// LANs are the networks of those broadcast addresses: a peer in one,
 	// once its own broadcasts have reached this node, gets what goes to
@@ -73,6 +74,10 @@ type Config struct {
 	Blobs *BlobServer
 
 	Client *http.Client // for blob fetches; nil builds one
+	// TLS, when set, makes blob fetches https with this client
+	// configuration (peer_tls: the node's certificate, the peer's checked
+	// against the site CA; tls.go checks it names the node asked).
+	TLS *tls.Config
 	// Conn, when set, is the datagram socket (ListenUDP is then unused):
 	// the simulator's network.
 	Conn   PacketConn
@@ -104,7 +109,7 @@ type Node struct {
 	hc    *http.Client
 	ready atomic.Bool // false while starting and stopping
 
-	mu        sync.Mutex                      // guards queries, elections, beating, nextReq, rechecked, late
+	mu        sync.Mutex                      // guards queries, elections, beating, nextReq, rechecked, late, challenges
 	queries   map[uint32]chan Message         // open queries by request id
 	elections map[cachestore.Digest]*election // what the group wants, per digest
 	beating   map[cachestore.Digest]*beat     // downloads this node heartbeats
@@ -118,6 +123,14 @@ type Node struct {
 	// window (lateness.go).
 	askedAt *lru.Cache[uint32, time.Time]
 	late    lateness
+	// challenges are the outstanding proofs of peers' other addresses,
+	// by peer (ties.go).
+	challenges map[NodeID]challenge
+	echoes     *rate.Limiter // echoes of others' challenges
+	// multi: the socket takes IPv6, where a peer may be heard from two
+	// scopes (and, dual-stack, two families): joining peers are
+	// challenged at once.
+	multi bool
 
 	// Datagram admission, used by the read loop only.
 	limits  *lru.Cache[netip.Addr, *rate.Limiter] // per source address, the least recently heard forgotten first
@@ -131,6 +144,8 @@ type Node struct {
 	// Dropped counts datagrams refused (garbage, wrong version, bad MAC,
 	// replayed, over a source's rate, an impostor's).
 	Dropped atomic.Int64
+
+	tls tlsStates // how blob transfers went over TLS, by peer (tls.go)
 }
 
 // Bounds on what a LAN host can make a node do or keep.
@@ -193,24 +208,13 @@ func Listen(cfg Config) (*Node, error) {
 	if cfg.Has == nil {
 		cfg.Has = func(cachestore.Digest) bool { return false }
 	}
-	// SO_BROADCAST: queries and wants go to subnet broadcast addresses.
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
 	conn := cfg.Conn
 	if conn == nil {
-		pc, err := lc.ListenPacket(context.Background(), "udp4", cfg.ListenUDP.String())
+		c, err := listenUDP(cfg.ListenUDP, cfg.Broadcast, cfg.Logger) // udp.go
 		if err != nil {
-			return nil, fmt.Errorf("listen for peers on udp %s: %w", cfg.ListenUDP, err)
+			return nil, err
 		}
-		conn = pc.(*net.UDPConn)
+		conn = c
 	}
 	hc := cfg.Client
 	if hc == nil {
@@ -220,16 +224,23 @@ func Listen(cfg Config) (*Node, error) {
 			ResponseHeaderTimeout: peerHeaderTimeout,
 			MaxIdleConnsPerHost:   4,
 			DisableCompression:    true,
+			TLSClientConfig:       cfg.TLS,
+			TLSHandshakeTimeout:   peerHeaderTimeout,
 		}}
 	}
 	n := &Node{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, conn: conn, hc: hc,
-		table:     NewTable(cfg.MaxPeers, 90*time.Second, cfg.Now),
-		queries:   map[uint32]chan Message{},
-		elections: map[cachestore.Digest]*election{},
-		beating:   map[cachestore.Digest]*beat{},
-		replay:    map[replayKey]int64{},
-		nextReq:   rand.Uint32(),
+		table:      NewTable(cfg.MaxPeers, 90*time.Second, cfg.Now),
+		queries:    map[uint32]chan Message{},
+		elections:  map[cachestore.Digest]*election{},
+		beating:    map[cachestore.Digest]*beat{},
+		replay:     map[replayKey]int64{},
+		nextReq:    rand.Uint32(),
+		challenges: map[NodeID]challenge{},
+		echoes:     rate.NewLimiter(echoRate, echoBurst),
+	}
+	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
+		n.multi = true
 	}
 	// Both only rate-limit: an address or digest forgotten costs a fresh
 	// limiter or one more recheck, never memory.
@@ -307,7 +318,7 @@ func (n *Node) Run(ctx context.Context) error {
 			n.log.Debug("dropped a datagram", slog.String("from", src.String()), slog.Any("err", err))
 			continue
 		}
-		n.handle(m, src)
+		n.receive(m, src)
 	}
 }
 

@@ -357,15 +357,14 @@ const slowTries = 6
 // open asks p for the blob from off on.
 func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*fill.Stream, error) {
 	n := s.n
-	u := "http://" + p.AddrPort().String() + BlobPathPrefix + s.d.Algo + "/" + s.d.Hex
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.blobURL(p.AddrPort(), s.d), nil)
 	if err != nil {
 		return nil, err
 	}
 	if len(n.cfg.Secret) > 0 {
 		req.Header.Set(tokenHeader, BlobToken(n.cfg.Secret, s.d, n.cfg.ID, n.now().Add(TokenLife), rand.Uint64()))
 	}
-	resp, size, err := fill.GetAt(n.hc, req, off)
+	resp, size, err := n.getBlob(req, p.ID, off) // tls.go
 	if err != nil {
 		return nil, err
 	}

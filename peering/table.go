@@ -9,8 +9,11 @@ import (
 
 // Peer is what the table knows of another node.
 type Peer struct {
-	ID        NodeID
-	Addr      netip.Addr
+	ID   NodeID
+	Addr netip.Addr
+	// Also are other addresses of the peer's host, tied to it (ties.go):
+	// its datagrams from them are its own. Replies still go to Addr.
+	Also      []netip.Addr
 	Port      uint16 // HTTP and UDP
 	Priority  int32
 	Passive   bool
@@ -58,7 +61,7 @@ type Table struct {
 	expireAfter time.Duration
 	now         func() time.Time
 
-	mu       sync.Mutex // guards peers, badAddrs, joined and evicted
+	mu       sync.Mutex // guards peers (their ties too), badAddrs, joined and evicted
 	peers    map[NodeID]*Peer
 	badAddrs map[netip.Addr]time.Time // addresses that sent wrong bytes or failed, until when
 	joined   chan struct{}            // closed and replaced when a peer joins
@@ -94,22 +97,30 @@ func (t *Table) Seen(p Peer) bool { return t.Offer(p, true) }
 
 // Offer records that p was heard from now and reports whether it is in
 // the table. A known id heard from another address is refused unless
-// mayMove (the message was authenticated): otherwise anyone could take
-// over a peer's address with one datagram. A new id is refused when its
-// address already holds perAddr ids or the table is full.
+// that address is tied to it (Also: the peer stays at its address), or
+// mayMove (the message was authenticated: the peer moves there, its ties
+// forgotten): otherwise anyone could take over a peer's address with one
+// datagram. A new id is refused when its address already holds perAddr
+// ids or the table is full.
 func (t *Table) Offer(p Peer, mayMove bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	p.LastSeen = t.now()
 	if old, ok := t.peers[p.ID]; ok {
-		if old.Addr != p.Addr && !mayMove {
+		switch {
+		case old.Addr == p.Addr || slices.Contains(old.Also, p.Addr):
+			p.Addr, p.Also = old.Addr, old.Also
+		case !mayMove:
 			return false
+		default:
+			p.Also = nil
 		}
 		p.BadUntil, p.Silent, p.Answered = old.BadUntil, old.Silent, old.Answered
 		p.Broadcasts = p.Broadcasts || old.Broadcasts
 		*old = p
 		return true
 	}
+	p.Also = nil // a newcomer's ties are made by the table, not offered
 	t.expireLocked()
 	if len(t.peers) >= t.max && !t.dropSilentLocked() {
 		return false
@@ -175,8 +186,9 @@ func (t *Table) Answered(id NodeID) {
 	}
 }
 
-// Joined is closed when the next peer joins the table (apt-proxy-detect and
-// tests wait on it rather than poll).
+// Joined is closed when the next peer joins the table, or a peer's other
+// address is tied to it (apt-proxy-detect and tests wait on it rather than
+// poll).
 func (t *Table) Joined() <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -223,7 +235,45 @@ func (t *Table) Get(id NodeID) (Peer, bool) {
 	if !ok {
 		return Peer{}, false
 	}
-	return *p, true
+	return p.copy(), true
+}
+
+// copy is p with a slice of its own.
+func (p *Peer) copy() Peer {
+	c := *p
+	c.Also = slices.Clone(p.Also)
+	return c
+}
+
+// maxAlso bounds the addresses tied to one peer: a host's families and
+// scopes, on a few interfaces.
+const maxAlso = 8
+
+// Tie adds a, another address of peer id's host, to the peer: its
+// datagrams from a are its own from now on (the most recent maxAlso are
+// kept). Only ties.go's proof or an authenticated message ties.
+func (t *Table) Tie(id NodeID, a netip.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.peers[id]
+	if !ok || p.Addr == a || slices.Contains(p.Also, a) {
+		return ok
+	}
+	if len(p.Also) >= maxAlso {
+		p.Also = slices.Delete(p.Also, 0, 1)
+	}
+	p.Also = append(p.Also, a)
+	close(t.joined)
+	t.joined = make(chan struct{})
+	return true
+}
+
+// Holds says whether a is peer id's address, or tied to it.
+func (t *Table) Holds(id NodeID, a netip.Addr) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p, ok := t.peers[id]
+	return ok && (p.Addr == a || slices.Contains(p.Also, a))
 }
 
 // Good reports whether id is known and neither it nor its address is
@@ -263,7 +313,7 @@ func (t *Table) Peers() []Peer {
 	t.expireLocked()
 	out := make([]Peer, 0, len(t.peers))
 	for _, p := range t.peers {
-		out = append(out, *p)
+		out = append(out, p.copy())
 	}
 	slices.SortFunc(out, func(a, b Peer) int { return slices.Compare(a.ID[:], b.ID[:]) })
 	return out

@@ -100,7 +100,13 @@ type Message struct {
 	// from a LAN peer (rather than from outside the LAN) and passes on
 	// what it has: a node that relays itself never takes a relay as its
 	// source, so no two nodes can wait on each other.
-	Relay     bool
+	Relay bool
+	// Prove, on a hello to one node, asks it to echo ReqID and Done (a
+	// random challenge) from each address it sends from; Echo marks such
+	// an echo (ties.go: how a dual-stack peer's other addresses are tied
+	// to it without a group secret).
+	Prove     bool
+	Echo      bool
 	FreeSlots uint8
 	Done      int64
 	Total     int64 // -1: unknown
@@ -124,6 +130,8 @@ const (
 	bitPassive  = 1 << 2
 	bitWant     = 1 << 3
 	bitRelay    = 1 << 4
+	bitProve    = 1 << 5
+	bitEcho     = 1 << 6
 	macLen      = sha256.Size
 	headerLen   = 3 + 1 + 1 + 1
 	algoSHA256  = 1
@@ -189,6 +197,12 @@ func Encode(m Message, secret []byte) ([]byte, error) {
 	}
 	if m.Relay {
 		bits |= bitRelay
+	}
+	if m.Prove {
+		bits |= bitProve
+	}
+	if m.Echo {
+		bits |= bitEcho
 	}
 	_ = binary.Write(&b, binary.BigEndian, struct {
 		HTTPPort  uint16
@@ -260,7 +274,7 @@ func Decode(p []byte, secret []byte) (Message, error) {
 	m.ReqID = binary.BigEndian.Uint32(r[14:])
 	bits := r[18]
 	m.Has, m.Ready, m.Passive, m.Want = bits&bitHas != 0, bits&bitReady != 0, bits&bitPassive != 0, bits&bitWant != 0
-	m.Relay = bits&bitRelay != 0
+	m.Relay, m.Prove, m.Echo = bits&bitRelay != 0, bits&bitProve != 0, bits&bitEcho != 0
 	m.FreeSlots = r[19]
 	m.Done = int64(binary.BigEndian.Uint64(r[20:]))
 	m.Total = int64(binary.BigEndian.Uint64(r[28:]))

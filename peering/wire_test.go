@@ -19,6 +19,8 @@ func TestWireRoundTrip(t *testing.T) {
 		{Type: MsgDownloading, From: from, Digest: cachestore.Digest{Algo: "sha1", Hex: strings.Repeat("ef", 20)}, Done: 5, Total: -1},
 		{Type: MsgHave, From: from, Digest: testDigest, Passive: true},
 		{Type: MsgHello, From: from, HTTPPort: 3142, Priority: 100},
+		{Type: MsgHello, From: from, To: NodeID{9}, Prove: true, ReqID: 0xdeadbeef, Done: 1 << 62},
+		{Type: MsgHello, From: from, Echo: true, ReqID: 0xdeadbeef, Done: 1 << 62},
 	}
 	for _, secret := range [][]byte{nil, []byte("s3cret")} {
 		for _, m := range tests {

@@ -394,15 +394,18 @@ func TestChocolateyBadRequests(t *testing.T) {
 }
 
 // makeNupkg builds a real package: an OPC zip with a nuspec, as NuGet.exe
-// (System.IO.Packaging) requires.
-func makeNupkg(t *testing.T, id, version string, payload []byte) []byte {
+// (System.IO.Packaging) requires; more files are name, text pairs.
+func makeNupkg(t testing.TB, id, version string, payload []byte, more ...string) []byte {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	files := []struct{ name, body string }{
-		{"[Content_Types].xml", `<?xml version="1.0" encoding="utf-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml" /><Default Extension="nuspec" ContentType="application/octet" /><Default Extension="bin" ContentType="application/octet" /></Types>`},
+		{"[Content_Types].xml", `<?xml version="1.0" encoding="utf-8"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml" /><Default Extension="nuspec" ContentType="application/octet" /><Default Extension="bin" ContentType="application/octet" /><Default Extension="ps1" ContentType="application/octet" /></Types>`},
 		{"_rels/.rels", `<?xml version="1.0" encoding="utf-8"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Type="http://schemas.microsoft.com/packaging/2010/07/manifest" Target="/` + id + `.nuspec" Id="R0" /></Relationships>`},
 		{id + ".nuspec", `<?xml version="1.0" encoding="utf-8"?><package xmlns="http://schemas.microsoft.com/packaging/2010/07/nuspec.xsd"><metadata><id>` + id + `</id><version>` + version + `</version><authors>warren</authors><description>warren test package</description></metadata></package>`},
 		{"tools/payload.bin", string(payload)},
+	}
+	for i := 0; i+1 < len(more); i += 2 {
+		files = append(files, struct{ name, body string }{more[i], more[i+1]})
 	}
 	for _, f := range files {
 		w, err := zw.Create(f.name)

@@ -1,6 +1,8 @@
 // Package proxy is warren's HTTP front, and only that: apt and dnf talk to
 // it as an HTTP proxy, or apt-cacher-ng style with the upstream host in the
-// path, and choco reaches the feeds under /chocolatey/. It admits clients
+// path, and choco reaches the feeds under /chocolatey/ (an internalizing
+// hub's originals under /chocolatey-original/, the installers its
+// rewritten packages download under /_warren/installers/). It admits clients
 // (allow_clients and connection caps on accept: listener.go), routes
 // (server.go: its own pages, a hub's replication endpoints, the feeds,
 // CONNECT tunnels and intercepted https, the cache), and tells the story

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -34,7 +35,7 @@ func (s *Server) Listen(ln net.Listener, lim ConnLimits) net.Listener {
 	if lim.Total <= 0 {
 		lim.Total = DefaultMaxConns
 	}
-	return &guardedListener{Listener: ln, s: s, lim: lim, per: map[netip.Addr]int{}, warned: newWarned(), lingering: make(chan struct{}, maxLingering)}
+	return &guardedListener{Listener: ln, s: s, lim: lim, per: map[netip.Prefix]int{}, warned: newWarned(), lingering: make(chan struct{}, maxLingering)}
 }
 
 type guardedListener struct {
@@ -42,10 +43,10 @@ type guardedListener struct {
 	s   *Server
 	lim ConnLimits
 
-	mu     sync.Mutex // guards per, total and warned
-	per    map[netip.Addr]int
+	mu     sync.Mutex           // guards per, total and warned
+	per    map[netip.Prefix]int // connections open per client (clientKey)
 	total  int
-	warned *lru.Cache[netip.Addr, time.Time] // last warning per address: one a minute
+	warned *lru.Cache[netip.Prefix, time.Time] // last warning per client: one a minute
 	// lingering holds a place for each refused connection being read
 	// for a moment before its close (see refuse).
 	lingering chan struct{}
@@ -71,21 +72,26 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 			l.refuse(c, a, "403 Forbidden", err)
 			continue
 		}
+		k := clientKey(a)
 		l.mu.Lock()
 		switch {
-		case l.per[a] >= l.lim.PerClient:
+		case l.per[k] >= l.lim.PerClient:
 			l.mu.Unlock()
-			l.refuse(c, a, "503 Service Unavailable", fmt.Errorf("client %s already has %d connections open (the cap per client); close some and retry", a, l.lim.PerClient))
+			who := a.String()
+			if k.Bits() == 64 {
+				who += " (counted by its /64, " + k.String() + ")"
+			}
+			l.refuse(c, a, "503 Service Unavailable", fmt.Errorf("client %s already has %d connections open (the cap per client); close some and retry", who, l.lim.PerClient))
 			continue
 		case l.total >= l.lim.Total:
 			l.mu.Unlock()
 			l.refuse(c, a, "503 Service Unavailable", fmt.Errorf("warren has %d connections open (its cap); retry shortly", l.lim.Total))
 			continue
 		}
-		l.per[a]++
+		l.per[k]++
 		l.total++
 		l.mu.Unlock()
-		return &countedConn{Conn: c, l: l, a: a}, nil
+		return &countedConn{Conn: c, l: l, key: k}, nil
 	}
 }
 
@@ -106,6 +112,13 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 	// read and dropped for a moment (at most 64 KiB, 250 ms each way). A
 	// flood beyond that gets the answer and a plain close, costing nothing
 	// more.
+	//
+	// A client that opens with a TLS handshake (a node reaching its hub
+	// or a peer over https) would read a plain answer as a broken TLS
+	// record ("first record does not look like a TLS handshake"), the
+	// reason lost: it gets a TLS alert instead where one says it (403:
+	// access denied), else the close alone, which its side reports as a
+	// handshake the server cut short (internal/tlstrace).
 	select {
 	case l.lingering <- struct{}{}:
 		go func() { // ends by its read deadlines
@@ -113,8 +126,15 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 			defer c.Close()
 			_ = c.SetReadDeadline(time.Now().Add(250 * time.Millisecond))
 			var first [1]byte
-			_, _ = c.Read(first[:])
-			answer()
+			n, _ := c.Read(first[:])
+			switch {
+			case n == 1 && first[0] == tlsHandshakeByte && strings.HasPrefix(status, "403"):
+				_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+				_, _ = c.Write(alertAccessDenied[:])
+			case n == 1 && first[0] == tlsHandshakeByte:
+			default:
+				answer()
+			}
 			if cw, ok := c.(interface{ CloseWrite() error }); ok {
 				_ = cw.CloseWrite()
 			}
@@ -125,12 +145,12 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 		answer()
 		c.Close()
 	}
-	now := time.Now()
+	now, k := time.Now(), clientKey(a)
 	l.mu.Lock()
-	last, seen := l.warned.Get(a)
+	last, seen := l.warned.Get(k)
 	warn := !seen || now.Sub(last) > time.Minute
 	if warn {
-		l.warned.Add(a, now)
+		l.warned.Add(k, now)
 	}
 	l.mu.Unlock()
 	if warn {
@@ -138,12 +158,17 @@ func (l *guardedListener) refuse(c net.Conn, a netip.Addr, status string, why er
 	}
 }
 
+// alertAccessDenied is a TLS record (plaintext, as before any handshake)
+// holding a fatal access_denied alert (RFC 8446 §6): a TLS client reports
+// "remote error: tls: access denied".
+var alertAccessDenied = [...]byte{21, 3, 3, 0, 2, 2, 49}
+
 // countedConn gives its place back when closed, once. It can also be
 // corked for one answer (cork.go).
 type countedConn struct {
 	net.Conn
 	l    *guardedListener
-	a    netip.Addr
+	key  netip.Prefix // the client it counts under
 	once sync.Once
 
 	// Only the goroutine serving the connection's current request writes,
@@ -158,8 +183,8 @@ func (c *countedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
 		c.l.mu.Lock()
-		if c.l.per[c.a]--; c.l.per[c.a] <= 0 {
-			delete(c.l.per, c.a)
+		if c.l.per[c.key]--; c.l.per[c.key] <= 0 {
+			delete(c.l.per, c.key)
 		}
 		c.l.total--
 		c.l.mu.Unlock()
@@ -167,8 +192,11 @@ func (c *countedConn) Close() error {
 	return err
 }
 
-// clientAllowed checks a against allow_clients.
+// clientAllowed checks a against allow_clients. A link-local IPv6
+// client's zone (the interface it came in on) is no part of its network:
+// a prefix never contains a zoned address.
 func (s *Server) clientAllowed(a netip.Addr) error {
+	a = a.WithZone("")
 	for _, p := range s.cfg.AllowClients {
 		if p.Contains(a) {
 			return nil
@@ -177,9 +205,22 @@ func (s *Server) clientAllowed(a netip.Addr) error {
 	return fmt.Errorf("client %s is not in allow_clients; add its network to allow_clients in the config", a)
 }
 
-// newWarned remembers the last warning of 4,096 addresses at most, the
+// clientKey is what one client's connections count under: its address,
+// or an IPv6 client's /64 (as the hub's token failures count), which one
+// host may hold whole (SLAAC privacy addresses: as many as it likes). A
+// link-local address counts alone: every host on a link shares fe80::/64.
+func clientKey(a netip.Addr) netip.Prefix {
+	a = a.Unmap().WithZone("")
+	if a.Is6() && !a.IsLinkLocalUnicast() {
+		p, _ := a.Prefix(64)
+		return p
+	}
+	return netip.PrefixFrom(a, a.BitLen())
+}
+
+// newWarned remembers the last warning of 4,096 clients at most, the
 // least recently warned forgotten first: it only rate-limits the log.
-func newWarned() *lru.Cache[netip.Addr, time.Time] {
-	c, _ := lru.New[netip.Addr, time.Time](4096)
+func newWarned() *lru.Cache[netip.Prefix, time.Time] {
+	c, _ := lru.New[netip.Prefix, time.Time](4096)
 	return c
 }

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -391,5 +392,109 @@ func TestCorkedHitClientGoneMidBody(t *testing.T) {
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != 200 || !bytes.Equal(body, up.deb) {
 		t.Fatalf("after clients went away: %d, %d bytes, %v", resp.StatusCode, len(body), err)
+	}
+}
+
+// allow_clients with IPv6 ranges: a link-local client is judged without
+// its zone, and a v4-mapped one (a dual-stack socket's) as the IPv4
+// address it is.
+func TestAllowClientsIPv6(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
+		c.AllowClients = []netip.Prefix{netip.MustParsePrefix("fd00:77::/64"), netip.MustParsePrefix("fe80::/64"), netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	for addr, ok := range map[string]bool{
+		"fd00:77::11": true, "fd00:78::11": false, "fe80::5%eth0": true, "fe80:0:0:1::5%eth0": false,
+		"10.1.2.3": true, "192.0.2.1": false, "::1": false,
+	} {
+		a := netip.MustParseAddr(addr)
+		if err := h.px.clientAllowed(a); (err == nil) != ok {
+			t.Errorf("%s: allowed %v, want %v (%v)", addr, err == nil, ok, err)
+		}
+	}
+	// Over a real dual-stack socket: a client from ::ffff:127.0.0.1 is
+	// 127.0.0.1, outside these networks, and refused on accept.
+	ln, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		t.Skipf("no dual-stack socket here: %v", err)
+	}
+	serveGuardedOn(t, h.px, ln, ConnLimits{})
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	c, err := net.Dial("tcp4", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if got := readStatus(t, c); got != http.StatusForbidden {
+		t.Fatalf("a v4-mapped client outside allow_clients got %d, want 403", got)
+	}
+}
+
+// addrListener hands out the connections put on conns, each from the
+// remote address it claims (a LAN of many client addresses, here).
+type addrListener struct{ conns chan net.Conn }
+
+func (l addrListener) Accept() (net.Conn, error) {
+	c, ok := <-l.conns
+	if !ok {
+		return nil, net.ErrClosed
+	}
+	return c, nil
+}
+func (l addrListener) Close() error   { return nil }
+func (l addrListener) Addr() net.Addr { return &net.TCPAddr{} }
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// The cap per client counts an IPv6 client by its /64: one host may hold
+// a whole /64 (SLAAC privacy addresses, as many as it likes), so counted
+// by address it could take every place under the total cap. IPv4 clients
+// and link-local ones (every host on a link shares fe80::/64) count by
+// address.
+func TestPerClientCapCountsIPv6By64(t *testing.T) {
+	up := newUpstream(t, 10)
+	h := newHarness(t, up, func(c *testConfig, _ *cachestore.Config) {
+		c.AllowClients = []netip.Prefix{netip.MustParsePrefix("fd00:77::/48"), netip.MustParsePrefix("fe80::/64"), netip.MustParsePrefix("10.0.0.0/8")}
+	})
+	for _, tt := range []struct {
+		name    string
+		clients []string
+		want    []string // admitted, in order
+	}{
+		{"one /64's addresses share one client's cap", []string{"fd00:77::1", "fd00:77::2", "fd00:77::3", "fd00:77::4", "fd00:77::5", "fd00:77:0:1::1"},
+			[]string{"fd00:77::1", "fd00:77::2", "fd00:77::3", "fd00:77:0:1::1"}},
+		{"one IPv6 address", []string{"fd00:77::9", "fd00:77::9", "fd00:77::9", "fd00:77::9"}, []string{"fd00:77::9", "fd00:77::9", "fd00:77::9"}},
+		{"link-local hosts count apart", []string{"fe80::1%eth0", "fe80::2%eth0", "fe80::3%eth0", "fe80::4%eth0"}, []string{"fe80::1%eth0", "fe80::2%eth0", "fe80::3%eth0", "fe80::4%eth0"}},
+		{"IPv4 clients count by address", []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.1", "10.0.0.1", "10.0.0.1"},
+			[]string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.1", "10.0.0.1"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ch := make(chan net.Conn, len(tt.clients))
+			for _, a := range tt.clients {
+				server, client := net.Pipe()
+				t.Cleanup(func() { client.Close() })
+				ch <- addrConn{Conn: server, remote: net.TCPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(a), 40000))}
+			}
+			close(ch)
+			ln := h.px.Listen(addrListener{ch}, ConnLimits{PerClient: 3, Total: 100})
+			var got []string
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					break
+				}
+				t.Cleanup(func() { c.Close() })
+				got = append(got, c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().String())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("admitted %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

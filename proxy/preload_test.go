@@ -5,8 +5,11 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -338,4 +341,56 @@ func noEpoch(v string) string {
 		return rest
 	}
 	return v
+}
+
+// A client that joined a fill a preload run started is not cut off when
+// the run stops (its window closed, it was canceled): the fill is the
+// door's; only the run's wait ends.
+func TestPreloadStopLeavesJoinedClient(t *testing.T) {
+	up := newUpstream(t, 10)
+	pkg := aptPkg{"big", "1.0", "", randomBytes(300000, 81)}
+	up.setArchive([]aptPkg{pkg})
+	asked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	up.hook(pkg.path(), func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(asked) })
+		w.Header().Set("Content-Length", strconv.Itoa(len(pkg.body)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(pkg.body[:100000])
+		w.(http.Flusher).Flush()
+		<-release
+		w.Write(pkg.body[100000:])
+	})
+	hb := newHarness(t, up, asHub(hub.FetchAndPreload, 5))
+	hb.mustGet(up.URL+releasePath, 200)
+	hb.mustGet(up.URL+packagesPath, 200)
+	ctx, cancel := context.WithCancel(t.Context())
+	runDone := make(chan struct{})
+	go func() {
+		defer close(runDone)
+		hb.preload(ctx, preload.Options{List: hub.PreloadList{Apt: []hub.AptPreload{{URL: up.URL + "/debian", Suites: []string{"stable"},
+			Components: []string{"main"}, Architectures: []string{"amd64"}, Packages: []string{"big"}}}}})
+	}()
+	// The run's fill has begun once upstream is asked; the client's
+	// answer begins once it streams from that fill.
+	select {
+	case <-asked:
+	case <-runDone:
+		t.Fatal("the preload run ended before its fill began")
+	}
+	resp, err := hb.client.Get(up.URL + pkg.path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	cancel()
+	<-runDone
+	close(release)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(body, pkg.body) {
+		t.Fatalf("the client that joined the preload's fill: %d of %d bytes, %v", len(body), len(pkg.body), err)
+	}
+	if c := up.count(pkg.path()); c != 1 {
+		t.Fatalf("the package was fetched %d times, want once", c)
+	}
 }

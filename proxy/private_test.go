@@ -1,16 +1,22 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/hub"
@@ -233,5 +239,209 @@ func TestHubDigestClaimIsScoped(t *testing.T) {
 		if bytes.Equal(body, up.deb) || bytes.Equal(body, weak) {
 			t.Fatalf("claim %s: the hub served a blob by the claim alone, under another URL", claim)
 		}
+	}
+}
+
+// A private fill's key names its scope (http://p<scope>@host/path); the
+// status page once showed it. An anonymous client that names it
+// apt-cacher-ng style (/p<scope>@host/path) is refused, not joined to
+// the private flight.
+func TestAnonymousCannotNameAPrivateKey(t *testing.T) {
+	up := newUpstream(t, 1000)
+	secret := randomBytes(200000, 7)
+	release := make(chan struct{})
+	up.hook("/private/secret.tar", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "200000")
+		w.WriteHeader(http.StatusOK)
+		w.Write(secret[:100000])
+		w.(http.Flusher).Flush()
+		<-release
+		w.Write(secret[100000:])
+	})
+	origin := privateOrigin(t, up)
+	h := newHarness(t, up)
+	// The private client's answer begins once its fill has started.
+	asked, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := h.client.Get(strings.Replace(origin.URL, "http://", "http://alice:s3cretpw@", 1) + "/private/secret.tar")
+		close(asked)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		<-done
+	}()
+	<-asked
+	var key string
+	for _, f := range h.store.Fills() {
+		key = f.Key
+	}
+	scope, host, ok := strings.Cut(strings.TrimPrefix(key, "url:http://"), "@")
+	if !ok || !strings.HasPrefix(scope, "p") {
+		t.Fatalf("the private fill's key %q names no scope", key)
+	}
+	host, _, _ = strings.Cut(host, "/")
+	anon := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.Get(h.front.URL + "/" + scope + "@" + host + "/private/secret.tar")
+		if err != nil {
+			t.Error(err)
+		}
+		anon <- resp
+	}()
+	var resp *http.Response
+	select {
+	case resp = <-anon:
+	case <-time.After(10 * time.Second): // it joined the flight and waits for it
+		close(release)
+		released = true
+		resp = <-anon
+	}
+	if resp == nil {
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if bytes.Equal(body, secret) || resp.StatusCode/100 != 4 {
+		t.Fatalf("anonymous /%s@%s/...: %d with %d bytes (%.200q), want a 4xx and nothing of the file", scope, host, resp.StatusCode, len(body), body)
+	}
+}
+
+// A token given as the URL's user name (packagecloud's and Gemfury's
+// https://TOKEN:@host/ or https://TOKEN@host/) is the secret itself: no
+// log line, no error shows it. The request line carries it as a client
+// that does not turn userinfo into a header sends it.
+func TestTokenAsUserNameIsNotLogged(t *testing.T) {
+	const tok = "Tk0123456789secretXYZ"
+	up := newUpstream(t, 1000)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, _, _ := r.BasicAuth(); user != tok {
+			http.Error(w, "who are you?", http.StatusUnauthorized)
+			return
+		}
+		up.serve(w, r)
+	}))
+	t.Cleanup(origin.Close)
+	var logs logBuffer
+	h := newHarness(t, up, loggingTo(&logs))
+	get := func(target string) (int, []byte) {
+		t.Helper()
+		c, err := net.Dial("tcp", strings.TrimPrefix(h.front.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", target, strings.TrimPrefix(origin.URL, "http://"))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, body
+	}
+	for _, userinfo := range []string{tok + ":@", tok + "@"} {
+		base := strings.Replace(origin.URL, "http://", "http://"+userinfo, 1)
+		for _, p := range []string{releasePath, debPath} {
+			if code, _ := get(base + p); code != http.StatusOK {
+				t.Fatalf("%s with the token: %d", p, code)
+			}
+		}
+		if _, body := get(base + "/debian/pool/main/n/nosuch/nosuch_1_all.deb"); strings.Contains(string(body), tok) {
+			t.Errorf("the answer to a missing file shows the token: %s", body)
+		}
+	}
+	h.settle()
+	if !strings.Contains(logs.String(), "scope=p") {
+		t.Fatal("the requests were not private")
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, tok) {
+			t.Errorf("log line with the token: %s", l)
+		}
+	}
+}
+
+// A node's claim (X-Warren-Digest) of a blob the hub holds, under the URL
+// of an index file the hub never learnt, teaches the hub nothing: it
+// serves the claimed blob but learns no facts from it as that URL.
+func TestHubClaimTeachesNothing(t *testing.T) {
+	up := newUpstream(t, 1000)
+	fakePkgs := []byte("the attacker's Packages.gz")
+	evil := []byte("Origin: x\nSuite: other\nSHA256:\n " + sha256hex(fakePkgs) + " 26 main/binary-amd64/Packages.gz\n")
+	up.mu.Lock()
+	up.files["/evil/dists/other/InRelease"] = evil
+	up.mu.Unlock()
+	hb := newHarness(t, up, asHub(hub.Fetch, 5))
+	hb.mustGet(up.URL+"/evil/dists/other/InRelease", 200) // the hub holds it
+	hb.mustGet(up.URL+"/debian/dists/other/InRelease", 200, hub.HeaderDigest, "sha256:"+sha256hex(evil))
+	hb.settle()
+	if k, err := hb.door.Learnt(t.Context(), up.URL+"/debian/dists/other/main/binary-amd64/Packages.gz"); err == nil && k.Digest.Hex == sha256hex(fakePkgs) {
+		t.Fatalf("the hub learnt from a claimed blob: debian's Packages.gz is now %s", k.Digest)
+	}
+}
+
+func TestTargetURLHosts(t *testing.T) {
+	tests := []struct {
+		target string // the request-target
+		want   string // "" for refused
+	}{
+		{"/deb.debian.org/debian/dists/bookworm/InRelease", "http://deb.debian.org/debian/dists/bookworm/InRelease"},
+		{"/Mirror.Example:8080/x", "http://mirror.example:8080/x"},
+		{"/[::1]:3142/x", "http://[::1]:3142/x"},
+		{"/10.0.0.1/x", "http://10.0.0.1/x"},
+		{"/localhost/x", "http://localhost/x"},
+		{"/p0123456789abcdef0123456789abcdef@deb.example/x", ""},
+		{"/alice:pw@deb.example/x", ""},
+		{"/deb.example:80a/x", ""},
+		{"/[nonsense]/x", ""},
+		{"/deb example.org/x", ""},
+		{"http://deb.debian.org/debian/x", "http://deb.debian.org/debian/x"},
+		{"http://[fe80::1%25eth0]:80/x", "http://[fe80::1%25eth0]:80/x"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(http.MethodGet, "http://front.invalid/", nil)
+		u, err := url.ParseRequestURI(tt.target)
+		if err != nil {
+			r.URL = &url.URL{Path: tt.target} // as the server reads what ParseRequestURI would refuse
+		} else {
+			r.URL = u
+		}
+		got, err := targetURL(r)
+		switch {
+		case tt.want == "" && err == nil:
+			t.Errorf("%s: taken as %s, want refused", tt.target, got)
+		case tt.want != "" && err != nil:
+			t.Errorf("%s: %v, want %s", tt.target, err, tt.want)
+		case tt.want != "" && got.String() != tt.want:
+			t.Errorf("%s: %s, want %s", tt.target, got, tt.want)
+		}
+	}
+}
+
+// A password in an apt-cacher-ng style path is refused with 400, neither
+// echoed in the answer nor logged; the refusal is logged.
+func TestCredentialInPathRefused(t *testing.T) {
+	var logs logBuffer
+	h := newHarness(t, newUpstream(t, 10), loggingTo(&logs))
+	resp, err := http.Get(h.front.URL + "/alice:s3cretpw@deb.example/debian/pool/a.deb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	h.settle()
+	if resp.StatusCode != http.StatusBadRequest || strings.Contains(string(body), "s3cretpw") {
+		t.Fatalf("%d %q; want 400 without the password", resp.StatusCode, body)
+	}
+	if l := logs.String(); !strings.Contains(l, "request refused") || strings.Contains(l, "s3cretpw") {
+		t.Fatalf("the log: %s", l)
 	}
 }

@@ -133,10 +133,14 @@ type testConfig struct {
 	Hubs          []door.Hub
 	HubOnly       bool
 	Dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	Keys          door.Keys // verify_signatures
 	// The feeds'.
 	ChocolateyFeeds    map[string]string
 	ChocolateyQueryTTL map[chocolatey.QueryKind]time.Duration
 	ChocolateyRate     *feedserver.Rate
+	// ChocolateyInternalize is chocolatey.internalize; internalizeSelf
+	// stands for the front's own URL.
+	ChocolateyInternalize string
 	// A hub's, when set.
 	Hub    *testHub
 	Logger *slog.Logger
@@ -154,6 +158,9 @@ type testHub struct {
 }
 
 type harnessOpt func(*testConfig, *cachestore.Config)
+
+// internalizeSelf, as ChocolateyInternalize, is the front's own URL.
+const internalizeSelf = "self"
 
 func newHarness(t testing.TB, up *upstream, opts ...harnessOpt) *harness {
 	t.Helper()
@@ -191,7 +198,7 @@ func (h *harness) start(opts ...harnessOpt) {
 	}
 	dcfg := door.Config{AllowUpstream: cfg.AllowUpstream, UpstreamRoots: cfg.UpstreamRoots, IndexTTL: cfg.IndexTTL,
 		NegativeTTL: cfg.NegativeTTL, StallTimeout: cfg.StallTimeout, ShareMinSize: cfg.ShareMinSize, Peers: cfg.Peers,
-		Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Transport: budgets.Wrap, Logger: cfg.Logger, Now: cfg.Now,
+		Hubs: cfg.Hubs, HubOnly: cfg.HubOnly, Dial: cfg.Dial, Transport: budgets.Wrap, Logger: cfg.Logger, Now: cfg.Now, Keys: cfg.Keys,
 		WAN: func(eco string, n int64) { history(eco, 0, n) }}
 	pcfg := Config{AllowClients: cfg.AllowClients, ConnectPorts: cfg.ConnectPorts, Intercept: cfg.Intercept, Status: cfg.Status,
 		HubOnly: cfg.HubOnly, Hubs: cfg.Hubs, Logger: cfg.Logger, Now: cfg.Now}
@@ -208,10 +215,17 @@ func (h *harness) start(opts ...harnessOpt) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The front's address is known before it serves: an internalizing
+	// hub's rewritten packages name it.
+	front := httptest.NewUnstartedServer(nil)
 	var fs *feedserver.Server
 	if len(feeds) > 0 {
 		fcfg := feedserver.Config{Feeds: feeds, QueryTTL: cfg.ChocolateyQueryTTL, Logger: cfg.Logger, Now: cfg.Now,
-			Served: func(eco string, n int64) { history(eco, n, 0) }, WAN: func(eco string, n int64) { history(eco, 0, n) }}
+			Served: func(eco string, n int64) { history(eco, n, 0) }, WAN: func(eco string, n int64) { history(eco, 0, n) },
+			Internalize: cfg.ChocolateyInternalize}
+		if fcfg.Internalize == internalizeSelf {
+			fcfg.Internalize = "http://" + front.Listener.Addr().String() + "/"
+		}
 		if role != nil {
 			fcfg.PreloadOnly, fcfg.Unheld = !cfg.Hub.Mode.OnDemand(), role.Unheld
 		}
@@ -238,7 +252,8 @@ func (h *harness) start(opts ...harnessOpt) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	front := httptest.NewServer(h.busy.wrap(px))
+	front.Config.Handler = h.busy.wrap(px)
+	front.Start()
 	pu, _ := url.Parse(front.URL)
 	h.store, h.px, h.front, h.door, h.feeds, h.role, h.repl = store, px, front, d, fs, role, repl
 	h.client = &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(pu), DisableCompression: true}}

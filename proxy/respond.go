@@ -1,11 +1,16 @@
 package proxy
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"os"
 	"slices"
 	"strconv"
@@ -21,6 +26,9 @@ import (
 
 // serveCached serves a URL-cache entry; false when its blob is gone.
 func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached) bool {
+	if p.Meta == door.MetaMirrors {
+		return s.serveList(w, r, p, c, "HIT from warren")
+	}
 	f, bi, ok := s.door.OpenCached(p, c)
 	if !ok {
 		return false
@@ -36,6 +44,49 @@ func (s *Server) serveCached(w *respWriter, r *http.Request, p door.Plan, c cach
 	}
 	s.serveFile(w, r, f.Content(), mod, c.ETag, ct)
 	return true
+}
+
+// serveList answers a list of mirrors with the site's view of it
+// (door.SiteList: the mirrors in the order every machine of the site
+// gets; a metalink's hashes as they came); false when its blob is gone.
+func (s *Server) serveList(w *respWriter, r *http.Request, p door.Plan, c cachestore.Cached, cache string) bool {
+	body, err := s.door.SiteList(r.Context(), p, c)
+	if err != nil {
+		return false
+	}
+	h := w.Header()
+	ct := c.ContentType
+	if ct == "" {
+		ct = contentType(p)
+	}
+	sum := sha256.Sum256(body)
+	h.Set("Content-Type", ct)
+	h.Set("X-Cache", cache)
+	h.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
+	h.Set(door.HeaderMirrors, "site")
+	if strings.HasPrefix(cache, "HIT") {
+		w.source = &s.stats.BytesCache
+		s.stats.Hits.Add(1)
+	}
+	mod, _ := http.ParseTime(c.LastModified)
+	http.ServeContent(w, r, "", mod, bytes.NewReader(body))
+	return true
+}
+
+// serveListFill answers a list of mirrors once its fill is whole.
+func (s *Server) serveListFill(w *respWriter, r *http.Request, fill *cachestore.Fill, p door.Plan) error {
+	if _, err := fill.Result(r.Context()); err != nil {
+		return err
+	}
+	s.stats.Misses.Add(1)
+	have, err := s.door.Lookup(p)
+	if err != nil {
+		return err
+	}
+	if have.Cached == nil || !s.serveList(w, r, p, *have.Cached, "MISS from warren") {
+		return door.ErrAlreadyStored // replaced or evicted meanwhile: the store again
+	}
+	return nil
 }
 
 // serveFile serves a stored blob with Range, HEAD and conditional requests;
@@ -150,6 +201,10 @@ func (s *Server) serveFill(w *respWriter, r *http.Request, fill *cachestore.Fill
 		return hit, nil
 	}
 	off, n, status := int64(0), size, http.StatusOK
+	if ranges := parseRanges(r.Header.Get("Range"), size); len(ranges) > 1 && rangeOK {
+		h.Set("Accept-Ranges", "bytes")
+		return hit, s.serveFillRanges(w, r, fill, ranges, size)
+	}
 	if size >= 0 {
 		h.Set("Accept-Ranges", "bytes")
 		if start, length, ok := parseRange(r.Header.Get("Range"), size); ok && rangeOK {
@@ -350,15 +405,55 @@ func (s *Server) fail(w *respWriter, r *http.Request, p door.Plan, err error) {
 	http.Error(w, "warren: "+msg, code)
 }
 
+// maxRanges bounds the ranges of one request (librepo asks for the chunks
+// of a zchunk file it lacks in one request; net/http's hits take any).
+const maxRanges = 1024
+
+// byteRange is one range of a Range header, resolved against a size.
+type byteRange struct{ start, length int64 }
+
 // parseRange understands one byte range ("bytes=a-b", "bytes=a-",
 // "bytes=-n"). Anything else is ignored and the whole file is sent, as
 // RFC 9110 allows.
 func parseRange(h string, size int64) (start, length int64, ok bool) {
-	spec, found := strings.CutPrefix(h, "bytes=")
-	if !found || strings.Contains(spec, ",") {
+	rs := parseRanges(h, size)
+	if len(rs) != 1 {
 		return 0, 0, false
 	}
-	a, b, found := strings.Cut(strings.TrimSpace(spec), "-")
+	return rs[0].start, rs[0].length, true
+}
+
+// parseRanges reads a Range header of one or more byte ranges; nil (the
+// whole file) for one it cannot satisfy whole, for more than maxRanges,
+// and for ranges that add up to more than the file, as net/http does.
+func parseRanges(h string, size int64) []byteRange {
+	spec, found := strings.CutPrefix(h, "bytes=")
+	if !found || size <= 0 {
+		return nil
+	}
+	parts := strings.Split(spec, ",")
+	if len(parts) > maxRanges {
+		return nil
+	}
+	out := make([]byteRange, 0, len(parts))
+	var sum int64
+	for _, part := range parts {
+		start, length, ok := oneRange(strings.TrimSpace(part), size)
+		if !ok {
+			return nil
+		}
+		sum += length
+		out = append(out, byteRange{start, length})
+	}
+	if sum > size {
+		return nil
+	}
+	return out
+}
+
+// oneRange resolves "a-b", "a-" or "-n" against size.
+func oneRange(spec string, size int64) (start, length int64, ok bool) {
+	a, b, found := strings.Cut(spec, "-")
 	if !found {
 		return 0, 0, false
 	}
@@ -383,6 +478,66 @@ func parseRange(h string, size int64) (start, length int64, ok bool) {
 		end = min(e, size-1)
 	}
 	return start, end - start + 1, true
+}
+
+// serveFillRanges answers a request for several ranges of a fill (the
+// chunks of a zchunk file librepo lacks) as net/http answers it on a hit:
+// 206 multipart/byteranges, each part as the fill grows to it. The last
+// byte is still held until the blob verifies. The status goes out with the
+// first range's first byte, so that a fill failing before then is an error
+// status, not a cut connection.
+func (s *Server) serveFillRanges(w *respWriter, r *http.Request, fill *cachestore.Fill, ranges []byteRange, size int64) error {
+	ctype := w.Header().Get("Content-Type")
+	mw := multipart.NewWriter(w)
+	w.Header().Set("Content-Type", "multipart/byteranges; boundary="+mw.Boundary())
+	w.Header().Del("Content-Length") // chunked: the parts' headers are not counted ahead
+	rd, err := fill.NewReader(r.Context(), ranges[0].start)
+	if err != nil {
+		return err
+	}
+	bp := s.bufs.Get().(*[]byte)
+	defer s.bufs.Put(bp)
+	buf := *bp
+	if r.Method == http.MethodHead {
+		rd.Close()
+		w.WriteHeader(http.StatusPartialContent)
+		return nil
+	}
+	first, err := io.ReadAtLeast(rd, buf[:min(int64(len(buf)), ranges[0].length)], 1)
+	if err != nil && !errors.Is(err, io.EOF) {
+		rd.Close()
+		return err
+	}
+	w.WriteHeader(http.StatusPartialContent)
+	for i, rg := range ranges {
+		part, err := mw.CreatePart(textproto.MIMEHeader{
+			"Content-Type":  {ctype},
+			"Content-Range": {fmt.Sprintf("bytes %d-%d/%d", rg.start, rg.start+rg.length-1, size)},
+		})
+		if err != nil {
+			rd.Close()
+			return err
+		}
+		want := rg.length
+		if i == 0 {
+			if _, err := part.Write(buf[:first]); err != nil {
+				rd.Close()
+				return err
+			}
+			want -= int64(first)
+		} else if rd, err = fill.NewReader(r.Context(), rg.start); err != nil {
+			return err
+		}
+		n, err := io.CopyBuffer(part, io.LimitReader(rd, want), buf)
+		rd.Close()
+		if err == nil && n < want {
+			err = fmt.Errorf("fill ended %d bytes short of range %d: %w", want-n, i, io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return mw.Close()
 }
 
 // respWriter remembers what went out, and keeps io.ReaderFrom so that

@@ -104,20 +104,3 @@ func TestRPMWrongDigest(t *testing.T) {
 	up.mu.Unlock()
 	h.rejectsWrongBytes(up.URL+rpmPath, bad, rpmBody)
 }
-
-func TestMirrorListPassesThrough(t *testing.T) {
-	up := newUpstream(t, 10)
-	up.mu.Lock()
-	up.files["/metalink"] = []byte("<metalink/>")
-	up.mu.Unlock()
-	h := newHarness(t, up)
-	for range 2 {
-		resp, _ := h.mustGet(up.URL+"/metalink?repo=fedora-39&arch=x86_64", 200)
-		if !strings.Contains(resp.Header.Get("X-Cache"), "not stored") {
-			t.Fatalf("metalink X-Cache %q", resp.Header.Get("X-Cache"))
-		}
-	}
-	if n := up.count("/metalink"); n != 2 {
-		t.Fatalf("metalink upstream GETs %d, want 2 (never cached)", n)
-	}
-}

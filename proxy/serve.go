@@ -19,7 +19,9 @@ import (
 func (s *Server) serveCache(w http.ResponseWriter, r *http.Request, target *url.URL, cred door.Credential) {
 	p := s.door.Plan(r.Context(), target, cred)
 	if d, size, ok := s.role.Claim(r); ok && d != p.Digest {
-		p.Digest, p.Size, p.PassThrough = d, size, false
+		// The claimed blob is served, never learnt from: a node's claim
+		// teaches the hub nothing.
+		p.Digest, p.Size, p.Meta = d, size, ""
 	}
 	s.servePlan(w, r, p)
 }
@@ -37,6 +39,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 	}
 	s.board.CountRequest(outcome)
 	s.role.Served(r, outcome, rw.bytes)
+	s.door.Served(p, outcome)
 	s.stats.BytesServed.Add(rw.bytes)
 	s.hist.Add(s.now(), p.Eco, rw.bytes, 0)
 	if ctx := r.Context(); s.log.Enabled(ctx, slog.LevelInfo) {
@@ -76,15 +79,10 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 //  4. every request streams the fill as it grows (respond.go), its last
 //     byte held until the whole blob verifies;
 //  5. the tails: stored meanwhile, or not modified upstream (serve it from
-//     the store); upstream down (the last good copy); no room on the disk
-//     (from the origin without storing, verified as it passes).
+//     the store); upstream down (the last good copy, or a metalink's
+//     alternate repomd.xml held); no room on the disk (from the origin
+//     without storing, verified as it passes).
 func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, error) {
-	if p.PassThrough {
-		if s.unheld(w, p) {
-			return "refused", nil
-		}
-		return "pass", s.passThrough(w, r, p)
-	}
 	revalidated := false
 	for range 3 {
 		// 1. The store.
@@ -113,14 +111,20 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 		// 3. One flight.
 		fill, leader := s.door.Begin(p, door.AskerOf(r), have.Cached)
 		leave := func() {}
-		if p.Meta == "" && !p.Digest.IsZero() {
+		if p.Artifact() {
 			var ok bool
 			if leave, ok = s.role.Enter(w, r, fill, p.FillKey(), p.Size, p.ShownURL()); !ok {
 				return "queued", nil
 			}
 		}
-		// 4. Stream it.
-		hit, err := s.serveFill(w, r, fill, p, leader)
+		// 4. Stream it (a list of mirrors: the site's view of it, once
+		// it is whole and learnt).
+		var hit bool
+		if p.Meta == door.MetaMirrors {
+			err = s.serveListFill(w, r, fill, p)
+		} else {
+			hit, err = s.serveFill(w, r, fill, p, leader)
+		}
 		leave()
 		// 5. The tails.
 		switch {
@@ -140,6 +144,8 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 				return "stale", nil
 			}
 			return "", err
+		case len(p.Also) > 0 && door.IsUpstreamDown(err) && s.serveAlternate(w, r, p, err):
+			return "stale", nil
 		case door.IsNoSpace(err):
 			s.log.Warn("cache disk full; serving from upstream without storing", slog.String("url", p.ShownURL()), slog.Any("err", err))
 			if p.Digest.IsZero() {
@@ -183,8 +189,23 @@ func hitOr(hit bool, other string) string {
 	return other
 }
 
+// serveAlternate serves, with the mirrors down, a repomd.xml that a
+// metalink names as the previous push's (valid: dnf takes it) in place of
+// its current one, when that is all the site holds.
+func (s *Server) serveAlternate(w *respWriter, r *http.Request, p door.Plan, why error) bool {
+	b, bi, ok := s.door.Alternate(p)
+	if !ok {
+		return false
+	}
+	defer b.Close()
+	s.log.Warn("upstream unavailable; serving the last good copy (offline mode): the previous repomd.xml its metalink still names",
+		slog.String("url", p.ShownURL()), slog.String("digest", bi.Digest.String()), slog.Any("err", why))
+	s.serveFile(w, r, b.Content(), bi.Added, "", contentType(p))
+	return true
+}
+
 // passThrough answers the client straight from upstream, storing nothing:
-// for HEAD on a miss, mirror lists, and when the disk is full.
+// for HEAD on a miss, and when the disk is full.
 func (s *Server) passThrough(w *respWriter, r *http.Request, p door.Plan) error {
 	resp, err := s.door.PassThrough(r, p)
 	if err != nil {

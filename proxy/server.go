@@ -76,7 +76,15 @@ type Feeds interface {
 	// ServeCall answers a proxy request for a feed call by its upstream
 	// URL; false when target is none.
 	ServeCall(w http.ResponseWriter, r *http.Request, target *url.URL) bool
+	// DownloadPlan is the plan of a proxy request for a package download
+	// by its upstream URL; nil when target is none.
+	DownloadPlan(ctx context.Context, target *url.URL) *door.Plan
+	// ServeInstaller answers a request for an installer a rewritten
+	// package downloads from this hub, but for its plan, which it returns.
+	ServeInstaller(w http.ResponseWriter, r *http.Request) *door.Plan
 }
+
+var _ Feeds = (*feedserver.Server)(nil)
 
 // Config holds the front's settings and parts.
 type Config struct {
@@ -327,12 +335,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.stats.Requests.Add(1) // what clients ask of the proxy, not of its own pages
-	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, feedserver.Prefix) {
+	if !r.URL.IsAbs() && (strings.HasPrefix(r.URL.Path, feedserver.Prefix) || strings.HasPrefix(r.URL.Path, feedserver.OriginalPrefix)) {
 		if s.cfg.Feeds == nil {
 			http.Error(w, "warren: no chocolatey feed is configured (chocolatey.upstream)", http.StatusNotFound)
 			return
 		}
 		if p := s.cfg.Feeds.Serve(w, r); p != nil {
+			s.servePlan(w, r, *p)
+		}
+		return
+	}
+	if !r.URL.IsAbs() && strings.HasPrefix(r.URL.Path, feedserver.InstallersPrefix) {
+		// An installer a hub's rewritten package downloads: through the
+		// door as any artifact (verified against its checksum).
+		if s.cfg.Feeds == nil {
+			http.Error(w, "warren: no chocolatey feed is configured (chocolatey.upstream)", http.StatusNotFound)
+			return
+		}
+		if p := s.cfg.Feeds.ServeInstaller(w, r); p != nil {
 			s.servePlan(w, r, *p)
 		}
 		return
@@ -368,7 +388,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	target, err := targetURL(r)
 	if err != nil {
-		http.Error(w, "warren: "+err.Error(), http.StatusNotFound)
+		code := http.StatusNotFound
+		if errors.Is(err, errNotAHost) {
+			code = http.StatusBadRequest
+		}
+		s.log.Info("request refused", slog.String("method", r.Method), slog.Int("status", code),
+			slog.String("client", r.RemoteAddr), slog.Any("err", err))
+		http.Error(w, "warren: "+err.Error(), code)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -406,6 +432,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// artifacts: the cache's).
 		return
 	}
+	if s.cfg.Feeds != nil && !cred.Private() {
+		if p := s.cfg.Feeds.DownloadPlan(r.Context(), target); p != nil {
+			// A package by its feed's hash, its script learnt; a node's
+			// other claim is served as claimed, and teaches nothing.
+			if d, size, ok := s.role.Claim(r); ok && d != p.Digest {
+				p.Digest, p.Size, p.Meta, p.MetaName = d, size, "", ""
+			}
+			s.servePlan(w, r, *p)
+			return
+		}
+	}
 	s.serveCache(w, r, target, cred)
 }
 
@@ -423,6 +460,9 @@ func targetURL(r *http.Request) (*url.URL, error) {
 		u := *r.URL
 		u.Host = strings.ToLower(u.Host)
 		u.Fragment = ""
+		if !validHost(u.Host) {
+			return nil, fmt.Errorf("%w: the request's host", errNotAHost)
+		}
 		return &u, nil
 	}
 	p := strings.TrimPrefix(r.URL.Path, "/")
@@ -430,8 +470,54 @@ func targetURL(r *http.Request) (*url.URL, error) {
 	if host == "" || !(strings.ContainsAny(host, ".:") || host == "localhost") {
 		return nil, fmt.Errorf("%q is neither a proxy request nor /<upstream host>/<path> (apt-cacher-ng style)", r.URL.Path)
 	}
-	u := &url.URL{Scheme: "http", Host: strings.ToLower(host), Path: "/" + rest, RawQuery: r.URL.RawQuery}
+	host = strings.ToLower(host)
+	if !validHost(host) {
+		// A user name here (/user@host/...) would name a private scope's
+		// key without its credential. Not echoed: it may be a password.
+		return nil, fmt.Errorf("%w: the first part of the path (/<host>/<path>, apt-cacher-ng style); credentials go in sources.list or auth.conf, not in the path", errNotAHost)
+	}
+	u := &url.URL{Scheme: "http", Host: host, Path: "/" + rest, RawQuery: r.URL.RawQuery}
 	return u, nil
+}
+
+// errNotAHost is a request whose host is none.
+var errNotAHost = errors.New("not a host name or address (with an optional port)")
+
+// validHost says whether h is a lower-case host name, IPv4 address or
+// [IPv6] address with an optional port: nothing a key could read as
+// userinfo, a path or a query.
+func validHost(h string) bool {
+	name, port := h, ""
+	if strings.HasPrefix(h, "[") {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return false
+		}
+		if _, err := netip.ParseAddr(strings.SplitN(h[1:end], "%", 2)[0]); err != nil {
+			return false
+		}
+		name, port = "", h[end+1:]
+		if port != "" && port[0] != ':' {
+			return false
+		}
+		port = strings.TrimPrefix(port, ":")
+	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		name, port = h[:i], h[i+1:]
+	}
+	for _, c := range port {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	if !strings.HasPrefix(h, "[") && name == "" {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // WithBlobs serves the peers' blob requests (a path under prefix, not a

@@ -3,6 +3,7 @@ package rpm
 import (
 	"bytes"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -36,5 +37,41 @@ func FuzzParsePrimary(f *testing.F) {
 			}
 			return nil
 		})
+	})
+}
+
+func FuzzParseMirrorList(f *testing.F) {
+	for _, name := range []string{"testdata/metalink.xml", "testdata/mirrorlist.txt"} {
+		if b, err := os.ReadFile(name); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := ParseMirrorList(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if len(l.Mirrors) == 0 || len(l.Mirrors) > MaxMirrors {
+			t.Fatalf("accepted %d mirrors", len(l.Mirrors))
+		}
+		for _, m := range l.Mirrors {
+			if !strings.HasPrefix(m.Base, "http://") && !strings.HasPrefix(m.Base, "https://") || !strings.HasSuffix(m.Base, "/") {
+				t.Fatalf("accepted a mirror %+v", m)
+			}
+		}
+		for _, v := range l.Repomd {
+			if h, ok := v.Hash(); !ok || len(h.Hex) != hexLen[h.Algo] {
+				t.Fatalf("accepted a repomd.xml version %+v", v)
+			}
+		}
+		// Its rewrite is a list of the same mirrors.
+		out, err := l.Rewrite(data, []int{len(l.Mirrors) - 1})
+		if err != nil {
+			return
+		}
+		again, err := ParseMirrorList(bytes.NewReader(out))
+		if err != nil || len(again.Mirrors) != len(l.Mirrors) {
+			t.Fatalf("the rewrite of an accepted list: %v, %d mirrors of %d\n%q\n%q", err, len(again.Mirrors), len(l.Mirrors), data, out)
+		}
 	})
 }

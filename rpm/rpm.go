@@ -28,7 +28,8 @@ const (
 	KindMetadata
 	// KindPackage is an .rpm or .drpm.
 	KindPackage
-	// KindMirrorList is a mirrorlist or metalink answer: passed through, never cached.
+	// KindMirrorList is a mirrorlist or metalink answer (mirrors.go): an
+	// index file, kept by URL and revalidated.
 	KindMirrorList
 )
 
@@ -55,7 +56,7 @@ func Classify(host, p string) Kind {
 	switch {
 	case strings.HasSuffix(base, ".rpm"), strings.HasSuffix(base, ".drpm"):
 		return KindPackage
-	case strings.HasPrefix(host, "mirrorlist.") || base == "metalink" || base == "mirrorlist" || strings.HasSuffix(base, "metalink.xml"):
+	case isMirrorList(host, p, base):
 		return KindMirrorList
 	case path.Base(path.Dir(p)) != "repodata":
 		return KindOther
@@ -65,6 +66,15 @@ func Classify(host, p string) Kind {
 		return KindRepomdSignature
 	}
 	return KindMetadata
+}
+
+// isMirrorList says whether a URL names a list of mirrors: Fedora's and
+// CentOS Stream's /metalink, Rocky's /mirrorlist, AlmaLinux's
+// /mirrorlist/9/baseos, Amazon Linux's mirror.list, CentOS 7's
+// mirrorlist.centos.org.
+func isMirrorList(host, p, base string) bool {
+	return strings.HasPrefix(host, "mirrorlist.") || base == "metalink" || base == "mirrorlist" || base == "mirror.list" ||
+		strings.HasSuffix(base, "metalink.xml") || strings.HasPrefix(p, "/mirrorlist/")
 }
 
 // IsPrimary reports whether the file name (or href) is a primary.xml, plain

@@ -25,6 +25,10 @@ func TestClassify(t *testing.T) {
 		{"mirror", "/updates/drpms/hello-2.12-1_2.12-2.x86_64.drpm", KindPackage},
 		{"mirrors.fedoraproject.org", "/metalink", KindMirrorList},
 		{"mirrorlist.centos.org", "/", KindMirrorList},
+		{"mirrors.almalinux.org", "/mirrorlist/9/baseos", KindMirrorList},
+		{"mirrors.rockylinux.org", "/mirrorlist", KindMirrorList},
+		{"cdn.amazonlinux.com", "/al2023/core/mirrors/2023.6/x86_64/mirror.list", KindMirrorList},
+		{"mirror.example", "/almalinux/9/BaseOS/x86_64/os/repodata/repomd.xml", KindRepomd},
 		{"mirror", "/fedora/39/x86_64/os/README", KindOther},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,9 @@ type Sources struct {
 	// Budgets are the Chocolatey feeds' request budgets, by feed; nil:
 	// none.
 	Budgets func() []Budget
+	// MirrorGroups are the lists of mirrors warren read (door's
+	// MirrorGroups): each group's chosen mirror and hit ratio; nil: none.
+	MirrorGroups func() []door.MirrorGroup
 	// Collectors are more Prometheus metrics for /metrics (the front's
 	// feed counters, the store's and the peers').
 	Collectors []prometheus.Collector
@@ -52,6 +56,8 @@ type Door interface {
 	Stats() *door.Stats
 	KnownArtifacts() map[string]int64
 	HubWaits() []door.HubWait
+	// SignatureStates are the repositories' last signature checks.
+	SignatureStates() []door.SignatureState
 }
 
 var _ Door = (*door.Door)(nil)
@@ -201,6 +207,17 @@ func (b *Board) Figures() map[string]any {
 		if h.Pullers != nil {
 			out["hub_pullers"] = len(h.Pullers())
 		}
+	}
+	if b.src.MirrorGroups != nil {
+		if g := b.src.MirrorGroups(); len(g) > 0 {
+			out["mirror_groups"] = g
+		}
+	}
+	// Repositories by signature state: verified, failed, unsigned (no key).
+	for _, st := range b.src.Door.SignatureStates() {
+		k := "repositories_" + strings.NewReplacer(" (no key)", "", " ", "_").Replace(st.State)
+		n, _ := out[k].(int)
+		out[k] = n + 1
 	}
 	return out
 }

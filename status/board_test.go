@@ -18,11 +18,15 @@ type fakeDoor struct {
 	stats door.Stats
 	known map[string]int64
 	waits []door.HubWait
+	sigs  []door.SignatureState
 }
 
 func (d *fakeDoor) Stats() *door.Stats               { return &d.stats }
 func (d *fakeDoor) KnownArtifacts() map[string]int64 { return d.known }
 func (d *fakeDoor) HubWaits() []door.HubWait         { return d.waits }
+func (d *fakeDoor) SignatureStates() []door.SignatureState {
+	return d.sigs
+}
 
 // fakeParent is one of the site's hubs.
 type fakeParent struct{ st hub.ParentStatus }
@@ -59,11 +63,17 @@ func TestBoard(t *testing.T) {
 	tests := []struct {
 		name string
 		src  func(*Sources)
+		sigs []door.SignatureState
 		// want and absent, by path.
 		want, absent map[string][]string
 	}{
 		{
 			name: "node",
+			sigs: []door.SignatureState{
+				{Repository: "http://deb.debian.org/debian/dists/bookworm/", State: door.SigVerified, Signer: "B7C5D7D6350947F8"},
+				{Repository: "http://mirror.example/debian/dists/stable/", State: door.SigFailed, Reason: "signed by a key not trusted for this repository: signed by key 0123", Keys: "sources.list:3"},
+				{Repository: "http://ppa.example/ubuntu/dists/jammy/", State: door.SigNoKey},
+			},
 			src: func(s *Sources) {
 				s.Hubs = []Parent{fakeParent{hub.ParentStatus{URL: "http://hub.lan:3142", Reachable: true, Bytes: 4000}}}
 				s.Status = func() Status {
@@ -73,16 +83,34 @@ func TestBoard(t *testing.T) {
 			},
 			want: map[string][]string{
 				"/_warren/": {"<title>warren n1</title>", `id="hit-ratio">25%`, "1 hits, 3 misses of 4 requests", "peer-a",
-					`<table id="hubs">`, "unreachable: refused &lt;b&gt;", "http://warren.lan:3142/chocolatey/api/v2/"},
-				"/_warren/stats": {`"hits":1`, `"node":"n1"`, `"peers":1`, `"hub_1":"http://hub.lan:3142 unreachable (refused \u003cb\u003e)`},
+					`<table id="hubs">`, "unreachable: refused &lt;b&gt;", "http://warren.lan:3142/chocolatey/api/v2/",
+					`<table id="signatures">`, "<td>http://deb.debian.org/debian/dists/bookworm/</td><td>verified</td><td>B7C5D7D6350947F8</td>",
+					"<b>failed</b>: signed by a key not trusted for this repository: signed by key 0123 (not learnt)", "<td>unsigned (no key)</td>"},
+				"/_warren/stats": {`"hits":1`, `"node":"n1"`, `"peers":1`, `"hub_1":"http://hub.lan:3142 unreachable (refused \u003cb\u003e)`,
+					`"repositories_verified":1`, `"repositories_failed":1`, `"repositories_unsigned":1`},
 				"/metrics": {`warren_requests_total{outcome="hit"} 1`, `warren_bytes_total{source="cache"} 1000`, `warren_bytes_total{source="served"} 5000`,
 					`warren_hub_received_bytes_total{hub="http://hub.lan:3142"} 4000`, `warren_hub_reachable{hub="http://hub.lan:3142"} 1`,
-					`warren_known_artifacts{ecosystem="debian"} 7`, `warren_ecosystem_served_bytes_total{ecosystem="debian"} 3000`},
+					`warren_known_artifacts{ecosystem="debian"} 7`, `warren_ecosystem_served_bytes_total{ecosystem="debian"} 3000`,
+					`warren_repositories{signature="failed"} 1`},
 			},
 			absent: map[string][]string{
-				"/_warren/":      {"<h2>Hub</h2>", "Chocolatey upstream", "ZgotmplZ"},
+				"/_warren/":      {"<h2>Hub</h2>", "Chocolatey upstream", "ZgotmplZ", "Mirror groups"},
 				"/_warren/stats": {"hub_mode", "hub_refused_"},
 				"/metrics":       {"warren_hub_refusals_total", "warren_hub_queue_", "warren_chocolatey_"},
+			},
+		},
+		{
+			name: "mirror groups",
+			src: func(s *Sources) {
+				s.MirrorGroups = func() []door.MirrorGroup {
+					return []door.MirrorGroup{{List: "https://mirrors.example/metalink?repo=f40", Metalink: true, Mirrors: 3,
+						Chosen: "http://m1.example/fedora/", Hits: 3, Misses: 1, Refused: 2}}
+				}
+			},
+			want: map[string][]string{
+				"/_warren/": {"<h2>Mirror groups</h2>", "metalink https://mirrors.example/metalink?repo=f40</td><td>3</td>",
+					"<td>http://m1.example/fedora/</td>", "<td>3</td><td>1</td><td>75%</td><td>2</td>"},
+				"/_warren/stats": {`"mirror_groups":[{"List":"https://mirrors.example/metalink?repo=f40"`, `"Chosen":"http://m1.example/fedora/"`},
 			},
 		},
 		{
@@ -99,14 +127,14 @@ func TestBoard(t *testing.T) {
 					"warren_hub_queue_waiting 0", "warren_hub_queue_streaming 0", `warren_chocolatey_upstream_429_total{feed="default"} 1`},
 			},
 			absent: map[string][]string{
-				"/_warren/": {`<table id="hubs">`, "ZgotmplZ"},
+				"/_warren/": {`<table id="hubs">`, "ZgotmplZ", "Repository signatures"},
 				"/metrics":  {"warren_hub_received_bytes_total", "warren_hub_reachable"},
 			},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := &fakeDoor{known: map[string]int64{door.EcoDebian: 7}}
+			d := &fakeDoor{known: map[string]int64{door.EcoDebian: 7}, sigs: tt.sigs}
 			src := Sources{Snapshot: func() map[string]int64 { return front }, Door: d, History: new(History), Now: func() time.Time { return now }}
 			tt.src(&src)
 			b := New(src)

@@ -62,6 +62,20 @@ func (b *Board) newMetrics() http.Handler {
 			ConstLabels: prometheus.Labels{"ecosystem": eco},
 		}, func() float64 { return float64(src.Door.KnownArtifacts()[eco]) }))
 	}
+	for _, state := range []string{door.SigVerified, door.SigFailed, door.SigNoKey} {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "warren_repositories", Help: "Repositories by the state of their last signature check (verified, failed, unsigned (no key)).",
+			ConstLabels: prometheus.Labels{"signature": state},
+		}, func() float64 {
+			n := 0
+			for _, st := range src.Door.SignatureStates() {
+				if st.State == state {
+					n++
+				}
+			}
+			return float64(n)
+		}))
+	}
 	reg.MustRegister(budgetCollector{src.Budgets})
 	if src.Hub != nil {
 		registerHubMetrics(reg, src.Hub)

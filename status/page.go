@@ -4,20 +4,29 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
 
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 )
 
 var statusPage = template.Must(template.New("status").Funcs(template.FuncMap{
 	"bytes": humanBytes,
+	"join":  strings.Join,
 	"pct": func(a, b int64) int {
 		if b <= 0 {
 			return 0
 		}
 		return int(100 * a / b)
+	},
+	"ratio": func(hits, misses int64) string {
+		if hits+misses == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%d%%", 100*hits/(hits+misses))
 	},
 	"ago":  func(t time.Time) string { return time.Since(t).Round(time.Second).String() },
 	"took": func(from, to time.Time) string { return to.Sub(from).Round(100 * time.Millisecond).String() },
@@ -48,9 +57,11 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 .bar{background:#eee;width:16em;height:1em;display:inline-block;vertical-align:middle}
 .bar span{background:#4a8;height:1em;display:block}
 .big{font-size:1.6em;font-weight:600}
+.warn{background:#fde8c8;border-left:4px solid #d80;padding:.4em .8em}
 </style></head><body>
 <h1>warren <small>{{.S.NodeID}}</small></h1>
-<table>
+{{range .S.Warnings}}<p class="warn" id="warning">⚠ {{.}}</p>
+{{end}}<table>
 <tr><th>hit ratio</th><td class="big" id="hit-ratio">{{.HitRatio}}%</td><td>{{.Hits}} hits, {{.Misses}} misses of {{.Requests}} requests</td></tr>
 <tr><th>served to clients</th><td class="big" id="bytes-served">{{bytes .B.Served}}</td><td id="bytes-by-source">by source: {{bytes .B.Cache}} from the store, {{bytes .B.Peers}} from LAN peers, {{bytes .B.Hubs}} from hubs, {{bytes .B.Origin}} from the origin (the WAN){{if .Replicating}}, {{bytes .B.Replicated}} replicated from other hubs (the WAN){{end}}</td></tr>
 {{if .Hub}}<tr><th>the site's saving</th><td class="big" id="site-saving">{{.B.SitePercent}}%</td><td>{{bytes .B.Served}} served to nodes and clients against {{bytes .B.WAN}} over the WAN</td></tr>
@@ -74,6 +85,7 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{else}}<tr><td colspan="3">none</td></tr>{{end}}</table>
 {{if .Hub}}<h2>Hub</h2>
 <table id="hub"><tr><th>mode</th><td>{{.Hub.Mode}}</td></tr>
+<tr><th>https</th><td id="hub-https">{{if .S.HTTPSNames}}for {{join .S.HTTPSNames ", "}}, beside plain http{{else}}none: plain http only{{end}}</td></tr>
 <tr><th>served to nodes and clients</th><td class="big">{{bytes .B.Served}}</td><td>against {{bytes .B.WAN}} fetched over the WAN ({{bytes .B.Origin}} from the origin{{if .Replicating}}, {{bytes .B.Replicated}} replicated{{end}})</td></tr>
 <tr><th>max requesters</th><td>{{.Hub.Queue.Max}} per artifact in transfer, beyond each LAN's first</td><td>told which LAN peer receives it: {{.Hub.Queue.Hinted}}; told to wait: {{.HubRefusedBusy}} since start; retry delay {{.Hub.Queue.Delay}}</td></tr>
 </table>
@@ -93,8 +105,8 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{if .HubMissingSuites}}<table id="hub-missing-suites"><tr><th>suite asked for, not on the preload list (refused)</th><th>times</th></tr>
 {{range $s, $n := .HubMissingSuites}}<tr><td>{{$s}}</td><td>{{$n}}</td></tr>{{end}}</table>{{end}}{{end}}
 {{if .S.Hubs}}<h2>Hubs</h2>
-<table id="hubs"><tr><th>hub</th><th>state</th><th>received</th><th>requests</th><th>busy answers</th><th>last answer</th></tr>
-{{range .S.Hubs}}<tr><td>{{.URL}}</td><td>{{if .Reachable}}reachable{{else}}unreachable{{if .LastError}}: {{.LastError}}{{end}}{{end}}</td>
+<table id="hubs"><tr><th>hub</th><th>link</th><th>state</th><th>received</th><th>requests</th><th>busy answers</th><th>last answer</th></tr>
+{{range .S.Hubs}}<tr><td>{{.URL}}</td><td>{{if .TLS}}https{{else if .TokenInClear}}http: token in clear{{else}}http{{end}}</td><td>{{if .Reachable}}reachable{{else}}unreachable{{if .LastError}}: {{.LastError}}{{end}}{{end}}</td>
 <td>{{bytes .Bytes}}</td><td>{{.Requests}}</td><td>{{.Waits}}</td><td>{{if not .LastOK.IsZero}}{{ago .LastOK}} ago{{else}}never{{end}}</td></tr>
 {{end}}</table>
 {{if .Waiting}}<table id="hub-waits"><tr><th>waiting out a busy hub</th><th>hub</th><th>asks the LAN again in</th></tr>
@@ -113,9 +125,19 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <td>{{if .OK}}ok{{else}}failed: {{if .Error}}{{.Error}}{{else}}{{index .Failures 0}}{{if gt (len .Failures) 1}} (and {{len .Failures}} in all){{end}}{{end}}{{end}}</td></tr>
 {{else}}<tr><td colspan="10">no run yet</td></tr>{{end}}</table>{{end}}{{end}}
 {{if not .Hub}}<h2>Peers</h2>
-<table id="peers"><tr><th>id</th><th>address</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
-{{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
-{{else}}<tr><td colspan="6">none</td></tr>{{end}}</table>{{end}}
+{{if .S.Listen}}<p id="listen">serving on {{.S.Listen}} ({{.S.Families}}){{if .S.PeerTLS}} · blobs between peers: <span id="peer-tls">{{.S.PeerTLS}}</span>{{if .S.PeerTLSRefused}}, {{.S.PeerTLSRefused}} peers refused for want of one{{end}}{{end}}</p>{{end}}
+<table id="peers"><tr><th>id</th><th>address</th><th>family</th><th>link</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
+{{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Family}}</td><td>{{.TLS}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
+{{else}}<tr><td colspan="8">none</td></tr>{{end}}</table>{{end}}
+{{if .MirrorGroups}}<h2>Mirror groups</h2>
+<table id="mirrors"><tr><th>list</th><th>mirrors</th><th>the site's mirror</th><th>hits</th><th>misses</th><th>hit ratio</th><th>stale repomd.xml refused</th></tr>
+{{range .MirrorGroups}}<tr><td>{{if .Metalink}}metalink {{else}}mirror list {{end}}{{.List}}</td><td>{{.Mirrors}}</td><td>{{if .Chosen}}{{.Chosen}}{{else}}not answered yet{{end}}</td>
+<td>{{.Hits}}</td><td>{{.Misses}}</td><td>{{ratio .Hits .Misses}}</td><td>{{.Refused}}</td></tr>
+{{end}}</table>{{end}}
+{{if .Signatures}}<h2>Repository signatures</h2>
+<table id="signatures"><tr><th>repository</th><th>signature</th><th>key</th><th>checked</th></tr>
+{{range .Signatures}}<tr><td>{{.Repository}}</td><td>{{if eq .State "failed"}}<b>failed</b>: {{.Reason}} (not learnt{{if $.Hub}}, not handed to nodes{{end}}){{else}}{{.State}}{{end}}</td><td>{{if .Signer}}{{.Signer}}{{else}}{{.Keys}}{{end}}</td><td>{{if not .At.IsZero}}{{ago .At}} ago{{end}}</td></tr>
+{{end}}</table>{{end}}
 {{if .Budgets}}<h2>Chocolatey upstream</h2>
 <table id="chocolatey"><tr><th>feed</th><th>budget</th><th>waited</th><th>refused</th><th>429 answers</th><th>state</th></tr>
 {{range .Budgets}}<tr><td>{{.Feed}}</td><td>{{.Rate}}</td><td>{{.Waits}}</td><td>{{.Refused}}</td><td>{{.TooMany}}</td>
@@ -166,6 +188,10 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 	if b.src.Budgets != nil {
 		budgets = b.src.Budgets()
 	}
+	var mirrorGroups []door.MirrorGroup
+	if b.src.MirrorGroups != nil {
+		mirrorGroups = b.src.MirrorGroups()
+	}
 	now := b.src.Now()
 	data := map[string]any{
 		"S": st, "Requests": front["requests"], "Hits": hits, "Misses": misses, "HitRatio": ratio,
@@ -173,7 +199,9 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 		"Waiting": b.src.Door.HubWaits(),
 		"Uptime":  time.Since(b.started).Round(time.Second).String(),
 		"Known":   known, "KnownTotal": sumValues(known),
+		"Signatures":    b.src.Door.SignatureStates(),
 		"Budgets":       budgets,
+		"MirrorGroups":  mirrorGroups,
 		"PreloadRuns":   lastRuns(st.PreloadRuns, 10),
 		"ReplicateRuns": lastRuns(st.Replication, 10),
 		"Chart":         b.src.History.chart(now),

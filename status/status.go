@@ -2,6 +2,7 @@ package status
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -44,6 +45,18 @@ type Status struct {
 	// fingerprint SiteCA is.
 	HTTPSIntercept []string
 	SiteCA         string
+	// Warnings are risks the settings run (a token that crosses the
+	// network in clear), shown at the top of the page and by warren status.
+	Warnings []string
+	// PeerTLS says how blobs go between this node and its peers;
+	// PeerTLSRefused counts peers turned away without a site CA certificate.
+	PeerTLS        string
+	PeerTLSRefused int64
+	// Listen is where this warren serves (Families: IPv4, IPv6, or both).
+	Listen, Families string
+	// HTTPSNames are the names a hub's https certificate carries (none:
+	// plain http only).
+	HTTPSNames []string
 }
 
 // Figures are the status's numbers by name, for /_warren/stats and the CLI.
@@ -53,7 +66,8 @@ func (st Status) Figures() map[string]any {
 		"peers": len(st.Peers), "uploads_active": st.Uploads, "uploads_peak": st.UploadsPeak,
 		"bytes_uploaded": st.BytesUploaded, "uploads_refused_busy": st.UploadsRefused,
 		"datagrams_dropped": st.DatagramsDropped, "transfers": len(st.Transfers),
-		"known_artifacts": sumValues(st.KnownArtifacts), "role": st.Role,
+		"known_artifacts": sumValues(st.KnownArtifacts), "role": st.Role, "listen": st.Listen, "families": st.Families,
+		"peer_tls": st.PeerTLS, "peer_tls_refused": st.PeerTLSRefused,
 	}
 }
 
@@ -68,7 +82,20 @@ func (st Status) HubLines() map[string]string {
 				state += " (" + h.LastError + ")"
 			}
 		}
-		out[fmt.Sprintf("hub_%d", i+1)] = fmt.Sprintf("%s %s, %s from it, %d requests, %d waits", h.URL, state, humanBytes(h.Bytes), h.Requests, h.Waits)
+		link := "http"
+		switch {
+		case h.TLS:
+			link = "https"
+		case h.TokenInClear:
+			link = "http, token in clear"
+		}
+		out[fmt.Sprintf("hub_%d", i+1)] = fmt.Sprintf("%s %s, %s from it, %d requests, %d waits; %s", h.URL, state, humanBytes(h.Bytes), h.Requests, h.Waits, link)
+	}
+	for i, w := range st.Warnings {
+		out[fmt.Sprintf("warning_%d", i+1)] = w
+	}
+	if len(st.HTTPSNames) > 0 {
+		out["https"] = strings.Join(st.HTTPSNames, ",")
 	}
 	if st.SiteCA != "" {
 		// apt's helper reads https_intercept to answer for https URIs.
@@ -89,9 +116,20 @@ func sumValues(m map[string]int64) int64 {
 // Peer is one row of the peers table.
 type Peer struct {
 	ID, Addr, Role string
-	Priority       int32
-	FreeBytes      uint64
-	LastSeen       time.Time
+	// Family is IPv4 or IPv6: how this node reaches the peer; TLS how its
+	// blobs go ("mutual TLS", "refused: why", "plain http").
+	Family, TLS string
+	Priority    int32
+	FreeBytes   uint64
+	LastSeen    time.Time
+}
+
+// Family names an address's family as the page and metrics show it.
+func Family(a netip.Addr) string {
+	if a.Unmap().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // Transfer is a fill in progress.

@@ -9,7 +9,7 @@ set -uo pipefail
 GO=${GO:-go}
 FUZZTIME=${FUZZTIME:-30s}
 KEEP=${KEEP:-0}
-PKGS=(./debian ./rpm ./chocolatey ./internal/xmlbound ./internal/repohosts ./door ./proxy ./peering ./mdns ./cachestore ./hub)
+PKGS=(./debian ./rpm ./chocolatey ./trust ./internal/xmlbound ./internal/repohosts ./door ./proxy ./peering ./mdns ./cachestore ./hub)
 module=$($GO list -m)
 cache=$($GO env GOCACHE)/fuzz
 summary=()

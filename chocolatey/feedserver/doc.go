@@ -5,5 +5,7 @@
 // (each package's PackageHash), within each upstream's request budget,
 // with the links rewritten to point here; the last good answer is served
 // when upstream cannot be asked. Package downloads are the front's
-// request story's: this package only says their plan.
+// request story's: this package only says their plan. On a hub with
+// chocolatey.internalize it serves packages rewritten to download their
+// installers from the hub, the originals beside them (internalize.go).
 package feedserver

@@ -28,7 +28,17 @@ type Door interface {
 	Upstream(req *http.Request, who door.Asker) (*http.Response, error)
 	LearnFacts(facts map[string]cachestore.Known) error
 	Keep(ctx context.Context, key, kind string, body []byte, meta map[string]string) (cachestore.Digest, error)
+	// What internalization needs (internalize.go): packages and
+	// installers fetched as a request's are, a rewritten package kept,
+	// an installer's plan by its digest.
+	Plan(ctx context.Context, u *url.URL, cred door.Credential) door.Plan
+	Fetch(ctx context.Context, p door.Plan, who door.Asker, opts door.FetchOptions) (cachestore.Digest, error)
+	Holds(d cachestore.Digest) bool
+	KeepBlob(ctx context.Context, key, kind string, body []byte, d cachestore.Digest) error
+	InstallerPlan(ctx context.Context, d cachestore.Digest, hint string) (door.Plan, bool)
 }
+
+var _ Door = (*door.Door)(nil)
 
 // Store is what it reads of the cache: kept answers and learnt hashes.
 type Store interface {
@@ -46,6 +56,11 @@ type Config struct {
 	// QueryTTL is how long an answer is kept, by kind of call; kinds not
 	// set keep DefaultQueryTTL.
 	QueryTTL map[chocolatey.QueryKind]time.Duration
+	// Internalize, on a hub (chocolatey.internalize), is its URL as its
+	// clients reach it: the feeds serve packages rewritten to download
+	// their installers from it, the originals at OriginalPrefix
+	// (internalize.go); "": off.
+	Internalize string
 	// PreloadOnly: a hub in preload mode answers what it keeps, as it is,
 	// and the rest with Unheld (hub.Role.Unheld), never asking upstream.
 	PreloadOnly bool
@@ -74,8 +89,10 @@ type Server struct {
 	cancel  context.CancelFunc
 
 	// Identical calls share one upstream answer.
-	feedFlight   singleflight.Group
-	staleAnswers *prometheus.CounterVec
+	feedFlight singleflight.Group
+	// One rewrite of a package at a time.
+	internalFlight singleflight.Group
+	staleAnswers   *prometheus.CounterVec
 }
 
 // New builds the feed server over the door whose upstream transport
@@ -131,6 +148,27 @@ func (s *Server) ServeCall(w http.ResponseWriter, r *http.Request, target *url.U
 	}
 	s.serveFeed(w, r, rt)
 	return true
+}
+
+// DownloadPlan is the plan of a proxy request for a package download by
+// its upstream URL (a node behind this hub, a client that uses warren as
+// its proxy for the feed itself), as at /chocolatey/: by its feed's hash,
+// its install script learnt. nil: target is no configured feed's
+// download, or no hash is known for it (the cache's as any URL).
+func (s *Server) DownloadPlan(ctx context.Context, target *url.URL) *door.Plan {
+	rt, ok := s.feedOf(target)
+	if !ok {
+		return nil
+	}
+	parts := strings.Split(rt.rest, "/")
+	if len(parts) != 3 || !strings.EqualFold(parts[0], "package") || !chocolatey.ValidID(parts[1]) || !chocolatey.ValidVersion(parts[2]) {
+		return nil
+	}
+	p := s.packagePlan(ctx, rt, parts[1], parts[2])
+	if p.Digest.IsZero() {
+		return nil
+	}
+	return p
 }
 
 // Call asks the feed at feedURL (one this server serves) for rest (what
@@ -190,6 +228,10 @@ type chocoRoute struct {
 	upstream string // upstream base URL, ending in /
 	ourBase  string // this feed's base URL as the client reaches it, ending in /
 	rest     string // what follows api/v2/
+	// internal: the feed serves internalized packages; originalBase is
+	// the same feed's base at OriginalPrefix (internalize.go).
+	internal     bool
+	originalBase string
 }
 
 // errBadFeedPath is a path that could leave the feed's base upstream.
@@ -201,8 +243,12 @@ func (s *Server) chocoRoute(r *http.Request) (chocoRoute, error) {
 			return chocoRoute{}, errBadFeedPath
 		}
 	}
+	prefix := chocoPrefix
+	if strings.HasPrefix(r.URL.Path, OriginalPrefix) {
+		prefix = OriginalPrefix
+	}
 	// The escaped form, so that what the client encoded stays encoded upstream.
-	p := strings.TrimPrefix(r.URL.EscapedPath(), chocoPrefix)
+	p := strings.TrimPrefix(r.URL.EscapedPath(), prefix)
 	var feed string
 	if !strings.HasPrefix(p, "api/v2") {
 		feed, p, _ = strings.Cut(p, "/")
@@ -215,11 +261,15 @@ func (s *Server) chocoRoute(r *http.Request) (chocoRoute, error) {
 	if !ok {
 		return chocoRoute{}, fmt.Errorf("no chocolatey feed named %q is configured (chocolatey.feeds in the config)", feed)
 	}
-	our := "http://" + r.Host + chocoPrefix
+	sub := "api/v2/"
 	if feed != "" {
-		our += feed + "/"
+		sub = feed + "/" + sub
 	}
-	return chocoRoute{feed: feed, upstream: up, ourBase: our + "api/v2/", rest: strings.TrimPrefix(rest, "/")}, nil
+	rt := chocoRoute{feed: feed, upstream: up, ourBase: "http://" + r.Host + prefix + sub, rest: strings.TrimPrefix(rest, "/")}
+	if s.cfg.Internalize != "" && prefix == chocoPrefix {
+		rt.internal, rt.originalBase = true, "http://"+r.Host+OriginalPrefix+sub
+	}
+	return rt, nil
 }
 
 func (s *Server) serveChocolatey(w http.ResponseWriter, r *http.Request) *door.Plan {
@@ -350,6 +400,9 @@ func (s *Server) serveFeed(w http.ResponseWriter, r *http.Request, rt chocoRoute
 	body := a.body
 	if a.status == http.StatusOK && isXML(a.header["Content-Type"]) && rt.ourBase != "" {
 		body = s.rewriteFeed(rt, target, body)
+		if rt.internal {
+			body = s.internalizeAnswer(r.Context(), rt, body)
+		}
 	}
 	for k, v := range a.header {
 		w.Header().Set(k, v)
@@ -606,16 +659,30 @@ func (s *Server) nupkgPlan(w http.ResponseWriter, r *http.Request, rt chocoRoute
 		http.Error(w, fmt.Sprintf("warren: %q %q is not a package id and version", id, version), http.StatusBadRequest)
 		return nil
 	}
+	if rt.internal {
+		if p, ok := s.internalPlan(r.Context(), rt, id, version); ok {
+			return &p
+		}
+	}
+	return s.packagePlan(r.Context(), rt, id, version)
+}
+
+// packagePlan is how a package is fetched: by the digest its feed entry
+// gave, from its content src.
+func (s *Server) packagePlan(ctx context.Context, rt chocoRoute, id, version string) *door.Plan {
 	key := chocoKey(rt.feed, id, version)
 	k, err := s.store.Known(key)
 	if errors.Is(err, cachestore.ErrNotFound) {
-		s.learnPackage(r.Context(), rt, id, version)
+		s.learnPackage(ctx, rt, id, version)
 		k, err = s.store.Known(key)
 	}
 	// PackageSize is informational in feeds; the hash is what is checked.
 	p := door.Plan{Kind: "nupkg", Eco: door.EcoChocolatey, Size: -1, URL: rt.upstream + "package/" + id + "/" + version}
 	if err == nil {
 		p.URL, p.Digest = k.Source, k.Digest
+		// Verified against the feed's hash, its install script
+		// teaches what its installers must hash to.
+		p.Meta, p.MetaName = door.MetaNupkg, id+"."+version+".nupkg"
 	}
 	p.Key = p.URL
 	if key, ok := door.CanonicalString(p.URL); ok {

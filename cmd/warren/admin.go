@@ -49,6 +49,9 @@ type peerRow struct {
 	// A hub's: bytes taken from it, and why it failed last.
 	Received int64  `json:"received_bytes,omitempty"`
 	Error    string `json:"error,omitempty"`
+	// Link is how blobs go with it: a peer's "mutual TLS", "refused: why"
+	// or "plain http"; a hub's "https", "http" or "http, token in clear".
+	Link string `json:"link"`
 }
 
 func (a *adminAPI) handler() http.Handler {
@@ -101,7 +104,7 @@ func (a *adminAPI) peers(w http.ResponseWriter, r *http.Request) {
 				role = "passive"
 			}
 			rows = append(rows, peerRow{ID: p.ID.String(), Address: p.AddrPort().String(), Priority: p.Priority, Role: role,
-				Ready: !p.Passive && !time.Now().Before(p.BadUntil), FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
+				Ready: !p.Passive && !time.Now().Before(p.BadUntil), FreeBytes: p.FreeBytes, LastSeen: p.LastSeen, Link: a.d.peerLink(p.ID)})
 		}
 	}
 	if a.d != nil {
@@ -109,8 +112,15 @@ func (a *adminAPI) peers(w http.ResponseWriter, r *http.Request) {
 		// whether they answer and what came from them.
 		for _, h := range a.d.hubs {
 			st := h.Status()
+			link := "http"
+			switch {
+			case st.TLS:
+				link = "https"
+			case st.TokenInClear:
+				link = "http, token in clear"
+			}
 			rows = append(rows, peerRow{ID: st.ID, Address: st.URL, Role: "hub", Ready: st.Reachable, LastSeen: st.LastOK,
-				Received: st.Bytes, Error: st.LastError})
+				Received: st.Bytes, Error: st.LastError, Link: link})
 		}
 	}
 	writeJSON(w, rows)

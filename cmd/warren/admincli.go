@@ -131,7 +131,7 @@ func printStatus(c *cli.Context, cfg settings) error {
 }
 
 func printPeers(c *cli.Context, cfg settings) error {
-	return printRows(c, cfg, "/peers", "ID\tADDRESS\tPRIORITY\tROLE\tREADY\tFREE\tLAST SEEN", func(p peerRow) string {
+	return printRows(c, cfg, "/peers", "ID\tADDRESS\tPRIORITY\tROLE\tREADY\tFREE\tLAST SEEN\tLINK", func(p peerRow) string {
 		seen := time.Since(p.LastSeen).Round(time.Second).String() + " ago"
 		if p.LastSeen.IsZero() {
 			seen = "never"
@@ -142,9 +142,9 @@ func printPeers(c *cli.Context, cfg settings) error {
 			if p.Error != "" && !p.Ready {
 				seen += " (" + p.Error + ")"
 			}
-			return fmt.Sprintf("%s\t%s\t-\thub\t%s\t%s", p.ID, p.Address, state, seen)
+			return fmt.Sprintf("%s\t%s\t-\thub\t%s\t%s\t%s", p.ID, p.Address, state, seen, p.Link)
 		}
-		return fmt.Sprintf("%s\t%s\t%d\t%s\t%v\t%s\t%s", p.ID, p.Address, p.Priority, p.Role, p.Ready, humanSize(int64(p.FreeBytes)), seen)
+		return fmt.Sprintf("%s\t%s\t%d\t%s\t%v\t%s\t%s\t%s", p.ID, p.Address, p.Priority, p.Role, p.Ready, humanSize(int64(p.FreeBytes)), seen, p.Link)
 	})
 }
 

@@ -101,7 +101,7 @@ func serve(ctx context.Context, cfg settings) error {
 	// A line per request, written in batches off the requests' path.
 	sink := logsink.New(os.Stderr)
 	defer sink.Close()
-	d, err := newDaemon(cfg, newLogger(sink, cfg.logLevel))
+	d, err := newDaemon(ctx, cfg, newLogger(sink, cfg.logLevel))
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -90,24 +91,36 @@ func (u unreadableConfig) Error() string {
 
 // interception is the daemon's intercept.Certs: the wanted hosts the
 // site CA may sign for, the auto list read again at most every 30 s (a
-// repository added to apt's sources is picked up without a restart).
+// repository added to apt's sources is picked up without a restart), and
+// the https mirrors of the lists of mirrors warren read (at once when they
+// change) that the CA's constraints name: naming a distribution's mirror
+// domains there is the operator's leave to cache them.
 type interception struct {
 	ca   *siteca.CA
 	cfg  settings
 	root string
 	log  *slog.Logger
+	// mirrors are the https hosts of the mirror groups (the door's
+	// MirrorHosts); nil: none.
+	mirrors func() []string
 
 	mu             sync.Mutex
 	hosts          []string
 	scanned        time.Time
+	lastMirrors    []string
 	lastOutside    []string // warned of once, until the list changes
+	lastMirrorsOut []string // likewise, of the mirrors
 	lastUnreadable string   // likewise: the configuration warren could not read
 }
 
 func (in *interception) current() []string {
+	var mirrors []string
+	if in.mirrors != nil {
+		mirrors = in.mirrors()
+	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil {
+	if time.Since(in.scanned) < 30*time.Second && in.hosts != nil && slices.Equal(mirrors, in.lastMirrors) {
 		return in.hosts
 	}
 	var hosts, outside []string
@@ -131,8 +144,22 @@ func (in *interception) current() []string {
 		in.log.Warn("https hosts outside the site CA's name constraints stay tunnels: make a new CA that names them (warren ca init --force, then warren apt-setup)",
 			slog.Any("hosts", outside))
 	}
+	var mirrorsOut []string
+	for _, h := range mirrors {
+		switch {
+		case slices.Contains(hosts, h):
+		case in.ca.Permits(h):
+			hosts = append(hosts, h)
+		default:
+			mirrorsOut = append(mirrorsOut, h)
+		}
+	}
+	if len(mirrorsOut) > 0 && !slices.Equal(mirrorsOut, in.lastMirrorsOut) {
+		in.log.Warn("https mirrors of the lists of mirrors dnf uses stay tunnels, and what dnf fetches from them is not cached: the site CA's name constraints do not name them; make a CA that names their domains (warren ca init --force --host <domain> ..., then warren dnf-setup --https), or let the list put the http mirrors first",
+			slog.Any("hosts", mirrorsOut))
+	}
 	in.hosts, in.scanned = append([]string{}, hosts...), time.Now()
-	in.lastOutside = outside
+	in.lastOutside, in.lastMirrors, in.lastMirrorsOut = outside, mirrors, mirrorsOut
 	return in.hosts
 }
 
@@ -158,6 +185,10 @@ func newInterception(cfg settings, log *slog.Logger) (*interception, error) {
 		return nil, nil
 	}
 	ca, err := siteca.Load(caDir(cfg))
+	if errors.Is(err, siteca.ErrNoKey) {
+		log.Info("the site CA's certificate is here without its key: hubs and peers are verified with it, and no https host is intercepted (that needs the key: warren ca install of what warren ca export wrote)")
+		return nil, nil
+	}
 	if errors.Is(err, siteca.ErrNoCA) {
 		if !(len(cfg.HTTPSIntercept) == 1 && cfg.HTTPSIntercept[0] == "auto") {
 			log.Warn("https_intercept names hosts, but there is no site CA: they stay tunnels until `warren ca init` makes one", slog.Any("hosts", cfg.HTTPSIntercept))
@@ -175,16 +206,25 @@ func newInterception(cfg settings, log *slog.Logger) (*interception, error) {
 
 func caCommands(flags []cli.Flag, usageErr cli.OnUsageErrorFunc, withCfg func(func(*cli.Context, settings) error) cli.ActionFunc) *cli.Command {
 	return &cli.Command{Name: "ca", Usage: "the site CA that lets warren cache https repositories", Subcommands: []*cli.Command{
-		{Name: "init", Usage: "make the site CA for the https hosts (https_intercept; --force replaces one: a rotation)", OnUsageError: usageErr,
+		{Name: "init", Usage: "make the site CA for the https hosts (https_intercept) and the hubs' names (--hub-host; --force replaces one: a rotation)", OnUsageError: usageErr,
 			Flags: append(commandFlags("config", "cache-dir", "https-intercept"),
 				&cli.BoolFlag{Name: "force", Usage: "replace the CA there is (nodes need the new one, and apt-setup again)"},
-				&cli.StringSliceFlag{Name: "host", Usage: "an https host the CA may sign for, repeatable (default: what https_intercept names now)"}),
+				&cli.StringSliceFlag{Name: "host", Usage: "an https host the CA may sign for, repeatable (default: what https_intercept names now)"},
+				&cli.StringSliceFlag{Name: "hub-host", Usage: "a name the site's hubs are reached by, which the CA may sign https certificates for (warren ca issue --host), repeatable"}),
 			Action: withCfg(caInit)},
-		{Name: "install", Usage: "take the site CA made on the hub (the file warren ca export wrote)", ArgsUsage: "FILE", OnUsageError: usageErr,
+		{Name: "install", Usage: "take the site CA made on the hub (the file warren ca export wrote: its certificate and key, or with --cert its certificate alone, to trust the site's hubs and peers without intercepting)", ArgsUsage: "FILE", OnUsageError: usageErr,
 			Flags: flags, Action: withCfg(caInstall)},
-		{Name: "export", Usage: "write the site CA's certificate and private key, for warren ca install on the site's nodes: --out FILE makes FILE mode 0600 (never over an existing file); without it the export goes to standard output only when that is a pipe or a file, never to a terminal", OnUsageError: usageErr,
-			Flags:  append(slices.Clip(flags), &cli.StringFlag{Name: "out", Usage: "the file to write, created mode 0600; it must not exist"}),
+		{Name: "export", Usage: "write the site CA's certificate and private key, for warren ca install on the site's nodes: --out FILE makes FILE mode 0600 (never over an existing file); without it the export goes to standard output only when that is a pipe or a file, never to a terminal; --cert writes the certificate alone (public)", OnUsageError: usageErr,
+			Flags: append(slices.Clip(flags), &cli.StringFlag{Name: "out", Usage: "the file to write, created mode 0600; it must not exist"},
+				&cli.BoolFlag{Name: "cert", Usage: "the certificate alone, no key: what a node needs to verify its hubs and peers"}),
 			Action: withCfg(caExport)},
+		{Name: "issue", Usage: "issue a certificate with the site CA: --host NAME for a hub's https (written to <cache_dir>/tls/hub.{crt,key}, where the hub takes it), or --node for a node's mutual TLS with its peers (<cache_dir>/tls/node.{crt,key})", OnUsageError: usageErr,
+			Flags: append(slices.Clip(flags),
+				&cli.StringSliceFlag{Name: "host", Usage: "a name nodes reach the hub by (its hubs URL's host), repeatable; the CA must permit it (ca init --hub-host)"},
+				&cli.BoolFlag{Name: "node", Usage: "a node certificate, for peers"},
+				&cli.StringFlag{Name: "id", Usage: "with --node: the node's id, as warren status shows it (default: this machine's)"},
+				&cli.StringFlag{Name: "out", Usage: "write PREFIX.crt and PREFIX.key (mode 0600) instead, to copy to the machine (its <cache_dir>/tls/)"}),
+			Action: withCfg(caIssue)},
 		{Name: "show", Usage: "the site CA's fingerprint, hosts and lifetime", OnUsageError: usageErr,
 			Flags: flags, Action: withCfg(caShow)},
 	}}
@@ -202,6 +242,7 @@ func caInit(c *cli.Context, cfg settings) error {
 			return fmt.Errorf("%w (or give them with --host)", err)
 		}
 	}
+	hosts = append(hosts, c.StringSlice("hub-host")...)
 	ca, err := siteca.Init(dir, hosts, time.Now())
 	if err != nil {
 		return err
@@ -232,11 +273,26 @@ func caInstall(c *cli.Context, cfg settings) error {
 
 func caExport(c *cli.Context, cfg settings) error {
 	ca, err := siteca.Load(caDir(cfg))
+	if errors.Is(err, siteca.ErrNoKey) && c.Bool("cert") {
+		ca, err = loadCertOnly(cfg)
+	}
 	if err != nil {
 		return fmt.Errorf("%w in %s: warren ca init makes one", err, caDir(cfg))
 	}
 	b, err := ca.Export()
 	if err != nil {
+		return err
+	}
+	if c.Bool("cert") {
+		// Public: a node that must trust its hubs and peers but not sign.
+		if out := c.String("out"); out != "" {
+			if err := statefile.Write(out, siteca.CertPEM(ca.Cert), 0o644); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "wrote the site CA's certificate to %s: on each node, warren ca install %s\n", out, out)
+			return nil
+		}
+		_, err = c.App.Writer.Write(siteca.CertPEM(ca.Cert))
 		return err
 	}
 	if out := c.String("out"); out != "" {
@@ -283,8 +339,99 @@ func writeSecret(path string, b []byte) (err error) {
 	return f.Close()
 }
 
+// loadCertOnly is the site CA as a machine holding its certificate alone
+// knows it.
+func loadCertOnly(cfg settings) (*siteca.CA, error) {
+	c, _, err := siteca.LoadCert(caDir(cfg))
+	if err != nil {
+		return nil, err
+	}
+	return &siteca.CA{Cert: c}, nil
+}
+
+// caIssue issues a hub's https certificate or a node's.
+func caIssue(c *cli.Context, cfg settings) error {
+	hosts, node := c.StringSlice("host"), c.Bool("node")
+	if (len(hosts) > 0) == node {
+		return usageError{errors.New("ca issue: give --host NAME (a hub's https certificate) or --node (a node's, for peers)")}
+	}
+	ca, err := siteca.Load(caDir(cfg))
+	if err != nil {
+		return fmt.Errorf("%w in %s: ca issue runs where the site CA's key is (the hub that made it: warren ca init)", err, caDir(cfg))
+	}
+	key, err := siteca.NewKey()
+	if err != nil {
+		return err
+	}
+	var cert *x509.Certificate
+	prefix := c.String("out")
+	if node {
+		id := c.String("id")
+		if id == "" {
+			nid, err := nodeID(cfg.CacheDir)
+			if err != nil {
+				return err
+			}
+			id = nid.String()
+		}
+		if cert, err = ca.IssueNode(id, &key.PublicKey, siteca.NodeLifetime); err != nil {
+			return err
+		}
+		// The hub's enrolment takes this key for this id from now on:
+		// by hand, the CA's holder may give a node that lost its key a
+		// new one.
+		replaced, err := siteca.OpenEnrolled(caDir(cfg)).Bind(id, &key.PublicKey, true, time.Now())
+		if err != nil {
+			return err
+		}
+		if replaced {
+			fmt.Fprintf(c.App.Writer, "node %s was enrolled with another key: this certificate's key replaces it (enrolment with the hub takes only this one now)\n", id)
+		}
+		if prefix == "" {
+			prefix = filepath.Join(tlsDir(cfg), "node")
+		}
+	} else {
+		if cert, err = ca.IssueServer(hosts, &key.PublicKey, siteca.ServerLifetime); err != nil {
+			return err
+		}
+		if prefix == "" {
+			prefix = filepath.Join(tlsDir(cfg), "hub")
+		}
+	}
+	if err := siteca.WriteKeyPair(prefix, []*x509.Certificate{cert, ca.Cert}, key); err != nil {
+		return err
+	}
+	if err := keepOwner(cfg.CacheDir); err != nil {
+		return err
+	}
+	what := "hub https for " + strings.Join(cert.DNSNames, ", ")
+	if node {
+		id, _ := siteca.NodeOf(cert)
+		what = "node " + id + ", for mutual TLS with its peers"
+	}
+	fmt.Fprintf(c.App.Writer, "issued a certificate (%s), valid until %s: %s.crt, key %s.key (mode 0600)\n",
+		what, cert.NotAfter.Format("2006-01-02"), prefix, prefix)
+	if c.String("out") != "" {
+		name := "hub"
+		if node {
+			name = "node"
+		}
+		fmt.Fprintf(c.App.Writer, "copy both to that machine's %s/ as %s.crt and %s.key (the key mode 0600, owned by warren), then restart warren there\n", tlsDir(cfg), name, name)
+	} else {
+		fmt.Fprintln(c.App.Writer, "restart warren to use it")
+	}
+	return nil
+}
+
 func caShow(c *cli.Context, cfg settings) error {
 	ca, err := siteca.Load(caDir(cfg))
+	if errors.Is(err, siteca.ErrNoKey) {
+		if ca, err = loadCertOnly(cfg); err == nil {
+			printCA(c, ca, caDir(cfg))
+			fmt.Fprintln(c.App.Writer, "this machine holds the certificate alone: it trusts the site's hubs and peers, intercepts nothing, signs nothing")
+			return nil
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%w in %s: warren ca init makes one", err, caDir(cfg))
 	}
@@ -416,9 +563,10 @@ func aptSetup(c *cli.Context, cfg settings) error {
 	return nil
 }
 
-// dnfRepoCA adds (or with undo removes) sslcacert=bundle to each repo of
-// the .repo files in dir whose URLs are on an intercepted host.
-func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
+// dnfRepoUndo removes the sslcacert lines an older warren dnf-setup
+// --https put in the repo files of dir (it now sets dnf.conf's [main]:
+// no repo file is edited).
+func dnfRepoUndo(dir string) (int, error) {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.repo"))
 	changed := 0
 	for _, f := range files {
@@ -427,11 +575,7 @@ func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
 			return changed, err
 		}
 		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		out := withoutDnfMarked(lines)
-		if !undo {
-			out = addSSLCACert(out, bundle, hosts)
-		}
-		if !slices.Equal(out, lines) {
+		if out := withoutDnfMarked(lines); !slices.Equal(out, lines) {
 			if err := writeLines(f, out); err != nil {
 				return changed, err
 			}
@@ -441,73 +585,29 @@ func dnfRepoCA(dir, bundle string, hosts []string, undo bool) (int, error) {
 	return changed, nil
 }
 
-// addSSLCACert inserts the line after the header of each section that
-// names an intercepted https host and sets no sslcacert of its own.
-func addSSLCACert(lines []string, bundle string, hosts []string) []string {
-	var out []string
-	start := -1 // the current section's header in out
-	intercepted, own := false, false
-	flush := func() {
-		if start >= 0 && intercepted && !own {
-			out = append(out[:start+1], append([]string{dnfMarker, "sslcacert=" + bundle}, out[start+1:]...)...)
-		}
-	}
-	for _, l := range lines {
-		t := strings.TrimSpace(l)
-		if strings.HasPrefix(t, "[") {
-			flush()
-			start, intercepted, own = len(out), false, false
-		}
-		if k, v, ok := strings.Cut(t, "="); ok {
-			switch strings.ToLower(strings.TrimSpace(k)) {
-			case "baseurl", "mirrorlist", "metalink":
-				for _, u := range strings.Fields(strings.ReplaceAll(v, ",", " ")) {
-					if h, ok := strings.CutPrefix(u, "https://"); ok {
-						h, _, _ = strings.Cut(h, "/")
-						if slices.Contains(hosts, strings.ToLower(stripHostPort(h))) {
-							intercepted = true
-						}
-					}
-				}
-			case "sslcacert":
-				own = true
-			}
-		}
-		out = append(out, l)
-	}
-	flush()
-	return out
-}
-
-func stripHostPort(h string) string {
-	if i := strings.LastIndexByte(h, ':'); i > 0 && !strings.Contains(h[i:], "]") {
-		return h[:i]
-	}
-	return h
-}
-
-// dnfHTTPSSetup sets (or with --undo removes) sslcacert in the repos on
-// intercepted hosts.
-func dnfHTTPSSetup(c *cli.Context, cfg settings) error {
-	dir, bundle := c.String("repos-dir"), c.String("bundle")
-	if c.Bool("undo") {
-		n, err := dnfRepoCA(dir, bundle, nil, true)
-		if err == nil && n > 0 {
-			fmt.Fprintf(c.App.Writer, "removed warren's sslcacert from %d repo files in %s\n", n, dir)
-		}
-		return err
-	}
+// dnfHTTPSBundle writes the bundle dnf is told to trust (the system's
+// CAs and the site CA) and returns its path; dnfSetup names it in [main]
+// (sslcacert), which every repository inherits unless it sets its own:
+// the repo files stay as the distribution shipped them, metalink= and
+// mirrorlist= ones with their mirrors included.
+func dnfHTTPSBundle(c *cli.Context, cfg settings) (string, error) {
+	bundle := c.String("bundle")
 	hosts, caPEM, err := trustedHosts(cfg)
-	if err != nil {
-		return err
+	var unread unreadableConfig
+	if err != nil && !errors.As(err, &unread) {
+		return "", err
+	}
+	if caPEM == nil {
+		return "", err
 	}
 	if err := writeBundle(bundle, c.String("system-cas"), caPEM); err != nil {
-		return err
+		return "", err
 	}
-	n, err := dnfRepoCA(dir, bundle, hosts, false)
-	if err != nil {
-		return err
+	if n, err := dnfRepoUndo(c.String("repos-dir")); err != nil {
+		return "", err
+	} else if n > 0 {
+		fmt.Fprintf(c.App.Writer, "removed the per-repo sslcacert of an older warren dnf-setup from %d repo files (dnf.conf's [main] names it now)\n", n)
 	}
-	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s) in the repos on %s: %d repo files changed in %s\n", bundle, orNone(hosts), n, dir)
-	return nil
+	fmt.Fprintf(c.App.Writer, "dnf trusts the site CA (%s, beside the system's CAs) in every repository; intercepted now: %s, and the https mirrors of the lists warren reads that the CA names\n", bundle, orNone(hosts))
+	return bundle, nil
 }

@@ -89,6 +89,20 @@ func TestSiteCAFromTheCLI(t *testing.T) {
 	if out, err := runApp(t, "ca", "install", "--cache-dir", filepath.Join(base, "node"), file); err != nil || !strings.Contains(out, fp[1]) {
 		t.Fatalf("ca install: %v\n%s", err, out)
 	}
+	// A node certificate by hand ties the node's id to its key for the
+	// hub's enrolment; issued again (a node that lost its key), the new key
+	// replaces the old, and says so.
+	const nodeID = "00112233445566778899aabbccddeeff"
+	issue := append([]string{"ca", "issue", "--node", "--id", nodeID, "--out", filepath.Join(base, "n1node")}, host...)
+	if out, err := runApp(t, issue...); err != nil || strings.Contains(out, "replaces") {
+		t.Fatalf("ca issue --node: %v\n%s", err, out)
+	}
+	if out, err := runApp(t, issue...); err != nil || !strings.Contains(out, "node "+nodeID+" was enrolled with another key: this certificate's key replaces it") {
+		t.Fatalf("ca issue --node again: %v\n%s", err, out)
+	}
+	if b, err := os.ReadFile(filepath.Join(cache, "ca", "enrolled.json")); err != nil || !strings.Contains(string(b), nodeID) {
+		t.Fatalf("the hub's record of enrolled nodes: %v\n%s", err, b)
+	}
 
 	// apt.
 	sys := filepath.Join(base, "system-cas.pem")
@@ -121,19 +135,36 @@ func TestSiteCAFromTheCLI(t *testing.T) {
 	os.MkdirAll(repos, 0o755)
 	os.WriteFile(filepath.Join(repos, "vendor.repo"), []byte("[vendor]\nname=Vendor\nbaseurl=https://repo.example/el9/\n\n[other]\nbaseurl=https://other.example/el9/\n"), 0o644)
 	os.WriteFile(filepath.Join(repos, "own.repo"), []byte("[own]\nbaseurl=https://repo.example/own/\nsslcacert=/etc/pki/own.pem\n"), 0o644)
-	dnfArgs := append([]string{"dnf-setup", "--https", "--repos-dir", repos, "--dnf-conf", filepath.Join(base, "dnf.conf"), "--bundle", bundle, "--system-cas", sys}, host...)
-	if out, err := runApp(t, dnfArgs...); err != nil || !strings.Contains(out, "1 repo files changed") {
+	// A repo file an older dnf-setup --https had edited.
+	os.WriteFile(filepath.Join(repos, "old.repo"), []byte("[old]\n"+dnfMarker+"\nsslcacert="+bundle+"\nbaseurl=https://repo.example/old/\n"), 0o644)
+	shipped := map[string]string{}
+	for _, name := range []string{"vendor.repo", "own.repo"} {
+		b, _ := os.ReadFile(filepath.Join(repos, name))
+		shipped[name] = string(b)
+	}
+	dnfConf := filepath.Join(base, "dnf.conf")
+	os.WriteFile(dnfConf, []byte("[main]\ngpgcheck=1\n"), 0o644)
+	dnfArgs := append([]string{"dnf-setup", "--https", "--repos-dir", repos, "--dnf-conf", dnfConf, "--bundle", bundle, "--system-cas", sys}, host...)
+	if out, err := runApp(t, dnfArgs...); err != nil || !strings.Contains(out, "in every repository") || !strings.Contains(out, "from 1 repo files") {
 		t.Fatalf("dnf-setup --https: %v\n%s", err, out)
 	}
-	vendor, _ := os.ReadFile(filepath.Join(repos, "vendor.repo"))
-	if want := "[vendor]\n" + dnfMarker + "\nsslcacert=" + bundle + "\nname=Vendor\nbaseurl=https://repo.example/el9/\n\n[other]\nbaseurl=https://other.example/el9/\n"; string(vendor) != want {
-		t.Fatalf("vendor.repo after dnf-setup --https:\n%s\nwant:\n%s", vendor, want)
+	// The repo files as shipped: the bundle is dnf.conf's, in [main].
+	for name, want := range shipped {
+		if got, _ := os.ReadFile(filepath.Join(repos, name)); string(got) != want {
+			t.Fatalf("dnf-setup --https changed %s:\n%s", name, got)
+		}
 	}
-	if out, err := runApp(t, "dnf-setup", "--undo", "--repos-dir", repos, "--dnf-conf", filepath.Join(base, "dnf.conf"), "--cache-dir", cache); err != nil {
+	if old, _ := os.ReadFile(filepath.Join(repos, "old.repo")); strings.Contains(string(old), "sslcacert") {
+		t.Fatalf("the older dnf-setup's line is still in old.repo:\n%s", old)
+	}
+	if conf, _ := os.ReadFile(dnfConf); !strings.Contains(string(conf), "[main]\n"+dnfMarker+"\nproxy=http://127.0.0.1:3142\n"+dnfMarker+"\nsslcacert="+bundle+"\n") {
+		t.Fatalf("dnf.conf after dnf-setup --https:\n%s", conf)
+	}
+	if out, err := runApp(t, "dnf-setup", "--undo", "--repos-dir", repos, "--dnf-conf", dnfConf, "--cache-dir", cache); err != nil {
 		t.Fatalf("dnf-setup --undo: %v\n%s", err, out)
 	}
-	if vendor, _ := os.ReadFile(filepath.Join(repos, "vendor.repo")); strings.Contains(string(vendor), "sslcacert") {
-		t.Fatalf("dnf-setup --undo left:\n%s", vendor)
+	if conf, _ := os.ReadFile(dnfConf); string(conf) != "[main]\ngpgcheck=1\n" {
+		t.Fatalf("dnf-setup --undo left:\n%s", conf)
 	}
 
 	// apt's helper, with the daemon up and down.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +32,7 @@ import (
 	"github.com/warren-cache/warren/internal/siteca"
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
+	"github.com/warren-cache/warren/trust"
 )
 
 const defaultConfigFile = "/etc/warren/warren.yaml"
@@ -86,6 +89,21 @@ type config struct {
 	// config file need not hold it.
 	HubTokenFile string `yaml:"hub_token_file"`
 	HubOnly      bool   `yaml:"hub_only"` // never the origin directly
+	// HubRequireTLS refuses a token that would go to a hub (hubs,
+	// replicate_from) over plain http (sitetls.go).
+	HubRequireTLS bool `yaml:"hub_require_tls"`
+	// The certificate this warren serves https with on its port (beside
+	// plain http): a hub's for its nodes and other hubs. TLSCert and
+	// TLSKey are an operator's own files; without them a hub takes
+	// <cache_dir>/tls/hub.{crt,key} (warren ca issue --host) or, holding
+	// the site CA, makes one for TLSHosts (default: this machine's name).
+	TLSCert  string   `yaml:"tls_cert"`
+	TLSKey   string   `yaml:"tls_key"`
+	TLSHosts []string `yaml:"tls_hosts"`
+	// PeerTLS: blob transfers between peers over mutual TLS with node
+	// certificates from the site CA: auto (when the site CA's certificate
+	// is here), on, off.
+	PeerTLS string `yaml:"peer_tls"`
 	// A hub (role hub).
 	HubMode              string   `yaml:"hub_mode"`   // fetch, fetch-and-preload, preload
 	HubTokens            []string `yaml:"hub_tokens"` // required of nodes when set
@@ -109,6 +127,20 @@ type config struct {
 	ReplicateSchedule duration            `yaml:"replicate_schedule"` // every; 0 on demand only
 	ReplicateDeletes  bool                `yaml:"replicate_deletes"`
 
+	// VerifySignatures: auto checks repositories' signatures with the
+	// keys Signatures names (apt's and dnf's, and more) before anything
+	// is learnt from their metadata; off checks none.
+	VerifySignatures string `yaml:"verify_signatures"`
+	Signatures       struct {
+		// AptDir is apt's configuration: sources with Signed-By,
+		// trusted.gpg and trusted.gpg.d.
+		AptDir string `yaml:"apt_dir"`
+		// YumReposDir holds dnf's .repo files (repo_gpgcheck, gpgkey).
+		YumReposDir string `yaml:"yum_repos_dir"`
+		// Keys are more repositories and the keyrings that sign them.
+		Keys []trust.RepoKeyring `yaml:"keys"`
+	} `yaml:"signatures"`
+
 	// The fill engine.
 	StallTimeout duration `yaml:"stall_timeout"`
 	// ScrubRate is bytes/s for the background rehash of stored blobs; 0 off.
@@ -126,6 +158,10 @@ type config struct {
 		// (15/min on the community repository, no limit elsewhere), "0"
 		// (no limit), or e.g. "15/min".
 		UpstreamRate string `yaml:"upstream_rate"`
+		// Internalize, on a hub, is the hub's URL as its clients reach
+		// it (http://hub.example:3142/): its feeds serve packages whose
+		// install scripts download their installers from it; "": off.
+		Internalize string `yaml:"internalize"`
 	} `yaml:"chocolatey"`
 }
 
@@ -169,6 +205,7 @@ func defaults() config {
 		DiskMinFree:          "1GB",
 		CacheMax:             "30%",
 
+		PeerTLS:            "auto",
 		Discovery:          "mdns",
 		Role:               "peer",
 		Priority:           peering.DefaultPriority,
@@ -193,7 +230,10 @@ func defaults() config {
 		PreloadRate:          "0",
 		ReplicateSchedule:    duration{time.Hour},
 		ScrubRate:            "20MB",
+		VerifySignatures:     "auto",
 	}
+	cfg.Signatures.AptDir = "/etc/apt"
+	cfg.Signatures.YumReposDir = "/etc/yum.repos.d"
 	cfg.Chocolatey.Upstream = defaultChocolateyUpstream
 	cfg.Chocolatey.UpstreamRate = "auto"
 	return cfg
@@ -292,7 +332,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "allow-upstream", Usage: "CIDR upstream may be in although it is loopback, link-local or this machine's own address (refused by default), repeatable", EnvVars: []string{"WARREN_ALLOW_UPSTREAM"}},
 		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
 		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: defaultOf("max_connections"), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
-		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client address may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
+		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client (address; IPv6: its /64) may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
 		&cli.StringSliceFlag{Name: "https-intercept", Usage: withDefault("https hosts whose CONNECTs warren answers with the site CA (warren ca init): auto (apt's and dnf's https sources without credentials), off, or host names, repeatable", "https_intercept"), EnvVars: []string{"WARREN_HTTPS_INTERCEPT"}},
 		&cli.IntSliceFlag{Name: "connect-port", Usage: withDefault("port CONNECT may tunnel to, repeatable", "connect_ports"), EnvVars: []string{"WARREN_CONNECT_PORTS"}},
 		&cli.StringFlag{Name: "index-ttl", Usage: withDefault("how long Release/Packages are served before asking upstream again", "index_ttl"), EnvVars: []string{"WARREN_INDEX_TTL"}},
@@ -307,6 +347,11 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "hub-token", Usage: "token sent to the hubs (one of their hub_tokens); at least 16 characters. A flag is seen by every user in ps: prefer --hub-token-file or the config file", EnvVars: []string{"WARREN_HUB_TOKEN"}},
 		&cli.StringFlag{Name: "hub-token-file", Usage: "a file holding the token sent to the hubs, instead of --hub-token (not readable by others)", EnvVars: []string{"WARREN_HUB_TOKEN_FILE"}},
 		&cli.BoolFlag{Name: "hub-only", Usage: "never go to the origin directly: only through the hubs", EnvVars: []string{"WARREN_HUB_ONLY"}},
+		&cli.BoolFlag{Name: "hub-require-tls", Usage: "refuse to send a token (hub_token, replicate_from's) to a hub over plain http: only https:// hubs", EnvVars: []string{"WARREN_HUB_REQUIRE_TLS"}},
+		&cli.StringFlag{Name: "tls-cert", Usage: "a certificate (PEM, with its chain) a hub serves https with on its port, beside plain http (default: <cache_dir>/tls/hub.crt, or one the site CA makes)", EnvVars: []string{"WARREN_TLS_CERT"}},
+		&cli.StringFlag{Name: "tls-key", Usage: "the key of --tls-cert (PEM, not readable by others)", EnvVars: []string{"WARREN_TLS_KEY"}},
+		&cli.StringSliceFlag{Name: "tls-host", Usage: "a name nodes reach this hub by, for the certificate the site CA makes it (default: this machine's host name), repeatable", EnvVars: []string{"WARREN_TLS_HOSTS"}},
+		&cli.StringFlag{Name: "peer-tls", Usage: withDefault("blob transfers between peers over mutual TLS with site CA node certificates: auto (when the site CA is here), on, off", "peer_tls"), EnvVars: []string{"WARREN_PEER_TLS"}},
 		&cli.StringFlag{Name: "hub-mode", Usage: withDefault("a hub's mode: fetch, fetch-and-preload or preload (serve only what it holds)", "hub_mode"), EnvVars: []string{"WARREN_HUB_MODE"}},
 		&cli.StringSliceFlag{Name: "hub-tokens", Usage: "a token a hub requires of its nodes (at least 16 characters, or sha256:<hex> of it), repeatable (default: none, allow_clients alone)", EnvVars: []string{"WARREN_HUB_TOKENS"}},
 		&cli.IntFlag{Name: "max-requesters", Usage: "a hub's requesters streaming one artifact while it fetches it; the rest are told to retry", DefaultText: defaultOf("max_requesters"), EnvVars: []string{"WARREN_MAX_REQUESTERS"}},
@@ -324,6 +369,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringFlag{Name: "heartbeat", Usage: withDefault("interval of the elected downloader's heartbeats", "heartbeat"), EnvVars: []string{"WARREN_HEARTBEAT"}},
 		&cli.StringFlag{Name: "share-min-size", Usage: withDefault("artifacts smaller than this go upstream at once, peers only as a fallback; 0 asks peers first for all", "share_min_size"), EnvVars: []string{"WARREN_SHARE_MIN_SIZE"}},
 		&cli.StringFlag{Name: "scrub-rate", Usage: withDefault("bytes/s for rehashing stored blobs in the background to find bit rot, e.g. 20MB; 0 off", "scrub_rate"), EnvVars: []string{"WARREN_SCRUB_RATE"}},
+		&cli.StringFlag{Name: "verify-signatures", Usage: withDefault("check repositories' signatures before learning from their metadata: auto (the keys apt and dnf trust, and signatures.keys) or off", "verify_signatures"), EnvVars: []string{"WARREN_VERIFY_SIGNATURES"}},
 		&cli.StringFlag{Name: "stall-timeout", Usage: withDefault("a fill source that makes too little progress this long is left for the next one", "stall_timeout"), EnvVars: []string{"WARREN_STALL_TIMEOUT"}},
 		&cli.StringFlag{Name: "group-secret", Usage: "shared secret: peer messages carry an HMAC, blob requests a token", EnvVars: []string{"WARREN_GROUP_SECRET"}},
 		&cli.StringFlag{Name: "cache-max", Usage: withDefault("most the cache may hold, e.g. 200GB or 30% of its disk; 0 for no limit", "cache_max"), EnvVars: []string{"WARREN_CACHE_MAX"}},
@@ -378,6 +424,15 @@ func loadConfig(c *cli.Context) (settings, error) {
 	if c.IsSet("hub-only") {
 		cfg.HubOnly = c.Bool("hub-only")
 	}
+	if c.IsSet("hub-require-tls") {
+		cfg.HubRequireTLS = c.Bool("hub-require-tls")
+	}
+	str("tls-cert", &cfg.TLSCert)
+	str("tls-key", &cfg.TLSKey)
+	if c.IsSet("tls-host") {
+		cfg.TLSHosts = c.StringSlice("tls-host")
+	}
+	str("peer-tls", &cfg.PeerTLS)
 	if c.IsSet("max-requesters") {
 		cfg.MaxRequesters = c.Int("max-requesters")
 	}
@@ -391,6 +446,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	str("group-secret", &cfg.GroupSecret)
 	str("share-min-size", &cfg.ShareMinSize)
 	str("scrub-rate", &cfg.ScrubRate)
+	str("verify-signatures", &cfg.VerifySignatures)
 	if c.IsSet("peer") {
 		cfg.Peers = c.StringSlice("peer")
 	}
@@ -439,10 +495,15 @@ func decodeYAML(b []byte, cfg *config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)                                              // a misspelt key is an error, not a silent default
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		return err
+		// yaml quotes the start of a value it cannot take, and a value
+		// may be a token: the line and the type say enough.
+		return errors.New(yamlValue.ReplaceAllString(err.Error(), "$1 (a value not shown)"))
 	}
 	return nil
 }
+
+// yamlValue is a value as yaml's errors quote it (!!str `s3cr...`).
+var yamlValue = regexp.MustCompile("(!!\\w+) `[^`]*`")
 
 // parse checks every value and parses those the parts need in another
 // form; an error says which setting is wrong and what it wants.
@@ -507,6 +568,9 @@ func (cfg config) parse() (settings, error) {
 				return fmt.Errorf("hubs: %s is this hub itself (listen %s): a hub chain must not include itself", h, cfg.Listen)
 			}
 		}
+		if err := cfg.checkTLS(); err != nil {
+			return err
+		}
 		if cfg.HubOnly && len(cfg.Hubs) == 0 {
 			return errors.New("hub_only needs at least one hub (--hub URL): with none, nothing could be fetched")
 		}
@@ -552,6 +616,9 @@ func (cfg config) parse() (settings, error) {
 		if s.replicateFrom, err = cfg.replicateFromOf(); err != nil {
 			return err
 		}
+		if clear := s.tokensInClear(); cfg.HubRequireTLS && len(clear) > 0 {
+			return fmt.Errorf("hub_require_tls: %s; use the hub's https:// URL (its certificate from the site CA: warren ca issue --host), or unset hub_require_tls", strings.Join(clear, "; "))
+		}
 		if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
 			return errors.New("max_connections and max_client_connections must be at least 1")
 		}
@@ -592,6 +659,28 @@ func (cfg config) parse() (settings, error) {
 			return fmt.Errorf("share_min_size %q: want a size such as 256KiB, or 0 to ask peers first for every artifact", cfg.ShareMinSize)
 		} else {
 			s.shareMinSize = int64(n)
+		}
+		switch cfg.VerifySignatures {
+		case "auto", "off":
+		default:
+			return fmt.Errorf("verify_signatures %q: want auto or off", cfg.VerifySignatures)
+		}
+		for i, k := range cfg.Signatures.Keys {
+			if u, err := url.Parse(k.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("signatures.keys[%d]: url %q: want the repository's http(s) base URL", i, k.URL)
+			}
+			if k.Keyring == "" {
+				return fmt.Errorf("signatures.keys[%d] (%s): no keyring: name the file holding the repository's keys", i, k.URL)
+			}
+		}
+		if v := cfg.Chocolatey.Internalize; v != "" {
+			u, err := url.Parse(v)
+			if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.RawQuery != "" || u.User != nil {
+				return fmt.Errorf("chocolatey.internalize %q: want this hub's URL as its clients reach it, such as http://hub.example:3142/", v)
+			}
+			if cfg.Role != "hub" {
+				return errors.New("chocolatey.internalize is a hub's: set role hub (its clients download the installers from it)")
+			}
 		}
 		s.chocoRate = nil
 		if r := cfg.Chocolatey.UpstreamRate; r != "auto" && r != "" {
@@ -650,30 +739,48 @@ func sameListener(hubHost, listen string) bool {
 	return err == nil && a.IsLoopback() && (lh == "" || lh == "0.0.0.0" || lh == "::")
 }
 
-// resolvePeer turns host:port into an address (IPv4: peers talk UDP over v4).
+// resolvePeer turns host:port into an address: [fd00::5]:3142 or
+// 10.0.0.5:3142, or a name (its first address, as the resolver orders
+// them: RFC 6724, the families this machine can reach first).
 func resolvePeer(s string) (netip.AddrPort, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:3142", s)
+		if strings.Count(s, ":") >= 2 && !strings.HasPrefix(s, "[") {
+			return netip.AddrPort{}, fmt.Errorf("%q: an IPv6 address and its port are written [address]:port, e.g. [fd00::5]:3142", s)
+		}
+		return netip.AddrPort{}, fmt.Errorf("%q: want host:port, e.g. 10.0.0.5:3142 or [fd00::5]:3142", s)
 	}
 	pn, err := strconv.ParseUint(port, 10, 16)
 	if err != nil || pn == 0 {
 		return netip.AddrPort{}, fmt.Errorf("%q: %q is not a port", s, port)
 	}
 	if a, err := netip.ParseAddr(host); err == nil {
+		if err := needsZone(a); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("%q: %w", s, err)
+		}
 		return netip.AddrPortFrom(a.Unmap(), uint16(pn)), nil
 	}
-	ips, err := net.LookupIP(host)
+	addrs, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", host)
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("%q: cannot resolve %s: %w", s, host, err)
 	}
-	for _, ip := range ips {
-		if v4 := ip.To4(); v4 != nil {
-			a, _ := netip.AddrFromSlice(v4)
-			return netip.AddrPortFrom(a, uint16(pn)), nil
-		}
+	if len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("%q: %s has no address", s, host)
 	}
-	return netip.AddrPort{}, fmt.Errorf("%q: %s has no IPv4 address", s, host)
+	if err := needsZone(addrs[0]); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q: %s resolves to %s: %w", s, host, addrs[0], err)
+	}
+	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(pn)), nil
+}
+
+// needsZone refuses an IPv6 link-local address without its zone: the
+// same fe80:: address may be on every link, so the kernel cannot send to
+// one without knowing the interface (each datagram would fail, EINVAL).
+func needsZone(a netip.Addr) error {
+	if a.Is6() && !a.Is4In6() && (a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast()) && a.Zone() == "" {
+		return fmt.Errorf("%s is link-local: name its interface, e.g. [%s%%eth0]:3142", a, a)
+	}
+	return nil
 }
 
 // chocolateyFeeds is the default feed ("") and the named ones.

@@ -52,6 +52,8 @@ func TestConfigPrecedence(t *testing.T) {
 		{"https_intercept one host", nil, []string{"--config", write("hi3.yaml", "https_intercept: deb.example.org\n")}, []string{"https_intercept:\n    - deb.example.org\n"}},
 		{"https_intercept a list", nil, []string{"--config", write("hi4.yaml", "https_intercept: [a.example.org, b.example.org]\n")}, []string{"    - a.example.org\n    - b.example.org\n"}},
 		{"https_intercept flag", nil, []string{"--https-intercept", "off"}, []string{"https_intercept:\n    - \"off\"\n"}},
+		{"IPv6 peers, hubs and networks", nil, []string{"--discovery", "static", "--peer", "[fd00:77::12]:3142", "--peer", "[fe80::12%eth0]:3142", "--hub", "https://[fd00:77::2]:3142",
+			"--allow-client", "fd00:77::/64", "--allow-upstream", "fd00:99::/48"}, []string{"- '[fd00:77::12]:3142'", "- https://[fd00:77::2]:3142", "- fd00:77::/64", "- fd00:99::/48"}},
 		{"chocolatey feeds", nil, []string{"--config", write("choco.yaml", "chocolatey:\n  upstream: http://proget:8624/nuget/choco/\n  feeds:\n    internal: http://proget:8624/nuget/internal/\n")},
 			[]string{"upstream: http://proget:8624/nuget/choco/", "internal: http://proget:8624/nuget/internal/"}},
 	}
@@ -118,7 +120,21 @@ func TestConfigErrors(t *testing.T) {
 		{"zero stall_timeout", []string{"config", "check", "--stall-timeout", "0s"}, "stall_timeout"},
 		{"bad role", []string{"config", "check", "--role", "boss"}, "want peer, passive or hub"},
 		{"bad hub_mode", []string{"config", "check", "--role", "hub", "--hub-mode", "lazy"}, "hub_mode"},
-		{"hub URL not http", []string{"config", "check", "--hub", "https://hub:3142/"}, "want http://host:port"},
+		{"hub URL not http", []string{"config", "check", "--hub", "ftp://hub:3142/"}, "want http://host:port or https://host:port"},
+		{"hub URL with an IPv6 literal without brackets", []string{"config", "check", "--hub", "http://fd00:77::2:3142"}, "an IPv6 address in a URL goes in brackets, the port after them, e.g. http://[fd00::2]:3142"},
+		{"replicate_from with an IPv6 literal without brackets", []string{"config", "check", "--role", "hub", "--config", write("r6v6.yaml", "replicate_from: [{name: main, url: \"https://fd00:77::2:3142\", token: 0123456789abcdef}]\n")}, "goes in brackets"},
+		{"a token to an http hub under hub_require_tls", []string{"config", "check", "--hub-require-tls", "--hub", "https://hub.example", "--hub", "http://hub2.example:3142", "--hub-token", "t0k-0123456789abcdef"},
+			"hub_require_tls: the hub token goes to http://hub2.example:3142 in clear; use the hub's https:// URL"},
+		{"a token in an http hub URL under hub_require_tls", []string{"config", "check", "--hub-require-tls", "--hub", "http://warren:t0k-0123456789abcdef@hub.example"}, "the hub token goes to http://warren:***@hub.example:3142 in clear"},
+		{"a replicate_from token over http under hub_require_tls", []string{"config", "check", "--role", "hub", "--hub-require-tls", "--config", write("rtls.yaml", "replicate_from: [{name: main, url: http://main:3142, token: 0123456789abcdef}]\n")}, "replicate_from main's token goes to http://main:3142 in clear"},
+		{"a peer's IPv6 literal without brackets", []string{"config", "check", "--discovery", "static", "--peer", "fd00:77::12:3142"}, `"fd00:77::12:3142": an IPv6 address and its port are written [address]:port, e.g. [fd00::5]:3142`},
+		{"a link-local peer without its zone", []string{"config", "check", "--discovery", "static", "--peer", "[fe80::5]:3142"}, `"[fe80::5]:3142": fe80::5 is link-local: name its interface, e.g. [fe80::5%eth0]:3142`},
+		{"a peer without a port", []string{"config", "check", "--discovery", "static", "--peer", "10.0.0.5"}, "want host:port"},
+		{"bad peer_tls", []string{"config", "check", "--peer-tls", "maybe"}, "peer_tls \"maybe\": want auto"},
+		{"peer_tls on a hub", []string{"config", "check", "--role", "hub", "--peer-tls", "on"}, "a hub takes no part in LAN peering"},
+		{"tls_cert without tls_key", []string{"config", "check", "--role", "hub", "--tls-cert", "/etc/warren/hub.crt"}, "tls_cert and tls_key go together"},
+		{"tls_cert on a node", []string{"config", "check", "--tls-cert", "/x.crt", "--tls-key", "/x.key"}, "set role hub"},
+		{"tls_hosts an address", []string{"config", "check", "--role", "hub", "--tls-host", "10.0.0.2"}, "tls_hosts: 10.0.0.2 is an IP address"},
 		{"hub URL with a path", []string{"config", "check", "--hub", "http://hub:3142/x"}, "want http://host:port"},
 		{"hub_only without a hub", []string{"config", "check", "--hub-only"}, "hub_only needs"},
 		{"hub_tokens on a node", []string{"config", "check", "--hub-tokens", "t"}, "role hub"},
@@ -130,6 +146,7 @@ func TestConfigErrors(t *testing.T) {
 		{"preload entry without suites", []string{"config", "check", "--role", "hub", "--config", write("pl3.yaml", "preload:\n  apt: [{url: http://m/debian, packages: [x]}]\n")}, "preload.apt[0]: suites"},
 		{"preload bad glob", []string{"config", "check", "--role", "hub", "--config", write("pl4.yaml", "preload:\n  rpm: [{baseurl: http://m/os/, packages: [\"[\"]}]\n")}, "not a name glob"},
 		{"preload bad versions", []string{"config", "check", "--role", "hub", "--config", write("pl5.yaml", "preload:\n  chocolatey: [{feed: http://f/api/v2/, ids: [git], versions: newest}]\n")}, "want latest or all"},
+		{"preload of a private repository", []string{"config", "check", "--role", "hub", "--config", write("pl6.yaml", "preload:\n  apt: [{url: \"http://alice:s3cretpw@m/debian\", suites: [stable], components: [main], architectures: [amd64], packages: [x]}]\n")}, "preload.apt[0]: http://alice:***@m/debian: a repository with credentials is private"},
 		{"bad preload_schedule", []string{"config", "check", "--preload-schedule", "nightly"}, "preload_schedule"},
 		{"bad preload_rate", []string{"config", "check", "--preload-rate", "fast"}, "preload_rate"},
 		{"replication on a node", []string{"config", "check", "--config", write("r1.yaml", "replication:\n  tokens: [{name: a, token: 0123456789abcdef}]\n")}, "need role hub"},
@@ -266,5 +283,11 @@ chocolatey:
 	_, err = runApp(t, "config", "check", "--hub", "http://warren:hub-pass-0123456789@hub:3142/path")
 	if err == nil || strings.Contains(err.Error(), "hub-pass") || !strings.Contains(err.Error(), "warren:***@hub") {
 		t.Errorf("a bad hubs entry: %v", err)
+	}
+	// Nor does yaml's complaint about a token given where a list is wanted.
+	os.WriteFile(file, []byte("hub_tokens: s3cretpw-0123456789abcdef\n"), 0o640)
+	_, err = runApp(t, "config", "check", "--config", file)
+	if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "line 1") {
+		t.Errorf("a token where a list is wanted: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 	"github.com/warren-cache/warren/peering"
 	"github.com/warren-cache/warren/proxy"
 	"github.com/warren-cache/warren/status"
+	"github.com/warren-cache/warren/trust"
 )
 
 // daemon is every part of a running warren, wired.
@@ -49,6 +52,10 @@ type daemon struct {
 	preload    *preloader          // a hub with a preload list; nil otherwise
 	replicate  *replicator         // a hub; nil otherwise
 	intercept  *interception       // the site CA's https hosts; nil when none
+	trust      *tls.Config         // what https hubs are verified with
+	serverCert *serverCert         // a hub's https certificate; nil: plain http only
+	peerTLS    *nodeTLS            // a node's certificate for mutual TLS with its peers; nil: peer_tls off
+	warnings   []string            // risks the settings run, for the page and warren status
 	ln         net.Listener
 	id         peering.NodeID
 	started    time.Time
@@ -58,8 +65,14 @@ type daemon struct {
 	handlers taskgroup.Group
 }
 
-// newDaemon builds the parts and binds the ports; Run serves.
-func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
+// startEnrolment bounds what getting a node certificate from the hubs
+// may add to a start: past it the node starts without one, and its
+// renewal loop tries again every minute or so.
+const startEnrolment = 30 * time.Second
+
+// newDaemon builds the parts and binds the ports; Run serves. ctx cuts
+// short what a start may wait on (enrolment with a hub).
+func newDaemon(ctx context.Context, cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	scfg, err := storeConfig(cfg, log)
 	if err != nil {
 		return nil, err
@@ -102,13 +115,32 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		HubOnly:       cfg.HubOnly,
 		Transport:     budgets.Wrap,
 		WAN:           func(eco string, n int64) { history(eco, 0, n) },
-		Logger:        log,
+		// A mirror group's https mirrors are cacheable when warren
+		// answers their CONNECTs (interception, built below).
+		Intercepts: func(host string) bool { return d.intercept != nil && d.intercept.Intercepts(host) },
+		Logger:     log,
+	}
+	if cfg.VerifySignatures == "auto" {
+		keys, warnings := trust.Load(trust.Config{AptDir: cfg.Signatures.AptDir, YumReposDir: cfg.Signatures.YumReposDir, Keys: cfg.Signatures.Keys})
+		for _, w := range warnings {
+			log.Warn("repository keys: a problem reading them", slog.String("problem", w))
+		}
+		log.Info("repository signatures are checked before metadata is learnt; repositories without a known key are learnt from unchecked",
+			slog.Int("repositories_with_keys", keys.Len()), slog.String("apt_dir", cfg.Signatures.AptDir), slog.String("yum_repos_dir", cfg.Signatures.YumReposDir))
+		dcfg.Keys = keys
 	}
 	pcfg := proxy.Config{
 		AllowClients: cfg.allowClients,
 		ConnectPorts: cfg.ConnectPorts,
 		HubOnly:      cfg.HubOnly,
 		Logger:       log,
+	}
+	if d.trust, err = siteTrust(cfg); err != nil {
+		return nil, err
+	}
+	for _, clear := range cfg.tokensInClear() {
+		d.warnings = append(d.warnings, clear+": "+clearTokenRisk)
+		log.Warn(clear + ": " + clearTokenRisk)
 	}
 	self := hub.Self{Node: d.id.String()}
 	if cfg.Role != "hub" && cfg.Discovery != "off" {
@@ -124,7 +156,7 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		}
 	}
 	for _, u := range cfg.Hubs {
-		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, Self: self, Logger: log.With(slog.String("component", "hub"))})
+		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, TLS: d.trust, Self: self, Logger: log.With(slog.String("component", "hub"))})
 		if err != nil {
 			return nil, err
 		}
@@ -137,8 +169,16 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 	case cfg.Role == "hub":
 		// A hub serves its nodes through its door (tokens, the queue),
 		// never as a LAN peer beside them.
+		if d.serverCert, err = hubServerCert(cfg, log); err != nil {
+			return nil, err
+		}
+		if d.serverCert == nil && (len(cfg.HubTokens) > 0 || len(cfg.Replication.Tokens) > 0) {
+			w := "this hub serves plain http only, so the tokens its nodes and pulling hubs send cross the network in clear: give it a certificate (warren ca issue --host, or tls_cert and tls_key) and have them use its https:// URL"
+			d.warnings = append(d.warnings, w)
+			log.Warn(w)
+		}
 		role = hub.NewRole(hub.RoleConfig{ID: d.id.String(), Mode: cfg.hubMode, Tokens: hub.NewTokens(cfg.HubTokens),
-			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), Preload: cfg.Preload, Logger: log})
+			Queue: hub.NewQueue(cfg.MaxRequesters, cfg.RetryDelay.Duration), Preload: cfg.Preload, SignNode: signNode(cfg), Logger: log})
 		d.role = role
 		pcfg.Role = role
 		dcfg.KeepGenerations = cfg.KeepIndexGenerations
@@ -148,6 +188,12 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 			log.Info("a hub takes no part in LAN peering: nodes use it with --hub; discovery is off", slog.String("discovery", cfg.Discovery))
 		}
 	case cfg.Discovery != "off":
+		ectx, cancel := context.WithTimeout(ctx, startEnrolment)
+		d.peerTLS, err = newNodeTLS(ectx, cfg, d.id.String(), d.hubs, log)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
 		if err := d.startPeering(); err != nil {
 			return nil, err
 		}
@@ -161,6 +207,7 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 			Served: func(eco string, n int64) { history(eco, n, 0) }, WAN: func(eco string, n int64) { history(eco, 0, n) }}
 		if role != nil {
 			fcfg.PreloadOnly, fcfg.Unheld = !cfg.hubMode.OnDemand(), role.Unheld
+			fcfg.Internalize = cfg.Chocolatey.Internalize
 		}
 		d.feeds = feedserver.New(fcfg, d.door, d.store, budgets)
 		pcfg.Feeds = d.feeds
@@ -183,7 +230,17 @@ func newDaemon(cfg settings, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("https interception: %w (https_intercept: off turns it off)", err)
 	}
 	if d.intercept != nil {
+		d.intercept.mirrors = d.door.MirrorHosts
 		pcfg.Intercept = d.intercept
+		for _, h := range d.hubs {
+			if !h.TLS() {
+				// What a client fetched over https would cross the site in
+				// clear between this node and its hub.
+				w := "https repositories this node intercepts are fetched through " + h.Name() + " over plain http: use the hub's https:// URL"
+				d.warnings = append(d.warnings, w)
+				log.Warn(w)
+			}
+		}
 	}
 	pcfg.Door = d.door
 	pcfg.Status = d.status
@@ -259,20 +316,30 @@ func (d *daemon) startPeering() error {
 		secret = []byte(cfg.GroupSecret)
 	}
 	if !passive {
-		d.blobs = peering.NewBlobServer(d.store, peering.BlobConfig{Slots: cfg.UploadSlots, UploadRate: cfg.uploadRate, Secret: secret, Logger: d.log})
+		d.blobs = peering.NewBlobServer(d.store, peering.BlobConfig{Slots: cfg.UploadSlots, UploadRate: cfg.uploadRate, Secret: secret,
+			RequireTLS: d.peerTLS != nil, Logger: d.log})
 	}
-	// Broadcasts only reach a socket bound to the wildcard address; with
-	// static discovery alone, bind where HTTP listens.
-	udp := netip.AddrPortFrom(netip.IPv4Unspecified(), port)
+	var peerTLS *tls.Config
+	if d.peerTLS != nil {
+		peerTLS = d.peerTLS.config().ClientConfig()
+	}
+	// Broadcasts and multicasts only reach a socket bound to the wildcard
+	// address: the families HTTP listens on ([::] both, 0.0.0.0 IPv4
+	// alone). With static discovery alone, bind where HTTP listens.
+	tcp, _ := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP)
+	udp := netip.AddrPortFrom(netip.IPv6Unspecified(), port)
+	if tcp.Is4() || tcp.Is4In6() {
+		udp = netip.AddrPortFrom(netip.IPv4Unspecified(), port)
+	}
 	var bcast []netip.AddrPort
 	var lans []netip.Prefix
 	if cfg.Discovery != "static" {
-		b, l, err := broadcastAddrs(cfg.Interfaces, port)
+		b, l, err := broadcastAddrs(cfg.Interfaces, port, !udp.Addr().Is4())
 		if err != nil {
 			return err
 		}
 		bcast, lans = b, l
-	} else if tcp, ok := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP); ok && !tcp.IsUnspecified() {
+	} else if !tcp.IsUnspecified() {
 		udp = netip.AddrPortFrom(tcp.Unmap(), port)
 	}
 	node, err := peering.Listen(peering.Config{
@@ -288,6 +355,7 @@ func (d *daemon) startPeering() error {
 		Has:       d.store.Holds,
 		Recheck:   d.store.Recheck,
 		Blobs:     d.blobs,
+		TLS:       peerTLS,
 		Logger:    d.log.With(slog.String("component", "peering")),
 	})
 	d.node = node
@@ -319,7 +387,11 @@ func storeConfig(cfg settings, log *slog.Logger) (cachestore.Config, error) {
 // of the store, the peers and the uploads.
 func (d *daemon) status() status.Status {
 	used, blobs, _ := d.store.Usage()
-	st := status.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role}
+	st := status.Status{NodeID: d.id.String(), CacheBytes: used, CacheMax: d.store.MaxBytes(), Blobs: blobs, UploadSlots: d.cfg.UploadSlots, Role: d.cfg.Role,
+		Warnings: slices.Clone(d.warnings), Listen: d.Addr(), Families: listenFamilies(d.ln)}
+	if d.serverCert != nil {
+		st.HTTPSNames = d.serverCert.names()
+	}
 	for _, h := range d.hubs {
 		st.Hubs = append(st.Hubs, h.Status())
 	}
@@ -348,17 +420,38 @@ func (d *daemon) status() status.Status {
 			if p.Passive {
 				role = "passive"
 			}
-			st.Peers = append(st.Peers, status.Peer{ID: p.ID.String(), Addr: p.AddrPort().String(), Role: role,
-				Priority: p.Priority, FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
+			st.Peers = append(st.Peers, status.Peer{ID: p.ID.String(), Addr: p.AddrPort().String(), Family: status.Family(p.Addr), Role: role,
+				TLS: d.peerLink(p.ID), Priority: p.Priority, FreeBytes: p.FreeBytes, LastSeen: p.LastSeen})
+		}
+		st.PeerTLS = "off"
+		if d.peerTLS != nil {
+			st.PeerTLS, st.PeerTLSRefused = "mutual TLS with node certificates from the site CA", d.peerTLS.refused.Load()
+			if why := d.peerTLS.missing(); why != "" {
+				st.PeerTLS = "on, but this node has no certificate"
+				st.Warnings = append(st.Warnings, "peer_tls: this node has no certificate from the site CA, so its peers give it nothing and it serves them nothing: "+why)
+			}
 		}
 	}
 	if d.proxy != nil {
 		st.KnownArtifacts = d.proxy.Door().KnownArtifacts()
 	}
 	for _, f := range d.store.Fills() {
-		st.Transfers = append(st.Transfers, status.Transfer{What: f.Key, Written: f.Written, Size: f.Size})
+		st.Transfers = append(st.Transfers, status.Transfer{What: hub.RedactScope(f.Key), Written: f.Written, Size: f.Size})
 	}
 	return st
+}
+
+// peerLink is how blobs go with peer id: "mutual TLS", "refused: why"
+// (its last transfer over TLS failed on TLS), "TLS" (not asked yet), or
+// "plain http" with peer_tls off.
+func (d *daemon) peerLink(id peering.NodeID) string {
+	if !d.node.TLS() {
+		return "plain http"
+	}
+	if st, ok := d.node.PeerTLS(id); ok {
+		return st.String()
+	}
+	return "TLS (nothing asked yet)"
 }
 
 // collectors are the store's and the peers' figures for /metrics.
@@ -376,6 +469,19 @@ func (d *daemon) collectors() []prometheus.Collector {
 	if d.node != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peers", Help: "Peers in the table."},
 			func() float64 { return float64(len(d.node.Table().Peers())) }))
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peers_by_family", Help: "Peers in the table, by the address family they are reached over.",
+				ConstLabels: prometheus.Labels{"family": strings.ToLower(fam)}},
+				func() float64 {
+					n := 0
+					for _, p := range d.node.Table().Peers() {
+						if status.Family(p.Addr) == fam {
+							n++
+						}
+					}
+					return float64(n)
+				}))
+		}
 	}
 	if d.blobs != nil {
 		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "warren_peer_uploads_in_progress", Help: "Uploads to peers running now."},
@@ -444,8 +550,34 @@ func (d *daemon) runMDNSOnce(ctx context.Context) error {
 		if err != nil || id == d.id {
 			return
 		}
-		d.node.Table().Offer(peering.Peer{ID: id, Addr: f.Addr, Port: f.Port, Priority: f.Priority, Passive: f.Passive}, false)
+		if a, ok := reachable(f.Addrs); ok {
+			d.node.Discovered(peering.Peer{ID: id, Addr: a, Port: f.Port, Priority: f.Priority, Passive: f.Passive})
+		}
 	})
+}
+
+// reachable is the first of a peer's addresses in a family this machine
+// has an address of (not loopback): a dual-stack peer's IPv4 address from
+// a machine with IPv4, its IPv6 one from an IPv6-only machine.
+func reachable(addrs []netip.Addr) (netip.Addr, bool) {
+	var has4, has6 bool
+	if ifas, err := net.InterfaceAddrs(); err == nil {
+		for _, ia := range ifas {
+			if ipn, ok := ia.(*net.IPNet); ok && !ipn.IP.IsLoopback() {
+				if ipn.IP.To4() != nil {
+					has4 = true
+				} else {
+					has6 = true
+				}
+			}
+		}
+	}
+	for _, a := range addrs {
+		if a.Is4() && has4 || a.Is6() && has6 {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // nodeID reads the node's id from the cache directory, making one the
@@ -467,10 +599,11 @@ func nodeID(dir string) (peering.NodeID, error) {
 	return id, nil
 }
 
-// broadcastAddrs are the IPv4 subnet broadcast addresses of the chosen
-// interfaces (default: all up, non-loopback, broadcast-capable), and
-// their networks.
-func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, []netip.Prefix, error) {
+// broadcastAddrs are where the LAN hears a node's queries and wants: the
+// IPv4 subnet broadcast address of each chosen interface (default: all
+// up, non-loopback), and with v6 the IPv6 multicast group on each of them
+// that has an IPv6 address and can multicast; and the IPv4 networks.
+func broadcastAddrs(names []string, port uint16, v6 bool) ([]netip.AddrPort, []netip.Prefix, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
 		return nil, nil, fmt.Errorf("list interfaces: %w", err)
@@ -481,16 +614,24 @@ func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, []netip.Pref
 		if len(names) > 0 && !contains(names, ifc.Name) {
 			continue
 		}
-		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagBroadcast == 0 || len(names) == 0 && ifc.Flags&net.FlagLoopback != 0 {
+		if ifc.Flags&net.FlagUp == 0 || len(names) == 0 && ifc.Flags&net.FlagLoopback != 0 {
 			continue
 		}
 		addrs, err := ifc.Addrs()
 		if err != nil {
 			continue
 		}
+		has6 := false
 		for _, a := range addrs {
 			ipn, ok := a.(*net.IPNet)
-			if !ok || ipn.IP.To4() == nil {
+			if !ok {
+				continue
+			}
+			if ipn.IP.To4() == nil {
+				has6 = true
+				continue
+			}
+			if ifc.Flags&net.FlagBroadcast == 0 {
 				continue
 			}
 			ip, mask := ipn.IP.To4(), ipn.Mask
@@ -507,6 +648,9 @@ func broadcastAddrs(names []string, port uint16) ([]netip.AddrPort, []netip.Pref
 				}
 				lans = append(lans, netip.PrefixFrom(a, bits).Masked())
 			}
+		}
+		if v6 && has6 && ifc.Flags&net.FlagMulticast != 0 {
+			out = append(out, peering.MulticastOn(ifc.Name, port))
 		}
 	}
 	for _, n := range names {
@@ -568,6 +712,22 @@ func contains(xs []string, x string) bool {
 	return false
 }
 
+// listenFamilies says which families ln takes connections of.
+func listenFamilies(ln net.Listener) string {
+	tcp, ok := ln.Addr().(*net.TCPAddr)
+	if !ok {
+		return ""
+	}
+	a, _ := netip.AddrFromSlice(tcp.IP)
+	switch {
+	case a.Is4() || a.Is4In6():
+		return "IPv4"
+	case a.IsUnspecified():
+		return "IPv4 and IPv6"
+	}
+	return "IPv6"
+}
+
 // Addr is where the daemon serves HTTP.
 func (d *daemon) Addr() string { return d.ln.Addr().String() }
 
@@ -613,6 +773,16 @@ func (d *daemon) Run(ctx context.Context) error {
 	if d.node != nil {
 		attrs = append(attrs, slog.String("node", d.id.String()), slog.String("udp", d.node.Addr().String()))
 	}
+	var serverTLS *tls.Config
+	switch {
+	case d.serverCert != nil:
+		serverTLS = d.serverCert.config()
+		attrs = append(attrs, slog.String("https", d.serverCert.what), slog.Any("https_names", d.serverCert.names()))
+	case d.peerTLS != nil && d.blobs != nil:
+		// Peers' blob requests over mutual TLS, on the one port.
+		serverTLS = d.peerTLS.config().ServerConfig()
+		attrs = append(attrs, slog.Bool("peer_tls", true))
+	}
 	// The admin socket listens before "serving" is said: a CLI run right
 	// after must not find a crashed run's stale socket instead.
 	adminLn, err := d.listenAdmin()
@@ -623,6 +793,9 @@ func (d *daemon) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		ln := d.proxy.Listen(d.ln, proxy.ConnLimits{PerClient: d.cfg.MaxClientConnections, Total: d.cfg.MaxConnections})
+		if serverTLS != nil {
+			ln = proxy.WithTLS(ln, serverTLS) // https beside plain http, on the one port
+		}
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serve http: %w", err)
 		}
@@ -639,6 +812,9 @@ func (d *daemon) Run(ctx context.Context) error {
 	}
 	if len(d.hubs) > 0 {
 		g.Go(func() error { d.probeHubs(gctx); return nil })
+	}
+	if d.peerTLS != nil {
+		g.Go(func() error { d.peerTLS.loop(gctx); return nil })
 	}
 	if d.preload != nil {
 		g.Go(func() error { d.preload.loop(gctx); return nil })

@@ -14,6 +14,12 @@ import (
 // createrepo_c; it returns the repository root and each rpm's sha256.
 func buildRPMRepo(t *testing.T, base string) (string, map[string]string) {
 	t.Helper()
+	return buildRPMRepoSized(t, base, 256<<10, 256<<10)
+}
+
+// buildRPMRepoSized is buildRPMRepo with each rpm's payload size.
+func buildRPMRepoSized(t *testing.T, base string, sizes ...int) (string, map[string]string) {
+	t.Helper()
 	top := filepath.Join(base, "rpmbuild")
 	repo := filepath.Join(base, "rpmrepo")
 	os.MkdirAll(filepath.Join(repo, "Packages"), 0o755)
@@ -21,7 +27,7 @@ func buildRPMRepo(t *testing.T, base string) (string, map[string]string) {
 	for i, name := range []string{"warren-e2e-hello", "libwarren++-e2e"} {
 		payload := filepath.Join(base, name+".bin")
 		r := rand.New(rand.NewPCG(uint64(i+10), 7))
-		b := make([]byte, 256<<10)
+		b := make([]byte, sizes[i])
 		for j := range b {
 			b[j] = byte(r.UintN(256))
 		}

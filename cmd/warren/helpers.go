@@ -63,13 +63,13 @@ func helperCommands() []*cli.Command {
 		},
 		{
 			Name:         "dnf-setup",
-			Usage:        "add this warren as dnf's proxy (--https: and trust the site CA in the repos of intercepted hosts; --undo takes it out again)",
+			Usage:        "add this warren as dnf's proxy (--https: and trust the site CA, beside the system's CAs, in every repository; --undo takes it out again); the repo files stay as shipped",
 			OnUsageError: usageErr,
 			Flags: append(commandFlags("config", "cache-dir", "listen", "https-intercept"),
 				&cli.BoolFlag{Name: "undo", Usage: "remove the lines warren added"},
 				&cli.StringFlag{Name: "dnf-conf", Usage: "dnf's config (default /etc/dnf/dnf.conf, else /etc/yum.conf)"},
-				&cli.BoolFlag{Name: "https", Usage: "also set sslcacert (the system's CAs and the site CA) in each repo on an intercepted https host"},
-				&cli.StringFlag{Name: "repos-dir", Value: "/etc/yum.repos.d", Usage: "dnf's repository files"},
+				&cli.BoolFlag{Name: "https", Usage: "also set sslcacert (the system's CAs and the site CA) in dnf.conf's [main], which every repository inherits"},
+				&cli.StringFlag{Name: "repos-dir", Value: "/etc/yum.repos.d", Usage: "dnf's repository files (what an older dnf-setup --https added there is taken out)"},
 				&cli.StringFlag{Name: "bundle", Value: defaultBundle, Usage: "the CA bundle written: the system's CAs and the site CA"},
 				&cli.StringFlag{Name: "system-cas", Value: defaultSystemCAs, Usage: "the system's CAs, copied into the bundle"}),
 			Action: func(c *cli.Context) error {
@@ -77,8 +77,14 @@ func helperCommands() []*cli.Command {
 				if err != nil {
 					return usageError{err}
 				}
-				if c.Bool("https") || c.Bool("undo") {
-					if err := dnfHTTPSSetup(c, cfg); err != nil {
+				cacert := ""
+				switch {
+				case c.Bool("undo"):
+					if _, err := dnfRepoUndo(c.String("repos-dir")); err != nil {
+						return err
+					}
+				case c.Bool("https"):
+					if cacert, err = dnfHTTPSBundle(c, cfg); err != nil {
 						return err
 					}
 				}
@@ -91,7 +97,7 @@ func helperCommands() []*cli.Command {
 						}
 					}
 				}
-				msg, err := dnfSetup(path, "http://127.0.0.1:"+listenPort(cfg.Listen), c.Bool("undo"))
+				msg, err := dnfSetup(path, "http://127.0.0.1:"+listenPort(cfg.Listen), cacert, c.Bool("undo"))
 				if err != nil {
 					return err
 				}
@@ -189,10 +195,12 @@ func bestOnLAN(ctx context.Context, cfg settings, wait time.Duration) string {
 			best, found = f, true
 		}
 	})
-	if !found {
+	a, ok := reachable(best.Addrs)
+	if !found || !ok {
 		return ""
 	}
-	return "http://" + netip.AddrPortFrom(best.Addr, best.Port).String()
+	u := url.URL{Scheme: "http", Host: netip.AddrPortFrom(a, best.Port).String()} // [v6]:port, a zone as %25
+	return u.String()
 }
 
 // dnfMarker is a line of its own before each line warren adds to dnf's
@@ -221,7 +229,7 @@ func withoutDnfMarked(lines []string) []string {
 
 // dnfSetup puts "proxy=URL" in the [main] section of dnf's config, or with
 // undo takes out what it put there. Running it twice changes nothing.
-func dnfSetup(path, proxy string, undo bool) (string, error) {
+func dnfSetup(path, proxy, cacert string, undo bool) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil && !os.IsNotExist(err) {
 		return "", fmt.Errorf("read %s: %w", path, err)
@@ -237,22 +245,34 @@ func dnfSetup(path, proxy string, undo bool) (string, error) {
 		}
 		return fmt.Sprintf("removed warren's proxy line from %s", path), writeLines(path, kept)
 	}
+	section := ""
 	for _, l := range kept {
-		if t := strings.TrimSpace(l); strings.HasPrefix(t, "proxy=") || strings.HasPrefix(t, "proxy =") {
+		t := strings.TrimSpace(l)
+		if strings.HasPrefix(t, "[") {
+			section = t
+		}
+		k, _, _ := strings.Cut(t, "=")
+		switch k = strings.TrimSpace(k); {
+		case k == "proxy":
 			return "", fmt.Errorf("%s already sets a proxy (%q); take it out first, warren does not override it", path, t)
+		case k == "sslcacert" && cacert != "" && section == "[main]":
+			return "", fmt.Errorf("%s already sets sslcacert in [main] (%q); take it out first, or add the site CA to that file", path, t)
 		}
 	}
-	line := "proxy=" + proxy
+	add := []string{dnfMarker, "proxy=" + proxy}
+	if cacert != "" {
+		add = append(add, dnfMarker, "sslcacert="+cacert)
+	}
 	out, inserted := []string{}, false
 	for _, l := range kept {
 		out = append(out, l)
 		if strings.TrimSpace(l) == "[main]" && !inserted {
-			out = append(out, dnfMarker, line)
+			out = append(out, add...)
 			inserted = true
 		}
 	}
 	if !inserted {
-		out = append([]string{"[main]", dnfMarker, line}, out...)
+		out = append(append([]string{"[main]"}, add...), out...)
 	}
 	if err := writeLines(path, out); err != nil {
 		return "", err

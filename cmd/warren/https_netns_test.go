@@ -165,8 +165,8 @@ func TestHTTPSRepositoryOverNetns(t *testing.T) {
 	for _, name := range []string{"dnf1", "dnf2"} {
 		c := newDnfClient(base, name, "https://repo.test/"+rpmRel)
 		onMachine("dnf-setup", "--https", "--dnf-conf", c.conf, "--repos-dir", c.reposDir, "--bundle", filepath.Join(c.dir, "bundle.crt"), "--system-cas", systemCAs)
-		if repoFile := string(readFile(filepath.Join(c.reposDir, "e2e.repo"))); !strings.Contains(repoFile, "sslcacert=") {
-			t.Fatalf("dnf-setup --https set no sslcacert:\n%s", repoFile)
+		if conf := string(readFile(c.conf)); !strings.Contains(conf, "sslcacert=") {
+			t.Fatalf("dnf-setup --https set no sslcacert in dnf.conf:\n%s", conf)
 		}
 		start := time.Now()
 		c.run(t, lan.ns("w"), "", "download", "--destdir="+filepath.Join(c.dir, "dl"), "warren-e2e-hello", "libwarren++-e2e")

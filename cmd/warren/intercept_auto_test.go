@@ -95,3 +95,43 @@ func TestUnreadableConfigSaysTheFix(t *testing.T) {
 		}
 	}
 }
+
+// A mirror group's https mirrors are intercepted as soon as warren has
+// read their list, when the site CA's constraints name them (here a
+// domain, as an operator names a distribution's mirror domains); the
+// others stay tunnels, and the log says which and what to do, once.
+// (Before, only the hosts of the repo files were: the list server.)
+func TestMirrorHostsIntercepted(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc", "yum.repos.d"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc", "yum.repos.d", "fedora.repo"),
+		[]byte("[updates]\nmetalink=https://mirrors.fedora.example/metalink?repo=updates-released-f40&arch=$basearch\n"), 0o644)
+	ca, err := siteca.Init(filepath.Join(t.TempDir(), "ca"), []string{"mirrors.fedora.example", "mirror.example"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	var mirrors []string
+	in := &interception{ca: ca, root: root, log: slog.New(slog.NewTextHandler(logs, nil)), mirrors: func() []string { return mirrors }}
+	in.cfg.HTTPSIntercept = []string{"auto"}
+	if !in.Intercepts("mirrors.fedora.example") || in.Intercepts("fr.mirror.example") {
+		t.Fatal("before any list: the list host alone")
+	}
+	mirrors = []string{"fr.mirror.example", "ftp.elsewhere.example"}
+	for range 2 {
+		if !in.Intercepts("fr.mirror.example") || in.Intercepts("ftp.elsewhere.example") || !in.Intercepts("mirrors.fedora.example") {
+			t.Fatalf("once the list is read: %v", in.current())
+		}
+	}
+	if n := strings.Count(logs.String(), "https mirrors of the lists of mirrors dnf uses stay tunnels"); n != 1 || !strings.Contains(logs.String(), "ftp.elsewhere.example") {
+		t.Fatalf("%d warnings of the mirrors outside the CA, want one naming ftp.elsewhere.example:\n%s", n, logs)
+	}
+	// A list of hosts in https_intercept: the mirrors the CA names too.
+	in.cfg.HTTPSIntercept = []string{"mirrors.fedora.example"}
+	in.mu.Lock()
+	in.scanned = time.Time{}
+	in.mu.Unlock()
+	if !in.Intercepts("fr.mirror.example") || in.Intercepts("ftp.elsewhere.example") {
+		t.Fatal("with https_intercept naming its hosts, the mirrors the CA names are not intercepted")
+	}
+}

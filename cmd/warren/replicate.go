@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/urfave/cli/v2"
 
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/door"
 	"github.com/warren-cache/warren/hub"
 	"github.com/warren-cache/warren/hub/replicate"
 )
@@ -53,6 +55,8 @@ func newReplicator(d *daemon) *replicator {
 	// by this timeout.
 	return &replicator{d: d, self: d.id.String(), state: st, puller: replicate.NewPuller(d.door, d.store, d.id.String(), d.log.With(slog.String("component", "replicate")), nil), http: &http.Client{Transport: &http.Transport{
 		Proxy: nil, ResponseHeaderTimeout: 60 * time.Second, IdleConnTimeout: 90 * time.Second, MaxIdleConnsPerHost: 4,
+		// An https source is verified against the site CA and the system's roots.
+		TLSClientConfig: d.trust, TLSHandshakeTimeout: 10 * time.Second,
 	}}}
 }
 
@@ -98,6 +102,7 @@ func (r *replicator) run(ctx context.Context, trigger, from string, progress fun
 			Client:  hub.FeedClient{From: src, Self: r.self, HTTP: r.http},
 			From:    from,
 			Deletes: cfg.ReplicateDeletes,
+			Package: r.d.preparePackage,
 			Saved: func(st hub.SourceState) {
 				r.mu.Lock()
 				defer r.mu.Unlock()
@@ -455,4 +460,13 @@ func printReplicateLog(c *cli.Context, cfg settings) error {
 			r.From, r.Trigger, r.CursorIn, r.CursorOut, r.Entries, r.Blobs, humanize.Bytes(uint64(r.Bytes)), result)
 	}
 	return tw.Flush()
+}
+
+// preparePackage readies a Chocolatey package a replication run holds: on
+// an internalizing hub, its rewritten form and its installers.
+func (d *daemon) preparePackage(ctx context.Context, dg cachestore.Digest) error {
+	if d.feeds == nil {
+		return nil
+	}
+	return d.feeds.PrepareHeld(ctx, dg, door.Asker{UA: "warren-replicate"})
 }

@@ -50,7 +50,15 @@ replicate_from: [{name: main, url: %q, token: region-token-0123456789}]
 	regionURL, _, regionLogs := startWarren(t, "--config", regionConf, "--cache-dir", regionDir)
 	// The schedule's first run is at start.
 	waitUntil(t, "the scheduled run at start", 30*time.Second, func() bool { return strings.Contains(regionLogs.String(), `msg="replication run"`) })
-	out, err := runApp(t, "replicate", "run", "--config", regionConf, "--cache-dir", regionDir)
+	// The run logs its end before it lets go of the lock the next run
+	// takes (its state is saved after): asked too soon, a run on demand
+	// is told one is going.
+	var out string
+	var err error
+	waitUntil(t, "the scheduled run to let go", 30*time.Second, func() bool {
+		out, err = runApp(t, "replicate", "run", "--config", regionConf, "--cache-dir", regionDir)
+		return err == nil || !strings.Contains(out, "already going")
+	})
 	if err != nil || !strings.Contains(out, "fetched 0 blobs (0 B)") {
 		t.Fatalf("a run on demand after the scheduled one: %v\n%s", err, out)
 	}

@@ -233,16 +233,6 @@ func metricValue(t *testing.T, m, series string) float64 {
 	return 0
 }
 
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
-
 // dayTable is the page's table of the day's bytes by ecosystem.
 func dayTable(t *testing.T, page string) string {
 	t.Helper()

@@ -1,6 +1,7 @@
 package preload
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,7 +31,10 @@ type Door interface {
 	Fetch(ctx context.Context, p door.Plan, who door.Asker, opts door.FetchOptions) (cachestore.Digest, error)
 	Holds(d cachestore.Digest) bool
 	ReadIndex(ctx context.Context, d cachestore.Digest, name string) (io.ReadCloser, error)
-	ReadBlob(d cachestore.Digest) (*cachestore.Blob, error)
+	// VerifiedTop reads a held Release, InRelease or repomd.xml as a
+	// learn does, once it passed its signature check (an InRelease's
+	// signed text alone); an error for one that fails.
+	VerifiedTop(ctx context.Context, p door.Plan, d cachestore.Digest) ([]byte, error)
 }
 
 // Feeds makes a feed call as a client's would be answered (kept, its
@@ -39,6 +43,10 @@ type Feeds interface {
 	// Call asks the feed at feedURL for rest (what follows api/v2/) and
 	// returns its entries, or its body when it is no XML page.
 	Call(ctx context.Context, feedURL, rest string) ([]chocolatey.Entry, []byte, error)
+	// Prepare readies a preloaded package for the site (a hub's
+	// internalization: its rewritten form, and the installers its script
+	// downloads, fetched through the door).
+	Prepare(ctx context.Context, feedURL string, e chocolatey.Entry, who door.Asker) error
 }
 
 // Runner runs a hub's preload list through the door.
@@ -88,6 +96,9 @@ type preloadItem struct {
 	url  string
 	d    cachestore.Digest
 	size int64
+	// feed and entry are a Chocolatey package's.
+	feed  string
+	entry chocolatey.Entry
 }
 
 // Preload runs the list once and reports it. Failures of single artifacts
@@ -136,12 +147,15 @@ func (s *Runner) Run(ctx context.Context, o Options) (hub.PreloadRun, error) {
 	}
 	// One per blob; the rest are what is not held.
 	seen := map[cachestore.Digest]bool{}
-	var missing []preloadItem
+	var missing, chocos []preloadItem
 	for _, it := range items {
 		if seen[it.d] {
 			continue
 		}
 		seen[it.d] = true
+		if it.eco == "chocolatey" {
+			chocos = append(chocos, it)
+		}
 		run.Wanted++
 		run.Ecosystem[it.eco]++
 		if s.door.Holds(it.d) {
@@ -188,6 +202,11 @@ func (s *Runner) Run(ctx context.Context, o Options) (hub.PreloadRun, error) {
 		if p.Kind == "other" {
 			p.Kind = "preload"
 		}
+		if it.eco == "chocolatey" {
+			// Verified against its feed's hash: its install script
+			// teaches what its installers must hash to.
+			p.Kind, p.Meta, p.MetaName = "nupkg", door.MetaNupkg, it.name+".nupkg"
+		}
 		if err := s.fetch(ctx, p, who); err != nil {
 			fail(it.url, err)
 		} else {
@@ -197,6 +216,24 @@ func (s *Runner) Run(ctx context.Context, o Options) (hub.PreloadRun, error) {
 		}
 		if o.Progress != nil {
 			o.Progress(i+1, len(missing), run.FetchedB)
+		}
+	}
+	// The installers of the Chocolatey packages held, in the window too.
+	for _, it := range chocos {
+		if o.Stop != nil {
+			if why := o.Stop(); why != "" {
+				run.Stopped = why
+				break
+			}
+		}
+		if ctx.Err() != nil || run.Stopped != "" {
+			break
+		}
+		if !s.door.Holds(it.d) {
+			continue
+		}
+		if err := s.feeds.Prepare(ctx, it.feed, it.entry, who); err != nil {
+			fail(it.entry.ID+" "+it.entry.Version, err)
 		}
 	}
 	run.End = s.now()
@@ -256,32 +293,33 @@ func (s *Runner) preloadApt(ctx context.Context, a hub.AptPreload, o Options, wh
 	}
 	for _, suite := range a.Suites {
 		relURL := base + "dists/" + suite + "/InRelease"
-		d, _, err := s.fetchIndex(ctx, relURL, who)
+		d, p, err := s.fetchIndex(ctx, relURL, who)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		rf, err := s.door.ReadBlob(d)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		rel, err := debian.ParseRelease(rf.File)
-		rf.Close()
+		// What its signature covers, as the door learns it: a Release
+		// that fails its check lists nothing to preload.
+		text, err := s.door.VerifiedTop(ctx, p, d)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", relURL, err))
 			continue
 		}
-		listed := map[string]bool{}
+		rel, err := debian.ParseRelease(bytes.NewReader(text))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", relURL, err))
+			continue
+		}
+		listed := map[string]string{} // path -> SHA256
 		for _, f := range rel.Files {
-			listed[f.Path] = true
+			listed[f.Path] = f.SHA256
 		}
 		for _, comp := range a.Components {
 			// apt asks for the English descriptions too (unless
 			// Acquire::Languages says otherwise): a preload-only hub must
 			// hold them, or every node's update reports them missing.
 			for _, name := range []string{"Translation-en.xz", "Translation-en.bz2", "Translation-en.gz", "Translation-en"} {
-				if listed[comp+"/i18n/"+name] {
+				if listed[comp+"/i18n/"+name] != "" {
 					if _, _, err := s.fetchIndex(ctx, base+"dists/"+suite+"/"+comp+"/i18n/"+name, who); err != nil {
 						errs = append(errs, err)
 					}
@@ -302,16 +340,21 @@ func (s *Runner) preloadApt(ctx context.Context, a hub.AptPreload, o Options, wh
 }
 
 // aptPackages reads one component's Packages for one architecture, the
-// best compression its Release lists, into pkgs: a name's newest version
-// (dpkg's order: epochs, ~) wins, whichever suite lists it.
-func (s *Runner) aptPackages(ctx context.Context, suiteURL, dir string, listed map[string]bool, who door.Asker, pkgs map[string]debian.Package) error {
+// best compression its Release lists (with its SHA256), into pkgs: a
+// name's newest version (dpkg's order: epochs, ~) wins, whichever suite
+// lists it. A Packages that is not what the Release lists is not read.
+func (s *Runner) aptPackages(ctx context.Context, suiteURL, dir string, listed map[string]string, who door.Asker, pkgs map[string]debian.Package) error {
 	for _, name := range []string{"Packages.xz", "Packages.gz", "Packages"} {
-		if !listed[dir+name] {
+		sum := listed[dir+name]
+		if sum == "" {
 			continue
 		}
 		d, _, err := s.fetchIndex(ctx, suiteURL+dir+name, who)
 		if err != nil {
 			return err
+		}
+		if want := (cachestore.Digest{Algo: "sha256", Hex: sum}); d != want {
+			return fmt.Errorf("%s%s%s is %s, not what its Release lists (%s): not read", suiteURL, dir, name, d, want)
 		}
 		r, err := s.readIndex(ctx, d, name)
 		if err != nil {
@@ -361,16 +404,17 @@ func aptWanted(base string, pkgs map[string]debian.Package, globs []string, o Op
 // other metadata files (what dnf reads besides primary).
 func (s *Runner) preloadRPM(ctx context.Context, r hub.RPMPreload, o Options, who door.Asker) (_ []preloadItem, metadata []preloadItem, _ error) {
 	base := strings.TrimSuffix(r.BaseURL, "/") + "/"
-	d, _, err := s.fetchIndex(ctx, base+"repodata/repomd.xml", who)
+	d, p, err := s.fetchIndex(ctx, base+"repodata/repomd.xml", who)
 	if err != nil {
 		return nil, nil, err
 	}
-	mf, err := s.door.ReadBlob(d)
+	// What its signature covers, as the door learns it: a repomd.xml
+	// that fails its check lists nothing to preload.
+	text, err := s.door.VerifiedTop(ctx, p, d)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%srepodata/repomd.xml: %w", base, err)
 	}
-	data, err := rpm.ParseRepomd(mf.File)
-	mf.Close()
+	data, err := rpm.ParseRepomd(bytes.NewReader(text))
 	if err != nil {
 		return nil, nil, fmt.Errorf("%srepodata/repomd.xml: %w", base, err)
 	}
@@ -387,6 +431,9 @@ func (s *Runner) preloadRPM(ctx context.Context, r hub.RPMPreload, o Options, wh
 	pd, _, err := s.fetchIndex(ctx, base+data[i].Href, who)
 	if err != nil {
 		return nil, nil, err
+	}
+	if want := (cachestore.Digest{Algo: data[i].Checksum.Algo, Hex: data[i].Checksum.Hex}); pd.Algo == want.Algo && pd != want {
+		return nil, nil, fmt.Errorf("%s%s is %s, not what its repomd.xml lists (%s): not read", base, data[i].Href, pd, want)
 	}
 	pr, err := s.readIndex(ctx, pd, data[i].Href)
 	if err != nil {
@@ -510,7 +557,7 @@ func (s *Runner) preloadChocolatey(ctx context.Context, c hub.ChocolateyPreload)
 				errs = append(errs, err)
 			}
 			out = append(out, preloadItem{eco: "chocolatey", name: lower, url: e.ContentSrc,
-				d: cachestore.Digest{Algo: e.HashAlgo, Hex: e.HashHex}, size: e.Size})
+				d: cachestore.Digest{Algo: e.HashAlgo, Hex: e.HashHex}, size: e.Size, feed: feed, entry: e})
 		}
 	}
 	return out, errors.Join(errs...)

@@ -13,5 +13,7 @@
 // does not advance ends the run; a rebuilt source (another change log) is
 // read again from its start; a blob that fails verification is not asked
 // of that source again in the run; an entry that failed is tried again by
-// the next run.
+// the next run. In a repository with keys, a Release or repomd.xml is
+// applied only when its signature verifies, and an index file or package
+// only once verified metadata lists it at its digest.
 package replicate

@@ -1,6 +1,7 @@
 package replicate
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,6 +31,14 @@ type Door interface {
 	// PinGeneration pins the index files of a top metadata file p (a
 	// Release, a repomd.xml) now at next, and of prev, the one before it.
 	PinGeneration(p door.Plan, prev, next cachestore.Digest)
+	// CheckSignature checks a held Release or repomd.xml as a fetched
+	// one is (verify_signatures): an error refuses it.
+	CheckSignature(ctx context.Context, p door.Plan, d cachestore.Digest) error
+	// Keyed says whether key is a file of a repository with keys, and
+	// Learnt what its verified metadata says of it (after any learn in
+	// progress).
+	Keyed(key string) bool
+	Learnt(ctx context.Context, key string) (cachestore.Known, error)
 }
 
 // PullStore is what a pull needs of the cache beyond the door: the URL
@@ -78,6 +87,9 @@ type Options struct {
 	Saved func(hub.SourceState)
 	// Progress is told of each entry done, of about total.
 	Progress func(done, total int, bytes int64)
+	// Package, when set, readies a Chocolatey package the run holds (a
+	// hub's internalization: its rewritten form and its installers).
+	Package func(ctx context.Context, d cachestore.Digest) error
 }
 
 // maxPages bounds the pages of one run: a source that advances its
@@ -92,11 +104,27 @@ type run struct {
 	rep    hub.ReplicateRun
 	failed map[cachestore.Digest]error // blobs that failed verification from this source, this run
 	retry  []cachestore.Change
+	// tops are the run's Releases and repomd.xml files, applied at its
+	// end: what they list may come on any later page.
+	tops []cachestore.Change
+	// held are the index files and packages of repositories with keys,
+	// applied at the run's end once a verified top (or an index file one
+	// lists) lists them at their digest: a source hub's word is not
+	// enough (applyHeld).
+	held []cachestore.Change
+	// verified are the repository roots of the tops whose signature
+	// verified this run, with the greatest of their places in the log.
+	verified map[string]uint64
 	// offered are the index files the source offered over the run, by
 	// key: a Release or repomd.xml is applied only when this hub holds
 	// those of them it lists.
 	offered map[string]cachestore.Digest
-	total   int // entries to go over, about: for Progress
+	total   int    // entries to go over, about: for Progress
+	base    uint64 // the cursor the run started from (0 once the log restarted)
+	// packages are the Chocolatey packages a page brought, readied
+	// (Options.Package) once the page's other entries are in: their
+	// installers may be among them.
+	packages []cachestore.Change
 }
 
 // done tells Progress of an entry done.
@@ -108,18 +136,36 @@ func (r *run) done() {
 
 // Run runs one pull from the source and reports it.
 func (p *Puller) Run(ctx context.Context, o Options) hub.ReplicateRun {
-	r := &run{p: p, o: o, failed: map[cachestore.Digest]error{}, offered: map[string]cachestore.Digest{},
+	r := &run{p: p, o: o, failed: map[cachestore.Digest]error{}, offered: map[string]cachestore.Digest{}, verified: map[string]uint64{}, base: o.From.Cursor,
 		rep: hub.ReplicateRun{From: o.Client.From.Name, Start: p.now(), CursorIn: o.From.Cursor, CursorOut: o.From.Cursor}}
 	r.walk(ctx)
 	r.rep.End = p.now()
 	p.log.Info("replication run", slog.String("from", r.rep.From), slog.Uint64("cursor_before", r.rep.CursorIn),
 		slog.Uint64("cursor_after", r.rep.CursorOut), slog.Int("entries", r.rep.Entries), slog.Int("blobs", r.rep.Blobs),
 		slog.Int64("bytes", r.rep.Bytes), slog.Int("deleted", r.rep.Deleted), slog.Int("refused", r.rep.Refused),
-		slog.Int("failures", len(r.rep.Failures)), slog.Int("to_retry", len(r.retry)), slog.String("error", r.rep.Error))
+		slog.Int("unverified", r.rep.Unverified), slog.Int("failures", len(r.rep.Failures)), slog.Int("to_retry", len(r.retry)), slog.String("error", r.rep.Error))
 	return r.rep
 }
 
 func (r *run) walk(ctx context.Context) {
+	state, cursor, ok := r.pages(ctx)
+	if !ok {
+		return
+	}
+	// The tops last, once every page is in: a Release's Packages may
+	// come pages after it. Their bytes first (checked, and learnt from
+	// when they verify), then what they list of the repositories with
+	// keys, then the tops themselves.
+	tops := r.fetchTops(ctx)
+	r.applyHeld(ctx)
+	r.applyTops(ctx, tops)
+	r.save(state, cursor)
+}
+
+// pages stores the source's pages from the cursor on (the tops kept for
+// the end) and returns the place reached; false when the run may not go
+// on at all (a loop).
+func (r *run) pages(ctx context.Context) (hub.SourceState, uint64, bool) {
 	p, o := r.p, r.o
 	state := o.From
 	// What failed last time first: its place in the log is behind the
@@ -131,23 +177,20 @@ func (r *run) walk(ctx context.Context) {
 	for pages := 0; ; pages++ {
 		if ctx.Err() != nil {
 			r.rep.Error = "stopped: " + ctx.Err().Error()
-			r.save(state, cursor)
-			return
+			return state, cursor, true
 		}
 		if pages == maxPages {
 			r.rep.Error = fmt.Sprintf("the source sent %d pages in one run without reaching its end; the run stops (next run goes on from cursor %d)", maxPages, cursor)
-			r.save(state, cursor)
-			return
+			return state, cursor, true
 		}
-		page, err := o.Client.Page(ctx, cursor)
+		page, err := o.Client.Page(ctx, state.Log, cursor)
 		if err != nil {
 			r.rep.Error = err.Error()
-			r.save(state, cursor)
-			return
+			return state, cursor, true
 		}
 		if p.self != "" && slices.Contains(page.Chain, p.self) {
 			r.rep.Error = (&hub.LoopError{Source: o.Client.From.Name, Chain: strings.Join(page.Chain, " <- ")}).Error()
-			return
+			return state, cursor, false
 		}
 		if page.Log != state.Log {
 			// A state kept before logs had names (state.Log "") takes the
@@ -158,7 +201,7 @@ func (r *run) walk(ctx context.Context) {
 				// held already is not fetched again.
 				p.log.Warn("the source hub's change log is a new one (rebuilt?); reading it from its start",
 					slog.String("from", o.Client.From.Name), slog.String("log", page.Log), slog.String("was", state.Log), slog.Uint64("cursor_was", cursor))
-				state.Log, cursor = page.Log, 0
+				state.Log, cursor, r.base = page.Log, 0, 0
 				r.rep.Restarted = true
 				r.save(state, 0)
 				continue
@@ -167,43 +210,47 @@ func (r *run) walk(ctx context.Context) {
 		}
 		state.Chain = page.Chain
 		r.rep.Last, r.rep.LastAt = page.Last, page.LastAt
-		r.total = int(max(page.Last, cursor) - o.From.Cursor)
+		r.total = int(max(page.Last, cursor) - min(r.base, max(page.Last, cursor)))
 		r.apply(ctx, page.Entries)
 		if ctx.Err() != nil {
 			r.rep.Error = "stopped: " + ctx.Err().Error()
-			r.save(state, cursor) // this page again next time: what it stored is held
-			return
+			return state, cursor, true // this page again next time: what it stored is held
 		}
 		cursor = page.Next
 		r.save(state, cursor)
 		if !page.More {
-			return
+			return state, cursor, true
 		}
 	}
 }
 
-// save tells the caller the place reached and what is left to try again;
-// past MaxRetry of those, the cursor stays before the first one kept out,
-// so that nothing is lost.
+// save tells the caller the place reached and what is left to try again
+// (the tops not applied yet among them: the cursor is past them); past
+// MaxRetry of those, the cursor stays before the first one kept out, so
+// that nothing is lost.
 func (r *run) save(state hub.SourceState, cursor uint64) {
 	if len(r.retry) > hub.MaxRetry {
-		slices.SortFunc(r.retry, func(a, b cachestore.Change) int { return int(a.Seq - b.Seq) })
-		cursor = min(cursor, r.retry[hub.MaxRetry].Seq-1)
+		slices.SortFunc(r.retry, func(a, b cachestore.Change) int { return cmp.Compare(a.Seq, b.Seq) })
+		for _, e := range r.retry[hub.MaxRetry:] {
+			if e.Seq > 0 {
+				cursor = min(cursor, e.Seq-1)
+				break
+			}
+		}
 		r.retry = r.retry[:hub.MaxRetry]
 	}
-	state.Cursor, state.Retry = cursor, slices.Clone(r.retry)
+	state.Cursor, state.Retry = cursor, append(append(slices.Clone(r.retry), r.tops...), r.held...)
 	r.rep.CursorOut = cursor
-	r.rep.ToRetry = len(r.retry)
+	r.rep.ToRetry = len(state.Retry)
 	if r.o.Saved != nil {
 		r.o.Saved(state)
 	}
 }
 
-// apply stores a page's entries: index files and artifacts first, then
-// the top metadata files that list them (a Release, a repomd.xml), each
-// only once this hub holds what the source offered of what it lists.
+// apply stores a page's entries: index files and artifacts; the top
+// metadata files that list them (a Release, a repomd.xml) are kept for
+// the run's end (applyTops).
 func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
-	var top []cachestore.Change
 	for _, e := range entries {
 		if ctx.Err() != nil {
 			r.retry = append(r.retry, e)
@@ -222,19 +269,148 @@ func (r *run) apply(ctx context.Context, entries []cachestore.Change) {
 		case e.Delete:
 			r.delete(e)
 		case r.p.isTop(ctx, e.Key):
-			top = append(top, e) // after what it lists
+			// After what it lists; a newer one of the same file replaces it.
+			r.tops = slices.DeleteFunc(r.tops, func(t cachestore.Change) bool { return t.Key == e.Key })
+			r.tops = append(r.tops, e)
+		case r.p.door.Keyed(e.Key):
+			r.held = append(r.held, e) // once a verified top lists it
 		default:
 			r.entry(ctx, e)
 		}
 		r.done()
 	}
-	for _, e := range top {
+	for _, e := range r.packages {
+		if r.o.Package == nil || ctx.Err() != nil {
+			break
+		}
+		if err := r.o.Package(ctx, e.Digest); err != nil {
+			r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%s: ready the package: %v", hub.RedactURLs(e.Key), err))
+		}
+	}
+	r.packages = nil
+}
+
+// fetchTops brings in the bytes of the run's Releases and repomd.xml
+// files (a fill of one learns from it once its signature verifies) and
+// notes the repositories whose top verified; it returns those to apply.
+// Those a stop leaves, or whose bytes failed, are tried again next run.
+func (r *run) fetchTops(ctx context.Context) []cachestore.Change {
+	tops := r.tops
+	r.tops = nil
+	// A Release's signature before the Release: checked, the Release
+	// finds it held.
+	slices.SortStableFunc(tops, func(a, b cachestore.Change) int {
+		ag, bg := strings.HasSuffix(a.Key, "/Release.gpg"), strings.HasSuffix(b.Key, "/Release.gpg")
+		switch {
+		case ag && !bg:
+			return -1
+		case bg && !ag:
+			return 1
+		}
+		return 0
+	})
+	var out []cachestore.Change
+	for _, e := range tops {
+		if ctx.Err() != nil {
+			r.retry = append(r.retry, e)
+			continue
+		}
+		if !r.p.store.Tombstoned(e.Digest) && !r.p.door.Holds(e.Digest) {
+			if err := r.blob(ctx, e); err != nil {
+				r.failure(e, err)
+				continue
+			}
+		}
+		if root := topRoot(e.Key); root != "" && !strings.HasSuffix(e.Key, "/Release.gpg") && r.p.door.Keyed(e.Key) &&
+			r.p.door.CheckSignature(ctx, r.p.plan(ctx, e), e.Digest) == nil {
+			r.verified[root] = max(r.verified[root], e.Seq)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// applyTops applies the run's Releases and repomd.xml files, each only
+// once this hub holds what the source offered of what it lists; those a
+// stop leaves are tried again next run.
+func (r *run) applyTops(ctx context.Context, tops []cachestore.Change) {
+	for _, e := range tops {
 		if ctx.Err() != nil {
 			r.retry = append(r.retry, e)
 			continue
 		}
 		r.top(ctx, e)
 	}
+}
+
+// applyHeld applies the held entries of repositories with keys that what
+// this hub learnt from verified metadata lists at their digest: index
+// files first (the packages they list are learnt from them), then the
+// rest. One that nothing verified lists is not stored nor offered on:
+// kept to try again (its Release may come in a later run), or dropped
+// once a verified top of its repository that came after it in the
+// source's log does not list it either (a forged generation's files).
+func (r *run) applyHeld(ctx context.Context) {
+	held := r.held
+	r.held = nil
+	slices.SortStableFunc(held, func(a, b cachestore.Change) int {
+		return cmp.Compare(indexRank(a.Key), indexRank(b.Key))
+	})
+	for _, e := range held {
+		if ctx.Err() != nil {
+			r.retry = append(r.retry, e)
+			continue
+		}
+		if k, err := r.p.door.Learnt(ctx, e.Key); err == nil && k.Digest == e.Digest {
+			r.entry(ctx, e)
+			if p := r.p.plan(ctx, e); indexRank(e.Key) == 0 && p.Meta != "" && r.p.door.Holds(e.Digest) {
+				// Learnt (if it was held already, a fill did not learn
+				// it): the packages it lists come next.
+				_, _ = r.p.door.Fetch(ctx, p, door.Asker{UA: "warren-replicate"}, door.FetchOptions{Newest: true})
+			}
+			continue
+		}
+		r.rep.Unverified++
+		if r.superseded(e) {
+			r.p.log.Warn("replication dropped an entry that no verified metadata of its repository lists (a newer verified one does not either)",
+				slog.String("from", r.o.Client.From.Name), slog.String("key", hub.RedactURLs(e.Key)), slog.String("digest", e.Digest.String()))
+			continue
+		}
+		r.retry = append(r.retry, e)
+	}
+}
+
+// superseded says whether a verified top of e's repository came after e
+// in the source's log this run: what it lists is the repository's newest
+// word.
+func (r *run) superseded(e cachestore.Change) bool {
+	for root, seq := range r.verified {
+		if strings.HasPrefix(e.Key, root) && seq > e.Seq {
+			return true
+		}
+	}
+	return false
+}
+
+// indexRank puts index files (what a Release or repomd.xml lists) before
+// what they list.
+func indexRank(key string) int {
+	if strings.Contains(key, "/dists/") || strings.Contains(key, "/repodata/") {
+		return 0
+	}
+	return 1
+}
+
+// topRoot is the repository a Release or repomd.xml key belongs to: the
+// archive root above dists/, the base above repodata/ ("" for another).
+func topRoot(key string) string {
+	if i := strings.Index(key, "/dists/"); i >= 0 {
+		return key[:i+1]
+	}
+	if i := strings.LastIndex(key, "/repodata/"); i >= 0 {
+		return key[:i+1]
+	}
+	return ""
 }
 
 // check refuses what the source may not give this hub: an entry outside
@@ -283,6 +459,9 @@ func (r *run) entry(ctx context.Context, e cachestore.Change) {
 	if err != nil {
 		r.failure(e, err)
 		return
+	}
+	if e.Kind == "nupkg" {
+		r.packages = append(r.packages, e)
 	}
 	if !changed && !ch {
 		r.rep.Skipped++
@@ -370,6 +549,11 @@ func (p *Puller) plan(ctx context.Context, e cachestore.Change) door.Plan {
 	}
 	pl := p.door.Plan(ctx, u, door.Credential{})
 	pl.Digest, pl.Size = e.Digest, e.Size
+	if e.Kind == "nupkg" {
+		// The source's feed verified it: its install script teaches
+		// what its installers must hash to (their origin confirms it).
+		pl.Kind, pl.Meta, pl.MetaName = "nupkg", door.MetaNupkg, path.Base(u.Path)
+	}
 	return pl
 }
 
@@ -412,6 +596,14 @@ func (r *run) top(ctx context.Context, e cachestore.Change) {
 		r.failure(e, fmt.Errorf("kept the previous one: %w", err))
 		return
 	}
+	// Signed by the repository's keys, as one fetched from the origin
+	// must be: a source hub's word is not enough.
+	if !strings.HasSuffix(e.Key, "/Release.gpg") {
+		if err := r.p.door.CheckSignature(ctx, r.p.plan(ctx, e), e.Digest); err != nil {
+			r.failure(e, fmt.Errorf("kept the previous one: %w", err))
+			return
+		}
+	}
 	var prev cachestore.Digest
 	if old, err := r.p.store.Cached(e.Key); err == nil {
 		prev = old.Digest
@@ -440,6 +632,10 @@ func (r *run) top(ctx context.Context, e cachestore.Change) {
 		r.failure(e, fmt.Errorf("learn it: %w", err))
 		return
 	}
+	// A listed file not learnt is reported; the top is tried again (it
+	// learns them all again), not the file, which has no place in the
+	// source's log.
+	relearn := false
 	for _, key := range listed {
 		u, err := url.Parse(key)
 		if err != nil {
@@ -450,8 +646,12 @@ func (r *run) top(ctx context.Context, e cachestore.Change) {
 			continue
 		}
 		if _, err := r.p.door.Fetch(ctx, ip, door.Asker{UA: "warren-replicate"}, door.FetchOptions{Stale: true, Newest: true}); err != nil {
-			r.failure(cachestore.Change{Key: key, Digest: ip.Digest, Size: ip.Size}, fmt.Errorf("learn it: %w", err))
+			r.rep.Failures = append(r.rep.Failures, fmt.Sprintf("%s: learn it: %v", hub.RedactURLs(key), err))
+			relearn = true
 		}
+	}
+	if relearn {
+		r.retry = append(r.retry, e)
 	}
 }
 

@@ -313,3 +313,46 @@ func TestPullReleaseOnlyWithItsByHashFiles(t *testing.T) {
 		t.Fatalf("what the replicated Packages lists was not learnt: %+v %v", k, err)
 	}
 }
+
+// A Release early in the source's log (a client asked for it first, as
+// apt does) and its Packages pages later: the Release is applied at the
+// run's end, once this hub holds what it lists, and not while that
+// failed; the next run, with the Packages arriving, applies it.
+func TestPullAppliesReleaseAfterLaterPages(t *testing.T) {
+	f := newForged(t)
+	pkgs := []byte("Package: app\nVersion: 1.0\nFilename: pool/main/a/app_1.0_all.deb\nSize: 3\nSHA256: " + digest([]byte("app")).Hex + "\n\n")
+	dir := f.URL + "/debian/dists/stable/"
+	rel := []byte(fmt.Sprintf("Origin: t\nSuite: stable\nAcquire-By-Hash: yes\nSHA256:\n %s %d main/binary-amd64/Packages\n", digest(pkgs).Hex, len(pkgs)))
+	f.add(dir+"InRelease", rel, &cachestore.Cached{Fetched: time.Now()})
+	byHash := f.add(dir+"main/binary-amd64/by-hash/SHA256/"+digest(pkgs).Hex, pkgs, nil)
+	f.mu.Lock()
+	f.failBlobs[byHash.Digest] = true
+	items := f.items
+	f.page = func(after uint64) hub.Page { // one entry a page
+		p := hub.Page{Hub: "forged", Chain: []string{"forged"}, Log: f.log, Next: after, Last: uint64(len(items)), Entries: []cachestore.Change{}}
+		for _, c := range items {
+			if c.Seq > after {
+				p.Entries, p.Next = append(p.Entries, c), c.Seq
+				break
+			}
+		}
+		p.More = p.Next < p.Last
+		return p
+	}
+	f.mu.Unlock()
+	s := newSpoke(t)
+	run := s.pull(t, f, hub.Repos{})
+	if _, err := s.store.Cached(dir + "InRelease"); err == nil {
+		t.Fatalf("the Release was applied though the Packages it lists (a later page) failed: %+v", run)
+	}
+	if s.state.Cursor != 2 || len(s.state.Retry) != 2 {
+		t.Fatalf("after the failed run: %+v; want the cursor at the end and both entries to try again", s.state)
+	}
+	f.mu.Lock()
+	f.failBlobs[byHash.Digest] = false
+	f.mu.Unlock()
+	run = s.pull(t, f, hub.Repos{})
+	if c, err := s.store.Cached(dir + "InRelease"); err != nil || c.Digest != digest(rel) || !run.OK() || len(s.state.Retry) != 0 {
+		t.Fatalf("the next run: %+v, state %+v, InRelease %v; want it applied", run, s.state, err)
+	}
+}

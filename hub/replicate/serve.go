@@ -211,6 +211,12 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request, tok hub.Sy
 		http.Error(w, "warren: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
+	if v := q.Get("log"); v != "" && v != logID {
+		// The puller's cursor is a place in another log (this hub was
+		// rebuilt): this one is read from its start. The page names
+		// this log, and the puller takes it.
+		after = 0
+	}
 	limit = min(limit, hub.MaxPage)
 	admit := hub.Intersect{tok.Repositories, scope}
 	page := hub.Page{Hub: s.cfg.ID, Chain: chain, Log: logID, Entries: []cachestore.Change{}, Next: after}
@@ -285,6 +291,14 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, tok hub.SyncT
 	}
 	if err == nil {
 		b, err = s.cfg.Store.ReadBlob(d)
+	}
+	if err == nil {
+		// Looked at again once open: made private between the two looks,
+		// it is not this hub's to give.
+		if again, serr := s.cfg.Store.Stat(d); serr != nil || again.Private() {
+			b.Close()
+			err = cachestore.ErrNotFound
+		}
 	}
 	if err != nil {
 		http.Error(w, "warren: blob "+d.String()+" is not held (evicted?)", http.StatusNotFound)

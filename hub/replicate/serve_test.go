@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync/atomic"
 	"testing"
 
 	"github.com/warren-cache/warren/cachestore"
@@ -53,5 +54,63 @@ func TestServeCursorsAreBounded(t *testing.T) {
 	}
 	if c, _, err := store.Changes(math.MaxUint64, 10); err != nil || len(c) != 0 {
 		t.Fatalf("Changes after the last number: %d entries, %v; want none (not the log's start)", len(c), err)
+	}
+}
+
+// A source hub rebuilt (a fresh index: its change log starts again,
+// shorter than the puller's cursor) is read again from its start: the
+// puller names its log, and the source answers another log from 0.
+func TestPullFromARebuiltSource(t *testing.T) {
+	const token = "a-sync-token-of-16+"
+	open := func() *cachestore.Store {
+		st, err := cachestore.Open(cachestore.Config{Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	put := func(st *cachestore.Store, key string, body []byte) {
+		d := digest(body)
+		f, _ := st.BeginFill(cachestore.FillKey(d))
+		if err := f.Start(cachestore.FillInfo{Algo: "sha256", Size: int64(len(body))}); err != nil {
+			t.Fatal(err)
+		}
+		f.Write(body)
+		if _, err := f.Commit(d, int64(len(body))); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.RecordChange(cachestore.Change{Key: key, Digest: d, Size: int64(len(body))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cur atomic.Pointer[Server]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { cur.Load().ServeHTTP(w, r) }))
+	defer srv.Close()
+	serve := func(st *cachestore.Store) {
+		cur.Store(NewServer(ServerConfig{ID: "src", Tokens: hub.NewSyncTokens([]hub.SyncToken{{Name: "t", Token: token}}), Store: st}))
+	}
+	a := open()
+	for i := range 5 {
+		put(a, srv.URL+"/debian/pool/main/p/p"+strconv.Itoa(i)+".deb", []byte("package "+strconv.Itoa(i)))
+	}
+	serve(a)
+	f := &forged{Server: srv}
+	s := newSpoke(t)
+	if run := s.pull(t, f, hub.Repos{}); !run.OK() || s.state.Cursor != 5 {
+		t.Fatalf("the first pull: %+v, state %+v", run, s.state)
+	}
+	b := open() // rebuilt: two files stored since
+	put(b, srv.URL+"/debian/pool/main/q/q0.deb", []byte("new 0"))
+	put(b, srv.URL+"/debian/pool/main/q/q1.deb", []byte("new 1"))
+	serve(b)
+	run := s.pull(t, f, hub.Repos{})
+	if !run.OK() || !run.Restarted || s.state.Cursor != 2 {
+		t.Fatalf("the pull after the rebuild: %+v, state %+v; want it restarted and at 2", run, s.state)
+	}
+	for _, body := range []string{"new 0", "new 1"} {
+		if !s.door.Holds(digest([]byte(body))) {
+			t.Fatalf("%q of the rebuilt source did not arrive", body)
+		}
 	}
 }

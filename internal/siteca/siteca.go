@@ -1,9 +1,12 @@
-// Package siteca owns a site's certificate authority for HTTPS
-// repositories: an ECDSA key and a certificate whose X.509 name
-// constraints permit only the intercepted repository hosts (and no IP
-// address), so the key can sign for nothing else; and the short-lived leaf
-// certificates minted from it, in memory, for the hosts a client CONNECTs
-// to.
+// Package siteca owns a site's certificate authority: an ECDSA key and a
+// certificate whose X.509 name constraints permit only the intercepted
+// repository hosts and the site's hub names (and no IP address), so the
+// key can sign for no other host (within the site it signs hub and node
+// certificates: its holder can pose as the hub or any node); the
+// short-lived leaf certificates minted
+// from it, in memory, for the hosts a client CONNECTs to; and the
+// certificates of the site's own links (issue.go): hubs' for https, and
+// nodes' for mutual TLS between peers.
 package siteca
 
 import (
@@ -128,15 +131,22 @@ func Init(dir string, hosts []string, now time.Time) (*CA, error) {
 }
 
 // Install takes a CA made elsewhere (the hub's): file holds its
-// certificate and key as PEM, as `warren ca export` writes them.
+// certificate and key as PEM, as `warren ca export` writes them, or its
+// certificate alone (`warren ca export --cert`): then this machine trusts
+// the site CA (its hubs' and peers' certificates) without being able to
+// sign anything, and intercepts no https host. A key left from another CA
+// is removed.
 func Install(dir, file string) (*CA, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", file, err)
 	}
 	ca, err := parse(b, b)
+	if errors.Is(err, errNoKeyInFile) {
+		return installCert(dir, file, b)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w (want the site CA's certificate and key, as warren ca export writes them)", file, err)
+		return nil, fmt.Errorf("%s: %w (want the site CA's certificate and key, as warren ca export writes them, or its certificate alone)", file, err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
 	keyDER, err := x509.MarshalECPrivateKey(ca.key)
@@ -155,6 +165,38 @@ func Install(dir, file string) (*CA, error) {
 	return Load(dir)
 }
 
+// installCert installs the site CA's certificate alone.
+func installCert(dir, file string, b []byte) (*CA, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: no PEM certificate in it (want what warren ca export writes)", file)
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := checkCACert(c); err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("site CA directory: %w", err)
+	}
+	// A key of another CA would make the pair fail to load; the same CA's
+	// key stays (this is then a refresh of the certificate).
+	if old, err := Load(dir); err == nil && !old.Cert.Equal(c) || errors.Is(err, errKeyMismatch) {
+		if err := os.Remove(filepath.Join(dir, KeyFile)); err != nil {
+			return nil, fmt.Errorf("remove the key of the site CA this one replaces: %w", err)
+		}
+	}
+	if err := statefile.Write(filepath.Join(dir, CertFile), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}), 0o644); err != nil {
+		return nil, err
+	}
+	if ca, err := Load(dir); err == nil {
+		return ca, nil
+	}
+	return &CA{Cert: c, now: time.Now, leaves: map[string]*tls.Certificate{}}, nil
+}
+
 // Export is the CA's certificate and key as one PEM, for `warren ca
 // install` on the site's nodes. Keep it as secret as the key.
 func (ca *CA) Export() ([]byte, error) {
@@ -169,6 +211,16 @@ func (ca *CA) Export() ([]byte, error) {
 // ErrNoCA is a directory without a site CA.
 var ErrNoCA = errors.New("no site CA")
 
+// ErrNoKey is a directory with the site CA's certificate but not its key
+// (warren ca install of the certificate alone): enough to trust the site,
+// not to sign.
+var ErrNoKey = errors.New("the site CA's certificate is here without its key")
+
+var (
+	errNoKeyInFile = errors.New("a certificate without a key")
+	errKeyMismatch = errors.New("the key does not belong to the certificate")
+)
+
 // Load reads the CA in dir; ErrNoCA when there is none.
 func Load(dir string) (*CA, error) {
 	certPEM, err := os.ReadFile(filepath.Join(dir, CertFile))
@@ -179,6 +231,9 @@ func Load(dir string) (*CA, error) {
 		return nil, fmt.Errorf("read the site CA: %w", err)
 	}
 	keyPEM, err := os.ReadFile(filepath.Join(dir, KeyFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, ErrNoKey
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the site CA's key: %w", err)
 	}
@@ -239,12 +294,17 @@ func parse(certPEM, keyPEM []byte) (*CA, error) {
 		}
 	}
 	switch {
+	case cert != nil && key == nil:
+		if err := checkCACert(cert); err != nil {
+			return nil, err
+		}
+		return nil, errNoKeyInFile
 	case cert == nil || key == nil:
 		return nil, errors.New("a certificate and an EC private key are both needed")
-	case !cert.IsCA || len(cert.PermittedDNSDomains) == 0 || !cert.PermittedDNSDomainsCritical:
-		return nil, errors.New("not a warren site CA: a CA certificate with critical DNS name constraints is needed")
+	case checkCACert(cert) != nil:
+		return nil, checkCACert(cert)
 	case !key.PublicKey.Equal(cert.PublicKey):
-		return nil, errors.New("the key does not belong to the certificate")
+		return nil, errKeyMismatch
 	}
 	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -252,6 +312,31 @@ func parse(certPEM, keyPEM []byte) (*CA, error) {
 	}
 	return &CA{Cert: cert, key: key, now: time.Now, leafKey: leafKey, leaves: map[string]*tls.Certificate{}}, nil
 }
+
+// checkCACert says whether c is a warren site CA's certificate.
+func checkCACert(c *x509.Certificate) error {
+	if !c.IsCA || len(c.PermittedDNSDomains) == 0 || !c.PermittedDNSDomainsCritical {
+		return errors.New("not a warren site CA: a CA certificate with critical DNS name constraints is needed")
+	}
+	return nil
+}
+
+// SetClock sets the clock certificates are dated by (tests).
+func (ca *CA) SetClock(now func() time.Time) {
+	ca.mu.Lock()
+	defer ca.mu.Unlock()
+	ca.now = now
+}
+
+func (ca *CA) clock() time.Time {
+	ca.mu.Lock()
+	now := ca.now
+	ca.mu.Unlock()
+	return now()
+}
+
+// HasKey says whether this CA can sign (its key is on this machine).
+func (ca *CA) HasKey() bool { return ca.key != nil }
 
 // Hosts are the host names the CA may sign for.
 func (ca *CA) Hosts() []string { return slices.Clone(ca.Cert.PermittedDNSDomains) }
@@ -291,10 +376,13 @@ func Fingerprint(c *x509.Certificate) string {
 // while it has more than an hour to live.
 func (ca *CA) Leaf(host string) (*tls.Certificate, error) {
 	host = strings.ToLower(host)
+	if ca.key == nil {
+		return nil, ErrNoKey
+	}
 	if !ca.Permits(host) {
 		return nil, fmt.Errorf("the site CA may not sign for %s (its hosts: %s)", host, strings.Join(ca.Hosts(), ", "))
 	}
-	now := ca.now()
+	now := ca.clock()
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
 	if c := ca.leaves[host]; c != nil && c.Leaf.NotAfter.Sub(now) > time.Hour {
