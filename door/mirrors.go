@@ -240,8 +240,9 @@ func (s *Door) groupNamed(list string) *mirrorGroup {
 }
 
 // groupFact is what another mirror of p's group knows of the same path,
-// when p's own URL has no fact.
-func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) {
+// when p's own URL has no fact, after the learns in progress that wait
+// (useKnown's) waits for.
+func (s *Door) groupFact(ctx context.Context, p *Plan, wait func(ctx context.Context, key string, self *learnRun)) (cachestore.Known, bool) {
 	g := s.groupNamed(p.Group)
 	if g == nil || !strings.HasPrefix(p.Key, p.groupBase) {
 		return cachestore.Known{}, false
@@ -252,7 +253,7 @@ func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) 
 			continue
 		}
 		key := base + rel
-		s.learning.wait(ctx, key, nil)
+		wait(ctx, key, nil)
 		if k, err := s.store.Known(key); err == nil {
 			return k, true
 		}
