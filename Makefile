@@ -86,7 +86,7 @@ test-pkg: deb rpm
 # Prints the WAN ratio, the time ratio, the hub's RSS, each replication
 # run and the WAN bytes per file.
 test-netns: check-go
-	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 25m -run '^(TestSiteOverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns|TestMirrorGroupsOverNetns|TestSignaturesOverNetns|TestHubTLSOverNetns|TestIPv6SiteOverNetns|TestDualStackSiteOverNetns|TestPeerTLSOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
+	WARREN_NETNS=1 $(GO) test -count=1 -v -timeout 25m -run '^(TestSiteOverNetns|TestSite50OverNetns|TestHubSiteOverNetns|TestPreloadSiteOverNetns|TestReplicationOverNetns|TestHTTPSRepositoryOverNetns|TestMirrorGroupsOverNetns|TestSignaturesOverNetns|TestHubTLSOverNetns|TestIPv6SiteOverNetns|TestDualStackSiteOverNetns|TestPeerTLSOverNetns)$$' ./cmd/warren 2>&1 | grep -Ev '^\s*time=|^=== RUN'; exit $${PIPESTATUS[0]}
 
 test-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -124,12 +124,19 @@ bench: check-go bench-deps
 	$(GO) test -run '^$$' -bench SideBySide -benchtime 1x -timeout 20m ./cmd/warren
 
 # A simulated site (package sim): 1,000 real warren nodes in 20 subnets
-# behind one hub, over an in-memory network, each asking for 3 artifacts
-# within 60 s; prints WAN fetches, fetches at the hub, uploads, datagrams
-# and the completion times against one lone download. SIM_FLAGS changes
-# the site (go run ./cmd/warren-sim -h lists them).
+# behind one hub, over an in-memory network, each asking for an artifact
+# at a random moment within 60 s: on idle machines, then on slow ones
+# (scheduling delay 0-500 ms, heavy-tailed, and 2% of datagrams lost);
+# then three artifacts at once on the slow ones, whose first requesters
+# share the links. Each prints the origin's and the hub's fetches, each
+# subnet's WAN bytes, failures and the completion times against one lone
+# download. SIM_FLAGS changes every run's site (go run ./cmd/warren-sim -h
+# lists the flags; a flag given twice takes the last).
 sim: check-go
-	$(GO) run ./cmd/warren-sim $(SIM_FLAGS)
+	$(GO) build -o bin/warren-sim ./cmd/warren-sim
+	./bin/warren-sim -artifacts 1 $(SIM_FLAGS)
+	./bin/warren-sim -artifacts 1 -delay 500ms -loss 0.02 $(SIM_FLAGS)
+	./bin/warren-sim -artifacts 3 -delay 500ms -loss 0.02 $(SIM_FLAGS)
 
 # nginx and apt-cacher-ng for the side-by-side bench, run on loopback with
 # private configs by the bench itself: installed with their services kept

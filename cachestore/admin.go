@@ -71,6 +71,69 @@ func (s *Store) CachedURLs(d Digest) ([]string, error) {
 	return out, nil
 }
 
+// KnownURLs lists the URLs whose learnt facts name d, at most max: a scan
+// of the facts (cache show, by hand; not on any request's path).
+func (s *Store) KnownURLs(d Digest, max int) ([]string, error) {
+	var out []string
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixKnown)})
+		defer it.Close()
+		for it.Rewind(); it.Valid() && len(out) < max; it.Next() {
+			var k Known
+			if err := it.Item().Value(func(b []byte) error { return decodeKnown(b, &k) }); err != nil || k.Digest != d {
+				continue
+			}
+			out = append(out, string(it.Item().Key()[len(prefixKnown):]))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list the learnt urls of %s: %w", d, err)
+	}
+	return out, nil
+}
+
+// ErrAmbiguous is a digest prefix that more than one stored blob begins with.
+var ErrAmbiguous = errors.New("digest prefix names more than one blob")
+
+// Resolve finds the stored blob whose digest begins with prefix: a whole
+// digest ("sha256:<hex>"), or its start as `cache ls` prints it, with or
+// without the algorithm ("sha256:1a2b3c4d5e6f", "1a2b3c4d"), as git takes
+// an abbreviated commit. At least 4 hex digits.
+func (s *Store) Resolve(prefix string) (Digest, error) {
+	algo, hx, hasAlgo := strings.Cut(strings.ToLower(strings.TrimSpace(prefix)), ":")
+	if !hasAlgo {
+		algo, hx = "", algo
+	}
+	if len(hx) < 4 || strings.Trim(hx, "0123456789abcdef") != "" {
+		return Digest{}, fmt.Errorf("%q: want a digest or its first hex digits (at least 4), as warren cache ls prints them", prefix)
+	}
+	if d := (Digest{Algo: algo, Hex: hx}); hasAlgo && d.Validate() == nil {
+		return d, nil // whole
+	}
+	var found []Digest
+	err := s.scanBlobs("", func(bi BlobInfo) bool {
+		if (algo == "" || bi.Digest.Algo == algo) && strings.HasPrefix(bi.Digest.Hex, hx) {
+			found = append(found, bi.Digest)
+		}
+		return len(found) < 8
+	})
+	if err != nil {
+		return Digest{}, err
+	}
+	switch len(found) {
+	case 0:
+		return Digest{}, fmt.Errorf("%w: no stored blob's digest begins with %q", ErrNotFound, prefix)
+	case 1:
+		return found[0], nil
+	}
+	var names []string
+	for _, d := range found {
+		names = append(names, d.String()[:min(len(d.String()), len(d.Algo)+1+len(hx)+4)])
+	}
+	return Digest{}, fmt.Errorf("%w: %q could be %s…: give more digits", ErrAmbiguous, prefix, strings.Join(names, "…, "))
+}
+
 // ErrInUse is a blob that a reader has open.
 var ErrInUse = errors.New("blob is being read")
 

@@ -32,12 +32,12 @@ var errIndexLocked = errors.New("the cache index is in use by another process")
 // and has been started afresh. On a nearly full disk it is opened
 // read-only: Badger flushes what it replays at once, through mapped pages,
 // which a full disk turns into a SIGBUS.
-func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt bool, mode indexMode, err error) {
+func openIndex(dir string, log *slog.Logger, compactors int) (db *badger.DB, rebuilt bool, mode indexMode, err error) {
 	if freeSpace(filepath.Dir(dir)) < closeHeadroom {
 		releaseReserve(filepath.Dir(dir), log)
 	}
 	if free := freeSpace(filepath.Dir(dir)); free < closeHeadroom {
-		db, err := openBadgerWith(badgerOptions(dir, log).WithReadOnly(true))
+		db, err := openBadgerWith(badgerOptions(dir, log, compactors).WithReadOnly(true))
 		if err == nil {
 			log.Warn("cache disk nearly full: the index is opened read-only; warren serves what it holds and passes the rest through. Restart it once there is room",
 				slog.Int64("free_bytes", free), slog.String("dir", dir))
@@ -47,7 +47,7 @@ func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt bool, mode 
 		// left unflushed on a full disk), and replaying it for writing
 		// would fault on the full disk. The index on disk is left as it
 		// is, for a start with room; this run indexes in memory.
-		mem, merr := openBadgerWith(badgerOptions("", log).WithInMemory(true))
+		mem, merr := openBadgerWith(badgerOptions("", log, compactors).WithInMemory(true))
 		if merr != nil {
 			return nil, false, indexOnDisk, fmt.Errorf("%w: the cache index in %s cannot be opened on a full disk (%d bytes free), nor one in memory (%v); free some space there: %w",
 				ErrNoSpace, dir, free, merr, err)
@@ -59,7 +59,7 @@ func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt bool, mode 
 	}
 	why := indexDamage(dir)
 	if why == nil {
-		db, err = openBadger(dir, log)
+		db, err = openBadger(dir, log, compactors)
 		if err == nil {
 			return db, false, indexOnDisk, nil
 		}
@@ -89,7 +89,7 @@ func openIndex(dir string, log *slog.Logger) (db *badger.DB, rebuilt bool, mode 
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, false, indexOnDisk, fmt.Errorf("create a fresh cache index %s: %w", dir, err)
 	}
-	db, err = openBadger(dir, log)
+	db, err = openBadger(dir, log, compactors)
 	if err != nil {
 		return nil, false, indexOnDisk, fmt.Errorf("open a fresh cache index in %s: %w", dir, err)
 	}
@@ -113,8 +113,8 @@ func isNoSpaceErr(err error) bool {
 
 // openBadger is badger.Open that turns a panic (Badger panics on some
 // damaged tables) into an error.
-func openBadger(dir string, log *slog.Logger) (db *badger.DB, err error) {
-	return openBadgerWith(badgerOptions(dir, log))
+func openBadger(dir string, log *slog.Logger, compactors int) (db *badger.DB, err error) {
+	return openBadgerWith(badgerOptions(dir, log, compactors))
 }
 
 func openBadgerWith(opts badger.Options) (db *badger.DB, err error) {
@@ -218,7 +218,15 @@ func (s *Store) adoptable(d Digest, path string, rehash bool) bool {
 // over in arena and table-builder buffers; 8 MiB ones took the daemon's
 // peak from 46 to 78 MB). Conflict detection is off: warren serialises its
 // own read-modify-writes (blobMu) and writes facts blind.
-func badgerOptions(dir string, log *slog.Logger) badger.Options {
+// badgerOptions are the index's: a small daemon's. compactors is
+// Config.Compactors.
+func badgerOptions(dir string, log *slog.Logger, compactors int) badger.Options {
+	switch {
+	case compactors < 0:
+		compactors = 0
+	case compactors == 0:
+		compactors = 2
+	}
 	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		WithMemTableSize(2 << 20).
@@ -229,7 +237,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithIndexCacheSize(4 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithBaseTableSize(2 << 20).
-		WithNumCompactors(2).
+		WithNumCompactors(compactors).
 		WithNumVersionsToKeep(1).
 		WithCompression(options.None).
 		WithValueThreshold(1 << 10).

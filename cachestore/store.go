@@ -40,7 +40,12 @@ type Config struct {
 	// DirsAhead: Run makes the directories blobs go in before the first
 	// fill needs them (a daemon's store; 256 directories).
 	DirsAhead bool
-	Logger    *slog.Logger
+	// Compactors are the index's background compactions (0: 2, as a
+	// daemon runs; -1: none, for an index that stays a few hundred keys
+	// small for its life: the simulator's thousand stores, whose
+	// compactors woke 40,000 times a second between them).
+	Compactors int
+	Logger     *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -150,7 +155,7 @@ func Open(cfg Config) (*Store, error) {
 			return nil, asPermission(cfg.Dir, cfg.Dir, fmt.Errorf("open cache: create %s: %w", filepath.Join(cfg.Dir, sub), err))
 		}
 	}
-	db, rebuilt, mode, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Logger)
+	db, rebuilt, mode, err := openIndex(filepath.Join(cfg.Dir, "index"), cfg.Logger, cfg.Compactors)
 	readOnly := mode == indexReadOnly
 	var pe *PermissionError
 	if errors.As(err, &pe) {

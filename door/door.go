@@ -65,6 +65,9 @@ type Peers interface {
 	// Again is the LAN as the last source of a fill whose others all
 	// failed: it asks afresh who has d now.
 	Again(d cachestore.Digest, size int64, progress func() int64) fill.Source
+	// From is the LAN as a source that first tries peers, which a hub says
+	// receive d from it, then (as Again) whoever has d or receives it.
+	From(peers []netip.AddrPort, d cachestore.Digest, size int64, progress func() int64) fill.Source
 	// Done ends this node's part in d; ok announces that it has it now.
 	Done(d cachestore.Digest, ok bool)
 }
@@ -153,11 +156,15 @@ type Stats struct {
 	BytesFetched atomic.Int64 // taken from the origin
 	BytesPeers   atomic.Int64 // taken from LAN peers
 	BytesHub     atomic.Int64 // taken from the site's hubs
-	// HubWaits counts a hub's "busy, come back" answers waited out.
+	// HubWaits counts a hub's "busy, come back" answers waited out;
+	// HubHints its "take it from these LAN peers" answers.
 	HubWaits   atomic.Int64
+	HubHints   atomic.Int64
 	Mismatches atomic.Int64
-	// UpstreamFetches counts transfers that went to upstream.
+	// UpstreamFetches counts requests fills made to the origin (the
+	// WAN), HubFetches those to the site's hubs.
 	UpstreamFetches atomic.Int64
+	HubFetches      atomic.Int64
 }
 
 // Door is the one way bytes enter the store. Close stops its fills.

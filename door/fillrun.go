@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -110,6 +111,12 @@ func (s *Door) run(ctx context.Context, f fill.Filler, p Plan, sources []fill.So
 	return s.engine.Run(ctx, f, fill.Want{Digest: p.Digest, Size: p.Size, Also: p.Also}, sources)
 }
 
+// yielder is a LAN source that says when this node should leave its own
+// download to a LAN peer further along (peering.Source).
+type yielder interface {
+	Yield() <-chan struct{}
+}
+
 // phased is a LAN source that says how long its question and its
 // election took.
 type phased interface {
@@ -161,8 +168,25 @@ func (s *Door) sources(ctx context.Context, f *cachestore.Fill, p Plan, who Aske
 	relan := func(context.Context) fill.Source {
 		return counted(s.cfg.Peers.Again(p.Digest, p.Size, f.Written))
 	}
-	up := s.upstreamSources(p, who, prev, relan)
 	lan = s.cfg.Peers.Source(ctx, p.Digest, p.Size, f.Written)
+	up := s.upstreamSources(p, who, prev, relan)
+	for _, src := range up {
+		if u := src.(*upstreamSource); u.hub != nil {
+			// A hub that streams the blob to this LAN already names the
+			// peers receiving it.
+			u.hint = func(peers []netip.AddrPort) fill.Source {
+				return counted(s.cfg.Peers.From(peers, p.Digest, p.Size, f.Written))
+			}
+		}
+	}
+	if y, ok := lan.(yielder); ok {
+		// Downloading for the LAN, this node leaves the download to a LAN
+		// peer further along, should the election have made two winners.
+		for _, src := range up {
+			u := src.(*upstreamSource)
+			u.yield, u.yieldTo = y.Yield, counted(lan)
+		}
+	}
 	again := counted(s.cfg.Peers.Again(p.Digest, p.Size, f.Written))
 	if p.Size >= 0 && p.Size < s.cfg.ShareMinSize {
 		return append(up, counted(lan), again), lan // the peers are the fallback

@@ -17,10 +17,12 @@ import (
 	"github.com/warren-cache/warren/fill"
 )
 
-// gatedStore holds a learn's installer facts at PutKnown until the test
-// opens the gate: a learn that takes its time after its script is read.
+// gatedStore holds a learn's facts at PutKnown until the test opens the
+// gate, when any of them is one holds names: a learn that takes its time
+// (after a package's script is read, in the midst of an index's parse).
 type gatedStore struct {
 	*cachestore.Store
+	holds   func(key string) bool
 	once    sync.Once
 	entered chan struct{}
 	gate    chan struct{}
@@ -28,7 +30,7 @@ type gatedStore struct {
 
 func (g *gatedStore) PutKnown(facts map[string]cachestore.Known) error {
 	for k := range facts {
-		if strings.HasPrefix(k, installerPrefix) {
+		if g.holds(k) {
 			g.once.Do(func() { close(g.entered) })
 			<-g.gate
 			break
@@ -70,7 +72,8 @@ func TestPackageLearnHoldsOnlyWhatItNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := &gatedStore{Store: store, entered: make(chan struct{}), gate: make(chan struct{})}
+	isInstaller := func(k string) bool { return strings.HasPrefix(k, installerPrefix) }
+	gs := &gatedStore{Store: store, holds: isInstaller, entered: make(chan struct{}), gate: make(chan struct{})}
 	d, err := New(Config{}, gs)
 	if err != nil {
 		t.Fatal(err)

@@ -45,7 +45,11 @@ type learning struct {
 type learnRun struct {
 	scope string
 	seq   uint64 // order of begin: a learn waits only for older ones
-	done  chan struct{}
+	// top: the file names index files' hashes (a Release, a repomd.xml,
+	// a mirror list), not artifacts'; an index file's request waits only
+	// for such learns (waitTop).
+	top  bool
+	done chan struct{}
 	// named, for a package's learn (installerScope, which is every
 	// URL no repository lists), is closed once its script is read, and
 	// names then holds the keys it teaches about: a request for any other
@@ -54,11 +58,11 @@ type learnRun struct {
 	names map[string]bool
 }
 
-func (l *learning) begin(scope repoScope) *learnRun {
+func (l *learning) begin(scope repoScope, top bool) *learnRun {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.seq++
-	lr := &learnRun{scope: string(scope), seq: l.seq, done: make(chan struct{})}
+	lr := &learnRun{scope: string(scope), seq: l.seq, top: top, done: make(chan struct{})}
 	if scope == installerScope {
 		lr.named = make(chan struct{})
 	}
@@ -102,12 +106,25 @@ func (l *learning) end(lr *learnRun) {
 // learnWaitMax passes. A package's learn is waited for until its script
 // is read, and to its end only when the script names key.
 func (l *learning) wait(ctx context.Context, key string, self *learnRun) {
+	l.waitFor(ctx, key, self, false)
+}
+
+// waitTop is wait for an index file's key: only a top file's learn (its
+// Release, its repomd.xml) can name its hash, so a sibling index's is not
+// waited for. apt asks for the next Packages file as soon as it has one:
+// held for the parse of the one before, a cold node's update stalled for
+// seconds after Debian's main (and its hub's again behind it).
+func (l *learning) waitTop(ctx context.Context, key string, self *learnRun) {
+	l.waitFor(ctx, key, self, true)
+}
+
+func (l *learning) waitFor(ctx context.Context, key string, self *learnRun, topOnly bool) {
 	var deadline *time.Timer // made only once there is something to wait for: most calls (every hit) have nothing
 	for {
 		var pending <-chan struct{}
 		l.mu.Lock()
 		for lr := range l.running {
-			if (self != nil && lr.seq >= self.seq) || !strings.HasPrefix(key, lr.scope) {
+			if (self != nil && lr.seq >= self.seq) || (topOnly && !lr.top) || !strings.HasPrefix(key, lr.scope) {
 				continue
 			}
 			ch := lr.done
@@ -187,7 +204,7 @@ func (s *Door) beginLearn(p Plan) (*learnRun, repoScope, bool) {
 		s.log.Warn("cannot tell which repository metadata belongs to; nothing learnt", slog.String("url", p.ShownURL()), slog.Any("err", err))
 		return nil, "", false
 	}
-	return s.learning.begin(scope), scope, true
+	return s.learning.begin(scope, isTop(p) || p.Meta == MetaMirrors), scope, true
 }
 
 // learn parses the stored blob d of p's metadata and records its facts in

@@ -374,14 +374,15 @@ func (s *Door) groupNamed(list string) *mirrorGroup {
 }
 
 // groupFact is what p's group's metalink vouches for at p's path, when
-// p's own URL has no fact. Its hash anchors a chain: a file repomd.xml
+// p's own URL has no fact, after the learns in progress that wait
+// (useKnown's) waits for. Its hash anchors a chain: a file repomd.xml
 // lists, from a repomd.xml the metalink names (current or an alternate)
 // that the site holds; a package, from another mirror's fact learnt from
 // a primary.xml such a repomd.xml lists (and still listed by it). One
 // mirror's own metadata, whatever it says, never decides another
 // mirror's files: a plain mirror list anchors nothing, and shares no
 // fact.
-func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) {
+func (s *Door) groupFact(ctx context.Context, p *Plan, wait func(ctx context.Context, key string, self *learnRun)) (cachestore.Known, bool) {
 	g := s.groupNamed(p.Group)
 	if g == nil || !g.l.Metalink || !strings.HasPrefix(p.Key, p.groupBase) {
 		return cachestore.Known{}, false
@@ -408,7 +409,7 @@ func (s *Door) groupFact(ctx context.Context, p *Plan) (cachestore.Known, bool) 
 			continue
 		}
 		key := base + rel
-		s.learning.wait(ctx, key, nil)
+		wait(ctx, key, nil)
 		k, err := s.store.Known(key)
 		if err != nil {
 			continue

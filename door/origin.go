@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -113,6 +114,14 @@ type upstreamSource struct {
 	// requesters on the LAN may hold the artifact.
 	relan func(ctx context.Context) fill.Source
 	lan   fill.Source // the LAN, asked after a wait, until it has no more
+	// hint, when set, makes the LAN a source from the peers a busy hub
+	// names (they receive the blob from it); hinted: it was used, once.
+	hint   func(peers []netip.AddrPort) fill.Source
+	hinted bool
+	// yield, when set, says when to leave this download to yieldTo (the
+	// LAN, which then streams from a peer further along).
+	yield   func() <-chan struct{}
+	yieldTo fill.Source
 	// tries counts transfers; waits the hub's "busy" answers.
 	tries  int
 	waits  int
@@ -220,7 +229,11 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 		}
 		return nil, &UpstreamFetchError{URL: o.target(), Err: err}
 	}
-	s.stats.UpstreamFetches.Add(1)
+	if o.hub != nil {
+		s.stats.HubFetches.Add(1)
+	} else {
+		s.stats.UpstreamFetches.Add(1)
+	}
 	switch {
 	case resp.StatusCode == http.StatusNotModified && o.prev != nil && off == 0:
 		resp.Body.Close()
@@ -308,6 +321,11 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			}
 		},
 	}
+	if o.yield != nil {
+		if ch := o.yield(); ch != nil {
+			st.Yield, st.YieldTo = ch, o.yieldTo
+		}
+	}
 	if o.url != "" {
 		st.From = "mirror " + req.URL.Host
 	}
@@ -354,6 +372,16 @@ func (o *upstreamSource) hubFailed(ctx context.Context, off int64, err error) (*
 	var busy *hub.BusyError
 	if !errors.As(err, &busy) {
 		return nil, &UpstreamFetchError{URL: p.URL, Err: err}
+	}
+	if len(busy.Peers) > 0 && o.hint != nil && !o.hinted {
+		// Peers of ours receive it from the hub: from them at once. A
+		// second such answer waits out the delay first.
+		o.hinted = true
+		s.stats.HubHints.Add(1)
+		s.log.Debug("hub streams this artifact to LAN peers already; taking it from them", slog.String("url", p.ShownURL()),
+			slog.String("hub", o.hub.Name()), slog.Any("peers", busy.Peers))
+		o.lan = o.hint(busy.Peers)
+		return o.Open(ctx, off)
 	}
 	if o.waits >= maxHubWaits {
 		return nil, &UpstreamFetchError{URL: p.URL, Err: fmt.Errorf("waited %d times and %s is still busy with it: %w", o.waits, o.name(), err)}

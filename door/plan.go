@@ -104,13 +104,13 @@ func (s *Door) planDebian(ctx context.Context, p *Plan, u *url.URL, k debian.Kin
 	switch k {
 	case debian.KindByHash:
 		p.Digest = cachestore.Digest{Algo: "sha256", Hex: debian.ByHashDigest(u.Path)}
-		s.learning.wait(ctx, p.Key, nil)
+		s.learning.waitTop(ctx, p.Key, nil)
 		if known, err := s.store.Known(p.Key); err == nil && known.Digest == p.Digest {
 			p.Size = known.Size
 			p.Meta, p.MetaName = debianIndexMeta(known.Name), known.Name
 		}
 	case debian.KindPackage, debian.KindSource:
-		s.useKnown(ctx, p)
+		s.useKnown(ctx, p, false)
 	case debian.KindRelease:
 		p.Meta, p.MetaName = MetaRelease, path.Base(u.Path)
 	case debian.KindIndex:
@@ -118,7 +118,7 @@ func (s *Door) planDebian(ctx context.Context, p *Plan, u *url.URL, k debian.Kin
 		// The Release it came with names its hash: filled by digest, it
 		// is verified, found in the store under any name (by-hash), and a
 		// hub serves the generation this client's Release lists.
-		s.useKnown(ctx, p)
+		s.useKnown(ctx, p, true)
 	}
 }
 
@@ -143,7 +143,7 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 	}
 	switch k {
 	case rpm.KindPackage:
-		s.useKnown(ctx, p)
+		s.useKnown(ctx, p, false)
 	case rpm.KindRepomd:
 		p.Meta, p.MetaName = MetaRepomd, path.Base(u.Path)
 		if p.Group != "" && p.Key == p.groupBase+"repodata/repomd.xml" {
@@ -165,7 +165,7 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 		}
 	case rpm.KindMetadata:
 		// Named by their checksum, listed in repomd.xml: immutable once known.
-		s.useKnown(ctx, p)
+		s.useKnown(ctx, p, true)
 		if rpm.IsPrimary(u.Path) {
 			p.Meta, p.MetaName = MetaPrimary, path.Base(u.Path)
 		}
@@ -181,16 +181,21 @@ func (s *Door) planRPM(ctx context.Context, p *Plan, u *url.URL, k rpm.Kind) {
 }
 
 // useKnown takes the digest metadata recorded for the URL, if any, after
-// any learn in progress of the URL's repository.
-func (s *Door) useKnown(ctx context.Context, p *Plan) {
-	s.learning.wait(ctx, p.Key, nil)
+// any learn in progress of the URL's repository that may name it: for an
+// index file (index set), only its top file's.
+func (s *Door) useKnown(ctx context.Context, p *Plan, index bool) {
+	wait := s.learning.wait
+	if index {
+		wait = s.learning.waitTop
+	}
+	wait(ctx, p.Key, nil)
 	if k, err := s.store.Known(p.Key); err == nil {
 		p.Digest, p.Size = k.Digest, k.Size
 		return
 	}
 	if p.Group != "" {
 		// The same path on another mirror of its group.
-		if k, ok := s.groupFact(ctx, p); ok {
+		if k, ok := s.groupFact(ctx, p, wait); ok {
 			p.Digest, p.Size = k.Digest, k.Size
 		}
 	}

@@ -51,6 +51,13 @@ type Stream struct {
 	// blob on the LAN): the stall rule alone lets a source that sends just
 	// above MinProgress hold a fill for minutes.
 	MinRate int64
+	// Yield, when set, is closed when another source should take over
+	// from here (a LAN peer further along the same download, which this
+	// node took from upstream too after a late election): the stream is
+	// left, unblamed, and YieldTo is opened at the offset reached. Should
+	// it have nothing, this stream's own source is asked again.
+	Yield   <-chan struct{}
+	YieldTo Source
 }
 
 // Doer sends an HTTP request: an *http.Client, or a hub that proxies it.
@@ -119,6 +126,9 @@ func (e stopError) Unwrap() error { return e.err }
 // Stop marks err, returned by a source's Open, as the end of the fill: no
 // other source is tried (the origin's "not modified" or "not found").
 func Stop(err error) error { return stopError{err} }
+
+// errYielded ends a stream left for its YieldTo.
+var errYielded = errors.New("stream left for a source further along")
 
 // Errors the engine blames streams with.
 var (
@@ -272,6 +282,13 @@ func (r *run) walk(ctx context.Context, sources []Source) (Result, error) {
 			return Result{}, err // Start failed (no room): the fill is aborted
 		}
 		complete, err := r.take(ctx, st)
+		if errors.Is(err, errYielded) {
+			r.e.cfg.Logger.Info("fill leaves its source for one further along", slog.String("from", st.From), slog.Int64("offset", r.f.Written()))
+			// Its own source stays next: it takes over again should the
+			// other have nothing.
+			sources = slices.Insert(slices.Clip(sources), i, st.YieldTo)
+			continue
+		}
 		if err != nil {
 			var stop stopError
 			if errors.As(err, &stop) {
@@ -348,12 +365,16 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 	// MinProgress (or sent all that was left); else its body is closed,
 	// which unblocks the Read below.
 	var progress atomic.Int64
-	var stalled, slow atomic.Bool
+	var stalled, slow, yielded atomic.Bool
 	var total int64 // bytes of this stream, as of the last tick
 	period := r.e.cfg.StallTimeout
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
+	yield := st.Yield
+	if st.YieldTo == nil {
+		yield = nil
+	}
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(period)
@@ -361,6 +382,10 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 		for ticks := int64(1); ; ticks++ {
 			select {
 			case <-done:
+				return
+			case <-yield:
+				yielded.Store(true)
+				body.Close()
 				return
 			case <-t.C:
 				// Near the end less is due, but never nothing: with every
@@ -432,6 +457,15 @@ func (r *run) take(ctx context.Context, st *Stream) (complete bool, err error) {
 		}
 		if rerr == nil {
 			continue
+		}
+		if r.size >= 0 && r.f.Written() >= r.size {
+			// Every byte is in, whatever ended the stream with them (the
+			// watchdog firing as the last bytes came, a yield, a reset):
+			// the verify decides, and no source is asked past the end.
+			return true, nil
+		}
+		if yielded.Load() {
+			return false, errYielded
 		}
 		if stalled.Load() || slow.Load() {
 			err := fmt.Errorf("%w: less than %d bytes in %s from %s", ErrStalled, r.e.cfg.MinProgress, period, st.From)

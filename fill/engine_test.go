@@ -395,3 +395,136 @@ func TestHeldPrefixThenOriginBlamesThePeer(t *testing.T) {
 		t.Fatalf("the peer's blame: %v, want a digest mismatch", b)
 	}
 }
+
+// yieldingSource is an upstream whose stream yields to a LAN peer further
+// along once the fill has read half the blob from it (the server holds
+// the rest back).
+type yieldingSource struct {
+	httpSource
+	yield chan struct{}
+	half  int64
+	to    Source
+}
+
+func (y *yieldingSource) Open(ctx context.Context, off int64) (*Stream, error) {
+	st, err := y.httpSource.Open(ctx, off)
+	if err != nil {
+		return nil, err
+	}
+	if y.yield != nil {
+		st.Yield, st.YieldTo = y.yield, y.to
+		st.Body = &yieldAfter{ReadCloser: st.Body, left: y.half, yield: y.yield}
+		y.yield = nil // once: a source re-arms its yield for its next stream
+	}
+	return st, nil
+}
+
+// yieldAfter closes yield once left bytes were read through it.
+type yieldAfter struct {
+	io.ReadCloser
+	left  int64
+	yield chan struct{}
+}
+
+func (y *yieldAfter) Read(p []byte) (int, error) {
+	n, err := y.ReadCloser.Read(p)
+	if y.left > 0 {
+		if y.left -= int64(n); y.left <= 0 {
+			close(y.yield)
+		}
+	}
+	return n, err
+}
+
+// A stream told to yield is left unblamed at the offset it reached, the
+// source it yields to sends the rest, and the blob is whole and exact;
+// should that source have nothing, the stream's own source goes on.
+func TestYieldToASourceFurtherAlong(t *testing.T) {
+	body, d := blob(600<<10, 3)
+	for _, peerHasIt := range []bool{true, false} {
+		t.Run(fmt.Sprintf("peer has it %v", peerHasIt), func(t *testing.T) {
+			up := serve(t, func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Range") != "" {
+					// Asked again (the peer had nothing): the rest.
+					http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+					return
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				w.Write(body[:len(body)/2])
+				w.(http.Flusher).Flush()
+				<-r.Context().Done() // the rest never comes this way
+			})
+			peer := &httpSource{url: up, name: "peer", hold: true}
+			if !peerHasIt {
+				peer.max = -1 // opens nothing
+				peer.opens = 1
+			}
+			src := &yieldingSource{httpSource: httpSource{url: up, name: "origin", max: 2}, yield: make(chan struct{}), half: int64(len(body) / 2), to: peer}
+			got, res, err := runFill(t, New(Config{StallTimeout: 5 * time.Second}), openStore(t), Want{Digest: d, Size: int64(len(body))}, src)
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("fill: %v, %d bytes; want the exact blob", err, len(got))
+			}
+			if b := src.blame(); len(b) > 0 {
+				t.Fatalf("the stream that yielded was blamed: %v", b)
+			}
+			want := []string{"origin", "peer"}
+			if !peerHasIt {
+				want = []string{"origin", "origin"}
+			}
+			if !slices.Equal(res.From, want) {
+				t.Fatalf("bytes came from %v, want %v", res.From, want)
+			}
+		})
+	}
+}
+
+// lastBytesThenError sends the blob's last bytes together with an error
+// (a reset, or the watchdog closing the body as they came).
+type lastBytesThenError struct {
+	body []byte
+	off  int
+}
+
+func (l *lastBytesThenError) Read(p []byte) (int, error) {
+	n := copy(p, l.body[l.off:])
+	l.off += n
+	if l.off == len(l.body) {
+		return n, errors.New("connection reset by peer")
+	}
+	return n, nil
+}
+
+func (l *lastBytesThenError) Close() error { return nil }
+
+type streamSource struct {
+	st    *Stream
+	opens int
+}
+
+func (s *streamSource) Open(_ context.Context, off int64) (*Stream, error) {
+	s.opens++
+	if s.st == nil || off > 0 {
+		return nil, fmt.Errorf("%w: asked for offset %d", ErrSkip, off)
+	}
+	st := s.st
+	s.st = nil
+	return st, nil
+}
+
+// A stream whose last bytes come with an error (a reset as they arrive,
+// the stall watchdog closing the body as they came) has given every byte:
+// the fill verifies and commits them, and asks no source past the end.
+// (Before, it asked the next source from the blob's size on: a 416, and
+// the fill failed with every byte in hand.)
+func TestLastBytesWithAnError(t *testing.T) {
+	body, d := blob(100<<10, 9)
+	first := &streamSource{st: &Stream{Body: &lastBytesThenError{body: body}, From: "peer", Size: int64(len(body))}}
+	next := &streamSource{}
+	got, _, err := runFill(t, New(Config{}), openStore(t), Want{Digest: d, Size: int64(len(body))}, first, next)
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("fill: %v, %d bytes", err, len(got))
+	}
+	if next.opens != 0 || first.opens != 1 {
+		t.Fatalf("sources opened %d and %d times after every byte was in, want once and never", first.opens, next.opens)
+	}
+}

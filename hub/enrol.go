@@ -29,9 +29,6 @@ import (
 // EnrolPath is where a hub signs nodes' certificate requests.
 const EnrolPath = "/_warren/hub/enrol"
 
-// HeaderNode names the node a request is from (its id).
-const HeaderNode = "X-Warren-Node"
-
 // maxEnrolBody bounds what a hub reads of a certificate request.
 const maxEnrolBody = 64 << 10
 

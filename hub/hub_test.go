@@ -7,8 +7,10 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,31 +112,85 @@ func TestCheckTokens(t *testing.T) {
 
 func TestQueue(t *testing.T) {
 	q := NewQueue(2, time.Minute)
-	a, _, _, ok1 := q.Enter("k")
-	b, _, _, ok2 := q.Enter("k")
-	_, pos, streaming, ok3 := q.Enter("k")
-	_, pos2, _, _ := q.Enter("k")
-	if !ok1 || !ok2 || ok3 || pos != 1 || pos2 != 2 || streaming != 2 {
-		t.Fatalf("third and fourth requesters: ok %v, positions %d %d, streaming %d", ok3, pos, pos2, streaming)
+	// Requesters that say nothing of their LAN (apt, an older node), all
+	// from one /24: two stream, the rest wait.
+	plain := Requester{LAN: "192.0.2.0/24"}
+	a := q.Enter("k", plain)
+	b := q.Enter("k", plain)
+	c := q.Enter("k", plain)
+	d := q.Enter("k", plain)
+	if !a.OK || !b.OK || c.OK || c.Position != 1 || d.Position != 2 || c.Streaming != 2 {
+		t.Fatalf("third and fourth requesters: %+v %+v", c, d)
 	}
-	if _, _, _, ok := q.Enter("other"); !ok {
+	if e := q.Enter("other", plain); !e.OK {
 		t.Fatal("another artifact's transfer is queued behind this one")
 	}
-	a()
-	a() // twice: counted once
-	if _, _, _, ok := q.Enter("k"); !ok {
+	// The first of another LAN streams whatever max_requesters says: its
+	// peers cannot give it the artifact.
+	first := q.Enter("k", Requester{LAN: "10.1.0.0/16", Peer: netip.MustParseAddrPort("10.1.0.7:3142"), Hints: true})
+	if !first.OK {
+		t.Fatalf("the first requester of a LAN was told to wait: %+v", first)
+	}
+	// A later node of that LAN is told which peer receives it, with no
+	// place in the queue; one that takes no hints waits.
+	next := q.Enter("k", Requester{LAN: "10.1.0.0/16", Peer: netip.MustParseAddrPort("10.1.0.8:3142"), Hints: true})
+	if next.OK || len(next.Peers) != 1 || next.Peers[0] != netip.MustParseAddrPort("10.1.0.7:3142") || next.Position != 0 {
+		t.Fatalf("a node of a LAN that receives it: %+v, want told 10.1.0.7:3142", next)
+	}
+	if other := q.Enter("k", Requester{LAN: "10.1.0.0/16"}); other.OK || len(other.Peers) != 0 || other.Position != 3 {
+		t.Fatalf("a requester of that LAN that takes no hints: %+v, want number 3 to wait", other)
+	}
+	first.Leave()
+	// Its streaming peer done, the LAN's next node streams.
+	if again := q.Enter("k", Requester{LAN: "10.1.0.0/16", Hints: true}); !again.OK {
+		t.Fatalf("after the LAN's streaming peer left: %+v", again)
+	}
+	a.Leave()
+	a.Leave() // twice: counted once
+	b.Leave()
+	if e := q.Enter("k", plain); !e.OK {
 		t.Fatal("a slot freed was not given to the next requester")
 	}
-	b()
-	if q.Peak() != 2 {
-		t.Fatalf("peak %d, want 2", q.Peak())
+	if q.Peak() != 3 {
+		t.Fatalf("peak %d, want 3", q.Peak())
 	}
-	if streaming, waiting := q.Totals(); streaming != 2 || waiting != 2 {
-		t.Fatalf("totals: %d streaming, %d waiting; want 2 and 2", streaming, waiting)
+	if streaming, waiting := q.Totals(); streaming != 3 || waiting != 3 {
+		t.Fatalf("totals: %d streaming, %d waiting; want 3 and 3", streaming, waiting)
 	}
 	ts, refused := q.Stats()
-	if refused != 2 || len(ts) != 2 {
-		t.Fatalf("stats: %+v refused %d", ts, refused)
+	if refused != 3 || len(ts) != 2 || q.Hinted() != 1 {
+		t.Fatalf("stats: %+v refused %d hinted %d", ts, refused, q.Hinted())
+	}
+}
+
+// What a request says of its LAN: declared (a node), behind a NAT, or
+// not at all; a declared LAN no LAN has, or a peer outside it, is not
+// believed.
+func TestRequesterOf(t *testing.T) {
+	tests := []struct {
+		remote, lan, peer string
+		want              Requester
+	}{
+		{"10.1.0.7:40000", "", "", Requester{LAN: "10.1.0.0/24"}},
+		{"[fd00::7]:40000", "", "", Requester{LAN: "fd00::/64"}},
+		{"10.1.0.7:40000", "10.1.0.0/16", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/16", Peer: netip.MustParseAddrPort("10.1.0.7:3142"), Hints: true}},
+		{"10.1.0.7:40000", "10.1.3.4/16", "", Requester{LAN: "10.1.0.0/16", Hints: true}},
+		{"203.0.113.9:40000", "192.168.1.0/24", "192.168.1.5:3142", Requester{LAN: "192.168.1.0/24 via 203.0.113.9", Peer: netip.MustParseAddrPort("192.168.1.5:3142"), Hints: true}},
+		{"10.1.0.7:40000", "10.1.0.0/16", "10.9.0.1:3142", Requester{LAN: "10.1.0.0/16", Hints: true}},
+		{"10.1.0.7:40000", "0.0.0.0/0", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/24"}},
+	}
+	for _, tc := range tests {
+		r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
+		r.RemoteAddr = tc.remote
+		if tc.lan != "" {
+			r.Header.Set(HeaderLAN, tc.lan)
+		}
+		if tc.peer != "" {
+			r.Header.Set(HeaderPeer, tc.peer)
+		}
+		if got := RequesterOf(r); got != tc.want {
+			t.Errorf("%s %q %q: %+v, want %+v", tc.remote, tc.lan, tc.peer, got, tc.want)
+		}
 	}
 }
 
@@ -145,7 +201,7 @@ func TestBusyRoundTrip(t *testing.T) {
 		t.Fatalf("busy answer: %d %v %s", rec.Code, rec.Header(), rec.Body)
 	}
 	b := parseBusy("h", rec.Header())
-	if b.Position != 3 || b.RetryAfter != 1500*time.Millisecond || b.Done != 10 || b.Total != 100 {
+	if b.Position != 3 || b.RetryAfter != 1500*time.Millisecond || b.Done != 10 || b.Total != 100 || len(b.Peers) != 0 {
 		t.Fatalf("parsed %+v (Retry-After in whole seconds for other clients, the wait to the millisecond for nodes)", b)
 	}
 	// Only Retry-After (another hub, a proxy between): whole seconds.
@@ -157,6 +213,13 @@ func TestBusyRoundTrip(t *testing.T) {
 	rec.Header().Set(HeaderRetryAfterMs, "90000")
 	if b := parseBusy("h", rec.Header()); b.RetryAfter != 2*time.Second {
 		t.Fatalf("milliseconds beyond Retry-After: %s, want 2s", b.RetryAfter)
+	}
+	// Told which LAN peers receive it.
+	rec = httptest.NewRecorder()
+	peers := []netip.AddrPort{netip.MustParseAddrPort("10.1.0.7:3142"), netip.MustParseAddrPort("[fd00::7]:3142")}
+	WriteBusy(rec, Busy{Peers: peers, RetryAfter: time.Second, Done: 10, Total: 100, Requesters: 1})
+	if b := parseBusy("h", rec.Header()); !slices.Equal(b.Peers, peers) || !strings.Contains(rec.Body.String(), "10.1.0.7:3142") {
+		t.Fatalf("told peers: %+v, body %s", b, rec.Body)
 	}
 	h := http.Header{}
 	h.Set("Retry-After", "999999")

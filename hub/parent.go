@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ import (
 type Parent struct {
 	url    *url.URL
 	token  string
+	self   Self
 	client *http.Client
 	direct *http.Client // requests to the hub itself (its info, enrolment)
 	dial   func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -60,11 +62,21 @@ type ParentConfig struct {
 	// HeaderTimeout bounds the wait for the hub's answer to begin; the
 	// fill engine's stall rule bounds the body.
 	HeaderTimeout time.Duration
+	// Self is what the node tells the hub of itself.
+	Self Self
 	// Dial, when set, makes the connections to the hub (the simulator's
 	// network); nil dials TCP.
 	Dial   func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger *slog.Logger
 	Now    func() time.Time
+}
+
+// Self is what a node tells its hubs of itself (HeaderNode, HeaderLAN,
+// HeaderPeer): zero fields are not sent.
+type Self struct {
+	Node string
+	LAN  netip.Prefix
+	Peer netip.AddrPort
 }
 
 // downFor is how long an unreachable hub is skipped.
@@ -154,7 +166,7 @@ func NewParent(cfg ParentConfig) (*Parent, error) {
 	}
 	// Requests to the hub itself: not through the proxy transport's Proxy.
 	direct := &http.Client{Transport: directTransport(dial, tlsCfg)}
-	return &Parent{url: u, token: cfg.Token, client: &http.Client{Transport: tr}, direct: direct, dial: dial, tls: tlsCfg, log: cfg.Logger, now: cfg.Now}, nil
+	return &Parent{url: u, token: cfg.Token, self: cfg.Self, client: &http.Client{Transport: tr}, direct: direct, dial: dial, tls: tlsCfg, log: cfg.Logger, now: cfg.Now}, nil
 }
 
 // directTransport makes requests to the hub itself (its info, enrolment).
@@ -263,16 +275,23 @@ func (e *RefusedError) Error() string {
 }
 
 // BusyError is a hub's "wait": it is fetching the artifact for as many
-// requesters as it serves at once. Ask the LAN after RetryAfter.
+// requesters as it serves at once. Ask the LAN after RetryAfter; when
+// Peers are given, those LAN peers receive it from the hub: take it from
+// them at once.
 type BusyError struct {
 	Hub        string
 	RetryAfter time.Duration
 	Position   int
 	Done       int64
 	Total      int64
+	Peers      []netip.AddrPort
 }
 
 func (e *BusyError) Error() string {
+	if len(e.Peers) > 0 {
+		return fmt.Sprintf("hub %s streams this artifact to LAN peers %v already (%d of %d bytes fetched): take it from them",
+			e.Hub, e.Peers, e.Done, e.Total)
+	}
 	return fmt.Sprintf("hub %s is busy with this artifact (number %d to wait; %d of %d bytes fetched): retry after %s",
 		e.Hub, e.Position, e.Done, e.Total, e.RetryAfter)
 }
@@ -291,6 +310,15 @@ func (p *Parent) Do(req *http.Request) (*http.Response, error) {
 	}
 	if p.token != "" {
 		r.Header.Set("Proxy-Authorization", "Bearer "+p.token)
+	}
+	if p.self.Node != "" {
+		r.Header.Set(HeaderNode, p.self.Node)
+	}
+	if p.self.LAN.IsValid() {
+		r.Header.Set(HeaderLAN, p.self.LAN.String())
+		if p.self.Peer.IsValid() {
+			r.Header.Set(HeaderPeer, p.self.Peer.String())
+		}
 	}
 	p.requests.Add(1)
 	resp, err := do(p.client, r)
@@ -339,6 +367,11 @@ func parseBusy(hub string, h http.Header) *BusyError {
 		}
 	}
 	b.Position, _ = strconv.Atoi(h.Get(HeaderQueuePosition))
+	for _, f := range strings.Split(h.Get(HeaderPeers), ",") {
+		if p, err := netip.ParseAddrPort(strings.TrimSpace(f)); err == nil && p.Port() != 0 && len(b.Peers) < maxHinted {
+			b.Peers = append(b.Peers, p)
+		}
+	}
 	if done, total, ok := strings.Cut(h.Get(HeaderProgress), "/"); ok {
 		b.Done, _ = strconv.ParseInt(done, 10, 64)
 		b.Total, _ = strconv.ParseInt(total, 10, 64)

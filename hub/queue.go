@@ -1,6 +1,8 @@
 package hub
 
 import (
+	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -12,28 +14,53 @@ const (
 )
 
 // Queue bounds how many requesters stream one artifact while the hub is
-// still fetching it: the first max stream it as it arrives; the rest are
-// told to come back after the retry delay, by when the LAN's first
-// requesters hold it and serve their peers. Once stored, an artifact is
-// served to everyone.
+// still fetching it. The first requester of each LAN streams it: its
+// peers cannot give it to it. A later one of the same LAN that takes
+// hints (a node that told the hub its LAN) is told which of its peers is
+// receiving it, and takes it from that peer (Dragonfly's scheduler picks
+// parents the same way, from what each peer already has). Any other
+// streams while fewer than max do; the rest are told to come back after
+// the retry delay, by when the LAN's first requesters hold it and serve
+// their peers. Once stored, an artifact is served to everyone.
 type Queue struct {
 	max   int
 	delay time.Duration
 
-	mu      sync.Mutex // guards byKey, refused and peak
+	mu      sync.Mutex // guards byKey, refused, hinted and peak
 	byKey   map[string]*transfer
 	refused int64
+	hinted  int64
 	peak    int // the most requesters that streamed one transfer at once
 }
 
 type transfer struct {
 	streaming int // requesters streaming it now
 	waiting   int // requesters told to wait during this transfer
+	hinted    int // requesters told which LAN peer receives it
 	began     time.Time
+	// byLAN are the requesters streaming it, by LAN; peers those of them
+	// that serve their LAN, where it fetches blobs from them.
+	byLAN map[string]int
+	peers map[string][]netip.AddrPort
 }
 
-// NewQueue lets max requesters (at least 1) stream each transfer and tells
-// the rest to retry after delay.
+// Requester is who asks for an artifact in transfer, as its request says
+// (see RequesterOf).
+type Requester struct {
+	// LAN names the requesters that can take blobs from each other.
+	LAN string
+	// Peer is where its LAN peers fetch blobs from it; invalid when it
+	// serves none.
+	Peer netip.AddrPort
+	// Hints: it takes "take it from this LAN peer" for an answer.
+	Hints bool
+}
+
+// maxHinted is how many of a LAN's streaming peers an answer names.
+const maxHinted = 4
+
+// NewQueue lets max requesters (at least 1) stream each transfer beyond
+// each LAN's first, and tells the rest to retry after delay.
 func NewQueue(maxRequesters int, delay time.Duration) *Queue {
 	return &Queue{max: max(maxRequesters, 1), delay: delay, byKey: map[string]*transfer{}}
 }
@@ -44,35 +71,65 @@ func (q *Queue) Delay() time.Duration { return q.delay }
 // Max is max_requesters.
 func (q *Queue) Max() int { return q.max }
 
-// Enter admits one requester of the transfer key. When admitted it must
-// call leave once done; otherwise position is its place among those told
-// to wait during this transfer, and streaming how many are streaming it.
-func (q *Queue) Enter(key string) (leave func(), position, streaming int, ok bool) {
+// Admission is the queue's answer to one requester.
+type Admission struct {
+	// OK: stream it, and call Leave once done.
+	OK    bool
+	Leave func()
+	// Peers, when not OK, are LAN peers of the requester receiving it:
+	// take it from them.
+	Peers []netip.AddrPort
+	// Position is the requester's place among those told to wait during
+	// this transfer (0 when told peers), Streaming how many stream it.
+	Position, Streaming int
+}
+
+// Enter admits one requester of the transfer key, tells it which of its
+// LAN peers receive it, or tells it to wait.
+func (q *Queue) Enter(key string, who Requester) Admission {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	t := q.byKey[key]
 	if t == nil {
-		t = &transfer{began: time.Now()}
+		t = &transfer{began: time.Now(), byLAN: map[string]int{}, peers: map[string][]netip.AddrPort{}}
 		q.byKey[key] = t
 	}
-	if t.streaming >= q.max {
+	switch {
+	case t.byLAN[who.LAN] == 0:
+		// The first of its LAN: nobody there can give it the artifact.
+	case who.Hints && len(t.peers[who.LAN]) > 0:
+		t.hinted++
+		q.hinted++
+		peers := t.peers[who.LAN]
+		return Admission{Peers: slices.Clone(peers[:min(len(peers), maxHinted)]), Streaming: t.streaming}
+	case t.streaming >= q.max:
 		t.waiting++
 		q.refused++
-		return nil, t.waiting, t.streaming, false
+		return Admission{Position: t.waiting, Streaming: t.streaming}
 	}
 	t.streaming++
+	t.byLAN[who.LAN]++
+	if who.Peer.IsValid() {
+		t.peers[who.LAN] = append(t.peers[who.LAN], who.Peer)
+	}
 	q.peak = max(q.peak, t.streaming)
 	var once sync.Once
-	return func() {
+	return Admission{OK: true, Streaming: t.streaming, Leave: func() {
 		once.Do(func() {
 			q.mu.Lock()
 			defer q.mu.Unlock()
 			t.streaming--
+			if t.byLAN[who.LAN]--; t.byLAN[who.LAN] <= 0 {
+				delete(t.byLAN, who.LAN)
+			}
+			if i := slices.Index(t.peers[who.LAN], who.Peer); who.Peer.IsValid() && i >= 0 {
+				t.peers[who.LAN] = slices.Delete(t.peers[who.LAN], i, i+1)
+			}
 			if t.streaming == 0 {
 				delete(q.byKey, key)
 			}
 		})
-	}, 0, t.streaming, true
+	}}
 }
 
 // Wait is how long a requester told to wait during the transfer key
@@ -113,6 +170,9 @@ type QueueStat struct {
 	Key       string
 	Streaming int
 	Waiting   int
+	// Hinted are those told which LAN peer receives it; LANs the LANs
+	// streaming it.
+	Hinted, LANs int
 }
 
 // Peak is the most requesters that streamed one transfer at once.
@@ -140,7 +200,15 @@ func (q *Queue) Stats() (transfers []QueueStat, refused int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for k, t := range q.byKey {
-		transfers = append(transfers, QueueStat{Key: RedactScope(k), Streaming: t.streaming, Waiting: t.waiting})
+		transfers = append(transfers, QueueStat{Key: RedactScope(k), Streaming: t.streaming, Waiting: t.waiting, Hinted: t.hinted, LANs: len(t.byLAN)})
 	}
 	return transfers, q.refused
+}
+
+// Hinted is how many requesters were told which LAN peer receives what
+// they asked for.
+func (q *Queue) Hinted() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.hinted
 }

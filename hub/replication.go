@@ -434,3 +434,19 @@ type LoopError struct{ Source, Chain string }
 func (e *LoopError) Error() string {
 	return fmt.Sprintf("replication loop: hub %s already pulls from this hub (its chain: %s); pulling from it would go round in a circle: remove one of the replicate_from entries", e.Source, e.Chain)
 }
+
+// PullerStatus is a hub that pulls from this one, as its requests show:
+// under which sync token, from where, the cursor it reached and the log's
+// end then (its lag), when it came last and the blob bytes it took.
+type PullerStatus struct {
+	Token    string    `json:"token"`
+	Hub      string    `json:"hub,omitempty"`
+	Addr     string    `json:"addr"`
+	LastSeen time.Time `json:"last_seen"`
+	Cursor   uint64    `json:"cursor"`
+	Last     uint64    `json:"last"`
+	Bytes    int64     `json:"bytes"`
+}
+
+// Lag is the change-log entries the puller had not reached yet.
+func (p PullerStatus) Lag() uint64 { return p.Last - min(p.Last, p.Cursor) }

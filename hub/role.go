@@ -31,6 +31,8 @@ type Role struct {
 	// missing counts what clients asked for of apt suites the preload
 	// list lacks, by "archive suite" (a bounded number of them).
 	missing map[string]int64
+
+	clients clients // the nodes and clients served
 }
 
 // RoleConfig is a hub's policy.
@@ -156,6 +158,19 @@ func ShownRequestURL(r *http.Request) string {
 	return u
 }
 
+// Served records a request the front answered with outcome (hit, miss,
+// ...) and n bytes: the hub's page lists its nodes and clients.
+func (h *Role) Served(r *http.Request, outcome string, n int64) {
+	now := time.Now
+	if h.cfg.Now != nil {
+		now = h.cfg.Now
+	}
+	h.clients.served(r, now(), outcome, n)
+}
+
+// Clients are the nodes and clients served, the most recently seen first.
+func (h *Role) Clients() []Client { return h.clients.list() }
+
 // Target says whether a node's request asks for an https URL: a node
 // asks for one as plain http with HeaderScheme (its link to the hub is
 // not the origin's TLS); target's scheme is set to https then.
@@ -254,20 +269,27 @@ func (h *Role) MissingSuites() map[string]int64 {
 }
 
 // Enter admits a requester of the artifact in transfer under key (size
-// bytes, -1 unknown; f its fill), or tells it to wait: false means
-// answered (503). shown names it in the log.
+// bytes, -1 unknown; f its fill), tells it which LAN peers receive it, or
+// tells it to wait: false means answered (503). shown names it in the log.
 func (h *Role) Enter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, key string, size int64, shown string) (leave func(), ok bool) {
 	q := h.cfg.Queue
-	leave, pos, streaming, ok := q.Enter(key)
-	if ok {
-		return leave, true
+	who := RequesterOf(r)
+	a := q.Enter(key, who)
+	if a.OK {
+		return a.Leave, true
 	}
-	h.Refuse(ReasonMaxRequesters)
-	h.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", shown),
-		slog.String("client", r.RemoteAddr), slog.Int("position", pos), slog.Int("streaming", streaming))
 	// The size the metadata gives: waiting for the transfer's own would
 	// hold this answer until upstream's headers arrive.
 	done := f.Written()
-	WriteBusy(w, Busy{Position: pos, RetryAfter: q.Wait(key, done, size), Done: done, Total: size, Requesters: streaming})
+	if len(a.Peers) > 0 {
+		h.log.Debug("hub streams this artifact to the requester's LAN already; told which peers receive it", slog.String("url", shown),
+			slog.String("client", r.RemoteAddr), slog.String("lan", who.LAN), slog.Any("peers", a.Peers))
+		WriteBusy(w, Busy{Peers: a.Peers, RetryAfter: q.Wait(key, done, size), Done: done, Total: size, Requesters: a.Streaming})
+		return nil, false
+	}
+	h.Refuse(ReasonMaxRequesters)
+	h.log.Info("hub busy with this artifact; requester told to wait", slog.String("url", shown),
+		slog.String("client", r.RemoteAddr), slog.Int("position", a.Position), slog.Int("streaming", a.Streaming))
+	WriteBusy(w, Busy{Position: a.Position, RetryAfter: q.Wait(key, done, size), Done: done, Total: size, Requesters: a.Streaming})
 	return nil, false
 }

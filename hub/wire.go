@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -29,7 +31,63 @@ const (
 	// whole seconds, and a transfer a fraction of a second from its end
 	// would make every waiter lose most of one.
 	HeaderRetryAfterMs = "X-Warren-Retry-After-Ms"
+	// HeaderPeers, in a busy answer, are LAN peers of the requester
+	// receiving the artifact from the hub ("addr:port, ..."): take it from
+	// them.
+	HeaderPeers = "X-Warren-Peers"
+	// A node says who it is: its id (HeaderNode), its LAN (HeaderLAN, a
+	// prefix) and where its LAN peers fetch blobs from it (HeaderPeer,
+	// addr:port; absent for a node that serves none). The hub lists its
+	// nodes, and tells a node whose LAN already receives an artifact it is
+	// fetching which peer to take it from.
+	HeaderNode = "X-Warren-Node"
+	HeaderLAN  = "X-Warren-LAN"
+	HeaderPeer = "X-Warren-Peer"
 )
+
+// RequesterOf is who r comes from, for the queue: the LAN the node
+// declares, qualified by the address the hub sees when that is outside it
+// (nodes behind a NAT: their LAN as seen from one public address); for a
+// requester that declares none (apt, another hub, an older node), the
+// /24 (IPv4) or /64 (IPv6) it comes from, and no hints.
+func RequesterOf(r *http.Request) Requester {
+	var remote netip.Addr
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		remote = ap.Addr().Unmap()
+	}
+	lan, err := netip.ParsePrefix(r.Header.Get(HeaderLAN))
+	if err != nil || !plausibleLAN(lan) {
+		bits := 64
+		if remote.Is4() {
+			bits = 24
+		}
+		if p, err := remote.Prefix(bits); err == nil {
+			return Requester{LAN: p.String()}
+		}
+		return Requester{LAN: r.RemoteAddr}
+	}
+	lan = lan.Masked()
+	who := Requester{LAN: lan.String(), Hints: true}
+	if remote.IsValid() && !lan.Contains(remote) {
+		who.LAN += " via " + remote.String()
+	}
+	if p, err := netip.ParseAddrPort(r.Header.Get(HeaderPeer)); err == nil && p.Port() != 0 && lan.Contains(p.Addr().Unmap()) {
+		who.Peer = netip.AddrPortFrom(p.Addr().Unmap(), p.Port())
+	}
+	return who
+}
+
+// plausibleLAN refuses prefixes no LAN has: a node that declared 0.0.0.0/0
+// would be told of (and offered to) every node of every site.
+func plausibleLAN(p netip.Prefix) bool {
+	if !p.IsValid() {
+		return false
+	}
+	if p.Addr().Is4() {
+		return p.Bits() >= 8
+	}
+	return p.Bits() >= 48
+}
 
 // Reasons a hub refuses.
 const (
@@ -47,15 +105,17 @@ const (
 // artifact it is still fetching: come back after RetryAfter (meanwhile the
 // LAN may have it from those who are streaming it).
 type Busy struct {
-	Reason     string        `json:"reason"`
-	Position   int           `json:"position"`
-	RetryAfter time.Duration `json:"-"`
-	RetrySecs  int           `json:"retry_after_seconds"`
-	RetryMs    int64         `json:"retry_after_ms"`
-	Done       int64         `json:"bytes_done"`
-	Total      int64         `json:"bytes_total"`
-	Requesters int           `json:"requesters"`
-	Message    string        `json:"message"`
+	Reason   string `json:"reason"`
+	Position int    `json:"position"`
+	// Peers are the requester's LAN peers receiving it: take it from them.
+	Peers      []netip.AddrPort `json:"peers,omitempty"`
+	RetryAfter time.Duration    `json:"-"`
+	RetrySecs  int              `json:"retry_after_seconds"`
+	RetryMs    int64            `json:"retry_after_ms"`
+	Done       int64            `json:"bytes_done"`
+	Total      int64            `json:"bytes_total"`
+	Requesters int              `json:"requesters"`
+	Message    string           `json:"message"`
 }
 
 // WriteBusy answers 503 with Retry-After, the queue position and the
@@ -66,6 +126,14 @@ func WriteBusy(w http.ResponseWriter, b Busy) {
 	b.Message = fmt.Sprintf("the hub is fetching this artifact for %d requesters already (max_requesters); you are number %d to wait: ask the LAN again in %d s, or come back then",
 		b.Requesters, b.Position, secs)
 	h := w.Header()
+	if len(b.Peers) > 0 {
+		var ps []string
+		for _, p := range b.Peers {
+			ps = append(ps, p.String())
+		}
+		b.Message = fmt.Sprintf("your LAN receives this artifact from the hub already: take it from %s (or come back in %d s)", strings.Join(ps, ", "), secs)
+		h.Set(HeaderPeers, strings.Join(ps, ", "))
+	}
 	h.Set("Retry-After", strconv.Itoa(secs))
 	h.Set(HeaderRetryAfterMs, strconv.FormatInt(b.RetryMs, 10))
 	h.Set(HeaderRefused, ReasonMaxRequesters)

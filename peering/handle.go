@@ -34,8 +34,11 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	// replay) may move a peer's address; otherwise a message naming a known
 	// peer from elsewhere is an impostor's. One sent to many cannot: a
 	// member that missed it could be sent it again.
-	admitted := n.table.Offer(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes},
-		len(n.cfg.Secret) > 0 && m.To == n.cfg.ID)
+	// A datagram for many (To zero) from a peer on our LAN came by
+	// broadcast (or to a static address: those keep their own copies).
+	broadcasts := m.To == (NodeID{}) && m.Type != MsgHello
+	admitted := n.table.Offer(Peer{ID: m.From, Addr: src.Addr().Unmap(), Port: m.HTTPPort, Priority: m.Priority, Passive: m.Passive, FreeBytes: m.FreeBytes,
+		Broadcasts: broadcasts}, len(n.cfg.Secret) > 0 && m.To == n.cfg.ID)
 	switch {
 	case !admitted && inTable:
 		n.Dropped.Add(1)
@@ -61,14 +64,28 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	case MsgQuery:
 		n.answer(m, src)
 	case MsgAnswer:
+		if at, ok := n.askedAt.Get(m.ReqID); ok {
+			n.answeredAfter(n.now().Sub(at))
+			// An answer to one of our questions, in time or late: a peer
+			// that answers, however slowly, is one to wait for.
+			n.table.Answered(m.From)
+		}
 		n.mu.Lock()
 		ch := n.queries[m.ReqID]
+		e := n.elections[m.Digest]
+		late := ch == nil && e != nil && e.interest
 		n.mu.Unlock()
 		if ch != nil {
 			select {
 			case ch <- m:
 			default:
 			}
+		}
+		if late && m.Has && !m.Passive {
+			// The question closed before this answer came: what it says
+			// still counts, as the "have" it would be.
+			n.update(m.Digest, func(e *election) { putVoter(e.haves, m.From, true) })
+			n.weighHolder(m.Digest, m.From)
 		}
 	case MsgWant:
 		n.update(m.Digest, func(e *election) { putVoter(e.wants, m.From, m) })
@@ -94,8 +111,10 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 				delete(e.dead, m.From)
 			}
 		})
+		n.weighYield(m.Digest, m.From, m)
 	case MsgHave:
 		n.update(m.Digest, func(e *election) { putVoter(e.haves, m.From, true) })
+		n.weighHolder(m.Digest, m.From)
 	case MsgBadBlob:
 		n.badBlobReported(m, src)
 	}

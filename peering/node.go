@@ -38,6 +38,10 @@ type Config struct {
 	// subnet broadcast addresses, and MulticastOn each IPv6 interface
 	// (whose group the node joins).
 	Broadcast []netip.AddrPort
+	// LANs are the networks of those broadcast addresses: a peer in one,
+	// once its own broadcasts have reached this node, gets what goes to
+	// many by broadcast alone, not a copy of its own as well.
+	LANs []netip.Prefix
 	// Static peers are greeted periodically; they answer and join the table.
 	Static []netip.AddrPort
 
@@ -105,7 +109,7 @@ type Node struct {
 	hc    *http.Client
 	ready atomic.Bool // false while starting and stopping
 
-	mu        sync.Mutex                      // guards queries, elections, nextReq, rechecked, challenges
+	mu        sync.Mutex                      // guards queries, elections, beating, nextReq, rechecked, late, challenges
 	queries   map[uint32]chan Message         // open queries by request id
 	elections map[cachestore.Digest]*election // what the group wants, per digest
 	beating   map[cachestore.Digest]*beat     // downloads this node heartbeats
@@ -114,6 +118,11 @@ type Node struct {
 	// at most once a minute, so a LAN host cannot keep us rehashing.
 	rechecked *lru.Cache[cachestore.Digest, time.Time]
 	pruned    time.Time // when elections were last swept
+	// askedAt is when each recent question went out, by request id: how
+	// late its answers come, even after it closed, sets the election
+	// window (lateness.go).
+	askedAt *lru.Cache[uint32, time.Time]
+	late    lateness
 	// challenges are the outstanding proofs of peers' other addresses,
 	// by peer (ties.go).
 	challenges map[NodeID]challenge
@@ -160,7 +169,7 @@ const (
 // Defaults of a Config that leaves them zero (cmd/warren's defaults()
 // takes the daemon's from here, so each is written once).
 const (
-	DefaultMaxPeers       = 30
+	DefaultMaxPeers       = 128
 	DefaultPeerRetries    = 3
 	DefaultUploadSlots    = 2   // a BlobConfig's, too
 	DefaultPriority       = 100 // the daemon's; a zero priority is a priority
@@ -237,6 +246,7 @@ func Listen(cfg Config) (*Node, error) {
 	// limiter or one more recheck, never memory.
 	n.limits, _ = lru.New[netip.Addr, *rate.Limiter](maxSources)
 	n.rechecked, _ = lru.New[cachestore.Digest, time.Time](1024)
+	n.askedAt, _ = lru.New[uint32, time.Time](256)
 	if cfg.Blobs != nil {
 		cfg.Blobs.attach(n.table)
 	}
@@ -361,8 +371,13 @@ func (n *Node) targets() map[netip.AddrPort]NodeID {
 		}
 	}
 	// Known peers last: a static address whose node is in the table is
-	// addressed to that node.
+	// addressed to that node. A peer on a LAN this node broadcasts to,
+	// whose own broadcasts reach this node, is reached by them: a copy
+	// of its own would double what every member of a big LAN handles.
 	for _, p := range n.table.Peers() {
+		if p.Broadcasts && !slices.Contains(n.cfg.Static, p.AddrPort()) && slices.ContainsFunc(n.cfg.LANs, func(l netip.Prefix) bool { return l.Contains(p.Addr) }) {
+			continue
+		}
 		out[p.AddrPort()] = p.ID
 	}
 	return out

@@ -227,6 +227,11 @@ func testNode(t *testing.T, cfg Config) *Node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n.cfg.Port == 0 {
+		// One number for HTTP and UDP, as in the daemon: the datagrams
+		// name it, and a peer answers there.
+		n.cfg.Port = n.Addr().Port()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

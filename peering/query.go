@@ -21,15 +21,20 @@ func (n *Node) askable() map[NodeID]bool {
 }
 
 // asked are the peers a question goes to (the non-passive ones) and,
-// of them, those it waits for (see askable), from one look at the table.
+// of them, those it waits for (see askable), from one look at the table:
+// those that have answered a question before and did not leave the last
+// silentLimit unanswered; every one not silent while none has answered
+// yet.
 func (n *Node) asked() (asked, waited map[NodeID]bool) {
 	asked, waited = map[NodeID]bool{}, map[NodeID]bool{}
-	for _, p := range n.table.Peers() {
+	peers := n.table.Peers()
+	proven := slices.ContainsFunc(peers, func(p Peer) bool { return !p.Passive && p.Answered && p.Silent < silentLimit })
+	for _, p := range peers {
 		if p.Passive {
 			continue
 		}
 		asked[p.ID] = true
-		if p.Silent < silentLimit {
+		if p.Silent < silentLimit && (p.Answered || !proven) {
 			waited[p.ID] = true
 		}
 	}
@@ -58,6 +63,7 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 	// counts a silence (the waited-for ones and the silent ones alike); a
 	// question that ended early, on a ready holder, blames no one.
 	unanswered, expected := n.asked()
+	n.askedAt.Add(id, n.now())
 	n.sendAll(Message{Type: MsgQuery, ReqID: id, Digest: d})
 	timeout := time.NewTimer(n.cfg.QueryTimeout)
 	defer timeout.Stop()

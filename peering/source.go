@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -31,7 +32,13 @@ type Source struct {
 	settled  bool          // every known peer answered, and none has or wants it
 	handed   bool          // a stream was handed out: another Open means it failed
 	failures int
-	over     error // set when the source has nothing more to offer
+	// slowed: the stream handed out was left for being too slow (see
+	// slowPeerPause), which costs a try only once slowTries are spent: on
+	// a busy machine every transfer is slow, and leaving the LAN for the
+	// WAN then multiplies the WAN without making anything faster.
+	slowed bool
+	slow   int
+	over   error // set when the source has nothing more to offer
 
 	// The election, once entered.
 	electing  bool
@@ -50,6 +57,8 @@ type Source struct {
 
 	// again: the last source of a fill whose others all failed (Again).
 	again bool
+	// hinted are peers a hub says receive the blob, tried first (From).
+	hinted []netip.AddrPort
 	// declined are the peers whose answer said they neither have nor want
 	// the blob: with them and every wanting peer heard, the election
 	// window has nothing left to collect.
@@ -107,6 +116,28 @@ func (n *Node) Again(d cachestore.Digest, size int64, progress func() int64) fil
 	return s
 }
 
+// From returns the LAN as a source that first tries peers, which a hub
+// says receive the blob from it (this node did not know them, or their
+// heartbeats had not reached it), then, as Again, whoever has it or is
+// receiving it.
+func (n *Node) From(peers []netip.AddrPort, d cachestore.Digest, size int64, progress func() int64) fill.Source {
+	s := n.newSource(d, size, progress)
+	s.again = true
+	s.hinted = slices.Clone(peers)
+	return s
+}
+
+// peerAt is the table's peer at a, or one made for it (a peer this node
+// does not know: blame then goes to its address).
+func (n *Node) peerAt(a netip.AddrPort) Peer {
+	for _, p := range n.table.Peers() {
+		if p.AddrPort() == a {
+			return p
+		}
+	}
+	return Peer{Addr: a.Addr(), Port: a.Port(), Priority: DefaultPriority}
+}
+
 // Phases says how long the question took to be answered and the
 // downloader to be known (zero for a phase that did not happen).
 func (s *Source) Phases() (query, election time.Duration) {
@@ -128,7 +159,12 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	n := s.n
 	if s.handed {
 		s.handed = false
-		s.failures++
+		if s.slowed && s.slow < slowTries {
+			s.slow++
+		} else {
+			s.failures++
+		}
+		s.slowed = false
 	}
 	if s.again {
 		return s.openAgain(ctx, off)
@@ -137,6 +173,16 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	case <-s.asked:
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	}
+	if w, ok := n.yielded(s.d); ok {
+		// This node left its download to w (see Yield): follow w as the
+		// winner of an election, waiting on its heartbeats while it is
+		// busy, electing again should it go quiet.
+		s.over, s.electing, s.windowEnd = nil, true, nil
+		s.winner, s.decided, s.decidedAt = w, true, n.now()
+		if s.deadline.IsZero() {
+			s.deadline = n.now().Add(n.cfg.MaxWait)
+		}
 	}
 	for s.over == nil {
 		if s.failures >= n.cfg.PeerRetries {
@@ -180,10 +226,31 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
 }
 
+// Yield is closed when this node, downloading the blob from outside the
+// LAN (this source found no peer to take it from), should leave that
+// download to a LAN peer further along: this source, opened again, then
+// streams from that peer. nil when this node does not download the blob.
+func (s *Source) Yield() <-chan struct{} { return s.n.yieldCh(s.d) }
+
 // openAgain is Open for Again: one fresh question, then whoever has the
 // blob or is receiving it, until the tries are spent.
 func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error) {
 	n := s.n
+	for len(s.hinted) > 0 && ctx.Err() == nil {
+		p := n.peerAt(s.hinted[0])
+		s.hinted = s.hinted[1:]
+		if !n.table.GoodAddr(p.AddrPort()) {
+			continue
+		}
+		if _, known := n.table.Get(p.ID); !known {
+			// So that it knows this node: with a secret, a blob token
+			// names a requester its table holds.
+			n.send(Message{Type: MsgHello}, p.AddrPort())
+		}
+		if st, ok := s.try(ctx, p, off, false); ok {
+			return st, nil
+		}
+	}
 	if s.answeredAt.IsZero() {
 		s.answeredAt = n.now()
 		close(s.asked)
@@ -275,6 +342,18 @@ var errBusy = errors.New("peer busy")
 // failedPeerPause is how long a peer that failed to deliver is skipped.
 const failedPeerPause = 2 * time.Minute
 
+// slowPeerPause is how long a peer left for being too slow is skipped;
+// badPeerPause one whose bytes were wrong or too many. Slowness is often
+// this machine's own (a busy CPU, its clock read late), never a lie.
+const (
+	slowPeerPause = 30 * time.Second
+	badPeerPause  = 10 * time.Minute
+)
+
+// slowTries is how many streams one fill may leave for slowness before
+// each costs a try: enough to go round a few relays.
+const slowTries = 6
+
 // open asks p for the blob from off on.
 func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*fill.Stream, error) {
 	n := s.n
@@ -312,11 +391,18 @@ func (s *Source) open(ctx context.Context, p Peer, off int64, complete bool) (*f
 		Size:    size,
 		Hold:    true, // a peer's bytes reach clients only once they verify
 		Blame: func(reason error) {
+			if errors.Is(reason, fill.ErrStalled) {
+				s.slowed = true
+				n.table.MarkBad(id, addr, slowPeerPause)
+				n.log.Info("peer too slow; going on from another for now", slog.String("peer", id.String()),
+					slog.String("digest", s.d.String()), slog.Duration("pause", slowPeerPause), slog.Any("why", reason))
+				return
+			}
 			if errors.Is(reason, cachestore.ErrDigestMismatch) {
 				// Its copy may have rotted: tell it, so it rechecks.
 				n.send(Message{Type: MsgBadBlob, To: id, Digest: s.d}, addr)
 			}
-			n.table.MarkBad(id, addr, 10*time.Minute)
+			n.table.MarkBad(id, addr, badPeerPause)
 			n.log.Warn("peer blamed; not asking it for 10m", slog.String("peer", id.String()),
 				slog.String("digest", s.d.String()), slog.Any("why", reason))
 		},
@@ -348,7 +434,7 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 		n.updateFor(d, true, func(e *election) { e.wants[n.cfg.ID] = me })
 		n.sendAll(want)
 		s.deadline = n.now().Add(n.cfg.MaxWait)
-		s.windowEnd = time.After(n.cfg.ElectionWindow)
+		s.windowEnd = time.After(n.electionWindow())
 	}
 	for {
 		snap, changed := n.snapshot(d)
@@ -364,7 +450,7 @@ func (s *Source) elect(ctx context.Context) (p Peer, complete bool, err error) {
 			// Quiet, or failed us since (a downloader that answers every
 			// request "busy"): heartbeats it may still send do not make it
 			// worth waiting for.
-			quiet := n.now().Sub(last) > 3*n.cfg.Heartbeat
+			quiet := n.now().Sub(last) > n.quietAfter()
 			if failed := s.winner != n.cfg.ID && !n.table.Good(s.winner); quiet || failed {
 				n.log.Info("elected downloader went quiet or failed; electing again", slog.String("digest", d.String()), slog.String("was", s.winner.String()))
 				w := s.winner
@@ -440,7 +526,7 @@ func (s *Source) liveDownloader(snap election) (NodeID, bool) {
 	var bestAt time.Time
 	for id, at := range snap.beatAt {
 		// A relay is no downloader: its bytes come from one.
-		if snap.dead[id] || id == n.cfg.ID || n.now().Sub(at) > 3*n.cfg.Heartbeat || !n.table.Good(id) || snap.beats[id].Relay {
+		if snap.dead[id] || id == n.cfg.ID || n.now().Sub(at) > n.quietAfter() || !n.table.Good(id) || snap.beats[id].Relay {
 			continue
 		}
 		if at.After(bestAt) {
@@ -471,7 +557,7 @@ func (s *Source) holder(snap election) (p Peer, complete, ok bool) {
 	beating, _ := n.beatingAs(s.d)
 	var weights []int64
 	for id, at := range snap.beatAt {
-		if snap.dead[id] || n.now().Sub(at) > 3*n.cfg.Heartbeat || id == n.cfg.ID || !at.After(s.triedBeat[id]) {
+		if snap.dead[id] || n.now().Sub(at) > n.quietAfter() || id == n.cfg.ID || !at.After(s.triedBeat[id]) {
 			continue
 		}
 		m := snap.beats[id]

@@ -28,6 +28,16 @@ type Peer struct {
 	// answers costs neither every miss a wait nor an honest newcomer its
 	// place.
 	Silent int
+	// Answered: the peer has answered one of this node's questions. Until
+	// then it is asked but not waited for, unless no peer has answered
+	// yet (a node new to its LAN waits for everyone once): a newcomer earns
+	// its place among those a miss waits on, so ids forged afresh for
+	// every question cost a miss nothing.
+	Answered bool
+	// Broadcasts: a datagram it sent to many (a broadcast) reached this
+	// node, so this node's broadcasts reach it too; cleared when it
+	// leaves a question unanswered.
+	Broadcasts bool
 }
 
 // silentLimit is how many questions in a row a peer may leave unanswered
@@ -51,11 +61,18 @@ type Table struct {
 	expireAfter time.Duration
 	now         func() time.Time
 
-	mu       sync.Mutex // guards peers (their ties too), badAddrs and joined
+	mu       sync.Mutex // guards peers (their ties too), badAddrs, joined and evicted
 	peers    map[NodeID]*Peer
 	badAddrs map[netip.Addr]time.Time // addresses that sent wrong bytes or failed, until when
 	joined   chan struct{}            // closed and replaced when a peer joins
+	// evicted is when a newcomer last pushed a silent member out: at most
+	// one an evictEvery, so a flood of fresh ids cannot churn the table.
+	evicted time.Time
 }
+
+// evictEvery is how often a newcomer may take a silent member's place in
+// a full table.
+const evictEvery = 10 * time.Second
 
 // perAddr is how many node ids one address may hold in the table: a host
 // runs one warren, maybe a second during an upgrade.
@@ -98,7 +115,8 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 		default:
 			p.Also = nil
 		}
-		p.BadUntil, p.Silent = old.BadUntil, old.Silent
+		p.BadUntil, p.Silent, p.Answered = old.BadUntil, old.Silent, old.Answered
+		p.Broadcasts = p.Broadcasts || old.Broadcasts
 		*old = p
 		return true
 	}
@@ -125,9 +143,13 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 }
 
 // dropSilentLocked makes room in a full table by dropping the peer that
-// has left the most questions unanswered (at least silentLimit), if any:
-// members that answer keep their places.
+// has left the most questions unanswered (at least silentLimit), if any
+// and at most once an evictEvery: members that answer keep their places.
 func (t *Table) dropSilentLocked() bool {
+	now := t.now()
+	if !t.evicted.IsZero() && now.Sub(t.evicted) < evictEvery {
+		return false
+	}
 	var worst *Peer
 	for _, p := range t.peers {
 		if p.Silent >= silentLimit && (worst == nil || p.Silent > worst.Silent) {
@@ -138,6 +160,7 @@ func (t *Table) dropSilentLocked() bool {
 		return false
 	}
 	delete(t.peers, worst.ID)
+	t.evicted = now
 	return true
 }
 
@@ -149,6 +172,7 @@ func (t *Table) Asked(unanswered map[NodeID]bool) {
 	for id := range unanswered {
 		if p, ok := t.peers[id]; ok {
 			p.Silent++
+			p.Broadcasts = false // its own copies again, in case ours no longer reach it
 		}
 	}
 }
@@ -158,7 +182,7 @@ func (t *Table) Answered(id NodeID) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if p, ok := t.peers[id]; ok {
-		p.Silent = 0
+		p.Silent, p.Answered = 0, true
 	}
 }
 
@@ -263,6 +287,23 @@ func (t *Table) Good(id NodeID) bool {
 	}
 	now := t.now()
 	return !now.Before(p.BadUntil) && !now.Before(t.badAddrs[p.Addr])
+}
+
+// GoodAddr reports whether neither the address nor the peer at it (if
+// known) is marked bad.
+func (t *Table) GoodAddr(a netip.AddrPort) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	if now.Before(t.badAddrs[a.Addr()]) {
+		return false
+	}
+	for _, p := range t.peers {
+		if p.AddrPort() == a && now.Before(p.BadUntil) {
+			return false
+		}
+	}
+	return true
 }
 
 // Peers lists the live peers, by id.

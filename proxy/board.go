@@ -10,9 +10,9 @@ import (
 // Collectors).
 func (s *Server) newBoard() *status.Board {
 	src := status.Sources{
-		Snapshot: s.Snapshot, Door: s.door, History: &s.hist, Status: s.cfg.Status, Budgets: s.cfg.Budgets,
+		Snapshot: s.Snapshot, Door: s.door, History: s.hist, Status: s.cfg.Status, Budgets: s.cfg.Budgets,
 		MirrorGroups: s.door.MirrorGroups,
-		Hub:          s.cfg.HubStatus, Collectors: s.cfg.Collectors, Logger: s.log, Now: s.now,
+		Hub:          s.cfg.HubStatus, Replicated: s.cfg.Replicated, Collectors: s.cfg.Collectors, Logger: s.log, Now: s.now,
 	}
 	for _, h := range s.cfg.Hubs {
 		// Each hub that tells its state has its figures in /metrics.

@@ -38,6 +38,7 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 		s.fail(rw, r, p, err)
 	}
 	s.board.CountRequest(outcome)
+	s.role.Served(r, outcome, rw.bytes)
 	s.door.Served(p, outcome)
 	s.stats.BytesServed.Add(rw.bytes)
 	s.hist.Add(s.now(), p.Eco, rw.bytes, 0)

@@ -48,6 +48,9 @@ type Role interface {
 	Enter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, key string, size int64, shown string) (leave func(), ok bool)
 	// Refuse counts a refusal the front made (a loop).
 	Refuse(reason string)
+	// Served is told of each request answered: its outcome and the bytes
+	// sent.
+	Served(r *http.Request, outcome string, n int64)
 }
 
 // nodeRole is a node's: it adds nothing.
@@ -57,6 +60,7 @@ func (nodeRole) Admit(http.ResponseWriter, *http.Request) bool   { return true }
 func (nodeRole) Target(*http.Request, *url.URL) bool             { return false }
 func (nodeRole) Unheld(http.ResponseWriter, string, string) bool { return false }
 func (nodeRole) Refuse(string)                                   {}
+func (nodeRole) Served(*http.Request, string, int64)             {}
 func (nodeRole) Claim(*http.Request) (cachestore.Digest, int64, bool) {
 	return cachestore.Digest{}, -1, false
 }
@@ -117,8 +121,14 @@ type Config struct {
 	// HubStatus is a hub's own figures for the page, /_warren/stats and
 	// /metrics; nil: a node.
 	HubStatus *status.HubRole
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// History is the day's bytes by ecosystem for the page's chart (cmd
+	// keeps it in the index across restarts); nil: one of the front's own.
+	History *status.History
+	// Replicated is the bytes replication pulled from other hubs, for the
+	// bytes by source; nil: none.
+	Replicated func() int64
+	Logger     *slog.Logger
+	Now        func() time.Time
 }
 
 // Server is the proxy. Close stops its fills.
@@ -140,8 +150,8 @@ type Server struct {
 	corkBufs sync.Pool
 
 	stats Stats
-	hist  status.History // the last day's bytes by ecosystem, for the page
-	board *status.Board  // the status page, /_warren/stats and /metrics
+	hist  *status.History // the last day's bytes by ecosystem, for the page
+	board *status.Board   // the status page, /_warren/stats and /metrics
 }
 
 // Stats are running totals, read with Snapshot.
@@ -215,6 +225,10 @@ func New(cfg Config) (*Server, error) {
 			},
 		})
 	}
+	s.hist = cfg.History
+	if s.hist == nil {
+		s.hist = new(status.History)
+	}
 	s.board = s.newBoard()
 	return s, nil
 }
@@ -222,6 +236,10 @@ func New(cfg Config) (*Server, error) {
 // History counts bytes for the day's chart by ecosystem: served to
 // clients, and taken from upstream (the door's and the feeds' WAN).
 func (s *Server) History(eco string, served, wan int64) { s.hist.Add(s.now(), eco, served, wan) }
+
+// Figures are the running totals the status page and /_warren/stats
+// show, by name (`warren status` prints them).
+func (s *Server) Figures() map[string]any { return s.board.Figures() }
 
 // newGoproxy builds the pass-through half: CONNECT tunnels and requests the
 // cache does not take (other methods).
@@ -263,6 +281,9 @@ func (s *Server) Snapshot() map[string]int64 {
 		"bytes_hubs":     s.door.Stats().BytesHub.Load(),     // fetched from the site's hubs
 		"bytes_served":   s.stats.BytesServed.Load(),         // sent to clients
 		"hub_waits":      s.door.Stats().HubWaits.Load(),
+		"hub_told_peers": s.door.Stats().HubHints.Load(),   // a hub named the LAN peers receiving it
+		"hub_fetches":    s.door.Stats().HubFetches.Load(), // requests fills made to the hubs
+		"origin_fetches": s.door.Stats().UpstreamFetches.Load(),
 		"mismatches":     s.door.Stats().Mismatches.Load(),
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -21,21 +22,65 @@ import (
 // the receiver's downlink and, between a subnet and the site's hub, the
 // subnet's WAN link, shared by all its hosts.
 type Network struct {
-	mu       sync.Mutex
+	mu       sync.Mutex // guards hosts, bySubnet and rnd
 	hosts    map[netip.Addr]*Host
 	bySubnet map[int][]*Host
+	rnd      *mrand.Rand
 	// Latency is added to each new stream (a connection's set-up).
 	Latency time.Duration
+	// Delay bounds a site host's scheduling delay (Slowness); 0: none.
+	Delay time.Duration
+	// Loss is the share of datagrams lost on the way to each receiver.
+	Loss float64
 }
 
 // NewNetwork is an empty network.
 func NewNetwork(latency time.Duration) *Network {
-	return &Network{hosts: map[netip.Addr]*Host{}, bySubnet: map[int][]*Host{}, Latency: latency}
+	return &Network{hosts: map[netip.Addr]*Host{}, bySubnet: map[int][]*Host{}, Latency: latency,
+		rnd: mrand.New(mrand.NewPCG(7, 7))}
+}
+
+// Slowness models what makes a real node answer late: a laptop waking,
+// a VM on a busy host, a Wi-Fi client, fifty daemons on two cores. Each
+// site host has a scale drawn once, heavy-tailed across hosts (2 ms times
+// a Pareto variate of index 1, at most 100 ms: half the hosts under 4 ms,
+// one in ten over 20 ms); each datagram it receives, and each connection
+// it accepts, waits that scale times a second Pareto variate of index 1,
+// at most the network's Delay. A typical host's median is under 10 ms; a
+// slow host's datagrams often wait the whole Delay.
+func (n *Network) slowness() time.Duration {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return min(time.Duration(float64(2*time.Millisecond)/(1-n.rnd.Float64())), 100*time.Millisecond)
+}
+
+// delay is one wait of a host of scale s (0 without a Delay).
+func (n *Network) delay(s time.Duration) time.Duration {
+	if n.Delay <= 0 || s <= 0 {
+		return 0
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return min(time.Duration(float64(s)/(1-n.rnd.Float64())), n.Delay)
+}
+
+// lost says whether one datagram is lost.
+func (n *Network) lost() bool {
+	if n.Loss <= 0 {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rnd.Float64() < n.Loss
 }
 
 // Link is one direction of a link: a rate in bytes/s shared by everything
 // that crosses it.
-type Link struct{ lim *rate.Limiter }
+type Link struct {
+	lim *rate.Limiter
+	// Bytes counts what crossed it.
+	Bytes atomic.Int64
+}
 
 // NewLink is a link of bytesPerSec.
 func NewLink(bytesPerSec float64) *Link {
@@ -57,8 +102,11 @@ type Host struct {
 	// and fromHub are its two directions.
 	toHub, fromHub *Link
 
-	inbox    chan datagram
-	closed   chan struct{}
+	inbox  chan datagram
+	closed chan struct{}
+	// slow is the scale of this host's scheduling delay (see slowness);
+	// 0 for the hub and the origin.
+	slow     time.Duration
 	once     sync.Once
 	listener *listener
 
@@ -77,6 +125,9 @@ func (n *Network) AddHost(addr netip.Addr, subnet int, nic float64, toHub, fromH
 	h := &Host{net: n, Addr: addr, Subnet: subnet, up: NewLink(nic), down: NewLink(nic), toHub: toHub, fromHub: fromHub,
 		inbox: make(chan datagram, 1024), closed: make(chan struct{})}
 	h.listener = &listener{h: h, conns: make(chan net.Conn), done: make(chan struct{})}
+	if subnet >= 0 {
+		h.slow = n.slowness()
+	}
 	n.mu.Lock()
 	n.hosts[addr] = h
 	n.bySubnet[subnet] = append(n.bySubnet[subnet], h)
@@ -99,11 +150,23 @@ func Broadcast(s int) netip.Addr { return netip.AddrFrom4([4]byte{10, byte(s), 2
 func (h *Host) sendTo(b []byte, to netip.AddrPort, port uint16) {
 	from := netip.AddrPortFrom(h.Addr, port)
 	deliver := func(r *Host) {
-		select {
-		case r.inbox <- datagram{b: append([]byte(nil), b...), from: from}:
-			r.Received.Add(1)
-		default:
+		if h.net.lost() {
+			return
 		}
+		dg := datagram{b: append([]byte(nil), b...), from: from}
+		push := func() {
+			select {
+			case r.inbox <- dg:
+				r.Received.Add(1)
+			case <-r.closed:
+			default:
+			}
+		}
+		if d := h.net.delay(r.slow); d > 0 {
+			time.AfterFunc(d, push)
+			return
+		}
+		push()
 	}
 	h.Sent.Add(1)
 	if h.Subnet >= 0 && to.Addr() == Broadcast(h.Subnet) {
@@ -197,9 +260,10 @@ func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	if r == nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("no route to host")}
 	}
-	if h.net.Latency > 0 {
+	// The set-up, and the time the receiving host takes to get to it.
+	if wait := h.net.Latency + h.net.delay(r.slow); wait > 0 {
 		select {
-		case <-time.After(h.net.Latency):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -253,6 +317,7 @@ func (c *shaped) Write(b []byte) (int, error) {
 			if err := l.lim.WaitN(ctx, n); err != nil {
 				return written, os.ErrDeadlineExceeded
 			}
+			l.Bytes.Add(int64(n))
 		}
 		k, err := c.Conn.Write(b[:n])
 		written += k

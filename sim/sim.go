@@ -49,6 +49,11 @@ type Config struct {
 	Slots     int           // upload slots of each node
 	Dir       string        // where the nodes' caches go ("": a temporary directory)
 	Seed      uint64
+	// Delay bounds each node's scheduling delay, heavy-tailed (see
+	// Network.Delay); Loss is the share of datagrams lost. Both 0: a LAN
+	// of idle machines.
+	Delay time.Duration
+	Loss  float64
 	// Progress, when set, is told what the simulation is doing.
 	Progress func(format string, args ...any)
 }
@@ -74,11 +79,19 @@ func (c Config) Defaults() Config {
 // ArtifactReport is what happened to one artifact.
 type ArtifactReport struct {
 	Path       string
-	OriginGETs int             // the hub's fetches from the origin: the WAN
-	HubGETs    int             // the nodes' fetches at the hub
-	HubWaits   int             // the hub's "busy, retry later" answers
-	Failed     int             // clients that did not get it whole
-	Times      []time.Duration // each client's, from its request to its last byte
+	OriginGETs int // the hub's fetches from the origin: the WAN
+	// OriginTook is how long the hub's fetch from the origin took: no
+	// client of the hub can have the artifact sooner.
+	OriginTook time.Duration
+	HubGETs    int // the nodes' fetches at the hub
+	HubWaits   int // the hub's "busy, retry later" answers
+	// SubnetGETs and SubnetBytes are, per subnet, the fetches at the hub
+	// and the bytes of the artifact the hub sent over the subnet's link
+	// to it (each subnet is a site, the link its WAN).
+	SubnetGETs  map[int]int
+	SubnetBytes map[int]int64
+	Failed      int             // clients that did not get it whole
+	Times       []time.Duration // each client's, from its request to its last byte
 }
 
 // Report is a simulation's figures.
@@ -163,15 +176,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	stop = append(stop, func() { hubSrv.Close() })
 	hubGETs, hubWaits := &counter{m: map[string]int{}}, &counter{m: map[string]int{}}
+	hubBySubnet := &subnetCounter{gets: map[subnetKey]int{}, bytes: map[subnetKey]int64{}}
 	stop = append(stop, serve(hh, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		hubSrv.ServeHTTP(sw, r)
 		switch {
 		case r.Method != http.MethodGet:
-		case sw.status == http.StatusServiceUnavailable: // max_requesters: told to wait
+		case sw.status == http.StatusServiceUnavailable: // told to wait, or which peer has it
 			hubWaits.add(r.URL.Path)
 		default:
 			hubGETs.add(r.URL.Path)
+			hubBySubnet.add(r.RemoteAddr, r.URL.Path, sw.n)
 		}
 	})))
 
@@ -188,6 +203,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lone download: %w", err)
 	}
+	// From here on, slow nodes and lost datagrams (the yardstick is an
+	// idle machine's).
+	nw.Delay, nw.Loss = cfg.Delay, cfg.Loss
 
 	cfg.Progress("starting %d nodes in %d subnets", cfg.Nodes, cfg.Subnets)
 	nodes := make([]*node, cfg.Nodes)
@@ -270,6 +288,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	for a := range cfg.Artifacts {
 		ar := ArtifactReport{Path: origin.paths[a], OriginGETs: origin.gets.get(origin.paths[a]),
 			HubGETs: hubGETs.get(origin.paths[a]), HubWaits: hubWaits.get(origin.paths[a])}
+		ar.SubnetGETs, ar.SubnetBytes = hubBySubnet.of(origin.paths[a], cfg.Subnets)
+		origin.mu.Lock()
+		ar.OriginTook = origin.took[origin.paths[a]]
+		origin.mu.Unlock()
 		for _, res := range results[a] {
 			if res.err != nil {
 				ar.Failed++
@@ -325,7 +347,9 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 	var err error
 	rand.Read(n.id[:])
 	log = log.With(slog.String("node", addr.String()), slog.String("id", n.id.String()))
-	if n.store, err = cachestore.Open(cachestore.Config{Dir: filepath.Join(dir, addr.String()), Logger: log}); err != nil {
+	// A node's index here stays a few hundred keys small: no compactions
+	// (a thousand stores' compactors cost a fifth of the CPU).
+	if n.store, err = cachestore.Open(cachestore.Config{Dir: filepath.Join(dir, addr.String()), Compactors: -1, Logger: log}); err != nil {
 		return nil, fmt.Errorf("node %s's cache: %w", addr, err)
 	}
 	*stop = append(*stop, func() { n.store.Close() })
@@ -334,6 +358,7 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 	n.peers, err = peering.Listen(peering.Config{
 		ID: n.id, Priority: peering.DefaultPriority, Port: port, Conn: h.PacketConn(port),
 		Broadcast: []netip.AddrPort{netip.AddrPortFrom(Broadcast(subnet), port)},
+		LANs:      []netip.Prefix{netip.PrefixFrom(addr, 16).Masked()},
 		FreeBytes: func() uint64 { return uint64(n.store.Free()) },
 		Has:       n.store.Holds,
 		Blobs:     n.blobs,
@@ -348,7 +373,8 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 	pdone := make(chan struct{})
 	go func() { defer close(pdone); n.peers.Run(pctx) }()
 	*stop = append(*stop, func() { pcancel(); <-pdone })
-	parent, err := hub.NewParent(hub.ParentConfig{URL: "http://" + hubAddr + ":3142", Dial: h.Dial, Logger: log})
+	self := hub.Self{Node: n.id.String(), LAN: netip.PrefixFrom(addr, 16).Masked(), Peer: netip.AddrPortFrom(addr, port)}
+	parent, err := hub.NewParent(hub.ParentConfig{URL: "http://" + hubAddr + ":3142", Self: self, Dial: h.Dial, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -420,10 +446,11 @@ func serveCatching(h http.Handler, w http.ResponseWriter, req *http.Request) (br
 	return false
 }
 
-// statusWriter keeps the status a handler answered.
+// statusWriter keeps the status a handler answered and the body's length.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	n      int64
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -437,7 +464,56 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return w.ResponseWriter.Write(b)
+	n, err := w.ResponseWriter.Write(b)
+	w.n += int64(n)
+	return n, err
+}
+
+// ReadFrom counts what a handler sends with io.Copy (a verified blob's
+// rest is sent that way).
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	w.n += n
+	return n, err
+}
+
+// subnetKey is one artifact's path at one subnet.
+type subnetKey struct {
+	subnet int
+	path   string
+}
+
+// subnetCounter counts the hub's answers and their bytes by subnet.
+type subnetCounter struct {
+	mu    sync.Mutex // guards gets and bytes
+	gets  map[subnetKey]int
+	bytes map[subnetKey]int64
+}
+
+func (c *subnetCounter) add(remote, path string, n int64) {
+	ap, err := netip.ParseAddrPort(remote)
+	if err != nil || !ap.Addr().Is4() {
+		return
+	}
+	k := subnetKey{int(ap.Addr().As4()[1]), path}
+	c.mu.Lock()
+	c.gets[k]++
+	c.bytes[k] += n
+	c.mu.Unlock()
+}
+
+// of is path's fetches and bytes by subnet, for the site's subnets.
+func (c *subnetCounter) of(path string, subnets int) (map[int]int, map[int]int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	gets, bytes := map[int]int{}, map[int]int64{}
+	for s := range subnets {
+		gets[s], bytes[s] = c.gets[subnetKey{s, path}], c.bytes[subnetKey{s, path}]
+	}
+	return gets, bytes
 }
 
 // Unwrap lets http.ResponseController reach the connection.
@@ -476,10 +552,13 @@ type origin struct {
 	paths []string
 	lone  string
 	gets  *counter
+
+	mu   sync.Mutex               // guards took
+	took map[string]time.Duration // the longest transfer of each path
 }
 
 func newOrigin(cfg Config) *origin {
-	o := &origin{files: map[string][]byte{}, gets: &counter{m: map[string]int{}}}
+	o := &origin{files: map[string][]byte{}, gets: &counter{m: map[string]int{}}, took: map[string]time.Duration{}}
 	r := mrand.New(mrand.NewPCG(cfg.Seed, 1))
 	var pkgs strings.Builder
 	add := func(name string) string {
@@ -514,7 +593,13 @@ func (o *origin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodGet {
 		o.gets.add(r.URL.Path)
 	}
+	began := time.Now()
 	http.ServeContent(w, r, "", time.Unix(1700000000, 0), strings.NewReader(string(body)))
+	if r.Method == http.MethodGet {
+		o.mu.Lock()
+		o.took[r.URL.Path] = max(o.took[r.URL.Path], time.Since(began))
+		o.mu.Unlock()
+	}
 }
 
 type counter struct {
@@ -590,6 +675,11 @@ func (rep *Report) Print(w io.Writer) {
 		c.Nodes, c.Subnets, c.Artifacts, c.Size>>10, c.Spread)
 	fmt.Fprintf(w, "  links: node %.0f Mbit/s, each subnet's WAN to the hub %.0f Mbit/s, hub to origin %.0f Mbit/s; %d upload slots a node\n",
 		c.NodeNIC*8/1e6, c.WAN*8/1e6, c.Origin*8/1e6, c.Slots)
+	if c.Delay > 0 || c.Loss > 0 {
+		fmt.Fprintf(w, "  slow nodes: scheduling delay 0-%s, heavy-tailed; %.1f%% of datagrams lost\n", c.Delay, 100*c.Loss)
+	} else {
+		fmt.Fprintf(w, "  idle nodes: no scheduling delay, no datagram lost\n")
+	}
 	fmt.Fprintf(w, "  one lone download through the cold hub: %s\n", rep.Lone.Round(time.Millisecond))
 	for _, a := range rep.Artifacts {
 		q := func(p float64) time.Duration {
@@ -599,8 +689,15 @@ func (rep *Report) Print(w io.Writer) {
 			return a.Times[min(len(a.Times)-1, int(p*float64(len(a.Times))))]
 		}
 		ratio := func(d time.Duration) float64 { return float64(d) / float64(rep.Lone) }
-		fmt.Fprintf(w, "  %s: WAN fetches %d, fetches at the hub %d (and %d told to wait), failed %d; completion p50 %s (%.2fx lone), p90 %s (%.2fx), p99 %s (%.2fx), max %s (%.2fx)\n",
-			filepath.Base(a.Path), a.OriginGETs, a.HubGETs, a.HubWaits, a.Failed,
+		maxGETs, maxBytes, sumBytes := 0, int64(0), int64(0)
+		for s, n := range a.SubnetGETs {
+			maxGETs = max(maxGETs, n)
+			maxBytes = max(maxBytes, a.SubnetBytes[s])
+			sumBytes += a.SubnetBytes[s]
+		}
+		perSubnet := float64(sumBytes) / float64(max(len(a.SubnetBytes), 1)) / float64(c.Size)
+		fmt.Fprintf(w, "  %s: origin fetches %d (the hub's took %s, %.2fx lone); fetches at the hub %d (%d answered busy or with a peer); per subnet (its WAN): fetches at most %d, bytes %.2fx the artifact on average, %.2fx at most; failed %d; completion p50 %s (%.2fx lone), p90 %s (%.2fx), p99 %s (%.2fx), max %s (%.2fx)\n",
+			filepath.Base(a.Path), a.OriginGETs, a.OriginTook.Round(time.Millisecond), ratio(a.OriginTook), a.HubGETs, a.HubWaits, maxGETs, perSubnet, float64(maxBytes)/float64(c.Size), a.Failed,
 			q(0.5).Round(time.Millisecond), ratio(q(0.5)), q(0.9).Round(time.Millisecond), ratio(q(0.9)),
 			q(0.99).Round(time.Millisecond), ratio(q(0.99)), q(1).Round(time.Millisecond), ratio(q(1)))
 	}

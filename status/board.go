@@ -34,6 +34,9 @@ type Sources struct {
 	Hub *HubRole
 	// Hubs are the site's hubs as this node sees them.
 	Hubs []Parent
+	// Replicated is the bytes replication pulled from other hubs (over
+	// the WAN, like the origin's); nil: none.
+	Replicated func() int64
 	// Budgets are the Chocolatey feeds' request budgets, by feed; nil:
 	// none.
 	Budgets func() []Budget
@@ -71,6 +74,13 @@ type HubRole struct {
 	// MissingSuites are the apt suites clients asked a preload-only hub
 	// for that its list lacks ("archive suite": times); nil: none.
 	MissingSuites func() map[string]int64
+	// Tokens says the hub requires hub_tokens: the page says how to
+	// pass one.
+	Tokens bool
+	// Clients are the nodes and clients it served; nil: none listed.
+	Clients func() []hub.Client
+	// Pullers are the hubs pulling from it; nil: it serves no replication.
+	Pullers func() []hub.PullerStatus
 }
 
 // Queue is what a Board reads of a hub's max-requesters queue.
@@ -78,6 +88,7 @@ type Queue interface {
 	Max() int
 	Delay() time.Duration
 	Peak() int
+	Hinted() int64
 	Totals() (streaming, waiting int)
 	Stats() (transfers []hub.QueueStat, refused int64)
 }
@@ -145,8 +156,21 @@ func (b *Board) ServeMetrics(w http.ResponseWriter, r *http.Request) {
 // scripts and tests (the status page and /metrics build on the same
 // figures).
 func (b *Board) ServeStats(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(b.Figures())
+}
+
+// Figures are the running totals by name: /_warren/stats and `warren
+// status` print them. Bytes by source: bytes_cache (served from the
+// store), bytes_peers, bytes_hubs, bytes_upstream (the origin, over the
+// WAN), bytes_replicated (from other hubs, over the WAN); bytes_saved is
+// what this warren did not fetch again (store and peers: bytes from a hub
+// crossed the site's WAN once, and the hub counts them); a hub's
+// site_bytes_served and site_bytes_wan are the site's saving.
+func (b *Board) Figures() map[string]any {
 	out := map[string]any{}
-	for k, v := range b.src.Snapshot() {
+	front := b.src.Snapshot()
+	for k, v := range front {
 		out[k] = v
 	}
 	if b.src.Status != nil {
@@ -158,16 +182,30 @@ func (b *Board) ServeStats(w http.ResponseWriter, _ *http.Request) {
 			out[k] = v
 		}
 	}
+	bs := b.bytesBySource()
+	out["bytes_saved"] = bs.Saved()
+	if b.src.Replicated != nil {
+		out["bytes_replicated"] = bs.Replicated
+	}
 	if h := b.src.Hub; h != nil {
 		for r, n := range h.Refusals() {
 			out["hub_refused_"+r] = n
 		}
 		out["hub_mode"] = string(h.Mode)
 		out["hub_streaming_peak"] = h.Queue.Peak()
+		out["hub_told_peers"] = h.Queue.Hinted()
+		out["site_bytes_served"], out["site_bytes_wan"] = bs.Served, bs.WAN()
+		out["site_saved_percent"] = bs.SitePercent()
 		if h.MissingSuites != nil {
 			if m := h.MissingSuites(); len(m) > 0 {
 				out["hub_missing_suites"] = m
 			}
+		}
+		if h.Clients != nil {
+			out["hub_clients"] = len(h.Clients())
+		}
+		if h.Pullers != nil {
+			out["hub_pullers"] = len(h.Pullers())
 		}
 	}
 	if b.src.MirrorGroups != nil {
@@ -181,6 +219,42 @@ func (b *Board) ServeStats(w http.ResponseWriter, _ *http.Request) {
 		n, _ := out[k].(int)
 		out[k] = n + 1
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
+	return out
+}
+
+// SourceBytes are the bytes by source, as the page, the figures and
+// /metrics show them.
+type SourceBytes struct {
+	Served                                 int64 // sent to clients
+	Cache, Peers, Hubs, Origin, Replicated int64
+	HubFetches, OriginFetches, HubHints    int64
+}
+
+func (b *Board) bytesBySource() SourceBytes {
+	front, ds := b.src.Snapshot(), b.src.Door.Stats()
+	bs := SourceBytes{Served: front["bytes_served"], Cache: front["bytes_cache"], Peers: ds.BytesPeers.Load(), Hubs: ds.BytesHub.Load(),
+		Origin: ds.BytesFetched.Load(), HubFetches: ds.HubFetches.Load(), OriginFetches: ds.UpstreamFetches.Load(),
+		HubHints: ds.HubHints.Load()}
+	if b.src.Replicated != nil {
+		bs.Replicated = b.src.Replicated()
+	}
+	return bs
+}
+
+// Saved is what this warren did not fetch again: served from its store
+// and taken from LAN peers. A hub's bytes are not counted: they crossed
+// the site's WAN once, and the hub's page counts the site's saving.
+func (bs SourceBytes) Saved() int64 { return bs.Cache + bs.Peers }
+
+// WAN is what crossed the WAN to this warren: the origin's bytes and
+// what replication pulled from other hubs.
+func (bs SourceBytes) WAN() int64 { return bs.Origin + bs.Replicated }
+
+// SitePercent is a hub's site's saving: what it served that did not
+// cross the WAN, in percent of what it served.
+func (bs SourceBytes) SitePercent() int {
+	if bs.Served <= 0 {
+		return 0
+	}
+	return int(100 * max(bs.Served-bs.WAN(), 0) / bs.Served)
 }

@@ -1,8 +1,10 @@
 package status
 
 import (
+	"encoding/json"
 	"fmt"
 	"html/template"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,8 +15,10 @@ import (
 
 // The site's saving over the last day: bytes served to clients against
 // bytes fetched over the WAN, per ecosystem and hour, for the status page's
-// chart. Kept in memory: a restart starts the day afresh (the counters in
-// /metrics keep the long view).
+// chart. Kept in memory and, through Save and Restore, in the cache's
+// index (cmd/warren saves it every minute and when it stops): a restart
+// keeps the day. The totals since start (the counters of /metrics) start
+// again, as counters do.
 
 // historyHours is how far back the chart goes.
 const historyHours = 24
@@ -195,4 +199,63 @@ func (h *History) chart(now time.Time) template.HTML {
 	fmt.Fprintf(&b, `<polyline class="wan" points="%s" fill="none" stroke="#111" stroke-width="1.5" stroke-dasharray="4 2"/>`, strings.Join(wanPts, " "))
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // built here from numbers and escaped labels only
+}
+
+// savedHour is one hour of the day as the index keeps it.
+type savedHour struct {
+	Start int64               `json:"start"` // Unix seconds
+	Eco   map[string][2]int64 `json:"eco"`   // served, WAN
+}
+
+// Save encodes the day's hours for the index (Restore reads it back).
+func (h *History) Save() ([]byte, error) {
+	h.mu.Lock()
+	var out []savedHour
+	for _, b := range h.hours {
+		if b.start.IsZero() || len(b.eco) == 0 {
+			continue
+		}
+		sh := savedHour{Start: b.start.Unix(), Eco: map[string][2]int64{}}
+		for eco, e := range b.eco {
+			sh.Eco[eco] = [2]int64{e.served, e.wan}
+		}
+		out = append(out, sh)
+	}
+	h.mu.Unlock()
+	return json.Marshal(out)
+}
+
+// Restore adds the hours b holds that are within the day before now to
+// the chart (not to the totals since start). A damaged b restores nothing.
+func (h *History) Restore(b []byte, now time.Time) error {
+	var in []savedHour
+	if err := json.Unmarshal(b, &in); err != nil {
+		return fmt.Errorf("read the day's bytes kept in the index: %w", err)
+	}
+	last := now.Truncate(time.Hour)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, sh := range in {
+		start := time.Unix(sh.Start, 0).Truncate(time.Hour)
+		if start.After(last) || !start.After(last.Add(-historyHours*time.Hour)) || sh.Start%3600 != 0 {
+			continue // outside the day, or not an hour's start
+		}
+		bucket := &h.hours[int(start.Unix()/3600)%historyHours]
+		if !bucket.start.Equal(start) {
+			*bucket = historyHour{start: start, eco: map[string]*ecoBytes{}}
+		}
+		for eco, v := range sh.Eco {
+			if !slices.Contains(chartEcosystems, eco) || v[0] < 0 || v[1] < 0 {
+				continue
+			}
+			e := bucket.eco[eco]
+			if e == nil {
+				e = &ecoBytes{}
+				bucket.eco[eco] = e
+			}
+			e.served += v[0]
+			e.wan += v[1]
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package status
 
 import (
 	"encoding/xml"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -42,5 +43,47 @@ func TestHistory(t *testing.T) {
 	}
 	if h.total(door.EcoDebian).served != 1<<30+5000 {
 		t.Fatalf("the total since start lost the old hour")
+	}
+}
+
+// The day survives a restart: saved and restored into a new History, the
+// chart and the day's table are the same; hours outside the day, unknown
+// ecosystems and damage are not taken; the totals since start (counters)
+// begin again.
+func TestHistorySurvivesARestart(t *testing.T) {
+	var h History
+	now := time.Date(2026, 12, 3, 15, 30, 0, 0, time.UTC)
+	h.Add(now.Add(-2*time.Hour), door.EcoDebian, 3000, 1000)
+	h.Add(now, door.EcoRPM, 500, 500)
+	b, err := h.Save()
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(10 * time.Minute)
+	var again History
+	if err := again.Restore(b, later); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := again.totals(later), h.totals(later); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("restored day %+v, want %+v", got, want)
+	}
+	if again.chart(later) != h.chart(later) {
+		t.Fatal("the restored chart differs")
+	}
+	if again.total(door.EcoDebian).served != 0 {
+		t.Fatal("the totals since start were restored: counters begin again")
+	}
+	// A day later, nothing of it is in the chart.
+	var dayAfter History
+	dayAfter.Restore(b, now.Add(25*time.Hour))
+	if len(dayAfter.totals(now.Add(25*time.Hour))) != 0 {
+		t.Fatal("hours older than a day were restored")
+	}
+	for _, bad := range []string{`not json`, `[{"start":1,"eco":{"debian":[5,5]}}]`, `[{"start":` + fmt.Sprint(now.Truncate(time.Hour).Unix()) + `,"eco":{"nonsense":[5,5],"rpm":[-1,5]}}]`} {
+		var x History
+		x.Restore([]byte(bad), later)
+		if len(x.totals(later)) != 0 {
+			t.Fatalf("%s restored something: %+v", bad, x.totals(later))
+		}
 	}
 }

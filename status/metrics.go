@@ -24,7 +24,7 @@ func (b *Board) newMetrics() http.Handler {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f))
 	}
 	front := func(name string) func() float64 { return func() float64 { return float64(src.Snapshot()[name]) } }
-	bytesHelp := "Bytes by source: sent to clients from the cache, fetched from peers, from the site's hubs, from upstream (the WAN); served: sent to clients (a hub's nodes)."
+	bytesHelp := "Bytes by source: cache (sent to clients from the store), peers (fetched from LAN peers), hub (from the site's hubs), upstream (from the origin, over the WAN), replication (pulled from other hubs, over the WAN); served: sent to clients (a hub's nodes and clients)."
 	counter("warren_bytes_total", bytesHelp, func() float64 { return float64(src.Door.Stats().BytesHub.Load()) }, prometheus.Labels{"source": "hub"})
 	counter("warren_bytes_total", bytesHelp, front("bytes_served"), prometheus.Labels{"source": "served"})
 	counter("warren_hub_waits_total", "Times a hub said it was busy with an artifact (max_requesters) and a fill waited, then asked the LAN again.", func() float64 { return float64(src.Door.Stats().HubWaits.Load()) }, nil)
@@ -49,7 +49,12 @@ func (b *Board) newMetrics() http.Handler {
 		counter("warren_ecosystem_wan_bytes_total", "Bytes fetched from upstream (the WAN), by ecosystem.",
 			func() float64 { return float64(src.History.total(eco).wan) }, labels)
 	}
-	counter("warren_upstream_fetches_total", "Requests fills made to upstream (revalidations included).", func() float64 { return float64(src.Door.Stats().UpstreamFetches.Load()) }, nil)
+	if src.Replicated != nil {
+		counter("warren_bytes_total", bytesHelp, func() float64 { return float64(src.Replicated()) }, prometheus.Labels{"source": "replication"})
+	}
+	counter("warren_upstream_fetches_total", "Requests fills made to the origin, over the WAN (revalidations included; a hub's are warren_hub_fetches_total).", func() float64 { return float64(src.Door.Stats().UpstreamFetches.Load()) }, nil)
+	counter("warren_hub_fetches_total", "Requests fills made to the site's hubs (revalidations included).", func() float64 { return float64(src.Door.Stats().HubFetches.Load()) }, nil)
+	counter("warren_hub_hints_total", "Times a hub named the LAN peers receiving an artifact it was fetching, and a fill took it from them.", func() float64 { return float64(src.Door.Stats().HubHints.Load()) }, nil)
 	counter("warren_digest_mismatches_total", "Blobs refused because their bytes did not match the metadata.", func() float64 { return float64(src.Door.Stats().Mismatches.Load()) }, nil)
 	for _, eco := range []string{door.EcoDebian, door.EcoRPM, door.EcoChocolatey} {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -96,6 +101,9 @@ func registerHubMetrics(reg *prometheus.Registry, h *HubRole) {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "warren_hub_queue_streaming", Help: "Requesters streaming an artifact the hub is still fetching.",
 	}, func() float64 { n, _ := q.Totals(); return float64(n) }))
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "warren_hub_told_peers_total", Help: "Requesters of an artifact the hub was fetching that were told which LAN peers receive it (their LAN streams it already).",
+	}, func() float64 { return float64(q.Hinted()) }))
 }
 
 // budgetCollector shows each Chocolatey feed budget's figures.

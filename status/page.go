@@ -63,11 +63,13 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{range .S.Warnings}}<p class="warn" id="warning">⚠ {{.}}</p>
 {{end}}<table>
 <tr><th>hit ratio</th><td class="big" id="hit-ratio">{{.HitRatio}}%</td><td>{{.Hits}} hits, {{.Misses}} misses of {{.Requests}} requests</td></tr>
-<tr><th>bytes saved</th><td class="big" id="bytes-saved">{{bytes .Saved}}</td><td>{{bytes .FromCache}} from the cache, {{bytes .FromPeers}} from peers{{if .S.Hubs}}, {{bytes .FromHubs}} from hubs{{end}}, {{bytes .FromUpstream}} from upstream</td></tr>
+<tr><th>served to clients</th><td class="big" id="bytes-served">{{bytes .B.Served}}</td><td id="bytes-by-source">by source: {{bytes .B.Cache}} from the store, {{bytes .B.Peers}} from LAN peers, {{bytes .B.Hubs}} from hubs, {{bytes .B.Origin}} from the origin (the WAN){{if .Replicating}}, {{bytes .B.Replicated}} replicated from other hubs (the WAN){{end}}</td></tr>
+{{if .Hub}}<tr><th>the site's saving</th><td class="big" id="site-saving">{{.B.SitePercent}}%</td><td>{{bytes .B.Served}} served to nodes and clients against {{bytes .B.WAN}} over the WAN</td></tr>
+{{else}}<tr><th>bytes saved</th><td class="big" id="bytes-saved">{{bytes .B.Saved}}</td><td>not fetched again: {{bytes .B.Cache}} from the store, {{bytes .B.Peers}} from LAN peers{{if .S.Hubs}} (what came from hubs crossed the site's WAN once: the hub's page counts the site's saving){{end}}</td></tr>{{end}}
 <tr><th>cache</th><td id="cache-use">{{bytes .S.CacheBytes}}{{if .S.CacheMax}} of {{bytes .S.CacheMax}}{{end}}</td>
 <td>{{.S.Blobs}} blobs{{if .S.CacheMax}} <span class="bar"><span style="width:{{pct .S.CacheBytes .S.CacheMax}}%"></span></span>{{end}}</td></tr>
 <tr><th>learnt hashes</th><td id="known">{{.KnownTotal}}</td><td>{{range $eco, $n := .Known}}{{$n}} {{$eco}} {{end}}</td></tr>
-<tr><th>uploads to peers</th><td>{{.S.Uploads}} of {{.S.UploadSlots}} slots</td><td>{{.Mismatches}} digest mismatches refused</td></tr>
+{{if not .Hub}}<tr><th>uploads to peers</th><td>{{.S.Uploads}} of {{.S.UploadSlots}} slots</td><td>{{.Mismatches}} digest mismatches refused</td></tr>{{else}}<tr><th>digest mismatches</th><td>{{.Mismatches}}</td><td>refused</td></tr>{{end}}
 </table>
 <h2>The last 24 hours</h2>
 <p>Bars: bytes served without crossing the WAN, per hour, by ecosystem
@@ -84,12 +86,20 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{if .Hub}}<h2>Hub</h2>
 <table id="hub"><tr><th>mode</th><td>{{.Hub.Mode}}</td></tr>
 <tr><th>https</th><td id="hub-https">{{if .S.HTTPSNames}}for {{join .S.HTTPSNames ", "}}, beside plain http{{else}}none: plain http only{{end}}</td></tr>
-<tr><th>served to nodes</th><td class="big">{{bytes .Served}}</td><td>against {{bytes .FromUpstream}} fetched over the WAN</td></tr>
-<tr><th>max requesters</th><td>{{.Hub.Queue.Max}} per artifact in transfer</td><td>told to wait: {{.HubRefusedBusy}} since start; retry delay {{.Hub.Queue.Delay}}</td></tr>
+<tr><th>served to nodes and clients</th><td class="big">{{bytes .B.Served}}</td><td>against {{bytes .B.WAN}} fetched over the WAN ({{bytes .B.Origin}} from the origin{{if .Replicating}}, {{bytes .B.Replicated}} replicated{{end}})</td></tr>
+<tr><th>max requesters</th><td>{{.Hub.Queue.Max}} per artifact in transfer, beyond each LAN's first</td><td>told which LAN peer receives it: {{.Hub.Queue.Hinted}}; told to wait: {{.HubRefusedBusy}} since start; retry delay {{.Hub.Queue.Delay}}</td></tr>
 </table>
-<table id="hub-queue"><tr><th>artifact in transfer</th><th>streaming</th><th>told to wait</th></tr>
-{{range .HubQueue}}<tr><td>{{.Key}}</td><td>{{.Streaming}}</td><td>{{.Waiting}}</td></tr>
-{{else}}<tr><td colspan="3">none</td></tr>{{end}}</table>
+<table id="hub-queue"><tr><th>artifact in transfer</th><th>LANs</th><th>streaming</th><th>told their peers</th><th>told to wait</th></tr>
+{{range .HubQueue}}<tr><td>{{.Key}}</td><td>{{.LANs}}</td><td>{{.Streaming}}</td><td>{{.Hinted}}</td><td>{{.Waiting}}</td></tr>
+{{else}}<tr><td colspan="5">none</td></tr>{{end}}</table>
+<h2>Nodes and clients</h2>
+<table id="hub-clients"><tr><th>node</th><th>address</th><th>LAN</th><th>last seen</th><th>requests</th><th>hits</th><th>bytes</th></tr>
+{{range .HubClients}}<tr><td>{{if .Node}}{{.Node}}{{else}}(a client){{end}}</td><td>{{.Addr}}</td><td>{{.LAN}}</td><td>{{ago .LastSeen}} ago</td><td>{{.Requests}}</td><td>{{.Hits}}</td><td>{{bytes .Bytes}}</td></tr>
+{{else}}<tr><td colspan="7">none yet</td></tr>{{end}}</table>
+{{if .HubPulling}}<h2>Hubs pulling from this one</h2>
+<table id="hub-pullers"><tr><th>sync token</th><th>hub</th><th>address</th><th>last run</th><th>cursor</th><th>lag</th><th>bytes</th></tr>
+{{range .HubPullers}}<tr><td>{{.Token}}</td><td>{{.Hub}}</td><td>{{.Addr}}</td><td>{{ago .LastSeen}} ago</td><td>{{.Cursor}} of {{.Last}}</td><td>{{.Lag}} entries</td><td>{{bytes .Bytes}}</td></tr>
+{{else}}<tr><td colspan="7">none yet</td></tr>{{end}}</table>{{end}}
 <table id="hub-refusals"><tr><th>refused</th><th>count</th></tr>
 {{range $r, $n := .HubRefusals}}<tr><td>{{$r}}</td><td>{{$n}}</td></tr>{{end}}</table>
 {{if .HubMissingSuites}}<table id="hub-missing-suites"><tr><th>suite asked for, not on the preload list (refused)</th><th>times</th></tr>
@@ -114,11 +124,11 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 <td>{{.CursorIn}} → {{.CursorOut}}</td><td>{{lag .}}</td><td>{{.Entries}}</td><td>{{.Blobs}}</td><td>{{bytes .Bytes}}</td>
 <td>{{if .OK}}ok{{else}}failed: {{if .Error}}{{.Error}}{{else}}{{index .Failures 0}}{{if gt (len .Failures) 1}} (and {{len .Failures}} in all){{end}}{{end}}{{end}}</td></tr>
 {{else}}<tr><td colspan="10">no run yet</td></tr>{{end}}</table>{{end}}{{end}}
-<h2>Peers</h2>
+{{if not .Hub}}<h2>Peers</h2>
 {{if .S.Listen}}<p id="listen">serving on {{.S.Listen}} ({{.S.Families}}){{if .S.PeerTLS}} · blobs between peers: <span id="peer-tls">{{.S.PeerTLS}}</span>{{if .S.PeerTLSRefused}}, {{.S.PeerTLSRefused}} peers refused for want of one{{end}}{{end}}</p>{{end}}
 <table id="peers"><tr><th>id</th><th>address</th><th>family</th><th>link</th><th>role</th><th>priority</th><th>free</th><th>last seen</th></tr>
 {{range .S.Peers}}<tr><td>{{.ID}}</td><td>{{.Addr}}</td><td>{{.Family}}</td><td>{{.TLS}}</td><td>{{.Role}}</td><td>{{.Priority}}</td><td>{{bytes .FreeBytes}}</td><td>{{ago .LastSeen}} ago</td></tr>
-{{else}}<tr><td colspan="8">none</td></tr>{{end}}</table>
+{{else}}<tr><td colspan="8">none</td></tr>{{end}}</table>{{end}}
 {{if .MirrorGroups}}<h2>Mirror groups</h2>
 <table id="mirrors"><tr><th>list</th><th>mirrors</th><th>the site's mirror</th><th>hits</th><th>misses</th><th>hit ratio</th><th>stale repomd.xml refused</th></tr>
 {{range .MirrorGroups}}<tr><td>{{if .Metalink}}metalink {{else}}mirror list {{end}}{{.List}}</td><td>{{.Mirrors}}</td><td>{{if .Chosen}}{{.Chosen}}{{else}}not answered yet{{end}}</td>
@@ -135,9 +145,14 @@ td,th{padding:.25em .8em;border-bottom:1px solid #ddd;text-align:left}
 {{end}}</table>{{end}}
 <h2>Use it</h2>
 <table id="use">
+{{if and .Hub .Hub.Tokens}}<tr><th>nodes</th><td><code>hubs: ["http://{{.Host}}"]</code> and <code>hub_token: TOKEN</code> in <code>/etc/warren/warren.yaml</code> (TOKEN: one of this hub's <code>hub_tokens</code>)</td></tr>
+<tr><th>apt</th><td><code>echo 'Acquire::http::Proxy "http://warren:TOKEN@{{.Host}}";' &gt; /etc/apt/apt.conf.d/30warren</code> (the token as the proxy password; mode 0640, it is a secret)</td></tr>
+<tr><th>dnf / yum</th><td><code>proxy=http://{{.Host}}</code>, <code>proxy_username=warren</code> and <code>proxy_password=TOKEN</code> in <code>/etc/dnf/dnf.conf</code> (or <code>/etc/yum.conf</code>)</td></tr>
+<tr><th>Chocolatey</th><td>through a node: <code>choco source add -n warren -s http://NODE:3142/chocolatey/api/v2/</code> (this hub takes its token as a Bearer header, which choco cannot send)</td></tr>
+{{else}}{{if .Hub}}<tr><th>nodes</th><td><code>hubs: ["http://{{.Host}}"]</code> in <code>/etc/warren/warren.yaml</code></td></tr>{{end}}
 <tr><th>apt</th><td><code>echo 'Acquire::http::Proxy "http://{{.Host}}";' &gt; /etc/apt/apt.conf.d/30warren</code></td></tr>
 <tr><th>dnf / yum</th><td><code>proxy=http://{{.Host}}</code> in <code>/etc/dnf/dnf.conf</code> (or <code>/etc/yum.conf</code>)</td></tr>
-<tr><th>Chocolatey</th><td><code>choco source add -n warren -s http://{{.Host}}/chocolatey/api/v2/</code></td></tr>
+<tr><th>Chocolatey</th><td><code>choco source add -n warren -s http://{{.Host}}/chocolatey/api/v2/</code></td></tr>{{end}}
 </table>
 <p><a href="/metrics">/metrics</a> · <a href="/_warren/stats">/_warren/stats</a> · up {{.Uptime}}</p>
 </body></html>
@@ -168,7 +183,6 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 	if hits+misses > 0 {
 		ratio = int(100 * hits / (hits + misses))
 	}
-	fromCache, fromPeers := front["bytes_cache"], ds.BytesPeers.Load()
 	known := b.src.Door.KnownArtifacts()
 	var budgets []Budget
 	if b.src.Budgets != nil {
@@ -181,11 +195,10 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 	now := b.src.Now()
 	data := map[string]any{
 		"S": st, "Requests": front["requests"], "Hits": hits, "Misses": misses, "HitRatio": ratio,
-		"FromCache": fromCache, "FromPeers": fromPeers, "FromUpstream": ds.BytesFetched.Load(),
-		"Saved": fromCache + fromPeers + ds.BytesHub.Load(), "Mismatches": ds.Mismatches.Load(),
-		"FromHubs": ds.BytesHub.Load(), "Served": front["bytes_served"], "Waiting": b.src.Door.HubWaits(),
-		"Uptime": time.Since(b.started).Round(time.Second).String(),
-		"Known":  known, "KnownTotal": sumValues(known),
+		"B": b.bytesBySource(), "Replicating": b.src.Replicated != nil, "Mismatches": ds.Mismatches.Load(),
+		"Waiting": b.src.Door.HubWaits(),
+		"Uptime":  time.Since(b.started).Round(time.Second).String(),
+		"Known":   known, "KnownTotal": sumValues(known),
 		"Signatures":    b.src.Door.SignatureStates(),
 		"Budgets":       budgets,
 		"MirrorGroups":  mirrorGroups,
@@ -201,6 +214,12 @@ func (b *Board) ServePage(w http.ResponseWriter, r *http.Request) {
 		data["Hub"], data["HubQueue"], data["HubRefusedBusy"], data["HubRefusals"] = h, q, refused, h.Refusals()
 		if h.MissingSuites != nil {
 			data["HubMissingSuites"] = h.MissingSuites()
+		}
+		if h.Clients != nil {
+			data["HubClients"] = h.Clients()
+		}
+		if h.Pullers != nil {
+			data["HubPulling"], data["HubPullers"] = true, h.Pullers()
 		}
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"time"
 
 	"github.com/warren-cache/warren/sim"
@@ -27,6 +28,9 @@ func main() {
 	flag.IntVar(&c.Slots, "upload-slots", 2, "upload slots of each node")
 	flag.StringVar(&c.Dir, "dir", "", "where the nodes' caches go (default: a temporary directory, removed after)")
 	flag.Uint64Var(&c.Seed, "seed", 1, "random seed (request times, membership)")
+	flag.DurationVar(&c.Delay, "delay", 0, "most a node's scheduling delay adds to each datagram and connection it receives (heavy-tailed; 0: none)")
+	flag.Float64Var(&c.Loss, "loss", 0, "share of datagrams lost (0.02: 2%)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "warren-sim: unexpected argument %q (flags only; -h lists them)\n", flag.Arg(0))
@@ -37,11 +41,26 @@ func main() {
 	c.Progress = func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "warren-sim: "+format+"\n", args...)
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "warren-sim: %v\n", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "warren-sim: %v\n", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	rep, err := sim.Run(ctx, c)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "warren-sim: %v\n", err)
+		stop()
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 	rep.Print(os.Stdout)

@@ -85,18 +85,12 @@ func (a *adminAPI) status(w http.ResponseWriter, r *http.Request) {
 	used, blobs, _ := a.store.Usage()
 	out := map[string]any{"running": a.d != nil, "cache_dir": a.store.Dir(), "cache_bytes": used, "cache_max": a.store.MaxBytes(), "blobs": blobs}
 	if a.d != nil {
-		for k, v := range a.d.proxy.Snapshot() {
-			out[k] = v
-		}
-		st := a.d.status()
-		for k, v := range st.Figures() {
-			out[k] = v
-		}
-		for k, v := range st.HubLines() {
+		// What the page and /_warren/stats show: bytes by source, a hub's
+		// mode, refusals and the site's saving.
+		for k, v := range a.d.proxy.Figures() {
 			out[k] = v
 		}
 		out["uptime"] = time.Since(a.d.started).Round(time.Second).String()
-		out["bytes_saved"] = out["bytes_cache"].(int64) + out["bytes_peers"].(int64) + out["bytes_hubs"].(int64)
 	}
 	writeJSON(w, out)
 }
@@ -203,13 +197,18 @@ func (a *adminAPI) stat(w http.ResponseWriter, r *http.Request) {
 		"known_debian":    known[door.EcoDebian], "known_rpm": known[door.EcoRPM], "known_chocolatey": known[door.EcoChocolatey]})
 }
 
-// resolve turns "sha256:<hex>" or a URL into the blob's digest.
+// resolve turns a digest ("sha256:<hex>", or its first hex digits with
+// or without the algorithm, as cache ls prints it) or a URL into the
+// blob's digest.
 func (a *adminAPI) resolve(q string) (cachestore.Digest, error) {
 	if q == "" {
-		return cachestore.Digest{}, errors.New("give a digest (sha256:<hex>) or a URL")
+		return cachestore.Digest{}, errors.New("give a digest (sha256:<hex>, or its first digits as warren cache ls prints them) or a URL")
 	}
-	if d, err := cachestore.ParseDigest(q); err == nil {
-		return d, nil
+	if !strings.Contains(q, "/") {
+		d, err := a.store.Resolve(q)
+		if err == nil || errors.Is(err, cachestore.ErrAmbiguous) {
+			return d, err
+		}
 	}
 	key := door.CanonicalKey(q) // as apt or dnf would have asked for it
 	if k, err := a.store.Known(key); err == nil {
@@ -218,14 +217,21 @@ func (a *adminAPI) resolve(q string) (cachestore.Digest, error) {
 	if c, err := a.store.Cached(key); err == nil {
 		return c.Digest, nil
 	}
-	return cachestore.Digest{}, fmt.Errorf("%q is neither a digest nor a URL the cache knows", q)
+	return cachestore.Digest{}, fmt.Errorf("%q is neither a stored blob's digest (or its first digits) nor a URL the cache knows", q)
 }
+
+// maxShownURLs bounds the learnt URLs cache show lists for one blob.
+const maxShownURLs = 50
 
 // show looks up one blob by key, without a scan of the index: its record,
 // the URL-cache entries that name it, and the URL it was asked by.
 func (a *adminAPI) show(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query().Get("q")
 	d, err := a.resolve(q)
+	if errors.Is(err, cachestore.ErrAmbiguous) {
+		http.Error(w, err.Error(), http.StatusConflict)
+		return
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
@@ -239,17 +245,28 @@ func (a *adminAPI) show(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	// The URLs that name it: the URL cache's entries, and the facts
+	// learnt from repository metadata (a hash-known artifact has no URL
+	// cache entry).
 	urls, err := a.store.CachedURLs(d)
+	if err == nil {
+		var known []string
+		if known, err = a.store.KnownURLs(d, maxShownURLs); err == nil {
+			urls = append(urls, known...)
+		}
+	}
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	if strings.Contains(q, "://") { // asked by URL: that one names it too
-		if key := door.CanonicalKey(q); !slices.Contains(urls, key) {
-			urls = append(urls, key)
-		}
+		urls = append(urls, door.CanonicalKey(q))
 	}
 	slices.Sort(urls)
+	urls = slices.Compact(urls)
+	if urls == nil {
+		urls = []string{}
+	}
 	writeJSON(w, blobRow{BlobInfo: bi, Digest: d.String(), URLs: urls})
 }
 
@@ -265,7 +282,7 @@ func (a *adminAPI) rm(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch {
-	case errors.Is(err, cachestore.ErrInUse):
+	case errors.Is(err, cachestore.ErrInUse), errors.Is(err, cachestore.ErrAmbiguous):
 		http.Error(w, err.Error(), http.StatusConflict)
 	case err != nil:
 		http.Error(w, err.Error(), http.StatusNotFound)

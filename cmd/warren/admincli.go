@@ -25,7 +25,11 @@ import (
 
 func adminCommands() []*cli.Command {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"}
-	flags := append(settingFlags(), jsonFlag)
+	// What these commands use: the config file (for the cache and a hub's
+	// lists) and the cache directory. The daemon's other settings are
+	// still read (a flag given by habit, WARREN_* in the environment),
+	// but their flags are not listed: serve has them.
+	flags := append(commandFlags("config", "cache-dir"), jsonFlag)
 	usageErr := func(_ *cli.Context, err error, _ bool) error { return usageError{err} }
 	withCfg := func(f func(c *cli.Context, cfg settings) error) cli.ActionFunc {
 		return func(c *cli.Context) error {
@@ -43,7 +47,8 @@ func adminCommands() []*cli.Command {
 			Action: withCfg(func(c *cli.Context, cfg settings) error { return printPeers(c, cfg) })},
 		preloadCommands(flags, usageErr, withCfg),
 		replicateCommands(flags, usageErr, withCfg),
-		caCommands(flags, usageErr, withCfg),
+		// The CA's commands print no JSON; init reads https_intercept.
+		caCommands(commandFlags("config", "cache-dir"), usageErr, withCfg),
 		{Name: "cache", Usage: "inspect and manage the cache", Subcommands: []*cli.Command{
 			{Name: "ls", Usage: "list blobs", OnUsageError: usageErr,
 				Flags:  append(slices.Clip(flags), &cli.StringFlag{Name: "sort", Value: "last-used", Usage: "size, hits, last-used, added or digest"}),
@@ -82,7 +87,7 @@ func adminCommands() []*cli.Command {
 // urfave/cli stops reading flags at the first argument.
 func oneArg(c *cli.Context) (string, error) {
 	if c.NArg() != 1 {
-		return "", usageError{fmt.Errorf("%s takes one digest or URL, after the flags: warren cache %s [--cache-dir DIR] <digest|url> (got %q)",
+		return "", usageError{fmt.Errorf("%s takes one digest (or its first digits) or URL, after the flags: warren cache %s [--cache-dir DIR] <digest|url> (got %q)",
 			c.Command.Name, c.Command.Name, c.Args().Slice())}
 	}
 	return url.QueryEscape(c.Args().First()), nil
@@ -154,7 +159,7 @@ func printLs(c *cli.Context, cfg settings) error {
 		}
 		d := r.Digest
 		if len(d) > 19 {
-			d = d[:19] // algo:12 hex digits, as git shortens
+			d = d[:19] // algo:12 hex digits, as git shortens: cache show takes it
 		}
 		return fmt.Sprintf("%s\t%s\t%s\t%d\t%s", d, humanSize(r.Size), r.LastUsed.Local().Format("2006-01-02 15:04"), r.Hits, u)
 	})

@@ -251,7 +251,7 @@ func newInterception(cfg settings, log *slog.Logger) (*interception, error) {
 func caCommands(flags []cli.Flag, usageErr cli.OnUsageErrorFunc, withCfg func(func(*cli.Context, settings) error) cli.ActionFunc) *cli.Command {
 	return &cli.Command{Name: "ca", Usage: "the site CA that lets warren cache https repositories", Subcommands: []*cli.Command{
 		{Name: "init", Usage: "make the site CA for the https hosts (https_intercept) and the hubs' names (--hub-host; --force replaces one: a rotation)", OnUsageError: usageErr,
-			Flags: append(slices.Clip(flags),
+			Flags: append(commandFlags("config", "cache-dir", "https-intercept"),
 				&cli.BoolFlag{Name: "force", Usage: "replace the CA there is (nodes need the new one, and apt-setup again)"},
 				&cli.StringSliceFlag{Name: "host", Usage: "an https host the CA may sign for, repeatable (default: what https_intercept names now)"},
 				&cli.StringSliceFlag{Name: "hub-host", Usage: "a name the site's hubs are reached by, which the CA may sign https certificates for (warren ca issue --host), repeatable"}),

@@ -294,6 +294,42 @@ func withDefault(help, key string) string {
 	return help
 }
 
+// commandFlags are the setting flags a command other than serve and
+// config check lists (the ones it uses, by name). The rest are still
+// parsed, hidden: a daemon flag given by habit, or its WARREN_*
+// variable, is read as before, but --help lists what the command uses.
+func commandFlags(visible ...string) []cli.Flag {
+	all := settingFlags()
+	for _, f := range all {
+		if !slices.Contains(visible, f.Names()[0]) {
+			hide(f)
+		}
+	}
+	return all
+}
+
+// hide keeps f out of --help.
+func hide(f cli.Flag) {
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		f.Hidden = true
+	case *cli.StringSliceFlag:
+		f.Hidden = true
+	case *cli.IntFlag:
+		f.Hidden = true
+	case *cli.IntSliceFlag:
+		f.Hidden = true
+	case *cli.BoolFlag:
+		f.Hidden = true
+	case *cli.DurationFlag:
+		f.Hidden = true
+	case *cli.Float64Flag:
+		f.Hidden = true
+	default:
+		panic(fmt.Sprintf("commandFlags: cannot hide a %T", f))
+	}
+}
+
 func settingFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "YAML config file (default " + defaultConfigFile + " if it exists)", EnvVars: []string{"WARREN_CONFIG"}},

@@ -59,6 +59,8 @@ type daemon struct {
 	ln         net.Listener
 	id         peering.NodeID
 	started    time.Time
+	// history is the page's last day of bytes, kept in the index.
+	history *status.History
 	// handlers are the HTTP requests being served.
 	handlers taskgroup.Group
 }
@@ -143,8 +145,21 @@ func newDaemon(ctx context.Context, cfg settings, log *slog.Logger) (_ *daemon, 
 		d.warnings = append(d.warnings, clear+": "+clearTokenRisk)
 		log.Warn(clear + ": " + clearTokenRisk)
 	}
+	self := hub.Self{Node: d.id.String()}
+	if cfg.Role != "hub" && cfg.Discovery != "off" {
+		// The hubs hear which LAN this node is on, and, unless passive,
+		// where its peers take blobs from it: a hub that streams an
+		// artifact to this LAN already names the peers receiving it.
+		listen, _ := netip.AddrFromSlice(d.ln.Addr().(*net.TCPAddr).IP)
+		if lan, addr, ok := lanOf(cfg.Interfaces, listen.Unmap()); ok {
+			self.LAN = lan
+			if cfg.Role != "passive" {
+				self.Peer = netip.AddrPortFrom(addr, uint16(d.ln.Addr().(*net.TCPAddr).Port))
+			}
+		}
+	}
 	for _, u := range cfg.Hubs {
-		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, TLS: d.trust, Logger: log.With(slog.String("component", "hub"))})
+		h, err := hub.NewParent(hub.ParentConfig{URL: u, Token: cfg.hubToken, TLS: d.trust, Self: self, Logger: log.With(slog.String("component", "hub"))})
 		if err != nil {
 			return nil, err
 		}
@@ -234,8 +249,22 @@ func newDaemon(ctx context.Context, cfg settings, log *slog.Logger) (_ *daemon, 
 	pcfg.Status = d.status
 	pcfg.Collectors = d.collectors()
 	if role != nil {
-		pcfg.HubStatus = &status.HubRole{Mode: role.Mode(), Queue: role.Queue(), Refusals: role.Refusals, MissingSuites: role.MissingSuites}
+		pcfg.HubStatus = &status.HubRole{Mode: role.Mode(), Queue: role.Queue(), Refusals: role.Refusals, MissingSuites: role.MissingSuites,
+			Tokens: len(cfg.HubTokens) > 0, Clients: role.Clients}
+		if len(cfg.Replication.Tokens) > 0 {
+			pcfg.HubStatus.Pullers = d.replServer.Pullers
+		}
+		if len(cfg.ReplicateFrom) > 0 {
+			pcfg.Replicated = d.replicate.bytes
+		}
 	}
+	d.history = new(status.History)
+	if b, err := d.store.State(historyState); err == nil {
+		if err := d.history.Restore(b, time.Now()); err != nil {
+			log.Warn("the status page's chart starts afresh", slog.Any("err", err))
+		}
+	}
+	pcfg.History = d.history
 	if d.feeds != nil {
 		pcfg.Collectors = append(pcfg.Collectors, d.feeds.Collectors()...)
 	}
@@ -248,6 +277,38 @@ func newDaemon(ctx context.Context, cfg settings, log *slog.Logger) (_ *daemon, 
 
 // The front takes the hub's role through its interface.
 var _ proxy.Role = (*hub.Role)(nil)
+
+// historyState names the page's last day of bytes in the index.
+const historyState = "status-history"
+
+// historySaveEvery is how often the day's bytes are written to the index
+// (and once more as the daemon stops): a crash loses at most this much.
+const historySaveEvery = time.Minute
+
+// saveHistory keeps the page's last day of bytes in the index.
+func (d *daemon) saveHistory() {
+	b, err := d.history.Save()
+	if err == nil {
+		err = d.store.PutState(historyState, b)
+	}
+	if err != nil {
+		d.log.Warn("could not keep the status page's chart in the index; a restart would start it afresh", slog.Any("err", err))
+	}
+}
+
+// keepHistory saves the day's bytes every historySaveEvery until ctx ends.
+func (d *daemon) keepHistory(ctx context.Context) {
+	t := time.NewTicker(historySaveEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.saveHistory()
+		}
+	}
+}
 
 func (d *daemon) startPeering() error {
 	cfg := d.cfg
@@ -274,18 +335,19 @@ func (d *daemon) startPeering() error {
 		udp = netip.AddrPortFrom(netip.IPv4Unspecified(), port)
 	}
 	var bcast []netip.AddrPort
+	var lans []netip.Prefix
 	if cfg.Discovery != "static" {
-		b, err := broadcastAddrs(cfg.Interfaces, port, !udp.Addr().Is4())
+		b, l, err := broadcastAddrs(cfg.Interfaces, port, !udp.Addr().Is4())
 		if err != nil {
 			return err
 		}
-		bcast = b
+		bcast, lans = b, l
 	} else if !tcp.IsUnspecified() {
 		udp = netip.AddrPortFrom(tcp.Unmap(), port)
 	}
 	node, err := peering.Listen(peering.Config{
 		ID: d.id, Priority: cfg.Priority, Passive: passive, Port: port,
-		ListenUDP: udp, Broadcast: bcast, Static: cfg.peers,
+		ListenUDP: udp, Broadcast: bcast, LANs: lans, Static: cfg.peers,
 		MaxPeers: cfg.MaxPeers, PeerRetries: cfg.PeerRetries,
 		// A peer busy to every request for as long as the stall rule allows
 		// any source counts as a failed try.
@@ -543,13 +605,14 @@ func nodeID(dir string) (peering.NodeID, error) {
 // broadcastAddrs are where the LAN hears a node's queries and wants: the
 // IPv4 subnet broadcast address of each chosen interface (default: all
 // up, non-loopback), and with v6 the IPv6 multicast group on each of them
-// that has an IPv6 address and can multicast.
-func broadcastAddrs(names []string, port uint16, v6 bool) ([]netip.AddrPort, error) {
+// that has an IPv6 address and can multicast; and the IPv4 networks.
+func broadcastAddrs(names []string, port uint16, v6 bool) ([]netip.AddrPort, []netip.Prefix, error) {
 	ifs, err := net.Interfaces()
 	if err != nil {
-		return nil, fmt.Errorf("list interfaces: %w", err)
+		return nil, nil, fmt.Errorf("list interfaces: %w", err)
 	}
 	var out []netip.AddrPort
+	var lans []netip.Prefix
 	for _, ifc := range ifs {
 		if len(names) > 0 && !contains(names, ifc.Name) {
 			continue
@@ -581,6 +644,13 @@ func broadcastAddrs(names []string, port uint16, v6 bool) ([]netip.AddrPort, err
 			}
 			ba, _ := netip.AddrFromSlice(b)
 			out = append(out, netip.AddrPortFrom(ba, port))
+			if a, ok := netip.AddrFromSlice(ip); ok {
+				bits, _ := mask.Size()
+				if len(mask) == net.IPv6len {
+					bits -= 96 // an IPv4 mask in 16 bytes
+				}
+				lans = append(lans, netip.PrefixFrom(a, bits).Masked())
+			}
 		}
 		if v6 && has6 && ifc.Flags&net.FlagMulticast != 0 {
 			out = append(out, peering.MulticastOn(ifc.Name, port))
@@ -588,10 +658,52 @@ func broadcastAddrs(names []string, port uint16, v6 bool) ([]netip.AddrPort, err
 	}
 	for _, n := range names {
 		if _, err := net.InterfaceByName(n); err != nil {
-			return nil, fmt.Errorf("interfaces: %q: %w", n, err)
+			return nil, nil, fmt.Errorf("interfaces: %q: %w", n, err)
 		}
 	}
-	return out, nil
+	return out, lans, nil
+}
+
+// lanOf is the IPv4 address peers reach this node at, and its network:
+// listen itself when warren listens on one address (none when that is
+// loopback: no LAN peer reaches it), else the first on the chosen
+// interfaces (as broadcastAddrs picks them).
+func lanOf(names []string, listen netip.Addr) (netip.Prefix, netip.Addr, bool) {
+	if listen.IsLoopback() {
+		return netip.Prefix{}, netip.Addr{}, false
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return netip.Prefix{}, netip.Addr{}, false
+	}
+	for _, ifc := range ifs {
+		if len(names) > 0 && !contains(names, ifc.Name) {
+			continue
+		}
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagBroadcast == 0 || len(names) == 0 && ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.To4() == nil {
+				continue
+			}
+			addr, _ := netip.AddrFromSlice(ipn.IP.To4())
+			if listen.IsValid() && !listen.IsUnspecified() && addr != listen {
+				continue
+			}
+			bits, _ := ipn.Mask.Size()
+			if len(ipn.Mask) == net.IPv6len {
+				bits -= 96 // an IPv4 mask in 16 bytes
+			}
+			return netip.PrefixFrom(addr, bits).Masked(), addr, true
+		}
+	}
+	return netip.Prefix{}, netip.Addr{}, false
 }
 
 func contains(xs []string, x string) bool {
@@ -693,6 +805,7 @@ func (d *daemon) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return d.store.Run(gctx) })
+	g.Go(func() error { d.keepHistory(gctx); return nil })
 	g.Go(func() error { return d.serveAdmin(gctx, adminLn) })
 	if d.node != nil {
 		g.Go(func() error { return d.node.Run(gctx) })
@@ -771,6 +884,9 @@ func (d *daemon) close() {
 		d.ln.Close()
 	}
 	if d.store != nil {
+		if d.history != nil {
+			d.saveHistory()
+		}
 		d.store.Close()
 	}
 }

@@ -216,7 +216,9 @@ func TestForgedPeer(t *testing.T) {
 				t.Fatalf("upstream GETs of the artifact %d, want %d", upstream, tt.upstream)
 			}
 			logs.waitFor(t, tt.blame, 10*time.Second)
-			if !strings.Contains(logs.String(), "peer blamed") && !strings.Contains(logs.String(), "peer transfer failed") {
+			// Wrong bytes are blamed; a slow peer is left for a while (too
+			// slow is no lie: the slowness may be this machine's).
+			if !strings.Contains(logs.String(), "peer blamed") && !strings.Contains(logs.String(), "peer transfer failed") && !strings.Contains(logs.String(), "peer too slow") {
 				t.Fatal("the victim's log blames no peer")
 			}
 			if !bytes.Contains([]byte(logs.String()), []byte(tt.blame)) {

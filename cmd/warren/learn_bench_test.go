@@ -25,10 +25,23 @@ import (
 // 45 MB) and its xz form (about 9 MB), and returns the .xz path.
 func realSizePackages(b *testing.B, dir string) string {
 	b.Helper()
+	plain := filepath.Join(dir, "Packages")
+	if err := os.WriteFile(plain, debianShapedPackages(64000), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if out, err := exec.Command("xz", "-6", "-k", "-T1", plain).CombinedOutput(); err != nil {
+		b.Fatalf("xz: %v %s", err, out)
+	}
+	return plain + ".xz"
+}
+
+// debianShapedPackages is a Packages file of n paragraphs shaped like
+// Debian's (the usual fields, free-text descriptions), the same every time.
+func debianShapedPackages(n int) []byte {
 	r := rand.New(rand.NewPCG(1, 2))
 	words := strings.Fields("the a of and to in is for with on library tool files data support package this that runtime development server client module plugin documentation python perl rust go java shared utilities interface network system")
 	var buf bytes.Buffer
-	for i := range 64000 {
+	for i := range n {
 		name := fmt.Sprintf("pkg%d-%s", i, words[r.IntN(len(words))])
 		ver := fmt.Sprintf("%d.%d.%d-%d+deb12u%d", r.IntN(9), r.IntN(30), r.IntN(99), r.IntN(5), r.IntN(3))
 		var sum [32]byte
@@ -47,14 +60,7 @@ func realSizePackages(b *testing.B, dir string) string {
 		fmt.Fprintf(&buf, "Homepage: https://example.org/%s\nSection: misc\nPriority: optional\nFilename: pool/main/%c/%s/%s_%s_amd64.deb\nSize: %d\nMD5sum: %x\nSHA256: %x\n\n",
 			name, name[0], name, name, ver, 1000+r.IntN(5<<20), sum[:16], sum)
 	}
-	plain := filepath.Join(dir, "Packages")
-	if err := os.WriteFile(plain, buf.Bytes(), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	if out, err := exec.Command("xz", "-6", "-k", "-T1", plain).CombinedOutput(); err != nil {
-		b.Fatalf("xz: %v %s", err, out)
-	}
-	return plain + ".xz"
+	return buf.Bytes()
 }
 
 // BenchmarkIndexLearning has the real daemon learn a real-size Packages.xz

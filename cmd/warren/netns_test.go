@@ -27,23 +27,63 @@ import (
 // (WARREN_NETNS=1) when root and ip are there; it says so when skipped.
 func TestSiteOverNetns(t *testing.T) {
 	requireRootStep(t, "WARREN_NETNS", "the namespace test (ip netns)")
+	// The site's promises. The artifact crosses the WAN once (bytes, with
+	// room for TCP/IP overhead: about 5%). Time is printed against the
+	// goal of 1.15 and asserted at 1.3: on this 2-core machine alone it
+	// measures 1.11-1.14 (a verified fill's rest goes to its client with
+	// sendfile), while a second WAN download or a peer waited out at the
+	// stall rule costs 2 and more.
+	runSite(t, siteTest{hosts: 20, tag: "wrn", subnet: "10.77.0", clientTime: 120 * time.Second,
+		oneGET: true, maxWAN: 1.10, maxTime: 1.3})
+}
+
+// TestSite50OverNetns is the site test with fifty hosts: on two cores the
+// machine is saturated and answers come hundreds of milliseconds late,
+// the slow-node case of a real site (laptops waking, VMs on busy hosts).
+// The protocol must degrade toward waiting for the announced downloader,
+// never toward the origin. It prints the WAN's multiple of the artifact
+// and the last client's time against one lone download (goals: 2.0 and
+// 4), and asserts only what cannot flake on a busy machine: every client
+// gets the exact file within 180 s, and the WAN carries at most 3 times
+// the artifact. Its own make target (make test-netns50): it takes minutes.
+func TestSite50OverNetns(t *testing.T) {
+	requireRootStep(t, "WARREN_NETNS50", "the fifty-host namespace test (ip netns)")
+	runSite(t, siteTest{hosts: 50, tag: "wrf", subnet: "10.78.0", clientTime: 180 * time.Second, maxWAN: 3})
+}
+
+// siteTest is one run of the site test: hosts fetching one 20 MB
+// artifact at once through their own warren, the upstream behind 50
+// Mbit/s.
+type siteTest struct {
+	hosts       int
+	tag, subnet string // the namespaces' prefix, the LAN's /24
+	clientTime  time.Duration
+	// What is asserted: one upstream GET of the artifact, the WAN bytes
+	// and the last client's time against one lone download (0: printed
+	// only).
+	oneGET          bool
+	maxWAN, maxTime float64
+}
+
+func runSite(t *testing.T, st siteTest) {
 	requireTools(t, "ip", "tc", "curl", "/usr/bin/python3")
+	hosts := st.hosts
 	const (
-		hosts    = 20
-		size     = 20 << 20
-		slots    = 2
-		upstream = "10.77.0.100"
-		debPath  = "/pool/main/big_1_all.deb"
-		wanRate  = "50mbit"
+		size    = 20 << 20
+		slots   = 2
+		debPath = "/pool/main/big_1_all.deb"
+		wanRate = "50mbit"
 	)
+	upstream := st.subnet + ".200"
 	base := t.TempDir()
-	lan := newLAN(t, "wrn", "10.77.0")
+	roomForNeighbours(t, hosts)
+	lan := newLAN(t, st.tag, st.subnet)
 	ns, sh := lan.ns, lan.sh
 	lan.host("up", upstream)
 	// The WAN: everything upstream sends to the site goes through 50 Mbit/s.
 	sh("ip", "netns", "exec", ns("up"), "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", wanRate, "burst", "256k", "latency", "100ms")
 	for i := 1; i <= hosts; i++ {
-		lan.host(fmt.Sprintf("h%d", i), fmt.Sprintf("10.77.0.%d", i))
+		lan.host(fmt.Sprintf("h%d", i), fmt.Sprintf("%s.%d", st.subnet, i))
 	}
 
 	// Upstream: a small apt repository served by python's http.server,
@@ -97,11 +137,12 @@ func TestSiteOverNetns(t *testing.T) {
 		json.Unmarshal([]byte(out), &m)
 		return m
 	}
-	// Every node finds the others by itself (mDNS), within seconds.
+	// Every node finds the others by itself (mDNS), within seconds (a
+	// minute or two on a saturated machine).
 	start := time.Now()
-	waitFor(fmt.Sprintf("every node to see its %d peers over mDNS", hosts-1), 60*time.Second, func() bool {
+	waitFor(fmt.Sprintf("every node to see its %d peers over mDNS", hosts-1), time.Duration(hosts)*3*time.Second, func() bool {
 		for i := 1; i <= hosts; i++ {
-			if s := stats(i); s == nil || s["peers"] < hosts-1 {
+			if s := stats(i); s == nil || s["peers"] < float64(hosts-1) {
 				return false
 			}
 		}
@@ -113,20 +154,21 @@ func TestSiteOverNetns(t *testing.T) {
 	// finds one on the LAN by mDNS.
 	helperOut, err := exec.Command("ip", "netns", "exec", ns("h1"), warrenBinary(t), "apt-proxy-detect",
 		"--config", "/dev/null", "--listen", "127.0.0.1:1", "--discovery", "mdns", "--timeout", "2s", "http://"+upstream+debPath).CombinedOutput()
-	if got := strings.TrimSpace(string(helperOut)); err != nil || !regexp.MustCompile(`^http://10\.77\.0\.[0-9]+:3142$`).MatchString(got) {
+	if got := strings.TrimSpace(string(helperOut)); err != nil || !regexp.MustCompile(`^http://`+regexp.QuoteMeta(st.subnet)+`\.[0-9]+:3142$`).MatchString(got) {
 		t.Fatalf("apt-proxy-detect without a local warren: %q, %v (want a LAN warren)", got, err)
 	}
 
 	for i := 1; i <= hosts; i++ { // apt update on every machine
 		for _, p := range []string{"/dists/stable/Release", "/dists/stable/main/binary-amd64/Packages"} {
 			if out, err := curl(i, "-o", "/dev/null", "-x", "http://127.0.0.1:3142", "http://"+upstream+p); err != nil {
-				t.Fatalf("h%d %s: %v %s", i, p, err, out)
+				diag, _ := exec.Command("sh", "-c", "ip netns exec "+ns("up")+" ss -tanp; ip netns exec "+ns("up")+" tc -s qdisc; ip netns exec "+ns("up")+" ip neigh; ip netns exec "+ns(fmt.Sprintf("h%d", i))+" ip neigh; ip netns exec "+ns(fmt.Sprintf("h%d", i))+" ss -tanp; ip netns exec "+ns(fmt.Sprintf("h%d", i))+" curl -sS -m 5 -o /dev/null -w '%{http_code}' http://"+upstream+"/dists/stable/Release").CombinedOutput()
+				t.Fatalf("h%d %s: %v %s\n%s", i, p, err, out, diag)
 			}
 		}
 	}
 	wanBefore := tbfSentBytes(t, ns("up"))
 	// Every client is started first and held at a shell's read, then all
-	// are let go at once: spawning 20 processes on a small machine takes
+	// are let go at once: spawning the processes on a small machine takes
 	// longer than the differences measured here. Each says when it began
 	// (its shell's clock, the machine's) and how long curl took.
 	type client struct {
@@ -142,8 +184,8 @@ func TestSiteOverNetns(t *testing.T) {
 		dst := filepath.Join(base, fmt.Sprintf("out%d", i))
 		c := &client{}
 		c.cmd = exec.Command("ip", "netns", "exec", ns(fmt.Sprintf("h%d", i)), "sh", "-c",
-			`read go && date +%s.%N && exec curl -sS --fail --max-time 120 -o "$1" -w '%{stderr}%{time_starttransfer} %{time_total}' -x http://127.0.0.1:3142 "$2"`,
-			"client", dst, "http://"+upstream+debPath)
+			`read go && date +%s.%N && exec curl -sS --fail --max-time "$3" -o "$1" -w '%{stderr}%{time_starttransfer} %{time_total}' -x http://127.0.0.1:3142 "$2"`,
+			"client", dst, "http://"+upstream+debPath, strconv.Itoa(int(st.clientTime.Seconds())))
 		c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.times
 		var err error
 		if c.release, err = c.cmd.StdinPipe(); err != nil {
@@ -159,15 +201,18 @@ func TestSiteOverNetns(t *testing.T) {
 		clients[i].release.Close()
 	}
 	first, last := math.Inf(1), 0.0
+	var failed []string
 	for i := 1; i <= hosts; i++ {
 		c := clients[i]
 		err := c.cmd.Wait()
 		f, times := strings.Fields(c.out.String()), strings.Fields(c.times.String())
 		if err != nil || len(f) != 1 || len(times) != 2 {
-			t.Fatalf("h%d's client: %v: %s %s", i, err, c.out.String(), c.times.String())
+			failed = append(failed, fmt.Sprintf("h%d's client: %v: %s %s", i, err, c.out.String(), c.times.String()))
+			continue
 		}
 		if b, err := os.ReadFile(filepath.Join(base, fmt.Sprintf("out%d", i))); err != nil || sha256.Sum256(b) != sum {
-			t.Fatalf("h%d got %d bytes that do not match the artifact's SHA256", i, len(b))
+			failed = append(failed, fmt.Sprintf("h%d got %d bytes that do not match the artifact's SHA256", i, len(b)))
+			continue
 		}
 		c.start, _ = strconv.ParseFloat(f[0], 64)
 		total, _ := strconv.ParseFloat(times[1], 64)
@@ -176,17 +221,15 @@ func TestSiteOverNetns(t *testing.T) {
 	}
 	took := last - first
 	wan := tbfSentBytes(t, ns("up")) - wanBefore
-	if got := debGETs() - baseline; got != 1 {
-		t.Fatalf("upstream served the artifact %d times for the site, want 1", got)
-	}
+	gets := debGETs() - baseline
 	for i := 1; i <= hosts; i++ {
 		s := stats(i)
 		if s["uploads_peak"] > slots {
-			t.Fatalf("h%d served %v uploads at once, more than upload_slots=%d", i, s["uploads_peak"], slots)
+			t.Errorf("h%d served %v uploads at once, more than upload_slots=%d", i, s["uploads_peak"], slots)
 		}
 		c := clients[i]
-		t.Logf("h%d: from peers %.1f MB, uploaded %.1f MB, peak uploads %v; client began at +%.3fs, first byte/done after %s s; %s", i,
-			s["bytes_peers"]/1e6, s["bytes_uploaded"]/1e6, s["uploads_peak"], c.start-first, strings.Join(strings.Fields(c.times.String()), "/"),
+		t.Logf("h%d: from peers %.1f MB, from upstream %.1f MB, uploaded %.1f MB, peak uploads %v; client began at +%.3fs, first byte/done after %s s; %s", i,
+			s["bytes_peers"]/1e6, s["bytes_upstream"]/1e6, s["bytes_uploaded"]/1e6, s["uploads_peak"], c.start-first, strings.Join(strings.Fields(c.times.String()), "/"),
 			storedPhases.FindString(logs[i].String()))
 	}
 	// When the last node had the verified artifact stored (its log's
@@ -196,29 +239,58 @@ func TestSiteOverNetns(t *testing.T) {
 	for i := 1; i <= hosts; i++ {
 		m := storedAt.FindStringSubmatch(logs[i].String())
 		if m == nil {
-			t.Fatalf("h%d logged no stored line for the artifact", i)
+			continue
 		}
-		at, err := time.Parse(time.RFC3339Nano, m[1])
-		if err != nil {
-			t.Fatalf("h%d's stored line: %v", i, err)
+		if at, err := time.Parse(time.RFC3339Nano, m[1]); err == nil {
+			stored = max(stored, float64(at.UnixNano())/1e9-first)
 		}
-		stored = max(stored, float64(at.UnixNano())/1e9-first)
 	}
 	fmt.Printf("netns site test: %d hosts, %d MB artifact, WAN %s\n", hosts, size>>20, wanRate)
-	fmt.Printf("  WAN bytes / artifact bytes = %.3f (upstream GETs of the artifact: 1)\n", float64(wan)/float64(size))
+	fmt.Printf("  WAN bytes / artifact bytes = %.3f (upstream GETs of the artifact: %d); clients without the exact file: %d\n",
+		float64(wan)/float64(size), gets, len(failed))
 	fmt.Printf("  one lone WAN download %.2fs; the last node had it stored on disk after %.2fs (ratio %.2f), the last client was done after %.2fs (ratio %.2f)\n",
 		lone, stored, stored/lone, took, took/lone)
-	// The site's promises. The artifact crosses the WAN once (bytes, with
-	// room for TCP/IP overhead: about 5%). Time is printed against the
-	// goal of 1.15 and asserted at 1.3: on this 2-core machine alone it
-	// measures 1.11-1.14 (a verified fill's rest goes to its client with
-	// sendfile), while a second WAN download or a peer waited out at the
-	// stall rule costs 2 and more.
-	if ratio := float64(wan) / float64(size); ratio > 1.10 {
-		t.Fatalf("WAN carried %.3f times the artifact for the site, want at most 1.10", ratio)
+	if len(failed) > 0 {
+		t.Fatalf("%d of %d clients did not get the exact artifact within %s:\n%s", len(failed), hosts, st.clientTime, strings.Join(failed, "\n"))
 	}
-	if ratio := took / lone; ratio > 1.3 {
-		t.Fatalf("the last client took %.2f times one lone WAN download, want at most 1.3", ratio)
+	if st.oneGET && gets != 1 {
+		t.Fatalf("upstream served the artifact %d times for the site, want 1", gets)
+	}
+	if ratio := float64(wan) / float64(size); st.maxWAN > 0 && ratio > st.maxWAN {
+		t.Fatalf("WAN carried %.3f times the artifact for the site, want at most %.2f", ratio, st.maxWAN)
+	}
+	if ratio := took / lone; st.maxTime > 0 && ratio > st.maxTime {
+		t.Fatalf("the last client took %.2f times one lone WAN download, want at most %.2f", ratio, st.maxTime)
+	}
+}
+
+// roomForNeighbours makes the kernel's neighbour (ARP) table big enough
+// for a site of hosts on this one machine, for the test's length. The
+// table is the whole machine's, shared by every namespace: fifty hosts
+// talking to each other need some 2,500 entries, and past gc_thresh3
+// (1,024 by default) the kernel drops ARP entries ("neighbor table
+// overflow" in dmesg) and a host cannot reach its upstream. Real LANs
+// have a kernel per machine.
+func roomForNeighbours(t *testing.T, hosts int) {
+	const dir = "/proc/sys/net/ipv4/neigh/default/"
+	need := []int{hosts * hosts, 4 * hosts * hosts, 8 * hosts * hosts} // gc_thresh1, 2, 3
+	for i, name := range []string{"gc_thresh1", "gc_thresh2", "gc_thresh3"} {
+		b, err := os.ReadFile(dir + name)
+		if err != nil {
+			t.Fatalf("read %s: %v", name, err)
+		}
+		old, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if old >= need[i] {
+			continue
+		}
+		// Raised from the highest threshold down, restored in the reverse
+		// order: the kernel wants thresh1 <= thresh2 <= thresh3.
+		defer func() {
+			if err := os.WriteFile(dir+name, []byte(strconv.Itoa(need[i])), 0o644); err != nil {
+				t.Fatalf("raise %s for %d hosts: %v", name, hosts, err)
+			}
+			t.Cleanup(func() { os.WriteFile(dir+name, []byte(strconv.Itoa(old)), 0o644) })
+		}()
 	}
 }
 

@@ -188,6 +188,13 @@ func lastOf(runs []hub.ReplicateRun) map[string]hub.ReplicateRun {
 	return out
 }
 
+// bytes is what replication runs pulled from other hubs since start.
+func (r *replicator) bytes() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.totals.bytes
+}
+
 // collectors are the replication figures for /metrics.
 func (r *replicator) collectors() []prometheus.Collector {
 	total := func(f func(replicateTotals) int64) func() float64 {

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/hub"
@@ -52,6 +55,57 @@ type Server struct {
 	cfg    ServerConfig
 	log    *slog.Logger
 	served atomic.Int64 // blob bytes served to pullers
+
+	mu      sync.Mutex // guards pullers
+	pullers map[string]*hub.PullerStatus
+}
+
+// maxPullers bounds the pullers remembered (tokens are few; their hubs too).
+const maxPullers = 256
+
+// puller records what r, under tok, did: a page up to cursor of a log
+// ending at last (zeros for a blob), or n blob bytes.
+func (s *Server) puller(r *http.Request, tok hub.SyncToken, page *hub.Page, n int64) {
+	addr := r.RemoteAddr
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		addr = ap.Addr().Unmap().String()
+	}
+	id := r.Header.Get(hub.HeaderHubID)
+	if len(id) > 64 {
+		id = id[:64]
+	}
+	key := tok.Name + " " + id + " " + addr
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pullers == nil {
+		s.pullers = map[string]*hub.PullerStatus{}
+	}
+	p := s.pullers[key]
+	if p == nil {
+		if len(s.pullers) >= maxPullers {
+			return
+		}
+		p = &hub.PullerStatus{Token: tok.Name, Hub: id, Addr: addr}
+		s.pullers[key] = p
+	}
+	p.LastSeen = time.Now()
+	p.Bytes += n
+	if page != nil {
+		p.Cursor, p.Last = page.Next, page.Last
+	}
+}
+
+// Pullers are the hubs pulling from this one, the most recently seen
+// first: the page of a source hub lists them.
+func (s *Server) Pullers() []hub.PullerStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]hub.PullerStatus, 0, len(s.pullers))
+	for _, p := range s.pullers {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b hub.PullerStatus) int { return b.LastSeen.Compare(a.LastSeen) })
+	return out
 }
 
 // NewServer builds the serving side.
@@ -208,6 +262,7 @@ func (s *Server) serveChanges(w http.ResponseWriter, r *http.Request, tok hub.Sy
 	}
 	s.log.Debug("replication page", slog.String("token", tok.Name), slog.Uint64("after", after), slog.Uint64("next", page.Next),
 		slog.Int("entries", len(page.Entries)), slog.String("client", r.RemoteAddr))
+	s.puller(r, tok, &page, 0)
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(page)
 }
@@ -254,6 +309,7 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, tok hub.SyncT
 	cw := &countingWriter{ResponseWriter: w}
 	http.ServeContent(cw, r, "", info.Added, b.File)
 	s.served.Add(cw.n)
+	s.puller(r, tok, nil, cw.n)
 }
 
 // countingWriter counts the body bytes written.

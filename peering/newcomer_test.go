@@ -1,0 +1,216 @@
+package peering
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// logInto is a logger that sends on ch each time a line says what.
+func logInto(ch chan string, what string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(lineSignal{ch, what}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type lineSignal struct {
+	ch   chan string
+	what string
+}
+
+func (l lineSignal) Write(b []byte) (int, error) {
+	if strings.Contains(string(b), l.what) {
+		select {
+		case l.ch <- string(b):
+		default:
+		}
+	}
+	return len(b), nil
+}
+
+// Without a group secret, a LAN host greets under a fresh forged id
+// before every question. A newcomer is asked but not waited for until it
+// has answered once, so each miss ends as soon as the honest peer (which
+// has answered before) says no: the question timeout here is an hour.
+// (Before, each forged newcomer was waited for until it had left two
+// questions unanswered: a flood of fresh ids kept every miss waiting.)
+func TestForgedNewcomersNotWaitedFor(t *testing.T) {
+	honest := testNode(t, Config{ID: NodeID{2}, Priority: 100})
+	n := testNode(t, Config{ID: NodeID{1}, QueryTimeout: time.Hour})
+	n.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: honest.Addr().Port(), Priority: 100})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	// The honest peer answers once: from now on it is one to wait for.
+	if _, settled, _ := n.query(ctx, testDigest); !settled {
+		t.Fatal("the honest peer's answer did not settle the first question")
+	}
+	for round := range 5 {
+		forger := udpFrom(t, fmt.Sprintf("127.0.0.%d", 20+round))
+		sendRaw(t, forger, n, nil, signed(t, Message{Type: MsgHello, From: NodeID{9, byte(round)}, HTTPPort: 3142}, nil))
+		if _, ok := n.Table().Get(NodeID{9, byte(round)}); !ok {
+			t.Fatalf("round %d: the forged id did not even join (the test would prove nothing)", round)
+		}
+		if _, settled, _ := n.query(ctx, testDigest); !settled || ctx.Err() != nil {
+			t.Fatalf("round %d: the question waited for a forged newcomer that never answers (settled %v, %v)", round, settled, ctx.Err())
+		}
+	}
+}
+
+// In a full table, newcomers take silent members' places at most once
+// every evictEvery: a flood of fresh ids cannot churn the table.
+func TestNewcomersEvictAtAMeasuredPace(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tb := NewTable(3, time.Hour, func() time.Time { return now })
+	peer := func(id byte) Peer {
+		return Peer{ID: NodeID{id}, Addr: netip.AddrFrom4([4]byte{10, 0, 0, id}), Port: 3142}
+	}
+	silent := map[NodeID]bool{}
+	for id := byte(1); id <= 3; id++ {
+		tb.Offer(peer(id), false)
+		silent[NodeID{id}] = true
+	}
+	for range silentLimit {
+		tb.Asked(silent)
+	}
+	if !tb.Offer(peer(10), false) {
+		t.Fatal("a newcomer found no place in a table full of silent members")
+	}
+	if tb.Offer(peer(11), false) {
+		t.Fatal("a second newcomer pushed a silent member out at once: a flood could churn the table")
+	}
+	now = now.Add(evictEvery)
+	if !tb.Offer(peer(11), false) {
+		t.Fatalf("a newcomer found no place %s later", evictEvery)
+	}
+}
+
+// A question's answers come late (a slow peer, a busy machine): the
+// election window stretches to twice what answers lately took, so a want
+// that comes 400 ms late (the configured window is 300 ms) is counted and
+// its sender, first in the election's order, is the one downloader. (Before,
+// this node elected itself too: two downloads over the WAN.)
+func TestLateWantsCountInTheElection(t *testing.T) {
+	const late = 400 * time.Millisecond
+	decided := make(chan string, 4)
+	n := testNode(t, Config{ID: NodeID{9}, Priority: 100, QueryTimeout: 100 * time.Millisecond,
+		ElectionWindow: 300 * time.Millisecond, Heartbeat: time.Hour, Logger: logInto(decided, "waiting for the elected downloader")})
+	// The slow peer, first in the election's order (the lower id).
+	slow := udpFrom(t, "127.0.0.31")
+	slowID, slowPort := NodeID{1}, uint16(slow.LocalAddr().(*net.UDPAddr).Port)
+	sendRaw(t, slow, n, nil, signed(t, Message{Type: MsgHello, From: slowID, HTTPPort: slowPort, Priority: 100}, nil))
+	to := n.Addr()
+	downloading := make(chan struct{}, 1)
+	wanted := make(chan struct{}, 1)
+	answered := make(chan struct{}, 1)
+	go func() { // it answers everything late
+		buf := make([]byte, MaxDatagram)
+		for {
+			k, _, err := slow.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			m, err := Decode(buf[:k], nil)
+			if err != nil {
+				continue
+			}
+			var reply Message
+			switch m.Type {
+			case MsgQuery:
+				reply = Message{Type: MsgAnswer, ReqID: m.ReqID, Digest: m.Digest, Want: true}
+			case MsgWant:
+				reply = Message{Type: MsgWant, Digest: m.Digest, Total: m.Total, FreeBytes: 1 << 40}
+				select {
+				case wanted <- struct{}{}:
+				default:
+				}
+			case MsgDownloading:
+				select {
+				case downloading <- struct{}{}:
+				default:
+				}
+				continue
+			default:
+				continue
+			}
+			reply.From, reply.To, reply.HTTPPort, reply.Priority = slowID, m.From, slowPort, 100
+			b := signed(t, reply, nil)
+			time.AfterFunc(late, func() {
+				slow.WriteToUDPAddrPort(b, to)
+				if reply.Type == MsgAnswer {
+					select {
+					case answered <- struct{}{}:
+					default:
+					}
+				}
+			})
+		}
+	}()
+	// A first miss learns how late its answers come.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	warm := testDigest
+	warm.Hex = warm.Hex[:62] + "00"
+	n.Source(ctx, warm, 10, func() int64 { return 0 })
+	// Its late answer is in once a probe sent after it is answered.
+	select {
+	case <-answered:
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	}
+	sendRaw(t, udpFrom(t, "127.0.0.32"), n, nil)
+
+	go n.Source(ctx, testDigest, 10, func() int64 { return 0 }).Open(ctx, 0)
+	select {
+	case <-decided:
+	case <-downloading:
+		t.Fatal("this node elected itself: the slow peer's want came after the window closed")
+	case <-ctx.Done():
+		t.Fatal("no decision")
+	}
+	select {
+	case <-wanted:
+	default:
+		t.Fatal("decided before the election")
+	}
+	n.Done(testDigest, false)
+	n.Done(warm, false)
+}
+
+// What goes to many goes to a LAN peer by the LAN's broadcast alone once
+// that peer's own broadcasts reach this node: a copy of its own as well
+// doubled what every member of a fifty-node LAN handled. A peer not heard
+// by broadcast, off the LAN, or static keeps its copy, and so does one
+// that left a question unanswered (broadcasts may no longer reach it).
+func TestBroadcastReachedPeersGetNoCopy(t *testing.T) {
+	bcast := netip.MustParseAddrPort("127.255.255.255:9")
+	static := netip.MustParseAddrPort("127.0.0.45:3142")
+	n := testNode(t, Config{ID: NodeID{1}, Broadcast: []netip.AddrPort{bcast}, LANs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Static: []netip.AddrPort{static}})
+	heard := udpFrom(t, "127.0.0.41")
+	unheard := udpFrom(t, "127.0.0.42")
+	port := func(c *net.UDPConn) uint16 { return uint16(c.LocalAddr().(*net.UDPAddr).Port) }
+	// One broadcasts a question (To zero); the other only greets us.
+	sendRaw(t, heard, n, nil, signed(t, Message{Type: MsgQuery, From: NodeID{2}, ReqID: 1, Digest: testDigest, HTTPPort: port(heard)}, nil))
+	sendRaw(t, unheard, n, nil, signed(t, Message{Type: MsgHello, From: NodeID{3}, HTTPPort: port(unheard)}, nil))
+	n.Table().Seen(Peer{ID: NodeID{4}, Addr: static.Addr(), Port: static.Port()})
+	n.Table().Offer(Peer{ID: NodeID{4}, Addr: static.Addr(), Port: static.Port(), Broadcasts: true}, false)
+	targets := n.targets()
+	if _, ok := targets[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.41"), port(heard))]; ok {
+		t.Fatal("a peer our broadcasts reach got its own copy too")
+	}
+	if _, ok := targets[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.42"), port(unheard))]; !ok {
+		t.Fatal("a peer never heard by broadcast got no copy")
+	}
+	if _, ok := targets[static]; !ok {
+		t.Fatal("a static peer got no copy")
+	}
+	if _, ok := targets[bcast]; !ok {
+		t.Fatal("nothing went to the broadcast address")
+	}
+	n.Table().Asked(map[NodeID]bool{{2}: true})
+	if _, ok := n.targets()[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.41"), port(heard))]; !ok {
+		t.Fatal("a peer that left a question unanswered still gets no copy of its own")
+	}
+}

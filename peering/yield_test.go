@@ -1,0 +1,234 @@
+package peering
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warren-cache/warren/cachestore"
+	"github.com/warren-cache/warren/fill"
+)
+
+// Two LAN nodes both download a blob from outside the LAN (an election
+// whose answers came late made two winners, or one began before it heard
+// of the other). The one further along, or about as far and first in the
+// election's order, keeps the download; the other leaves its own and
+// streams from it at the offset it reached. Never both.
+func TestTwoDownloadersOneYields(t *testing.T) {
+	body := bytes.Repeat([]byte("two winners "), 200<<10/12)
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	size := int64(len(body))
+	tests := []struct {
+		name string
+		// progress of a, of b; priorities of a, b (ids: a 1, b 2)
+		aDone, bDone int64
+		aPrio, bPrio int32
+		aYields      bool
+	}{
+		{"b far ahead", 1 << 10, 150 << 10, 100, 100, true},
+		{"b far ahead though a ranks first", 1 << 10, 150 << 10, 200, 100, true},
+		{"level, a ranks first (lower id)", 10 << 10, 12 << 10, 100, 100, false},
+		{"level, b ranks first (priority)", 10 << 10, 12 << 10, 100, 200, true},
+		{"a far ahead, b ranks first", 150 << 10, 1 << 10, 100, 200, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			// b's HTTP side serves the blob from any offset, as its
+			// growing file would.
+			var asked atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				asked.Add(1)
+				http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+			}))
+			defer srv.Close()
+			defer http.DefaultClient.CloseIdleConnections()
+			port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+			// One port number for HTTP and UDP, as in the daemon: the
+			// datagrams name it, and b's blobs are served on it.
+			a := testNode(t, Config{ID: NodeID{1}, Priority: tc.aPrio, Heartbeat: time.Hour})
+			b := testNode(t, Config{ID: NodeID{2}, Priority: tc.bPrio, Heartbeat: time.Hour, Port: uint16(port),
+				ListenUDP: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))})
+			// Each knows the other, as mDNS would tell them.
+			a.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: b.Addr().Port(), Priority: tc.bPrio})
+			b.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: a.Addr().Port(), Priority: tc.aPrio})
+			// a asks, nobody has it: a downloads it (b said no: it did
+			// not want it yet).
+			src := a.Source(t.Context(), d, size, func() int64 { return tc.aDone })
+			if _, err := src.Open(t.Context(), 0); !errors.Is(err, ErrNoPeer) {
+				t.Fatalf("a: %v, want this node to download it", err)
+			}
+			defer a.Done(d, false)
+			yield := src.(*Source).Yield()
+			if yield == nil {
+				t.Fatal("a downloads the blob but its source offers no yield")
+			}
+			// b began too, without hearing of a; its first heartbeat goes
+			// out at once, and a's reaches b as a answers b's want.
+			b.startBeats(d, size, func() int64 { return tc.bDone }, false)
+			defer b.Done(d, false)
+			b.sendAll(Message{Type: MsgWant, Digest: d, Total: size})
+			if !tc.aYields {
+				// b leaves it to a instead: wait for that, then check a did not.
+				select {
+				case <-yieldOf(b, d):
+				case <-time.After(10 * time.Second):
+					t.Fatal("neither node left the download to the other")
+				}
+				select {
+				case <-yield:
+					t.Fatal("both nodes left the download to each other")
+				default:
+				}
+				return
+			}
+			select {
+			case <-yield:
+			case <-time.After(10 * time.Second):
+				t.Fatal("a kept its download beside b's")
+			}
+			select {
+			case <-yieldOf(b, d):
+				t.Fatal("b left its download too: nobody keeps it")
+			default:
+			}
+			// Opened again, a's LAN source streams from b at a's offset.
+			st, err := src.Open(t.Context(), tc.aDone)
+			if err != nil {
+				t.Fatalf("a after yielding: %v", err)
+			}
+			defer st.Body.Close()
+			var got bytes.Buffer
+			got.Write(body[:tc.aDone])
+			got.ReadFrom(st.Body)
+			if !bytes.Equal(got.Bytes(), body) || st.From != "peer "+(NodeID{2}).String() {
+				t.Fatalf("a got %d bytes from %s, want the blob from b", got.Len(), st.From)
+			}
+			if beating, relay := a.beatingAs(d); !beating || !relay {
+				t.Fatalf("a heartbeats %v, relay %v: want a relay now", beating, relay)
+			}
+		})
+	}
+}
+
+// yieldOf is the yield channel of n's download of d, closed or not: nil
+// when n does not download d.
+func yieldOf(n *Node, d cachestore.Digest) <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if b := n.beating[d]; b != nil {
+		return b.yield
+	}
+	return nil
+}
+
+// Streams left for slowness (the engine's stall rule, a holder under its
+// minimum rate) are not failed tries while the LAN has other peers to go
+// on from: on a busy machine every transfer is slow, and going to the WAN
+// then multiplies it without making anything faster. The slow peer is
+// skipped for a short while, never for the ten minutes wrong bytes cost.
+// (Before, peer_retries slow peers sent the fill upstream, each banned
+// for ten minutes.)
+func TestSlowPeersAreNotFailedTries(t *testing.T) {
+	var asked atomic.Int32
+	var peers []netip.AddrPort
+	for id := byte(1); id <= 4; id++ {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			asked.Add(1)
+			w.Write([]byte("some"))
+		}))
+		t.Cleanup(srv.Close)
+		port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+		p := testNode(t, Config{ID: NodeID{id}, Port: uint16(port), Priority: 100, Has: func(cachestore.Digest) bool { return true }})
+		peers = append(peers, p.Addr())
+	}
+	now := time.Now()
+	clock := func() time.Time { return now }
+	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 2, Static: peers, Now: clock})
+	waitPeers(t, r, 4)
+	src := r.Source(t.Context(), testDigest, 1000, func() int64 { return 0 })
+	tried := map[string]bool{}
+	for {
+		st, err := src.Open(t.Context(), 0)
+		if err != nil {
+			if !errors.Is(err, ErrNoPeer) {
+				t.Fatal(err)
+			}
+			break
+		}
+		tried[st.From] = true
+		st.Body.Close()
+		st.Blame(fmt.Errorf("%w: below its minimum rate", fill.ErrStalled)) // as the engine does
+		if len(tried) > 4 {
+			t.Fatalf("tried %d peers of 4", len(tried))
+		}
+	}
+	r.Done(testDigest, false)
+	if len(tried) != 4 {
+		t.Fatalf("the fill left the LAN after %d slow peers of 4 (peer_retries 2)", len(tried))
+	}
+	for _, p := range r.Table().Peers() {
+		if r.Table().Good(p.ID) {
+			t.Fatalf("peer %s, too slow, is asked again at once", p.ID)
+		}
+	}
+	now = now.Add(slowPeerPause + time.Second)
+	for _, p := range r.Table().Peers() {
+		if !r.Table().Good(p.ID) {
+			t.Fatalf("peer %s, only too slow, is still skipped after %s", p.ID, slowPeerPause)
+		}
+	}
+}
+
+// A node that went to the WAN because no answer said "has it" in time
+// (the holder's came late, or it finished meanwhile) leaves its download
+// when it hears that a LAN peer holds the blob, and takes the rest from
+// that peer. (Before, it went on fetching the whole blob over the WAN.)
+func TestDownloaderLeavesItToAHolder(t *testing.T) {
+	body := bytes.Repeat([]byte("held "), 40<<10)
+	sum := sha256.Sum256(body)
+	d := cachestore.Digest{Algo: "sha256", Hex: hex.EncodeToString(sum[:])}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	defer http.DefaultClient.CloseIdleConnections()
+	port, _ := strconv.Atoi(srv.URL[strings.LastIndex(srv.URL, ":")+1:])
+	holder := testNode(t, Config{ID: NodeID{2}, Priority: 100, Port: uint16(port),
+		ListenUDP: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port))})
+	n := testNode(t, Config{ID: NodeID{1}, Priority: 100, Heartbeat: time.Hour})
+	n.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: uint16(port), Priority: 100})
+	holder.Table().Seen(Peer{ID: NodeID{1}, Addr: netip.MustParseAddr("127.0.0.1"), Port: n.Addr().Port(), Priority: 100})
+	src := n.Source(t.Context(), d, int64(len(body)), func() int64 { return 1000 })
+	if _, err := src.Open(t.Context(), 0); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("%v: want this node to download it (nobody had it yet)", err)
+	}
+	defer n.Done(d, false)
+	yield := src.(*Source).Yield()
+	holder.Done(d, true) // it has it now, and says so
+	select {
+	case <-yield:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the downloader kept fetching over the WAN beside a LAN holder")
+	}
+	st, err := src.Open(t.Context(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Body.Close()
+	got, _ := io.ReadAll(st.Body)
+	if !bytes.Equal(got, body[1000:]) || st.From != "peer "+(NodeID{2}).String() {
+		t.Fatalf("after leaving the download: %d bytes from %s, want the rest from the holder", len(got), st.From)
+	}
+}
