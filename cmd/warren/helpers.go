@@ -349,7 +349,7 @@ func dnfEdit(path string, lines []string, proxy, cacert string, undo bool) (out 
 	if !inserted {
 		out = append(append([]string{"[main]"}, add...), out...)
 	}
-	return out, fmt.Sprintf("dnf now uses %s (in %s); undo with: warren dnf-setup --undo", proxy, path), nil
+	return out, fmt.Sprintf("dnf now uses %s (in %s); undo with: warren dnf-setup --undo --dnf-conf %s", proxy, path, path), nil
 }
 
 func writeLines(path string, lines []string) error {
