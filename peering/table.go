@@ -289,6 +289,17 @@ func (t *Table) Good(id NodeID) bool {
 	return !now.Before(p.BadUntil) && !now.Before(t.badAddrs[p.Addr])
 }
 
+// Proven reports whether id is Good and has answered one of this node's
+// questions: a member whose word may make this node leave a download
+// (beats.go), not an id heard once.
+func (t *Table) Proven(id NodeID) bool {
+	t.mu.Lock()
+	p, ok := t.peers[id]
+	answered := ok && p.Answered
+	t.mu.Unlock()
+	return answered && t.Good(id)
+}
+
 // GoodAddr reports whether neither the address nor the peer at it (if
 // known) is marked bad.
 func (t *Table) GoodAddr(a netip.AddrPort) bool {
