@@ -214,3 +214,102 @@ func TestBroadcastReachedPeersGetNoCopy(t *testing.T) {
 		t.Fatal("a peer that left a question unanswered still gets no copy of its own")
 	}
 }
+
+// questionTo reads from c (a LAN host) the next question n asks it.
+func questionTo(t *testing.T, c *net.UDPConn) Message {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, MaxDatagram)
+	for {
+		k, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no question came: %v", err)
+		}
+		if m, err := Decode(buf[:k], nil); err == nil && m.Type == MsgQuery {
+			return m
+		}
+	}
+}
+
+// A peer that answers every question just after it closed has answered
+// (it is asked, and waited for while it has not left silentLimit
+// questions unanswered), but a late answer is no answer in time: its
+// silences stand, and it stops being waited for. (Before, a late answer
+// reset Silent: one host answering late made every miss wait the full
+// query timeout, forever.)
+func TestLateAnswererStopsBeingWaitedFor(t *testing.T) {
+	honest := testNode(t, Config{ID: NodeID{2}, Priority: 100})
+	n := testNode(t, Config{ID: NodeID{1}, QueryTimeout: 50 * time.Millisecond})
+	n.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: honest.Addr().Port(), Priority: 100})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, settled, _ := n.query(ctx, testDigest); !settled {
+		t.Fatal("the honest peer did not settle the first question")
+	}
+	late := udpFrom(t, "127.0.0.31")
+	port := uint16(late.LocalAddr().(*net.UDPAddr).Port)
+	id := NodeID{9, 9}
+	sendRaw(t, late, n, nil, signed(t, Message{Type: MsgHello, From: id, HTTPPort: port}, nil))
+	waited := 0
+	for round := range 2*silentLimit + 2 {
+		if n.askable()[id] {
+			waited++
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); n.query(ctx, testDigest) }()
+		q := questionTo(t, late)
+		<-done
+		sendRaw(t, late, n, nil, signed(t, Message{Type: MsgAnswer, From: id, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: port}, nil))
+		if p, _ := n.Table().Get(id); !p.Answered {
+			t.Fatalf("round %d: a late answer did not count as an answer", round)
+		}
+	}
+	if n.askable()[id] || waited > silentLimit {
+		p, _ := n.Table().Get(id)
+		t.Fatalf("a peer that only answers late was waited for in %d questions and still is (silent %d, limit %d)", waited, p.Silent, silentLimit)
+	}
+}
+
+// An answer counts only from a peer the question was asked of, and
+// addressed to this node: a host that guesses a live request id (they
+// count up) proves nothing by answering it. (Before, any answer naming a
+// live request id made its sender one that answers.)
+func TestAnswerCountsOnlyFromTheAsked(t *testing.T) {
+	honest := testNode(t, Config{ID: NodeID{2}, Priority: 100})
+	n := testNode(t, Config{ID: NodeID{1}})
+	n.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: honest.Addr().Port(), Priority: 100})
+	if _, settled, _ := n.query(t.Context(), testDigest); !settled {
+		t.Fatal("the honest peer did not settle the question")
+	}
+	n.mu.Lock()
+	req := n.nextReq
+	n.mu.Unlock()
+	asked := udpFrom(t, "127.0.0.34")
+	askedID, askedPort := NodeID{8, 1}, uint16(asked.LocalAddr().(*net.UDPAddr).Port)
+	sendRaw(t, asked, n, nil, signed(t, Message{Type: MsgHello, From: askedID, HTTPPort: askedPort}, nil))
+	done := make(chan struct{})
+	go func() { defer close(done); n.query(t.Context(), testDigest) }()
+	q := questionTo(t, asked)
+	<-done
+	stranger := udpFrom(t, "127.0.0.35")
+	strangerID := NodeID{8, 2}
+	for _, tc := range []struct {
+		name string
+		from *net.UDPConn
+		m    Message
+	}{
+		{"a host not asked, answering an earlier question", stranger, Message{Type: MsgAnswer, From: strangerID, To: NodeID{1}, ReqID: req, Digest: testDigest, HTTPPort: 3142}},
+		{"a host not asked, answering the last question", stranger, Message{Type: MsgAnswer, From: strangerID, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: 3142}},
+		{"an asked host, answering to another node", asked, Message{Type: MsgAnswer, From: askedID, To: NodeID{7}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: askedPort}},
+	} {
+		sendRaw(t, tc.from, n, nil, signed(t, tc.m, nil))
+		if p, _ := n.Table().Get(tc.m.From); p.Answered {
+			t.Fatalf("%s: its sender now counts as one that answers", tc.name)
+		}
+	}
+	// The asked host's own late answer, to this node, counts.
+	sendRaw(t, asked, n, nil, signed(t, Message{Type: MsgAnswer, From: askedID, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: askedPort}, nil))
+	if p, _ := n.Table().Get(askedID); !p.Answered {
+		t.Fatal("the asked host's late answer did not count")
+	}
+}

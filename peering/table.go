@@ -22,13 +22,14 @@ type Peer struct {
 	// BadUntil: the peer sent a wrong blob and is not asked until then.
 	BadUntil time.Time
 	// Silent counts this node's questions in a row the peer left
-	// unanswered; any answer resets it. A peer silent for silentLimit
+	// unanswered; an answer in time resets it (a late one does not). A peer silent for silentLimit
 	// questions is no longer waited for, and is the first to give up its
 	// place in a full table: a host that greets under many ids and never
 	// answers costs neither every miss a wait nor an honest newcomer its
 	// place.
 	Silent int
-	// Answered: the peer has answered one of this node's questions. Until
+	// Answered: the peer has answered one of this node's questions that
+	// asked it (in time or late). Until
 	// then it is asked but not waited for, unless no peer has answered
 	// yet (a node new to its LAN waits for everyone once): a newcomer earns
 	// its place among those a miss waits on, so ids forged afresh for
@@ -183,6 +184,17 @@ func (t *Table) Answered(id NodeID) {
 	defer t.mu.Unlock()
 	if p, ok := t.peers[id]; ok {
 		p.Silent, p.Answered = 0, true
+	}
+}
+
+// AnsweredLate records that id answered a question after it closed: it
+// has answered, but its silences stand (that question was left
+// unanswered in its time).
+func (t *Table) AnsweredLate(id NodeID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.peers[id]; ok {
+		p.Answered = true
 	}
 }
 
