@@ -70,12 +70,18 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		if !ok || !q.asked[m.From] || m.To != n.cfg.ID {
 			return
 		}
-		n.answeredAfter(n.now().Sub(q.at))
 		n.mu.Lock()
 		ch := n.queries[m.ReqID]
 		e := n.elections[m.Digest]
 		late := ch == nil && e != nil && e.interest
+		first := !q.timed[m.From]
+		q.timed[m.From] = true
 		n.mu.Unlock()
+		if first {
+			// One delay per question and peer: an answer sent again and
+			// again is one answer.
+			n.answeredAfter(n.now().Sub(q.at))
+		}
 		if ch != nil {
 			select {
 			case ch <- m: // the question resets its silence (query)

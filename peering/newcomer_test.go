@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -311,5 +312,47 @@ func TestAnswerCountsOnlyFromTheAsked(t *testing.T) {
 	sendRaw(t, asked, n, nil, signed(t, Message{Type: MsgAnswer, From: askedID, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: askedPort}, nil))
 	if p, _ := n.Table().Get(askedID); !p.Answered {
 		t.Fatal("the asked host's late answer did not count")
+	}
+}
+
+// How late answers come stretches the election window, but one host
+// cannot stretch it at will: each question counts one delay per peer it
+// asked, whatever number of answers that peer sends, and a delay counts as
+// at most the configured window. (Before, one host that sent 32 copies of
+// a late answer pinned the window at four times the configured one, and
+// the quiet time of every downloader 10 s longer.)
+func TestLateAnswersStretchTheWindowWithinBounds(t *testing.T) {
+	const window = 300 * time.Millisecond
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	n := testNode(t, Config{ID: NodeID{1}, QueryTimeout: 50 * time.Millisecond, ElectionWindow: window, Now: clock})
+	late := udpFrom(t, "127.0.0.36")
+	port := uint16(late.LocalAddr().(*net.UDPAddr).Port)
+	id := NodeID{9, 7}
+	sendRaw(t, late, n, nil, signed(t, Message{Type: MsgHello, From: id, HTTPPort: port}, nil))
+	done := make(chan struct{})
+	go func() { defer close(done); n.query(t.Context(), testDigest) }()
+	q := questionTo(t, late)
+	<-done
+	mu.Lock()
+	now = now.Add(1500 * time.Millisecond) // the host waits, or answers an old question
+	mu.Unlock()
+	var answers [][]byte
+	for i := range lateSamples {
+		answers = append(answers, signed(t, Message{Type: MsgAnswer, From: id, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: port, Nonce: uint64(i + 1)}, nil))
+	}
+	sendRaw(t, late, n, nil, answers...)
+	n.mu.Lock()
+	samples := n.late.n
+	n.mu.Unlock()
+	if samples != 1 {
+		t.Fatalf("%d copies of one late answer made %d delays, want 1", lateSamples, samples)
+	}
+	if w := n.electionWindow(); w != 2*window {
+		t.Fatalf("an answer 1.5 s late made the election window %s, want twice the configured %s", w, window)
+	}
+	if q := n.quietAfter(); q > 3*n.cfg.Heartbeat+4*window {
+		t.Fatalf("an answer 1.5 s late made a downloader's quiet time %s", q)
 	}
 }
