@@ -60,32 +60,79 @@ func TestForgedNewcomersNotWaitedFor(t *testing.T) {
 	}
 }
 
-// In a full table, newcomers take silent members' places at most once
-// every evictEvery: a flood of fresh ids cannot churn the table.
+// In a full table, newcomers from one source prefix (a /24, a /64) take
+// silent members' places at most once every evictEvery: a flood of fresh
+// ids from one host cannot churn the table. A newcomer from elsewhere has
+// its own pace.
 func TestNewcomersEvictAtAMeasuredPace(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	tb := NewTable(3, time.Hour, func() time.Time { return now })
-	peer := func(id byte) Peer {
-		return Peer{ID: NodeID{id}, Addr: netip.AddrFrom4([4]byte{10, 0, 0, id}), Port: 3142}
+	tb := NewTable(4, time.Hour, func() time.Time { return now })
+	peer := func(id byte, addr string) Peer {
+		return Peer{ID: NodeID{id}, Addr: netip.MustParseAddr(addr), Port: 3142}
 	}
 	silent := map[NodeID]bool{}
-	for id := byte(1); id <= 3; id++ {
-		tb.Offer(peer(id), false)
+	for id := byte(1); id <= 4; id++ {
+		tb.Offer(peer(id, fmt.Sprintf("10.0.0.%d", id)), false)
 		silent[NodeID{id}] = true
 	}
 	for range silentLimit {
 		tb.Asked(silent)
 	}
-	if !tb.Offer(peer(10), false) {
-		t.Fatal("a newcomer found no place in a table full of silent members")
-	}
-	if tb.Offer(peer(11), false) {
-		t.Fatal("a second newcomer pushed a silent member out at once: a flood could churn the table")
+	for _, tc := range []struct {
+		p    Peer
+		in   bool
+		what string
+	}{
+		{peer(10, "10.0.0.10"), true, "a newcomer found no place in a table full of silent members"},
+		{peer(11, "10.0.0.11"), false, "a second newcomer from the same /24 pushed a silent member out at once: a flood could churn the table"},
+		{peer(12, "fd00::1:12"), true, "an IPv6 newcomer found no place though its /64 took none"},
+		{peer(13, "fd00::2:13"), false, "a second newcomer from the same /64 pushed a silent member out at once"},
+		{peer(14, "10.0.1.14"), true, "a newcomer from another /24 was kept out by the first /24's"},
+	} {
+		if tb.Offer(tc.p, false) != tc.in {
+			t.Fatal(tc.what)
+		}
 	}
 	now = now.Add(evictEvery)
-	if !tb.Offer(peer(11), false) {
+	if !tb.Offer(peer(11, "10.0.0.11"), false) {
 		t.Fatalf("a newcomer found no place %s later", evictEvery)
 	}
+}
+
+// A flood of fresh ids (no group secret; the source addresses forged
+// across many subnets) offers one every 100 ms and never answers. An
+// honest newcomer greeting every second still finds a place in the full
+// table: the flood's evictions are paced by their own prefixes, not one
+// slot for everyone. (Before, one global slot every 10 s went to whichever
+// newcomer offered first, the flood's, and the honest node was locked out,
+// its answers dropped, for as long as the flood lasted.)
+func TestFloodDoesNotLockOutAnHonestNewcomer(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tb := NewTable(8, time.Hour, func() time.Time { return now })
+	next := 0
+	forged := func() Peer {
+		next++
+		return Peer{ID: NodeID{0xf0, byte(next >> 8), byte(next)}, Addr: netip.AddrFrom4([4]byte{10, 9, byte(next / 2), byte(next)}), Port: 3142}
+	}
+	for range 8 {
+		tb.Offer(forged(), false)
+	}
+	honest := Peer{ID: NodeID{0x42}, Addr: netip.MustParseAddr("10.0.0.42"), Port: 3142}
+	for step := range 1200 { // two minutes in 100 ms steps
+		if step%10 == 0 { // a question now and then; the forged ids never answer
+			silent := map[NodeID]bool{}
+			for _, p := range tb.Peers() {
+				silent[p.ID] = true
+			}
+			tb.Asked(silent)
+		}
+		tb.Offer(forged(), false)
+		if step%10 == 5 && tb.Offer(honest, false) {
+			return
+		}
+		now = now.Add(100 * time.Millisecond)
+	}
+	t.Fatal("an honest newcomer greeting every second found no place in two minutes of a forged-id flood")
 }
 
 // A question's answers come late (a slow peer, a busy machine): the
