@@ -71,26 +71,35 @@ func (s *Store) CachedURLs(d Digest) ([]string, error) {
 	return out, nil
 }
 
-// KnownURLs lists the URLs whose learnt facts name d, at most max: a scan
-// of the facts (cache show, by hand; not on any request's path).
-func (s *Store) KnownURLs(d Digest, max int) ([]string, error) {
-	var out []string
-	err := s.db.View(func(txn *badger.Txn) error {
+// KnownURLs lists the URLs whose learnt facts name d, at most max, reading
+// at most scan facts: the index keeps facts by URL only (no digest to URL
+// key), so finding them is a scan, and on a real archive's index (hundreds
+// of thousands of facts) it is bounded. complete says every fact was read.
+// For cache show, by hand; not on any request's path.
+func (s *Store) KnownURLs(d Digest, max, scan int) (urls []string, complete bool, err error) {
+	complete = true
+	err = s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 100, Prefix: []byte(prefixKnown)})
 		defer it.Close()
-		for it.Rewind(); it.Valid() && len(out) < max; it.Next() {
+		read := 0
+		for it.Rewind(); it.Valid() && len(urls) < max; it.Next() {
+			if read >= scan {
+				complete = false
+				break
+			}
+			read++
 			var k Known
 			if err := it.Item().Value(func(b []byte) error { return decodeKnown(b, &k) }); err != nil || k.Digest != d {
 				continue
 			}
-			out = append(out, string(it.Item().Key()[len(prefixKnown):]))
+			urls = append(urls, string(it.Item().Key()[len(prefixKnown):]))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list the learnt urls of %s: %w", d, err)
+		return nil, false, fmt.Errorf("list the learnt urls of %s: %w", d, err)
 	}
-	return out, nil
+	return urls, complete, nil
 }
 
 // ErrAmbiguous is a digest prefix that more than one stored blob begins with.

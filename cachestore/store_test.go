@@ -977,3 +977,29 @@ func TestFillReaderRest(t *testing.T) {
 		t.Fatalf("Read after the restart: %v, want ErrRestarted", err)
 	}
 }
+
+// The learnt URLs of a digest are found by a scan of the facts (the index
+// keeps no digest to URL key for them), which reads at most the number of
+// facts it is given and says when it stopped short. (Before, cache show
+// read every fact of the index, and said it did no scan.)
+func TestKnownURLsBoundedScan(t *testing.T) {
+	s, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	d := Digest{Algo: "sha256", Hex: strings.Repeat("cd", 32)}
+	facts := map[string]Known{"http://deb.example/z/named.deb": {Digest: d, Size: 1}}
+	for i := range 20 {
+		facts[fmt.Sprintf("http://deb.example/a/p%02d.deb", i)] = Known{Digest: Digest{Algo: "sha256", Hex: fmt.Sprintf("%064x", i)}, Size: 1}
+	}
+	if err := s.PutKnown(facts); err != nil {
+		t.Fatal(err)
+	}
+	if urls, complete, err := s.KnownURLs(d, 50, 10); err != nil || complete || len(urls) != 0 {
+		t.Fatalf("a scan of 10 facts of 21: %v, complete %v, %v; want nothing found and not complete", urls, complete, err)
+	}
+	if urls, complete, err := s.KnownURLs(d, 50, 100); err != nil || !complete || len(urls) != 1 || urls[0] != "http://deb.example/z/named.deb" {
+		t.Fatalf("a scan of every fact: %v, complete %v, %v; want the one URL, complete", urls, complete, err)
+	}
+}

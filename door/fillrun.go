@@ -117,6 +117,44 @@ type yielder interface {
 	Yield() <-chan struct{}
 }
 
+// yieldOnce hands a fill's upstream streams the LAN's yield (see
+// fill.Stream.Yield) until one of them was left for it: a fill leaves its
+// upstream download at most once. peering yields once a fill too; this
+// bounds the engine's walk whatever the LAN source says. The engine opens
+// one source at a time, so no lock.
+type yieldOnce struct {
+	lan   yielder
+	to    fill.Source // the LAN, opened at the offset reached
+	taken bool
+}
+
+// offer is the yield for the next upstream stream, nil once one was
+// taken (or for a nil yieldOnce: no LAN).
+func (y *yieldOnce) offer() (<-chan struct{}, fill.Source) {
+	if y == nil || y.taken {
+		return nil, nil
+	}
+	if ch := y.lan.Yield(); ch != nil {
+		return ch, y.to
+	}
+	return nil, nil
+}
+
+// left says whether the stream handed ch was left for the LAN (ch is
+// closed), and if so counts the fill's one yield as taken.
+func (y *yieldOnce) left(ch <-chan struct{}) bool {
+	if y == nil || ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+		y.taken = true
+		return true
+	default:
+		return false
+	}
+}
+
 // phased is a LAN source that says how long its question and its
 // election took.
 type phased interface {
@@ -181,10 +219,11 @@ func (s *Door) sources(ctx context.Context, f *cachestore.Fill, p Plan, who Aske
 	}
 	if y, ok := lan.(yielder); ok {
 		// Downloading for the LAN, this node leaves the download to a LAN
-		// peer further along, should the election have made two winners.
+		// peer further along, should the election have made two winners:
+		// once a fill, whichever upstream it comes from.
+		once := &yieldOnce{lan: y, to: counted(lan)}
 		for _, src := range up {
-			u := src.(*upstreamSource)
-			u.yield, u.yieldTo = y.Yield, counted(lan)
+			src.(*upstreamSource).yield = once
 		}
 	}
 	again := counted(s.cfg.Peers.Again(p.Digest, p.Size, f.Written))

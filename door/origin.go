@@ -118,10 +118,12 @@ type upstreamSource struct {
 	// names (they receive the blob from it); hinted: it was used, once.
 	hint   func(peers []netip.AddrPort) fill.Source
 	hinted bool
-	// yield, when set, says when to leave this download to yieldTo (the
-	// LAN, which then streams from a peer further along).
-	yield   func() <-chan struct{}
-	yieldTo fill.Source
+	// yield, when set, says when to leave this download to the LAN, which
+	// then streams from a peer further along; left is the yield handed
+	// with the last stream, to tell a stream left for the LAN from one
+	// that broke off.
+	yield *yieldOnce
+	left  <-chan struct{}
 	// tries counts transfers; waits the hub's "busy" answers.
 	tries  int
 	waits  int
@@ -176,6 +178,13 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 	if o.blamed {
 		return nil, fmt.Errorf("%w: %s sent wrong or too slow bytes", fill.ErrSkip, o.name())
 	}
+	if o.yield.left(o.left) {
+		// The last stream was left for a LAN peer further along, which
+		// had nothing after all: it did not break off, so going on from
+		// here is no new try (three yields once failed a healthy origin).
+		o.tries--
+	}
+	o.left = nil
 	if o.tries >= OriginTries {
 		return nil, fmt.Errorf("%w: %d transfers from %s broke off", fill.ErrSkip, o.tries, o.name())
 	}
@@ -321,10 +330,8 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 			}
 		},
 	}
-	if o.yield != nil {
-		if ch := o.yield(); ch != nil {
-			st.Yield, st.YieldTo = ch, o.yieldTo
-		}
+	if ch, to := o.yield.offer(); ch != nil {
+		st.Yield, st.YieldTo, o.left = ch, to, ch
 	}
 	if o.url != "" {
 		st.From = "mirror " + req.URL.Host

@@ -164,8 +164,9 @@ func TestQueue(t *testing.T) {
 }
 
 // What a request says of its LAN: declared (a node), behind a NAT, or
-// not at all; a declared LAN no LAN has, or a peer outside it, is not
-// believed.
+// not at all; a declared LAN no LAN has is not believed, nor a peer
+// address that is not the request's own (another host of the LAN, one
+// behind a NAT): the hub would name it to the LAN's next nodes.
 func TestRequesterOf(t *testing.T) {
 	tests := []struct {
 		remote, lan, peer string
@@ -175,8 +176,12 @@ func TestRequesterOf(t *testing.T) {
 		{"[fd00::7]:40000", "", "", Requester{LAN: "fd00::/64"}},
 		{"10.1.0.7:40000", "10.1.0.0/16", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/16", Peer: netip.MustParseAddrPort("10.1.0.7:3142"), Hints: true}},
 		{"10.1.0.7:40000", "10.1.3.4/16", "", Requester{LAN: "10.1.0.0/16", Hints: true}},
-		{"203.0.113.9:40000", "192.168.1.0/24", "192.168.1.5:3142", Requester{LAN: "192.168.1.0/24 via 203.0.113.9", Peer: netip.MustParseAddrPort("192.168.1.5:3142"), Hints: true}},
+		{"[::ffff:10.1.0.7]:40000", "10.1.0.0/16", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/16", Peer: netip.MustParseAddrPort("10.1.0.7:3142"), Hints: true}},
+		{"[fd00::7]:40000", "fd00::/64", "[fd00::7]:3142", Requester{LAN: "fd00::/64", Peer: netip.MustParseAddrPort("[fd00::7]:3142"), Hints: true}},
+		{"203.0.113.9:40000", "192.168.1.0/24", "192.168.1.5:3142", Requester{LAN: "192.168.1.0/24 via 203.0.113.9", Hints: true}},
 		{"10.1.0.7:40000", "10.1.0.0/16", "10.9.0.1:3142", Requester{LAN: "10.1.0.0/16", Hints: true}},
+		{"10.1.0.66:40000", "10.1.0.0/24", "10.1.0.1:22", Requester{LAN: "10.1.0.0/24", Hints: true}},
+		{"[fd00::66]:40000", "fd00::/64", "[fd00::1]:3142", Requester{LAN: "fd00::/64", Hints: true}},
 		{"10.1.0.7:40000", "0.0.0.0/0", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/24"}},
 	}
 	for _, tc := range tests {

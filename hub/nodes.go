@@ -6,13 +6,15 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // The nodes and clients a hub serves, for its page and `warren status`:
 // who comes, when last, what it took and how much of it the hub held.
 
-// Client is one node (by the id it gives, HeaderNode) or plain client (by
-// address) of the hub.
+// Client is one node (by the id it gives, HeaderNode, and its address) or
+// plain client (by address) of the hub.
 type Client struct {
 	// Node is the node's id; empty for a client that gives none (apt
 	// pointed at the hub, another hub).
@@ -30,11 +32,23 @@ type Client struct {
 // maxClients bounds the clients remembered: the least recently seen go.
 const maxClients = 1024
 
-// clients is the hub's table of them.
+// maxRowsPerAddr bounds the rows one address holds (a node, a second
+// instance, apt on the same machine): a client cycling through ids takes
+// the place of its own rows, not of others'.
+const maxRowsPerAddr = 4
+
+// clients is the hub's table of them, by node id and address: the id is
+// the client's word, so a client that gives another's id gets a row of
+// its own, not that node's.
 type clients struct {
-	mu sync.Mutex // guards m
-	m  map[string]*Client
+	mu     sync.Mutex                  // guards m and byAddr
+	m      *lru.Cache[rowKey, *Client] // nil until the first request
+	byAddr map[string]int              // rows per address
 }
+
+// rowKey names a row: the node id given (empty for none) and the
+// address the requests come from.
+type rowKey struct{ node, addr string }
 
 // served records a request answered with outcome and n bytes.
 func (c *clients) served(r *http.Request, now time.Time, outcome string, n int64) {
@@ -46,30 +60,32 @@ func (c *clients) served(r *http.Request, now time.Time, outcome string, n int64
 	if !validNodeID(node) {
 		node = ""
 	}
-	key := "addr " + addr
-	if node != "" {
-		key = "node " + node
-	}
+	key := rowKey{node, addr}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
-		c.m = map[string]*Client{}
+		c.byAddr = map[string]int{}
+		c.m, _ = lru.NewWithEvict(maxClients, func(k rowKey, _ *Client) {
+			if c.byAddr[k.addr]--; c.byAddr[k.addr] <= 0 {
+				delete(c.byAddr, k.addr)
+			}
+		})
 	}
-	cl := c.m[key]
-	if cl == nil {
-		if len(c.m) >= maxClients {
-			var oldest string
-			for k, v := range c.m {
-				if oldest == "" || v.LastSeen.Before(c.m[oldest].LastSeen) {
-					oldest = k
+	cl, ok := c.m.Get(key)
+	if !ok {
+		if c.byAddr[addr] >= maxRowsPerAddr {
+			for _, k := range c.m.Keys() { // the least recently seen first
+				if k.addr == addr {
+					c.m.Remove(k)
+					break
 				}
 			}
-			delete(c.m, oldest)
 		}
-		cl = &Client{Node: node}
-		c.m[key] = cl
+		cl = &Client{Node: node, Addr: addr}
+		c.byAddr[addr]++
+		c.m.Add(key, cl)
 	}
-	cl.Addr, cl.LastSeen = addr, now
+	cl.LastSeen = now
 	if lan := RequesterOf(r); lan.Hints {
 		cl.LAN = lan.LAN
 	}
@@ -84,8 +100,11 @@ func (c *clients) served(r *http.Request, now time.Time, outcome string, n int64
 func (c *clients) list() []Client {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]Client, 0, len(c.m))
-	for _, cl := range c.m {
+	if c.m == nil {
+		return []Client{}
+	}
+	out := make([]Client, 0, c.m.Len())
+	for _, cl := range c.m.Values() {
 		out = append(out, *cl)
 	}
 	slices.SortFunc(out, func(a, b Client) int { return b.LastSeen.Compare(a.LastSeen) })

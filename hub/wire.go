@@ -49,7 +49,8 @@ const (
 // declares, qualified by the address the hub sees when that is outside it
 // (nodes behind a NAT: their LAN as seen from one public address); for a
 // requester that declares none (apt, another hub, an older node), the
-// /24 (IPv4) or /64 (IPv6) it comes from, and no hints.
+// /24 (IPv4) or /64 (IPv6) it comes from, and no hints. Its Peer is the
+// declared HeaderPeer only when that is the request's own address.
 func RequesterOf(r *http.Request) Requester {
 	var remote netip.Addr
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
@@ -71,7 +72,13 @@ func RequesterOf(r *http.Request) Requester {
 	if remote.IsValid() && !lan.Contains(remote) {
 		who.LAN += " via " + remote.String()
 	}
-	if p, err := netip.ParseAddrPort(r.Header.Get(HeaderPeer)); err == nil && p.Port() != 0 && lan.Contains(p.Addr().Unmap()) {
+	// Where its peers take blobs from it is the client's word, and the
+	// hub names it to the LAN's next nodes: taken only when it is the
+	// very address the request comes from (else a node could point its
+	// LAN at any host and port, the router's ssh say), and never through
+	// a NAT, where that address is not the node's own.
+	if p, err := netip.ParseAddrPort(r.Header.Get(HeaderPeer)); err == nil && p.Port() != 0 && lan.Contains(remote) &&
+		p.Addr().Unmap().WithZone("") == remote.WithZone("") {
 		who.Peer = netip.AddrPortFrom(p.Addr().Unmap(), p.Port())
 	}
 	return who

@@ -23,6 +23,12 @@ type beat struct {
 	// election that answers late made two winners). nil for a relay.
 	yield   chan struct{}
 	yieldTo NodeID
+	// yielded: this node has left a download of this blob once already
+	// in this fill (carried from beat to beat until Done). It yields at
+	// most once: each yield costs the fill a reopened upstream stream,
+	// and a peer that says it is further along and then delivers nothing
+	// must not be able to make it leave its download again and again.
+	yielded bool
 }
 
 // beatMessage is d's heartbeat as of now.
@@ -62,6 +68,7 @@ func (n *Node) stopBeats() {
 func (n *Node) startBeats(d cachestore.Digest, size int64, progress func() int64, relay bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	n.mu.Lock()
+	b := &beat{cancel: cancel, size: size, progress: progress, relay: relay}
 	if old := n.beating[d]; old != nil {
 		if old.relay == relay {
 			n.mu.Unlock()
@@ -69,14 +76,14 @@ func (n *Node) startBeats(d cachestore.Digest, size int64, progress func() int64
 			return
 		}
 		old.cancel()
+		b.yielded = old.yielded
 	}
-	b := &beat{cancel: cancel, size: size, progress: progress, relay: relay}
-	if !relay {
+	if !relay && !b.yielded {
 		b.yield = make(chan struct{})
 	}
 	n.beating[d] = b
 	n.mu.Unlock()
-	if !relay {
+	if b.yield != nil {
 		// A downloader heard before this one began (its heartbeat came
 		// while the question or the election ran) is weighed at once.
 		snap, _ := n.snapshot(d)
@@ -141,14 +148,20 @@ func ranksBefore(a NodeID, ap int32, b NodeID, bp int32) bool {
 // the offset it reached. Progress read from a heartbeat is never ahead of
 // the truth and this node's own is read now, so two downloaders never
 // leave it to each other.
+//
+// A heartbeat is one datagram anyone on the LAN can send, so it is
+// weighed only from a peer that has answered this node's questions (a
+// member, not an id heard once: Table.Proven), and only when it is about
+// this very blob: its Total is the size this node expects (a node that
+// does not know the size yields to no heartbeat) and its Done within it.
 func (n *Node) weighYield(d cachestore.Digest, from NodeID, m Message) {
-	if m.Relay || from == n.cfg.ID || !n.table.Good(from) {
+	if m.Relay || from == n.cfg.ID || m.Done < 0 || m.Done > m.Total || !n.table.Proven(from) {
 		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	b := n.beating[d]
-	if b == nil || b.relay || b.yield == nil || b.yieldTo != (NodeID{}) {
+	if b == nil || b.relay || b.yield == nil || b.yieldTo != (NodeID{}) || m.Total != b.size {
 		return
 	}
 	mine, theirs, margin := b.progress(), m.Done, yieldMargin(b.size)
@@ -157,21 +170,27 @@ func (n *Node) weighYield(d cachestore.Digest, from NodeID, m Message) {
 	if !ahead && !level {
 		return
 	}
-	b.yieldTo = from
-	// From now on its bytes come from that peer: a relay's heartbeat, so
-	// no downloader leaves its download to this one, and none waits on it.
-	b.relay = true
-	close(b.yield)
+	b.leaveTo(from)
 	n.log.Info("another LAN node downloads this blob too; leaving it the download and streaming from it",
 		slog.String("digest", d.String()), slog.String("peer", from.String()),
 		slog.Int64("our_bytes", mine), slog.Int64("its_bytes", theirs), slog.Bool("further_along", ahead))
 }
 
+// leaveTo makes b's download a relay of from's: the yield (once a fill).
+// From now on its bytes come from that peer: a relay's heartbeat, so no
+// downloader leaves its download to this one, and none waits on it.
+// n.mu is held.
+func (b *beat) leaveTo(from NodeID) {
+	b.yieldTo, b.relay, b.yielded = from, true, true
+	close(b.yield)
+}
+
 // weighHolder is told that from holds d. A node downloading d from
 // outside the LAN leaves that download to it: its answer came too late
-// for the question that sent this node to the WAN.
+// for the question that sent this node to the WAN. As a heartbeat, a
+// "have" counts only from a peer that has answered this node's questions.
 func (n *Node) weighHolder(d cachestore.Digest, from NodeID) {
-	if from == n.cfg.ID || !n.table.Good(from) {
+	if from == n.cfg.ID || !n.table.Proven(from) {
 		return
 	}
 	n.mu.Lock()
@@ -180,8 +199,7 @@ func (n *Node) weighHolder(d cachestore.Digest, from NodeID) {
 	if b == nil || b.relay || b.yield == nil || b.yieldTo != (NodeID{}) {
 		return
 	}
-	b.yieldTo, b.relay = from, true
-	close(b.yield)
+	b.leaveTo(from)
 	n.log.Info("a LAN node holds the blob this node downloads; taking the rest from it",
 		slog.String("digest", d.String()), slog.String("peer", from.String()), slog.Int64("our_bytes", b.progress()))
 }

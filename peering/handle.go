@@ -64,22 +64,35 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	case MsgQuery:
 		n.answer(m, src)
 	case MsgAnswer:
-		if at, ok := n.askedAt.Get(m.ReqID); ok {
-			n.answeredAfter(n.now().Sub(at))
-			// An answer to one of our questions, in time or late: a peer
-			// that answers, however slowly, is one to wait for.
-			n.table.Answered(m.From)
+		// An answer counts only from a peer the question was asked of,
+		// addressed to this node: anyone can name a live request id.
+		q, ok := n.questions.Get(m.ReqID)
+		if !ok || !q.asked[m.From] || m.To != n.cfg.ID {
+			return
 		}
 		n.mu.Lock()
 		ch := n.queries[m.ReqID]
 		e := n.elections[m.Digest]
 		late := ch == nil && e != nil && e.interest
+		first := !q.timed[m.From]
+		q.timed[m.From] = true
 		n.mu.Unlock()
+		if first {
+			// One delay per question and peer: an answer sent again and
+			// again is one answer.
+			n.answeredAfter(n.now().Sub(q.at))
+		}
 		if ch != nil {
 			select {
-			case ch <- m:
+			case ch <- m: // the question resets its silence (query)
 			default:
 			}
+		} else {
+			// Late: a peer that answers, however slowly, is one to ask
+			// and wait for; but its silences stand, so one that always
+			// answers just after the question closed stops being waited
+			// for as a silent one does.
+			n.table.AnsweredLate(m.From)
 		}
 		if late && m.Has && !m.Passive {
 			// The question closed before this answer came: what it says

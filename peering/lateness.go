@@ -9,8 +9,14 @@ import (
 // host, fifty daemons on two cores) answers come hundreds of milliseconds
 // late; an election that closed before the wants arrived would make two
 // winners, and two downloads over the WAN. The window stretches to twice
-// what answers lately took, within four times the configured one; it still
+// what answers lately took, within twice the configured one; it still
 // ends early once every peer is heard.
+//
+// A late answer is a datagram a LAN host chooses when to send: each
+// question counts one delay per peer it asked, and a delay counts as at
+// most the configured window. However late and however often a host
+// answers, a miss waits at most one window more, and a downloader's
+// silence is noticed at most four windows later.
 
 // lateSamples is how many recent answer delays are kept.
 const lateSamples = 32
@@ -25,8 +31,10 @@ type lateness struct {
 	p90    time.Duration
 }
 
-// answeredAfter records an answer that came d after its question.
+// answeredAfter records an answer that came d after its question, as at
+// most the configured election window.
 func (n *Node) answeredAfter(d time.Duration) {
+	d = min(d, n.cfg.ElectionWindow)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	l := &n.late
@@ -40,8 +48,9 @@ func (n *Node) answeredAfter(d time.Duration) {
 
 // quietAfter is how long a downloader's heartbeats may stop before it is
 // taken for gone: three intervals, and four times the delay nine answers
-// in ten came within lately (at most 10 s more): a busy LAN's heartbeats
-// come late too, and electing again then would start a second download.
+// in ten came within lately (at most four windows, and 10 s, more): a
+// busy LAN's heartbeats come late too, and electing again then would
+// start a second download.
 func (n *Node) quietAfter() time.Duration {
 	return 3*n.cfg.Heartbeat + min(4*n.lateP90(), 10*time.Second)
 }
@@ -55,8 +64,8 @@ func (n *Node) lateP90() time.Duration {
 
 // electionWindow is how long wants are collected: twice the delay nine
 // answers in ten came within lately, at least the configured window and at
-// most four times it.
+// most twice it (delays count as at most one window).
 func (n *Node) electionWindow() time.Duration {
 	w := n.cfg.ElectionWindow
-	return min(max(w, 2*n.lateP90()), 4*w)
+	return min(max(w, 2*n.lateP90()), 2*w)
 }

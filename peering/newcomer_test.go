@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -59,32 +60,79 @@ func TestForgedNewcomersNotWaitedFor(t *testing.T) {
 	}
 }
 
-// In a full table, newcomers take silent members' places at most once
-// every evictEvery: a flood of fresh ids cannot churn the table.
+// In a full table, newcomers from one source prefix (a /24, a /64) take
+// silent members' places at most once every evictEvery: a flood of fresh
+// ids from one host cannot churn the table. A newcomer from elsewhere has
+// its own pace.
 func TestNewcomersEvictAtAMeasuredPace(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	tb := NewTable(3, time.Hour, func() time.Time { return now })
-	peer := func(id byte) Peer {
-		return Peer{ID: NodeID{id}, Addr: netip.AddrFrom4([4]byte{10, 0, 0, id}), Port: 3142}
+	tb := NewTable(4, time.Hour, func() time.Time { return now })
+	peer := func(id byte, addr string) Peer {
+		return Peer{ID: NodeID{id}, Addr: netip.MustParseAddr(addr), Port: 3142}
 	}
 	silent := map[NodeID]bool{}
-	for id := byte(1); id <= 3; id++ {
-		tb.Offer(peer(id), false)
+	for id := byte(1); id <= 4; id++ {
+		tb.Offer(peer(id, fmt.Sprintf("10.0.0.%d", id)), false)
 		silent[NodeID{id}] = true
 	}
 	for range silentLimit {
 		tb.Asked(silent)
 	}
-	if !tb.Offer(peer(10), false) {
-		t.Fatal("a newcomer found no place in a table full of silent members")
-	}
-	if tb.Offer(peer(11), false) {
-		t.Fatal("a second newcomer pushed a silent member out at once: a flood could churn the table")
+	for _, tc := range []struct {
+		p    Peer
+		in   bool
+		what string
+	}{
+		{peer(10, "10.0.0.10"), true, "a newcomer found no place in a table full of silent members"},
+		{peer(11, "10.0.0.11"), false, "a second newcomer from the same /24 pushed a silent member out at once: a flood could churn the table"},
+		{peer(12, "fd00::1:12"), true, "an IPv6 newcomer found no place though its /64 took none"},
+		{peer(13, "fd00::2:13"), false, "a second newcomer from the same /64 pushed a silent member out at once"},
+		{peer(14, "10.0.1.14"), true, "a newcomer from another /24 was kept out by the first /24's"},
+	} {
+		if tb.Offer(tc.p, false) != tc.in {
+			t.Fatal(tc.what)
+		}
 	}
 	now = now.Add(evictEvery)
-	if !tb.Offer(peer(11), false) {
+	if !tb.Offer(peer(11, "10.0.0.11"), false) {
 		t.Fatalf("a newcomer found no place %s later", evictEvery)
 	}
+}
+
+// A flood of fresh ids (no group secret; the source addresses forged
+// across many subnets) offers one every 100 ms and never answers. An
+// honest newcomer greeting every second still finds a place in the full
+// table: the flood's evictions are paced by their own prefixes, not one
+// slot for everyone. (Before, one global slot every 10 s went to whichever
+// newcomer offered first, the flood's, and the honest node was locked out,
+// its answers dropped, for as long as the flood lasted.)
+func TestFloodDoesNotLockOutAnHonestNewcomer(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tb := NewTable(8, time.Hour, func() time.Time { return now })
+	next := 0
+	forged := func() Peer {
+		next++
+		return Peer{ID: NodeID{0xf0, byte(next >> 8), byte(next)}, Addr: netip.AddrFrom4([4]byte{10, 9, byte(next / 2), byte(next)}), Port: 3142}
+	}
+	for range 8 {
+		tb.Offer(forged(), false)
+	}
+	honest := Peer{ID: NodeID{0x42}, Addr: netip.MustParseAddr("10.0.0.42"), Port: 3142}
+	for step := range 1200 { // two minutes in 100 ms steps
+		if step%10 == 0 { // a question now and then; the forged ids never answer
+			silent := map[NodeID]bool{}
+			for _, p := range tb.Peers() {
+				silent[p.ID] = true
+			}
+			tb.Asked(silent)
+		}
+		tb.Offer(forged(), false)
+		if step%10 == 5 && tb.Offer(honest, false) {
+			return
+		}
+		now = now.Add(100 * time.Millisecond)
+	}
+	t.Fatal("an honest newcomer greeting every second found no place in two minutes of a forged-id flood")
 }
 
 // A question's answers come late (a slow peer, a busy machine): the
@@ -212,5 +260,146 @@ func TestBroadcastReachedPeersGetNoCopy(t *testing.T) {
 	n.Table().Asked(map[NodeID]bool{{2}: true})
 	if _, ok := n.targets()[netip.AddrPortFrom(netip.MustParseAddr("127.0.0.41"), port(heard))]; !ok {
 		t.Fatal("a peer that left a question unanswered still gets no copy of its own")
+	}
+}
+
+// questionTo reads from c (a LAN host) the next question n asks it.
+func questionTo(t *testing.T, c *net.UDPConn) Message {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, MaxDatagram)
+	for {
+		k, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no question came: %v", err)
+		}
+		if m, err := Decode(buf[:k], nil); err == nil && m.Type == MsgQuery {
+			return m
+		}
+	}
+}
+
+// A peer that answers every question just after it closed has answered
+// (it is asked, and waited for while it has not left silentLimit
+// questions unanswered), but a late answer is no answer in time: its
+// silences stand, and it stops being waited for. (Before, a late answer
+// reset Silent: one host answering late made every miss wait the full
+// query timeout, forever.)
+func TestLateAnswererStopsBeingWaitedFor(t *testing.T) {
+	honest := testNode(t, Config{ID: NodeID{2}, Priority: 100})
+	n := testNode(t, Config{ID: NodeID{1}, QueryTimeout: 50 * time.Millisecond})
+	n.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: honest.Addr().Port(), Priority: 100})
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if _, settled, _ := n.query(ctx, testDigest); !settled {
+		t.Fatal("the honest peer did not settle the first question")
+	}
+	late := udpFrom(t, "127.0.0.31")
+	port := uint16(late.LocalAddr().(*net.UDPAddr).Port)
+	id := NodeID{9, 9}
+	sendRaw(t, late, n, nil, signed(t, Message{Type: MsgHello, From: id, HTTPPort: port}, nil))
+	waited := 0
+	for round := range 2*silentLimit + 2 {
+		if n.askable()[id] {
+			waited++
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); n.query(ctx, testDigest) }()
+		q := questionTo(t, late)
+		<-done
+		sendRaw(t, late, n, nil, signed(t, Message{Type: MsgAnswer, From: id, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: port}, nil))
+		if p, _ := n.Table().Get(id); !p.Answered {
+			t.Fatalf("round %d: a late answer did not count as an answer", round)
+		}
+	}
+	if n.askable()[id] || waited > silentLimit {
+		p, _ := n.Table().Get(id)
+		t.Fatalf("a peer that only answers late was waited for in %d questions and still is (silent %d, limit %d)", waited, p.Silent, silentLimit)
+	}
+}
+
+// An answer counts only from a peer the question was asked of, and
+// addressed to this node: a host that guesses a live request id (they
+// count up) proves nothing by answering it. (Before, any answer naming a
+// live request id made its sender one that answers.)
+func TestAnswerCountsOnlyFromTheAsked(t *testing.T) {
+	honest := testNode(t, Config{ID: NodeID{2}, Priority: 100})
+	n := testNode(t, Config{ID: NodeID{1}})
+	n.Table().Seen(Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: honest.Addr().Port(), Priority: 100})
+	if _, settled, _ := n.query(t.Context(), testDigest); !settled {
+		t.Fatal("the honest peer did not settle the question")
+	}
+	n.mu.Lock()
+	req := n.nextReq
+	n.mu.Unlock()
+	asked := udpFrom(t, "127.0.0.34")
+	askedID, askedPort := NodeID{8, 1}, uint16(asked.LocalAddr().(*net.UDPAddr).Port)
+	sendRaw(t, asked, n, nil, signed(t, Message{Type: MsgHello, From: askedID, HTTPPort: askedPort}, nil))
+	done := make(chan struct{})
+	go func() { defer close(done); n.query(t.Context(), testDigest) }()
+	q := questionTo(t, asked)
+	<-done
+	stranger := udpFrom(t, "127.0.0.35")
+	strangerID := NodeID{8, 2}
+	for _, tc := range []struct {
+		name string
+		from *net.UDPConn
+		m    Message
+	}{
+		{"a host not asked, answering an earlier question", stranger, Message{Type: MsgAnswer, From: strangerID, To: NodeID{1}, ReqID: req, Digest: testDigest, HTTPPort: 3142}},
+		{"a host not asked, answering the last question", stranger, Message{Type: MsgAnswer, From: strangerID, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: 3142}},
+		{"an asked host, answering to another node", asked, Message{Type: MsgAnswer, From: askedID, To: NodeID{7}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: askedPort}},
+	} {
+		sendRaw(t, tc.from, n, nil, signed(t, tc.m, nil))
+		if p, _ := n.Table().Get(tc.m.From); p.Answered {
+			t.Fatalf("%s: its sender now counts as one that answers", tc.name)
+		}
+	}
+	// The asked host's own late answer, to this node, counts.
+	sendRaw(t, asked, n, nil, signed(t, Message{Type: MsgAnswer, From: askedID, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: askedPort}, nil))
+	if p, _ := n.Table().Get(askedID); !p.Answered {
+		t.Fatal("the asked host's late answer did not count")
+	}
+}
+
+// How late answers come stretches the election window, but one host
+// cannot stretch it at will: each question counts one delay per peer it
+// asked, whatever number of answers that peer sends, and a delay counts as
+// at most the configured window. (Before, one host that sent 32 copies of
+// a late answer pinned the window at four times the configured one, and
+// the quiet time of every downloader 10 s longer.)
+func TestLateAnswersStretchTheWindowWithinBounds(t *testing.T) {
+	const window = 300 * time.Millisecond
+	var mu sync.Mutex
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	n := testNode(t, Config{ID: NodeID{1}, QueryTimeout: 50 * time.Millisecond, ElectionWindow: window, Now: clock})
+	late := udpFrom(t, "127.0.0.36")
+	port := uint16(late.LocalAddr().(*net.UDPAddr).Port)
+	id := NodeID{9, 7}
+	sendRaw(t, late, n, nil, signed(t, Message{Type: MsgHello, From: id, HTTPPort: port}, nil))
+	done := make(chan struct{})
+	go func() { defer close(done); n.query(t.Context(), testDigest) }()
+	q := questionTo(t, late)
+	<-done
+	mu.Lock()
+	now = now.Add(1500 * time.Millisecond) // the host waits, or answers an old question
+	mu.Unlock()
+	var answers [][]byte
+	for i := range lateSamples {
+		answers = append(answers, signed(t, Message{Type: MsgAnswer, From: id, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: port, Nonce: uint64(i + 1)}, nil))
+	}
+	sendRaw(t, late, n, nil, answers...)
+	n.mu.Lock()
+	samples := n.late.n
+	n.mu.Unlock()
+	if samples != 1 {
+		t.Fatalf("%d copies of one late answer made %d delays, want 1", lateSamples, samples)
+	}
+	if w := n.electionWindow(); w != 2*window {
+		t.Fatalf("an answer 1.5 s late made the election window %s, want twice the configured %s", w, window)
+	}
+	if q := n.quietAfter(); q > 3*n.cfg.Heartbeat+4*window {
+		t.Fatalf("an answer 1.5 s late made a downloader's quiet time %s", q)
 	}
 }

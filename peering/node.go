@@ -118,11 +118,12 @@ type Node struct {
 	// at most once a minute, so a LAN host cannot keep us rehashing.
 	rechecked *lru.Cache[cachestore.Digest, time.Time]
 	pruned    time.Time // when elections were last swept
-	// askedAt is when each recent question went out, by request id: how
-	// late its answers come, even after it closed, sets the election
-	// window (lateness.go).
-	askedAt *lru.Cache[uint32, time.Time]
-	late    lateness
+	// questions are the recent questions, by request id: who was asked
+	// (only their answers count), and when, for how late answers come,
+	// even after the question closed, which sets the election window
+	// (lateness.go).
+	questions *lru.Cache[uint32, *question]
+	late      lateness
 	// challenges are the outstanding proofs of peers' other addresses,
 	// by peer (ties.go).
 	challenges map[NodeID]challenge
@@ -246,7 +247,7 @@ func Listen(cfg Config) (*Node, error) {
 	// limiter or one more recheck, never memory.
 	n.limits, _ = lru.New[netip.Addr, *rate.Limiter](maxSources)
 	n.rechecked, _ = lru.New[cachestore.Digest, time.Time](1024)
-	n.askedAt, _ = lru.New[uint32, time.Time](256)
+	n.questions, _ = lru.New[uint32, *question](256)
 	if cfg.Blobs != nil {
 		cfg.Blobs.attach(n.table)
 	}

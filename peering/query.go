@@ -2,6 +2,7 @@ package peering
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -41,6 +42,17 @@ func (n *Node) asked() (asked, waited map[NodeID]bool) {
 	return asked, waited
 }
 
+// question is one this node asked lately: when, and of whom. An answer
+// counts only from a peer it asked (handle.go): anyone can send one naming
+// a live request id.
+type question struct {
+	at    time.Time
+	asked map[NodeID]bool // not changed once asked
+	// timed are the asked peers whose answer's delay was recorded (once
+	// each: lateness.go); n.mu guards it.
+	timed map[NodeID]bool
+}
+
 // query asks the group who has d and is ready. It returns the ready
 // holders heard by the first one plus a short grace, or when every known
 // peer has answered, or by the query timeout. settled says every known peer
@@ -63,7 +75,7 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 	// counts a silence (the waited-for ones and the silent ones alike); a
 	// question that ended early, on a ready holder, blames no one.
 	unanswered, expected := n.asked()
-	n.askedAt.Add(id, n.now())
+	n.questions.Add(id, &question{at: n.now(), asked: maps.Clone(unanswered), timed: map[NodeID]bool{}})
 	n.sendAll(Message{Type: MsgQuery, ReqID: id, Digest: d})
 	timeout := time.NewTimer(n.cfg.QueryTimeout)
 	defer timeout.Stop()

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // Peer is what the table knows of another node.
@@ -22,13 +24,14 @@ type Peer struct {
 	// BadUntil: the peer sent a wrong blob and is not asked until then.
 	BadUntil time.Time
 	// Silent counts this node's questions in a row the peer left
-	// unanswered; any answer resets it. A peer silent for silentLimit
+	// unanswered; an answer in time resets it (a late one does not). A peer silent for silentLimit
 	// questions is no longer waited for, and is the first to give up its
 	// place in a full table: a host that greets under many ids and never
 	// answers costs neither every miss a wait nor an honest newcomer its
 	// place.
 	Silent int
-	// Answered: the peer has answered one of this node's questions. Until
+	// Answered: the peer has answered one of this node's questions that
+	// asked it (in time or late). Until
 	// then it is asked but not waited for, unless no peer has answered
 	// yet (a node new to its LAN waits for everyone once): a newcomer earns
 	// its place among those a miss waits on, so ids forged afresh for
@@ -65,14 +68,33 @@ type Table struct {
 	peers    map[NodeID]*Peer
 	badAddrs map[netip.Addr]time.Time // addresses that sent wrong bytes or failed, until when
 	joined   chan struct{}            // closed and replaced when a peer joins
-	// evicted is when a newcomer last pushed a silent member out: at most
-	// one an evictEvery, so a flood of fresh ids cannot churn the table.
-	evicted time.Time
+	// evicted is when a newcomer from each source prefix (newcomerPrefix)
+	// last pushed a silent member out: at most one an evictEvery per
+	// prefix, so a flood of fresh ids from one host cannot churn the
+	// table, nor take every place that opens from newcomers elsewhere.
+	evicted *lru.Cache[netip.Prefix, time.Time]
 }
 
-// evictEvery is how often a newcomer may take a silent member's place in
-// a full table.
+// evictEvery is how often newcomers from one source prefix may take a
+// silent member's place in a full table.
 const evictEvery = 10 * time.Second
+
+// evictPrefixes bounds the prefixes whose last eviction is remembered: a
+// flood from more prefixes than that within evictEvery gets places as
+// fast as it comes, which any other newcomer does too.
+const evictPrefixes = 1024
+
+// newcomerPrefix is the source prefix newcomers' evictions are counted
+// by: the /24 of an IPv4 address, the /64 of an IPv6 one (a host holds a
+// whole /64, and picks addresses in it at will).
+func newcomerPrefix(a netip.Addr) netip.Prefix {
+	bits := 64
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.WithZone("").Prefix(bits)
+	return p
+}
 
 // perAddr is how many node ids one address may hold in the table: a host
 // runs one warren, maybe a second during an upgrade.
@@ -87,8 +109,9 @@ func thisMachine(a netip.Addr) bool {
 
 // NewTable makes an empty table.
 func NewTable(max int, expireAfter time.Duration, now func() time.Time) *Table {
+	evicted, _ := lru.New[netip.Prefix, time.Time](evictPrefixes)
 	return &Table{max: max, expireAfter: expireAfter, now: now, peers: map[NodeID]*Peer{},
-		badAddrs: map[netip.Addr]time.Time{}, joined: make(chan struct{})}
+		badAddrs: map[netip.Addr]time.Time{}, joined: make(chan struct{}), evicted: evicted}
 }
 
 // Seen records that p was heard from now, on an authenticated message (or
@@ -122,7 +145,7 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 	}
 	p.Also = nil // a newcomer's ties are made by the table, not offered
 	t.expireLocked()
-	if len(t.peers) >= t.max && !t.dropSilentLocked() {
+	if len(t.peers) >= t.max && !t.dropSilentLocked(newcomerPrefix(p.Addr)) {
 		return false
 	}
 	if !thisMachine(p.Addr) {
@@ -142,12 +165,14 @@ func (t *Table) Offer(p Peer, mayMove bool) bool {
 	return true
 }
 
-// dropSilentLocked makes room in a full table by dropping the peer that
-// has left the most questions unanswered (at least silentLimit), if any
-// and at most once an evictEvery: members that answer keep their places.
-func (t *Table) dropSilentLocked() bool {
+// dropSilentLocked makes room in a full table, for a newcomer from
+// prefix, by dropping the peer that has left the most questions
+// unanswered (at least silentLimit), if any and at most once an
+// evictEvery for newcomers from that prefix: members that answer keep
+// their places.
+func (t *Table) dropSilentLocked(prefix netip.Prefix) bool {
 	now := t.now()
-	if !t.evicted.IsZero() && now.Sub(t.evicted) < evictEvery {
+	if last, ok := t.evicted.Peek(prefix); ok && now.Sub(last) < evictEvery {
 		return false
 	}
 	var worst *Peer
@@ -160,7 +185,7 @@ func (t *Table) dropSilentLocked() bool {
 		return false
 	}
 	delete(t.peers, worst.ID)
-	t.evicted = now
+	t.evicted.Add(prefix, now)
 	return true
 }
 
@@ -183,6 +208,17 @@ func (t *Table) Answered(id NodeID) {
 	defer t.mu.Unlock()
 	if p, ok := t.peers[id]; ok {
 		p.Silent, p.Answered = 0, true
+	}
+}
+
+// AnsweredLate records that id answered a question after it closed: it
+// has answered, but its silences stand (that question was left
+// unanswered in its time).
+func (t *Table) AnsweredLate(id NodeID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p, ok := t.peers[id]; ok {
+		p.Answered = true
 	}
 }
 
@@ -287,6 +323,17 @@ func (t *Table) Good(id NodeID) bool {
 	}
 	now := t.now()
 	return !now.Before(p.BadUntil) && !now.Before(t.badAddrs[p.Addr])
+}
+
+// Proven reports whether id is Good and has answered one of this node's
+// questions: a member whose word may make this node leave a download
+// (beats.go), not an id heard once.
+func (t *Table) Proven(id NodeID) bool {
+	t.mu.Lock()
+	p, ok := t.peers[id]
+	answered := ok && p.Answered
+	t.mu.Unlock()
+	return answered && t.Good(id)
 }
 
 // GoodAddr reports whether neither the address nor the peer at it (if

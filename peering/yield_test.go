@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -73,6 +74,11 @@ func TestTwoDownloadersOneYields(t *testing.T) {
 			yield := src.(*Source).Yield()
 			if yield == nil {
 				t.Fatal("a downloads the blob but its source offers no yield")
+			}
+			// b has asked a a question before (about another blob): a is
+			// a member to b, whose heartbeat b may yield to.
+			if _, _, declined := b.query(t.Context(), testDigest); !declined[NodeID{1}] {
+				t.Fatal("a did not answer b's question")
 			}
 			// b began too, without hearing of a; its first heartbeat goes
 			// out at once, and a's reaches b as a answers b's want.
@@ -230,5 +236,97 @@ func TestDownloaderLeavesItToAHolder(t *testing.T) {
 	got, _ := io.ReadAll(st.Body)
 	if !bytes.Equal(got, body[1000:]) || st.From != "peer "+(NodeID{2}).String() {
 		t.Fatalf("after leaving the download: %d bytes from %s, want the rest from the holder", len(got), st.From)
+	}
+}
+
+// answerAs reads n's question from c, a socket playing the LAN host id,
+// and answers it "neither have nor want" at once: id has answered one of
+// n's questions, as a member does.
+func answerAs(t *testing.T, c *net.UDPConn, n *Node, id NodeID) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, MaxDatagram)
+	for {
+		k, _, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no question came: %v", err)
+		}
+		if m, err := Decode(buf[:k], nil); err == nil && m.Type == MsgQuery {
+			port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+			if _, err := c.WriteToUDP(signed(t, Message{Type: MsgAnswer, From: id, To: m.From, ReqID: m.ReqID, Digest: m.Digest, HTTPPort: port}, nil),
+				net.UDPAddrFromAddrPort(n.Addr())); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+	}
+}
+
+// A heartbeat or a "have" is one datagram anyone on the LAN can send
+// (without a group secret): a downloader leaves its download only to a
+// member that has answered its questions, only for a heartbeat about
+// this blob (its Total the size this node expects, its Done within it),
+// and only once a fill, since each yield costs the fill a reopened
+// upstream stream. (Before, one forged heartbeat from an id never heard
+// before made a node drop its WAN stream, and every forged one again.)
+func TestYieldOnlyToAMemberOnce(t *testing.T) {
+	const size = 1 << 20
+	member := udpFrom(t, "127.0.0.1")
+	memberID := NodeID{5}
+	stranger := udpFrom(t, "127.0.0.33")
+	strangerID := NodeID{0xee}
+	a := testNode(t, Config{ID: NodeID{1}, Priority: 100, Heartbeat: time.Hour})
+	a.Table().Seen(Peer{ID: memberID, Addr: netip.MustParseAddr("127.0.0.1"), Port: uint16(member.LocalAddr().(*net.UDPAddr).Port), Priority: 100})
+	src := a.Source(t.Context(), testDigest, size, func() int64 { return 4096 })
+	answerAs(t, member, a, memberID)
+	if _, err := src.Open(t.Context(), 0); !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("a: %v, want this node to download it", err)
+	}
+	defer a.Done(testDigest, false)
+	yield := src.(*Source).Yield()
+	if yield == nil {
+		t.Fatal("a downloads the blob but its source offers no yield")
+	}
+	beat := func(c *net.UDPConn, id NodeID, done, total int64) []byte {
+		port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+		return signed(t, Message{Type: MsgDownloading, From: id, Digest: testDigest, Done: done, Total: total, Priority: 100, HTTPPort: port}, nil)
+	}
+	for _, tc := range []struct {
+		name string
+		from *net.UDPConn
+		dg   []byte
+	}{
+		{"a stranger far ahead", stranger, beat(stranger, strangerID, size-1, size)},
+		{"a stranger that holds it", stranger, signed(t, Message{Type: MsgHave, From: strangerID, Digest: testDigest,
+			HTTPPort: uint16(stranger.LocalAddr().(*net.UDPAddr).Port)}, nil)},
+		{"a member, about a blob of another size", member, beat(member, memberID, 2*size-1, 2*size)},
+		{"a member, further than its total", member, beat(member, memberID, size+1, size)},
+	} {
+		sendRaw(t, tc.from, a, nil, tc.dg)
+		select {
+		case <-yield:
+			t.Fatalf("%s made the downloader leave its download", tc.name)
+		default:
+		}
+	}
+	// The member's heartbeat about this blob, further along: a yields.
+	sendRaw(t, member, a, nil, beat(member, memberID, size-1, size))
+	select {
+	case <-yield:
+	default:
+		t.Fatal("a kept its download beside a member's further along")
+	}
+	if w, ok := a.yielded(testDigest); !ok || w != memberID {
+		t.Fatalf("a yielded to %v (%v), want the member", w, ok)
+	}
+	// The member had nothing after all: a downloads again, as its source
+	// does when out of peers, and yields no more in this fill.
+	a.startBeats(testDigest, size, func() int64 { return 4096 }, false)
+	if ch := src.(*Source).Yield(); ch != nil {
+		t.Fatal("a downloader that yielded once in this fill offers a second yield")
+	}
+	sendRaw(t, member, a, nil, beat(member, memberID, size-1, size))
+	if beating, relay := a.beatingAs(testDigest); !beating || relay {
+		t.Fatalf("a heartbeats %v, relay %v: want it downloading", beating, relay)
 	}
 }

@@ -246,9 +246,12 @@ func (b *Board) bytesBySource() SourceBytes {
 // the site's WAN once, and the hub's page counts the site's saving.
 func (bs SourceBytes) Saved() int64 { return bs.Cache + bs.Peers }
 
-// WAN is what crossed the WAN to this warren: the origin's bytes and
-// what replication pulled from other hubs.
-func (bs SourceBytes) WAN() int64 { return bs.Origin + bs.Replicated }
+// WAN is what crossed the WAN to a hub's site: the origin's bytes, what
+// replication pulled from other hubs, and what came from the hub's own
+// hubs (a site hub fed by a main hub: every byte of those crossed the
+// WAN). It is a hub's figure: a node's hubs are on its site, and its page
+// shows no WAN.
+func (bs SourceBytes) WAN() int64 { return bs.Origin + bs.Replicated + bs.Hubs }
 
 // SitePercent is a hub's site's saving: what it served that did not
 // cross the WAN, in percent of what it served.

@@ -176,3 +176,26 @@ func TestBoardStatsJSON(t *testing.T) {
 		t.Fatalf("stats: %v", v)
 	}
 }
+
+// A hub's site saving counts as WAN whatever crossed it: the origin's
+// bytes, replication, and a parent hub's (a site hub whose own hubs are a
+// main hub). (Before, a hub fed by a parent hub read WAN 0 and a saving of
+// 100% with every byte having crossed the WAN.)
+func TestSiteWAN(t *testing.T) {
+	const mb = 1 << 20
+	for _, tc := range []struct {
+		name    string
+		bs      SourceBytes
+		wan     int64
+		percent int
+	}{
+		{"from the origin", SourceBytes{Served: 100 * mb, Cache: 60 * mb, Origin: 40 * mb}, 40 * mb, 60},
+		{"replicated", SourceBytes{Served: 100 * mb, Cache: 75 * mb, Replicated: 25 * mb}, 25 * mb, 75},
+		{"from a parent hub", SourceBytes{Served: 100 * mb, Hubs: 100 * mb}, 100 * mb, 0},
+		{"all three", SourceBytes{Served: 100 * mb, Cache: 40 * mb, Origin: 20 * mb, Replicated: 10 * mb, Hubs: 30 * mb}, 60 * mb, 40},
+	} {
+		if w, p := tc.bs.WAN(), tc.bs.SitePercent(); w != tc.wan || p != tc.percent {
+			t.Errorf("%s: WAN %d, saving %d%%; want %d, %d%%", tc.name, w, p, tc.wan, tc.percent)
+		}
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/warren-cache/warren/cachestore"
 	"github.com/warren-cache/warren/hub"
 )
@@ -56,11 +57,12 @@ type Server struct {
 	log    *slog.Logger
 	served atomic.Int64 // blob bytes served to pullers
 
-	mu      sync.Mutex // guards pullers
-	pullers map[string]*hub.PullerStatus
+	mu      sync.Mutex                            // guards pullers
+	pullers *lru.Cache[string, *hub.PullerStatus] // by token, hub id and address
 }
 
-// maxPullers bounds the pullers remembered (tokens are few; their hubs too).
+// maxPullers bounds the pullers remembered (tokens are few; their hubs
+// too): the least recently seen go.
 const maxPullers = 256
 
 // puller records what r, under tok, did: a page up to cursor of a log
@@ -77,16 +79,10 @@ func (s *Server) puller(r *http.Request, tok hub.SyncToken, page *hub.Page, n in
 	key := tok.Name + " " + id + " " + addr
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.pullers == nil {
-		s.pullers = map[string]*hub.PullerStatus{}
-	}
-	p := s.pullers[key]
-	if p == nil {
-		if len(s.pullers) >= maxPullers {
-			return
-		}
+	p, ok := s.pullers.Get(key)
+	if !ok {
 		p = &hub.PullerStatus{Token: tok.Name, Hub: id, Addr: addr}
-		s.pullers[key] = p
+		s.pullers.Add(key, p)
 	}
 	p.LastSeen = time.Now()
 	p.Bytes += n
@@ -100,8 +96,8 @@ func (s *Server) puller(r *http.Request, tok hub.SyncToken, page *hub.Page, n in
 func (s *Server) Pullers() []hub.PullerStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]hub.PullerStatus, 0, len(s.pullers))
-	for _, p := range s.pullers {
+	out := make([]hub.PullerStatus, 0, s.pullers.Len())
+	for _, p := range s.pullers.Values() {
 		out = append(out, *p)
 	}
 	slices.SortFunc(out, func(a, b hub.PullerStatus) int { return b.LastSeen.Compare(a.LastSeen) })
@@ -128,7 +124,8 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Chain == nil {
 		cfg.Chain = func() []string { return []string{cfg.ID} }
 	}
-	return &Server{cfg: cfg, log: cfg.Logger}
+	pullers, _ := lru.New[string, *hub.PullerStatus](maxPullers)
+	return &Server{cfg: cfg, log: cfg.Logger, pullers: pullers}
 }
 
 // Served is how many blob bytes pullers took.

@@ -114,3 +114,38 @@ func TestPullFromARebuiltSource(t *testing.T) {
 		}
 	}
 }
+
+// The pullers a source hub lists are the most recently seen: past
+// maxPullers, the least recently seen go. (Before, the list stopped at
+// 256 and never forgot one: a hub that began pulling later was never
+// shown.)
+func TestPullersForgetTheLeastRecentlySeen(t *testing.T) {
+	s := NewServer(ServerConfig{ID: "src"})
+	pull := func(id string, n int64) {
+		r := httptest.NewRequest(http.MethodGet, "http://src"+hub.ChangesPath, nil)
+		r.RemoteAddr = "192.0.2.7:40000"
+		r.Header.Set(hub.HeaderHubID, id)
+		s.puller(r, hub.SyncToken{Name: "t"}, nil, n)
+	}
+	for i := range maxPullers {
+		pull("hub-"+strconv.Itoa(i), 1)
+	}
+	pull("hub-0", 1) // seen again: now the most recent
+	pull("late", 5)
+	byHub := map[string]hub.PullerStatus{}
+	for _, p := range s.Pullers() {
+		byHub[p.Hub] = p
+	}
+	if len(byHub) != maxPullers {
+		t.Fatalf("%d pullers listed, want %d", len(byHub), maxPullers)
+	}
+	if p, ok := byHub["late"]; !ok || p.Bytes != 5 {
+		t.Fatal("a hub that began pulling once the list was full is not listed")
+	}
+	if p, ok := byHub["hub-0"]; !ok || p.Bytes != 2 {
+		t.Fatalf("a puller seen again lately was dropped or reset: %+v", p)
+	}
+	if _, ok := byHub["hub-1"]; ok {
+		t.Fatal("the least recently seen puller is still listed")
+	}
+}
