@@ -163,6 +163,42 @@ func TestQueue(t *testing.T) {
 	}
 }
 
+// The nodes of a LAN told which peers receive an artifact are named to
+// the LAN's later nodes in their turn, each first in one answer before
+// any is first in two: the artifact spreads as a tree, rather than the
+// whole LAN asking the one streaming peer, whose upload slots answer most
+// of it "busy".
+func TestQueueHintsSpread(t *testing.T) {
+	q := NewQueue(DefaultMaxRequesters, time.Minute)
+	lan := "10.1.0.0/16"
+	at := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), 3142)
+	}
+	if a := q.Enter("k", Requester{LAN: lan, Peer: at(1), Hints: true}); !a.OK {
+		t.Fatalf("the LAN's first requester: %+v", a)
+	}
+	var firsts []netip.AddrPort
+	for i := 2; i <= 6; i++ {
+		a := q.Enter("k", Requester{LAN: lan, Peer: at(i), Hints: true})
+		if a.OK || len(a.Peers) == 0 || len(a.Peers) > maxHinted || slices.Contains(a.Peers, at(i)) {
+			t.Fatalf("requester %s: %+v, want told up to %d peers, not itself", at(i), a, maxHinted)
+		}
+		firsts = append(firsts, a.Peers[0])
+	}
+	want := []netip.AddrPort{at(1), at(2), at(3), at(4), at(5)}
+	if !slices.Equal(firsts, want) {
+		t.Fatalf("named first: %v, want %v", firsts, want)
+	}
+	// A node that serves no peer is told of them (the last relay first),
+	// and named to none: the next answer begins the second round.
+	if a := q.Enter("k", Requester{LAN: lan, Hints: true}); len(a.Peers) == 0 || a.Peers[0] != at(6) {
+		t.Fatalf("a node that serves none: %+v, want told %s first", a, at(6))
+	}
+	if a := q.Enter("k", Requester{LAN: lan, Peer: at(7), Hints: true}); a.Peers[0] != at(1) {
+		t.Fatalf("the second round: %v, want %s first", a.Peers, at(1))
+	}
+}
+
 // What a request says of its LAN: declared (a node), behind a NAT, or
 // not at all; a declared LAN no LAN has, or a peer outside it, is not
 // believed.

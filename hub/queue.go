@@ -42,6 +42,12 @@ type transfer struct {
 	// that serve their LAN, where it fetches blobs from them.
 	byLAN map[string]int
 	peers map[string][]netip.AddrPort
+	// relays are, by LAN, the requesters told which peers receive it that
+	// serve their LAN too: they receive it from those peers, and are named
+	// to the LAN's later requesters in their turn. named counts how often
+	// each streaming peer or relay was named first.
+	relays map[string][]netip.AddrPort
+	named  map[netip.AddrPort]int
 }
 
 // Requester is who asks for an artifact in transfer, as its request says
@@ -56,7 +62,8 @@ type Requester struct {
 	Hints bool
 }
 
-// maxHinted is how many of a LAN's streaming peers an answer names.
+// maxHinted is how many of a LAN's peers receiving an artifact an answer
+// names.
 const maxHinted = 4
 
 // NewQueue lets max requesters (at least 1) stream each transfer beyond
@@ -91,7 +98,8 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 	defer q.mu.Unlock()
 	t := q.byKey[key]
 	if t == nil {
-		t = &transfer{began: time.Now(), byLAN: map[string]int{}, peers: map[string][]netip.AddrPort{}}
+		t = &transfer{began: time.Now(), byLAN: map[string]int{}, peers: map[string][]netip.AddrPort{},
+			relays: map[string][]netip.AddrPort{}, named: map[netip.AddrPort]int{}}
 		q.byKey[key] = t
 	}
 	switch {
@@ -100,8 +108,7 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 	case who.Hints && len(t.peers[who.LAN]) > 0:
 		t.hinted++
 		q.hinted++
-		peers := t.peers[who.LAN]
-		return Admission{Peers: slices.Clone(peers[:min(len(peers), maxHinted)]), Streaming: t.streaming}
+		return Admission{Peers: t.hint(who), Streaming: t.streaming}
 	case t.streaming >= q.max:
 		t.waiting++
 		q.refused++
@@ -130,6 +137,27 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 			}
 		})
 	}}
+}
+
+// hint names up to maxHinted of who's LAN peers that receive the
+// transfer, those named first least often first (the peers streaming it
+// from the hub before relays on a tie), and makes who, when it serves its
+// LAN, a relay named to later requesters. Each peer serves a few uploads
+// at once: naming the streaming peer to the whole LAN would have most of
+// it told "busy", while the relays spread it as a tree (Dragonfly's
+// scheduler picks parents among the peers that already receive a piece).
+func (t *transfer) hint(who Requester) []netip.AddrPort {
+	cands := append(slices.Clone(t.peers[who.LAN]), t.relays[who.LAN]...)
+	slices.SortStableFunc(cands, func(a, b netip.AddrPort) int { return t.named[a] - t.named[b] })
+	cands = slices.DeleteFunc(cands, func(p netip.AddrPort) bool { return p == who.Peer })
+	cands = cands[:min(len(cands), maxHinted)]
+	if len(cands) > 0 {
+		t.named[cands[0]]++
+	}
+	if who.Peer.IsValid() && !slices.Contains(t.relays[who.LAN], who.Peer) && !slices.Contains(t.peers[who.LAN], who.Peer) {
+		t.relays[who.LAN] = append(t.relays[who.LAN], who.Peer)
+	}
+	return cands
 }
 
 // Wait is how long a requester told to wait during the transfer key
