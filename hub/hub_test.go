@@ -199,6 +199,55 @@ func TestQueueHintsSpread(t *testing.T) {
 	}
 }
 
+// Once a transfer has ended, the peers of a LAN that received it are
+// named to the LAN's later nodes that ask the hub (they take it from
+// them, and the LAN's link carries it once), not to another LAN's, nor to
+// a node that says the peers named failed it; a new transfer forgets them.
+func TestQueueHolders(t *testing.T) {
+	q := NewQueue(DefaultMaxRequesters, time.Minute)
+	lan := "10.1.0.0/16"
+	at := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), 3142)
+	}
+	first := q.Enter("k", Requester{LAN: lan, Peer: at(1), Hints: true})
+	if relay := q.Enter("k", Requester{LAN: lan, Peer: at(2), Hints: true}); len(relay.Peers) != 1 {
+		t.Fatalf("the LAN's second node: %+v", relay)
+	}
+	if got := q.Holders("k", Requester{LAN: lan, Peer: at(3), Hints: true}); got != nil {
+		t.Fatalf("holders named while the transfer goes on (Enter names them): %v", got)
+	}
+	first.Leave()
+	got := q.Holders("k", Requester{LAN: lan, Peer: at(3), Hints: true})
+	if len(got) != 2 || got[0] != at(2) || got[1] != at(1) {
+		t.Fatalf("after the transfer: %v, want %s (named least) then %s", got, at(2), at(1))
+	}
+	if got := q.Holders("k", Requester{LAN: lan, Peer: at(4), Hints: true}); len(got) != 3 || got[0] != at(3) {
+		t.Fatalf("the next node: %v, want the last one told first", got)
+	}
+	if got := q.Holders("k", Requester{LAN: "10.2.0.0/16", Peer: netip.MustParseAddrPort("10.2.0.1:3142"), Hints: true}); got != nil {
+		t.Fatalf("another LAN was told %v", got)
+	}
+	r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
+	r.RemoteAddr = "10.1.0.5:40000"
+	r.Header.Set(HeaderLAN, lan)
+	r.Header.Set(HeaderPeer, at(5).String())
+	r.Header.Set(HeaderHinted, "tried")
+	if got := q.Holders("k", RequesterOf(r)); got != nil {
+		t.Fatalf("a node the named peers failed was told %v again", got)
+	}
+	q.Enter("k", Requester{LAN: "10.2.0.0/16", Hints: true})
+	if got := q.Holders("k", Requester{LAN: lan, Peer: at(6), Hints: true}); got != nil {
+		t.Fatalf("fetched again, the hub still names %v", got)
+	}
+	// A LAN's first node served the stored artifact is named to the next.
+	if got := q.Holders("stored", Requester{LAN: lan, Peer: at(7), Hints: true}); got != nil {
+		t.Fatalf("the LAN's first requester of a stored artifact was told %v", got)
+	}
+	if got := q.Holders("stored", Requester{LAN: lan, Peer: at(8), Hints: true}); len(got) != 1 || got[0] != at(7) {
+		t.Fatalf("the LAN's second requester of a stored artifact: %v, want %s", got, at(7))
+	}
+}
+
 // What a request says of its LAN: declared (a node), behind a NAT, or
 // not at all; a declared LAN no LAN has, or a peer outside it, is not
 // believed.

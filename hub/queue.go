@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -26,12 +27,32 @@ type Queue struct {
 	max   int
 	delay time.Duration
 
-	mu      sync.Mutex // guards byKey, refused, hinted and peak
+	mu      sync.Mutex // guards byKey, held, refused, hinted and peak
 	byKey   map[string]*transfer
+	held    map[string]*received
 	refused int64
 	hinted  int64
 	peak    int // the most requesters that streamed one transfer at once
 }
+
+// received is who received an artifact whose transfer has ended: by LAN,
+// the peers that streamed it from the hub or were told which peers
+// receive it, named to the LAN's later requesters until the entry
+// expires (Kraken's tracker answers so for what its agents hold).
+type received struct {
+	until time.Time
+	byLAN map[string][]netip.AddrPort
+	named map[netip.AddrPort]int
+}
+
+// heldFor is how long the hub names the peers that received an artifact
+// once its transfer ended; maxHeld bounds the artifacts it remembers so,
+// maxHeldPerLAN the peers of one LAN.
+const (
+	heldFor       = 10 * time.Minute
+	maxHeld       = 4096
+	maxHeldPerLAN = 64
+)
 
 type transfer struct {
 	streaming int // requesters streaming it now
@@ -48,6 +69,9 @@ type transfer struct {
 	// each streaming peer or relay was named first.
 	relays map[string][]netip.AddrPort
 	named  map[netip.AddrPort]int
+	// streamed are, by LAN, every requester that streamed it and serves
+	// its LAN (peers loses them as they leave).
+	streamed map[string][]netip.AddrPort
 }
 
 // Requester is who asks for an artifact in transfer, as its request says
@@ -69,7 +93,7 @@ const maxHinted = 4
 // NewQueue lets max requesters (at least 1) stream each transfer beyond
 // each LAN's first, and tells the rest to retry after delay.
 func NewQueue(maxRequesters int, delay time.Duration) *Queue {
-	return &Queue{max: max(maxRequesters, 1), delay: delay, byKey: map[string]*transfer{}}
+	return &Queue{max: max(maxRequesters, 1), delay: delay, byKey: map[string]*transfer{}, held: map[string]*received{}}
 }
 
 // Delay is the retry delay told to those who wait.
@@ -99,8 +123,9 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 	t := q.byKey[key]
 	if t == nil {
 		t = &transfer{began: time.Now(), byLAN: map[string]int{}, peers: map[string][]netip.AddrPort{},
-			relays: map[string][]netip.AddrPort{}, named: map[netip.AddrPort]int{}}
+			relays: map[string][]netip.AddrPort{}, named: map[netip.AddrPort]int{}, streamed: map[string][]netip.AddrPort{}}
 		q.byKey[key] = t
+		delete(q.held, key) // fetched again: who received it before may not hold it
 	}
 	switch {
 	case t.byLAN[who.LAN] == 0:
@@ -118,6 +143,7 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 	t.byLAN[who.LAN]++
 	if who.Peer.IsValid() {
 		t.peers[who.LAN] = append(t.peers[who.LAN], who.Peer)
+		t.streamed[who.LAN] = append(t.streamed[who.LAN], who.Peer)
 	}
 	q.peak = max(q.peak, t.streaming)
 	var once sync.Once
@@ -134,6 +160,7 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 			}
 			if t.streaming == 0 {
 				delete(q.byKey, key)
+				q.remember(key, t)
 			}
 		})
 	}}
@@ -156,6 +183,102 @@ func (t *transfer) hint(who Requester) []netip.AddrPort {
 	}
 	if who.Peer.IsValid() && !slices.Contains(t.relays[who.LAN], who.Peer) && !slices.Contains(t.peers[who.LAN], who.Peer) {
 		t.relays[who.LAN] = append(t.relays[who.LAN], who.Peer)
+	}
+	return cands
+}
+
+// remember keeps who received the transfer t of key, now ended, for
+// Holders; q.mu is held.
+func (q *Queue) remember(key string, t *transfer) {
+	byLAN := map[string][]netip.AddrPort{}
+	if r := q.held[key]; r != nil { // served since, as stored: Holders
+		maps.Copy(byLAN, r.byLAN)
+	}
+	for lan, ps := range t.streamed {
+		for _, p := range ps {
+			if !slices.Contains(byLAN[lan], p) {
+				byLAN[lan] = append(byLAN[lan], p)
+			}
+		}
+	}
+	for lan, ps := range t.relays {
+		for _, p := range ps {
+			if !slices.Contains(byLAN[lan], p) {
+				byLAN[lan] = append(byLAN[lan], p)
+			}
+		}
+	}
+	for lan, ps := range byLAN {
+		byLAN[lan] = ps[:min(len(ps), maxHeldPerLAN)]
+	}
+	if len(byLAN) == 0 {
+		return
+	}
+	now := time.Now()
+	q.makeRoom(now)
+	q.held[key] = &received{until: now.Add(heldFor), byLAN: byLAN, named: t.named}
+}
+
+// makeRoom forgets the expired entries of held when it is full, and the
+// oldest should none be; q.mu is held.
+func (q *Queue) makeRoom(now time.Time) {
+	if len(q.held) < maxHeld {
+		return
+	}
+	var oldest string
+	for k, r := range q.held {
+		if now.After(r.until) {
+			delete(q.held, k)
+		} else if oldest == "" || r.until.Before(q.held[oldest].until) {
+			oldest = k
+		}
+	}
+	if len(q.held) >= maxHeld {
+		delete(q.held, oldest)
+	}
+}
+
+// Holders is asked by a requester of the stored artifact of key: it names
+// up to maxHinted of who's LAN peers that received it (in a transfer, or
+// since it was stored), the least named first, or none (for a requester
+// that takes no hints, of a LAN that did not receive it lately). Either
+// way who, when it serves its LAN, is named to the LAN's later
+// requesters from now on: it takes the artifact from those peers, or
+// from the hub.
+func (q *Queue) Holders(key string, who Requester) []netip.AddrPort {
+	if !who.Hints {
+		return nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	now := time.Now()
+	r := q.held[key]
+	if r != nil && now.After(r.until) {
+		delete(q.held, key)
+		r = nil
+	}
+	var cands []netip.AddrPort
+	if r != nil {
+		cands = slices.Clone(r.byLAN[who.LAN])
+		slices.SortStableFunc(cands, func(a, b netip.AddrPort) int { return r.named[a] - r.named[b] })
+		cands = slices.DeleteFunc(cands, func(p netip.AddrPort) bool { return p == who.Peer })
+		cands = cands[:min(len(cands), maxHinted)]
+		if len(cands) > 0 {
+			r.named[cands[0]]++
+			q.hinted++
+		}
+	}
+	if !who.Peer.IsValid() {
+		return cands
+	}
+	if r == nil {
+		q.makeRoom(now)
+		r = &received{byLAN: map[string][]netip.AddrPort{}, named: map[netip.AddrPort]int{}}
+		q.held[key] = r
+	}
+	r.until = now.Add(heldFor)
+	if ps := r.byLAN[who.LAN]; !slices.Contains(ps, who.Peer) && len(ps) < maxHeldPerLAN {
+		r.byLAN[who.LAN] = append(ps, who.Peer)
 	}
 	return cands
 }
