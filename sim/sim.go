@@ -691,6 +691,9 @@ func (rep *Report) Print(w io.Writer) {
 	} else {
 		fmt.Fprintf(w, "  idle nodes: no scheduling delay, no datagram lost\n")
 	}
+	if c.Strangers {
+		fmt.Fprintf(w, "  strangers: the nodes of a subnet do not know each other (no broadcast, no membership)\n")
+	}
 	fmt.Fprintf(w, "  one lone download through the cold hub: %s\n", rep.Lone.Round(time.Millisecond))
 	for _, a := range rep.Artifacts {
 		q := func(p float64) time.Duration {
