@@ -59,18 +59,16 @@ type transfer struct {
 	waiting   int // requesters told to wait during this transfer
 	hinted    int // requesters told which LAN peer receives it
 	began     time.Time
-	// byLAN are the requesters streaming it, by LAN; peers those of them
-	// that serve their LAN, where it fetches blobs from them.
+	// byLAN are the requesters streaming it, by LAN.
 	byLAN map[string]int
-	peers map[string][]netip.AddrPort
 	// relays are, by LAN, the requesters told which peers receive it that
 	// serve their LAN too: they receive it from those peers, and are named
 	// to the LAN's later requesters in their turn. named counts how often
 	// each streaming peer or relay was named first.
 	relays map[string][]netip.AddrPort
 	named  map[netip.AddrPort]int
-	// streamed are, by LAN, every requester that streamed it and serves
-	// its LAN (peers loses them as they leave).
+	// streamed are, by LAN, the requesters that stream it or streamed it
+	// and serve their LAN, where it fetches blobs from them.
 	streamed map[string][]netip.AddrPort
 }
 
@@ -122,18 +120,20 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 	defer q.mu.Unlock()
 	t := q.byKey[key]
 	if t == nil {
-		t = &transfer{began: time.Now(), byLAN: map[string]int{}, peers: map[string][]netip.AddrPort{},
+		t = &transfer{began: time.Now(), byLAN: map[string]int{},
 			relays: map[string][]netip.AddrPort{}, named: map[netip.AddrPort]int{}, streamed: map[string][]netip.AddrPort{}}
 		q.byKey[key] = t
 		delete(q.held, key) // fetched again: who received it before may not hold it
 	}
 	switch {
-	case t.byLAN[who.LAN] == 0:
-		// The first of its LAN: nobody there can give it the artifact.
-	case who.Hints && len(t.peers[who.LAN]) > 0:
+	case who.Hints && len(t.streamed[who.LAN])+len(t.relays[who.LAN]) > 0:
+		// Peers of its LAN receive it, or have it whole (they streamed
+		// it and left while others still stream it).
 		t.hinted++
 		q.hinted++
 		return Admission{Peers: t.hint(who), Streaming: t.streaming}
+	case t.byLAN[who.LAN] == 0:
+		// The first of its LAN: nobody there can give it the artifact.
 	case t.streaming >= q.max:
 		t.waiting++
 		q.refused++
@@ -142,7 +142,6 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 	t.streaming++
 	t.byLAN[who.LAN]++
 	if who.Peer.IsValid() {
-		t.peers[who.LAN] = append(t.peers[who.LAN], who.Peer)
 		t.streamed[who.LAN] = append(t.streamed[who.LAN], who.Peer)
 	}
 	q.peak = max(q.peak, t.streaming)
@@ -154,9 +153,6 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 			t.streaming--
 			if t.byLAN[who.LAN]--; t.byLAN[who.LAN] <= 0 {
 				delete(t.byLAN, who.LAN)
-			}
-			if i := slices.Index(t.peers[who.LAN], who.Peer); who.Peer.IsValid() && i >= 0 {
-				t.peers[who.LAN] = slices.Delete(t.peers[who.LAN], i, i+1)
 			}
 			if t.streaming == 0 {
 				delete(q.byKey, key)
@@ -174,14 +170,14 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 // it told "busy", while the relays spread it as a tree (Dragonfly's
 // scheduler picks parents among the peers that already receive a piece).
 func (t *transfer) hint(who Requester) []netip.AddrPort {
-	cands := append(slices.Clone(t.peers[who.LAN]), t.relays[who.LAN]...)
+	cands := append(slices.Clone(t.streamed[who.LAN]), t.relays[who.LAN]...)
 	slices.SortStableFunc(cands, func(a, b netip.AddrPort) int { return t.named[a] - t.named[b] })
 	cands = slices.DeleteFunc(cands, func(p netip.AddrPort) bool { return p == who.Peer })
 	cands = cands[:min(len(cands), maxHinted)]
 	if len(cands) > 0 {
 		t.named[cands[0]]++
 	}
-	if who.Peer.IsValid() && !slices.Contains(t.relays[who.LAN], who.Peer) && !slices.Contains(t.peers[who.LAN], who.Peer) {
+	if who.Peer.IsValid() && !slices.Contains(t.relays[who.LAN], who.Peer) && !slices.Contains(t.streamed[who.LAN], who.Peer) {
 		t.relays[who.LAN] = append(t.relays[who.LAN], who.Peer)
 	}
 	return cands
@@ -251,6 +247,16 @@ func (q *Queue) Holders(key string, who Requester) []netip.AddrPort {
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if t := q.byKey[key]; t != nil {
+		// Stored while some still stream it: the transfer knows who of
+		// the LAN received it.
+		peers := t.hint(who)
+		if len(peers) > 0 {
+			t.hinted++
+			q.hinted++
+		}
+		return peers
+	}
 	now := time.Now()
 	r := q.held[key]
 	if r != nil && now.After(r.until) {
