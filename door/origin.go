@@ -218,6 +218,10 @@ func (o *upstreamSource) Open(ctx context.Context, off int64) (*fill.Stream, err
 				req.Header.Set(hub.HeaderSize, strconv.FormatInt(p.Size, 10))
 			}
 		}
+		if o.hinted {
+			// The peers it named did not give it: the hub's own bytes now.
+			req.Header.Set(hub.HeaderHinted, "tried")
+		}
 	}
 	resp, size, err := fill.GetAt(client, req, off)
 	if err != nil {

@@ -141,9 +141,10 @@ func TestQueue(t *testing.T) {
 		t.Fatalf("a requester of that LAN that takes no hints: %+v, want number 3 to wait", other)
 	}
 	first.Leave()
-	// Its streaming peer done, the LAN's next node streams.
-	if again := q.Enter("k", Requester{LAN: "10.1.0.0/16", Hints: true}); !again.OK {
-		t.Fatalf("after the LAN's streaming peer left: %+v", again)
+	// Its streaming peer done while others still stream it, the LAN's
+	// next node is told the peers that have it or receive it.
+	if again := q.Enter("k", Requester{LAN: "10.1.0.0/16", Hints: true}); again.OK || len(again.Peers) != 2 {
+		t.Fatalf("after the LAN's streaming peer left: %+v, want told its 2 peers", again)
 	}
 	a.Leave()
 	a.Leave() // twice: counted once
@@ -154,12 +155,100 @@ func TestQueue(t *testing.T) {
 	if q.Peak() != 3 {
 		t.Fatalf("peak %d, want 3", q.Peak())
 	}
-	if streaming, waiting := q.Totals(); streaming != 3 || waiting != 3 {
-		t.Fatalf("totals: %d streaming, %d waiting; want 3 and 3", streaming, waiting)
+	// k's first transfer ended as its last streamer left: the last
+	// requester began another.
+	if streaming, waiting := q.Totals(); streaming != 2 || waiting != 0 {
+		t.Fatalf("totals: %d streaming, %d waiting; want 2 and 0", streaming, waiting)
 	}
 	ts, refused := q.Stats()
-	if refused != 3 || len(ts) != 2 || q.Hinted() != 1 {
+	if refused != 3 || len(ts) != 2 || q.Hinted() != 2 {
 		t.Fatalf("stats: %+v refused %d hinted %d", ts, refused, q.Hinted())
+	}
+}
+
+// The nodes of a LAN told which peers receive an artifact are named to
+// the LAN's later nodes in their turn, each first in one answer before
+// any is first in two: the artifact spreads as a tree, rather than the
+// whole LAN asking the one streaming peer, whose upload slots answer most
+// of it "busy".
+func TestQueueHintsSpread(t *testing.T) {
+	q := NewQueue(DefaultMaxRequesters, time.Minute)
+	lan := "10.1.0.0/16"
+	at := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), 3142)
+	}
+	if a := q.Enter("k", Requester{LAN: lan, Peer: at(1), Hints: true}); !a.OK {
+		t.Fatalf("the LAN's first requester: %+v", a)
+	}
+	var firsts []netip.AddrPort
+	for i := 2; i <= 6; i++ {
+		a := q.Enter("k", Requester{LAN: lan, Peer: at(i), Hints: true})
+		if a.OK || len(a.Peers) == 0 || len(a.Peers) > maxHinted || slices.Contains(a.Peers, at(i)) {
+			t.Fatalf("requester %s: %+v, want told up to %d peers, not itself", at(i), a, maxHinted)
+		}
+		firsts = append(firsts, a.Peers[0])
+	}
+	want := []netip.AddrPort{at(1), at(2), at(3), at(4), at(5)}
+	if !slices.Equal(firsts, want) {
+		t.Fatalf("named first: %v, want %v", firsts, want)
+	}
+	// A node that serves no peer is told of them (the last relay first),
+	// and named to none: the next answer begins the second round.
+	if a := q.Enter("k", Requester{LAN: lan, Hints: true}); len(a.Peers) == 0 || a.Peers[0] != at(6) {
+		t.Fatalf("a node that serves none: %+v, want told %s first", a, at(6))
+	}
+	if a := q.Enter("k", Requester{LAN: lan, Peer: at(7), Hints: true}); a.Peers[0] != at(1) {
+		t.Fatalf("the second round: %v, want %s first", a.Peers, at(1))
+	}
+}
+
+// Once a transfer has ended, the peers of a LAN that received it are
+// named to the LAN's later nodes that ask the hub (they take it from
+// them, and the LAN's link carries it once), not to another LAN's, nor to
+// a node that says the peers named failed it; a new transfer forgets them.
+func TestQueueHolders(t *testing.T) {
+	q := NewQueue(DefaultMaxRequesters, time.Minute)
+	lan := "10.1.0.0/16"
+	at := func(i int) netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), 3142)
+	}
+	first := q.Enter("k", Requester{LAN: lan, Peer: at(1), Hints: true})
+	if relay := q.Enter("k", Requester{LAN: lan, Peer: at(2), Hints: true}); len(relay.Peers) != 1 {
+		t.Fatalf("the LAN's second node: %+v", relay)
+	}
+	// Stored while others still stream it: the transfer names them.
+	got := q.Holders("k", Requester{LAN: lan, Peer: at(3), Hints: true})
+	if len(got) != 2 || got[0] != at(2) || got[1] != at(1) {
+		t.Fatalf("while the transfer goes on: %v, want %s (named least) then %s", got, at(2), at(1))
+	}
+	first.Leave()
+	if got := q.Holders("k", Requester{LAN: lan, Peer: at(4), Hints: true}); len(got) != 3 || got[0] != at(3) {
+		t.Fatalf("after the transfer: %v, want the last one told first", got)
+	}
+	if got := q.Holders("k", Requester{LAN: lan, Peer: at(5), Hints: true}); len(got) != 4 || got[0] != at(4) {
+		t.Fatalf("the next node: %v, want the last one told first", got)
+	}
+	if got := q.Holders("k", Requester{LAN: "10.2.0.0/16", Peer: netip.MustParseAddrPort("10.2.0.1:3142"), Hints: true}); got != nil {
+		t.Fatalf("another LAN was told %v", got)
+	}
+	r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
+	r.RemoteAddr = "10.1.0.5:40000"
+	r.Header.Set(HeaderLAN, lan)
+	r.Header.Set(HeaderPeer, at(5).String())
+	r.Header.Set(HeaderHinted, "tried")
+	if got := q.Holders("k", RequesterOf(r)); got != nil {
+		t.Fatalf("a node the named peers failed was told %v again", got)
+	}
+	q.Enter("k", Requester{LAN: "10.2.0.0/16", Hints: true})
+	if got := q.Holders("k", Requester{LAN: lan, Peer: at(6), Hints: true}); len(got) != 0 {
+		t.Fatalf("fetched again, the hub still names %v", got)
+	}
+	// A LAN's first node served the stored artifact is named to the next.
+	if got := q.Holders("stored", Requester{LAN: lan, Peer: at(7), Hints: true}); got != nil {
+		t.Fatalf("the LAN's first requester of a stored artifact was told %v", got)
+	}
+	if got := q.Holders("stored", Requester{LAN: lan, Peer: at(8), Hints: true}); len(got) != 1 || got[0] != at(7) {
+		t.Fatalf("the LAN's second requester of a stored artifact: %v, want %s", got, at(7))
 	}
 }
 

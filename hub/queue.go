@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -26,22 +27,49 @@ type Queue struct {
 	max   int
 	delay time.Duration
 
-	mu      sync.Mutex // guards byKey, refused, hinted and peak
+	mu      sync.Mutex // guards byKey, held, refused, hinted and peak
 	byKey   map[string]*transfer
+	held    map[string]*received
 	refused int64
 	hinted  int64
 	peak    int // the most requesters that streamed one transfer at once
 }
+
+// received is who received an artifact whose transfer has ended: by LAN,
+// the peers that streamed it from the hub or were told which peers
+// receive it, named to the LAN's later requesters until the entry
+// expires (Kraken's tracker answers so for what its agents hold).
+type received struct {
+	until time.Time
+	byLAN map[string][]netip.AddrPort
+	named map[netip.AddrPort]int
+}
+
+// heldFor is how long the hub names the peers that received an artifact
+// once its transfer ended; maxHeld bounds the artifacts it remembers so,
+// maxHeldPerLAN the peers of one LAN.
+const (
+	heldFor       = 10 * time.Minute
+	maxHeld       = 4096
+	maxHeldPerLAN = 64
+)
 
 type transfer struct {
 	streaming int // requesters streaming it now
 	waiting   int // requesters told to wait during this transfer
 	hinted    int // requesters told which LAN peer receives it
 	began     time.Time
-	// byLAN are the requesters streaming it, by LAN; peers those of them
-	// that serve their LAN, where it fetches blobs from them.
+	// byLAN are the requesters streaming it, by LAN.
 	byLAN map[string]int
-	peers map[string][]netip.AddrPort
+	// relays are, by LAN, the requesters told which peers receive it that
+	// serve their LAN too: they receive it from those peers, and are named
+	// to the LAN's later requesters in their turn. named counts how often
+	// each streaming peer or relay was named first.
+	relays map[string][]netip.AddrPort
+	named  map[netip.AddrPort]int
+	// streamed are, by LAN, the requesters that stream it or streamed it
+	// and serve their LAN, where it fetches blobs from them.
+	streamed map[string][]netip.AddrPort
 }
 
 // Requester is who asks for an artifact in transfer, as its request says
@@ -56,13 +84,14 @@ type Requester struct {
 	Hints bool
 }
 
-// maxHinted is how many of a LAN's streaming peers an answer names.
+// maxHinted is how many of a LAN's peers receiving an artifact an answer
+// names.
 const maxHinted = 4
 
 // NewQueue lets max requesters (at least 1) stream each transfer beyond
 // each LAN's first, and tells the rest to retry after delay.
 func NewQueue(maxRequesters int, delay time.Duration) *Queue {
-	return &Queue{max: max(maxRequesters, 1), delay: delay, byKey: map[string]*transfer{}}
+	return &Queue{max: max(maxRequesters, 1), delay: delay, byKey: map[string]*transfer{}, held: map[string]*received{}}
 }
 
 // Delay is the retry delay told to those who wait.
@@ -91,17 +120,20 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 	defer q.mu.Unlock()
 	t := q.byKey[key]
 	if t == nil {
-		t = &transfer{began: time.Now(), byLAN: map[string]int{}, peers: map[string][]netip.AddrPort{}}
+		t = &transfer{began: time.Now(), byLAN: map[string]int{},
+			relays: map[string][]netip.AddrPort{}, named: map[netip.AddrPort]int{}, streamed: map[string][]netip.AddrPort{}}
 		q.byKey[key] = t
+		delete(q.held, key) // fetched again: who received it before may not hold it
 	}
 	switch {
-	case t.byLAN[who.LAN] == 0:
-		// The first of its LAN: nobody there can give it the artifact.
-	case who.Hints && len(t.peers[who.LAN]) > 0:
+	case who.Hints && len(t.streamed[who.LAN])+len(t.relays[who.LAN]) > 0:
+		// Peers of its LAN receive it, or have it whole (they streamed
+		// it and left while others still stream it).
 		t.hinted++
 		q.hinted++
-		peers := t.peers[who.LAN]
-		return Admission{Peers: slices.Clone(peers[:min(len(peers), maxHinted)]), Streaming: t.streaming}
+		return Admission{Peers: t.hint(who), Streaming: t.streaming}
+	case t.byLAN[who.LAN] == 0:
+		// The first of its LAN: nobody there can give it the artifact.
 	case t.streaming >= q.max:
 		t.waiting++
 		q.refused++
@@ -110,7 +142,7 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 	t.streaming++
 	t.byLAN[who.LAN]++
 	if who.Peer.IsValid() {
-		t.peers[who.LAN] = append(t.peers[who.LAN], who.Peer)
+		t.streamed[who.LAN] = append(t.streamed[who.LAN], who.Peer)
 	}
 	q.peak = max(q.peak, t.streaming)
 	var once sync.Once
@@ -122,14 +154,139 @@ func (q *Queue) Enter(key string, who Requester) Admission {
 			if t.byLAN[who.LAN]--; t.byLAN[who.LAN] <= 0 {
 				delete(t.byLAN, who.LAN)
 			}
-			if i := slices.Index(t.peers[who.LAN], who.Peer); who.Peer.IsValid() && i >= 0 {
-				t.peers[who.LAN] = slices.Delete(t.peers[who.LAN], i, i+1)
-			}
 			if t.streaming == 0 {
 				delete(q.byKey, key)
+				q.remember(key, t)
 			}
 		})
 	}}
+}
+
+// hint names up to maxHinted of who's LAN peers that receive the
+// transfer, those named first least often first (the peers streaming it
+// from the hub before relays on a tie), and makes who, when it serves its
+// LAN, a relay named to later requesters. Each peer serves a few uploads
+// at once: naming the streaming peer to the whole LAN would have most of
+// it told "busy", while the relays spread it as a tree (Dragonfly's
+// scheduler picks parents among the peers that already receive a piece).
+func (t *transfer) hint(who Requester) []netip.AddrPort {
+	cands := append(slices.Clone(t.streamed[who.LAN]), t.relays[who.LAN]...)
+	slices.SortStableFunc(cands, func(a, b netip.AddrPort) int { return t.named[a] - t.named[b] })
+	cands = slices.DeleteFunc(cands, func(p netip.AddrPort) bool { return p == who.Peer })
+	cands = cands[:min(len(cands), maxHinted)]
+	if len(cands) > 0 {
+		t.named[cands[0]]++
+	}
+	if who.Peer.IsValid() && !slices.Contains(t.relays[who.LAN], who.Peer) && !slices.Contains(t.streamed[who.LAN], who.Peer) {
+		t.relays[who.LAN] = append(t.relays[who.LAN], who.Peer)
+	}
+	return cands
+}
+
+// remember keeps who received the transfer t of key, now ended, for
+// Holders; q.mu is held.
+func (q *Queue) remember(key string, t *transfer) {
+	byLAN := map[string][]netip.AddrPort{}
+	if r := q.held[key]; r != nil { // served since, as stored: Holders
+		maps.Copy(byLAN, r.byLAN)
+	}
+	for lan, ps := range t.streamed {
+		for _, p := range ps {
+			if !slices.Contains(byLAN[lan], p) {
+				byLAN[lan] = append(byLAN[lan], p)
+			}
+		}
+	}
+	for lan, ps := range t.relays {
+		for _, p := range ps {
+			if !slices.Contains(byLAN[lan], p) {
+				byLAN[lan] = append(byLAN[lan], p)
+			}
+		}
+	}
+	for lan, ps := range byLAN {
+		byLAN[lan] = ps[:min(len(ps), maxHeldPerLAN)]
+	}
+	if len(byLAN) == 0 {
+		return
+	}
+	now := time.Now()
+	q.makeRoom(now)
+	q.held[key] = &received{until: now.Add(heldFor), byLAN: byLAN, named: t.named}
+}
+
+// makeRoom forgets the expired entries of held when it is full, and the
+// oldest should none be; q.mu is held.
+func (q *Queue) makeRoom(now time.Time) {
+	if len(q.held) < maxHeld {
+		return
+	}
+	var oldest string
+	for k, r := range q.held {
+		if now.After(r.until) {
+			delete(q.held, k)
+		} else if oldest == "" || r.until.Before(q.held[oldest].until) {
+			oldest = k
+		}
+	}
+	if len(q.held) >= maxHeld {
+		delete(q.held, oldest)
+	}
+}
+
+// Holders is asked by a requester of the stored artifact of key: it names
+// up to maxHinted of who's LAN peers that received it (in a transfer, or
+// since it was stored), the least named first, or none (for a requester
+// that takes no hints, of a LAN that did not receive it lately). Either
+// way who, when it serves its LAN, is named to the LAN's later
+// requesters from now on: it takes the artifact from those peers, or
+// from the hub.
+func (q *Queue) Holders(key string, who Requester) []netip.AddrPort {
+	if !who.Hints {
+		return nil
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if t := q.byKey[key]; t != nil {
+		// Stored while some still stream it: the transfer knows who of
+		// the LAN received it.
+		peers := t.hint(who)
+		if len(peers) > 0 {
+			t.hinted++
+			q.hinted++
+		}
+		return peers
+	}
+	now := time.Now()
+	r := q.held[key]
+	if r != nil && now.After(r.until) {
+		delete(q.held, key)
+		r = nil
+	}
+	var cands []netip.AddrPort
+	if r != nil {
+		cands = slices.Clone(r.byLAN[who.LAN])
+		slices.SortStableFunc(cands, func(a, b netip.AddrPort) int { return r.named[a] - r.named[b] })
+		cands = slices.DeleteFunc(cands, func(p netip.AddrPort) bool { return p == who.Peer })
+		cands = cands[:min(len(cands), maxHinted)]
+		if len(cands) > 0 {
+			r.named[cands[0]]++
+			q.hinted++
+		}
+	}
+	if !who.Peer.IsValid() {
+		return cands
+	}
+	if r == nil {
+		q.makeRoom(now)
+		r = &received{byLAN: map[string][]netip.AddrPort{}, named: map[netip.AddrPort]int{}}
+		q.held[key] = r
+	}
+	r.until = now.Add(heldFor)
+	if ps := r.byLAN[who.LAN]; !slices.Contains(ps, who.Peer) && len(ps) < maxHeldPerLAN {
+		r.byLAN[who.LAN] = append(ps, who.Peer)
+	}
+	return cands
 }
 
 // Wait is how long a requester told to wait during the transfer key

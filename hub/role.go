@@ -268,6 +268,22 @@ func (h *Role) MissingSuites() map[string]int64 {
 	return maps.Clone(h.missing)
 }
 
+// Held answers a node that asks for a stored artifact which peers of its
+// LAN received it lately (Queue.Holders): 503 with X-Warren-Peers, so it
+// takes it from them and the LAN's link carries it once. false when it
+// names none (then serve it).
+func (h *Role) Held(w http.ResponseWriter, r *http.Request, key, shown string) bool {
+	who := RequesterOf(r)
+	peers := h.cfg.Queue.Holders(key, who)
+	if len(peers) == 0 {
+		return false
+	}
+	h.log.Debug("peers of the requester's LAN received this artifact lately; told which", slog.String("url", shown),
+		slog.String("client", r.RemoteAddr), slog.String("lan", who.LAN), slog.Any("peers", peers))
+	WriteBusy(w, Busy{Peers: peers, RetryAfter: minWait, Done: -1, Total: -1})
+	return true
+}
+
 // Enter admits a requester of the artifact in transfer under key (size
 // bytes, -1 unknown; f its fill), tells it which LAN peers receive it, or
 // tells it to wait: false means answered (503). shown names it in the log.

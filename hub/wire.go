@@ -43,14 +43,18 @@ const (
 	HeaderNode = "X-Warren-Node"
 	HeaderLAN  = "X-Warren-LAN"
 	HeaderPeer = "X-Warren-Peer"
+	// HeaderHinted says the node tried the peers a hub named for this
+	// artifact, and none gave it: the hub names none again.
+	HeaderHinted = "X-Warren-Hinted"
 )
 
 // RequesterOf is who r comes from, for the queue: the LAN the node
 // declares, qualified by the address the hub sees when that is outside it
 // (nodes behind a NAT: their LAN as seen from one public address); for a
 // requester that declares none (apt, another hub, an older node), the
-// /24 (IPv4) or /64 (IPv6) it comes from, and no hints. Its Peer is the
-// declared HeaderPeer only when that is the request's own address.
+// /24 (IPv4) or /64 (IPv6) it comes from, and no hints; nor for a node
+// whose hinted peers failed it (HeaderHinted). Its Peer is the declared
+// HeaderPeer only when that is the request's own address.
 func RequesterOf(r *http.Request) Requester {
 	var remote netip.Addr
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
@@ -68,7 +72,7 @@ func RequesterOf(r *http.Request) Requester {
 		return Requester{LAN: r.RemoteAddr}
 	}
 	lan = lan.Masked()
-	who := Requester{LAN: lan.String(), Hints: true}
+	who := Requester{LAN: lan.String(), Hints: r.Header.Get(HeaderHinted) == ""}
 	if remote.IsValid() && !lan.Contains(remote) {
 		who.LAN += " via " + remote.String()
 	}

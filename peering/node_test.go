@@ -653,3 +653,35 @@ func TestBlobNotStartedIsNotYet(t *testing.T) {
 		t.Fatalf("started: %d, %d bytes; want 200 and the blob", resp.StatusCode, len(got))
 	}
 }
+
+// A peer a hub names as receiving the blob that answers busy (its upload
+// slots full) is asked again until a slot frees, rather than left for the
+// hub, which would only queue this node: the blob comes from it.
+func TestHintedBusyPeerIsAskedAgain(t *testing.T) {
+	body := bytes.Repeat([]byte("hinted "), 3000)
+	store, d := testBlob(t, body)
+	bs := NewBlobServer(store, BlobConfig{Slots: 2})
+	var asked atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if asked.Add(1) <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable) // both slots taken, twice
+			return
+		}
+		bs.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	peer := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	// The hub's hint names it; this node does not know it.
+	r := testNode(t, Config{ID: NodeID{9}, Heartbeat: 20 * time.Millisecond})
+	src := r.From([]netip.AddrPort{peer}, d, int64(len(body)), func() int64 { return 0 })
+	st, err := src.Open(t.Context(), 0)
+	if err != nil {
+		t.Fatalf("open: %v after %d asks, want the hinted peer's stream once it is not busy", err, asked.Load())
+	}
+	got, err := io.ReadAll(st.Body)
+	st.Body.Close()
+	if err != nil || !bytes.Equal(got, body) || asked.Load() != 3 {
+		t.Fatalf("read %d bytes (%v) after %d asks; want the blob whole on the third", len(got), err, asked.Load())
+	}
+	r.Done(d, true)
+}

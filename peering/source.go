@@ -52,8 +52,9 @@ type Source struct {
 	// tried: it is tried again only on a newer one, so a dead downloader
 	// costs one failed try, not the whole retry budget before re-election.
 	triedBeat map[NodeID]time.Time
-	// busySince is when each peer first answered "busy" in this fill.
-	busySince map[NodeID]time.Time
+	// busySince is when each peer (by address) first answered "busy" in
+	// this fill.
+	busySince map[netip.AddrPort]time.Time
 
 	// again: the last source of a fill whose others all failed (Again).
 	again bool
@@ -101,7 +102,7 @@ func (n *Node) Source(ctx context.Context, d cachestore.Digest, size int64, prog
 
 func (n *Node) newSource(d cachestore.Digest, size int64, progress func() int64) *Source {
 	return &Source{n: n, d: d, size: size, progress: progress, asked: make(chan struct{}),
-		triedHave: map[NodeID]bool{}, triedBeat: map[NodeID]time.Time{}, busySince: map[NodeID]time.Time{},
+		triedHave: map[NodeID]bool{}, triedBeat: map[NodeID]time.Time{}, busySince: map[netip.AddrPort]time.Time{},
 		began: n.now()}
 }
 
@@ -190,7 +191,7 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 			break
 		}
 		if p, ok := s.nextAnswer(); ok {
-			if st, ok := s.try(ctx, p, off, true); ok {
+			if st, ok, _ := s.try(ctx, p, off, true); ok {
 				return st, nil
 			}
 			continue
@@ -213,7 +214,7 @@ func (s *Source) Open(ctx context.Context, off int64) (*fill.Stream, error) {
 				s.over = err
 				break
 			}
-			if st, ok := s.try(ctx, p, off, complete); ok {
+			if st, ok, _ := s.try(ctx, p, off, complete); ok {
 				return st, nil
 			}
 		}
@@ -236,20 +237,8 @@ func (s *Source) Yield() <-chan struct{} { return s.n.yieldCh(s.d) }
 // blob or is receiving it, until the tries are spent.
 func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error) {
 	n := s.n
-	for len(s.hinted) > 0 && ctx.Err() == nil {
-		p := n.peerAt(s.hinted[0])
-		s.hinted = s.hinted[1:]
-		if !n.table.GoodAddr(p.AddrPort()) {
-			continue
-		}
-		if _, known := n.table.Get(p.ID); !known {
-			// So that it knows this node: with a secret, a blob token
-			// names a requester its table holds.
-			n.send(Message{Type: MsgHello}, p.AddrPort())
-		}
-		if st, ok := s.try(ctx, p, off, false); ok {
-			return st, nil
-		}
+	if st, ok := s.openHinted(ctx, off); ok {
+		return st, nil
 	}
 	if s.answeredAt.IsZero() {
 		s.answeredAt = n.now()
@@ -273,7 +262,7 @@ func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error)
 				break
 			}
 		}
-		if st, ok := s.try(ctx, p, off, complete); ok {
+		if st, ok, _ := s.try(ctx, p, off, complete); ok {
 			return st, nil
 		}
 	}
@@ -282,6 +271,53 @@ func (s *Source) openAgain(ctx context.Context, off int64) (*fill.Stream, error)
 	}
 	return nil, fmt.Errorf("%w: %w", fill.ErrSkip, s.over)
 }
+
+// openHinted tries the peers a hub named, in its order. One that answers
+// busy (its upload slots full) is asked again after the others, a beat
+// later, until it has been busy for BusyLimit: it receives the blob, and
+// back at the hub this node would only be queued. false when none gave a
+// stream.
+func (s *Source) openHinted(ctx context.Context, off int64) (*fill.Stream, bool) {
+	n := s.n
+	for len(s.hinted) > 0 && ctx.Err() == nil {
+		var busy []netip.AddrPort
+		for _, a := range s.hinted {
+			p := n.peerAt(a)
+			if !n.table.GoodAddr(a) {
+				continue
+			}
+			if _, known := n.table.Get(p.ID); !known {
+				// So that it knows this node: with a secret, a blob token
+				// names a requester its table holds.
+				n.send(Message{Type: MsgHello}, a)
+			}
+			st, ok, wasBusy := s.try(ctx, p, off, false)
+			if ok {
+				s.hinted = nil
+				return st, true
+			}
+			if wasBusy {
+				busy = append(busy, a)
+			}
+		}
+		s.hinted = busy
+		if len(busy) == 0 {
+			break
+		}
+		t := time.NewTimer(hintedBusyPause(n.cfg.Heartbeat))
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return nil, false
+}
+
+// hintedBusyPause is the pause before busy hinted peers are asked again: a
+// quarter of a heartbeat (a slot frees when one of the peer's uploads ends,
+// at LAN speed once its own download is done).
+func hintedBusyPause(heartbeat time.Duration) time.Duration { return heartbeat / 4 }
 
 // nextAnswer takes one of the question's ready holders, at random
 // weighted by priority, skipping any marked since it answered (its
@@ -300,8 +336,9 @@ func (s *Source) nextAnswer() (Peer, bool) {
 
 // try opens p's stream (complete: p holds the whole blob, rather than
 // downloading it); false (with the failure counted, unless p was merely
-// busy, for less than BusyLimit) when it did not answer with the blob.
-func (s *Source) try(ctx context.Context, p Peer, off int64, complete bool) (*fill.Stream, bool) {
+// busy, for less than BusyLimit: then busy) when it did not answer with
+// the blob.
+func (s *Source) try(ctx context.Context, p Peer, off int64, complete bool) (st *fill.Stream, ok, busy bool) {
 	s.n.log.Debug("asking a peer for the blob", slog.String("peer", p.ID.String()), slog.String("digest", s.d.String()),
 		slog.Int64("offset", off), slog.Bool("holds_it", complete))
 	st, err := s.open(ctx, p, off, complete)
@@ -312,19 +349,20 @@ func (s *Source) try(ctx context.Context, p Peer, off int64, complete bool) (*fi
 		if !s.n.cfg.Passive {
 			s.n.startBeats(s.d, s.size, s.progress, true)
 		}
-		return st, true
+		return st, true, false
 	}
 	if ctx.Err() != nil {
 		s.over = ctx.Err()
-		return nil, false
+		return nil, false, false
 	}
 	if errors.Is(err, errBusy) {
-		first, seen := s.busySince[p.ID]
+		// By address: a peer a hub named may not be in the table yet.
+		first, seen := s.busySince[p.AddrPort()]
 		if !seen {
-			s.busySince[p.ID] = s.n.now()
+			s.busySince[p.AddrPort()] = s.n.now()
 		}
 		if !seen || s.n.now().Sub(first) < s.n.cfg.BusyLimit {
-			return nil, false
+			return nil, false, true
 		}
 		err = fmt.Errorf("busy to every request for %s", s.n.cfg.BusyLimit)
 	}
@@ -334,7 +372,7 @@ func (s *Source) try(ctx context.Context, p Peer, off int64, complete bool) (*fi
 	s.n.table.MarkBad(p.ID, p.AddrPort(), failedPeerPause)
 	s.n.log.Info("peer transfer failed; not asking it for a while", slog.String("peer", p.ID.String()), slog.String("digest", s.d.String()),
 		slog.Duration("pause", failedPeerPause), slog.Any("err", err))
-	return nil, false
+	return nil, false, false
 }
 
 var errBusy = errors.New("peer busy")

@@ -69,6 +69,8 @@ func (s *Server) servePlan(w http.ResponseWriter, r *http.Request, p door.Plan) 
 //
 //  1. the store: a stored blob of the known digest, or a fresh copy of a
 //     file cached by URL, is a hit (what the request's scope may read);
+//     a hub tells a node whose LAN peers received the artifact lately to
+//     take it from them;
 //  2. a 404 upstream gave lately is given again; a hub in preload mode
 //     refuses what it does not hold;
 //  3. one flight per digest (per URL where no metadata names a hash): the
@@ -91,6 +93,10 @@ func (s *Server) serve(w *respWriter, r *http.Request, p door.Plan) (string, err
 			return "", err
 		}
 		if have.Fresh || revalidated {
+			if have.Blob != nil && p.Artifact() && s.role.Held(w, r, p.FillKey(), p.ShownURL()) {
+				have.Blob.Close()
+				return "hinted", nil
+			}
 			if have.Blob != nil {
 				s.door.Hit(p, have.Info.Digest)
 			}

@@ -46,6 +46,10 @@ type Role interface {
 	// Enter admits a requester of the artifact in transfer under key, or
 	// tells it to wait: false when answered.
 	Enter(w http.ResponseWriter, r *http.Request, f *cachestore.Fill, key string, size int64, shown string) (leave func(), ok bool)
+	// Held answers a requester of a stored artifact (under key) with
+	// where else it may take it (a hub's LAN peers of it that received
+	// it): true when answered.
+	Held(w http.ResponseWriter, r *http.Request, key, shown string) bool
 	// Refuse counts a refusal the front made (a loop).
 	Refuse(reason string)
 	// Served is told of each request answered: its outcome and the bytes
@@ -60,7 +64,10 @@ func (nodeRole) Admit(http.ResponseWriter, *http.Request) bool   { return true }
 func (nodeRole) Target(*http.Request, *url.URL) bool             { return false }
 func (nodeRole) Unheld(http.ResponseWriter, string, string) bool { return false }
 func (nodeRole) Refuse(string)                                   {}
-func (nodeRole) Served(*http.Request, string, int64)             {}
+func (nodeRole) Held(http.ResponseWriter, *http.Request, string, string) bool {
+	return false
+}
+func (nodeRole) Served(*http.Request, string, int64) {}
 func (nodeRole) Claim(*http.Request) (cachestore.Digest, int64, bool) {
 	return cachestore.Digest{}, -1, false
 }

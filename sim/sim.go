@@ -54,6 +54,10 @@ type Config struct {
 	// of idle machines.
 	Delay time.Duration
 	Loss  float64
+	// Strangers: the nodes of a subnet do not know each other (no
+	// broadcast, mDNS blocked, no static peers), so only the hub can tell
+	// one of a peer that receives what it wants.
+	Strangers bool
 	// Progress, when set, is told what the simulation is doing.
 	Progress func(format string, args ...any)
 }
@@ -222,6 +226,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		bySubnet[n.host.Subnet] = append(bySubnet[n.host.Subnet], n)
 	}
 	for _, n := range nodes {
+		if cfg.Strangers {
+			break
+		}
 		mates := slices.Clone(bySubnet[n.host.Subnet])
 		r.Shuffle(len(mates), func(a, b int) { mates[a], mates[b] = mates[b], mates[a] })
 		known := 0
@@ -355,9 +362,13 @@ func startNode(ctx context.Context, nw *Network, cfg Config, dir string, subnet,
 	*stop = append(*stop, func() { n.store.Close() })
 	runStore(ctx, n.store, stop)
 	n.blobs = peering.NewBlobServer(n.store, peering.BlobConfig{Slots: cfg.Slots, Logger: log})
+	broadcast := []netip.AddrPort{netip.AddrPortFrom(Broadcast(subnet), port)}
+	if cfg.Strangers {
+		broadcast = nil
+	}
 	n.peers, err = peering.Listen(peering.Config{
 		ID: n.id, Priority: peering.DefaultPriority, Port: port, Conn: h.PacketConn(port),
-		Broadcast: []netip.AddrPort{netip.AddrPortFrom(Broadcast(subnet), port)},
+		Broadcast: broadcast,
 		LANs:      []netip.Prefix{netip.PrefixFrom(addr, 16).Masked()},
 		FreeBytes: func() uint64 { return uint64(n.store.Free()) },
 		Has:       n.store.Holds,
@@ -679,6 +690,9 @@ func (rep *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "  slow nodes: scheduling delay 0-%s, heavy-tailed; %.1f%% of datagrams lost\n", c.Delay, 100*c.Loss)
 	} else {
 		fmt.Fprintf(w, "  idle nodes: no scheduling delay, no datagram lost\n")
+	}
+	if c.Strangers {
+		fmt.Fprintf(w, "  strangers: the nodes of a subnet do not know each other (no broadcast, no membership)\n")
 	}
 	fmt.Fprintf(w, "  one lone download through the cold hub: %s\n", rep.Lone.Round(time.Millisecond))
 	for _, a := range rep.Artifacts {

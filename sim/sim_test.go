@@ -52,3 +52,59 @@ func TestSmallSite(t *testing.T) {
 		})
 	}
 }
+
+// Nodes of a subnet that do not know each other all ask for an artifact
+// while the hub still fetches it: the hub streams it to each subnet once
+// and tells the subnet's other nodes which peer receives it, and they
+// take it from that peer.
+func TestStrangersTakeHintedPeers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	// The origin's link is slow: the hub's fetch lasts about 2 s, and
+	// every node asks within its first half.
+	rep, err := Run(ctx, Config{Nodes: 12, Subnets: 2, Artifacts: 1, Size: 256 << 10, Spread: time.Second, Origin: 128 << 10,
+		Dir: t.TempDir(), Strangers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep.Print(&out)
+	t.Log("\n" + out.String())
+	a := rep.Artifacts[0]
+	if a.Failed != 0 || len(a.Times) != 12 {
+		t.Errorf("%d clients failed, %d got it; want all 12", a.Failed, len(a.Times))
+	}
+	for s, n := range a.SubnetGETs {
+		if n != 1 {
+			t.Errorf("subnet %d fetched it %d times from the hub, want once (its other nodes told which peer receives it)", s, n)
+		}
+	}
+	if a.HubWaits != 10 {
+		t.Errorf("the hub named a receiving peer %d times, want 10 (each subnet's 5 later nodes)", a.HubWaits)
+	}
+}
+
+// Nodes of a subnet that do not know each other ask for an artifact one
+// after another, long after the hub stored it: the hub names the peers of
+// the subnet that received it, and each subnet's link carries it once.
+func TestStrangersTakeHolders(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, Config{Nodes: 12, Subnets: 2, Artifacts: 1, Size: 256 << 10, Spread: 6 * time.Second,
+		Dir: t.TempDir(), Strangers: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	rep.Print(&out)
+	t.Log("\n" + out.String())
+	a := rep.Artifacts[0]
+	if a.Failed != 0 || len(a.Times) != 12 {
+		t.Errorf("%d clients failed, %d got it; want all 12", a.Failed, len(a.Times))
+	}
+	for s, n := range a.SubnetGETs {
+		if n != 1 {
+			t.Errorf("subnet %d fetched it %d times from the hub, want once (its later nodes told which peers received it)", s, n)
+		}
+	}
+}

@@ -30,6 +30,7 @@ func main() {
 	flag.Uint64Var(&c.Seed, "seed", 1, "random seed (request times, membership)")
 	flag.DurationVar(&c.Delay, "delay", 0, "most a node's scheduling delay adds to each datagram and connection it receives (heavy-tailed; 0: none)")
 	flag.Float64Var(&c.Loss, "loss", 0, "share of datagrams lost (0.02: 2%)")
+	flag.BoolVar(&c.Strangers, "strangers", false, "the nodes of a subnet do not know each other (no broadcast, no membership): only the hub brings them together")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if flag.NArg() > 0 {
