@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -267,7 +268,8 @@ func TestRequesterOf(t *testing.T) {
 		{"10.1.0.7:40000", "10.1.3.4/16", "", Requester{LAN: "10.1.0.0/16", Hints: true}},
 		{"[::ffff:10.1.0.7]:40000", "10.1.0.0/16", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/16", Peer: netip.MustParseAddrPort("10.1.0.7:3142"), Hints: true}},
 		{"[fd00::7]:40000", "fd00::/64", "[fd00::7]:3142", Requester{LAN: "fd00::/64", Peer: netip.MustParseAddrPort("[fd00::7]:3142"), Hints: true}},
-		{"203.0.113.9:40000", "192.168.1.0/24", "192.168.1.5:3142", Requester{LAN: "192.168.1.0/24 via 203.0.113.9", Hints: true}},
+		{"203.0.113.9:40000", "192.168.1.0/24", "192.168.1.5:3142", Requester{LAN: "via 203.0.113.9", Hints: true}},
+		{"203.0.113.9:40000", "192.168.7.0/24", "", Requester{LAN: "via 203.0.113.9", Hints: true}},
 		{"10.1.0.7:40000", "10.1.0.0/16", "10.9.0.1:3142", Requester{LAN: "10.1.0.0/16", Hints: true}},
 		{"10.1.0.66:40000", "10.1.0.0/24", "10.1.0.1:22", Requester{LAN: "10.1.0.0/24", Hints: true}},
 		{"[fd00::66]:40000", "fd00::/64", "[fd00::1]:3142", Requester{LAN: "fd00::/64", Hints: true}},
@@ -475,5 +477,24 @@ func TestParentNameRedacted(t *testing.T) {
 	}
 	if _, err := NewParent(ParentConfig{URL: "http://warren:hub-pass-0123456789@hub.example:3142/x"}); err == nil || strings.Contains(err.Error(), "hub-pass") {
 		t.Fatalf("a bad hub URL: %v", err)
+	}
+}
+
+// A client that declares a new LAN with every request, from one address
+// outside them all, is one LAN's requester, not the first of fifty: it
+// gets no more streams than max_requesters lets one LAN have.
+func TestDeclaredLANsDoNotMultiplyStreams(t *testing.T) {
+	q := NewQueue(1, time.Minute)
+	streaming := 0
+	for i := range 50 {
+		r := httptest.NewRequest(http.MethodGet, "http://deb.example/x.deb", nil)
+		r.RemoteAddr = "198.51.100.7:40000"
+		r.Header.Set(HeaderLAN, fmt.Sprintf("10.%d.0.0/16", i))
+		if a := q.Enter("k", RequesterOf(r)); a.OK {
+			streaming++
+		}
+	}
+	if streaming > 1 {
+		t.Fatalf("max_requesters 1, one client address: %d streams admitted by varying %s", streaming, HeaderLAN)
 	}
 }

@@ -49,8 +49,8 @@ const (
 )
 
 // RequesterOf is who r comes from, for the queue: the LAN the node
-// declares, qualified by the address the hub sees when that is outside it
-// (nodes behind a NAT: their LAN as seen from one public address); for a
+// declares when it holds the address the hub sees, else that address
+// (nodes behind a NAT: one LAN for the public address); for a
 // requester that declares none (apt, another hub, an older node), the
 // /24 (IPv4) or /64 (IPv6) it comes from, and no hints; nor for a node
 // whose hinted peers failed it (HeaderHinted). Its Peer is the declared
@@ -74,7 +74,11 @@ func RequesterOf(r *http.Request) Requester {
 	lan = lan.Masked()
 	who := Requester{LAN: lan.String(), Hints: r.Header.Get(HeaderHinted) == ""}
 	if remote.IsValid() && !lan.Contains(remote) {
-		who.LAN += " via " + remote.String()
+		// Behind a NAT, or a LAN the hub cannot check: one LAN per
+		// address seen, whatever the node declares. Keyed by the
+		// declared prefix, a client naming a new one each time was
+		// each LAN's first, a stream of its own past max_requesters.
+		who.LAN = "via " + remote.String()
 	}
 	// Where its peers take blobs from it is the client's word, and the
 	// hub names it to the LAN's next nodes: taken only when it is the
