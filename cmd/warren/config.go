@@ -204,7 +204,7 @@ func defaults() config {
 
 		MaxConnections:       proxy.DefaultMaxConns,
 		MaxClientConnections: proxy.DefaultMaxClientConn,
-		MemoryLimit:          "24MiB",
+		MemoryLimit:          "16MiB", // minMemoryLimit: why, in memlimit.go
 		IndexTTL:             duration{proxy.DefaultIndexTTL},
 		NegativeTTL:          duration{proxy.DefaultNegativeTTL},
 		DiskMinFree:          "1GB",

@@ -54,7 +54,7 @@ func TestConfigPrecedence(t *testing.T) {
 		{"https_intercept flag", nil, []string{"--https-intercept", "off"}, []string{"https_intercept:\n    - \"off\"\n"}},
 		{"IPv6 peers, hubs and networks", nil, []string{"--discovery", "static", "--peer", "[fd00:77::12]:3142", "--peer", "[fe80::12%eth0]:3142", "--hub", "https://[fd00:77::2]:3142",
 			"--allow-client", "fd00:77::/64", "--allow-upstream", "fd00:99::/48"}, []string{"- '[fd00:77::12]:3142'", "- https://[fd00:77::2]:3142", "- fd00:77::/64", "- fd00:99::/48"}},
-		{"memory_limit default", nil, []string{"--config", filepath.Join(dir, "empty.yaml")}, []string{"memory_limit: 24MiB\n"}},
+		{"memory_limit default", nil, []string{"--config", filepath.Join(dir, "empty.yaml")}, []string{"memory_limit: 16MiB\n"}},
 		{"memory_limit from the file", nil, []string{"--config", write("mem.yaml", "memory_limit: 64MiB\n")}, []string{"memory_limit: 64MiB\n"}},
 		{"memory_limit env over file", map[string]string{"WARREN_MEMORY_LIMIT": "off"}, []string{"--config", write("mem2.yaml", "memory_limit: 64MiB\n")}, []string{"memory_limit: \"off\"\n"}},
 		{"memory_limit flag", nil, []string{"--memory-limit", "48MiB"}, []string{"memory_limit: 48MiB\n"}},

@@ -10,10 +10,15 @@ import (
 	"github.com/dustin/go-humanize"
 )
 
-// minMemoryLimit is the smallest memory_limit taken. The daemon's working
-// set is some 15-20 MB (more while it learns an archive's index); under a
-// smaller limit the collector would run nearly all the time, spending the
-// CPU the requests need, and the process would go over the limit anyway.
+// minMemoryLimit is the smallest memory_limit taken, and its default. The
+// daemon's heap in use is some 15-18 MB while it learns an archive's index
+// or serves hundreds of clients; under a smaller limit the collector would
+// run nearly all the time, spending the CPU the requests need, and the
+// process would go over the limit anyway. At this limit a hub and a node
+// learning an archive peak at 42-45 MB of RSS each (BenchmarkSiteLearning;
+// 45-48 MB at 20 MiB, 46-48 MB at 24 MiB, with the same index options),
+// under the 48 MB a small machine is promised; a site server with memory
+// to spare may give it more.
 const minMemoryLimit = 16 << 20
 
 // parseMemoryLimit reads memory_limit: a size such as 24MiB or 48MB, or 0
