@@ -19,7 +19,7 @@ import (
 // 45-48 MB at 20 MiB, 46-48 MB at 24 MiB, with the same index options),
 // under the 48 MB a small machine is promised. It costs time: working
 // near the limit, the collector made learning a real-size Packages.xz take
-// 1.7-3.6 s against 1.0-1.1 s at 24 MiB (BenchmarkIndexLearning,
+// 1.7-3.7 s against 1.0-1.1 s at 24 MiB (BenchmarkIndexLearning,
 // interleaved); a site server with memory to spare may give it more.
 const minMemoryLimit = 16 << 20
 
