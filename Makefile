@@ -114,13 +114,15 @@ fuzz: check-go
 # Hit throughput (20 MB, MB/s), small-file hits (req/s), the first-byte time
 # a miss adds (lone node, LAN where nobody has it), peer upload rate against
 # its limit, daemon RSS, learning a real-size Packages.xz (time against
-# xz -dc, peak RSS), a cold apt-get install of 100 small packages against
+# xz -dc, peak RSS), a hub and a node learning an archive-shaped site (each
+# one's peak RSS), 200 clients downloading beside 480 slow readers (peak
+# RSS, served and refused), a cold apt-get install of 100 small packages against
 # direct (needs the test tools: make test-deps).
 bench: check-go bench-deps
 	$(GO) test -run '^$$' -bench ServeHit -benchtime 3s ./proxy
 	$(GO) test -run '^$$' -bench MissFirstByte -benchtime 150x ./proxy
 	$(GO) test -run '^$$' -bench UploadRate -benchtime 3x ./peering
-	$(GO) test -run '^$$' -bench 'DaemonRSS|IndexLearning|ColdAptInstall' -benchtime 1x ./cmd/warren
+	$(GO) test -run '^$$' -bench 'DaemonRSS|IndexLearning|SiteLearning|ClientLoad|ColdAptInstall' -benchtime 1x ./cmd/warren
 	$(GO) test -run '^$$' -bench SideBySide -benchtime 1x -timeout 20m ./cmd/warren
 
 # A simulated site (package sim): 1,000 real warren nodes in 20 subnets

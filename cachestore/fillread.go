@@ -141,14 +141,7 @@ func (r *FillReader) Read(p []byte) (int, error) {
 			}
 			r.gen = gen
 		}
-		avail := written
-		switch {
-		case whole:
-		case held && !r.relay:
-			avail = 0 // an untrusted source's bytes wait for verification
-		default:
-			avail-- // the last byte waits for verification
-		}
+		avail := r.avail(written, whole, held)
 		if r.off < avail {
 			n := int64(len(p))
 			if n > avail-r.off {
@@ -177,6 +170,40 @@ func (r *FillReader) Read(p []byte) (int, error) {
 		}
 		if err := r.f.block(r.ctx, ch); err != nil {
 			return 0, err
+		}
+	}
+}
+
+// avail is how many of the written bytes a reader may have.
+func (r *FillReader) avail(written int64, whole, held bool) int64 {
+	switch {
+	case whole:
+		return written
+	case held && !r.relay:
+		return 0 // an untrusted source's bytes wait for verification
+	default:
+		return written - 1 // the last byte waits for verification
+	}
+}
+
+// Wait blocks until Read would return at once: bytes are there for it,
+// or the end, or an error (which Read then returns). A caller waits here
+// before it takes a buffer to read into, so that readers waiting on a
+// slow fill hold no buffers.
+func (r *FillReader) Wait() error {
+	for {
+		r.f.mu.Lock()
+		done, err, written, ch, gen, held := r.f.done, r.f.err, r.f.written, r.f.changed, r.f.gen, r.f.held
+		whole := r.f.verified
+		r.f.mu.Unlock()
+		if done && err != nil && !whole || gen != r.gen {
+			return nil // Read says what happened
+		}
+		if r.off < r.avail(written, whole, held) || whole && r.off >= written {
+			return nil
+		}
+		if err := r.f.block(r.ctx, ch); err != nil {
+			return err
 		}
 	}
 }

@@ -212,14 +212,11 @@ func (s *Store) adoptable(d Digest, path string, rehash bool) bool {
 	return true
 }
 
-// badgerOptions is a profile for a small daemon: Badger's defaults reserve
-// some 86 MiB of heap. Small memtables keep the heap small while a whole
-// archive's index is learnt (each memtable costs its size about 2.5 times
-// over in arena and table-builder buffers; 8 MiB ones took the daemon's
-// peak from 46 to 78 MB). Conflict detection is off: warren serialises its
-// own read-modify-writes (blobMu) and writes facts blind.
-// badgerOptions are the index's: a small daemon's. compactors is
-// Config.Compactors.
+// badgerOptions are the index's: a small daemon's. Badger's defaults
+// reserve some 86 MiB of heap; these keep a hub and a node under 48 MB of
+// peak RSS each while they learn a whole archive's index
+// (BenchmarkSiteLearning), measured option by option (README,
+// Performance). compactors is Config.Compactors.
 func badgerOptions(dir string, log *slog.Logger, compactors int) badger.Options {
 	switch {
 	case compactors < 0:
@@ -229,18 +226,45 @@ func badgerOptions(dir string, log *slog.Logger, compactors int) badger.Options 
 	}
 	return badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
-		WithMemTableSize(2 << 20).
+		// A memtable is an arena of 1.3 times its size, made whole at
+		// once, and a flush builds its table in memory before writing
+		// it: 1 MiB memtables and tables halve both against 2 MiB ones
+		// (8 MiB took a daemon's learning peak from 46 to 78 MB).
+		WithMemTableSize(1 << 20).
+		// A table builder reserves twice its table's size up front, and
+		// Badger keeps up to 8 idle builders' buffers: small tables keep
+		// compaction's share of the heap small. The index is tens of MB
+		// at most: many small tables cost little to open.
+		WithBaseTableSize(1 << 20).
+		// One memtable filling while one flushes: a learn's writes
+		// never wait on a flush for long, and no third arena is held.
 		WithNumMemtables(2).
+		// Compact L0 early (2 tables) and stall writes at 4: fewer
+		// tables mapped at once, each read of a fact looks in fewer.
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(4).
+		// Uncompressed blocks are read in place from the mapped tables;
+		// the cache saves decoding their entry offsets again, and its
+		// 4 MiB (about a thousand 4 KiB blocks) allocates little up front.
 		WithBlockCacheSize(4 << 20).
-		WithIndexCacheSize(4 << 20).
+		// The index cache serves encrypted tables only (a plain table's
+		// index is read in place from its mapping): none is built.
+		WithIndexCacheSize(0).
 		WithValueLogFileSize(64 << 20).
-		WithBaseTableSize(2 << 20).
 		WithNumCompactors(compactors).
+		// One version of a fact: warren never reads history.
 		WithNumVersionsToKeep(1).
+		// Compression made the learning peak higher, not lower (ZSTD 53-59
+		// MB, Snappy 51-52, against 46-52 without): blocks must then be
+		// decompressed into the heap and cached there, and the tables are
+		// built by a goroutine per core.
 		WithCompression(options.None).
+		// Facts are small (a digest, a size, a name): they live in the
+		// LSM tree, beside their keys; only larger values go to the
+		// value log.
 		WithValueThreshold(1 << 10).
+		// warren serialises its own read-modify-writes (blobMu) and
+		// writes facts blind.
 		WithDetectConflicts(false)
 }
 

@@ -1003,3 +1003,61 @@ func TestKnownURLsBoundedScan(t *testing.T) {
 		t.Fatalf("a scan of every fact: %v, complete %v, %v; want the one URL, complete", urls, complete, err)
 	}
 }
+
+// Wait returns at once when Read would (bytes there, the end, a failed
+// fill) and blocks otherwise: the readers of its context, already ended,
+// tell which it did.
+func TestFillReaderWait(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	body := []byte("abcdef")
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	wait := func(f *Fill, off int64) error {
+		t.Helper()
+		r, err := f.NewReader(t.Context(), off)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		r.ctx = done // a Wait that blocks returns context.Canceled
+		return r.Wait()
+	}
+	f, _ := s.BeginFill("k")
+	if err := f.Start(FillInfo{Algo: "sha256", Size: 6}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(f, 0); err != nil {
+		t.Errorf("Wait with 5 bytes to read = %v; want nil at once", err)
+	}
+	if err := wait(f, 5); !errors.Is(err, context.Canceled) {
+		t.Errorf("Wait for the held last byte = %v; want it to block", err)
+	}
+	if _, err := f.Commit(sha(body), 6); err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{5, 6} {
+		if err := wait(f, off); err != nil {
+			t.Errorf("Wait at %d of a committed fill = %v; want nil at once", off, err)
+		}
+	}
+
+	g, _ := s.BeginFill("k2")
+	if err := g.Start(FillInfo{Algo: "sha256", Size: 6}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := g.NewReader(t.Context(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	g.Abort(errors.New("upstream went away"))
+	if err := r.Wait(); err != nil {
+		t.Errorf("Wait on a failed fill = %v; want nil, Read to say why", err)
+	}
+	if _, err := r.Read(make([]byte, 6)); err == nil {
+		t.Error("Read of a failed fill gave no error")
+	}
+}

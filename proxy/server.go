@@ -153,6 +153,10 @@ type Server struct {
 	cancel context.CancelFunc
 
 	bufs sync.Pool // copy buffers
+	// fillBufs are the buffers a fill's bytes go to its clients through
+	// while it grows (respond.go's copyFill): small, as a slow client
+	// holds one while it takes the bytes.
+	fillBufs sync.Pool
 	// corkBufs hold corked answers' heads (cork.go).
 	corkBufs sync.Pool
 
@@ -215,6 +219,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		now:      cfg.Now,
 		bufs:     sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }},
+		fillBufs: sync.Pool{New: func() any { b := make([]byte, fillChunk); return &b }},
 		corkBufs: sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }},
 	}
 	if s.role == nil {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"runtime/debug"
 
 	"github.com/urfave/cli/v2"
 
@@ -87,21 +86,14 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 }
 
 // serve runs the daemon until ctx ends.
-// serveMemoryLimit is the daemon's soft heap limit: the garbage collector
-// works harder near it instead of letting a burst (learning a whole
-// archive's index) double the heap. Its working set is some 15-20 MB, so
-// the limit costs no thrashing; a busy site server with hundreds of clients
-// at once may want more (GOMEMLIMIT overrides it).
-const serveMemoryLimit = 24 << 20
-
 func serve(ctx context.Context, cfg settings) error {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(serveMemoryLimit)
-	}
+	limit, from := applyMemoryLimit(cfg.memoryLimit, os.Getenv)
 	// A line per request, written in batches off the requests' path.
 	sink := logsink.New(os.Stderr)
 	defer sink.Close()
-	d, err := newDaemon(ctx, cfg, newLogger(sink, cfg.logLevel))
+	log := newLogger(sink, cfg.logLevel)
+	log.Info("memory limit", slog.String("limit", memoryLimitString(limit)), slog.String("from", from))
+	d, err := newDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

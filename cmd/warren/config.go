@@ -61,14 +61,17 @@ type config struct {
 	MirrorLists stringList `yaml:"mirror_lists"`
 	// MaxConnections and MaxClientConnections cap open connections, in all
 	// and per client address (503 beyond).
-	MaxConnections       int      `yaml:"max_connections"`
-	MaxClientConnections int      `yaml:"max_client_connections"`
-	IndexTTL             duration `yaml:"index_ttl"`
-	NegativeTTL          duration `yaml:"negative_ttl"`
-	DiskMinFree          string   `yaml:"disk_min_free"`
-	CacheMax             string   `yaml:"cache_max"`      // "200GB" or "30%" of the cache's disk; "0": no limit
-	CacheMinDays         float64  `yaml:"cache_min_days"` // newer blobs are never evicted
-	CacheMaxDays         float64  `yaml:"cache_max_days"` // blobs unused this long are evicted; 0: never
+	MaxConnections       int `yaml:"max_connections"`
+	MaxClientConnections int `yaml:"max_client_connections"`
+	// MemoryLimit is the daemon's soft memory limit, as GOMEMLIMIT sets
+	// it (memlimit.go): a size, or 0 or off for none. GOMEMLIMIT wins.
+	MemoryLimit  string   `yaml:"memory_limit"`
+	IndexTTL     duration `yaml:"index_ttl"`
+	NegativeTTL  duration `yaml:"negative_ttl"`
+	DiskMinFree  string   `yaml:"disk_min_free"`
+	CacheMax     string   `yaml:"cache_max"`      // "200GB" or "30%" of the cache's disk; "0": no limit
+	CacheMinDays float64  `yaml:"cache_min_days"` // newer blobs are never evicted
+	CacheMaxDays float64  `yaml:"cache_max_days"` // blobs unused this long are evicted; 0: never
 
 	// Peers on the LAN.
 	Discovery          string   `yaml:"discovery"` // mdns, static, both, off
@@ -181,6 +184,7 @@ type settings struct {
 	chocoTTL      map[chocolatey.QueryKind]time.Duration
 	allowUpstream []netip.Prefix
 	diskMinFree   sizeOrPercent
+	memoryLimit   int64 // bytes; 0: none
 	cacheMax      sizeOrPercent
 	uploadRate    int64
 	shareMinSize  int64
@@ -207,6 +211,7 @@ func defaults() config {
 
 		MaxConnections:       proxy.DefaultMaxConns,
 		MaxClientConnections: proxy.DefaultMaxClientConn,
+		MemoryLimit:          "16MiB", // minMemoryLimit: why, in memlimit.go
 		IndexTTL:             duration{proxy.DefaultIndexTTL},
 		NegativeTTL:          duration{proxy.DefaultNegativeTTL},
 		DiskMinFree:          "1GB",
@@ -340,6 +345,7 @@ func settingFlags() []cli.Flag {
 		&cli.StringSliceFlag{Name: "allow-client", Usage: "CIDR allowed to use the proxy, repeatable (default: loopback and this machine's subnets)", EnvVars: []string{"WARREN_ALLOW_CLIENTS"}},
 		&cli.IntFlag{Name: "max-connections", Usage: "connections open at once, 503 beyond", DefaultText: defaultOf("max_connections"), EnvVars: []string{"WARREN_MAX_CONNECTIONS"}},
 		&cli.IntFlag{Name: "max-client-connections", Usage: "connections one client (address; IPv6: its /64) may hold open, 503 beyond", DefaultText: defaultOf("max_client_connections"), EnvVars: []string{"WARREN_MAX_CLIENT_CONNECTIONS"}},
+		&cli.StringFlag{Name: "memory-limit", Usage: withDefault("the daemon's soft memory limit, as GOMEMLIMIT sets it (GOMEMLIMIT wins when set): a size such as 48MiB, or off for none", "memory_limit"), EnvVars: []string{"WARREN_MEMORY_LIMIT"}},
 		&cli.StringSliceFlag{Name: "https-intercept", Usage: withDefault("https hosts whose CONNECTs warren answers with the site CA (warren ca init): auto (apt's and dnf's https sources without credentials), off, or host names, repeatable", "https_intercept"), EnvVars: []string{"WARREN_HTTPS_INTERCEPT"}},
 		&cli.StringSliceFlag{Name: "mirror-lists", Usage: withDefault("dnf's lists of mirrors (metalink=, mirrorlist=) trusted to make mirror groups: auto (those the repo files in signatures.yum_repos_dir name), URL prefixes, repeatable, or off (only those a hub answers in the site's order)", "mirror_lists"), EnvVars: []string{"WARREN_MIRROR_LISTS"}},
 		&cli.IntSliceFlag{Name: "connect-port", Usage: withDefault("port CONNECT may tunnel to, repeatable", "connect_ports"), EnvVars: []string{"WARREN_CONNECT_PORTS"}},
@@ -410,6 +416,7 @@ func loadConfig(c *cli.Context) (settings, error) {
 	str("listen", &cfg.Listen)
 	str("cache-dir", &cfg.CacheDir)
 	str("log-level", &cfg.LogLevel)
+	str("memory-limit", &cfg.MemoryLimit)
 	str("disk-min-free", &cfg.DiskMinFree)
 	str("cache-max", &cfg.CacheMax)
 	str("chocolatey-upstream", &cfg.Chocolatey.Upstream)
@@ -632,6 +639,9 @@ func (cfg config) parse() (settings, error) {
 		}
 		if clear := s.tokensInClear(); cfg.HubRequireTLS && len(clear) > 0 {
 			return fmt.Errorf("hub_require_tls: %s; use the hub's https:// URL (its certificate from the site CA: warren ca issue --host), or unset hub_require_tls", strings.Join(clear, "; "))
+		}
+		if s.memoryLimit, err = parseMemoryLimit(cfg.MemoryLimit); err != nil {
+			return err
 		}
 		if cfg.MaxConnections < 1 || cfg.MaxClientConnections < 1 {
 			return errors.New("max_connections and max_client_connections must be at least 1")
