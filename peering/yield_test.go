@@ -159,8 +159,10 @@ func TestSlowPeersAreNotFailedTries(t *testing.T) {
 		p := testNode(t, Config{ID: NodeID{id}, Port: uint16(port), Priority: 100, Has: func(cachestore.Digest) bool { return true }})
 		peers = append(peers, p.Addr())
 	}
-	now := time.Now()
-	clock := func() time.Time { return now }
+	// The node's heartbeats read the clock too: it moves atomically.
+	var now atomic.Int64
+	now.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
 	r := testNode(t, Config{ID: NodeID{9}, PeerRetries: 2, Static: peers, Now: clock})
 	waitPeers(t, r, 4)
 	src := r.Source(t.Context(), testDigest, 1000, func() int64 { return 0 })
@@ -189,7 +191,7 @@ func TestSlowPeersAreNotFailedTries(t *testing.T) {
 			t.Fatalf("peer %s, too slow, is asked again at once", p.ID)
 		}
 	}
-	now = now.Add(slowPeerPause + time.Second)
+	now.Add(int64(slowPeerPause + time.Second))
 	for _, p := range r.Table().Peers() {
 		if !r.Table().Good(p.ID) {
 			t.Fatalf("peer %s, only too slow, is still skipped after %s", p.ID, slowPeerPause)
