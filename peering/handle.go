@@ -64,10 +64,13 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 	case MsgQuery:
 		n.answer(m, src)
 	case MsgAnswer:
-		// An answer counts only from a peer the question was asked of,
-		// addressed to this node: anyone can name a live request id.
+		// An answer addressed to this node. In time, what it says is
+		// heard from anyone (a host the question went to by multicast
+		// alone, not yet in the table, says it is downloading); but it
+		// counts for its sender, and late at all, only from a peer the
+		// question was asked of: anyone can name a live request id.
 		q, ok := n.questions.Get(m.ReqID)
-		if !ok || !q.asked[m.From] || m.To != n.cfg.ID {
+		if !ok || m.To != n.cfg.ID {
 			return
 		}
 		n.mu.Lock()
@@ -75,8 +78,19 @@ func (n *Node) handle(m Message, src netip.AddrPort) {
 		e := n.elections[m.Digest]
 		late := ch == nil && e != nil && e.interest
 		first := !q.timed[m.From]
-		q.timed[m.From] = true
+		if q.asked[m.From] {
+			q.timed[m.From] = true
+		}
 		n.mu.Unlock()
+		if !q.asked[m.From] {
+			if ch != nil {
+				select {
+				case ch <- m:
+				default:
+				}
+			}
+			return
+		}
 		if first {
 			// One delay per question and peer: an answer sent again and
 			// again is one answer.

@@ -403,3 +403,58 @@ func TestLateAnswersStretchTheWindowWithinBounds(t *testing.T) {
 		t.Fatalf("an answer 1.5 s late made a downloader's quiet time %s", q)
 	}
 }
+
+// What an answer in time says is heard from a host the question reached
+// by multicast alone, not yet in the table (a node that greeted only one
+// of the LAN): it is downloading, so the question is not settled and
+// this node does not elect itself beside it. It proves nothing of its
+// sender, which stays unanswered. (Before, only the asked were heard: a
+// LAN host the asker did not know yet went unheard, and the two
+// downloaded the artifact twice.)
+func TestAnswerInTimeHeardFromAHostNotAsked(t *testing.T) {
+	n := testNode(t, Config{ID: NodeID{1}, QueryTimeout: 10 * time.Second})
+	to := net.UDPAddrFromAddrPort(n.Addr())
+	// Written straight to the node, with no probe after (sendRaw's probe
+	// would put one more id in the table, waited for).
+	write := func(c *net.UDPConn, m Message) {
+		t.Helper()
+		if _, err := c.WriteToUDP(signed(t, m, nil), to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	asked := udpFrom(t, "127.0.0.37")
+	askedID, askedPort := NodeID{8, 3}, uint16(asked.LocalAddr().(*net.UDPAddr).Port)
+	write(asked, Message{Type: MsgHello, From: askedID, HTTPPort: askedPort})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, ok := n.Table().Get(askedID); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the asked host's hello did not put it in the table")
+		}
+	}
+	ask := func() <-chan bool {
+		settled := make(chan bool, 1)
+		go func() { _, s, _ := n.query(t.Context(), testDigest); settled <- s }()
+		return settled
+	}
+	first := ask()
+	q := questionTo(t, asked)
+	write(asked, Message{Type: MsgAnswer, From: askedID, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: askedPort})
+	if !<-first {
+		t.Fatal("the asked host's answer, in time, did not settle the first question")
+	}
+
+	second := ask()
+	q = questionTo(t, asked)
+	stranger := udpFrom(t, "127.0.0.38")
+	strangerID := NodeID{8, 4}
+	write(stranger, Message{Type: MsgAnswer, From: strangerID, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, Want: true, HTTPPort: 3142})
+	write(asked, Message{Type: MsgAnswer, From: askedID, To: NodeID{1}, ReqID: q.ReqID, Digest: testDigest, HTTPPort: askedPort})
+	if <-second {
+		t.Fatal("a host not asked answered in time that it is downloading, and the question was settled as if no one were")
+	}
+	if p, _ := n.Table().Get(strangerID); p.Answered {
+		t.Fatal("a host not asked counts as one that answers")
+	}
+}

@@ -75,7 +75,8 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 	// counts a silence (the waited-for ones and the silent ones alike); a
 	// question that ended early, on a ready holder, blames no one.
 	unanswered, expected := n.asked()
-	n.questions.Add(id, &question{at: n.now(), asked: maps.Clone(unanswered), timed: map[NodeID]bool{}})
+	askedOf := maps.Clone(unanswered)
+	n.questions.Add(id, &question{at: n.now(), asked: askedOf, timed: map[NodeID]bool{}})
 	n.sendAll(Message{Type: MsgQuery, ReqID: id, Digest: d})
 	timeout := time.NewTimer(n.cfg.QueryTimeout)
 	defer timeout.Stop()
@@ -93,7 +94,9 @@ func (n *Node) query(ctx context.Context, d cachestore.Digest) (ready []Peer, se
 		case m := <-ch:
 			delete(expected, m.From)
 			delete(unanswered, m.From)
-			n.table.Answered(m.From)
+			if askedOf[m.From] {
+				n.table.Answered(m.From) // a host not asked proves nothing by answering
+			}
 			if m.Has || m.Want {
 				busy = true
 			} else {
