@@ -289,6 +289,13 @@ func TestMirrorGroupsOverNetns(t *testing.T) {
 	} else {
 		t.Logf("spoke: %s", strings.TrimSpace(out))
 	}
+	// The replicated metalink is learnt (its group made) after the run
+	// stored it, off the run's path: once it is, the spoke serves the
+	// group's repomd.xml under any mirror's URL.
+	waitUntil(t, "the spoke to learn the replicated metalink's mirror group", 30*time.Second, func() bool {
+		out, err := lan.curl("spoke", "http://127.0.0.1:3142/_warren/stats")
+		return err == nil && strings.Contains(out, `"mirror_groups"`)
+	})
 
 	// The list server and every mirror gone.
 	for _, c := range append(mirrors, lists) {
