@@ -9,14 +9,16 @@ import (
 // host, fifty daemons on two cores) answers come hundreds of milliseconds
 // late; an election that closed before the wants arrived would make two
 // winners, and two downloads over the WAN. The window stretches to twice
-// what answers lately took, within twice the configured one; it still
+// what answers lately took, within four times the configured one; it still
 // ends early once every peer is heard.
 //
 // A late answer is a datagram a LAN host chooses when to send: each
 // question counts one delay per peer it asked, and a delay counts as at
-// most the configured window. However late and however often a host
-// answers, a miss waits at most one window more, and a downloader's
-// silence is noticed at most four windows later.
+// most twice the configured window. However late and however often a
+// host answers, a miss waits at most three windows more, and a
+// downloader's silence is noticed at most eight windows later. (At one
+// window a delay, the fifty-host site's answers, late by hundreds of
+// milliseconds, could not stretch it enough: two downloads.)
 
 // lateSamples is how many recent answer delays are kept.
 const lateSamples = 32
@@ -32,9 +34,9 @@ type lateness struct {
 }
 
 // answeredAfter records an answer that came d after its question, as at
-// most the configured election window.
+// most twice the configured election window.
 func (n *Node) answeredAfter(d time.Duration) {
-	d = min(d, n.cfg.ElectionWindow)
+	d = min(d, 2*n.cfg.ElectionWindow)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	l := &n.late
@@ -48,7 +50,7 @@ func (n *Node) answeredAfter(d time.Duration) {
 
 // quietAfter is how long a downloader's heartbeats may stop before it is
 // taken for gone: three intervals, and four times the delay nine answers
-// in ten came within lately (at most four windows, and 10 s, more): a
+// in ten came within lately (at most eight windows, and 10 s, more): a
 // busy LAN's heartbeats come late too, and electing again then would
 // start a second download.
 func (n *Node) quietAfter() time.Duration {
@@ -64,8 +66,8 @@ func (n *Node) lateP90() time.Duration {
 
 // electionWindow is how long wants are collected: twice the delay nine
 // answers in ten came within lately, at least the configured window and at
-// most twice it (delays count as at most one window).
+// most four times it (delays count as at most two windows).
 func (n *Node) electionWindow() time.Duration {
 	w := n.cfg.ElectionWindow
-	return min(max(w, 2*n.lateP90()), 2*w)
+	return min(max(w, 2*n.lateP90()), 4*w)
 }
