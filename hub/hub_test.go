@@ -274,6 +274,10 @@ func TestRequesterOf(t *testing.T) {
 		{"10.1.0.66:40000", "10.1.0.0/24", "10.1.0.1:22", Requester{LAN: "10.1.0.0/24", Hints: true}},
 		{"[fd00::66]:40000", "fd00::/64", "[fd00::1]:3142", Requester{LAN: "fd00::/64", Hints: true}},
 		{"10.1.0.7:40000", "0.0.0.0/0", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/24"}},
+		{"10.1.0.7:40000", "10.0.0.0/8", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/24"}},
+		{"10.1.0.7:40000", "10.1.0.7/32", "10.1.0.7:3142", Requester{LAN: "10.1.0.0/24"}},
+		{"[fd00::7]:40000", "fd99::/64", "", Requester{LAN: "via fd00::/64", Hints: true}},
+		{"[fd00::8]:40000", "fd98::/64", "", Requester{LAN: "via fd00::/64", Hints: true}},
 	}
 	for _, tc := range tests {
 		r := httptest.NewRequest(http.MethodGet, "http://x/", nil)
@@ -496,5 +500,38 @@ func TestDeclaredLANsDoNotMultiplyStreams(t *testing.T) {
 	}
 	if streaming > 1 {
 		t.Fatalf("max_requesters 1, one client address: %d streams admitted by varying %s", streaming, HeaderLAN)
+	}
+}
+
+// What requesters declare is theirs to choose: a new port with every
+// request during a transfer, a new LAN with every request for a stored
+// artifact. The lists the hub keeps of them stay bounded. (Before, 20,000
+// requests from one address left 19,998 relays, sorted on every answer
+// under the queue's lock, and 20,000 LANs of one artifact kept for 10
+// minutes.)
+func TestQueueListsBounded(t *testing.T) {
+	q := NewQueue(1, time.Minute)
+	first := q.Enter("k", Requester{LAN: "10.1.0.0/24", Peer: netip.MustParseAddrPort("10.1.0.1:3142"), Hints: true})
+	if !first.OK {
+		t.Fatal("the LAN's first requester was not admitted")
+	}
+	for port := range 5000 {
+		q.Enter("k", Requester{LAN: "10.1.0.0/24", Peer: netip.AddrPortFrom(netip.MustParseAddr("10.1.0.66"), uint16(1000+port)), Hints: true})
+	}
+	q.mu.Lock()
+	relays := len(q.byKey["k"].relays["10.1.0.0/24"])
+	q.mu.Unlock()
+	if relays > maxHeldPerLAN {
+		t.Fatalf("5000 requests from one address left %d relays of one LAN, want at most %d", relays, maxHeldPerLAN)
+	}
+	first.Leave()
+	for i := range 500 {
+		q.Holders("k", Requester{LAN: fmt.Sprintf("10.%d.0.0/16", i%250) + strings.Repeat(" ", i/250), Peer: netip.MustParseAddrPort("10.1.0.66:3142"), Hints: true})
+	}
+	q.mu.Lock()
+	lans := len(q.held["k"].byLAN)
+	q.mu.Unlock()
+	if lans > maxLANsPerArtifact {
+		t.Fatalf("500 requests naming new LANs left %d LANs kept for one artifact, want at most %d", lans, maxLANsPerArtifact)
 	}
 }

@@ -47,12 +47,23 @@ type received struct {
 
 // heldFor is how long the hub names the peers that received an artifact
 // once its transfer ended; maxHeld bounds the artifacts it remembers so,
-// maxHeldPerLAN the peers of one LAN.
+// maxHeldPerLAN the peers of one LAN and maxLANsPerArtifact the LANs of
+// one artifact, in a transfer and after it (what requesters declare is
+// theirs to choose: a token holder naming a new port or LAN with every
+// request grew the lists without end, and each answer sorted them under
+// the queue's one lock).
 const (
-	heldFor       = 10 * time.Minute
-	maxHeld       = 4096
-	maxHeldPerLAN = 64
+	heldFor            = 10 * time.Minute
+	maxHeld            = 4096
+	maxHeldPerLAN      = 64
+	maxLANsPerArtifact = 64
 )
+
+// roomFor says whether byLAN may take one more peer of lan.
+func roomFor(byLAN map[string][]netip.AddrPort, lan string) bool {
+	ps, known := byLAN[lan]
+	return len(ps) < maxHeldPerLAN && (known || len(byLAN) < maxLANsPerArtifact)
+}
 
 type transfer struct {
 	streaming int // requesters streaming it now
@@ -177,7 +188,7 @@ func (t *transfer) hint(who Requester) []netip.AddrPort {
 	if len(cands) > 0 {
 		t.named[cands[0]]++
 	}
-	if who.Peer.IsValid() && !slices.Contains(t.relays[who.LAN], who.Peer) && !slices.Contains(t.streamed[who.LAN], who.Peer) {
+	if who.Peer.IsValid() && roomFor(t.relays, who.LAN) && !slices.Contains(t.relays[who.LAN], who.Peer) && !slices.Contains(t.streamed[who.LAN], who.Peer) {
 		t.relays[who.LAN] = append(t.relays[who.LAN], who.Peer)
 	}
 	return cands
@@ -190,22 +201,14 @@ func (q *Queue) remember(key string, t *transfer) {
 	if r := q.held[key]; r != nil { // served since, as stored: Holders
 		maps.Copy(byLAN, r.byLAN)
 	}
-	for lan, ps := range t.streamed {
-		for _, p := range ps {
-			if !slices.Contains(byLAN[lan], p) {
-				byLAN[lan] = append(byLAN[lan], p)
+	for _, from := range []map[string][]netip.AddrPort{t.streamed, t.relays} {
+		for lan, ps := range from {
+			for _, p := range ps {
+				if roomFor(byLAN, lan) && !slices.Contains(byLAN[lan], p) {
+					byLAN[lan] = append(byLAN[lan], p)
+				}
 			}
 		}
-	}
-	for lan, ps := range t.relays {
-		for _, p := range ps {
-			if !slices.Contains(byLAN[lan], p) {
-				byLAN[lan] = append(byLAN[lan], p)
-			}
-		}
-	}
-	for lan, ps := range byLAN {
-		byLAN[lan] = ps[:min(len(ps), maxHeldPerLAN)]
 	}
 	if len(byLAN) == 0 {
 		return
@@ -283,7 +286,7 @@ func (q *Queue) Holders(key string, who Requester) []netip.AddrPort {
 		q.held[key] = r
 	}
 	r.until = now.Add(heldFor)
-	if ps := r.byLAN[who.LAN]; !slices.Contains(ps, who.Peer) && len(ps) < maxHeldPerLAN {
+	if ps := r.byLAN[who.LAN]; roomFor(r.byLAN, who.LAN) && !slices.Contains(ps, who.Peer) {
 		r.byLAN[who.LAN] = append(ps, who.Peer)
 	}
 	return cands

@@ -78,7 +78,7 @@ func RequesterOf(r *http.Request) Requester {
 		// address seen, whatever the node declares. Keyed by the
 		// declared prefix, a client naming a new one each time was
 		// each LAN's first, a stream of its own past max_requesters.
-		who.LAN = "via " + remote.String()
+		who.LAN = "via " + viaKey(remote)
 	}
 	// Where its peers take blobs from it is the client's word, and the
 	// hub names it to the LAN's next nodes: taken only when it is the
@@ -92,16 +92,30 @@ func RequesterOf(r *http.Request) Requester {
 	return who
 }
 
-// plausibleLAN refuses prefixes no LAN has: a node that declared 0.0.0.0/0
-// would be told of (and offered to) every node of every site.
+// viaKey is the LAN of a requester that declares one not holding its
+// address: an IPv4 address (a NAT's public one), an IPv6 one's /64 (one
+// host may hold a /64's every address).
+func viaKey(remote netip.Addr) string {
+	if remote.Is6() {
+		if p, err := remote.WithZone("").Prefix(64); err == nil {
+			return p.String()
+		}
+	}
+	return remote.String()
+}
+
+// plausibleLAN refuses prefixes no LAN has (a node that declared
+// 0.0.0.0/0 would be told of, and offered to, every node of every site),
+// and keeps the lengths a LAN has: each length holding a client's address
+// is a LAN of its own, each its first requester's stream.
 func plausibleLAN(p netip.Prefix) bool {
 	if !p.IsValid() {
 		return false
 	}
 	if p.Addr().Is4() {
-		return p.Bits() >= 8
+		return p.Bits() >= 16 && p.Bits() <= 30
 	}
-	return p.Bits() >= 48
+	return p.Bits() >= 48 && p.Bits() <= 64
 }
 
 // Reasons a hub refuses.
