@@ -189,8 +189,15 @@ func (s *Door) liveList(list string) bool {
 // mirror's membership of its group; nothing at all when the list is not
 // trusted. It returns the bases it took, for listLearnt.
 func (s *Door) learnList(p Plan, d cachestore.Digest, r io.Reader, emit emitFunc) (kept []string, metalink bool, err error) {
-	c, err := s.store.Cached(p.Key)
-	if err != nil || !s.trustedList(p.Key, c.Meta) {
+	// A replicated list's URL-cache entry (what says a hub ordered it) may
+	// come after its learn begins: without one, the policy alone decides
+	// (it refused every replicated list learnt before the puller wrote
+	// the entry, for good: the spoke made no group of it).
+	var meta map[string]string
+	if c, err := s.store.Cached(p.Key); err == nil {
+		meta = c.Meta
+	}
+	if !s.trustedList(p.Key, meta) {
 		if _, logged := s.untrusted.Get(p.Key); !logged {
 			s.untrusted.Add(p.Key, struct{}{})
 			s.log.Info("a list of mirrors that no repo file, mirror_lists entry or hub names: served as it came, and no mirror group is made of it",
