@@ -180,8 +180,11 @@ signatures:
 		t.Fatalf("the forged generation's Packages was fetched %d times: someone followed it", n)
 	}
 
-	// The hub says why, stored nothing of it, learnt nothing from it.
-	hubLogs.waitFor(t, "failed its signature check", 10*time.Second)
+	// The hub says why, stored nothing of it, learnt nothing from it. (Its
+	// check may come after the clients were answered from the signed
+	// generation: once in seven runs of make test it came more than 10 s
+	// after them, cause unknown.)
+	hubLogs.waitFor(t, "failed its signature check", 45*time.Second)
 	if l := hubLogs.String(); !strings.Contains(l, "signed by a key not trusted for this repository") || !strings.Contains(l, "http://"+mirror+"/dists/stable/InRelease") {
 		t.Fatalf("the hub's log does not say which file failed and why:\n%s", tail(l, 30))
 	}
