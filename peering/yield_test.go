@@ -246,21 +246,11 @@ func TestDownloaderLeavesItToAHolder(t *testing.T) {
 // n's questions, as a member does.
 func answerAs(t *testing.T, c *net.UDPConn, n *Node, id NodeID) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	buf := make([]byte, MaxDatagram)
-	for {
-		k, _, err := c.ReadFromUDP(buf)
-		if err != nil {
-			t.Fatalf("no question came: %v", err)
-		}
-		if m, err := Decode(buf[:k], nil); err == nil && m.Type == MsgQuery {
-			port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
-			if _, err := c.WriteToUDP(signed(t, Message{Type: MsgAnswer, From: id, To: m.From, ReqID: m.ReqID, Digest: m.Digest, HTTPPort: port}, nil),
-				net.UDPAddrFromAddrPort(n.Addr())); err != nil {
-				t.Fatal(err)
-			}
-			return
-		}
+	m := questionTo(t, c)
+	port := uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	if _, err := c.WriteToUDP(signed(t, Message{Type: MsgAnswer, From: id, To: m.From, ReqID: m.ReqID, Digest: m.Digest, HTTPPort: port}, nil),
+		net.UDPAddrFromAddrPort(n.Addr())); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -66,6 +66,9 @@ type harness struct {
 	client *http.Client
 	clock  *clock
 	dir    string
+	// recorded hears each digest a hub's change feed records (a fill
+	// records after its last byte is released: a test waits on it).
+	recorded chan cachestore.Digest
 	// busy counts handlers still running: a client has its whole body
 	// before the handler returns and counts the request (see settle).
 	busy inflight
@@ -213,7 +216,15 @@ func (h *harness) start(opts ...harnessOpt) {
 		pcfg.Role = role
 		dcfg.KeepGenerations = door.DefaultKeepGenerations
 		dcfg.PreloadOnly = !hc.Mode.OnDemand()
-		dcfg.Record = replicate.Record(store, cfg.Logger)
+		record := replicate.Record(store, cfg.Logger)
+		h.recorded = make(chan cachestore.Digest, 1024)
+		dcfg.Record = func(key, kind string, d cachestore.Digest, size int64, cached *cachestore.Cached) {
+			record(key, kind, d, size, cached)
+			select {
+			case h.recorded <- d:
+			default:
+			}
+		}
 	}
 	d, err := door.New(dcfg, store)
 	if err != nil {
