@@ -115,25 +115,52 @@ func ParseTXT(txt []string) (Found, error) {
 	return f, nil
 }
 
-// Browse looks for warren peers until ctx ends, in rounds (zeroconf
-// reports each entry once per round and never reports removals, so each
-// round refreshes what is seen; the caller expires the rest).
+// Browse looks for warren peers until ctx ends, in short rounds far
+// apart: each round asks once (zeroconf asks again a few seconds in, for
+// an answer lost) and hears answers for roundListen, then it rests, the
+// rests doubling from firstRest to maxRest as RFC 6762 §5.2 spaces a
+// continuous query's repeats. Every member answers a browse by multicast
+// on both families and every member parses every answer: a LAN of N
+// members parses N² answers a browse, N³ a round of everyone's, so fifty
+// members browsing in back-to-back rounds of 20-30 s (as warren did) kept
+// two cores busy doing nothing else. A peer once found is kept by the
+// peering layer's hellos; the rounds find newcomers (which, browsing as
+// they start, find and greet the LAN first).
 func Browse(ctx context.Context, cfg Config, found func(Found)) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	for ctx.Err() == nil {
-		// Rounds of 20-30s, jittered so that peers do not browse in step.
-		round := 20*time.Second + time.Duration(rand.Int64N(int64(10*time.Second)))
-		if err := browseRound(ctx, cfg, round, found); err != nil {
+	for round := 0; ctx.Err() == nil; round++ {
+		rest := restAfter(round)
+		if err := browseRound(ctx, cfg, roundListen, found); err != nil {
 			cfg.Logger.Warn("mDNS browse failed; trying again", slog.Any("err", err))
-			select {
-			case <-ctx.Done():
-			case <-time.After(5 * time.Second):
-			}
+			rest = 5 * time.Second
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(rest):
 		}
 	}
 	return nil
+}
+
+const (
+	// roundListen is how long a round hears answers: on a busy LAN the
+	// last of fifty members answers seconds late.
+	roundListen = 5 * time.Second
+	firstRest   = 15 * time.Second
+	maxRest     = 5 * time.Minute
+)
+
+// restAfter is the pause after the round-th round (from 0): firstRest,
+// doubling to maxRest, each with up to a fifth more at random so that
+// members started together drift apart.
+func restAfter(round int) time.Duration {
+	rest := maxRest
+	if round < 8 {
+		rest = min(firstRest<<round, maxRest)
+	}
+	return rest + time.Duration(rand.Int64N(int64(rest/5)+1))
 }
 
 // newResolvers are a resolver per family the interfaces can browse

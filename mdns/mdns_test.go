@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grandcat/zeroconf"
 )
@@ -65,5 +66,22 @@ func TestAddrsOf(t *testing.T) {
 	v6only := &zeroconf.ServiceEntry{AddrIPv6: []net.IP{net.ParseIP("fd00:77::6")}}
 	if got := fmt.Sprint(addrsOf(v6only, "")); got != "[fd00:77::6]" {
 		t.Errorf("an IPv6-only peer: %s", got)
+	}
+}
+
+// Browse rounds rest 15 s, then twice as long each time up to 5 minutes,
+// each with at most a fifth more at random: in steady state a member
+// browses once in five minutes, not every 20-30 s.
+func TestBrowseRestsDouble(t *testing.T) {
+	want := []time.Duration{15 * time.Second, 30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 5 * time.Minute, 5 * time.Minute}
+	for round, base := range append(want, make([]time.Duration, 60)...) {
+		if base == 0 {
+			base = maxRest
+		}
+		for range 20 {
+			if got := restAfter(round); got < base || got > base+base/5 {
+				t.Fatalf("round %d rests %s, want %s to %s", round, got, base, base+base/5)
+			}
+		}
 	}
 }

@@ -44,6 +44,11 @@ type Config struct {
 	LANs []netip.Prefix
 	// Static peers are greeted periodically; they answer and join the table.
 	Static []netip.AddrPort
+	// GreetEvery is how often (plus up to a fifth more, at random) this
+	// node says hello to its LAN, its static peers and every peer in its
+	// table (default DefaultGreetEvery): the hellos keep it in their
+	// tables, which drop a peer not heard from for PeerExpiry.
+	GreetEvery time.Duration
 
 	MaxPeers       int           // peers kept in the table
 	PeerRetries    int           // failed peer tries before upstream
@@ -178,6 +183,10 @@ const (
 	DefaultElectionWindow = 300 * time.Millisecond
 	DefaultHeartbeat      = time.Second
 	DefaultMaxWait        = 10 * time.Minute
+	DefaultGreetEvery     = 25 * time.Second
+	// PeerExpiry is how long a peer not heard from stays in the table:
+	// past three greetings.
+	PeerExpiry = 90 * time.Second
 	// DefaultHolderMinRate is far below any LAN, far above a trickle.
 	DefaultHolderMinRate = 128 << 10
 )
@@ -197,6 +206,7 @@ func Listen(cfg Config) (*Node, error) {
 	cfg.MaxWait = cmp.Or(max(cfg.MaxWait, 0), DefaultMaxWait)
 	cfg.BusyLimit = cmp.Or(max(cfg.BusyLimit, 0), fill.DefaultStallTimeout)
 	cfg.HolderMinRate = cmp.Or(max(cfg.HolderMinRate, 0), DefaultHolderMinRate)
+	cfg.GreetEvery = cmp.Or(max(cfg.GreetEvery, 0), DefaultGreetEvery)
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -231,7 +241,7 @@ func Listen(cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, conn: conn, hc: hc,
-		table:      NewTable(cfg.MaxPeers, 90*time.Second, cfg.Now),
+		table:      NewTable(cfg.MaxPeers, PeerExpiry, cfg.Now),
 		queries:    map[uint32]chan Message{},
 		elections:  map[cachestore.Digest]*election{},
 		beating:    map[cachestore.Digest]*beat{},
@@ -323,22 +333,26 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
-// greet says hello to static peers now and then, with jitter, so they
-// answer and land in the table even without mDNS.
+// greet says hello now and then, with jitter, to every target of a
+// message for all (sendAll: the LAN's broadcast addresses, static peers,
+// and each table peer no broadcast reaches): static peers answer and land
+// in the table even without mDNS, and every peer keeps this node in its
+// table. A hello to a peer that knows this node gets no answer; one that
+// forgot it (or never met it) greets back. So discovery need not run
+// again to keep a peer: mDNS browses in rounds minutes apart (a LAN of N
+// members parses N² answers a browse).
 //
 // Passive nodes greet too: their hello (flagged passive) offers nothing,
 // but the answer puts their static peers in their table, and only peers in
 // the table are asked.
 func (n *Node) greet(ctx context.Context) {
 	for {
-		for _, a := range n.cfg.Static {
-			n.send(Message{Type: MsgHello}, a)
-		}
-		jitter := time.Duration(rand.Int64N(int64(5 * time.Second)))
+		n.sendAll(Message{Type: MsgHello})
+		jitter := time.Duration(rand.Int64N(int64(n.cfg.GreetEvery/5) + 1))
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(25*time.Second + jitter):
+		case <-time.After(n.cfg.GreetEvery + jitter):
 		}
 	}
 }

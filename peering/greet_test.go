@@ -1,0 +1,60 @@
+package peering
+
+import (
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// A peer found by discovery is greeted at once, so it knows this node
+// without a browse of its own, and the two keep each other past the
+// table's expiry by their hellos alone: mDNS browses minutes apart, and
+// a LAN of fifty members browsing every 20-30 s kept two cores busy.
+func TestDiscoveredPeersKeepEachOtherByHellos(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	a := testNode(t, Config{ID: NodeID{1}, Now: clock, GreetEvery: 20 * time.Millisecond})
+	b := testNode(t, Config{ID: NodeID{2}, Now: clock, GreetEvery: 20 * time.Millisecond})
+
+	// a finds b (as mDNS would); b never browses.
+	if !a.Discovered(Peer{ID: b.cfg.ID, Addr: netip.MustParseAddr("127.0.0.1"), Port: b.Addr().Port(), Priority: DefaultPriority}) {
+		t.Fatal("a did not take the peer it discovered")
+	}
+	waitPeers(t, b, 1)
+	if _, ok := b.Table().Get(a.cfg.ID); !ok {
+		t.Fatalf("b's table has %v, not a", b.Table().Peers())
+	}
+
+	// Two thirds of the expiry, twice: each time both must hear the other
+	// again, and neither may drop the other.
+	for step := range 2 {
+		now.Add(int64(PeerExpiry * 2 / 3))
+		for _, pair := range []struct {
+			name   string
+			n      *Node
+			of     NodeID
+			ofName string
+		}{{"a", a, b.cfg.ID, "b"}, {"b", b, a.cfg.ID, "a"}} {
+			deadline := time.After(10 * time.Second)
+			tick := time.NewTicker(5 * time.Millisecond)
+			for {
+				pair.n.Table().Peers() // expires what is due
+				p, ok := pair.n.Table().Get(pair.of)
+				if !ok {
+					t.Fatalf("step %d: %s dropped %s", step, pair.name, pair.ofName)
+				}
+				if p.LastSeen.Equal(clock()) {
+					break
+				}
+				select {
+				case <-tick.C:
+				case <-deadline:
+					t.Fatalf("step %d: %s has not heard from %s since %s (now %s)", step, pair.name, pair.ofName, p.LastSeen, clock())
+				}
+			}
+			tick.Stop()
+		}
+	}
+}
