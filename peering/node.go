@@ -346,8 +346,18 @@ func (n *Node) Run(ctx context.Context) error {
 // but the answer puts their static peers in their table, and only peers in
 // the table are asked.
 func (n *Node) greet(ctx context.Context) {
-	for {
-		n.sendAll(Message{Type: MsgHello})
+	for first := true; ; first = false {
+		if first {
+			// At start, static peers alone: the LAN hears this node
+			// first by discovery, whose answers give a dual-stack
+			// peer's addresses in the order warren prefers (IPv4
+			// first), not in whichever family's greeting came first.
+			for _, a := range n.cfg.Static {
+				n.send(Message{Type: MsgHello}, a)
+			}
+		} else {
+			n.sendAll(Message{Type: MsgHello})
+		}
 		jitter := time.Duration(rand.Int64N(int64(n.cfg.GreetEvery/5) + 1))
 		select {
 		case <-ctx.Done():

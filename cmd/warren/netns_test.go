@@ -122,11 +122,19 @@ func runSite(t *testing.T, st siteTest) {
 
 	// A warren in every host, default discovery.
 	logs := make([]*syncBuffer, hosts+1)
+	pids := make([]int, 0, hosts)
 	for i := 1; i <= hosts; i++ {
 		cmd := exec.Command("ip", "netns", "exec", ns(fmt.Sprintf("h%d", i)), warrenBinary(t), "serve",
 			"--listen", "0.0.0.0:3142", "--cache-dir", filepath.Join(base, fmt.Sprintf("cache%d", i)),
 			"--upload-slots", strconv.Itoa(slots), "--log-level", "debug")
 		logs[i], _ = startLogged(t, cmd, fmt.Sprintf("warren h%d", i))
+		pids = append(pids, cmd.Process.Pid) // ip netns exec execs warren
+	}
+	daemonsCPU := func() (sum time.Duration) {
+		for _, pid := range pids {
+			sum += treeCPU(pid)
+		}
+		return sum
 	}
 	stats := func(host int) map[string]float64 {
 		out, err := curl(host, "http://127.0.0.1:3142/_warren/stats")
@@ -149,6 +157,12 @@ func runSite(t *testing.T, st siteTest) {
 		return true
 	})
 	t.Logf("all %d nodes found their peers by mDNS in %.1fs", hosts, time.Since(start).Seconds())
+	// What the site costs doing nothing (mDNS, hellos), measured over a
+	// few seconds: every CPU cycle it takes, a transfer on this one
+	// machine does not get (fifty nodes once kept both cores busy).
+	idleFrom, idleCPU := time.Now(), daemonsCPU()
+	<-time.After(5 * time.Second)
+	idle := float64(daemonsCPU()-idleCPU) / float64(time.Since(idleFrom))
 
 	// apt's helper with no local warren answering (nothing on port 1)
 	// finds one on the LAN by mDNS.
@@ -246,6 +260,7 @@ func runSite(t *testing.T, st siteTest) {
 		}
 	}
 	fmt.Printf("netns site test: %d hosts, %d MB artifact, WAN %s\n", hosts, size>>20, wanRate)
+	fmt.Printf("  idle, the %d daemons used %.0f%% of one core\n", hosts, 100*idle)
 	fmt.Printf("  WAN bytes / artifact bytes = %.3f (upstream GETs of the artifact: %d); clients without the exact file: %d\n",
 		float64(wan)/float64(size), gets, len(failed))
 	fmt.Printf("  one lone WAN download %.2fs; the last node had it stored on disk after %.2fs (ratio %.2f), the last client was done after %.2fs (ratio %.2f)\n",
