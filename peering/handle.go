@@ -176,14 +176,16 @@ func (n *Node) joined(id NodeID, addr netip.AddrPort) {
 // Discovered offers p, found by discovery (mDNS), to the table as
 // Table.Offer does (its address must be the one the table knows, or tied
 // to it), and reports whether it is in the table. One that joins is
-// greeted at once, so that it knows this node without browsing for it
-// (browses are minutes apart), and is asked for its other addresses as
+// greeted at once (unless this node is passive), so that it knows this
+// node without browsing for it (browses are minutes apart), and is asked for its other addresses as
 // one heard in a datagram is.
 func (n *Node) Discovered(p Peer) bool {
 	_, known := n.table.Get(p.ID)
 	in := n.table.Offer(p, false)
 	if in && !known {
-		n.send(Message{Type: MsgHello}, p.AddrPort())
+		if !n.cfg.Passive {
+			n.send(Message{Type: MsgHello}, p.AddrPort())
+		}
 		n.joined(p.ID, p.AddrPort())
 	}
 	return in

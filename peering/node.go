@@ -342,16 +342,20 @@ func (n *Node) Run(ctx context.Context) error {
 // again to keep a peer: mDNS browses in rounds minutes apart (a LAN of N
 // members parses N² answers a browse).
 //
-// Passive nodes greet too: their hello (flagged passive) offers nothing,
-// but the answer puts their static peers in their table, and only peers in
-// the table are asked.
+// Passive nodes greet their static peers: their hello (flagged passive)
+// offers nothing, but the answer puts those peers in their table, and
+// only peers in the table are asked.
 func (n *Node) greet(ctx context.Context) {
 	for first := true; ; first = false {
-		if first {
+		if first || n.cfg.Passive {
 			// At start, static peers alone: the LAN hears this node
 			// first by discovery, whose answers give a dual-stack
 			// peer's addresses in the order warren prefers (IPv4
 			// first), not in whichever family's greeting came first.
+			// A passive node greets no one else: it offers nothing,
+			// and a site of many would fill its members' tables (its
+			// questions, answered from anyone, make it known to whom
+			// it asks).
 			for _, a := range n.cfg.Static {
 				n.send(Message{Type: MsgHello}, a)
 			}
