@@ -130,11 +130,15 @@ func Browse(ctx context.Context, cfg Config, found func(Found)) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	for round := 0; ctx.Err() == nil; round++ {
+	for round := 0; ctx.Err() == nil; {
 		rest := restAfter(round)
 		if err := browseRound(ctx, cfg, roundListen, found); err != nil {
+			// A failed round (no network yet) does not count: the next
+			// one that runs rests as little as this one would have.
 			cfg.Logger.Warn("mDNS browse failed; trying again", slog.Any("err", err))
 			rest = 5 * time.Second
+		} else {
+			round++
 		}
 		select {
 		case <-ctx.Done():

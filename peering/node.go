@@ -45,9 +45,9 @@ type Config struct {
 	// Static peers are greeted periodically; they answer and join the table.
 	Static []netip.AddrPort
 	// GreetEvery is how often (plus up to a fifth more, at random) this
-	// node says hello to its LAN, its static peers and every peer in its
-	// table (default DefaultGreetEvery): the hellos keep it in their
-	// tables, which drop a peer not heard from for PeerExpiry.
+	// node says hello to its static peers and (unless passive) every peer
+	// in its table (default DefaultGreetEvery): the hellos keep it in
+	// their tables, which drop a peer not heard from for PeerExpiry.
 	GreetEvery time.Duration
 
 	MaxPeers       int           // peers kept in the table
@@ -270,7 +270,7 @@ func (n *Node) Addr() netip.AddrPort { return n.conn.LocalAddr().(*net.UDPAddr).
 // Table is the peer table (mdns feeds it too).
 func (n *Node) Table() *Table { return n.table }
 
-// Run serves datagrams and greets static peers until ctx ends.
+// Run serves datagrams and greets peers (greet) until ctx ends.
 func (n *Node) Run(ctx context.Context) error {
 	n.ready.Store(true)
 	defer n.ready.Store(false)
@@ -333,34 +333,37 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 }
 
-// greet says hello now and then, with jitter, to every target of a
-// message for all (sendAll: the LAN's broadcast addresses, static peers,
-// and each table peer no broadcast reaches): static peers answer and land
-// in the table even without mDNS, and every peer keeps this node in its
-// table. A hello to a peer that knows this node gets no answer; one that
-// forgot it (or never met it) greets back. So discovery need not run
+// greet says hello now and then, with jitter: to static peers, so they
+// answer and land in the table even without mDNS, and (unless this node
+// is passive) to each peer in its table, by its known address, so that
+// this node stays in theirs. A hello to a peer that knows this node gets
+// no answer; one that forgot it greets back. So discovery need not run
 // again to keep a peer: mDNS browses in rounds minutes apart (a LAN of N
-// members parses N² answers a browse).
+// members parses N² answers a browse). Hellos go to known addresses
+// alone, never to the LAN at large: a newcomer finds the LAN by its own
+// browse and greets what it finds (Discovered).
 //
-// Passive nodes greet their static peers: their hello (flagged passive)
-// offers nothing, but the answer puts those peers in their table, and
-// only peers in the table are asked.
+// Passive nodes greet their static peers alone: their hello (flagged
+// passive) offers nothing, but the answer puts those peers in their
+// table, and only peers in the table are asked. A site of many passive
+// nodes greeting every member would fill the members' tables, where
+// passive entries are never asked and so never give up their place.
 func (n *Node) greet(ctx context.Context) {
 	for first := true; ; first = false {
-		if first || n.cfg.Passive {
-			// At start, static peers alone: the LAN hears this node
-			// first by discovery, whose answers give a dual-stack
-			// peer's addresses in the order warren prefers (IPv4
-			// first), not in whichever family's greeting came first.
-			// A passive node greets no one else: it offers nothing,
-			// and a site of many would fill its members' tables (its
-			// questions, answered from anyone, make it known to whom
-			// it asks).
-			for _, a := range n.cfg.Static {
-				n.send(Message{Type: MsgHello}, a)
+		greeted := map[netip.AddrPort]bool{}
+		for _, a := range n.cfg.Static {
+			greeted[a] = true
+			n.send(Message{Type: MsgHello}, a)
+		}
+		// The table's peers from the second round on: at start, the
+		// table is what discovery just found and greeted.
+		if !first && !n.cfg.Passive {
+			for _, p := range n.table.Peers() {
+				if a := p.AddrPort(); !greeted[a] {
+					greeted[a] = true
+					n.send(Message{Type: MsgHello, To: p.ID}, a)
+				}
 			}
-		} else {
-			n.sendAll(Message{Type: MsgHello})
 		}
 		jitter := time.Duration(rand.Int64N(int64(n.cfg.GreetEvery/5) + 1))
 		select {

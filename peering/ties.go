@@ -165,8 +165,7 @@ func (n *Node) echo(m Message, reply netip.AddrPort) {
 
 // untied is a datagram naming a known peer from its other family or
 // scope, not tied to it: a question is answered (at the peer's known
-// address), a challenge echoed, a greeting ignored; anything else is
-// dropped and counted, and
+// address), a challenge echoed; anything else is dropped and counted, and
 // the peer challenged, so that an honest peer's other addresses are tied
 // from then on.
 func (n *Node) untied(m Message, src, known netip.AddrPort) {
@@ -174,10 +173,8 @@ func (n *Node) untied(m Message, src, known netip.AddrPort) {
 	switch {
 	case m.Type == MsgQuery:
 		n.answer(m, known)
-	case m.Type == MsgHello:
-		// A challenge is echoed already; a greeting (sent to both
-		// families every GreetEvery) tells nothing the peer's known
-		// address does not: neither is an impostor's attempt to count.
+	case m.Type == MsgHello && m.Prove:
+		// Echoed already.
 	default:
 		n.Dropped.Add(1)
 		n.log.Debug("dropped a datagram naming a known peer from its other family or scope, not tied to it (a proof is asked of the peer)",
