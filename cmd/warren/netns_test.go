@@ -261,7 +261,7 @@ func runSite(t *testing.T, st siteTest) {
 		}
 	}
 	fmt.Printf("netns site test: %d hosts, %d MB artifact, WAN %s\n", hosts, size>>20, wanRate)
-	fmt.Printf("  idle, the %d daemons used %.0f%% of one core\n", hosts, 100*idle)
+	fmt.Printf("  idle in the 5 s after they all found their peers, the %d daemons used %.0f%% of one core\n", hosts, 100*idle)
 	fmt.Printf("  WAN bytes / artifact bytes = %.3f (upstream GETs of the artifact: %d); clients without the exact file: %d\n",
 		float64(wan)/float64(size), gets, len(failed))
 	fmt.Printf("  one lone WAN download %.2fs; the last node had it stored on disk after %.2fs (ratio %.2f), the last client was done after %.2fs (ratio %.2f)\n",
