@@ -177,8 +177,9 @@ func (n *Node) joined(id NodeID, addr netip.AddrPort) {
 // Table.Offer does (its address must be the one the table knows, or tied
 // to it), and reports whether it is in the table. One that joins is
 // greeted at once (unless this node is passive), so that it knows this
-// node without browsing for it (browses are minutes apart), and is asked for its other addresses as
-// one heard in a datagram is.
+// node without browsing for it (browses are minutes apart), and is asked
+// for its other addresses as one heard in a datagram is. The hello names
+// no receiver: a new node at an address mDNS gave stale greets back too.
 func (n *Node) Discovered(p Peer) bool {
 	_, known := n.table.Get(p.ID)
 	in := n.table.Offer(p, false)
