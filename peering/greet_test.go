@@ -58,3 +58,27 @@ func TestDiscoveredPeersKeepEachOtherByHellos(t *testing.T) {
 		}
 	}
 }
+
+// A passive node greets no one but its static peers, so no member greets
+// it back while it asks nothing: the peers discovery found stay in its
+// table between browse rounds (minutes apart), past the expiry a member's
+// table has, and go only after PassivePeerExpiry.
+func TestPassiveNodeKeepsDiscoveredPeersBetweenBrowses(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	p := testNode(t, Config{ID: NodeID{1}, Passive: true, Now: clock, GreetEvery: 20 * time.Millisecond})
+	// A member at an address where nothing answers: it never greets p.
+	member := Peer{ID: NodeID{2}, Addr: netip.MustParseAddr("127.0.0.1"), Port: 9, Priority: DefaultPriority}
+	if !p.Discovered(member) {
+		t.Fatal("the passive node did not take the peer it discovered")
+	}
+	now.Add(int64(4 * PeerExpiry))
+	if _, ok := p.Table().Get(member.ID); !ok || len(p.Table().Peers()) != 1 {
+		t.Fatalf("the passive node dropped its discovered peer %s after %s, before its next browse", member.ID, 4*PeerExpiry)
+	}
+	now.Add(int64(PassivePeerExpiry))
+	if n := len(p.Table().Peers()); n != 0 {
+		t.Fatalf("the passive node kept %d peers not heard from for longer than %s", n, PassivePeerExpiry)
+	}
+}

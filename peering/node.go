@@ -187,6 +187,13 @@ const (
 	// PeerExpiry is how long a peer not heard from stays in the table:
 	// past three greetings.
 	PeerExpiry = 90 * time.Second
+	// PassivePeerExpiry is PeerExpiry on a passive node. It greets no
+	// one but its static peers, so members keep it in their tables (and
+	// greet it) only while its questions are fresh: what keeps its peers
+	// is discovery, whose rounds rest up to 6 minutes (mdns), and the
+	// answers to its questions. A peer gone meanwhile is asked and not
+	// waited for once it leaves questions unanswered (query.go).
+	PassivePeerExpiry = 10 * time.Minute
 	// DefaultHolderMinRate is far below any LAN, far above a trickle.
 	DefaultHolderMinRate = 128 << 10
 )
@@ -239,9 +246,13 @@ func Listen(cfg Config) (*Node, error) {
 			TLSHandshakeTimeout:   peerHeaderTimeout,
 		}}
 	}
+	expiry := PeerExpiry
+	if cfg.Passive {
+		expiry = PassivePeerExpiry
+	}
 	n := &Node{
 		cfg: cfg, log: cfg.Logger, now: cfg.Now, conn: conn, hc: hc,
-		table:      NewTable(cfg.MaxPeers, PeerExpiry, cfg.Now),
+		table:      NewTable(cfg.MaxPeers, expiry, cfg.Now),
 		queries:    map[uint32]chan Message{},
 		elections:  map[cachestore.Digest]*election{},
 		beating:    map[cachestore.Digest]*beat{},
