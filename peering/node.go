@@ -346,8 +346,8 @@ func (n *Node) Run(ctx context.Context) error {
 
 // greet says hello now and then, with jitter: to static peers, so they
 // answer and land in the table even without mDNS, and (unless this node
-// is passive) to each peer in its table, by its known address, so that
-// this node stays in theirs. A hello to a peer that knows this node gets
+// is passive) to each peer in its table, by its known address and naming
+// no receiver, so that this node stays in theirs. A hello to a peer that knows this node gets
 // no answer; one that forgot it greets back. So discovery need not run
 // again to keep a peer: mDNS browses in rounds minutes apart (a LAN of N
 // members parses N² answers a browse). Hellos go to known addresses
@@ -372,7 +372,14 @@ func (n *Node) greet(ctx context.Context) {
 			for _, p := range n.table.Peers() {
 				if a := p.AddrPort(); !greeted[a] {
 					greeted[a] = true
-					n.send(Message{Type: MsgHello, To: p.ID}, a)
+					// No receiver named, as to many: a hello naming its
+					// receiver would be an authenticated one (group_secret)
+					// that may move the receiver's entry of this node, and
+					// sent on a timer to an address the peer may have left,
+					// whoever holds it now could relay it to the peer and
+					// keep this node's entry there at its own address. A
+					// new node at the address greets back, too.
+					n.send(Message{Type: MsgHello}, a)
 				}
 			}
 		}
