@@ -1,7 +1,9 @@
 package peering
 
 import (
+	"net"
 	"net/netip"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -80,5 +82,39 @@ func TestPassiveNodeKeepsDiscoveredPeersBetweenBrowses(t *testing.T) {
 	now.Add(int64(PassivePeerExpiry))
 	if n := len(p.Table().Peers()); n != 0 {
 		t.Fatalf("the passive node kept %d peers not heard from for longer than %s", n, PassivePeerExpiry)
+	}
+}
+
+// With a group secret, the hellos a node sends on a timer to a peer's
+// known address cannot move the peer's entry of it: the peer has left
+// that address, and whoever holds it now relays each hello to the peer
+// from there. (A hello naming its receiver is authenticated for it and
+// would move the entry to the relay's address, kept fresh by the next.)
+func TestRelayedHelloMovesNoOne(t *testing.T) {
+	secret := []byte("group")
+	a := testNode(t, Config{ID: NodeID{1}, Secret: secret, GreetEvery: 20 * time.Millisecond})
+	b := testNode(t, Config{ID: NodeID{2}, Secret: secret})
+	// b knows a at 127.0.0.1; a knows b at an address b has left, now a
+	// stranger's at 127.0.0.2.
+	stranger := udpFrom(t, "127.0.0.2")
+	if !b.Discovered(Peer{ID: a.cfg.ID, Addr: netip.MustParseAddr("127.0.0.1"), Port: a.Addr().Port(), Priority: DefaultPriority}) ||
+		!a.Discovered(Peer{ID: b.cfg.ID, Addr: netip.MustParseAddr("127.0.0.2"), Port: stranger.LocalAddr().(*net.UDPAddr).AddrPort().Port(), Priority: DefaultPriority}) {
+		t.Fatal("a discovered peer was not taken")
+	}
+	// The stranger relays a's first hellos (the one at discovery and the
+	// timed ones after it) to b, from its own address.
+	buf := make([]byte, MaxDatagram+1)
+	var relayed [][]byte
+	stranger.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for len(relayed) < 4 {
+		k, err := stranger.Read(buf)
+		if err != nil {
+			t.Fatalf("the stranger heard %d hellos from a: %v", len(relayed), err)
+		}
+		relayed = append(relayed, slices.Clone(buf[:k]))
+	}
+	sendRaw(t, stranger, b, secret, relayed...)
+	if p, ok := b.Table().Get(a.cfg.ID); !ok || p.Addr != netip.MustParseAddr("127.0.0.1") {
+		t.Fatalf("a's hellos, relayed from 127.0.0.2, moved a in b's table: %+v (%v)", p, ok)
 	}
 }
