@@ -35,7 +35,10 @@ type Config struct {
 	FreeBytes uint64
 	// Interfaces announce and browse; nil means every multicast interface.
 	Interfaces []net.Interface
-	Logger     *slog.Logger
+	// Lonely says this node knows no peer: Browse then browses again
+	// soon, however long its rests had grown (nil: never).
+	Lonely func() bool
+	Logger *slog.Logger
 }
 
 // Found is a warren seen on the LAN.
@@ -130,22 +133,40 @@ func Browse(ctx context.Context, cfg Config, found func(Found)) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	for round := 0; ctx.Err() == nil; {
-		rest := restAfter(round)
-		if err := browseRound(ctx, cfg, roundListen, found); err != nil {
-			// A failed round (no network yet) does not count: the next
-			// one that runs rests as little as this one would have.
+	browseLoop(ctx, restAfter, firstRest, cfg.Lonely, func() error {
+		err := browseRound(ctx, cfg, roundListen, found)
+		if err != nil {
 			cfg.Logger.Warn("mDNS browse failed; trying again", slog.Any("err", err))
+		}
+		return err
+	})
+	return nil
+}
+
+// browseLoop runs round until ctx ends, resting rests(n) after the n-th
+// round that ran (a failed one, no network yet, does not count: 5 s). A
+// rest is looked into every step: when lonely says this node knows no
+// peer (a LAN outage outlived the peers' expiry: no one greets anyone any
+// more), the rest ends and the rests start over from the first.
+func browseLoop(ctx context.Context, rests func(int) time.Duration, step time.Duration, lonely func() bool, round func() error) {
+	for n := 0; ctx.Err() == nil; {
+		rest := rests(n)
+		if err := round(); err != nil {
 			rest = 5 * time.Second
 		} else {
-			round++
+			n++
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(rest):
+		for end := time.Now().Add(rest); ctx.Err() == nil && time.Now().Before(end); {
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(step, time.Until(end))):
+			}
+			if lonely != nil && lonely() && n > 0 {
+				n = 0
+				break
+			}
 		}
 	}
-	return nil
 }
 
 const (

@@ -1,6 +1,7 @@
 package mdns
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -83,5 +84,40 @@ func TestBrowseRestsDouble(t *testing.T) {
 				t.Fatalf("round %d rests %s, want %s to %s", round, got, base, base+base/5)
 			}
 		}
+	}
+}
+
+// A node whose table has emptied (a LAN outage outlived its peers' expiry,
+// and no one greets anyone any more) browses again within a step, however
+// long its rests had grown; one that knows peers keeps resting.
+func TestLonelyNodeBrowsesAgainSoon(t *testing.T) {
+	for _, lonely := range []bool{true, false} {
+		ctx, cancel := context.WithCancel(t.Context())
+		rounds := make(chan struct{}, 16)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			browseLoop(ctx, func(int) time.Duration { return time.Hour }, 5*time.Millisecond,
+				func() bool { return lonely }, func() error { rounds <- struct{}{}; return nil })
+		}()
+		<-rounds // the first round, at once
+		// Waiting for a round that must not come proves less the
+		// shorter it is, but a rest of an hour cannot end in 200 ms.
+		wait := 200 * time.Millisecond
+		if lonely {
+			wait = 5 * time.Second
+		}
+		select {
+		case <-rounds:
+			if !lonely {
+				t.Error("a node that knows peers browsed again before its rest was over")
+			}
+		case <-time.After(wait):
+			if lonely {
+				t.Errorf("a lonely node did not browse again within %s (its rest is an hour)", wait)
+			}
+		}
+		cancel()
+		<-done
 	}
 }

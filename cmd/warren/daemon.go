@@ -541,6 +541,9 @@ func (d *daemon) runMDNSOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Hellos keep peers (peering's greet); a table emptied by an outage
+	// that outlived them is filled again by browsing soon.
+	mc.Lonely = func() bool { return len(d.node.Table().Peers()) == 0 }
 	if !mc.Passive {
 		a, err := mdns.Announce(mc)
 		if err != nil {
